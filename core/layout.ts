@@ -1,0 +1,158 @@
+/**
+ * Flat block butterfly block layouts, identical to the authors'
+ * `FlatBlockButterflySparsityConfig(butterfly_size, n_factors, block, global_size, shuffle)
+ *   .make_layout(out_features_extended, in_features_extended)` (HazyResearch/fly), where the
+ * "extended" sizes are out/in padded up to multiples of `block` as `BlockSparseLinear` does.
+ *
+ * The butterfly_size×butterfly_size flat butterfly support is stretched to the padded layer shape
+ * (each support cell covers (outPadded/S)×(inPadded/S) weights), the first `global_size` rows and
+ * columns are set, and each block×block tile is kept if any weight in it is set.
+ */
+import { PixelflyConfigError, requireInt } from './errors';
+import { flatButterflySupport, validateButterfly } from './butterfly';
+
+export interface ButterflyParams {
+  block: number;
+  butterflySize: number;
+  nFactors: number;
+  /** Rows and columns (in weights, not blocks) that are kept dense, like attention's global tokens. */
+  globalSize?: number;
+  /** Apply the ShuffleNet-style channel shuffle to the support's columns. */
+  shuffle?: boolean;
+}
+
+export interface BlockLayout {
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+  /** out/in padded up to multiples of `block`: the weight the kernels see is outPadded×inPadded. */
+  readonly outPadded: number;
+  readonly inPadded: number;
+  readonly block: number;
+  readonly blockRows: number;
+  readonly blockCols: number;
+  /** blockRows×blockCols, row-major, 1 = block kept. */
+  readonly mask: Uint8Array;
+  readonly nnzBlocks: number;
+  /** Kept blocks / all blocks of the padded grid (what the authors report). */
+  readonly density: number;
+  readonly params: Required<ButterflyParams>;
+}
+
+export function padTo(n: number, multiple: number): number {
+  return Math.ceil(n / multiple) * multiple;
+}
+
+/** Largest power of two ≤ limit that divides n (≥ 1). */
+function largestPow2Divisor(n: number, limit: number): number {
+  let p = 1;
+  while (p * 2 <= limit && n % (p * 2) === 0) p *= 2;
+  return p;
+}
+
+function checkStretch(side: 'out_features' | 'in_features', size: number, padded: number, block: number, s: number): void {
+  if (padded % s === 0) return;
+  const fits = largestPow2Divisor(padded, s);
+  const padNote = padded === size ? '' : ` (${size} padded to a multiple of block ${block})`;
+  const stretched = Math.floor(padded / s) * s;
+  const consequence =
+    stretched === 0
+      ? `the butterfly grid cannot be stretched over it`
+      : stretched % block !== 0
+        ? `the stretched grid would be ${stretched} wide, which block ${block} does not divide (the authors' code fails)`
+        : `the authors' code would silently build a layout for ${stretched} instead of ${padded}`;
+  const padAll = `pad ${side} to a multiple of ${lcm(s, block)}`;
+  const suggestion = fits >= 2 ? `use butterfly_size ${fits} (the largest power of two ≤ ${s} dividing ${padded}), or ${padAll}` : padAll;
+  throw new PixelflyConfigError(
+    'butterfly_size',
+    `${s} does not divide ${side} ${padded}${padNote}: ${consequence}; ${suggestion}`,
+  );
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+function lcm(a: number, b: number): number {
+  return (a / gcd(a, b)) * b;
+}
+
+export function validateParams(outFeatures: number, inFeatures: number, p: ButterflyParams): Required<ButterflyParams> {
+  requireInt('out_features', outFeatures, 1);
+  requireInt('in_features', inFeatures, 1);
+  requireInt('block', p.block, 1);
+  validateButterfly(p.butterflySize, p.nFactors);
+  const globalSize = p.globalSize ?? 0;
+  requireInt('global_size', globalSize, 0);
+  const outPadded = padTo(outFeatures, p.block);
+  const inPadded = padTo(inFeatures, p.block);
+  checkStretch('out_features', outFeatures, outPadded, p.block, p.butterflySize);
+  checkStretch('in_features', inFeatures, inPadded, p.block, p.butterflySize);
+  return { block: p.block, butterflySize: p.butterflySize, nFactors: p.nFactors, globalSize, shuffle: p.shuffle ?? false };
+}
+
+export function flatBlockButterflyLayout(outFeatures: number, inFeatures: number, p: ButterflyParams): BlockLayout {
+  const params = validateParams(outFeatures, inFeatures, p);
+  const { block, butterflySize: s, globalSize } = params;
+  const outPadded = padTo(outFeatures, block);
+  const inPadded = padTo(inFeatures, block);
+  const blockRows = outPadded / block;
+  const blockCols = inPadded / block;
+  // Weights per support cell along each side.
+  const cellRows = outPadded / s;
+  const cellCols = inPadded / s;
+  const support = flatButterflySupport(s, params.nFactors, params.shuffle);
+
+  const mask = new Uint8Array(blockRows * blockCols);
+  let nnz = 0;
+  for (let br = 0; br < blockRows; br++) {
+    const r0 = br * block;
+    const r1 = r0 + block - 1;
+    const sr0 = Math.floor(r0 / cellRows);
+    const sr1 = Math.floor(r1 / cellRows);
+    for (let bc = 0; bc < blockCols; bc++) {
+      const c0 = bc * block;
+      let kept = r0 < globalSize || c0 < globalSize;
+      if (!kept) {
+        const sc0 = Math.floor(c0 / cellCols);
+        const sc1 = Math.floor((c0 + block - 1) / cellCols);
+        for (let i = sr0; i <= sr1 && !kept; i++) {
+          for (let j = sc0; j <= sc1; j++) {
+            if (support[i * s + j]) {
+              kept = true;
+              break;
+            }
+          }
+        }
+      }
+      if (kept) {
+        mask[br * blockCols + bc] = 1;
+        nnz++;
+      }
+    }
+  }
+  return {
+    outFeatures,
+    inFeatures,
+    outPadded,
+    inPadded,
+    block,
+    blockRows,
+    blockCols,
+    mask,
+    nnzBlocks: nnz,
+    density: nnz / (blockRows * blockCols),
+    params,
+  };
+}
+
+/** One string per block-row, '1' = kept: the authors' test-vector format and the CLI's JSON. */
+export function layoutRows(layout: BlockLayout): string[] {
+  const rows: string[] = [];
+  for (let r = 0; r < layout.blockRows; r++) {
+    let s = '';
+    for (let c = 0; c < layout.blockCols; c++) s += layout.mask[r * layout.blockCols + c] ? '1' : '0';
+    rows.push(s);
+  }
+  return rows;
+}
