@@ -1,0 +1,430 @@
+// The extension <-> daemon boundary: every JSON-RPC 2.0 message, typed once and validated on arrival.
+// Both sides import this file (the daemon in Node, the extension host), so it must stay free of Node
+// and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
+import { z } from 'zod';
+
+/** Bumped on any incompatible change; `hello` reports it so a client can refuse a daemon it does not understand. */
+export const PROTOCOL_VERSION = 1;
+
+/** Limits the daemon enforces, exported so clients can stay inside them. */
+export const LIMITS = {
+  /** Largest accepted WebSocket frame (bytes); larger frames close the connection (1009). */
+  maxPayloadBytes: 1024 * 1024,
+  /** Requests a connection may have in flight; more are answered at once with TOO_MANY_PENDING. */
+  maxPendingRequests: 16,
+  /** Subscriptions a connection may hold at once. */
+  maxSubscriptions: 64,
+} as const;
+
+/** Header carrying the token at the handshake; the token may instead be offered as subprotocol `pixelfly-token.<token>`. */
+export const TOKEN_HEADER = 'x-pixelfly-token';
+export const TOKEN_SUBPROTOCOL_PREFIX = 'pixelfly-token.';
+/** Close codes the daemon uses beyond the standard ones. */
+export const CLOSE_SLOW_CONSUMER = 4001;
+export const CLOSE_SHUTDOWN = 4002;
+
+// ---------------------------------------------------------------------------------------------
+// JSON-RPC 2.0 envelope
+
+export const ErrorCode = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+  /** The connection already has LIMITS.maxPendingRequests requests in flight. */
+  TOO_MANY_PENDING: -32001,
+  JOB_NOT_FOUND: -32002,
+  /** The request is well formed but not allowed in the job's current state (e.g. resume a completed job). */
+  INVALID_STATE: -32003,
+  /** The model spec, plan or dataset was refused by the core or the engine (message says which and why). */
+  REJECTED: -32004,
+  /** The native engine is not built or failed to load. */
+  ENGINE_UNAVAILABLE: -32005,
+} as const;
+
+const requestId = z.union([z.string().max(128), z.number().int()]);
+
+export const RpcRequestSchema = z.strictObject({
+  jsonrpc: z.literal('2.0'),
+  id: requestId,
+  method: z.string().min(1).max(64),
+  params: z.unknown().optional(),
+});
+export type RpcRequest = z.infer<typeof RpcRequestSchema>;
+
+export const RpcErrorSchema = z.object({
+  code: z.number().int(),
+  message: z.string(),
+  data: z.unknown().optional(),
+});
+export type RpcError = z.infer<typeof RpcErrorSchema>;
+
+export const RpcResponseSchema = z.union([
+  z.object({ jsonrpc: z.literal('2.0'), id: requestId, result: z.unknown() }),
+  z.object({ jsonrpc: z.literal('2.0'), id: z.union([requestId, z.null()]), error: RpcErrorSchema }),
+]);
+export type RpcResponse = z.infer<typeof RpcResponseSchema>;
+
+export const RpcNotificationSchema = z.object({
+  jsonrpc: z.literal('2.0'),
+  method: z.string(),
+  params: z.unknown(),
+});
+export type RpcNotification = z.infer<typeof RpcNotificationSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Shared shapes
+
+const finite = z.number().refine(Number.isFinite, 'must be a finite number');
+const positiveInt = z.number().int().positive();
+const jobId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'job ids are 1-64 letters, digits, _ or -');
+
+export const LayerRoleSchema = z.enum([
+  'attn_qkv',
+  'attn_out',
+  'mlp_fc1',
+  'mlp_fc2',
+  'token_mix',
+  'patch_embed',
+  'head',
+  'embedding',
+  'other',
+]);
+
+/** One matmul layer of a model as the planner sees it (core/planner.ts inventory). */
+export const InventoryLayerSchema = z.strictObject({
+  name: z.string().min(1).max(256),
+  role: LayerRoleSchema,
+  in: positiveInt,
+  out: positiveInt,
+  count: positiveInt,
+  rowsPerSample: positiveInt,
+});
+
+/** A Pixelfly layer configuration (core/layout.ts options plus the low-rank rank). */
+export const PixelflyConfigSchema = z.object({
+  block: positiveInt,
+  butterflySize: positiveInt,
+  nFactors: positiveInt,
+  rank: z.number().int().nonnegative(),
+  globalSize: z.number().int().nonnegative().optional(),
+  shuffle: z.boolean().optional(),
+});
+
+/**
+ * A plan as core/planner.ts produces it. Only the fields the daemon relies on are pinned here;
+ * the rest passes through untouched, so the planner can grow without a protocol change.
+ */
+export const PlanSchema = z.looseObject({
+  decisions: z.array(
+    z.looseObject({
+      name: z.string(),
+      sparsify: z.boolean(),
+      config: PixelflyConfigSchema.optional(),
+      reason: z.string().optional(),
+    }),
+  ),
+});
+
+/** A JSON model spec (core/modelSpec.ts). Its structure is checked by the core's validator, which gives precise errors. */
+export const ModelSpecSchema = z.record(z.string(), z.unknown());
+
+export const DatasetSchema = z.strictObject({
+  /** `synthetic` is always available; `fashion-mnist` falls back to it (saying so) when the files are not installed. */
+  kind: z.enum(['synthetic', 'fashion-mnist', 'text', 'npy']),
+  /** File or folder for fashion-mnist (IDX files), text (a corpus) or npy (x.npy + y.npy); optional for fashion-mnist. */
+  path: z.string().min(1).max(4096).optional(),
+});
+
+export const HyperparametersSchema = z.strictObject({
+  epochs: finite.refine((v) => v > 0 && v <= 1000, 'epochs must be in (0, 1000]'),
+  batchSize: positiveInt.max(65536),
+  lr: finite.refine((v) => v > 0 && v < 10, 'lr must be in (0, 10)'),
+  weightDecay: finite.refine((v) => v >= 0 && v < 10, 'weightDecay must be in [0, 10)').default(0.01),
+  warmupSteps: z.number().int().nonnegative().default(0),
+  gradClip: finite.refine((v) => v >= 0, 'gradClip must be >= 0').default(1),
+  seed: z.number().int().nonnegative().max(2 ** 31 - 1).default(0),
+  /** Evaluate every N steps (0: only at the end of each epoch). */
+  evalEvery: z.number().int().nonnegative().default(0),
+  /** Cap on the number of steps, whatever `epochs` says (0: no cap). Handy for smoke runs. */
+  maxSteps: z.number().int().nonnegative().default(0),
+  /** Save checkpoints every N steps (0: at the end of each epoch only). */
+  checkpointEvery: z.number().int().nonnegative().default(0),
+  /** Engine threads; 0 lets the engine choose. */
+  threads: z.number().int().nonnegative().max(256).default(0),
+});
+export type Hyperparameters = z.infer<typeof HyperparametersSchema>;
+
+export const JobStateSchema = z.enum(['queued', 'running', 'completed', 'failed', 'cancelled', 'interrupted']);
+export type JobState = z.infer<typeof JobStateSchema>;
+export const TERMINAL_STATES: readonly JobState[] = ['completed', 'failed', 'cancelled'];
+
+const VariantStepSchema = z.object({ loss: finite, stepMs: finite, tokensPerSec: finite });
+const VariantEvalSchema = z.object({
+  loss: finite,
+  accuracy: finite.optional(),
+  perplexity: finite.optional(),
+});
+
+export const VariantSummarySchema = z.object({
+  params: z.number().int().nonnegative(),
+  finalLoss: finite.optional(),
+  medianStepMs: finite.optional(),
+  tokensPerSec: finite.optional(),
+  eval: VariantEvalSchema.optional(),
+});
+
+export const RunSummarySchema = z.object({
+  steps: z.number().int().nonnegative(),
+  epochsDone: finite,
+  wallMs: finite,
+  pixelfly: VariantSummarySchema,
+  dense: VariantSummarySchema.optional(),
+  /** Median dense step time / median Pixelfly step time, both measured in the same alternating run. */
+  speedup: finite.optional(),
+  reportPath: z.string().optional(),
+});
+export type RunSummary = z.infer<typeof RunSummarySchema>;
+
+export const DatasetInfoSchema = z.object({
+  kind: z.string(),
+  name: z.string(),
+  /** True when the run trains on the synthetic task (asked for, or substituted for a missing dataset). */
+  synthetic: z.boolean(),
+  note: z.string().optional(),
+  trainSize: z.number().int().nonnegative(),
+  testSize: z.number().int().nonnegative(),
+});
+
+export const JobInfoSchema = z.object({
+  jobId,
+  name: z.string(),
+  state: JobStateSchema,
+  createdAt: z.string(),
+  startedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+  compare: z.boolean(),
+  step: z.number().int().nonnegative(),
+  totalSteps: z.number().int().nonnegative(),
+  epochs: finite,
+  dataset: DatasetInfoSchema.optional(),
+  lastSeq: z.number().int().nonnegative(),
+  runDir: z.string(),
+  lastCheckpointStep: z.number().int().nonnegative().optional(),
+  error: z.string().optional(),
+  summary: RunSummarySchema.optional(),
+});
+export type JobInfo = z.infer<typeof JobInfoSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Job events: appended to the run's metrics.jsonl (one per line) and pushed to subscribers as
+// notifications. `seq` counts from 1 per job with no gaps, so `job.subscribe {fromSeq}` can replay.
+
+const eventBase = { jobId, seq: positiveInt, t: z.number() /* ms since epoch */ };
+
+export const JobEventSchema = z.discriminatedUnion('type', [
+  z.object({
+    ...eventBase,
+    type: z.literal('status'),
+    state: JobStateSchema,
+    message: z.string().optional(),
+    /** Set when a run restarts from a checkpoint: steps after it are trained (and reported) again. */
+    resumedFromStep: z.number().int().nonnegative().optional(),
+  }),
+  z.object({
+    ...eventBase,
+    type: z.literal('step'),
+    step: positiveInt,
+    epoch: finite,
+    lr: finite,
+    pixelfly: VariantStepSchema,
+    dense: VariantStepSchema.optional(),
+    /** Running speedup: median dense / median Pixelfly step time over the recent window. */
+    speedup: finite.optional(),
+  }),
+  z.object({
+    ...eventBase,
+    type: z.literal('eval'),
+    step: z.number().int().nonnegative(),
+    epoch: finite,
+    pixelfly: VariantEvalSchema,
+    dense: VariantEvalSchema.optional(),
+  }),
+  z.object({
+    ...eventBase,
+    type: z.literal('progress'),
+    step: z.number().int().nonnegative(),
+    totalSteps: z.number().int().nonnegative(),
+    epoch: finite,
+    epochs: finite,
+    elapsedMs: finite,
+    etaMs: finite.optional(),
+  }),
+  z.object({
+    ...eventBase,
+    type: z.literal('checkpoint'),
+    step: z.number().int().nonnegative(),
+  }),
+  z.object({
+    ...eventBase,
+    type: z.literal('error'),
+    message: z.string(),
+    fatal: z.boolean(),
+  }),
+  z.object({
+    ...eventBase,
+    type: z.literal('completed'),
+    state: z.enum(['completed', 'failed', 'cancelled']),
+    summary: RunSummarySchema,
+  }),
+]);
+export type JobEvent = z.infer<typeof JobEventSchema>;
+export type JobEventType = JobEvent['type'];
+/** An event before the job log has numbered it. */
+export type JobEventBody = JobEvent extends infer E ? (E extends JobEvent ? Omit<E, 'jobId' | 'seq' | 't'> : never) : never;
+
+/** Notification method that carries each event type: metrics, progress, completion, errors. */
+export const EVENT_NOTIFICATION: Record<JobEventType, string> = {
+  status: 'job.status',
+  step: 'job.metrics',
+  eval: 'job.metrics',
+  progress: 'job.progress',
+  checkpoint: 'job.checkpoint',
+  error: 'job.error',
+  completed: 'job.completed',
+};
+
+// ---------------------------------------------------------------------------------------------
+// Methods: params and result schemas, one entry per method.
+
+export const CpuInfoSchema = z.object({
+  model: z.string(),
+  cores: z.number().int().nonnegative(),
+  features: z.array(z.string()),
+});
+export const GpuInfoSchema = z.object({ name: z.string(), memoryMiB: z.number().nonnegative().optional() });
+
+export const BenchShapeSchema = z.strictObject({
+  name: z.string().max(256).optional(),
+  in: positiveInt.max(65536),
+  out: positiveInt.max(65536),
+  /** Rows of the activation matrix (batch x tokens). */
+  rows: positiveInt.max(1 << 20),
+});
+
+export const methods = {
+  hello: {
+    params: z.strictObject({ client: z.string().max(128).optional(), protocol: z.number().int().optional() }).default({}),
+    result: z.object({
+      name: z.literal('pixelfly-daemon'),
+      version: z.string(),
+      protocol: z.number().int(),
+      pid: z.number().int(),
+      home: z.string(),
+      backends: z.array(z.string()),
+      engine: z.object({ available: z.boolean(), error: z.string().optional() }),
+      cpu: CpuInfoSchema,
+      gpus: z.array(GpuInfoSchema),
+      threads: z.number().int().positive(),
+    }),
+  },
+  'plan.suggest': {
+    params: z.strictObject({
+      inventory: z.array(InventoryLayerSchema).min(1).max(4096),
+      /** Planner target (core/planner.ts), e.g. a parameter or FLOP budget; passed through to the core. */
+      target: z.record(z.string(), z.unknown()).default({}),
+    }),
+    result: PlanSchema,
+  },
+  'bench.layers': {
+    params: z.strictObject({
+      shapes: z.array(BenchShapeSchema).min(1).max(64),
+      configs: z.array(PixelflyConfigSchema).min(1).max(64),
+      repeats: z.number().int().min(1).max(100).default(5),
+      threads: z.number().int().nonnegative().max(256).default(0),
+    }),
+    result: z.object({
+      /** Where the measured profile was saved; core/costModel.ts reads it. */
+      profilePath: z.string(),
+      rows: z.array(
+        z.object({
+          name: z.string().optional(),
+          in: z.number().int(),
+          out: z.number().int(),
+          rows: z.number().int(),
+          config: PixelflyConfigSchema,
+          denseMs: finite,
+          pixelflyMs: finite,
+          speedup: finite,
+        }),
+      ),
+    }),
+  },
+  'job.submit': {
+    params: z.strictObject({
+      name: z.string().min(1).max(128).optional(),
+      spec: ModelSpecSchema,
+      /** Omitted or null: the daemon asks the planner, with `target`. */
+      plan: PlanSchema.nullable().optional(),
+      target: z.record(z.string(), z.unknown()).optional(),
+      dataset: DatasetSchema,
+      hyper: HyperparametersSchema,
+      /** Train the dense model too, in alternating steps, to measure the speedup under the same conditions. */
+      compare: z.boolean().default(true),
+    }),
+    result: JobInfoSchema,
+  },
+  'job.cancel': { params: z.strictObject({ jobId }), result: JobInfoSchema },
+  /** Restart an interrupted (or failed) run from its last checkpoint. */
+  'job.resume': { params: z.strictObject({ jobId }), result: JobInfoSchema },
+  'job.list': {
+    params: z.strictObject({}).default({}),
+    result: z.object({ jobs: z.array(JobInfoSchema) }),
+  },
+  'job.get': { params: z.strictObject({ jobId }), result: JobInfoSchema },
+  /**
+   * Replays the job's events with seq > fromSeq as notifications, then streams new ones.
+   * The result comes first; the replay follows it on the same connection.
+   */
+  'job.subscribe': {
+    params: z.strictObject({ jobId, fromSeq: z.number().int().nonnegative().default(0) }),
+    result: z.object({ jobId, state: JobStateSchema, lastSeq: z.number().int().nonnegative() }),
+  },
+  'job.unsubscribe': {
+    params: z.strictObject({ jobId }),
+    result: z.object({ jobId, subscribed: z.literal(false) }),
+  },
+  /** Stops the daemon: running jobs are checkpointed-as-is and marked interrupted. */
+  'daemon.shutdown': { params: z.strictObject({}).default({}), result: z.object({ stopping: z.literal(true) }) },
+} as const;
+
+export type MethodName = keyof typeof methods;
+export type MethodParams<M extends MethodName> = z.output<(typeof methods)[M]['params']>;
+/** What a client may send: defaults are filled in by the daemon. */
+export type MethodParamsIn<M extends MethodName> = z.input<(typeof methods)[M]['params']>;
+export type MethodResult<M extends MethodName> = z.infer<(typeof methods)[M]['result']>;
+
+export function isMethodName(name: string): name is MethodName {
+  return Object.prototype.hasOwnProperty.call(methods, name);
+}
+
+/** Notification method -> params schema, for clients validating what the daemon pushes. */
+export const notifications = {
+  'job.status': JobEventSchema,
+  'job.metrics': JobEventSchema,
+  'job.progress': JobEventSchema,
+  'job.checkpoint': JobEventSchema,
+  'job.error': JobEventSchema,
+  'job.completed': JobEventSchema,
+} as const;
+
+/** Short, single-line description of a zod error, naming the offending fields. */
+export function describeZodError(err: z.ZodError, what: string): string {
+  const parts = err.issues.slice(0, 5).map((i) => {
+    const path = i.path.length > 0 ? i.path.map(String).join('.') : '(root)';
+    return `${path}: ${i.message}`;
+  });
+  const more = err.issues.length > 5 ? ` (+${err.issues.length - 5} more)` : '';
+  return `invalid ${what}: ${parts.join('; ')}${more}`;
+}
