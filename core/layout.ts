@@ -156,3 +156,62 @@ export function layoutRows(layout: BlockLayout): string[] {
   }
   return rows;
 }
+
+/**
+ * nnzBlocks of flatBlockButterflyLayout(out, in, p) without building the mask: the planner
+ * scores dozens of layouts per layer. A block-row's kept columns depend only on which support
+ * rows it spans, so each distinct span is OR-ed once and its columns counted with prefix sums.
+ */
+export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyParams): number {
+  const params = validateParams(outFeatures, inFeatures, p);
+  const { block, butterflySize: s, globalSize } = params;
+  const outPadded = padTo(outFeatures, block);
+  const inPadded = padTo(inFeatures, block);
+  const blockRows = outPadded / block;
+  const blockCols = inPadded / block;
+  const cellRows = outPadded / s;
+  const cellCols = inPadded / s;
+  const support = flatButterflySupport(s, params.nFactors, params.shuffle);
+  const globalCols = Math.min(blockCols, Math.ceil(globalSize / block));
+  const spanCount = new Map<number, number>();
+  let nnz = 0;
+  for (let br = 0; br < blockRows; br++) {
+    const r0 = br * block;
+    if (r0 < globalSize) {
+      nnz += blockCols;
+      continue;
+    }
+    const sr0 = Math.floor(r0 / cellRows);
+    const sr1 = Math.floor((r0 + block - 1) / cellRows);
+    const key = sr0 * s + sr1;
+    let kept = spanCount.get(key);
+    if (kept === undefined) {
+      const prefix = new Int32Array(s + 1);
+      for (let j = 0; j < s; j++) {
+        let any = 0;
+        for (let i = sr0; i <= sr1; i++) any |= support[i * s + j];
+        prefix[j + 1] = prefix[j] + any;
+      }
+      kept = globalCols;
+      for (let bc = globalCols; bc < blockCols; bc++) {
+        const c0 = bc * block;
+        const sc0 = Math.floor(c0 / cellCols);
+        const sc1 = Math.floor((c0 + block - 1) / cellCols);
+        if (prefix[sc1 + 1] - prefix[sc0] > 0) kept++;
+      }
+      spanCount.set(key, kept);
+    }
+    nnz += kept;
+  }
+  return nnz;
+}
+
+/** What cost accounting needs of a layout, computable without the mask. */
+export type LayoutSummary = Pick<BlockLayout, 'block' | 'outPadded' | 'inPadded' | 'nnzBlocks' | 'density'>;
+
+export function layoutSummary(outFeatures: number, inFeatures: number, p: ButterflyParams): LayoutSummary {
+  const nnzBlocks = layoutNnz(outFeatures, inFeatures, p);
+  const outPadded = padTo(outFeatures, p.block);
+  const inPadded = padTo(inFeatures, p.block);
+  return { block: p.block, outPadded, inPadded, nnzBlocks, density: (nnzBlocks * p.block * p.block) / (outPadded * inPadded) };
+}

@@ -1,0 +1,155 @@
+/**
+ * Cost model: estimated wall-clock speedup of a Pixelfly layer over dense, from FLOPs and a
+ * device profile saying how efficiently this device runs each kind of product relative to its
+ * dense GEMM.
+ *
+ * Profile format (JSON, version 1) — the daemon's `bench.layers` writes measured ones:
+ * {
+ *   "version": 1,
+ *   "device": "cpu: 2 threads, avx512",        // free text shown to users
+ *   "source": "default" | "measured",
+ *   "measuredAt": "2026-11-25T06:00:00Z",       // optional
+ *   "denseGflops": 290,                         // dense fp32 GEMM throughput, fwd+bwd average
+ *   "blockSparse": [                            // efficiency of block-sparse products relative
+ *     {"block": 32, "density": 0.125, "efficiency": 0.75},   // to dense GEMM at the same FLOPs;
+ *     …                                         // interpolated linearly in density, clamped at
+ *   ],                                          // the ends; the nearest measured block size is used
+ *   "lowRank": [{"rank": 16, "efficiency": 0.35}, …],  // skinny GEMMs (x·V, ·Uᵀ), by rank
+ *   "elementwiseGBps": 20                       // memory bandwidth for the gate and lerp
+ * }
+ */
+import { totalFlops, type LayerCost, type PixelflyCost } from './pixelflyLayer';
+
+export interface BlockSparsePoint {
+  block: number;
+  density: number;
+  efficiency: number;
+}
+
+export interface DeviceProfile {
+  version: 1;
+  device: string;
+  source: 'default' | 'measured';
+  measuredAt?: string;
+  denseGflops: number;
+  blockSparse: BlockSparsePoint[];
+  lowRank: { rank: number; efficiency: number }[];
+  elementwiseGBps: number;
+}
+
+/**
+ * A prior for a 2-core AVX-512 CPU running the native engine, used until `bench.layers` has
+ * measured this device. Block-sparse products lose efficiency at low density (more per-block
+ * overhead relative to work) and at small blocks (shorter inner loops); skinny low-rank GEMMs
+ * are memory-bound at small rank.
+ */
+export const DEFAULT_PROFILE: DeviceProfile = {
+  version: 1,
+  device: 'default prior (2-core AVX-512 CPU)',
+  source: 'default',
+  denseGflops: 290,
+  blockSparse: [
+    { block: 16, density: 0.0625, efficiency: 0.45 },
+    { block: 16, density: 0.25, efficiency: 0.55 },
+    { block: 16, density: 0.5, efficiency: 0.6 },
+    { block: 32, density: 0.0625, efficiency: 0.65 },
+    { block: 32, density: 0.125, efficiency: 0.75 },
+    { block: 32, density: 0.25, efficiency: 0.82 },
+    { block: 32, density: 0.5, efficiency: 0.88 },
+    { block: 64, density: 0.0625, efficiency: 0.7 },
+    { block: 64, density: 0.25, efficiency: 0.85 },
+    { block: 64, density: 0.5, efficiency: 0.9 },
+  ],
+  lowRank: [
+    { rank: 8, efficiency: 0.2 },
+    { rank: 32, efficiency: 0.4 },
+    { rank: 64, efficiency: 0.55 },
+    { rank: 128, efficiency: 0.7 },
+  ],
+  elementwiseGBps: 20,
+};
+
+/** Validates a profile read from disk or the network; errors name the offending field. */
+export function parseDeviceProfile(value: unknown): DeviceProfile {
+  const fail = (field: string, what: string): never => {
+    throw new Error(`device profile: ${field} ${what}`);
+  };
+  if (typeof value !== 'object' || value === null) fail('(root)', 'must be an object');
+  const v = value as Record<string, unknown>;
+  if (v.version !== 1) fail('version', `must be 1, got ${JSON.stringify(v.version)}`);
+  if (typeof v.device !== 'string') fail('device', 'must be a string');
+  if (v.source !== 'default' && v.source !== 'measured') fail('source', 'must be "default" or "measured"');
+  if (v.measuredAt !== undefined && typeof v.measuredAt !== 'string') fail('measuredAt', 'must be a string');
+  const positive = (field: string, x: unknown): number =>
+    typeof x === 'number' && Number.isFinite(x) && x > 0 ? x : fail(field, `must be a positive number, got ${JSON.stringify(x)}`);
+  positive('denseGflops', v.denseGflops);
+  positive('elementwiseGBps', v.elementwiseGBps);
+  const list = (field: string): Record<string, unknown>[] => {
+    const x = v[field];
+    if (!Array.isArray(x) || x.length === 0) fail(field, 'must be a non-empty array');
+    return x as Record<string, unknown>[];
+  };
+  list('blockSparse').forEach((p, i) => {
+    positive(`blockSparse[${i}].block`, p.block);
+    positive(`blockSparse[${i}].density`, p.density);
+    positive(`blockSparse[${i}].efficiency`, p.efficiency);
+  });
+  list('lowRank').forEach((p, i) => {
+    positive(`lowRank[${i}].rank`, p.rank);
+    positive(`lowRank[${i}].efficiency`, p.efficiency);
+  });
+  return v as unknown as DeviceProfile;
+}
+
+/** Piecewise-linear interpolation over (x, y) points sorted by x, clamped at both ends. */
+function interpolate(points: { x: number; y: number }[], x: number): number {
+  if (x <= points[0].x) return points[0].y;
+  for (let i = 1; i < points.length; i++) {
+    if (x <= points[i].x) {
+      const a = points[i - 1];
+      const b = points[i];
+      return a.y + ((b.y - a.y) * (x - a.x)) / (b.x - a.x);
+    }
+  }
+  return points[points.length - 1].y;
+}
+
+export function blockSparseEfficiency(profile: DeviceProfile, block: number, density: number): number {
+  const blocks = [...new Set(profile.blockSparse.map((p) => p.block))];
+  // Nearest measured block size on a log scale (16 is as far from 32 as 64 is).
+  const nearest = blocks.reduce((best, b) => (Math.abs(Math.log2(b / block)) < Math.abs(Math.log2(best / block)) ? b : best));
+  const points = profile.blockSparse
+    .filter((p) => p.block === nearest)
+    .map((p) => ({ x: p.density, y: p.efficiency }))
+    .sort((a, b) => a.x - b.x);
+  return interpolate(points, density);
+}
+
+export function lowRankEfficiency(profile: DeviceProfile, rank: number): number {
+  const points = profile.lowRank.map((p) => ({ x: p.rank, y: p.efficiency })).sort((a, b) => a.x - b.x);
+  return interpolate(points, rank);
+}
+
+/** Estimated seconds per step of a dense layer. */
+export function denseSeconds(cost: LayerCost, profile: DeviceProfile): number {
+  return totalFlops(cost.flops) / (profile.denseGflops * 1e9);
+}
+
+/** Estimated seconds per step of a Pixelfly layer: each part at its own efficiency. */
+export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: DeviceProfile): number {
+  const rate = profile.denseGflops * 1e9;
+  const { sparse, lowRank, gate, mix } = cost.parts;
+  const sparseEff = blockSparseEfficiency(profile, cost.layout.block, cost.layout.density);
+  let t = totalFlops(sparse) / (rate * sparseEff);
+  if (rank > 0) {
+    t += totalFlops(lowRank) / (rate * lowRankEfficiency(profile, rank));
+    // The gate is a matrix-vector product and the lerp is elementwise: both are bound by
+    // memory traffic (~4 bytes read or written per FLOP), not by FMA throughput.
+    t += ((totalFlops(gate) + totalFlops(mix)) * 4) / (profile.elementwiseGBps * 1e9);
+  }
+  return t;
+}
+
+export function estimateSpeedup(dense: LayerCost, pixelfly: PixelflyCost, rank: number, profile: DeviceProfile = DEFAULT_PROFILE): number {
+  return denseSeconds(dense, profile) / pixelflySeconds(pixelfly, rank, profile);
+}

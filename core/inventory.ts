@@ -1,0 +1,73 @@
+/**
+ * A model's matmul-bearing layers, as the language server (from Python source) or a model spec
+ * lists them: what the planner plans.
+ */
+export type LayerRole =
+  | 'attn_qkv'
+  | 'attn_out'
+  | 'mlp_fc1'
+  | 'mlp_fc2'
+  | 'token_mix'
+  | 'patch_embed'
+  | 'head'
+  | 'embedding'
+  | 'other';
+
+export const LAYER_ROLES: readonly LayerRole[] = [
+  'attn_qkv',
+  'attn_out',
+  'mlp_fc1',
+  'mlp_fc2',
+  'token_mix',
+  'patch_embed',
+  'head',
+  'embedding',
+  'other',
+];
+
+export interface InventoryLayer {
+  /** Unique within the inventory, e.g. `blocks.*.mlp.fc1`. */
+  name: string;
+  role: LayerRole;
+  /** As the matmul sees them: y = x·Wᵀ with W out×in. */
+  in: number;
+  out: number;
+  /** Instances in the model (e.g. depth for a per-block layer). */
+  count: number;
+  /** Rows each instance multiplies per sample (tokens; 1 for a pooled classifier head). */
+  rowsPerSample: number;
+  /** The user pinned this layer dense (`# pixelfly: dense`). */
+  pinnedDense?: boolean;
+}
+
+export interface Inventory {
+  layers: InventoryLayer[];
+}
+
+/** Validates an inventory from untrusted JSON; errors name the layer and field. */
+export function parseInventory(value: unknown): Inventory {
+  const fail = (where: string, what: string): never => {
+    throw new Error(`inventory: ${where} ${what}`);
+  };
+  const root = value as { layers?: unknown };
+  if (typeof value !== 'object' || value === null || !Array.isArray(root.layers)) {
+    fail('(root)', 'must be an object with a "layers" array');
+  }
+  const seen = new Set<string>();
+  const layers = (root.layers as unknown[]).map((raw, i) => {
+    const l = raw as Record<string, unknown>;
+    const where = `layers[${i}]${typeof l?.name === 'string' ? ` (${l.name})` : ''}`;
+    if (typeof raw !== 'object' || raw === null) fail(where, 'must be an object');
+    if (typeof l.name !== 'string' || l.name === '') fail(where, 'name must be a non-empty string');
+    if (seen.has(l.name as string)) fail(where, 'name is used twice');
+    seen.add(l.name as string);
+    if (!LAYER_ROLES.includes(l.role as LayerRole)) fail(where, `role must be one of ${LAYER_ROLES.join(', ')}, got ${JSON.stringify(l.role)}`);
+    for (const f of ['in', 'out', 'rowsPerSample'] as const) {
+      if (!Number.isInteger(l[f]) || (l[f] as number) < 1) fail(where, `${f} must be a positive integer, got ${JSON.stringify(l[f])}`);
+    }
+    if (!Number.isInteger(l.count) || (l.count as number) < 0) fail(where, `count must be an integer ≥ 0, got ${JSON.stringify(l.count)}`);
+    if (l.pinnedDense !== undefined && typeof l.pinnedDense !== 'boolean') fail(where, 'pinnedDense must be a boolean');
+    return l as unknown as InventoryLayer;
+  });
+  return { layers };
+}

@@ -1,0 +1,321 @@
+/**
+ * The planner: for each layer of a model's inventory, keep it dense or give it a Pixelfly
+ * config (block, butterfly_size, n_factors, rank), to meet a target — a fraction of the
+ * model's dense matmul FLOPs, or an estimated speedup — and say why in one sentence.
+ *
+ * Following the paper: only the large projections (attention, MLP, token mixing) are
+ * sparsified; embeddings, classifier/LM heads, patch embeddings and small layers stay dense.
+ * All sparsified layers share one compute level ρ (the fraction of its dense FLOPs a layer may
+ * spend), so the budget is spread in proportion to each layer's size; each layer takes its
+ * densest candidate within ρ. Candidates are pruned to a Pareto front (more FLOPs ⇒ strictly
+ * more time), which makes the model's FLOPs and time monotone in ρ: a tighter target never
+ * yields a denser plan, and ρ is found by binary search (deterministic, fast).
+ */
+import { PixelflyConfigError } from './errors';
+import { layoutSummary, padTo, type LayoutSummary } from './layout';
+import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } from './pixelflyLayer';
+import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
+import type { Inventory, InventoryLayer, LayerRole } from './inventory';
+
+export type PlanTarget = { budget: number } | { speedup: number };
+
+export interface PlanOptions {
+  profile?: DeviceProfile;
+  /** Block sizes the engine may use (the native kernels support 16, 32, 64). */
+  blockSizes?: number[];
+  /** Layers with min(in, out) below this stay dense. */
+  minDim?: number;
+  /** Per-layer estimated speedup below which a candidate is not worth it. */
+  minSpeedup?: number;
+}
+
+export interface LayerDecision {
+  name: string;
+  role: LayerRole;
+  in: number;
+  out: number;
+  count: number;
+  sparsify: boolean;
+  config?: Required<PixelflyConfig>;
+  /** Kept blocks / blocks, of the block-sparse part. */
+  density?: number;
+  /** Training FLOPs (forward + backward) per sample, all instances. */
+  denseFlops: number;
+  planFlops: number;
+  denseParams: number;
+  planParams: number;
+  estSpeedup: number;
+  reason: string;
+}
+
+export interface Plan {
+  target: PlanTarget;
+  profile: string;
+  layers: LayerDecision[];
+  denseFlops: number;
+  planFlops: number;
+  flopFraction: number;
+  denseParams: number;
+  planParams: number;
+  estSpeedup: number;
+  targetMet: boolean;
+  /** The compute level ρ all sparsified layers share. */
+  level: number;
+  summary: string;
+}
+
+const KEPT_ROLES: Partial<Record<LayerRole, string>> = {
+  embedding: 'an embedding is a table lookup, not a matmul',
+  head: 'classifier and LM heads stay dense, as in the paper: they are a small share of FLOPs and sensitive to sparsity',
+  patch_embed: 'the patch embedding stays dense, as in the paper: it is small and sees raw pixels',
+};
+
+interface Candidate {
+  config: Required<PixelflyConfig>;
+  layout: LayoutSummary;
+  /** Fraction of the layer's dense training FLOPs. */
+  fraction: number;
+  /** Estimated seconds per row (token); every cost scales linearly with rows. */
+  secondsPerRow: number;
+  /** Parameters of one instance. */
+  params: number;
+}
+
+interface LayerState {
+  layer: InventoryLayer;
+  /** Rows per sample over all instances. */
+  rows: number;
+  denseFlops: number;
+  denseSeconds: number;
+  denseParams: number;
+  /** Pareto front, ascending in fraction and seconds; empty when the layer stays dense. */
+  front: Candidate[];
+  keptReason?: string;
+}
+
+function roundUp(n: number, m: number): number {
+  return Math.max(m, Math.ceil(n / m) * m);
+}
+
+function butterflySizes(padded: number): number[] {
+  const sizes: number[] = [];
+  for (let s = 2; s <= 256 && padded % s === 0; s *= 2) sizes.push(s);
+  return sizes;
+}
+
+function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: Map<string, Candidate[]>): Candidate[] {
+  const key = `${layer.in}x${layer.out}`;
+  const hit = cache.get(key);
+  if (hit) return hit;
+  const dense = denseLinearCost(layer.in, layer.out, 1);
+  const denseT = denseSeconds(dense, o.profile);
+  const minDim = Math.min(layer.in, layer.out);
+  const ranks = [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
+  const all: Candidate[] = [];
+  for (const block of o.blockSizes) {
+    const outP = padTo(layer.out, block);
+    const inP = padTo(layer.in, block);
+    const sizes = butterflySizes(outP).filter((s) => inP % s === 0);
+    for (const butterflySize of sizes) {
+      for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
+        const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
+        const layout = layoutSummary(layer.out, layer.in, params);
+        if (layout.density > 0.75) continue;
+        for (const rank of ranks) {
+          const config = { ...params, rank };
+          const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout);
+          const seconds = pixelflySeconds(cost, rank, o.profile);
+          if (denseT / seconds < o.minSpeedup) continue;
+          all.push({ config, layout, fraction: totalFlops(cost.flops) / totalFlops(dense.flops), secondsPerRow: seconds, params: cost.params });
+        }
+      }
+    }
+  }
+  // Deterministic order: by fraction, then time, then the config's fields.
+  all.sort(
+    (a, b) =>
+      a.fraction - b.fraction ||
+      a.secondsPerRow - b.secondsPerRow ||
+      a.config.block - b.config.block ||
+      a.config.butterflySize - b.config.butterflySize ||
+      a.config.nFactors - b.config.nFactors ||
+      a.config.rank - b.config.rank,
+  );
+  // Pareto front: scanning from the densest down, keep a candidate only if it is strictly faster
+  // than everything denser already kept; ties in fraction keep the fastest.
+  const front: Candidate[] = [];
+  for (let i = all.length - 1; i >= 0; i--) {
+    const c = all[i];
+    const last = front[front.length - 1];
+    if (last && c.fraction === last.fraction) {
+      if (c.secondsPerRow < last.secondsPerRow) front[front.length - 1] = c;
+      continue;
+    }
+    if (!last || c.secondsPerRow < last.secondsPerRow) front.push(c);
+  }
+  front.reverse();
+  cache.set(key, front);
+  return front;
+}
+
+/** The densest front candidate within level ρ (the sparsest if none fits); null = dense. */
+function choose(state: LayerState, level: number): Candidate | null {
+  const { front } = state;
+  if (front.length === 0 || level >= 1) return null;
+  let lo = 0;
+  let hi = front.length - 1;
+  if (front[0].fraction > level) return front[0];
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (front[mid].fraction <= level) lo = mid;
+    else hi = mid - 1;
+  }
+  return front[lo];
+}
+
+function totals(states: LayerState[], level: number): { flops: number; seconds: number } {
+  let flops = 0;
+  let seconds = 0;
+  for (const s of states) {
+    const c = choose(s, level);
+    flops += c ? c.fraction * s.denseFlops : s.denseFlops;
+    seconds += c ? c.secondsPerRow * s.rows : s.denseSeconds;
+  }
+  return { flops, seconds };
+}
+
+function validateTarget(target: PlanTarget): void {
+  if ('budget' in target) {
+    if (!(typeof target.budget === 'number' && target.budget > 0 && target.budget <= 1)) {
+      throw new PixelflyConfigError('budget', `must be a fraction of dense FLOPs in (0, 1], got ${target.budget}`);
+    }
+  } else if (!(typeof target.speedup === 'number' && target.speedup >= 1 && Number.isFinite(target.speedup))) {
+    throw new PixelflyConfigError('speedup', `must be a number ≥ 1, got ${(target as { speedup: unknown }).speedup}`);
+  }
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
+}
+
+function describe(c: Candidate, speedup: number): string {
+  const { block, butterflySize, nFactors, rank } = c.config;
+  const lowRank = rank > 0 ? ` plus a rank-${rank} low-rank term` : '';
+  return (
+    `Sparsify: a flat butterfly (size ${butterflySize}, ${nFactors} factor${nFactors > 1 ? 's' : ''}) on ${block}×${block} blocks ` +
+    `keeps ${pct(c.layout.density)} of the weights${lowRank}, for ${pct(c.fraction)} of the dense FLOPs and an estimated ${speedup.toFixed(2)}× speedup.`
+  );
+}
+
+/** Why a target was out of reach: how much the layers kept dense need, largest first. */
+function denseShare(layers: LayerDecision[], denseFlops: number): string {
+  const kept = layers.filter((l) => !l.sparsify && l.denseFlops > 0).sort((a, b) => b.denseFlops - a.denseFlops);
+  if (kept.length === 0 || denseFlops === 0) return 'Every eligible layer is at its sparsest layout.';
+  const share = kept.reduce((a, l) => a + l.denseFlops, 0) / denseFlops;
+  const top = kept.slice(0, 3).map((l) => `${l.name} ${pct(l.denseFlops / denseFlops)}`);
+  return `Layers kept dense alone take ${pct(share)} of dense FLOPs (${top.join(', ')}).`;
+}
+
+export function planModel(inventory: Inventory, target: PlanTarget, options: PlanOptions = {}): Plan {
+  validateTarget(target);
+  const o: Required<PlanOptions> = {
+    profile: options.profile ?? DEFAULT_PROFILE,
+    blockSizes: options.blockSizes ?? [32],
+    minDim: options.minDim ?? 256,
+    minSpeedup: options.minSpeedup ?? 1.1,
+  };
+  for (const b of o.blockSizes) {
+    if (![16, 32, 64].includes(b)) throw new PixelflyConfigError('block', `must be 16, 32 or 64 (what the kernels support), got ${b}`);
+  }
+  const cache = new Map<string, Candidate[]>();
+  const states: LayerState[] = inventory.layers.map((layer) => {
+    const rows = layer.count * layer.rowsPerSample;
+    const isLookup = layer.role === 'embedding';
+    const dense = denseLinearCost(layer.in, layer.out, rows);
+    const state: LayerState = {
+      layer,
+      rows,
+      denseFlops: isLookup ? 0 : totalFlops(dense.flops),
+      denseSeconds: isLookup ? 0 : denseSeconds(dense, o.profile),
+      denseParams: layer.count * dense.params,
+      front: [],
+    };
+    if (layer.count === 0) state.keptReason = 'Not built: the chosen configuration creates no instance of this layer.';
+    else if (layer.pinnedDense) state.keptReason = 'Kept dense: pinned with `# pixelfly: dense`.';
+    else if (KEPT_ROLES[layer.role]) state.keptReason = `Kept dense: ${KEPT_ROLES[layer.role]}.`;
+    else if (Math.min(layer.in, layer.out) < o.minDim) {
+      state.keptReason = `Kept dense: at ${layer.in}→${layer.out} it is too small (below ${o.minDim}) for block-sparse kernels to beat dense.`;
+    } else {
+      state.front = candidatesFor(layer, o, cache);
+      if (state.front.length === 0) {
+        state.keptReason = `Kept dense: no butterfly layout of ${layer.out}×${layer.in} is estimated to run ${o.minSpeedup}× faster than dense on ${o.profile.device}.`;
+      }
+    }
+    return state;
+  });
+
+  const denseFlops = states.reduce((a, s) => a + s.denseFlops, 0);
+  const denseTime = states.reduce((a, s) => a + s.denseSeconds, 0);
+  const levels = [...new Set(states.flatMap((s) => s.front.map((c) => c.fraction)))].sort((a, b) => a - b);
+  levels.push(1);
+  const meets = (level: number): boolean => {
+    const t = totals(states, level);
+    return 'budget' in target ? t.flops <= target.budget * denseFlops * (1 + 1e-12) : denseTime / t.seconds >= target.speedup;
+  };
+  // Largest level that meets the target; meets() is monotone (true for small levels) by construction.
+  let lo = -1;
+  let hi = levels.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (meets(levels[mid])) lo = mid;
+    else hi = mid - 1;
+  }
+  const targetMet = lo >= 0;
+  const level = levels[Math.max(lo, 0)];
+
+  const layers: LayerDecision[] = states.map((s) => {
+    const { layer } = s;
+    const c = choose(s, level);
+    const base = { name: layer.name, role: layer.role, in: layer.in, out: layer.out, count: layer.count, denseFlops: s.denseFlops, denseParams: s.denseParams };
+    if (!c) {
+      const reason = s.keptReason ?? 'Kept dense: the target is met without sparsifying this layer.';
+      return { ...base, sparsify: false, planFlops: s.denseFlops, planParams: s.denseParams, estSpeedup: 1, reason };
+    }
+    const speedup = s.denseSeconds / (c.secondsPerRow * s.rows);
+    return {
+      ...base,
+      sparsify: true,
+      config: c.config,
+      density: c.layout.density,
+      planFlops: c.fraction * s.denseFlops,
+      planParams: layer.count * c.params,
+      estSpeedup: speedup,
+      reason: describe(c, speedup),
+    };
+  });
+
+  const t = totals(states, level);
+  const planParams = layers.reduce((a, l) => a + l.planParams, 0);
+  const denseParams = layers.reduce((a, l) => a + l.denseParams, 0);
+  const estSpeedup = t.seconds > 0 ? denseTime / t.seconds : 1;
+  const sparsified = layers.filter((l) => l.sparsify).length;
+  const wanted = 'budget' in target ? `a budget of ${pct(target.budget)} of dense FLOPs` : `a ${target.speedup}× speedup`;
+  const summary =
+    `${sparsified} of ${layers.length} layers sparsified for ${wanted}: ${pct(denseFlops ? t.flops / denseFlops : 1)} of dense matmul FLOPs, ` +
+    `estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device}` +
+    (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`);
+  return {
+    target,
+    profile: o.profile.device,
+    layers,
+    denseFlops,
+    planFlops: t.flops,
+    flopFraction: denseFlops ? t.flops / denseFlops : 1,
+    denseParams,
+    planParams,
+    estSpeedup,
+    targetMet,
+    level,
+    summary,
+  };
+}
