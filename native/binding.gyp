@@ -1,0 +1,58 @@
+# Native addon: `node-gyp configure build --directory native` (scripts/setup.mjs runs it; it uses the
+# system's Node headers offline via npm_config_nodedir=/usr).
+# The kernels' inner loops are compiled once per instruction set (static libraries below, each with
+# its own -m flags) and chosen at load time by kernels/dispatch.cc; everything else is baseline x86-64.
+{
+  'variables': {
+    'napi_include': '<!(node -p "require(\'node-addon-api\').include_dir")',
+    'kernel_cflags': ['-O3', '-fPIC', '-fopenmp', '-ffp-contract=fast', '-fno-math-errno', '-std=c++17'],
+  },
+  'target_defaults': {
+    'cflags!': ['-fno-exceptions', '-O2', '-O0'],
+    'cflags_cc!': ['-fno-exceptions', '-fno-rtti', '-std=gnu++17', '-std=gnu++1y', '-std=gnu++20'],
+    'cflags_cc': ['-fexceptions', '-std=c++17', '-O3', '-fopenmp', '-fPIC'],
+    'defines': ['NAPI_VERSION=8', 'NAPI_CPP_EXCEPTIONS'],
+    'include_dirs': ['<(napi_include)', 'src'],
+  },
+  'targets': [
+    # ---- kernels: one static library per instruction set ------------------------------------
+    {
+      'target_name': 'kernels_portable',
+      'type': 'static_library',
+      'sources': ['src/kernels/isa_kernels.cc'],
+      'defines': ['PIXELFLY_ISA=0'],
+      'cflags_cc': ['<@(kernel_cflags)'],
+    },
+    {
+      'target_name': 'kernels_avx2',
+      'type': 'static_library',
+      'sources': ['src/kernels/isa_kernels.cc'],
+      'defines': ['PIXELFLY_ISA=1'],
+      'cflags_cc': ['<@(kernel_cflags)', '-mavx2', '-mfma'],
+    },
+    {
+      'target_name': 'kernels_avx512',
+      'type': 'static_library',
+      'sources': ['src/kernels/isa_kernels.cc'],
+      'defines': ['PIXELFLY_ISA=2'],
+      'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mfma', '-mavx2',
+                    '-mprefer-vector-width=512'],
+    },
+    # ---- the addon ---------------------------------------------------------------------------
+    {
+      'target_name': 'pixelfly',
+      'dependencies': ['kernels_portable', 'kernels_avx2', 'kernels_avx512'],
+      'sources': [
+        'src/addon.cc',
+        # kernels (issue 3)
+        'src/kernels/dispatch.cc',
+        'src/kernels/validate.cc',
+        'src/kernels/binding.cc',
+        'src/kernels/openblas_baseline.cc',
+        # engine (issue 4): add engine sources below this line
+      ],
+      'libraries': ['-fopenmp', '-ldl'],
+      'ldflags': ['-fopenmp'],
+    },
+  ],
+}

@@ -1,0 +1,220 @@
+// JS binding of the kernels (exports.kernels): every product runs on a libuv worker thread and
+// returns a promise. Arguments are checked on the JS thread and copied into a plain C++ struct
+// (the baton): sizes, the layout's index arrays (copied), and pointers into the caller's
+// Float32Arrays, which stay referenced until the promise settles. A bad argument rejects the
+// promise with an Error naming the argument; nothing invalid ever reaches a kernel.
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "addon_area.h"
+#include "kernels/binding_util.h"
+#include "kernels/kernels.h"
+
+namespace pixelfly {
+namespace kernels {
+namespace {
+
+using binding::Args;
+using binding::ArgError;
+using binding::KernelWorker;
+
+// Layout index arrays owned by the baton (the caller's Int32Arrays may change after the call).
+struct OwnedLayout {
+  BsrLayout view;
+  std::vector<int32_t> rowPtr, colIdx, colPtr, rowIdx, tBlock;
+
+  void bind() {
+    view.rowPtr = rowPtr.data();
+    view.colIdx = colIdx.data();
+    view.colPtr = colPtr.data();
+    view.rowIdx = rowIdx.data();
+    view.tBlock = tBlock.data();
+  }
+};
+
+std::vector<int32_t> int32Array(const Args& a, const Napi::Object& obj, const char* name, size_t length) {
+  Napi::Value v = obj.Get(name);
+  const std::string what = a.fn + ": layout." + name;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw ArgError(what + " must be an Int32Array");
+  Napi::Int32Array arr = v.As<Napi::Int32Array>();
+  if (arr.ElementLength() != length)
+    throw ArgError(what + " has " + std::to_string(arr.ElementLength()) + " entries, expected " +
+                   std::to_string(length));
+  return std::vector<int32_t>(arr.Data(), arr.Data() + length);
+}
+
+std::shared_ptr<OwnedLayout> layoutArg(const Args& a) {
+  Napi::Object obj = a.object("layout");
+  Args la(a.fn + ": layout", obj);
+  auto L = std::make_shared<OwnedLayout>();
+  L->view.block = la.integer("block", 16, 64);
+  L->view.blockRows = la.integer("blockRows", 1, 1 << 20);
+  L->view.blockCols = la.integer("blockCols", 1, 1 << 20);
+  L->view.nnz = la.integer("nnz", 0, 1 << 30);
+  L->rowPtr = int32Array(a, obj, "rowPtr", (size_t)L->view.blockRows + 1);
+  L->colIdx = int32Array(a, obj, "colIdx", (size_t)L->view.nnz);
+  L->colPtr = int32Array(a, obj, "colPtr", (size_t)L->view.blockCols + 1);
+  L->rowIdx = int32Array(a, obj, "rowIdx", (size_t)L->view.nnz);
+  L->tBlock = int32Array(a, obj, "tBlock", (size_t)L->view.nnz);
+  L->bind();
+  const std::string err = validateLayout(L->view);
+  if (!err.empty()) throw ArgError(a.fn + ": layout." + err);
+  return L;
+}
+
+// The weight descriptor shared by the three Pixelfly products: layout, out, in, and (when the
+// product reads W) `weights` of nnz*block*block floats.
+struct WeightArgs {
+  std::shared_ptr<OwnedLayout> layout;
+  BsrWeight w;
+  int m = 0;
+};
+
+WeightArgs weightArgs(Args& a, bool readsWeights) {
+  WeightArgs r;
+  r.layout = layoutArg(a);
+  r.w.layout = r.layout->view;
+  r.w.out = a.integer("out", 1, 1 << 30);
+  r.w.in = a.integer("in", 1, 1 << 30);
+  const std::string err = validateWeightShape(r.w.layout, r.w.out, r.w.in);
+  if (!err.empty()) throw ArgError(a.fn + ": " + err + " (layout and weight shape disagree)");
+  const long bb = (long)r.w.layout.block * r.w.layout.block;
+  if (readsWeights) r.w.blocks = a.floats("weights", (size_t)(r.w.layout.nnz * bb), "nnz*block*block");
+  r.m = a.integer("m", 0, 1 << 30);
+  return r;
+}
+
+Napi::Value BsrForward(const Napi::CallbackInfo& info) {
+  return binding::run(info, "bsrForward", [](Args& a) -> std::function<void()> {
+    WeightArgs p = weightArgs(a, true);
+    const size_t m = p.m;
+    const float* x = a.floats("x", m * p.w.in, "m*in");
+    const float* bias = a.has("bias") ? a.floats("bias", p.w.out, "out") : nullptr;
+    float* y = a.floats("y", m * p.w.out, "m*out");
+    const bool acc = a.boolean("accumulate", false);
+    return [p, x, bias, y, acc] { bsrForward(p.w, p.m, x, p.w.in, bias, y, p.w.out, acc); };
+  });
+}
+
+Napi::Value BsrBackwardData(const Napi::CallbackInfo& info) {
+  return binding::run(info, "bsrBackwardData", [](Args& a) -> std::function<void()> {
+    WeightArgs p = weightArgs(a, true);
+    const size_t m = p.m;
+    const float* dy = a.floats("dy", m * p.w.out, "m*out");
+    float* dx = a.floats("dx", m * p.w.in, "m*in");
+    const bool acc = a.boolean("accumulate", false);
+    return [p, dy, dx, acc] { bsrBackwardData(p.w, p.m, dy, p.w.out, dx, p.w.in, acc); };
+  });
+}
+
+Napi::Value BsrBackwardWeight(const Napi::CallbackInfo& info) {
+  return binding::run(info, "bsrBackwardWeight", [](Args& a) -> std::function<void()> {
+    WeightArgs p = weightArgs(a, false);
+    const size_t m = p.m;
+    const long bb = (long)p.w.layout.block * p.w.layout.block;
+    const float* dy = a.floats("dy", m * p.w.out, "m*out");
+    const float* x = a.floats("x", m * p.w.in, "m*in");
+    float* dw = a.floats("dw", (size_t)(p.w.layout.nnz * bb), "nnz*block*block");
+    const bool acc = a.boolean("accumulate", false);
+    return [p, dy, x, dw, acc] { bsrBackwardWeight(p.w, p.m, dy, p.w.out, x, p.w.in, dw, acc); };
+  });
+}
+
+Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
+  return binding::run(info, "biasGrad", [](Args& a) -> std::function<void()> {
+    const int m = a.integer("m", 0, 1 << 30), n = a.integer("n", 1, 1 << 30);
+    const float* dy = a.floats("dy", (size_t)m * n, "m*n");
+    float* db = a.floats("db", (size_t)n, "n");
+    const bool acc = a.boolean("accumulate", false);
+    return [=] { biasGrad(m, n, dy, n, db, acc); };
+  });
+}
+
+// gemm({transA, transB, m, n, k, alpha?, a, b, beta?, c}): c = alpha·op(a)·op(b) + beta·c, row-major.
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  return binding::run(info, "gemm", [](Args& a) -> std::function<void()> {
+    binding::GemmArgs g = binding::gemmArgs(a);
+    return [g] {
+      gemm(g.ta ? Trans::Yes : Trans::No, g.tb ? Trans::Yes : Trans::No, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb,
+           g.beta, g.c, g.n);
+    };
+  });
+}
+
+Napi::Value ValidateLayoutJs(const Napi::CallbackInfo& info) {
+  // Synchronous: returns "" or the problem (cheap, used by loaders before training starts).
+  Napi::Env env = info.Env();
+  try {
+    if (info.Length() < 1 || !info[0].IsObject()) throw ArgError("validateLayout: expected an arguments object");
+    Napi::Object wrapper = Napi::Object::New(env);
+    wrapper.Set("layout", info[0]);
+    Args a("validateLayout", wrapper);
+    layoutArg(a);
+    return Napi::String::New(env, "");
+  } catch (const ArgError& e) {
+    return Napi::String::New(env, e.what());
+  }
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("isa", isaName(activeIsa()));
+  o.Set("bestIsa", isaName(bestIsa()));
+  Napi::Array supported = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512})
+    if (isaSupported(isa)) supported.Set(i++, isaName(isa));
+  o.Set("supportedIsas", supported);
+  o.Set("threads", threads());
+  o.Set("maxThreads", maxThreads());
+  o.Set("blocks", binding::intArray(env, {16, 32, 64}));
+  return o;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber())
+    throw Napi::TypeError::New(env, "setThreads: expected a number of threads (integer >= 1)");
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 1 && n <= 1024 && std::floor(n) == n))
+    throw Napi::RangeError::New(env, "setThreads: threads must be an integer in 1..1024, got " + std::to_string(n));
+  setThreads((int)n);
+  return env.Undefined();
+}
+
+Napi::Value ForceIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Isa isa;
+  if (info.Length() < 1 || !info[0].IsString() || !parseIsa(info[0].As<Napi::String>().Utf8Value(), &isa))
+    throw Napi::TypeError::New(env, "forceIsa: expected 'portable', 'avx2' or 'avx512'");
+  if (!isaSupported(isa))
+    throw Napi::Error::New(env, std::string("forceIsa: this CPU does not support ") + isaName(isa));
+  forceIsa(isa);
+  return env.Undefined();
+}
+
+void InitKernels(Napi::Env env, Napi::Object exports) {
+  Napi::Object k = Napi::Object::New(env);
+  k.Set("info", Napi::Function::New(env, Info, "info"));
+  k.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  k.Set("forceIsa", Napi::Function::New(env, ForceIsa, "forceIsa"));
+  k.Set("validateLayout", Napi::Function::New(env, ValidateLayoutJs, "validateLayout"));
+  k.Set("bsrForward", Napi::Function::New(env, BsrForward, "bsrForward"));
+  k.Set("bsrBackwardData", Napi::Function::New(env, BsrBackwardData, "bsrBackwardData"));
+  k.Set("bsrBackwardWeight", Napi::Function::New(env, BsrBackwardWeight, "bsrBackwardWeight"));
+  k.Set("biasGrad", Napi::Function::New(env, BiasGrad, "biasGrad"));
+  k.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
+  exports.Set("kernels", k);
+}
+
+AddonArea area("kernels", InitKernels);
+
+}  // namespace
+}  // namespace kernels
+}  // namespace pixelfly

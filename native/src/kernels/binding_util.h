@@ -1,0 +1,177 @@
+// Helpers for the promise-returning bindings (kernels and the OpenBLAS baseline): argument parsing
+// with messages that name the argument, and the worker that runs a prepared job off the JS thread.
+#pragma once
+
+#include <napi.h>
+
+#include <cmath>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pixelfly {
+namespace binding {
+
+// A bad argument: becomes a rejected promise with a TypeError carrying this message.
+struct ArgError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Reads named fields of the single arguments object; pins every Float32Array it hands out so the
+// memory outlives the job.
+class Args {
+ public:
+  Args(std::string fnName, Napi::Object o) : fn(std::move(fnName)), obj(o) {}
+
+  bool has(const char* name) const {
+    Napi::Value v = obj.Get(name);
+    return !v.IsUndefined() && !v.IsNull();
+  }
+
+  int integer(const char* name, long lo, long hi) const {
+    Napi::Value v = obj.Get(name);
+    const std::string what = fn + ": " + name;
+    if (!v.IsNumber()) throw ArgError(what + " must be an integer, got " + typeName(v));
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(std::floor(d) == d) || d < (double)lo || d > (double)hi)
+      throw ArgError(what + " must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
+                     v.ToString().Utf8Value());
+    return (int)d;
+  }
+
+  float number(const char* name, float fallback) const {
+    Napi::Value v = obj.Get(name);
+    if (v.IsUndefined()) return fallback;
+    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
+      throw ArgError(fn + ": " + name + " must be a finite number");
+    return v.As<Napi::Number>().FloatValue();
+  }
+
+  bool boolean(const char* name, bool fallback) const {
+    Napi::Value v = obj.Get(name);
+    if (v.IsUndefined()) return fallback;
+    if (!v.IsBoolean()) throw ArgError(fn + ": " + name + " must be a boolean, got " + typeName(v));
+    return v.As<Napi::Boolean>().Value();
+  }
+
+  Napi::Object object(const char* name) const {
+    Napi::Value v = obj.Get(name);
+    if (!v.IsObject()) throw ArgError(fn + ": " + name + " must be an object, got " + typeName(v));
+    return v.As<Napi::Object>();
+  }
+
+  // A Float32Array of exactly `expected` floats (`expr` says how that count is derived).
+  float* floats(const char* name, size_t expected, const char* expr) {
+    Napi::Value v = obj.Get(name);
+    const std::string what = fn + ": " + name;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw ArgError(what + " must be a Float32Array, got " + typeName(v));
+    Napi::Float32Array arr = v.As<Napi::Float32Array>();
+    if (arr.ElementLength() != expected)
+      throw ArgError(what + " has " + std::to_string(arr.ElementLength()) + " floats, expected " + expr + " = " +
+                     std::to_string(expected));
+    pinned.push_back(Napi::Persistent(arr.As<Napi::Object>()));
+    return arr.Data();
+  }
+
+  static std::string typeName(const Napi::Value& v) {
+    if (v.IsUndefined()) return "undefined (missing)";
+    if (v.IsNull()) return "null";
+    if (v.IsTypedArray()) return "a typed array of another element type";
+    if (v.IsArray()) return "an array";
+    if (v.IsNumber()) return "a number";
+    if (v.IsString()) return "a string";
+    if (v.IsBoolean()) return "a boolean";
+    return "an object";
+  }
+
+  const std::string fn;
+  Napi::Object obj;
+  std::vector<Napi::ObjectReference> pinned;
+};
+
+// Runs `job` on a libuv worker; resolves with undefined, or rejects with the job's exception text.
+class KernelWorker : public Napi::AsyncWorker {
+ public:
+  KernelWorker(Napi::Env env, const std::string& name, Napi::Promise::Deferred deferred, std::function<void()> job,
+               std::vector<Napi::ObjectReference> pinned)
+      : Napi::AsyncWorker(env, name.c_str()), deferred_(deferred), job_(std::move(job)), pinned_(std::move(pinned)) {}
+
+  void Execute() override {
+    try {
+      job_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<void()> job_;
+  std::vector<Napi::ObjectReference> pinned_;
+};
+
+// Parses the single arguments object with `prepare` (on the JS thread) and queues the job it
+// returns. Argument problems reject the returned promise; they never throw synchronously.
+template <class Prepare>
+Napi::Value run(const Napi::CallbackInfo& info, const char* fn, Prepare prepare) {
+  Napi::Env env = info.Env();
+  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+  try {
+    if (info.Length() != 1 || !info[0].IsObject())
+      throw ArgError(std::string(fn) + ": expected one arguments object");
+    Args a(fn, info[0].As<Napi::Object>());
+    std::function<void()> job = prepare(a);
+    (new KernelWorker(env, fn, deferred, std::move(job), std::move(a.pinned)))->Queue();
+  } catch (const ArgError& e) {
+    deferred.Reject(Napi::TypeError::New(env, e.what()).Value());
+  } catch (const std::invalid_argument& e) {
+    deferred.Reject(Napi::TypeError::New(env, std::string(fn) + ": " + e.what()).Value());
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  }
+  return deferred.Promise();
+}
+
+// Arguments of a row-major gemm: c[m×n] = alpha·op(a)·op(b) + beta·c with contiguous operands.
+struct GemmArgs {
+  bool ta = false, tb = false;
+  int m = 0, n = 0, k = 0, lda = 0, ldb = 0;
+  float alpha = 1.f, beta = 0.f;
+  const float* a = nullptr;
+  const float* b = nullptr;
+  float* c = nullptr;
+};
+
+inline GemmArgs gemmArgs(Args& a) {
+  GemmArgs g;
+  g.ta = a.boolean("transA", false);
+  g.tb = a.boolean("transB", false);
+  g.m = a.integer("m", 1, 1 << 30);
+  g.n = a.integer("n", 1, 1 << 30);
+  g.k = a.integer("k", 0, 1 << 30);
+  g.alpha = a.number("alpha", 1.f);
+  g.beta = a.number("beta", 0.f);
+  g.a = a.floats("a", (size_t)g.m * g.k, "m*k");
+  g.b = a.floats("b", (size_t)g.k * g.n, "k*n");
+  g.c = a.floats("c", (size_t)g.m * g.n, "m*n");
+  g.lda = std::max(1, g.ta ? g.m : g.k);
+  g.ldb = std::max(1, g.tb ? g.k : g.n);
+  return g;
+}
+
+inline Napi::Array intArray(Napi::Env env, std::initializer_list<int> values) {
+  Napi::Array arr = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (int v : values) arr.Set(i++, v);
+  return arr;
+}
+
+}  // namespace binding
+}  // namespace pixelfly

@@ -1,0 +1,461 @@
+// The kernels' inner loops, compiled once per instruction set (PIXELFLY_ISA = 0 portable, 1 AVX2,
+// 2 AVX-512; see binding.gyp). Vectors are GCC vector extensions, so the same source lowers to zmm,
+// ymm or baseline SSE registers; only the tile sizes differ per ISA.
+//
+// Every product is one register-blocked microkernel, C[MR×NR] (+)= Σ_k a[k][0:MR] ⊗ b[k][0:NR]:
+// `a` values are broadcast, `b` rows are NR-wide vectors. Operands are first packed into panels
+// (`a`: [k][MR], `b`: [k][NR], zero-padded), which is where transposes, padding and sparsity are
+// resolved, so the microkernel never sees a leading dimension or a mask:
+//  - dense GEMM: BLIS-style loops (KC-deep B panels shared by the threads, MC×KC A blocks per thread);
+//  - Pixelfly forward/dX: each block-row (forward) or block-column (dX) of W is a list of b×b blocks,
+//    i.e. a GEMM whose K dimension is the concatenation of those blocks; `a` comes from the packed
+//    activation panel at each block's offset ("segments"), `b` is the packed blocks, contiguous;
+//  - Pixelfly dW: per kept block a GEMM over the M rows, chunked so the packed rows stay in cache,
+//    parallel over kept blocks so no two threads write the same output.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "isa_table.h"
+
+#if PIXELFLY_ISA == 2
+#define ISA_TABLE kAvx512Kernels
+#define ISA_NS isa_avx512
+#elif PIXELFLY_ISA == 1
+#define ISA_TABLE kAvx2Kernels
+#define ISA_NS isa_avx2
+#else
+#define ISA_TABLE kPortableKernels
+#define ISA_NS isa_portable
+#endif
+
+namespace pixelfly {
+namespace kernels {
+namespace ISA_NS {
+namespace {
+
+#if PIXELFLY_ISA == 2
+constexpr int VL = 16;      // floats per zmm
+constexpr int MR = 14;      // 14×32 tile: 28 accumulators + 2 b vectors + broadcasts of 32 zmm
+constexpr int MR_DW = 8;    // dW tiles must divide the block: 8×32
+#elif PIXELFLY_ISA == 1
+constexpr int VL = 8;       // floats per ymm
+constexpr int MR = 6;       // 6×16 tile: 12 accumulators of 16 ymm
+constexpr int MR_DW = 4;
+#else
+constexpr int VL = 4;       // baseline SSE
+constexpr int MR = 6;
+constexpr int MR_DW = 4;
+#endif
+constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
+constexpr int KC = 256;     // depth of a packed panel (dense GEMM) / rows per dW chunk
+
+typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+
+inline vf loadu(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+
+// ---------------------------------------------------------------------------------------------
+// Scratch: per-thread buffers that only grow, so steady-state calls neither allocate nor fault pages.
+// ---------------------------------------------------------------------------------------------
+struct Scratch {
+  float* ptr = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(ptr); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(ptr);
+      size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+      ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!ptr) {
+        cap = 0;
+        throw std::bad_alloc();
+      }
+      cap = n;
+    }
+    return ptr;
+  }
+};
+thread_local Scratch tlsA;       // a-side panels (per worker thread)
+thread_local Scratch tlsB;       // b-side panels shared by a call (owned by the calling thread)
+thread_local Scratch tlsC;       // second shared buffer of a call (dW's packed dY)
+thread_local std::vector<int> tlsOffsets;
+
+// ---------------------------------------------------------------------------------------------
+// Packing. dst is [nK][width]; entries outside kValid×wValid are zero.
+// ---------------------------------------------------------------------------------------------
+// dst[k][w] = src[k*ld + w]
+inline void packCopy(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
+  for (int k = 0; k < nK; k++) {
+    float* d = dst + (long)k * width;
+    if (k < kValid) {
+      const float* s = src + k * ld;
+      int w = 0;
+      for (; w < wValid; w++) d[w] = s[w];
+      for (; w < width; w++) d[w] = 0.f;
+    } else {
+      for (int w = 0; w < width; w++) d[w] = 0.f;
+    }
+  }
+}
+
+// dst[k][w] = src[w*ld + k]: a transpose, read in row segments so the source streams.
+inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
+  constexpr int KB = 16;
+  for (int k0 = 0; k0 < nK; k0 += KB) {
+    const int kn = std::min(KB, nK - k0);
+    const int kv = std::max(0, std::min(kn, kValid - k0));
+    for (int w = 0; w < width; w++) {
+      float* d = dst + (long)k0 * width + w;
+      if (w < wValid) {
+        const float* s = src + w * ld + k0;
+        int k = 0;
+        for (; k < kv; k++) d[(long)k * width] = s[k];
+        for (; k < kn; k++) d[(long)k * width] = 0.f;
+      } else {
+        for (int k = 0; k < kn; k++) d[(long)k * width] = 0.f;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microkernel. C[rows×cols] (=|+=) Σ_s Σ_k a_s[k][0:R] ⊗ b[s*kseg + k][0:NVV*VL] (+ bias)
+//   a_s = a + aoff[s] (or a itself when aoff is null), each a panel [kseg][R];
+//   b   = one contiguous stream of nseg*kseg rows of NVV vectors.
+// ---------------------------------------------------------------------------------------------
+template <int R, int NVV>
+inline void micro(int nseg, int kseg, const float* a, const int* aoff, const float* b, float* C, long ldc, int rows,
+                  int cols, bool accumulate, const float* bias) {
+  constexpr int NR = NVV * VL;
+  vf acc[R][NVV];
+#pragma GCC unroll 32
+  for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+    for (int v = 0; v < NVV; v++) acc[i][v] = vf{};
+
+  for (int s = 0; s < nseg; s++) {
+    const float* ap = aoff ? a + aoff[s] : a;
+    for (int k = 0; k < kseg; k++) {
+      vf bv[NVV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NVV; v++) bv[v] = loadu(b + v * VL);
+#pragma GCC unroll 32
+      for (int i = 0; i < R; i++) {
+        const vf ai = vf{} + ap[i];
+#pragma GCC unroll 4
+        for (int v = 0; v < NVV; v++) acc[i][v] += ai * bv[v];
+      }
+      ap += R;
+      b += NR;
+    }
+  }
+
+  if (bias) {
+    float bpad[NR];
+    for (int j = 0; j < NR; j++) bpad[j] = j < cols ? bias[j] : 0.f;
+#pragma GCC unroll 4
+    for (int v = 0; v < NVV; v++) {
+      const vf bb = loadu(bpad + v * VL);
+#pragma GCC unroll 32
+      for (int i = 0; i < R; i++) acc[i][v] += bb;
+    }
+  }
+
+  if (rows == R && cols == NR) {
+#pragma GCC unroll 32
+    for (int i = 0; i < R; i++) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NVV; v++) {
+        float* c = C + i * ldc + v * VL;
+        storeu(c, accumulate ? loadu(c) + acc[i][v] : acc[i][v]);
+      }
+    }
+  } else {
+    float tile[R][NR];
+    for (int i = 0; i < R; i++)
+      for (int v = 0; v < NVV; v++) storeu(&tile[i][v * VL], acc[i][v]);
+    for (int i = 0; i < rows; i++) {
+      float* c = C + i * ldc;
+      if (accumulate)
+        for (int j = 0; j < cols; j++) c[j] += tile[i][j];
+      else
+        for (int j = 0; j < cols; j++) c[j] = tile[i][j];
+    }
+  }
+}
+
+inline int ceilDiv(long a, long b) { return (int)((a + b - 1) / b); }
+
+// ---------------------------------------------------------------------------------------------
+// Dense GEMM: C[M×N] (=|+=) alpha·op(A)·op(B)
+// ---------------------------------------------------------------------------------------------
+constexpr int NR_G = NV * VL;
+constexpr int NC_SUB = 16 * NR_G;  // columns of one work item; A blocks are re-packed per item
+
+void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+          bool accumulate, float* C, int ldc, int threads) {
+  if (M <= 0 || N <= 0) return;
+  const int kcMax = std::min(K, KC);
+  // MC: the per-thread A block (MC×KC) should stay in L2.
+  const int MC = MR * 12;
+  const int nPanels = ceilDiv(N, NR_G);
+  float* Bp = tlsB.get((size_t)nPanels * NR_G * std::max(kcMax, 1));
+  const int mBlocks = ceilDiv(M, MC);
+  const int nSubs = ceilDiv(N, NC_SUB);
+  const int items = mBlocks * nSubs;
+  const int nt = std::max(1, std::min(threads, std::max(items, nPanels)));
+
+  if (K <= 0) {  // C = 0·A·B (+ C)
+    if (!accumulate)
+      for (int i = 0; i < M; i++) std::fill(C + (long)i * ldc, C + (long)i * ldc + N, 0.f);
+    return;
+  }
+
+#pragma omp parallel num_threads(nt)
+  {
+    float* Ap = tlsA.get((size_t)ceilDiv(MC, MR) * MR * kcMax);
+    for (int pc = 0; pc < K; pc += KC) {
+      const int kc = std::min(KC, K - pc);
+#pragma omp for schedule(static)
+      for (int jp = 0; jp < nPanels; jp++) {
+        const int j0 = jp * NR_G;
+        float* dst = Bp + (long)jp * NR_G * kc;
+        if (tb == Trans::No)
+          packCopy(dst, B + (long)pc * ldb + j0, ldb, kc, kc, NR_G, std::min(NR_G, N - j0));
+        else
+          packTrans(dst, B + (long)j0 * ldb + pc, ldb, kc, kc, NR_G, std::min(NR_G, N - j0));
+      }
+      // implicit barrier: Bp complete
+      const bool acc = accumulate || pc > 0;
+#pragma omp for schedule(dynamic, 1)
+      for (int item = 0; item < items; item++) {
+        const int ib = item / nSubs, js = item % nSubs;
+        const int i0 = ib * MC, mc = std::min(MC, M - i0);
+        const int mp = ceilDiv(mc, MR);
+        for (int p = 0; p < mp; p++) {
+          const int r0 = i0 + p * MR;
+          const int rv = std::min(MR, M - r0);
+          float* dst = Ap + (long)p * MR * kc;
+          if (ta == Trans::No)
+            packTrans(dst, A + (long)r0 * lda + pc, lda, kc, kc, MR, rv);
+          else
+            packCopy(dst, A + (long)pc * lda + r0, lda, kc, kc, MR, rv);
+          if (alpha != 1.f)
+            for (long q = 0; q < (long)MR * kc; q++) dst[q] *= alpha;
+        }
+        const int jpBegin = js * (NC_SUB / NR_G);
+        const int jpEnd = std::min(nPanels, jpBegin + NC_SUB / NR_G);
+        for (int jp = jpBegin; jp < jpEnd; jp++) {
+          const int j0 = jp * NR_G;
+          const int cols = std::min(NR_G, N - j0);
+          const float* bp = Bp + (long)jp * NR_G * kc;
+          for (int p = 0; p < mp; p++) {
+            const int r0 = i0 + p * MR;
+            micro<MR, NV>(1, kc, Ap + (long)p * MR * kc, nullptr, bp, C + (long)r0 * ldc + j0, ldc,
+                          std::min(MR, M - r0), cols, acc, nullptr);
+          }
+        }
+      }
+      // implicit barrier before Bp is overwritten
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pixelfly forward / dX: C[M × nOuter*b] (=|+=) A[M × K] · (block lists)
+//   outer block o (a block-row of W for the forward, a block-column for dX) lists segments
+//   s in [segPtr[o], segPtr[o+1]); segment s reads A's columns [segCol[s]*b, +b) and the packed
+//   block Bp[jt][s] ([b][NR]).
+// ---------------------------------------------------------------------------------------------
+template <int NVV>
+void blockRowsProduct(int M, const float* A, long lda, int aCols, int aBlocks, int b, int nOuter, const int* segPtr,
+                      const int* segCol, int nseg, const float* Bp, float* C, long ldc, int cCols, const float* bias,
+                      bool accumulate, int threads) {
+  constexpr int NR = NVV * VL;
+  const int jtN = b / NR;
+  const int kPad = aBlocks * b;
+  // MC: rows per work item; the packed A block (MC × kPad) should stay in L2 while every outer
+  // block streams its weights through it.
+  int panels = (int)((384 * 1024) / ((long)kPad * MR * sizeof(float)));
+  panels = std::max(1, std::min(panels, 16));
+  const int MC = panels * MR;
+  const int items = ceilDiv(M, MC);
+  const int nt = std::max(1, std::min(threads, items));
+
+  // Offsets of each segment's panel slice (independent of the row panel).
+  std::vector<int>& aoff = tlsOffsets;
+  aoff.resize(std::max(nseg, 1));
+  for (int s = 0; s < nseg; s++) aoff[s] = segCol[s] * b * MR;
+
+#pragma omp parallel num_threads(nt)
+  {
+    float* Ap = tlsA.get((size_t)panels * MR * kPad);
+#pragma omp for schedule(dynamic, 1)
+    for (int item = 0; item < items; item++) {
+      const int i0 = item * MC, mc = std::min(MC, M - i0);
+      const int mp = ceilDiv(mc, MR);
+      for (int p = 0; p < mp; p++) {
+        const int r0 = i0 + p * MR;
+        packTrans(Ap + (long)p * MR * kPad, A + (long)r0 * lda, lda, kPad, aCols, MR, std::min(MR, M - r0));
+      }
+      for (int o = 0; o < nOuter; o++) {
+        const int s0 = segPtr[o], ns = segPtr[o + 1] - s0;
+        for (int jt = 0; jt < jtN; jt++) {
+          const int c0 = o * b + jt * NR;
+          if (c0 >= cCols) break;
+          const int cols = std::min(NR, cCols - c0);
+          const float* bp = Bp + ((long)jt * nseg + s0) * b * NR;
+          const float* bb = bias ? bias + c0 : nullptr;
+          for (int p = 0; p < mp; p++) {
+            const int r0 = i0 + p * MR;
+            float* c = C + (long)r0 * ldc + c0;
+            if (ns == 0) {
+              // An empty block-row/column still defines its outputs: bias (or 0), or unchanged.
+              if (!accumulate || bb) {
+                for (int i = 0; i < std::min(MR, M - r0); i++)
+                  for (int j = 0; j < cols; j++)
+                    c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.f) + (bb ? bb[j] : 0.f);
+              }
+              continue;
+            }
+            micro<MR, NVV>(ns, b, Ap + (long)p * MR * kPad, aoff.data() + s0, bp, c, ldc, std::min(MR, M - r0),
+                           cols, accumulate, bb);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <int NVV>
+void bsrForwardT(const BsrWeight& w, int M, const float* X, int ldx, const float* bias, float* Y, int ldy,
+                 bool accumulate, int threads) {
+  constexpr int NR = NVV * VL;
+  const BsrLayout& L = w.layout;
+  const int b = L.block, jtN = b / NR;
+  // Bp[jt][k][j][jj] = W_k[jt*NR + jj][j]: block k transposed, so a row of it is NR outputs.
+  float* Bp = tlsB.get((size_t)std::max(L.nnz, 1) * b * b);
+  const int nt = std::max(1, std::min(threads, L.nnz));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int k = 0; k < L.nnz; k++)
+    for (int jt = 0; jt < jtN; jt++)
+      packTrans(Bp + ((long)jt * L.nnz + k) * b * NR, w.blocks + (long)k * b * b + (long)jt * NR * b, b, b, b, NR,
+                NR);
+  blockRowsProduct<NVV>(M, X, ldx, w.in, L.blockCols, b, L.blockRows, L.rowPtr, L.colIdx, L.nnz, Bp, Y, ldy, w.out,
+                        bias, accumulate, threads);
+}
+
+template <int NVV>
+void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, float* dX, int lddx, bool accumulate,
+                      int threads) {
+  constexpr int NR = NVV * VL;
+  const BsrLayout& L = w.layout;
+  const int b = L.block, jtN = b / NR;
+  // Bp[jt][t][i][jj] = W_{tBlock[t]}[i][jt*NR + jj]: blocks in column order, natural orientation.
+  float* Bp = tlsB.get((size_t)std::max(L.nnz, 1) * b * b);
+  const int nt = std::max(1, std::min(threads, L.nnz));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int t = 0; t < L.nnz; t++)
+    for (int jt = 0; jt < jtN; jt++)
+      packCopy(Bp + ((long)jt * L.nnz + t) * b * NR, w.blocks + (long)L.tBlock[t] * b * b + jt * NR, b, b, b, NR, NR);
+  blockRowsProduct<NVV>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
+                        nullptr, accumulate, threads);
+}
+
+// dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
+template <int RW, int NVV>
+void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
+                        bool accumulate, int threads) {
+  constexpr int NR = NVV * VL;
+  const BsrLayout& L = w.layout;
+  const int b = L.block, itN = b / RW, jtN = b / NR;
+  const long bb = (long)b * b;
+  if (L.nnz == 0) return;
+  if (M <= 0) {
+    if (!accumulate) std::fill(dW, dW + L.nnz * bb, 0.f);
+    return;
+  }
+  const int kcMax = std::min(M, KC);
+  // Dc[r][it][m][RW] = dY[m0+m][r*b + it*RW + i];  Xc[c][jt][m][NR] = X[m0+m][c*b + jt*NR + j]
+  float* Dc = tlsC.get((size_t)L.blockRows * b * kcMax);
+  float* Xc = tlsB.get((size_t)L.blockCols * b * kcMax);
+  const int nt = std::max(1, threads);
+#pragma omp parallel num_threads(nt)
+  {
+    for (int m0 = 0; m0 < M; m0 += KC) {
+      const int kc = std::min(KC, M - m0);
+#pragma omp for schedule(static) nowait
+      for (int q = 0; q < L.blockRows * itN; q++) {
+        const int col = q * RW;  // == r*b + it*RW
+        packCopy(Dc + (long)q * RW * kc, dY + (long)m0 * lddy + col, lddy, kc, kc, RW,
+                 std::max(0, std::min(RW, w.out - col)));
+      }
+#pragma omp for schedule(static)
+      for (int q = 0; q < L.blockCols * jtN; q++) {
+        const int col = q * NR;
+        packCopy(Xc + (long)q * NR * kc, X + (long)m0 * ldx + col, ldx, kc, kc, NR,
+                 std::max(0, std::min(NR, w.in - col)));
+      }
+      const bool acc = accumulate || m0 > 0;
+      // Static contiguous ranges: neighbouring blocks share a block-row, so its packed dY stays hot.
+#pragma omp for schedule(static)
+      for (int k = 0; k < L.nnz; k++) {
+        int r = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k) - L.rowPtr) - 1;
+        const int c = L.colIdx[k];
+        for (int it = 0; it < itN; it++)
+          for (int jt = 0; jt < jtN; jt++)
+            micro<RW, NVV>(1, kc, Dc + ((long)r * itN + it) * RW * kc, nullptr, Xc + ((long)c * jtN + jt) * NR * kc,
+                           dW + k * bb + (long)it * RW * b + jt * NR, b, RW, NR, acc, nullptr);
+      }
+    }
+  }
+}
+
+// Block 16 on AVX-512 is one vector wide; otherwise tiles are NV vectors.
+constexpr bool kNarrowBlocks16 = (NV * VL > 16);
+
+void bsrForward(const BsrWeight& w, int M, const float* X, int ldx, const float* bias, float* Y, int ldy,
+                bool accumulate, int threads) {
+  if (kNarrowBlocks16 && w.layout.block == 16)
+    bsrForwardT<1>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
+  else
+    bsrForwardT<NV>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
+}
+
+void bsrBackwardData(const BsrWeight& w, int M, const float* dY, int lddy, float* dX, int lddx, bool accumulate,
+                     int threads) {
+  if (kNarrowBlocks16 && w.layout.block == 16)
+    bsrBackwardDataT<1>(w, M, dY, lddy, dX, lddx, accumulate, threads);
+  else
+    bsrBackwardDataT<NV>(w, M, dY, lddy, dX, lddx, accumulate, threads);
+}
+
+void bsrBackwardWeight(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
+                       bool accumulate, int threads) {
+  if (kNarrowBlocks16 && w.layout.block == 16)
+    bsrBackwardWeightT<16, 1>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
+  else
+    bsrBackwardWeightT<MR_DW, NV>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
+}
+
+}  // namespace
+}  // namespace ISA_NS
+
+extern const KernelTable ISA_TABLE = {
+    ISA_NS::bsrForward,
+    ISA_NS::bsrBackwardData,
+    ISA_NS::bsrBackwardWeight,
+    ISA_NS::gemm,
+};
+
+}  // namespace kernels
+}  // namespace pixelfly
