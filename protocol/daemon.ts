@@ -92,17 +92,18 @@ export const LayerRoleSchema = z.enum([
   'other',
 ]);
 
-/** One matmul layer of a model as the planner sees it (core/planner.ts inventory). */
+/** One matmul layer of a model as the planner sees it (core/inventory.ts InventoryLayer). */
 export const InventoryLayerSchema = z.strictObject({
   name: z.string().min(1).max(256),
   role: LayerRoleSchema,
   in: positiveInt,
   out: positiveInt,
-  count: positiveInt,
+  count: z.number().int().nonnegative(),
   rowsPerSample: positiveInt,
+  pinnedDense: z.boolean().optional(),
 });
 
-/** A Pixelfly layer configuration (core/layout.ts options plus the low-rank rank). */
+/** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig). */
 export const PixelflyConfigSchema = z.object({
   block: positiveInt,
   butterflySize: positiveInt,
@@ -112,19 +113,30 @@ export const PixelflyConfigSchema = z.object({
   shuffle: z.boolean().optional(),
 });
 
+/** What the planner aims for (core/planner.ts PlanTarget): a fraction of dense FLOPs, or an estimated speedup. */
+export const PlanTargetSchema = z.union([
+  z.strictObject({ budget: finite.refine((v) => v > 0 && v <= 1, 'budget must be in (0, 1]') }),
+  z.strictObject({ speedup: finite.refine((v) => v >= 1 && v <= 1000, 'speedup must be in [1, 1000]') }),
+]);
+
 /**
- * A plan as core/planner.ts produces it. Only the fields the daemon relies on are pinned here;
- * the rest passes through untouched, so the planner can grow without a protocol change.
+ * A plan as core/planner.ts produces it (Plan, LayerDecision). The fields the daemon and the
+ * extension rely on are pinned; others pass through untouched, so the planner can grow freely.
  */
 export const PlanSchema = z.looseObject({
-  decisions: z.array(
-    z.looseObject({
-      name: z.string(),
-      sparsify: z.boolean(),
-      config: PixelflyConfigSchema.optional(),
-      reason: z.string().optional(),
-    }),
-  ),
+  layers: z
+    .array(
+      z.looseObject({
+        name: z.string().min(1).max(256),
+        sparsify: z.boolean(),
+        config: PixelflyConfigSchema.optional(),
+        estSpeedup: finite.optional(),
+        reason: z.string().optional(),
+      }),
+    )
+    .max(4096),
+  estSpeedup: finite.optional(),
+  summary: z.string().optional(),
 });
 
 /** A JSON model spec (core/modelSpec.ts). Its structure is checked by the core's validator, which gives precise errors. */
@@ -237,7 +249,8 @@ export const JobEventSchema = z.discriminatedUnion('type', [
     type: z.literal('step'),
     step: positiveInt,
     epoch: finite,
-    lr: finite,
+    /** Learning rate used for this step, when the engine reports it. */
+    lr: finite.optional(),
     pixelfly: VariantStepSchema,
     dense: VariantStepSchema.optional(),
     /** Running speedup: median dense / median Pixelfly step time over the recent window. */
@@ -331,9 +344,8 @@ export const methods = {
   },
   'plan.suggest': {
     params: z.strictObject({
-      inventory: z.array(InventoryLayerSchema).min(1).max(4096),
-      /** Planner target (core/planner.ts), e.g. a parameter or FLOP budget; passed through to the core. */
-      target: z.record(z.string(), z.unknown()).default({}),
+      inventory: z.strictObject({ layers: z.array(InventoryLayerSchema).min(1).max(4096) }),
+      target: PlanTargetSchema,
     }),
     result: PlanSchema,
   },
@@ -365,9 +377,9 @@ export const methods = {
     params: z.strictObject({
       name: z.string().min(1).max(128).optional(),
       spec: ModelSpecSchema,
-      /** Omitted or null: the daemon asks the planner, with `target`. */
+      /** Omitted or null: the daemon asks the planner for the spec's inventory, with `target` (default: budget 0.25). */
       plan: PlanSchema.nullable().optional(),
-      target: z.record(z.string(), z.unknown()).optional(),
+      target: PlanTargetSchema.optional(),
       dataset: DatasetSchema,
       hyper: HyperparametersSchema,
       /** Train the dense model too, in alternating steps, to measure the speedup under the same conditions. */
@@ -395,7 +407,19 @@ export const methods = {
     params: z.strictObject({ jobId }),
     result: z.object({ jobId, subscribed: z.literal(false) }),
   },
-  /** Stops the daemon: running jobs are checkpointed-as-is and marked interrupted. */
+  /** Resource use, so clients and tests can check that memory stays bounded. */
+  'daemon.stats': {
+    params: z.strictObject({}).default({}),
+    result: z.object({
+      connections: z.number().int().nonnegative(),
+      subscriptions: z.number().int().nonnegative(),
+      jobs: z.number().int().nonnegative(),
+      rssBytes: z.number().nonnegative(),
+      heapUsedBytes: z.number().nonnegative(),
+      uptimeMs: z.number().nonnegative(),
+    }),
+  },
+  /** Stops the daemon: a running job stops between steps, is checkpointed and marked interrupted. */
   'daemon.shutdown': { params: z.strictObject({}).default({}), result: z.object({ stopping: z.literal(true) }) },
 } as const;
 

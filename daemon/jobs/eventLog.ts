@@ -1,0 +1,178 @@
+// A job's numbered event stream, persisted as append-only JSON lines (metrics.jsonl).
+// Events are buffered in memory for at most `flushMs` and then appended with one write, so a
+// kill -9 loses at most that window. Readers (subscribers replaying from a sequence number) read
+// recent events from a small in-memory tail and older ones from the file through a sparse offset
+// index, so memory stays bounded however long the run and however far behind a reader is.
+import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import type { JobEvent, JobEventBody } from '../../protocol/daemon';
+
+/** One file offset is remembered every INDEX_STRIDE events. */
+const INDEX_STRIDE = 256;
+/** Events kept in memory for readers that are (nearly) live. */
+const TAIL_SIZE = 1024;
+const READ_CHUNK_BYTES = 256 * 1024;
+
+export type EventListener = (event: JobEvent) => void;
+
+export class EventLog {
+  private fd: number;
+  private lastSeqValue = 0;
+  private fileBytes = 0;
+  /** offsets[k] = byte offset of the line holding seq k*INDEX_STRIDE + 1. */
+  private readonly offsets: number[] = [];
+  private pending: string[] = [];
+  private tail: JobEvent[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly listeners = new Set<EventListener>();
+
+  /**
+   * Opens (or creates) the log. A line cut short by a crash is truncated away; every complete
+   * line is kept and numbering continues after the last one.
+   */
+  constructor(
+    readonly file: string,
+    readonly jobId: string,
+    private readonly flushMs = 250,
+  ) {
+    const existed = existsSync(file);
+    this.fd = openSync(file, existed ? 'r+' : 'w+');
+    if (existed) this.recover();
+  }
+
+  get lastSeq(): number {
+    return this.lastSeqValue;
+  }
+
+  onAppend(listener: EventListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Numbers the event, queues it for the file and tells listeners. */
+  append(body: JobEventBody): JobEvent {
+    const event = { ...body, jobId: this.jobId, seq: this.lastSeqValue + 1, t: Date.now() } as JobEvent;
+    this.lastSeqValue = event.seq;
+    this.pending.push(JSON.stringify(event) + '\n');
+    this.tail.push(event);
+    if (this.tail.length > TAIL_SIZE * 2) this.tail = this.tail.slice(-TAIL_SIZE);
+    if (this.timer === undefined) {
+      this.timer = setTimeout(() => this.flush(), this.flushMs);
+    }
+    for (const l of this.listeners) l(event);
+    return event;
+  }
+
+  /** Writes every queued event to the file now (also called on state changes and shutdown). */
+  flush(): void {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.pending.length === 0 || this.fd < 0) return;
+    const firstSeq = this.lastSeqValue - this.pending.length + 1;
+    let offset = this.fileBytes;
+    const parts: Buffer[] = [];
+    this.pending.forEach((line, i) => {
+      const seq = firstSeq + i;
+      if ((seq - 1) % INDEX_STRIDE === 0) this.offsets[(seq - 1) / INDEX_STRIDE] = offset;
+      const buf = Buffer.from(line, 'utf8');
+      parts.push(buf);
+      offset += buf.length;
+    });
+    const data = Buffer.concat(parts);
+    let written = 0;
+    while (written < data.length) written += writeSync(this.fd, data, written, data.length - written, this.fileBytes + written);
+    this.fileBytes = offset;
+    this.pending = [];
+  }
+
+  /** Up to `max` events with seq > fromSeq, in order. */
+  read(fromSeq: number, max: number): JobEvent[] {
+    if (fromSeq >= this.lastSeqValue) return [];
+    const tailStart = this.tail.length > 0 ? this.tail[0].seq : this.lastSeqValue + 1;
+    if (fromSeq + 1 >= tailStart) {
+      const from = fromSeq + 1 - tailStart;
+      return this.tail.slice(from, from + max);
+    }
+    this.flush();
+    return this.readFile(fromSeq, max);
+  }
+
+  close(): void {
+    this.flush();
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    this.listeners.clear();
+  }
+
+  private readFile(fromSeq: number, max: number): JobEvent[] {
+    const k = Math.min(Math.floor(fromSeq / INDEX_STRIDE), this.offsets.length - 1);
+    let position = this.offsets[k] ?? 0;
+    const out: JobEvent[] = [];
+    let carry = '';
+    const buf = Buffer.alloc(READ_CHUNK_BYTES);
+    while (out.length < max && position < this.fileBytes) {
+      const n = readSync(this.fd, buf, 0, Math.min(buf.length, this.fileBytes - position), position);
+      if (n <= 0) break;
+      position += n;
+      const text = carry + buf.toString('utf8', 0, n);
+      const lines = text.split('\n');
+      carry = lines.pop() ?? '';
+      for (const line of lines) {
+        const event = parseLine(line);
+        if (event && event.seq > fromSeq) {
+          out.push(event);
+          if (out.length >= max) break;
+        }
+      }
+    }
+    return out;
+  }
+
+  private recover(): void {
+    const size = fstatSync(this.fd).size;
+    let position = 0;
+    let carry = Buffer.alloc(0);
+    let lineStart = 0;
+    const buf = Buffer.alloc(READ_CHUNK_BYTES);
+    let seq = 0;
+    let lastComplete = 0;
+    const recent: JobEvent[] = [];
+    while (position < size) {
+      const n = readSync(this.fd, buf, 0, Math.min(buf.length, size - position), position);
+      if (n <= 0) break;
+      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
+      const chunkStart = position - carry.length;
+      position += n;
+      let from = 0;
+      for (let nl = chunk.indexOf(10, from); nl >= 0; nl = chunk.indexOf(10, from)) {
+        lineStart = chunkStart + from;
+        const event = parseLine(chunk.toString('utf8', from, nl));
+        if (event) {
+          seq = event.seq;
+          if ((seq - 1) % INDEX_STRIDE === 0) this.offsets[(seq - 1) / INDEX_STRIDE] = lineStart;
+          recent.push(event);
+          if (recent.length > TAIL_SIZE * 2) recent.splice(0, TAIL_SIZE);
+        }
+        from = nl + 1;
+        lastComplete = chunkStart + from;
+      }
+      carry = Buffer.from(chunk.subarray(from));
+    }
+    // Whatever follows the last newline was being written when the process died.
+    if (lastComplete < size) ftruncateSync(this.fd, lastComplete);
+    this.fileBytes = lastComplete;
+    this.lastSeqValue = seq;
+    this.tail = recent.slice(-TAIL_SIZE);
+  }
+}
+
+function parseLine(line: string): JobEvent | undefined {
+  if (line.length === 0) return undefined;
+  try {
+    const value = JSON.parse(line) as JobEvent;
+    return typeof value === 'object' && value !== null && Number.isInteger(value.seq) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,134 @@
+// The daemon's listening socket: HTTP on 127.0.0.1 that only upgrades to WebSocket, and only for
+// local non-browser clients holding the token. Everything is checked BEFORE the upgrade, so a
+// refused client never gets a WebSocket: no token or a wrong one gets 401, a browser (any Origin
+// header) or a foreign Host (DNS rebinding) gets 403.
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CLOSE_SHUTDOWN, LIMITS, TOKEN_HEADER, TOKEN_SUBPROTOCOL_PREFIX } from '../protocol/daemon';
+import { Connection, type ConnectionLimits } from './connection';
+import type { MethodContext } from './methods';
+
+export interface ServerOptions extends ConnectionLimits {
+  host: string;
+  port: number;
+  token: string;
+  maxPayloadBytes: number;
+  maxConnections: number;
+}
+
+export const DEFAULT_SERVER_LIMITS = {
+  maxPayloadBytes: LIMITS.maxPayloadBytes,
+  maxConnections: 64,
+  maxPendingRequests: LIMITS.maxPendingRequests,
+  maxSubscriptions: LIMITS.maxSubscriptions,
+  /** Above this many unsent bytes on a socket, replay pauses until the client reads. */
+  highWaterBytes: 1024 * 1024,
+  /** A subscriber stuck above the high-water mark this long is disconnected (it can resubscribe from its last seq). */
+  stallMs: 10_000,
+};
+
+function tokenMatches(offered: string, expected: string): boolean {
+  const a = Buffer.from(offered);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** The token from the header, or from a `pixelfly-token.<token>` subprotocol. */
+function offeredToken(req: IncomingMessage): { token: string; protocol?: string } | undefined {
+  const header = req.headers[TOKEN_HEADER];
+  if (typeof header === 'string' && header.length > 0) return { token: header };
+  const protocols = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+  const p = protocols.find((x) => x.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
+  return p ? { token: p.slice(TOKEN_SUBPROTOCOL_PREFIX.length), protocol: p } : undefined;
+}
+
+function refuse(socket: Duplex, status: number, reason: string): void {
+  const body = `${reason}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+export class DaemonServer {
+  private http: Server | undefined;
+  private readonly wss: WebSocketServer;
+  private readonly connections = new Set<Connection>();
+  private portValue = 0;
+
+  constructor(
+    private readonly opts: ServerOptions,
+    private readonly context: Omit<MethodContext, 'connection'>,
+  ) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: opts.maxPayloadBytes,
+      // Compression would let a small frame inflate to a large message; the payload limit must mean bytes on the wire.
+      perMessageDeflate: false,
+      // Echo the token subprotocol when the client authenticated with it (browsers-style clients need an echo).
+      handleProtocols: (protocols) => [...protocols].find((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX)) ?? false,
+    });
+  }
+
+  get port(): number {
+    return this.portValue;
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  stats() {
+    let subscriptions = 0;
+    for (const c of this.connections) subscriptions += c.subscriptionCount;
+    return { connections: this.connections.size, subscriptions };
+  }
+
+  listen(): Promise<number> {
+    const http = createServer((_req, res) => {
+      res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' });
+      res.end('the Pixelfly daemon speaks JSON-RPC over WebSocket only\n');
+    });
+    http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
+    http.on('clientError', (_err, socket) => socket.destroy());
+    this.http = http;
+    return new Promise((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(this.opts.port, this.opts.host, () => {
+        const addr = http.address();
+        this.portValue = typeof addr === 'object' && addr ? addr.port : this.opts.port;
+        resolve(this.portValue);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.connections) c.close(CLOSE_SHUTDOWN, 'daemon shutting down');
+    await new Promise<void>((resolve) => {
+      if (!this.http) return resolve();
+      this.http.close(() => resolve());
+      this.http.closeAllConnections();
+    });
+  }
+
+  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    // Browsers always send Origin on WebSocket handshakes; local tools and the extension host do not.
+    if (req.headers.origin !== undefined) return refuse(socket, 403, 'Forbidden: browser origins are refused');
+    const host = (req.headers.host ?? '').toLowerCase();
+    const allowedHosts = [`127.0.0.1:${this.portValue}`, `localhost:${this.portValue}`];
+    if (!allowedHosts.includes(host)) return refuse(socket, 403, 'Forbidden: unexpected Host header');
+    const offered = offeredToken(req);
+    if (!offered || !tokenMatches(offered.token, this.opts.token)) return refuse(socket, 401, 'Unauthorized');
+    if (this.connections.size >= this.opts.maxConnections) return refuse(socket, 503, 'Service Unavailable: too many connections');
+    this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      const conn = new Connection(ws, this.opts, (c) => ({ ...this.context, connection: c }));
+      this.connections.add(conn);
+      ws.on('close', () => {
+        this.connections.delete(conn);
+        conn.dispose();
+      });
+    });
+  }
+}
