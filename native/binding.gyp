@@ -50,6 +50,12 @@
         'src/kernels/binding.cc',
         'src/kernels/openblas_baseline.cc',
         # engine (issue 4): add engine sources below this line
+        'src/engine/backend_cpu.cc',
+        'src/engine/binding.cc',
+        'src/engine/data.cc',
+        'src/engine/model.cc',
+        'src/engine/modules.cc',
+        'src/engine/svd.cc',
       ],
       'libraries': ['-fopenmp', '-ldl'],
       'ldflags': ['-fopenmp'],

@@ -1,0 +1,89 @@
+// A model built from a (validated) model spec and a plan, with its AdamW optimizer and batch order.
+// The spec's meaning is documented in core/modelSpec.ts; this is its C++ mirror.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data.h"
+#include "modules.h"
+
+namespace pixelfly {
+
+struct ModelConfig {
+  std::string kind;  // "mlp" | "mixer" | "vit" | "gpt" | "probe"
+  // Inputs: mlp reads `features`; mixer/vit read an image; gpt reads `context` token ids.
+  int features = 0, channels = 0, height = 0, width = 0, patch = 0;
+  int vocab = 0, context = 0;
+  int dim = 0, depth = 0, heads = 0;
+  int tokenHidden = 0, channelHidden = 0, mlpHidden = 0;
+  std::vector<int> hidden;  // mlp hidden widths
+  int classes = 0;
+  std::string pool = "mean";  // vit: "mean" | "cls"
+  // Plan: Pixelfly configs keyed by inventory name (e.g. "blocks.channel_mix.fc1"); absent = dense.
+  std::map<std::string, PixelflyConfig> pixelfly;
+  // kind "probe" (tests): one layer alone, see buildProbe in model.cc.
+  std::string probeLayer;
+  int probeT = 1;
+  bool causal = false;
+};
+
+struct TrainConfig {
+  int batch = 64;
+  double lr = 1e-3, minLrRatio = 0.1, weightDecay = 0.05, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t warmupSteps = 0, totalSteps = 1000;
+  double clipNorm = 1.0;  // <= 0: no clipping
+};
+
+struct StepResult {
+  double loss = 0, lr = 0, gradNorm = 0;
+  double dataMs = 0, forwardMs = 0, backwardMs = 0, optimizerMs = 0, totalMs = 0;
+  int64_t step = 0;
+  double epoch = 0;
+};
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = -1;  // classification only
+  int64_t samples = 0;   // samples (classification) or predicted tokens (language modelling)
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, const TrainConfig& train, uint64_t seed, Backend& be);
+  // Throws std::invalid_argument naming the mismatch if `d` cannot feed this model.
+  void checkDataset(const Dataset& d) const;
+  StepResult trainStep(const Dataset& d);
+  EvalResult evaluate(const Dataset& d, bool testSplit, int64_t maxSamples);
+  // Test hook: forward (and backward of sum(y·dy) when dy is given) on raw input rows.
+  const float* probe(const float* x, int B, const float* dy, std::vector<float>* dx);
+
+  ParamStore& params() { return ps_; }
+  std::vector<float>& adamM() { return m_; }
+  std::vector<float>& adamV() { return v_; }
+  int64_t step() const { return step_; }
+  void setStep(int64_t s) { step_ = s; }
+  Sampler& sampler() { return sampler_; }
+  Dims inputDims() const { return net_->in; }
+  Dims outputDims() const { return net_->out; }
+  bool languageModel() const { return cfg_.kind == "gpt"; }
+  double learningRate(int64_t step) const;
+  TrainConfig& trainConfig() { return train_; }
+
+ private:
+  double forwardLoss(const float* x, const int32_t* targets, int B, bool backward, int64_t* correct);
+
+  ModelConfig cfg_;
+  TrainConfig train_;
+  ParamStore ps_;
+  std::unique_ptr<Sequential> net_;
+  Backend& be_;
+  std::vector<float> m_, v_;
+  int64_t step_ = 0;
+  Sampler sampler_;
+  std::vector<float> bx_, dlogits_;
+  std::vector<int32_t> by_;
+};
+
+}  // namespace pixelfly

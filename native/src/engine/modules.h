@@ -1,0 +1,231 @@
+// Layers with forward and backward. Every layer sees activations as [B samples × T tokens × D
+// features], row-major, and owns its output buffer; backward receives dL/d(output) and writes
+// dL/d(input) (when asked) while ACCUMULATING its parameter gradients into the ParamStore.
+// Layers compute through a Backend, so a CUDA backend can reuse them unchanged (issue 8).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "params.h"
+#include "rng.h"
+
+namespace pixelfly {
+
+struct Dims {
+  int T = 1;  // tokens per sample
+  int D = 1;  // features per token
+  size_t size() const { return static_cast<size_t>(T) * static_cast<size_t>(D); }
+};
+
+struct Ctx {
+  Backend* be;
+  ParamStore* ps;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Dims in, out;
+  // Draws this layer's initial parameters (storage is allocated by then).
+  virtual void init(ParamStore&, Rng&) {}
+  // Returns this layer's output buffer (valid until its next forward). x must stay alive until backward.
+  virtual const float* forward(Ctx& c, const float* x, int B) = 0;
+  // dx may be null when nobody needs the input gradient (the model's first layer).
+  virtual void backward(Ctx& c, const float* dy, float* dx, int B) = 0;
+
+ protected:
+  float* outBuf(int B) {
+    y_.resize(static_cast<size_t>(B) * out.size());
+    return y_.data();
+  }
+  std::vector<float> y_;
+  const float* x_ = nullptr;
+};
+
+using ModulePtr = std::unique_ptr<Module>;
+
+class Sequential : public Module {
+ public:
+  explicit Sequential(Dims d) { in = out = d; }
+  Module* add(ModulePtr m);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  std::vector<ModulePtr> mods_;
+  std::vector<std::vector<float>> grads_;  // dL/d(output of module i), i < n-1
+};
+
+// y = x + body(x)
+class Residual : public Module {
+ public:
+  explicit Residual(std::unique_ptr<Sequential> body);
+  void init(ParamStore& ps, Rng& rng) override { body_->init(ps, rng); }
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  std::unique_ptr<Sequential> body_;
+  std::vector<float> scratch_;
+};
+
+// nn.Linear over the last axis: y = x·Wᵀ + b, W is [out, in].
+class Linear : public Module {
+ public:
+  Linear(ParamStore& ps, const std::string& name, int T, int inF, int outF, bool bias = true);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  int inF_, outF_;
+  size_t w_, b_;
+  bool bias_;
+};
+
+struct PixelflyConfig {
+  BsrIndex index;
+  int rank = 0;  // 0 = block-sparse only (no low-rank term, no gate)
+};
+
+// The authors' SparseLRLinear: y = lerp(sparse(x), lowrank(x), sigmoid(gate(x))) + bias, where
+// sparse = block-sparse W in the flat block butterfly layout, lowrank(x) = (x·V)·Uᵀ with V given as
+// lr_weight1 [rank, in] and U as lr_weight2 [out, rank], gate = Linear(in → 1) per token.
+class PixelflyLinear : public Module {
+ public:
+  PixelflyLinear(ParamStore& ps, const std::string& name, int T, int inF, int outF, PixelflyConfig cfg);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  int inF_, outF_;
+  PixelflyConfig cfg_;
+  size_t w_, v_ = 0, u_ = 0, gw_ = 0, gb_ = 0, b_;
+  BsrShape shape() const { return {&cfg_.index, outF_, inF_}; }
+  // Saved for backward: sparse output, x·V, low-rank output, gate.
+  std::vector<float> s_, h_, l_, g_;
+  std::vector<float> ds_, dl_, dh_, dz_;
+};
+
+class Gelu : public Module {  // exact (erf) GELU, as torch.nn.GELU()
+ public:
+  explicit Gelu(Dims d) { in = out = d; }
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+};
+
+class LayerNorm : public Module {
+ public:
+  LayerNorm(ParamStore& ps, const std::string& name, Dims d);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  size_t g_, b_;
+  std::vector<float> mean_, rstd_;
+};
+
+// [B, T, D] -> [B, D, T]: MLP-Mixer's token mixing runs a Linear along the token axis.
+class Transpose : public Module {
+ public:
+  explicit Transpose(Dims d) {
+    in = d;
+    out = {d.D, d.T};
+  }
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+};
+
+// Image [C, H, W] (one row per sample) -> [patches, C·p·p], patches row-major over the grid and
+// each patch vector ordered (c, i, j) like a Conv2d kernel, so patch_embed exports as Conv2d.
+class Patchify : public Module {
+ public:
+  Patchify(int C, int H, int W, int patch);
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  int C_, H_, W_, p_;
+  template <bool Back>
+  void copy(const float* src, float* dst, int B) const;
+};
+
+// Token ids (stored exactly as floats, [B, T, 1]) -> token embedding + learned position embedding.
+class TokenPosEmbedding : public Module {
+ public:
+  TokenPosEmbedding(ParamStore& ps, const std::string& name, int vocab, int T, int dim);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  int vocab_;
+  size_t wte_, wpe_;
+};
+
+// Prepends a learned class token: [B, T, D] -> [B, T+1, D] (ViT).
+class ClsToken : public Module {
+ public:
+  ClsToken(ParamStore& ps, const std::string& name, Dims d);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  size_t cls_;
+};
+
+// Adds a learned [T, D] position embedding (ViT).
+class PosEmbedding : public Module {
+ public:
+  PosEmbedding(ParamStore& ps, const std::string& name, Dims d);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  size_t pos_;
+};
+
+// Multi-head self-attention; qkv: D -> 3D (q | k | v, heads contiguous within each), proj: D -> D.
+// Either projection may be dense or Pixelfly.
+class Attention : public Module {
+ public:
+  Attention(Dims d, int heads, bool causal, ModulePtr qkv, ModulePtr proj);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  int heads_;
+  bool causal_;
+  ModulePtr qkv_, proj_;
+  const float* qkvOut_ = nullptr;
+  std::vector<float> att_, ctx_, dctx_, dqkv_;
+};
+
+// [B, T, D] -> [B, 1, D]: mean over tokens, or token 0 (the class token).
+class Pool : public Module {
+ public:
+  Pool(Dims d, bool first) : first_(first) {
+    in = d;
+    out = {1, d.D};
+  }
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  bool first_;
+};
+
+// Mean softmax cross-entropy over `rows` rows of logits; writes dL/dlogits (already divided by
+// rows) and returns the loss; `correct` counts rows whose argmax equals the target.
+double softmaxCrossEntropy(const float* logits, const int32_t* targets, int rows, int classes, float* dlogits,
+                           int64_t* correct);
+
+}  // namespace pixelfly
