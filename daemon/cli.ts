@@ -3,10 +3,14 @@
 import { CliError, type Command } from './commands/command';
 import { layoutCommand } from './commands/layout';
 import { planCommand } from './commands/plan';
+import { daemonCommand } from './commands/daemon';
+import { trainCommand } from './commands/train';
 
 const commands: Record<string, Command> = {
   layout: layoutCommand,
   plan: planCommand,
+  daemon: daemonCommand,
+  train: trainCommand,
 };
 
 function usage(): string {

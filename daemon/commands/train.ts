@@ -1,0 +1,238 @@
+// `pixelfly train [spec.json] [options]`: one run, dense vs Pixelfly, from a terminal. Connects to
+// the daemon (starting it when needed), submits the job, shows a live progress line, and ends
+// with a summary and the path of the run's self-contained HTML report.
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { DaemonClient, DaemonRpcError, ensureDaemon } from '../client';
+import { pixelflyHome } from '../home';
+import { CLOSE_SLOW_CONSUMER, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { defaultDemo } from '../demo';
+import { CliError, intOption, numberOption, parse, type Command } from './command';
+
+const options = {
+  dataset: { type: 'string' },
+  epochs: { type: 'string' },
+  'batch-size': { type: 'string' },
+  lr: { type: 'string' },
+  'max-steps': { type: 'string' },
+  'eval-every': { type: 'string' },
+  threads: { type: 'string' },
+  seed: { type: 'string' },
+  budget: { type: 'string' },
+  speedup: { type: 'string' },
+  'no-compare': { type: 'boolean' },
+  resume: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+type SubmitParams = MethodParamsIn<'job.submit'>;
+
+/** `--dataset synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR`. */
+export function parseDataset(raw: string): SubmitParams['dataset'] {
+  const i = raw.indexOf(':');
+  const kind = i < 0 ? raw : raw.slice(0, i);
+  const path = i < 0 ? undefined : raw.slice(i + 1);
+  if (kind !== 'synthetic' && kind !== 'fashion-mnist' && kind !== 'text' && kind !== 'npy') {
+    throw new CliError(`--dataset: unknown kind '${kind}': expected synthetic, fashion-mnist[:DIR], text:FILE or npy:DIR`);
+  }
+  if ((kind === 'text' || kind === 'npy') && !path) throw new CliError(`--dataset ${kind} needs a path: ${kind}:PATH`);
+  return path ? { kind, path } : { kind };
+}
+
+function readSpec(file: string): Record<string, unknown> {
+  if (extname(file) === '.py') {
+    throw new CliError(
+      `${file}: Python model definitions are analysed by the language server (the editor's "Train dense vs Pixelfly" action); ` +
+        'from a terminal, pass a JSON model spec',
+    );
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`cannot read model spec '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 1);
+  }
+  let spec: unknown;
+  try {
+    spec = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`model spec '${file}' is not valid JSON: ${(err as Error).message}`, 1);
+  }
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new CliError(`model spec '${file}' must be a JSON object`, 1);
+  return spec as Record<string, unknown>;
+}
+
+function clock(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** Renders the live state as one line; on a terminal it is redrawn in place. */
+class ProgressLine {
+  private last: { step?: Extract<JobEvent, { type: 'step' }>; progress?: Extract<JobEvent, { type: 'progress' }> } = {};
+  private printedAt = 0;
+  private readonly tty = process.stderr.isTTY === true;
+
+  update(e: JobEvent): void {
+    if (e.type === 'step') this.last.step = e;
+    else if (e.type === 'progress') this.last.progress = e;
+    else return;
+    const now = Date.now();
+    // Not a terminal (CI logs): a line every 5 s rather than a redraw per step.
+    if (now - this.printedAt < (this.tty ? 100 : 5000) && !(e.type === 'progress' && e.step === e.totalSteps)) return;
+    this.printedAt = now;
+    const p = this.last.progress;
+    const s = this.last.step;
+    const frac = p && p.totalSteps > 0 ? p.step / p.totalSteps : 0;
+    const width = 20;
+    const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
+    const parts = [`[${bar}] ${(frac * 100).toFixed(0).padStart(3)}%`, `step ${p?.step ?? s?.step ?? 0}/${p?.totalSteps ?? '?'}`];
+    if (s) parts.push(`loss pixelfly ${s.pixelfly.loss.toFixed(3)}${s.dense ? ` dense ${s.dense.loss.toFixed(3)}` : ''}`);
+    if (s?.speedup !== undefined) parts.push(`speedup ${s.speedup.toFixed(2)}x`);
+    if (p?.etaMs !== undefined) parts.push(`ETA ${clock(p.etaMs)}`);
+    const line = parts.join(' | ');
+    process.stderr.write(this.tty ? `\r${line.padEnd(100)}` : `${line}\n`);
+  }
+
+  end(): void {
+    if (this.tty) process.stderr.write('\n');
+  }
+}
+
+function formatSummary(info: JobInfo, s: RunSummary): string {
+  const pct = (v?: number) => (v === undefined ? '-' : `${(v * 100).toFixed(2)}%`);
+  const n = (v?: number, d = 3) => (v === undefined ? '-' : v.toFixed(d));
+  const rows: [string, string, string][] = [
+    ['', 'Pixelfly', 'dense'],
+    ['parameters', String(s.pixelfly.params), s.dense ? String(s.dense.params) : '-'],
+    ['final train loss', n(s.pixelfly.finalLoss), n(s.dense?.finalLoss)],
+    ['median step (ms)', n(s.pixelfly.medianStepMs, 2), n(s.dense?.medianStepMs, 2)],
+    ['tokens/s', n(s.pixelfly.tokensPerSec, 0), n(s.dense?.tokensPerSec, 0)],
+    ['eval accuracy', pct(s.pixelfly.eval?.accuracy), pct(s.dense?.eval?.accuracy)],
+  ];
+  if (s.pixelfly.eval?.perplexity !== undefined) rows.push(['eval perplexity', n(s.pixelfly.eval.perplexity), n(s.dense?.eval?.perplexity)]);
+  const w = [Math.max(...rows.map((r) => r[0].length)), Math.max(...rows.map((r) => r[1].length)), Math.max(...rows.map((r) => r[2].length))];
+  const table = rows.map((r) => `  ${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padStart(w[2])}`).join('\n');
+  const ds = info.dataset;
+  return [
+    `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
+    ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
+    table,
+    s.speedup !== undefined ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` : 'no dense comparison (--no-compare)',
+    `report: ${s.reportPath ?? info.runDir}`,
+    `run folder: ${info.runDir}`,
+  ]
+    .filter((l) => l !== '')
+    .join('\n');
+}
+
+/** Follows a job to its end, reconnecting (and resubscribing from the last seen seq) when the connection drops. */
+async function follow(home: string, jobId: string, onEvent: (e: JobEvent) => void): Promise<JobInfo> {
+  let lastSeq = 0;
+  for (let attempt = 0; ; attempt++) {
+    const { port, token } = await ensureDaemon(home);
+    const client = await DaemonClient.connect(port, token);
+    const outcome = await new Promise<'done' | 'dropped'>((resolve, reject) => {
+      client.onEvent((e) => {
+        if (e.jobId !== jobId || e.seq <= lastSeq) return;
+        lastSeq = e.seq;
+        onEvent(e);
+        if (e.type === 'completed' || (e.type === 'status' && e.state === 'interrupted')) resolve('done');
+      });
+      client.onClose((code) => resolve(code === CLOSE_SLOW_CONSUMER || attempt < 5 ? 'dropped' : 'done'));
+      client.request('job.subscribe', { jobId, fromSeq: lastSeq }).then((r) => {
+        if (r.state === 'interrupted' && r.lastSeq <= lastSeq) resolve('done');
+      }, reject);
+    });
+    if (outcome === 'done') {
+      const info = await client.request('job.get', { jobId });
+      client.close();
+      return info;
+    }
+    await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+  }
+}
+
+export const trainCommand: Command = {
+  summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
+  usage:
+    '[spec.json] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--max-steps N] [--eval-every N]\n' +
+    '               [--threads N] [--seed N] [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
+    '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
+    '                   or on the synthetic task when the dataset is not installed)\n' +
+    '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
+    '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
+    '  --speedup X      ...or for an estimated speedup X\n' +
+    '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +
+    '  --resume JOB     resume an interrupted run from its last checkpoint\n' +
+    '  --json           print the final job record as JSON instead of the summary',
+  async run(argv) {
+    const { values, positionals } = parse(argv, options, true);
+    if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
+    const home = pixelflyHome();
+    const { port, token, started } = await ensureDaemon(home);
+    if (started) process.stderr.write(`started the daemon on 127.0.0.1:${port}\n`);
+    const client = await DaemonClient.connect(port, token);
+    let job: JobInfo;
+    try {
+      if (values.resume !== undefined) {
+        job = await client.request('job.resume', { jobId: values.resume });
+      } else {
+        const demo = positionals.length === 0 ? defaultDemo() : undefined;
+        const spec = demo ? demo.spec : readSpec(positionals[0]);
+        if (demo) process.stderr.write(`${demo.description}\n`);
+        const budget = numberOption(values, 'budget');
+        const speedup = numberOption(values, 'speedup');
+        if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
+        const dataset = values.dataset !== undefined ? parseDataset(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
+        const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
+        const params: SubmitParams = {
+          spec,
+          dataset,
+          target: speedup !== undefined ? { speedup } : { budget: budget ?? 0.25 },
+          compare: values['no-compare'] !== true,
+          hyper: {
+            ...base,
+            epochs: numberOption(values, 'epochs') ?? base.epochs,
+            batchSize: intOption(values, 'batch-size', base.batchSize),
+            lr: numberOption(values, 'lr') ?? base.lr,
+            maxSteps: intOption(values, 'max-steps', 'maxSteps' in base ? (base.maxSteps ?? 0) : 0),
+            evalEvery: intOption(values, 'eval-every', 'evalEvery' in base ? (base.evalEvery ?? 0) : 0),
+            threads: intOption(values, 'threads', 0),
+            seed: intOption(values, 'seed', 0),
+          },
+        };
+        job = await client.request('job.submit', params);
+      }
+    } catch (err) {
+      if (err instanceof DaemonRpcError) throw new CliError(err.message, 1);
+      throw err;
+    } finally {
+      client.close();
+    }
+    process.stderr.write(`job ${job.jobId} submitted (${job.runDir})\n`);
+
+    const line = new ProgressLine();
+    let cancelling = false;
+    const onSigint = async () => {
+      if (cancelling) process.exit(130);
+      cancelling = true;
+      process.stderr.write('\ncancelling (Ctrl-C again to leave it running)...\n');
+      const c = await DaemonClient.connect(port, token);
+      await c.request('job.cancel', { jobId: job.jobId }).catch(() => undefined);
+      c.close();
+    };
+    process.on('SIGINT', onSigint);
+    const final = await follow(home, job.jobId, (e) => {
+      line.update(e);
+      if (e.type === 'error') process.stderr.write(`\nerror: ${e.message}\n`);
+      if (e.type === 'status' && e.message && e.state === 'running') process.stderr.write(`${e.message}\n`);
+    });
+    process.off('SIGINT', onSigint);
+    line.end();
+    if (values.json) process.stdout.write(JSON.stringify(final, null, 2) + '\n');
+    else if (final.summary) process.stdout.write(formatSummary(final, final.summary) + '\n');
+    else process.stdout.write(`run ${final.jobId}: ${final.state}${final.error ? `: ${final.error}` : ''}\n`);
+    return final.state === 'completed' ? 0 : 1;
+  },
+};

@@ -1,0 +1,158 @@
+// The daemon process (`pixelfly daemon foreground`, which `daemon start` spawns detached):
+// takes the lock in the Pixelfly folder (a second daemon finds the first and exits), writes a
+// fresh token (0600) and the discovery file, loads past runs, and serves until told to stop
+// (SIGTERM/SIGINT or `daemon.shutdown`), checkpointing a running job as it goes.
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { PROTOCOL_VERSION, type MethodParams, type MethodResult } from '../protocol/daemon';
+import { createToken, ensureHome, homePaths, processAlive, readDiscovery, removeDiscovery, writeDiscovery } from './home';
+import { JobManager } from './jobs/jobManager';
+import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
+import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';
+import { cpuInfo, gpuInfo } from './systemInfo';
+import { loadProfile, plan } from './planning';
+import type { PlanTarget } from '../core/planner';
+import type { Plan } from './jobs/trainer';
+import type { MethodContext } from './methods';
+import { RpcFailure } from './methods';
+import { ErrorCode } from '../protocol/daemon';
+import { version } from '../package.json';
+
+export interface DaemonOptions {
+  home: string;
+  host: string;
+  /** 0: any free port (clients read it from the discovery file). */
+  port: number;
+  limits: typeof DEFAULT_SERVER_LIMITS;
+  flushMs: number;
+}
+
+/** What a running daemon offers to the training side: the engine, and what it can say about itself. */
+export interface EngineServices {
+  backend: TrainingBackend;
+  available: boolean;
+  error?: string;
+  backends: string[];
+  threads: number;
+  trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Plan): TrainingRequest;
+  benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string): Promise<MethodResult<'bench.layers'>>;
+}
+
+export class AlreadyRunningError extends Error {
+  constructor(readonly pid: number) {
+    super(`a Pixelfly daemon is already running (pid ${pid})`);
+  }
+}
+
+/** Exclusive lock file holding our pid; a lock left by a dead process is taken over. */
+function acquireLock(file: string): () => void {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fd = openSync(file, 'wx', 0o600);
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return () => {
+        try {
+          if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, { force: true });
+        } catch {
+          // Already gone.
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) throw new AlreadyRunningError(holder);
+      rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`could not take the daemon lock ${file}`);
+}
+
+export interface RunningDaemon {
+  port: number;
+  token: string;
+  /** Resolves once the daemon has fully stopped. */
+  stopped: Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(opts: DaemonOptions, engine: EngineServices, log: (line: string) => void): Promise<RunningDaemon> {
+  ensureHome(opts.home);
+  const paths = homePaths(opts.home);
+  const releaseLock = acquireLock(paths.lock);
+  const started = Date.now();
+  try {
+    const token = createToken(opts.home);
+    const jobs = new JobManager({ runsRoot: paths.runs, backend: engine.backend, flushMs: opts.flushMs, log });
+    jobs.loadExisting();
+    let stopping: Promise<void> | undefined;
+    let resolveStopped: () => void = () => undefined;
+    const stopped = new Promise<void>((r) => (resolveStopped = r));
+
+    const context: Omit<MethodContext, 'connection'> = {
+      jobs,
+      log,
+      hello: () => ({
+        name: 'pixelfly-daemon',
+        version,
+        protocol: PROTOCOL_VERSION,
+        pid: process.pid,
+        home: opts.home,
+        backends: engine.backends,
+        engine: { available: engine.available, error: engine.error },
+        cpu: cpuInfo(),
+        gpus: gpuInfo(),
+        threads: engine.threads,
+      }),
+      suggestPlan: (p) => plan(p.inventory, p.target, loadProfile(paths.profiles, log)),
+      trainingRequest: (p) => {
+        if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
+        return engine.trainingRequest(p, (inventory, target) => plan(inventory, target, loadProfile(paths.profiles, log)));
+      },
+      benchLayers: (p) => {
+        if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
+        return engine.benchLayers(p, paths.profiles);
+      },
+      stats: () => {
+        const mem = process.memoryUsage();
+        return {
+          ...server.stats(),
+          jobs: jobs.list().length,
+          rssBytes: mem.rss,
+          heapUsedBytes: mem.heapUsed,
+          uptimeMs: Date.now() - started,
+        };
+      },
+      shutdown: () => void stop(),
+    };
+    const server = new DaemonServer({ host: opts.host, port: opts.port, token, ...opts.limits }, context);
+    const port = await server.listen();
+    writeDiscovery({ port, pid: process.pid, host: opts.host, startedAt: new Date(started).toISOString(), version }, opts.home);
+    log(`listening on ${opts.host}:${port} (pid ${process.pid}, home ${opts.home})`);
+
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        log('stopping');
+        await jobs.shutdown();
+        await server.close();
+        removeDiscovery(process.pid, opts.home);
+        releaseLock();
+        log('stopped');
+        resolveStopped();
+      })();
+      return stopping;
+    };
+    return { port, token, stopped, stop };
+  } catch (err) {
+    releaseLock();
+    throw err;
+  }
+}
+
+/** The running daemon's pid and port, when the discovery file names a live process. */
+export function findRunningDaemon(home: string): { pid: number; port: number } | undefined {
+  const d = readDiscovery(home);
+  return d && processAlive(d.pid) ? { pid: d.pid, port: d.port } : undefined;
+}
+
+export const DEFAULT_THREADS = Math.max(1, availableParallelism());
