@@ -1,0 +1,605 @@
+/**
+ * The analysis the CLI and the language server share: read a Python file, build the chosen model
+ * with the static interpreter, list its matmul-bearing layers (sizes, multiplicities, roles, FLOP
+ * shares), and run the core planner on the resolved ones.
+ */
+import { dirname, resolve } from 'node:path';
+import type { Parser } from 'web-tree-sitter';
+import { denseLinearCost, totalFlops } from '../../core/pixelflyLayer';
+import { planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
+import type { InventoryLayer, LayerRole } from '../../core/inventory';
+import type { PyNode } from './ast';
+import { AnalysisLimit, Interpreter } from './interpreter';
+import { ModuleLoader, ParseCache, moduleNameOf, type SearchRoot } from './modules';
+import { readPragmas, type PragmaError, type Pragmas } from './pragmas';
+import { classifyRole, type PathStep } from './roles';
+import { show, weightText, type ClassInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value } from './values';
+
+export const DEFAULT_TARGET: PlanTarget = { budget: 0.5 };
+/** Tokens per sample when nothing in the model says (no patch grid, no positional table, no block_size). */
+export const DEFAULT_TOKENS = 1024;
+
+export interface AnalyzeOptions {
+  file: string;
+  /** Text of the file when it differs from disk (an editor buffer). */
+  source?: string;
+  /** Class or factory function to build; default: the file's outermost model class. */
+  model?: string;
+  /** --set / workspace pins; they win over `# pixelfly:` comments. */
+  pins?: Map<string, Value>;
+  tokens?: number;
+  target?: PlanTarget;
+  planOptions?: PlanOptions;
+  /** Extra search directories (--path, the `pixelfly.extraPaths` setting): library code. */
+  extraPaths?: string[];
+  sitePackages?: string[];
+  /** Workspace folders: their files are user code (layers reported where they are written). */
+  workspaceRoots?: string[];
+  /** Unsaved editor buffers by absolute path. */
+  overlays?: Map<string, string>;
+  maxSteps?: number;
+}
+
+export interface SourceRange {
+  start: { line: number; character: number };
+  end: { line: number; character: number };
+}
+
+export interface LayerRow {
+  file: string;
+  /** 1-based, as editors and the JSON print it. */
+  line: number;
+  /** 0-based range of the call that builds the layer (or of the user's call that leads to it). */
+  range: SourceRange;
+  name: string;
+  /** The constructor as written (nn.Linear, Conv1D, …). */
+  class: string;
+  kind: LayerKind;
+  /** As the matmul sees them; text where unresolved. */
+  in: number | string;
+  out: number | string;
+  count: number | string;
+  role: LayerRole;
+  rowsPerSample: number | null;
+  /** Training FLOPs (forward + backward) per sample, all instances; null when unresolved. */
+  flops: number | null;
+  flops_share: number | null;
+  bias: boolean;
+  pinnedDense: boolean;
+  /** True when the call is written directly as a layer constructor (the quick fix can rewrite it). */
+  direct: boolean;
+  decision: LayerDecision | null;
+  /** Why there is no decision (unresolved sizes, …). */
+  note?: string;
+}
+
+export interface ModelInfo {
+  name: string;
+  kind: 'class' | 'function';
+  file: string;
+  line: number;
+  range: SourceRange;
+}
+
+export interface Analysis {
+  file: string;
+  model: ModelInfo | null;
+  /** Module classes and factory functions of the file that --model accepts. */
+  candidates: string[];
+  tokensPerSample: number;
+  tokensSource: string;
+  target: PlanTarget;
+  layers: LayerRow[];
+  plan: Omit<Plan, 'layers'> | null;
+  /** Names that, once pinned, would resolve unresolved layers. */
+  unresolved: string[];
+  pins: Record<string, string>;
+  notes: string[];
+  pragmaErrors: Array<PragmaError & { file: string }>;
+  elapsedMs: number;
+}
+
+const LAYER_CALL = /(^|\.)(Linear|Conv1D|MultiheadAttention|Embedding|PixelflyLinear)$/;
+const SEQ_NAMES = ['block_size', 'n_positions', 'max_position_embeddings', 'seq_len', 'max_seq_len', 'n_ctx', 'context_length', 'max_len', 'num_tokens'];
+const NOT_PINNABLE = new Set(['int', 'len', 'range', 'i', 'self', 'math', 'min', 'max', 'round', 'float', 'linspace', 'str', 'F', 'torch', 'nn']);
+
+interface Found {
+  layer: LayerInst;
+  path: PathStep[];
+}
+
+export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): Analysis {
+  const t0 = performance.now();
+  const cache = parser instanceof ParseCache ? parser : new ParseCache(parser);
+  const file = resolve(options.file);
+  const { root: packageRoot, name: moduleName, isPackage } = moduleNameOf(file);
+  const roots: SearchRoot[] = [
+    { dir: packageRoot, library: false },
+    ...(options.workspaceRoots ?? []).map((dir) => ({ dir: resolve(dir), library: false })),
+    ...(options.extraPaths ?? []).map((dir) => ({ dir: resolve(dir), library: true })),
+    ...(options.sitePackages ?? []).map((dir) => ({ dir, library: true })),
+  ];
+  if (!roots.some((r) => r.dir === dirname(file))) roots.splice(1, 0, { dir: dirname(file), library: false });
+  const overlays = new Map(options.overlays ?? []);
+  if (options.source !== undefined) overlays.set(file, options.source);
+  const loader = new ModuleLoader(cache, roots, overlays);
+  const main = loader.loadFile(file, moduleName, false, isPackage);
+
+  const pragmas = readPragmas(main.source);
+  const pins = new Map(pragmas.pins);
+  for (const [k, v] of options.pins ?? []) pins.set(k, v);
+  const interp = new Interpreter(loader, { pins, maxSteps: options.maxSteps });
+  const notes: string[] = [];
+
+  let model: ModelInfo | null = null;
+  let rootValue: Value | undefined;
+  let candidates: string[] = [];
+  try {
+    interp.execModule(main);
+    const entries = entryPoints(interp, main);
+    candidates = entries.map((e) => e.name);
+    const chosen = options.model !== undefined ? entries.find((e) => e.name === options.model) : outermost(interp, entries);
+    if (options.model !== undefined && !chosen) {
+      const known = main.globals.has(options.model) ? ` ('${options.model}' is neither a module class nor a function)` : '';
+      throw new ModelNotFound(
+        `--model ${options.model}: not found in ${file}${known}; candidates: ${candidates.join(', ') || '(none)'}`,
+      );
+    }
+    if (chosen) {
+      const node = chosen.value.k === 'class' ? chosen.value.cls.node : (chosen.value as Extract<Value, { k: 'func' }>).fn.node;
+      model = { name: chosen.name, kind: chosen.value.k === 'class' ? 'class' : 'function', file, line: node.startRow + 1, range: nameRange(node) };
+      rootValue = interp.call(chosen.value, [], entryKwargs(interp, chosen.value, main));
+    }
+  } catch (e) {
+    if (e instanceof ModelNotFound) throw e;
+    if (!(e instanceof AnalysisLimit)) throw e;
+    notes.push(`${e.message}: the model is too large or recursive to analyse completely; results are partial`);
+  }
+  notes.push(...interp.notes);
+
+  // Layers reachable from the model, grouped by where they are written and their sizes.
+  const found: Found[] = [];
+  if (rootValue) walk(rootValue, [], new Set(), found, 0);
+  const pragmaCache = new Map<string, Pragmas>([[main.path, pragmas]]);
+  const rows = groupRows(found, main, pragmaCache);
+  rows.push(...unbuiltRows(main, rows, pragmas));
+
+  // Tokens per sample and the rows each layer multiplies.
+  const tokens = tokensPerSample(options, pragmas, rootValue, found);
+  const vision = rows.some((r) => r.kind === 'patch' && typeof r.count === 'number' && r.count > 0);
+  const width = modelWidth(rows);
+  for (const r of rows) {
+    if (r.role === 'head') r.rowsPerSample = vision ? 1 : tokens.value;
+    else if (r.role === 'token_mix') r.rowsPerSample = width ?? tokens.value;
+    else r.rowsPerSample = tokens.value;
+    if (typeof r.in === 'number' && typeof r.out === 'number' && typeof r.count === 'number') {
+      r.flops = r.role === 'embedding' ? 0 : totalFlops(denseLinearCost(r.in, r.out, r.count * r.rowsPerSample, r.bias).flops);
+    }
+  }
+  const totalModelFlops = rows.reduce((a, r) => a + (r.flops ?? 0), 0);
+  for (const r of rows) if (r.flops !== null && totalModelFlops > 0) r.flops_share = r.flops / totalModelFlops;
+
+  const target = options.target ?? DEFAULT_TARGET;
+  const plan = planRows(rows, target, options.planOptions, notes);
+  const unresolved = new Set<string>();
+  for (const r of rows) {
+    for (const v of [r.in, r.out, r.count]) if (typeof v === 'string') for (const n of pinnableNames(v)) unresolved.add(n);
+  }
+  const pinsOut: Record<string, string> = {};
+  for (const [k, v] of pins) pinsOut[k] = show(v);
+  return {
+    file,
+    model,
+    candidates,
+    tokensPerSample: tokens.value,
+    tokensSource: tokens.source,
+    target,
+    layers: rows,
+    plan,
+    unresolved: [...unresolved],
+    pins: pinsOut,
+    notes,
+    pragmaErrors: pragmas.errors.map((e) => ({ ...e, file })),
+    elapsedMs: performance.now() - t0,
+  };
+}
+
+export class ModelNotFound extends Error {}
+
+// ------------------------------------------------------------------ choosing and building the model
+
+interface Entry {
+  name: string;
+  value: Value;
+}
+
+function entryPoints(interp: Interpreter, main: ModuleInfo): Entry[] {
+  const out: Entry[] = [];
+  for (const [name, v] of main.globals) {
+    if (v.k === 'class' && v.cls.module === main && interp.isModuleClass(v.cls)) out.push({ name, value: v });
+    else if (v.k === 'func' && v.fn.module === main && !name.startsWith('_')) out.push({ name, value: v });
+  }
+  return out;
+}
+
+/** The module class no other module class of the file refers to, building the most; later wins ties. */
+function outermost(interp: Interpreter, entries: Entry[]): Entry | undefined {
+  const classes = entries.filter((e) => e.value.k === 'class');
+  if (classes.length === 0) return undefined;
+  const refs = new Map<string, Set<string>>();
+  for (const c of classes) {
+    const text = (c.value as Extract<Value, { k: 'class' }>).cls.node.text;
+    refs.set(c.name, new Set(classes.filter((d) => d.name !== c.name && new RegExp(`\\b${d.name}\\b`).test(text)).map((d) => d.name)));
+  }
+  const referenced = new Set([...refs.values()].flatMap((s) => [...s]));
+  const reach = (name: string, seen = new Set<string>()): number => {
+    if (seen.has(name)) return 0;
+    seen.add(name);
+    for (const r of refs.get(name) ?? []) reach(r, seen);
+    return seen.size;
+  };
+  const roots = classes.filter((c) => !referenced.has(c.name));
+  const pool = roots.length ? roots : classes;
+  let best = pool[0];
+  for (const c of pool) if (reach(c.name) >= reach(best.name)) best = c;
+  void interp;
+  return best;
+}
+
+/**
+ * Arguments for the entry: a required `config` argument gets the file's config class built with
+ * its defaults; a factory with **kwargs receives the pins (so `--set depth=24` reaches the model).
+ */
+function entryKwargs(interp: Interpreter, entry: Value, main: ModuleInfo): Map<string, Value> {
+  const kwargs = new Map<string, Value>();
+  let fnNode: PyNode | undefined;
+  let isMethod = false;
+  if (entry.k === 'class') {
+    for (const c of interp.mro(entry.cls)) {
+      if ('k' in c) break;
+      const init = (c as ClassInfo).attrs.get('__init__');
+      if (init?.k === 'func') {
+        fnNode = init.fn.node;
+        isMethod = true;
+        break;
+      }
+    }
+  } else if (entry.k === 'func') fnNode = entry.fn.node;
+  if (!fnNode) return kwargs;
+  const params = fnNode.field('parameters')?.children ?? [];
+  const scope = interp.moduleScope(main);
+  let hasKwargs = false;
+  params.forEach((p, i) => {
+    if (isMethod && i === 0) return;
+    if (p.type === 'dictionary_splat_pattern' || p.children[0]?.type === 'dictionary_splat_pattern') hasKwargs = true;
+    if (p.type !== 'identifier' && p.type !== 'typed_parameter') return;
+    const nameNode = p.type === 'identifier' ? p : p.children[0];
+    if (nameNode?.type !== 'identifier') return;
+    const name = nameNode.text;
+    if (interp.pins.has(name)) return;
+    const annotation = p.field('type');
+    let cls: Value | undefined = annotation ? interp.deref(interp.eval(annotation, scope)) : undefined;
+    if (cls?.k !== 'class' && /^(config|cfg|args|hparams|params|conf|model_args|model_config)$/i.test(name)) cls = configClass(interp, main);
+    if (cls?.k === 'class') kwargs.set(name, interp.call(cls, [], new Map()));
+  });
+  if (hasKwargs) for (const [k, v] of interp.pins) kwargs.set(k, v);
+  return kwargs;
+}
+
+function configClass(interp: Interpreter, main: ModuleInfo): Value | undefined {
+  const byName: Value[] = [];
+  for (const [name, v] of main.globals) {
+    if (!/(config|cfg|args|params)$/i.test(name)) continue;
+    const d = interp.deref(v);
+    if (d.k === 'class' && !interp.isModuleClass(d.cls)) byName.push(d);
+  }
+  if (byName.length) return byName[byName.length - 1];
+  for (const v of main.globals.values()) if (v.k === 'class' && v.cls.dataclass) return v;
+  return undefined;
+}
+
+// ------------------------------------------------------------------ collecting layers
+
+function walk(v: Value, path: PathStep[], visited: Set<unknown>, out: Found[], depth: number): void {
+  if (depth > 64) return;
+  if (v.k === 'obj') {
+    if (visited.has(v)) return;
+    visited.add(v);
+    for (const layer of v.layers) out.push({ layer, path: layer.suffix ? [...path, { key: layer.suffix }] : path });
+    for (const [k, a] of v.attrs) {
+      if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') walk(a, [...path, { key: k, className: className(a) }], visited, out, depth + 1);
+    }
+  } else if (v.k === 'list') {
+    if (visited.has(v)) return;
+    visited.add(v);
+    v.items.forEach((a, i) => {
+      if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') walk(a, [...path, { key: String(i), className: className(a) }], visited, out, depth + 1);
+    });
+  } else if (v.k === 'dict') {
+    if (visited.has(v)) return;
+    visited.add(v);
+    for (const [k, a] of v.map) {
+      if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') walk(a, [...path, { key: k, className: className(a) }], visited, out, depth + 1);
+    }
+  }
+}
+
+function className(v: Value): string | undefined {
+  if (v.k === 'obj') return v.cls?.name ?? v.native?.split('.').pop();
+  if (v.k === 'list') return v.container;
+  if (v.k === 'dict') return v.container;
+  return undefined;
+}
+
+/** The innermost call site in user code: layers built inside library helpers are reported where the user calls them. */
+function userSite(sites: Site[]): Site | undefined {
+  for (let i = sites.length - 1; i >= 0; i--) if (!sites[i].module.library) return sites[i];
+  return sites[0];
+}
+
+function rangeOf(node: PyNode): SourceRange {
+  return { start: { line: node.startRow, character: node.startCol }, end: { line: node.endRow, character: node.endCol } };
+}
+
+function nameRange(def: PyNode): SourceRange {
+  return rangeOf(def.field('name') ?? def);
+}
+
+function valueOut(v: Value): number | string {
+  if (v.k === 'num' && Number.isInteger(v.v)) return v.v;
+  return show(v);
+}
+
+function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pragmas>): LayerRow[] {
+  interface Group {
+    members: Found[];
+    site: Site | undefined;
+  }
+  const groups = new Map<string, Group>();
+  for (const f of found) {
+    const site = userSite(f.layer.sites);
+    const starred = f.path.map((s) => (/^\d+$/.test(s.key) ? '*' : s.key)).join('.');
+    const key = [site ? `${site.module.path}:${site.node.startIndex}` : '?', f.layer.kind, f.layer.suffix ?? '', show(f.layer.inF), show(f.layer.outF), starred].join('|');
+    const g = groups.get(key);
+    if (g) g.members.push(f);
+    else groups.set(key, { members: [f], site });
+  }
+  const rows: LayerRow[] = [];
+  for (const g of groups.values()) {
+    const first = g.members[0];
+    const names = new Set(g.members.map((m) => m.path.map((s) => s.key).join('.')));
+    const name = names.size === 1 ? [...names][0] : first.path.map((s) => (/^\d+$/.test(s.key) ? '*' : s.key)).join('.');
+    const site = g.site;
+    const file = site?.module.path ?? main.path;
+    let pragmas = pragmaCache.get(file);
+    if (!pragmas && site) pragmaCache.set(file, (pragmas = readPragmas(site.module.source)));
+    const range = site ? rangeOf(site.node) : { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } };
+    const inF = valueOut(first.layer.inF);
+    const outF = valueOut(first.layer.outF);
+    const direct = !!site && site === first.layer.sites[first.layer.sites.length - 1] && LAYER_CALL.test(site.node.field('function')?.text ?? '');
+    rows.push({
+      file,
+      line: range.start.line + 1,
+      range,
+      name: name || '(model)',
+      class: first.layer.className,
+      kind: first.layer.kind,
+      in: inF,
+      out: outF,
+      count: countOf(g.members.map((m) => m.layer)),
+      role: 'other',
+      rowsPerSample: null,
+      flops: null,
+      flops_share: null,
+      bias: first.layer.bias,
+      pinnedDense: !!pragmas && pragmas.denseLines.has(range.start.line),
+      direct,
+      decision: null,
+    });
+    (rows[rows.length - 1] as LayerRow & { path?: PathStep[] }).path = first.path;
+  }
+  // Roles need the vocabulary sizes (an LM head's out equals the token embedding's rows).
+  const vocab = new Set<number>();
+  for (const r of rows) if (r.kind === 'embedding' && typeof r.in === 'number' && !/pos|wpe|position/i.test(r.name)) vocab.add(r.in);
+  for (const r of rows) {
+    const withPath = r as LayerRow & { path?: PathStep[] };
+    r.role = classifyRole(r.kind, withPath.path ?? [], numOrUndef(r.in), numOrUndef(r.out), vocab);
+    delete withPath.path;
+  }
+  rows.sort((a, b) => (a.file === b.file ? a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character : a.file < b.file ? -1 : 1));
+  return rows;
+}
+
+function numOrUndef(x: number | string): number | undefined {
+  return typeof x === 'number' ? x : undefined;
+}
+
+function countOf(layers: LayerInst[]): number | string {
+  if (layers.every((l) => l.weight.syms.length === 0)) return layers.reduce((a, l) => a + l.weight.n, 0);
+  const symKey = layers[0].weight.syms.join('*');
+  if (layers.every((l) => l.weight.syms.join('*') === symKey)) {
+    return weightText({ n: layers.reduce((a, l) => a + l.weight.n, 0), syms: layers[0].weight.syms });
+  }
+  return layers.map((l) => weightText(l.weight)).join(' + ');
+}
+
+/** Layer constructors written in the file that the chosen model never builds: count 0, sizes as written. */
+function unbuiltRows(main: ModuleInfo, built: LayerRow[], pragmas: Pragmas): LayerRow[] {
+  const seen = new Set(built.filter((r) => r.file === main.path).map((r) => `${r.range.start.line}:${r.range.start.character}`));
+  const out: LayerRow[] = [];
+  const visit = (n: PyNode): void => {
+    if (n.type === 'call') {
+      const fnText = n.field('function')?.text ?? '';
+      const m = LAYER_CALL.exec(fnText);
+      if (m && !seen.has(`${n.startRow}:${n.startCol}`)) out.push(...staticRows(n, m[2], main, pragmas));
+    }
+    for (const c of n.children) visit(c);
+  };
+  visit(main.root);
+  return out;
+}
+
+function staticRows(call: PyNode, ctor: string, main: ModuleInfo, pragmas: Pragmas): LayerRow[] {
+  const positional: string[] = [];
+  const keyword = new Map<string, string>();
+  for (const a of call.field('arguments')?.children ?? []) {
+    if (a.type === 'keyword_argument') keyword.set(a.field('name')!.text, a.field('value')!.text);
+    else if (a.type !== 'comment') positional.push(a.text);
+  }
+  const arg = (i: number, name: string): string => positional[i] ?? keyword.get(name) ?? name;
+  const asValue = (t: string): number | string => (/^\d+$/.test(t) ? Number(t) : t);
+  let owner = '';
+  let attr = '';
+  for (let p = call.parent; p; p = p.parent) {
+    if (!attr && p.type === 'assignment') attr = p.field('left')?.text.replace(/^self\./, '') ?? '';
+    if (p.type === 'class_definition') {
+      owner = p.field('name')?.text ?? '';
+      break;
+    }
+  }
+  const name = [owner, attr || ctor].filter(Boolean).join('.');
+  const range = rangeOf(call);
+  const base = {
+    file: main.path,
+    line: range.start.line + 1,
+    range,
+    class: call.field('function')!.text,
+    count: 0,
+    rowsPerSample: null,
+    flops: null,
+    flops_share: null,
+    bias: !/^False$/.test(keyword.get('bias') ?? ''),
+    pinnedDense: pragmas.denseLines.has(range.start.line),
+    direct: true,
+    decision: null,
+    note: 'Not built by the chosen model configuration.',
+  };
+  const role = (kind: LayerKind, i: number | string, o: number | string): LayerRole =>
+    classifyRole(kind, [{ key: owner, className: owner }, { key: attr.split('.').pop() ?? '' }], numOrUndef(i), numOrUndef(o), new Set());
+  switch (ctor) {
+    case 'Conv1D': {
+      const i = asValue(arg(1, 'nx'));
+      const o = asValue(arg(0, 'nf'));
+      return [{ ...base, name, kind: 'hf_conv1d', in: i, out: o, role: role('hf_conv1d', i, o) }];
+    }
+    case 'MultiheadAttention': {
+      const e = asValue(arg(0, 'embed_dim'));
+      const three = typeof e === 'number' ? 3 * e : `3 * ${e}`;
+      return [
+        { ...base, name: `${name}.in_proj`, kind: 'mha_in', in: e, out: three, role: 'attn_qkv' },
+        { ...base, name: `${name}.out_proj`, kind: 'mha_out', in: e, out: e, role: 'attn_out' },
+      ];
+    }
+    case 'Embedding': {
+      const i = asValue(arg(0, 'num_embeddings'));
+      const o = asValue(arg(1, 'embedding_dim'));
+      return [{ ...base, name, kind: 'embedding', in: i, out: o, role: 'embedding' }];
+    }
+    default: {
+      const i = asValue(arg(0, 'in_features'));
+      const o = asValue(arg(1, 'out_features'));
+      const kind: LayerKind = ctor === 'PixelflyLinear' ? 'pixelfly' : 'linear';
+      return [{ ...base, name, kind, in: i, out: o, role: role(kind, i, o) }];
+    }
+  }
+}
+
+// ------------------------------------------------------------------ tokens, width, plan
+
+function tokensPerSample(options: AnalyzeOptions, pragmas: Pragmas, root: Value | undefined, found: Found[]): { value: number; source: string } {
+  if (options.tokens !== undefined) return { value: options.tokens, source: 'set by the caller' };
+  const pinned = pragmas.pins.get('tokens');
+  if (pinned?.k === 'num' && pinned.v >= 1) return { value: pinned.v, source: '`# pixelfly: tokens=` comment' };
+  const objects: Array<Extract<Value, { k: 'obj' }>> = [];
+  const seen = new Set<unknown>();
+  const collect = (v: Value, depth: number): void => {
+    if (depth > 64 || seen.has(v)) return;
+    seen.add(v);
+    if (v.k === 'obj') {
+      objects.push(v);
+      for (const a of v.attrs.values()) collect(a, depth + 1);
+    } else if (v.k === 'list') v.items.forEach((a) => collect(a, depth + 1));
+    else if (v.k === 'dict') for (const a of v.map.values()) collect(a, depth + 1);
+  };
+  if (root) collect(root, 0);
+  for (const o of objects) {
+    const n = o.attrs.get('num_patches');
+    if (n?.k === 'num' && n.v >= 1) {
+      const prefix = root?.k === 'obj' ? root.attrs.get('num_prefix_tokens') : undefined;
+      const extra = prefix?.k === 'num' ? prefix.v : 0;
+      return { value: n.v + extra, source: `the patch grid (num_patches ${n.v}${extra ? ` + ${extra} prefix token${extra > 1 ? 's' : ''}` : ''})` };
+    }
+  }
+  for (const f of found) {
+    const name = f.path.map((s) => s.key).join('.');
+    if (f.layer.kind === 'embedding' && /pos|wpe|position/i.test(name) && f.layer.inF.k === 'num') {
+      return { value: f.layer.inF.v, source: `the positional embedding ${name} (${f.layer.inF.v} positions)` };
+    }
+  }
+  for (const o of objects) {
+    for (const key of SEQ_NAMES) {
+      const v = o.attrs.get(key);
+      if (v?.k === 'num' && v.v >= 1) return { value: v.v, source: `${key} = ${v.v}` };
+    }
+  }
+  return { value: DEFAULT_TOKENS, source: `assumed (${DEFAULT_TOKENS}); set it with '# pixelfly: tokens=N' or --tokens` };
+}
+
+/** The model's channel width (rows of a token-mixing matmul per sample). */
+function modelWidth(rows: LayerRow[]): number | undefined {
+  const patch = rows.find((r) => r.kind === 'patch' && typeof r.out === 'number');
+  if (patch) return patch.out as number;
+  const counts = new Map<number, number>();
+  for (const r of rows) if ((r.role === 'mlp_fc1' || r.role === 'attn_qkv') && typeof r.in === 'number') counts.set(r.in, (counts.get(r.in) ?? 0) + 1);
+  let best: number | undefined;
+  for (const [w, c] of counts) if (best === undefined || c > counts.get(best)!) best = w;
+  return best;
+}
+
+function planRows(rows: LayerRow[], target: PlanTarget, planOptions: PlanOptions | undefined, notes: string[]): Omit<Plan, 'layers'> | null {
+  const inventory: InventoryLayer[] = [];
+  const byName = new Map<string, LayerRow>();
+  for (const r of rows) {
+    if (typeof r.in !== 'number' || typeof r.out !== 'number' || typeof r.count !== 'number' || r.rowsPerSample === null) {
+      r.note ??= `Sizes unresolved (${[r.in, r.out, r.count].filter((x) => typeof x === 'string').join(', ')}): pin them with '# pixelfly: NAME=VALUE' or --set.`;
+      continue;
+    }
+    if (r.in < 1 || r.out < 1 || !Number.isInteger(r.count) || r.count < 0) {
+      r.note = `Sizes ${r.in}→${r.out} ×${r.count} are not valid layer sizes.`;
+      continue;
+    }
+    if (r.kind === 'pixelfly') {
+      r.note = 'Already a PixelflyLinear.';
+      continue;
+    }
+    let name = r.name;
+    if (byName.has(name)) name = `${r.name} [${r.in}→${r.out}]`;
+    for (let k = 2; byName.has(name); k++) name = `${r.name} [${r.in}→${r.out}] #${k}`;
+    byName.set(name, r);
+    inventory.push({ name, role: r.role, in: r.in, out: r.out, count: r.count, rowsPerSample: Math.max(1, r.rowsPerSample), pinnedDense: r.pinnedDense || undefined });
+  }
+  if (inventory.length === 0) return null;
+  try {
+    const plan = planModel({ layers: inventory }, target, planOptions);
+    for (const d of plan.layers) {
+      const r = byName.get(d.name);
+      if (r) r.decision = { ...d, name: r.name };
+    }
+    const { layers: _layers, ...rest } = plan;
+    void _layers;
+    return rest;
+  } catch (e) {
+    notes.push(`planner: ${(e as Error).message}`);
+    return null;
+  }
+}
+
+function pinnableNames(text: string): string[] {
+  const names = new Set<string>();
+  for (const m of text.matchAll(/[A-Za-z_][A-Za-z0-9_.]*/g)) {
+    const last = m[0].split('.').pop()!;
+    if (!NOT_PINNABLE.has(last) && !/^\d/.test(last)) names.add(last);
+  }
+  return [...names];
+}
+

@@ -1,0 +1,85 @@
+/**
+ * A plain-JavaScript copy of a tree-sitter syntax tree. The interpreter visits the same
+ * nodes many times (a Block's __init__ once per layer of depth); reading them through
+ * web-tree-sitter's wasm accessors each time costs far more than one cursor walk up front.
+ */
+import type { Tree } from './parser';
+
+export class PyNode {
+  readonly children: PyNode[] = [];
+  fields: Record<string, PyNode[]> | undefined;
+  parent: PyNode | undefined;
+  constructor(
+    readonly type: string,
+    readonly named: boolean,
+    readonly source: string,
+    readonly startIndex: number,
+    readonly endIndex: number,
+    readonly startRow: number,
+    readonly startCol: number,
+    readonly endRow: number,
+    readonly endCol: number,
+  ) {}
+
+  get text(): string {
+    return this.source.slice(this.startIndex, this.endIndex);
+  }
+
+  field(name: string): PyNode | undefined {
+    return this.fields?.[name]?.[0];
+  }
+
+  fieldAll(name: string): PyNode[] {
+    return this.fields?.[name] ?? [];
+  }
+}
+
+/** Named nodes become PyNodes; anonymous tokens (operators, keywords) are kept only under a field name. */
+export function toPyAst(tree: Tree, source: string): PyNode {
+  const cursor = tree.walk();
+  const make = (): PyNode =>
+    new PyNode(
+      cursor.nodeType,
+      cursor.nodeIsNamed,
+      source,
+      cursor.startIndex,
+      cursor.endIndex,
+      cursor.startPosition.row,
+      cursor.startPosition.column,
+      cursor.endPosition.row,
+      cursor.endPosition.column,
+    );
+  const root = make();
+  const stack: PyNode[] = [root];
+  // Iterative depth-first walk: deep expression nesting must not overflow the JS stack.
+  if (cursor.gotoFirstChild()) {
+    for (;;) {
+      const parent = stack[stack.length - 1];
+      const fieldName = cursor.currentFieldName;
+      const named = cursor.nodeIsNamed;
+      let node: PyNode | undefined;
+      if (named || fieldName) {
+        node = make();
+        node.parent = parent;
+        if (named) parent.children.push(node);
+        if (fieldName) {
+          parent.fields ??= {};
+          (parent.fields[fieldName] ??= []).push(node);
+        }
+      }
+      if (node && cursor.gotoFirstChild()) {
+        stack.push(node);
+        continue;
+      }
+      while (!cursor.gotoNextSibling()) {
+        if (!cursor.gotoParent() || stack.length === 1) {
+          cursor.delete();
+          return root;
+        }
+        stack.pop();
+      }
+    }
+  }
+  cursor.delete();
+  return root;
+}

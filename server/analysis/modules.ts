@@ -1,0 +1,142 @@
+/**
+ * Finding and parsing the Python modules an analysis touches: the analysed file, workspace files
+ * it imports, library stubs, `--path` directories and the selected environment's site-packages.
+ * Parsed trees are cached by path and text, so re-analysis after an edit re-parses only the
+ * edited file (incrementally, with the previous tree) and re-uses every imported module's tree.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve, basename } from 'node:path';
+import { execFile } from 'node:child_process';
+import type { Parser } from 'web-tree-sitter';
+import { toPyAst, type PyNode } from './ast';
+import { parsePython, type Tree } from './parser';
+import { STUBS } from './stubs';
+import type { ModuleInfo } from './values';
+import type { ModuleSource } from './interpreter';
+
+export interface SearchRoot {
+  dir: string;
+  /** Library roots (extra paths, site-packages) report layers at the user's call site, not inside the library. */
+  library: boolean;
+}
+
+interface Parsed {
+  source: string;
+  root: PyNode;
+  tree: Tree;
+}
+
+/** Parses shared across analyses (keyed by path; re-used while the text is unchanged). */
+export class ParseCache {
+  private readonly byPath = new Map<string, Parsed>();
+  constructor(readonly parser: Parser) {}
+
+  get(path: string, source: string): Parsed {
+    const hit = this.byPath.get(path);
+    if (hit && hit.source === source) return hit;
+    const tree = parsePython(this.parser, source);
+    const parsed = { source, root: toPyAst(tree, source), tree };
+    hit?.tree.delete();
+    this.byPath.set(path, parsed);
+    return parsed;
+  }
+
+  /** Re-use the previous tree for an edited document (tree-sitter's incremental parse). */
+  setEdited(path: string, source: string, tree: Tree): Parsed {
+    const old = this.byPath.get(path);
+    if (old && old.tree !== tree) old.tree.delete();
+    const parsed = { source, root: toPyAst(tree, source), tree };
+    this.byPath.set(path, parsed);
+    return parsed;
+  }
+
+  peek(path: string): Parsed | undefined {
+    return this.byPath.get(path);
+  }
+}
+
+/** The package root of a file: climb while the directory is a package (has __init__.py). */
+export function moduleNameOf(file: string): { root: string; name: string; isPackage: boolean } {
+  const abs = resolve(file);
+  let dir = dirname(abs);
+  const stem = basename(abs).replace(/\.pyi?$/, '');
+  const isPackage = stem === '__init__';
+  const parts = isPackage ? [] : [stem];
+  while (existsSync(join(dir, '__init__.py'))) {
+    parts.unshift(basename(dir));
+    dir = dirname(dir);
+  }
+  return { root: dir, name: parts.join('.'), isPackage };
+}
+
+export class ModuleLoader implements ModuleSource {
+  private readonly loaded = new Map<string, ModuleInfo | null>();
+
+  constructor(
+    private readonly cache: ParseCache,
+    private readonly roots: SearchRoot[],
+    /** Unsaved editor buffers, by absolute path. */
+    private readonly overlays: ReadonlyMap<string, string> = new Map(),
+  ) {}
+
+  /** Load a file as the module with the given name (the analysed file, or a stub). */
+  loadFile(path: string, name: string, library: boolean, isPackage = false, source?: string): ModuleInfo {
+    const text = source ?? this.overlays.get(path) ?? readFileSync(path, 'utf8');
+    const parsed = this.cache.get(path, text);
+    const mod: ModuleInfo = { name, path, source: text, root: parsed.root, globals: new Map(), library, state: 'new', isPackage };
+    if (name) this.loaded.set(name, mod);
+    return mod;
+  }
+
+  find(name: string): ModuleInfo | undefined {
+    if (!name) return undefined;
+    const hit = this.loaded.get(name);
+    if (hit !== undefined) return hit ?? undefined;
+    const found = this.locate(name);
+    this.loaded.set(name, found ?? null);
+    return found;
+  }
+
+  private locate(name: string): ModuleInfo | undefined {
+    const rel = name.split('.');
+    for (const root of this.roots) {
+      const asFile = join(root.dir, ...rel) + '.py';
+      if (isFile(asFile)) return this.loadFile(asFile, name, root.library);
+      const asPackage = join(root.dir, ...rel, '__init__.py');
+      if (isFile(asPackage)) return this.loadFile(asPackage, name, root.library, true);
+    }
+    const stub = STUBS.get(name);
+    if (stub !== undefined) return this.loadFile(`<stub>/${rel.join('/')}.py`, name, true, false, stub);
+    return undefined;
+  }
+
+  /** A relative import that does not resolve (a library file copied out of its package): try the stub of that name. */
+  findStubBySuffix(name: string): ModuleInfo | undefined {
+    for (const key of STUBS.keys()) if (key.endsWith(`.${name}`)) return this.find(key);
+    return undefined;
+  }
+}
+
+function isFile(p: string): boolean {
+  try {
+    return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** site-packages directories of a Python interpreter (empty when it cannot be run). */
+export function sitePackages(python: string, timeoutMs = 5000): Promise<string[]> {
+  const code = 'import json, site, sys; print(json.dumps([p for p in site.getsitepackages() + [site.getusersitepackages()] + sys.path if p]))';
+  return new Promise((done) => {
+    execFile(python, ['-c', code], { timeout: timeoutMs }, (err, stdout) => {
+      if (err) return done([]);
+      try {
+        const dirs = (JSON.parse(stdout) as string[]).filter((d) => /(site|dist)-packages/.test(d) && existsSync(d));
+        done([...new Set(dirs)]);
+      } catch {
+        done([]);
+      }
+    });
+  });
+}

@@ -1,0 +1,61 @@
+/**
+ * What a layer does in the model, from the names on its module path (`blocks.3.attn.qkv`), the
+ * classes of the modules it sits in (`Attention`, `Mlp`, `MixerBlock`) and its kind. The names
+ * follow the conventions of nanoGPT/minGPT, timm, Hugging Face and lucidrains' repositories.
+ */
+import type { LayerRole } from '../../core/inventory';
+import type { LayerKind } from './values';
+
+export interface PathStep {
+  /** Attribute name or container index. */
+  key: string;
+  /** Class of the module reached through this step (undefined for plain containers). */
+  className?: string;
+}
+
+const QKV = /^(qkv|c_attn|in_proj|query_key_value|to_qkv|wqkv|qkv_proj|q|k|v|kv|query|key|value|to_q|to_k|to_v|to_kv|q_proj|k_proj|v_proj|wq|wk|wv|q_lin|k_lin|v_lin)$/i;
+const ATTN_OUT = /^(proj|c_proj|out_proj|o_proj|to_out|out|wo|dense|o|output|out_lin|proj_out)$/i;
+const FC1 = /^(fc1|c_fc|w1|w3|up|up_proj|gate_proj|dense_h_to_4h|lin1|wi|wi_0|wi_1|intermediate|fc_in|fc1_g|fc1_x|in_proj)$/i;
+const FC2 = /^(fc2|c_proj|w2|down|down_proj|dense_4h_to_h|lin2|wo|output|fc_out|proj|out_proj)$/i;
+const HEAD = /^(head|lm_head|classifier|cls_head|logits|fc_head|output_layer|to_logits|mlp_head|pred_head)$/i;
+const ATTN_CTX = /(attn|attention|mha|msa)/i;
+const MLP_CTX = /(mlp|ffn|feedforward|feed_forward|^ff$|channel|intermediate|swiglu|glu)/i;
+const TOKEN_CTX = /(token|spatial)/i;
+
+function words(path: PathStep[]): string[] {
+  return path.flatMap((s) => [s.key, s.className ?? '']).filter((w) => w && !/^\d+$|^\*$/.test(w));
+}
+
+export function classifyRole(kind: LayerKind, path: PathStep[], inF: number | undefined, outF: number | undefined, vocab: Set<number>): LayerRole {
+  if (kind === 'embedding') return 'embedding';
+  if (kind === 'patch') return 'patch_embed';
+  if (kind === 'mha_in') return 'attn_qkv';
+  if (kind === 'mha_out') return 'attn_out';
+  const names = path.map((s) => s.key).filter((k) => !/^\d+$|^\*$/.test(k));
+  const leaf = names[names.length - 1] ?? '';
+  const context = words(path.slice(0, -1));
+  // Token mixing: a Mixer's token MLP, or lucidrains' channel-first Conv1d(k=1) over the patch axis.
+  if (kind === 'conv1d' || context.some((w) => TOKEN_CTX.test(w)) || TOKEN_CTX.test(leaf)) return 'token_mix';
+  if (HEAD.test(leaf) || (outF !== undefined && vocab.has(outF) && !context.some((w) => ATTN_CTX.test(w) || MLP_CTX.test(w)))) {
+    return 'head';
+  }
+  const inAttn = context.some((w) => ATTN_CTX.test(w));
+  const inMlp = context.some((w) => MLP_CTX.test(w));
+  // The innermost context wins when both appear (an Mlp inside an attention-named block).
+  const innermost = [...context].reverse().find((w) => ATTN_CTX.test(w) || MLP_CTX.test(w));
+  const attnFirst = innermost !== undefined && ATTN_CTX.test(innermost) && !MLP_CTX.test(innermost);
+  if (inAttn && (attnFirst || !inMlp)) {
+    if (QKV.test(leaf)) return 'attn_qkv';
+    if (ATTN_OUT.test(leaf)) return 'attn_out';
+    if (inF !== undefined && outF !== undefined && outF > inF) return 'attn_qkv';
+    return 'attn_out';
+  }
+  if (inMlp || FC1.test(leaf) || FC2.test(leaf)) {
+    if (FC1.test(leaf)) return 'mlp_fc1';
+    if (FC2.test(leaf)) return 'mlp_fc2';
+    if (inF !== undefined && outF !== undefined) return outF >= inF ? 'mlp_fc1' : 'mlp_fc2';
+    return 'mlp_fc1';
+  }
+  if (QKV.test(leaf) && leaf.length > 1) return 'attn_qkv';
+  return 'other';
+}
