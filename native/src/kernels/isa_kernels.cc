@@ -62,6 +62,9 @@ inline vf loadu(const float* p) {
   return v;
 }
 inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+// x - 0 is x for every x (unlike 0 + x for x = -0), so this folds to a plain broadcast, which the
+// compiler then fuses into the FMA's memory operand.
+inline vf bcast(float x) { return x - vf{}; }
 
 // ---------------------------------------------------------------------------------------------
 // Scratch: per-thread buffers that only grow, so steady-state calls neither allocate nor fault pages.
@@ -92,17 +95,23 @@ thread_local std::vector<int> tlsOffsets;
 // ---------------------------------------------------------------------------------------------
 // Packing. dst is [nK][width]; entries outside kValid×wValid are zero.
 // ---------------------------------------------------------------------------------------------
-// dst[k][w] = src[k*ld + w]
-inline void packCopy(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
+// dst[k][w] = src[k*ld + w]. Panel widths are compile-time constants so full rows become vector
+// moves; partial rows (padding) take the scalar path.
+template <int WIDTH>
+inline void packCopy(float* dst, const float* src, long ld, int nK, int kValid, int wValid) {
   for (int k = 0; k < nK; k++) {
-    float* d = dst + (long)k * width;
-    if (k < kValid) {
+    float* d = dst + (long)k * WIDTH;
+    if (k < kValid && wValid == WIDTH) {
+      const float* s = src + k * ld;
+#pragma GCC unroll 16
+      for (int w = 0; w < WIDTH; w++) d[w] = s[w];
+    } else if (k < kValid) {
       const float* s = src + k * ld;
       int w = 0;
       for (; w < wValid; w++) d[w] = s[w];
-      for (; w < width; w++) d[w] = 0.f;
+      for (; w < WIDTH; w++) d[w] = 0.f;
     } else {
-      for (int w = 0; w < width; w++) d[w] = 0.f;
+      for (int w = 0; w < WIDTH; w++) d[w] = 0.f;
     }
   }
 }
@@ -150,7 +159,7 @@ inline void micro(int nseg, int kseg, const float* a, const int* aoff, const flo
       for (int v = 0; v < NVV; v++) bv[v] = loadu(b + v * VL);
 #pragma GCC unroll 32
       for (int i = 0; i < R; i++) {
-        const vf ai = vf{} + ap[i];
+        const vf ai = bcast(ap[i]);
 #pragma GCC unroll 4
         for (int v = 0; v < NVV; v++) acc[i][v] += ai * bv[v];
       }
@@ -210,7 +219,10 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
   const int nPanels = ceilDiv(N, NR_G);
   float* Bp = tlsB.get((size_t)nPanels * NR_G * std::max(kcMax, 1));
   const int mBlocks = ceilDiv(M, MC);
-  const int nSubs = ceilDiv(N, NC_SUB);
+  // Split columns only when there are too few row blocks to keep every thread busy: each split
+  // re-packs the A block.
+  const int nSubs = mBlocks >= 4 * threads ? 1 : ceilDiv(N, NC_SUB);
+  const int panelsPerSub = ceilDiv(nPanels, nSubs);
   const int items = mBlocks * nSubs;
   const int nt = std::max(1, std::min(threads, std::max(items, nPanels)));
 
@@ -230,7 +242,7 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
         const int j0 = jp * NR_G;
         float* dst = Bp + (long)jp * NR_G * kc;
         if (tb == Trans::No)
-          packCopy(dst, B + (long)pc * ldb + j0, ldb, kc, kc, NR_G, std::min(NR_G, N - j0));
+          packCopy<NR_G>(dst, B + (long)pc * ldb + j0, ldb, kc, kc, std::min(NR_G, N - j0));
         else
           packTrans(dst, B + (long)j0 * ldb + pc, ldb, kc, kc, NR_G, std::min(NR_G, N - j0));
       }
@@ -248,12 +260,12 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
           if (ta == Trans::No)
             packTrans(dst, A + (long)r0 * lda + pc, lda, kc, kc, MR, rv);
           else
-            packCopy(dst, A + (long)pc * lda + r0, lda, kc, kc, MR, rv);
+            packCopy<MR>(dst, A + (long)pc * lda + r0, lda, kc, kc, rv);
           if (alpha != 1.f)
             for (long q = 0; q < (long)MR * kc; q++) dst[q] *= alpha;
         }
-        const int jpBegin = js * (NC_SUB / NR_G);
-        const int jpEnd = std::min(nPanels, jpBegin + NC_SUB / NR_G);
+        const int jpBegin = js * panelsPerSub;
+        const int jpEnd = std::min(nPanels, jpBegin + panelsPerSub);
         for (int jp = jpBegin; jp < jpEnd; jp++) {
           const int j0 = jp * NR_G;
           const int cols = std::min(NR_G, N - j0);
@@ -366,7 +378,7 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, floa
 #pragma omp parallel for num_threads(nt) schedule(static)
   for (int t = 0; t < L.nnz; t++)
     for (int jt = 0; jt < jtN; jt++)
-      packCopy(Bp + ((long)jt * L.nnz + t) * b * NR, w.blocks + (long)L.tBlock[t] * b * b + jt * NR, b, b, b, NR, NR);
+      packCopy<NR>(Bp + ((long)jt * L.nnz + t) * b * NR, w.blocks + (long)L.tBlock[t] * b * b + jt * NR, b, b, b, NR);
   blockRowsProduct<NVV>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
                         nullptr, accumulate, threads);
 }
@@ -396,14 +408,14 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
 #pragma omp for schedule(static) nowait
       for (int q = 0; q < L.blockRows * itN; q++) {
         const int col = q * RW;  // == r*b + it*RW
-        packCopy(Dc + (long)q * RW * kc, dY + (long)m0 * lddy + col, lddy, kc, kc, RW,
-                 std::max(0, std::min(RW, w.out - col)));
+        packCopy<RW>(Dc + (long)q * RW * kc, dY + (long)m0 * lddy + col, lddy, kc, kc,
+                     std::max(0, std::min(RW, w.out - col)));
       }
 #pragma omp for schedule(static)
       for (int q = 0; q < L.blockCols * jtN; q++) {
         const int col = q * NR;
-        packCopy(Xc + (long)q * NR * kc, X + (long)m0 * ldx + col, ldx, kc, kc, NR,
-                 std::max(0, std::min(NR, w.in - col)));
+        packCopy<NR>(Xc + (long)q * NR * kc, X + (long)m0 * ldx + col, ldx, kc, kc,
+                     std::max(0, std::min(NR, w.in - col)));
       }
       const bool acc = accumulate || m0 > 0;
       // Static contiguous ranges: neighbouring blocks share a block-row, so its packed dY stays hot.

@@ -1,0 +1,125 @@
+/**
+ * Loads the native addon (native/build/Release/pixelfly.node) once and types its areas.
+ * Each area (kernels, openblas, engine, ...) registers its own exports in C++; the engine's typed
+ * wrapper extends `NativeAddon` with its area the same way `kernels` is typed here.
+ */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export type Isa = 'portable' | 'avx2' | 'avx512';
+
+export interface KernelInfo {
+  /** Instruction-set path the kernels use now. */
+  isa: Isa;
+  /** Best path this CPU supports (chosen at load). */
+  bestIsa: Isa;
+  supportedIsas: Isa[];
+  threads: number;
+  maxThreads: number;
+  blocks: number[];
+}
+
+/** The index arrays of core's BlockIndex, as the addon reads them. */
+export interface NativeLayout {
+  block: number;
+  blockRows: number;
+  blockCols: number;
+  nnz: number;
+  rowPtr: Int32Array;
+  colIdx: Int32Array;
+  colPtr: Int32Array;
+  rowIdx: Int32Array;
+  tBlock: Int32Array;
+}
+
+export interface NativeGemmArgs {
+  transA?: boolean;
+  transB?: boolean;
+  m: number;
+  n: number;
+  k: number;
+  alpha?: number;
+  beta?: number;
+  a: Float32Array;
+  b: Float32Array;
+  c: Float32Array;
+}
+
+interface NativeWeightArgs {
+  layout: NativeLayout;
+  out: number;
+  in: number;
+  m: number;
+  accumulate?: boolean;
+}
+
+export interface NativeKernels {
+  info(): KernelInfo;
+  setThreads(n: number): void;
+  forceIsa(isa: Isa): void;
+  /** '' when valid, else what is wrong. */
+  validateLayout(layout: NativeLayout): string;
+  bsrForward(a: NativeWeightArgs & { weights: Float32Array; x: Float32Array; y: Float32Array; bias?: Float32Array }): Promise<void>;
+  bsrBackwardData(a: NativeWeightArgs & { weights: Float32Array; dy: Float32Array; dx: Float32Array }): Promise<void>;
+  bsrBackwardWeight(a: NativeWeightArgs & { dy: Float32Array; x: Float32Array; dw: Float32Array }): Promise<void>;
+  biasGrad(a: { m: number; n: number; dy: Float32Array; db: Float32Array; accumulate?: boolean }): Promise<void>;
+  gemm(a: NativeGemmArgs): Promise<void>;
+}
+
+export interface OpenBlasInfo {
+  available: boolean;
+  library?: string;
+  coreName?: string;
+  config?: string;
+  error?: string;
+}
+
+/** OpenBLAS loaded at run time (dlopen), only as the benchmark's dense baseline. */
+export interface NativeOpenBlas {
+  info(): OpenBlasInfo;
+  setThreads(n: number): void;
+  gemm(a: NativeGemmArgs): Promise<void>;
+}
+
+export interface NativeAddon {
+  areas: string[];
+  kernels: NativeKernels;
+  openblas: NativeOpenBlas;
+}
+
+export class NativeAddonError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NativeAddonError';
+  }
+}
+
+const ADDON_FILE = join('native', 'build', 'Release', 'pixelfly.node');
+const FIX = 'run `npm run build` in the Pixelfly checkout (it needs g++, make and python3: `apt-get install build-essential python3`)';
+
+/** Where the addon may be, nearest first: $PIXELFLY_NATIVE, then the checkout above this file (out/native/, dist/ or native/). */
+export function addonCandidates(): string[] {
+  const fromEnv = process.env.PIXELFLY_NATIVE ? [resolve(process.env.PIXELFLY_NATIVE)] : [];
+  const roots = [join(__dirname, '..', '..'), join(__dirname, '..'), __dirname, process.cwd()];
+  return [...fromEnv, ...roots.map((r) => join(r, ADDON_FILE))].filter((p, i, all) => all.indexOf(p) === i);
+}
+
+let cached: NativeAddon | undefined;
+
+export function loadAddon(): NativeAddon {
+  if (cached) return cached;
+  const candidates = addonCandidates();
+  const file = candidates.find((p) => existsSync(p));
+  if (!file) {
+    throw new NativeAddonError(`the native addon is not built (looked for ${candidates.join(', ')}): ${FIX}`);
+  }
+  const mod = { exports: {} as Record<string, unknown> };
+  try {
+    // process.dlopen instead of require: bundlers leave it alone and the path stays ours.
+    process.dlopen(mod, file);
+  } catch (err) {
+    throw new NativeAddonError(`the native addon at ${file} failed to load (${(err as Error).message}): ${FIX}`);
+  }
+  cached = mod.exports as unknown as NativeAddon;
+  return cached;
+}
