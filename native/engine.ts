@@ -1,0 +1,441 @@
+/**
+ * Typed async wrapper of the native training engine (native/src/engine): build a model from a
+ * model spec + plan + seed, train steps, evaluate, save/load checkpoints, export weights for the
+ * PyTorch module. The heavy work runs on libuv worker threads inside the addon.
+ *
+ * File formats (documented in native/src/engine/FORMATS.md):
+ *   - checkpoint: "PXFLYCK1" + u32 header length + JSON header + float32 params, Adam m, Adam v
+ *     + float64 sampler order, then the SHA-256 of everything before it;
+ *   - weight export: safetensors (u64 header length + JSON header + raw little-endian float32),
+ *     with the spec, plan and layouts in `__metadata__`, readable without the safetensors package.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, promises as fs } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
+import { buildBlockIndex } from '../core/blockIndex';
+import type { PixelflyConfig } from '../core/pixelflyLayer';
+import { parseModelSpec, specInventory, type ModelSpec } from '../core/modelSpec';
+import type { LoadedData } from './datasets';
+
+// ------------------------------------------------------------------------------- addon
+
+interface NativeDataset {
+  info(): { name: string; kind: string; features: number; classes: number; train: number; test: number };
+}
+interface NativeModel {
+  trainSteps(d: NativeDataset, steps: number): Promise<StepResult[]>;
+  evaluate(d: NativeDataset, split: 'train' | 'test', maxSamples: number): Promise<EvalResult>;
+  paramInfo(): ParamInfo[];
+  getState(): ModelState;
+  setState(s: Partial<ModelState>): void;
+  probe(x: Float32Array, batch: number, dy?: Float32Array): { y: Float32Array; dx?: Float32Array; grad?: Float32Array };
+  dims(): { inT: number; inD: number; outT: number; outD: number; params: number };
+}
+interface NativeEngine {
+  createModel(o: object): Promise<NativeModel>;
+  createDataset(o: object): NativeDataset;
+  backend: string;
+}
+
+let addon: NativeEngine | undefined;
+
+/**
+ * Finds native/build/Release/pixelfly.node from this file's folder (out/native, dist, or source);
+ * PIXELFLY_ADDON=<file> points at another build (development builds outside the tree).
+ */
+function loadAddon(): NativeEngine {
+  if (addon) return addon;
+  const override = process.env.PIXELFLY_ADDON;
+  if (override) {
+    addon = (require(override) as { engine: NativeEngine }).engine;
+    return addon;
+  }
+  let dir = __dirname;
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, 'native', 'build', 'Release', 'pixelfly.node');
+    if (existsSync(candidate)) {
+      addon = (require(candidate) as { engine: NativeEngine }).engine;
+      if (!addon) throw new Error(`${candidate} has no engine: rebuild it with \`npm run build\``);
+      return addon;
+    }
+    dir = dirname(dir);
+  }
+  throw new Error('the native addon (native/build/Release/pixelfly.node) is not built: run `npm run build` (needs g++, make, python3)');
+}
+
+export function engineBackend(): string {
+  return loadAddon().backend;
+}
+
+// ------------------------------------------------------------------------------- types
+
+export interface StepResult {
+  step: number;
+  /** Epochs of training data consumed so far. */
+  epoch: number;
+  loss: number;
+  lr: number;
+  /** Before clipping. */
+  gradNorm: number;
+  ms: { data: number; forward: number; backward: number; optimizer: number; total: number };
+}
+
+export interface EvalResult {
+  loss: number;
+  samples: number;
+  accuracy?: number;
+  perplexity?: number;
+}
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  offset: number;
+  size: number;
+  decay: boolean;
+}
+
+export interface ModelState {
+  params: Float32Array;
+  adamM: Float32Array;
+  adamV: Float32Array;
+  step: number;
+  samplerRng: bigint[];
+  samplerEpoch: number;
+  samplerPos: number;
+  samplerOrder: Float64Array;
+}
+
+export interface TrainConfig {
+  batch: number;
+  lr: number;
+  /** Steps of the cosine schedule (after warm-up the rate decays to lr·minLrRatio at this step). */
+  totalSteps: number;
+  warmupSteps?: number;
+  minLrRatio?: number;
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Global gradient-norm clip; 0 disables. */
+  clipNorm?: number;
+}
+
+/** The part of a core Plan the engine reads: which layers are Pixelfly and their configs. */
+export interface PlanLike {
+  layers: Array<{ name: string; sparsify: boolean; config?: PixelflyConfig }>;
+}
+
+export interface CreateModelOptions {
+  spec: unknown;
+  plan?: PlanLike;
+  train: TrainConfig;
+  seed?: number;
+  /** Threads for this model's calls (kernels and the engine's own loops). */
+  threads?: number;
+}
+
+export class EngineConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EngineConfigError';
+  }
+}
+
+// ------------------------------------------------------------------------------- spec → engine
+
+interface ResolvedLayer {
+  name: string;
+  config: PixelflyConfig;
+  layout: BlockLayout;
+}
+
+/** Checks the plan against the spec's inventory and computes each Pixelfly layer's layout. */
+export function resolvePlan(spec: ModelSpec, plan: PlanLike | undefined): ResolvedLayer[] {
+  if (!plan) return [];
+  if (!Array.isArray(plan.layers)) throw new EngineConfigError('plan.layers: must be an array');
+  const inventory = new Map(specInventory(spec).layers.map((l) => [l.name, l]));
+  const out: ResolvedLayer[] = [];
+  for (const d of plan.layers) {
+    const layer = inventory.get(d.name);
+    if (!layer) {
+      throw new EngineConfigError(`plan layer '${d.name}': not a matmul of this ${spec.kind} spec (its layers: ${[...inventory.keys()].join(', ')})`);
+    }
+    if (!d.sparsify) continue;
+    if (layer.role === 'embedding') throw new EngineConfigError(`plan layer '${d.name}': an embedding is a lookup and cannot be Pixelfly`);
+    if (!d.config) throw new EngineConfigError(`plan layer '${d.name}': sparsify is true but config is missing`);
+    const c = d.config;
+    if (!Number.isInteger(c.rank) || c.rank < 0 || c.rank > Math.min(layer.in, layer.out)) {
+      throw new EngineConfigError(`plan layer '${d.name}': rank must be an integer in 0..${Math.min(layer.in, layer.out)}, got ${c.rank}`);
+    }
+    let layout: BlockLayout;
+    try {
+      layout = flatBlockButterflyLayout(layer.out, layer.in, c);
+    } catch (e) {
+      throw new EngineConfigError(`plan layer '${d.name}' (${layer.out}×${layer.in}): ${(e as Error).message}`);
+    }
+    out.push({ name: d.name, config: c, layout });
+  }
+  return out;
+}
+
+/** One Pixelfly layer as the C++ side parses it: the core's block index plus the rank. */
+function nativeLayerConfig(layout: BlockLayout, rank: number): Record<string, unknown> {
+  const ix = buildBlockIndex(layout);
+  return {
+    rank, block: ix.block, blockRows: ix.blockRows, blockCols: ix.blockCols, nnz: ix.nnz,
+    rowPtr: ix.rowPtr, colIdx: ix.colIdx, colPtr: ix.colPtr, rowIdx: ix.rowIdx, tBlock: ix.tBlock,
+  };
+}
+
+/** The flat object the C++ side parses (model.h's ModelConfig). */
+export function engineModelConfig(spec: ModelSpec, layers: ResolvedLayer[]): Record<string, unknown> {
+  const pixelfly: Record<string, unknown> = {};
+  for (const l of layers) pixelfly[l.name] = nativeLayerConfig(l.layout, l.config.rank);
+  switch (spec.kind) {
+    case 'mlp':
+      return { kind: 'mlp', features: spec.inputFeatures, hidden: spec.hidden, classes: spec.classes, dim: 1, pixelfly };
+    case 'mixer':
+      return {
+        kind: 'mixer', ...spec.image, patch: spec.patch, dim: spec.dim, depth: spec.depth,
+        tokenHidden: spec.tokenHidden, channelHidden: spec.channelHidden, classes: spec.classes, pixelfly,
+      };
+    case 'vit':
+      return {
+        kind: 'vit', ...spec.image, patch: spec.patch, dim: spec.dim, depth: spec.depth, heads: spec.heads,
+        mlpHidden: spec.mlpHidden, classes: spec.classes, pool: spec.pool ?? 'cls', pixelfly,
+      };
+    case 'gpt':
+      return {
+        kind: 'gpt', vocab: spec.vocab, context: spec.context, dim: spec.dim, depth: spec.depth,
+        heads: spec.heads, mlpHidden: spec.mlpHidden, pixelfly,
+      };
+  }
+}
+
+// ------------------------------------------------------------------------------- datasets
+
+export class EngineDataset {
+  /** @internal */ readonly native: NativeDataset;
+  readonly data: LoadedData;
+  constructor(data: LoadedData) {
+    this.data = data;
+    this.native = loadAddon().createDataset(data);
+  }
+  info() {
+    return this.native.info();
+  }
+}
+
+// ------------------------------------------------------------------------------- models
+
+const CHECKPOINT_MAGIC = 'PXFLYCK1';
+const CHECKPOINT_VERSION = 1;
+
+export class EngineModel {
+  readonly spec: ModelSpec;
+  readonly plan: PlanLike | undefined;
+  readonly layers: ResolvedLayer[];
+  readonly seed: number;
+  readonly threads: number;
+  /** @internal */ readonly native: NativeModel;
+
+  /** @internal use createModel() */
+  constructor(native: NativeModel, spec: ModelSpec, plan: PlanLike | undefined, layers: ResolvedLayer[], seed: number, threads: number) {
+    this.native = native;
+    this.spec = spec;
+    this.plan = plan;
+    this.layers = layers;
+    this.seed = seed;
+    this.threads = threads;
+  }
+
+  get paramCount(): number {
+    return this.native.dims().params;
+  }
+
+  params(): ParamInfo[] {
+    return this.native.paramInfo();
+  }
+
+  /** Runs `steps` optimizer steps on the next batches; resolves with one result per step. */
+  trainSteps(dataset: EngineDataset, steps = 1): Promise<StepResult[]> {
+    return this.native.trainSteps(dataset.native, steps);
+  }
+
+  async trainStep(dataset: EngineDataset): Promise<StepResult> {
+    return (await this.native.trainSteps(dataset.native, 1))[0];
+  }
+
+  /** Test split by default; `maxSamples` caps samples (classification) or predicted tokens (LM). */
+  evaluate(dataset: EngineDataset, opts: { split?: 'train' | 'test'; maxSamples?: number } = {}): Promise<EvalResult> {
+    return this.native.evaluate(dataset.native, opts.split ?? 'test', opts.maxSamples ?? 0);
+  }
+
+  /** Weights, optimizer state, step and batch order: loading it continues exactly where this left off. */
+  async saveCheckpoint(file: string): Promise<void> {
+    const s = this.native.getState();
+    const header = Buffer.from(
+      JSON.stringify({
+        format: 'pixelfly-checkpoint',
+        version: CHECKPOINT_VERSION,
+        spec: this.spec,
+        plan: this.plan ?? null,
+        seed: this.seed,
+        step: s.step,
+        params: this.params().map(({ name, shape, offset, size }) => ({ name, shape, offset, size })),
+        total: s.params.length,
+        sampler: { rng: s.samplerRng.map((v) => v.toString(16)), epoch: s.samplerEpoch, pos: s.samplerPos, order: s.samplerOrder.length },
+      }),
+    );
+    const lead = Buffer.alloc(12);
+    lead.write(CHECKPOINT_MAGIC, 0, 'latin1');
+    lead.writeUInt32LE(header.length, 8);
+    const parts = [lead, header, bytes(s.params), bytes(s.adamM), bytes(s.adamV), bytes(s.samplerOrder)];
+    const hash = createHash('sha256');
+    for (const p of parts) hash.update(p);
+    const tmp = `${file}.tmp-${process.pid}`;
+    await fs.writeFile(tmp, Buffer.concat([...parts, hash.digest()]));
+    await fs.rename(tmp, file); // never leave a half-written checkpoint under the real name
+  }
+
+  async loadCheckpoint(file: string): Promise<void> {
+    let buf: Buffer;
+    try {
+      buf = await fs.readFile(file);
+    } catch (e) {
+      throw new EngineConfigError(`${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'checkpoint not found' : (e as Error).message}`);
+    }
+    const fail = (why: string): never => {
+      throw new EngineConfigError(`${file}: ${why}`);
+    };
+    if (buf.length < 12 + 32 || buf.toString('latin1', 0, 8) !== CHECKPOINT_MAGIC) fail('not a Pixelfly checkpoint (bad magic)');
+    const body = buf.subarray(0, buf.length - 32);
+    if (!createHash('sha256').update(body).digest().equals(buf.subarray(buf.length - 32))) fail('checksum mismatch: the file is corrupt or truncated');
+    const hlen = buf.readUInt32LE(8);
+    let header: {
+      version: number; step: number; total: number; params: Array<{ name: string; shape: number[] }>;
+      sampler: { rng: string[]; epoch: number; pos: number; order: number };
+    };
+    try {
+      header = JSON.parse(buf.toString('utf8', 12, 12 + hlen));
+    } catch {
+      return fail('unreadable header');
+    }
+    if (header.version !== CHECKPOINT_VERSION) fail(`format version ${header.version}, this engine reads ${CHECKPOINT_VERSION}`);
+    const mine = this.params();
+    if (header.params.length !== mine.length) fail(`written for a different model: ${header.params.length} parameter tensors, this model has ${mine.length}`);
+    header.params.forEach((p, i) => {
+      const m = mine[i];
+      if (p.name !== m.name || p.shape.join(',') !== m.shape.join(',')) {
+        fail(`written for a different model: tensor ${i} is ${p.name} [${p.shape}], this model has ${m.name} [${m.shape}]`);
+      }
+    });
+    const n = header.total;
+    let at = 12 + hlen;
+    const f32 = () => {
+      const a = new Float32Array(n);
+      new Uint8Array(a.buffer).set(buf.subarray(at, at + 4 * n));
+      at += 4 * n;
+      return a;
+    };
+    const params = f32();
+    const adamM = f32();
+    const adamV = f32();
+    const order = new Float64Array(header.sampler.order);
+    new Uint8Array(order.buffer).set(buf.subarray(at, at + 8 * order.length));
+    if (at + 8 * order.length !== body.length) fail('payload size does not match its header');
+    this.native.setState({
+      params, adamM, adamV, step: header.step,
+      samplerRng: header.sampler.rng.map((h) => BigInt(`0x${h}`)),
+      samplerEpoch: header.sampler.epoch, samplerPos: header.sampler.pos, samplerOrder: order,
+    });
+  }
+
+  /** Current weights as named tensors (copies). */
+  weights(): Map<string, { shape: number[]; data: Float32Array }> {
+    const { params } = this.native.getState();
+    return new Map(this.params().map((p) => [p.name, { shape: p.shape, data: params.slice(p.offset, p.offset + p.size) }]));
+  }
+
+  /**
+   * Writes the weights as safetensors for the PyTorch module (pixelfly_torch.py). Tensor names are
+   * state_dict keys; Pixelfly layers hold `sparse.weight` [nnz, block, block] in THE BLOCK ORDER,
+   * and `__metadata__.layouts` gives each such layer's mask rows so the reader rebuilds its index.
+   */
+  async exportWeights(file: string): Promise<void> {
+    const { params } = this.native.getState();
+    const info = this.params();
+    const tensors: Record<string, unknown> = {};
+    let offset = 0;
+    for (const p of info) {
+      tensors[p.name] = { dtype: 'F32', shape: p.shape, data_offsets: [offset, offset + 4 * p.size] };
+      offset += 4 * p.size;
+    }
+    const layouts: Record<string, unknown> = {};
+    for (const l of this.layers) {
+      const rows: string[] = [];
+      for (let r = 0; r < l.layout.blockRows; r++) {
+        rows.push(Array.from(l.layout.mask.subarray(r * l.layout.blockCols, (r + 1) * l.layout.blockCols)).join(''));
+      }
+      layouts[l.name] = { in: l.layout.inFeatures, out: l.layout.outFeatures, ...l.config, layout: rows };
+    }
+    tensors.__metadata__ = {
+      format: 'pixelfly-weights',
+      version: '1',
+      spec: JSON.stringify(this.spec),
+      plan: JSON.stringify(this.plan ?? null),
+      layouts: JSON.stringify(layouts),
+    };
+    let header = Buffer.from(JSON.stringify(tensors));
+    // safetensors pads the header with spaces so the data starts 8-byte aligned.
+    const pad = (8 - ((8 + header.length) % 8)) % 8;
+    header = Buffer.concat([header, Buffer.alloc(pad, 0x20)]);
+    const lead = Buffer.alloc(8);
+    lead.writeBigUInt64LE(BigInt(header.length));
+    const data = Buffer.concat(info.map((p) => bytes(params.subarray(p.offset, p.offset + p.size))));
+    await fs.writeFile(file, Buffer.concat([lead, header, data]));
+  }
+
+  /** Test hook (synchronous, small layers): forward, and backward of sum(y·dy) when dy is given. */
+  probe(x: Float32Array, batch: number, dy?: Float32Array) {
+    return this.native.probe(x, batch, dy);
+  }
+
+  setParams(params: Float32Array): void {
+    this.native.setState({ params });
+  }
+}
+
+function bytes(a: Float32Array | Float64Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Builds (and initialises, off the JS thread) a model from a spec, an optional plan and a seed. */
+export async function createModel(o: CreateModelOptions): Promise<EngineModel> {
+  let spec: ModelSpec;
+  try {
+    spec = parseModelSpec(o.spec);
+  } catch (e) {
+    throw new EngineConfigError((e as Error).message);
+  }
+  const layers = resolvePlan(spec, o.plan);
+  const seed = o.seed ?? 0;
+  const threads = o.threads ?? 1;
+  if (!Number.isInteger(seed) || seed < 0) throw new EngineConfigError(`seed: must be a non-negative integer, got ${seed}`);
+  const native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads });
+  return new EngineModel(native, spec, o.plan, layers, seed, threads);
+}
+
+/** A single layer alone (tests: gradient checks, PyTorch cross-checks). `model` is ModelConfig's flat form. */
+export async function createProbe(model: Record<string, unknown>, seed = 0, threads = 1): Promise<NativeModel> {
+  return loadAddon().createModel({ model: { kind: 'probe', ...model }, train: { batch: 1 }, seed, threads });
+}
+
+/** The flat C++ form of one Pixelfly layer's config (for probes). */
+export function pixelflyLayerConfig(inF: number, outF: number, c: PixelflyConfig): Record<string, unknown> {
+  return nativeLayerConfig(flatBlockButterflyLayout(outF, inF, c), c.rank);
+}
+
+export type { NativeModel as ProbeModel };
