@@ -1,6 +1,7 @@
 // Bundles: one per process (CLI/daemon, extension host, language server) and one per webview page.
 // `node esbuild.config.mjs [--watch] [--minify]`
 import * as esbuild from 'esbuild';
+import { copyFileSync, mkdirSync } from 'node:fs';
 
 const watch = process.argv.includes('--watch');
 const minify = process.argv.includes('--minify');
@@ -11,6 +12,9 @@ const browser = { platform: 'browser', target: 'es2022', format: 'iife' };
 /** @type {Array<{in: string, out: string, kind: object, banner?: string}>} */
 const bundles = [
   { in: 'daemon/cli.ts', out: 'dist/pixelfly.js', kind: node, banner: '#!/usr/bin/env node' },
+  { in: 'extension/main.ts', out: 'dist/extension.js', kind: node },
+  { in: 'webview/mask/main.ts', out: 'dist/webview/mask.js', kind: browser },
+  { in: 'webview/metrics/main.ts', out: 'dist/webview/metrics.js', kind: browser },
 ];
 
 const contexts = await Promise.all(
@@ -27,6 +31,11 @@ const contexts = await Promise.all(
     }),
   ),
 );
+
+// Stylesheets the webview pages link (served from dist/webview, the panels' only local resource root).
+mkdirSync('dist/webview', { recursive: true });
+copyFileSync('webview/pages.css', 'dist/webview/pages.css');
+copyFileSync('node_modules/uplot/dist/uPlot.min.css', 'dist/webview/uPlot.min.css');
 
 if (watch) {
   await Promise.all(contexts.map((c) => c.watch()));

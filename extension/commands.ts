@@ -1,0 +1,371 @@
+/**
+ * The extension's commands (palette, CodeLens, run tree, webviews). Each one checks its inputs
+ * and reports problems in words; none throws at the user.
+ */
+import { execFile } from 'node:child_process';
+import { basename, isAbsolute, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import * as vscode from 'vscode';
+import { planModel } from '../core/planner';
+import { parseDataset } from '../daemon/commands/train';
+import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
+import type { LayerConfig, ModelView } from '../protocol/webview';
+import type { DaemonConnection } from './daemon/connection';
+import { toModelView, type AnalyzedModel } from './modelView';
+import { MaskPanel, type MaskActions } from './panels/maskPanel';
+import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
+import { isActive, type RunStore } from './runs/runStore';
+import type { Settings } from './settings';
+
+export interface Services {
+  context: vscode.ExtensionContext;
+  output: vscode.LogOutputChannel;
+  connection: DaemonConnection;
+  store: RunStore;
+  settings(): Settings;
+}
+
+/** What the language server's `pixelfly.train` CodeLens passes (and what the palette assembles). */
+export interface TrainArgs {
+  name?: string;
+  spec?: Record<string, unknown>;
+  plan?: unknown;
+  uri?: string;
+}
+
+const cliPath = (s: Services) => s.context.asAbsolutePath(join('dist', 'pixelfly.js'));
+
+/** `pixelfly analyze <file> --json`: the same analysis the language server runs, as a one-shot. */
+export function analyzeFile(s: Services, file: string): Promise<AnalyzedModel> {
+  const args = [cliPath(s), 'analyze', file, '--json', '--tokens', String(s.settings().tokensPerSample)];
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, args, { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, maxBuffer: 64 << 20, timeout: 60000 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`analysing ${basename(file)} failed: ${(stderr || err.message).trim().split('\n').pop()}`));
+      try {
+        const parsed = JSON.parse(stdout) as AnalyzedModel;
+        if (!Array.isArray(parsed.layers)) throw new Error('no "layers" array');
+        resolve(parsed);
+      } catch (e) {
+        reject(new Error(`analysing ${basename(file)}: unexpected output (${(e as Error).message})`));
+      }
+    });
+  });
+}
+
+function isAnalyzedModel(v: unknown): v is AnalyzedModel {
+  return typeof v === 'object' && v !== null && Array.isArray((v as AnalyzedModel).layers);
+}
+
+/** The model to preview: CodeLens arguments, a file, or the active Python editor. */
+async function resolveModel(s: Services, arg: unknown): Promise<{ view: ModelView; focus?: string }> {
+  const settings = s.settings();
+  const focus = typeof (arg as { focus?: unknown })?.focus === 'string' ? ((arg as { focus: string }).focus as string) : undefined;
+  const model = (arg as { model?: unknown })?.model;
+  if (isAnalyzedModel(arg)) return { view: toModelView(arg, 'model', settings.blockSize, settings.tokensPerSample), focus };
+  if (isAnalyzedModel(model)) return { view: toModelView(model, 'model', settings.blockSize, settings.tokensPerSample), focus };
+  let uri: vscode.Uri | undefined;
+  if (arg instanceof vscode.Uri) uri = arg;
+  else if (typeof (arg as { uri?: unknown })?.uri === 'string') uri = vscode.Uri.parse((arg as { uri: string }).uri);
+  else uri = vscode.window.activeTextEditor?.document.uri;
+  if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open a Python file with a model (or use the CodeLens on a model class) to preview its masks');
+  const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
+  if (doc?.isDirty) await doc.save();
+  const analyzed = await analyzeFile(s, uri.fsPath);
+  if (analyzed.layers.length === 0) throw new Error(`no linear layers found in ${basename(uri.fsPath)}`);
+  return { view: toModelView({ ...analyzed, uri: uri.toString() }, basename(uri.fsPath, '.py'), settings.blockSize, settings.tokensPerSample), focus };
+}
+
+function maskActions(s: Services): MaskActions {
+  return {
+    log: (l) => s.output.info(l),
+    applyToCode: (model, layers) => applyToCode(model, layers),
+    measure: (model) => measure(s, model),
+  };
+}
+
+/**
+ * "Apply to code": the language server owns the edit (it knows the source). It is asked through
+ * its `pixelfly.applyLayerConfig` command when it offers one (with the configs edited in the
+ * preview); otherwise each layer's "sparsify" quick fix is applied, which writes the plan's config.
+ */
+async function applyToCode(model: ModelView, layers: { name: string; line?: number; config: LayerConfig }[]): Promise<string> {
+  if (!model.uri) throw new Error('this model has no source file to edit');
+  const uri = vscode.Uri.parse(model.uri);
+  const commands = await vscode.commands.getCommands(true);
+  if (commands.includes('pixelfly.applyLayerConfig')) {
+    await vscode.commands.executeCommand('pixelfly.applyLayerConfig', { uri: model.uri, layers });
+    return `Applied ${layers.length} layer(s) to ${basename(uri.fsPath)}.`;
+  }
+  let applied = 0;
+  const notes: string[] = [];
+  for (const l of layers) {
+    if (l.line === undefined) {
+      notes.push(`${l.name}: no source line`);
+      continue;
+    }
+    const range = new vscode.Range(l.line, 0, l.line, 1000);
+    const actions = (await vscode.commands.executeCommand<vscode.CodeAction[]>('vscode.executeCodeActionProvider', uri, range, vscode.CodeActionKind.QuickFix.value)) ?? [];
+    const fix = actions.find((a) => /pixelfly/i.test(a.title) && /sparsify/i.test(a.title) && !/all/i.test(a.title));
+    if (!fix) {
+      notes.push(`${l.name}: the language server offers no sparsify fix on line ${l.line + 1}`);
+      continue;
+    }
+    if (fix.edit) await vscode.workspace.applyEdit(fix.edit);
+    if (fix.command) await vscode.commands.executeCommand(fix.command.command, ...(fix.command.arguments ?? []));
+    applied++;
+  }
+  const msg = `Applied ${applied}/${layers.length} layer(s) to ${basename(uri.fsPath)}${notes.length ? `; ${notes.join('; ')}` : ''}.`;
+  if (applied === 0) throw new Error(msg);
+  return msg;
+}
+
+/** bench.layers on this device for the model's Pixelfly layers; one call per distinct config. */
+async function measure(s: Services, model: ModelView): Promise<Record<string, number>> {
+  requireTrust('Measuring speedups');
+  const layers = model.layers.filter((l) => l.sparsify);
+  if (layers.length === 0) throw new Error('no layer of this model is planned for Pixelfly: nothing to measure');
+  const byConfig = new Map<string, typeof layers>();
+  for (const l of layers) byConfig.set(JSON.stringify(l.config), [...(byConfig.get(JSON.stringify(l.config)) ?? []), l]);
+  const out: Record<string, number> = {};
+  return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: 'Pixelfly: measuring dense vs Pixelfly layers on this device' }, async (progress) => {
+    for (const [cfg, group] of byConfig) {
+      progress.report({ message: group.map((l) => l.name).join(', ') });
+      const r = await s.connection.call(
+        'bench.layers',
+        { shapes: group.slice(0, 64).map((l) => ({ name: l.name, in: l.in, out: l.out, rows: Math.min(1 << 14, l.rowsPerSample * 16) })), configs: [JSON.parse(cfg) as LayerConfig], repeats: 5 },
+        600000,
+      );
+      for (const row of r.rows) if (row.name) out[row.name] = row.speedup;
+      s.output.info(`bench.layers: ${r.rows.map((x) => `${x.name}: dense ${x.denseMs.toFixed(2)} ms, Pixelfly ${x.pixelflyMs.toFixed(2)} ms, ${x.speedup.toFixed(2)}×`).join('; ')} (profile ${r.profilePath})`);
+    }
+    return out;
+  });
+}
+
+function requireTrust(what: string): void {
+  if (!vscode.workspace.isTrusted) throw new Error(`${what} is disabled in untrusted workspaces: it runs code on this machine. Trust the workspace to enable it.`);
+}
+
+/** The dataset setting, with a relative path looked up in the dataset folders, then the workspace. */
+function resolveDataset(settings: Settings): MethodParamsIn<'job.submit'>['dataset'] {
+  let ds: MethodParamsIn<'job.submit'>['dataset'];
+  try {
+    ds = parseDataset(settings.dataset);
+  } catch (e) {
+    throw new Error(`pixelfly.training.dataset: ${(e as Error).message}`);
+  }
+  if (ds.path && !isAbsolute(ds.path)) {
+    const roots = [...settings.datasetFolders, ...(vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath)];
+    const found = roots.map((r) => join(r, ds.path as string)).find((p) => existsSync(p));
+    if (!found) throw new Error(`pixelfly.training.dataset: '${ds.path}' not found in ${roots.join(', ') || '(no dataset folders or workspace)'}`);
+    ds = { ...ds, path: found };
+  }
+  return ds;
+}
+
+/** A JSON model spec from the arguments, a JSON file URI, or the active editor. */
+function resolveSpec(arg: unknown): { spec: Record<string, unknown>; name: string; plan?: unknown } {
+  const a = (arg ?? {}) as TrainArgs;
+  if (a.spec && typeof a.spec === 'object') return { spec: a.spec, name: a.name ?? String(a.spec.name ?? 'model'), plan: a.plan };
+  const doc =
+    arg instanceof vscode.Uri ? vscode.workspace.textDocuments.find((d) => d.uri.toString() === arg.toString()) : vscode.window.activeTextEditor?.document;
+  if (doc && (doc.languageId === 'json' || doc.fileName.endsWith('.json'))) {
+    let spec: unknown;
+    try {
+      spec = JSON.parse(doc.getText());
+    } catch (e) {
+      throw new Error(`${basename(doc.fileName)} is not valid JSON: ${(e as Error).message}`);
+    }
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new Error(`${basename(doc.fileName)} must be a JSON model spec object`);
+    return { spec: spec as Record<string, unknown>, name: String((spec as { name?: unknown }).name ?? basename(doc.fileName, '.json')) };
+  }
+  throw new Error('Train needs a model: use the "Train dense vs Pixelfly" CodeLens on a model class, or run it with a JSON model spec open');
+}
+
+async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
+  requireTrust('Training');
+  const settings = s.settings();
+  const { spec, name, plan } = resolveSpec(arg);
+  const params: MethodParamsIn<'job.submit'> = {
+    name: name.slice(0, 128),
+    spec,
+    plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null,
+    target: { budget: settings.budget },
+    dataset: resolveDataset(settings),
+    hyper: { epochs: settings.epochs, batchSize: settings.batchSize, lr: settings.lr, maxSteps: settings.maxSteps, evalEvery: settings.evalEvery },
+    compare: true,
+  };
+  const info = await s.connection.call('job.submit', params);
+  s.output.info(`submitted run ${info.jobId} (${info.name}), ${info.totalSteps} steps, run folder ${info.runDir}`);
+  s.store.upsert(info);
+  await s.connection.follow(info.jobId, 0);
+  MetricsPanel.show(s.context.extensionUri, s.store, metricsActions(s), info.jobId);
+  void followInNotification(s, info);
+  return info;
+}
+
+/** Progress notification with cancel, following the run in the store until it ends. */
+function followInNotification(s: Services, info: JobInfo): Thenable<void> {
+  return vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: `Pixelfly: ${info.name} (dense vs Pixelfly)`, cancellable: true },
+    (progress, token) =>
+      new Promise<void>((resolve) => {
+        let reported = 0;
+        const update = () => {
+          const r = s.store.get(info.jobId);
+          if (!r) return;
+          const frac = r.progress.totalSteps > 0 ? r.progress.step / r.progress.totalSteps : 0;
+          const last = r.steps[r.steps.length - 1];
+          const parts = [
+            `step ${r.progress.step}/${r.progress.totalSteps}`,
+            last ? `loss ${last.pixelfly.loss.toFixed(3)}` : '',
+            last?.speedup ? `${last.speedup.toFixed(2)}× faster` : '',
+            r.progress.etaS !== null ? `ETA ${Math.round(r.progress.etaS)} s` : '',
+          ];
+          progress.report({ message: parts.filter(Boolean).join(' · '), increment: Math.max(0, frac * 100 - reported) });
+          reported = Math.max(reported, frac * 100);
+          if (TERMINAL_STATES.includes(r.info.state) || r.info.state === 'interrupted') {
+            done();
+            const sp = r.info.summary?.speedup;
+            const msg = `Pixelfly: ${r.info.name} ${r.info.state}${sp !== undefined ? ` — ${sp.toFixed(2)}× speedup` : ''}${r.info.error ? `: ${r.info.error}` : ''}`;
+            if (r.info.state === 'failed') void vscode.window.showErrorMessage(msg);
+            else void vscode.window.showInformationMessage(msg);
+          }
+        };
+        const unlisten = s.store.listen((id) => id === info.jobId && update());
+        const cancel = token.onCancellationRequested(() => {
+          s.connection.call('job.cancel', { jobId: info.jobId }).catch((e: Error) => s.output.error(`cancel failed: ${e.message}`));
+        });
+        const done = () => {
+          unlisten();
+          cancel.dispose();
+          resolve();
+        };
+        update();
+      }),
+  );
+}
+
+export function metricsActions(s: Services): MetricsActions {
+  return {
+    log: (l) => s.output.info(l),
+    stopRun: async (jobId) => void (await s.connection.call('job.cancel', { jobId })),
+    follow: async (jobId) => {
+      if (!s.store.get(jobId)) s.store.upsert(await s.connection.call('job.get', { jobId }));
+      await s.connection.follow(jobId, 0);
+    },
+  };
+}
+
+/** job.list into the store (the run history). */
+export async function refreshRuns(s: Services): Promise<void> {
+  const { jobs } = await s.connection.call('job.list', {});
+  for (const j of jobs) s.store.upsert(j);
+}
+
+async function openMetrics(s: Services, jobId?: unknown): Promise<void> {
+  let id = typeof jobId === 'string' ? jobId : undefined;
+  if (!id) {
+    if (s.store.list().length === 0) await refreshRuns(s);
+    id = MetricsPanel.shownRun ?? s.store.list()[0]?.info.jobId;
+  }
+  if (!id) {
+    void vscode.window.showInformationMessage('Pixelfly: no runs yet. Start one with "Pixelfly: Train dense vs Pixelfly".');
+    return;
+  }
+  MetricsPanel.show(s.context.extensionUri, s.store, metricsActions(s), id);
+}
+
+async function stopRun(s: Services, jobId?: unknown): Promise<void> {
+  const id = typeof jobId === 'string' ? jobId : (s.store.list().find(isActive)?.info.jobId ?? undefined);
+  if (!id) {
+    void vscode.window.showInformationMessage('Pixelfly: no run is active.');
+    return;
+  }
+  const info = await s.connection.call('job.cancel', { jobId: id });
+  s.store.upsert(info);
+  s.output.info(`cancel requested for ${id}: ${info.state}`);
+}
+
+async function exportPlan(s: Services, arg: unknown): Promise<vscode.Uri | undefined> {
+  const { view } = await resolveModel(s, arg);
+  const settings = s.settings();
+  const inventory = view.layers.map((l) => ({ name: l.name, role: l.role as never, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
+  const target = { budget: settings.budget };
+  let plan: unknown;
+  let source: string;
+  try {
+    plan = await s.connection.call('plan.suggest', { inventory: { layers: inventory }, target });
+    source = 'daemon (device profile of this machine)';
+  } catch (e) {
+    // The daemon plans with this device's measured profile; without it core plans with its default prior.
+    s.output.warn(`plan.suggest unavailable (${(e as Error).message}); planning locally with the default device profile`);
+    plan = planModel({ layers: inventory }, target);
+    source = 'core default device profile';
+  }
+  const base = vscode.workspace.workspaceFolders?.[0]?.uri;
+  const target_ = await vscode.window.showSaveDialog({
+    defaultUri: base ? vscode.Uri.joinPath(base, `${view.name}.pixelfly-plan.json`) : undefined,
+    filters: { JSON: ['json'] },
+    title: 'Export Pixelfly plan',
+  });
+  if (!target_) return undefined;
+  const doc = { model: view.name, source: view.uri, plannedBy: source, target, plan };
+  await vscode.workspace.fs.writeFile(target_, Buffer.from(JSON.stringify(doc, null, 2) + '\n', 'utf8'));
+  void vscode.window.showInformationMessage(`Pixelfly: plan written to ${target_.fsPath}`);
+  return target_;
+}
+
+/** Registers every command; errors become one readable message plus the full text in the log. */
+export function registerCommands(s: Services): vscode.Disposable[] {
+  const wrap =
+    (title: string, fn: (...args: unknown[]) => Promise<unknown>) =>
+    async (...args: unknown[]) => {
+      try {
+        return await fn(...args);
+      } catch (e) {
+        const msg = (e as Error).message ?? String(e);
+        s.output.error(`${title}: ${msg}`);
+        void vscode.window.showErrorMessage(`Pixelfly: ${title}: ${msg}`);
+        return undefined;
+      }
+    };
+  const table: Record<string, [string, (...args: unknown[]) => Promise<unknown>]> = {
+    'pixelfly.previewMasks': [
+      'Preview masks',
+      async (arg) => {
+        const { view, focus } = await resolveModel(s, arg);
+        MaskPanel.show(s.context.extensionUri, maskActions(s), view, focus);
+        return view.layers.length;
+      },
+    ],
+    'pixelfly.train': ['Train dense vs Pixelfly', (arg) => train(s, arg)],
+    'pixelfly.openMetrics': ['Open metrics', (id) => openMetrics(s, id)],
+    'pixelfly.stopRun': ['Stop run', (id) => stopRun(s, id)],
+    'pixelfly.measureSpeedups': [
+      'Measure speedups',
+      async (arg) => {
+        const { view } = arg === undefined && MaskPanel.visibleModel ? { view: MaskPanel.visibleModel } : await resolveModel(s, arg);
+        const measured = await measure(s, view);
+        void vscode.window.showInformationMessage(
+          `Pixelfly: measured on this device: ${Object.entries(measured).map(([k, v]) => `${k} ${v.toFixed(2)}×`).join(', ')}`,
+        );
+        return measured;
+      },
+    ],
+    'pixelfly.exportPlan': ['Export plan', (arg) => exportPlan(s, arg)],
+    'pixelfly.exportCsv': ['Export CSV', async (id) => exportCsv(s.store, typeof id === 'string' ? id : (MetricsPanel.shownRun ?? ''))],
+    'pixelfly.connectDaemon': [
+      'Connect to daemon',
+      async () => {
+        await s.connection.ensure();
+        await refreshRuns(s);
+      },
+    ],
+    'pixelfly.refreshRuns': ['Refresh runs', () => refreshRuns(s)],
+    'pixelfly.showLog': ['Show log', async () => s.output.show(true)],
+  };
+  return Object.entries(table).map(([id, [title, fn]]) => vscode.commands.registerCommand(id, wrap(title, fn)));
+}
+
+export { maskActions };

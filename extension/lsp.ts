@@ -1,0 +1,32 @@
+/**
+ * The language client: runs the bundled language server (dist/server.js) over IPC for Python
+ * files. The server's CodeLens commands (`pixelfly.previewMasks`, `pixelfly.train`) are ours,
+ * registered in commands.ts; commands the server itself offers (executeCommandProvider) are
+ * registered by the client library and reached with vscode.commands.executeCommand.
+ */
+import { existsSync } from 'node:fs';
+import * as vscode from 'vscode';
+import { LanguageClient, TransportKind, type LanguageClientOptions, type ServerOptions } from 'vscode-languageclient/node';
+
+export function startLanguageClient(context: vscode.ExtensionContext, output: vscode.LogOutputChannel): LanguageClient | undefined {
+  const serverModule = context.asAbsolutePath('dist/server.js');
+  if (!existsSync(serverModule)) {
+    output.error(`language server bundle missing: ${serverModule} (run 'npm run bundle'); hints and quick fixes are off`);
+    return undefined;
+  }
+  const serverOptions: ServerOptions = {
+    run: { module: serverModule, transport: TransportKind.ipc },
+    debug: { module: serverModule, transport: TransportKind.ipc, options: { execArgv: ['--nolazy', '--inspect=6019'] } },
+  };
+  const clientOptions: LanguageClientOptions = {
+    documentSelector: [{ scheme: 'file', language: 'python' }],
+    outputChannel: output,
+    synchronize: { configurationSection: 'pixelfly' },
+  };
+  const client = new LanguageClient('pixelfly', 'Pixelfly language server', serverOptions, clientOptions);
+  client.start().then(
+    () => output.info('language server started'),
+    (e: Error) => output.error(`language server failed to start: ${e.message}`),
+  );
+  return client;
+}

@@ -1,0 +1,73 @@
+/**
+ * Turns what the language server (CodeLens arguments) or `pixelfly analyze --json` says about a
+ * model into the mask page's ModelView. Their layer lists carry the planner's decision; a layer
+ * the planner keeps dense has no config, so the preview starts it from the user's default block
+ * size and the smallest valid butterfly — core decides validity, nothing is re-derived here.
+ */
+import { validateParams } from '../core/layout';
+import type { LayerDecision } from '../core/planner';
+import { ModelViewSchema, type LayerConfig, type ModelView } from '../protocol/webview';
+
+/** A layer as the analyser reports it (extra fields are ignored). */
+export interface AnalyzedLayer {
+  name: string;
+  role: string;
+  in: number;
+  out: number;
+  count: number;
+  rowsPerSample?: number;
+  line?: number;
+  decision?: Partial<LayerDecision> | null;
+}
+
+export interface AnalyzedModel {
+  name?: string;
+  model?: string;
+  uri?: string;
+  layers: AnalyzedLayer[];
+}
+
+export function defaultConfig(out: number, inF: number, block: number): LayerConfig {
+  for (const butterflySize of [4, 8, 2, 16, 32, 64]) {
+    try {
+      validateParams(out, inF, { block, butterflySize, nFactors: 2 });
+      return { block, butterflySize, nFactors: 2, rank: 0, globalSize: 0, shuffle: false };
+    } catch {
+      // try the next size; the page shows core's error if none fits
+    }
+  }
+  return { block, butterflySize: 4, nFactors: 2, rank: 0, globalSize: 0, shuffle: false };
+}
+
+/** Validates the result (the input came from another process); throws naming the bad field. */
+export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock: number, tokensPerSample: number): ModelView {
+  const view = {
+    name: m.name ?? m.model ?? fallbackName,
+    uri: m.uri,
+    layers: m.layers.map((l) => {
+      const d = l.decision ?? undefined;
+      const cfg = d?.config;
+      return {
+        name: l.name,
+        role: l.role,
+        in: l.in,
+        out: l.out,
+        count: l.count,
+        rowsPerSample: l.rowsPerSample ?? (l.role === 'head' ? 1 : tokensPerSample),
+        sparsify: d?.sparsify ?? false,
+        config: cfg
+          ? { block: cfg.block, butterflySize: cfg.butterflySize, nFactors: cfg.nFactors, rank: cfg.rank, globalSize: cfg.globalSize ?? 0, shuffle: cfg.shuffle ?? false }
+          : defaultConfig(l.out, l.in, defaultBlock),
+        estimatedSpeedup: typeof d?.estSpeedup === 'number' ? d.estSpeedup : null,
+        reason: d?.reason ?? 'no plan for this layer yet',
+        line: l.line,
+      };
+    }),
+  };
+  const r = ModelViewSchema.safeParse(view);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new Error(`model '${view.name}' cannot be previewed: ${i?.path.join('.')}: ${i?.message}`);
+  }
+  return r.data;
+}

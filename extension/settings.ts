@@ -1,0 +1,72 @@
+/**
+ * The extension's settings (`pixelfly.*`, declared in package.json `contributes.configuration`),
+ * read in one place and checked: a bad value is reported by name and replaced by its default,
+ * never passed on to the daemon.
+ */
+import * as vscode from 'vscode';
+
+export interface Settings {
+  daemonPort: number;
+  daemonAutostart: boolean;
+  /** Planner target: fraction of the dense model's matmul FLOPs to keep (0 < b ≤ 1). */
+  budget: number;
+  blockSize: number;
+  /** `synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR`, as `pixelfly train --dataset` takes it. */
+  dataset: string;
+  /** Folders searched for a relative dataset path (then the workspace folders). */
+  datasetFolders: string[];
+  tokensPerSample: number;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  /** Cap on training steps (0: no cap), for quick comparisons. */
+  maxSteps: number;
+  /** Evaluate every N steps (0: at each epoch's end). */
+  evalEvery: number;
+}
+
+export const DEFAULTS: Settings = {
+  daemonPort: 0,
+  daemonAutostart: true,
+  budget: 0.5,
+  blockSize: 32,
+  dataset: 'fashion-mnist',
+  datasetFolders: [],
+  tokensPerSample: 256,
+  epochs: 1,
+  batchSize: 64,
+  lr: 0.001,
+  maxSteps: 0,
+  evalEvery: 0,
+};
+
+type Check<T> = (v: unknown) => v is T;
+const int = (min: number, max: number): Check<number> => (v): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+
+/** Reads and validates; `problems` lists each rejected setting with what was wrong. */
+export function readSettings(): { settings: Settings; problems: string[] } {
+  const c = vscode.workspace.getConfiguration('pixelfly');
+  const problems: string[] = [];
+  function get<T>(key: string, check: Check<T>, fallback: T, what: string): T {
+    const v = c.get<unknown>(key);
+    if (v === undefined) return fallback;
+    if (check(v)) return v;
+    problems.push(`pixelfly.${key}: ${what}, got ${JSON.stringify(v)}; using ${JSON.stringify(fallback)}`);
+    return fallback;
+  }
+  const settings: Settings = {
+    daemonPort: get('daemon.port', int(0, 65535), DEFAULTS.daemonPort, 'must be an integer port 0-65535 (0 = any free port)'),
+    daemonAutostart: get('daemon.autostart', (v): v is boolean => typeof v === 'boolean', DEFAULTS.daemonAutostart, 'must be true or false'),
+    budget: get('plan.budget', (v): v is number => typeof v === 'number' && v > 0 && v <= 1, DEFAULTS.budget, 'must be a number in (0, 1]'),
+    blockSize: get('plan.blockSize', (v): v is number => [8, 16, 32, 64, 128].includes(v as number), DEFAULTS.blockSize, 'must be one of 8, 16, 32, 64, 128'),
+    dataset: get('training.dataset', (v): v is string => typeof v === 'string' && /^(synthetic|fashion-mnist|text|npy)(:.+)?$/.test(v), DEFAULTS.dataset, "must be 'synthetic', 'fashion-mnist[:DIR]', 'text:FILE' or 'npy:DIR'"),
+    datasetFolders: get('training.datasetFolders', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.datasetFolders, 'must be a list of folder paths'),
+    tokensPerSample: get('analysis.tokensPerSample', int(1, 1 << 20), DEFAULTS.tokensPerSample, 'must be a positive integer'),
+    epochs: get('training.epochs', (v): v is number => typeof v === 'number' && v > 0 && v <= 1000, DEFAULTS.epochs, 'must be a number in (0, 1000]'),
+    batchSize: get('training.batchSize', int(1, 65536), DEFAULTS.batchSize, 'must be an integer 1-65536'),
+    lr: get('training.learningRate', (v): v is number => typeof v === 'number' && v > 0 && v < 10, DEFAULTS.lr, 'must be a number in (0, 10)'),
+    maxSteps: get('training.maxSteps', int(0, 1 << 30), DEFAULTS.maxSteps, 'must be an integer ≥ 0'),
+    evalEvery: get('training.evalEvery', int(0, 1 << 30), DEFAULTS.evalEvery, 'must be an integer ≥ 0'),
+  };
+  return { settings, problems };
+}

@@ -1,0 +1,221 @@
+/**
+ * Live metrics page: loss vs step and vs training time for dense and Pixelfly, step time, running
+ * speedup, throughput and eval accuracy (uPlot), progress + ETA, CSV export and stop.
+ * The host owns the data (it replays everything on `ready`), so the page keeps no metrics in its
+ * saved state: a reloaded or re-shown page asks again and is redrawn from the full history.
+ */
+import uPlot from 'uplot';
+import {
+  HostToMetricsSchema,
+  type HostToMetrics,
+  type MetricsToHost,
+  type Progress,
+  type RunInfo,
+} from '../../protocol/webview';
+import { compact, connect, el } from '../common/vscodeApi';
+import { decimateIndices, pick } from './decimate';
+import { lossVsTime, RunSeries } from './runSeries';
+
+const COLORS = { dense: '#4e9de0', pixelfly: '#e06c1f' };
+/** Buckets per chart: ~2 points/px on a 1000 px chart, and never more than 4× this drawn. */
+const BUCKETS = 1000;
+
+const root = document.getElementById('app') as HTMLElement;
+const errorBox = el('div', { id: 'error', class: 'error', hidden: '' });
+const title = el('h2', { id: 'title' }, 'No run yet');
+const stateBadge = el('span', { id: 'state', class: 'badge' });
+const progressBar = el('progress', { id: 'progress', max: '1', value: '0' });
+const progressText = el('span', { id: 'progress-text' });
+const summary = el('div', { id: 'summary', class: 'summary' });
+const exportBtn = el('button', { id: 'export-csv', disabled: '' }, 'Export CSV');
+const stopBtn = el('button', { id: 'stop-run', disabled: '' }, 'Stop run');
+const charts = el('div', { id: 'charts', class: 'charts' });
+root.append(
+  el('header', {}, title, stateBadge, el('div', { class: 'actions' }, exportBtn, stopBtn)),
+  el('div', { class: 'progress-row' }, progressBar, progressText),
+  summary,
+  errorBox,
+  charts,
+);
+
+let run: RunInfo | null = null;
+let series = new RunSeries();
+let dirty = false;
+
+const channel = connect<HostToMetrics, MetricsToHost, { runId?: string }>(HostToMetricsSchema, onMessage, showError);
+
+function showError(e: Error): void {
+  errorBox.textContent = e.message;
+  errorBox.hidden = false;
+}
+
+interface Chart {
+  plot: uPlot;
+  data: () => uPlot.AlignedData;
+}
+
+function armSeries(label: string): uPlot.Series[] {
+  return [
+    { label: `dense ${label}`, stroke: COLORS.dense, width: 1.5, spanGaps: true, points: { show: false } },
+    { label: `Pixelfly ${label}`, stroke: COLORS.pixelfly, width: 1.5, spanGaps: true, points: { show: false } },
+  ];
+}
+
+function makeChart(id: string, heading: string, xLabel: string, ys: uPlot.Series[], data: () => uPlot.AlignedData): Chart {
+  const box = el('section', { id, class: 'chart' }, el('h3', {}, heading));
+  charts.append(box);
+  const fg = getComputedStyle(document.body).color || '#ccc';
+  const axis: uPlot.Axis = { stroke: fg, grid: { stroke: 'rgba(128,128,128,0.2)' }, ticks: { stroke: 'rgba(128,128,128,0.3)' } };
+  const plot = new uPlot(
+    {
+      width: chartWidth(),
+      height: 220,
+      scales: { x: { time: false } },
+      axes: [{ ...axis, label: xLabel }, { ...axis }],
+      series: [{ label: xLabel }, ...ys],
+      legend: { live: true },
+    },
+    [[], ...ys.map(() => [])],
+    box,
+  );
+  return { plot, data };
+}
+
+function chartWidth(): number {
+  return Math.max(320, Math.min(900, (charts.clientWidth || window.innerWidth) - 24));
+}
+
+/** Indices of the per-step columns to draw this frame (decimated over every drawn column). */
+function stepKeep(): number[] {
+  const a = series.arms;
+  return decimateIndices(series.steps.length, [a.dense.loss, a.pixelfly.loss, a.dense.stepMs, a.pixelfly.stepMs], BUCKETS);
+}
+
+let keep: number[] = [];
+const chartList: Chart[] = [
+  makeChart('chart-loss-step', 'Loss vs step', 'step', armSeries('loss'), () =>
+    pick<number | null>([series.steps, series.arms.dense.loss, series.arms.pixelfly.loss], keep) as uPlot.AlignedData,
+  ),
+  makeChart('chart-loss-time', 'Loss vs training time', 'seconds', armSeries('loss'), () => lossVsTime(series, keep) as uPlot.AlignedData),
+  makeChart('chart-step-time', 'Step time (ms)', 'step', armSeries('ms'), () =>
+    pick<number | null>([series.steps, series.arms.dense.stepMs, series.arms.pixelfly.stepMs], keep) as uPlot.AlignedData,
+  ),
+  makeChart(
+    'chart-speedup',
+    'Running speedup (median dense / Pixelfly step time)',
+    'step',
+    [{ label: 'speedup', stroke: COLORS.pixelfly, width: 1.5, spanGaps: true, points: { show: false } }],
+    () => pick<number | null>([series.steps, series.speedup], keep) as uPlot.AlignedData,
+  ),
+  makeChart('chart-throughput', 'Throughput (tokens/s)', 'step', armSeries('tokens/s'), () =>
+    pick<number | null>([series.steps, series.arms.dense.tokensPerSec, series.arms.pixelfly.tokensPerSec], keep) as uPlot.AlignedData,
+  ),
+  makeChart('chart-eval', 'Evaluation', 'step', armSeries('eval'), () => evalData()),
+];
+
+/** Eval points of both arms on one step axis (evals are rare: no decimation needed). */
+function evalData(): uPlot.AlignedData {
+  const steps = [...new Set([...series.evals.dense.step, ...series.evals.pixelfly.step])].sort((a, b) => a - b);
+  const col = (arm: 'dense' | 'pixelfly') => {
+    const m = new Map<number, number>();
+    series.evals[arm].step.forEach((s, i) => m.set(s, series.evals[arm].value[i]));
+    return steps.map((s) => m.get(s) ?? null);
+  };
+  return [steps, col('dense'), col('pixelfly')] as uPlot.AlignedData;
+}
+
+function render(): void {
+  dirty = false;
+  const t0 = performance.now();
+  keep = stepKeep();
+  for (const c of chartList) c.plot.setData(c.data());
+  const last = series.steps.length ? series.steps[series.steps.length - 1] : null;
+  const sp = series.latest(series.speedup);
+  const parts = [
+    `${series.points} points`,
+    last !== null ? `last step ${last}` : '',
+    sp !== null ? `running speedup ${sp.toFixed(2)}×` : '',
+    tokensText(),
+    evalText(),
+  ].filter(Boolean);
+  summary.textContent = parts.join(' · ');
+  summary.dataset.points = String(series.points);
+  summary.dataset.drawn = String(keep.length);
+  summary.dataset.renderMs = (performance.now() - t0).toFixed(1);
+}
+
+function tokensText(): string {
+  const d = series.latest(series.arms.dense.tokensPerSec);
+  const p = series.latest(series.arms.pixelfly.tokensPerSec);
+  return d !== null && p !== null ? `throughput ${compact(d)} vs ${compact(p)} tokens/s` : '';
+}
+
+function evalText(): string {
+  const last = (arm: 'dense' | 'pixelfly') => {
+    const e = series.evals[arm];
+    return e.value.length ? `${e.metric[e.metric.length - 1]} ${fmtEval(e.value[e.value.length - 1], e.metric[e.metric.length - 1])}` : null;
+  };
+  const d = last('dense');
+  const p = last('pixelfly');
+  return d || p ? `eval: dense ${d ?? '–'}, Pixelfly ${p ?? '–'}` : '';
+}
+
+function fmtEval(v: number, metric: string): string {
+  return metric === 'accuracy' ? `${(v * 100).toFixed(1)}%` : v.toFixed(3);
+}
+
+function scheduleRender(): void {
+  if (dirty) return;
+  dirty = true;
+  // One redraw per frame however many appends arrive; hidden pages get no frames, and the host
+  // does not post to hidden pages anyway (it replays on `ready`).
+  requestAnimationFrame(render);
+}
+
+function setStatus(r: RunInfo, p: Progress): void {
+  run = r;
+  title.textContent = r.title;
+  stateBadge.textContent = r.state;
+  stateBadge.dataset.state = r.state;
+  const frac = p.totalSteps > 0 ? Math.min(1, p.step / p.totalSteps) : 0;
+  progressBar.value = frac;
+  progressText.textContent =
+    `step ${p.step}/${p.totalSteps} (${(frac * 100).toFixed(0)}%)` + (p.etaS !== null ? ` · ETA ${fmtDuration(p.etaS)}` : '');
+  exportBtn.disabled = false;
+  stopBtn.disabled = !(r.state === 'running' || r.state === 'queued');
+  if (r.error) showError(new Error(r.error));
+  channel.setState({ runId: r.id });
+}
+
+function fmtDuration(s: number): string {
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function onMessage(m: HostToMetrics): void {
+  switch (m.type) {
+    case 'metrics.reset':
+      series = new RunSeries();
+      errorBox.hidden = true;
+      setStatus(m.run, m.progress);
+      scheduleRender();
+      break;
+    case 'metrics.append':
+      if (!run || m.runId !== run.id) return; // a late append of a run the user switched away from
+      series.add(m.steps);
+      series.addEvals(m.evals);
+      scheduleRender();
+      break;
+    case 'metrics.status':
+      if (!run || m.run.id === run.id) setStatus(m.run, m.progress);
+      break;
+  }
+}
+
+exportBtn.addEventListener('click', () => run && channel.post({ type: 'exportCsv', runId: run.id }));
+stopBtn.addEventListener('click', () => run && channel.post({ type: 'stopRun', runId: run.id }));
+window.addEventListener('resize', () => {
+  for (const c of chartList) c.plot.setSize({ width: chartWidth(), height: 220 });
+});
+channel.post({ type: 'ready' });
