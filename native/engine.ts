@@ -10,8 +10,8 @@
  *     with the spec, plan and layouts in `__metadata__`, readable without the safetensors package.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, promises as fs } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { promises as fs } from 'node:fs';
+import { loadAddon as loadAddonFile, NativeAddonError } from './addon';
 import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
@@ -38,30 +38,11 @@ interface NativeEngine {
   backend: string;
 }
 
-let addon: NativeEngine | undefined;
-
-/**
- * Finds native/build/Release/pixelfly.node from this file's folder (out/native, dist, or source);
- * PIXELFLY_ADDON=<file> points at another build (development builds outside the tree).
- */
+/** The engine area of the shared addon (native/addon.ts finds and loads it, with a how-to-fix error). */
 function loadAddon(): NativeEngine {
-  if (addon) return addon;
-  const override = process.env.PIXELFLY_ADDON;
-  if (override) {
-    addon = (require(override) as { engine: NativeEngine }).engine;
-    return addon;
-  }
-  let dir = __dirname;
-  for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, 'native', 'build', 'Release', 'pixelfly.node');
-    if (existsSync(candidate)) {
-      addon = (require(candidate) as { engine: NativeEngine }).engine;
-      if (!addon) throw new Error(`${candidate} has no engine: rebuild it with \`npm run build\``);
-      return addon;
-    }
-    dir = dirname(dir);
-  }
-  throw new Error('the native addon (native/build/Release/pixelfly.node) is not built: run `npm run build` (needs g++, make, python3)');
+  const engine = (loadAddonFile() as unknown as { engine?: NativeEngine }).engine;
+  if (!engine) throw new NativeAddonError('the native addon was built without the engine: run `npm run build`');
+  return engine;
 }
 
 export function engineBackend(): string {
