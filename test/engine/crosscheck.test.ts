@@ -1,0 +1,118 @@
+// PixelflyLinear and one MLP-Mixer block against PyTorch (Debian's python3-torch): the same weights
+// and input go into both; outputs, input gradients and every parameter gradient must agree.
+// The PyTorch side (torch_crosscheck.py) rebuilds the layers from the authors' formulas in float64.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../../core/layout';
+import { createProbe, pixelflyLayerConfig } from '../../native/engine';
+import { mulberry32 } from '../support/random';
+
+const PYTHON = '/usr/bin/python3';
+const SCRIPT = join(__dirname, '..', '..', '..', 'test', 'engine', 'torch_crosscheck.py');
+
+function torchMissing(): string | false {
+  const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) {
+    return `SKIPPED LOUDLY: PyTorch is not importable by ${PYTHON} (install Debian's python3-torch: apt-get install python3-torch); ${(r.stderr || String(r.error)).trim().split('\n').pop()}`;
+  }
+  return false;
+}
+const skip = torchMissing();
+
+interface PfLayer {
+  name: string;
+  in: number;
+  out: number;
+  cfg: ButterflyParams & { rank: number };
+}
+
+async function crossCheck(layer: string, model: Record<string, unknown>, pf: PfLayer[], batch: number) {
+  const pixelfly: Record<string, unknown> = {};
+  const layouts: Record<string, unknown> = {};
+  for (const l of pf) {
+    pixelfly[l.name] = pixelflyLayerConfig(l.in, l.out, l.cfg);
+    // The probe names its lone layer "layer" and a block's layers "block.<name without blocks.>".
+    const prefix = l.name === 'layer' ? 'layer' : l.name.replace(/^blocks\./, 'block.');
+    layouts[prefix] = { in: l.in, out: l.out, rows: layoutRows(flatBlockButterflyLayout(l.out, l.in, l.cfg)) };
+  }
+  const m = await createProbe({ probeLayer: layer, ...model, pixelfly }, 11);
+  const dims = m.dims();
+  const rand = mulberry32(5);
+  const x = Float32Array.from({ length: batch * dims.inT * dims.inD }, () => rand() * 2 - 1);
+  const dy = Float32Array.from({ length: batch * dims.outT * dims.outD }, () => rand() * 2 - 1);
+  const { y, dx, grad } = m.probe(x, batch, dy);
+  const params = m.getState().params;
+  const info = m.paramInfo();
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-xcheck-'));
+  try {
+    const input = join(dir, 'case.json');
+    const output = join(dir, 'torch.json');
+    writeFileSync(
+      input,
+      JSON.stringify({
+        layer, batch, T: dims.inT, inD: dims.inD, x: Array.from(x), dy: Array.from(dy), layouts,
+        params: Object.fromEntries(info.map((p) => [p.name, { shape: p.shape, data: Array.from(params.subarray(p.offset, p.offset + p.size)) }])),
+      }),
+    );
+    const r = spawnSync(PYTHON, [SCRIPT, input, output], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `torch_crosscheck.py failed: ${r.stderr}`);
+    const ref = JSON.parse(readFileSync(output, 'utf8')) as { y: number[]; dx: number[]; grads: Record<string, number[] | null> };
+    close('y', y, ref.y);
+    close('dx', dx as Float32Array, ref.dx);
+    for (const p of info) {
+      const g = ref.grads[p.name];
+      assert.ok(g, `PyTorch computed no gradient for ${p.name}`);
+      close(`grad ${p.name}`, (grad as Float32Array).subarray(p.offset, p.offset + p.size), g);
+    }
+    return info;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** float32 engine vs float64 PyTorch: errors relative to the tensor's largest entry. */
+function close(what: string, got: Float32Array, want: number[]) {
+  assert.equal(got.length, want.length, `${what}: ${got.length} values vs PyTorch's ${want.length}`);
+  let scale = 1e-6;
+  let worst = 0;
+  for (let i = 0; i < got.length; i++) {
+    scale = Math.max(scale, Math.abs(want[i]));
+    worst = Math.max(worst, Math.abs(got[i] - want[i]));
+  }
+  assert.ok(worst / scale < 1e-4, `${what}: max |engine − torch| = ${worst.toExponential(2)} (scale ${scale.toExponential(2)})`);
+}
+
+const PF = { block: 16, butterflySize: 4, nFactors: 2 };
+
+test('PixelflyLinear matches PyTorch (outputs, dX, every parameter gradient)', { skip }, async () => {
+  const info = await crossCheck('pixelfly', { features: 64, classes: 96, probeT: 5 }, [{ name: 'layer', in: 64, out: 96, cfg: { ...PF, rank: 8 } }], 3);
+  assert.deepEqual(info.map((p) => p.name), [
+    'layer.sparse.weight', 'layer.low_rank.lr_weight1', 'layer.low_rank.lr_weight2', 'layer.gate.weight', 'layer.gate.bias', 'layer.bias',
+  ]);
+});
+
+test('PixelflyLinear with padding (in 40, out 36, block 16) matches PyTorch', { skip }, async () => {
+  await crossCheck('pixelfly', { features: 40, classes: 36, probeT: 3 }, [{ name: 'layer', in: 40, out: 36, cfg: { ...PF, rank: 4 } }], 2);
+});
+
+test('an MLP-Mixer block (Pixelfly channel and token mixing) matches PyTorch', { skip }, async () => {
+  const info = await crossCheck(
+    'mixer_block',
+    { dim: 32, probeT: 16, tokenHidden: 32, channelHidden: 64 },
+    [
+      { name: 'blocks.channel_mix.fc1', in: 32, out: 64, cfg: { ...PF, rank: 4 } },
+      { name: 'blocks.channel_mix.fc2', in: 64, out: 32, cfg: { ...PF, rank: 4 } },
+      { name: 'blocks.token_mix.fc1', in: 16, out: 32, cfg: { ...PF, butterflySize: 2, nFactors: 1, rank: 2 } },
+    ],
+    2,
+  );
+  assert.ok(info.some((p) => p.name === 'block.token_mix.fc2.weight'), 'token_mix.fc2 stayed dense');
+});
+
+test('a dense MLP-Mixer block matches PyTorch', { skip }, async () => {
+  await crossCheck('mixer_block', { dim: 24, probeT: 9, tokenHidden: 12, channelHidden: 48 }, [], 3);
+});
