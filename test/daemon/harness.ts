@@ -1,0 +1,185 @@
+// Test harness: a real daemon process (`pixelfly daemon foreground`, the compiled CLI) in a
+// temporary Pixelfly home, and raw sockets that can send exactly the bytes a test wants.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { DaemonClient } from '../../daemon/client';
+
+export const CLI = join(__dirname, '..', '..', 'daemon', 'cli.js');
+
+export function tempHome(): string {
+  return mkdtempSync(join(tmpdir(), 'pixelfly-daemon-test-'));
+}
+
+export interface DaemonProcess {
+  home: string;
+  proc: ChildProcess;
+  port: number;
+  token: string;
+  pid: number;
+  /** Everything the process wrote to stderr so far. */
+  log(): string;
+  client(): Promise<DaemonClient>;
+  /** SIGTERM and wait for exit; returns the exit code. */
+  stop(): Promise<number | null>;
+  kill9(): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+export async function startDaemon(home: string, args: string[] = [], timeoutMs = 15000): Promise<DaemonProcess> {
+  const discovery = join(home, 'daemon.json');
+  const proc = spawn(process.execPath, [CLI, 'daemon', 'foreground', ...args], {
+    env: { ...process.env, PIXELFLY_HOME: home },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += String(d)));
+  proc.stdout!.on('data', (d) => (stderr += String(d)));
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (existsSync(discovery)) {
+      const d = JSON.parse(readFileSync(discovery, 'utf8')) as { port: number; pid: number };
+      if (d.pid === proc.pid) {
+        const token = readFileSync(join(home, 'token'), 'utf8').trim();
+        return {
+          home,
+          proc,
+          port: d.port,
+          token,
+          pid: d.pid,
+          log: () => stderr,
+          client: () => DaemonClient.connect(d.port, token),
+          exited,
+          stop: async () => {
+            proc.kill('SIGTERM');
+            return exited;
+          },
+          kill9: async () => {
+            proc.kill('SIGKILL');
+            await exited;
+          },
+        };
+      }
+    }
+    if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode} before listening:\n${stderr}`);
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`daemon did not start within ${timeoutMs} ms:\n${stderr}`);
+    }
+    await sleep(50);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function removeHome(home: string): void {
+  rmSync(home, { recursive: true, force: true });
+}
+
+/** One client-to-server WebSocket frame (masked, as clients must), with any opcode and flags. */
+export function frame(payload: Buffer | string, opts: { opcode?: number; fin?: boolean; rsv?: number; mask?: boolean } = {}): Buffer {
+  const data = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const { opcode = 1, fin = true, rsv = 0, mask = true } = opts;
+  const len = data.length;
+  const head: number[] = [(fin ? 0x80 : 0) | ((rsv & 7) << 4) | (opcode & 0x0f)];
+  const m = mask ? 0x80 : 0;
+  if (len < 126) head.push(m | len);
+  else if (len < 65536) head.push(m | 126, len >> 8, len & 0xff);
+  else {
+    head.push(m | 127, 0, 0, 0, 0);
+    head.push((len >>> 24) & 0xff, (len >>> 16) & 0xff, (len >>> 8) & 0xff, len & 0xff);
+  }
+  if (!mask) return Buffer.concat([Buffer.from(head), data]);
+  const key = randomBytes(4);
+  const masked = Buffer.alloc(len);
+  for (let i = 0; i < len; i++) masked[i] = data[i] ^ key[i & 3];
+  return Buffer.concat([Buffer.from(head), key, masked]);
+}
+
+export interface RawConnection {
+  socket: Socket;
+  /** HTTP status line of the handshake answer, e.g. 'HTTP/1.1 101 Switching Protocols'. */
+  status: string;
+  /** Server frames decoded so far (text payloads; close frames as {close: code}). */
+  messages: unknown[];
+  closeCode?: number;
+  closed: Promise<void>;
+}
+
+/** A handshake with exactly the given headers; returns once the server has answered it. */
+export function rawConnect(port: number, headers: Record<string, string>, opts: { read?: boolean } = {}): Promise<RawConnection> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    let buf = Buffer.alloc(0);
+    let conn: RawConnection | undefined;
+    let closedResolve: () => void = () => undefined;
+    const closed = new Promise<void>((r) => (closedResolve = r));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      closedResolve();
+      if (!conn) reject(new Error('socket closed before the handshake answer'));
+    });
+    socket.on('connect', () => {
+      const lines = [
+        'GET / HTTP/1.1',
+        `Host: ${headers.Host ?? `127.0.0.1:${port}`}`,
+        'Upgrade: websocket',
+        'Connection: Upgrade',
+        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
+        'Sec-WebSocket-Version: 13',
+        ...Object.entries(headers)
+          .filter(([k]) => k !== 'Host')
+          .map(([k, v]) => `${k}: ${v}`),
+      ];
+      socket.write(lines.join('\r\n') + '\r\n\r\n');
+    });
+    socket.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!conn) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const status = buf.subarray(0, buf.indexOf('\r\n')).toString();
+        buf = buf.subarray(end + 4);
+        conn = { socket, status, messages: [], closed };
+        resolve(conn);
+        if (opts.read === false) socket.pause();
+        if (!status.includes(' 101 ')) return;
+      }
+      // Decode unmasked server frames.
+      for (;;) {
+        if (buf.length < 2) return;
+        let len = buf[1] & 0x7f;
+        let off = 2;
+        if (len === 126) {
+          if (buf.length < 4) return;
+          len = buf.readUInt16BE(2);
+          off = 4;
+        } else if (len === 127) {
+          if (buf.length < 10) return;
+          len = Number(buf.readBigUInt64BE(2));
+          off = 10;
+        }
+        if (buf.length < off + len) return;
+        const opcode = buf[0] & 0x0f;
+        const payload = buf.subarray(off, off + len);
+        if (opcode === 1) conn.messages.push(JSON.parse(payload.toString('utf8')));
+        else if (opcode === 8) conn.closeCode = payload.length >= 2 ? payload.readUInt16BE(0) : 1005;
+        buf = buf.subarray(off + len);
+      }
+    });
+  });
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
