@@ -1,0 +1,158 @@
+// Whole models trained by the engine: every family learns the seeded synthetic task, runs are
+// deterministic for a seed and thread count, and checkpoints continue a run exactly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { planModel } from '../../core/planner';
+import { specInventory, type ModelSpec } from '../../core/modelSpec';
+import { createModel, EngineDataset, type PlanLike, type StepResult } from '../../native/engine';
+import { loadTextCorpus, syntheticClassification, syntheticTokens } from '../../native/datasets';
+
+const PF = { block: 16, butterflySize: 2, nFactors: 1, globalSize: 0, shuffle: false, rank: 4 };
+
+const MIXER: ModelSpec = {
+  kind: 'mixer', image: { channels: 1, height: 8, width: 8 }, patch: 2, dim: 32, depth: 2, tokenHidden: 16, channelHidden: 64, classes: 4,
+};
+const MIXER_PLAN: PlanLike = {
+  layers: [
+    { name: 'blocks.channel_mix.fc1', sparsify: true, config: PF },
+    { name: 'blocks.channel_mix.fc2', sparsify: true, config: PF },
+    { name: 'blocks.token_mix.fc1', sparsify: true, config: PF },
+  ],
+};
+const images = () => new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 1024, test: 256, seed: 3 }));
+
+function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+
+async function trainAndCheck(spec: ModelSpec, plan: PlanLike | undefined, data: EngineDataset, steps: number, lr = 3e-3) {
+  const m = await createModel({ spec, plan, seed: 1, threads: 2, train: { batch: 32, lr, totalSteps: steps, warmupSteps: 5 } });
+  const r = await m.trainSteps(data, steps);
+  const first = mean(r.slice(0, 5).map((s) => s.loss));
+  const last = mean(r.slice(-5).map((s) => s.loss));
+  assert.ok(last < 0.6 * first, `${spec.kind}: loss went from ${first.toFixed(3)} to ${last.toFixed(3)}`);
+  return { model: m, steps: r, evalResult: await m.evaluate(data) };
+}
+
+test('MLP classifier learns the synthetic task', async () => {
+  const data = new EngineDataset(syntheticClassification({ features: 32, classes: 4, train: 1024, test: 256 }));
+  const { evalResult } = await trainAndCheck({ kind: 'mlp', inputFeatures: 32, hidden: [64], classes: 4 }, undefined, data, 60);
+  assert.ok((evalResult.accuracy ?? 0) > 0.9, `accuracy ${evalResult.accuracy}`);
+});
+
+test('Pixelfly MLP-Mixer learns the synthetic task', async () => {
+  const { model, evalResult } = await trainAndCheck(MIXER, MIXER_PLAN, images(), 80);
+  assert.ok(model.params().some((p) => p.name === 'blocks.1.channel_mix.fc1.sparse.weight'));
+  assert.ok((evalResult.accuracy ?? 0) > 0.8, `accuracy ${evalResult.accuracy}`);
+});
+
+test('ViT (class token, Pixelfly MLP) learns the synthetic task', async () => {
+  const spec: ModelSpec = { kind: 'vit', image: { channels: 1, height: 8, width: 8 }, patch: 2, dim: 32, depth: 2, heads: 2, mlpHidden: 64, classes: 4 };
+  const plan = { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] };
+  const { evalResult } = await trainAndCheck(spec, plan, images(), 160);
+  assert.ok((evalResult.accuracy ?? 0) > 0.8, `accuracy ${evalResult.accuracy}`);
+});
+
+test('char-level GPT learns the synthetic token task and reports perplexity', async () => {
+  const data = new EngineDataset(syntheticTokens({ vocab: 16, train: 8192, test: 2048 }));
+  const spec: ModelSpec = { kind: 'gpt', vocab: 16, context: 16, dim: 32, depth: 1, heads: 2, mlpHidden: 64 };
+  const plan = { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] };
+  const { evalResult } = await trainAndCheck(spec, plan, data, 100, 1e-2);
+  assert.ok(evalResult.perplexity !== undefined && evalResult.perplexity < 8, `perplexity ${evalResult.perplexity} (uniform would be 16)`);
+});
+
+test('GPT trains on a text file corpus', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-text-'));
+  try {
+    const file = join(dir, 'corpus.txt');
+    writeFileSync(file, 'the quick brown fox jumps over the lazy dog. '.repeat(200));
+    const corpus = await loadTextCorpus(file);
+    const data = new EngineDataset(corpus);
+    const spec: ModelSpec = { kind: 'gpt', vocab: corpus.classes, context: 16, dim: 32, depth: 1, heads: 2, mlpHidden: 64 };
+    await trainAndCheck(spec, undefined, data, 60, 1e-2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('spec → core planner → plan → engine is one path', async () => {
+  const spec: ModelSpec = { ...MIXER, dim: 256, channelHidden: 1024 } as ModelSpec;
+  const plan = planModel(specInventory(spec), { budget: 0.5 }, { minDim: 16 });
+  assert.ok(plan.layers.some((l) => l.sparsify), `the planner sparsified nothing: ${plan.summary}`);
+  const m = await createModel({ spec, plan, seed: 2, threads: 1, train: { batch: 8, lr: 1e-3, totalSteps: 10 } });
+  const sparse = m.params().filter((p) => p.name.endsWith('.sparse.weight')).length;
+  assert.equal(sparse, plan.layers.filter((l) => l.sparsify).reduce((a, l) => a + l.count, 0));
+  const [step] = await m.trainSteps(images(), 1);
+  assert.ok(Number.isFinite(step.loss));
+});
+
+test('deterministic for a seed and thread count; another seed differs', async () => {
+  const run = async (seed: number) => {
+    const m = await createModel({ spec: MIXER, plan: MIXER_PLAN, seed, threads: 2, train: { batch: 16, lr: 1e-3, totalSteps: 10 } });
+    return (await m.trainSteps(images(), 6)).map((s) => s.loss);
+  };
+  const a = await run(4);
+  assert.deepEqual(await run(4), a);
+  assert.notDeepEqual(await run(5), a);
+});
+
+test('checkpoint round trip continues the run exactly; corrupt or foreign checkpoints are refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-ckpt-'));
+  try {
+    const data = images();
+    const make = () => createModel({ spec: MIXER, plan: MIXER_PLAN, seed: 9, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 20 } });
+    const a = await make();
+    await a.trainSteps(data, 3);
+    const file = join(dir, 'a.ckpt');
+    await a.saveCheckpoint(file);
+    const continued = (await a.trainSteps(data, 4)).map((s: StepResult) => s.loss);
+
+    const b = await make();
+    await b.loadCheckpoint(file);
+    const resumed = await b.trainSteps(data, 4);
+    assert.deepEqual(resumed.map((s) => s.loss), continued);
+    assert.equal(resumed[0].step, 4);
+
+    const bytes = readFileSync(file);
+    bytes[bytes.length >> 1] ^= 0xff;
+    const bad = join(dir, 'bad.ckpt');
+    writeFileSync(bad, bytes);
+    await assert.rejects(b.loadCheckpoint(bad), /bad\.ckpt: checksum mismatch/);
+    await assert.rejects(b.loadCheckpoint(join(dir, 'missing.ckpt')), /missing\.ckpt: checkpoint not found/);
+    writeFileSync(bad, 'hello');
+    await assert.rejects(b.loadCheckpoint(bad), /not a Pixelfly checkpoint/);
+    const dense = await createModel({ spec: MIXER, seed: 9, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 20 } });
+    await assert.rejects(dense.loadCheckpoint(file), /written for a different model/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('weight export is safetensors with the spec, plan and layouts in its metadata', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-export-'));
+  try {
+    const m = await createModel({ spec: MIXER, plan: MIXER_PLAN, seed: 1, threads: 1, train: { batch: 8, lr: 1e-3, totalSteps: 1 } });
+    const file = join(dir, 'w.safetensors');
+    await m.exportWeights(file);
+    const buf = readFileSync(file);
+    const n = Number(buf.readBigUInt64LE(0));
+    assert.equal((8 + n) % 8, 0);
+    const header = JSON.parse(buf.toString('utf8', 8, 8 + n));
+    const weights = m.weights();
+    for (const [name, w] of weights) {
+      const t = header[name];
+      assert.deepEqual(t.shape, w.shape, name);
+      const [lo, hi] = t.data_offsets;
+      const stored = new Float32Array(buf.buffer.slice(buf.byteOffset + 8 + n + lo, buf.byteOffset + 8 + n + hi));
+      assert.deepEqual(stored, w.data, name);
+    }
+    const layouts = JSON.parse(header.__metadata__.layouts);
+    assert.deepEqual(Object.keys(layouts).sort(), MIXER_PLAN.layers.map((l) => l.name).sort());
+    assert.equal(JSON.parse(header.__metadata__.spec).kind, 'mixer');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
