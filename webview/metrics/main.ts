@@ -17,7 +17,7 @@ import { decimateIndices, pick } from './decimate';
 import { lossVsTime, RunSeries } from './runSeries';
 
 const COLORS = { dense: '#4e9de0', pixelfly: '#e06c1f' };
-/** Buckets per chart: ~2 points/px on a 1000 px chart, and never more than 4× this drawn. */
+/** Buckets per chart: each keeps ≤ 1 + 2·(series) points, so ≤ 9k drawn per chart however long the run. */
 const BUCKETS = 1000;
 
 const root = document.getElementById('app') as HTMLElement;
@@ -54,10 +54,12 @@ interface Chart {
   data: () => uPlot.AlignedData;
 }
 
-function armSeries(label: string): uPlot.Series[] {
+/** Dense and Pixelfly series; `points` for sparse data (evals), where a lone point has no line. */
+function armSeries(label: string, points = false): uPlot.Series[] {
+  const pts = { show: points, size: 7 };
   return [
-    { label: `dense ${label}`, stroke: COLORS.dense, width: 1.5, spanGaps: true, points: { show: false } },
-    { label: `Pixelfly ${label}`, stroke: COLORS.pixelfly, width: 1.5, spanGaps: true, points: { show: false } },
+    { label: `dense ${label}`, stroke: COLORS.dense, fill: undefined, width: 1.5, spanGaps: true, points: { ...pts, fill: COLORS.dense } },
+    { label: `Pixelfly ${label}`, stroke: COLORS.pixelfly, width: 1.5, spanGaps: true, points: { ...pts, fill: COLORS.pixelfly } },
   ];
 }
 
@@ -71,7 +73,7 @@ function makeChart(id: string, heading: string, xLabel: string, ys: uPlot.Series
       width: chartWidth(),
       height: 220,
       scales: { x: { time: false } },
-      axes: [{ ...axis, label: xLabel }, { ...axis }],
+      axes: [{ ...axis, label: xLabel }, { ...axis, size: 70 }],
       series: [{ label: xLabel }, ...ys],
       legend: { live: true },
     },
@@ -110,7 +112,7 @@ const chartList: Chart[] = [
   makeChart('chart-throughput', 'Throughput (tokens/s)', 'step', armSeries('tokens/s'), () =>
     pick<number | null>([series.steps, series.arms.dense.tokensPerSec, series.arms.pixelfly.tokensPerSec], keep) as uPlot.AlignedData,
   ),
-  makeChart('chart-eval', 'Evaluation', 'step', armSeries('eval'), () => evalData()),
+  makeChart('chart-eval', 'Evaluation', 'step', armSeries('eval', true), () => evalData()),
 ];
 
 /** Eval points of both arms on one step axis (evals are rare: no decimation needed). */

@@ -1,0 +1,119 @@
+/**
+ * The live metrics page in headless Chromium: a reset + 100k steps in protocol-sized chunks end
+ * up drawn (decimated) in six uPlot charts; progress, ETA and summary show; the buttons post the
+ * right requests; a reload starts empty and asks for a replay; bad messages are reported.
+ * The redraw time at 100k points is printed for the record, not asserted (timings belong in benchmarks).
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { Browser } from 'playwright-core';
+import { MAX_POINTS_PER_MESSAGE, type RunInfo, type StepPoint } from '../../protocol/webview';
+import { ARTIFACTS, launch, openPage, skipReason } from './pageHarness';
+
+const skip = skipReason('metrics');
+
+const RUN: RunInfo = { id: 'job-1', title: 'mixer — dense vs Pixelfly', state: 'running', totalSteps: 200000, startedAt: 1764050000000 };
+
+function steps(from: number, n: number): StepPoint[] {
+  return Array.from({ length: n }, (_, k) => {
+    const s = from + k;
+    const decay = 2.3 * Math.exp(-s / 20000);
+    return {
+      step: s,
+      pixelfly: { loss: decay + 0.05 + 0.02 * Math.sin(s / 50), stepMs: 4 + (s % 7) * 0.1, tokensPerSec: 16000 },
+      dense: { loss: decay + 0.02 * Math.cos(s / 50), stepMs: 9 + (s % 5) * 0.1, tokensPerSec: 7100 },
+      speedup: 2.2,
+    };
+  });
+}
+
+/** Pixels of the Pixelfly orange in a chart's canvas: > 0 means its line was drawn. */
+async function orangePixels(page: import('playwright-core').Page, chartId: string): Promise<number> {
+  return page.evaluate((id) => {
+    const c = document.querySelector(`#${id} canvas`) as HTMLCanvasElement;
+    const d = (c.getContext('2d') as CanvasRenderingContext2D).getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 0xc0 && d[i + 1] > 0x50 && d[i + 1] < 0x90 && d[i + 2] < 0x50) n++;
+    return n;
+  }, chartId);
+}
+
+describe('metrics page (headless Chromium)', { skip: skip ?? false }, () => {
+  let browser: Browser;
+  before(async () => {
+    browser = await launch();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+
+  it('draws 100k steps in six charts, with progress, ETA and summary', async () => {
+    const p = await openPage(browser, 'metrics', undefined, { width: 1400, height: 1100 });
+    assert.deepEqual(await p.posted(), [{ type: 'ready' }]);
+    await p.send({ type: 'metrics.reset', run: RUN, progress: { step: 0, totalSteps: 200000, etaS: null } });
+    assert.equal(await p.page.locator('#title').innerText(), RUN.title);
+    assert.equal(await p.page.locator('.chart').count(), 6);
+
+    const total = 100000;
+    for (let s = 0; s < total; s += MAX_POINTS_PER_MESSAGE) {
+      const t0 = Date.now();
+      await p.send({ type: 'metrics.append', runId: 'job-1', steps: steps(s, MAX_POINTS_PER_MESSAGE), evals: [] });
+      console.log(`# append ${s}: ${Date.now() - t0} ms`);
+    }
+    await p.send({
+      type: 'metrics.append',
+      runId: 'job-1',
+      steps: [],
+      evals: [
+        { arm: 'pixelfly', step: 50000, metric: 'accuracy', value: 0.81 },
+        { arm: 'dense', step: 50000, metric: 'accuracy', value: 0.83 },
+      ],
+    });
+    await p.send({ type: 'metrics.status', run: RUN, progress: { step: 100000, totalSteps: 200000, etaS: 125 } });
+    await p.page.waitForFunction((n) => document.getElementById('summary')?.dataset.points === String(n), total);
+
+    const drawn = Number(await p.page.locator('#summary').getAttribute('data-drawn'));
+    // 1000 buckets, ≤ 1 + 2·4 points each (first, min and max of the four decimated columns)
+    assert.ok(drawn >= 1000 && drawn <= 9 * 1000 + 1, `decimated to ${drawn} points`);
+    const summary = await p.page.locator('#summary').innerText();
+    assert.match(summary, /100000 points/);
+    assert.match(summary, /running speedup 2\.20×/);
+    assert.match(summary, /eval: dense accuracy 83\.0%, Pixelfly accuracy 81\.0%/);
+    assert.match(await p.page.locator('#progress-text').innerText(), /step 100000\/200000 \(50%\) · ETA 2 min 5 s/);
+    for (const id of ['chart-loss-step', 'chart-loss-time', 'chart-step-time', 'chart-speedup', 'chart-throughput']) {
+      assert.ok((await orangePixels(p.page, id)) > 50, `Pixelfly line drawn in ${id}`);
+    }
+    // one more append redraws incrementally; its time is logged for the record
+    await p.send({ type: 'metrics.append', runId: 'job-1', steps: steps(total, 100), evals: [] });
+    await p.page.waitForFunction(() => document.getElementById('summary')?.dataset.points === '100100');
+    console.log(`# metrics page redraw at 100,100 points: ${await p.page.locator('#summary').getAttribute('data-render-ms')} ms (informational)`);
+    await p.page.screenshot({ path: join(ARTIFACTS, 'metrics-100k.png'), fullPage: true });
+
+    // buttons
+    await p.page.click('#export-csv');
+    await p.page.click('#stop-run');
+    const posted = await p.posted();
+    assert.deepEqual(posted.slice(-2), [{ type: 'exportCsv', runId: 'job-1' }, { type: 'stopRun', runId: 'job-1' }]);
+
+    // a finished run disables Stop
+    await p.send({ type: 'metrics.status', run: { ...RUN, state: 'done' }, progress: { step: 200000, totalSteps: 200000, etaS: 0 } });
+    assert.equal(await p.page.locator('#stop-run').isDisabled(), true);
+    // appends for another run are ignored
+    await p.send({ type: 'metrics.append', runId: 'other', steps: steps(0, 10), evals: [] });
+    assert.equal(await p.page.locator('#summary').getAttribute('data-points'), '100100');
+    assert.deepEqual(p.errors, [], `console errors (CSP?): ${p.errors.join(' | ')}`);
+
+    // reload: the page keeps only the run id and asks the host to replay
+    const q = await openPage(browser, 'metrics', await p.state());
+    assert.deepEqual(await q.posted(), [{ type: 'ready' }]);
+    assert.deepEqual(await q.state(), { runId: 'job-1' });
+  });
+
+  it('reports a message that does not match the protocol, naming the field', async () => {
+    const p = await openPage(browser, 'metrics');
+    await p.send({ type: 'metrics.append', runId: 'job-1', steps: [{ step: 1, pixelfly: { loss: 'NaN', stepMs: 1 } }], evals: [] });
+    await p.page.waitForSelector('#error:not([hidden])');
+    assert.match(await p.page.locator('#error').innerText(), /steps\.0\.pixelfly\.loss/);
+  });
+});
