@@ -3,6 +3,11 @@
 import { parseModelSpec, specInventory, ModelSpecError } from '../core/modelSpec';
 import type { EngineServices } from './main';
 import { RejectedError, type TrainingRequest } from './jobs/trainer';
+import { availableParallelism } from 'node:os';
+import { engineBackend } from '../native/engine';
+import { kernelInfo } from '../native/kernels';
+import { EngineBackend } from './jobs/engineTrainer';
+import { benchLayers } from './bench';
 
 /** Default planner target when a job comes without a plan or a target: a quarter of the dense FLOPs. */
 export const DEFAULT_TARGET = { budget: 0.25 } as const;
@@ -24,20 +29,25 @@ export const trainingRequest: EngineServices['trainingRequest'] = (params, plan)
   return { spec: params.spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
 };
 
+/** The engine when the native addon loads; otherwise a daemon that still plans and serves past runs, and says why it cannot train. */
 export function loadEngineServices(): EngineServices {
-  return {
-    available: false,
-    error: 'native/engine.ts has not landed yet',
-    backends: [],
-    threads: 1,
-    backend: {
-      prepare: async () => {
-        throw new RejectedError('the native engine is not available');
-      },
-    },
-    trainingRequest,
-    benchLayers: async () => {
-      throw new RejectedError('the native engine is not available');
-    },
-  };
+  const threads = availableParallelism();
+  const base = { trainingRequest, threads };
+  try {
+    const backend = engineBackend();
+    const isa = kernelInfo().isa;
+    return {
+      ...base,
+      available: true,
+      backends: [`${backend} (${isa} kernels)`],
+      backend: new EngineBackend(),
+      benchLayers: (params, profilesDir) => benchLayers(params, profilesDir, threads),
+    };
+  } catch (err) {
+    const error = `${(err as Error).message}`;
+    const refuse = async (): Promise<never> => {
+      throw new RejectedError(`the native engine is not available: ${error}`);
+    };
+    return { ...base, available: false, error, backends: [], backend: { prepare: refuse }, benchLayers: refuse };
+  }
 }

@@ -163,6 +163,8 @@ export const HyperparametersSchema = z.strictObject({
   maxSteps: z.number().int().nonnegative().default(0),
   /** Save checkpoints every N steps (0: at the end of each epoch only). */
   checkpointEvery: z.number().int().nonnegative().default(0),
+  /** Test samples per evaluation (0: the whole test split). */
+  evalSamples: z.number().int().nonnegative().default(0),
   /** Engine threads; 0 lets the engine choose. */
   threads: z.number().int().nonnegative().max(256).default(0),
 });

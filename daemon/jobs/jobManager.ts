@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState } from '../../protocol/daemon';
 import { EventLog } from './eventLog';
 import { listRunDirs, RunDir, type RunRecord, type RunState } from './runStore';
-import { checkpointBoth, DivergedError, restoreBoth, runSteps, summarize } from './runner';
+import { checkpointBoth, DivergedError, plannedSteps, restoreBoth, runSteps, summarize } from './runner';
 import { RejectedError, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
 import { renderReport } from '../report';
 
@@ -201,8 +201,7 @@ export class JobManager {
     try {
       setup = await this.opts.backend.prepare(request);
       const { hyper } = request;
-      const byEpochs = Math.max(1, Math.ceil(hyper.epochs * setup.stepsPerEpoch));
-      const totalSteps = hyper.maxSteps > 0 ? Math.min(hyper.maxSteps, byEpochs) : byEpochs;
+      const totalSteps = plannedSteps(hyper, setup.stepsPerEpoch);
       const checkpoint = job.run.latestCheckpoint();
       let startStep = 0;
       if (checkpoint) {

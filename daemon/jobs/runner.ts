@@ -37,7 +37,13 @@ function median(values: number[]): number {
 async function timedStep(model: ModelTrainer, tokensPerStep: number, variant: string, step: number) {
   const r = await model.step();
   if (!Number.isFinite(r.loss)) throw new DivergedError(`the ${variant} model's loss is ${r.loss} at step ${step}: training diverged (try a lower lr)`);
-  return { loss: r.loss, stepMs: r.ms, tokensPerSec: r.ms > 0 ? (tokensPerStep * 1000) / r.ms : 0 };
+  return { result: { loss: r.loss, stepMs: r.ms, tokensPerSec: r.ms > 0 ? (tokensPerStep * 1000) / r.ms : 0 }, lr: r.lr };
+}
+
+/** Steps a run trains: `epochs` worth, capped by maxSteps when set. */
+export function plannedSteps(hyper: { epochs: number; maxSteps: number }, stepsPerEpoch: number): number {
+  const byEpochs = Math.max(1, Math.ceil(hyper.epochs * stepsPerEpoch));
+  return hyper.maxSteps > 0 ? Math.min(hyper.maxSteps, byEpochs) : byEpochs;
 }
 
 export async function checkpointBoth(setup: TrainingSetup, dir: string): Promise<void> {
@@ -94,10 +100,12 @@ export async function runSteps(ctx: RunContext): Promise<RunOutcome> {
     const t0 = Date.now();
     step += 1;
     const denseFirst = step % 2 === 0;
-    let dense;
-    if (setup.dense && denseFirst) dense = await timedStep(setup.dense, setup.tokensPerStep, 'dense', step);
-    const pixelfly = await timedStep(setup.pixelfly, setup.tokensPerStep, 'Pixelfly', step);
-    if (setup.dense && !denseFirst) dense = await timedStep(setup.dense, setup.tokensPerStep, 'dense', step);
+    let denseStep;
+    if (setup.dense && denseFirst) denseStep = await timedStep(setup.dense, setup.tokensPerStep, 'dense', step);
+    const pixelflyStep = await timedStep(setup.pixelfly, setup.tokensPerStep, 'Pixelfly', step);
+    if (setup.dense && !denseFirst) denseStep = await timedStep(setup.dense, setup.tokensPerStep, 'dense', step);
+    const pixelfly = pixelflyStep.result;
+    const dense = denseStep?.result;
     pushWindow(pixelflyMs, pixelfly.stepMs);
     if (dense) pushWindow(denseMs, dense.stepMs);
     pushWindow(wallMs, Date.now() - t0);
@@ -105,6 +113,7 @@ export async function runSteps(ctx: RunContext): Promise<RunOutcome> {
       type: 'step',
       step,
       epoch: epochOf(step),
+      lr: pixelflyStep.lr,
       pixelfly,
       dense,
       speedup: dense ? median(denseMs) / median(pixelflyMs) : undefined,

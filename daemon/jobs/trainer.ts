@@ -18,7 +18,7 @@ export interface EvalResult {
 export interface ModelTrainer {
   readonly params: number;
   /** One optimizer step on the next batch; `ms` is the engine's own timing of forward+backward+update. */
-  step(): Promise<{ loss: number; ms: number }>;
+  step(): Promise<{ loss: number; ms: number; lr?: number }>;
   evaluate(): Promise<EvalResult>;
   /** Saves weights, optimizer state and data position, so a load continues exactly where this left off. */
   save(file: string): Promise<void>;
