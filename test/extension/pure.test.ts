@@ -1,0 +1,119 @@
+/** Small pure pieces of the extension: CSP shell, backoff, decimation, run series, model adapter, message validation. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewHtml';
+import { Backoff } from '../../extension/daemon/backoff';
+import { decimateIndices } from '../../webview/metrics/decimate';
+import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
+import { defaultConfig, toModelView } from '../../extension/modelView';
+import { validateParams } from '../../core/layout';
+import { MaskToHostSchema, MetricsToHostSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
+
+describe('webview HTML shell', () => {
+  it('has a strict CSP: nothing by default, scripts only with the nonce, styles only from the extension', () => {
+    const html = pageHtml({ title: 'T <x>', cspSource: 'https://res.vscode-cdn.net', scriptUri: 'https://res/x.js', styleUris: ['https://res/a.css'], nonce: 'abc123' });
+    const csp = contentSecurityPolicy('https://res.vscode-cdn.net', 'abc123');
+    assert.ok(html.includes(`content="${csp.replace(/'/g, "'")}"`));
+    assert.match(csp, /^default-src 'none'/);
+    assert.match(csp, /script-src 'nonce-abc123'(;|$)/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval|\*/);
+    assert.match(html, /<script nonce="abc123" src="https:\/\/res\/x.js"><\/script>/);
+    assert.match(html, /<title>T &lt;x&gt;<\/title>/);
+    assert.equal((html.match(/<script/g) ?? []).length, 1, 'one script, no inline code');
+  });
+
+  it('makes a fresh nonce per page', () => {
+    const a = pageHtml({ title: 't', cspSource: 's', scriptUri: 'u', styleUris: [] });
+    const b = pageHtml({ title: 't', cspSource: 's', scriptUri: 'u', styleUris: [] });
+    const nonce = (h: string) => /nonce-([A-Za-z0-9]+)/.exec(h)?.[1];
+    assert.ok(nonce(a) && nonce(a)!.length >= 16);
+    assert.notEqual(nonce(a), nonce(b));
+  });
+});
+
+describe('Backoff', () => {
+  it('doubles from the base up to the cap, jittered within bounds, and resets', () => {
+    const b = new Backoff({ baseMs: 100, maxMs: 1000, jitter: 0 });
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => b.next()), [100, 200, 400, 800, 1000, 1000]);
+    b.reset();
+    assert.equal(b.next(), 100);
+    const j = new Backoff({ baseMs: 1000, maxMs: 1000, jitter: 0.2 }, () => 1);
+    assert.equal(j.next(), 1200);
+    const k = new Backoff({ baseMs: 1000, maxMs: 1000, jitter: 0.2 }, () => 0);
+    assert.equal(k.next(), 800);
+  });
+});
+
+describe('decimateIndices', () => {
+  it('keeps everything when small, and every spike when large', () => {
+    assert.deepEqual(decimateIndices(5, [[1, 2, 3, 4, 5]], 10), [0, 1, 2, 3, 4]);
+    const n = 100000;
+    const ys = Array.from({ length: n }, (_, i) => Math.sin(i / 100));
+    ys[31337] = 50; // a spike
+    ys[77777] = -50;
+    const keep = decimateIndices(n, [ys], 500);
+    assert.ok(keep.length <= 500 * 3 + 1);
+    assert.ok(keep.includes(31337) && keep.includes(77777));
+    assert.equal(keep[0], 0);
+    assert.equal(keep[keep.length - 1], n - 1);
+    assert.ok(keep.every((v, i) => i === 0 || v > keep[i - 1]), 'ascending and unique');
+  });
+});
+
+describe('RunSeries', () => {
+  it('keys columns by step (replays overwrite) and derives each arm\'s training time', () => {
+    const s = new RunSeries();
+    const p = (step: number, loss: number) => ({ step, pixelfly: { loss, stepMs: 1000 }, dense: { loss: loss + 1, stepMs: 2000 } });
+    s.add([p(1, 5), p(3, 3)]);
+    s.add([p(2, 4), p(3, 2.5)]);
+    assert.deepEqual(s.steps, [1, 2, 3]);
+    assert.deepEqual(s.arms.pixelfly.loss, [5, 4, 2.5]);
+    assert.deepEqual(s.trainingTime('pixelfly'), [1, 2, 3]);
+    assert.deepEqual(s.trainingTime('dense'), [2, 4, 6]);
+    const [x, d, px] = lossVsTime(s, [0, 1, 2]);
+    assert.deepEqual(x, [1, 2, 2, 3, 4, 6]);
+    assert.deepEqual(px.filter((v) => v !== null), [5, 4, 2.5]);
+    assert.deepEqual(d.filter((v) => v !== null), [6, 5, 3.5]);
+  });
+});
+
+describe('model adapter', () => {
+  it('maps analysed layers with the planner decision, and gives dense layers a valid starting config', () => {
+    const view = toModelView(
+      {
+        name: 'Net',
+        layers: [
+          { name: 'fc1', role: 'mlp_fc1', in: 768, out: 3072, count: 12, line: 4, decision: { sparsify: true, config: { block: 32, butterflySize: 16, nFactors: 2, rank: 32, globalSize: 0, shuffle: false }, estSpeedup: 2.4, reason: 'big' } },
+          { name: 'head', role: 'head', in: 768, out: 1000, count: 1, decision: { sparsify: false, estSpeedup: 1, reason: 'heads stay dense' } },
+        ],
+      },
+      'file',
+      32,
+      196,
+    );
+    assert.equal(view.layers[0].config.rank, 32);
+    assert.equal(view.layers[0].estimatedSpeedup, 2.4);
+    assert.equal(view.layers[0].rowsPerSample, 196);
+    assert.equal(view.layers[1].rowsPerSample, 1, 'a head sees one row per sample');
+    assert.equal(view.layers[1].sparsify, false);
+    assert.doesNotThrow(() => validateParams(1000, 768, view.layers[1].config));
+    assert.doesNotThrow(() => validateParams(10, 256, defaultConfig(10, 256, 32)));
+  });
+
+  it('names the bad field of a malformed analysis', () => {
+    assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'other', in: 0, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.in/);
+  });
+});
+
+describe('messages from pages are validated', () => {
+  it('accepts the protocol and rejects anything else with the field named', () => {
+    assert.deepEqual(parseFromPage(MetricsToHostSchema, { type: 'ready' }), { type: 'ready' });
+    assert.throws(() => parseFromPage(MetricsToHostSchema, { type: 'exec', cmd: 'rm -rf /' }), WebviewMessageError);
+    assert.throws(() => parseFromPage(MetricsToHostSchema, { type: 'stopRun', runId: '' }), /runId/);
+    assert.throws(
+      () => parseFromPage(MaskToHostSchema, { type: 'applyToCode', layers: [{ name: 'a', config: { block: 0, butterflySize: 4, nFactors: 2, rank: 0, globalSize: 0, shuffle: false } }] }),
+      /layers\.0\.config\.block/,
+    );
+    assert.throws(() => parseFromPage(MaskToHostSchema, null), WebviewMessageError);
+  });
+});

@@ -1,0 +1,136 @@
+/**
+ * The host-side data path without VS Code: daemon events → RunStore (seq-ordered, replay-safe) →
+ * MetricsFeed (nothing while hidden, full chunked replay for a fresh page) → CSV.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { JobEvent, JobInfo } from '../../protocol/daemon';
+import { HostToMetricsSchema } from '../../protocol/webview';
+import { RunStore, runInfoView } from '../../extension/runs/runStore';
+import { MetricsFeed } from '../../extension/panels/metricsFeed';
+import { runCsv } from '../../extension/runs/csv';
+
+const JOB: JobInfo = {
+  jobId: 'j1',
+  name: 'mixer',
+  state: 'running',
+  createdAt: '2026-11-25T06:00:00.000Z',
+  compare: true,
+  step: 0,
+  totalSteps: 100,
+  epochs: 1,
+  lastSeq: 0,
+  runDir: '/tmp/runs/j1',
+};
+
+let seq = 0;
+const t = 1764050000000;
+function stepEvent(step: number, s = ++seq): JobEvent {
+  return {
+    jobId: 'j1', seq: s, t, type: 'step', step, epoch: step / 100, lr: 1e-3,
+    pixelfly: { loss: 2 - step / 100, stepMs: 4, tokensPerSec: 1000 },
+    dense: { loss: 2 - step / 90, stepMs: 9, tokensPerSec: 450 },
+    speedup: 2.25,
+  };
+}
+
+describe('RunStore', () => {
+  it('applies events in seq order, ignores replays, and tracks progress, evals and completion', () => {
+    seq = 0;
+    const store = new RunStore();
+    const seen: string[] = [];
+    store.listen((id, what) => seen.push(`${id}:${what}`));
+    store.upsert(JOB);
+    const events = [stepEvent(1), stepEvent(2)];
+    for (const e of events) store.apply(e);
+    for (const e of events) store.apply(e); // a replay after resubscribing
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'progress', step: 2, totalSteps: 100, epoch: 0.02, epochs: 1, elapsedMs: 30, etaMs: 1500 });
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'eval', step: 2, epoch: 0.02, pixelfly: { loss: 1.1, accuracy: 0.7 }, dense: { loss: 1, accuracy: 0.72 } });
+    const r = store.get('j1');
+    assert.ok(r);
+    assert.equal(r.steps.length, 2);
+    assert.deepEqual(r.progress, { step: 2, totalSteps: 100, etaS: 1.5 });
+    assert.deepEqual(r.evals, [
+      { arm: 'pixelfly', step: 2, metric: 'accuracy', value: 0.7 },
+      { arm: 'dense', step: 2, metric: 'accuracy', value: 0.72 },
+    ]);
+    store.apply({
+      jobId: 'j1', seq: ++seq, t, type: 'completed', state: 'completed',
+      summary: { steps: 2, epochsDone: 0.02, wallMs: 30, pixelfly: { params: 10 }, dense: { params: 20 }, speedup: 2.25 },
+    });
+    assert.equal(r.info.state, 'completed');
+    assert.equal(runInfoView(r).state, 'done');
+    assert.equal(r.info.lastSeq, seq);
+    assert.equal(r.progress.step, 100);
+    assert.ok(seen.includes('j1:metrics') && seen.includes('j1:info'));
+    // events of unknown jobs are ignored (no crash, nothing created)
+    store.apply({ ...stepEvent(1), jobId: 'nope' });
+    assert.equal(store.get('nope'), undefined);
+  });
+
+  it('drops the points a resumed run re-trains', () => {
+    seq = 0;
+    const store = new RunStore();
+    store.upsert(JOB);
+    for (let s = 1; s <= 5; s++) store.apply(stepEvent(s));
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'status', state: 'running', resumedFromStep: 3 });
+    assert.deepEqual(store.get('j1')?.steps.map((p) => p.step), [1, 2, 3]);
+  });
+
+  it('keeps the failure message of a failed run', () => {
+    seq = 0;
+    const store = new RunStore();
+    store.upsert(JOB);
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'status', state: 'failed', message: 'engine: out of memory' });
+    assert.equal(runInfoView(store.get('j1')!).error, 'engine: out of memory');
+  });
+});
+
+describe('MetricsFeed', () => {
+  it('sends nothing while hidden, then everything; a fresh page gets a reset and a chunked replay', () => {
+    seq = 0;
+    const store = new RunStore();
+    const r = store.upsert(JOB);
+    const feed = new MetricsFeed(4);
+    feed.show('j1');
+    assert.deepEqual(feed.pending(r, true), [], 'no page yet');
+    feed.pageLoaded();
+    for (let s = 1; s <= 10; s++) store.apply(stepEvent(s));
+    assert.deepEqual(feed.pending(r, false), [], 'hidden: held back');
+    const first = feed.pending(r, true);
+    assert.deepEqual(first.map((m) => m.type), ['metrics.reset', 'metrics.append', 'metrics.append', 'metrics.append']);
+    for (const m of first) HostToMetricsSchema.parse(m); // every message is valid protocol
+    const appended = first.flatMap((m) => (m.type === 'metrics.append' ? m.steps.map((p) => p.step) : []));
+    assert.deepEqual(appended, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    // incremental: only the new point, after a status
+    store.apply(stepEvent(11));
+    const next = feed.pending(r, true);
+    assert.deepEqual(next.map((m) => m.type), ['metrics.status', 'metrics.append']);
+    assert.deepEqual(next[1].type === 'metrics.append' && next[1].steps.map((p) => p.step), [11]);
+    // the page was discarded while hidden and reloaded: full replay again
+    feed.pageLoaded();
+    const replay = feed.pending(r, true);
+    assert.equal(replay[0].type, 'metrics.reset');
+    assert.equal(replay.flatMap((m) => (m.type === 'metrics.append' ? m.steps : [])).length, 11);
+    // closed panel: nothing
+    feed.pageGone();
+    store.apply(stepEvent(12));
+    assert.deepEqual(feed.pending(r, true), []);
+  });
+});
+
+describe('runCsv', () => {
+  it('writes one row per step with both arms, evals in their columns', () => {
+    seq = 0;
+    const store = new RunStore();
+    store.upsert(JOB);
+    store.apply(stepEvent(1));
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'eval', step: 0, epoch: 0, pixelfly: { loss: 2.3, accuracy: 0.1 } });
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'eval', step: 1, epoch: 0, pixelfly: { loss: 2.0, perplexity: 7.4 } });
+    const lines = runCsv(store.get('j1')!).trim().split('\n');
+    assert.equal(lines[0], 'step,pixelfly_loss,pixelfly_step_ms,pixelfly_tokens_per_s,dense_loss,dense_step_ms,dense_tokens_per_s,running_speedup,eval_arm,eval_metric,eval_value');
+    assert.equal(lines[1], `1,1.99,4,1000,${2 - 1 / 90},9,450,2.25,pixelfly,perplexity,7.4`);
+    assert.equal(lines[2], '0,,,,,,,,pixelfly,accuracy,0.1');
+    assert.equal(lines.length, 3);
+  });
+});
