@@ -13,7 +13,7 @@ import { AnalysisLimit, Interpreter } from './interpreter';
 import { ModuleLoader, ParseCache, moduleNameOf, type SearchRoot } from './modules';
 import { readPragmas, type PragmaError, type Pragmas } from './pragmas';
 import { classifyRole, type PathStep } from './roles';
-import { show, weightText, type ClassInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value } from './values';
+import { show, weightText, type ClassInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value, type Weight } from './values';
 
 export const DEFAULT_TARGET: PlanTarget = { budget: 0.5 };
 /** Tokens per sample when nothing in the model says (no patch grid, no positional table, no block_size). */
@@ -123,7 +123,12 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   const overlays = new Map(options.overlays ?? []);
   if (options.source !== undefined) overlays.set(file, options.source);
   const loader = new ModuleLoader(cache, roots, overlays);
-  const main = loader.loadFile(file, moduleName, false, isPackage);
+  let main: ModuleInfo;
+  try {
+    main = loader.loadFile(file, moduleName, false, isPackage);
+  } catch (e) {
+    throw new AnalysisInputError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
 
   const pragmas = readPragmas(main.source);
   const pins = new Map(pragmas.pins);
@@ -163,6 +168,9 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   const pragmaCache = new Map<string, Pragmas>([[main.path, pragmas]]);
   const rows = groupRows(found, main, pragmaCache);
   rows.push(...unbuiltRows(main, rows, pragmas));
+  // The analysed file first, then other workspace files; in source order within each.
+  const fileRank = (f: string): string => (f === main.path ? '' : f);
+  rows.sort((a, b) => (a.file === b.file ? a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character : fileRank(a.file) < fileRank(b.file) ? -1 : 1));
 
   // Tokens per sample and the rows each layer multiplies.
   const tokens = tokensPerSample(options, pragmas, rootValue, found);
@@ -183,6 +191,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   const plan = planRows(rows, target, options.planOptions, notes);
   const unresolved = new Set<string>();
   for (const r of rows) {
+    if (r.count === 0) continue;
     for (const v of [r.in, r.out, r.count]) if (typeof v === 'string') for (const n of pinnableNames(v)) unresolved.add(n);
   }
   const pinsOut: Record<string, string> = {};
@@ -204,7 +213,9 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   };
 }
 
-export class ModelNotFound extends Error {}
+/** The analysis cannot start: the file cannot be read, or --model names nothing buildable. */
+export class AnalysisInputError extends Error {}
+export class ModelNotFound extends AnalysisInputError {}
 
 // ------------------------------------------------------------------ choosing and building the model
 
@@ -222,13 +233,21 @@ function entryPoints(interp: Interpreter, main: ModuleInfo): Entry[] {
   return out;
 }
 
-/** The module class no other module class of the file refers to, building the most; later wins ties. */
+/**
+ * The model no other model code of the file refers to, building the most; later wins ties.
+ * Candidates are module classes and public functions that build modules (lucidrains' MLPMixer
+ * is a function returning nn.Sequential).
+ */
 function outermost(interp: Interpreter, entries: Entry[]): Entry | undefined {
-  const classes = entries.filter((e) => e.value.k === 'class');
+  const classNames = entries.filter((e) => e.value.k === 'class').map((e) => e.name);
+  const builds = (e: Entry): boolean =>
+    e.value.k === 'class' ||
+    (e.value.k === 'func' && (/\bnn\.\w/.test(e.value.fn.node.text) || classNames.some((n) => new RegExp(`\\b${n}\\b`).test((e.value as Extract<Value, { k: 'func' }>).fn.node.text))));
+  const classes = entries.filter(builds);
   if (classes.length === 0) return undefined;
   const refs = new Map<string, Set<string>>();
   for (const c of classes) {
-    const text = (c.value as Extract<Value, { k: 'class' }>).cls.node.text;
+    const text = c.value.k === 'class' ? c.value.cls.node.text : (c.value as Extract<Value, { k: 'func' }>).fn.node.text;
     refs.set(c.name, new Set(classes.filter((d) => d.name !== c.name && new RegExp(`\\b${d.name}\\b`).test(text)).map((d) => d.name)));
   }
   const referenced = new Set([...refs.values()].flatMap((s) => [...s]));
@@ -239,6 +258,11 @@ function outermost(interp: Interpreter, entries: Entry[]): Entry | undefined {
     return seen.size;
   };
   const roots = classes.filter((c) => !referenced.has(c.name));
+  // Several factory functions of one model class (timm's registry functions): the class itself.
+  if (roots.length > 1 && roots.every((r) => r.value.k === 'func')) {
+    const shared = classes.filter((c) => c.value.k === 'class' && roots.every((r) => refs.get(r.name)?.has(c.name) || reachesVia(r.name, c.name, refs)));
+    if (shared.length) return shared.reduce((a, b) => (reach(b.name) >= reach(a.name) ? b : a));
+  }
   const pool = roots.length ? roots : classes;
   let best = pool[0];
   for (const c of pool) if (reach(c.name) >= reach(best.name)) best = c;
@@ -279,11 +303,25 @@ function entryKwargs(interp: Interpreter, entry: Value, main: ModuleInfo): Map<s
     if (interp.pins.has(name)) return;
     const annotation = p.field('type');
     let cls: Value | undefined = annotation ? interp.deref(interp.eval(annotation, scope)) : undefined;
-    if (cls?.k !== 'class' && /^(config|cfg|args|hparams|params|conf|model_args|model_config)$/i.test(name)) cls = configClass(interp, main);
+    const configLike = /^(config|cfg|args|hparams|params|conf|model_args|model_config)$/i.test(name);
+    // minGPT's convention: the model class says what its default config is.
+    const factory = configLike && entry.k === 'class' ? interp.getAttr(entry, 'get_default_config') : undefined;
+    if (factory && factory.k === 'func') {
+      kwargs.set(name, interp.call(factory, [], new Map()));
+      return;
+    }
+    if (cls?.k !== 'class' && configLike) cls = configClass(interp, main);
     if (cls?.k === 'class') kwargs.set(name, interp.call(cls, [], new Map()));
   });
   if (hasKwargs) for (const [k, v] of interp.pins) kwargs.set(k, v);
   return kwargs;
+}
+
+function reachesVia(from: string, to: string, refs: Map<string, Set<string>>, seen = new Set<string>()): boolean {
+  if (seen.has(from)) return false;
+  seen.add(from);
+  for (const r of refs.get(from) ?? []) if (r === to || reachesVia(r, to, refs, seen)) return true;
+  return false;
 }
 
 function configClass(interp: Interpreter, main: ModuleInfo): Value | undefined {
@@ -300,33 +338,53 @@ function configClass(interp: Interpreter, main: ModuleInfo): Value | undefined {
 
 // ------------------------------------------------------------------ collecting layers
 
-function walk(v: Value, path: PathStep[], visited: Set<unknown>, out: Found[], depth: number): void {
-  if (depth > 64) return;
+function walk(v: Value, path: PathStep[], visited: Set<unknown>, out: Found[], depth: number, parentWeight: Weight = { n: 1, syms: [] }): void {
+  if (depth > 64 || visited.has(v)) return;
+  const step = (a: Value, key: string, star: boolean, hint?: PathStep['hint'], ordinal?: PathStep['ordinal']): void => {
+    if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') {
+      walk(a, [...path, { key, className: className(a), star, hint, ordinal }], visited, out, depth + 1, weightOf(a) ?? parentWeight);
+    }
+  };
   if (v.k === 'obj') {
-    if (visited.has(v)) return;
     visited.add(v);
     for (const layer of v.layers) out.push({ layer, path: layer.suffix ? [...path, { key: layer.suffix }] : path });
-    for (const [k, a] of v.attrs) {
-      if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') walk(a, [...path, { key: k, className: className(a) }], visited, out, depth + 1);
-    }
+    for (const [k, a] of v.attrs) step(a, k, false);
   } else if (v.k === 'list') {
-    if (visited.has(v)) return;
     visited.add(v);
+    const layerItems = v.items.flatMap((a, i) => (a.k === 'obj' && a.layers.length > 0 ? [i] : []));
+    const ordinal = (i: number): PathStep['ordinal'] =>
+      layerItems.length < 2 ? undefined : i === layerItems[0] ? 'first' : i === layerItems[layerItems.length - 1] ? 'last' : undefined;
     v.items.forEach((a, i) => {
-      if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') walk(a, [...path, { key: String(i), className: className(a) }], visited, out, depth + 1);
+      const w = weightOf(a);
+      // The one item standing for many (a loop run once with a multiplier) prints as `*`.
+      const star = !!w && (w.syms.length > parentWeight.syms.length || w.n > parentWeight.n);
+      step(a, String(i), star, sequentialHint(v.items[i - 1]), ordinal(i));
     });
   } else if (v.k === 'dict') {
-    if (visited.has(v)) return;
     visited.add(v);
-    for (const [k, a] of v.map) {
-      if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') walk(a, [...path, { key: k, className: className(a) }], visited, out, depth + 1);
-    }
+    for (const [k, a] of v.map) step(a, k, false);
   }
+}
+
+function weightOf(v: Value): Weight | undefined {
+  if (v.k === 'obj') return v.weight;
+  if (v.k === 'list') return v.weight;
+  return undefined;
+}
+
+/** lucidrains' Sequential models: a Linear after a patchifying Rearrange embeds patches; one after a pooling Reduce is the head. */
+function sequentialHint(prev: Value | undefined): PathStep['hint'] {
+  if (prev?.k !== 'obj' || !prev.native) return undefined;
+  const pattern = prev.attrs.get('pattern');
+  const text = pattern?.k === 'str' ? pattern.v : '';
+  if (/Rearrange$/.test(prev.native) && /\(\s*p1\s+p2/.test(text)) return 'patch_embed';
+  if (/(Reduce|AdaptiveAvgPool\dd|AvgPool\dd)$/.test(prev.native)) return 'head';
+  return undefined;
 }
 
 function className(v: Value): string | undefined {
   if (v.k === 'obj') return v.cls?.name ?? v.native?.split('.').pop();
-  if (v.k === 'list') return v.container;
+  if (v.k === 'list') return v.label ?? v.container;
   if (v.k === 'dict') return v.container;
   return undefined;
 }
@@ -358,7 +416,7 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
   const groups = new Map<string, Group>();
   for (const f of found) {
     const site = userSite(f.layer.sites);
-    const starred = f.path.map((s) => (/^\d+$/.test(s.key) ? '*' : s.key)).join('.');
+    const starred = f.path.map((s) => (s.star || /^\d+$/.test(s.key) ? '*' : s.key)).join('.');
     const key = [site ? `${site.module.path}:${site.node.startIndex}` : '?', f.layer.kind, f.layer.suffix ?? '', show(f.layer.inF), show(f.layer.outF), starred].join('|');
     const g = groups.get(key);
     if (g) g.members.push(f);
@@ -367,8 +425,8 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
   const rows: LayerRow[] = [];
   for (const g of groups.values()) {
     const first = g.members[0];
-    const names = new Set(g.members.map((m) => m.path.map((s) => s.key).join('.')));
-    const name = names.size === 1 ? [...names][0] : first.path.map((s) => (/^\d+$/.test(s.key) ? '*' : s.key)).join('.');
+    const names = new Set(g.members.map((m) => m.path.map((s) => (s.star ? '*' : s.key)).join('.')));
+    const name = names.size === 1 ? [...names][0] : mergeNames([...names]);
     const site = g.site;
     const file = site?.module.path ?? main.path;
     let pragmas = pragmaCache.get(file);
@@ -406,8 +464,13 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
     r.role = classifyRole(r.kind, withPath.path ?? [], numOrUndef(r.in), numOrUndef(r.out), vocab);
     delete withPath.path;
   }
-  rows.sort((a, b) => (a.file === b.file ? a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character : a.file < b.file ? -1 : 1));
   return rows;
+}
+
+/** `blocks.0.fc`, `blocks.1.fc` -> `blocks.*.fc`: only the segments that differ become `*`. */
+function mergeNames(names: string[]): string {
+  const split = names.map((n) => n.split('.'));
+  return split[0].map((seg, i) => (split.every((s) => s[i] === seg) ? seg : '*')).join('.');
 }
 
 function numOrUndef(x: number | string): number | undefined {

@@ -472,8 +472,14 @@ export class Interpreter {
   }
 
   /** True for nn.Module subclasses (and subclasses of unresolved external classes that look like modules). */
+  private readonly moduleClassCache = new Map<ClassInfo, boolean>();
+
   isModuleClass(cls: ClassInfo): boolean {
-    return this.mro(cls).some((c) => 'k' in c && c.k === 'ext' && /(Module|Sequential|ModuleList|Linear|PreTrainedModel|Layer|Block)$/.test(c.qual));
+    const hit = this.moduleClassCache.get(cls);
+    if (hit !== undefined) return hit;
+    const is = this.mro(cls).some((c) => 'k' in c && c.k === 'ext' && /(Module|Sequential|ModuleList|Linear|PreTrainedModel|Layer|Block)$/.test(c.qual));
+    this.moduleClassCache.set(cls, is);
+    return is;
   }
 
   private lookupClassAttr(cls: ClassInfo, name: string, after?: ClassInfo): { value: Value; owner?: ClassInfo } | undefined {
@@ -529,6 +535,10 @@ export class Interpreter {
     const v = this.deref(target);
     switch (v.k) {
       case 'obj': {
+        // A pin names a configuration knob: it wins over what a config object holds.
+        const pinned = this.pins.get(name);
+        if (pinned && !v.native && !(v.cls && this.isModuleClass(v.cls))) return pinned;
+        if (name === '__dict__') return { k: 'dict', map: v.attrs };
         const own = v.attrs.get(name);
         if (own) return own;
         if (v.cls) {
@@ -630,8 +640,12 @@ export class Interpreter {
       switch (f.k) {
         case 'class':
           return this.instantiate(f.cls, args, kwargs);
-        case 'func':
-          return this.callFunction(f.fn, args, kwargs, f.self, f.fn.owner);
+        case 'func': {
+          const result = this.callFunction(f.fn, args, kwargs, f.self, f.fn.owner);
+          // A factory function returning a container (lucidrains' FeedForward): its name is the container's role context.
+          if (result.k === 'list' && result.container && !result.label) result.label = f.fn.name;
+          return result;
+        }
         case 'partial': {
           const merged = new Map(f.kwargs);
           for (const [k, v] of kwargs) merged.set(k, v);
@@ -772,7 +786,7 @@ export class Interpreter {
     }
     if (qual.startsWith('torch.') && (last === 'Sequential' || last === 'ModuleList')) {
       const items = last === 'Sequential' ? this.sequentialItems(args) : this.iterate(args[0] ?? { k: 'list', items: [], tuple: false }) ?? [];
-      return { k: 'list', items: [...items], tuple: false, container: last };
+      return { k: 'list', items: [...items], tuple: false, container: last, weight: this.weight };
     }
     if (qual.startsWith('torch.') && last === 'ModuleDict') {
       const d = args[0];
@@ -788,7 +802,10 @@ export class Interpreter {
     }
     if (/^[A-Z]/.test(last)) {
       // Another module class (LayerNorm, GELU, Dropout, Rearrange, …): an object without matmuls.
-      return this.newObject(undefined, qual);
+      // einops keeps its pattern: a Linear right after a patchifying Rearrange is a patch embedding.
+      const o = this.newObject(undefined, qual);
+      if (args[0]?.k === 'str') o.attrs.set('pattern', args[0]);
+      return o;
     }
     return sym(`${qual.replace(/^torch\.nn\.functional\./, 'F.')}(${args.map(show).join(', ')})`);
   }

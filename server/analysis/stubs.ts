@@ -139,6 +139,9 @@ class PretrainedConfig:
     attribute_map = {}
 
     def __init__(self, **kwargs):
+        self.add_cross_attention = kwargs.pop("add_cross_attention", False)
+        self.is_decoder = kwargs.pop("is_decoder", False)
+        self.num_labels = kwargs.pop("num_labels", 2)
         for key, value in kwargs.items():
             setattr(self, key, value)
 `;

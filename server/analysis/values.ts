@@ -84,7 +84,15 @@ export type Value =
   | { k: 'bool'; v: boolean }
   | { k: 'none' }
   | { k: 'sym'; text: string; /** Symbolic length when this stands for an iterable (range(depth)). */ len?: string }
-  | { k: 'list'; items: Value[]; tuple: boolean; container?: 'ModuleList' | 'Sequential' }
+  | {
+      k: 'list';
+      items: Value[];
+      tuple: boolean;
+      container?: 'ModuleList' | 'Sequential';
+      /** Containers: how many times built (like an object's weight), and the factory function that returned it. */
+      weight?: Weight;
+      label?: string;
+    }
   | { k: 'dict'; map: Map<string, Value>; container?: 'ModuleDict' }
   | { k: 'class'; cls: ClassInfo }
   | { k: 'func'; fn: FuncInfo; self?: Value }
