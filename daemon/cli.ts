@@ -5,12 +5,14 @@ import { layoutCommand } from './commands/layout';
 import { planCommand } from './commands/plan';
 import { daemonCommand } from './commands/daemon';
 import { trainCommand } from './commands/train';
+import { analyzeCommand } from './commands/analyze';
 
 const commands: Record<string, Command> = {
   layout: layoutCommand,
   plan: planCommand,
   daemon: daemonCommand,
   train: trainCommand,
+  analyze: analyzeCommand,
 };
 
 function usage(): string {

@@ -1,0 +1,150 @@
+// `pixelfly analyze <file.py>`: the language server's analysis on the command line — the model's
+// matmul layers (sizes, counts, roles, FLOP shares) and the core planner's decisions.
+import { pythonParser } from '../../server/analysis/parser';
+import { analyze, AnalysisInputError, type Analysis } from '../../server/analysis/analyze';
+import { sitePackages } from '../../server/analysis/modules';
+import { parsePin } from '../../server/analysis/pragmas';
+import type { Value } from '../../server/analysis/values';
+import type { PlanTarget } from '../../core/planner';
+import { CliError, intOption, numberOption, parse, type Command } from './command';
+
+const options = {
+  model: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  tokens: { type: 'string' },
+  path: { type: 'string', multiple: true },
+  python: { type: 'string' },
+  budget: { type: 'string' },
+  speedup: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+/** The JSON the issue specifies, plus the context a reader needs (tokens assumed, unresolved names). */
+export function analysisJson(a: Analysis): object {
+  return {
+    file: a.file,
+    model: a.model && { name: a.model.name, kind: a.model.kind, line: a.model.line },
+    candidates: a.candidates,
+    tokensPerSample: a.tokensPerSample,
+    tokensSource: a.tokensSource,
+    target: a.target,
+    layers: a.layers.map((l) => ({
+      file: l.file,
+      line: l.line,
+      name: l.name,
+      class: l.class,
+      in: l.in,
+      out: l.out,
+      count: l.count,
+      role: l.role,
+      flops_share: l.flops_share,
+      decision: l.decision && {
+        sparsify: l.decision.sparsify,
+        config: l.decision.config,
+        density: l.decision.density,
+        estSpeedup: l.decision.estSpeedup,
+        denseParams: l.decision.denseParams,
+        planParams: l.decision.planParams,
+        reason: l.decision.reason,
+      },
+      ...(l.pinnedDense ? { pinnedDense: true } : {}),
+      ...(l.note ? { note: l.note } : {}),
+    })),
+    plan: a.plan,
+    unresolved: a.unresolved,
+    pins: a.pins,
+    notes: a.notes,
+    pragmaErrors: a.pragmaErrors,
+  };
+}
+
+function pct(x: number | null): string {
+  return x === null ? '-' : `${(100 * x).toFixed(1)}%`;
+}
+
+export function formatAnalysis(a: Analysis): string {
+  const header = ['line', 'layer', 'class', 'in→out', 'count', 'role', 'FLOPs', 'decision'];
+  const rows = a.layers.map((l) => [
+    String(l.line),
+    l.name,
+    l.class,
+    `${l.in}→${l.out}`,
+    String(l.count),
+    l.role,
+    pct(l.flops_share),
+    l.decision?.sparsify && l.decision.config
+      ? `pixelfly b${l.decision.config.block} S${l.decision.config.butterflySize} F${l.decision.config.nFactors} r${l.decision.config.rank}, ${l.decision.estSpeedup.toFixed(2)}×`
+      : l.decision
+        ? 'dense'
+        : '?',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  const out = [
+    `${a.file}: ${a.model ? `${a.model.kind} ${a.model.name} (line ${a.model.line})` : 'no model class or function found'}`,
+    `tokens per sample: ${a.tokensPerSample} — ${a.tokensSource}`,
+    '',
+    line(header),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+    '',
+  ];
+  for (const l of a.layers) if (l.count !== 0) out.push(`${l.name}: ${l.decision?.reason ?? l.note ?? ''}`);
+  if (a.plan) out.push('', a.plan.summary);
+  if (a.unresolved.length) out.push('', `unresolved: ${a.unresolved.join(', ')} — pin with --set NAME=VALUE or '# pixelfly: NAME=VALUE'`);
+  for (const n of a.notes) out.push(`note: ${n}`);
+  for (const e of a.pragmaErrors) out.push(`${e.file}:${e.line + 1}: ${e.message}`);
+  return out.join('\n') + '\n';
+}
+
+export const analyzeCommand: Command = {
+  summary: 'list a PyTorch model file\'s matmul layers and plan which to sparsify',
+  usage:
+    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--json]\n\n' +
+    '  --model    class or factory function to build (default: the file\'s outermost model)\n' +
+    '  --set      pin a value, as a `# pixelfly: NAME=VALUE` comment does\n' +
+    '  --tokens   tokens per sample (default: from the model, else 1024)\n' +
+    '  --path     extra directory to import library code from (repeatable)\n' +
+    '  --python   interpreter whose site-packages are searched for imports\n' +
+    '  --budget   FLOP budget as a fraction of dense (default 0.5), or --speedup X',
+  async run(argv) {
+    const { values, positionals } = parse(argv, options, true);
+    if (positionals.length !== 1) throw new CliError('expected exactly one Python file');
+    const pins = new Map<string, Value>();
+    for (const s of values.set ?? []) {
+      try {
+        const [k, v] = parsePin(s);
+        pins.set(k, v);
+      } catch (e) {
+        throw new CliError(`--set ${s}: ${(e as Error).message}`);
+      }
+    }
+    const tokens = values.tokens === undefined ? undefined : intOption(values, 'tokens');
+    if (tokens !== undefined && tokens < 1) throw new CliError(`--tokens must be ≥ 1, got ${tokens}`);
+    const budget = numberOption(values, 'budget');
+    const speedup = numberOption(values, 'speedup');
+    if (budget !== undefined && speedup !== undefined) throw new CliError('give at most one of --budget and --speedup');
+    if (budget !== undefined && !(budget > 0 && budget <= 1)) throw new CliError(`--budget must be a fraction of dense FLOPs in (0, 1], got ${budget}`);
+    if (speedup !== undefined && !(speedup >= 1)) throw new CliError(`--speedup must be ≥ 1, got ${speedup}`);
+    const target: PlanTarget | undefined = budget !== undefined ? { budget } : speedup !== undefined ? { speedup } : undefined;
+    const site = values.python ? await sitePackages(values.python) : [];
+    if (values.python && site.length === 0) process.stderr.write(`pixelfly: warning: no site-packages found for --python ${values.python}\n`);
+    let result: Analysis;
+    try {
+      result = analyze(await pythonParser(), {
+        file: positionals[0],
+        model: values.model,
+        pins,
+        tokens,
+        target,
+        extraPaths: values.path,
+        sitePackages: site,
+      });
+    } catch (e) {
+      if (e instanceof AnalysisInputError) throw new CliError(e.message, 1);
+      throw e;
+    }
+    process.stdout.write(values.json ? JSON.stringify(analysisJson(result), null, 2) + '\n' : formatAnalysis(result));
+    return 0;
+  },
+};
