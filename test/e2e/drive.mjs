@@ -1,0 +1,151 @@
+// The UI half of `npm run test:e2e`: drives a real VS Code 1.100 workbench (code-server) in headless
+// Chromium with the Pixelfly extension loaded from the repository, as a user would: open the example
+// model, see the language server's hints, apply a quick fix, open the mask preview, start a run and
+// watch metrics arrive. Adapted from ../shared/vscode-e2e/drive.mjs (selectors documented there).
+// Usage: node drive.mjs <baseUrl> <workspaceFolder> <extensionPath> <outDir>
+// Prints PASS/FAIL per check and "N passed, N failed"; exit 0 only when all pass.
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const [base, folder, extPath, outDir] = process.argv.slice(2);
+if (!base || !folder || !extPath || !outDir) {
+  console.error('usage: node drive.mjs <baseUrl> <workspaceFolder> <extensionPath> <outDir>');
+  process.exit(2);
+}
+fs.mkdirSync(outDir, { recursive: true });
+const t0 = Date.now();
+const ms = () => `${((Date.now() - t0) / 1000).toFixed(1)}s`;
+const results = [];
+let shot = 0;
+async function check(name, fn) {
+  try {
+    await fn();
+    results.push([name, true]);
+    console.log(`[${ms()}] PASS ${name}`);
+  } catch (e) {
+    results.push([name, false]);
+    console.log(`[${ms()}] FAIL ${name}: ${String((e && e.message) || e).split('\n')[0]}`);
+  }
+  await page.screenshot({ path: path.join(outDir, `${String(++shot).padStart(2, '0')}-${name.replace(/[^a-z0-9]+/gi, '-').slice(0, 50)}.png`) }).catch(() => {});
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+});
+const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+const consoleLog = fs.createWriteStream(path.join(outDir, 'browser-console.log'));
+page.on('console', (m) => consoleLog.write(`[${m.type()}] ${m.text()}\n`));
+page.on('pageerror', (e) => consoleLog.write(`[pageerror] ${e.message}\n`));
+
+async function runCommand(title) {
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('F1');
+  await page.locator('.quick-input-widget input').first().waitFor({ state: 'visible', timeout: 15000 });
+  await page.keyboard.type(title);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: title }).first().waitFor({ timeout: 15000 });
+  await page.keyboard.press('Enter');
+}
+
+/** The webview frame (nested iframe) that contains `selector`. */
+async function webviewFrame(selector, timeout = 60000) {
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    for (const f of page.frames()) {
+      if (await f.locator(selector).count().catch(() => 0)) return f;
+    }
+    await page.waitForTimeout(250);
+  }
+  throw new Error(`no webview shows ${selector}`);
+}
+
+async function openFile(name) {
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Control+P');
+  await page.locator('.quick-input-widget input').first().waitFor({ state: 'visible', timeout: 15000 });
+  await page.keyboard.type(name);
+  await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor({ timeout: 15000 });
+  await page.keyboard.press('Enter');
+  await page.locator('.tab.active', { hasText: name }).waitFor({ timeout: 15000 });
+}
+
+try {
+  await check('workbench loads with the extension from its folder', async () => {
+    const dev = `vscode-remote://${new URL(base).host}${path.resolve(extPath)}`;
+    const url = `${base}/?folder=${encodeURIComponent(path.resolve(folder))}&payload=${encodeURIComponent(JSON.stringify([['extensionDevelopmentPath', dev]]))}`;
+    await page.goto(url, { waitUntil: 'domcontentloaded' });
+    await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+    await page.getByRole('treeitem', { name: 'mixer.py' }).waitFor({ timeout: 60000 });
+  });
+
+  await check('open the example model', async () => {
+    await page.getByRole('treeitem', { name: 'mixer.py' }).click();
+    await page.locator('.editor-instance .view-lines', { hasText: 'class Mixer' }).waitFor({ timeout: 30000 });
+  });
+
+  await check('status bar shows the daemon and its device (autostarted)', async () => {
+    const item = page.locator('.statusbar-item', { hasText: /Pixelfly: (CPU|GPU)/ });
+    await item.first().waitFor({ timeout: 90000 });
+    console.log(`[${ms()}] status bar: ${(await item.first().innerText()).trim()}`);
+  });
+
+  await check('language server hints show in the Problems panel', async () => {
+    await runCommand('View: Focus Problems');
+    const row = page.locator('.markers-panel .monaco-list-row', { hasText: /pixelfly|sparsif/i });
+    await row.first().waitFor({ timeout: 90000 });
+    console.log(`[${ms()}] hint: ${(await row.first().innerText()).replace(/\s+/g, ' ').slice(0, 160)}`);
+  });
+
+  await check('apply a quick fix (sparsify a layer)', async () => {
+    // Put the cursor on the first channel-MLP layer and open the quick-fix menu.
+    await page.locator('.editor-instance .view-line', { hasText: 'self.channel_fc1 = nn.Linear' }).first().click();
+    await page.keyboard.press('Control+.');
+    const fix = page.locator('.action-widget .monaco-list-row', { hasText: /sparsif/i }).first();
+    await fix.waitFor({ timeout: 30000 });
+    console.log(`[${ms()}] quick fix: ${(await fix.innerText()).trim()}`);
+    await fix.click();
+    await page.locator('.editor-instance .view-lines', { hasText: 'PixelflyLinear' }).first().waitFor({ timeout: 30000 });
+  });
+
+  await check('mask preview opens and draws the layers', async () => {
+    await runCommand('Pixelfly: Preview masks');
+    const f = await webviewFrame('#mask');
+    await f.locator('#layers tbody tr').first().waitFor({ timeout: 30000 });
+    const rows = await f.locator('#layers tbody tr').count();
+    const cells = await f.locator('#mask').evaluate((c) => Number(c.dataset.blockRows) * Number(c.dataset.blockCols));
+    const title = await f.locator('#layer-title').innerText();
+    console.log(`[${ms()}] mask preview: ${rows} layers; ${title}; ${cells} blocks drawn`);
+    if (!(rows > 0 && cells > 0)) throw new Error(`rows=${rows} cells=${cells}`);
+  });
+
+  await check('start a run (dense vs Pixelfly) from the palette', async () => {
+    await openFile('mixer.spec.json');
+    await runCommand('Pixelfly: Train dense vs Pixelfly');
+    await page.locator('.notifications-toasts', { hasText: /Pixelfly: e2e-mixer/ }).first().waitFor({ timeout: 60000 });
+  });
+
+  await check('metrics arrive in the live metrics panel', async () => {
+    const f = await webviewFrame('#charts', 90000);
+    await f.waitForFunction(() => Number(document.getElementById('summary')?.dataset.points ?? 0) >= 3, null, { timeout: 120000 });
+    console.log(`[${ms()}] metrics: ${(await f.locator('#summary').innerText()).trim()} | ${(await f.locator('#progress-text').innerText()).trim()}`);
+  });
+
+  await check('the run completes and shows in the run history', async () => {
+    const f = await webviewFrame('#charts');
+    await f.locator('#state[data-state="done"]').waitFor({ timeout: 240000 });
+    console.log(`[${ms()}] final: ${(await f.locator('#summary').innerText()).trim()}`);
+    await page.locator('.notifications-toasts', { hasText: /e2e-mixer completed/ }).first().waitFor({ timeout: 30000 });
+    await page.getByRole('treeitem', { name: /e2e-mixer/ }).first().waitFor({ timeout: 30000 });
+  });
+} finally {
+  await page.screenshot({ path: path.join(outDir, 'vscode-final.png') }).catch(() => {});
+  await browser.close();
+  consoleLog.end();
+}
+const passed = results.filter((r) => r[1]).length;
+console.log(`total ${ms()}`);
+console.log(`${passed} passed, ${results.length - passed} failed`);
+process.exit(passed === results.length ? 0 : 1);

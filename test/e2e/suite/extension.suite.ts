@@ -1,0 +1,143 @@
+/**
+ * Extension-host integration tests (mocha TDD, for @vscode/test-electron): run inside a real VS Code
+ * with the workspace test/e2e/workspace open. They use the real daemon (autostarted through the
+ * discovery file in $PIXELFLY_HOME), the real native engine and the real webview panels.
+ */
+import * as assert from 'node:assert/strict';
+import * as vscode from 'vscode';
+import type { PixelflyApi } from '../../../extension/main';
+import type { JobInfo } from '../../../protocol/daemon';
+
+const EXT_ID = 'pixelfly.pixelfly';
+const COMMANDS = [
+  'pixelfly.previewMasks',
+  'pixelfly.train',
+  'pixelfly.openMetrics',
+  'pixelfly.stopRun',
+  'pixelfly.measureSpeedups',
+  'pixelfly.exportPlan',
+  'pixelfly.exportCsv',
+  'pixelfly.connectDaemon',
+  'pixelfly.refreshRuns',
+  'pixelfly.showLog',
+];
+
+function workspaceFile(name: string): vscode.Uri {
+  const folder = vscode.workspace.workspaceFolders?.[0];
+  assert.ok(folder, 'a workspace folder is open');
+  return vscode.Uri.joinPath(folder.uri, name);
+}
+
+async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 120000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function webviewTabs(viewType: string): vscode.Tab[] {
+  return vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputWebview && t.input.viewType.endsWith(viewType));
+}
+
+suite('Pixelfly extension (inside VS Code)', () => {
+  let api: PixelflyApi;
+
+  test('activates on a Python file and registers every command', async () => {
+    const doc = await vscode.workspace.openTextDocument(workspaceFile('mixer.py'));
+    await vscode.window.showTextDocument(doc);
+    const ext = vscode.extensions.getExtension<PixelflyApi>(EXT_ID);
+    assert.ok(ext, `${EXT_ID} is installed`);
+    api = await waitFor('activation', () => ext.isActive && ext.exports, 30000);
+    const all = await vscode.commands.getCommands(true);
+    for (const c of COMMANDS) assert.ok(all.includes(c), `command ${c} registered`);
+  });
+
+  test('settings are declared with their defaults, and the workspace overrides apply', () => {
+    const c = vscode.workspace.getConfiguration('pixelfly');
+    assert.equal(c.inspect('daemon.autostart')?.defaultValue, true);
+    assert.equal(c.inspect('plan.blockSize')?.defaultValue, 32);
+    assert.equal(c.inspect('analysis.tokensPerSample')?.defaultValue, 256);
+    assert.equal(api.settings().dataset, 'synthetic', 'from test/e2e/workspace/.vscode/settings.json');
+    assert.ok(api.settings().maxSteps > 0);
+  });
+
+  test('connects to the daemon (autostarted) and reports the device', async () => {
+    await api.connection.ensure();
+    const st = api.connection.state;
+    assert.equal(st.kind, 'connected');
+    if (st.kind === 'connected') {
+      assert.equal(st.hello.name, 'pixelfly-daemon');
+      assert.ok(st.hello.cpu.cores > 0);
+      console.log(`daemon ${st.hello.version}, pid ${st.hello.pid}, ${st.hello.cpu.model}, engine available: ${st.hello.engine.available}`);
+    }
+  });
+
+  test('Preview masks opens the mask preview for an explicit model (CodeLens-style arguments)', async () => {
+    const n = await vscode.commands.executeCommand<number>('pixelfly.previewMasks', {
+      name: 'suite-model',
+      layers: [
+        { name: 'fc1', role: 'mlp_fc1', in: 256, out: 1024, count: 2, decision: { sparsify: true, config: { block: 32, butterflySize: 8, nFactors: 2, rank: 8, globalSize: 0, shuffle: false }, estSpeedup: 1.5, reason: 'test' } },
+        { name: 'head', role: 'head', in: 256, out: 10, count: 1, decision: { sparsify: false, estSpeedup: 1, reason: 'dense' } },
+      ],
+    });
+    assert.equal(n, 2);
+    await waitFor('mask preview tab', () => webviewTabs('pixelfly.maskPreview').length === 1, 15000);
+  });
+
+  test('Preview masks on the open Python model analyses it (language server analysis via the CLI)', async () => {
+    await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
+    const n = await vscode.commands.executeCommand<number | undefined>('pixelfly.previewMasks');
+    assert.ok(typeof n === 'number' && n >= 4, `analysed ${n} layers`);
+  });
+
+  let job: JobInfo | undefined;
+  test('Train dense vs Pixelfly runs a short comparison with live metrics to completion', async () => {
+    const spec = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(workspaceFile('mixer.spec.json'))).toString('utf8')) as Record<string, unknown>;
+    job = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train', { name: 'suite-run', spec: { ...spec, name: 'suite-run' } });
+    assert.ok(job, 'job submitted');
+    const id = job.jobId;
+    await waitFor('metrics panel', () => webviewTabs('pixelfly.metrics').length === 1, 15000);
+    const r = await waitFor('run completion', () => {
+      const rec = api.store.get(id);
+      return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec;
+    }, 240000);
+    assert.equal(r.info.state, 'completed', r.info.error);
+    assert.ok(r.steps.length > 0 && r.steps.length <= api.settings().maxSteps);
+    assert.deepEqual(r.steps.map((s) => s.step), r.steps.map((_, i) => i + 1), 'every step once, in order');
+    assert.ok(r.steps.every((s) => s.dense && s.pixelfly.loss > 0), 'both arms every step');
+    assert.ok(r.evals.length > 0, 'evaluated');
+    assert.ok((r.info.summary?.speedup ?? 0) > 0);
+    console.log(`run ${id}: ${r.steps.length} steps, speedup ${r.info.summary?.speedup?.toFixed(2)}x, eval ${JSON.stringify(r.evals[r.evals.length - 1])}`);
+  });
+
+  test('Stop run cancels an active run', async () => {
+    const spec = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(workspaceFile('mixer.spec.json'))).toString('utf8')) as Record<string, unknown>;
+    await vscode.workspace.getConfiguration('pixelfly').update('training.maxSteps', 100000, vscode.ConfigurationTarget.Workspace);
+    try {
+      const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train', { name: 'suite-cancel', spec });
+      assert.ok(j);
+      await waitFor('first step', () => (api.store.get(j.jobId)?.steps.length ?? 0) > 0, 120000);
+      await vscode.commands.executeCommand('pixelfly.stopRun', j.jobId);
+      const r = await waitFor('cancelled', () => api.store.get(j.jobId)?.info.state === 'cancelled' && api.store.get(j.jobId), 60000);
+      assert.ok(r.steps.length < 100000);
+    } finally {
+      await vscode.workspace.getConfiguration('pixelfly').update('training.maxSteps', undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  test('the run history lists both runs (from job.list)', async () => {
+    await vscode.commands.executeCommand('pixelfly.refreshRuns');
+    const names = api.store.list().map((r) => r.info.name);
+    assert.ok(names.includes('suite-run') && names.includes('suite-cancel'), names.join(', '));
+  });
+
+  test('a bad argument gives an error message, never a crash', async () => {
+    const r = await vscode.commands.executeCommand('pixelfly.previewMasks', { layers: [{ name: 'x', role: 'other', in: -3, out: 4, count: 1 }] });
+    assert.equal(r, undefined);
+    const t = await vscode.commands.executeCommand('pixelfly.train', { spec: { kind: 'nonsense' } });
+    assert.equal(t, undefined, 'rejected by the daemon with a message');
+  });
+});
