@@ -52,7 +52,7 @@ constexpr int MR = 6;
 constexpr int MR_DW = 4;
 #endif
 constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
-constexpr int KC = 256;     // depth of a packed panel (dense GEMM) / rows per dW chunk
+constexpr int KC = 384;     // depth of a packed panel (dense GEMM) / rows per dW chunk
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
@@ -89,7 +89,6 @@ struct Scratch {
 };
 thread_local Scratch tlsA;       // a-side panels (per worker thread)
 thread_local Scratch tlsB;       // b-side panels shared by a call (owned by the calling thread)
-thread_local Scratch tlsC;       // second shared buffer of a call (dW's packed dY)
 thread_local std::vector<int> tlsOffsets;
 
 // ---------------------------------------------------------------------------------------------
@@ -116,6 +115,15 @@ inline void packCopy(float* dst, const float* src, long ld, int nK, int kValid, 
   }
 }
 
+// Same for a run-time width (dW's padded edge tiles).
+inline void packCopyAny(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
+  for (int k = 0; k < nK; k++) {
+    float* d = dst + (long)k * width;
+    const float* s = src + k * ld;
+    for (int w = 0; w < width; w++) d[w] = (k < kValid && w < wValid) ? s[w] : 0.f;
+  }
+}
+
 // dst[k][w] = src[w*ld + k]: a transpose, read in row segments so the source streams.
 inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
   constexpr int KB = 16;
@@ -137,14 +145,21 @@ inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Microkernel. C[rows×cols] (=|+=) Σ_s Σ_k a_s[k][0:R] ⊗ b[s*kseg + k][0:NVV*VL] (+ bias)
-//   a_s = a + aoff[s] (or a itself when aoff is null), each a panel [kseg][R];
-//   b   = one contiguous stream of nseg*kseg rows of NVV vectors.
+// Microkernel. C[rows×cols] (=|+=) Σ_s Σ_k a_s[k*sa + 0:R] ⊗ b[(s*kseg + k)*sb + 0:NVV*VL] (+ bias)
+//   a_s = a + aoff[s] (or a itself when aoff is null): packed panels have sa = R, but dW reads the
+//   activations in place (sa, sb = their leading dimensions);
+//   b   = one stream of nseg*kseg rows of NVV vectors.
 // ---------------------------------------------------------------------------------------------
-template <int R, int NVV>
-inline void micro(int nseg, int kseg, const float* a, const int* aoff, const float* b, float* C, long ldc, int rows,
-                  int cols, bool accumulate, const float* bias) {
+template <int R, int NVV, bool STRIDED = false>
+inline void micro(int nseg, int kseg, const float* a, long sa, const int* aoff, const float* b, long sb, float* C,
+                  long ldc, int rows, int cols, bool accumulate, const float* bias) {
   constexpr int NR = NVV * VL;
+  // C is usually cold (written by an earlier pass or another block): start fetching it now so the
+  // final read-modify-write does not stall.
+  for (int i = 0; i < rows; i++) {
+    __builtin_prefetch(C + i * ldc, 1, 3);
+    __builtin_prefetch(C + i * ldc + NR - 1, 1, 3);
+  }
   vf acc[R][NVV];
 #pragma GCC unroll 32
   for (int i = 0; i < R; i++)
@@ -153,7 +168,16 @@ inline void micro(int nseg, int kseg, const float* a, const int* aoff, const flo
 
   for (int s = 0; s < nseg; s++) {
     const float* ap = aoff ? a + aoff[s] : a;
+    // Segments jump around the packed panel: fetch the next one while this one runs.
+    const float* next = (aoff && s + 1 < nseg) ? a + aoff[s + 1] : nullptr;
     for (int k = 0; k < kseg; k++) {
+      if (next) __builtin_prefetch(next + (long)k * R);
+      if (STRIDED) {
+        // In-place operands: one new line of a and NR floats of b per step, far apart in memory.
+        __builtin_prefetch(ap + 8 * sa);
+        __builtin_prefetch(b + 8 * sb);
+        __builtin_prefetch(b + 8 * sb + NR - 1);
+      }
       vf bv[NVV];
 #pragma GCC unroll 4
       for (int v = 0; v < NVV; v++) bv[v] = loadu(b + v * VL);
@@ -163,8 +187,8 @@ inline void micro(int nseg, int kseg, const float* a, const int* aoff, const flo
 #pragma GCC unroll 4
         for (int v = 0; v < NVV; v++) acc[i][v] += ai * bv[v];
       }
-      ap += R;
-      b += NR;
+      ap += sa;
+      b += sb;
     }
   }
 
@@ -272,7 +296,7 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
           const float* bp = Bp + (long)jp * NR_G * kc;
           for (int p = 0; p < mp; p++) {
             const int r0 = i0 + p * MR;
-            micro<MR, NV>(1, kc, Ap + (long)p * MR * kc, nullptr, bp, C + (long)r0 * ldc + j0, ldc,
+            micro<MR, NV>(1, kc, Ap + (long)p * MR * kc, MR, nullptr, bp, NR_G, C + (long)r0 * ldc + j0, ldc,
                           std::min(MR, M - r0), cols, acc, nullptr);
           }
         }
@@ -339,7 +363,7 @@ void blockRowsProduct(int M, const float* A, long lda, int aCols, int aBlocks, i
               }
               continue;
             }
-            micro<MR, NVV>(ns, b, Ap + (long)p * MR * kPad, aoff.data() + s0, bp, c, ldc, std::min(MR, M - r0),
+            micro<MR, NVV>(ns, b, Ap + (long)p * MR * kPad, MR, aoff.data() + s0, bp, NR, c, ldc, std::min(MR, M - r0),
                            cols, accumulate, bb);
           }
         }
@@ -384,10 +408,16 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, floa
 }
 
 // dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
+// The microkernel reads dY and X in place (a row of a block is contiguous, so each k-step is one
+// short broadcast run and NR-wide vectors): packing would copy all of dY for a quarter of the work.
+// Only blocks that reach into the padding are copied, zero-filled, into a small per-thread tile.
+// Each thread owns a contiguous range of kept blocks (no two threads write the same dW block), and
+// walks the rows in chunks so the chunk of X its blocks read stays in L2.
 template <int RW, int NVV>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
                         bool accumulate, int threads) {
   constexpr int NR = NVV * VL;
+  constexpr int KCW = 128;
   const BsrLayout& L = w.layout;
   const int b = L.block, itN = b / RW, jtN = b / NR;
   const long bb = (long)b * b;
@@ -396,37 +426,36 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
     if (!accumulate) std::fill(dW, dW + L.nnz * bb, 0.f);
     return;
   }
-  const int kcMax = std::min(M, KC);
-  // Dc[r][it][m][RW] = dY[m0+m][r*b + it*RW + i];  Xc[c][jt][m][NR] = X[m0+m][c*b + jt*NR + j]
-  float* Dc = tlsC.get((size_t)L.blockRows * b * kcMax);
-  float* Xc = tlsB.get((size_t)L.blockCols * b * kcMax);
-  const int nt = std::max(1, threads);
+  const int nt = std::max(1, std::min(threads, L.nnz));
 #pragma omp parallel num_threads(nt)
   {
-    for (int m0 = 0; m0 < M; m0 += KC) {
-      const int kc = std::min(KC, M - m0);
-#pragma omp for schedule(static) nowait
-      for (int q = 0; q < L.blockRows * itN; q++) {
-        const int col = q * RW;  // == r*b + it*RW
-        packCopy<RW>(Dc + (long)q * RW * kc, dY + (long)m0 * lddy + col, lddy, kc, kc,
-                     std::max(0, std::min(RW, w.out - col)));
-      }
-#pragma omp for schedule(static)
-      for (int q = 0; q < L.blockCols * jtN; q++) {
-        const int col = q * NR;
-        packCopy<NR>(Xc + (long)q * NR * kc, X + (long)m0 * ldx + col, ldx, kc, kc,
-                     std::max(0, std::min(NR, w.in - col)));
-      }
+    const int tid = omp_get_thread_num(), T = omp_get_num_threads();
+    const int k0 = (int)((long)L.nnz * tid / T), k1 = (int)((long)L.nnz * (tid + 1) / T);
+    float* edge = tlsA.get((size_t)2 * KCW * b);  // [KCW][b] dY tile, then [KCW][b] X tile
+    for (int m0 = 0; m0 < M; m0 += KCW) {
+      const int kc = std::min(KCW, M - m0);
       const bool acc = accumulate || m0 > 0;
-      // Static contiguous ranges: neighbouring blocks share a block-row, so its packed dY stays hot.
-#pragma omp for schedule(static)
-      for (int k = 0; k < L.nnz; k++) {
-        int r = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k) - L.rowPtr) - 1;
+      int r = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k0) - L.rowPtr) - 1;
+      for (int k = k0; k < k1; k++) {
+        while (k >= L.rowPtr[r + 1]) r++;
         const int c = L.colIdx[k];
+        const float* a = dY + (long)m0 * lddy + r * b;
+        const float* bx = X + (long)m0 * ldx + c * b;
+        long sa = lddy, sb = ldx;
+        if ((r + 1) * b > w.out) {
+          packCopyAny(edge, a, lddy, kc, kc, b, w.out - r * b);
+          a = edge;
+          sa = b;
+        }
+        if ((c + 1) * b > w.in) {
+          packCopyAny(edge + KCW * b, bx, ldx, kc, kc, b, w.in - c * b);
+          bx = edge + KCW * b;
+          sb = b;
+        }
         for (int it = 0; it < itN; it++)
           for (int jt = 0; jt < jtN; jt++)
-            micro<RW, NVV>(1, kc, Dc + ((long)r * itN + it) * RW * kc, nullptr, Xc + ((long)c * jtN + jt) * NR * kc,
-                           dW + k * bb + (long)it * RW * b + jt * NR, b, RW, NR, acc, nullptr);
+            micro<RW, NVV, true>(1, kc, a + it * RW, sa, nullptr, bx + jt * NR, sb, dW + k * bb + (long)it * RW * b + jt * NR,
+                           b, RW, NR, acc, nullptr);
       }
     }
   }
