@@ -4,8 +4,8 @@ import type { ConnectionState } from './daemon/connection';
 
 export function deviceSummary(hello: Extract<ConnectionState, { kind: 'connected' }>['hello']): string {
   if (hello.gpus.length > 0) return `GPU ${hello.gpus[0].name}`;
-  // The SIMD level is what decides kernel speed on CPU; show the best one the daemon reports.
-  const simd = ['amx_bf16', 'avx512f', 'avx2', 'neon'].find((f) => hello.cpu.features.includes(f));
+  // The SIMD level the fp32 kernels can use decides CPU speed; show the best one the daemon reports.
+  const simd = ['avx512f', 'avx2', 'neon'].find((f) => hello.cpu.features.includes(f));
   return `CPU ${hello.cpu.cores}c${simd ? ` ${simd}` : ''}`;
 }
 

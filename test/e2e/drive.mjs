@@ -137,8 +137,12 @@ try {
     const f = await webviewFrame('#charts');
     await f.locator('#state[data-state="done"]').waitFor({ timeout: 240000 });
     console.log(`[${ms()}] final: ${(await f.locator('#summary').innerText()).trim()}`);
-    await page.locator('.notifications-toasts', { hasText: /e2e-mixer completed/ }).first().waitFor({ timeout: 30000 });
-    await page.getByRole('treeitem', { name: /e2e-mixer/ }).first().waitFor({ timeout: 30000 });
+    // The "Pixelfly Runs" view sits collapsed at the bottom of the Explorer: expand it.
+    const header = page.locator('.pane-header', { hasText: 'Pixelfly Runs' }).first();
+    if ((await header.getAttribute('aria-expanded')) !== 'true') await header.click();
+    const item = page.getByRole('treeitem', { name: /e2e-mixer/ }).first();
+    await item.waitFor({ timeout: 30000 });
+    console.log(`[${ms()}] run history: ${(await item.innerText()).replace(/\s+/g, ' ')}`);
   });
 } finally {
   await page.screenshot({ path: path.join(outDir, 'vscode-final.png') }).catch(() => {});
