@@ -29,6 +29,8 @@ export interface Services {
 export interface TrainArgs {
   name?: string;
   spec?: Record<string, unknown>;
+  /** Set by the language server when the model maps onto no engine family (shown to the user). */
+  specError?: string;
   plan?: unknown;
   uri?: string;
 }
@@ -166,6 +168,7 @@ function resolveDataset(settings: Settings): MethodParamsIn<'job.submit'>['datas
 /** A JSON model spec from the arguments, a JSON file URI, or the active editor. */
 function resolveSpec(arg: unknown): { spec: Record<string, unknown>; name: string; plan?: unknown } {
   const a = (arg ?? {}) as TrainArgs;
+  if (typeof a.specError === 'string' && !a.spec) throw new Error(`${a.name ?? 'this model'} cannot be trained by the engine: ${a.specError}`);
   if (a.spec && typeof a.spec === 'object') return { spec: a.spec, name: a.name ?? String(a.spec.name ?? 'model'), plan: a.plan };
   const doc =
     arg instanceof vscode.Uri ? vscode.workspace.textDocuments.find((d) => d.uri.toString() === arg.toString()) : vscode.window.activeTextEditor?.document;

@@ -17,6 +17,7 @@ export const DEBIAN_PACKAGES = {
   'libopenblas-dev': 'dense baseline in the kernel benchmark',
   'python3-torch': 'cross-checks of the engine against PyTorch',
   'dataset-fashion-mnist': 'real training data',
+  'chromium': 'headless browser for the webview page tests and the VS Code e2e (driven by playwright-core)',
 };
 
 function step(title, fn) {
