@@ -28,6 +28,8 @@ export interface AnalyzeOptions {
   /** --set / workspace pins; they win over `# pixelfly:` comments. */
   pins?: Map<string, Value>;
   tokens?: number;
+  /** Tokens per sample when neither the caller nor the model says (the editor's setting); else DEFAULT_TOKENS. */
+  defaultTokens?: number;
   target?: PlanTarget;
   planOptions?: PlanOptions;
   /** Extra search directories (--path, the `pixelfly.extraPaths` setting): library code. */
@@ -68,6 +70,7 @@ export interface LayerRow {
   pinnedDense: boolean;
   /** True when the call is written directly as a layer constructor (the quick fix can rewrite it). */
   direct: boolean;
+  patch?: { channels: number; kernel: number };
   decision: LayerDecision | null;
   /** Why there is no decision (unresolved sizes, …). */
   note?: string;
@@ -88,6 +91,8 @@ export interface Analysis {
   candidates: string[];
   tokensPerSample: number;
   tokensSource: string;
+  /** Attention heads, when the model keeps them in an attribute (num_heads, n_head, heads, …). */
+  heads: number | null;
   target: PlanTarget;
   layers: LayerRow[];
   plan: Omit<Plan, 'layers'> | null;
@@ -202,6 +207,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     candidates,
     tokensPerSample: tokens.value,
     tokensSource: tokens.source,
+    heads: findAttr(collectObjects(rootValue), HEAD_NAMES),
     target,
     layers: rows,
     plan,
@@ -453,6 +459,7 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
       pinnedDense: !!pragmas && pragmas.denseLines.has(range.start.line),
       direct,
       decision: null,
+      ...(first.layer.patch ? { patch: first.layer.patch } : {}),
     });
     (rows[rows.length - 1] as LayerRow & { path?: PathStep[] }).path = first.path;
   }
@@ -573,18 +580,7 @@ function tokensPerSample(options: AnalyzeOptions, pragmas: Pragmas, root: Value 
   if (options.tokens !== undefined) return { value: options.tokens, source: 'set by the caller' };
   const pinned = pragmas.pins.get('tokens');
   if (pinned?.k === 'num' && pinned.v >= 1) return { value: pinned.v, source: '`# pixelfly: tokens=` comment' };
-  const objects: Array<Extract<Value, { k: 'obj' }>> = [];
-  const seen = new Set<unknown>();
-  const collect = (v: Value, depth: number): void => {
-    if (depth > 64 || seen.has(v)) return;
-    seen.add(v);
-    if (v.k === 'obj') {
-      objects.push(v);
-      for (const a of v.attrs.values()) collect(a, depth + 1);
-    } else if (v.k === 'list') v.items.forEach((a) => collect(a, depth + 1));
-    else if (v.k === 'dict') for (const a of v.map.values()) collect(a, depth + 1);
-  };
-  if (root) collect(root, 0);
+  const objects = collectObjects(root);
   for (const o of objects) {
     const n = o.attrs.get('num_patches');
     if (n?.k === 'num' && n.v >= 1) {
@@ -605,7 +601,37 @@ function tokensPerSample(options: AnalyzeOptions, pragmas: Pragmas, root: Value 
       if (v?.k === 'num' && v.v >= 1) return { value: v.v, source: `${key} = ${v.v}` };
     }
   }
-  return { value: DEFAULT_TOKENS, source: `assumed (${DEFAULT_TOKENS}); set it with '# pixelfly: tokens=N' or --tokens` };
+  const fallback = options.defaultTokens ?? DEFAULT_TOKENS;
+  return { value: fallback, source: `assumed (${fallback}); set it with '# pixelfly: tokens=N' or --tokens` };
+}
+
+const HEAD_NAMES = ['num_heads', 'n_head', 'heads', 'nhead', 'num_attention_heads', 'n_heads'];
+
+/** Every object reachable from the model (modules and the configs they hold). */
+function collectObjects(root: Value | undefined): Array<Extract<Value, { k: 'obj' }>> {
+  const objects: Array<Extract<Value, { k: 'obj' }>> = [];
+  const seen = new Set<unknown>();
+  const collect = (v: Value, depth: number): void => {
+    if (depth > 64 || seen.has(v)) return;
+    seen.add(v);
+    if (v.k === 'obj') {
+      objects.push(v);
+      for (const a of v.attrs.values()) collect(a, depth + 1);
+    } else if (v.k === 'list') v.items.forEach((a) => collect(a, depth + 1));
+    else if (v.k === 'dict') for (const a of v.map.values()) collect(a, depth + 1);
+  };
+  if (root) collect(root, 0);
+  return objects;
+}
+
+function findAttr(objects: Array<Extract<Value, { k: 'obj' }>>, names: string[]): number | null {
+  for (const o of objects) {
+    for (const n of names) {
+      const v = o.attrs.get(n);
+      if (v?.k === 'num' && Number.isInteger(v.v) && v.v >= 1) return v.v;
+    }
+  }
+  return null;
 }
 
 /** The model's channel width (rows of a token-mixing matmul per sample). */

@@ -868,7 +868,7 @@ export class Interpreter {
         if (k === 1) add(name === 'Conv1d' ? 'conv1d' : 'conv1x1', c, o, bias);
         else if (name === 'Conv2d' && k !== undefined && k === s) {
           // Patch embedding: a matmul over non-overlapping k×k patches, in = C·k·k.
-          add('patch', c.k === 'num' ? num(c.v * k * k) : sym(`${show(c)} * ${k * k}`), o, bias);
+          add('patch', c.k === 'num' ? num(c.v * k * k) : sym(`${show(c)} * ${k * k}`), o, bias, undefined, c.k === 'num' ? { patch: { channels: c.v, kernel: k } } : undefined);
         }
         break;
       }

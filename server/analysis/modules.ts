@@ -9,7 +9,7 @@ import { dirname, join, resolve, basename } from 'node:path';
 import { execFile } from 'node:child_process';
 import type { Parser } from 'web-tree-sitter';
 import { toPyAst, type PyNode } from './ast';
-import { parsePython, type Tree } from './parser';
+import { parsePython, type Edit, type Tree } from './parser';
 import { STUBS } from './stubs';
 import type { ModuleInfo } from './values';
 import type { ModuleSource } from './interpreter';
@@ -31,23 +31,26 @@ export class ParseCache {
   private readonly byPath = new Map<string, Parsed>();
   constructor(readonly parser: Parser) {}
 
+  /** Parse a file's text; an edited text re-uses the previous tree (tree-sitter's incremental parse). */
   get(path: string, source: string): Parsed {
     const hit = this.byPath.get(path);
     if (hit && hit.source === source) return hit;
-    const tree = parsePython(this.parser, source);
+    let tree: Tree;
+    if (hit) {
+      hit.tree.edit(textEdit(hit.source, source));
+      tree = parsePython(this.parser, source, hit.tree);
+      hit.tree.delete();
+    } else {
+      tree = parsePython(this.parser, source);
+    }
     const parsed = { source, root: toPyAst(tree, source), tree };
-    hit?.tree.delete();
     this.byPath.set(path, parsed);
     return parsed;
   }
 
-  /** Re-use the previous tree for an edited document (tree-sitter's incremental parse). */
-  setEdited(path: string, source: string, tree: Tree): Parsed {
-    const old = this.byPath.get(path);
-    if (old && old.tree !== tree) old.tree.delete();
-    const parsed = { source, root: toPyAst(tree, source), tree };
-    this.byPath.set(path, parsed);
-    return parsed;
+  forget(path: string): void {
+    this.byPath.get(path)?.tree.delete();
+    this.byPath.delete(path);
   }
 
   peek(path: string): Parsed | undefined {
@@ -115,6 +118,33 @@ export class ModuleLoader implements ModuleSource {
     for (const key of STUBS.keys()) if (key.endsWith(`.${name}`)) return this.find(key);
     return undefined;
   }
+}
+
+/** The single edit turning `before` into `after` (common prefix and suffix kept), in tree-sitter's terms. */
+export function textEdit(before: string, after: string): Edit {
+  const max = Math.min(before.length, after.length);
+  let start = 0;
+  while (start < max && before.charCodeAt(start) === after.charCodeAt(start)) start++;
+  let tail = 0;
+  while (tail < max - start && before.charCodeAt(before.length - 1 - tail) === after.charCodeAt(after.length - 1 - tail)) tail++;
+  return {
+    startIndex: start,
+    oldEndIndex: before.length - tail,
+    newEndIndex: after.length - tail,
+    startPosition: pointAt(before, start),
+    oldEndPosition: pointAt(before, before.length - tail),
+    newEndPosition: pointAt(after, after.length - tail),
+  } as Edit;
+}
+
+function pointAt(text: string, index: number): { row: number; column: number } {
+  let row = 0;
+  let lineStart = 0;
+  for (let i = text.indexOf('\n'); i !== -1 && i < index; i = text.indexOf('\n', i + 1)) {
+    row++;
+    lineStart = i + 1;
+  }
+  return { row, column: index - lineStart };
 }
 
 function isFile(p: string): boolean {

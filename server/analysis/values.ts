@@ -66,6 +66,8 @@ export interface LayerInst {
   pixelfly?: Record<string, Value>;
   /** Sub-layer name appended to the module path (MultiheadAttention's in_proj/out_proj). */
   suffix?: string;
+  /** Patch embeddings: input channels and kernel side (for the engine's model spec). */
+  patch?: { channels: number; kernel: number };
 }
 
 export interface Scope {

@@ -1,0 +1,58 @@
+/**
+ * What the language server hands the extension: the arguments of its CodeLens commands (which
+ * the extension registers) and of the commands the server itself executes. Documented in
+ * server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts) reads the first.
+ */
+import type { PixelflyConfig } from '../../core/pixelflyLayer';
+import type { LayerRole } from '../../core/inventory';
+import type { LayerDecision } from '../../core/planner';
+
+/** CodeLens commands, registered by the extension. */
+export const PREVIEW_MASKS = 'pixelfly.previewMasks';
+export const TRAIN = 'pixelfly.train';
+/** Executed by the server: write layer configs into the source (the mask preview's "Apply to code"). */
+export const APPLY_LAYER_CONFIG = 'pixelfly.applyLayerConfig';
+/** Executed by the server: write pixelfly_torch.py beside a model file (quick fixes on clients without file creation). */
+export const WRITE_TORCH_MODULE = 'pixelfly.writeTorchModule';
+/** Request: the analysis of an open document, as `pixelfly analyze --json` prints it. */
+export const ANALYSIS_REQUEST = 'pixelfly/analysis';
+
+/** One resolved, built layer of the model (unresolved or unbuilt layers are left out). */
+export interface LensLayer {
+  name: string;
+  role: LayerRole;
+  in: number;
+  out: number;
+  count: number;
+  rowsPerSample: number;
+  /** 0-based line of the call that builds it, in `file`. */
+  line: number;
+  file: string;
+  decision: LayerDecision | null;
+}
+
+/** Argument of `pixelfly.previewMasks` (an `AnalyzedModel` for the extension). */
+export interface PreviewMasksArgs {
+  uri: string;
+  name: string;
+  kind: 'class' | 'function';
+  tokensPerSample: number;
+  layers: LensLayer[];
+  /** Set when the lens is for one layer: the preview opens on it. */
+  focus?: string;
+}
+
+/** Argument of `pixelfly.train`: a model spec for the engine (see core/modelSpec.ts), or why there is none. */
+export interface TrainLensArgs {
+  uri: string;
+  name: string;
+  spec?: Record<string, unknown>;
+  /** Why the model could not be mapped onto an engine family (the extension shows it). */
+  specError?: string;
+}
+
+/** Argument of `pixelfly.applyLayerConfig`. */
+export interface ApplyLayerConfigArgs {
+  uri: string;
+  layers: Array<{ name: string; line?: number; config: Required<PixelflyConfig> }>;
+}

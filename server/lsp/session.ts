@@ -1,0 +1,153 @@
+/**
+ * The server's state: open documents, their latest analyses (re-run on edits, debounced),
+ * the user's settings and the Python environment's site-packages.
+ */
+import { fileURLToPath } from 'node:url';
+import type { TextDocument } from 'vscode-languageserver-textdocument';
+import type { PlanTarget } from '../../core/planner';
+import { analyze, type Analysis } from '../analysis/analyze';
+import { ParseCache, sitePackages } from '../analysis/modules';
+import { parsePinValue } from '../analysis/pragmas';
+import type { Value } from '../analysis/values';
+
+/** The `pixelfly.*` settings the server reads (the extension contributes them). */
+export interface ServerSettings {
+  /** pixelfly.analysis.tokensPerSample: used only when the model itself does not say. */
+  tokensPerSample?: number;
+  /** pixelfly.analysis.pins: { "n_embd": 768, … } — as `# pixelfly: n_embd=768`. */
+  pins?: Record<string, string | number | boolean>;
+  /** pixelfly.analysis.extraPaths: directories to import library code from. */
+  extraPaths?: string[];
+  /** pixelfly.analysis.pythonPath (else python.defaultInterpreterPath): whose site-packages to search. */
+  pythonPath?: string;
+  /** pixelfly.plan.budget / pixelfly.plan.speedup */
+  budget?: number;
+  speedup?: number;
+  /** pixelfly.plan.blockSize: the block size the planner uses. */
+  blockSize?: number;
+}
+
+/** Reads the nested configuration object the client returns for section 'pixelfly'. */
+export function settingsFrom(section: unknown, python?: unknown): ServerSettings {
+  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown> };
+  const a = s.analysis ?? {};
+  const p = s.plan ?? {};
+  const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+  const strs = (v: unknown): string[] | undefined => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : undefined);
+  const py = (python ?? {}) as { defaultInterpreterPath?: unknown };
+  return {
+    tokensPerSample: num(a.tokensPerSample),
+    pins: typeof a.pins === 'object' && a.pins !== null ? (a.pins as ServerSettings['pins']) : undefined,
+    extraPaths: strs(a.extraPaths),
+    pythonPath: typeof a.pythonPath === 'string' && a.pythonPath ? a.pythonPath : typeof py.defaultInterpreterPath === 'string' && py.defaultInterpreterPath ? py.defaultInterpreterPath : undefined,
+    budget: num(p.budget),
+    speedup: num(p.speedup),
+    blockSize: num(p.blockSize),
+  };
+}
+
+export interface Analysed {
+  version: number;
+  analysis: Analysis | null;
+  error?: string;
+}
+
+export class Session {
+  readonly cache: ParseCache;
+  private readonly results = new Map<string, Analysed>();
+  private readonly pending = new Map<string, NodeJS.Timeout>();
+  private readonly sitePackagesByPython = new Map<string, Promise<string[]>>();
+  settings: ServerSettings = {};
+  workspaceRoots: string[] = [];
+
+  constructor(
+    parser: ConstructorParameters<typeof ParseCache>[0],
+    private readonly documents: { all(): TextDocument[]; get(uri: string): TextDocument | undefined },
+    private readonly onAnalysed: (uri: string, result: Analysed) => void,
+    private readonly debounceMs = 150,
+  ) {
+    this.cache = new ParseCache(parser);
+  }
+
+  latest(uri: string): Analysed | undefined {
+    return this.results.get(uri);
+  }
+
+  /** Analyse soon (edits come in bursts); the newest version wins. */
+  schedule(uri: string): void {
+    clearTimeout(this.pending.get(uri));
+    this.pending.set(
+      uri,
+      setTimeout(() => {
+        this.pending.delete(uri);
+        void this.analyseNow(uri);
+      }, this.debounceMs),
+    );
+  }
+
+  scheduleAll(): void {
+    for (const d of this.documents.all()) this.schedule(d.uri);
+  }
+
+  forget(uri: string): void {
+    clearTimeout(this.pending.get(uri));
+    this.pending.delete(uri);
+    this.results.delete(uri);
+    if (uri.startsWith('file:')) this.cache.forget(fileURLToPath(uri));
+  }
+
+  /** Analyse the current version of a document now (also what requests wait on when stale). */
+  async analyseNow(uri: string): Promise<Analysed | undefined> {
+    const doc = this.documents.get(uri);
+    if (!doc || !uri.startsWith('file:')) return undefined;
+    const cached = this.results.get(uri);
+    if (cached && cached.version === doc.version) return cached;
+    const file = fileURLToPath(uri);
+    const site = this.settings.pythonPath ? await this.sitePackages(this.settings.pythonPath) : [];
+    const overlays = new Map<string, string>();
+    for (const d of this.documents.all()) if (d.uri.startsWith('file:') && d.uri !== uri) overlays.set(fileURLToPath(d.uri), d.getText());
+    let result: Analysed;
+    try {
+      const analysis = analyze(this.cache, {
+        file,
+        source: doc.getText(),
+        pins: this.pins(),
+        tokens: undefined,
+        defaultTokens: this.settings.tokensPerSample,
+        target: this.target(),
+        planOptions: this.settings.blockSize && [16, 32, 64].includes(this.settings.blockSize) ? { blockSizes: [this.settings.blockSize] } : undefined,
+        extraPaths: this.settings.extraPaths,
+        sitePackages: site,
+        workspaceRoots: this.workspaceRoots,
+        overlays,
+      });
+      result = { version: doc.version, analysis };
+    } catch (e) {
+      result = { version: doc.version, analysis: null, error: (e as Error).message };
+    }
+    // A newer edit may have arrived while site-packages were being found.
+    if (this.documents.get(uri)?.version !== result.version) return result;
+    this.results.set(uri, result);
+    this.onAnalysed(uri, result);
+    return result;
+  }
+
+  private pins(): Map<string, Value> {
+    const out = new Map<string, Value>();
+    for (const [k, v] of Object.entries(this.settings.pins ?? {})) out.set(k, parsePinValue(String(v)));
+    return out;
+  }
+
+  private target(): PlanTarget | undefined {
+    const { budget, speedup } = this.settings;
+    if (speedup !== undefined && speedup >= 1) return { speedup };
+    if (budget !== undefined && budget > 0 && budget <= 1) return { budget };
+    return undefined;
+  }
+
+  private sitePackages(python: string): Promise<string[]> {
+    let p = this.sitePackagesByPython.get(python);
+    if (!p) this.sitePackagesByPython.set(python, (p = sitePackages(python)));
+    return p;
+  }
+}

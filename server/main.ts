@@ -1,0 +1,170 @@
+/**
+ * The Pixelfly language server (its own process; the extension starts dist/server.js over IPC,
+ * and `node dist/server.js --stdio` serves any LSP client). It reads Python model definitions,
+ * and offers diagnostics, inlay hints, hovers, CodeLens and quick fixes from the analysis.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  CodeActionKind,
+  ProposedFeatures,
+  TextDocumentSyncKind,
+  TextDocuments,
+  createConnection,
+  type InitializeResult,
+} from 'vscode-languageserver/node';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+import { pythonParser } from './analysis/parser';
+import { analysisJson } from '../daemon/commands/analyze';
+import { PIXELFLY_TORCH_FILE, pixelflyTorchSource } from '../export/writer';
+import { codeActions, codeLenses, diagnostics, hover, inlayHints, sparsifyEdit, type EditContext } from './lsp/features';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, WRITE_TORCH_MODULE, type ApplyLayerConfigArgs } from './lsp/protocol';
+import { Session, settingsFrom } from './lsp/session';
+
+const connection = createConnection(ProposedFeatures.all);
+const documents = new TextDocuments(TextDocument);
+let session: Session | undefined;
+let canConfigure = false;
+let canCreateFiles = false;
+let initOptions: unknown;
+const sessionReady = pythonParser().then((parser) => {
+  session = new Session(parser, documents, (uri, result) => {
+    const file = uri.startsWith('file:') ? fileURLToPath(uri) : uri;
+    const diags = result.analysis ? diagnostics(result.analysis, file) : [];
+    if (result.error) connection.console.warn(`pixelfly: ${file}: ${result.error}`);
+    void connection.sendDiagnostics({ uri, version: result.version, diagnostics: diags });
+    // Hints and lenses depend on the analysis: ask the client to pull them again.
+    void connection.languages.inlayHint.refresh().catch(() => undefined);
+    void connection.sendRequest('workspace/codeLens/refresh').catch(() => undefined);
+  });
+  return session;
+});
+
+async function current(uri: string) {
+  const s = await sessionReady;
+  return s.analyseNow(uri);
+}
+
+connection.onInitialize((params): InitializeResult => {
+  canConfigure = !!params.capabilities.workspace?.configuration;
+  canCreateFiles = !!params.capabilities.workspace?.workspaceEdit?.resourceOperations?.includes('create');
+  initOptions = params.initializationOptions;
+  const roots = (params.workspaceFolders ?? []).map((f) => f.uri).filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
+  void sessionReady.then((s) => (s.workspaceRoots = roots));
+  return {
+    capabilities: {
+      textDocumentSync: TextDocumentSyncKind.Incremental,
+      hoverProvider: true,
+      inlayHintProvider: true,
+      codeLensProvider: { resolveProvider: false },
+      codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix] },
+      executeCommandProvider: { commands: [APPLY_LAYER_CONFIG, WRITE_TORCH_MODULE] },
+    },
+    serverInfo: { name: 'pixelfly-language-server' },
+  };
+});
+
+async function loadSettings(): Promise<void> {
+  const s = await sessionReady;
+  if (canConfigure) {
+    const [pixelfly, python] = (await connection.workspace.getConfiguration([{ section: 'pixelfly' }, { section: 'python' }])) as unknown[];
+    s.settings = settingsFrom(pixelfly, python);
+  } else {
+    s.settings = settingsFrom((initOptions as { settings?: unknown } | undefined)?.settings ?? initOptions);
+  }
+}
+
+connection.onInitialized(() => {
+  void loadSettings().then(async () => (await sessionReady).scheduleAll());
+});
+
+connection.onDidChangeConfiguration((change) => {
+  void (async () => {
+    const s = await sessionReady;
+    if (canConfigure) await loadSettings();
+    else s.settings = settingsFrom((change.settings as { pixelfly?: unknown })?.pixelfly);
+    s.scheduleAll();
+  })();
+});
+
+documents.onDidOpen((e) => void sessionReady.then((s) => s.schedule(e.document.uri)));
+documents.onDidChangeContent((e) => void sessionReady.then((s) => s.schedule(e.document.uri)));
+documents.onDidClose((e) => {
+  void sessionReady.then((s) => s.forget(e.document.uri));
+  void connection.sendDiagnostics({ uri: e.document.uri, diagnostics: [] });
+});
+
+const fileOf = (uri: string): string => fileURLToPath(uri);
+
+connection.onHover(async (p) => {
+  const r = await current(p.textDocument.uri);
+  return r?.analysis ? hover(r.analysis, fileOf(p.textDocument.uri), p.position) : null;
+});
+
+connection.languages.inlayHint.on(async (p) => {
+  const r = await current(p.textDocument.uri);
+  return r?.analysis ? inlayHints(r.analysis, fileOf(p.textDocument.uri), p.range) : [];
+});
+
+connection.onCodeLens(async (p) => {
+  const r = await current(p.textDocument.uri);
+  return r?.analysis ? codeLenses(r.analysis, fileOf(p.textDocument.uri), p.textDocument.uri) : [];
+});
+
+function editContext(uri: string): EditContext | undefined {
+  const doc = documents.get(uri);
+  const parsed = session?.cache.peek(fileOf(uri));
+  if (!doc || !parsed || parsed.source !== doc.getText()) return undefined;
+  return { uri, file: fileOf(uri), version: doc.version, root: parsed.root, canCreateFiles };
+}
+
+connection.onCodeAction(async (p) => {
+  const r = await current(p.textDocument.uri);
+  const ctx = editContext(p.textDocument.uri);
+  const doc = documents.get(p.textDocument.uri);
+  if (!r?.analysis || !ctx || !doc) return [];
+  return codeActions(r.analysis, ctx, p.range, doc.getText().split('\n'), p.context.diagnostics);
+});
+
+connection.onRequest(ANALYSIS_REQUEST, async (p: { uri: string }) => {
+  const r = await current(p.uri);
+  if (!r) throw new Error(`${p.uri} is not an open Python document`);
+  if (!r.analysis) throw new Error(r.error ?? 'analysis failed');
+  return analysisJson(r.analysis);
+});
+
+function writeTorchModule(uri: string): string {
+  const target = join(dirname(fileOf(uri)), PIXELFLY_TORCH_FILE);
+  if (!existsSync(target)) writeFileSync(target, pixelflyTorchSource());
+  return target;
+}
+
+connection.onExecuteCommand(async (p) => {
+  const arg = (p.arguments ?? [])[0] as { uri?: unknown } | undefined;
+  if (typeof arg?.uri !== 'string') throw new Error(`${p.command}: expected an argument with a document 'uri'`);
+  if (p.command === WRITE_TORCH_MODULE) return writeTorchModule(arg.uri);
+  if (p.command !== APPLY_LAYER_CONFIG) throw new Error(`unknown command ${p.command}`);
+  const args = arg as ApplyLayerConfigArgs;
+  if (!Array.isArray(args.layers)) throw new Error(`${APPLY_LAYER_CONFIG}: expected 'layers': [{name, config}]`);
+  const r = await current(args.uri);
+  const ctx = editContext(args.uri);
+  if (!r?.analysis || !ctx) throw new Error(`${APPLY_LAYER_CONFIG}: ${args.uri} is not an open, analysed Python document`);
+  const chosen = [];
+  const skipped: string[] = [];
+  for (const l of args.layers) {
+    const row = r.analysis.layers.find((x) => x.name === l.name && x.file === ctx.file && x.count !== 0);
+    if (!row || !row.direct) skipped.push(`${l.name}: ${row ? 'built through a helper, not a direct nn.Linear/Conv1D call' : 'not a layer of this file'}`);
+    else chosen.push({ row, config: l.config });
+  }
+  if (chosen.length === 0) throw new Error(`${APPLY_LAYER_CONFIG}: nothing to apply (${skipped.join('; ')})`);
+  const e = sparsifyEdit(ctx, chosen);
+  if ('error' in e) throw new Error(`${APPLY_LAYER_CONFIG}: ${e.error}`);
+  if (e.needsModule) writeTorchModule(args.uri);
+  const applied = await connection.workspace.applyEdit({ label: 'Pixelfly: apply layer configs', edit: e.edit });
+  if (!applied.applied) throw new Error(`${APPLY_LAYER_CONFIG}: the editor refused the edit${applied.failureReason ? `: ${applied.failureReason}` : ''}`);
+  return { applied: chosen.map((c) => c.row.name), skipped };
+});
+
+documents.listen(connection);
+connection.listen();
