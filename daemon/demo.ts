@@ -30,6 +30,6 @@ export function defaultDemo(): Demo {
       'no model given: training the built-in demo, an MLP-Mixer (patch 4, width 256, 2 blocks) on Fashion-MNIST, dense vs Pixelfly in alternating steps',
     spec: { ...spec },
     dataset: { kind: 'fashion-mnist' },
-    hyper: { epochs: 1, batchSize: 64, lr: 2e-3, warmupSteps: 20, maxSteps: 300, evalEvery: 100 },
+    hyper: { epochs: 1, batchSize: 64, lr: 2e-3, warmupSteps: 20, maxSteps: 200, evalEvery: 100, evalSamples: 2000 },
   };
 }

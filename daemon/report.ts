@@ -102,8 +102,8 @@ ${row('final training loss (mean of last steps)', num(s.pixelfly.finalLoss), num
 ${row('median step time (ms)', num(s.pixelfly.medianStepMs), num(s.dense?.medianStepMs))}
 ${row('throughput (tokens/s)', num(s.pixelfly.tokensPerSec), num(s.dense?.tokensPerSec))}
 ${row('eval loss', num(s.pixelfly.eval?.loss), num(s.dense?.eval?.loss))}
-${row('eval accuracy', pct(s.pixelfly.eval?.accuracy), pct(s.dense?.eval?.accuracy))}
-${row('eval perplexity', num(s.pixelfly.eval?.perplexity), num(s.dense?.eval?.perplexity))}
+${s.pixelfly.eval?.accuracy !== undefined ? row('eval accuracy', pct(s.pixelfly.eval.accuracy), pct(s.dense?.eval?.accuracy)) : ''}
+${s.pixelfly.eval?.perplexity !== undefined ? row('eval perplexity', num(s.pixelfly.eval.perplexity), num(s.dense?.eval?.perplexity)) : ''}
 </table>
 <p class="big">Speedup (median dense step / median Pixelfly step, measured in alternating steps): <b>${s.speedup === undefined ? 'n/a (no dense comparison)' : `${s.speedup.toFixed(2)}×`}</b></p>`
     : '<p>No summary yet.</p>';

@@ -1,0 +1,235 @@
+// Jobs on a real daemon process with the real native engine (tiny models on the synthetic task):
+// kill -9 mid-run and restart (no flushed metric lost, the run resumes from its checkpoint),
+// cancel, refused specs, bench.layers, and 20 concurrent subscribers of which one never reads.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ErrorCode, TOKEN_HEADER, type JobEvent, type JobInfo } from '../../protocol/daemon';
+import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
+import { parseDeviceProfile } from '../../core/costModel';
+import { frame, rawConnect, removeHome, startDaemon, tempHome, waitFor, sleep } from './harness';
+
+/** Why engine tests cannot run here, or undefined when the native addon loads. */
+function engineMissing(): string | undefined {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    require('../../native/engine').engineBackend();
+    return undefined;
+  } catch (err) {
+    return `SKIPPED: the native engine is not built (${(err as Error).message}); run \`npm run build\``;
+  }
+}
+const skipEngine = engineMissing();
+
+const TINY_MLP = { kind: 'mlp', name: 'tiny', inputFeatures: 64, hidden: [256, 256], classes: 10 };
+// An explicit plan (the planner keeps layers this small dense): fc2 256 -> 256 as Pixelfly.
+const TINY_PLAN = { layers: [{ name: 'fc2', sparsify: true, config: { block: 32, butterflySize: 8, nFactors: 2, rank: 8 } }] };
+
+function collect(client: DaemonClient, jobId: string): JobEvent[] {
+  const events: JobEvent[] = [];
+  client.onEvent((e) => {
+    if (e.jobId === jobId) events.push(e);
+  });
+  return events;
+}
+
+function completeLines(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  return text.slice(0, text.lastIndexOf('\n') + 1).split('\n').filter((l) => l.length > 0);
+}
+
+test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks the run interrupted, resumes it from its checkpoint; then cancel', { skip: skipEngine, timeout: 60_000 }, async () => {
+  const home = tempHome();
+  let daemon = await startDaemon(home, ['--flush-ms', '100']);
+  try {
+    let client = await daemon.client();
+    const job = await client.request('job.submit', {
+      spec: TINY_MLP,
+      plan: TINY_PLAN,
+      dataset: { kind: 'synthetic' },
+      hyper: { epochs: 200, batchSize: 16, lr: 1e-3, checkpointEvery: 40, threads: 1 },
+    });
+    assert.equal(job.compare, true);
+    assert.ok(JSON.parse(readFileSync(join(job.runDir, 'plan.json'), 'utf8')).layers.some((l: { sparsify: boolean }) => l.sparsify), 'the plan sparsifies a layer');
+    let events = collect(client, job.jobId);
+    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
+    await waitFor(() => events.some((e) => e.type === 'checkpoint' && e.step >= 80), 40_000, 'a second checkpoint');
+    const steps = events.filter((e) => e.type === 'step');
+    assert.ok(steps.every((e, i) => e.type === 'step' && e.step === i + 1), 'steps arrive in order without gaps');
+    const last = steps[steps.length - 1] as Extract<JobEvent, { type: 'step' }>;
+    assert.ok(last.dense && last.pixelfly && last.speedup! > 0, 'compare steps carry both timings and a running speedup');
+    await sleep(250); // > flush interval: what we read now is on disk
+    const metrics = join(job.runDir, 'metrics.jsonl');
+    const flushedBefore = completeLines(metrics);
+    await daemon.kill9();
+    const flushedAtKill = completeLines(metrics);
+    assert.deepEqual(flushedAtKill.slice(0, flushedBefore.length), flushedBefore);
+    assert.ok(flushedAtKill.length >= flushedBefore.length);
+
+    daemon = await startDaemon(home, ['--flush-ms', '100']);
+    client = await daemon.client();
+    const interrupted = await client.request('job.get', { jobId: job.jobId });
+    assert.equal(interrupted.state, 'interrupted');
+    const checkpointStep = interrupted.lastCheckpointStep!;
+    assert.ok(checkpointStep >= 80, `checkpoint at step ${checkpointStep}`);
+    const after = completeLines(metrics);
+    assert.deepEqual(after.slice(0, flushedAtKill.length), flushedAtKill, 'every flushed metric is kept');
+    assert.match(after[flushedAtKill.length], /"type":"status","state":"interrupted"/);
+
+    events = collect(client, job.jobId);
+    const sub = await client.request('job.subscribe', { jobId: job.jobId, fromSeq: interrupted.lastSeq });
+    assert.equal(sub.lastSeq, interrupted.lastSeq);
+    await client.request('job.resume', { jobId: job.jobId });
+    await waitFor(() => events.some((e) => e.type === 'step' && e.step > checkpointStep + 10), 30_000, 'steps after the resume');
+    const resumed = events.find((e) => e.type === 'status' && e.state === 'running');
+    assert.ok(resumed && resumed.type === 'status' && resumed.resumedFromStep === checkpointStep);
+    const firstStep = events.find((e) => e.type === 'step');
+    assert.equal(firstStep?.type === 'step' && firstStep.step, checkpointStep + 1, 'training continues right after the checkpoint');
+    assert.ok(events.every((e, i) => i === 0 || e.seq === events[i - 1].seq + 1), 'sequence numbers continue without gaps');
+
+    const cancelled = await client.request('job.cancel', { jobId: job.jobId });
+    assert.equal(cancelled.jobId, job.jobId);
+    await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the completion event');
+    const done = events.find((e) => e.type === 'completed');
+    assert.ok(done?.type === 'completed' && done.state === 'cancelled');
+    const final = await client.request('job.get', { jobId: job.jobId });
+    assert.equal(final.state, 'cancelled');
+    assert.ok(final.summary && final.summary.steps > checkpointStep && final.summary.speedup! > 0);
+    assert.ok(existsSync(join(job.runDir, 'summary.json')));
+    assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /<svg[^>]*aria-label="Training loss"/);
+    await assert.rejects(client.request('job.cancel', { jobId: job.jobId }), (e: DaemonRpcError) => e.error.code === ErrorCode.INVALID_STATE);
+    client.close();
+  } finally {
+    await daemon.stop();
+    removeHome(home);
+  }
+});
+
+test('job.submit refuses bad specs, plans and data with messages that name the problem', { skip: skipEngine, timeout: 30_000 }, async () => {
+  const home = tempHome();
+  const daemon = await startDaemon(home);
+  try {
+    const client = await daemon.client();
+    const hyper = { epochs: 1, batchSize: 8, lr: 1e-3 };
+    const refused = async (params: Parameters<DaemonClient['request']>[1], pattern: RegExp) => {
+      await assert.rejects(client.request('job.submit', params as never), (e: DaemonRpcError) => {
+        assert.equal(e.error.code, ErrorCode.REJECTED, e.message);
+        assert.match(e.message, pattern);
+        return true;
+      });
+    };
+    await refused({ spec: { kind: 'mlp', inputFeatures: 64, hidden: [0], classes: 10 }, dataset: { kind: 'synthetic' }, hyper }, /hidden\[0\]/);
+    await refused({ spec: { kind: 'cnn' }, dataset: { kind: 'synthetic' }, hyper }, /kind/);
+    await refused(
+      { spec: TINY_MLP, plan: { layers: [{ name: 'fc9', sparsify: true }] }, dataset: { kind: 'synthetic' }, hyper },
+      /fc9/,
+    );
+    // Data problems surface when the job starts: it fails with the file named.
+    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(home, 'missing') }, hyper });
+    const events = collect(client, job.jobId);
+    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
+    await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the failed job to complete');
+    const failed = await client.request('job.get', { jobId: job.jobId });
+    assert.equal(failed.state, 'failed');
+    assert.match(failed.error ?? '', /missing\/x\.npy: file not found/);
+    client.close();
+  } finally {
+    await daemon.stop();
+    removeHome(home);
+  }
+});
+
+test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 30_000 }, async () => {
+  const home = tempHome();
+  const daemon = await startDaemon(home);
+  try {
+    const client = await daemon.client();
+    const r = await client.request('bench.layers', {
+      shapes: [{ name: 'fc', in: 256, out: 512, rows: 256 }],
+      configs: [{ block: 32, butterflySize: 8, nFactors: 2, rank: 8 }],
+      repeats: 3,
+      threads: 1,
+    });
+    assert.equal(r.rows.length, 1);
+    assert.ok(r.rows[0].denseMs > 0 && r.rows[0].pixelflyMs > 0);
+    assert.equal(r.profilePath, join(home, 'profiles', 'device.json'));
+    const profile = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
+    assert.equal(profile.source, 'measured');
+    const plan = await client.request('plan.suggest', {
+      inventory: { layers: [{ name: 'fc', role: 'mlp_fc1', in: 1024, out: 4096, count: 1, rowsPerSample: 64 }] },
+      target: { budget: 0.5 },
+    });
+    assert.equal(plan.profile, profile.device);
+    client.close();
+  } finally {
+    await daemon.stop();
+    removeHome(home);
+  }
+});
+
+/** A finished run written the way the daemon writes one, with `n` step events. */
+function writePastRun(home: string, jobId: string, n: number): void {
+  const dir = join(home, 'runs', jobId);
+  mkdirSync(dir, { recursive: true });
+  const request = { spec: TINY_MLP, plan: { layers: [] }, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 8, lr: 1e-3 }, compare: true };
+  writeFileSync(join(dir, 'job.json'), JSON.stringify({ jobId, name: 'past', createdAt: new Date().toISOString(), request }));
+  writeFileSync(join(dir, 'state.json'), JSON.stringify({ state: 'completed', step: n, totalSteps: n }));
+  const lines: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const v = { loss: 2 / i, stepMs: 1.5, tokensPerSec: 1000 };
+    lines.push(JSON.stringify({ type: 'step', step: i, epoch: i / n, pixelfly: v, dense: { ...v, stepMs: 3 }, speedup: 2, jobId, seq: i, t: 1 }));
+  }
+  writeFileSync(join(dir, 'metrics.jsonl'), lines.join('\n') + '\n');
+}
+
+test('20 concurrent subscribers, one never reads: the others get everything in order, the stalled one is dropped, memory stays bounded', { timeout: 60_000 }, async () => {
+  const home = tempHome();
+  const jobId = 'past-run-1';
+  const n = 20_000;
+  writePastRun(home, jobId, n);
+  const daemon = await startDaemon(home, ['--high-water', '65536', '--stall-ms', '1000']);
+  try {
+    const control = await daemon.client();
+    const listed = await control.request('job.list', {});
+    assert.equal((listed.jobs.find((j: JobInfo) => j.jobId === jobId) as JobInfo).lastSeq, n);
+
+    // The one that never reads: subscribes, then its socket is paused for good.
+    const stalled = await rawConnect(daemon.port, { [TOKEN_HEADER]: daemon.token }, { read: false });
+    stalled.socket.write(frame(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'job.subscribe', params: { jobId, fromSeq: 0 } })));
+
+    const readers = await Promise.all(Array.from({ length: 19 }, () => daemon.client()));
+    const seen = readers.map(() => ({ count: 0, lastSeq: 0, inOrder: true }));
+    readers.forEach((r, i) =>
+      r.onEvent((e) => {
+        const s = seen[i];
+        if (e.seq !== s.lastSeq + 1) s.inOrder = false;
+        s.lastSeq = e.seq;
+        s.count += 1;
+      }),
+    );
+    await Promise.all(readers.map((r) => r.request('job.subscribe', { jobId, fromSeq: 0 })));
+    await waitFor(() => seen.every((s) => s.count === n), 45_000, 'all 19 readers to receive every event');
+    assert.ok(seen.every((s) => s.inOrder && s.lastSeq === n));
+
+    // The stalled subscriber is cut off (its unread data freed); the daemon stayed small.
+    await waitFor(() => stalled.socket.destroyed || stalled.socket.readableEnded, 10_000, 'the stalled subscriber to be dropped').catch(() => undefined);
+    const stats = await control.request('daemon.stats', {});
+    assert.equal(stats.connections, 20, 'control + 19 readers; the stalled one is gone');
+    assert.ok(stats.rssBytes < 400 * 1024 * 1024, `rss ${(stats.rssBytes / 2 ** 20).toFixed(0)} MiB`);
+
+    // A reader that reconnects resubscribes from its last seq and gets only what it missed (nothing).
+    const again = await daemon.client();
+    const got: JobEvent[] = [];
+    again.onEvent((e) => got.push(e));
+    const sub = await again.request('job.subscribe', { jobId, fromSeq: n - 5 });
+    assert.equal(sub.lastSeq, n);
+    await waitFor(() => got.length === 5, 5000, 'the 5 missed events');
+    assert.deepEqual(got.map((e) => e.seq), [n - 4, n - 3, n - 2, n - 1, n]);
+    for (const c of [control, again, ...readers]) c.close();
+    stalled.socket.destroy();
+  } finally {
+    await daemon.stop();
+    removeHome(home);
+  }
+});
