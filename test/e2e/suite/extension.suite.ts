@@ -93,6 +93,20 @@ suite('Pixelfly extension (inside VS Code)', () => {
     assert.ok(typeof n === 'number' && n >= 4, `analysed ${n} layers`);
   });
 
+  test('Measure speedups runs bench.layers on this device for the planned layers', async () => {
+    const measured = await vscode.commands.executeCommand<Record<string, number> | undefined>('pixelfly.measureSpeedups', {
+      name: 'bench-model',
+      layers: [
+        { name: 'fc1', role: 'mlp_fc1', in: 256, out: 1024, count: 1, rowsPerSample: 16, decision: { sparsify: true, config: { block: 32, butterflySize: 8, nFactors: 2, rank: 8, globalSize: 0, shuffle: false }, estSpeedup: 1.5, reason: 'test' } },
+        { name: 'head', role: 'head', in: 256, out: 10, count: 1, decision: { sparsify: false, estSpeedup: 1, reason: 'dense' } },
+      ],
+    });
+    assert.ok(measured, 'measured');
+    assert.deepEqual(Object.keys(measured), ['fc1'], 'only the Pixelfly layer is measured');
+    assert.ok(measured.fc1 > 0 && Number.isFinite(measured.fc1));
+    console.log(`bench.layers fc1 256->1024 x 256 rows: ${measured.fc1.toFixed(2)}x (informational)`);
+  });
+
   let job: JobInfo | undefined;
   test('Train dense vs Pixelfly runs a short comparison with live metrics to completion', async () => {
     const spec = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(workspaceFile('mixer.spec.json'))).toString('utf8')) as Record<string, unknown>;
