@@ -49,9 +49,23 @@ export function butterflyFactorSupport(n: number, index: number): Uint8Array {
  * Union of the supports of factors 0…nFactors−1 (the "flat" butterfly), optionally with the
  * authors' channel shuffle applied to its columns: with g = 2^(log2 n − nFactors) groups of
  * n/g channels, column c·g + k of the result is column k·(n/g) + c of the unshuffled support.
+ * The result is shared: callers must not modify it.
  */
 export function flatButterflySupport(n: number, nFactors: number, shuffle = false): Uint8Array {
   validateButterfly(n, nFactors);
+  // Planners score many layouts of the same few supports; they are small and never mutated.
+  const key = `${n}/${nFactors}/${shuffle}`;
+  let support = supportCache.get(key);
+  if (!support) {
+    support = buildFlatSupport(n, nFactors, shuffle);
+    supportCache.set(key, support);
+  }
+  return support;
+}
+
+const supportCache = new Map<string, Uint8Array>();
+
+function buildFlatSupport(n: number, nFactors: number, shuffle: boolean): Uint8Array {
   const flat = new Uint8Array(n * n);
   for (let i = 0; i < nFactors; i++) {
     const f = butterflyFactorSupport(n, i);

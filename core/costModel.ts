@@ -114,20 +114,43 @@ function interpolate(points: { x: number; y: number }[], x: number): number {
   return points[points.length - 1].y;
 }
 
+interface Curves {
+  byBlock: Map<number, { x: number; y: number }[]>;
+  lowRank: { x: number; y: number }[];
+}
+
+// Sorted interpolation curves, built once per profile object (the planner asks thousands of times).
+const curveCache = new WeakMap<DeviceProfile, Curves>();
+
+function curves(profile: DeviceProfile): Curves {
+  let c = curveCache.get(profile);
+  if (!c) {
+    const byBlock = new Map<number, { x: number; y: number }[]>();
+    for (const p of profile.blockSparse) {
+      const list = byBlock.get(p.block) ?? [];
+      list.push({ x: p.density, y: p.efficiency });
+      byBlock.set(p.block, list);
+    }
+    for (const list of byBlock.values()) list.sort((a, b) => a.x - b.x);
+    const lowRank = profile.lowRank.map((p) => ({ x: p.rank, y: p.efficiency })).sort((a, b) => a.x - b.x);
+    c = { byBlock, lowRank };
+    curveCache.set(profile, c);
+  }
+  return c;
+}
+
 export function blockSparseEfficiency(profile: DeviceProfile, block: number, density: number): number {
-  const blocks = [...new Set(profile.blockSparse.map((p) => p.block))];
+  const { byBlock } = curves(profile);
   // Nearest measured block size on a log scale (16 is as far from 32 as 64 is).
-  const nearest = blocks.reduce((best, b) => (Math.abs(Math.log2(b / block)) < Math.abs(Math.log2(best / block)) ? b : best));
-  const points = profile.blockSparse
-    .filter((p) => p.block === nearest)
-    .map((p) => ({ x: p.density, y: p.efficiency }))
-    .sort((a, b) => a.x - b.x);
-  return interpolate(points, density);
+  let nearest = -1;
+  for (const b of byBlock.keys()) {
+    if (nearest < 0 || Math.abs(Math.log2(b / block)) < Math.abs(Math.log2(nearest / block))) nearest = b;
+  }
+  return interpolate(byBlock.get(nearest)!, density);
 }
 
 export function lowRankEfficiency(profile: DeviceProfile, rank: number): number {
-  const points = profile.lowRank.map((p) => ({ x: p.rank, y: p.efficiency })).sort((a, b) => a.x - b.x);
-  return interpolate(points, rank);
+  return interpolate(curves(profile).lowRank, rank);
 }
 
 /** Estimated seconds per step of a dense layer. */

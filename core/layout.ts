@@ -159,22 +159,29 @@ export function layoutRows(layout: BlockLayout): string[] {
 
 /**
  * nnzBlocks of flatBlockButterflyLayout(out, in, p) without building the mask: the planner
- * scores dozens of layouts per layer. A block-row's kept columns depend only on which support
- * rows it spans, so each distinct span is OR-ed once and its columns counted with prefix sums.
+ * scores dozens of layouts per layer. Support row r of the flat butterfly is nonzero exactly at
+ * columns r and r XOR 2^i (i < nFactors), moved by the shuffle; so a block-row's kept block-columns
+ * are a union of a few intervals, one per support column it touches — O(nFactors) per block-row.
  */
 export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyParams): number {
   const params = validateParams(outFeatures, inFeatures, p);
-  const { block, butterflySize: s, globalSize } = params;
+  const { block, butterflySize: s, nFactors, globalSize, shuffle } = params;
   const outPadded = padTo(outFeatures, block);
   const inPadded = padTo(inFeatures, block);
   const blockRows = outPadded / block;
   const blockCols = inPadded / block;
   const cellRows = outPadded / s;
   const cellCols = inPadded / s;
-  const support = flatButterflySupport(s, params.nFactors, params.shuffle);
+  const groups = 2 ** (Math.round(Math.log2(s)) - nFactors);
+  const perGroup = s / groups;
+  // Inverse of the shuffle: unshuffled column u = k·perGroup + c lands at c·groups + k.
+  const place = (u: number) => (shuffle ? (u % perGroup) * groups + Math.floor(u / perGroup) : u);
   const globalCols = Math.min(blockCols, Math.ceil(globalSize / block));
-  const spanCount = new Map<number, number>();
   let nnz = 0;
+  const columns: number[] = [];
+  // Block-rows spanning the same support rows keep the same columns.
+  let lastSpan = -1;
+  let lastKept = 0;
   for (let br = 0; br < blockRows; br++) {
     const r0 = br * block;
     if (r0 < globalSize) {
@@ -183,24 +190,29 @@ export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyP
     }
     const sr0 = Math.floor(r0 / cellRows);
     const sr1 = Math.floor((r0 + block - 1) / cellRows);
-    const key = sr0 * s + sr1;
-    let kept = spanCount.get(key);
-    if (kept === undefined) {
-      const prefix = new Int32Array(s + 1);
-      for (let j = 0; j < s; j++) {
-        let any = 0;
-        for (let i = sr0; i <= sr1; i++) any |= support[i * s + j];
-        prefix[j + 1] = prefix[j] + any;
-      }
-      kept = globalCols;
-      for (let bc = globalCols; bc < blockCols; bc++) {
-        const c0 = bc * block;
-        const sc0 = Math.floor(c0 / cellCols);
-        const sc1 = Math.floor((c0 + block - 1) / cellCols);
-        if (prefix[sc1 + 1] - prefix[sc0] > 0) kept++;
-      }
-      spanCount.set(key, kept);
+    if (sr0 * s + sr1 === lastSpan) {
+      nnz += lastKept;
+      continue;
     }
+    columns.length = 0;
+    for (let r = sr0; r <= sr1; r++) {
+      columns.push(place(r));
+      for (let i = 0; i < nFactors; i++) columns.push(place(r ^ (1 << i)));
+    }
+    columns.sort((a, b) => a - b);
+    // Merge the block-column intervals covered by each support column, beyond the global ones.
+    let kept = globalCols;
+    let end = globalCols - 1;
+    for (const j of columns) {
+      const lo = Math.max(Math.floor((j * cellCols) / block), end + 1);
+      const hi = Math.floor(((j + 1) * cellCols - 1) / block);
+      if (hi >= lo) {
+        kept += hi - lo + 1;
+        end = hi;
+      }
+    }
+    lastSpan = sr0 * s + sr1;
+    lastKept = kept;
     nnz += kept;
   }
   return nnz;

@@ -97,9 +97,10 @@ function roundUp(n: number, m: number): number {
   return Math.max(m, Math.ceil(n / m) * m);
 }
 
-function butterflySizes(padded: number): number[] {
+/** Butterfly sizes that divide both padded sizes (the layouts Pixelfly accepts), up to 256. */
+function butterflySizes(outPadded: number, inPadded: number): number[] {
   const sizes: number[] = [];
-  for (let s = 2; s <= 256 && padded % s === 0; s *= 2) sizes.push(s);
+  for (let s = 2; s <= 256 && outPadded % s === 0 && inPadded % s === 0; s *= 2) sizes.push(s);
   return sizes;
 }
 
@@ -115,7 +116,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
   for (const block of o.blockSizes) {
     const outP = padTo(layer.out, block);
     const inP = padTo(layer.in, block);
-    const sizes = butterflySizes(outP).filter((s) => inP % s === 0);
+    const sizes = butterflySizes(outP, inP);
     for (const butterflySize of sizes) {
       for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
         const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
