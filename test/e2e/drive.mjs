@@ -133,9 +133,11 @@ try {
     console.log(`[${ms()}] metrics: ${(await f.locator('#summary').innerText()).trim()} | ${(await f.locator('#progress-text').innerText()).trim()}`);
   });
 
+  let finalPoints = null;
   await check('the run completes and shows in the run history', async () => {
     const f = await webviewFrame('#charts');
     await f.locator('#state[data-state="done"]').waitFor({ timeout: 240000 });
+    finalPoints = await f.locator('#summary').getAttribute('data-points');
     console.log(`[${ms()}] final: ${(await f.locator('#summary').innerText()).trim()}`);
     // The "Pixelfly Runs" view sits collapsed at the bottom of the Explorer: expand it.
     const header = page.locator('.pane-header', { hasText: 'Pixelfly Runs' }).first();
@@ -143,6 +145,25 @@ try {
     const item = page.getByRole('treeitem', { name: /e2e-mixer/ }).first();
     await item.waitFor({ timeout: 30000 });
     console.log(`[${ms()}] run history: ${(await item.innerText()).replace(/\s+/g, ' ')}`);
+  });
+
+  await check('after a window reload both panels come back (metrics replayed from the daemon)', async () => {
+    await runCommand('Developer: Reload Window');
+    await page.locator('.monaco-workbench').waitFor({ timeout: 60000 });
+    // The metrics tab may be in the background after the reload: bring it forward.
+    const tab = page.locator('.tab', { hasText: 'Pixelfly metrics' }).first();
+    await tab.waitFor({ timeout: 60000 });
+    await tab.click();
+    const f = await webviewFrame('#charts', 60000);
+    if (!finalPoints) throw new Error('no finished run to restore');
+    await f.waitForFunction((n) => document.getElementById('summary')?.dataset.points === n, finalPoints, { timeout: 60000 });
+    console.log(`[${ms()}] restored metrics: ${(await f.locator('#summary').innerText()).trim()}`);
+    const maskTab = page.locator('.tab', { hasText: 'Pixelfly masks' }).first();
+    if (await maskTab.count()) {
+      await maskTab.click();
+      const m = await webviewFrame('#mask', 30000);
+      await m.locator('#layers tbody tr').first().waitFor({ timeout: 30000 });
+    }
   });
 } finally {
   await page.screenshot({ path: path.join(outDir, 'vscode-final.png') }).catch(() => {});
