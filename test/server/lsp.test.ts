@@ -1,0 +1,144 @@
+// The language server as a client sees it: a real process over stdio, a copy of the nanoGPT
+// fixture opened, then diagnostics, inlay hints, hover, CodeLens, code actions, an edit that
+// pins a layer dense (and the re-analysis that honours it), and the analysis request.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
+import { TextDocument } from 'vscode-languageserver-textdocument';
+import type { CodeAction, CodeLens, Diagnostic, Hover, InlayHint, PublishDiagnosticsParams, TextDocumentEdit } from 'vscode-languageserver';
+import { fixture, repoRoot } from './helpers';
+
+const dir = mkdtempSync(join(tmpdir(), 'pixelfly-lsp-'));
+cpSync(fixture('nanogpt'), dir, { recursive: true });
+const file = join(dir, 'model.py');
+const uri = pathToFileURL(file).toString();
+const server = spawn(process.execPath, [join(repoRoot, 'out', 'server', 'main.js'), '--stdio'], { stdio: ['pipe', 'pipe', 'inherit'] });
+const conn = createMessageConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
+const published: PublishDiagnosticsParams[] = [];
+const waiters: Array<() => void> = [];
+conn.onNotification('textDocument/publishDiagnostics', (p: PublishDiagnosticsParams) => {
+  published.push(p);
+  waiters.splice(0).forEach((w) => w());
+});
+// The server asks the client to refresh hints and lenses after each analysis.
+conn.onRequest('workspace/inlayHint/refresh', () => null);
+conn.onRequest('workspace/codeLens/refresh', () => null);
+conn.listen();
+
+after(() => {
+  conn.dispose();
+  server.kill();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function diagnosticsFor(version: number): Promise<Diagnostic[]> {
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const hit = published.find((p) => p.uri === uri && p.version === version);
+    if (hit) return hit.diagnostics;
+    if (Date.now() > deadline) throw new Error(`no diagnostics for version ${version} within 20 s`);
+    await new Promise<void>((r) => {
+      waiters.push(r);
+      setTimeout(r, 500);
+    });
+  }
+}
+
+let doc = TextDocument.create(uri, 'python', 1, readFileSync(file, 'utf8'));
+
+test('initialize: the capabilities the extension relies on', async () => {
+  const init = (await conn.sendRequest('initialize', {
+    processId: process.pid,
+    rootUri: pathToFileURL(dir).toString(),
+    workspaceFolders: [{ uri: pathToFileURL(dir).toString(), name: 'ws' }],
+    capabilities: { workspace: { workspaceEdit: { documentChanges: true, resourceOperations: ['create'] } } },
+    initializationOptions: { settings: { analysis: { tokensPerSample: 256 }, plan: { budget: 0.5 } } },
+  })) as { capabilities: Record<string, unknown> };
+  await conn.sendNotification('initialized', {});
+  const c = init.capabilities;
+  assert.equal(c.hoverProvider, true);
+  assert.equal(c.inlayHintProvider, true);
+  assert.deepEqual((c.executeCommandProvider as { commands: string[] }).commands, ['pixelfly.applyLayerConfig', 'pixelfly.writeTorchModule']);
+});
+
+test('diagnostics: information on the layers worth sparsifying, with speedup and parameter saving', async () => {
+  await conn.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId: 'python', version: 1, text: doc.getText() } });
+  const diags = await diagnosticsFor(1);
+  assert.ok(diags.length >= 1, 'at least one layer is worth sparsifying at a 50% budget');
+  for (const d of diags) {
+    assert.equal(d.severity, 3, 'information level');
+    assert.match(d.message, /^Pixelfly: sparsify transformer\.h\.\*\.(attn|mlp)\.\w+ \(\d+→\d+ ×12, [\d.]+% of matmul FLOPs\): est\. [\d.]+× faster, [\d.]+% fewer parameters/);
+  }
+  assert.ok(!diags.some((d) => /lm_head|wte|wpe/.test(d.message)), 'head and embeddings stay dense');
+});
+
+test('inlay hints: one per layer line, with sizes, FLOP share and decision', async () => {
+  const hints = (await conn.sendRequest('textDocument/inlayHint', { textDocument: { uri }, range: { start: { line: 0, character: 0 }, end: { line: 200, character: 0 } } })) as InlayHint[];
+  assert.equal(hints.length, 7);
+  const fc = hints.find((h) => h.position.line === 42)!;
+  assert.match(String(fc.label), /768→3072 ×12 · [\d.]+% FLOPs · (Pixelfly [\d.]+×|dense)/);
+  const head = hints.find((h) => h.position.line === 84)!;
+  assert.match(String(head.label), /768→50304 · [\d.]+% FLOPs · dense/);
+});
+
+test('hover: the plan and a picture of the mask', async () => {
+  const diags = await diagnosticsFor(1);
+  const line = diags[0].range.start.line;
+  const h = (await conn.sendRequest('textDocument/hover', { textDocument: { uri }, position: { line, character: diags[0].range.start.character + 3 } })) as Hover;
+  const text = (h.contents as { value: string }).value;
+  assert.match(text, /\*\*Plan:\*\* block \d+, butterfly \d+/);
+  assert.match(text, /Mask \(\d+×\d+ blocks of \d+×\d+/);
+  assert.match(text, /```text\n[█▪·\n]+```/);
+  assert.match(text, /at 1024 tokens\/sample \(the positional embedding/);
+});
+
+test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelfly with an engine spec', async () => {
+  const lenses = (await conn.sendRequest('textDocument/codeLens', { textDocument: { uri } })) as CodeLens[];
+  assert.equal(lenses.length, 3);
+  assert.ok(lenses.every((l) => l.range.start.line === 69));
+  assert.match(lenses[0].command!.title, /^Pixelfly: \d+ of 7 layers → [\d.]+% of matmul FLOPs, est\. [\d.]+× faster/);
+  assert.deepEqual(lenses.map((l) => l.command!.command), ['pixelfly.previewMasks', 'pixelfly.previewMasks', 'pixelfly.train']);
+  const preview = lenses[1].command!.arguments![0] as { name: string; layers: Array<{ name: string; in: number; out: number; line: number }> };
+  assert.equal(preview.name, 'GPT');
+  assert.equal(preview.layers.length, 7);
+  const train = lenses[2].command!.arguments![0] as { spec: Record<string, unknown> };
+  assert.deepEqual(train.spec, { kind: 'gpt', name: 'GPT', vocab: 50304, context: 1024, dim: 768, depth: 12, heads: 12, mlpHidden: 3072 });
+});
+
+test('code actions: sparsify (PixelflyLinear + import + pixelfly_torch.py), keep dense; the pragma is honoured after the edit', async () => {
+  const diags = await diagnosticsFor(1);
+  const target = diags[0];
+  const actions = (await conn.sendRequest('textDocument/codeAction', { textDocument: { uri }, range: target.range, context: { diagnostics: [target] } })) as CodeAction[];
+  const sparsify = actions.find((a) => /^Pixelfly: sparsify transformer/.test(a.title))!;
+  assert.ok(sparsify, actions.map((a) => a.title).join(' | '));
+  const changes = sparsify.edit!.documentChanges!;
+  assert.deepEqual((changes[0] as { kind: string }).kind, 'create');
+  assert.match((changes[0] as { uri: string }).uri, /pixelfly_torch\.py$/);
+  const docEdit = changes[2] as TextDocumentEdit;
+  assert.match(docEdit.edits[0].newText, /^PixelflyLinear\(config\.n_embd, [^,]+, bias=config\.bias, block=\d+, butterfly_size=\d+, n_factors=\d+, rank=\d+\)$/);
+  assert.equal(docEdit.edits[1].newText, 'from pixelfly_torch import PixelflyLinear\n');
+  assert.ok(actions.some((a) => /^Pixelfly: sparsify all \d+ suggested layers in this file$/.test(a.title)));
+  const dense = actions.find((a) => /^Pixelfly: keep .* dense$/.test(a.title))!;
+  const edits = (dense.edit!.documentChanges![0] as TextDocumentEdit).edits;
+  doc = TextDocument.create(uri, 'python', 2, TextDocument.applyEdits(doc, edits));
+  assert.match(doc.getText().split('\n')[target.range.start.line], /  # pixelfly: dense$/);
+  await conn.sendNotification('textDocument/didChange', {
+    textDocument: { uri, version: 2 },
+    contentChanges: edits.map((e) => ({ range: e.range, text: e.newText })),
+  });
+  const after = await diagnosticsFor(2);
+  assert.equal(after.length, diags.length - 1, 'the pinned layer is no longer suggested');
+  assert.ok(!after.some((d) => d.range.start.line === target.range.start.line));
+});
+
+test('pixelfly/analysis request: the CLI JSON for the open buffer', async () => {
+  const a = (await conn.sendRequest('pixelfly/analysis', { uri })) as { layers: Array<{ name: string; pinnedDense?: boolean }>; tokensPerSample: number };
+  assert.equal(a.layers.length, 7);
+  assert.equal(a.layers.filter((l) => l.pinnedDense).length, 1);
+  assert.equal(a.tokensPerSample, 1024);
+});
