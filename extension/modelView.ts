@@ -22,8 +22,11 @@ export interface AnalyzedLayer {
 
 export interface AnalyzedModel {
   name?: string;
-  model?: string;
+  /** `pixelfly analyze --json` names the model here. */
+  model?: string | { name?: string };
   uri?: string;
+  /** Tokens per sample the analysis assumed (for layers that do not say). */
+  tokensPerSample?: number;
   layers: AnalyzedLayer[];
 }
 
@@ -42,7 +45,7 @@ export function defaultConfig(out: number, inF: number, block: number): LayerCon
 /** Validates the result (the input came from another process); throws naming the bad field. */
 export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock: number, tokensPerSample: number): ModelView {
   const view = {
-    name: m.name ?? m.model ?? fallbackName,
+    name: m.name ?? (typeof m.model === 'string' ? m.model : m.model?.name) ?? fallbackName,
     uri: m.uri,
     layers: m.layers.map((l) => {
       const d = l.decision ?? undefined;
@@ -53,7 +56,8 @@ export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock
         in: l.in,
         out: l.out,
         count: l.count,
-        rowsPerSample: l.rowsPerSample ?? (l.role === 'head' ? 1 : tokensPerSample),
+        // A pooled classifier head sees one row per sample; every other layer sees every token.
+        rowsPerSample: l.rowsPerSample ?? (l.role === 'head' ? 1 : (m.tokensPerSample ?? tokensPerSample)),
         sparsify: d?.sparsify ?? false,
         config: cfg
           ? { block: cfg.block, butterflySize: cfg.butterflySize, nFactors: cfg.nFactors, rank: cfg.rank, globalSize: cfg.globalSize ?? 0, shuffle: cfg.shuffle ?? false }

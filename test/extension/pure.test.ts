@@ -100,6 +100,12 @@ describe('model adapter', () => {
     assert.doesNotThrow(() => validateParams(10, 256, defaultConfig(10, 256, 32)));
   });
 
+  it('reads the model name and token count of `pixelfly analyze --json` output', () => {
+    const v = toModelView({ model: { name: 'Mixer' }, tokensPerSample: 49, layers: [{ name: 'fc', role: 'mlp_fc1', in: 256, out: 1024, count: 2 }] }, 'file', 32, 256);
+    assert.equal(v.name, 'Mixer');
+    assert.equal(v.layers[0].rowsPerSample, 49);
+  });
+
   it('names the bad field of a malformed analysis', () => {
     assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'other', in: 0, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.in/);
   });
