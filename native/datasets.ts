@@ -186,8 +186,8 @@ async function idxFile(folder: string, base: string): Promise<string> {
 export async function loadFashionMnist(folder = DEBIAN_FASHION_MNIST): Promise<ClassificationData> {
   const split = async (prefix: string) => {
     const imgFile = await idxFile(folder, `${prefix}-images-idx3-ubyte`);
-    const lblFile = await idxFile(folder, `${prefix}-labels-idx1-ubyte`);
     const img = parseIdx(imgFile, await readFile(imgFile));
+    const lblFile = await idxFile(folder, `${prefix}-labels-idx1-ubyte`);
     const lbl = parseIdx(lblFile, await readFile(lblFile));
     if (img.dims.length !== 3) throw new DataFileError(imgFile, `expected 3 dimensions (n, rows, cols), got ${img.dims.length}`);
     if (lbl.dims.length !== 1) throw new DataFileError(lblFile, `expected 1 dimension (n), got ${lbl.dims.length}`);

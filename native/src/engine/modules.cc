@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "fastmath.h"
 #include "svd.h"
 
 namespace pixelfly {
@@ -238,20 +239,25 @@ const float* Gelu::forward(Ctx&, const float* x, int B) {
   x_ = x;
   float* y = outBuf(B);
   const int64_t n = static_cast<int64_t>(B) * static_cast<int64_t>(out.size());
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    const float v = x[i];
+    y[i] = 0.5f * v * (1.0f + erfWithExp(v * 0.70710678118654752f, expNonPositive(-0.5f * v * v)));
+  }
   return y;
 }
 
 void Gelu::backward(Ctx&, const float* dy, float* dx, int B) {
   if (!dx) return;
   const int64_t n = static_cast<int64_t>(B) * static_cast<int64_t>(in.size());
-#pragma omp parallel for schedule(static)
+  const float* x = x_;
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++) {
-    const float v = x_[i];
-    const float cdf = 0.5f * (1.0f + std::erf(v * 0.70710678118654752f));
-    const float pdf = 0.3989422804014327f * std::exp(-0.5f * v * v);
-    dx[i] = dy[i] * (cdf + v * pdf);
+    // d/dx [x·Φ(x)] = Φ(x) + x·φ(x); both use e^(-x²/2).
+    const float v = x[i];
+    const float e = expNonPositive(-0.5f * v * v);
+    const float cdf = 0.5f * (1.0f + erfWithExp(v * 0.70710678118654752f, e));
+    dx[i] = dy[i] * (cdf + v * 0.3989422804014327f * e);
   }
 }
 

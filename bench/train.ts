@@ -1,0 +1,183 @@
+// `npm run bench:train -- [--threads 2] [--epochs 1] [--dim 256] [--depth 4] [--batch 128]
+//                         [--budget 0.25] [--train-limit N] [--skip-torch] [--out FILE]`
+// An MLP-Mixer on Fashion-MNIST (patch 4 → 49 tokens) trained dense and Pixelfly in our engine and
+// dense in PyTorch-CPU (bench/mixer_torch.py) with the same batch, optimizer, schedule, epochs and
+// thread count. Reports the median step time (batch + forward + backward + optimizer, first steps
+// excluded), speedups against PyTorch and our dense, and test accuracy after the same epochs.
+// Prints a table and writes JSON rows (default bench-results/train.json).
+// The Pixelfly plan comes from the core planner (spec → specInventory → planModel) at --budget.
+
+// One libuv worker runs every engine call, so one OpenMP pool serves all of them (several pools
+// would leave idle-spinning workers competing for the two cores).
+process.env.UV_THREADPOOL_SIZE = '1';
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { planModel } from '../core/planner';
+import { specInventory, type MixerSpec } from '../core/modelSpec';
+import { createModel, EngineDataset, type PlanLike, type TrainConfig } from '../native/engine';
+import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
+
+interface Options {
+  threads: number;
+  epochs: number;
+  dim: number;
+  depth: number;
+  tokenHidden: number;
+  channelHidden: number;
+  batch: number;
+  lr: number;
+  budget: number;
+  trainLimit: number;
+  data: string;
+  skipTorch: boolean;
+  out: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    threads: 2, epochs: 1, dim: 256, depth: 4, tokenHidden: 128, channelHidden: 1024, batch: 128, lr: 2e-3,
+    budget: 0.25, trainLimit: 0, data: DEBIAN_FASHION_MNIST, skipTorch: false, out: 'bench-results/train.json',
+  };
+  const numeric: Record<string, keyof Options> = {
+    '--threads': 'threads', '--epochs': 'epochs', '--dim': 'dim', '--depth': 'depth', '--token-hidden': 'tokenHidden',
+    '--channel-hidden': 'channelHidden', '--batch': 'batch', '--lr': 'lr', '--budget': 'budget', '--train-limit': 'trainLimit',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    if (flag === '--skip-torch') {
+      o.skipTorch = true;
+      continue;
+    }
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    if (flag === '--out') o.out = value;
+    else if (flag === '--data') o.data = value;
+    else if (numeric[flag]) {
+      const v = Number(value);
+      if (!Number.isFinite(v) || v < 0) throw new Error(`${flag}: expected a non-negative number, got ${value}`);
+      (o as unknown as Record<string, number>)[numeric[flag]] = v;
+    } else throw new Error(`unknown option ${flag}`);
+  }
+  if (o.epochs <= 0) throw new Error('--epochs must be > 0');
+  return o;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+interface Row {
+  model: string;
+  variant: 'pytorch_dense' | 'dense' | 'pixelfly';
+  threads: number;
+  step_ms: number;
+  epochs: number;
+  steps: number;
+  batch: number;
+  test_accuracy: number;
+  params: number;
+  speedup_vs_pytorch?: number;
+  speedup_vs_dense?: number;
+  load_avg: number;
+  note?: string;
+}
+
+async function trainEngine(
+  spec: MixerSpec, plan: PlanLike | undefined, data: EngineDataset, train: TrainConfig, o: Options, steps: number,
+): Promise<{ stepMs: number; accuracy: number; params: number; finalLoss: number }> {
+  const model = await createModel({ spec, plan, train, seed: 0, threads: o.threads });
+  const times: number[] = [];
+  let loss = NaN;
+  for (let done = 0; done < steps; ) {
+    const n = Math.min(50, steps - done);
+    const r = await model.trainSteps(data, n);
+    for (const s of r) times.push(s.ms.total);
+    loss = r[r.length - 1].loss;
+    done += n;
+    process.stdout.write(`\r  step ${done}/${steps}  loss ${loss.toFixed(3)}  median ${median(times).toFixed(1)} ms   `);
+  }
+  process.stdout.write('\n');
+  const ev = await model.evaluate(data);
+  return { stepMs: median(times.slice(Math.min(5, times.length - 1))), accuracy: ev.accuracy ?? NaN, params: model.paramCount, finalLoss: loss };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  if (!existsSync(o.data)) {
+    throw new Error(`Fashion-MNIST not found at ${o.data}: install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or pass --data FOLDER`);
+  }
+  const loaded = await loadFashionMnist(o.data);
+  if (o.trainLimit > 0) {
+    loaded.trainX = loaded.trainX.slice(0, o.trainLimit * loaded.features);
+    loaded.trainY = loaded.trainY.slice(0, o.trainLimit);
+  }
+  const data = new EngineDataset(loaded);
+  const nTrain = loaded.trainY.length;
+  const steps = Math.max(1, Math.round((o.epochs * nTrain) / o.batch));
+  const spec: MixerSpec = {
+    kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: o.dim, depth: o.depth,
+    tokenHidden: o.tokenHidden, channelHidden: o.channelHidden, classes: 10,
+  };
+  const plan = planModel(specInventory(spec), { budget: o.budget });
+  const train: TrainConfig = { batch: o.batch, lr: o.lr, totalSteps: steps, warmupSteps: Math.min(100, Math.floor(steps / 10)), minLrRatio: 0.01, weightDecay: 0.05, clipNorm: 1 };
+  const model = `mixer-${o.dim}x${o.depth}`;
+  console.log(`MLP-Mixer on Fashion-MNIST: 49 tokens, dim ${o.dim}, depth ${o.depth}, token hidden ${o.tokenHidden}, channel hidden ${o.channelHidden}`);
+  console.log(`${nTrain} training samples, batch ${o.batch}, ${o.epochs} epoch(s) = ${steps} steps, ${o.threads} thread(s), load average ${loadavg()[0].toFixed(2)}`);
+  console.log(`plan (core planner, budget ${o.budget}): ${plan.summary}`);
+  for (const l of plan.layers.filter((x) => x.sparsify)) console.log(`  ${l.name}: ${JSON.stringify(l.config)} density ${l.density?.toFixed(3)}`);
+
+  const rows: Row[] = [];
+  const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number }, note?: string): Row => ({
+    model, variant, threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
+    test_accuracy: r.accuracy, params: r.params, load_avg: loadavg()[0], ...(note ? { note } : {}),
+  });
+
+  console.log('\n[1/3] PyTorch-CPU dense');
+  if (o.skipTorch) {
+    console.log('  skipped (--skip-torch)');
+  } else {
+    const cfg = { ...spec.image, patch: spec.patch, dim: o.dim, depth: o.depth, tokenHidden: o.tokenHidden, channelHidden: o.channelHidden,
+      classes: 10, threads: o.threads, seed: 0, batch: o.batch, lr: o.lr, weightDecay: 0.05, totalSteps: steps,
+      warmupSteps: train.warmupSteps, minLrRatio: train.minLrRatio, clipNorm: 1, data: o.data, trainLimit: o.trainLimit };
+    const r = spawnSync('/usr/bin/python3', [join(__dirname, '..', '..', 'bench', 'mixer_torch.py'), JSON.stringify(cfg)], { encoding: 'utf8' });
+    if (r.status !== 0) {
+      console.log(`  PyTorch baseline FAILED (is python3-torch installed?): ${(r.stderr || String(r.error)).trim().split('\n').slice(-3).join(' | ')}`);
+    } else {
+      const t = JSON.parse(r.stdout.trim().split('\n').pop() as string);
+      console.log(`  torch ${t.torch}, ${t.threads} threads: median step ${t.step_ms.toFixed(1)} ms, final loss ${t.final_loss.toFixed(3)}`);
+      rows.push(row('pytorch_dense', { stepMs: t.step_ms, accuracy: t.test_accuracy, params: NaN }, `torch ${t.torch}`));
+    }
+  }
+  console.log('[2/3] engine dense');
+  const dense = await trainEngine(spec, undefined, data, train, o, steps);
+  rows.push(row('dense', dense));
+  console.log('[3/3] engine Pixelfly');
+  const pf = await trainEngine(spec, plan, data, train, o, steps);
+  rows.push(row('pixelfly', pf));
+
+  const torchRow = rows.find((r) => r.variant === 'pytorch_dense');
+  for (const r of rows) {
+    if (torchRow) r.speedup_vs_pytorch = torchRow.step_ms / r.step_ms;
+    r.speedup_vs_dense = dense.stepMs / r.step_ms;
+  }
+  console.log('\n| variant | threads | step ms (median) | vs PyTorch | vs our dense | test acc | params |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    console.log(`| ${r.variant} | ${r.threads} | ${r.step_ms.toFixed(1)} | ${r.speedup_vs_pytorch?.toFixed(2) ?? '-'}× | ${r.speedup_vs_dense?.toFixed(2)}× | ${(100 * r.test_accuracy).toFixed(2)}% | ${Number.isNaN(r.params) ? '-' : r.params} |`);
+  }
+  const gap = 100 * (dense.accuracy - pf.accuracy);
+  console.log(`\nPixelfly vs our dense accuracy: ${gap >= 0 ? '-' : '+'}${Math.abs(gap).toFixed(2)} points (target: within 1)`);
+  if (torchRow) console.log(`Pixelfly vs PyTorch dense step: ${(torchRow.step_ms / pf.stepMs).toFixed(2)}× (target ≥ 2×)`);
+  mkdirSync(dirname(o.out), { recursive: true });
+  writeFileSync(o.out, JSON.stringify(rows, null, 2));
+  console.log(`wrote ${o.out}`);
+}
+
+main().catch((e) => {
+  console.error(`bench:train failed: ${(e as Error).message}`);
+  process.exit(1);
+});
