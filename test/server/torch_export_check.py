@@ -1,0 +1,59 @@
+#!/usr/bin/python3
+"""PyTorch side of torchExport.test.ts (Debian's python3-torch).
+
+  layouts CASES OUT   pixelfly_torch's layout (rows of '0'/'1') or the parameter it rejects, per case
+  engine WEIGHTS X OUT  every Pixelfly layer of an engine weight export, applied to X (float64)
+  model DIR OUT       import the rewritten tiny model from DIR, forward + backward, report its modules
+"""
+import json
+import sys
+
+import torch
+
+
+def layouts(cases_path, out_path):
+    from pixelfly_torch import PixelflyConfigError, flat_block_butterfly_layout
+    out = []
+    for c in json.load(open(cases_path)):
+        try:
+            m = flat_block_butterfly_layout(c["out"], c["in"], c["block"], c["butterflySize"], c["nFactors"], c["globalSize"], c["shuffle"])
+            out.append({"rows": ["".join("1" if v else "0" for v in row) for row in m.tolist()]})
+        except PixelflyConfigError as e:
+            out.append({"error": e.param})
+    json.dump(out, open(out_path, "w"))
+
+
+def engine(weights, x_path, out_path):
+    from pixelfly_torch import pixelfly_layers_from_export
+    case = json.load(open(x_path))
+    result = {}
+    for name, layer in pixelfly_layers_from_export(weights).items():
+        layer = layer.double()
+        x = torch.tensor(case["x"], dtype=torch.float64).reshape(case["shape"])
+        result[name] = layer(x).flatten().tolist()
+    json.dump(result, open(out_path, "w"))
+
+
+def model(directory, out_path):
+    sys.path.insert(0, directory)
+    from model import TinyTransformer
+    from pixelfly_torch import PixelflyLinear
+    torch.manual_seed(0)
+    m = TinyTransformer()
+    x = torch.randn(2, 64, 512)
+    y = m(x)
+    y.square().mean().backward()
+    pixelfly = [n for n, mod in m.named_modules() if isinstance(mod, PixelflyLinear)]
+    unused = [n for n, p in m.named_parameters() if p.grad is None]
+    json.dump({
+        "output": list(y.shape),
+        "pixelfly": pixelfly,
+        "params": sum(p.numel() for p in m.parameters()),
+        "unused": unused,
+        "finite": bool(torch.isfinite(y).all()),
+    }, open(out_path, "w"))
+
+
+if __name__ == "__main__":
+    mode, *args = sys.argv[1:]
+    {"layouts": layouts, "engine": engine, "model": model}[mode](*args)
