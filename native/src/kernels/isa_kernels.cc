@@ -52,7 +52,10 @@ constexpr int MR = 6;
 constexpr int MR_DW = 4;
 #endif
 constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
-constexpr int KC = 384;     // depth of a packed panel (dense GEMM) / rows per dW chunk
+constexpr int KC = 768;     // deepest packed panel of the dense GEMM (fewer passes over C)
+#ifndef PF_DIST
+#define PF_DIST 4
+#endif     // depth of a packed panel (dense GEMM) / rows per dW chunk
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
@@ -174,9 +177,9 @@ inline void micro(int nseg, int kseg, const float* a, long sa, const int* aoff, 
       if (next) __builtin_prefetch(next + (long)k * R);
       if (STRIDED) {
         // In-place operands: one new line of a and NR floats of b per step, far apart in memory.
-        __builtin_prefetch(ap + 8 * sa);
-        __builtin_prefetch(b + 8 * sb);
-        __builtin_prefetch(b + 8 * sb + NR - 1);
+        __builtin_prefetch(ap + PF_DIST * sa);
+        __builtin_prefetch(b + PF_DIST * sb);
+        __builtin_prefetch(b + PF_DIST * sb + NR - 1);
       }
       vf bv[NVV];
 #pragma GCC unroll 4
@@ -237,11 +240,13 @@ constexpr int NC_SUB = 16 * NR_G;  // columns of one work item; A blocks are re-
 void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
           bool accumulate, float* C, int ldc, int threads) {
   if (M <= 0 || N <= 0) return;
-  const int kcMax = std::min(K, KC);
+  // Equal-depth passes (K = 1024 runs as 2×512, not 768 + 256).
+  const int passes = std::max(1, ceilDiv(K, KC));
+  const int kcMax = std::max(1, ((ceilDiv(K, passes) + 7) / 8) * 8);
   // MC: the per-thread A block (MC×KC) should stay in L2.
   const int MC = MR * 12;
   const int nPanels = ceilDiv(N, NR_G);
-  float* Bp = tlsB.get((size_t)nPanels * NR_G * std::max(kcMax, 1));
+  float* Bp = tlsB.get((size_t)nPanels * NR_G * kcMax);
   const int mBlocks = ceilDiv(M, MC);
   // Split columns only when there are too few row blocks to keep every thread busy: each split
   // re-packs the A block.
@@ -259,8 +264,8 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
 #pragma omp parallel num_threads(nt)
   {
     float* Ap = tlsA.get((size_t)ceilDiv(MC, MR) * MR * kcMax);
-    for (int pc = 0; pc < K; pc += KC) {
-      const int kc = std::min(KC, K - pc);
+    for (int pc = 0; pc < K; pc += kcMax) {
+      const int kc = std::min(kcMax, K - pc);
 #pragma omp for schedule(static)
       for (int jp = 0; jp < nPanels; jp++) {
         const int j0 = jp * NR_G;
