@@ -115,6 +115,7 @@ export class Connection {
     const now = Date.now();
     this.stalledSince ??= now;
     if (now - this.stalledSince >= this.limits.stallMs || buffered > 4 * this.limits.highWaterBytes) {
+      this.contextFor(this).log(`dropping a slow consumer: ${buffered} bytes unread for ${now - this.stalledSince} ms`);
       this.close(CLOSE_SLOW_CONSUMER, 'slow consumer: reconnect and resubscribe from your last seq');
     }
     return false;
@@ -158,6 +159,7 @@ export class Connection {
     if (!this.open) return;
     this.ws.send(JSON.stringify(message));
     if (this.ws.bufferedAmount > 4 * this.limits.highWaterBytes) {
+      this.contextFor(this).log(`dropping a slow consumer: ${this.ws.bufferedAmount} bytes unread`);
       this.close(CLOSE_SLOW_CONSUMER, 'slow consumer: too much unread data');
     }
   }
