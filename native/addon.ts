@@ -113,6 +113,12 @@ export function loadAddon(): NativeAddon {
   if (!file) {
     throw new NativeAddonError(`the native addon is not built (looked for ${candidates.join(', ')}): ${FIX}`);
   }
+  cached = loadAddonFile(file);
+  return cached;
+}
+
+/** Loads one addon file; a missing or broken file throws NativeAddonError saying how to rebuild it. */
+export function loadAddonFile(file: string): NativeAddon {
   const mod = { exports: {} as Record<string, unknown> };
   try {
     // process.dlopen instead of require: bundlers leave it alone and the path stays ours.
@@ -120,6 +126,5 @@ export function loadAddon(): NativeAddon {
   } catch (err) {
     throw new NativeAddonError(`the native addon at ${file} failed to load (${(err as Error).message}): ${FIX}`);
   }
-  cached = mod.exports as unknown as NativeAddon;
-  return cached;
+  return mod.exports as unknown as NativeAddon;
 }

@@ -5,7 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { buildBlockIndex, blockIndexFromMask, type BlockIndex } from '../../core/blockIndex';
-import { loadAddon } from '../../native/addon';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NativeAddonError, loadAddon, loadAddonFile } from '../../native/addon';
 import {
   biasGrad,
   bsrBackwardData,
@@ -305,4 +308,17 @@ test('bad arguments reject with an error naming the argument', async () => {
   assert.throws(() => setKernelThreads(0), /setThreads: threads must be an integer in 1\.\.1024/);
   // The process is still healthy after all of that.
   assert.equal((await bsrForward(w, new Float32Array(256), 4)).length, 256);
+});
+
+test('an addon that cannot load says how to fix it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-addon-'));
+  const broken = join(dir, 'pixelfly.node');
+  writeFileSync(broken, 'not a shared object');
+  for (const file of [broken, join(dir, 'missing.node')]) {
+    assert.throws(
+      () => loadAddonFile(file),
+      (err: unknown) =>
+        err instanceof NativeAddonError && err.message.includes(file) && /run `npm run build`.*g\+\+, make and python3/.test(err.message),
+    );
+  }
 });
