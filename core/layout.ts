@@ -91,16 +91,35 @@ export function validateParams(outFeatures: number, inFeatures: number, p: Butte
   return { block: p.block, butterflySize: p.butterflySize, nFactors: p.nFactors, globalSize, shuffle: p.shuffle ?? false };
 }
 
-export function flatBlockButterflyLayout(outFeatures: number, inFeatures: number, p: ButterflyParams): BlockLayout {
+/** The padded grid, its blocks, and how many weights each support cell covers along each side. */
+interface Geometry {
+  params: Required<ButterflyParams>;
+  outPadded: number;
+  inPadded: number;
+  blockRows: number;
+  blockCols: number;
+  cellRows: number;
+  cellCols: number;
+}
+
+function geometry(outFeatures: number, inFeatures: number, p: ButterflyParams): Geometry {
   const params = validateParams(outFeatures, inFeatures, p);
+  const outPadded = padTo(outFeatures, params.block);
+  const inPadded = padTo(inFeatures, params.block);
+  return {
+    params,
+    outPadded,
+    inPadded,
+    blockRows: outPadded / params.block,
+    blockCols: inPadded / params.block,
+    cellRows: outPadded / params.butterflySize,
+    cellCols: inPadded / params.butterflySize,
+  };
+}
+
+export function flatBlockButterflyLayout(outFeatures: number, inFeatures: number, p: ButterflyParams): BlockLayout {
+  const { params, outPadded, inPadded, blockRows, blockCols, cellRows, cellCols } = geometry(outFeatures, inFeatures, p);
   const { block, butterflySize: s, globalSize } = params;
-  const outPadded = padTo(outFeatures, block);
-  const inPadded = padTo(inFeatures, block);
-  const blockRows = outPadded / block;
-  const blockCols = inPadded / block;
-  // Weights per support cell along each side.
-  const cellRows = outPadded / s;
-  const cellCols = inPadded / s;
   const support = flatButterflySupport(s, params.nFactors, params.shuffle);
 
   const mask = new Uint8Array(blockRows * blockCols);
@@ -164,14 +183,8 @@ export function layoutRows(layout: BlockLayout): string[] {
  * are a union of a few intervals, one per support column it touches — O(nFactors) per block-row.
  */
 export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyParams): number {
-  const params = validateParams(outFeatures, inFeatures, p);
+  const { params, blockRows, blockCols, cellRows, cellCols } = geometry(outFeatures, inFeatures, p);
   const { block, butterflySize: s, nFactors, globalSize, shuffle } = params;
-  const outPadded = padTo(outFeatures, block);
-  const inPadded = padTo(inFeatures, block);
-  const blockRows = outPadded / block;
-  const blockCols = inPadded / block;
-  const cellRows = outPadded / s;
-  const cellCols = inPadded / s;
   const groups = 2 ** (Math.round(Math.log2(s)) - nFactors);
   const perGroup = s / groups;
   // Inverse of the shuffle: unshuffled column u = k·perGroup + c lands at c·groups + k.
