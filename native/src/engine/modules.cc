@@ -170,22 +170,26 @@ const float* PixelflyLinear::forward(Ctx& c, const float* x, int B) {
     c.be->bsrForward(shape(), M, x, c.ps->data(w_), bias, y, false);
     return y;
   }
-  s_.resize(static_cast<size_t>(M) * outF_);
   h_.resize(static_cast<size_t>(M) * r);
-  l_.resize(static_cast<size_t>(M) * outF_);
+  d_.resize(static_cast<size_t>(M) * outF_);
   g_.resize(M);
-  c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, s_.data(), false);
+  // y holds the sparse output s until the lerp below turns it into s + g·(l − s) + bias.
+  c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
   c.be->denseForward(M, inF_, r, x, c.ps->data(v_), nullptr, h_.data(), false);
-  c.be->denseForward(M, r, outF_, h_.data(), c.ps->data(u_), nullptr, l_.data(), false);
+  c.be->denseForward(M, r, outF_, h_.data(), c.ps->data(u_), nullptr, d_.data(), false);
   c.be->denseForward(M, inF_, 1, x, c.ps->data(gw_), c.ps->data(gb_), g_.data(), false);
 #pragma omp parallel for schedule(static)
   for (int m = 0; m < M; m++) {
     const float g = 1.0f / (1.0f + std::exp(-g_[m]));
     g_[m] = g;
-    const float* s = &s_[static_cast<size_t>(m) * outF_];
-    const float* l = &l_[static_cast<size_t>(m) * outF_];
     float* ym = y + static_cast<size_t>(m) * outF_;
-    for (int j = 0; j < outF_; j++) ym[j] = s[j] + g * (l[j] - s[j]) + bias[j];
+    float* dm = &d_[static_cast<size_t>(m) * outF_];  // l on entry, l − s on exit (what backward needs)
+#pragma omp simd
+    for (int j = 0; j < outF_; j++) {
+      const float diff = dm[j] - ym[j];
+      dm[j] = diff;
+      ym[j] += g * diff + bias[j];
+    }
   }
   return y;
 }
@@ -199,36 +203,45 @@ void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
     if (dx) c.be->bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
     return;
   }
-  // y = s + g·(l − s): dS = dy·(1 − g), dL = dy·g, dg = Σ_j dy_j·(l_j − s_j), then the sigmoid.
-  ds_.resize(static_cast<size_t>(M) * outF_);
-  dl_.resize(static_cast<size_t>(M) * outF_);
+  // y = s + g·(l − s) with one gate value per row, so dL/ds = (1 − g)·dy and dL/dl = g·dy are row
+  // scalings of dy: scale the narrower operands (x, h) instead of materialising two M×out arrays.
+  //   dW_sparse = dyᵀ·((1 − g)∘x)      dx_sparse = (1 − g)∘(dy·W)
+  //   dU = dyᵀ·(g∘h)                   dh = g∘(dy·U)
+  //   dz = g(1 − g)·Σ_j dy_j (l_j − s_j)   through the sigmoid
+  xs_.resize(static_cast<size_t>(M) * inF_);
+  hs_.resize(static_cast<size_t>(M) * r);
+  dh_.resize(static_cast<size_t>(M) * r);
   dz_.resize(M);
 #pragma omp parallel for schedule(static)
   for (int m = 0; m < M; m++) {
     const float g = g_[m];
     const float* dym = dy + static_cast<size_t>(m) * outF_;
-    const float* s = &s_[static_cast<size_t>(m) * outF_];
-    const float* l = &l_[static_cast<size_t>(m) * outF_];
-    float* dsm = &ds_[static_cast<size_t>(m) * outF_];
-    float* dlm = &dl_[static_cast<size_t>(m) * outF_];
-    double dg = 0.0;
-    for (int j = 0; j < outF_; j++) {
-      dsm[j] = dym[j] * (1.0f - g);
-      dlm[j] = dym[j] * g;
-      dg += static_cast<double>(dym[j]) * (l[j] - s[j]);
-    }
-    dz_[m] = static_cast<float>(dg) * g * (1.0f - g);
+    const float* dm = &d_[static_cast<size_t>(m) * outF_];
+    float dg = 0.0f;
+#pragma omp simd reduction(+ : dg)
+    for (int j = 0; j < outF_; j++) dg += dym[j] * dm[j];
+    dz_[m] = dg * g * (1.0f - g);
+    const float* xm = x_ + static_cast<size_t>(m) * inF_;
+    float* xsm = &xs_[static_cast<size_t>(m) * inF_];
+    for (int i = 0; i < inF_; i++) xsm[i] = (1.0f - g) * xm[i];
+    for (int k = 0; k < r; k++) hs_[static_cast<size_t>(m) * r + k] = g * h_[static_cast<size_t>(m) * r + k];
   }
-  dh_.resize(static_cast<size_t>(M) * r);
-  c.be->bsrBackwardWeight(shape(), M, ds_.data(), x_, c.ps->grad(w_), true);
-  c.be->denseBackwardWeight(M, r, outF_, dl_.data(), h_.data(), c.ps->grad(u_), true);
-  c.be->denseBackwardInput(M, r, outF_, dl_.data(), c.ps->data(u_), dh_.data(), false);
+  c.be->bsrBackwardWeight(shape(), M, dy, xs_.data(), c.ps->grad(w_), true);
+  c.be->denseBackwardWeight(M, r, outF_, dy, hs_.data(), c.ps->grad(u_), true);
+  c.be->denseBackwardInput(M, r, outF_, dy, c.ps->data(u_), dh_.data(), false);
+  for (int m = 0; m < M; m++)
+    for (int k = 0; k < r; k++) dh_[static_cast<size_t>(m) * r + k] *= g_[m];
   c.be->denseBackwardWeight(M, inF_, r, dh_.data(), x_, c.ps->grad(v_), true);
   c.be->denseBackwardWeight(M, inF_, 1, dz_.data(), x_, c.ps->grad(gw_), true);
   c.be->biasGrad(M, 1, dz_.data(), c.ps->grad(gb_), true);
   if (!dx) return;
-  // dx = dS·W + dH·V + dz·gate_w, summed by the accumulate flag.
-  c.be->bsrBackwardInput(shape(), M, ds_.data(), c.ps->data(w_), dx, false);
+  c.be->bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
+#pragma omp parallel for schedule(static)
+  for (int m = 0; m < M; m++) {
+    float* dxm = dx + static_cast<size_t>(m) * inF_;
+    const float s = 1.0f - g_[m];
+    for (int i = 0; i < inF_; i++) dxm[i] *= s;
+  }
   c.be->denseBackwardInput(M, inF_, r, dh_.data(), c.ps->data(v_), dx, true);
   c.be->denseBackwardInput(M, inF_, 1, dz_.data(), c.ps->data(gw_), dx, true);
 }
@@ -282,18 +295,22 @@ const float* LayerNorm::forward(Ctx& c, const float* x, int B) {
   float* y = outBuf(B);
   const float* g = c.ps->data(g_);
   const float* b = c.ps->data(b_);
+  // Two passes (mean, then centred variance) in float: vectorised, and accurate for any D we build.
 #pragma omp parallel for schedule(static)
   for (int m = 0; m < M; m++) {
     const float* xm = x + static_cast<size_t>(m) * D;
-    double s = 0.0;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
     for (int i = 0; i < D; i++) s += xm[i];
-    const float mu = static_cast<float>(s / D);
-    double v = 0.0;
-    for (int i = 0; i < D; i++) v += static_cast<double>(xm[i] - mu) * (xm[i] - mu);
-    const float rs = 1.0f / std::sqrt(static_cast<float>(v / D) + 1e-5f);
+    const float mu = s / D;
+    float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+    for (int i = 0; i < D; i++) v += (xm[i] - mu) * (xm[i] - mu);
+    const float rs = 1.0f / std::sqrt(v / D + 1e-5f);
     mean_[m] = mu;
     rstd_[m] = rs;
     float* ym = y + static_cast<size_t>(m) * D;
+#pragma omp simd
     for (int i = 0; i < D; i++) ym[i] = (xm[i] - mu) * rs * g[i] + b[i];
   }
   return y;
@@ -304,12 +321,14 @@ void LayerNorm::backward(Ctx& c, const float* dy, float* dx, int B) {
   const float* g = c.ps->data(g_);
   float* dg = c.ps->grad(g_);
   float* db = c.ps->grad(b_);
-  // Parameter gradients in a fixed serial order: results do not depend on the thread count.
+  // Parameter gradients in a fixed serial order over rows: results do not depend on the thread count.
   for (int m = 0; m < M; m++) {
     const float* xm = x_ + static_cast<size_t>(m) * D;
     const float* dym = dy + static_cast<size_t>(m) * D;
+    const float mu = mean_[m], rs = rstd_[m];
+#pragma omp simd
     for (int i = 0; i < D; i++) {
-      dg[i] += dym[i] * (xm[i] - mean_[m]) * rstd_[m];
+      dg[i] += dym[i] * (xm[i] - mu) * rs;
       db[i] += dym[i];
     }
   }
@@ -319,14 +338,16 @@ void LayerNorm::backward(Ctx& c, const float* dy, float* dx, int B) {
     const float* xm = x_ + static_cast<size_t>(m) * D;
     const float* dym = dy + static_cast<size_t>(m) * D;
     const float mu = mean_[m], rs = rstd_[m];
-    double sdy = 0.0, sdyx = 0.0;
+    float sdy = 0.0f, sdyx = 0.0f;
+#pragma omp simd reduction(+ : sdy, sdyx)
     for (int i = 0; i < D; i++) {
       const float dxhat = dym[i] * g[i];
       sdy += dxhat;
-      sdyx += static_cast<double>(dxhat) * (xm[i] - mu) * rs;
+      sdyx += dxhat * (xm[i] - mu) * rs;
     }
-    const float a = static_cast<float>(sdy / D), bb = static_cast<float>(sdyx / D);
+    const float a = sdy / D, bb = sdyx / D;
     float* dxm = dx + static_cast<size_t>(m) * D;
+#pragma omp simd
     for (int i = 0; i < D; i++) dxm[i] = rs * (dym[i] * g[i] - a - (xm[i] - mu) * rs * bb);
   }
 }

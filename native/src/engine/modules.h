@@ -106,9 +106,10 @@ class PixelflyLinear : public Module {
   PixelflyConfig cfg_;
   size_t w_, v_ = 0, u_ = 0, gw_ = 0, gb_ = 0, b_;
   BsrShape shape() const { return {&cfg_.index, outF_, inF_}; }
-  // Saved for backward: sparse output, x·V, low-rank output, gate.
-  std::vector<float> s_, h_, l_, g_;
-  std::vector<float> ds_, dl_, dh_, dz_;
+  // Saved for backward: x·V, low-rank minus sparse output, gate.
+  std::vector<float> h_, d_, g_;
+  // Backward scratch: row-scaled x and h, dL/dh, dL/d(gate logit).
+  std::vector<float> xs_, hs_, dh_, dz_;
 };
 
 class Gelu : public Module {  // exact (erf) GELU, as torch.nn.GELU()
