@@ -113,7 +113,8 @@ export async function spawnDaemon(home: string, extraArgs: string[] = [], cli = 
   const child = spawn(process.execPath, [cli, 'daemon', 'foreground', ...extraArgs], {
     detached: true,
     stdio: ['ignore', logFd, logFd],
-    env: { ...process.env, PIXELFLY_HOME: home },
+    // Inside VS Code's extension host process.execPath is Electron: this makes it behave as Node.
+    env: { ...process.env, PIXELFLY_HOME: home, ELECTRON_RUN_AS_NODE: '1' },
   });
   let exited: number | null = null;
   child.once('exit', (code) => (exited = code ?? 1));

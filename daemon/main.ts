@@ -3,9 +3,8 @@
 // fresh token (0600) and the discovery file, loads past runs, and serves until told to stop
 // (SIGTERM/SIGINT or `daemon.shutdown`), checkpointing a running job as it goes.
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { PROTOCOL_VERSION, type MethodParams, type MethodResult } from '../protocol/daemon';
-import { createToken, ensureHome, homePaths, processAlive, readDiscovery, removeDiscovery, writeDiscovery } from './home';
+import { createToken, ensureHome, homePaths, processAlive, removeDiscovery, writeDiscovery } from './home';
 import { JobManager } from './jobs/jobManager';
 import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
 import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';
@@ -148,11 +147,3 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
     throw err;
   }
 }
-
-/** The running daemon's pid and port, when the discovery file names a live process. */
-export function findRunningDaemon(home: string): { pid: number; port: number } | undefined {
-  const d = readDiscovery(home);
-  return d && processAlive(d.pid) ? { pid: d.pid, port: d.port } : undefined;
-}
-
-export const DEFAULT_THREADS = Math.max(1, availableParallelism());

@@ -153,6 +153,36 @@ async function follow(home: string, jobId: string, onEvent: (e: JobEvent) => voi
   }
 }
 
+type Values = ReturnType<typeof parse<typeof options>>['values'];
+
+/** The job.submit request for the given options (the built-in demo when no spec is given). */
+function submitParams(values: Values, specFile: string | undefined): SubmitParams {
+  const demo = specFile === undefined ? defaultDemo() : undefined;
+  const spec = demo ? demo.spec : readSpec(specFile as string);
+  const budget = numberOption(values, 'budget');
+  const speedup = numberOption(values, 'speedup');
+  if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
+  const dataset = values.dataset !== undefined ? parseDataset(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
+  const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
+  if (demo) process.stderr.write(`${demo.description}\n`);
+  return {
+    spec,
+    dataset,
+    target: speedup !== undefined ? { speedup } : { budget: budget ?? 0.25 },
+    compare: values['no-compare'] !== true,
+    hyper: {
+      ...base,
+      epochs: numberOption(values, 'epochs') ?? base.epochs,
+      batchSize: intOption(values, 'batch-size', base.batchSize),
+      lr: numberOption(values, 'lr') ?? base.lr,
+      maxSteps: intOption(values, 'max-steps', base.maxSteps ?? 0),
+      evalEvery: intOption(values, 'eval-every', base.evalEvery ?? 0),
+      threads: intOption(values, 'threads', 0),
+      seed: intOption(values, 'seed', 0),
+    },
+  };
+}
+
 export const trainCommand: Command = {
   summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
   usage:
@@ -170,40 +200,14 @@ export const trainCommand: Command = {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
     const home = pixelflyHome();
+    // Everything the user typed is checked before a daemon is started for it.
+    const submit = values.resume === undefined ? submitParams(values, positionals[0]) : undefined;
     const { port, token, started } = await ensureDaemon(home);
     if (started) process.stderr.write(`started the daemon on 127.0.0.1:${port}\n`);
     const client = await DaemonClient.connect(port, token);
     let job: JobInfo;
     try {
-      if (values.resume !== undefined) {
-        job = await client.request('job.resume', { jobId: values.resume });
-      } else {
-        const demo = positionals.length === 0 ? defaultDemo() : undefined;
-        const spec = demo ? demo.spec : readSpec(positionals[0]);
-        if (demo) process.stderr.write(`${demo.description}\n`);
-        const budget = numberOption(values, 'budget');
-        const speedup = numberOption(values, 'speedup');
-        if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
-        const dataset = values.dataset !== undefined ? parseDataset(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
-        const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
-        const params: SubmitParams = {
-          spec,
-          dataset,
-          target: speedup !== undefined ? { speedup } : { budget: budget ?? 0.25 },
-          compare: values['no-compare'] !== true,
-          hyper: {
-            ...base,
-            epochs: numberOption(values, 'epochs') ?? base.epochs,
-            batchSize: intOption(values, 'batch-size', base.batchSize),
-            lr: numberOption(values, 'lr') ?? base.lr,
-            maxSteps: intOption(values, 'max-steps', 'maxSteps' in base ? (base.maxSteps ?? 0) : 0),
-            evalEvery: intOption(values, 'eval-every', 'evalEvery' in base ? (base.evalEvery ?? 0) : 0),
-            threads: intOption(values, 'threads', 0),
-            seed: intOption(values, 'seed', 0),
-          },
-        };
-        job = await client.request('job.submit', params);
-      }
+      job = submit ? await client.request('job.submit', submit) : await client.request('job.resume', { jobId: values.resume as string });
     } catch (err) {
       if (err instanceof DaemonRpcError) throw new CliError(err.message, 1);
       throw err;
