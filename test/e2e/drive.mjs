@@ -106,7 +106,10 @@ try {
     const fix = page.locator('.action-widget .monaco-list-row', { hasText: /sparsif/i }).first();
     await fix.waitFor({ timeout: 30000 });
     console.log(`[${ms()}] quick fix: ${(await fix.innerText()).trim()}`);
-    await fix.click();
+    // The preferred fix (sparsify this layer) is the focused first row; Enter applies it.
+    const first = (await page.locator('.action-widget .monaco-list-row').first().innerText()).trim();
+    if (!/sparsify/i.test(first) || /all \d+/i.test(first)) throw new Error(`first quick fix is '${first}'`);
+    await page.keyboard.press('Enter');
     await page.locator('.editor-instance .view-lines', { hasText: 'PixelflyLinear' }).first().waitFor({ timeout: 30000 });
   });
 
@@ -142,7 +145,7 @@ try {
     // The "Pixelfly Runs" view sits collapsed at the bottom of the Explorer: expand it.
     const header = page.locator('.pane-header', { hasText: 'Pixelfly Runs' }).first();
     if ((await header.getAttribute('aria-expanded')) !== 'true') await header.click();
-    const item = page.getByRole('treeitem', { name: /e2e-mixer/ }).first();
+    const item = page.locator('.pane', { hasText: 'Pixelfly Runs' }).locator('.monaco-list-row', { hasText: 'e2e-mixer' }).first();
     await item.waitFor({ timeout: 30000 });
     console.log(`[${ms()}] run history: ${(await item.innerText()).replace(/\s+/g, ' ')}`);
   });
