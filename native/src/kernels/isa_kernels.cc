@@ -123,7 +123,11 @@ inline void packCopyAny(float* dst, const float* src, long ld, int nK, int kVali
   for (int k = 0; k < nK; k++) {
     float* d = dst + (long)k * width;
     const float* s = src + k * ld;
-    for (int w = 0; w < width; w++) d[w] = (k < kValid && w < wValid) ? s[w] : 0.f;
+    if (k < kValid && wValid == width) {
+      std::memcpy(d, s, sizeof(float) * width);
+    } else {
+      for (int w = 0; w < width; w++) d[w] = (k < kValid && w < wValid) ? s[w] : 0.f;
+    }
   }
 }
 
@@ -149,11 +153,11 @@ inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid,
 
 // ---------------------------------------------------------------------------------------------
 // Microkernel. C[rows×cols] (=|+=) Σ_s Σ_k a_s[k*sa + 0:R] ⊗ b[(s*kseg + k)*sb + 0:NVV*VL] (+ bias)
-//   a_s = a + aoff[s] (or a itself when aoff is null): packed panels have sa = R, but dW reads the
-//   activations in place (sa, sb = their leading dimensions);
+//   a_s = a + aoff[s] (or a itself when aoff is null), sa floats apart per k (R for packed panels;
+//   dW's block tiles are [k][b]), b rows sb floats apart;
 //   b   = one stream of nseg*kseg rows of NVV vectors.
 // ---------------------------------------------------------------------------------------------
-template <int R, int NVV, bool STRIDED = false>
+template <int R, int NVV>
 inline void micro(int nseg, int kseg, const float* a, long sa, const int* aoff, const float* b, long sb, float* C,
                   long ldc, int rows, int cols, bool accumulate, const float* bias) {
   constexpr int NR = NVV * VL;
@@ -175,12 +179,6 @@ inline void micro(int nseg, int kseg, const float* a, long sa, const int* aoff, 
     const float* next = (aoff && s + 1 < nseg) ? a + aoff[s + 1] : nullptr;
     for (int k = 0; k < kseg; k++) {
       if (next) __builtin_prefetch(next + (long)k * R);
-      if (STRIDED) {
-        // In-place operands: one new line of a and NR floats of b per step, far apart in memory.
-        __builtin_prefetch(ap + PF_DIST * sa);
-        __builtin_prefetch(b + PF_DIST * sb);
-        __builtin_prefetch(b + PF_DIST * sb + NR - 1);
-      }
       vf bv[NVV];
 #pragma GCC unroll 4
       for (int v = 0; v < NVV; v++) bv[v] = loadu(b + v * VL);
@@ -413,11 +411,11 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, floa
 }
 
 // dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
-// The microkernel reads dY and X in place (a row of a block is contiguous, so each k-step is one
-// short broadcast run and NR-wide vectors): packing would copy all of dY for a quarter of the work.
-// Only blocks that reach into the padding are copied, zero-filled, into a small per-thread tile.
-// Each thread owns a contiguous range of kept blocks (no two threads write the same dW block), and
-// walks the rows in chunks so the chunk of X its blocks read stays in L2.
+// Rows are walked in chunks of KCW. Per chunk, the threads first copy X's rows into contiguous
+// per-block-column tiles Xc[c][m][b] (zero-padded past `in`; it stays in L2 and every block of
+// column c reuses it), then each thread runs its own contiguous range of kept blocks (no two
+// threads write the same dW block). A block-row's dY tile [m][b] is copied once when the range
+// enters that row and reused by all its blocks: both operands then stream contiguously.
 template <int RW, int NVV>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
                         bool accumulate, int threads) {
@@ -431,37 +429,35 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
     if (!accumulate) std::fill(dW, dW + L.nnz * bb, 0.f);
     return;
   }
+  const long tile = (long)KCW * b;
+  float* Xc = tlsB.get((size_t)L.blockCols * tile);
   const int nt = std::max(1, std::min(threads, L.nnz));
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), T = omp_get_num_threads();
     const int k0 = (int)((long)L.nnz * tid / T), k1 = (int)((long)L.nnz * (tid + 1) / T);
-    float* edge = tlsA.get((size_t)2 * KCW * b);  // [KCW][b] dY tile, then [KCW][b] X tile
+    float* dyTile = tlsA.get((size_t)tile);
     for (int m0 = 0; m0 < M; m0 += KCW) {
       const int kc = std::min(KCW, M - m0);
+#pragma omp for schedule(static)
+      for (int c = 0; c < L.blockCols; c++)
+        packCopyAny(Xc + c * tile, X + (long)m0 * ldx + c * b, ldx, kc, kc, b, std::min(b, w.in - c * b));
+      // (implicit barrier: Xc complete)
       const bool acc = accumulate || m0 > 0;
-      int r = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k0) - L.rowPtr) - 1;
+      int r = -1;
       for (int k = k0; k < k1; k++) {
-        while (k >= L.rowPtr[r + 1]) r++;
-        const int c = L.colIdx[k];
-        const float* a = dY + (long)m0 * lddy + r * b;
-        const float* bx = X + (long)m0 * ldx + c * b;
-        long sa = lddy, sb = ldx;
-        if ((r + 1) * b > w.out) {
-          packCopyAny(edge, a, lddy, kc, kc, b, w.out - r * b);
-          a = edge;
-          sa = b;
+        if (r < 0 || k >= L.rowPtr[r + 1]) {
+          r = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k) - L.rowPtr) - 1;
+          packCopyAny(dyTile, dY + (long)m0 * lddy + r * b, lddy, kc, kc, b, std::min(b, w.out - r * b));
         }
-        if ((c + 1) * b > w.in) {
-          packCopyAny(edge + KCW * b, bx, ldx, kc, kc, b, w.in - c * b);
-          bx = edge + KCW * b;
-          sb = b;
-        }
+        const float* xt = Xc + L.colIdx[k] * tile;
         for (int it = 0; it < itN; it++)
           for (int jt = 0; jt < jtN; jt++)
-            micro<RW, NVV, true>(1, kc, a + it * RW, sa, nullptr, bx + jt * NR, sb, dW + k * bb + (long)it * RW * b + jt * NR,
+            micro<RW, NVV>(1, kc, dyTile + it * RW, b, nullptr, xt + jt * NR, b, dW + k * bb + (long)it * RW * b + jt * NR,
                            b, RW, NR, acc, nullptr);
       }
+#pragma omp barrier
+      // (Xc is rewritten by the next chunk only after every thread is done with it)
     }
   }
 }
