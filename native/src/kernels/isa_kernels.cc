@@ -53,9 +53,6 @@ constexpr int MR_DW = 4;
 #endif
 constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
 constexpr int KC = 768;     // deepest packed panel of the dense GEMM (fewer passes over C)
-#ifndef PF_DIST
-#define PF_DIST 4
-#endif     // depth of a packed panel (dense GEMM) / rows per dW chunk
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
@@ -154,8 +151,8 @@ inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid,
 // ---------------------------------------------------------------------------------------------
 // Microkernel. C[rows×cols] (=|+=) Σ_s Σ_k a_s[k*sa + 0:R] ⊗ b[(s*kseg + k)*sb + 0:NVV*VL] (+ bias)
 //   a_s = a + aoff[s] (or a itself when aoff is null), sa floats apart per k (R for packed panels;
-//   dW's block tiles are [k][b]), b rows sb floats apart;
-//   b   = one stream of nseg*kseg rows of NVV vectors.
+//   dW's block tiles are [k][b]);
+//   b   = one stream of nseg*kseg rows of NVV vectors, sb floats apart.
 // ---------------------------------------------------------------------------------------------
 template <int R, int NVV>
 inline void micro(int nseg, int kseg, const float* a, long sa, const int* aoff, const float* b, long sb, float* C,
