@@ -148,7 +148,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     interp.execModule(main);
     const entries = entryPoints(interp, main);
     candidates = entries.map((e) => e.name);
-    const chosen = options.model !== undefined ? entries.find((e) => e.name === options.model) : outermost(interp, entries);
+    const chosen = options.model !== undefined ? entries.find((e) => e.name === options.model) : outermost(entries);
     if (options.model !== undefined && !chosen) {
       const known = main.globals.has(options.model) ? ` ('${options.model}' is neither a module class nor a function)` : '';
       throw new ModelNotFound(
@@ -244,18 +244,18 @@ function entryPoints(interp: Interpreter, main: ModuleInfo): Entry[] {
  * Candidates are module classes and public functions that build modules (lucidrains' MLPMixer
  * is a function returning nn.Sequential).
  */
-function outermost(interp: Interpreter, entries: Entry[]): Entry | undefined {
+function outermost(entries: Entry[]): Entry | undefined {
+  // Identifier sets once per definition: the reference graph is then linear in the file's size.
+  const textOf = (e: Entry): string => (e.value.k === 'class' ? e.value.cls.node.text : e.value.k === 'func' ? e.value.fn.node.text : '');
+  const words = new Map(entries.map((e) => [e.name, new Set(textOf(e).match(/[A-Za-z_]\w*/g) ?? [])]));
   const classNames = entries.filter((e) => e.value.k === 'class').map((e) => e.name);
   const builds = (e: Entry): boolean =>
-    e.value.k === 'class' ||
-    (e.value.k === 'func' && (/\bnn\.\w/.test(e.value.fn.node.text) || classNames.some((n) => new RegExp(`\\b${n}\\b`).test((e.value as Extract<Value, { k: 'func' }>).fn.node.text))));
+    e.value.k === 'class' || (e.value.k === 'func' && (/\bnn\.\w/.test(textOf(e)) || classNames.some((n) => words.get(e.name)!.has(n))));
   const classes = entries.filter(builds);
   if (classes.length === 0) return undefined;
+  const names = new Set(classes.map((c) => c.name));
   const refs = new Map<string, Set<string>>();
-  for (const c of classes) {
-    const text = c.value.k === 'class' ? c.value.cls.node.text : (c.value as Extract<Value, { k: 'func' }>).fn.node.text;
-    refs.set(c.name, new Set(classes.filter((d) => d.name !== c.name && new RegExp(`\\b${d.name}\\b`).test(text)).map((d) => d.name)));
-  }
+  for (const c of classes) refs.set(c.name, new Set([...words.get(c.name)!].filter((w) => w !== c.name && names.has(w))));
   const referenced = new Set([...refs.values()].flatMap((s) => [...s]));
   const reach = (name: string, seen = new Set<string>()): number => {
     if (seen.has(name)) return 0;
@@ -272,7 +272,6 @@ function outermost(interp: Interpreter, entries: Entry[]): Entry | undefined {
   const pool = roots.length ? roots : classes;
   let best = pool[0];
   for (const c of pool) if (reach(c.name) >= reach(best.name)) best = c;
-  void interp;
   return best;
 }
 
@@ -669,7 +668,7 @@ function planRows(rows: LayerRow[], target: PlanTarget, planOptions: PlanOptions
   }
   if (inventory.length === 0) return null;
   try {
-    const plan = planModel({ layers: inventory }, target, planOptions);
+    const plan = memoPlan({ layers: inventory }, target, planOptions);
     for (const d of plan.layers) {
       const r = byName.get(d.name);
       if (r) r.decision = { ...d, name: r.name };
@@ -681,6 +680,26 @@ function planRows(rows: LayerRow[], target: PlanTarget, planOptions: PlanOptions
     notes.push(`planner: ${(e as Error).message}`);
     return null;
   }
+}
+
+/**
+ * Most edits leave the inventory unchanged (a comment, a forward method, a docstring), so the
+ * plans of the last few inventories are kept: re-analysis then skips the planner's search.
+ */
+const planMemo = new Map<string, Plan>();
+/** Forget memoised plans (benchmarks measuring cold analyses). */
+export function clearPlanMemo(): void {
+  planMemo.clear();
+}
+
+function memoPlan(inventory: { layers: InventoryLayer[] }, target: PlanTarget, options: PlanOptions | undefined): Plan {
+  const key = JSON.stringify([inventory, target, options ?? null]);
+  const hit = planMemo.get(key);
+  if (hit) return hit;
+  const plan = planModel(inventory, target, options);
+  planMemo.set(key, plan);
+  if (planMemo.size > 16) planMemo.delete(planMemo.keys().next().value as string);
+  return plan;
 }
 
 function pinnableNames(text: string): string[] {

@@ -5,6 +5,29 @@
  */
 import type { Tree } from './parser';
 
+/** Line starts of a source text: rows and columns are computed from indices only when asked for. */
+export class LineIndex {
+  private readonly starts: number[] = [0];
+  constructor(source: string) {
+    for (let i = source.indexOf('\n'); i !== -1; i = source.indexOf('\n', i + 1)) this.starts.push(i + 1);
+  }
+
+  row(index: number): number {
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid] <= index) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  column(index: number): number {
+    return index - this.starts[this.row(index)];
+  }
+}
+
 export class PyNode {
   readonly children: PyNode[] = [];
   fields: Record<string, PyNode[]> | undefined;
@@ -15,11 +38,22 @@ export class PyNode {
     readonly source: string,
     readonly startIndex: number,
     readonly endIndex: number,
-    readonly startRow: number,
-    readonly startCol: number,
-    readonly endRow: number,
-    readonly endCol: number,
+    private readonly lines: LineIndex,
   ) {}
+
+  // Rows and columns (0-based, UTF-16 units like LSP positions) from the line index.
+  get startRow(): number {
+    return this.lines.row(this.startIndex);
+  }
+  get startCol(): number {
+    return this.lines.column(this.startIndex);
+  }
+  get endRow(): number {
+    return this.lines.row(this.endIndex);
+  }
+  get endCol(): number {
+    return this.lines.column(this.endIndex);
+  }
 
   get text(): string {
     return this.source.slice(this.startIndex, this.endIndex);
@@ -37,18 +71,8 @@ export class PyNode {
 /** Named nodes become PyNodes; anonymous tokens (operators, keywords) are kept only under a field name. */
 export function toPyAst(tree: Tree, source: string): PyNode {
   const cursor = tree.walk();
-  const make = (): PyNode =>
-    new PyNode(
-      cursor.nodeType,
-      cursor.nodeIsNamed,
-      source,
-      cursor.startIndex,
-      cursor.endIndex,
-      cursor.startPosition.row,
-      cursor.startPosition.column,
-      cursor.endPosition.row,
-      cursor.endPosition.column,
-    );
+  const lines = new LineIndex(source);
+  const make = (): PyNode => new PyNode(cursor.nodeType, cursor.nodeIsNamed, source, cursor.startIndex, cursor.endIndex, lines);
   const root = make();
   const stack: PyNode[] = [root];
   // Iterative depth-first walk: deep expression nesting must not overflow the JS stack.
