@@ -107,7 +107,7 @@ try {
     await fix.waitFor({ timeout: 30000 });
     console.log(`[${ms()}] quick fix: ${(await fix.innerText()).trim()}`);
     // The preferred fix (sparsify this layer) is the focused first row; Enter applies it.
-    const first = (await page.locator('.action-widget .monaco-list-row').first().innerText()).trim();
+    const first = (await page.locator('.action-widget .monaco-list-row', { hasText: 'Pixelfly:' }).first().innerText()).trim();
     if (!/sparsify/i.test(first) || /all \d+/i.test(first)) throw new Error(`first quick fix is '${first}'`);
     await page.keyboard.press('Enter');
     await page.locator('.editor-instance .view-lines', { hasText: 'PixelflyLinear' }).first().waitFor({ timeout: 30000 });
@@ -122,6 +122,17 @@ try {
     const title = await f.locator('#layer-title').innerText();
     console.log(`[${ms()}] mask preview: ${rows} layers; ${title}; ${cells} blocks drawn`);
     if (!(rows > 0 && cells > 0)) throw new Error(`rows=${rows} cells=${cells}`);
+  });
+
+  await check('mask preview: edit a layer and Apply to code (the language server edits the model)', async () => {
+    const f = await webviewFrame('#mask');
+    await f.locator('#layers tbody tr[data-layer="blocks.*.channel_fc2"]').click();
+    await f.locator('#ctl-rank').fill('8');
+    await f.locator('#apply').click();
+    await f.locator('#apply-status', { hasText: /Applied 1 layer/ }).waitFor({ timeout: 30000 });
+    console.log(`[${ms()}] ${(await f.locator('#apply-status').innerText()).trim()}`);
+    await page.locator('.tab', { hasText: 'mixer.py' }).first().click();
+    await page.locator('.editor-instance .view-line', { hasText: /self\.channel_fc2\s*=\s*PixelflyLinear/ } /* the editor renders spaces as U+00A0 */).first().waitFor({ timeout: 30000 });
   });
 
   await check('start a run (dense vs Pixelfly) from the palette', async () => {
