@@ -1,18 +1,21 @@
 // `npm run bench:train -- [--threads 2] [--epochs 1] [--dim 256] [--depth 4] [--batch 128]
-//                         [--budget 0.25] [--train-limit N] [--skip-torch] [--out FILE]`
+//                         [--budget 0.25 | --plan PLAN.json] [--train-limit 20000] [--skip-torch] [--out FILE]`
+// Defaults keep a run to a few minutes on 2 cores: 1 epoch over the first 20000 training images
+// (--train-limit 0 uses all 60000); the test accuracy is always on the full 10000-image test set.
 // An MLP-Mixer on Fashion-MNIST (patch 4 → 49 tokens) trained dense and Pixelfly in our engine and
 // dense in PyTorch-CPU (bench/mixer_torch.py) with the same batch, optimizer, schedule, epochs and
 // thread count. Reports the median step time (batch + forward + backward + optimizer, first steps
 // excluded), speedups against PyTorch and our dense, and test accuracy after the same epochs.
 // Prints a table and writes JSON rows (default bench-results/train.json).
-// The Pixelfly plan comes from the core planner (spec → specInventory → planModel) at --budget.
+// The Pixelfly plan comes from the core planner (spec → specInventory → planModel) at --budget,
+// or from --plan (a JSON plan with the inventory's layer names, e.g. `blocks.channel_mix.fc1`).
 
 // One libuv worker runs every engine call, so one OpenMP pool serves all of them (several pools
 // would leave idle-spinning workers competing for the two cores).
 process.env.UV_THREADPOOL_SIZE = '1';
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { planModel } from '../core/planner';
@@ -32,6 +35,7 @@ interface Options {
   budget: number;
   trainLimit: number;
   data: string;
+  plan: string;
   skipTorch: boolean;
   out: string;
 }
@@ -39,7 +43,7 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     threads: 2, epochs: 1, dim: 256, depth: 4, tokenHidden: 128, channelHidden: 1024, batch: 128, lr: 2e-3,
-    budget: 0.25, trainLimit: 0, data: DEBIAN_FASHION_MNIST, skipTorch: false, out: 'bench-results/train.json',
+    budget: 0.25, trainLimit: 20000, data: DEBIAN_FASHION_MNIST, plan: '', skipTorch: false, out: 'bench-results/train.json',
   };
   const numeric: Record<string, keyof Options> = {
     '--threads': 'threads', '--epochs': 'epochs', '--dim': 'dim', '--depth': 'depth', '--token-hidden': 'tokenHidden',
@@ -55,6 +59,7 @@ function parseArgs(argv: string[]): Options {
     if (value === undefined) throw new Error(`${flag} needs a value`);
     if (flag === '--out') o.out = value;
     else if (flag === '--data') o.data = value;
+    else if (flag === '--plan') o.plan = value;
     else if (numeric[flag]) {
       const v = Number(value);
       if (!Number.isFinite(v) || v < 0) throw new Error(`${flag}: expected a non-negative number, got ${value}`);
@@ -122,13 +127,17 @@ async function main(): Promise<void> {
     kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: o.dim, depth: o.depth,
     tokenHidden: o.tokenHidden, channelHidden: o.channelHidden, classes: 10,
   };
-  const plan = planModel(specInventory(spec), { budget: o.budget });
+  const plan: PlanLike & { summary?: string } = o.plan
+    ? { summary: `from ${o.plan}`, ...(JSON.parse(readFileSync(o.plan, 'utf8')) as PlanLike) }
+    : planModel(specInventory(spec), { budget: o.budget });
+  const sparse = plan.layers.filter((l) => l.sparsify);
+  if (sparse.length === 0) throw new Error(`the plan sparsifies no layer (${plan.summary}): raise --dim/--channel-hidden or pass --plan`);
   const train: TrainConfig = { batch: o.batch, lr: o.lr, totalSteps: steps, warmupSteps: Math.min(100, Math.floor(steps / 10)), minLrRatio: 0.01, weightDecay: 0.05, clipNorm: 1 };
   const model = `mixer-${o.dim}x${o.depth}`;
   console.log(`MLP-Mixer on Fashion-MNIST: 49 tokens, dim ${o.dim}, depth ${o.depth}, token hidden ${o.tokenHidden}, channel hidden ${o.channelHidden}`);
   console.log(`${nTrain} training samples, batch ${o.batch}, ${o.epochs} epoch(s) = ${steps} steps, ${o.threads} thread(s), load average ${loadavg()[0].toFixed(2)}`);
-  console.log(`plan (core planner, budget ${o.budget}): ${plan.summary}`);
-  for (const l of plan.layers.filter((x) => x.sparsify)) console.log(`  ${l.name}: ${JSON.stringify(l.config)} density ${l.density?.toFixed(3)}`);
+  console.log(`plan (${o.plan ? o.plan : `core planner, budget ${o.budget}`}): ${plan.summary}`);
+  for (const l of sparse) console.log(`  ${l.name}: ${JSON.stringify(l.config)}`);
 
   const rows: Row[] = [];
   const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number }, note?: string): Row => ({
