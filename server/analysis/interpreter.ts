@@ -375,7 +375,7 @@ export class Interpreter {
       return;
     }
     const length = iterable.k === 'sym' ? symLength(iterable) : `len(${show(iterable)})`;
-    this.weight = { n: saved.n, syms: [...saved.syms, length] };
+    this.weight = /^\d+$/.test(length) ? { n: saved.n * Number(length), syms: saved.syms } : { n: saved.n, syms: [...saved.syms, length] };
     try {
       each(iterable.k === 'sym' && iterable.text.startsWith('range(') ? sym('i') : sym(`${show(iterable)}[i]`));
     } finally {
@@ -1018,12 +1018,10 @@ export class Interpreter {
           return { k: 'sym', text: `range(${args.map(show).join(', ')})`, len: length };
         }
         const [start, stop, step] = args.length === 1 ? [0, nums[0]!, 1] : [nums[0]!, nums[1]!, nums[2] ?? 1];
-        const items: Value[] = [];
-        if (step !== 0) for (let i = start; step > 0 ? i < stop : i > stop; i += step) {
-          items.push(num(i));
-          if (items.length > 1_000_000) break;
-        }
-        return { k: 'list', items, tuple: false };
+        const length = step === 0 ? 0 : Math.max(0, Math.ceil((stop - start) / step));
+        // A huge range is not materialised: loops over it run once, weighted by its length.
+        if (length > 100_000) return { k: 'sym', text: `range(${args.map(show).join(', ')})`, len: String(length) };
+        return { k: 'list', items: Array.from({ length }, (_, i) => num(start + i * step)), tuple: false };
       }
       case 'list':
       case 'tuple':
