@@ -244,11 +244,16 @@ Napi::FunctionReference* JsDataset::ctor;
 class JsModel;
 
 // Runs `work` off the JS thread and resolves with `result(env)`; errors reject with their message.
+// `owner` (the JS model) is kept alive until the job ends, so garbage collection cannot free the
+// C++ model while a worker thread still uses it.
 class Job : public Napi::AsyncWorker {
  public:
-  Job(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result, std::function<void()> done)
+  Job(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result, std::function<void()> done,
+      Napi::Object owner = Napi::Object())
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
-        result_(std::move(result)), done_(std::move(done)) {}
+        result_(std::move(result)), done_(std::move(done)) {
+    if (!owner.IsEmpty()) owner_ = Napi::Persistent(owner);
+  }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
     try {
@@ -268,6 +273,7 @@ class Job : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference owner_;
   std::function<void()> work_;
   std::function<Napi::Value(Napi::Env)> result_;
   std::function<void()> done_;
@@ -352,7 +358,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
           for (size_t i = 0; i < results->size(); i++) a.Set(static_cast<uint32_t>(i), stepToJs(env, (*results)[i]));
           return a;
         },
-        [this] { busy_ = false; });
+        [this] { busy_ = false; }, Value());
     Napi::Promise p = job->promise();
     job->Queue();
     return p;
@@ -380,7 +386,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
           else o.Set("accuracy", res->accuracy);
           return o;
         },
-        [this] { busy_ = false; });
+        [this] { busy_ = false; }, Value());
     Napi::Promise p = job->promise();
     job->Queue();
     return p;
