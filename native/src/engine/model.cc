@@ -48,7 +48,7 @@ class Builder {
 
   // Pre-norm transformer block: attention then MLP, each residual.
   void transformerBlock(Sequential& seq, const std::string& p, int T, int D, int heads, int hidden, bool causal) {
-    if (D % heads != 0) throw std::invalid_argument("heads: " + str(heads) + " does not divide dim " + str(D));
+    if (heads <= 0 || D % heads != 0) throw std::invalid_argument("heads: " + str(heads) + " must be positive and divide dim " + str(D));
     auto att = std::make_unique<Sequential>(Dims{T, D});
     att->add(std::make_unique<LayerNorm>(ps_, p + "norm1", Dims{T, D}));
     att->add(std::make_unique<Attention>(Dims{T, D}, heads, causal, linear(p + "attn.qkv", "blocks.attn.qkv", T, D, 3 * D),
