@@ -57,9 +57,7 @@ describe('metrics page (headless Chromium)', { skip: skip ?? false }, () => {
 
     const total = 100000;
     for (let s = 0; s < total; s += MAX_POINTS_PER_MESSAGE) {
-      const t0 = Date.now();
       await p.send({ type: 'metrics.append', runId: 'job-1', steps: steps(s, MAX_POINTS_PER_MESSAGE), evals: [] });
-      console.log(`# append ${s}: ${Date.now() - t0} ms`);
     }
     await p.send({
       type: 'metrics.append',
