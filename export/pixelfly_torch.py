@@ -1,4 +1,4 @@
-"""Pixelfly layers for PyTorch, written by the Pixelfly extension (https://github.com/pixelfly).
+"""Pixelfly layers for PyTorch, written by the Pixelfly VS Code extension beside your model.
 
 ``PixelflyLinear`` is the authors' ``SparseLRLinear`` (Dao, Chen et al., "Pixelated Butterfly",
 ICLR 2022):

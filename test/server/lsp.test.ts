@@ -28,6 +28,12 @@ conn.onNotification('textDocument/publishDiagnostics', (p: PublishDiagnosticsPar
 // The server asks the client to refresh hints and lenses after each analysis.
 conn.onRequest('workspace/inlayHint/refresh', () => null);
 conn.onRequest('workspace/codeLens/refresh', () => null);
+// "Apply to code" makes the server ask the client to apply an edit.
+const applied: Array<{ label?: string; edit: { documentChanges: unknown[] } }> = [];
+conn.onRequest('workspace/applyEdit', (p: { label?: string; edit: { documentChanges: unknown[] } }) => {
+  applied.push(p);
+  return { applied: true };
+});
 conn.listen();
 
 after(() => {
@@ -141,4 +147,20 @@ test('pixelfly/analysis request: the CLI JSON for the open buffer', async () => 
   assert.equal(a.layers.length, 7);
   assert.equal(a.layers.filter((l) => l.pinnedDense).length, 1);
   assert.equal(a.tokensPerSample, 1024);
+});
+
+test('pixelfly.applyLayerConfig: the mask preview\'s configs written into the source through workspace/applyEdit', async () => {
+  const config = { block: 16, butterflySize: 8, nFactors: 3, rank: 24, globalSize: 0, shuffle: true };
+  const r = (await conn.sendRequest('workspace/executeCommand', {
+    command: 'pixelfly.applyLayerConfig',
+    arguments: [{ uri, layers: [{ name: 'transformer.h.*.attn.c_attn', config }, { name: 'lm_head', config }, { name: 'nope', config }] }],
+  })) as { applied: string[]; skipped: string[] };
+  assert.deepEqual(r.applied, ['transformer.h.*.attn.c_attn', 'lm_head']);
+  assert.deepEqual(r.skipped, ['nope: not a layer of this file']);
+  assert.equal(applied.length, 1);
+  const changes = applied[0].edit.documentChanges as Array<{ textDocument?: { uri: string }; edits?: Array<{ newText: string }> }>;
+  const texts = changes.find((c) => c.textDocument?.uri === uri)!.edits!.map((e) => e.newText);
+  assert.ok(texts.includes('PixelflyLinear(config.n_embd, 3 * config.n_embd, bias=config.bias, block=16, butterfly_size=8, n_factors=3, rank=24, shuffle=True)'), texts.join(' | '));
+  assert.ok(texts.includes('PixelflyLinear(config.n_embd, config.vocab_size, bias=False, block=16, butterfly_size=8, n_factors=3, rank=24, shuffle=True)'), texts.join(' | '));
+  await assert.rejects(conn.sendRequest('workspace/executeCommand', { command: 'pixelfly.applyLayerConfig', arguments: [{ uri }] }), /expected 'layers'/);
 });
