@@ -8,7 +8,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../../core/layout';
-import { createProbe, pixelflyLayerConfig } from '../../native/engine';
+import { createModel, createProbe, EngineDataset, pixelflyLayerConfig } from '../../native/engine';
+import { syntheticClassification } from '../../native/datasets';
 import { mulberry32 } from '../support/random';
 
 const PYTHON = '/usr/bin/python3';
@@ -115,4 +116,26 @@ test('an MLP-Mixer block (Pixelfly channel and token mixing) matches PyTorch', {
 
 test('a dense MLP-Mixer block matches PyTorch', { skip }, async () => {
   await crossCheck('mixer_block', { dim: 24, probeT: 9, tokenHidden: 12, channelHidden: 48 }, [], 3);
+});
+
+test('the safetensors weight export rebuilds the trained Pixelfly Mixer in PyTorch (same logits)', { skip }, async () => {
+  const cfg = { block: 16, butterflySize: 2, nFactors: 1, globalSize: 0, shuffle: false, rank: 4 };
+  const spec = { kind: 'mixer', image: { channels: 1, height: 8, width: 8 }, patch: 2, dim: 32, depth: 2, tokenHidden: 16, channelHidden: 64, classes: 4 };
+  const plan = { layers: ['blocks.channel_mix.fc1', 'blocks.channel_mix.fc2', 'blocks.token_mix.fc1'].map((name) => ({ name, sparsify: true, config: cfg })) };
+  const m = await createModel({ spec, plan, seed: 3, threads: 1, train: { batch: 16, lr: 3e-3, totalSteps: 5 } });
+  await m.trainSteps(new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 256, test: 32 })), 5);
+  const rand = mulberry32(9);
+  const x = Float32Array.from({ length: 3 * 64 }, () => rand() * 2 - 1);
+  const { y } = m.probe(x, 3);
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-export-'));
+  try {
+    const weights = join(dir, 'mixer.safetensors');
+    await m.exportWeights(weights);
+    writeFileSync(join(dir, 'x.json'), JSON.stringify(Array.from(x)));
+    const r = spawnSync(PYTHON, [SCRIPT, '--mixer', weights, join(dir, 'x.json'), join(dir, 'out.json')], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `torch_crosscheck.py --mixer failed: ${r.stderr}`);
+    close('logits', y, (JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as { logits: number[] }).logits);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -1,9 +1,14 @@
 #!/usr/bin/python3
 """Reference forward/backward in PyTorch for the engine's cross-check (driven by crosscheck.test.ts).
 
+    torch_crosscheck.py CASE.json OUT.json
 Reads a JSON case (layer kind, sizes, the engine's parameters by name, input x and output
 gradient dy), rebuilds the layer in PyTorch from the same weights, runs forward and
 backward in float64, and writes y, dx and every parameter gradient as JSON.
+
+    torch_crosscheck.py --mixer WEIGHTS.safetensors X.json OUT.json
+Reads the engine's weight export with plain Python (no safetensors package), rebuilds the whole
+MLP-Mixer from it and writes its logits for the inputs in X.json: the export round trip.
 
 PixelflyLinear is written the way the authors' SparseLRLinear computes it:
     out = lerp(sparse(x), low_rank(x), sigmoid(gate(x))) + bias
@@ -11,6 +16,7 @@ with the block-sparse weight densified from packed blocks [nnz, block, block] in
 row-major BSR order, so the check also pins the block order shared with the PyTorch export.
 """
 import json
+import struct
 import sys
 
 import torch
@@ -40,16 +46,16 @@ def densify(blocks, layout_rows, block):
 
 
 class Params:
-    def __init__(self, case):
-        self.t = {name: tensor(p['data'], p['shape']) for name, p in case['params'].items()}
-        self.layouts = case.get('layouts', {})
+    def __init__(self, tensors, layouts):
+        self.t = tensors
+        self.layouts = layouts
 
     def linear(self, prefix, x):
         """Dense nn.Linear or the authors' SparseLRLinear, whichever the engine built."""
         t = self.t
         if prefix + '.weight' in t:
             return F.linear(x, t[prefix + '.weight'], t[prefix + '.bias'])
-        lay = self.layouts[prefix]
+        lay = self.layouts[prefix] if prefix in self.layouts else self.layouts[plan_name(prefix)]
         blocks = t[prefix + '.sparse.weight']
         w = densify(blocks, lay['rows'], blocks.shape[1])[: lay['out'], : lay['in']]
         sparse = F.linear(x, w)
@@ -63,19 +69,56 @@ class Params:
         return F.layer_norm(x, (x.shape[-1],), self.t[prefix + '.weight'], self.t[prefix + '.bias'], eps=1e-5)
 
 
-def mixer_block(p, x):
+def plan_name(prefix):
+    """blocks.3.channel_mix.fc1 -> blocks.channel_mix.fc1: the plan names a layer once for all blocks."""
+    parts = prefix.split('.')
+    return '.'.join(parts[:1] + parts[2:]) if len(parts) > 2 and parts[0] == 'blocks' and parts[1].isdigit() else prefix
+
+
+def mixer_block(p, x, pre='block.'):
     """MLP-Mixer block: token mixing along the token axis, then channel mixing, both residual."""
-    h = p.layer_norm('block.norm1', x).transpose(1, 2)
-    h = p.linear('block.token_mix.fc2', F.gelu(p.linear('block.token_mix.fc1', h)))
+    h = p.layer_norm(pre + 'norm1', x).transpose(1, 2)
+    h = p.linear(pre + 'token_mix.fc2', F.gelu(p.linear(pre + 'token_mix.fc1', h)))
     x = x + h.transpose(1, 2)
-    h = p.linear('block.channel_mix.fc2', F.gelu(p.linear('block.channel_mix.fc1', p.layer_norm('block.norm2', x))))
+    h = p.linear(pre + 'channel_mix.fc2', F.gelu(p.linear(pre + 'channel_mix.fc1', p.layer_norm(pre + 'norm2', x))))
     return x + h
 
 
+def read_safetensors(path):
+    raw = open(path, 'rb').read()
+    (n,) = struct.unpack('<Q', raw[:8])
+    header = json.loads(raw[8: 8 + n])
+    meta = header.pop('__metadata__')
+    tensors = {}
+    for name, t in header.items():
+        begin, end = t['data_offsets']
+        assert t['dtype'] == 'F32'
+        data = torch.frombuffer(bytearray(raw[8 + n + begin: 8 + n + end]), dtype=torch.float32)
+        tensors[name] = data.reshape(t['shape']).double()
+    return tensors, meta
+
+
+def mixer_from_export(weights, xs):
+    tensors, meta = read_safetensors(weights)
+    spec = json.loads(meta['spec'])
+    layouts = {name: {'in': l['in'], 'out': l['out'], 'rows': l['layout']} for name, l in json.loads(meta['layouts']).items()}
+    p = Params(tensors, layouts)
+    c, h, w, pt = spec['image']['channels'], spec['image']['height'], spec['image']['width'], spec['patch']
+    x = torch.tensor(xs, dtype=torch.float64).reshape(-1, c, h // pt, pt, w // pt, pt)
+    x = x.permute(0, 2, 4, 1, 3, 5).reshape(x.shape[0], (h // pt) * (w // pt), c * pt * pt)
+    x = p.linear('patch_embed', x)
+    for i in range(spec['depth']):
+        x = mixer_block(p, x, f'blocks.{i}.')
+    return p.linear('head', p.layer_norm('norm', x).mean(dim=1))
+
+
 def main():
+    if sys.argv[1] == '--mixer':
+        logits = mixer_from_export(sys.argv[2], json.load(open(sys.argv[3])))
+        json.dump({'logits': logits.reshape(-1).tolist()}, open(sys.argv[4], 'w'))
+        return
     case = json.load(open(sys.argv[1]))
-    torch.manual_seed(0)
-    p = Params(case)
+    p = Params({name: tensor(t['data'], t['shape']) for name, t in case['params'].items()}, case.get('layouts', {}))
     B, T, D = case['batch'], case['T'], case['inD']
     x = tensor(case['x'], (B, T, D))
     if case['layer'] in ('linear', 'pixelfly'):
