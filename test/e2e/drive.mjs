@@ -62,14 +62,12 @@ async function webviewFrame(selector, timeout = 60000) {
   throw new Error(`no webview shows ${selector}`);
 }
 
-async function openFile(name) {
+async function goToLine(n) {
   await page.keyboard.press('Escape');
-  await page.keyboard.press('Control+P');
+  await page.keyboard.press('Control+G');
   await page.locator('.quick-input-widget input').first().waitFor({ state: 'visible', timeout: 15000 });
-  await page.keyboard.type(name);
-  await page.locator('.quick-input-list .monaco-list-row', { hasText: name }).first().waitFor({ timeout: 15000 });
+  await page.keyboard.type(String(n));
   await page.keyboard.press('Enter');
-  await page.locator('.tab.active', { hasText: name }).waitFor({ timeout: 15000 });
 }
 
 try {
@@ -101,7 +99,7 @@ try {
 
   await check('apply a quick fix (sparsify a layer)', async () => {
     // Put the cursor on the first channel-MLP layer and open the quick-fix menu.
-    await page.locator('.editor-instance .view-line', { hasText: 'self.channel_fc1 = nn.Linear' }).first().click();
+    await page.locator('.editor-instance .view-line', { hasText: /self\.fc1\s*=\s*nn\.Linear\(dim,/ }).first().click();
     await page.keyboard.press('Control+.');
     const fix = page.locator('.action-widget .monaco-list-row', { hasText: /sparsif/i }).first();
     await fix.waitFor({ timeout: 30000 });
@@ -126,19 +124,23 @@ try {
 
   await check('mask preview: edit a layer and Apply to code (the language server edits the model)', async () => {
     const f = await webviewFrame('#mask');
-    await f.locator('#layers tbody tr[data-layer="blocks.*.channel_fc2"]').click();
+    await f.locator('#layers tbody tr[data-layer="blocks.*.fc2"]').click();
     await f.locator('#ctl-rank').fill('8');
     await f.locator('#apply').click();
     await f.locator('#apply-status', { hasText: /Applied 1 layer/ }).waitFor({ timeout: 30000 });
     console.log(`[${ms()}] ${(await f.locator('#apply-status').innerText()).trim()}`);
     await page.locator('.tab', { hasText: 'mixer.py' }).first().click();
-    await page.locator('.editor-instance .view-line', { hasText: /self\.channel_fc2\s*=\s*PixelflyLinear/ } /* the editor renders spaces as U+00A0 */).first().waitFor({ timeout: 30000 });
+    await goToLine(35); // the editor renders only the lines in view
+    await page.locator('.editor-instance .view-line', { hasText: /self\.fc2\s*=\s*PixelflyLinear\(channel_hidden/ } /* the editor renders spaces as U+00A0 */).first().waitFor({ timeout: 30000 });
   });
 
-  await check('start a run (dense vs Pixelfly) from the palette', async () => {
-    await openFile('mixer.spec.json');
-    await runCommand('Pixelfly: Train dense vs Pixelfly');
-    await page.locator('.notifications-toasts', { hasText: /Pixelfly: e2e-mixer/ }).first().waitFor({ timeout: 60000 });
+  await check("start a run with one click on the model's CodeLens", async () => {
+    await page.locator('.tab', { hasText: 'mixer.py' }).first().click();
+    await page.keyboard.press('Control+End'); // the model class is at the end of the file
+    const lens = page.locator('.codelens-decoration a', { hasText: 'Train dense vs Pixelfly' }).first();
+    await lens.waitFor({ timeout: 30000 });
+    await lens.click();
+    await page.locator('.notifications-toasts', { hasText: /Pixelfly: Mixer/ }).first().waitFor({ timeout: 60000 });
   });
 
   await check('metrics arrive in the live metrics panel', async () => {
@@ -156,7 +158,7 @@ try {
     // The "Pixelfly Runs" view sits collapsed at the bottom of the Explorer: expand it.
     const header = page.locator('.pane-header', { hasText: 'Pixelfly Runs' }).first();
     if ((await header.getAttribute('aria-expanded')) !== 'true') await header.click();
-    const item = page.locator('.pane', { hasText: 'Pixelfly Runs' }).locator('.monaco-list-row', { hasText: 'e2e-mixer' }).first();
+    const item = page.locator('.pane', { hasText: 'Pixelfly Runs' }).locator('.monaco-list-row', { hasText: 'Mixer' }).first();
     await item.waitFor({ timeout: 30000 });
     console.log(`[${ms()}] run history: ${(await item.innerText()).replace(/\s+/g, ' ')}`);
   });
