@@ -41,7 +41,8 @@ async function foreground(values: Record<string, unknown>, home: string): Promis
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   await daemon.stopped;
-  return 0;
+  // Native work abandoned by a forced stop would keep the process alive: leave now.
+  process.exit(0);
 }
 
 async function status(home: string): Promise<number> {

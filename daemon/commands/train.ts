@@ -7,6 +7,9 @@ import { DaemonClient, DaemonRpcError, ensureDaemon } from '../client';
 import { pixelflyHome } from '../home';
 import { CLOSE_SLOW_CONSUMER, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
+import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
+import { pythonParser } from '../../server/analysis/parser';
+import { modelSpecFor } from '../../server/analysis/spec';
 import { CliError, intOption, numberOption, parse, type Command } from './command';
 
 const options = {
@@ -22,6 +25,7 @@ const options = {
   speedup: { type: 'string' },
   'no-compare': { type: 'boolean' },
   resume: { type: 'string' },
+  model: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
@@ -39,13 +43,25 @@ export function parseDataset(raw: string): SubmitParams['dataset'] {
   return path ? { kind, path } : { kind };
 }
 
-function readSpec(file: string): Record<string, unknown> {
-  if (extname(file) === '.py') {
-    throw new CliError(
-      `${file}: Python model definitions are analysed by the language server (the editor's "Train dense vs Pixelfly" action); ` +
-        'from a terminal, pass a JSON model spec',
-    );
+/**
+ * A PyTorch model file goes through the language server's analysis (the same one behind the
+ * editor's hints): its architecture and widths become the engine's model spec.
+ */
+async function specFromPython(file: string, model: string | undefined): Promise<Record<string, unknown>> {
+  let analysis;
+  try {
+    analysis = analyze(await pythonParser(), { file, model });
+  } catch (err) {
+    if (err instanceof AnalysisInputError) throw new CliError(`${file}: ${err.message}`, 1);
+    throw err;
   }
+  const r = modelSpecFor(analysis);
+  if ('error' in r) throw new CliError(`${file}: ${r.error}`, 1);
+  process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n`);
+  return { ...r.spec };
+}
+
+function readSpec(file: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -156,9 +172,10 @@ async function follow(home: string, jobId: string, onEvent: (e: JobEvent) => voi
 type Values = ReturnType<typeof parse<typeof options>>['values'];
 
 /** The job.submit request for the given options (the built-in demo when no spec is given). */
-function submitParams(values: Values, specFile: string | undefined): SubmitParams {
+async function submitParams(values: Values, specFile: string | undefined): Promise<SubmitParams> {
   const demo = specFile === undefined ? defaultDemo() : undefined;
-  const spec = demo ? demo.spec : readSpec(specFile as string);
+  if (values.model !== undefined && extname(specFile ?? '') !== '.py') throw new CliError('--model only applies to a .py model file');
+  const spec = demo ? demo.spec : extname(specFile as string) === '.py' ? await specFromPython(specFile as string, values.model) : readSpec(specFile as string);
   const budget = numberOption(values, 'budget');
   const speedup = numberOption(values, 'speedup');
   if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
@@ -186,10 +203,11 @@ function submitParams(values: Values, specFile: string | undefined): SubmitParam
 export const trainCommand: Command = {
   summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
   usage:
-    '[spec.json] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--max-steps N] [--eval-every N]\n' +
+    '[spec.json | model.py [--model NAME]] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--max-steps N] [--eval-every N]\n' +
     '               [--threads N] [--seed N] [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
+    '  model.py         a PyTorch model, analysed like the editor does (--model picks the class or factory)\n' +
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
     '  --speedup X      ...or for an estimated speedup X\n' +
@@ -201,7 +219,7 @@ export const trainCommand: Command = {
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
     const home = pixelflyHome();
     // Everything the user typed is checked before a daemon is started for it.
-    const submit = values.resume === undefined ? submitParams(values, positionals[0]) : undefined;
+    const submit = values.resume === undefined ? await submitParams(values, positionals[0]) : undefined;
     const { port, token, started } = await ensureDaemon(home);
     if (started) process.stderr.write(`started the daemon on 127.0.0.1:${port}\n`);
     const client = await DaemonClient.connect(port, token);

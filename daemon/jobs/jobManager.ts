@@ -165,15 +165,31 @@ export class JobManager {
     return job;
   }
 
-  /** Stops taking work; a running job stops between steps, checkpoints and becomes interrupted. */
-  async shutdown(): Promise<void> {
+  /**
+   * Stops taking work; a running job stops between steps, checkpoints and becomes interrupted.
+   * A step (or a model build) that outlasts `graceMs` is not waited for: the job is marked
+   * interrupted as it stands (its last checkpoint is kept) and the caller may exit.
+   */
+  async shutdown(graceMs = 15_000): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) {
       job.update({ state: 'interrupted' });
       job.emit({ type: 'status', state: 'interrupted', message: 'the daemon was stopped before this job started' });
     }
-    if (this.running) this.running.stopRequest = 'shutdown';
-    await this.runningDone;
+    const running = this.running;
+    if (running) {
+      running.stopRequest = 'shutdown';
+      let timer: NodeJS.Timeout | undefined;
+      const stopped = await Promise.race([
+        this.runningDone.then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
+      ]);
+      clearTimeout(timer);
+      if (!stopped && (running.state.state === 'running' || running.state.state === 'queued')) {
+        running.update({ state: 'interrupted', endedAt: new Date().toISOString() });
+        running.emit({ type: 'status', state: 'interrupted', message: `the daemon was stopped mid-step (it did not finish within ${graceMs / 1000} s); resume continues from the last checkpoint` });
+      }
+    }
     for (const job of this.jobs.values()) job.log.close();
   }
 

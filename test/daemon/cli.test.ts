@@ -37,9 +37,32 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     assert.match(html, /aria-label="Training loss"/);
     assert.match(html, /aria-label="Running speedup/);
     assert.doesNotMatch(html, /<script|https?:\/\/(?!www\.w3\.org)/, 'self-contained: no scripts, no network');
+    // A PyTorch model file: analysed by the language server's analysis into a spec, then trained.
+    const py = join(home, 'net.py');
+    writeFileSync(
+      py,
+      [
+        'import torch.nn as nn',
+        '',
+        'class Net(nn.Module):',
+        '    def __init__(self, width=256):',
+        '        super().__init__()',
+        '        self.fc1 = nn.Linear(64, width)',
+        '        self.fc2 = nn.Linear(width, width)',
+        '        self.head = nn.Linear(width, 10)',
+        '',
+        '    def forward(self, x):',
+        '        return self.head(self.fc2(self.fc1(x).relu()).relu())',
+        '',
+      ].join('\n'),
+    );
+    const fromPy = pixelfly(home, ['train', py, '--dataset', 'synthetic', '--max-steps', '5', '--threads', '1']);
+    assert.equal(fromPy.status, 0, fromPy.stderr);
+    assert.match(fromPy.stderr, /Net analysed as \{"kind":"mlp","name":"Net","inputFeatures":64,"hidden":\[256,256\],"classes":10\}/);
+    assert.match(fromPy.stdout, /completed after 5 steps/);
     const status = pixelfly(home, ['daemon', 'status']);
     assert.equal(status.status, 0);
-    assert.match(status.stdout, /jobs: 1 \(0 queued or running\)/);
+    assert.match(status.stdout, /jobs: 2 \(0 queued or running\)/);
   } finally {
     pixelfly(home, ['daemon', 'stop']);
     removeHome(home);
@@ -53,8 +76,15 @@ test('pixelfly train refuses bad input with messages naming it', { timeout: 30_0
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /cannot read model spec '.*nope\.json': ENOENT/);
     const py = pixelfly(home, ['train', join(home, 'model.py')]);
-    assert.equal(py.status, 2);
-    assert.match(py.stderr, /model\.py: Python model definitions are analysed by the language server/);
+    assert.equal(py.status, 1);
+    assert.match(py.stderr, /model\.py: cannot read .*model\.py: ENOENT/);
+    // A PyTorch file goes through the language server's analysis; a family the engine lacks is named.
+    const tiny = pixelfly(home, ['train', join(__dirname, '..', '..', '..', 'test', 'fixtures', 'models', 'tiny', 'model.py')]);
+    assert.equal(tiny.status, 1);
+    assert.match(tiny.stderr, /TinyTransformer does not map onto an engine model family/);
+    const modelFlag = pixelfly(home, ['train', '--model', 'GPT']);
+    assert.equal(modelFlag.status, 2);
+    assert.match(modelFlag.stderr, /--model only applies to a \.py model file/);
     const badData = pixelfly(home, ['train', '--dataset', 'imagenet']);
     assert.equal(badData.status, 2);
     assert.match(badData.stderr, /--dataset: unknown kind 'imagenet'/);
