@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os';
 import { createModel, EngineConfigError, EngineDataset, type EngineModel } from '../../native/engine';
 import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type LoadedData } from '../../native/datasets';
-import { ModelSpecError, parseModelSpec, patchTokens, type ModelSpec } from '../../core/modelSpec';
+import { ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
 import { plannedSteps } from './runner';
 import { RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
 
@@ -21,18 +21,10 @@ function specFeatures(spec: ModelSpec): number | undefined {
   }
 }
 
-/** Rows each sample sends through the matmuls: what tokens/s counts. */
+/** Tokens per sample (what tokens/s counts): the rows of the model's token-wise matmuls, as the core's inventory lists them. */
 function tokensPerSample(spec: ModelSpec): number {
-  switch (spec.kind) {
-    case 'mlp':
-      return 1;
-    case 'mixer':
-      return patchTokens(spec);
-    case 'vit':
-      return patchTokens(spec) + (spec.pool === 'mean' ? 0 : 1);
-    case 'gpt':
-      return spec.context;
-  }
+  // Token-mixing layers multiply along tokens (their rows are channels), so they do not count.
+  return Math.max(...specInventory(spec).layers.filter((l) => l.role !== 'token_mix').map((l) => l.rowsPerSample));
 }
 
 function synthetic(spec: ModelSpec, seed: number): LoadedData {

@@ -211,7 +211,6 @@ export class JobManager {
 
   private async execute(job: Job): Promise<void> {
     const { request } = job.record;
-    const started = Date.now();
     let setup: TrainingSetup | undefined;
     job.stopRequest = undefined;
     try {
@@ -229,6 +228,8 @@ export class JobManager {
         startedAt: job.state.startedAt ?? new Date().toISOString(),
         endedAt: undefined,
         dataset: setup.dataset,
+        params: { pixelfly: setup.pixelfly.params, dense: setup.dense?.params },
+        stepsPerEpoch: setup.stepsPerEpoch,
         totalSteps,
         step: startStep,
       });
@@ -269,26 +270,23 @@ export class JobManager {
         job.log.flush();
         return;
       }
-      this.finish(job, outcome.kind === 'completed' ? 'completed' : 'cancelled', undefined, setup, Date.now() - started);
+      this.finish(job, outcome.kind === 'completed' ? 'completed' : 'cancelled', undefined, setup);
     } catch (err) {
       const message = err instanceof RejectedError || err instanceof DivergedError ? err.message : `internal error: ${(err as Error).message ?? String(err)}`;
       this.say(`job ${job.id} failed: ${(err as Error).stack ?? message}`);
       job.emit({ type: 'error', message, fatal: true });
-      this.finish(job, 'failed', message, setup, Date.now() - started);
+      this.finish(job, 'failed', message, setup);
     } finally {
       setup?.pixelfly.dispose();
       setup?.dense?.dispose();
     }
   }
 
-  private finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup, wallMs = 0): void {
+  private finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): void {
     job.log.flush();
-    const summary = summarize(
-      readAll(job.log),
-      { pixelfly: setup?.pixelfly.params ?? 0, dense: setup?.dense?.params },
-      setup?.stepsPerEpoch ?? 1,
-      wallMs,
-    );
+    // A job cancelled while interrupted has no models built now: what its last session recorded stands in.
+    const params = setup ? { pixelfly: setup.pixelfly.params, dense: setup.dense?.params } : (job.state.params ?? { pixelfly: 0 });
+    const summary = summarize(readAll(job.log), params, setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1);
     summary.reportPath = job.run.reportFile;
     job.update({ state, error, summary, endedAt: new Date().toISOString() });
     job.run.writeSummary(summary);

@@ -25,6 +25,9 @@ export interface RunState {
   step: number;
   totalSteps: number;
   dataset?: DatasetInfo;
+  /** Parameter counts of the built models, known once the job has started. */
+  params?: { pixelfly: number; dense?: number };
+  stepsPerEpoch?: number;
   lastCheckpointStep?: number;
   error?: string;
   summary?: RunSummary;

@@ -2,7 +2,7 @@
 // steps (the order flips every step), so both see the same machine conditions — a compile or a
 // browser tab in the background slows both, and the running speedup stays honest.
 import { join } from 'node:path';
-import type { JobEventBody, RunSummary } from '../../protocol/daemon';
+import type { JobEvent, JobEventBody, RunSummary } from '../../protocol/daemon';
 import type { EvalResult, ModelTrainer, TrainingSetup } from './trainer';
 
 /** Steps over which the running speedup (ratio of median step times) and the ETA are taken. */
@@ -134,20 +134,26 @@ function pushWindow(window: number[], value: number): void {
 
 /**
  * The run's summary, from its whole event log (so a resumed run counts the steps of every
- * session). A step trained twice (after a resume) counts once: its latest record wins.
+ * session). A step trained twice (after a resume) counts once: its latest record wins. Wall time
+ * is the sum of the sessions' spans (from each `running` status to the session's last event), so
+ * time the daemon was down does not count.
  */
-export function summarize(
-  events: Iterable<JobEventBody>,
-  params: { pixelfly: number; dense?: number },
-  stepsPerEpoch: number,
-  wallMs: number,
-): RunSummary {
+export function summarize(events: Iterable<JobEvent>, params: { pixelfly: number; dense?: number }, stepsPerEpoch: number): RunSummary {
   const steps = new Map<number, Extract<JobEventBody, { type: 'step' }>>();
   let lastEval: Extract<JobEventBody, { type: 'eval' }> | undefined;
+  let wallMs = 0;
+  let session: { start: number; last: number } | undefined;
   for (const e of events) {
+    if (e.type === 'status' && e.state === 'running') {
+      if (session) wallMs += session.last - session.start;
+      session = { start: e.t, last: e.t };
+    } else if (session) {
+      session.last = e.t;
+    }
     if (e.type === 'step') steps.set(e.step, e);
     else if (e.type === 'eval') lastEval = e;
   }
+  if (session) wallMs += session.last - session.start;
   const ordered = [...steps.values()].sort((a, b) => a.step - b.step);
   const last = ordered.slice(-Math.min(WINDOW, ordered.length));
   const meanLoss = (xs: number[]) => (xs.length > 0 ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined);

@@ -6,7 +6,7 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { EventLog } from '../../daemon/jobs/eventLog';
 import { summarize } from '../../daemon/jobs/runner';
-import type { JobEventBody } from '../../protocol/daemon';
+import type { JobEvent, JobEventBody } from '../../protocol/daemon';
 import { removeHome, tempHome } from './harness';
 
 const step = (n: number, loss = 1, pixelflyMs = 1, denseMs = 2): JobEventBody => ({
@@ -78,15 +78,20 @@ test('appended events reach the file within the flush interval, without an expli
   }
 });
 
-test('the summary of a resumed run counts each step once (its latest record) and takes medians', () => {
-  const events: JobEventBody[] = [
+test('the summary of a resumed run counts each step once (its latest record), takes medians, and sums session times', () => {
+  const bodies: JobEventBody[] = [
+    { type: 'status', state: 'running' },
     ...[1, 2, 3, 4].map((i) => step(i, 9, 10, 10)),
     { type: 'status', state: 'interrupted' },
+    { type: 'status', state: 'running', resumedFromStep: 2 },
     // Resumed from the checkpoint at step 2: steps 3 and 4 are trained again.
     ...[3, 4, 5, 6].map((i) => step(i, 1, 1, 3)),
     { type: 'eval', step: 6, epoch: 0.06, pixelfly: { loss: 0.5, accuracy: 0.9 }, dense: { loss: 0.4, accuracy: 0.92 } },
   ];
-  const s = summarize(events, { pixelfly: 100, dense: 400 }, 100, 1234);
+  // Session 1 spans t=1000..1005; the daemon is down until t=9000; session 2 spans 9000..9005.
+  const events = bodies.map((b, i) => ({ ...b, jobId: 'j', seq: i + 1, t: i <= 5 ? 1000 + i : 9000 + (i - 6) }) as JobEvent);
+  const s = summarize(events, { pixelfly: 100, dense: 400 }, 100);
+  assert.equal(s.wallMs, 5 + 5);
   assert.equal(s.steps, 6);
   assert.equal(s.epochsDone, 0.06);
   // Steps 1-2 at 10 ms, 3-6 at 1 ms (Pixelfly) / 3 ms (dense).
