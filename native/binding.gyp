@@ -5,6 +5,8 @@
 {
   'variables': {
     'napi_include': '<!(node -p "require(\'node-addon-api\').include_dir")',
+    # CUDA toolkit root, or '' to build CPU-only (src/cuda/find_nvcc.js; PIXELFLY_CUDA=0 opts out).
+    'cuda_home': '<!(node src/cuda/find_nvcc.js)',
     'kernel_cflags': ['-O3', '-fPIC', '-fopenmp', '-ffp-contract=fast', '-fno-math-errno', '-std=c++17'],
   },
   'target_defaults': {
@@ -56,9 +58,32 @@
         'src/engine/model.cc',
         'src/engine/modules.cc',
         'src/engine/svd.cc',
+        # CUDA backend (issue 8): these two build without nvcc too (they then report it missing)
+        'src/cuda/binding.cc',
+        'src/cuda/backend_cuda.cc',
       ],
       'libraries': ['-fopenmp', '-ldl'],
       'ldflags': ['-fopenmp'],
+      'conditions': [
+        # With nvcc: device code with cubins for sm_80 and sm_90 (+ PTX for newer parts), the CUDA
+        # runtime linked statically (it opens the driver lazily, so the addon loads without one).
+        ['cuda_home!=""', {
+          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'defines': ['PIXELFLY_CUDA=1'],
+          'libraries': ['<(cuda_home)/lib64/libcudart_static.a', '-lrt', '-lpthread'],
+          'rules': [{
+            'rule_name': 'nvcc',
+            'extension': 'cu',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h'],
+            'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
+            'action': ['<(cuda_home)/bin/nvcc', '-std=c++20', '-O3', '-Xcompiler', '-fPIC', '-I<(module_root_dir)/src',
+                       '-gencode', 'arch=compute_80,code=sm_80', '-gencode', 'arch=compute_90,code=[sm_90,compute_90]',
+                       '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
+            'message': 'nvcc <(RULE_INPUT_PATH)',
+            'process_outputs_as_sources': 1,
+          }],
+        }],
+      ],
     },
   ],
 }

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "addon_area.h"
+#include "cuda/backend_cuda.h"
 #include "kernels/kernels.h"
 #include "model.h"
 
@@ -531,12 +532,20 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   const TrainConfig tc = tv.IsObject() ? parseTrain(tv.As<Napi::Object>()) : TrainConfig{};
   const double seed = numOr(o, "seed", "options", 0);
   const int threads = checkedThreads(env, o);
+  // Compute backend (issue 8): options.backend, else $PIXELFLY_BACKEND, else CUDA when a GPU is usable.
+  Backend* be = nullptr;
+  try {
+    Napi::Value bv = o.Get("backend");
+    be = &selectBackend(bv.IsString() ? bv.As<Napi::String>().Utf8Value() : defaultBackendName());
+  } catch (const std::exception& e) {
+    typeError(env, std::string("options.") + e.what());
+  }
   auto built = std::make_shared<std::unique_ptr<Model>>();
   auto* job = new Job(
       env,
-      [mc, tc, seed, threads, built] {
+      [mc, tc, seed, threads, built, be] {
         setWorkerThreads(threads);
-        *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), cpuBackend());
+        *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), *be);
       },
       [built, threads](Napi::Env e) -> Napi::Value {
         return JsModel::ctor->New({Napi::External<std::unique_ptr<Model>>::New(e, built.get()), Napi::Number::New(e, threads)});
@@ -557,7 +566,13 @@ void InitEngine(Napi::Env env, Napi::Object exports) {
   auto engine = Napi::Object::New(env);
   engine.Set("createModel", Napi::Function::New(env, CreateModel));
   engine.Set("createDataset", Napi::Function::New(env, CreateDataset));
-  engine.Set("backend", cpuBackend().name());
+  std::string backend = "cpu";  // what a model without options.backend runs on
+  try {
+    backend = resolveBackendName(defaultBackendName());
+  } catch (const std::exception&) {
+    // A bad $PIXELFLY_BACKEND: createModel reports it, naming the variable's value.
+  }
+  engine.Set("backend", backend);
   exports.Set("engine", engine);
 }
 

@@ -1,0 +1,26 @@
+// Choosing the engine's compute backend: the CPU kernels, or the CUDA backend when this addon was
+// built with nvcc and a usable device is present.
+#pragma once
+#include <string>
+
+#include "engine/backend.h"
+
+namespace pixelfly {
+
+// "auto": CUDA when available, else the CPU; "cpu": always the CPU; "cuda": CUDA or
+// std::invalid_argument saying why it is unavailable. Any other name: std::invalid_argument.
+// The returned backend lives for the whole process.
+Backend& selectBackend(const std::string& requested);
+
+// The name "auto"/"cpu"/"cuda" resolves to ("cuda" or "cpu") without creating anything; throws
+// std::invalid_argument like selectBackend.
+const char* resolveBackendName(const std::string& requested);
+
+// The backend a model gets when its options name none: $PIXELFLY_BACKEND, else "auto" (the daemon's
+// setting to force the CPU on a GPU machine sets PIXELFLY_BACKEND=cpu).
+std::string defaultBackendName();
+
+// Why CUDA cannot be used here ("" when it can): not compiled in, no driver, no device, too old.
+std::string cudaUnavailableReason();
+
+}  // namespace pixelfly

@@ -1,0 +1,345 @@
+// Host side of the CUDA backend: device status, device-resident layouts, and the Context (one
+// stream + cuBLAS handle + scratch) that launches the kernels of kernels.cuh.
+#include <algorithm>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/cublas_loader.h"
+#include "cuda/cuda_api.h"
+#include "cuda/kernels.cuh"
+
+namespace pixelfly {
+namespace cuda {
+
+namespace {
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
+}
+void checkLaunch(const char* what) { check(cudaGetLastError(), what); }
+void checkBlas(int s, const char* what) {
+  if (s != 0) throw std::runtime_error(std::string("cuBLAS ") + what + " failed with status " + std::to_string(s));
+}
+
+// Tensor-core kernels need sm_80 (bf16 wmma); this build carries cubins for sm_80 and sm_90 and
+// PTX for compute_90, which newer devices compile on load.
+constexpr int kMinMajor = 8;
+
+}  // namespace
+
+const char* precisionName(Precision p) {
+  switch (p) {
+    case Precision::F32: return "fp32";
+    case Precision::BF16: return "bf16";
+    case Precision::F16: return "fp16";
+  }
+  return "?";
+}
+
+bool parsePrecision(const std::string& s, Precision* out) {
+  if (s == "fp32") *out = Precision::F32;
+  else if (s == "bf16") *out = Precision::BF16;
+  else if (s == "fp16") *out = Precision::F16;
+  else return false;
+  return true;
+}
+
+const Status& status() {
+  static std::once_flag once;
+  static Status st;
+  std::call_once(once, [] {
+#ifdef __CUDA_ARCH_LIST__
+    st.compiledArchs = {__CUDA_ARCH_LIST__};
+    for (int& a : st.compiledArchs) a /= 10;
+#endif
+    cudaRuntimeGetVersion(&st.runtimeVersion);
+    cudaDriverGetVersion(&st.driverVersion);  // 0 without a driver; never fails
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+      st.reason = std::string("no usable CUDA device: ") + cudaGetErrorString(e);
+      cudaGetLastError();  // clear the sticky-free error so later queries start clean
+      return;
+    }
+    for (int i = 0; i < n; i++) {
+      cudaDeviceProp p{};
+      if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+      st.devices.push_back({i, p.name, p.totalGlobalMem, p.major, p.minor, p.multiProcessorCount});
+    }
+    if (st.devices.empty()) {
+      st.reason = "no CUDA device found";
+    } else if (st.devices[0].major < kMinMajor) {
+      st.reason = "device 0 (" + st.devices[0].name + ") has compute capability " + std::to_string(st.devices[0].major) +
+                  "." + std::to_string(st.devices[0].minor) + "; the tensor-core kernels need 8.0 or newer";
+    } else {
+      st.available = true;
+    }
+    if (st.available) cublasApi(&st.cublasError) ? (void)(st.cublas = cublasApi(nullptr)->library) : (void)0;
+  });
+  return st;
+}
+
+// ------------------------------------------------------------------ DeviceLayout
+
+DeviceLayout::DeviceLayout(int block, int blockRows, int blockCols, int nnz, const int32_t* rowPtr,
+                           const int32_t* colIdx, const int32_t* colPtr, const int32_t* rowIdx, const int32_t* tBlock,
+                           int out, int in) {
+  const size_t nR = blockRows + 1, nC = blockCols + 1, nz = nnz;
+  hostArrays_.resize(nR + nC + 3 * nz);
+  int32_t* h = hostArrays_.data();
+  std::copy(rowPtr, rowPtr + nR, h);
+  std::copy(colIdx, colIdx + nz, h + nR);
+  std::copy(colPtr, colPtr + nC, h + nR + nz);
+  std::copy(rowIdx, rowIdx + nz, h + nR + nz + nC);
+  std::copy(tBlock, tBlock + nz, h + nR + nC + 2 * nz);
+  check(cudaMalloc(&devArrays_, hostArrays_.size() * sizeof(int32_t)), "cudaMalloc (layout)");
+  check(cudaMemcpy(devArrays_, h, hostArrays_.size() * sizeof(int32_t), cudaMemcpyHostToDevice), "copy layout");
+  auto fill = [&](sched::BsrView& v, const int32_t* base) {
+    v.block = block;
+    v.blockRows = blockRows;
+    v.blockCols = blockCols;
+    v.nnz = nnz;
+    v.out = out;
+    v.in = in;
+    v.rowPtr = base;
+    v.colIdx = base + nR;
+    v.colPtr = base + nR + nz;
+    v.rowIdx = base + nR + nz + nC;
+    v.tBlock = base + nR + nC + 2 * nz;
+  };
+  fill(host_, h);
+  fill(dev_, devArrays_);
+}
+
+DeviceLayout::~DeviceLayout() { cudaFree(devArrays_); }
+
+// ------------------------------------------------------------------ Context
+
+#define STREAM static_cast<cudaStream_t>(stream_)
+
+Context::Context(int device) : device_(device) {
+  const Status& st = status();
+  if (!st.available) throw std::runtime_error("CUDA is not available: " + st.reason);
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaStream_t s;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  stream_ = s;
+  check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device), "SM count");
+  if (const CublasApi* b = cublasApi(nullptr)) {
+    CublasApi::Handle h = nullptr;
+    checkBlas(b->create(&h), "create");
+    checkBlas(b->setStream(h, stream_), "setStream");
+    cublas_ = h;
+  }
+}
+
+Context::~Context() {
+  if (cublas_) cublasApi(nullptr)->destroy(cublas_);
+  cudaFree(workspace_);
+  cudaFree(half_[0]);
+  cudaFree(half_[1]);
+  cudaStreamDestroy(STREAM);
+}
+
+float* Context::alloc(size_t floats) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, std::max<size_t>(1, floats) * sizeof(float)), "cudaMalloc");
+  return static_cast<float*>(p);
+}
+void Context::free(float* p) { cudaFree(p); }
+void Context::upload(float* dst, const float* src, size_t n) {
+  check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, STREAM), "upload");
+}
+void Context::download(float* dst, const float* src, size_t n) {
+  check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, STREAM), "download");
+  sync();
+}
+void Context::zero(float* p, size_t n) { check(cudaMemsetAsync(p, 0, n * sizeof(float), STREAM), "memset"); }
+void Context::sync() { check(cudaStreamSynchronize(STREAM), "stream synchronize"); }
+
+float* Context::workspace(size_t floats) {
+  if (floats > workspaceFloats_) {
+    sync();  // a previous kernel may still read the old workspace
+    cudaFree(workspace_);
+    workspace_ = nullptr;
+    workspaceFloats_ = 0;
+    workspace_ = alloc(floats);
+    workspaceFloats_ = floats;
+  }
+  return workspace_;
+}
+
+void* Context::halfBuffer(int i, size_t bytes) {
+  if (bytes > halfBytes_[i]) {
+    sync();
+    cudaFree(half_[i]);
+    half_[i] = nullptr;
+    check(cudaMalloc(&half_[i], bytes), "cudaMalloc (half copies)");
+    halfBytes_[i] = bytes;
+  }
+  return half_[i];
+}
+
+namespace {
+
+// Instantiates `Launch::template run<B>()` for the block size at run time (16, 32, 64).
+template <class Launch>
+void byBlock(int block, Launch&& l) {
+  switch (block) {
+    case 16: l.template operator()<16>(); break;
+    case 32: l.template operator()<32>(); break;
+    case 64: l.template operator()<64>(); break;
+    default: throw std::invalid_argument("block must be 16, 32 or 64, got " + std::to_string(block));
+  }
+}
+
+template <bool Fwd>
+void launchRows(cudaStream_t s, const sched::BsrView& v, int M, const float* A, const float* Wp, const float* bias,
+                float* C, bool accumulate, Precision p) {
+  const int tiles = Fwd ? sched::forwardTiles(v, M) : sched::backwardDataTiles(v, M);
+  if (tiles == 0) return;
+  byBlock(v.block, [&]<int B>() {
+    switch (p) {
+      case Precision::F32:
+        dev::bsrRowsF32<B, Fwd><<<tiles, dev::kThreadsF32, 0, s>>>(v, M, A, Wp, bias, C, accumulate);
+        break;
+      case Precision::BF16:
+        dev::bsrRowsTC<B, Fwd, __nv_bfloat16><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, A, Wp, bias, C, accumulate);
+        break;
+      case Precision::F16:
+        dev::bsrRowsTC<B, Fwd, half><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, A, Wp, bias, C, accumulate);
+        break;
+    }
+  });
+  checkLaunch(Fwd ? "bsrForward launch" : "bsrBackwardData launch");
+}
+
+}  // namespace
+
+void Context::bsrForward(const DeviceLayout& L, int M, const float* X, const float* Wp, const float* bias, float* Y,
+                         bool accumulate, Precision p) {
+  launchRows<true>(STREAM, L.device(), M, X, Wp, bias, Y, accumulate, p);
+}
+
+void Context::bsrBackwardData(const DeviceLayout& L, int M, const float* dY, const float* Wp, float* dX,
+                              bool accumulate, Precision p) {
+  launchRows<false>(STREAM, L.device(), M, dY, Wp, nullptr, dX, accumulate, p);
+}
+
+int Context::backwardWeightChunkRows(const DeviceLayout& L, int M) const {
+  // About four thread blocks per SM; a chunk is at least 256 rows so its partial is worth writing.
+  return sched::backwardWeightChunkRows(L.host().nnz, M, 4 * sms_, 256);
+}
+
+void Context::bsrBackwardWeight(const DeviceLayout& L, int M, const float* dY, const float* X, float* dWp,
+                                bool accumulate, Precision p) {
+  const sched::BsrView v = L.device();
+  const size_t n = static_cast<size_t>(v.nnz) * v.block * v.block;
+  if (n == 0) return;
+  if (M == 0) {
+    if (!accumulate) zero(dWp, n);
+    return;
+  }
+  const int chunkRows = backwardWeightChunkRows(L, M);
+  const int chunks = sched::backwardWeightChunks(M, chunkRows);
+  const bool direct = chunks == 1;
+  float* out = direct ? dWp : workspace(n * chunks);
+  const int tiles = v.nnz * chunks;
+  cudaStream_t s = STREAM;
+  byBlock(v.block, [&]<int B>() {
+    switch (p) {
+      case Precision::F32:
+        dev::bsrWeightF32<B><<<tiles, dev::kThreadsF32, 0, s>>>(v, M, chunkRows, dY, X, out, direct, accumulate);
+        break;
+      case Precision::BF16:
+        dev::bsrWeightTC<B, __nv_bfloat16><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, chunkRows, dY, X, out, direct, accumulate);
+        break;
+      case Precision::F16:
+        dev::bsrWeightTC<B, half><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, chunkRows, dY, X, out, direct, accumulate);
+        break;
+    }
+  });
+  checkLaunch("bsrBackwardWeight launch");
+  if (!direct) {
+    dev::reduceChunks<<<static_cast<unsigned>((n + 255) / 256), 256, 0, s>>>(out, chunks, n, dWp, accumulate);
+    checkLaunch("bsrBackwardWeight reduction launch");
+  }
+}
+
+void Context::biasGrad(int M, int N, const float* dY, float* db, bool accumulate) {
+  if (N == 0) return;
+  dev::biasGradKernel<<<(N + 127) / 128, 128, 0, STREAM>>>(M, N, dY, db, accumulate);
+  checkLaunch("biasGrad launch");
+}
+
+void Context::addBias(int M, int N, const float* bias, float* Y) {
+  const size_t n = static_cast<size_t>(M) * N;
+  if (n == 0) return;
+  dev::addBiasKernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, STREAM>>>(M, N, bias, Y);
+  checkLaunch("addBias launch");
+}
+
+void Context::convert(const float* src, void* dst, size_t n, Precision p) {
+  if (n == 0) return;
+  const unsigned grid = static_cast<unsigned>((n + 255) / 256);
+  if (p == Precision::BF16) dev::convertKernel<<<grid, 256, 0, STREAM>>>(src, static_cast<__nv_bfloat16*>(dst), n);
+  else if (p == Precision::F16) dev::convertKernel<<<grid, 256, 0, STREAM>>>(src, static_cast<half*>(dst), n);
+  else throw std::invalid_argument("convert: precision must be bf16 or fp16");
+  checkLaunch("convert launch");
+}
+
+void Context::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                   float beta, float* C, int ldc, Precision p) {
+  if (M == 0 || N == 0) return;
+  if (!cublas_) {
+    if (p != Precision::F32)
+      throw std::runtime_error(std::string("dense ") + precisionName(p) + " products need cuBLAS, which is missing");
+    const dim3 grid((N + 15) / 16, (M + 15) / 16), threads(16, 16);
+    dev::gemmFallback<<<grid, threads, 0, STREAM>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    checkLaunch("gemm fallback launch");
+    return;
+  }
+  // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: swap the operands, keep the flags.
+  const CublasApi* b = cublasApi(nullptr);
+  const int opA = ta ? kCublasOpT : kCublasOpN, opB = tb ? kCublasOpT : kCublasOpN;
+  if (p == Precision::F32) {
+    checkBlas(b->sgemm(cublas_, opB, opA, N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc), "sgemm");
+    return;
+  }
+  // Reduced precision: contiguous operands converted to 16-bit copies, fp32 accumulation and output.
+  const size_t nA = static_cast<size_t>(ta ? K : M) * lda, nB = static_cast<size_t>(tb ? N : K) * ldb;
+  void* a16 = halfBuffer(0, nA * 2);
+  void* b16 = halfBuffer(1, nB * 2);
+  convert(A, a16, nA, p);
+  convert(B, b16, nB, p);
+  const int type = p == Precision::BF16 ? kCudaR16BF : kCudaR16F;
+  checkBlas(b->gemmEx(cublas_, opB, opA, N, M, K, &alpha, b16, type, ldb, a16, type, lda, &beta, C, kCudaR32F, ldc,
+                      kCublasCompute32F, kCublasGemmDefault),
+            "gemmEx");
+}
+
+double Context::medianMs(int repeats, const std::function<void()>& fn) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  fn();  // warm-up: first launches, workspace growth, cuBLAS heuristics
+  std::vector<double> ms;
+  for (int i = 0; i < std::max(1, repeats); i++) {
+    cudaEventRecord(a, STREAM);
+    fn();
+    cudaEventRecord(b, STREAM);
+    check(cudaEventSynchronize(b), "event synchronize");
+    float t = 0;
+    cudaEventElapsedTime(&t, a, b);
+    ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace cuda
+}  // namespace pixelfly
