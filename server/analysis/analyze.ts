@@ -145,7 +145,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   let rootValue: Value | undefined;
   let candidates: string[] = [];
   try {
-    interp.execModule(main);
+    interp.execModule(main, true);
     const entries = entryPoints(interp, main);
     candidates = entries.map((e) => e.name);
     const chosen = options.model !== undefined ? entries.find((e) => e.name === options.model) : outermost(entries);
@@ -247,7 +247,7 @@ function entryPoints(interp: Interpreter, main: ModuleInfo): Entry[] {
 function outermost(entries: Entry[]): Entry | undefined {
   // Identifier sets once per definition: the reference graph is then linear in the file's size.
   const textOf = (e: Entry): string => (e.value.k === 'class' ? e.value.cls.node.text : e.value.k === 'func' ? e.value.fn.node.text : '');
-  const words = new Map(entries.map((e) => [e.name, new Set(textOf(e).match(/[A-Za-z_]\w*/g) ?? [])]));
+  const words = new Map(entries.map((e) => [e.name, identifiers(e.value.k === 'class' ? e.value.cls.node : e.value.k === 'func' ? e.value.fn.node : undefined)]));
   const classNames = entries.filter((e) => e.value.k === 'class').map((e) => e.name);
   const builds = (e: Entry): boolean =>
     e.value.k === 'class' || (e.value.k === 'func' && (/\bnn\.\w/.test(textOf(e)) || classNames.some((n) => words.get(e.name)!.has(n))));
@@ -320,6 +320,17 @@ function entryKwargs(interp: Interpreter, entry: Value, main: ModuleInfo): Map<s
   });
   if (hasKwargs) for (const [k, v] of interp.pins) kwargs.set(k, v);
   return kwargs;
+}
+
+/** Names used in code (not in docstrings or comments: a docstring mentioning a class is no reference). */
+function identifiers(node: PyNode | undefined): Set<string> {
+  const out = new Set<string>();
+  const visit = (n: PyNode): void => {
+    if (n.type === 'identifier') out.add(n.text);
+    else if (n.type !== 'string' && n.type !== 'comment') n.children.forEach(visit);
+  };
+  if (node) visit(node);
+  return out;
 }
 
 function reachesVia(from: string, to: string, refs: Map<string, Set<string>>, seen = new Set<string>()): boolean {

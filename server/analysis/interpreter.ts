@@ -83,13 +83,35 @@ export class Interpreter {
     return { vars: mod.globals, parent: undefined, module: mod, kind: 'module' };
   }
 
-  /** Execute a module's top level once (imports are lazy, so this is cheap for big files). */
-  execModule(mod: ModuleInfo): ModuleInfo {
+  /**
+   * The analysed file runs top to bottom (`eager`); imported modules become lazy: a name's defining
+   * statements run when the name is first used.
+   */
+  execModule(mod: ModuleInfo, eager = false): ModuleInfo {
+    if (mod.state === 'lazy' && eager) {
+      mod.state = 'loading';
+      this.runTopLevel(mod, mod.root.children.filter((s) => !mod.executed!.has(s)));
+      mod.state = 'done';
+      return mod;
+    }
     if (mod.state !== 'new') return mod;
-    mod.state = 'loading';
     mod.globals.set('__name__', str(mod.name || '__analysed__'));
+    if (!eager) {
+      mod.state = 'lazy';
+      mod.index = bindingIndex(mod.root);
+      mod.executed = new Set();
+      return mod;
+    }
+    mod.state = 'loading';
+    this.runTopLevel(mod, mod.root.children);
+    mod.state = 'done';
+    return mod;
+  }
+
+  private runTopLevel(mod: ModuleInfo, stmts: PyNode[]): void {
     const scope = this.moduleScope(mod);
-    for (const stmt of mod.root.children) {
+    for (const stmt of stmts) {
+      mod.executed?.add(stmt);
       try {
         this.execStmt(stmt, scope);
       } catch (e) {
@@ -98,8 +120,15 @@ export class Interpreter {
         throw e;
       }
     }
-    mod.state = 'done';
-    return mod;
+  }
+
+  /** A module-level name, running its defining statements first in a lazy module. */
+  moduleGlobal(mod: ModuleInfo, name: string): Value | undefined {
+    const v = mod.globals.get(name);
+    if (v || mod.state !== 'lazy') return v;
+    const pending = (mod.index!.get(name) ?? []).filter((s) => !mod.executed!.has(s));
+    if (pending.length) this.runTopLevel(mod, pending);
+    return mod.globals.get(name);
   }
 
   private absoluteName(from: ModuleInfo, level: number, name: string): string {
@@ -131,11 +160,11 @@ export class Interpreter {
       name = moduleNode.children.find((c) => c.type === 'dotted_name')?.text ?? '';
     }
     let abs = this.absoluteName(scope.module, level, name);
-    if (level > 0 && name && !this.modules.find(abs)) abs = this.modules.findStubBySuffix(name)?.name ?? abs;
+    if (level > 0 && name && !NATIVE_PACKAGES.has(abs.split('.')[0]) && !this.modules.find(abs)) abs = this.modules.findStubBySuffix(name)?.name ?? abs;
     if (stmt.children.some((c) => c.type === 'wildcard_import')) {
       const m = this.moduleValue(abs);
       if (m.k === 'pymod') {
-        this.execModule(m.mod);
+        this.execModule(m.mod, true);
         for (const [k, v] of m.mod.globals) if (!k.startsWith('_')) scope.vars.set(k, v);
       }
       return;
@@ -149,7 +178,7 @@ export class Interpreter {
           const m = this.moduleValue(abs);
           if (m.k === 'pymod') {
             this.execModule(m.mod);
-            const v = m.mod.globals.get(imported);
+            const v = this.moduleGlobal(m.mod, imported);
             if (v) return this.deref(v);
             const sub = this.modules.find(`${abs}.${imported}`);
             if (sub) return { k: 'pymod', mod: sub };
@@ -575,7 +604,7 @@ export class Interpreter {
         return found.value;
       }
       case 'pymod': {
-        const g = v.mod.globals.get(name);
+        const g = this.moduleGlobal(v.mod, name);
         if (g) return this.deref(g);
         const sub = this.modules.find(`${v.mod.name}.${name}`);
         return sub ? { k: 'pymod', mod: sub } : undefined;
@@ -760,6 +789,8 @@ export class Interpreter {
   private callExt(qual: string, args: Value[], kwargs: Map<string, Value>): Value {
     const last = qual.split('.').pop()!;
     if (qual === 'functools.partial') return { k: 'partial', fn: args[0] ?? NONE, args: args.slice(1), kwargs };
+    // nn.Transformer's _get_clones: ModuleList([copy.deepcopy(layer) for _ in range(N)]) builds N layers.
+    if (qual === 'copy.deepcopy' || qual === 'copy.copy') return args[0] ? this.clone(args[0], new Map()) : NONE;
     if (qual === 'dataclasses.field') {
       const o = this.newObject(undefined, 'dataclasses.field');
       for (const [k, v] of kwargs) o.attrs.set(k, v);
@@ -808,6 +839,32 @@ export class Interpreter {
       return o;
     }
     return sym(`${qual.replace(/^torch\.nn\.functional\./, 'F.')}(${args.map(show).join(', ')})`);
+  }
+
+  /** A deep copy of modules (new instances, built in the current loop context), sharing everything else. */
+  private clone(v: Value, seen: Map<Value, Value>): Value {
+    const done = seen.get(v);
+    if (done) return done;
+    if (v.k === 'obj') {
+      const copy = this.newObject(v.cls, v.native);
+      seen.set(v, copy);
+      copy.layers.push(...v.layers.map((l) => ({ ...l, weight: this.weight })));
+      for (const [k, a] of v.attrs) copy.attrs.set(k, this.clone(a, seen));
+      return copy;
+    }
+    if (v.k === 'list') {
+      const copy: Value = { ...v, items: [], weight: v.weight && this.weight };
+      seen.set(v, copy);
+      copy.items.push(...v.items.map((a) => this.clone(a, seen)));
+      return copy;
+    }
+    if (v.k === 'dict') {
+      const copy: Value = { ...v, map: new Map() };
+      seen.set(v, copy);
+      for (const [k, a] of v.map) copy.map.set(k, this.clone(a, seen));
+      return copy;
+    }
+    return v;
   }
 
   /** nn.Sequential(a, b) and nn.Sequential(OrderedDict(...)). */
@@ -1107,7 +1164,7 @@ export class Interpreter {
         return v;
       }
     }
-    const g = scope.module.globals.get(name);
+    const g = this.moduleGlobal(scope.module, name);
     if (g) {
       if (this.pins.has(name) && isScalar(g)) return this.pins.get(name);
       const d = this.deref(g);
@@ -1362,6 +1419,54 @@ export class Interpreter {
     // Keep the symbolic expression readable: resolved operands print as numbers.
     return sym(`${wrap(show(a))} ${op} ${wrap(show(b))}`);
   }
+}
+
+/** Which top-level statements bind each name (compound statements under every name they bind). */
+function bindingIndex(root: PyNode): Map<string, PyNode[]> {
+  const index = new Map<string, PyNode[]>();
+  const add = (name: string, stmt: PyNode): void => {
+    const list = index.get(name);
+    if (!list) index.set(name, [stmt]);
+    else if (list[list.length - 1] !== stmt) list.push(stmt);
+  };
+  const targets = (n: PyNode, stmt: PyNode): void => {
+    if (n.type === 'identifier') add(n.text, stmt);
+    else if (['pattern_list', 'tuple_pattern', 'list_pattern', 'expression_list', 'tuple', 'list', 'parenthesized_expression', 'list_splat_pattern'].includes(n.type)) {
+      n.children.forEach((c) => targets(c, stmt));
+    }
+  };
+  const bindings = (n: PyNode, stmt: PyNode): void => {
+    switch (n.type) {
+      case 'class_definition':
+      case 'function_definition':
+        add(n.field('name')!.text, stmt);
+        return;
+      case 'decorated_definition':
+        if (n.field('definition')) bindings(n.field('definition')!, stmt);
+        return;
+      case 'import_statement':
+        for (const x of n.fieldAll('name')) add(x.type === 'aliased_import' ? x.field('alias')!.text : x.text.split('.')[0], stmt);
+        return;
+      case 'import_from_statement':
+        for (const x of n.fieldAll('name')) add(x.type === 'aliased_import' ? x.field('alias')!.text : x.text, stmt);
+        return;
+      case 'expression_statement':
+        for (const e of n.children) {
+          for (let a: PyNode | undefined = e; a && (a.type === 'assignment' || a.type === 'augmented_assignment'); a = a.field('right')) {
+            targets(a.field('left')!, stmt);
+          }
+        }
+        return;
+      default:
+        // if / try / with / for at top level: every name bound anywhere inside.
+        for (const c of n.children) if (c.type === 'block' || /clause$/.test(c.type) || c.type.endsWith('_statement') || c.type.endsWith('_definition')) bindings(c, stmt);
+    }
+  };
+  for (const stmt of root.children) {
+    if (stmt.type === 'block' || stmt.type === 'comment') continue;
+    bindings(stmt, stmt);
+  }
+  return index;
 }
 
 const BUILTINS = new Set([

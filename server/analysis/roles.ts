@@ -24,8 +24,8 @@ const ATTN_OUT = /^(proj|c_proj|out_proj|o_proj|to_out|out|wo|dense|o|output|out
 const FC1 = /^(fc1|c_fc|w1|w3|up|up_proj|gate_proj|dense_h_to_4h|lin1|wi|wi_0|wi_1|intermediate|fc_in|fc1_g|fc1_x|in_proj)$/i;
 const FC2 = /^(fc2|c_proj|w2|down|down_proj|dense_4h_to_h|lin2|wo|output|fc_out|proj|out_proj)$/i;
 /** Names that mean fc1/fc2 even outside an MLP-named module. */
-const STRONG_FC1 = /^(fc1|c_fc|w1|w3|up_proj|gate_proj|dense_h_to_4h|fc_in|lin1)$/i;
-const STRONG_FC2 = /^(fc2|w2|down_proj|dense_4h_to_h|fc_out|lin2)$/i;
+const STRONG_FC1 = /^(fc1|c_fc|w1|w3|up_proj|gate_proj|dense_h_to_4h|fc_in|lin1|linear1)$/i;
+const STRONG_FC2 = /^(fc2|w2|down_proj|dense_4h_to_h|fc_out|lin2|linear2)$/i;
 const HEAD = /^(head|lm_head|score|classifier|cls_head|logits|fc_head|output_layer|to_logits|mlp_head|pred_head)$/i;
 const ATTN_CTX = /(attn|attention|mha|msa)/i;
 const MLP_CTX = /(mlp|ffn|feedforward|feed_forward|^ff$|channel|intermediate|swiglu|glu)/i;

@@ -13,7 +13,14 @@ export interface ModuleInfo {
   globals: Map<string, Value>;
   /** Library code (stubs, --path directories, site-packages): layers built there are reported at the user's call site. */
   library: boolean;
-  state: 'new' | 'loading' | 'done';
+  /**
+   * 'lazy': an imported module whose top-level statements run one name at a time, when that name
+   * is first used (importing a large library costs what the model uses of it, not the whole package).
+   */
+  state: 'new' | 'loading' | 'done' | 'lazy';
+  /** Lazy modules: the top-level statements that bind each name, and those already run. */
+  index?: Map<string, PyNode[]>;
+  executed?: Set<PyNode>;
   /** For `from . import x` inside a package's __init__.py. */
   isPackage: boolean;
 }

@@ -3,6 +3,7 @@
 // roles). Each expectation was derived from the model code, not from the analyser's output.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parsePinValue } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
@@ -220,4 +221,30 @@ test('bad input: unknown --model lists the candidates; unreadable file; malforme
   assert.equal(a.pragmaErrors.length, 1);
   assert.match(a.pragmaErrors[0].message, /'3x' is not a Python name/);
   assert.equal(a.pragmaErrors[0].line, 1);
+});
+
+// PyTorch's own nn.Transformer, read from the installed python3-torch: relative imports inside the
+// torch package, nn.MultiheadAttention, and _get_clones' ModuleList of copy.deepcopy over range(N).
+const TORCH_TRANSFORMER = '/usr/lib/python3/dist-packages/torch/nn/modules/transformer.py';
+test('PyTorch nn.Transformer source: 6+6 layers of MultiheadAttention and linear1/linear2 at d_model 512', { skip: existsSync(TORCH_TRANSFORMER) ? false : `SKIPPED LOUDLY: ${TORCH_TRANSFORMER} not found (Debian python3-torch is not installed)` }, async () => {
+  const a = await run({ file: TORCH_TRANSFORMER });
+  assert.equal(a.model?.name, 'Transformer');
+  const built = a.layers.filter((l) => l.count !== 0).map((l) => [l.name, l.in, l.out, l.count, l.role]);
+  assert.deepEqual(built, [
+    ['encoder.layers.*.self_attn.in_proj', 512, 1536, 6, 'attn_qkv'],
+    ['encoder.layers.*.self_attn.out_proj', 512, 512, 6, 'attn_out'],
+    ['encoder.layers.*.linear1', 512, 2048, 6, 'mlp_fc1'],
+    ['encoder.layers.*.linear2', 2048, 512, 6, 'mlp_fc2'],
+    ['decoder.layers.*.self_attn.in_proj', 512, 1536, 6, 'attn_qkv'],
+    ['decoder.layers.*.self_attn.out_proj', 512, 512, 6, 'attn_out'],
+    ['decoder.layers.*.multihead_attn.in_proj', 512, 1536, 6, 'attn_qkv'],
+    ['decoder.layers.*.multihead_attn.out_proj', 512, 512, 6, 'attn_out'],
+    ['decoder.layers.*.linear1', 512, 2048, 6, 'mlp_fc1'],
+    ['decoder.layers.*.linear2', 2048, 512, 6, 'mlp_fc2'],
+  ]);
+  const small = await run({ file: TORCH_TRANSFORMER, pins: pins({ num_encoder_layers: '2', num_decoder_layers: '1', d_model: '256' }) });
+  assert.deepEqual(row(small, 'encoder.layers.*.linear1').count, 2);
+  // A single instance keeps its real module path.
+  assert.deepEqual(row(small, 'decoder.layers.0.linear1').count, 1);
+  assert.deepEqual(row(small, 'decoder.layers.0.linear1').in, 256);
 });
