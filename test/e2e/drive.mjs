@@ -98,7 +98,8 @@ try {
   });
 
   await check('apply a quick fix (sparsify a layer)', async () => {
-    // Put the cursor on the first channel-MLP layer and open the quick-fix menu.
+    // Put the cursor on the first channel-MLP layer (scrolled into view) and open the quick-fix menu.
+    await goToLine(32);
     await page.locator('.editor-instance .view-line', { hasText: /self\.fc1\s*=\s*nn\.Linear\(dim,/ }).first().click();
     await page.keyboard.press('Control+.');
     const fix = page.locator('.action-widget .monaco-list-row', { hasText: /sparsif/i }).first();
