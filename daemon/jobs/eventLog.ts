@@ -3,6 +3,8 @@
 // kill -9 loses at most that window. Readers (subscribers replaying from a sequence number) read
 // recent events from a small in-memory tail and older ones from the file through a sparse offset
 // index, so memory stays bounded however long the run and however far behind a reader is.
+// A log that is not being written (a finished run) holds no file descriptor and no tail: the
+// daemon can keep thousands of past runs.
 import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import type { JobEvent, JobEventBody } from '../../protocol/daemon';
 
@@ -15,7 +17,9 @@ const READ_CHUNK_BYTES = 256 * 1024;
 export type EventListener = (event: JobEvent) => void;
 
 export class EventLog {
+  /** Open while the log is written to; -1 for an idle log (reads then open the file briefly). */
   private fd: number;
+  private closed = false;
   private lastSeqValue = 0;
   private fileBytes = 0;
   /** offsets[k] = byte offset of the line holding seq k*INDEX_STRIDE + 1. */
@@ -37,6 +41,19 @@ export class EventLog {
     const existed = existsSync(file);
     this.fd = openSync(file, existed ? 'r+' : 'w+');
     if (existed) this.recover();
+  }
+
+  private writable(): number {
+    if (this.fd < 0) this.fd = openSync(this.file, 'r+');
+    return this.fd;
+  }
+
+  /** Flushes and lets go of the file and the tail until the next append (a run that has ended). */
+  release(): void {
+    this.flush();
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    this.tail = [];
   }
 
   get lastSeq(): number {
@@ -68,7 +85,8 @@ export class EventLog {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.pending.length === 0 || this.fd < 0) return;
+    if (this.pending.length === 0 || this.closed) return;
+    const fd = this.writable();
     const firstSeq = this.lastSeqValue - this.pending.length + 1;
     let offset = this.fileBytes;
     const parts: Buffer[] = [];
@@ -81,7 +99,7 @@ export class EventLog {
     });
     const data = Buffer.concat(parts);
     let written = 0;
-    while (written < data.length) written += writeSync(this.fd, data, written, data.length - written, this.fileBytes + written);
+    while (written < data.length) written += writeSync(fd, data, written, data.length - written, this.fileBytes + written);
     this.fileBytes = offset;
     this.pending = [];
   }
@@ -98,33 +116,41 @@ export class EventLog {
     return this.readFile(fromSeq, max);
   }
 
+  /** Final: flushes and closes; later appends are kept in memory only (the process is exiting). */
   close(): void {
-    this.flush();
-    if (this.fd >= 0) closeSync(this.fd);
-    this.fd = -1;
+    this.release();
+    this.closed = true;
     this.listeners.clear();
   }
 
   private readFile(fromSeq: number, max: number): JobEvent[] {
+    const fd = this.fd >= 0 ? this.fd : openSync(this.file, 'r');
+    try {
+      return this.readFrom(fd, fromSeq, max);
+    } finally {
+      if (fd !== this.fd) closeSync(fd);
+    }
+  }
+
+  private readFrom(fd: number, fromSeq: number, max: number): JobEvent[] {
     const k = Math.min(Math.floor(fromSeq / INDEX_STRIDE), this.offsets.length - 1);
     let position = this.offsets[k] ?? 0;
     const out: JobEvent[] = [];
-    let carry = '';
     const buf = Buffer.alloc(READ_CHUNK_BYTES);
+    // Lines are split on bytes, never inside a chunk's text: a multi-byte character may straddle chunks.
+    let carry = Buffer.alloc(0);
     while (out.length < max && position < this.fileBytes) {
-      const n = readSync(this.fd, buf, 0, Math.min(buf.length, this.fileBytes - position), position);
+      const n = readSync(fd, buf, 0, Math.min(buf.length, this.fileBytes - position), position);
       if (n <= 0) break;
       position += n;
-      const text = carry + buf.toString('utf8', 0, n);
-      const lines = text.split('\n');
-      carry = lines.pop() ?? '';
-      for (const line of lines) {
-        const event = parseLine(line);
-        if (event && event.seq > fromSeq) {
-          out.push(event);
-          if (out.length >= max) break;
-        }
+      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
+      let from = 0;
+      for (let nl = chunk.indexOf(10, from); nl >= 0 && out.length < max; nl = chunk.indexOf(10, from)) {
+        const event = parseLine(chunk.toString('utf8', from, nl));
+        if (event && event.seq > fromSeq) out.push(event);
+        from = nl + 1;
       }
+      carry = Buffer.from(chunk.subarray(from));
     }
     return out;
   }
@@ -137,7 +163,6 @@ export class EventLog {
     const buf = Buffer.alloc(READ_CHUNK_BYTES);
     let seq = 0;
     let lastComplete = 0;
-    const recent: JobEvent[] = [];
     while (position < size) {
       const n = readSync(this.fd, buf, 0, Math.min(buf.length, size - position), position);
       if (n <= 0) break;
@@ -151,8 +176,6 @@ export class EventLog {
         if (event) {
           seq = event.seq;
           if ((seq - 1) % INDEX_STRIDE === 0) this.offsets[(seq - 1) / INDEX_STRIDE] = lineStart;
-          recent.push(event);
-          if (recent.length > TAIL_SIZE * 2) recent.splice(0, TAIL_SIZE);
         }
         from = nl + 1;
         lastComplete = chunkStart + from;
@@ -163,7 +186,6 @@ export class EventLog {
     if (lastComplete < size) ftruncateSync(this.fd, lastComplete);
     this.fileBytes = lastComplete;
     this.lastSeqValue = seq;
-    this.tail = recent.slice(-TAIL_SIZE);
   }
 }
 

@@ -107,8 +107,8 @@ export class JobManager {
             message: `the daemon stopped while this run was ${state.state} (killed or crashed); every flushed metric is kept` +
               (state.lastCheckpointStep !== undefined ? `; resume continues from the checkpoint at step ${state.lastCheckpointStep}` : '; resume starts it over'),
           });
-          job.log.flush();
         }
+        job.log.release();
         this.jobs.set(record.jobId, job);
       } catch (err) {
         this.say(`skipping unreadable run folder ${run.dir}: ${(err as Error).message}`);
@@ -298,6 +298,7 @@ export class JobManager {
     } catch (err) {
       this.say(`job ${job.id}: could not write the report: ${(err as Error).message}`);
     }
+    job.log.release();
   }
 }
 

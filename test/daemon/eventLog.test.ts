@@ -63,6 +63,25 @@ test('read(fromSeq) returns exactly the events after fromSeq, from memory or fro
   }
 });
 
+test('an idle log holds no file descriptor, and multi-byte text survives reads across chunk boundaries', () => {
+  const home = tempHome();
+  try {
+    const file = join(home, 'metrics.jsonl');
+    const log = new EventLog(file, 'j4', 1000);
+    const message = (i: number) => `${i} é😀`.repeat(700); // ~7 KB per line: lines straddle 256 KB read chunks
+    for (let i = 1; i <= 300; i++) log.append({ type: 'error', message: message(i), fatal: false });
+    log.release();
+    const got = log.read(0, 1000);
+    assert.equal(got.length, 300);
+    got.forEach((e, i) => assert.equal(e.type === 'error' && e.message, message(i + 1)));
+    assert.equal(log.append({ type: 'status', state: 'running' }).seq, 301, 'appending after a release reopens the file');
+    log.close();
+    assert.equal(readFileSync(file, 'utf8').trim().split('\n').length, 301);
+  } finally {
+    removeHome(home);
+  }
+});
+
 test('appended events reach the file within the flush interval, without an explicit flush', async () => {
   const home = tempHome();
   try {
