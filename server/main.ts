@@ -18,7 +18,7 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
 import { analysisJson } from '../daemon/commands/analyze';
 import { PIXELFLY_TORCH_FILE, pixelflyTorchSource } from '../export/writer';
-import { codeActions, codeLenses, diagnostics, hover, inlayHints, sparsifyEdit, type EditContext } from './lsp/features';
+import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, type EditContext } from './lsp/features';
 import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, WRITE_TORCH_MODULE, type ApplyLayerConfigArgs } from './lsp/protocol';
 import { Session, settingsFrom } from './lsp/session';
 
@@ -124,7 +124,7 @@ connection.onCodeAction(async (p) => {
   const ctx = editContext(p.textDocument.uri);
   const doc = documents.get(p.textDocument.uri);
   if (!r?.analysis || !ctx || !doc) return [];
-  return codeActions(r.analysis, ctx, p.range, doc.getText().split('\n'), p.context.diagnostics);
+  return codeActions(r.analysis, ctx, p.range, doc.getText().split('\n'), p.context.diagnostics, previewArgs(r.analysis, p.textDocument.uri));
 });
 
 connection.onRequest(ANALYSIS_REQUEST, async (p: { uri: string }) => {

@@ -543,7 +543,7 @@ function staticRows(call: PyNode, ctor: string, main: ModuleInfo, pragmas: Pragm
     file: main.path,
     line: range.start.line + 1,
     range,
-    class: call.field('function')!.text,
+    class: ctor,
     count: 0,
     rowsPerSample: null,
     flops: null,

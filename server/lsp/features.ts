@@ -154,10 +154,15 @@ export function lensLayers(a: Analysis): LensLayer[] {
     }));
 }
 
+/** The preview command's argument for this analysis (null without a model). */
+export function previewArgs(a: Analysis, uri: string): PreviewMasksArgs | undefined {
+  return a.model ? { uri, name: a.model.name, kind: a.model.kind, tokensPerSample: a.tokensPerSample, layers: lensLayers(a) } : undefined;
+}
+
 export function codeLenses(a: Analysis, file: string, uri: string): CodeLens[] {
-  if (!a.model || a.model.file !== file) return [];
+  const preview = previewArgs(a, uri);
+  if (!a.model || !preview || a.model.file !== file) return [];
   const range = a.model.range;
-  const preview: PreviewMasksArgs = { uri, name: a.model.name, kind: a.model.kind, tokensPerSample: a.tokensPerSample, layers: lensLayers(a) };
   const spec = modelSpecFor(a);
   const train: TrainLensArgs = { uri, name: a.model.name, ...('spec' in spec ? { spec: spec.spec as unknown as Record<string, unknown> } : { specError: spec.error }) };
   let summary: string;
@@ -245,7 +250,7 @@ export function keepDenseEdit(uri: string, version: number, lineText: string, li
   return { documentChanges: [{ textDocument: { uri, version }, edits: [{ range: { start: { line, character: end }, end: { line, character: lineText.length } }, newText: '  # pixelfly: dense' }] }] };
 }
 
-export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: string[], diags: Diagnostic[]): CodeAction[] {
+export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: string[], diags: Diagnostic[], preview?: PreviewMasksArgs): CodeAction[] {
   const rows = documentRows(a, ctx.file);
   const here = rows.filter((l) => l.count !== 0 && l.range.start.line <= range.end.line && l.range.end.line >= range.start.line);
   const actions: CodeAction[] = [];
@@ -264,6 +269,9 @@ export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: 
           ),
         );
       }
+    }
+    if (preview && preview.layers.some((x) => x.name === l.name)) {
+      actions.push({ title: `Pixelfly: preview the mask of ${l.name}`, command: { title: 'Preview masks', command: PREVIEW_MASKS, arguments: [{ ...preview, focus: l.name }] } });
     }
     if (!l.pinnedDense) {
       actions.push({ title: `Pixelfly: keep ${l.name} dense`, kind: CodeActionKind.QuickFix, diagnostics: related, edit: keepDenseEdit(ctx.uri, ctx.version, lines[l.range.start.line] ?? '', l.range.start.line) });

@@ -123,7 +123,7 @@ test('Hugging Face GPT-2: Conv1D(nf, nx) is out-first, config class in another f
     ['transformer.h.*.mlp.c_proj', 'Conv1D', 3072, 768, 12, 'mlp_fc2'],
     ['transformer.wte', 'Embedding', 50257, 768, 1, 'embedding'],
     ['transformer.wpe', 'Embedding', 1024, 768, 1, 'embedding'],
-    ['GPT2ForSequenceClassification.score', 'nn.Linear', 'config.n_embd', 'self.num_labels', 0, 'head'],
+    ['GPT2ForSequenceClassification.score', 'Linear', 'config.n_embd', 'self.num_labels', 0, 'head'],
     ['lm_head', 'Linear', 768, 50257, 1, 'head'],
   ]);
   const cls = await run({ file: fixture('hf_gpt2', 'modeling_gpt2.py'), model: 'GPT2ForSequenceClassification', pins: pins({ n_inner: '2048' }) });

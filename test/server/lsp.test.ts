@@ -129,6 +129,9 @@ test('code actions: sparsify (PixelflyLinear + import + pixelfly_torch.py), keep
   assert.match(docEdit.edits[0].newText, /^PixelflyLinear\(config\.n_embd, [^,]+, bias=config\.bias, block=\d+, butterfly_size=\d+, n_factors=\d+, rank=\d+\)$/);
   assert.equal(docEdit.edits[1].newText, 'from pixelfly_torch import PixelflyLinear\n');
   assert.ok(actions.some((a) => /^Pixelfly: sparsify all \d+ suggested layers in this file$/.test(a.title)));
+  const preview = actions.find((a) => /^Pixelfly: preview the mask of /.test(a.title))!;
+  assert.equal(preview.command!.command, 'pixelfly.previewMasks');
+  assert.match((preview.command!.arguments![0] as { focus: string }).focus, /^transformer\.h\.\*\./);
   const dense = actions.find((a) => /^Pixelfly: keep .* dense$/.test(a.title))!;
   const edits = (dense.edit!.documentChanges![0] as TextDocumentEdit).edits;
   doc = TextDocument.create(uri, 'python', 2, TextDocument.applyEdits(doc, edits));
