@@ -25,6 +25,7 @@ import {
   setKernelThreads,
   type BsrWeight,
 } from '../native/kernels';
+import { gpuKernelRows } from './gpuKernels';
 
 interface Options {
   threads: number[];
@@ -286,6 +287,8 @@ async function main(): Promise<void> {
         );
     }
   }
+  // On a machine with a usable CUDA device: the same layers on the GPU against cuBLAS (issue 8).
+  rows.push(...(await gpuKernelRows({ m: opts.m, block: opts.block, reps: opts.reps, shapes: opts.shapes, layoutNear })));
   mkdirSync(dirname(opts.out), { recursive: true });
   writeFileSync(opts.out, JSON.stringify(rows, null, 2) + '\n');
   console.log(`\nwrote ${rows.length} rows to ${opts.out}`);
