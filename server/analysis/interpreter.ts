@@ -589,12 +589,7 @@ export class Interpreter {
             if (alias?.k === 'str') return this.getAttr(v, alias.v);
           }
         }
-        if (name === 'append' || name === 'add_module' || name === 'register_module' || name === '__init__') {
-          return { k: 'native', name: `module.${name}`, self: v };
-        }
-        if (v.native && (name === 'in_features' || name === 'out_features' || name === 'embedding_dim' || name === 'num_embeddings')) {
-          return undefined;
-        }
+        if (name === 'add_module' || name === 'register_module') return { k: 'native', name: `module.${name}`, self: v };
         return undefined;
       }
       case 'class': {
@@ -1006,13 +1001,9 @@ export class Interpreter {
           for (const [k, v] of kwargs) self.map.set(k, v);
         }
         return NONE;
-      case 'module.append':
-        return NONE;
       case 'module.add_module':
       case 'module.register_module':
         if (self && args[0]?.k === 'str') this.setAttr(self, args[0].v, args[1] ?? NONE);
-        return NONE;
-      case 'module.__init__':
         return NONE;
       case 'str.format':
         return sym('str');
@@ -1319,7 +1310,7 @@ export class Interpreter {
     let left = this.eval(operands[0], scope);
     for (let i = 0; i < ops.length; i++) {
       const right = this.eval(operands[i + 1], scope);
-      const r = compareValues(ops[i], left, right, ops[i] === 'not' && operands.length === 2 ? node.text : undefined);
+      const r = compareValues(ops[i], left, right);
       if (r === undefined) return sym(node.text);
       if (!r) return bool(false);
       left = right;
@@ -1530,8 +1521,8 @@ function sliceBounds(slice: PyNode, length: number, ev: (n: PyNode) => Value): [
   return [start, stop];
 }
 
-function compareValues(op: string, a: Value, b: Value, _text?: string): boolean | undefined {
-  if (op === 'is' || op === 'is not' || (op === 'is' && b.k === 'none')) {
+function compareValues(op: string, a: Value, b: Value): boolean | undefined {
+  if (op === 'is' || op === 'is not') {
     if (a.k === 'sym' || b.k === 'sym') return undefined;
     const same = a.k === b.k && (a.k !== 'num' || (b as { v: number }).v === a.v) && (a.k !== 'str' || (b as { v: string }).v === a.v);
     return op === 'is' ? same : !same;

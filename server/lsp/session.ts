@@ -112,7 +112,6 @@ export class Session {
         file,
         source: doc.getText(),
         pins: this.pins(),
-        tokens: undefined,
         defaultTokens: this.settings.tokensPerSample,
         target: this.target(),
         planOptions: this.settings.blockSize && [16, 32, 64].includes(this.settings.blockSize) ? { blockSizes: [this.settings.blockSize] } : undefined,
