@@ -20,7 +20,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { planModel } from '../core/planner';
 import { specInventory, type MixerSpec } from '../core/modelSpec';
-import { createModel, EngineDataset, type PlanLike, type TrainConfig } from '../native/engine';
+import { createModel, engineBackend, EngineDataset, type PlanLike, type TrainConfig } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
 
 interface Options {
@@ -78,6 +78,8 @@ function median(xs: number[]): number {
 interface Row {
   model: string;
   variant: 'pytorch_dense' | 'dense' | 'pixelfly';
+  /** Where the step ran: 'pytorch-cpu', or the engine's backend ('cuda' when a GPU is usable, else 'cpu'). */
+  backend: string;
   threads: number;
   step_ms: number;
   epochs: number;
@@ -141,7 +143,7 @@ async function main(): Promise<void> {
 
   const rows: Row[] = [];
   const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number }, note?: string): Row => ({
-    model, variant, threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
+    model, variant, backend: variant === 'pytorch_dense' ? 'pytorch-cpu' : engineBackend(), threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
     test_accuracy: r.accuracy, params: r.params, load_avg: loadavg()[0], ...(note ? { note } : {}),
   });
 
