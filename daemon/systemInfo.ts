@@ -3,6 +3,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
+import { cudaInfo } from '../native/cuda';
 
 /** Features that matter to the native kernels' choice of code path. */
 const INTERESTING = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16', 'amx_int8', 'asimd', 'sve'];
@@ -28,8 +29,15 @@ export function cpuInfo(): CpuInfo {
   return { model, cores, features };
 }
 
-/** NVIDIA GPUs from the driver's /proc entries (no nvidia-smi call). */
-export function gpuInfo(): { name: string; memoryMiB?: number }[] {
+/**
+ * NVIDIA GPUs: from the CUDA runtime in the native addon (name, memory, compute capability) when
+ * it can see them, else from the driver's /proc entries (no nvidia-smi call).
+ */
+export function gpuInfo(): { name: string; memoryMiB?: number; computeCapability?: string }[] {
+  const cuda = cudaInfo();
+  if (cuda && cuda.devices.length > 0) {
+    return cuda.devices.map((d) => ({ name: d.name, memoryMiB: Math.round(d.memoryBytes / 2 ** 20), computeCapability: d.computeCapability }));
+  }
   const root = '/proc/driver/nvidia/gpus';
   if (!existsSync(root)) return [];
   const out: { name: string }[] = [];

@@ -318,7 +318,12 @@ export const CpuInfoSchema = z.object({
   cores: z.number().int().nonnegative(),
   features: z.array(z.string()),
 });
-export const GpuInfoSchema = z.object({ name: z.string(), memoryMiB: z.number().nonnegative().optional() });
+export const GpuInfoSchema = z.object({
+  name: z.string(),
+  memoryMiB: z.number().nonnegative().optional(),
+  /** "major.minor", from the CUDA runtime when the addon's CUDA backend can query the device. */
+  computeCapability: z.string().optional(),
+});
 
 export const BenchShapeSchema = z.strictObject({
   name: z.string().max(256).optional(),
