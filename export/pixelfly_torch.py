@@ -160,7 +160,8 @@ class PixelflyLinear(nn.Module):
         self.rank, self.global_size, self.shuffle = rank, global_size, bool(shuffle)
         self.block_rows, self.block_cols = layout.shape
         # Derived from the config, so not saved: checkpoints hold only weights, like the engine's.
-        self.register_buffer("layout", layout.to(device=device), persistent=False)
+        # uint8, not bool: DistributedDataParallel broadcasts buffers and gloo has no bool type.
+        self.register_buffer("layout", layout.to(device=device, dtype=torch.uint8), persistent=False)
         self.register_buffer("block_index", layout.flatten().nonzero().flatten().to(device=device), persistent=False)
         self.sparse = _Sparse(int(layout.sum()), block, **factory)
         if rank > 0:

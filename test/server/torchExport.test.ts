@@ -173,3 +173,14 @@ test('the "sparsify all" quick fix rewrites a model that still builds, trains an
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('PixelflyLinear under DistributedDataParallel (2 CPU processes, gloo): gradients all-reduced, no unused parameters', { skip: noTorch }, () => {
+  const dir = tmp();
+  try {
+    python(['ddp', join(dir, 'store'), join(dir, 'out.json')]);
+    const r = JSON.parse(readFileSync(join(dir, 'out.json'), 'utf8')) as { same_grad: boolean; nonzero: boolean };
+    assert.deepEqual(r, { same_grad: true, nonzero: true });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
