@@ -36,6 +36,7 @@ interface NativeEngine {
   createModel(o: object): Promise<NativeModel>;
   createDataset(o: object): NativeDataset;
   backend: string;
+  resolveBackend(name?: string): 'cpu' | 'cuda';
 }
 
 /** The engine area of the shared addon (native/addon.ts finds and loads it, with a how-to-fix error). */
@@ -115,6 +116,8 @@ export interface CreateModelOptions {
   seed?: number;
   /** Threads for this model's calls (kernels and the engine's own loops). */
   threads?: number;
+  /** Compute backend: 'auto' (CUDA when a GPU is usable, else CPU; the default unless $PIXELFLY_BACKEND says otherwise), 'cpu' or 'cuda'. */
+  backend?: 'auto' | 'cpu' | 'cuda';
 }
 
 export class EngineConfigError extends Error {
@@ -220,6 +223,8 @@ export class EngineModel {
   readonly layers: ResolvedLayer[];
   readonly seed: number;
   readonly threads: number;
+  /** Where this model computes: 'cpu', or 'cuda' (set by createModel). */
+  backend: 'cpu' | 'cuda' = 'cpu';
   /** @internal */ readonly native: NativeModel;
 
   /** @internal use createModel() */
@@ -405,8 +410,16 @@ export async function createModel(o: CreateModelOptions): Promise<EngineModel> {
   const seed = o.seed ?? 0;
   const threads = o.threads ?? 1;
   if (!Number.isInteger(seed) || seed < 0) throw new EngineConfigError(`seed: must be a non-negative integer, got ${seed}`);
-  const native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads });
-  return new EngineModel(native, spec, o.plan, layers, seed, threads);
+  let backend: 'cpu' | 'cuda';
+  try {
+    backend = loadAddon().resolveBackend(o.backend);
+  } catch (e) {
+    throw new EngineConfigError((e as Error).message);
+  }
+  const native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads, backend });
+  const model = new EngineModel(native, spec, o.plan, layers, seed, threads);
+  model.backend = backend;
+  return model;
 }
 
 /** A single layer alone (tests: gradient checks, PyTorch cross-checks). `model` is ModelConfig's flat form. */

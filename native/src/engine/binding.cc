@@ -573,6 +573,15 @@ void InitEngine(Napi::Env env, Napi::Object exports) {
     // A bad $PIXELFLY_BACKEND: createModel reports it, naming the variable's value.
   }
   engine.Set("backend", backend);
+  // resolveBackend(name?) -> "cpu" | "cuda": what createModel would run on (throws like it).
+  engine.Set("resolveBackend", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    try {
+      const std::string want = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : defaultBackendName();
+      return Napi::String::New(info.Env(), resolveBackendName(want));
+    } catch (const std::exception& e) {
+      typeError(info.Env(), e.what());
+    }
+  }));
   exports.Set("engine", engine);
 }
 
