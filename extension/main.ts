@@ -26,7 +26,8 @@ export interface PixelflyApi {
 
 export function activate(context: vscode.ExtensionContext): PixelflyApi {
   const output = vscode.window.createOutputChannel('Pixelfly', { log: true });
-  let current = readSettings();
+  const read = () => readSettings((key) => vscode.workspace.getConfiguration('pixelfly').get<unknown>(key));
+  let current = read();
   const reportProblems = () => current.problems.forEach((p) => output.warn(`setting ignored: ${p}`));
   reportProblems();
 
@@ -59,7 +60,7 @@ export function activate(context: vscode.ExtensionContext): PixelflyApi {
     }),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (!e.affectsConfiguration('pixelfly')) return;
-      current = readSettings();
+      current = read();
       reportProblems();
     }),
   );

@@ -1,9 +1,9 @@
 /**
  * The extension's settings (`pixelfly.*`, declared in package.json `contributes.configuration`),
  * read in one place and checked: a bad value is reported by name and replaced by its default,
- * never passed on to the daemon.
+ * never passed on to the daemon. Takes a getter (main.ts passes VS Code's configuration), so the
+ * checks and defaults are unit-tested against package.json without VS Code.
  */
-import * as vscode from 'vscode';
 
 export interface Settings {
   daemonPort: number;
@@ -44,11 +44,10 @@ type Check<T> = (v: unknown) => v is T;
 const int = (min: number, max: number): Check<number> => (v): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
 
 /** Reads and validates; `problems` lists each rejected setting with what was wrong. */
-export function readSettings(): { settings: Settings; problems: string[] } {
-  const c = vscode.workspace.getConfiguration('pixelfly');
+export function readSettings(read: (key: string) => unknown): { settings: Settings; problems: string[] } {
   const problems: string[] = [];
   function get<T>(key: string, check: Check<T>, fallback: T, what: string): T {
-    const v = c.get<unknown>(key);
+    const v = read(key);
     if (v === undefined) return fallback;
     if (check(v)) return v;
     problems.push(`pixelfly.${key}: ${what}, got ${JSON.stringify(v)}; using ${JSON.stringify(fallback)}`);

@@ -95,6 +95,9 @@ try {
     const row = page.locator('.markers-panel .monaco-list-row', { hasText: /pixelfly|sparsif/i });
     await row.first().waitFor({ timeout: 90000 });
     console.log(`[${ms()}] hint: ${(await row.first().innerText()).replace(/\s+/g, ' ').slice(0, 160)}`);
+    // inlay hints beside the layers (shape, FLOP share, plan)
+    const inlay = page.locator('.editor-instance .view-lines', { hasText: /FLOPs/ }).first();
+    await inlay.waitFor({ timeout: 30000 });
   });
 
   await check('apply a quick fix (sparsify a layer)', async () => {

@@ -1,12 +1,15 @@
 /** Small pure pieces of the extension: CSP shell, backoff, decimation, run series, model adapter, message validation. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewHtml';
 import { Backoff } from '../../extension/daemon/backoff';
 import { decimateIndices } from '../../webview/metrics/decimate';
 import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
 import { defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
+import { DEFAULTS, readSettings } from '../../extension/settings';
 import { MaskToHostSchema, MetricsToHostSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 
 describe('webview HTML shell', () => {
@@ -121,5 +124,51 @@ describe('messages from pages are validated', () => {
       /layers\.0\.config\.block/,
     );
     assert.throws(() => parseFromPage(MaskToHostSchema, null), WebviewMessageError);
+  });
+});
+
+describe('package.json contributions', () => {
+  const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as {
+    engines: { vscode: string };
+    activationEvents: string[];
+    capabilities: { untrustedWorkspaces: { supported: string | boolean; restrictedConfigurations?: string[] } };
+    contributes: { commands: { command: string; enablement?: string }[]; configuration: { properties: Record<string, { default?: unknown }> } };
+  };
+
+  it('runs nothing on this machine from an untrusted workspace', () => {
+    assert.equal(pkg.capabilities.untrustedWorkspaces.supported, 'limited');
+    assert.ok(pkg.capabilities.untrustedWorkspaces.restrictedConfigurations?.includes('pixelfly.daemon.autostart'));
+    for (const id of ['pixelfly.train', 'pixelfly.measureSpeedups', 'pixelfly.stopRun']) {
+      assert.equal(pkg.contributes.commands.find((c) => c.command === id)?.enablement, 'isWorkspaceTrusted', id);
+    }
+  });
+
+  it('activates on Python files and restores its panels; engines allow VS Code 1.100', () => {
+    assert.ok(pkg.activationEvents.includes('onLanguage:python'));
+    assert.ok(pkg.activationEvents.includes('onWebviewPanel:pixelfly.maskPreview'));
+    assert.ok(pkg.activationEvents.includes('onWebviewPanel:pixelfly.metrics'));
+    assert.equal(pkg.engines.vscode, '^1.100.0');
+  });
+
+  it('declares every setting the extension reads, with the defaults the code falls back to', () => {
+    const props = pkg.contributes.configuration.properties;
+    const asked: string[] = [];
+    const fromPackage = readSettings((key) => {
+      asked.push(key);
+      assert.ok(`pixelfly.${key}` in props, `pixelfly.${key} is declared in package.json`);
+      return props[`pixelfly.${key}`].default;
+    });
+    assert.deepEqual(fromPackage.problems, []);
+    assert.deepEqual(fromPackage.settings, DEFAULTS);
+    assert.equal(asked.length, Object.keys(DEFAULTS).length);
+  });
+
+  it('rejects bad setting values by name and keeps the default', () => {
+    const bad: Record<string, unknown> = { 'daemon.port': 70000, 'plan.blockSize': 24, 'training.dataset': 'imagenet', 'plan.budget': 0 };
+    const r = readSettings((key) => bad[key]);
+    assert.equal(r.problems.length, 4);
+    assert.match(r.problems.join('\n'), /pixelfly\.daemon\.port: must be an integer port 0-65535 .*got 70000; using 0/);
+    assert.match(r.problems.join('\n'), /pixelfly\.training\.dataset: .*got "imagenet"/);
+    assert.deepEqual(r.settings, DEFAULTS);
   });
 });
