@@ -114,7 +114,9 @@ test('PixelflyLinear reproduces the engine from the engine\'s weight export (wit
       await model.exportWeights(join(dir, 'weights.safetensors'));
       writeFileSync(join(dir, 'x.json'), JSON.stringify({ x: Array.from(x), shape: [batch, dims.inT, dims.inD] }));
       python(['engine', join(dir, 'weights.safetensors'), join(dir, 'x.json'), join(dir, 'y.json')]);
-      const torchY = (JSON.parse(readFileSync(join(dir, 'y.json'), 'utf8')) as Record<string, number[]>).layer;
+      const out = JSON.parse(readFileSync(join(dir, 'y.json'), 'utf8')) as Record<string, number[] | boolean>;
+      assert.equal(out['layer:load_engine_weights_equal'], true, 'load_engine_weights gives the same layer');
+      const torchY = out.layer as number[];
       assert.equal(torchY.length, y.length);
       let worst = 0;
       let scale = 1e-6;

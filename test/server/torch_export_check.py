@@ -25,13 +25,18 @@ def layouts(cases_path, out_path):
 
 
 def engine(weights, x_path, out_path):
-    from pixelfly_torch import pixelfly_layers_from_export
+    from pixelfly_torch import PixelflyLinear, load_engine_weights, pixelfly_layers_from_export
     case = json.load(open(x_path))
     result = {}
     for name, layer in pixelfly_layers_from_export(weights).items():
-        layer = layer.double()
         x = torch.tensor(case["x"], dtype=torch.float64).reshape(case["shape"])
-        result[name] = layer(x).flatten().tolist()
+        y = layer.double()(x)
+        result[name] = y.flatten().tolist()
+        # The same weights through load_engine_weights into a layer the user built.
+        mine = PixelflyLinear(layer.in_features, layer.out_features, block=layer.block, butterfly_size=layer.butterfly_size,
+                              n_factors=layer.n_factors, rank=layer.rank, global_size=layer.global_size, shuffle=layer.shuffle)
+        load_engine_weights(mine, weights, prefix=name + ".")
+        result[name + ":load_engine_weights_equal"] = bool(torch.equal(mine.double()(x), y))
     json.dump(result, open(out_path, "w"))
 
 
