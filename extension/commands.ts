@@ -290,7 +290,8 @@ async function stopRun(s: Services, jobId?: unknown): Promise<void> {
   s.output.info(`cancel requested for ${id}: ${info.state}`);
 }
 
-async function exportPlan(s: Services, arg: unknown): Promise<vscode.Uri | undefined> {
+/** Plans the model (daemon, else core) and writes the plan to `to`, or where the user picks. */
+async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<vscode.Uri | undefined> {
   const { view } = await resolveModel(s, arg);
   const settings = s.settings();
   const inventory = view.layers.map((l) => ({ name: l.name, role: l.role as never, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
@@ -307,7 +308,7 @@ async function exportPlan(s: Services, arg: unknown): Promise<vscode.Uri | undef
     source = 'core default device profile';
   }
   const base = vscode.workspace.workspaceFolders?.[0]?.uri;
-  const target_ = await vscode.window.showSaveDialog({
+  const target_ = to ?? await vscode.window.showSaveDialog({
     defaultUri: base ? vscode.Uri.joinPath(base, `${view.name}.pixelfly-plan.json`) : undefined,
     filters: { JSON: ['json'] },
     title: 'Export Pixelfly plan',
@@ -356,8 +357,12 @@ export function registerCommands(s: Services): vscode.Disposable[] {
         return measured;
       },
     ],
-    'pixelfly.exportPlan': ['Export plan', (arg) => exportPlan(s, arg)],
-    'pixelfly.exportCsv': ['Export CSV', async (id) => exportCsv(s.store, typeof id === 'string' ? id : (MetricsPanel.shownRun ?? ''))],
+    // An optional Uri argument skips the save dialog (scripts, tests).
+    'pixelfly.exportPlan': ['Export plan', (arg, to) => exportPlan(s, arg, to instanceof vscode.Uri ? to : undefined)],
+    'pixelfly.exportCsv': [
+      'Export CSV',
+      async (id, to) => exportCsv(s.store, typeof id === 'string' ? id : (MetricsPanel.shownRun ?? ''), to instanceof vscode.Uri ? to : undefined),
+    ],
     'pixelfly.connectDaemon': [
       'Connect to daemon',
       async () => {

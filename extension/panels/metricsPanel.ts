@@ -109,14 +109,15 @@ export class MetricsPanel implements vscode.Disposable {
   }
 }
 
-export async function exportCsv(store: RunStore, jobId: string): Promise<vscode.Uri | undefined> {
+/** Writes a run's CSV to `to`, or where the user picks in a save dialog. */
+export async function exportCsv(store: RunStore, jobId: string, to?: vscode.Uri): Promise<vscode.Uri | undefined> {
   const r = store.get(jobId);
   if (!r) {
     void vscode.window.showErrorMessage(`Pixelfly: no metrics for run ${jobId} in this window.`);
     return undefined;
   }
   const base = vscode.workspace.workspaceFolders?.[0]?.uri;
-  const target = await vscode.window.showSaveDialog({
+  const target = to ?? await vscode.window.showSaveDialog({
     defaultUri: base ? vscode.Uri.joinPath(base, `${r.info.name}-${jobId}.csv`) : undefined,
     filters: { CSV: ['csv'] },
     title: 'Export run metrics as CSV',

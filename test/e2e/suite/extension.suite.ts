@@ -127,6 +127,22 @@ suite('Pixelfly extension (inside VS Code)', () => {
     console.log(`run ${id}: ${r.steps.length} steps, speedup ${r.info.summary?.speedup?.toFixed(2)}x, eval ${JSON.stringify(r.evals[r.evals.length - 1])}`);
   });
 
+  test('Export CSV and Export plan write their files', async () => {
+    assert.ok(job);
+    const csv = await vscode.commands.executeCommand<vscode.Uri | undefined>('pixelfly.exportCsv', job.jobId, workspaceFile('suite-run.csv'));
+    assert.ok(csv);
+    const lines = Buffer.from(await vscode.workspace.fs.readFile(csv)).toString('utf8').trim().split('\n');
+    assert.match(lines[0], /^step,pixelfly_loss,/);
+    assert.equal(lines.filter((l) => /^\d+,\d/.test(l)).length >= api.store.get(job.jobId)!.steps.length, true);
+    await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
+    const planUri = await vscode.commands.executeCommand<vscode.Uri | undefined>('pixelfly.exportPlan', undefined, workspaceFile('mixer.pixelfly-plan.json'));
+    assert.ok(planUri);
+    const plan = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(planUri)).toString('utf8')) as { model: string; plannedBy: string; plan: { layers: { name: string }[] } };
+    assert.equal(plan.model, 'Mixer');
+    assert.match(plan.plannedBy, /daemon/);
+    assert.ok(plan.plan.layers.length >= 4);
+  });
+
   test('Stop run cancels an active run', async () => {
     const spec = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(workspaceFile('mixer.spec.json'))).toString('utf8')) as Record<string, unknown>;
     await vscode.workspace.getConfiguration('pixelfly').update('training.maxSteps', 100000, vscode.ConfigurationTarget.Workspace);
