@@ -167,6 +167,8 @@ export const HyperparametersSchema = z.strictObject({
   evalSamples: z.number().int().nonnegative().default(0),
   /** Engine threads; 0 lets the engine choose. */
   threads: z.number().int().nonnegative().max(256).default(0),
+  /** Compute backend: 'auto' = CUDA when the daemon's machine has a usable GPU, else CPU; 'cpu' forces the CPU. */
+  backend: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
 });
 export type Hyperparameters = z.infer<typeof HyperparametersSchema>;
 
@@ -223,6 +225,8 @@ export const JobInfoSchema = z.object({
   totalSteps: z.number().int().nonnegative(),
   epochs: finite,
   dataset: DatasetInfoSchema.optional(),
+  /** Where the models computed ('cpu' or 'cuda'), known once the job has started. */
+  backend: z.string().optional(),
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),

@@ -132,7 +132,7 @@ export class EngineBackend implements TrainingBackend {
     };
     const build = async (plan: TrainingRequest['plan'] | undefined) => {
       try {
-        return await createModel({ spec, plan: plan as Parameters<typeof createModel>[0]['plan'], train, seed: hyper.seed, threads });
+        return await createModel({ spec, plan: plan as Parameters<typeof createModel>[0]['plan'], train, seed: hyper.seed, threads, backend: hyper.backend });
       } catch (err) {
         if (err instanceof EngineConfigError) throw new RejectedError(err.message);
         throw err;
@@ -144,7 +144,8 @@ export class EngineBackend implements TrainingBackend {
     } catch (err) {
       throw new RejectedError(`dataset ${data.name}: ${(err as Error).message}`);
     }
-    const pixelfly = new EngineTrainer(await build(req.plan), dataset, hyper.evalSamples);
+    const pixelflyModel = await build(req.plan);
+    const pixelfly = new EngineTrainer(pixelflyModel, dataset, hyper.evalSamples);
     const dense = req.compare ? new EngineTrainer(await build(undefined), dataset, hyper.evalSamples) : undefined;
     const info: DatasetInfo = {
       kind: req.dataset.kind,
@@ -154,6 +155,6 @@ export class EngineBackend implements TrainingBackend {
       trainSize: data.kind === 'tokens' ? data.trainTokens.length : data.trainY.length,
       testSize: data.kind === 'tokens' ? data.testTokens.length : data.testY.length,
     };
-    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense };
+    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense, backend: pixelflyModel.backend };
   }
 }

@@ -25,6 +25,8 @@ export interface RunState {
   step: number;
   totalSteps: number;
   dataset?: DatasetInfo;
+  /** Where the models computed ('cpu' or 'cuda'). */
+  backend?: string;
   /** Parameter counts of the built models, known once the job has started. */
   params?: { pixelfly: number; dense?: number };
   stepsPerEpoch?: number;

@@ -42,6 +42,8 @@ export interface TrainingSetup {
   pixelfly: ModelTrainer;
   /** Present when the request asked to compare with dense. */
   dense?: ModelTrainer;
+  /** Where the models compute ('cpu' or 'cuda'). */
+  backend?: string;
 }
 
 export interface TrainingBackend {
