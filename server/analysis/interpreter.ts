@@ -117,7 +117,7 @@ export class Interpreter {
       } catch (e) {
         if (e instanceof AnalysisLimit) throw e;
         if (e instanceof Return || e instanceof Break || e instanceof Continue) continue;
-        throw e;
+        this.notes.push(`skipped ${mod.path}:${stmt.startRow + 1} (${(e as Error).message})`);
       }
     }
   }
@@ -216,7 +216,15 @@ export class Interpreter {
   }
 
   execBlock(stmts: PyNode[], scope: Scope): void {
-    for (const s of stmts) this.execStmt(s, scope);
+    for (const s of stmts) {
+      try {
+        this.execStmt(s, scope);
+      } catch (e) {
+        if (e instanceof Return || e instanceof Break || e instanceof Continue || e instanceof AnalysisLimit) throw e;
+        // Code this interpreter does not model must not sink the whole analysis: skip the statement, say so.
+        this.notes.push(`skipped ${scope.module.path}:${s.startRow + 1} (${(e as Error).message})`);
+      }
+    }
   }
 
   execStmt(stmt: PyNode, scope: Scope): void {
