@@ -5,6 +5,7 @@
 // summation order; the tensor-core path (bf16/fp16) is exercised by the kernel API and benchmarks.
 #include "cuda/backend_cuda.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -99,15 +100,23 @@ class CudaBackend final : public Backend {
  private:
   static size_t packed(const BsrShape& s) { return size_t(s.index->nnz) * s.index->block * s.index->block; }
 
+  // Device copy of a layer's block index. Keyed by the index's address, but a freed model's address
+  // can be reused by a new model's index, so a cached copy is only used when its contents match.
   const DeviceLayout& layout(const BsrShape& s) {
-    auto& slot = layouts_[{s.index, (int64_t(s.out) << 32) | uint32_t(s.in)}];
-    if (!slot) {
-      const BsrIndex& ix = *s.index;
+    const BsrIndex& ix = *s.index;
+    auto& slot = layouts_[s.index];
+    if (!slot || !same(slot->host(), ix, s)) {
       slot = std::make_unique<DeviceLayout>(ix.block, ix.blockRows, ix.blockCols, ix.nnz, ix.rowPtr.data(),
                                             ix.colIdx.data(), ix.colPtr.data(), ix.rowIdx.data(), ix.tBlock.data(),
                                             s.out, s.in);
     }
     return *slot;
+  }
+  static bool same(const sched::BsrView& h, const BsrIndex& ix, const BsrShape& s) {
+    auto eq = [](const int32_t* a, const std::vector<int32_t>& b) { return std::equal(b.begin(), b.end(), a); };
+    return h.block == ix.block && h.blockRows == ix.blockRows && h.blockCols == ix.blockCols && h.nnz == ix.nnz &&
+           h.out == s.out && h.in == s.in && eq(h.rowPtr, ix.rowPtr) && eq(h.colIdx, ix.colIdx) &&
+           eq(h.colPtr, ix.colPtr) && eq(h.rowIdx, ix.rowIdx) && eq(h.tBlock, ix.tBlock);
   }
   float* buffer(int i, size_t n) {
     if (n > cap_[i]) {
@@ -126,7 +135,7 @@ class CudaBackend final : public Backend {
 
   std::mutex mu_;  // the engine may run two models at once; they share this stream
   Context ctx_;
-  std::map<std::pair<const BsrIndex*, int64_t>, std::unique_ptr<DeviceLayout>> layouts_;
+  std::map<const BsrIndex*, std::unique_ptr<DeviceLayout>> layouts_;
   float* buf_[4] = {nullptr, nullptr, nullptr, nullptr};
   size_t cap_[4] = {0, 0, 0, 0};
 };
