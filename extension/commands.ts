@@ -77,7 +77,7 @@ async function resolveModel(s: Services, arg: unknown): Promise<{ view: ModelVie
   return { view: toModelView({ ...analyzed, uri: uri.toString() }, basename(uri.fsPath, '.py'), settings.blockSize, settings.tokensPerSample), focus };
 }
 
-function maskActions(s: Services): MaskActions {
+export function maskActions(s: Services): MaskActions {
   return {
     log: (l) => s.output.info(l),
     applyToCode: (model, layers) => applyToCode(model, layers),
@@ -376,4 +376,3 @@ export function registerCommands(s: Services): vscode.Disposable[] {
   return Object.entries(table).map(([id, [title, fn]]) => vscode.commands.registerCommand(id, wrap(title, fn)));
 }
 
-export { maskActions };

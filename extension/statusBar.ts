@@ -19,10 +19,10 @@ export class DaemonStatusBar implements vscode.Disposable {
     this.item.show();
   }
 
-  update(s: ConnectionState, runText?: string): void {
+  update(s: ConnectionState): void {
     switch (s.kind) {
       case 'connected':
-        this.item.text = `$(pulse) Pixelfly: ${deviceSummary(s.hello)}${runText ? ` · ${runText}` : ''}`;
+        this.item.text = `$(pulse) Pixelfly: ${deviceSummary(s.hello)}`;
         this.item.tooltip = `Pixelfly daemon ${s.hello.version} (pid ${s.hello.pid}), ${s.hello.threads} threads\n${s.hello.cpu.model}\nbackends: ${s.hello.backends.join(', ')}${
           s.hello.engine.available ? '' : `\nengine unavailable: ${s.hello.engine.error ?? ''}`
         }`;

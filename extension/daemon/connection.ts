@@ -78,11 +78,6 @@ export class DaemonConnection {
     return c.request('job.subscribe', { jobId, fromSeq: this.followed.get(jobId) });
   }
 
-  unfollow(jobId: string): void {
-    this.followed.delete(jobId);
-    this.client?.request('job.unsubscribe', { jobId }).catch(() => undefined);
-  }
-
   dispose(): void {
     this.disposed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
