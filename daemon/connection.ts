@@ -74,6 +74,16 @@ class Subscription {
     if (events.length === PUMP_BATCH) this.schedule();
   }
 
+  /** Sends what is left now (the daemon is stopping), as far as the socket has room. */
+  drain(): void {
+    for (let events = this.job.log.read(this.cursor, PUMP_BATCH); events.length > 0 && this.conn.canSend(); events = this.job.log.read(this.cursor, PUMP_BATCH)) {
+      for (const event of events) {
+        this.conn.notify(EVENT_NOTIFICATION[event.type], event);
+        this.cursor = event.seq;
+      }
+    }
+  }
+
   dispose(): void {
     this.unlisten();
     if (this.retry !== undefined) clearTimeout(this.retry);
@@ -139,6 +149,12 @@ export class Connection {
   unsubscribe(jobId: string): void {
     this.subscriptions.get(jobId)?.dispose();
     this.subscriptions.delete(jobId);
+  }
+
+  /** The daemon is stopping: the last events (e.g. the job's `interrupted` status) go out before the close frame. */
+  shutdown(code: number, reason: string): void {
+    for (const s of this.subscriptions.values()) s.drain();
+    this.close(code, reason);
   }
 
   close(code: number, reason: string): void {

@@ -104,7 +104,7 @@ export class DaemonServer {
   }
 
   async close(): Promise<void> {
-    for (const c of this.connections) c.close(CLOSE_SHUTDOWN, 'daemon shutting down');
+    for (const c of this.connections) c.shutdown(CLOSE_SHUTDOWN, 'daemon shutting down');
     await new Promise<void>((resolve) => {
       if (!this.http) return resolve();
       this.http.close(() => resolve());

@@ -3,9 +3,9 @@
 // with a summary and the path of the run's self-contained HTML report.
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { DaemonClient, DaemonRpcError, ensureDaemon } from '../client';
+import { DaemonClient, DaemonRpcError, discover, ensureDaemon } from '../client';
 import { pixelflyHome } from '../home';
-import { CLOSE_SLOW_CONSUMER, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
@@ -142,31 +142,49 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
     .join('\n');
 }
 
-/** Follows a job to its end, reconnecting (and resubscribing from the last seen seq) when the connection drops. */
-async function follow(home: string, jobId: string, onEvent: (e: JobEvent) => void): Promise<JobInfo> {
-  let lastSeq = 0;
-  for (let attempt = 0; ; attempt++) {
-    const { port, token } = await ensureDaemon(home);
-    const client = await DaemonClient.connect(port, token);
-    const outcome = await new Promise<'done' | 'dropped'>((resolve, reject) => {
+/**
+ * Follows a job to its end, reconnecting (and resubscribing from the last seen seq) when the
+ * connection drops, e.g. when the daemon drops a slow reader. A daemon that went away is not
+ * restarted behind the user's back: the run is interrupted and can be resumed.
+ */
+async function follow(home: string, jobId: string, fromSeq: number, onEvent: (e: JobEvent) => void): Promise<JobInfo> {
+  let lastSeq = fromSeq;
+  let interrupted = false;
+  for (let attempt = 0; attempt < 10; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 200 * attempt));
+    const found = discover(home);
+    if (!found) break;
+    let client: DaemonClient;
+    try {
+      client = await DaemonClient.connect(found.port, found.token);
+    } catch {
+      continue;
+    }
+    const outcome = await new Promise<'done' | 'dropped'>((resolve) => {
       client.onEvent((e) => {
         if (e.jobId !== jobId || e.seq <= lastSeq) return;
         lastSeq = e.seq;
         onEvent(e);
-        if (e.type === 'completed' || (e.type === 'status' && e.state === 'interrupted')) resolve('done');
+        interrupted = e.type === 'status' && e.state === 'interrupted';
+        if (e.type === 'completed' || interrupted) resolve('done');
       });
-      client.onClose((code) => resolve(code === CLOSE_SLOW_CONSUMER || attempt < 5 ? 'dropped' : 'done'));
-      client.request('job.subscribe', { jobId, fromSeq: lastSeq }).then((r) => {
-        if (r.state === 'interrupted' && r.lastSeq <= lastSeq) resolve('done');
-      }, reject);
+      client.onClose(() => resolve('dropped'));
+      client.request('job.subscribe', { jobId, fromSeq: lastSeq }).then(
+        (r) => {
+          // Already over before we (re)subscribed, and we have seen all of it.
+          if ((r.state === 'interrupted' || TERMINAL_STATES.includes(r.state)) && r.lastSeq <= lastSeq) resolve('done');
+        },
+        () => resolve('dropped'),
+      );
     });
     if (outcome === 'done') {
-      const info = await client.request('job.get', { jobId });
+      const info = await client.request('job.get', { jobId }).catch(() => undefined);
       client.close();
-      return info;
+      if (info) return info;
     }
-    await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
   }
+  const what = interrupted ? 'was interrupted: the daemon stopped' : 'could not be followed: the daemon went away';
+  throw new CliError(`run ${jobId} ${what}; 'pixelfly train --resume ${jobId}' continues it from its last checkpoint`, 1);
 }
 
 type Values = ReturnType<typeof parse<typeof options>>['values'];
@@ -232,7 +250,7 @@ export const trainCommand: Command = {
     } finally {
       client.close();
     }
-    process.stderr.write(`job ${job.jobId} submitted (${job.runDir})\n`);
+    process.stderr.write(`job ${job.jobId} ${submit ? 'submitted' : 'resumed'} (${job.runDir})\n`);
 
     const line = new ProgressLine();
     let cancelling = false;
@@ -245,7 +263,8 @@ export const trainCommand: Command = {
       c.close();
     };
     process.on('SIGINT', onSigint);
-    const final = await follow(home, job.jobId, (e) => {
+    // A resumed run's history is already known: follow what comes after the resume.
+    const final = await follow(home, job.jobId, submit ? 0 : job.lastSeq, (e) => {
       line.update(e);
       if (e.type === 'error') process.stderr.write(`\nerror: ${e.message}\n`);
       if (e.type === 'status' && e.message && e.state === 'running') process.stderr.write(`${e.message}\n`);
@@ -255,6 +274,7 @@ export const trainCommand: Command = {
     if (values.json) process.stdout.write(JSON.stringify(final, null, 2) + '\n');
     else if (final.summary) process.stdout.write(formatSummary(final, final.summary) + '\n');
     else process.stdout.write(`run ${final.jobId}: ${final.state}${final.error ? `: ${final.error}` : ''}\n`);
+    if (final.state === 'interrupted') process.stdout.write(`'pixelfly train --resume ${final.jobId}' continues it from its last checkpoint\n`);
     return final.state === 'completed' ? 0 : 1;
   },
 };

@@ -1,10 +1,10 @@
 // `pixelfly train` and `pixelfly daemon` as users run them: real processes, a temporary home.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, removeHome, tempHome } from './harness';
+import { CLI, removeHome, tempHome, waitFor } from './harness';
 
 function engineMissing(): string | undefined {
   try {
@@ -93,6 +93,40 @@ test('pixelfly train refuses bad input with messages naming it', { timeout: 30_0
     const rejected = pixelfly(home, ['train', bad]);
     assert.equal(rejected.status, 1);
     assert.match(rejected.stderr, /classes: must be between 2/);
+  } finally {
+    pixelfly(home, ['daemon', 'stop']);
+    removeHome(home);
+  }
+});
+
+test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly train --resume finishes it', { skip: engineMissing(), timeout: 90_000 }, async () => {
+  const home = tempHome();
+  try {
+    const spec = join(home, 'mlp.json');
+    writeFileSync(spec, JSON.stringify({ kind: 'mlp', inputFeatures: 64, hidden: [256, 256], classes: 10 }));
+    const child = spawn(process.execPath, [CLI, 'train', spec, '--epochs', '100', '--max-steps', '1500', '--batch-size', '16', '--threads', '1'], {
+      env: { ...process.env, PIXELFLY_HOME: home },
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await waitFor(() => /job (\S+) submitted/.test(stderr), 30_000, 'the job to be submitted');
+    const jobId = /job (\S+) submitted/.exec(stderr)![1];
+    const metrics = join(home, 'runs', jobId, 'metrics.jsonl');
+    await waitFor(() => existsSync(metrics) && /"step":200,/.test(readFileSync(metrics, 'utf8')), 30_000, 'step 200');
+    const stop = pixelfly(home, ['daemon', 'stop']);
+    assert.equal(stop.status, 0, stop.stderr);
+    assert.equal(await exited, 1);
+    assert.match(stderr, new RegExp(`run ${jobId} was interrupted: the daemon stopped; 'pixelfly train --resume ${jobId}'`));
+    const state = JSON.parse(readFileSync(join(home, 'runs', jobId, 'state.json'), 'utf8'));
+    assert.equal(state.state, 'interrupted');
+    assert.ok(state.lastCheckpointStep >= 200 && state.lastCheckpointStep < 1500, `stopped and checkpointed at ${state.lastCheckpointStep}`);
+
+    const resumed = pixelfly(home, ['train', '--resume', jobId]);
+    assert.equal(resumed.status, 0, resumed.stderr);
+    assert.match(resumed.stderr, new RegExp(`job ${jobId} resumed`));
+    assert.match(resumed.stdout, /completed after 1500 steps/);
+    assert.match(readFileSync(metrics, 'utf8'), new RegExp(`"state":"running","resumedFromStep":${state.lastCheckpointStep}`));
   } finally {
     pixelfly(home, ['daemon', 'stop']);
     removeHome(home);
