@@ -222,7 +222,7 @@ function followInNotification(s: Services, info: JobInfo): Thenable<void> {
           const parts = [
             `step ${r.progress.step}/${r.progress.totalSteps}`,
             last ? `loss ${last.pixelfly.loss.toFixed(3)}` : '',
-            last?.speedup ? `${last.speedup.toFixed(2)}× faster` : '',
+            last?.speedup ? `speedup ${last.speedup.toFixed(2)}×` : '',
             r.progress.etaS !== null ? `ETA ${Math.round(r.progress.etaS)} s` : '',
           ];
           progress.report({ message: parts.filter(Boolean).join(' · '), increment: Math.max(0, frac * 100 - reported) });

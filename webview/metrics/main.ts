@@ -19,6 +19,7 @@ import { lossVsTime, RunSeries } from './runSeries';
 const COLORS = { dense: '#4e9de0', pixelfly: '#e06c1f' };
 /** Buckets per chart: each keeps ≤ 1 + 2·(series) points, so ≤ 9k drawn per chart however long the run. */
 const BUCKETS = 1000;
+const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p)).sort((a, b) => a - b);
 
 const root = document.getElementById('app') as HTMLElement;
 const errorBox = el('div', { id: 'error', class: 'error', hidden: '' });
@@ -73,7 +74,8 @@ function makeChart(id: string, heading: string, xLabel: string, ys: uPlot.Series
       width: chartWidth(),
       height: 220,
       scales: { x: { time: false } },
-      axes: [{ ...axis, label: xLabel }, { ...axis, size: 70 }],
+      // Steps are whole numbers: no 1.25-step ticks on short runs.
+      axes: [{ ...axis, label: xLabel, ...(xLabel === 'step' ? { incrs: STEP_INCRS } : {}) }, { ...axis, size: 70 }],
       series: [{ label: xLabel }, ...ys],
       legend: { live: true },
     },
