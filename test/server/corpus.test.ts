@@ -248,3 +248,29 @@ test('PyTorch nn.Transformer source: 6+6 layers of MultiheadAttention and linear
   assert.deepEqual(row(small, 'decoder.layers.0.linear1').count, 1);
   assert.deepEqual(row(small, 'decoder.layers.0.linear1').in, 256);
 });
+
+test('LLaMA style: ModelArgs dataclass, grouped-query attention, SwiGLU hidden rounded to multiple_of (7B and 70B sizes)', async () => {
+  const a = await run({ file: fixture('llama', 'model.py') });
+  assert.equal(a.model?.name, 'Transformer');
+  // 7B defaults: hidden = 256 * ceil(int(2 * 16384 / 3) / 256) = 11008; vocab pinned in a comment.
+  assert.deepEqual(inventory(a), [
+    ['layers.*.attention.wq', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    ['layers.*.attention.wk', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    ['layers.*.attention.wv', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    ['layers.*.attention.wo', 'Linear', 4096, 4096, 32, 'attn_out'],
+    ['layers.*.feed_forward.w1', 'Linear', 4096, 11008, 32, 'mlp_fc1'],
+    ['layers.*.feed_forward.w2', 'Linear', 11008, 4096, 32, 'mlp_fc2'],
+    ['layers.*.feed_forward.w3', 'Linear', 4096, 11008, 32, 'mlp_fc1'],
+    ['tok_embeddings', 'Embedding', 32000, 4096, 1, 'embedding'],
+    ['output', 'Linear', 4096, 32000, 1, 'head'],
+  ]);
+  assert.equal(a.tokensPerSample, 2048, 'max_seq_len');
+  // 70B: 8 KV heads of 128, ffn_dim_multiplier 1.3 and multiple_of 4096 give 28672.
+  const big = await run({
+    file: fixture('llama', 'model.py'),
+    pins: pins({ dim: '8192', n_layers: '80', n_heads: '64', n_kv_heads: '8', ffn_dim_multiplier: '1.3', multiple_of: '4096' }),
+  });
+  assert.deepEqual(row(big, 'layers.*.attention.wk').out, 1024);
+  assert.deepEqual(row(big, 'layers.*.feed_forward.w1').out, 28672);
+  assert.deepEqual(row(big, 'layers.*.feed_forward.w1').count, 80);
+});
