@@ -7,10 +7,14 @@
 //    wmma products (mma.sync underneath) with fp32 accumulators. Weights stay fp32 in memory (the
 //    optimizer's master copy), as on the CPU, so callers only choose a Precision.
 #pragma once
+#ifdef PIXELFLY_CUDA_EMULATION
+#include "cuda/emulation.h"  // host emulation: the kernel tests that run without a GPU
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
+#endif
 
 #include <type_traits>
 
