@@ -4,7 +4,7 @@
 // (SIGTERM/SIGINT or `daemon.shutdown`), checkpointing a running job as it goes.
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { PROTOCOL_VERSION, type MethodParams, type MethodResult } from '../protocol/daemon';
-import { createToken, ensureHome, homePaths, processAlive, removeDiscovery, writeDiscovery } from './home';
+import { createToken, ensureHome, homePaths, processAlive, readDiscovery, removeDiscovery, writeDiscovery } from './home';
 import { JobManager } from './jobs/jobManager';
 import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
 import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';
@@ -36,6 +36,8 @@ export interface EngineServices {
   trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Plan): TrainingRequest;
   benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string): Promise<MethodResult<'bench.layers'>>;
 }
+
+const ORPHAN_CHECK_MS = 2000;
 
 export class AlreadyRunningError extends Error {
   constructor(readonly pid: number) {
@@ -129,10 +131,26 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
     writeDiscovery({ port, pid: process.pid, host: opts.host, startedAt: new Date(started).toISOString(), version }, opts.home);
     log(`listening on ${opts.host}:${port} (pid ${process.pid}, home ${opts.home})`);
 
+    // No client can find a daemon whose discovery file is gone or names another process (its
+    // folder was deleted, or replaced by hand): such an orphan stops instead of running forever.
+    const orphanCheck = setInterval(() => {
+      if (readDiscovery(opts.home)?.pid !== process.pid) {
+        log(`${paths.discovery} no longer names this daemon: stopping`);
+        void stop();
+      }
+    }, ORPHAN_CHECK_MS);
+    orphanCheck.unref();
+
     const stop = (): Promise<void> => {
+      clearInterval(orphanCheck);
       stopping ??= (async () => {
         log('stopping');
-        await jobs.shutdown();
+        try {
+          await jobs.shutdown();
+        } catch (err) {
+          // E.g. the run folders were deleted under us: still stop.
+          log(`while stopping the jobs: ${(err as Error).message}`);
+        }
         await server.close();
         removeDiscovery(process.pid, opts.home);
         releaseLock();

@@ -55,6 +55,14 @@ test('discovery file and token are private to the user; a second daemon finds th
   assert.match(status.stdout, /cpu: /);
 });
 
+test('a daemon whose folder is deleted (nobody can find it any more) stops by itself', { timeout: 20_000 }, async () => {
+  const orphanHome = tempHome();
+  const orphan = await startDaemon(orphanHome);
+  removeHome(orphanHome);
+  assert.equal(await orphan.exited, 0);
+  assert.match(orphan.log(), /no longer names this daemon: stopping/);
+});
+
 test('the handshake is refused without the token, with a wrong one, from a browser origin or a foreign host', async () => {
   const none = await rawConnect(daemon.port, {});
   assert.match(none.status, / 401 /);
