@@ -274,3 +274,21 @@ test('LLaMA style: ModelArgs dataclass, grouped-query attention, SwiGLU hidden r
   assert.deepEqual(row(big, 'layers.*.feed_forward.w1').out, 28672);
   assert.deepEqual(row(big, 'layers.*.feed_forward.w1').count, 80);
 });
+
+test('Swin style: a loop over stages builds different widths per iteration; PatchMerging only between stages', async () => {
+  const a = await run({ file: fixture('swin', 'model.py') });
+  const pick = (re: RegExp) => a.layers.filter((l) => re.test(l.name)).map((l) => [l.name, l.in, l.out, l.count]);
+  assert.deepEqual(pick(/attn\.qkv$/), [
+    ['layers.0.blocks.*.attn.qkv', 96, 288, 2],
+    ['layers.1.blocks.*.attn.qkv', 192, 576, 2],
+    ['layers.2.blocks.*.attn.qkv', 384, 1152, 6],
+    ['layers.3.blocks.*.attn.qkv', 768, 2304, 2],
+  ]);
+  assert.deepEqual(pick(/reduction$/), [
+    ['layers.1.downsample.reduction', 384, 192, 1],
+    ['layers.2.downsample.reduction', 768, 384, 1],
+    ['layers.3.downsample.reduction', 1536, 768, 1],
+  ]);
+  assert.deepEqual(pick(/patch_embed/), [['patch_embed.proj', 3 * 4 * 4, 96, 1]]);
+  assert.equal(a.tokensPerSample, 56 * 56);
+});
