@@ -17,8 +17,8 @@ import { decimateIndices, pick } from './decimate';
 import { lossVsTime, RunSeries } from './runSeries';
 
 const COLORS = { dense: '#4e9de0', pixelfly: '#e06c1f' };
-/** Buckets per chart: each keeps ≤ 1 + 2·(series) points, so ≤ 9k drawn per chart however long the run. */
-const BUCKETS = 1000;
+/** Buckets per chart (~1 per 2 px): each keeps ≤ 1 + 2·(series) points, so ≤ 4.5k drawn per chart however long the run. */
+const BUCKETS = 500;
 const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7].map((p) => m * p)).sort((a, b) => a - b);
 
 const root = document.getElementById('app') as HTMLElement;
