@@ -13,6 +13,9 @@
 // One libuv worker runs every engine call, so one OpenMP pool serves all of them (several pools
 // would leave idle-spinning workers competing for the two cores).
 process.env.UV_THREADPOOL_SIZE = '1';
+// Idle OpenMP workers sleep instead of spinning (native/engine.ts sets the same default); the
+// PyTorch child process inherits it, so both sides run under the same policy.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -90,6 +93,7 @@ interface Row {
   speedup_vs_pytorch?: number;
   speedup_vs_dense?: number;
   load_avg: number;
+  omp_wait_policy: string;
   note?: string;
 }
 
@@ -144,7 +148,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number }, note?: string): Row => ({
     model, variant, backend: variant === 'pytorch_dense' ? 'pytorch-cpu' : engineBackend(), threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
-    test_accuracy: r.accuracy, params: r.params, load_avg: loadavg()[0], ...(note ? { note } : {}),
+    test_accuracy: r.accuracy, params: r.params, load_avg: loadavg()[0], omp_wait_policy: process.env.OMP_WAIT_POLICY ?? '', ...(note ? { note } : {}),
   });
 
   console.log('\n[1/3] PyTorch-CPU dense');

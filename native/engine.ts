@@ -39,6 +39,11 @@ interface NativeEngine {
   resolveBackend(name?: string): 'cpu' | 'cuda';
 }
 
+// OpenMP workers that spin while idle steal cores from the editor, from other jobs and from each
+// other (measured on a loaded 2-core machine: a Mixer step 2-10× slower than with passive waiting).
+// libgomp reads this when the addon is first loaded, which the engine does lazily, after this line.
+process.env.OMP_WAIT_POLICY ??= 'PASSIVE';
+
 /** The engine area of the shared addon (native/addon.ts finds and loads it, with a how-to-fix error). */
 function loadAddon(): NativeEngine {
   const engine = (loadAddonFile() as unknown as { engine?: NativeEngine }).engine;
