@@ -32,6 +32,11 @@ function synthetic(spec: ModelSpec, seed: number): LoadedData {
   return syntheticClassification({ seed, features: specFeatures(spec), classes: spec.classes });
 }
 
+/** Where Fashion-MNIST is looked for when a job names no path: $PIXELFLY_FASHION_MNIST, else Debian's package. */
+function defaultFashionMnist(): string {
+  return process.env.PIXELFLY_FASHION_MNIST || DEBIAN_FASHION_MNIST;
+}
+
 async function loadData(spec: ModelSpec, req: DatasetRequest, seed: number): Promise<{ data: LoadedData; note?: string }> {
   try {
     switch (req.kind) {
@@ -39,7 +44,7 @@ async function loadData(spec: ModelSpec, req: DatasetRequest, seed: number): Pro
         return { data: synthetic(spec, seed) };
       case 'fashion-mnist':
         try {
-          return { data: await loadFashionMnist(req.path ?? DEBIAN_FASHION_MNIST) };
+          return { data: await loadFashionMnist(req.path ?? defaultFashionMnist()) };
         } catch (err) {
           if (!(err instanceof DataFileError) || req.path !== undefined) throw err;
           // Only the default location may be missing: an explicit path that fails is the user's error.

@@ -29,10 +29,10 @@ export interface DaemonProcess {
   exited: Promise<number | null>;
 }
 
-export async function startDaemon(home: string, args: string[] = [], timeoutMs = 15000): Promise<DaemonProcess> {
+export async function startDaemon(home: string, args: string[] = [], env: Record<string, string> = {}, timeoutMs = 15000): Promise<DaemonProcess> {
   const discovery = join(home, 'daemon.json');
   const proc = spawn(process.execPath, [CLI, 'daemon', 'foreground', ...args], {
-    env: { ...process.env, PIXELFLY_HOME: home },
+    env: { ...process.env, ...env, PIXELFLY_HOME: home },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
