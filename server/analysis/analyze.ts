@@ -13,7 +13,7 @@ import { AnalysisLimit, Interpreter } from './interpreter';
 import { ModuleLoader, ParseCache, moduleNameOf, type SearchRoot } from './modules';
 import { readPragmas, type PragmaError, type Pragmas } from './pragmas';
 import { classifyRole, type PathStep } from './roles';
-import { show, weightText, type ClassInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value, type Weight } from './values';
+import { show, weightText, type ClassInfo, type FuncInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value, type Weight } from './values';
 
 export const DEFAULT_TARGET: PlanTarget = { budget: 0.5 };
 /** Tokens per sample when nothing in the model says (no patch grid, no positional table, no block_size). */
@@ -158,6 +158,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     if (chosen) {
       const node = chosen.value.k === 'class' ? chosen.value.cls.node : (chosen.value as Extract<Value, { k: 'func' }>).fn.node;
       model = { name: chosen.name, kind: chosen.value.k === 'class' ? 'class' : 'function', file, line: node.startRow + 1, range: nameRange(node) };
+      interp.watch = entryFunction(interp, chosen.value);
       rootValue = interp.call(chosen.value, [], entryKwargs(interp, chosen.value, main));
     }
   } catch (e) {
@@ -178,7 +179,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   rows.sort((a, b) => (a.file === b.file ? a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character : fileRank(a.file) < fileRank(b.file) ? -1 : 1));
 
   // Tokens per sample and the rows each layer multiplies.
-  const tokens = tokensPerSample(options, pragmas, rootValue, found);
+  const tokens = tokensPerSample(options, pragmas, rootValue, found, interp.watchedLocals);
   const vision = rows.some((r) => r.kind === 'patch' && typeof r.count === 'number' && r.count > 0);
   const width = modelWidth(rows);
   for (const r of rows) {
@@ -338,6 +339,14 @@ function reachesVia(from: string, to: string, refs: Map<string, Set<string>>, se
   seen.add(from);
   for (const r of refs.get(from) ?? []) if (r === to || reachesVia(r, to, refs, seen)) return true;
   return false;
+}
+
+/** The function whose locals the tokens inference may read: the entry class's __init__, or the factory. */
+function entryFunction(interp: Interpreter, entry: Value): FuncInfo | undefined {
+  if (entry.k === 'func') return entry.fn;
+  if (entry.k !== 'class') return undefined;
+  const init = interp.getAttr(entry, '__init__');
+  return init?.k === 'func' ? init.fn : undefined;
 }
 
 function configClass(interp: Interpreter, main: ModuleInfo): Value | undefined {
@@ -586,7 +595,13 @@ function staticRows(call: PyNode, ctor: string, main: ModuleInfo, pragmas: Pragm
 
 // ------------------------------------------------------------------ tokens, width, plan
 
-function tokensPerSample(options: AnalyzeOptions, pragmas: Pragmas, root: Value | undefined, found: Found[]): { value: number; source: string } {
+function tokensPerSample(
+  options: AnalyzeOptions,
+  pragmas: Pragmas,
+  root: Value | undefined,
+  found: Found[],
+  entryLocals: Map<string, Value> | undefined,
+): { value: number; source: string } {
   if (options.tokens !== undefined) return { value: options.tokens, source: 'set by the caller' };
   const pinned = pragmas.pins.get('tokens');
   if (pinned?.k === 'num' && pinned.v >= 1) return { value: pinned.v, source: '`# pixelfly: tokens=` comment' };
@@ -598,6 +613,12 @@ function tokensPerSample(options: AnalyzeOptions, pragmas: Pragmas, root: Value 
       const extra = prefix?.k === 'num' ? prefix.v : 0;
       return { value: n.v + extra, source: `the patch grid (num_patches ${n.v}${extra ? ` + ${extra} prefix token${extra > 1 ? 's' : ''}` : ''})` };
     }
+  }
+  const local = entryLocals?.get('num_patches');
+  if (local?.k === 'num' && local.v >= 1) {
+    // lucidrains: a local num_patches, plus the class token when the model has one.
+    const cls = root?.k === 'obj' && root.attrs.has('cls_token') ? 1 : 0;
+    return { value: local.v + cls, source: `num_patches ${local.v}${cls ? ' + the class token' : ''} in the model's constructor` };
   }
   for (const f of found) {
     const name = f.path.map((s) => s.key).join('.');

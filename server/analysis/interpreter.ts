@@ -67,6 +67,9 @@ export class Interpreter {
   private frames: Site[] = [];
   weight: Weight = { n: 1, syms: [] };
   readonly notes: string[] = [];
+  /** The entry's __init__ (or factory): its local variables are kept (lucidrains keeps num_patches in one). */
+  watch: FuncInfo | undefined;
+  watchedLocals: Map<string, Value> | undefined;
   readonly pins: Map<string, Value>;
 
   constructor(
@@ -714,6 +717,7 @@ export class Interpreter {
     this.bindParameters(fn.node.field('parameters'), self ? [self, ...args] : args, kwargs, scope, defScope);
     const body = fn.node.field('body')!;
     if (fn.node.type === 'lambda') return this.eval(body, scope);
+    if (fn === this.watch && !this.watchedLocals) this.watchedLocals = scope.vars;
     try {
       this.execBlock(body.children, scope);
     } catch (e) {

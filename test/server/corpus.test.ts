@@ -153,6 +153,7 @@ test('lucidrains ViT: required keyword-only sizes stay symbolic until pinned', a
     ['to_patch_embedding.2', 'Linear', 768, 768, 1, 'patch_embed'],
     ['mlp_head', 'Linear', 768, 1000, 1, 'head'],
   ]);
+  assert.equal(a.tokensPerSample, 14 * 14 + 1, 'the local num_patches plus the class token');
 });
 
 test('lucidrains MLP-Mixer: a factory function, partial(nn.Conv1d, kernel_size=1) token mixing, a lambda helper', async () => {
@@ -170,6 +171,7 @@ test('lucidrains MLP-Mixer: a factory function, partial(nn.Conv1d, kernel_size=1
     // nn.Sequential numbers its children: Rearrange, Linear, 12 blocks, LayerNorm, Reduce, Linear.
     ['16', 'Linear', 512, 1000, 1, 'head'],
   ]);
+  assert.equal(a.tokensPerSample, 196);
 });
 
 test('custom: constants, dict dispatch, nn.MultiheadAttention, workspace imports, partial, nn.Linear subclass, dense pragma', async () => {
