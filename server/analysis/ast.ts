@@ -34,7 +34,6 @@ export class PyNode {
   parent: PyNode | undefined;
   constructor(
     readonly type: string,
-    readonly named: boolean,
     readonly source: string,
     readonly startIndex: number,
     readonly endIndex: number,
@@ -72,7 +71,7 @@ export class PyNode {
 export function toPyAst(tree: Tree, source: string): PyNode {
   const cursor = tree.walk();
   const lines = new LineIndex(source);
-  const make = (): PyNode => new PyNode(cursor.nodeType, cursor.nodeIsNamed, source, cursor.startIndex, cursor.endIndex, lines);
+  const make = (): PyNode => new PyNode(cursor.nodeType, source, cursor.startIndex, cursor.endIndex, lines);
   const root = make();
   const stack: PyNode[] = [root];
   // Iterative depth-first walk: deep expression nesting must not overflow the JS stack.

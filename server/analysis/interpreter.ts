@@ -1490,7 +1490,7 @@ function symLength(v: Extract<Value, { k: 'sym' }>): string {
 }
 
 function symInt(v: Value): Value {
-  return v.k === 'sym' ? sym(`int(${v.text})`) : sym(`int(${show(v)})`);
+  return sym(`int(${show(v)})`);
 }
 
 function roundHalfEven(x: number): number {
