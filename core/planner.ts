@@ -232,7 +232,8 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const states: LayerState[] = inventory.layers.map((layer) => {
     const rows = layer.count * layer.rowsPerSample;
     const isLookup = layer.role === 'embedding';
-    const dense = denseLinearCost(layer.in, layer.out, rows);
+    // An embedding is a lookup table: no bias, and no matmul FLOPs.
+    const dense = denseLinearCost(layer.in, layer.out, rows, !isLookup);
     const state: LayerState = {
       layer,
       rows,

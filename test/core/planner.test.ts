@@ -157,3 +157,10 @@ test('inventories from untrusted JSON are validated', () => {
   const l = { name: 'a', role: 'head', in: 1, out: 1, count: 1, rowsPerSample: 1 };
   assert.throws(() => parseInventory({ layers: [l, l] }), /name is used twice/);
 });
+
+test('an embedding counts its table and nothing else', () => {
+  const plan = planModel(gpt2, { budget: 0.5 });
+  const wte = byName(plan, 'transformer.wte');
+  assert.equal(wte.denseParams, 50257 * 768, 'nn.Embedding has no bias');
+  assert.equal(wte.denseFlops, 0);
+});
