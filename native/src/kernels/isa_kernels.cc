@@ -51,7 +51,18 @@ constexpr int VL = 4;       // baseline SSE
 constexpr int MR = 6;
 constexpr int MR_DW = 4;
 #endif
+#ifndef FWD_KB
+#define FWD_KB 192
+#endif
+#ifndef DX_KB
+#define DX_KB 192
+#endif
 constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
+// Packed activation block per work item of the Pixelfly forward / dX, in KB (tuned on this project's
+// AVX-512 machines, 2 MB L2 per core: smaller blocks keep the panels closer to L1; dX's rows are 4×
+// wider for the shapes we train, so it gets a larger block to keep at least two row panels).
+constexpr int kForwardBlockKB = 192;
+constexpr int kBackwardDataBlockKB = 384;
 constexpr int KC = 768;     // deepest packed panel of the dense GEMM (fewer passes over C)
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
@@ -315,13 +326,13 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
 template <int NVV>
 void blockRowsProduct(int M, const float* A, long lda, int aCols, int aBlocks, int b, int nOuter, const int* segPtr,
                       const int* segCol, int nseg, const float* Bp, float* C, long ldc, int cCols, const float* bias,
-                      bool accumulate, int threads) {
+                      bool accumulate, int threads, int budgetKB) {
   constexpr int NR = NVV * VL;
   const int jtN = b / NR;
   const int kPad = aBlocks * b;
-  // MC: rows per work item; the packed A block (MC × kPad) should stay in L2 while every outer
-  // block streams its weights through it.
-  int panels = (int)((384 * 1024) / ((long)kPad * MR * sizeof(float)));
+  // MC: rows per work item; the packed A block (MC × kPad, budgetKB) stays in cache while every
+  // outer block streams its weights through it.
+  int panels = (int)((budgetKB * 1024L) / ((long)kPad * MR * sizeof(float)));
   panels = std::max(1, std::min(panels, 16));
   const int MC = panels * MR;
   const int items = ceilDiv(M, MC);
@@ -387,7 +398,7 @@ void bsrForwardT(const BsrWeight& w, int M, const float* X, int ldx, const float
       packTrans(Bp + ((long)jt * L.nnz + k) * b * NR, w.blocks + (long)k * b * b + (long)jt * NR * b, b, b, b, NR,
                 NR);
   blockRowsProduct<NVV>(M, X, ldx, w.in, L.blockCols, b, L.blockRows, L.rowPtr, L.colIdx, L.nnz, Bp, Y, ldy, w.out,
-                        bias, accumulate, threads);
+                        bias, accumulate, threads, kForwardBlockKB);
 }
 
 template <int NVV>
@@ -404,7 +415,7 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, floa
     for (int jt = 0; jt < jtN; jt++)
       packCopy<NR>(Bp + ((long)jt * L.nnz + t) * b * NR, w.blocks + (long)L.tBlock[t] * b * b + jt * NR, b, b, b, NR);
   blockRowsProduct<NVV>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
-                        nullptr, accumulate, threads);
+                        nullptr, accumulate, threads, kBackwardDataBlockKB);
 }
 
 // dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
