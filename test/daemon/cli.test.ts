@@ -104,7 +104,7 @@ test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly
   try {
     const spec = join(home, 'mlp.json');
     writeFileSync(spec, JSON.stringify({ kind: 'mlp', inputFeatures: 64, hidden: [256, 256], classes: 10 }));
-    const child = spawn(process.execPath, [CLI, 'train', spec, '--epochs', '100', '--max-steps', '1500', '--batch-size', '16', '--threads', '1'], {
+    const child = spawn(process.execPath, [CLI, 'train', spec, '--epochs', '100', '--max-steps', '1000', '--batch-size', '64', '--threads', '1'], {
       env: { ...process.env, PIXELFLY_HOME: home },
     });
     let stderr = '';
@@ -113,19 +113,19 @@ test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly
     await waitFor(() => /job (\S+) submitted/.test(stderr), 30_000, 'the job to be submitted');
     const jobId = /job (\S+) submitted/.exec(stderr)![1];
     const metrics = join(home, 'runs', jobId, 'metrics.jsonl');
-    await waitFor(() => existsSync(metrics) && /"step":200,/.test(readFileSync(metrics, 'utf8')), 30_000, 'step 200');
+    await waitFor(() => existsSync(metrics) && /"step":100,/.test(readFileSync(metrics, 'utf8')), 30_000, 'step 100');
     const stop = pixelfly(home, ['daemon', 'stop']);
     assert.equal(stop.status, 0, stop.stderr);
     assert.equal(await exited, 1);
     assert.match(stderr, new RegExp(`run ${jobId} was interrupted: the daemon stopped; 'pixelfly train --resume ${jobId}'`));
     const state = JSON.parse(readFileSync(join(home, 'runs', jobId, 'state.json'), 'utf8'));
     assert.equal(state.state, 'interrupted');
-    assert.ok(state.lastCheckpointStep >= 200 && state.lastCheckpointStep < 1500, `stopped and checkpointed at ${state.lastCheckpointStep}`);
+    assert.ok(state.lastCheckpointStep >= 100 && state.lastCheckpointStep < 1000, `stopped and checkpointed at ${state.lastCheckpointStep}`);
 
     const resumed = pixelfly(home, ['train', '--resume', jobId]);
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.match(resumed.stderr, new RegExp(`job ${jobId} resumed`));
-    assert.match(resumed.stdout, /completed after 1500 steps/);
+    assert.match(resumed.stdout, /completed after 1000 steps/);
     assert.match(readFileSync(metrics, 'utf8'), new RegExp(`"state":"running","resumedFromStep":${state.lastCheckpointStep}`));
   } finally {
     pixelfly(home, ['daemon', 'stop']);
