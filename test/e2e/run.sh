@@ -61,11 +61,12 @@ setsid "$CS" --bind-addr "127.0.0.1:$PORT" --auth none --disable-telemetry --dis
   --disable-workspace-trust --user-data-dir "$RUN/user-data" --extensions-dir "$RUN/extensions" > "$ART/code-server.log" 2>&1 &
 CS_PID=$!
 cleanup() {
-  # The daemon is detached from code-server (it outlives editor windows): stop it explicitly.
-  node "$ROOT/dist/pixelfly.js" daemon stop > /dev/null 2>&1
   kill -TERM -- "-$CS_PID" 2>/dev/null
   for _ in $(seq 1 50); do kill -0 -- "-$CS_PID" 2>/dev/null || break; sleep 0.2; done
   kill -KILL -- "-$CS_PID" 2>/dev/null; wait "$CS_PID" 2>/dev/null
+  # The daemon is detached from code-server (it outlives editor windows): stop it explicitly, and
+  # only after the extension hosts are gone (they would autostart a new one when it goes away).
+  node "$ROOT/dist/pixelfly.js" daemon stop > /dev/null 2>&1
   cp "$RUN/home/daemon.log" "$ART/daemon.log" 2>/dev/null
 }
 trap cleanup EXIT
@@ -77,6 +78,9 @@ t=$(now); node "$ROOT/test/e2e/runSuite.mjs" "$BASE" "$ROOT" "$ROOT/out/test/e2e
 echo "[e2e] extension-host suite: $(el "$t")s"
 
 cleanup; trap - EXIT
+if node "$ROOT/dist/pixelfly.js" daemon status > /dev/null 2>&1; then
+  echo "[e2e] FAIL: a Pixelfly daemon is still running in $PIXELFLY_HOME after the editor closed"; rc=1
+fi
 echo "[e2e] total $(el "$T0")s; screenshots and logs in $ART"
 [ $rc = 0 ] && echo "[e2e] ALL PASSED" || echo "[e2e] FAILED"
 exit $rc
