@@ -1,7 +1,12 @@
-// `npm run bench:kernels -- [--threads 1,2] [--reps 7] [--shapes 768x3072,...] [--out FILE]`
+// `npm run bench:kernels -- [--threads 1,2] [--reps 7] [--shapes 768x3072,...] [--clock wall|cpu] [--out FILE]`
 // Pixelfly block-sparse fwd / dX / dW against our dense GEMM and OpenBLAS sgemm, measured in the
 // same run at M = 4096, block 32, flat block butterfly layouts at densities ≈ 1/8, 1/4, 1/2.
 // Prints a table and writes JSON rows (default bench-results/kernels.json).
+//
+// --clock cpu times each product by the process's CPU time instead of wall time: on a machine that
+// others are loading, a 1-thread product's CPU time is close to what it takes on a quiet machine,
+// while wall time includes whatever the scheduler gave to other processes. It is only meaningful
+// with --threads 1 (idle OpenMP/OpenBLAS workers spin and would be counted).
 //
 // Noise: every product is timed `reps` times in rounds (each round runs every product once), and
 // medians are reported, so a burst of load on a shared machine hits all variants alike. The load
@@ -34,6 +39,7 @@ interface Options {
   out: string;
   m: number;
   block: number;
+  clock: 'wall' | 'cpu';
 }
 
 function parseArgs(argv: string[]): Options {
@@ -49,6 +55,7 @@ function parseArgs(argv: string[]): Options {
     out: 'bench-results/kernels.json',
     m: 4096,
     block: 32,
+    clock: 'wall',
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -85,10 +92,17 @@ function parseArgs(argv: string[]): Options {
       case '--out':
         opts.out = need();
         break;
+      case '--clock': {
+        const c = need();
+        if (c !== 'wall' && c !== 'cpu') throw new Error(`--clock: expected 'wall' or 'cpu', got '${c}'`);
+        opts.clock = c;
+        break;
+      }
       default:
-        throw new Error(`unknown option '${flag}' (options: --threads 1,2 --reps N --m ROWS --shapes INxOUT,... --out FILE)`);
+        throw new Error(`unknown option '${flag}' (options: --threads 1,2 --reps N --m ROWS --shapes INxOUT,... --clock wall|cpu --out FILE)`);
     }
   }
+  if (opts.clock === 'cpu' && opts.threads.some((t) => t !== 1)) throw new Error('--clock cpu needs --threads 1');
   return opts;
 }
 
@@ -135,16 +149,25 @@ interface Group {
   ops: Array<{ name: string; run: () => Promise<unknown> }>;
 }
 
-async function timeGroups(groups: Group[], reps: number): Promise<Map<string, number>> {
+/** Milliseconds now, by the chosen clock. */
+function clockFn(kind: 'wall' | 'cpu'): () => number {
+  if (kind === 'wall') return () => performance.now();
+  return () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+}
+
+async function timeGroups(groups: Group[], reps: number, now: () => number): Promise<Map<string, number>> {
   const times = new Map<string, number[]>();
   for (const g of groups) for (const op of g.ops) times.set(`${g.name}.${op.name}`, []);
   for (let round = -1; round < reps; round++) {
     for (const g of groups) {
       await sleep(15);
       for (const op of g.ops) {
-        const t0 = performance.now();
+        const t0 = now();
         await op.run();
-        const dt = performance.now() - t0;
+        const dt = now() - t0;
         if (round >= 0) times.get(`${g.name}.${op.name}`)!.push(dt); // round -1 warms caches and pools
       }
     }
@@ -189,7 +212,9 @@ async function main(): Promise<void> {
   if (cleared.length) console.log(`unset for this run: ${cleared.join(', ')}`);
   if (ob.available) console.log(`OpenBLAS: ${ob.library}, kernel ${ob.coreName}, ${ob.config}`);
   else console.log(`OpenBLAS IS MISSING, so its columns are empty: ${ob.error}`);
-  console.log(`M = ${opts.m}, block ${opts.block}, ${opts.reps} timed rounds (medians), load average at start ${loadavg()[0].toFixed(2)}\n`);
+  console.log(
+    `M = ${opts.m}, block ${opts.block}, ${opts.reps} timed rounds (medians of ${opts.clock === 'cpu' ? 'process CPU time' : 'wall time'}), load average at start ${loadavg()[0].toFixed(2)}\n`,
+  );
 
   const rows: Record<string, unknown>[] = [];
   const header =
@@ -225,7 +250,7 @@ async function main(): Promise<void> {
         });
       });
       const load0 = loadavg()[0];
-      const t = await timeGroups(groups, opts.reps);
+      const t = await timeGroups(groups, opts.reps, clockFn(opts.clock));
       const load1 = loadavg()[0];
       const sum = (g: string) => ['fwd', 'dx', 'dw'].reduce((s, p) => s + (t.get(`${g}.${p}`) ?? NaN), 0);
       const denseMs = sum('ours');
@@ -268,6 +293,7 @@ async function main(): Promise<void> {
           speedup_vs_openblas: ob.available ? +vsOb.toFixed(3) : null,
           target_vs_openblas: +target.toFixed(3),
           reps: opts.reps,
+          clock: opts.clock,
           load_avg_start: +load0.toFixed(2),
           load_avg_end: +load1.toFixed(2),
         };
