@@ -153,11 +153,26 @@ try {
     console.log(`[${ms()}] metrics: ${(await f.locator('#summary').innerText()).trim()} | ${(await f.locator('#progress-text').innerText()).trim()}`);
   });
 
+  await check('metrics keep arriving while the panel is hidden (replayed when shown)', async () => {
+    const f = await webviewFrame('#charts');
+    const before = Number(await f.locator('#summary').getAttribute('data-points'));
+    // The mask preview shares the metrics panel's editor group: showing it hides the metrics page.
+    await page.locator('.tab', { hasText: 'Pixelfly masks' }).first().click();
+    await page.waitForTimeout(4000);
+    await page.locator('.tab', { hasText: 'Pixelfly metrics' }).first().click();
+    const g = await webviewFrame('#charts');
+    await g.waitForFunction((n) => Number(document.getElementById('summary')?.dataset.points ?? 0) > n, before, { timeout: 60000 });
+    console.log(`[${ms()}] ${before} points before hiding, ${await g.locator('#summary').getAttribute('data-points')} after showing again`);
+  });
+
   let finalPoints = null;
   await check('the run completes and shows in the run history', async () => {
     const f = await webviewFrame('#charts');
     await f.locator('#state[data-state="done"]').waitFor({ timeout: 240000 });
     finalPoints = await f.locator('#summary').getAttribute('data-points');
+    // every step of the run, including those trained while the page was hidden
+    const maxSteps = JSON.parse(fs.readFileSync(path.join(folder, '.vscode', 'settings.json'), 'utf8'))['pixelfly.training.maxSteps'];
+    if (Number(finalPoints) !== maxSteps) throw new Error(`the page shows ${finalPoints} steps, the run trained ${maxSteps}`);
     console.log(`[${ms()}] final: ${(await f.locator('#summary').innerText()).trim()}`);
     // The "Pixelfly Runs" view sits collapsed at the bottom of the Explorer: expand it.
     const header = page.locator('.pane-header', { hasText: 'Pixelfly Runs' }).first();
