@@ -7,6 +7,9 @@
     'napi_include': '<!(node -p "require(\'node-addon-api\').include_dir")',
     # CUDA toolkit root, or '' to build CPU-only (src/cuda/find_nvcc.js; PIXELFLY_CUDA=0 opts out).
     'cuda_home': '<!(node src/cuda/find_nvcc.js)',
+    # 1: the CUDA backend's host code against the host emulation of the kernels and runtime
+    # (src/cuda/emulation.h), for test/cuda/emulatedAddon.test.ts; never a shipped build.
+    'cuda_emulation%': 0,
     'kernel_cflags': ['-O3', '-fPIC', '-fopenmp', '-ffp-contract=fast', '-fno-math-errno', '-std=c++17'],
   },
   'target_defaults': {
@@ -67,7 +70,7 @@
       'conditions': [
         # With nvcc: device code with cubins for sm_80 and sm_90 (+ PTX for newer parts), the CUDA
         # runtime linked statically (it opens the driver lazily, so the addon loads without one).
-        ['cuda_home!=""', {
+        ['cuda_home!="" and cuda_emulation==0', {
           'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
           'defines': ['PIXELFLY_CUDA=1'],
           'libraries': ['<(cuda_home)/lib64/libcudart_static.a', '-lrt', '-lpthread'],
@@ -80,6 +83,21 @@
                        '-gencode', 'arch=compute_80,code=sm_80', '-gencode', 'arch=compute_90,code=[sm_90,compute_90]',
                        '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
             'message': 'nvcc <(RULE_INPUT_PATH)',
+            'process_outputs_as_sources': 1,
+          }],
+        }],
+        ['cuda_emulation==1', {
+          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'defines': ['PIXELFLY_CUDA=1', 'PIXELFLY_CUDA_EMULATION=1'],
+          'libraries': ['-pthread'],
+          'rules': [{
+            'rule_name': 'cu_as_cxx',
+            'extension': 'cu',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/emulation.h', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h'],
+            'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
+            'action': ['c++', '-std=c++20', '-O2', '-fPIC', '-pthread', '-xc++', '-DPIXELFLY_CUDA=1',
+                       '-DPIXELFLY_CUDA_EMULATION=1', '-I<(module_root_dir)/src', '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
+            'message': 'c++ (CUDA emulation) <(RULE_INPUT_PATH)',
             'process_outputs_as_sources': 1,
           }],
         }],

@@ -76,7 +76,11 @@ const Status& status() {
     } else {
       st.available = true;
     }
+#ifdef PIXELFLY_CUDA_EMULATION
+    st.cublasError = "not used by the host emulation";
+#else
     if (st.available) cublasApi(&st.cublasError) ? (void)(st.cublas = cublasApi(nullptr)->library) : (void)0;
+#endif
   });
   return st;
 }
@@ -127,12 +131,14 @@ Context::Context(int device) : device_(device) {
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   stream_ = s;
   check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device), "SM count");
+#ifndef PIXELFLY_CUDA_EMULATION  // emulated device memory is host memory: a real cuBLAS must not see it
   if (const CublasApi* b = cublasApi(nullptr)) {
     CublasApi::Handle h = nullptr;
     checkBlas(b->create(&h), "create");
     checkBlas(b->setStream(h, stream_), "setStream");
     cublas_ = h;
   }
+#endif
 }
 
 Context::~Context() {
@@ -203,13 +209,13 @@ void launchRows(cudaStream_t s, const sched::BsrView& v, int M, const float* A, 
   byBlock(v.block, [&]<int B>() {
     switch (p) {
       case Precision::F32:
-        dev::bsrRowsF32<B, Fwd><<<tiles, dev::kThreadsF32, 0, s>>>(v, M, A, Wp, bias, C, accumulate);
+        dev::launch(tiles, dev::kThreadsF32, s, dev::bsrRowsF32<B, Fwd>, v, M, A, Wp, bias, C, accumulate);
         break;
       case Precision::BF16:
-        dev::bsrRowsTC<B, Fwd, __nv_bfloat16><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, A, Wp, bias, C, accumulate);
+        dev::launch(tiles, dev::kThreadsTC, s, dev::bsrRowsTC<B, Fwd, __nv_bfloat16>, v, M, A, Wp, bias, C, accumulate);
         break;
       case Precision::F16:
-        dev::bsrRowsTC<B, Fwd, half><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, A, Wp, bias, C, accumulate);
+        dev::launch(tiles, dev::kThreadsTC, s, dev::bsrRowsTC<B, Fwd, half>, v, M, A, Wp, bias, C, accumulate);
         break;
     }
   });
@@ -251,41 +257,41 @@ void Context::bsrBackwardWeight(const DeviceLayout& L, int M, const float* dY, c
   byBlock(v.block, [&]<int B>() {
     switch (p) {
       case Precision::F32:
-        dev::bsrWeightF32<B><<<tiles, dev::kThreadsF32, 0, s>>>(v, M, chunkRows, dY, X, out, direct, accumulate);
+        dev::launch(tiles, dev::kThreadsF32, s, dev::bsrWeightF32<B>, v, M, chunkRows, dY, X, out, direct, accumulate);
         break;
       case Precision::BF16:
-        dev::bsrWeightTC<B, __nv_bfloat16><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, chunkRows, dY, X, out, direct, accumulate);
+        dev::launch(tiles, dev::kThreadsTC, s, dev::bsrWeightTC<B, __nv_bfloat16>, v, M, chunkRows, dY, X, out, direct, accumulate);
         break;
       case Precision::F16:
-        dev::bsrWeightTC<B, half><<<tiles, dev::kThreadsTC, 0, s>>>(v, M, chunkRows, dY, X, out, direct, accumulate);
+        dev::launch(tiles, dev::kThreadsTC, s, dev::bsrWeightTC<B, half>, v, M, chunkRows, dY, X, out, direct, accumulate);
         break;
     }
   });
   checkLaunch("bsrBackwardWeight launch");
   if (!direct) {
-    dev::reduceChunks<<<static_cast<unsigned>((n + 255) / 256), 256, 0, s>>>(out, chunks, n, dWp, accumulate);
+    dev::launch(static_cast<unsigned>((n + 255) / 256), 256, s, dev::reduceChunks, out, chunks, n, dWp, accumulate);
     checkLaunch("bsrBackwardWeight reduction launch");
   }
 }
 
 void Context::biasGrad(int M, int N, const float* dY, float* db, bool accumulate) {
   if (N == 0) return;
-  dev::biasGradKernel<<<(N + 127) / 128, 128, 0, STREAM>>>(M, N, dY, db, accumulate);
+  dev::launch((N + 127) / 128, 128, STREAM, dev::biasGradKernel, M, N, dY, db, accumulate);
   checkLaunch("biasGrad launch");
 }
 
 void Context::addBias(int M, int N, const float* bias, float* Y) {
   const size_t n = static_cast<size_t>(M) * N;
   if (n == 0) return;
-  dev::addBiasKernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, STREAM>>>(M, N, bias, Y);
+  dev::launch(static_cast<unsigned>((n + 255) / 256), 256, STREAM, dev::addBiasKernel, M, N, bias, Y);
   checkLaunch("addBias launch");
 }
 
 void Context::convert(const float* src, void* dst, size_t n, Precision p) {
   if (n == 0) return;
   const unsigned grid = static_cast<unsigned>((n + 255) / 256);
-  if (p == Precision::BF16) dev::convertKernel<<<grid, 256, 0, STREAM>>>(src, static_cast<__nv_bfloat16*>(dst), n);
-  else if (p == Precision::F16) dev::convertKernel<<<grid, 256, 0, STREAM>>>(src, static_cast<half*>(dst), n);
+  if (p == Precision::BF16) dev::launch(grid, 256, STREAM, dev::convertKernel<__nv_bfloat16>, src, static_cast<__nv_bfloat16*>(dst), n);
+  else if (p == Precision::F16) dev::launch(grid, 256, STREAM, dev::convertKernel<half>, src, static_cast<half*>(dst), n);
   else throw std::invalid_argument("convert: precision must be bf16 or fp16");
   checkLaunch("convert launch");
 }
@@ -297,7 +303,7 @@ void Context::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const flo
     if (p != Precision::F32)
       throw std::runtime_error(std::string("dense ") + precisionName(p) + " products need cuBLAS, which is missing");
     const dim3 grid((N + 15) / 16, (M + 15) / 16), threads(16, 16);
-    dev::gemmFallback<<<grid, threads, 0, STREAM>>>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    dev::launch(grid, threads, STREAM, dev::gemmFallback, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     checkLaunch("gemm fallback launch");
     return;
   }

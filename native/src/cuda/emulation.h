@@ -4,9 +4,16 @@
 // the block's shared memory), __syncthreads as a barrier, bf16/fp16 as floats rounded the way the
 // hardware converts, and wmma fragments as whole 16×16 tiles held by every lane of the warp (the
 // kernels treat fragments as opaque, which is what makes this faithful), stored by lane 0.
-// Not a simulator of timing, memory coalescing or bank conflicts: it checks what the kernels compute.
+// The runtime API calls of context.cu are emulated over host memory too, so the whole host side
+// (Context, the engine backend, the binding) can be built against it (binding.gyp's
+// cuda_emulation=1, used by test/cuda/emulatedAddon.test.ts).
+// Not a simulator of timing, memory coalescing or bank conflicts: it checks what the code computes.
 #pragma once
 #include <barrier>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -93,22 +100,74 @@ void store_matrix_sync(float* p, const C& f, unsigned ldm, layout_t layout) {
 }  // namespace wmma
 }  // namespace nvcuda
 
-// kernel<<<grid, threads>>>(args...) for one-dimensional launches.
+// kernel<<<grid, threads>>>(args...): a std::thread per CUDA thread, which run the blocks one after
+// another with a barrier between blocks (so the `static` shared arrays belong to one block at a time).
 template <class... KArgs, class... Args>
-void emuLaunch(unsigned grid, unsigned threads, void (*kernel)(KArgs...), Args... args) {
-  for (unsigned b = 0; b < grid; b++) {
-    std::barrier<> bar(threads);
-    emuBarrier = &bar;
-    std::vector<std::thread> pool;
-    pool.reserve(threads);
-    for (unsigned t = 0; t < threads; t++)
-      pool.emplace_back([=] {
-        threadIdx = dim3(t);
-        blockIdx = dim3(b);
-        blockDim = dim3(threads);
-        gridDim = dim3(grid);
+void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) {
+  const unsigned n = threads.x * threads.y, blocks = grid.x * grid.y;
+  if (n == 0 || blocks == 0) return;
+  std::barrier<> bar(n);
+  emuBarrier = &bar;
+  std::vector<std::thread> pool;
+  pool.reserve(n);
+  for (unsigned t = 0; t < n; t++)
+    pool.emplace_back([=, &bar] {
+      threadIdx = dim3(t % threads.x, t / threads.x);
+      blockDim = threads;
+      gridDim = grid;
+      for (unsigned b = 0; b < blocks; b++) {
+        blockIdx = dim3(b % grid.x, b / grid.x);
         kernel(args...);
-      });
-    for (auto& th : pool) th.join();
-  }
+        bar.arrive_and_wait();  // the block is done before the next one reuses shared memory
+      }
+    });
+  for (auto& th : pool) th.join();
+}
+
+// ---- the CUDA runtime API calls context.cu makes, over host memory (one emulated device).
+enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+using cudaStream_t = void*;
+using cudaEvent_t = std::chrono::steady_clock::time_point*;
+enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost };
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount };
+constexpr unsigned cudaStreamNonBlocking = 1;
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  int major, minor, multiProcessorCount;
+};
+inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "out of memory"; }
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline cudaError_t cudaRuntimeGetVersion(int* v) { *v = 0; return cudaSuccess; }
+inline cudaError_t cudaDriverGetVersion(int* v) { *v = 0; return cudaSuccess; }
+inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
+  std::snprintf(p->name, sizeof p->name, "host emulation of the CUDA kernels");
+  p->totalGlobalMem = size_t(1) << 30;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 4;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 4; return cudaSuccess; }
+template <class T>
+cudaError_t cudaMalloc(T** p, size_t bytes) {
+  *p = static_cast<T*>(std::malloc(bytes));
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) { std::memcpy(d, s, n); return cudaSuccess; }
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memcpy(d, s, n); return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { std::memset(d, v, n); return cudaSuccess; }
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { *s = nullptr; return cudaSuccess; }
+inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }  // launches run to completion
+inline cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = new std::chrono::steady_clock::time_point(); return cudaSuccess; }
+inline cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) { *e = std::chrono::steady_clock::now(); return cudaSuccess; }
+inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  *ms = std::chrono::duration<float, std::milli>(*b - *a).count();
+  return cudaSuccess;
 }

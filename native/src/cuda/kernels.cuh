@@ -320,6 +320,18 @@ __global__ void convertKernel(const float* __restrict__ src, T* __restrict__ dst
   if (i < n) dst[i] = toT<T>(src[i]);
 }
 
+// kernel<<<grid, threads, 0, stream>>>(args...), written as a call so the host emulation (which
+// g++ compiles) runs the same launch sites.
+template <class... KArgs, class... Args>
+void launch(dim3 grid, dim3 threads, cudaStream_t stream, void (*kernel)(KArgs...), Args... args) {
+#ifdef PIXELFLY_CUDA_EMULATION
+  emuLaunch(grid, threads, kernel, args...);
+  (void)stream;
+#else
+  kernel<<<grid, threads, 0, stream>>>(args...);
+#endif
+}
+
 }  // namespace dev
 }  // namespace cuda
 }  // namespace pixelfly
