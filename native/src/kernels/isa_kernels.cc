@@ -5,12 +5,12 @@
 // Every product is one register-blocked microkernel, C[MR×NR] (+)= Σ_k a[k][0:MR] ⊗ b[k][0:NR]:
 // `a` values are broadcast, `b` rows are NR-wide vectors. Operands are first packed into panels
 // (`a`: [k][MR], `b`: [k][NR], zero-padded), which is where transposes, padding and sparsity are
-// resolved, so the microkernel never sees a leading dimension or a mask:
+// resolved, so the microkernel only ever streams contiguous rows and never sees a mask:
 //  - dense GEMM: BLIS-style loops (KC-deep B panels shared by the threads, MC×KC A blocks per thread);
 //  - Pixelfly forward/dX: each block-row (forward) or block-column (dX) of W is a list of b×b blocks,
 //    i.e. a GEMM whose K dimension is the concatenation of those blocks; `a` comes from the packed
 //    activation panel at each block's offset ("segments"), `b` is the packed blocks, contiguous;
-//  - Pixelfly dW: per kept block a GEMM over the M rows, chunked so the packed rows stay in cache,
+//  - Pixelfly dW: per kept block a GEMM over the M rows, in chunks whose block tiles stay in cache,
 //    parallel over kept blocks so no two threads write the same output.
 #include <omp.h>
 
@@ -51,12 +51,6 @@ constexpr int VL = 4;       // baseline SSE
 constexpr int MR = 6;
 constexpr int MR_DW = 4;
 #endif
-#ifndef FWD_KB
-#define FWD_KB 192
-#endif
-#ifndef DX_KB
-#define DX_KB 192
-#endif
 constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
 // Packed activation block per work item of the Pixelfly forward / dX, in KB (tuned on this project's
 // AVX-512 machines, 2 MB L2 per core: smaller blocks keep the panels closer to L1; dX's rows are 4×
@@ -73,8 +67,7 @@ inline vf loadu(const float* p) {
   return v;
 }
 inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-// x - 0 is x for every x (unlike 0 + x for x = -0), so this folds to a plain broadcast, which the
-// compiler then fuses into the FMA's memory operand.
+// x - 0 is x for every x (unlike 0 + x for x = -0), so this folds to a single broadcast load.
 inline vf bcast(float x) { return x - vf{}; }
 
 // ---------------------------------------------------------------------------------------------
@@ -126,7 +119,7 @@ inline void packCopy(float* dst, const float* src, long ld, int nK, int kValid, 
   }
 }
 
-// Same for a run-time width (dW's padded edge tiles).
+// Same for a run-time width (dW's block tiles, as wide as the block).
 inline void packCopyAny(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
   for (int k = 0; k < nK; k++) {
     float* d = dst + (long)k * width;
@@ -419,11 +412,12 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, floa
 }
 
 // dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
-// Rows are walked in chunks of KCW. Per chunk, the threads first copy X's rows into contiguous
-// per-block-column tiles Xc[c][m][b] (zero-padded past `in`; it stays in L2 and every block of
-// column c reuses it), then each thread runs its own contiguous range of kept blocks (no two
-// threads write the same dW block). A block-row's dY tile [m][b] is copied once when the range
-// enters that row and reused by all its blocks: both operands then stream contiguously.
+// Each thread owns a contiguous range of kept blocks (no two threads write the same dW block) and
+// walks the rows in chunks of KCW. Per chunk it copies the block-columns of X its blocks use into
+// contiguous tiles Xc[c][m][b] (zero-padded past `in`; they stay in L2 and every block of column c
+// reuses them), and a block-row's dY tile [m][b] once when its range enters that row: both operands
+// then stream contiguously. The threads never wait for each other (no barrier per chunk), so a
+// thread the OS preempts delays only its own blocks.
 template <int RW, int NVV>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
                         bool accumulate, int threads) {
@@ -438,19 +432,19 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
     return;
   }
   const long tile = (long)KCW * b;
-  float* Xc = tlsB.get((size_t)L.blockCols * tile);
   const int nt = std::max(1, std::min(threads, L.nnz));
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), T = omp_get_num_threads();
     const int k0 = (int)((long)L.nnz * tid / T), k1 = (int)((long)L.nnz * (tid + 1) / T);
-    float* dyTile = tlsA.get((size_t)tile);
+    float* dyTile = tlsA.get((size_t)tile * (L.blockCols + 1));
+    float* Xc = dyTile + tile;
+    std::vector<char> used(L.blockCols, 0);
+    for (int k = k0; k < k1; k++) used[L.colIdx[k]] = 1;
     for (int m0 = 0; m0 < M; m0 += KCW) {
       const int kc = std::min(KCW, M - m0);
-#pragma omp for schedule(static)
       for (int c = 0; c < L.blockCols; c++)
-        packCopyAny(Xc + c * tile, X + (long)m0 * ldx + c * b, ldx, kc, kc, b, std::min(b, w.in - c * b));
-      // (implicit barrier: Xc complete)
+        if (used[c]) packCopyAny(Xc + c * tile, X + (long)m0 * ldx + c * b, ldx, kc, kc, b, std::min(b, w.in - c * b));
       const bool acc = accumulate || m0 > 0;
       int r = -1;
       for (int k = k0; k < k1; k++) {
@@ -464,8 +458,6 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
             micro<RW, NVV>(1, kc, dyTile + it * RW, b, nullptr, xt + jt * NR, b, dW + k * bb + (long)it * RW * b + jt * NR,
                            b, RW, NR, acc, nullptr);
       }
-#pragma omp barrier
-      // (Xc is rewritten by the next chunk only after every thread is done with it)
     }
   }
 }
