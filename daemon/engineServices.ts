@@ -6,6 +6,7 @@ import { RejectedError, type TrainingRequest } from './jobs/trainer';
 import { availableParallelism } from 'node:os';
 import { engineBackend } from '../native/engine';
 import { kernelInfo } from '../native/kernels';
+import { cudaInfo } from '../native/cuda';
 import { EngineBackend } from './jobs/engineTrainer';
 import { benchLayers } from './bench';
 
@@ -39,7 +40,7 @@ export function loadEngineServices(): EngineServices {
     return {
       ...base,
       available: true,
-      backends: [`${backend} (${isa} kernels)`],
+      backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${isa} kernels)`],
       backend: new EngineBackend(),
       benchLayers: (params, profilesDir) => benchLayers(params, profilesDir, threads),
     };
