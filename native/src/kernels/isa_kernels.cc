@@ -60,6 +60,7 @@ constexpr int kBackwardDataBlockKB = 384;
 constexpr int KC = 768;     // deepest packed panel of the dense GEMM (fewer passes over C)
 
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+typedef int vf_i __attribute__((vector_size(VL * sizeof(int))));  // shuffle masks
 
 inline vf loadu(const float* p) {
   vf v;
@@ -133,11 +134,44 @@ inline void packCopyAny(float* dst, const float* src, long ld, int nK, int kVali
 }
 
 // dst[k][w] = src[w*ld + k]: a transpose, read in row segments so the source streams.
+#if PIXELFLY_ISA == 2
+// 16×16 in-register transpose: at each step, swap the off-diagonal s×s sub-blocks of every 2s×2s tile.
+template <int S>
+inline void transposeStep(vf (&v)[16]) {
+  vf_i lo, hi;  // lane l of the new top row / bottom row (indices >= 16 pick from b); folded at compile time
+  for (int l = 0; l < 16; l++) {
+    lo[l] = (l & S) ? 16 + l - S : l;
+    hi[l] = (l & S) ? 16 + l : l + S;
+  }
+  for (int i = 0; i < 16; i++) {
+    if (i & S) continue;
+    const vf a = v[i], b = v[i + S];
+    v[i] = __builtin_shuffle(a, b, lo);
+    v[i + S] = __builtin_shuffle(a, b, hi);
+  }
+}
+#endif
+
 inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
   constexpr int KB = 16;
   for (int k0 = 0; k0 < nK; k0 += KB) {
     const int kn = std::min(KB, nK - k0);
     const int kv = std::max(0, std::min(kn, kValid - k0));
+#if PIXELFLY_ISA == 2
+    // The activation panels (width MR = 14 rows) are the bulk of all packing: transpose full
+    // 16-column slices in registers instead of 224 scalar moves.
+    if (width == MR && wValid == MR && kv == KB) {
+      vf v[16];
+      for (int w = 0; w < 16; w++) v[w] = w < MR ? loadu(src + w * ld + k0) : vf{};
+      transposeStep<8>(v);
+      transposeStep<4>(v);
+      transposeStep<2>(v);
+      transposeStep<1>(v);
+      float* d = dst + (long)k0 * MR;
+      for (int k = 0; k < KB; k++) std::memcpy(d + k * MR, &v[k], MR * sizeof(float));
+      continue;
+    }
+#endif
     for (int w = 0; w < width; w++) {
       float* d = dst + (long)k0 * width + w;
       if (w < wValid) {
