@@ -158,17 +158,20 @@ inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid,
     const int kn = std::min(KB, nK - k0);
     const int kv = std::max(0, std::min(kn, kValid - k0));
 #if PIXELFLY_ISA == 2
-    // The activation panels (width MR = 14 rows) are the bulk of all packing: transpose full
-    // 16-column slices in registers instead of 224 scalar moves.
-    if (width == MR && wValid == MR && kv == KB) {
-      vf v[16];
-      for (int w = 0; w < 16; w++) v[w] = w < MR ? loadu(src + w * ld + k0) : vf{};
-      transposeStep<8>(v);
-      transposeStep<4>(v);
-      transposeStep<2>(v);
-      transposeStep<1>(v);
-      float* d = dst + (long)k0 * MR;
-      for (int k = 0; k < KB; k++) std::memcpy(d + k * MR, &v[k], MR * sizeof(float));
+    // Activation panels (width MR = 14) and transposed weights (width 32) are the bulk of all
+    // packing: transpose full 16×16 slices in registers instead of scalar moves.
+    if (wValid == width && kv == KB && (width == MR || width % 16 == 0)) {
+      for (int w0 = 0; w0 < width; w0 += 16) {
+        const int wn = std::min(16, width - w0);
+        vf v[16];
+        for (int w = 0; w < 16; w++) v[w] = w < wn ? loadu(src + (w0 + w) * ld + k0) : vf{};
+        transposeStep<8>(v);
+        transposeStep<4>(v);
+        transposeStep<2>(v);
+        transposeStep<1>(v);
+        float* d = dst + (long)k0 * width + w0;
+        for (int k = 0; k < KB; k++) std::memcpy(d + (long)k * width, &v[k], wn * sizeof(float));
+      }
       continue;
     }
 #endif
