@@ -165,13 +165,30 @@ function resolveDataset(settings: Settings): MethodParamsIn<'job.submit'>['datas
   return ds;
 }
 
-/** A JSON model spec from the arguments, a JSON file URI, or the active editor. */
-function resolveSpec(arg: unknown): { spec: Record<string, unknown>; name: string; plan?: unknown } {
+/**
+ * The training arguments for the model under the cursor in a Python editor: the language server's
+ * own "Train dense vs Pixelfly" CodeLens (it maps the model to an engine spec), the nearest one
+ * above the cursor (or the first, when the cursor is above every model).
+ */
+async function lensTrainArgs(editor: vscode.TextEditor): Promise<TrainArgs | undefined> {
+  const lenses = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', editor.document.uri, 100)) ?? [];
+  const trains = lenses.filter((l) => l.command?.command === 'pixelfly.train').sort((a, b) => a.range.start.line - b.range.start.line);
+  const line = editor.selection.active.line;
+  const pick = [...trains].reverse().find((l) => l.range.start.line <= line) ?? trains[0];
+  return pick?.command?.arguments?.[0] as TrainArgs | undefined;
+}
+
+/** A model spec from the arguments, a JSON file, or the active editor (JSON spec, or the Python model under the cursor). */
+async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown>; name: string; plan?: unknown }> {
+  const editor = vscode.window.activeTextEditor;
+  if (arg === undefined && editor?.document.languageId === 'python') {
+    arg = await lensTrainArgs(editor);
+    if (!arg) throw new Error(`the language server found no model to train in ${basename(editor.document.fileName)}`);
+  }
   const a = (arg ?? {}) as TrainArgs;
   if (typeof a.specError === 'string' && !a.spec) throw new Error(`${a.name ?? 'this model'} cannot be trained by the engine: ${a.specError}`);
   if (a.spec && typeof a.spec === 'object') return { spec: a.spec, name: a.name ?? String(a.spec.name ?? 'model'), plan: a.plan };
-  const doc =
-    arg instanceof vscode.Uri ? vscode.workspace.textDocuments.find((d) => d.uri.toString() === arg.toString()) : vscode.window.activeTextEditor?.document;
+  const doc = arg instanceof vscode.Uri ? vscode.workspace.textDocuments.find((d) => d.uri.toString() === arg.toString()) : editor?.document;
   if (doc && (doc.languageId === 'json' || doc.fileName.endsWith('.json'))) {
     let spec: unknown;
     try {
@@ -182,13 +199,13 @@ function resolveSpec(arg: unknown): { spec: Record<string, unknown>; name: strin
     if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new Error(`${basename(doc.fileName)} must be a JSON model spec object`);
     return { spec: spec as Record<string, unknown>, name: String((spec as { name?: unknown }).name ?? basename(doc.fileName, '.json')) };
   }
-  throw new Error('Train needs a model: use the "Train dense vs Pixelfly" CodeLens on a model class, or run it with a JSON model spec open');
+  throw new Error('Train needs a model: open a Python model (or use its "Train dense vs Pixelfly" CodeLens), or a JSON model spec');
 }
 
 async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   requireTrust('Training');
   const settings = s.settings();
-  const { spec, name, plan } = resolveSpec(arg);
+  const { spec, name, plan } = await resolveSpec(arg);
   const params: MethodParamsIn<'job.submit'> = {
     name: name.slice(0, 128),
     spec,

@@ -143,12 +143,15 @@ suite('Pixelfly extension (inside VS Code)', () => {
     assert.ok(plan.plan.layers.length >= 4);
   });
 
-  test('Stop run cancels an active run', async () => {
-    const spec = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(workspaceFile('mixer.spec.json'))).toString('utf8')) as Record<string, unknown>;
+  test('Train from the palette takes the Python model under the cursor; Stop run cancels it', async () => {
+    const editor = await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
+    const classLine = editor.document.getText().split('\n').findIndex((l) => l.startsWith('class Mixer('));
+    editor.selection = new vscode.Selection(classLine + 3, 0, classLine + 3, 0);
     await vscode.workspace.getConfiguration('pixelfly').update('training.maxSteps', 100000, vscode.ConfigurationTarget.Workspace);
     try {
-      const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train', { name: 'suite-cancel', spec });
+      const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
       assert.ok(j);
+      assert.equal(j.name, 'Mixer', 'the class under the cursor');
       await waitFor('first step', () => (api.store.get(j.jobId)?.steps.length ?? 0) > 0, 120000);
       await vscode.commands.executeCommand('pixelfly.stopRun', j.jobId);
       const r = await waitFor('cancelled', () => api.store.get(j.jobId)?.info.state === 'cancelled' && api.store.get(j.jobId), 60000);
@@ -161,7 +164,7 @@ suite('Pixelfly extension (inside VS Code)', () => {
   test('the run history lists both runs (from job.list)', async () => {
     await vscode.commands.executeCommand('pixelfly.refreshRuns');
     const names = api.store.list().map((r) => r.info.name);
-    assert.ok(names.includes('suite-run') && names.includes('suite-cancel'), names.join(', '));
+    assert.ok(names.includes('suite-run') && names.includes('Mixer'), names.join(', '));
   });
 
   test('a bad argument gives an error message, never a crash', async () => {
