@@ -43,6 +43,45 @@
       'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mfma', '-mavx2',
                     '-mprefer-vector-width=512'],
     },
+    # ---- CUDA backend (issue 8): device code in its own library, so nvcc runs beside the C++ -----
+    {
+      'target_name': 'pixelfly_cuda',
+      'type': 'none',
+      'conditions': [
+        # With nvcc: cubins for sm_80 and sm_90, plus PTX for newer parts.
+        ['cuda_home!="" and cuda_emulation==0', {
+          'type': 'static_library',
+          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'defines': ['PIXELFLY_CUDA=1'],
+          'rules': [{
+            'rule_name': 'nvcc',
+            'extension': 'cu',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h'],
+            'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
+            'action': ['<(cuda_home)/bin/nvcc', '-std=c++20', '-O3', '-Xcompiler', '-fPIC', '-I<(module_root_dir)/src',
+                       '-gencode', 'arch=compute_80,code=sm_80', '-gencode', 'arch=compute_90,code=[sm_90,compute_90]',
+                       '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
+            'message': 'nvcc <(RULE_INPUT_PATH)',
+            'process_outputs_as_sources': 1,
+          }],
+        }],
+        ['cuda_emulation==1', {
+          'type': 'static_library',
+          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'defines': ['PIXELFLY_CUDA=1', 'PIXELFLY_CUDA_EMULATION=1'],
+          'rules': [{
+            'rule_name': 'cu_as_cxx',
+            'extension': 'cu',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/emulation.h', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h'],
+            'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
+            'action': ['c++', '-std=c++20', '-O2', '-fPIC', '-pthread', '-xc++', '-DPIXELFLY_CUDA=1',
+                       '-DPIXELFLY_CUDA_EMULATION=1', '-I<(module_root_dir)/src', '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
+            'message': 'c++ (CUDA emulation) <(RULE_INPUT_PATH)',
+            'process_outputs_as_sources': 1,
+          }],
+        }],
+      ],
+    },
     # ---- the addon ---------------------------------------------------------------------------
     {
       'target_name': 'pixelfly',
@@ -68,38 +107,16 @@
       'libraries': ['-fopenmp', '-ldl'],
       'ldflags': ['-fopenmp'],
       'conditions': [
-        # With nvcc: device code with cubins for sm_80 and sm_90 (+ PTX for newer parts), the CUDA
-        # runtime linked statically (it opens the driver lazily, so the addon loads without one).
         ['cuda_home!="" and cuda_emulation==0', {
-          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'dependencies': ['pixelfly_cuda'],
           'defines': ['PIXELFLY_CUDA=1'],
+          # the CUDA runtime linked statically: it opens the driver lazily, so the addon loads without one
           'libraries': ['<(cuda_home)/lib64/libcudart_static.a', '-lrt', '-lpthread'],
-          'rules': [{
-            'rule_name': 'nvcc',
-            'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h'],
-            'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
-            'action': ['<(cuda_home)/bin/nvcc', '-std=c++20', '-O3', '-Xcompiler', '-fPIC', '-I<(module_root_dir)/src',
-                       '-gencode', 'arch=compute_80,code=sm_80', '-gencode', 'arch=compute_90,code=[sm_90,compute_90]',
-                       '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
-            'message': 'nvcc <(RULE_INPUT_PATH)',
-            'process_outputs_as_sources': 1,
-          }],
         }],
         ['cuda_emulation==1', {
-          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'dependencies': ['pixelfly_cuda'],
           'defines': ['PIXELFLY_CUDA=1', 'PIXELFLY_CUDA_EMULATION=1'],
           'libraries': ['-pthread'],
-          'rules': [{
-            'rule_name': 'cu_as_cxx',
-            'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/emulation.h', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h'],
-            'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
-            'action': ['c++', '-std=c++20', '-O2', '-fPIC', '-pthread', '-xc++', '-DPIXELFLY_CUDA=1',
-                       '-DPIXELFLY_CUDA_EMULATION=1', '-I<(module_root_dir)/src', '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],
-            'message': 'c++ (CUDA emulation) <(RULE_INPUT_PATH)',
-            'process_outputs_as_sources': 1,
-          }],
         }],
       ],
     },
