@@ -120,19 +120,6 @@ inline void packCopy(float* dst, const float* src, long ld, int nK, int kValid, 
   }
 }
 
-// Same for a run-time width (dW's block tiles, as wide as the block).
-inline void packCopyAny(float* dst, const float* src, long ld, int nK, int kValid, int width, int wValid) {
-  for (int k = 0; k < nK; k++) {
-    float* d = dst + (long)k * width;
-    const float* s = src + k * ld;
-    if (k < kValid && wValid == width) {
-      std::memcpy(d, s, sizeof(float) * width);
-    } else {
-      for (int w = 0; w < width; w++) d[w] = (k < kValid && w < wValid) ? s[w] : 0.f;
-    }
-  }
-}
-
 // dst[k][w] = src[w*ld + k]: a transpose, read in row segments so the source streams.
 #if PIXELFLY_ISA == 2
 // 16×16 in-register transpose: at each step, swap the off-diagonal s×s sub-blocks of every 2s×2s tile.
@@ -448,13 +435,33 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const float* dY, int lddy, floa
                         nullptr, accumulate, threads, kBackwardDataBlockKB);
 }
 
+// Copies rows [0, kc) of the block-columns `cols` of src (row-major, ld) into tiles
+// dst[t][m][b] (tile t for cols[t] - first): row by row, so the source streams like a plain copy.
+// Columns at or past `valid` are zero.
+inline void packBlockTiles(float* dst, long tileStride, const float* src, long ld, int kc, const int* cols, int nCols,
+                           int first, int b, int valid) {
+  for (int m = 0; m < kc; m++) {
+    const float* row = src + m * ld;
+    for (int t = 0; t < nCols; t++) {
+      const int c = cols[t];
+      float* d = dst + (long)(c - first) * tileStride + (long)m * b;
+      const int n = std::min(b, valid - c * b);
+      if (n == b) {
+        std::memcpy(d, row + (long)c * b, sizeof(float) * b);
+      } else {
+        for (int j = 0; j < b; j++) d[j] = j < n ? row[(long)c * b + j] : 0.f;
+      }
+    }
+  }
+}
+
 // dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
 // Each thread owns a contiguous range of kept blocks (no two threads write the same dW block) and
-// walks the rows in chunks of KCW. Per chunk it copies the block-columns of X its blocks use into
-// contiguous tiles Xc[c][m][b] (zero-padded past `in`; they stay in L2 and every block of column c
-// reuses them), and a block-row's dY tile [m][b] once when its range enters that row: both operands
-// then stream contiguously. The threads never wait for each other (no barrier per chunk), so a
-// thread the OS preempts delays only its own blocks.
+// walks the rows in chunks of KCW. Per chunk it copies, row by row, the block-columns of X its
+// blocks use into tiles Xc[c][m][b] and its block-rows of dY into tiles Dc[r][m][b] (zero past
+// in/out; together they stay in L2), so the microkernel streams contiguous operands and every
+// tile is reused by all the thread's blocks in that column or row. The threads never wait for each
+// other (no barrier per chunk), so a thread the OS preempts delays only its own blocks.
 template <int RW, int NVV>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
                         bool accumulate, int threads) {
@@ -474,26 +481,32 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
   {
     const int tid = omp_get_thread_num(), T = omp_get_num_threads();
     const int k0 = (int)((long)L.nnz * tid / T), k1 = (int)((long)L.nnz * (tid + 1) / T);
-    float* dyTile = tlsA.get((size_t)tile * (L.blockCols + 1));
-    float* Xc = dyTile + tile;
-    std::vector<char> used(L.blockCols, 0);
-    for (int k = k0; k < k1; k++) used[L.colIdx[k]] = 1;
-    for (int m0 = 0; m0 < M; m0 += KCW) {
-      const int kc = std::min(KCW, M - m0);
+    if (k0 < k1) {
+      const int rFirst = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k0) - L.rowPtr) - 1;
+      const int rLast = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k1 - 1) - L.rowPtr) - 1;
+      std::vector<int> rows, cols;
+      for (int r = rFirst; r <= rLast; r++) rows.push_back(r);
+      std::vector<char> used(L.blockCols, 0);
+      for (int k = k0; k < k1; k++) used[L.colIdx[k]] = 1;
       for (int c = 0; c < L.blockCols; c++)
-        if (used[c]) packCopyAny(Xc + c * tile, X + (long)m0 * ldx + c * b, ldx, kc, kc, b, std::min(b, w.in - c * b));
-      const bool acc = accumulate || m0 > 0;
-      int r = -1;
-      for (int k = k0; k < k1; k++) {
-        if (r < 0 || k >= L.rowPtr[r + 1]) {
-          r = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k) - L.rowPtr) - 1;
-          packCopyAny(dyTile, dY + (long)m0 * lddy + r * b, lddy, kc, kc, b, std::min(b, w.out - r * b));
+        if (used[c]) cols.push_back(c);
+      float* Dc = tlsA.get((size_t)tile * (rows.size() + L.blockCols));
+      float* Xc = Dc + tile * (long)rows.size();
+      for (int m0 = 0; m0 < M; m0 += KCW) {
+        const int kc = std::min(KCW, M - m0);
+        packBlockTiles(Dc, tile, dY + (long)m0 * lddy, lddy, kc, rows.data(), (int)rows.size(), rFirst, b, w.out);
+        packBlockTiles(Xc, tile, X + (long)m0 * ldx, ldx, kc, cols.data(), (int)cols.size(), 0, b, w.in);
+        const bool acc = accumulate || m0 > 0;
+        int r = rFirst;
+        for (int k = k0; k < k1; k++) {
+          while (k >= L.rowPtr[r + 1]) r++;
+          const float* dt = Dc + (r - rFirst) * tile;
+          const float* xt = Xc + L.colIdx[k] * tile;
+          for (int it = 0; it < itN; it++)
+            for (int jt = 0; jt < jtN; jt++)
+              micro<RW, NVV>(1, kc, dt + it * RW, b, nullptr, xt + jt * NR, b, dW + k * bb + (long)it * RW * b + jt * NR,
+                             b, RW, NR, acc, nullptr);
         }
-        const float* xt = Xc + L.colIdx[k] * tile;
-        for (int it = 0; it < itN; it++)
-          for (int jt = 0; jt < jtN; jt++)
-            micro<RW, NVV>(1, kc, dyTile + it * RW, b, nullptr, xt + jt * NR, b, dW + k * bb + (long)it * RW * b + jt * NR,
-                           b, RW, NR, acc, nullptr);
       }
     }
   }
