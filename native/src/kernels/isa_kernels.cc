@@ -466,7 +466,7 @@ template <int RW, int NVV>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
                         bool accumulate, int threads) {
   constexpr int NR = NVV * VL;
-  constexpr int KCW = 128;
+  constexpr int KCW = 64;
   const BsrLayout& L = w.layout;
   const int b = L.block, itN = b / RW, jtN = b / NR;
   const long bb = (long)b * b;
