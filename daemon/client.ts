@@ -1,145 +1,159 @@
-// A Node client of the daemon, for the CLI (and tests): discovery, token, typed requests,
-// validated notifications, and starting the daemon when none is running.
-import { spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+/**
+ * The one JSON-RPC 2.0 client of the daemon (CLI, VS Code extension, tests): one WebSocket, typed
+ * requests with timeouts, and every response and notification validated with protocol/daemon.ts
+ * before anyone sees it. The daemon is another process (maybe another version), so its data is
+ * untrusted input: a bad frame is reported to the protocol-error listeners and dropped, never
+ * thrown inside the socket handler (which would take the CLI or the extension host down).
+ * No VS Code imports; discovery and starting the daemon are in ./discovery.ts.
+ */
 import WebSocket from 'ws';
 import {
   describeZodError,
-  JobEventSchema,
+  LIMITS,
   methods,
+  notifications,
+  RpcNotificationSchema,
   RpcResponseSchema,
   TOKEN_HEADER,
   type JobEvent,
   type MethodName,
   type MethodParamsIn,
   type MethodResult,
-  type RpcError,
 } from '../protocol/daemon';
-import { ensureHome, homePaths, processAlive, readDiscovery, readToken } from './home';
 
+/** The daemon's WebSocket address for a port (it only listens on loopback). */
+export function daemonUrl(port: number): string {
+  return `ws://127.0.0.1:${port}/`;
+}
+
+/** A request that failed: the daemon's JSON-RPC error (its code), or -1 for a local failure (timeout, closed, invalid result). */
 export class DaemonRpcError extends Error {
-  constructor(readonly error: RpcError) {
-    super(error.message);
+  constructor(
+    readonly method: string,
+    readonly code: number,
+    message: string,
+  ) {
+    super(`daemon ${method}: ${message}`);
+    this.name = 'DaemonRpcError';
   }
 }
 
+interface Pending {
+  method: MethodName;
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** Default time a request may wait for its answer. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30000;
+
 export class DaemonClient {
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; method: MethodName }>();
-  private readonly eventListeners = new Set<(e: JobEvent) => void>();
-  private closeListeners = new Set<(code: number, reason: string) => void>();
+  private readonly pending = new Map<number, Pending>();
+  private readonly eventListeners = new Set<(e: JobEvent, method: string) => void>();
+  private readonly closeListeners = new Set<(code: number, reason: string) => void>();
+  private readonly problemListeners = new Set<(message: string) => void>();
 
   private constructor(private readonly ws: WebSocket) {
     ws.on('message', (data) => this.onMessage(String(data)));
+    ws.on('error', (e) => this.problem(`socket error: ${e.message}`));
     ws.on('close', (code, reason) => {
-      for (const w of this.waiting.values()) w.reject(new Error(`connection closed (${code} ${reason.toString()})`));
-      this.waiting.clear();
-      for (const l of this.closeListeners) l(code, reason.toString());
+      for (const p of this.pending.values()) {
+        clearTimeout(p.timer);
+        p.reject(new DaemonRpcError(p.method, -1, `connection closed (${code}) before the answer`));
+      }
+      this.pending.clear();
+      for (const l of this.closeListeners) l(code, String(reason));
     });
   }
 
-  static connect(port: number, token: string, timeoutMs = 5000): Promise<DaemonClient> {
+  /** Opens the socket with the token at the handshake; rejects with a readable reason (401, refused…). */
+  static connect(url: string, token: string, timeoutMs = 5000): Promise<DaemonClient> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { headers: { [TOKEN_HEADER]: token }, handshakeTimeout: timeoutMs, perMessageDeflate: false });
-      ws.once('open', () => resolve(new DaemonClient(ws)));
-      ws.once('unexpected-response', (_req, res) => {
-        reject(new Error(`the daemon refused the connection: HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim()));
+      const ws = new WebSocket(url, { headers: { [TOKEN_HEADER]: token }, maxPayload: 64 * LIMITS.maxPayloadBytes, handshakeTimeout: timeoutMs, perMessageDeflate: false });
+      const fail = (e: Error) => {
+        ws.removeAllListeners();
+        ws.on('error', () => undefined);
         ws.terminate();
+        reject(e);
+      };
+      ws.once('unexpected-response', (_req, res) =>
+        fail(new Error(res.statusCode === 401 ? 'the daemon refused our token (401): it was restarted or the token file changed' : `handshake refused with HTTP ${res.statusCode}`)),
+      );
+      ws.once('error', (e) => fail(e));
+      ws.once('open', () => {
+        ws.removeAllListeners('error');
+        ws.removeAllListeners('unexpected-response');
+        resolve(new DaemonClient(ws));
       });
-      ws.once('error', (err) => reject(err));
     });
   }
 
-  request<M extends MethodName>(method: M, params: MethodParamsIn<M>): Promise<MethodResult<M>> {
+  request<M extends MethodName>(method: M, params: MethodParamsIn<M>, timeoutMs = DEFAULT_REQUEST_TIMEOUT_MS): Promise<MethodResult<M>> {
+    if (this.ws.readyState !== WebSocket.OPEN) return Promise.reject(new DaemonRpcError(method, -1, 'not connected'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject, method });
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new DaemonRpcError(method, -1, `no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { method, resolve: resolve as (v: unknown) => void, reject, timer });
       this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
     });
   }
 
-  onEvent(listener: (e: JobEvent) => void): () => void {
+  /** Validated job events (every notification method); returns the unsubscribe function. */
+  onEvent(listener: (e: JobEvent, method: string) => void): () => void {
     this.eventListeners.add(listener);
     return () => this.eventListeners.delete(listener);
   }
 
-  onClose(listener: (code: number, reason: string) => void): void {
+  onClose(listener: (code: number, reason: string) => void): () => void {
     this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
+  }
+
+  /** Messages from the daemon that do not match the protocol (dropped after the listeners saw them). */
+  onProtocolError(listener: (message: string) => void): () => void {
+    this.problemListeners.add(listener);
+    return () => this.problemListeners.delete(listener);
   }
 
   close(): void {
-    this.ws.close();
+    this.ws.close(1000, 'client closing');
+  }
+
+  private problem(message: string): void {
+    for (const l of this.problemListeners) l(message);
   }
 
   private onMessage(text: string): void {
-    const message = JSON.parse(text) as { id?: unknown; method?: unknown; params?: unknown };
-    if (typeof message.method === 'string') {
-      const event = JobEventSchema.safeParse(message.params);
-      if (!event.success) throw new Error(describeZodError(event.error, `${message.method} notification`));
-      for (const l of this.eventListeners) l(event.data);
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return this.problem(`not JSON: ${text.slice(0, 80)}`);
+    }
+    if (typeof msg === 'object' && msg !== null && 'id' in msg) {
+      const r = RpcResponseSchema.safeParse(msg);
+      if (!r.success) return this.problem(describeZodError(r.error, 'response'));
+      const p = typeof r.data.id === 'number' ? this.pending.get(r.data.id) : undefined;
+      if (!p) return this.problem(`response to unknown request id ${String(r.data.id)}`);
+      this.pending.delete(r.data.id as number);
+      clearTimeout(p.timer);
+      if ('error' in r.data) return p.reject(new DaemonRpcError(p.method, r.data.error.code, r.data.error.message));
+      const result = methods[p.method].result.safeParse(r.data.result);
+      if (!result.success) return p.reject(new DaemonRpcError(p.method, -1, describeZodError(result.error, `${p.method} result`)));
+      p.resolve(result.data);
       return;
     }
-    const response = RpcResponseSchema.safeParse(message);
-    if (!response.success) throw new Error(describeZodError(response.error, 'response'));
-    const r = response.data;
-    const w = typeof r.id === 'number' ? this.waiting.get(r.id) : undefined;
-    if (!w) return;
-    this.waiting.delete(r.id as number);
-    if ('error' in r) return w.reject(new DaemonRpcError(r.error));
-    const result = methods[w.method].result.safeParse(r.result);
-    if (!result.success) return w.reject(new Error(describeZodError(result.error, `${w.method} result`)));
-    w.resolve(result.data);
+    const n = RpcNotificationSchema.safeParse(msg);
+    if (!n.success) return this.problem(describeZodError(n.error, 'notification'));
+    const schema = (notifications as Record<string, (typeof notifications)[keyof typeof notifications]>)[n.data.method];
+    if (!schema) return this.problem(`unknown notification ${n.data.method}`);
+    const ev = schema.safeParse(n.data.params);
+    if (!ev.success) return this.problem(describeZodError(ev.error, n.data.method));
+    for (const l of this.eventListeners) l(ev.data, n.data.method);
   }
-}
-
-/** Connection details of the running daemon, or undefined when none is running. */
-export function discover(home: string): { port: number; token: string; pid: number } | undefined {
-  const d = readDiscovery(home);
-  if (!d || !processAlive(d.pid)) return undefined;
-  try {
-    return { port: d.port, pid: d.pid, token: readToken(home) };
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Starts `pixelfly daemon foreground` detached (its output goes to <home>/daemon.log) and waits
- * until it answers. `cli` is the pixelfly entry script (this process's own by default).
- */
-export async function spawnDaemon(home: string, extraArgs: string[] = [], cli = process.argv[1], timeoutMs = 15000) {
-  ensureHome(home);
-  const logFd = openSync(homePaths(home).log, 'a', 0o600);
-  const child = spawn(process.execPath, [cli, 'daemon', 'foreground', ...extraArgs], {
-    detached: true,
-    stdio: ['ignore', logFd, logFd],
-    // Inside VS Code's extension host process.execPath is Electron: this makes it behave as Node.
-    env: { ...process.env, PIXELFLY_HOME: home, ELECTRON_RUN_AS_NODE: '1' },
-  });
-  let exited: number | null = null;
-  child.once('exit', (code) => (exited = code ?? 1));
-  child.unref();
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const found = discover(home);
-    if (found) {
-      try {
-        const c = await DaemonClient.connect(found.port, found.token, 2000);
-        c.close();
-        return found;
-      } catch {
-        // Not answering yet.
-      }
-    }
-    if (exited !== null && !found) throw new Error(`the daemon exited with status ${exited}; see ${homePaths(home).log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the daemon did not start within ${timeoutMs / 1000} s; see ${homePaths(home).log}`);
-}
-
-/** The running daemon, started first when there is none. */
-export async function ensureDaemon(home: string, extraArgs: string[] = []): Promise<{ port: number; token: string; pid: number; started: boolean }> {
-  const found = discover(home);
-  if (found) return { ...found, started: false };
-  return { ...(await spawnDaemon(home, extraArgs)), started: true };
 }

@@ -1,5 +1,5 @@
 // `pixelfly daemon start|stop|status|foreground [--port N]`: the local training daemon.
-import { DaemonClient, discover, spawnDaemon } from '../client';
+import { connectDaemon, discover, spawnDaemon } from '../discovery';
 import { pixelflyHome, processAlive } from '../home';
 import { AlreadyRunningError, startDaemon } from '../main';
 import { DEFAULT_SERVER_LIMITS } from '../server';
@@ -51,7 +51,7 @@ async function status(home: string): Promise<number> {
     say(`no daemon running (home ${home})`);
     return 3;
   }
-  const client = await DaemonClient.connect(found.port, found.token);
+  const client = await connectDaemon(found);
   try {
     const hello = await client.request('hello', { client: 'pixelfly-cli' });
     const { jobs } = await client.request('job.list', {});
@@ -74,7 +74,7 @@ async function stop(home: string): Promise<number> {
     return 0;
   }
   try {
-    const client = await DaemonClient.connect(found.port, found.token);
+    const client = await connectDaemon(found);
     await client.request('daemon.shutdown', {});
     client.close();
   } catch {

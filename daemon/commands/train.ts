@@ -3,7 +3,8 @@
 // with a summary and the path of the run's self-contained HTML report.
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import { DaemonClient, DaemonRpcError, discover, ensureDaemon } from '../client';
+import { DaemonRpcError, type DaemonClient } from '../client';
+import { connectDaemon, discover, ensureDaemon } from '../discovery';
 import { pixelflyHome } from '../home';
 import { TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
@@ -156,7 +157,8 @@ async function follow(home: string, jobId: string, fromSeq: number, onEvent: (e:
     if (!found) break;
     let client: DaemonClient;
     try {
-      client = await DaemonClient.connect(found.port, found.token);
+      client = await connectDaemon(found);
+      client.onProtocolError((m) => process.stderr.write(`\ndaemon protocol error (ignored): ${m}\n`));
     } catch {
       continue;
     }
@@ -238,9 +240,10 @@ export const trainCommand: Command = {
     const home = pixelflyHome();
     // Everything the user typed is checked before a daemon is started for it.
     const submit = values.resume === undefined ? await submitParams(values, positionals[0]) : undefined;
-    const { port, token, started } = await ensureDaemon(home);
+    const daemon = await ensureDaemon(home);
+    const { port, started } = daemon;
     if (started) process.stderr.write(`started the daemon on 127.0.0.1:${port}\n`);
-    const client = await DaemonClient.connect(port, token);
+    const client = await connectDaemon(daemon);
     let job: JobInfo;
     try {
       job = submit ? await client.request('job.submit', submit) : await client.request('job.resume', { jobId: values.resume as string });
@@ -258,7 +261,7 @@ export const trainCommand: Command = {
       if (cancelling) process.exit(130);
       cancelling = true;
       process.stderr.write('\ncancelling (Ctrl-C again to leave it running)...\n');
-      const c = await DaemonClient.connect(port, token);
+      const c = await connectDaemon(daemon);
       await c.request('job.cancel', { jobId: job.jobId }).catch(() => undefined);
       c.close();
     };

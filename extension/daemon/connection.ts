@@ -4,11 +4,11 @@
  * followed job from the last event it saw, so a daemon restart or network blip loses no metrics.
  * No VS Code imports: the unit tests drive it against a real WebSocket server.
  */
-import { discover, spawnDaemon } from '../../daemon/client';
+import { DaemonClient, daemonUrl } from '../../daemon/client';
+import { discover, spawnDaemon } from '../../daemon/discovery';
 import { homePaths, pixelflyHome } from '../../daemon/home';
 import type { JobEvent, MethodName, MethodParamsIn, MethodResult } from '../../protocol/daemon';
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
-import { RpcClient } from './rpcClient';
 
 export type ConnectionState =
   | { kind: 'disconnected'; reason: string }
@@ -35,12 +35,12 @@ export interface ConnectionListener {
 }
 
 export class DaemonConnection {
-  private client: RpcClient | null = null;
+  private client: DaemonClient | null = null;
   private stateValue: ConnectionState = { kind: 'disconnected', reason: 'not started' };
   private readonly backoff: Backoff;
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private disposed = false;
-  private connecting: Promise<RpcClient> | null = null;
+  private connecting: Promise<DaemonClient> | null = null;
   /** Followed jobs and the last event seq seen for each: the resubscribe point after a reconnect. */
   private readonly followed = new Map<string, number>();
   private readonly listeners = new Set<ConnectionListener>();
@@ -59,7 +59,7 @@ export class DaemonConnection {
   }
 
   /** Resolves with a connected client, connecting (and autostarting) if needed. */
-  ensure(): Promise<RpcClient> {
+  ensure(): Promise<DaemonClient> {
     if (this.client) return Promise.resolve(this.client);
     this.connecting ??= this.connectOnce().finally(() => (this.connecting = null));
     return this.connecting;
@@ -96,10 +96,10 @@ export class DaemonConnection {
 
   private endpoint(): { url: string; token: string } | null {
     const d = discover(this.home);
-    return d ? { url: `ws://127.0.0.1:${d.port}/`, token: d.token } : null;
+    return d ? { url: daemonUrl(d.port), token: d.token } : null;
   }
 
-  private async connectOnce(): Promise<RpcClient> {
+  private async connectOnce(): Promise<DaemonClient> {
     this.setState({ kind: 'connecting' });
     try {
       let ep = this.endpoint();
@@ -115,11 +115,10 @@ export class DaemonConnection {
             : `no daemon running (no live ${homePaths(this.home).discovery}); run 'pixelfly daemon start' or enable pixelfly.daemon.autostart`,
         );
       }
-      const client = await RpcClient.connect(ep.url, ep.token, {
-        onEvent: (_m, e) => this.onEvent(e),
-        onClose: (code, reason) => this.onClose(client, code, reason),
-        onProtocolError: (m) => this.opts.log(`daemon protocol error: ${m}`),
-      });
+      const client = await DaemonClient.connect(ep.url, ep.token);
+      client.onEvent((e) => this.onEvent(e));
+      client.onClose((code, reason) => this.onClose(client, code, reason));
+      client.onProtocolError((m) => this.opts.log(`daemon protocol error: ${m}`));
       const hello = await client.request('hello', { client: 'pixelfly-vscode' }, 10000);
       this.client = client;
       this.backoff.reset();
@@ -145,7 +144,7 @@ export class DaemonConnection {
     for (const l of this.listeners) l.onEvent?.(e);
   }
 
-  private onClose(client: RpcClient, code: number, reason: string): void {
+  private onClose(client: DaemonClient, code: number, reason: string): void {
     if (this.client !== client) return;
     this.client = null;
     this.opts.log(`daemon connection closed (${code}${reason ? `: ${reason}` : ''})`);
@@ -164,7 +163,7 @@ export class DaemonConnection {
   }
 
   /**
-   * Starts `pixelfly daemon foreground` detached, the daemon's own way (daemon/client.ts), and waits
+   * Starts `pixelfly daemon foreground` detached, the daemon's own way (daemon/discovery.ts), and waits
    * until it answers. The extension host runs with ELECTRON_RUN_AS_NODE=1 in desktop VS Code, so
    * process.execPath runs the CLI as plain Node there too.
    */

@@ -6,7 +6,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DaemonClient } from '../../daemon/client';
+import { DaemonClient, daemonUrl } from '../../daemon/client';
 
 export const CLI = join(__dirname, '..', '..', 'daemon', 'cli.js');
 
@@ -52,7 +52,7 @@ export async function startDaemon(home: string, args: string[] = [], env: Record
           token,
           pid: d.pid,
           log: () => stderr,
-          client: () => DaemonClient.connect(d.port, token),
+          client: () => DaemonClient.connect(daemonUrl(d.port), token),
           exited,
           stop: async () => {
             proc.kill('SIGTERM');

@@ -98,7 +98,7 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
     assert.ok(final.summary && final.summary.steps > checkpointStep && final.summary.speedup! > 0);
     assert.ok(existsSync(join(job.runDir, 'summary.json')));
     assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /<svg[^>]*aria-label="Training loss"/);
-    await assert.rejects(client.request('job.cancel', { jobId: job.jobId }), (e: DaemonRpcError) => e.error.code === ErrorCode.INVALID_STATE);
+    await assert.rejects(client.request('job.cancel', { jobId: job.jobId }), (e: DaemonRpcError) => e.code === ErrorCode.INVALID_STATE);
     client.close();
   } finally {
     await daemon.stop();
@@ -114,7 +114,7 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
     const hyper = { epochs: 1, batchSize: 8, lr: 1e-3 };
     const refused = async (params: Parameters<DaemonClient['request']>[1], pattern: RegExp) => {
       await assert.rejects(client.request('job.submit', params as never), (e: DaemonRpcError) => {
-        assert.equal(e.error.code, ErrorCode.REJECTED, e.message);
+        assert.equal(e.code, ErrorCode.REJECTED, e.message);
         assert.match(e.message, pattern);
         return true;
       });

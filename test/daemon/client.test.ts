@@ -1,13 +1,13 @@
 /**
- * RpcClient against a misbehaving server on 127.0.0.1: garbage frames, notifications that do not
+ * The daemon client (the one the CLI and the extension share) against a misbehaving server on 127.0.0.1: garbage frames, notifications that do not
  * match the protocol and answers to unknown ids are reported (never thrown inside the socket
- * handler, which would take the extension host down); a result that fails its schema rejects the
+ * handler, which would take the CLI or the extension host down); a result that fails its schema rejects the
  * request with the field named; a silent server times out; a dropped socket rejects what is pending.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { RpcClient } from '../../extension/daemon/rpcClient';
+import { DaemonClient } from '../../daemon/client';
 
 let wss: WebSocketServer;
 let url: string;
@@ -23,6 +23,7 @@ before(async () => {
         ws.send('this is not json');
         ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'job.metrics', params: { jobId: 'x', seq: 0, type: 'step' } }));
         ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'job.unknown', params: {} }));
+        ws.send(JSON.stringify({ jsonrpc: '2.0', method: 'job.status', params: { jobId: 'j1', seq: 1, type: 'status', state: 'running', t: 1 } }));
         ws.send(JSON.stringify({ jsonrpc: '2.0', id: 999, result: {} }));
         // hello's result is missing most fields: the schema rejects it
         ws.send(JSON.stringify({ jsonrpc: '2.0', id: req.id, result: { name: 'pixelfly-daemon', version: '1' } }));
@@ -36,17 +37,22 @@ before(async () => {
 });
 after(() => new Promise<void>((r) => wss.close(() => r())));
 
-describe('RpcClient with a misbehaving daemon', () => {
+describe('DaemonClient with a misbehaving daemon', () => {
   it('reports bad frames, rejects an invalid result naming the field, times out, and fails pending requests on close', async () => {
     const problems: string[] = [];
     let closed = false;
-    const c = await RpcClient.connect(url, 'token', { onEvent: () => assert.fail('no valid event was sent'), onClose: () => (closed = true), onProtocolError: (m) => problems.push(m) });
+    const c = await DaemonClient.connect(url, 'token');
+    const events: unknown[] = [];
+    c.onEvent((e) => events.push(e));
+    c.onClose(() => (closed = true));
+    c.onProtocolError((m) => problems.push(m));
     await assert.rejects(c.request('hello', {}), /daemon hello: invalid hello result: .*(protocol|pid|backends)/);
     assert.equal(problems.length, 4, problems.join('\n'));
     assert.match(problems[0], /not JSON/);
     assert.match(problems[1], /job\.metrics/);
     assert.match(problems[2], /unknown notification job\.unknown/);
     assert.match(problems[3], /unknown request id 999/);
+    assert.deepEqual(events, [{ jobId: 'j1', seq: 1, type: 'status', state: 'running', t: 1 }], 'the one valid notification reaches the listeners');
     await assert.rejects(c.request('job.list', {}, 200), /no answer within 200 ms/);
     await assert.rejects(c.request('job.get', { jobId: 'j1' }), /connection closed .* before the answer/);
     assert.equal(closed, true);
@@ -54,6 +60,6 @@ describe('RpcClient with a misbehaving daemon', () => {
   });
 
   it('says why a connection is refused', async () => {
-    await assert.rejects(RpcClient.connect('ws://127.0.0.1:1/', 't', { onEvent: () => undefined, onClose: () => undefined, onProtocolError: () => undefined }), /ECONNREFUSED/);
+    await assert.rejects(DaemonClient.connect('ws://127.0.0.1:1/', 't'), /ECONNREFUSED/);
   });
 });
