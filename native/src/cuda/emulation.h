@@ -1,5 +1,5 @@
 // Host emulation of exactly the CUDA features kernels.cuh uses, so the real kernel source runs on a
-// machine without a GPU (test/cuda/emulation.test.ts builds test/cuda/emulate_kernels.cc with it):
+// machine without a GPU:
 // one std::thread per CUDA thread, blocks one after another (so function-local `static` arrays are
 // the block's shared memory), __syncthreads as a barrier, bf16/fp16 as floats rounded the way the
 // hardware converts, and wmma fragments as whole 16×16 tiles held by every lane of the warp (the
@@ -126,6 +126,8 @@ void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) 
 
 // ---- the CUDA runtime API calls context.cu makes, over host memory (one emulated device).
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+// An H100's SM count, so the emulated Context splits dW's reduction into chunks as it would there.
+constexpr int kEmuSms = 132;
 using cudaStream_t = void*;
 using cudaEvent_t = std::chrono::steady_clock::time_point*;
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost };
@@ -146,11 +148,11 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int) {
   p->totalGlobalMem = size_t(1) << 30;
   p->major = 9;
   p->minor = 0;
-  p->multiProcessorCount = 4;
+  p->multiProcessorCount = kEmuSms;
   return cudaSuccess;
 }
 inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
-inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = 4; return cudaSuccess; }
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = kEmuSms; return cudaSuccess; }
 template <class T>
 cudaError_t cudaMalloc(T** p, size_t bytes) {
   *p = static_cast<T*>(std::malloc(bytes));
