@@ -63,7 +63,7 @@ export async function ensureDaemon(home: string, extraArgs: string[] = []): Prom
   return { ...(await spawnDaemon(home, extraArgs)), started: true };
 }
 
-/** A client of the running daemon (none running: undefined). */
+/** A connected client of the daemon found by discover()/ensureDaemon(). */
 export function connectDaemon(found: DaemonEndpoint): Promise<DaemonClient> {
   return DaemonClient.connect(daemonUrl(found.port), found.token);
 }

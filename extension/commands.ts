@@ -7,7 +7,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { planModel } from '../core/planner';
-import { parseDataset } from '../daemon/commands/train';
+import { parseDataset } from '../daemon/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
@@ -150,12 +150,7 @@ function requireTrust(what: string): void {
 
 /** The dataset setting, with a relative path looked up in the dataset folders, then the workspace. */
 function resolveDataset(settings: Settings): MethodParamsIn<'job.submit'>['dataset'] {
-  let ds: MethodParamsIn<'job.submit'>['dataset'];
-  try {
-    ds = parseDataset(settings.dataset);
-  } catch (e) {
-    throw new Error(`pixelfly.training.dataset: ${(e as Error).message}`);
-  }
+  let ds = parseDataset(settings.dataset, 'pixelfly.training.dataset');
   if (ds.path && !isAbsolute(ds.path)) {
     const roots = [...settings.datasetFolders, ...(vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath)];
     const found = roots.map((r) => join(r, ds.path as string)).find((p) => existsSync(p));

@@ -11,6 +11,7 @@ import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
 import { modelSpecFor } from '../../server/analysis/spec';
+import { parseDataset } from '../datasetArg';
 import { CliError, intOption, numberOption, parse, type Command } from './command';
 
 const options = {
@@ -31,18 +32,6 @@ const options = {
 } as const;
 
 type SubmitParams = MethodParamsIn<'job.submit'>;
-
-/** `--dataset synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR`. */
-export function parseDataset(raw: string): SubmitParams['dataset'] {
-  const i = raw.indexOf(':');
-  const kind = i < 0 ? raw : raw.slice(0, i);
-  const path = i < 0 ? undefined : raw.slice(i + 1);
-  if (kind !== 'synthetic' && kind !== 'fashion-mnist' && kind !== 'text' && kind !== 'npy') {
-    throw new CliError(`--dataset: unknown kind '${kind}': expected synthetic, fashion-mnist[:DIR], text:FILE or npy:DIR`);
-  }
-  if ((kind === 'text' || kind === 'npy') && !path) throw new CliError(`--dataset ${kind} needs a path: ${kind}:PATH`);
-  return path ? { kind, path } : { kind };
-}
 
 /**
  * A PyTorch model file goes through the language server's analysis (the same one behind the
@@ -189,6 +178,14 @@ async function follow(home: string, jobId: string, fromSeq: number, onEvent: (e:
   throw new CliError(`run ${jobId} ${what}; 'pixelfly train --resume ${jobId}' continues it from its last checkpoint`, 1);
 }
 
+function datasetOption(raw: string): SubmitParams['dataset'] {
+  try {
+    return parseDataset(raw);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+}
+
 type Values = ReturnType<typeof parse<typeof options>>['values'];
 
 /** The job.submit request for the given options (the built-in demo when no spec is given). */
@@ -199,7 +196,7 @@ async function submitParams(values: Values, specFile: string | undefined): Promi
   const budget = numberOption(values, 'budget');
   const speedup = numberOption(values, 'speedup');
   if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
-  const dataset = values.dataset !== undefined ? parseDataset(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
+  const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
   const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
   if (demo) process.stderr.write(`${demo.description}\n`);
   return {
