@@ -117,17 +117,11 @@ test('training steps on the CUDA backend follow the CPU engine', { skip }, async
     ],
   };
   const run = async (backend: 'cpu' | 'cuda') => {
-    const saved = process.env.PIXELFLY_BACKEND;
-    process.env.PIXELFLY_BACKEND = backend;  // read by the addon's createModel when options name no backend
-    try {
-      const m = await createModel({ spec, plan, seed: 3, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 10 } });
-      const data = new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 }));
-      const losses = (await m.trainSteps(data, 5)).map((s) => s.loss);
-      return { losses, params: m.params() };
-    } finally {
-      if (saved === undefined) delete process.env.PIXELFLY_BACKEND;
-      else process.env.PIXELFLY_BACKEND = saved;
-    }
+    const m = await createModel({ spec, plan, seed: 3, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 10 }, backend });
+    assert.equal(m.backend, backend);
+    const data = new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 }));
+    const losses = (await m.trainSteps(data, 5)).map((s) => s.loss);
+    return { losses, params: m.params() };
   };
   const cpu = await run('cpu');
   const gpu = await run('cuda');
