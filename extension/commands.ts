@@ -11,7 +11,7 @@ import { parseDataset } from '../daemon/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
-import { toModelView, type AnalyzedModel } from './modelView';
+import { analyzeArgs, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
 import { isActive, type RunStore } from './runs/runStore';
@@ -39,7 +39,7 @@ const cliPath = (s: Services) => s.context.asAbsolutePath(join('dist', 'pixelfly
 
 /** `pixelfly analyze <file> --json`: the same analysis the language server runs, as a one-shot. */
 export function analyzeFile(s: Services, file: string): Promise<AnalyzedModel> {
-  const args = [cliPath(s), 'analyze', file, '--json', '--tokens', String(s.settings().tokensPerSample)];
+  const args = analyzeArgs(cliPath(s), file, s.settings().tokensPerSample);
   return new Promise((resolve, reject) => {
     execFile(process.execPath, args, { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, maxBuffer: 64 << 20, timeout: 60000 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`analysing ${basename(file)} failed: ${(stderr || err.message).trim().split('\n').pop()}`));

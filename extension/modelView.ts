@@ -42,8 +42,17 @@ export function defaultConfig(out: number, inF: number, block: number): LayerCon
   return { block, butterflySize: 4, nFactors: 2, rank: 0, globalSize: 0, shuffle: false };
 }
 
+/**
+ * `pixelfly analyze` arguments for a file. The setting is only a fallback for models that do not
+ * say their sequence length (ViT-B/16 says 197, GPT-2 1024), like the language server treats it:
+ * it is passed only when the user set it.
+ */
+export function analyzeArgs(cliPath: string, file: string, tokensPerSample: number | null): string[] {
+  return [cliPath, 'analyze', file, '--json', ...(tokensPerSample !== null ? ['--default-tokens', String(tokensPerSample)] : [])];
+}
+
 /** Validates the result (the input came from another process); throws naming the bad field. */
-export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock: number, tokensPerSample: number): ModelView {
+export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock: number, tokensPerSample: number | null): ModelView {
   const view = {
     name: m.name ?? (typeof m.model === 'string' ? m.model : m.model?.name) ?? fallbackName,
     uri: m.uri,
@@ -57,7 +66,7 @@ export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock
         out: l.out,
         count: l.count,
         // A pooled classifier head sees one row per sample; every other layer sees every token.
-        rowsPerSample: l.rowsPerSample ?? (l.role === 'head' ? 1 : (m.tokensPerSample ?? tokensPerSample)),
+        rowsPerSample: l.rowsPerSample ?? (l.role === 'head' ? 1 : (m.tokensPerSample ?? tokensPerSample ?? undefined)),
         sparsify: d?.sparsify ?? false,
         config: cfg
           ? { block: cfg.block, butterflySize: cfg.butterflySize, nFactors: cfg.nFactors, rank: cfg.rank, globalSize: cfg.globalSize ?? 0, shuffle: cfg.shuffle ?? false }

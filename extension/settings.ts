@@ -15,7 +15,8 @@ export interface Settings {
   dataset: string;
   /** Folders searched for a relative dataset path (then the workspace folders). */
   datasetFolders: string[];
-  tokensPerSample: number;
+  /** Tokens per sample when the model itself does not say; null: the analysis's own default. */
+  tokensPerSample: number | null;
   epochs: number;
   batchSize: number;
   lr: number;
@@ -32,7 +33,7 @@ export const DEFAULTS: Settings = {
   blockSize: 32,
   dataset: 'fashion-mnist',
   datasetFolders: [],
-  tokensPerSample: 256,
+  tokensPerSample: null,
   epochs: 1,
   batchSize: 64,
   lr: 0.001,
@@ -60,7 +61,7 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     blockSize: get('plan.blockSize', (v): v is number => [8, 16, 32, 64, 128].includes(v as number), DEFAULTS.blockSize, 'must be one of 8, 16, 32, 64, 128'),
     dataset: get('training.dataset', (v): v is string => typeof v === 'string' && /^(synthetic|fashion-mnist|text|npy)(:.+)?$/.test(v), DEFAULTS.dataset, "must be 'synthetic', 'fashion-mnist[:DIR]', 'text:FILE' or 'npy:DIR'"),
     datasetFolders: get('training.datasetFolders', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.datasetFolders, 'must be a list of folder paths'),
-    tokensPerSample: get('analysis.tokensPerSample', int(1, 1 << 20), DEFAULTS.tokensPerSample, 'must be a positive integer'),
+    tokensPerSample: get('analysis.tokensPerSample', (v): v is number | null => v === null || int(1, 1 << 20)(v), DEFAULTS.tokensPerSample, 'must be a positive integer, or null'),
     epochs: get('training.epochs', (v): v is number => typeof v === 'number' && v > 0 && v <= 1000, DEFAULTS.epochs, 'must be a number in (0, 1000]'),
     batchSize: get('training.batchSize', int(1, 65536), DEFAULTS.batchSize, 'must be an integer 1-65536'),
     lr: get('training.learningRate', (v): v is number => typeof v === 'number' && v > 0 && v < 10, DEFAULTS.lr, 'must be a number in (0, 10)'),

@@ -12,6 +12,7 @@ const options = {
   model: { type: 'string' },
   set: { type: 'string', multiple: true },
   tokens: { type: 'string' },
+  'default-tokens': { type: 'string' },
   path: { type: 'string', multiple: true },
   python: { type: 'string' },
   budget: { type: 'string' },
@@ -100,10 +101,11 @@ export function formatAnalysis(a: Analysis): string {
 export const analyzeCommand: Command = {
   summary: 'list a PyTorch model file\'s matmul layers and plan which to sparsify',
   usage:
-    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--json]\n\n' +
+    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N | --default-tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--json]\n\n' +
     '  --model    class or factory function to build (default: the file\'s outermost model)\n' +
     '  --set      pin a value, as a `# pixelfly: NAME=VALUE` comment does\n' +
-    '  --tokens   tokens per sample (default: from the model, else 1024)\n' +
+    '  --tokens   tokens per sample, overriding what the model says\n' +
+    '  --default-tokens  tokens per sample when the model does not say (default 1024)\n' +
     '  --path     extra directory to import library code from (repeatable)\n' +
     '  --python   interpreter whose site-packages are searched for imports\n' +
     '  --budget   FLOP budget as a fraction of dense (default 0.5), or --speedup X',
@@ -121,6 +123,9 @@ export const analyzeCommand: Command = {
     }
     const tokens = values.tokens === undefined ? undefined : intOption(values, 'tokens');
     if (tokens !== undefined && tokens < 1) throw new CliError(`--tokens must be ≥ 1, got ${tokens}`);
+    const defaultTokens = values['default-tokens'] === undefined ? undefined : intOption(values, 'default-tokens');
+    if (defaultTokens !== undefined && defaultTokens < 1) throw new CliError(`--default-tokens must be ≥ 1, got ${defaultTokens}`);
+    if (tokens !== undefined && defaultTokens !== undefined) throw new CliError('give at most one of --tokens and --default-tokens');
     const budget = numberOption(values, 'budget');
     const speedup = numberOption(values, 'speedup');
     if (budget !== undefined && speedup !== undefined) throw new CliError('give at most one of --budget and --speedup');
@@ -136,6 +141,7 @@ export const analyzeCommand: Command = {
         model: values.model,
         pins,
         tokens,
+        defaultTokens,
         target,
         extraPaths: values.path,
         sitePackages: site,

@@ -7,7 +7,7 @@ import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewH
 import { Backoff } from '../../extension/daemon/backoff';
 import { decimateIndices } from '../../webview/metrics/decimate';
 import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
-import { defaultConfig, toModelView } from '../../extension/modelView';
+import { analyzeArgs, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { MaskToHostSchema, MetricsToHostSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
@@ -132,7 +132,7 @@ describe('package.json contributions', () => {
     engines: { vscode: string };
     activationEvents: string[];
     capabilities: { untrustedWorkspaces: { supported: string | boolean; restrictedConfigurations?: string[] } };
-    contributes: { commands: { command: string; enablement?: string }[]; configuration: { properties: Record<string, { default?: unknown }> } };
+    contributes: { commands: { command: string; enablement?: string }[]; configuration: { properties: Record<string, { default?: unknown; description?: string }> } };
   };
 
   it('runs nothing on this machine from an untrusted workspace', () => {
@@ -161,6 +161,14 @@ describe('package.json contributions', () => {
     assert.deepEqual(fromPackage.problems, []);
     assert.deepEqual(fromPackage.settings, DEFAULTS);
     assert.equal(asked.length, Object.keys(DEFAULTS).length);
+  });
+
+  it('tokens per sample: unset by default, so the model\'s own sequence length wins; when set, only a fallback', () => {
+    assert.equal(DEFAULTS.tokensPerSample, null);
+    assert.match(pkg.contributes.configuration.properties['pixelfly.analysis.tokensPerSample'].description ?? '', /only when a model does not say/);
+    assert.deepEqual(analyzeArgs('cli.js', 'vit.py', DEFAULTS.tokensPerSample), ['cli.js', 'analyze', 'vit.py', '--json']);
+    assert.deepEqual(analyzeArgs('cli.js', 'vit.py', 300), ['cli.js', 'analyze', 'vit.py', '--json', '--default-tokens', '300']);
+    assert.equal(readSettings((k) => (k === 'analysis.tokensPerSample' ? 300 : undefined)).settings.tokensPerSample, 300);
   });
 
   it('rejects bad setting values by name and keeps the default', () => {

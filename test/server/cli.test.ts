@@ -29,6 +29,19 @@ for (const [what, entry] of [['compiled', compiled], ['bundled', bundle]] as con
     assert.ok(j.layers.some((l) => l.name === 'gated.*.mlp.w_down'), '--path finds the library');
   });
 
+  test(`${what}: --default-tokens is only a fallback (GPT-2 says 1024), --tokens overrides`, { skip }, () => {
+    const tokens = (args: string[]) => {
+      const r = cli(entry, [fixture('hf_gpt2', 'modeling_gpt2.py'), '--json', ...args]);
+      assert.equal(r.status, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { tokensPerSample: number }).tokensPerSample;
+    };
+    assert.equal(tokens(['--default-tokens', '256']), 1024);
+    assert.equal(tokens(['--tokens', '256']), 256);
+    const both = cli(entry, [fixture('hf_gpt2', 'modeling_gpt2.py'), '--tokens', '1', '--default-tokens', '2']);
+    assert.equal(both.status, 2);
+    assert.match(both.stderr, /at most one of --tokens and --default-tokens/);
+  });
+
   test(`${what}: text table, and errors with exit statuses`, { skip }, () => {
     const ok = cli(entry, [fixture('hf_gpt2', 'modeling_gpt2.py')]);
     assert.equal(ok.status, 0, ok.stderr);
