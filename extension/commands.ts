@@ -11,6 +11,7 @@ import { parseDataset } from '../daemon/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
+import { isTrainArgs, specFromTrainArgs, type TrainArgs } from './trainArgs';
 import { analyzeArgs, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
@@ -23,16 +24,6 @@ export interface Services {
   connection: DaemonConnection;
   store: RunStore;
   settings(): Settings;
-}
-
-/** What the language server's `pixelfly.train` CodeLens passes (and what the palette assembles). */
-export interface TrainArgs {
-  name?: string;
-  spec?: Record<string, unknown>;
-  /** Set by the language server when the model maps onto no engine family (shown to the user). */
-  specError?: string;
-  plan?: unknown;
-  uri?: string;
 }
 
 const cliPath = (s: Services) => s.context.asAbsolutePath(join('dist', 'pixelfly.js'));
@@ -180,9 +171,7 @@ async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown
     arg = await lensTrainArgs(editor);
     if (!arg) throw new Error(`the language server found no model to train in ${basename(editor.document.fileName)}`);
   }
-  const a = (arg ?? {}) as TrainArgs;
-  if (typeof a.specError === 'string' && !a.spec) throw new Error(`${a.name ?? 'this model'} cannot be trained by the engine: ${a.specError}`);
-  if (a.spec && typeof a.spec === 'object') return { spec: a.spec, name: a.name ?? String(a.spec.name ?? 'model'), plan: a.plan };
+  if (isTrainArgs(arg)) return specFromTrainArgs(arg);
   const doc = arg instanceof vscode.Uri ? vscode.workspace.textDocuments.find((d) => d.uri.toString() === arg.toString()) : editor?.document;
   if (doc && (doc.languageId === 'json' || doc.fileName.endsWith('.json'))) {
     let spec: unknown;

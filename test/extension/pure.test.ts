@@ -10,6 +10,7 @@ import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
 import { analyzeArgs, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
+import { isTrainArgs, specFromTrainArgs } from '../../extension/trainArgs';
 import { MaskToHostSchema, MetricsToHostSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 
 describe('webview HTML shell', () => {
@@ -178,5 +179,19 @@ describe('package.json contributions', () => {
     assert.match(r.problems.join('\n'), /pixelfly\.daemon\.port: must be an integer port 0-65535 .*got 70000; using 0/);
     assert.match(r.problems.join('\n'), /pixelfly\.training\.dataset: .*got "imagenet"/);
     assert.deepEqual(r.settings, DEFAULTS);
+  });
+});
+
+describe('Train CodeLens arguments', () => {
+  it('train the spec the language server sends; without one, show its reason (specError)', () => {
+    const spec = { kind: 'vit', name: 'ViT' };
+    assert.deepEqual(specFromTrainArgs({ uri: 'file:///m.py', name: 'VisionTransformer', spec }), { spec, name: 'VisionTransformer', plan: undefined });
+    const lens = { uri: 'file:///m.py', name: 'UNet', specError: 'Conv2d layers are not supported by the engine' };
+    assert.equal(isTrainArgs(lens), true);
+    assert.throws(() => specFromTrainArgs(lens), /^Error: UNet cannot be trained by the engine: Conv2d layers are not supported by the engine$/);
+    assert.equal(isTrainArgs({ uri: 'file:///m.py', name: 'UNet' }), true, 'a lens without either field is still a lens');
+    assert.throws(() => specFromTrainArgs({ uri: 'file:///m.py', name: 'UNet' }), /UNet cannot be trained by the engine: the language server gave no engine spec and no reason/);
+    assert.equal(isTrainArgs(undefined), false);
+    assert.equal(isTrainArgs({ scheme: 'file', fsPath: '/m.json' }), false, 'a Uri is not lens arguments');
   });
 });

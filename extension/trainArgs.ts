@@ -1,0 +1,25 @@
+/**
+ * The `pixelfly.train` argument the language server's CodeLens passes ({uri, name, spec?,
+ * specError?}, server/lsp/protocol.ts) or the palette assembles. No VS Code imports (unit-tested).
+ */
+import type { TrainLensArgs } from '../server/lsp/protocol';
+
+export type TrainArgs = Partial<TrainLensArgs> & { plan?: unknown };
+
+/** A lens-shaped argument (not a Uri, not nothing). */
+export function isTrainArgs(arg: unknown): arg is TrainArgs {
+  if (typeof arg !== 'object' || arg === null) return false;
+  const a = arg as Record<string, unknown>;
+  return 'spec' in a || 'specError' in a || (typeof a.uri === 'string' && typeof a.name === 'string');
+}
+
+/**
+ * The engine spec the lens carries. Without one the language server said why (specError: e.g. the
+ * model maps onto no engine family): that reason is the error the user sees, not a generic one.
+ */
+export function specFromTrainArgs(a: TrainArgs): { spec: Record<string, unknown>; name: string; plan?: unknown } {
+  const name = typeof a.name === 'string' && a.name !== '' ? a.name : undefined;
+  if (a.spec && typeof a.spec === 'object' && !Array.isArray(a.spec)) return { spec: a.spec, name: name ?? String(a.spec.name ?? 'model'), plan: a.plan };
+  const why = typeof a.specError === 'string' && a.specError !== '' ? a.specError : 'the language server gave no engine spec and no reason';
+  throw new Error(`${name ?? 'this model'} cannot be trained by the engine: ${why}`);
+}
