@@ -2,6 +2,7 @@
 // Linear and of the Pixelfly layer's matmuls for given shapes and configs, with the native
 // kernels, and saves what it measured as the device profile core/costModel.ts reads
 // (<home>/profiles/device.json), so later plans are costed with this machine's real numbers.
+// Measurements are merged into the saved profile (a later call for other configs adds to it).
 //
 // Dense = y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x. Pixelfly = the block-sparse triple plus the low-rank
 // factors' products ((x·V)·Uᵀ forward, four skinny products backward). The per-token gate and the
@@ -15,7 +16,7 @@ import { PixelflyConfigError } from '../core/errors';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, gemm, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from './home';
-import { PROFILE_FILE } from './planning';
+import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 
 /** Largest activation (rows x features) a request may ask for: keeps memory per call bounded (~64 MB per buffer). */
@@ -67,7 +68,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     const denseFlops = 6 * m * s.in * s.out;
     const denseRate = denseFlops / (denseMs / 1e3);
     denseRates.push(denseRate);
-    for (const config of params.configs) {
+    for (const config of s.config ? [s.config] : (params.configs ?? [])) {
       let layout;
       try {
         layout = flatBlockButterflyLayout(s.out, s.in, config);
@@ -104,14 +105,37 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
       rows.push({ name: s.name, in: s.in, out: s.out, rows: m, config, denseMs, pixelflyMs, speedup: denseMs / pixelflyMs });
     }
   }
-  const profile = buildProfile(denseRates, sparsePoints, lowRankPoints, params.threads > 0 ? params.threads : threads);
+  const measured = buildProfile(denseRates, sparsePoints, lowRankPoints, params.threads > 0 ? params.threads : threads);
   mkdirSync(profilesDir, { recursive: true });
   const profilePath = join(profilesDir, PROFILE_FILE);
+  const profile = mergeProfiles(loadProfile(profilesDir), measured);
   writeFileAtomic(profilePath, JSON.stringify(profile, null, 2) + '\n');
   return { profilePath, rows };
 }
 
-/** Averages repeated (block, density) and rank points; keeps the default's points where nothing was measured. */
+const sparseKey = (p: BlockSparsePoint) => `${p.block}/${p.density.toFixed(4)}`;
+
+/**
+ * The saved profile updated with new measurements: points of the same block/density or rank are
+ * replaced, the others kept, so measuring one config does not forget the rest. A saved profile
+ * from other conditions (the default prior, another thread count or kernel ISA) is not mixed in.
+ * `fresh` lists only what was measured (either list may be empty: e.g. no rank > 0 asked for);
+ * a list still empty after the merge takes the default prior's points (a profile needs both).
+ */
+export function mergeProfiles(saved: DeviceProfile, fresh: DeviceProfile): DeviceProfile {
+  const keep = saved.source === 'measured' && saved.device === fresh.device;
+  const blockSparse = new Map((keep ? saved.blockSparse : []).map((p) => [sparseKey(p), p]));
+  for (const p of fresh.blockSparse) blockSparse.set(sparseKey(p), p);
+  const lowRank = new Map((keep ? saved.lowRank : []).map((p) => [p.rank, p]));
+  for (const p of fresh.lowRank) lowRank.set(p.rank, p);
+  return {
+    ...fresh,
+    blockSparse: blockSparse.size > 0 ? [...blockSparse.values()].sort((a, b) => a.block - b.block || a.density - b.density) : DEFAULT_PROFILE.blockSparse,
+    lowRank: lowRank.size > 0 ? [...lowRank.values()].sort((a, b) => a.rank - b.rank) : DEFAULT_PROFILE.lowRank,
+  };
+}
+
+/** This call's measurements, repeated (block, density) and rank points averaged. */
 function buildProfile(denseRates: number[], sparse: BlockSparsePoint[], lowRank: { rank: number; efficiency: number }[], threads: number): DeviceProfile {
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const group = <T>(xs: T[], key: (x: T) => string) => {
@@ -119,7 +143,7 @@ function buildProfile(denseRates: number[], sparse: BlockSparsePoint[], lowRank:
     for (const x of xs) m.set(key(x), [...(m.get(key(x)) ?? []), x]);
     return [...m.values()];
   };
-  const blockSparse = group(sparse, (p) => `${p.block}/${p.density.toFixed(4)}`).map((g) => ({ block: g[0].block, density: g[0].density, efficiency: mean(g.map((p) => p.efficiency)) }));
+  const blockSparse = group(sparse, sparseKey).map((g) => ({ block: g[0].block, density: g[0].density, efficiency: mean(g.map((p) => p.efficiency)) }));
   const ranks = group(lowRank, (p) => String(p.rank)).map((g) => ({ rank: g[0].rank, efficiency: mean(g.map((p) => p.efficiency)) }));
   const info = kernelInfo();
   return {
@@ -128,8 +152,8 @@ function buildProfile(denseRates: number[], sparse: BlockSparsePoint[], lowRank:
     source: 'measured',
     measuredAt: new Date().toISOString(),
     denseGflops: mean(denseRates) / 1e9,
-    blockSparse: blockSparse.length > 0 ? blockSparse : DEFAULT_PROFILE.blockSparse,
-    lowRank: ranks.length > 0 ? ranks : DEFAULT_PROFILE.lowRank,
+    blockSparse,
+    lowRank: ranks,
     elementwiseGBps: DEFAULT_PROFILE.elementwiseGBps,
   };
 }

@@ -12,7 +12,7 @@ import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
 import { isTrainArgs, specFromTrainArgs, type TrainArgs } from './trainArgs';
-import { analyzeArgs, toModelView, type AnalyzedModel } from './modelView';
+import { analyzeArgs, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
 import { isActive, type RunStore } from './runs/runStore';
@@ -112,25 +112,19 @@ async function applyToCode(model: ModelView, layers: { name: string; line?: numb
   return msg;
 }
 
-/** bench.layers on this device for the model's Pixelfly layers; one call per distinct config. */
+/**
+ * bench.layers on this device for the model's Pixelfly layers: one call, each layer with its own
+ * config, so the saved device profile gets every point of the model at once.
+ */
 async function measure(s: Services, model: ModelView): Promise<Record<string, number>> {
   requireTrust('Measuring speedups');
-  const layers = model.layers.filter((l) => l.sparsify);
-  if (layers.length === 0) throw new Error('no layer of this model is planned for Pixelfly: nothing to measure');
-  const byConfig = new Map<string, typeof layers>();
-  for (const l of layers) byConfig.set(JSON.stringify(l.config), [...(byConfig.get(JSON.stringify(l.config)) ?? []), l]);
-  const out: Record<string, number> = {};
+  const params = benchParams(model);
   return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: 'Pixelfly: measuring dense vs Pixelfly layers on this device' }, async (progress) => {
-    for (const [cfg, group] of byConfig) {
-      progress.report({ message: group.map((l) => l.name).join(', ') });
-      const r = await s.connection.call(
-        'bench.layers',
-        { shapes: group.slice(0, 64).map((l) => ({ name: l.name, in: l.in, out: l.out, rows: Math.min(1 << 14, l.rowsPerSample * 16) })), configs: [JSON.parse(cfg) as LayerConfig], repeats: 5 },
-        600000,
-      );
-      for (const row of r.rows) if (row.name) out[row.name] = row.speedup;
-      s.output.info(`bench.layers: ${r.rows.map((x) => `${x.name}: dense ${x.denseMs.toFixed(2)} ms, Pixelfly ${x.pixelflyMs.toFixed(2)} ms, ${x.speedup.toFixed(2)}×`).join('; ')} (profile ${r.profilePath})`);
-    }
+    progress.report({ message: params.shapes.map((l) => l.name).join(', ') });
+    const r = await s.connection.call('bench.layers', params, 600000);
+    const out: Record<string, number> = {};
+    for (const row of r.rows) if (row.name) out[row.name] = row.speedup;
+    s.output.info(`bench.layers: ${r.rows.map((x) => `${x.name}: dense ${x.denseMs.toFixed(2)} ms, Pixelfly ${x.pixelflyMs.toFixed(2)} ms, ${x.speedup.toFixed(2)}×`).join('; ')} (profile ${r.profilePath})`);
     return out;
   });
 }

@@ -6,6 +6,7 @@
  */
 import { validateParams } from '../core/layout';
 import type { LayerDecision } from '../core/planner';
+import type { MethodParamsIn } from '../protocol/daemon';
 import { ModelViewSchema, type LayerConfig, type ModelView } from '../protocol/webview';
 
 /** A layer as the analyser reports it (extra fields are ignored). */
@@ -83,4 +84,21 @@ export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock
     throw new Error(`model '${view.name}' cannot be previewed: ${i?.path.join('.')}: ${i?.message}`);
   }
   return r.data;
+}
+
+/** Most shapes one bench.layers call takes (protocol/daemon.ts). */
+const MAX_BENCH_SHAPES = 64;
+
+/**
+ * The one bench.layers request for a model's Pixelfly layers: each layer with its own config and a
+ * batch of 16 samples (capped at 16k rows to bound the daemon's memory).
+ */
+export function benchParams(model: ModelView): MethodParamsIn<'bench.layers'> {
+  const layers = model.layers.filter((l) => l.sparsify);
+  if (layers.length === 0) throw new Error('no layer of this model is planned for Pixelfly: nothing to measure');
+  if (layers.length > MAX_BENCH_SHAPES) throw new Error(`${layers.length} Pixelfly layers: at most ${MAX_BENCH_SHAPES} can be measured at once`);
+  return {
+    shapes: layers.map((l) => ({ name: l.name, in: l.in, out: l.out, rows: Math.min(1 << 14, l.rowsPerSample * 16), config: l.config })),
+    repeats: 5,
+  };
 }

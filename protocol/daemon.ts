@@ -335,6 +335,8 @@ export const BenchShapeSchema = z.strictObject({
   out: positiveInt.max(65536),
   /** Rows of the activation matrix (batch x tokens). */
   rows: positiveInt.max(1 << 20),
+  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`. */
+  config: PixelflyConfigSchema.optional(),
 });
 
 export const methods = {
@@ -363,9 +365,13 @@ export const methods = {
   'bench.layers': {
     params: z.strictObject({
       shapes: z.array(BenchShapeSchema).min(1).max(64),
-      configs: z.array(PixelflyConfigSchema).min(1).max(64),
+      /** Configs every shape without its own `config` is measured with. */
+      configs: z.array(PixelflyConfigSchema).min(1).max(64).optional(),
       repeats: z.number().int().min(1).max(100).default(5),
       threads: z.number().int().nonnegative().max(256).default(0),
+    }).refine((p) => p.configs !== undefined || p.shapes.every((s) => s.config !== undefined), {
+      message: 'every shape needs its own config when configs is not given',
+      path: ['configs'],
     }),
     result: z.object({
       /** Where the measured profile was saved; core/costModel.ts reads it. */

@@ -184,6 +184,22 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
       target: { budget: 0.5 },
     });
     assert.equal(plan.profile, profile.device);
+
+    // A second call (shapes with their own configs, as the extension sends a model's layers) adds
+    // its points to the saved profile rather than replacing it.
+    const again = await client.request('bench.layers', {
+      shapes: [{ name: 'fc16', in: 256, out: 512, rows: 256, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 4 } }],
+      repeats: 3,
+      threads: 1,
+    });
+    assert.deepEqual(again.rows.map((x) => [x.name, x.config.block, x.config.rank]), [['fc16', 16, 4]]);
+    const merged = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
+    assert.deepEqual(merged.blockSparse.map((p) => p.block), [16, 32], 'the first call\'s block-32 point is kept');
+    assert.deepEqual(merged.lowRank.map((p) => p.rank), [4, 8], 'and its rank-8 point');
+    await assert.rejects(
+      client.request('bench.layers', { shapes: [{ in: 256, out: 512, rows: 256 }], repeats: 1 }),
+      (e: DaemonRpcError) => e.code === ErrorCode.INVALID_PARAMS && /configs: every shape needs its own config/.test(e.message),
+    );
     client.close();
   } finally {
     await daemon.stop();

@@ -7,7 +7,7 @@ import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewH
 import { Backoff } from '../../extension/daemon/backoff';
 import { decimateIndices } from '../../webview/metrics/decimate';
 import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
-import { analyzeArgs, defaultConfig, toModelView } from '../../extension/modelView';
+import { analyzeArgs, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs } from '../../extension/trainArgs';
@@ -193,5 +193,33 @@ describe('Train CodeLens arguments', () => {
     assert.throws(() => specFromTrainArgs({ uri: 'file:///m.py', name: 'UNet' }), /UNet cannot be trained by the engine: the language server gave no engine spec and no reason/);
     assert.equal(isTrainArgs(undefined), false);
     assert.equal(isTrainArgs({ scheme: 'file', fsPath: '/m.json' }), false, 'a Uri is not lens arguments');
+  });
+});
+
+describe('benchParams', () => {
+  it('measures every Pixelfly layer in one bench.layers request, each with its own config', () => {
+    const view = toModelView(
+      {
+        tokensPerSample: 64,
+        layers: [
+          { name: 'fc1', role: 'mlp_fc1', in: 256, out: 1024, count: 2, decision: { sparsify: true, config: { block: 32, butterflySize: 8, nFactors: 2, rank: 8, globalSize: 0, shuffle: false } } },
+          { name: 'fc2', role: 'mlp_fc2', in: 1024, out: 256, count: 2, decision: { sparsify: true, config: { block: 16, butterflySize: 4, nFactors: 2, rank: 0, globalSize: 0, shuffle: false } } },
+          { name: 'head', role: 'head', in: 256, out: 10, count: 1, decision: { sparsify: false } },
+        ],
+      },
+      'm',
+      32,
+      null,
+    );
+    const p = benchParams(view);
+    assert.equal(p.configs, undefined);
+    assert.deepEqual(
+      p.shapes.map((s) => [s.name, s.in, s.out, s.rows, s.config?.block, s.config?.rank]),
+      [
+        ['fc1', 256, 1024, 1024, 32, 8],
+        ['fc2', 1024, 256, 1024, 16, 0],
+      ],
+    );
+    assert.throws(() => benchParams({ ...view, layers: view.layers.filter((l) => !l.sparsify) }), /nothing to measure/);
   });
 });
