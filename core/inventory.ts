@@ -2,28 +2,10 @@
  * A model's matmul-bearing layers, as the language server (from Python source) or a model spec
  * lists them: what the planner plans.
  */
-export type LayerRole =
-  | 'attn_qkv'
-  | 'attn_out'
-  | 'mlp_fc1'
-  | 'mlp_fc2'
-  | 'token_mix'
-  | 'patch_embed'
-  | 'head'
-  | 'embedding'
-  | 'other';
+/** The roles a layer can play; the one list (protocol schemas validate with it). */
+export const LAYER_ROLES = ['attn_qkv', 'attn_out', 'mlp_fc1', 'mlp_fc2', 'token_mix', 'patch_embed', 'head', 'embedding', 'other'] as const;
 
-export const LAYER_ROLES: readonly LayerRole[] = [
-  'attn_qkv',
-  'attn_out',
-  'mlp_fc1',
-  'mlp_fc2',
-  'token_mix',
-  'patch_embed',
-  'head',
-  'embedding',
-  'other',
-];
+export type LayerRole = (typeof LAYER_ROLES)[number];
 
 export interface InventoryLayer {
   /** Unique within the inventory, e.g. `blocks.*.mlp.fc1`. */

@@ -289,7 +289,7 @@ async function stopRun(s: Services, jobId?: unknown): Promise<void> {
 async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<vscode.Uri | undefined> {
   const { view } = await resolveModel(s, arg);
   const settings = s.settings();
-  const inventory = view.layers.map((l) => ({ name: l.name, role: l.role as never, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
+  const inventory = view.layers.map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
   const target = { budget: settings.budget };
   let plan: unknown;
   let source: string;

@@ -2,6 +2,8 @@
 // Both sides import this file (the daemon in Node, the extension host), so it must stay free of Node
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
+import { LAYER_ROLES } from '../core/inventory';
+import type { PixelflyConfig } from '../core/pixelflyLayer';
 
 /** Bumped on any incompatible change; `hello` reports it so a client can refuse a daemon it does not understand. */
 export const PROTOCOL_VERSION = 1;
@@ -80,17 +82,7 @@ const finite = z.number().refine(Number.isFinite, 'must be a finite number');
 const positiveInt = z.number().int().positive();
 const jobId = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'job ids are 1-64 letters, digits, _ or -');
 
-export const LayerRoleSchema = z.enum([
-  'attn_qkv',
-  'attn_out',
-  'mlp_fc1',
-  'mlp_fc2',
-  'token_mix',
-  'patch_embed',
-  'head',
-  'embedding',
-  'other',
-]);
+export const LayerRoleSchema = z.enum(LAYER_ROLES);
 
 /** One matmul layer of a model as the planner sees it (core/inventory.ts InventoryLayer). */
 export const InventoryLayerSchema = z.strictObject({
@@ -103,7 +95,7 @@ export const InventoryLayerSchema = z.strictObject({
   pinnedDense: z.boolean().optional(),
 });
 
-/** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig). */
+/** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig; `satisfies` keeps the two in step). */
 export const PixelflyConfigSchema = z.object({
   block: positiveInt,
   butterflySize: positiveInt,
@@ -111,7 +103,7 @@ export const PixelflyConfigSchema = z.object({
   rank: z.number().int().nonnegative(),
   globalSize: z.number().int().nonnegative().optional(),
   shuffle: z.boolean().optional(),
-});
+}) satisfies z.ZodType<PixelflyConfig>;
 
 /** What the planner aims for (core/planner.ts PlanTarget): a fraction of dense FLOPs, or an estimated speedup. */
 export const PlanTargetSchema = z.union([

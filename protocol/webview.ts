@@ -10,6 +10,8 @@
  * half-drawn page. No Node or VS Code imports: this file is bundled into the browser pages too.
  */
 import { z } from 'zod';
+import { LAYER_ROLES } from '../core/inventory';
+import type { PixelflyConfig } from '../core/pixelflyLayer';
 
 const finite = z.number().refine(Number.isFinite, 'must be a finite number');
 const nonNegInt = z.number().int().min(0);
@@ -24,13 +26,13 @@ export const LayerConfigSchema = z.object({
   rank: nonNegInt.max(65536),
   globalSize: nonNegInt.max(1 << 20),
   shuffle: z.boolean(),
-});
+}) satisfies z.ZodType<Required<PixelflyConfig>>;
 export type LayerConfig = z.infer<typeof LayerConfigSchema>;
 
 /** One row of the model's layer list (a linear layer of the analysed model and its plan). */
 export const LayerRowSchema = z.object({
   name,
-  role: z.string().max(64),
+  role: z.enum(LAYER_ROLES),
   in: posInt,
   out: posInt,
   count: posInt,

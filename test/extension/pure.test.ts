@@ -11,7 +11,9 @@ import { analyzeArgs, benchParams, defaultConfig, toModelView } from '../../exte
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs } from '../../extension/trainArgs';
-import { MaskToHostSchema, MetricsToHostSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
+import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
+import { LayerRoleSchema } from '../../protocol/daemon';
+import { LAYER_ROLES } from '../../core/inventory';
 
 describe('webview HTML shell', () => {
   it('has a strict CSP: nothing by default, scripts only with the nonce, styles only from the extension', () => {
@@ -221,5 +223,16 @@ describe('benchParams', () => {
       ],
     );
     assert.throws(() => benchParams({ ...view, layers: view.layers.filter((l) => !l.sparsify) }), /nothing to measure/);
+  });
+});
+
+describe('layer roles: one list, in core', () => {
+  it('the daemon and webview protocols accept exactly core\'s LAYER_ROLES', () => {
+    assert.deepEqual(LayerRoleSchema.options, [...LAYER_ROLES]);
+    const row = { name: 'fc', in: 4, out: 4, count: 1, sparsify: false, config: defaultConfig(64, 64, 32), estimatedSpeedup: null, reason: 'r' };
+    for (const role of LAYER_ROLES) assert.equal(ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role }] }).success, true, role);
+    const bad = ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role: 'conv' }] });
+    assert.equal(bad.success, false, 'a role core does not know is refused');
+    assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'conv', in: 4, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.role/);
   });
 });
