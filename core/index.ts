@@ -8,3 +8,4 @@ export * from './pixelflyLayer';
 export * from './costModel';
 export * from './inventory';
 export * from './planner';
+export * from './modelSpec';
