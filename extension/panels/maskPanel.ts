@@ -4,8 +4,8 @@
  * language server and the daemon. Everything the page sends is validated first.
  */
 import * as vscode from 'vscode';
-import { MaskToHostSchema, parseFromPage, type HostToMask, type MaskToHost, type ModelView } from '../../protocol/webview';
-import { loadPage } from './pagePanel';
+import { MaskToHostSchema, type HostToMask, type MaskToHost, type ModelView } from '../../protocol/webview';
+import { loadPage, messageFromPage } from './pagePanel';
 
 export const MASK_VIEW_TYPE = 'pixelfly.maskPreview';
 
@@ -67,13 +67,8 @@ export class MaskPanel implements vscode.Disposable {
   }
 
   private async onMessage(raw: unknown): Promise<void> {
-    let m: MaskToHost;
-    try {
-      m = parseFromPage(MaskToHostSchema, raw);
-    } catch (e) {
-      this.actions.log(`mask preview: ${(e as Error).message}`);
-      return;
-    }
+    const m = messageFromPage(MaskToHostSchema, raw, (l) => this.actions.log(l), 'mask preview');
+    if (!m) return;
     const model = this.model;
     switch (m.type) {
       case 'ready':

@@ -4,11 +4,11 @@
  * and handles the page's CSV export and stop requests.
  */
 import * as vscode from 'vscode';
-import { MetricsToHostSchema, parseFromPage, type MetricsToHost } from '../../protocol/webview';
+import { MetricsToHostSchema } from '../../protocol/webview';
 import { runCsv } from '../runs/csv';
 import type { RunStore } from '../runs/runStore';
 import { MetricsFeed } from './metricsFeed';
-import { loadPage } from './pagePanel';
+import { loadPage, messageFromPage } from './pagePanel';
 
 export const METRICS_VIEW_TYPE = 'pixelfly.metrics';
 
@@ -80,13 +80,8 @@ export class MetricsPanel implements vscode.Disposable {
   }
 
   private async onMessage(raw: unknown): Promise<void> {
-    let m: MetricsToHost;
-    try {
-      m = parseFromPage(MetricsToHostSchema, raw);
-    } catch (e) {
-      this.actions.log(`metrics page: ${(e as Error).message}`);
-      return;
-    }
+    const m = messageFromPage(MetricsToHostSchema, raw, (l) => this.actions.log(l), 'metrics page');
+    if (!m) return;
     switch (m.type) {
       case 'ready':
         this.feed.pageLoaded();

@@ -1,5 +1,7 @@
 /** Shared set-up of a webview panel: local resources only (dist/webview), scripts on, the CSP shell. */
 import * as vscode from 'vscode';
+import type { z } from 'zod';
+import { parseFromPage } from '../../protocol/webview';
 import { pageHtml } from './webviewHtml';
 
 export function pageOptions(extensionUri: vscode.Uri): vscode.WebviewPanelOptions & vscode.WebviewOptions {
@@ -19,4 +21,14 @@ export function loadPage(panel: vscode.WebviewPanel, extensionUri: vscode.Uri, p
   const res = (f: string) => w.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'dist', 'webview', f)).toString();
   const styles = page === 'metrics' ? [res('uPlot.min.css'), res('pages.css')] : [res('pages.css')];
   w.html = pageHtml({ title, cspSource: w.cspSource, scriptUri: res(`${page}.js`), styleUris: styles });
+}
+
+/** A message from a page, validated; a bad one is logged (naming the field) and dropped (undefined). */
+export function messageFromPage<T>(schema: z.ZodType<T>, raw: unknown, log: (line: string) => void, page: string): T | undefined {
+  try {
+    return parseFromPage(schema, raw);
+  } catch (e) {
+    log(`${page}: ${(e as Error).message}`);
+    return undefined;
+  }
 }

@@ -4,7 +4,7 @@
  * server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts) reads the first.
  */
 import type { PixelflyConfig } from '../../core/pixelflyLayer';
-import type { LayerRole } from '../../core/inventory';
+import type { InventoryLayer } from '../../core/inventory';
 import type { LayerDecision } from '../../core/planner';
 
 /** CodeLens commands, registered by the extension. */
@@ -17,14 +17,8 @@ export const WRITE_TORCH_MODULE = 'pixelfly.writeTorchModule';
 /** Request: the analysis of an open document, as `pixelfly analyze --json` prints it. */
 export const ANALYSIS_REQUEST = 'pixelfly/analysis';
 
-/** One resolved, built layer of the model (unresolved or unbuilt layers are left out). */
-export interface LensLayer {
-  name: string;
-  role: LayerRole;
-  in: number;
-  out: number;
-  count: number;
-  rowsPerSample: number;
+/** One resolved, built layer of the model (unresolved or unbuilt layers are left out): the planner's inventory layer, located. */
+export interface LensLayer extends Omit<InventoryLayer, 'pinnedDense'> {
   /** 0-based line of the call that builds it, in `file`. */
   line: number;
   file: string;

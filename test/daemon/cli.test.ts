@@ -4,17 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, removeHome, tempHome, waitFor } from './harness';
-
-function engineMissing(): string | undefined {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    require('../../native/engine').engineBackend();
-    return undefined;
-  } catch (err) {
-    return `SKIPPED: the native engine is not built (${(err as Error).message}); run \`npm run build\``;
-  }
-}
+import { CLI, engineMissing, removeHome, tempHome, waitFor } from './harness';
 
 function pixelfly(home: string, args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, PIXELFLY_HOME: home }, encoding: 'utf8', timeout: 60_000 });

@@ -74,6 +74,26 @@ export async function startDaemon(home: string, args: string[] = [], env: Record
   }
 }
 
+/**
+ * `run` against a fresh daemon in a temporary home, with a connected client; the client is closed,
+ * the daemon stopped and the home removed afterwards, whatever happens.
+ */
+export async function withDaemon(run: (client: DaemonClient, daemon: DaemonProcess) => Promise<void>, args: string[] = []): Promise<void> {
+  const home = tempHome();
+  const daemon = await startDaemon(home, args);
+  try {
+    const client = await daemon.client();
+    try {
+      await run(client, daemon);
+    } finally {
+      client.close();
+    }
+  } finally {
+    await daemon.stop();
+    removeHome(home);
+  }
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -181,5 +201,16 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, what: stri
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(10);
+  }
+}
+
+/** Why engine tests cannot run here, or undefined when the native addon loads. */
+export function engineMissing(): string | undefined {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    require('../../native/engine').engineBackend();
+    return undefined;
+  } catch (err) {
+    return `SKIPPED: the native engine is not built (${(err as Error).message}); run \`npm run build\``;
   }
 }

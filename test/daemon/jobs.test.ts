@@ -8,18 +8,8 @@ import { join } from 'node:path';
 import { ErrorCode, TOKEN_HEADER, type JobEvent, type JobInfo } from '../../protocol/daemon';
 import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
 import { parseDeviceProfile } from '../../core/costModel';
-import { frame, rawConnect, removeHome, startDaemon, tempHome, waitFor, sleep } from './harness';
+import { engineMissing, frame, withDaemon, rawConnect, removeHome, startDaemon, tempHome, waitFor, sleep } from './harness';
 
-/** Why engine tests cannot run here, or undefined when the native addon loads. */
-function engineMissing(): string | undefined {
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    require('../../native/engine').engineBackend();
-    return undefined;
-  } catch (err) {
-    return `SKIPPED: the native engine is not built (${(err as Error).message}); run \`npm run build\``;
-  }
-}
 const skipEngine = engineMissing();
 
 const TINY_MLP = { kind: 'mlp', name: 'tiny', inputFeatures: 64, hidden: [256, 256], classes: 10 };
@@ -107,10 +97,7 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
 });
 
 test('job.submit refuses bad specs, plans and data with messages that name the problem', { skip: skipEngine, timeout: 30_000 }, async () => {
-  const home = tempHome();
-  const daemon = await startDaemon(home);
-  try {
-    const client = await daemon.client();
+  await withDaemon(async (client, daemon) => {
     const hyper = { epochs: 1, batchSize: 8, lr: 1e-3 };
     const refused = async (params: Parameters<DaemonClient['request']>[1], pattern: RegExp) => {
       await assert.rejects(client.request('job.submit', params as never), (e: DaemonRpcError) => {
@@ -126,18 +113,14 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
       /fc9/,
     );
     // Data problems surface when the job starts: it fails with the file named.
-    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(home, 'missing') }, hyper });
+    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(daemon.home, 'missing') }, hyper });
     const events = collect(client, job.jobId);
     await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
     await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the failed job to complete');
     const failed = await client.request('job.get', { jobId: job.jobId });
     assert.equal(failed.state, 'failed');
     assert.match(failed.error ?? '', /missing\/x\.npy: file not found/);
-    client.close();
-  } finally {
-    await daemon.stop();
-    removeHome(home);
-  }
+  });
 });
 
 test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthetic task and says so', { skip: skipEngine, timeout: 30_000 }, async () => {
@@ -164,47 +147,40 @@ test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthet
 });
 
 test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 30_000 }, async () => {
-  const home = tempHome();
-  const daemon = await startDaemon(home);
-  try {
-    const client = await daemon.client();
+  await withDaemon(async (client, daemon) => {
     const r = await client.request('bench.layers', {
       shapes: [{ name: 'fc', in: 256, out: 512, rows: 256 }],
       configs: [{ block: 32, butterflySize: 8, nFactors: 2, rank: 8 }],
       repeats: 3,
       threads: 1,
-    });
-    assert.equal(r.rows.length, 1);
-    assert.ok(r.rows[0].denseMs > 0 && r.rows[0].pixelflyMs > 0);
-    assert.equal(r.profilePath, join(home, 'profiles', 'device.json'));
-    const profile = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
-    assert.equal(profile.source, 'measured');
-    const plan = await client.request('plan.suggest', {
-      inventory: { layers: [{ name: 'fc', role: 'mlp_fc1', in: 1024, out: 4096, count: 1, rowsPerSample: 64 }] },
-      target: { budget: 0.5 },
-    });
-    assert.equal(plan.profile, profile.device);
+  });
+  assert.equal(r.rows.length, 1);
+  assert.ok(r.rows[0].denseMs > 0 && r.rows[0].pixelflyMs > 0);
+  assert.equal(r.profilePath, join(daemon.home, 'profiles', 'device.json'));
+  const profile = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
+  assert.equal(profile.source, 'measured');
+  const plan = await client.request('plan.suggest', {
+    inventory: { layers: [{ name: 'fc', role: 'mlp_fc1', in: 1024, out: 4096, count: 1, rowsPerSample: 64 }] },
+    target: { budget: 0.5 },
+  });
+  assert.equal(plan.profile, profile.device);
 
-    // A second call (shapes with their own configs, as the extension sends a model's layers) adds
-    // its points to the saved profile rather than replacing it.
-    const again = await client.request('bench.layers', {
-      shapes: [{ name: 'fc16', in: 256, out: 512, rows: 256, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 4 } }],
-      repeats: 3,
-      threads: 1,
-    });
-    assert.deepEqual(again.rows.map((x) => [x.name, x.config.block, x.config.rank]), [['fc16', 16, 4]]);
-    const merged = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
-    assert.deepEqual(merged.blockSparse.map((p) => p.block), [16, 32], 'the first call\'s block-32 point is kept');
-    assert.deepEqual(merged.lowRank.map((p) => p.rank), [4, 8], 'and its rank-8 point');
-    await assert.rejects(
-      client.request('bench.layers', { shapes: [{ in: 256, out: 512, rows: 256 }], repeats: 1 }),
-      (e: DaemonRpcError) => e.code === ErrorCode.INVALID_PARAMS && /configs: every shape needs its own config/.test(e.message),
-    );
-    client.close();
-  } finally {
-    await daemon.stop();
-    removeHome(home);
-  }
+  // A second call (shapes with their own configs, as the extension sends a model's layers) adds
+  // its points to the saved profile rather than replacing it.
+  const again = await client.request('bench.layers', {
+    shapes: [{ name: 'fc16', in: 256, out: 512, rows: 256, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 4 } }],
+    repeats: 3,
+    threads: 1,
+  });
+  assert.deepEqual(again.rows.map((x) => [x.name, x.config.block, x.config.rank]), [['fc16', 16, 4]]);
+  const merged = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
+  assert.deepEqual(merged.blockSparse.map((p) => p.block), [16, 32], 'the first call\'s block-32 point is kept');
+  assert.deepEqual(merged.lowRank.map((p) => p.rank), [4, 8], 'and its rank-8 point');
+  await assert.rejects(
+    client.request('bench.layers', { shapes: [{ in: 256, out: 512, rows: 256 }], repeats: 1 }),
+    (e: DaemonRpcError) => e.code === ErrorCode.INVALID_PARAMS && /configs: every shape needs its own config/.test(e.message),
+  );
+  });
 });
 
 /** A finished run written the way the daemon writes one, with `n` step events (each padded with a `pad`-character log line). */
