@@ -222,7 +222,9 @@ function followInNotification(s: Services, info: JobInfo): Thenable<void> {
           ];
           progress.report({ message: parts.filter(Boolean).join(' · '), increment: Math.max(0, frac * 100 - reported) });
           reported = Math.max(reported, frac * 100);
-          if (TERMINAL_STATES.includes(r.info.state) || r.info.state === 'interrupted') {
+          // A finished run's terminal status comes just before its `completed` event (the summary,
+          // with the speedup): the message waits for the latter.
+          if ((TERMINAL_STATES.includes(r.info.state) && r.info.summary) || r.info.state === 'interrupted') {
             done();
             const sp = r.info.summary?.speedup;
             const msg = `Pixelfly: ${r.info.name} ${r.info.state}${sp !== undefined ? ` — ${sp.toFixed(2)}× speedup` : ''}${r.info.error ? `: ${r.info.error}` : ''}`;

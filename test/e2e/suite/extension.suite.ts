@@ -4,6 +4,8 @@
  * discovery file in $PIXELFLY_HOME), the real native engine and the real webview panels.
  */
 import * as assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { PixelflyApi } from '../../../extension/main';
 import type { JobInfo } from '../../../protocol/daemon';
@@ -59,7 +61,7 @@ suite('Pixelfly extension (inside VS Code)', () => {
     const c = vscode.workspace.getConfiguration('pixelfly');
     assert.equal(c.inspect('daemon.autostart')?.defaultValue, true);
     assert.equal(c.inspect('plan.blockSize')?.defaultValue, 32);
-    assert.equal(c.inspect('analysis.tokensPerSample')?.defaultValue, 256);
+    assert.equal(c.inspect('analysis.tokensPerSample')?.defaultValue, null, 'unset: the model\'s own tokens per sample wins');
     assert.equal(api.settings().dataset, 'synthetic', 'from test/e2e/workspace/.vscode/settings.json');
     assert.ok(api.settings().maxSteps > 0);
   });
@@ -98,13 +100,18 @@ suite('Pixelfly extension (inside VS Code)', () => {
       name: 'bench-model',
       layers: [
         { name: 'fc1', role: 'mlp_fc1', in: 256, out: 1024, count: 1, rowsPerSample: 16, decision: { sparsify: true, config: { block: 32, butterflySize: 8, nFactors: 2, rank: 8, globalSize: 0, shuffle: false }, estSpeedup: 1.5, reason: 'test' } },
+        { name: 'fc2', role: 'mlp_fc2', in: 1024, out: 256, count: 1, rowsPerSample: 16, decision: { sparsify: true, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 4, globalSize: 0, shuffle: false }, estSpeedup: 1.5, reason: 'test' } },
         { name: 'head', role: 'head', in: 256, out: 10, count: 1, decision: { sparsify: false, estSpeedup: 1, reason: 'dense' } },
       ],
     });
     assert.ok(measured, 'measured');
-    assert.deepEqual(Object.keys(measured), ['fc1'], 'only the Pixelfly layer is measured');
+    assert.deepEqual(Object.keys(measured).sort(), ['fc1', 'fc2'], 'only the Pixelfly layers are measured');
     assert.ok(measured.fc1 > 0 && Number.isFinite(measured.fc1));
-    console.log(`bench.layers fc1 256->1024 x 256 rows: ${measured.fc1.toFixed(2)}x (informational)`);
+    // Both configs land in the saved device profile (one call, nothing overwritten).
+    const profile = JSON.parse(readFileSync(join(process.env.PIXELFLY_HOME as string, 'profiles', 'device.json'), 'utf8')) as { blockSparse: { block: number }[]; lowRank: { rank: number }[] };
+    for (const block of [16, 32]) assert.ok(profile.blockSparse.some((p) => p.block === block), `block ${block} in ${JSON.stringify(profile.blockSparse)}`);
+    for (const rank of [4, 8]) assert.ok(profile.lowRank.some((p) => p.rank === rank), `rank ${rank} in ${JSON.stringify(profile.lowRank)}`);
+    console.log(`bench.layers fc1 256->1024, fc2 1024->256 x 256 rows: ${measured.fc1.toFixed(2)}x, ${measured.fc2.toFixed(2)}x (informational)`);
   });
 
   let job: JobInfo | undefined;
@@ -114,9 +121,10 @@ suite('Pixelfly extension (inside VS Code)', () => {
     assert.ok(job, 'job submitted');
     const id = job.jobId;
     await waitFor('metrics panel', () => webviewTabs('pixelfly.metrics').length === 1, 15000);
+    // The daemon sends the terminal status, then the `completed` event with the summary: wait for the latter.
     const r = await waitFor('run completion', () => {
       const rec = api.store.get(id);
-      return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec;
+      return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec.info.summary !== undefined && rec;
     }, 240000);
     assert.equal(r.info.state, 'completed', r.info.error);
     assert.ok(r.steps.length > 0 && r.steps.length <= api.settings().maxSteps);
