@@ -2,7 +2,8 @@
 // Both sides import this file (the daemon in Node, the extension host), so it must stay free of Node
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
-import { LAYER_ROLES } from '../core/inventory';
+import { LAYER_ROLES, type InventoryLayer } from '../core/inventory';
+import type { PlanTarget } from '../core/planner';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 
 /** Bumped on any incompatible change; `hello` reports it so a client can refuse a daemon it does not understand. */
@@ -93,7 +94,7 @@ export const InventoryLayerSchema = z.strictObject({
   count: z.number().int().nonnegative(),
   rowsPerSample: positiveInt,
   pinnedDense: z.boolean().optional(),
-});
+}) satisfies z.ZodType<InventoryLayer>;
 
 /** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig; `satisfies` keeps the two in step). */
 export const PixelflyConfigSchema = z.object({
@@ -109,7 +110,7 @@ export const PixelflyConfigSchema = z.object({
 export const PlanTargetSchema = z.union([
   z.strictObject({ budget: finite.refine((v) => v > 0 && v <= 1, 'budget must be in (0, 1]') }),
   z.strictObject({ speedup: finite.refine((v) => v >= 1 && v <= 1000, 'speedup must be in [1, 1000]') }),
-]);
+]) satisfies z.ZodType<PlanTarget>;
 
 /**
  * A plan as core/planner.ts produces it (Plan, LayerDecision). The fields the daemon and the
