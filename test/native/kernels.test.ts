@@ -98,6 +98,9 @@ function cases(): Case[] {
     list.push({ m: 19, out: 3 * block - 5, in: 2 * block + 3, index: randomIndex(3 * block - 5, 2 * block + 3, block, 0.5, rand), label: `random odd b${block}` });
     list.push({ m: 1, out: block + 1, in: 3 * block - 1, index: randomIndex(block + 1, 3 * block - 1, block, 0.6, rand), label: `random m=1 b${block}` });
   }
+  // Deep enough for dW to run several row chunks (the last one partial), with padding.
+  const deep = flatBlockButterflyLayout(3 * 32 + 7, 4 * 32 - 9, { block: 32, butterflySize: 4, nFactors: 2 });
+  list.push({ m: 300, out: 3 * 32 + 7, in: 4 * 32 - 9, index: buildBlockIndex(deep), label: 'butterfly deep b32' });
   // Empty rows/columns must still define their outputs.
   list.push({ m: 33, out: 64, in: 96, index: blockIndexFromMask(new Uint8Array([1, 0, 0, 0, 0, 0]), 2, 3, 32), label: 'mostly empty' });
   return list;
