@@ -97,10 +97,17 @@ function roundUp(n: number, m: number): number {
   return Math.max(m, Math.ceil(n / m) * m);
 }
 
-/** Butterfly sizes that divide both padded sizes (the layouts Pixelfly accepts), up to 256. */
-function butterflySizes(outPadded: number, inPadded: number): number[] {
+/**
+ * Butterfly sizes the planner proposes: S divides both padded sizes (the layouts Pixelfly accepts)
+ * and each support cell spans at least one block on each side (S ≤ blocks per side), so the block
+ * mask is itself a stretched butterfly. Finer supports are valid layouts too, but once a block
+ * straddles many cells the pooled mask loses the butterfly's structure; users who want more
+ * sparsity get it from smaller blocks.
+ */
+function butterflySizes(outPadded: number, inPadded: number, block: number): number[] {
   const sizes: number[] = [];
-  for (let s = 2; s <= 256 && outPadded % s === 0 && inPadded % s === 0; s *= 2) sizes.push(s);
+  const limit = Math.min(outPadded, inPadded) / block;
+  for (let s = 2; s <= limit && outPadded % s === 0 && inPadded % s === 0; s *= 2) sizes.push(s);
   return sizes;
 }
 
@@ -116,7 +123,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
   for (const block of o.blockSizes) {
     const outP = padTo(layer.out, block);
     const inP = padTo(layer.in, block);
-    const sizes = butterflySizes(outP, inP);
+    const sizes = butterflySizes(outP, inP, block);
     for (const butterflySize of sizes) {
       for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
         const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
