@@ -56,7 +56,7 @@ constexpr int NV = 2;       // vectors per tile row for blocks >= NV*VL columns
 // AVX-512 machines, 2 MB L2 per core: smaller blocks keep the panels closer to L1; dX's rows are 4×
 // wider for the shapes we train, so it gets a larger block: each work item streams all of W's
 // packed blocks once, and with 1024×4096 layers (4096-wide rows, 2-4 MB of blocks at density 1/8-1/4)
-// 768 KB items (4 row panels instead of 1) cut dX's time by about a tenth, 1-thread CPU time).
+// 768 KB items (3 row panels instead of 1) cut dX's time by about a tenth, 1-thread CPU time).
 constexpr int kForwardBlockKB = 192;
 constexpr int kBackwardDataBlockKB = 768;
 constexpr int KC = 768;     // deepest packed panel of the dense GEMM (fewer passes over C)
@@ -499,10 +499,16 @@ inline void packBlockTiles(float* dst, long tileStride, const float* src, long l
 // dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
 // Each thread owns a contiguous range of kept blocks (no two threads write the same dW block) and
 // walks the rows in chunks of KCW. Per chunk it copies, row by row, the block-columns of X its
-// blocks use into tiles Xc[c][m][b] and its block-rows of dY into tiles Dc[r][m][b] (zero past
-// in/out; together they stay in L2), so the microkernel streams contiguous operands and every
-// tile is reused by all the thread's blocks in that column or row. The threads never wait for each
-// other (no barrier per chunk), so a thread the OS preempts delays only its own blocks.
+// blocks use into tiles Xc[c][m][b] (zero past `in`; they stay in L2 and every kept block of the
+// column reuses them). dY is copied one block-row strip at a time (kc × b floats, zero past
+// `out`), just before that row's blocks use it, into one small contiguous tile: rows of dY are
+// 12-16 KB apart, so uncopied strips fall into a handful of cache sets and thrash, and copying all
+// block-rows of a chunk at once (the earlier scheme) pushed X's tiles and dW out of L2. While a
+// block-row computes, the next one's strip is prefetched, and the next chunk of X over the whole
+// chunk, a few lines per microkernel call, so the copies rarely wait on memory. The chunk
+// boundaries do not depend on the thread count, so neither does the summation order. The threads
+// never wait for each other (no barrier per chunk), so a thread the OS preempts delays only its
+// own blocks.
 template <int RW, int NVV>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
                         bool accumulate, int threads) {
@@ -525,42 +531,46 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const float* dY, int lddy, co
     if (k0 < k1) {
       const int rFirst = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k0) - L.rowPtr) - 1;
       const int rLast = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k1 - 1) - L.rowPtr) - 1;
-      std::vector<int> rows, cols;
-      for (int r = rFirst; r <= rLast; r++) rows.push_back(r);
+      std::vector<int> cols;
       std::vector<char> used(L.blockCols, 0);
       for (int k = k0; k < k1; k++) used[L.colIdx[k]] = 1;
       for (int c = 0; c < L.blockCols; c++)
         if (used[c]) cols.push_back(c);
-      float* Dc = tlsA.get((size_t)tile * (rows.size() + L.blockCols));
-      float* Xc = Dc + tile * (long)rows.size();
+      float* Dc = tlsA.get((size_t)tile * (1 + L.blockCols));  // one dY strip, then X's tiles
+      float* Xc = Dc + tile;
       for (int m0 = 0; m0 < M; m0 += KCW) {
         const int kc = std::min(KCW, M - m0);
-        packBlockTiles(Dc, tile, dY + (long)m0 * lddy, lddy, kc, rows.data(), (int)rows.size(), rFirst, b, w.out);
         packBlockTiles(Xc, tile, X + (long)m0 * ldx, ldx, kc, cols.data(), (int)cols.size(), 0, b, w.in);
         const bool acc = accumulate || m0 > 0;
-        // While this chunk computes, fetch the next one's rows: dY's strip of this thread's
-        // block-rows and X's strip of its block-columns.
-        RowPrefetcher pfD, pfX;
+        RowPrefetcher pfX;
         if (m0 + KCW < M) {
-          const int nextKc = std::min(KCW, M - m0 - KCW);
-          const long calls = (long)(k1 - k0) * itN * jtN;
-          const int d0 = rFirst * b, d1 = std::min((rLast + 1) * b, w.out);
           const int x0 = cols.front() * b, x1 = std::min((cols.back() + 1) * b, w.in);
-          pfD.reset(dY + (long)(m0 + KCW) * lddy + d0, lddy, nextKc, d1 - d0, calls);
-          pfX.reset(X + (long)(m0 + KCW) * ldx + x0, ldx, nextKc, x1 - x0, calls);
+          pfX.reset(X + (long)(m0 + KCW) * ldx + x0, ldx, std::min(KCW, M - m0 - KCW), x1 - x0,
+                    (long)(k1 - k0) * itN * jtN);
         }
-        int r = rFirst;
-        for (int k = k0; k < k1; k++) {
-          while (k >= L.rowPtr[r + 1]) r++;
-          const float* dt = Dc + (r - rFirst) * tile;
-          const float* xt = Xc + L.colIdx[k] * tile;
-          for (int it = 0; it < itN; it++)
-            for (int jt = 0; jt < jtN; jt++) {
-              pfD.step();
-              pfX.step();
-              micro<RW, NVV>(1, kc, dt + it * RW, b, nullptr, xt + jt * NR, b, dW + k * bb + (long)it * RW * b + jt * NR,
-                             b, RW, NR, acc, nullptr);
-            }
+        for (int r = rFirst; r <= rLast; r++) {
+          const int kb = std::max(k0, L.rowPtr[r]), ke = std::min(k1, L.rowPtr[r + 1]);
+          if (kb >= ke) continue;
+          // Next strip: the next block-row of this chunk, else the first one of the next chunk.
+          RowPrefetcher pfD;
+          const int nr = r < rLast ? r + 1 : rFirst;
+          const int nm0 = r < rLast ? m0 : m0 + KCW;
+          if (nm0 < M && nr * b < w.out)
+            pfD.reset(dY + (long)nm0 * lddy + (long)nr * b, lddy, std::min(KCW, M - nm0), std::min(b, w.out - nr * b),
+                      (long)(ke - kb) * itN * jtN);
+          packBlockTiles(Dc, tile, dY + (long)m0 * lddy, lddy, kc, &r, 1, r, b, w.out);
+          const float* dt = Dc;
+          const long sa = b;
+          for (int k = kb; k < ke; k++) {
+            const float* xt = Xc + L.colIdx[k] * tile;
+            for (int it = 0; it < itN; it++)
+              for (int jt = 0; jt < jtN; jt++) {
+                pfD.step();
+                pfX.step();
+                micro<RW, NVV>(1, kc, dt + it * RW, sa, nullptr, xt + jt * NR, b,
+                               dW + k * bb + (long)it * RW * b + jt * NR, b, RW, NR, acc, nullptr);
+              }
+          }
         }
       }
     }
