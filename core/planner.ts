@@ -21,7 +21,10 @@ export type PlanTarget = { budget: number } | { speedup: number };
 
 export interface PlanOptions {
   profile?: DeviceProfile;
-  /** Block sizes the engine may use (the native kernels support 16, 32, 64). */
+  /**
+   * Block sizes the engine may use (the native kernels support 16, 32, 64; all by default): the
+   * cost model weighs a small block's lower efficiency against the sparser butterflies it allows.
+   */
   blockSizes?: number[];
   /** Layers with min(in, out) below this stay dense. */
   minDim?: number;
@@ -228,7 +231,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   validateTarget(target);
   const o: Required<PlanOptions> = {
     profile: options.profile ?? DEFAULT_PROFILE,
-    blockSizes: options.blockSizes ?? [32],
+    blockSizes: options.blockSizes ?? [16, 32, 64],
     minDim: options.minDim ?? 256,
     minSpeedup: options.minSpeedup ?? 1.1,
   };
