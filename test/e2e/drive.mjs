@@ -101,9 +101,10 @@ try {
   });
 
   await check('apply a quick fix (sparsify a layer)', async () => {
-    // Put the cursor on the first channel-MLP layer (scrolled into view) and open the quick-fix menu.
-    await goToLine(32);
-    await page.locator('.editor-instance .view-line', { hasText: /self\.fc1\s*=\s*nn\.Linear\(dim,/ }).first().click();
+    // Put the cursor on the channel MLP's fc2 (scrolled into view), the layer the planner suggests
+    // sparsifying at the default settings, and open the quick-fix menu.
+    await goToLine(34);
+    await page.locator('.editor-instance .view-line', { hasText: /self\.fc2\s*=\s*nn\.Linear\(channel_hidden,/ }).first().click();
     await page.keyboard.press('Control+.');
     const fix = page.locator('.action-widget .monaco-list-row', { hasText: /sparsif/i }).first();
     await fix.waitFor({ timeout: 30000 });
