@@ -31,58 +31,30 @@ namespace {
 using binding::ArgError;
 using binding::Args;
 
-// A layout's index arrays copied from the caller's Int32Arrays and checked by the CPU kernels'
-// validator (one definition of a valid layout), plus the weight's logical sizes.
+// A layout as the shared parser copies and validates it, seen through the tile schedule's view
+// together with the weight's logical sizes.
 struct Layout {
-  std::vector<int32_t> rowPtr, colIdx, colPtr, rowIdx, tBlock;
+  std::shared_ptr<binding::OwnedLayout> owned;
   sched::BsrView view;
 };
 
-std::vector<int32_t> ints(const Args& a, const Napi::Object& o, const char* name, size_t n) {
-  Napi::Value v = o.Get(name);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw ArgError(a.fn + ": layout." + name + " must be an Int32Array");
-  Napi::Int32Array arr = v.As<Napi::Int32Array>();
-  if (arr.ElementLength() != n)
-    throw ArgError(a.fn + ": layout." + name + " has " + std::to_string(arr.ElementLength()) + " entries, expected " +
-                   std::to_string(n));
-  return std::vector<int32_t>(arr.Data(), arr.Data() + n);
-}
-
 std::shared_ptr<Layout> layoutArg(Args& a) {
-  Napi::Object o = a.object("layout");
-  Args la(a.fn + ": layout", o);
   auto L = std::make_shared<Layout>();
+  L->owned = binding::layoutArg(a);
+  const kernels::BsrLayout& k = L->owned->view;
   sched::BsrView& v = L->view;
-  v.block = la.integer("block", 16, 64);
-  v.blockRows = la.integer("blockRows", 1, 1 << 20);
-  v.blockCols = la.integer("blockCols", 1, 1 << 20);
-  v.nnz = la.integer("nnz", 0, 1 << 30);
-  L->rowPtr = ints(a, o, "rowPtr", size_t(v.blockRows) + 1);
-  L->colIdx = ints(a, o, "colIdx", size_t(v.nnz));
-  L->colPtr = ints(a, o, "colPtr", size_t(v.blockCols) + 1);
-  L->rowIdx = ints(a, o, "rowIdx", size_t(v.nnz));
-  L->tBlock = ints(a, o, "tBlock", size_t(v.nnz));
-  v.rowPtr = L->rowPtr.data();
-  v.colIdx = L->colIdx.data();
-  v.colPtr = L->colPtr.data();
-  v.rowIdx = L->rowIdx.data();
-  v.tBlock = L->tBlock.data();
+  v.block = k.block;
+  v.blockRows = k.blockRows;
+  v.blockCols = k.blockCols;
+  v.nnz = k.nnz;
+  v.rowPtr = k.rowPtr;
+  v.colIdx = k.colIdx;
+  v.colPtr = k.colPtr;
+  v.rowIdx = k.rowIdx;
+  v.tBlock = k.tBlock;
   v.out = a.integer("out", 1, 1 << 30);
   v.in = a.integer("in", 1, 1 << 30);
-  kernels::BsrLayout k;
-  k.block = v.block;
-  k.blockRows = v.blockRows;
-  k.blockCols = v.blockCols;
-  k.nnz = v.nnz;
-  k.rowPtr = v.rowPtr;
-  k.colIdx = v.colIdx;
-  k.colPtr = v.colPtr;
-  k.rowIdx = v.rowIdx;
-  k.tBlock = v.tBlock;
-  std::string err = kernels::validateLayout(k);
-  if (!err.empty()) throw ArgError(a.fn + ": layout." + err);
-  err = kernels::validateWeightShape(k, v.out, v.in);
+  const std::string err = kernels::validateWeightShape(k, v.out, v.in);
   if (!err.empty()) throw ArgError(a.fn + ": " + err + " (layout and weight shape disagree)");
   return L;
 }

@@ -21,51 +21,8 @@ namespace {
 using binding::Args;
 using binding::ArgError;
 using binding::KernelWorker;
-
-// Layout index arrays owned by the baton (the caller's Int32Arrays may change after the call).
-struct OwnedLayout {
-  BsrLayout view;
-  std::vector<int32_t> rowPtr, colIdx, colPtr, rowIdx, tBlock;
-
-  void bind() {
-    view.rowPtr = rowPtr.data();
-    view.colIdx = colIdx.data();
-    view.colPtr = colPtr.data();
-    view.rowIdx = rowIdx.data();
-    view.tBlock = tBlock.data();
-  }
-};
-
-std::vector<int32_t> int32Array(const Args& a, const Napi::Object& obj, const char* name, size_t length) {
-  Napi::Value v = obj.Get(name);
-  const std::string what = a.fn + ": layout." + name;
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw ArgError(what + " must be an Int32Array");
-  Napi::Int32Array arr = v.As<Napi::Int32Array>();
-  if (arr.ElementLength() != length)
-    throw ArgError(what + " has " + std::to_string(arr.ElementLength()) + " entries, expected " +
-                   std::to_string(length));
-  return std::vector<int32_t>(arr.Data(), arr.Data() + length);
-}
-
-std::shared_ptr<OwnedLayout> layoutArg(const Args& a) {
-  Napi::Object obj = a.object("layout");
-  Args la(a.fn + ": layout", obj);
-  auto L = std::make_shared<OwnedLayout>();
-  L->view.block = la.integer("block", 16, 64);
-  L->view.blockRows = la.integer("blockRows", 1, 1 << 20);
-  L->view.blockCols = la.integer("blockCols", 1, 1 << 20);
-  L->view.nnz = la.integer("nnz", 0, 1 << 30);
-  L->rowPtr = int32Array(a, obj, "rowPtr", (size_t)L->view.blockRows + 1);
-  L->colIdx = int32Array(a, obj, "colIdx", (size_t)L->view.nnz);
-  L->colPtr = int32Array(a, obj, "colPtr", (size_t)L->view.blockCols + 1);
-  L->rowIdx = int32Array(a, obj, "rowIdx", (size_t)L->view.nnz);
-  L->tBlock = int32Array(a, obj, "tBlock", (size_t)L->view.nnz);
-  L->bind();
-  const std::string err = validateLayout(L->view);
-  if (!err.empty()) throw ArgError(a.fn + ": layout." + err);
-  return L;
-}
+using binding::OwnedLayout;
+using binding::layoutArg;
 
 // The weight descriptor shared by the three Pixelfly products: layout, out, in, and (when the
 // product reads W) `weights` of nnz*block*block floats.
