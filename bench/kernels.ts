@@ -31,6 +31,7 @@ import {
   type BsrWeight,
 } from '../native/kernels';
 import { gpuKernelRows } from './gpuKernels';
+import { median, seededFloats } from '../daemon/measure';
 
 interface Options {
   threads: number[];
@@ -126,21 +127,6 @@ function layoutNear(out: number, inF: number, block: number, target: number): Bl
   return best;
 }
 
-function randomArray(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 4294967296 - 0.5;
-  }
-  return a;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A named group of timed products; groups are separated by a pause so one library's idle-spinning threads are asleep before the next runs. */
@@ -227,9 +213,9 @@ async function main(): Promise<void> {
     for (const [inF, out] of opts.shapes) {
       const { m, block } = opts;
       const bufs: Buffers = {
-        x: randomArray(m * inF, 1),
-        w: randomArray(out * inF, 2),
-        dy: randomArray(m * out, 3),
+        x: seededFloats(m * inF, 1),
+        w: seededFloats(out * inF, 2),
+        dy: seededFloats(m * out, 3),
         y: new Float32Array(m * out),
         dx: new Float32Array(m * inF),
         dw: new Float32Array(out * inF),
@@ -238,7 +224,7 @@ async function main(): Promise<void> {
       const groups: Group[] = [denseGroup('ours', (a) => addon.kernels.gemm(a), m, inF, out, bufs)];
       if (ob.available) groups.push(denseGroup('openblas', (a) => addon.openblas.gemm(a), m, inF, out, bufs));
       layouts.forEach((l, i) => {
-        const w: BsrWeight = { index: buildBlockIndex(l), out, in: inF, weights: randomArray(l.nnzBlocks * block * block, 4) };
+        const w: BsrWeight = { index: buildBlockIndex(l), out, in: inF, weights: seededFloats(l.nnzBlocks * block * block, 4) };
         const dwb = new Float32Array(l.nnzBlocks * block * block);
         groups.push({
           name: `pixelfly${i}`,

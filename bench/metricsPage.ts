@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { MAX_POINTS_PER_MESSAGE, type StepPoint } from '../protocol/webview';
 import { launch, openPage, ROOT, skipReason } from '../test/webview/pageHarness';
+import { median } from '../daemon/measure';
 
 function steps(from: number, n: number): StepPoint[] {
   return Array.from({ length: n }, (_, k) => {
@@ -22,7 +23,6 @@ function steps(from: number, n: number): StepPoint[] {
   });
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(): Promise<void> {
   const why = skipReason('metrics');

@@ -3,6 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { planModel, type PlanTarget } from '../core/planner';
 import type { Inventory, InventoryLayer, LayerRole } from '../core/inventory';
+import { median } from '../daemon/measure';
 
 // Transformer-like widths; a 1000-layer inventory cycles through `distinctShapes` (in, out) pairs.
 const DIMS = [256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096, 5120, 6144, 8192];
@@ -17,11 +18,6 @@ function inventory(n: number, distinctShapes: number): Inventory {
     layers.push({ name: `l${i}`, role: roles[i % 4], in: a, out: b, count: 1, rowsPerSample: 512 });
   }
   return { layers };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 const outIndex = process.argv.indexOf('--out');

@@ -25,6 +25,7 @@ import { planModel } from '../core/planner';
 import { specInventory, type MixerSpec } from '../core/modelSpec';
 import { createModel, engineBackend, EngineDataset, type PlanLike, type TrainConfig } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
+import { median } from '../daemon/measure';
 
 interface Options {
   threads: number;
@@ -71,11 +72,6 @@ function parseArgs(argv: string[]): Options {
   }
   if (o.epochs <= 0) throw new Error('--epochs must be > 0');
   return o;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 interface Row {

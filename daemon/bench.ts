@@ -18,32 +18,10 @@ import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from './home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
+import { medianMs, seededFloats } from './measure';
 
 /** Largest activation (rows x features) a request may ask for: keeps memory per call bounded (~64 MB per buffer). */
 const MAX_ELEMENTS = 16 * 1024 * 1024;
-
-function random(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 4294967296 - 0.5;
-  }
-  return a;
-}
-
-async function medianMs(repeats: number, run: () => Promise<unknown>): Promise<number> {
-  await run(); // warm-up: first-touch page faults and thread start-up are not the layer's cost
-  const times: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const t0 = process.hrtime.bigint();
-    await run();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  }
-  times.sort((a, b) => a - b);
-  const m = times.length >> 1;
-  return times.length % 2 ? times[m] : (times[m - 1] + times[m]) / 2;
-}
 
 export async function benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string, threads: number): Promise<MethodResult<'bench.layers'>> {
   for (const s of params.shapes) {
@@ -57,9 +35,9 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   const lowRankPoints: { rank: number; efficiency: number }[] = [];
   for (const [si, s] of params.shapes.entries()) {
     const m = s.rows;
-    const x = random(m * s.in, 1 + si);
-    const dy = random(m * s.out, 2 + si);
-    const w = random(s.out * s.in, 3 + si);
+    const x = seededFloats(m * s.in, 1 + si);
+    const dy = seededFloats(m * s.out, 2 + si);
+    const w = seededFloats(s.out * s.in, 3 + si);
     const denseMs = await medianMs(params.repeats, async () => {
       await denseForward(x, w, m, s.in, s.out);
       await denseBackwardData(dy, w, m, s.in, s.out);
@@ -77,7 +55,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
         throw err;
       }
       const index = buildBlockIndex(layout);
-      const weight = { index, out: s.out, in: s.in, weights: random(index.nnz * index.block * index.block, 4) };
+      const weight = { index, out: s.out, in: s.in, weights: seededFloats(index.nnz * index.block * index.block, 4) };
       const sparseMs = await medianMs(params.repeats, async () => {
         await bsrForward(weight, x, m);
         await bsrBackwardData(weight, dy, m);
@@ -86,8 +64,8 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
       const r = config.rank;
       let lowRankMs = 0;
       if (r > 0) {
-        const v = random(s.in * r, 5); // V: in x r
-        const u = random(s.out * r, 6); // U: out x r
+        const v = seededFloats(s.in * r, 5); // V: in x r
+        const u = seededFloats(s.out * r, 6); // U: out x r
         lowRankMs = await medianMs(params.repeats, async () => {
           const h = await gemm(x, v, m, r, s.in); // h = x·V
           await gemm(h, u, m, s.out, r, { transB: true }); // y = h·Uᵀ

@@ -4,6 +4,7 @@
 import { join } from 'node:path';
 import type { JobEvent, JobEventBody, RunSummary } from '../../protocol/daemon';
 import type { EvalResult, ModelTrainer, TrainingSetup } from './trainer';
+import { median } from '../measure';
 
 /** Steps over which the running speedup (ratio of median step times) and the ETA are taken. */
 const WINDOW = 50;
@@ -27,12 +28,6 @@ export interface RunContext {
 export type RunOutcome = { kind: 'completed'; step: number } | { kind: 'stopped'; reason: 'cancel' | 'shutdown'; step: number };
 
 export class DivergedError extends Error {}
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 async function timedStep(model: ModelTrainer, tokensPerStep: number, variant: string, step: number) {
   const r = await model.step();
