@@ -2,7 +2,8 @@
 // One-step set-up used by `npm test`, `npm run demo` and `npm run build`:
 // Debian packages (when root), npm dependencies, the native addon, TypeScript and bundles.
 // Each step is cheap when already done, so every entry point can call this unconditionally.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +12,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
 
 // Debian packages the tests and benchmarks use, with what each is for.
-export const DEBIAN_PACKAGES = {
+const DEBIAN_PACKAGES = {
   'build-essential': 'compiles the native engine',
   'python3': 'node-gyp',
   'libopenblas-dev': 'dense baseline in the kernel benchmark',
@@ -82,16 +83,8 @@ function nativeAddon() {
     if (!existsSync(join(root, 'native', 'build', 'Makefile'))) {
       run(process.execPath, [gyp, 'configure', '--directory', 'native'], { env });
     }
-    run(process.execPath, [gyp, 'build', '--directory', 'native', `--jobs=${Math.max(1, (cpuCount()))}`], { env });
+    run(process.execPath, [gyp, 'build', '--directory', 'native', `--jobs=${availableParallelism()}`], { env });
   });
-}
-
-function cpuCount() {
-  try {
-    return Number(execFileSync('nproc', { encoding: 'utf8' }).trim()) || 1;
-  } catch {
-    return 1;
-  }
 }
 
 function typescript() {
