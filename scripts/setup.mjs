@@ -69,7 +69,8 @@ function npmInstall() {
   if (existsSync(stamp) && readFileSync(stamp, 'utf8').length > 0 && existsSync(lock)) {
     const want = JSON.parse(readFileSync(lock, 'utf8')).packages ?? {};
     const have = JSON.parse(readFileSync(stamp, 'utf8')).packages ?? {};
-    const same = Object.keys(want).every((k) => k === '' || have[k]?.version === want[k].version);
+    // Optional packages for other platforms (esbuild's binaries) are in the lock but never installed.
+    const same = Object.keys(want).every((k) => k === '' || have[k]?.version === want[k].version || (want[k].optional && !have[k]));
     if (same) return;
   }
   step('npm install', () => run('npm', ['install', '--no-audit', '--no-fund']));
