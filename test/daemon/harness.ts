@@ -78,9 +78,13 @@ export async function startDaemon(home: string, args: string[] = [], env: Record
  * `run` against a fresh daemon in a temporary home, with a connected client; the client is closed,
  * the daemon stopped and the home removed afterwards, whatever happens.
  */
-export async function withDaemon(run: (client: DaemonClient, daemon: DaemonProcess) => Promise<void>, args: string[] = []): Promise<void> {
+export async function withDaemon(
+  run: (client: DaemonClient, daemon: DaemonProcess) => Promise<void>,
+  args: string[] = [],
+  env: (home: string) => Record<string, string> = () => ({}),
+): Promise<void> {
   const home = tempHome();
-  const daemon = await startDaemon(home, args);
+  const daemon = await startDaemon(home, args, env(home));
   try {
     const client = await daemon.client();
     try {

@@ -124,26 +124,23 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
 });
 
 test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthetic task and says so', { skip: skipEngine, timeout: 30_000 }, async () => {
-  const home = tempHome();
-  const daemon = await startDaemon(home, [], { PIXELFLY_FASHION_MNIST: join(home, 'not-installed') });
-  try {
-    const client = await daemon.client();
-    const spec = { kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 7, dim: 32, depth: 1, tokenHidden: 16, channelHidden: 64, classes: 10 };
-    const job = await client.request('job.submit', { spec, dataset: { kind: 'fashion-mnist' }, hyper: { epochs: 1, batchSize: 8, lr: 1e-3, maxSteps: 3 } });
-    const events = collect(client, job.jobId);
-    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
-    await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the job to complete');
-    const running = events.find((e) => e.type === 'status' && e.state === 'running');
-    assert.match((running?.type === 'status' && running.message) || '', /Fashion-MNIST is not installed .*not-installed.*training on the synthetic task instead/);
-    const info = await client.request('job.get', { jobId: job.jobId });
-    assert.equal(info.state, 'completed');
-    assert.equal(info.dataset?.synthetic, true);
-    assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /synthetic task/);
-    client.close();
-  } finally {
-    await daemon.stop();
-    removeHome(home);
-  }
+  await withDaemon(
+    async (client) => {
+      const spec = { kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 7, dim: 32, depth: 1, tokenHidden: 16, channelHidden: 64, classes: 10 };
+      const job = await client.request('job.submit', { spec, dataset: { kind: 'fashion-mnist' }, hyper: { epochs: 1, batchSize: 8, lr: 1e-3, maxSteps: 3 } });
+      const events = collect(client, job.jobId);
+      await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
+      await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the job to complete');
+      const running = events.find((e) => e.type === 'status' && e.state === 'running');
+      assert.match((running?.type === 'status' && running.message) || '', /Fashion-MNIST is not installed .*not-installed.*training on the synthetic task instead/);
+      const info = await client.request('job.get', { jobId: job.jobId });
+      assert.equal(info.state, 'completed');
+      assert.equal(info.dataset?.synthetic, true);
+      assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /synthetic task/);
+    },
+    [],
+    (home) => ({ PIXELFLY_FASHION_MNIST: join(home, 'not-installed') }),
+  );
 });
 
 test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 30_000 }, async () => {
