@@ -11,17 +11,10 @@ import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../.
 import { createModel, createProbe, EngineDataset, pixelflyLayerConfig } from '../../native/engine';
 import { syntheticClassification } from '../../native/datasets';
 import { mulberry32 } from '../support/random';
+import { PYTHON, torchMissing } from '../support/torch';
 
-const PYTHON = '/usr/bin/python3';
 const SCRIPT = join(__dirname, '..', '..', '..', 'test', 'engine', 'torch_crosscheck.py');
 
-function torchMissing(): string | false {
-  const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) {
-    return `SKIPPED LOUDLY: PyTorch is not importable by ${PYTHON} (install Debian's python3-torch: apt-get install python3-torch); ${(r.stderr || String(r.error)).trim().split('\n').pop()}`;
-  }
-  return false;
-}
 const skip = torchMissing();
 
 interface PfLayer {

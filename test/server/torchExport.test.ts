@@ -15,18 +15,11 @@ import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../.
 import { PixelflyConfigError } from '../../core/errors';
 import { codeActions } from '../../server/lsp/features';
 import { fixture, repoRoot, run } from './helpers';
+import { PYTHON, torchMissing } from '../support/torch';
 
-const PYTHON = '/usr/bin/python3';
 const SCRIPT = join(repoRoot, 'test', 'server', 'torch_export_check.py');
 const EXPORT_DIR = join(repoRoot, 'export');
 
-function torchMissing(): string | false {
-  const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (r.error || r.status !== 0) {
-    return `SKIPPED LOUDLY: PyTorch is not importable by ${PYTHON} (install Debian's python3-torch); ${(r.stderr || String(r.error)).trim().split('\n').pop()}`;
-  }
-  return false;
-}
 const noTorch = torchMissing();
 
 function python(args: string[], env: Record<string, string> = {}): void {
