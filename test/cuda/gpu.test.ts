@@ -7,11 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, gemm } from '../../native/kernels';
 import { cudaInfo, nativeCuda, nativeLayoutOf, type CudaPrecision } from '../../native/cuda';
-import { createModel, EngineDataset, type PlanLike } from '../../native/engine';
+import { createModel, EngineDataset } from '../../native/engine';
 import { syntheticClassification } from '../../native/datasets';
-import type { ModelSpec } from '../../core/modelSpec';
 import { productCases, relError, type ProductCase } from './cases';
 import { mulberry32 } from '../support/random';
+import { MIXER, MIXER_PLAN } from '../engine/fixtures';
 
 const info = cudaInfo();
 const skip = !info
@@ -105,19 +105,8 @@ test('benchLayer times the Pixelfly products and the dense ones on device-reside
 });
 
 test('training steps on the CUDA backend follow the CPU engine', { skip }, async () => {
-  const PF = { block: 16, butterflySize: 2, nFactors: 1, globalSize: 0, shuffle: false, rank: 4 };
-  const spec: ModelSpec = {
-    kind: 'mixer', image: { channels: 1, height: 8, width: 8 }, patch: 2, dim: 32, depth: 2, tokenHidden: 16, channelHidden: 64, classes: 4,
-  };
-  const plan: PlanLike = {
-    layers: [
-      { name: 'blocks.channel_mix.fc1', sparsify: true, config: PF },
-      { name: 'blocks.channel_mix.fc2', sparsify: true, config: PF },
-      { name: 'blocks.token_mix.fc1', sparsify: true, config: PF },
-    ],
-  };
   const run = async (backend: 'cpu' | 'cuda') => {
-    const m = await createModel({ spec, plan, seed: 3, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 10 }, backend });
+    const m = await createModel({ spec: MIXER, plan: MIXER_PLAN, seed: 3, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 10 }, backend });
     assert.equal(m.backend, backend);
     const data = new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 }));
     const losses = (await m.trainSteps(data, 5)).map((s) => s.loss);

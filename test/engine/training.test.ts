@@ -9,19 +9,8 @@ import { planModel } from '../../core/planner';
 import { specInventory, type ModelSpec } from '../../core/modelSpec';
 import { createModel, EngineDataset, type PlanLike, type StepResult } from '../../native/engine';
 import { loadTextCorpus, syntheticClassification, syntheticTokens } from '../../native/datasets';
+import { MIXER, MIXER_PLAN, PF } from './fixtures';
 
-const PF = { block: 16, butterflySize: 2, nFactors: 1, globalSize: 0, shuffle: false, rank: 4 };
-
-const MIXER: ModelSpec = {
-  kind: 'mixer', image: { channels: 1, height: 8, width: 8 }, patch: 2, dim: 32, depth: 2, tokenHidden: 16, channelHidden: 64, classes: 4,
-};
-const MIXER_PLAN: PlanLike = {
-  layers: [
-    { name: 'blocks.channel_mix.fc1', sparsify: true, config: PF },
-    { name: 'blocks.channel_mix.fc2', sparsify: true, config: PF },
-    { name: 'blocks.token_mix.fc1', sparsify: true, config: PF },
-  ],
-};
 const images = () => new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 1024, test: 256, seed: 3 }));
 
 function mean(xs: number[]): number {
