@@ -65,23 +65,23 @@ class Subscription {
       }, RETRY_MS);
       return;
     }
+    // More may be waiting (a long replay): continue on a later turn so other work interleaves.
+    if (this.sendBatch() === PUMP_BATCH) this.schedule();
+  }
+
+  /** Sends what is left now (the daemon is stopping), as far as the socket has room. */
+  drain(): void {
+    while (this.conn.canSend() && this.sendBatch() > 0);
+  }
+
+  /** Sends the next batch of events after the cursor; returns how many. */
+  private sendBatch(): number {
     const events = this.job.log.read(this.cursor, PUMP_BATCH);
     for (const event of events) {
       this.conn.notify(EVENT_NOTIFICATION[event.type], event);
       this.cursor = event.seq;
     }
-    // More may be waiting (a long replay): continue on a later turn so other work interleaves.
-    if (events.length === PUMP_BATCH) this.schedule();
-  }
-
-  /** Sends what is left now (the daemon is stopping), as far as the socket has room. */
-  drain(): void {
-    for (let events = this.job.log.read(this.cursor, PUMP_BATCH); events.length > 0 && this.conn.canSend(); events = this.job.log.read(this.cursor, PUMP_BATCH)) {
-      for (const event of events) {
-        this.conn.notify(EVENT_NOTIFICATION[event.type], event);
-        this.cursor = event.seq;
-      }
-    }
+    return events.length;
   }
 
   dispose(): void {
