@@ -892,23 +892,22 @@ export class Interpreter {
     const add = (kind: LayerKind, inF: Value, outF: Value, bias: boolean, suffix?: string, extra?: Partial<LayerInst>): void => {
       obj.layers.push({ kind, className: name, inF, outF, bias, sites: [...this.frames], weight: this.weight, suffix, ...extra });
     };
+    /** A layer whose first two arguments are its in and out sizes, both kept as attributes. */
+    const inOut = (kind: LayerKind, inName: string, outName: string, bias: boolean, extra?: Partial<LayerInst>): void => {
+      const i = a(0, inName);
+      const o = a(1, outName);
+      add(kind, i, o, bias, undefined, extra);
+      obj.attrs.set(inName, i);
+      obj.attrs.set(outName, o);
+    };
     switch (name) {
-      case 'Linear': {
-        const i = a(0, 'in_features');
-        const o = a(1, 'out_features');
-        add('linear', i, o, biasArg(2));
-        obj.attrs.set('in_features', i);
-        obj.attrs.set('out_features', o);
+      case 'Linear':
+        inOut('linear', 'in_features', 'out_features', biasArg(2));
         break;
-      }
       case 'PixelflyLinear': {
-        const i = a(0, 'in_features');
-        const o = a(1, 'out_features');
         const cfg: Record<string, Value> = {};
         for (const [k, v] of kwargs) cfg[k] = v;
-        add('pixelfly', i, o, biasArg(2), undefined, { pixelfly: cfg });
-        obj.attrs.set('in_features', i);
-        obj.attrs.set('out_features', o);
+        inOut('pixelfly', 'in_features', 'out_features', biasArg(2), { pixelfly: cfg });
         break;
       }
       case 'Conv1D': {
@@ -944,14 +943,9 @@ export class Interpreter {
         obj.attrs.set('embed_dim', e);
         break;
       }
-      case 'Embedding': {
-        const n = a(0, 'num_embeddings');
-        const d = a(1, 'embedding_dim');
-        add('embedding', n, d, false);
-        obj.attrs.set('num_embeddings', n);
-        obj.attrs.set('embedding_dim', d);
+      case 'Embedding':
+        inOut('embedding', 'num_embeddings', 'embedding_dim', false);
         break;
-      }
     }
     return obj;
   }
