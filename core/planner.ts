@@ -17,6 +17,9 @@ import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } 
 import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
 import type { Inventory, InventoryLayer, LayerRole } from './inventory';
 
+/** Block sizes the native kernels implement. */
+export const KERNEL_BLOCK_SIZES: readonly number[] = [16, 32, 64];
+
 export type PlanTarget = { budget: number } | { speedup: number };
 
 export interface PlanOptions {
@@ -231,12 +234,12 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   validateTarget(target);
   const o: Required<PlanOptions> = {
     profile: options.profile ?? DEFAULT_PROFILE,
-    blockSizes: options.blockSizes ?? [16, 32, 64],
+    blockSizes: options.blockSizes ?? [...KERNEL_BLOCK_SIZES],
     minDim: options.minDim ?? 256,
     minSpeedup: options.minSpeedup ?? 1.1,
   };
   for (const b of o.blockSizes) {
-    if (![16, 32, 64].includes(b)) throw new PixelflyConfigError('block', `must be 16, 32 or 64 (what the kernels support), got ${b}`);
+    if (!KERNEL_BLOCK_SIZES.includes(b)) throw new PixelflyConfigError('block', `must be 16, 32 or 64 (what the kernels support), got ${b}`);
   }
   const cache = new Map<string, Candidate[]>();
   const states: LayerState[] = inventory.layers.map((layer) => {

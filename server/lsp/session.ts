@@ -4,7 +4,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
-import type { PlanTarget } from '../../core/planner';
+import { KERNEL_BLOCK_SIZES, type PlanTarget } from '../../core/planner';
 import { analyze, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';
@@ -114,7 +114,7 @@ export class Session {
         pins: this.pins(),
         defaultTokens: this.settings.tokensPerSample,
         target: this.target(),
-        planOptions: this.settings.blockSize && [16, 32, 64].includes(this.settings.blockSize) ? { blockSizes: [this.settings.blockSize] } : undefined,
+        planOptions: this.settings.blockSize && KERNEL_BLOCK_SIZES.includes(this.settings.blockSize) ? { blockSizes: [this.settings.blockSize] } : undefined,
         extraPaths: this.settings.extraPaths,
         sitePackages: site,
         workspaceRoots: this.workspaceRoots,
