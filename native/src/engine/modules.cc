@@ -4,12 +4,18 @@
 #include <cmath>
 #include <cstring>
 
-#include "fastmath.h"
+#include "pointwise.h"
 #include "svd.h"
 
 namespace pixelfly {
 
 namespace {
+
+namespace pw = pointwise;
+
+// Work per thread chunk: elementwise loops by elements, per-row loops by rows.
+constexpr int64_t kGrainElems = 16384;
+constexpr int64_t kGrainRows = 32;
 
 size_t rowsOf(int B, const Dims& d) { return static_cast<size_t>(B) * static_cast<size_t>(d.T); }
 
@@ -57,8 +63,8 @@ Residual::Residual(std::unique_ptr<Sequential> body) : body_(std::move(body)) { 
 const float* Residual::forward(Ctx& c, const float* x, int B) {
   const float* f = body_->forward(c, x, B);
   float* y = outBuf(B);
-  const size_t n = static_cast<size_t>(B) * out.size();
-  for (size_t i = 0; i < n; i++) y[i] = x[i] + f[i];
+  pw::parallelRanges(static_cast<int64_t>(B) * out.size(), kGrainElems,
+                     [&](int64_t i0, int64_t i1) { pw::add(x + i0, f + i0, y + i0, i1 - i0); });
   return y;
 }
 
@@ -69,7 +75,7 @@ void Residual::backward(Ctx& c, const float* dy, float* dx, int B) {
     dx = scratch_.data();
   }
   body_->backward(c, dy, dx, B);
-  for (size_t i = 0; i < n; i++) dx[i] += dy[i];
+  pw::parallelRanges(static_cast<int64_t>(n), kGrainElems, [&](int64_t i0, int64_t i1) { pw::addTo(dx + i0, dy + i0, i1 - i0); });
 }
 
 // ---------------------------------------------------------------- Linear
@@ -170,27 +176,20 @@ const float* PixelflyLinear::forward(Ctx& c, const float* x, int B) {
     c.be->bsrForward(shape(), M, x, c.ps->data(w_), bias, y, false);
     return y;
   }
+  // y = (1 − g)·s + g·l + bias with l = (x·V)·Uᵀ: y holds s, one row pass applies the gate, and the
+  // low-rank product adds (g∘h)·Uᵀ straight into y, so l is never materialised.
   h_.resize(static_cast<size_t>(M) * r);
-  d_.resize(static_cast<size_t>(M) * outF_);
+  hs_.resize(static_cast<size_t>(M) * r);
   g_.resize(M);
-  // y holds the sparse output s until the lerp below turns it into s + g·(l − s) + bias.
   c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
   c.be->denseForward(M, inF_, r, x, c.ps->data(v_), nullptr, h_.data(), false);
-  c.be->denseForward(M, r, outF_, h_.data(), c.ps->data(u_), nullptr, d_.data(), false);
-  c.be->denseForward(M, inF_, 1, x, c.ps->data(gw_), c.ps->data(gb_), g_.data(), false);
-#pragma omp parallel for schedule(static)
-  for (int m = 0; m < M; m++) {
-    const float g = 1.0f / (1.0f + std::exp(-g_[m]));
-    g_[m] = g;
-    float* ym = y + static_cast<size_t>(m) * outF_;
-    float* dm = &d_[static_cast<size_t>(m) * outF_];  // l on entry, l − s on exit (what backward needs)
-#pragma omp simd
-    for (int j = 0; j < outF_; j++) {
-      const float diff = dm[j] - ym[j];
-      dm[j] = diff;
-      ym[j] += g * diff + bias[j];
-    }
-  }
+  const float* gw = c.ps->data(gw_);
+  const float gb = *c.ps->data(gb_);
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::pixelflyMixForward(x, inF_, gw, gb, y, outF_, bias, h_.data(), r, g_.data(), hs_.data(), static_cast<int>(m0),
+                           static_cast<int>(m1));
+  });
+  c.be->denseForward(M, r, outF_, hs_.data(), c.ps->data(u_), nullptr, y, true);
   return y;
 }
 
@@ -204,46 +203,37 @@ void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
     return;
   }
   // y = s + g·(l − s) with one gate value per row, so dL/ds = (1 − g)·dy and dL/dl = g·dy are row
-  // scalings of dy: scale the narrower operands (x, h) instead of materialising two M×out arrays.
-  //   dW_sparse = dyᵀ·((1 − g)∘x)      dx_sparse = (1 − g)∘(dy·W)
-  //   dU = dyᵀ·(g∘h)                   dh = g∘(dy·U)
-  //   dz = g(1 − g)·Σ_j dy_j (l_j − s_j)   through the sigmoid
-  xs_.resize(static_cast<size_t>(M) * inF_);
-  hs_.resize(static_cast<size_t>(M) * r);
+  // scalings of dy: scale the narrower operand instead of materialising two M×out arrays.
+  //   dW_sparse = dyᵀ·((1 − g)∘x) = ((1 − g)∘dy)ᵀ·x     dx_sparse = (1 − g)∘(dy·W)
+  //   dU = dyᵀ·(g∘h)                                    dh = g∘(dy·U)
+  //   dz = g(1 − g)·Σ_j dy_j (l_j − s_j)   through the sigmoid (see pointwise::pixelflyMixBackward)
+  if (!dx) {  // the gate's gradient still needs dy·W
+    dxScratch_.resize(static_cast<size_t>(M) * inF_);
+    dx = dxScratch_.data();
+  }
   dh_.resize(static_cast<size_t>(M) * r);
   dz_.resize(M);
-#pragma omp parallel for schedule(static)
-  for (int m = 0; m < M; m++) {
-    const float g = g_[m];
-    const float* dym = dy + static_cast<size_t>(m) * outF_;
-    const float* dm = &d_[static_cast<size_t>(m) * outF_];
-    float dg = 0.0f;
-#pragma omp simd reduction(+ : dg)
-    for (int j = 0; j < outF_; j++) dg += dym[j] * dm[j];
-    dz_[m] = dg * g * (1.0f - g);
-    const float* xm = x_ + static_cast<size_t>(m) * inF_;
-    float* xsm = &xs_[static_cast<size_t>(m) * inF_];
-    for (int i = 0; i < inF_; i++) xsm[i] = (1.0f - g) * xm[i];
-    for (int k = 0; k < r; k++) hs_[static_cast<size_t>(m) * r + k] = g * h_[static_cast<size_t>(m) * r + k];
-  }
-  c.be->bsrBackwardWeight(shape(), M, dy, xs_.data(), c.ps->grad(w_), true);
-  c.be->denseBackwardWeight(M, r, outF_, dy, hs_.data(), c.ps->grad(u_), true);
-  c.be->denseBackwardInput(M, r, outF_, dy, c.ps->data(u_), dh_.data(), false);
-  for (int m = 0; m < M; m++)
-    for (int k = 0; k < r; k++) dh_[static_cast<size_t>(m) * r + k] *= g_[m];
-  c.be->denseBackwardWeight(M, inF_, r, dh_.data(), x_, c.ps->grad(v_), true);
-  c.be->denseBackwardWeight(M, inF_, 1, dz_.data(), x_, c.ps->grad(gw_), true);
-  c.be->biasGrad(M, 1, dz_.data(), c.ps->grad(gb_), true);
-  if (!dx) return;
+  const bool scaleX = inF_ <= outF_;
+  scaled_.resize(static_cast<size_t>(M) * (scaleX ? inF_ : outF_));
   c.be->bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
-#pragma omp parallel for schedule(static)
-  for (int m = 0; m < M; m++) {
-    float* dxm = dx + static_cast<size_t>(m) * inF_;
-    const float s = 1.0f - g_[m];
-    for (int i = 0; i < inF_; i++) dxm[i] *= s;
-  }
+  c.be->denseBackwardInput(M, r, outF_, dy, c.ps->data(u_), dh_.data(), false);
+  const float* gw = c.ps->data(gw_);
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    const int a = static_cast<int>(m0), b = static_cast<int>(m1);
+    pw::pixelflyMixBackward(x_, inF_, gw, h_.data(), r, g_.data(), dx, dh_.data(), dz_.data(),
+                            scaleX ? scaled_.data() : nullptr, a, b);
+    if (!scaleX) pw::scaleRowsOneMinus(dy, outF_, g_.data(), scaled_.data(), a, b);
+  });
+  if (scaleX) c.be->bsrBackwardWeight(shape(), M, dy, scaled_.data(), c.ps->grad(w_), true);
+  else c.be->bsrBackwardWeight(shape(), M, scaled_.data(), x_, c.ps->grad(w_), true);
+  c.be->denseBackwardWeight(M, r, outF_, dy, hs_.data(), c.ps->grad(u_), true);
+  c.be->denseBackwardWeight(M, inF_, r, dh_.data(), x_, c.ps->grad(v_), true);
   c.be->denseBackwardInput(M, inF_, r, dh_.data(), c.ps->data(v_), dx, true);
-  c.be->denseBackwardInput(M, inF_, 1, dz_.data(), c.ps->data(gw_), dx, true);
+  float* dgw = c.ps->grad(gw_);
+  pw::parallelRanges(inF_, 64, [&](int64_t i0, int64_t i1) {
+    pw::weightedColumnSums(x_, inF_, dz_.data(), M, dgw, static_cast<int>(i0), static_cast<int>(i1));
+  });
+  c.be->biasGrad(M, 1, dz_.data(), c.ps->grad(gb_), true);
 }
 
 // ---------------------------------------------------------------- GELU
@@ -251,27 +241,16 @@ void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
 const float* Gelu::forward(Ctx&, const float* x, int B) {
   x_ = x;
   float* y = outBuf(B);
-  const int64_t n = static_cast<int64_t>(B) * static_cast<int64_t>(out.size());
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    const float v = x[i];
-    y[i] = 0.5f * v * (1.0f + erfWithExp(v * 0.70710678118654752f, expNonPositive(-0.5f * v * v)));
-  }
+  pw::parallelRanges(static_cast<int64_t>(B) * out.size(), kGrainElems,
+                     [&](int64_t i0, int64_t i1) { pw::geluForward(x + i0, y + i0, i1 - i0); });
   return y;
 }
 
 void Gelu::backward(Ctx&, const float* dy, float* dx, int B) {
   if (!dx) return;
-  const int64_t n = static_cast<int64_t>(B) * static_cast<int64_t>(in.size());
   const float* x = x_;
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    // d/dx [x·Φ(x)] = Φ(x) + x·φ(x); both use e^(-x²/2).
-    const float v = x[i];
-    const float e = expNonPositive(-0.5f * v * v);
-    const float cdf = 0.5f * (1.0f + erfWithExp(v * 0.70710678118654752f, e));
-    dx[i] = dy[i] * (cdf + v * 0.3989422804014327f * e);
-  }
+  pw::parallelRanges(static_cast<int64_t>(B) * in.size(), kGrainElems,
+                     [&](int64_t i0, int64_t i1) { pw::geluBackward(x + i0, dy + i0, dx + i0, i1 - i0); });
 }
 
 // ---------------------------------------------------------------- LayerNorm
@@ -295,24 +274,9 @@ const float* LayerNorm::forward(Ctx& c, const float* x, int B) {
   float* y = outBuf(B);
   const float* g = c.ps->data(g_);
   const float* b = c.ps->data(b_);
-  // Two passes (mean, then centred variance) in float: vectorised, and accurate for any D we build.
-#pragma omp parallel for schedule(static)
-  for (int m = 0; m < M; m++) {
-    const float* xm = x + static_cast<size_t>(m) * D;
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < D; i++) s += xm[i];
-    const float mu = s / D;
-    float v = 0.0f;
-#pragma omp simd reduction(+ : v)
-    for (int i = 0; i < D; i++) v += (xm[i] - mu) * (xm[i] - mu);
-    const float rs = 1.0f / std::sqrt(v / D + 1e-5f);
-    mean_[m] = mu;
-    rstd_[m] = rs;
-    float* ym = y + static_cast<size_t>(m) * D;
-#pragma omp simd
-    for (int i = 0; i < D; i++) ym[i] = (xm[i] - mu) * rs * g[i] + b[i];
-  }
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::layerNormForward(x, D, g, b, y, mean_.data(), rstd_.data(), static_cast<int>(m0), static_cast<int>(m1));
+  });
   return y;
 }
 
@@ -321,35 +285,13 @@ void LayerNorm::backward(Ctx& c, const float* dy, float* dx, int B) {
   const float* g = c.ps->data(g_);
   float* dg = c.ps->grad(g_);
   float* db = c.ps->grad(b_);
-  // Parameter gradients in a fixed serial order over rows: results do not depend on the thread count.
-  for (int m = 0; m < M; m++) {
-    const float* xm = x_ + static_cast<size_t>(m) * D;
-    const float* dym = dy + static_cast<size_t>(m) * D;
-    const float mu = mean_[m], rs = rstd_[m];
-#pragma omp simd
-    for (int i = 0; i < D; i++) {
-      dg[i] += dym[i] * (xm[i] - mu) * rs;
-      db[i] += dym[i];
-    }
-  }
+  pw::parallelRanges(D, 64, [&](int64_t c0, int64_t c1) {
+    pw::layerNormParamGrads(x_, dy, M, D, mean_.data(), rstd_.data(), dg, db, static_cast<int>(c0), static_cast<int>(c1));
+  });
   if (!dx) return;
-#pragma omp parallel for schedule(static)
-  for (int m = 0; m < M; m++) {
-    const float* xm = x_ + static_cast<size_t>(m) * D;
-    const float* dym = dy + static_cast<size_t>(m) * D;
-    const float mu = mean_[m], rs = rstd_[m];
-    float sdy = 0.0f, sdyx = 0.0f;
-#pragma omp simd reduction(+ : sdy, sdyx)
-    for (int i = 0; i < D; i++) {
-      const float dxhat = dym[i] * g[i];
-      sdy += dxhat;
-      sdyx += dxhat * (xm[i] - mu) * rs;
-    }
-    const float a = sdy / D, bb = sdyx / D;
-    float* dxm = dx + static_cast<size_t>(m) * D;
-#pragma omp simd
-    for (int i = 0; i < D; i++) dxm[i] = rs * (dym[i] * g[i] - a - (xm[i] - mu) * rs * bb);
-  }
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::layerNormBackwardInput(x_, dy, D, g, mean_.data(), rstd_.data(), dx, static_cast<int>(m0), static_cast<int>(m1));
+  });
 }
 
 // ---------------------------------------------------------------- Transpose

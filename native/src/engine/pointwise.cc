@@ -1,0 +1,160 @@
+#include "pointwise.h"
+
+#include <cmath>
+
+#include "fastmath.h"
+
+// One clone per x86-64 level; the v4 clone (AVX-512) is what these machines run.
+#define PIXELFLY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
+namespace pixelfly {
+namespace pointwise {
+
+PIXELFLY_CLONES void geluForward(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    const float v = x[i];
+    y[i] = 0.5f * v * (1.0f + erfWithExp(v * 0.70710678118654752f, expNonPositive(-0.5f * v * v)));
+  }
+}
+
+PIXELFLY_CLONES void geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) {
+    // d/dx [x·Φ(x)] = Φ(x) + x·φ(x); both use e^(-x²/2).
+    const float v = x[i];
+    const float e = expNonPositive(-0.5f * v * v);
+    const float cdf = 0.5f * (1.0f + erfWithExp(v * 0.70710678118654752f, e));
+    dx[i] = dy[i] * (cdf + v * 0.3989422804014327f * e);
+  }
+}
+
+PIXELFLY_CLONES void add(const float* a, const float* b, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+PIXELFLY_CLONES void addTo(float* y, const float* a, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] += a[i];
+}
+
+PIXELFLY_CLONES void layerNormForward(const float* x, int D, const float* g, const float* b, float* y, float* mean,
+                                      float* rstd, int r0, int r1) {
+  // Two passes (mean, then centred variance) in float: vectorised, and accurate for any D we build.
+  for (int m = r0; m < r1; m++) {
+    const float* xm = x + static_cast<size_t>(m) * D;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < D; i++) s += xm[i];
+    const float mu = s / D;
+    float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+    for (int i = 0; i < D; i++) v += (xm[i] - mu) * (xm[i] - mu);
+    const float rs = 1.0f / std::sqrt(v / D + 1e-5f);
+    mean[m] = mu;
+    rstd[m] = rs;
+    float* ym = y + static_cast<size_t>(m) * D;
+#pragma omp simd
+    for (int i = 0; i < D; i++) ym[i] = (xm[i] - mu) * rs * g[i] + b[i];
+  }
+}
+
+PIXELFLY_CLONES void layerNormBackwardInput(const float* x, const float* dy, int D, const float* g, const float* mean,
+                                            const float* rstd, float* dx, int r0, int r1) {
+  for (int m = r0; m < r1; m++) {
+    const float* xm = x + static_cast<size_t>(m) * D;
+    const float* dym = dy + static_cast<size_t>(m) * D;
+    const float mu = mean[m], rs = rstd[m];
+    float sdy = 0.0f, sdyx = 0.0f;
+#pragma omp simd reduction(+ : sdy, sdyx)
+    for (int i = 0; i < D; i++) {
+      const float dxhat = dym[i] * g[i];
+      sdy += dxhat;
+      sdyx += dxhat * (xm[i] - mu) * rs;
+    }
+    const float a = sdy / D, bb = sdyx / D;
+    float* dxm = dx + static_cast<size_t>(m) * D;
+#pragma omp simd
+    for (int i = 0; i < D; i++) dxm[i] = rs * (dym[i] * g[i] - a - (xm[i] - mu) * rs * bb);
+  }
+}
+
+PIXELFLY_CLONES void layerNormParamGrads(const float* x, const float* dy, int rows, int D, const float* mean,
+                                         const float* rstd, float* dg, float* db, int c0, int c1) {
+  for (int m = 0; m < rows; m++) {
+    const float* xm = x + static_cast<size_t>(m) * D;
+    const float* dym = dy + static_cast<size_t>(m) * D;
+    const float mu = mean[m], rs = rstd[m];
+#pragma omp simd
+    for (int i = c0; i < c1; i++) {
+      dg[i] += dym[i] * (xm[i] - mu) * rs;
+      db[i] += dym[i];
+    }
+  }
+}
+
+PIXELFLY_CLONES void weightedColumnSums(const float* x, int ld, const float* w, int rows, float* out, int c0, int c1) {
+  for (int m = 0; m < rows; m++) {
+    const float* xm = x + static_cast<size_t>(m) * ld;
+    const float wm = w[m];
+#pragma omp simd
+    for (int i = c0; i < c1; i++) out[i] += wm * xm[i];
+  }
+}
+
+PIXELFLY_CLONES void pixelflyMixForward(const float* x, int in, const float* gw, float gb, float* y, int out,
+                                        const float* bias, const float* h, int rank, float* gate, float* hs, int r0,
+                                        int r1) {
+  for (int m = r0; m < r1; m++) {
+    const float* xm = x + static_cast<size_t>(m) * in;
+    float z = gb;
+#pragma omp simd reduction(+ : z)
+    for (int i = 0; i < in; i++) z += xm[i] * gw[i];
+    const float g = 1.0f / (1.0f + std::exp(-z));
+    gate[m] = g;
+    float* ym = y + static_cast<size_t>(m) * out;
+#pragma omp simd
+    for (int j = 0; j < out; j++) ym[j] = (1.0f - g) * ym[j] + bias[j];
+    for (int k = 0; k < rank; k++) hs[static_cast<size_t>(m) * rank + k] = g * h[static_cast<size_t>(m) * rank + k];
+  }
+}
+
+PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw, const float* h, int rank,
+                                         const float* gate, float* dx, float* dh, float* dz, float* xs, int r0,
+                                         int r1) {
+  for (int m = r0; m < r1; m++) {
+    const float g = gate[m];
+    const float* xm = x + static_cast<size_t>(m) * in;
+    float* dxm = dx + static_cast<size_t>(m) * in;
+    float* dhm = dh + static_cast<size_t>(m) * rank;
+    const float* hm = h + static_cast<size_t>(m) * rank;
+    float dys = 0.0f, dyl = 0.0f;
+#pragma omp simd reduction(+ : dys)
+    for (int i = 0; i < in; i++) dys += xm[i] * dxm[i];
+    for (int k = 0; k < rank; k++) dyl += dhm[k] * hm[k];
+    const float d = g * (1.0f - g) * (dyl - dys);
+    dz[m] = d;
+#pragma omp simd
+    for (int i = 0; i < in; i++) dxm[i] = (1.0f - g) * dxm[i] + d * gw[i];
+    if (xs) {
+      float* xsm = xs + static_cast<size_t>(m) * in;
+#pragma omp simd
+      for (int i = 0; i < in; i++) xsm[i] = (1.0f - g) * xm[i];
+    }
+    for (int k = 0; k < rank; k++) dhm[k] *= g;
+  }
+}
+
+PIXELFLY_CLONES void scaleRowsOneMinus(const float* a, int n, const float* gate, float* dst, int r0, int r1) {
+  for (int m = r0; m < r1; m++) {
+    const float s = 1.0f - gate[m];
+    const float* am = a + static_cast<size_t>(m) * n;
+    float* dm = dst + static_cast<size_t>(m) * n;
+#pragma omp simd
+    for (int i = 0; i < n; i++) dm[i] = s * am[i];
+  }
+}
+
+}  // namespace pointwise
+}  // namespace pixelfly

@@ -1,0 +1,67 @@
+// The engine's elementwise and per-row loops (GELU, LayerNorm, residual adds, the Pixelfly gate and
+// lerp), each compiled for AVX-512, AVX2+FMA and baseline x86-64 (GCC target_clones; the dynamic
+// loader picks one per CPU). Built only for baseline x86-64 these loops ran on SSE and cost more
+// than the Mixer's matmuls: GELU alone was a fifth of a Pixelfly step.
+//
+// Every function works on a range and is single-threaded; callers split the work with
+// parallelRanges() below. The vector code must stay outside OpenMP regions, whose outlined bodies
+// target_clones would not clone. Splits depend only on sizes and the thread count, so results are
+// deterministic for a given thread count.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+
+namespace pixelfly {
+namespace pointwise {
+
+// f(begin, end) over [0, n) in chunks of `grain`, on the engine's OpenMP threads.
+template <class F>
+void parallelRanges(int64_t n, int64_t grain, F f) {
+  const int64_t chunks = (n + grain - 1) / grain;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; c++) f(c * grain, std::min(n, (c + 1) * grain));
+}
+
+// Exact (erf) GELU as torch.nn.GELU(): y = x·Φ(x); dx = dy·(Φ(x) + x·φ(x)).
+void geluForward(const float* x, float* y, int64_t n);
+void geluBackward(const float* x, const float* dy, float* dx, int64_t n);
+
+// y = a + b; y += a.
+void add(const float* a, const float* b, float* y, int64_t n);
+void addTo(float* y, const float* a, int64_t n);
+
+// LayerNorm over rows [r0, r1) of D features (eps 1e-5, as torch): y = (x − μ)·rstd·g + b; keeps μ, rstd.
+void layerNormForward(const float* x, int D, const float* g, const float* b, float* y, float* mean, float* rstd,
+                      int r0, int r1);
+// dx for rows [r0, r1).
+void layerNormBackwardInput(const float* x, const float* dy, int D, const float* g, const float* mean,
+                            const float* rstd, float* dx, int r0, int r1);
+// dg, db (+=) over all `rows` rows, for feature columns [c0, c1): columns split across threads keep
+// the row order of the sums fixed.
+void layerNormParamGrads(const float* x, const float* dy, int rows, int D, const float* mean, const float* rstd,
+                         float* dg, float* db, int c0, int c1);
+
+// Σ over rows of w_m·x[m][c0:c1], added into out[c0:c1] (gate weight gradient: w = dL/dz).
+void weightedColumnSums(const float* x, int ld, const float* w, int rows, float* out, int c0, int c1);
+
+// Pixelfly mix, forward, rows [r0, r1) (see PixelflyLinear in modules.cc):
+//   gate[m] = sigmoid(x_m·gw + gb)
+//   y_m     = (1 − gate[m])·y_m + bias     (y holds the sparse output on entry)
+//   hs_m    = gate[m]·h_m                  (so y += hs·Uᵀ finishes the lerp)
+void pixelflyMixForward(const float* x, int in, const float* gw, float gb, float* y, int out, const float* bias,
+                        const float* h, int rank, float* gate, float* hs, int r0, int r1);
+
+// Pixelfly mix, backward, rows [r0, r1). On entry dx holds dy·W (the sparse branch's input
+// gradient, unscaled) and dh holds dy·U. With s = x·Wᵀ and l = h·Uᵀ, dy·s = x·(dy·W) and
+// dy·l = (dy·U)·h, so the gate's gradient needs neither s nor l stored:
+//   dz[m] = g(1 − g)·(dh_m·h_m − x_m·dx_m)
+//   dx_m  = (1 − g)·dx_m + dz[m]·gw        (the low-rank term dh·V is added by the caller)
+//   dh_m  = g·dh_m,  and when xs is not null, xs_m = (1 − g)·x_m (the sparse weight's gradient input)
+void pixelflyMixBackward(const float* x, int in, const float* gw, const float* h, int rank, const float* gate,
+                         float* dx, float* dh, float* dz, float* xs, int r0, int r1);
+
+// dst_m = (1 − gate[m])·a_m for rows [r0, r1) of n columns.
+void scaleRowsOneMinus(const float* a, int n, const float* gate, float* dst, int r0, int r1);
+
+}  // namespace pointwise
+}  // namespace pixelfly
