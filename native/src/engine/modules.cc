@@ -176,20 +176,31 @@ const float* PixelflyLinear::forward(Ctx& c, const float* x, int B) {
     c.be->bsrForward(shape(), M, x, c.ps->data(w_), bias, y, false);
     return y;
   }
-  // y = (1 − g)·s + g·l + bias with l = (x·V)·Uᵀ: y holds s, one row pass applies the gate, and the
-  // low-rank product adds (g∘h)·Uᵀ straight into y, so l is never materialised.
+  // y = (1 − g)·s + g·l + bias with s = x·Wᵀ and l = (x·V)·Uᵀ = h·Uᵀ, never materialising l:
+  //  - in ≤ out: y = (g∘h)·Uᵀ + bias, then y += ((1 − g)∘x)·Wᵀ: two products write y and no extra
+  //    pass reads it; (1 − g)∘x is kept, the sparse weight's gradient needs it again;
+  //  - in > out: y = s, one row pass scales it by (1 − g) and adds the bias, then y += (g∘h)·Uᵀ
+  //    (a (1 − g)∘x copy would cost more than that pass over the narrower y).
   h_.resize(static_cast<size_t>(M) * r);
   hs_.resize(static_cast<size_t>(M) * r);
   g_.resize(M);
-  c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
+  const bool scaleX = inF_ <= outF_;
+  scaled_.resize(scaleX ? static_cast<size_t>(M) * inF_ : 0);
   c.be->denseForward(M, inF_, r, x, c.ps->data(v_), nullptr, h_.data(), false);
+  if (!scaleX) c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
   const float* gw = c.ps->data(gw_);
   const float gb = *c.ps->data(gb_);
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
-    pw::pixelflyMixForward(x, inF_, gw, gb, y, outF_, bias, h_.data(), r, g_.data(), hs_.data(), static_cast<int>(m0),
-                           static_cast<int>(m1));
+    const int a = static_cast<int>(m0), b = static_cast<int>(m1);
+    pw::pixelflyGate(x, inF_, gw, gb, h_.data(), r, g_.data(), hs_.data(), scaleX ? scaled_.data() : nullptr, a, b);
+    if (!scaleX) pw::pixelflyScaleSparse(y, outF_, g_.data(), bias, a, b);
   });
-  c.be->denseForward(M, r, outF_, hs_.data(), c.ps->data(u_), nullptr, y, true);
+  if (scaleX) {
+    c.be->denseForward(M, r, outF_, hs_.data(), c.ps->data(u_), bias, y, false);
+    c.be->bsrForward(shape(), M, scaled_.data(), c.ps->data(w_), nullptr, y, true);
+  } else {
+    c.be->denseForward(M, r, outF_, hs_.data(), c.ps->data(u_), nullptr, y, true);
+  }
   return y;
 }
 
@@ -213,15 +224,14 @@ void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
   }
   dh_.resize(static_cast<size_t>(M) * r);
   dz_.resize(M);
-  const bool scaleX = inF_ <= outF_;
-  scaled_.resize(static_cast<size_t>(M) * (scaleX ? inF_ : outF_));
+  const bool scaleX = inF_ <= outF_;  // then the forward left (1 − g)∘x in scaled_
+  if (!scaleX) scaled_.resize(static_cast<size_t>(M) * outF_);
   c.be->bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
   c.be->denseBackwardInput(M, r, outF_, dy, c.ps->data(u_), dh_.data(), false);
   const float* gw = c.ps->data(gw_);
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     const int a = static_cast<int>(m0), b = static_cast<int>(m1);
-    pw::pixelflyMixBackward(x_, inF_, gw, h_.data(), r, g_.data(), dx, dh_.data(), dz_.data(),
-                            scaleX ? scaled_.data() : nullptr, a, b);
+    pw::pixelflyMixBackward(x_, inF_, gw, h_.data(), r, g_.data(), dx, dh_.data(), dz_.data(), a, b);
     if (!scaleX) pw::scaleRowsOneMinus(dy, outF_, g_.data(), scaled_.data(), a, b);
   });
   if (scaleX) c.be->bsrBackwardWeight(shape(), M, dy, scaled_.data(), c.ps->grad(w_), true);

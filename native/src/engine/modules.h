@@ -106,11 +106,12 @@ class PixelflyLinear : public Module {
   PixelflyConfig cfg_;
   size_t w_, v_ = 0, u_ = 0, gw_ = 0, gb_ = 0, b_;
   BsrShape shape() const { return {&cfg_.index, outF_, inF_}; }
-  // Saved for backward: h = x·V, the gate g per row, and g∘h.
-  std::vector<float> h_, g_, hs_;
-  // Backward scratch: (1 − g)∘x or (1 − g)∘dy (whichever is narrower), dL/dh, dL/d(gate logit),
-  // and dy·W when the caller wants no input gradient (the gate's gradient needs it).
-  std::vector<float> scaled_, dh_, dz_, dxScratch_;
+  // Saved for backward: h = x·V, the gate g per row, g∘h, and the row-scaled operand of the sparse
+  // weight's gradient: (1 − g)∘x from the forward when in ≤ out, else (1 − g)∘dy from the backward.
+  std::vector<float> h_, g_, hs_, scaled_;
+  // Backward scratch: dL/dh, dL/d(gate logit), and dy·W when the caller wants no input gradient
+  // (the gate's gradient needs it).
+  std::vector<float> dh_, dz_, dxScratch_;
 };
 
 class Gelu : public Module {  // exact (erf) GELU, as torch.nn.GELU()

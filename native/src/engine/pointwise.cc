@@ -103,9 +103,8 @@ PIXELFLY_CLONES void weightedColumnSums(const float* x, int ld, const float* w, 
   }
 }
 
-PIXELFLY_CLONES void pixelflyMixForward(const float* x, int in, const float* gw, float gb, float* y, int out,
-                                        const float* bias, const float* h, int rank, float* gate, float* hs, int r0,
-                                        int r1) {
+PIXELFLY_CLONES void pixelflyGate(const float* x, int in, const float* gw, float gb, const float* h, int rank,
+                                  float* gate, float* hs, float* xs, int r0, int r1) {
   for (int m = r0; m < r1; m++) {
     const float* xm = x + static_cast<size_t>(m) * in;
     float z = gb;
@@ -113,16 +112,26 @@ PIXELFLY_CLONES void pixelflyMixForward(const float* x, int in, const float* gw,
     for (int i = 0; i < in; i++) z += xm[i] * gw[i];
     const float g = 1.0f / (1.0f + std::exp(-z));
     gate[m] = g;
+    for (int k = 0; k < rank; k++) hs[static_cast<size_t>(m) * rank + k] = g * h[static_cast<size_t>(m) * rank + k];
+    if (xs) {
+      float* xsm = xs + static_cast<size_t>(m) * in;
+#pragma omp simd
+      for (int i = 0; i < in; i++) xsm[i] = (1.0f - g) * xm[i];
+    }
+  }
+}
+
+PIXELFLY_CLONES void pixelflyScaleSparse(float* y, int out, const float* gate, const float* bias, int r0, int r1) {
+  for (int m = r0; m < r1; m++) {
+    const float s = 1.0f - gate[m];
     float* ym = y + static_cast<size_t>(m) * out;
 #pragma omp simd
-    for (int j = 0; j < out; j++) ym[j] = (1.0f - g) * ym[j] + bias[j];
-    for (int k = 0; k < rank; k++) hs[static_cast<size_t>(m) * rank + k] = g * h[static_cast<size_t>(m) * rank + k];
+    for (int j = 0; j < out; j++) ym[j] = s * ym[j] + bias[j];
   }
 }
 
 PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw, const float* h, int rank,
-                                         const float* gate, float* dx, float* dh, float* dz, float* xs, int r0,
-                                         int r1) {
+                                         const float* gate, float* dx, float* dh, float* dz, int r0, int r1) {
   for (int m = r0; m < r1; m++) {
     const float g = gate[m];
     const float* xm = x + static_cast<size_t>(m) * in;
@@ -137,11 +146,6 @@ PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw
     dz[m] = d;
 #pragma omp simd
     for (int i = 0; i < in; i++) dxm[i] = (1.0f - g) * dxm[i] + d * gw[i];
-    if (xs) {
-      float* xsm = xs + static_cast<size_t>(m) * in;
-#pragma omp simd
-      for (int i = 0; i < in; i++) xsm[i] = (1.0f - g) * xm[i];
-    }
     for (int k = 0; k < rank; k++) dhm[k] *= g;
   }
 }

@@ -44,21 +44,22 @@ void layerNormParamGrads(const float* x, const float* dy, int rows, int D, const
 // Σ over rows of w_m·x[m][c0:c1], added into out[c0:c1] (gate weight gradient: w = dL/dz).
 void weightedColumnSums(const float* x, int ld, const float* w, int rows, float* out, int c0, int c1);
 
-// Pixelfly mix, forward, rows [r0, r1) (see PixelflyLinear in modules.cc):
-//   gate[m] = sigmoid(x_m·gw + gb)
-//   y_m     = (1 − gate[m])·y_m + bias     (y holds the sparse output on entry)
-//   hs_m    = gate[m]·h_m                  (so y += hs·Uᵀ finishes the lerp)
-void pixelflyMixForward(const float* x, int in, const float* gw, float gb, float* y, int out, const float* bias,
-                        const float* h, int rank, float* gate, float* hs, int r0, int r1);
+// Pixelfly gate, rows [r0, r1) (see PixelflyLinear in modules.cc):
+//   gate[m] = sigmoid(x_m·gw + gb),  hs_m = gate[m]·h_m,  and when xs is not null xs_m = (1 − gate[m])·x_m
+void pixelflyGate(const float* x, int in, const float* gw, float gb, const float* h, int rank, float* gate, float* hs,
+                  float* xs, int r0, int r1);
+
+// y_m = (1 − gate[m])·y_m + bias, rows [r0, r1) of `out` columns (y holds the sparse output on entry).
+void pixelflyScaleSparse(float* y, int out, const float* gate, const float* bias, int r0, int r1);
 
 // Pixelfly mix, backward, rows [r0, r1). On entry dx holds dy·W (the sparse branch's input
 // gradient, unscaled) and dh holds dy·U. With s = x·Wᵀ and l = h·Uᵀ, dy·s = x·(dy·W) and
 // dy·l = (dy·U)·h, so the gate's gradient needs neither s nor l stored:
 //   dz[m] = g(1 − g)·(dh_m·h_m − x_m·dx_m)
 //   dx_m  = (1 − g)·dx_m + dz[m]·gw        (the low-rank term dh·V is added by the caller)
-//   dh_m  = g·dh_m,  and when xs is not null, xs_m = (1 − g)·x_m (the sparse weight's gradient input)
+//   dh_m  = g·dh_m
 void pixelflyMixBackward(const float* x, int in, const float* gw, const float* h, int rank, const float* gate,
-                         float* dx, float* dh, float* dz, float* xs, int r0, int r1);
+                         float* dx, float* dh, float* dz, int r0, int r1);
 
 // dst_m = (1 − gate[m])·a_m for rows [r0, r1) of n columns.
 void scaleRowsOneMinus(const float* a, int n, const float* gate, float* dst, int r0, int r1);
