@@ -26,6 +26,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // True when the products run on the CPU, on host memory: layers may then call the kernels
+  // directly for fused loops (TokenMixMlp) instead of one backend product at a time.
+  virtual bool runsOnHost() const { return false; }
 
   // Y[M×N] (=|+=) X[M×K]·W[N×K]ᵀ (+ bias[N] when not null).
   virtual void denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,

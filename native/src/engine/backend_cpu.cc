@@ -29,6 +29,7 @@ k::BsrWeight bsrWeight(const BsrShape& s, const float* blocks) {
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
+  bool runsOnHost() const override { return true; }
   void denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,
                     bool accumulate) override {
     k::denseForward(M, K, N, X, K, W, bias, Y, N, accumulate);

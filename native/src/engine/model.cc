@@ -37,11 +37,16 @@ class Builder {
   void mixerBlock(Sequential& seq, const std::string& p, int T, int D, int tokenHidden, int channelHidden) {
     auto tok = std::make_unique<Sequential>(Dims{T, D});
     tok->add(std::make_unique<LayerNorm>(ps_, p + "norm1", Dims{T, D}));
-    tok->add(std::make_unique<Transpose>(Dims{T, D}));
-    tok->add(linear(p + "token_mix.fc1", "blocks.token_mix.fc1", D, T, tokenHidden));
-    tok->add(std::make_unique<Gelu>(Dims{D, tokenHidden}));
-    tok->add(linear(p + "token_mix.fc2", "blocks.token_mix.fc2", D, tokenHidden, T));
-    tok->add(std::make_unique<Transpose>(Dims{D, T}));
+    const bool sparseTokenMix = cfg_.pixelfly.count("blocks.token_mix.fc1") || cfg_.pixelfly.count("blocks.token_mix.fc2");
+    if (!sparseTokenMix && be_.runsOnHost()) {
+      tok->add(std::make_unique<TokenMixMlp>(ps_, p + "token_mix", T, D, tokenHidden));
+    } else {  // Linears along the token axis: [T, D] → [D, T] and back
+      tok->add(std::make_unique<Transpose>(Dims{T, D}));
+      tok->add(linear(p + "token_mix.fc1", "blocks.token_mix.fc1", D, T, tokenHidden));
+      tok->add(std::make_unique<Gelu>(Dims{D, tokenHidden}));
+      tok->add(linear(p + "token_mix.fc2", "blocks.token_mix.fc2", D, tokenHidden, T));
+      tok->add(std::make_unique<Transpose>(Dims{D, T}));
+    }
     seq.add(std::make_unique<Residual>(std::move(tok)));
     mlp(seq, p, "channel_mix", T, D, channelHidden);
   }

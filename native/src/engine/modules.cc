@@ -4,6 +4,9 @@
 #include <cmath>
 #include <cstring>
 
+#include <omp.h>
+
+#include "kernels/kernels.h"
 #include "pointwise.h"
 #include "svd.h"
 
@@ -244,6 +247,99 @@ void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
     pw::weightedColumnSums(x_, inF_, dz_.data(), M, dgw, static_cast<int>(i0), static_cast<int>(i1));
   });
   c.be->biasGrad(M, 1, dz_.data(), c.ps->grad(gb_), true);
+}
+
+// ---------------------------------------------------------------- TokenMixMlp
+
+TokenMixMlp::TokenMixMlp(ParamStore& ps, const std::string& name, int T, int D, int hidden) : hidden_(hidden) {
+  in = out = {T, D};
+  // Registered and initialised in the order of the two Linears they replace.
+  w1_ = ps.add(name + ".fc1.weight", {hidden, T}, true);
+  b1_ = ps.add(name + ".fc1.bias", {hidden}, false);
+  w2_ = ps.add(name + ".fc2.weight", {T, hidden}, true);
+  b2_ = ps.add(name + ".fc2.bias", {T}, false);
+}
+
+void TokenMixMlp::init(ParamStore& ps, Rng& rng) {
+  const int T = in.T;
+  const float bound1 = 1.0f / std::sqrt(static_cast<float>(T)), bound2 = 1.0f / std::sqrt(static_cast<float>(hidden_));
+  uniformInit(ps.data(w1_), static_cast<size_t>(hidden_) * T, bound1, rng);
+  uniformInit(ps.data(b1_), hidden_, bound1, rng);
+  uniformInit(ps.data(w2_), static_cast<size_t>(T) * hidden_, bound2, rng);
+  uniformInit(ps.data(b2_), T, bound2, rng);
+}
+
+// s.p = W1·x_b + b1 and s.h = GELU(s.p), both [hidden × D].
+void TokenMixMlp::hiddenActivations(Ctx& c, const float* xb, ThreadScratch& s) const {
+  const int T = in.T, D = in.D, Hd = hidden_;
+  const size_t n = static_cast<size_t>(Hd) * D;
+  s.p.resize(n);
+  s.h.resize(n);
+  const float* b1 = c.ps->data(b1_);
+  for (int t = 0; t < Hd; t++) std::fill(s.p.begin() + static_cast<size_t>(t) * D, s.p.begin() + static_cast<size_t>(t + 1) * D, b1[t]);
+  kernels::gemm(kernels::Trans::No, kernels::Trans::No, Hd, D, T, 1.0f, c.ps->data(w1_), T, xb, D, 1.0f, s.p.data(), D);
+  pw::geluForward(s.p.data(), s.h.data(), static_cast<int64_t>(n));
+}
+
+const float* TokenMixMlp::forward(Ctx& c, const float* x, int B) {
+  x_ = x;
+  float* y = outBuf(B);
+  const int T = in.T, D = in.D;
+  const size_t slice = in.size();
+  const float* b2 = c.ps->data(b2_);
+  scratch_.resize(omp_get_max_threads());
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; b++) {
+    ThreadScratch& s = scratch_[omp_get_thread_num()];
+    hiddenActivations(c, x + b * slice, s);
+    float* yb = y + b * slice;
+    for (int t = 0; t < T; t++) std::fill(yb + static_cast<size_t>(t) * D, yb + static_cast<size_t>(t + 1) * D, b2[t]);
+    kernels::gemm(kernels::Trans::No, kernels::Trans::No, T, D, hidden_, 1.0f, c.ps->data(w2_), hidden_, s.h.data(), D,
+                  1.0f, yb, D);
+  }
+  return y;
+}
+
+void TokenMixMlp::backward(Ctx& c, const float* dy, float* dx, int B) {
+  const int T = in.T, D = in.D, Hd = hidden_;
+  const size_t slice = in.size(), nW1 = static_cast<size_t>(Hd) * T;
+  const size_t nGrads = 2 * nW1 + Hd + T;  // w1 | b1 | w2 | b2
+  const int threads = omp_get_max_threads();
+  scratch_.resize(threads);
+  for (auto& s : scratch_) s.grads.assign(nGrads, 0.0f);
+  using kernels::Trans;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; b++) {
+    ThreadScratch& s = scratch_[omp_get_thread_num()];
+    float* gW1 = s.grads.data();
+    float* gB1 = gW1 + nW1;
+    float* gW2 = gB1 + Hd;
+    float* gB2 = gW2 + nW1;
+    const float* xb = x_ + b * slice;
+    const float* dyb = dy + b * slice;
+    hiddenActivations(c, xb, s);
+    s.dh.resize(static_cast<size_t>(Hd) * D);
+    // y = W2·h + b2: dW2 += dy·hᵀ, db2 += row sums of dy, dh = W2ᵀ·dy.
+    kernels::gemm(Trans::No, Trans::Yes, T, Hd, D, 1.0f, dyb, D, s.h.data(), D, 1.0f, gW2, Hd);
+    for (int t = 0; t < T; t++)
+      for (int d = 0; d < D; d++) gB2[t] += dyb[static_cast<size_t>(t) * D + d];
+    kernels::gemm(Trans::Yes, Trans::No, Hd, D, T, 1.0f, c.ps->data(w2_), Hd, dyb, D, 0.0f, s.dh.data(), D);
+    // through GELU (dp overwrites dh), then p = W1·x + b1: dW1 += dp·xᵀ, db1 += row sums, dx = W1ᵀ·dp.
+    pw::geluBackward(s.p.data(), s.dh.data(), s.dh.data(), static_cast<int64_t>(Hd) * D);
+    kernels::gemm(Trans::No, Trans::Yes, Hd, T, D, 1.0f, s.dh.data(), D, xb, D, 1.0f, gW1, T);
+    for (int t = 0; t < Hd; t++)
+      for (int d = 0; d < D; d++) gB1[t] += s.dh[static_cast<size_t>(t) * D + d];
+    if (dx) kernels::gemm(Trans::Yes, Trans::No, T, D, Hd, 1.0f, c.ps->data(w1_), T, s.dh.data(), D, 0.0f, dx + b * slice, D);
+  }
+  float* grads[] = {c.ps->grad(w1_), c.ps->grad(b1_), c.ps->grad(w2_), c.ps->grad(b2_)};
+  const size_t sizes[] = {nW1, static_cast<size_t>(Hd), nW1, static_cast<size_t>(T)};
+  for (const auto& s : scratch_) {
+    const float* g = s.grads.data();
+    for (int k = 0; k < 4; k++) {
+      pw::addTo(grads[k], g, static_cast<int64_t>(sizes[k]));
+      g += sizes[k];
+    }
+  }
 }
 
 // ---------------------------------------------------------------- GELU

@@ -114,6 +114,32 @@ class PixelflyLinear : public Module {
   std::vector<float> dh_, dz_, dxScratch_;
 };
 
+// MLP-Mixer's dense token-mixing MLP, fused per sample: y_b = W2·GELU(W1·x_b + b1) + b2 on each
+// sample's [T × D] slice, with W1 [hidden, T] and W2 [T, hidden] (the parameters of the two
+// nn.Linear layers timm applies along the token axis, same names). Transposing to [D × T] and
+// running two Linears streams [B × D × hidden] activations through memory five times per step
+// for ~1 flop per byte; here one sample's hidden activations (hidden × D) stay in L2 between
+// the products, and the backward recomputes them instead of saving them. CPU backend only: it
+// calls the kernels directly, single-threaded per sample, with the samples spread over threads.
+class TokenMixMlp : public Module {
+ public:
+  TokenMixMlp(ParamStore& ps, const std::string& name, int T, int D, int hidden);
+  void init(ParamStore& ps, Rng& rng) override;
+  const float* forward(Ctx& c, const float* x, int B) override;
+  void backward(Ctx& c, const float* dy, float* dx, int B) override;
+
+ private:
+  int hidden_;
+  size_t w1_, b1_, w2_, b2_;
+  // hidden activations of one sample: pre-GELU, post-GELU and its gradient; then per-thread
+  // gradient partials [w1 | b1 | w2 | b2], summed in thread order so results do not depend on timing.
+  struct ThreadScratch {
+    std::vector<float> p, h, dh, grads;
+  };
+  std::vector<ThreadScratch> scratch_;
+  void hiddenActivations(Ctx& c, const float* xb, ThreadScratch& s) const;
+};
+
 class Gelu : public Module {  // exact (erf) GELU, as torch.nn.GELU()
  public:
   explicit Gelu(Dims d) { in = out = d; }
