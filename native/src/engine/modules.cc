@@ -321,14 +321,12 @@ void TokenMixMlp::backward(Ctx& c, const float* dy, float* dx, int B) {
     s.dh.resize(static_cast<size_t>(Hd) * D);
     // y = W2·h + b2: dW2 += dy·hᵀ, db2 += row sums of dy, dh = W2ᵀ·dy.
     kernels::gemm(Trans::No, Trans::Yes, T, Hd, D, 1.0f, dyb, D, s.h.data(), D, 1.0f, gW2, Hd);
-    for (int t = 0; t < T; t++)
-      for (int d = 0; d < D; d++) gB2[t] += dyb[static_cast<size_t>(t) * D + d];
+    pw::addRowSums(dyb, T, D, gB2);
     kernels::gemm(Trans::Yes, Trans::No, Hd, D, T, 1.0f, c.ps->data(w2_), Hd, dyb, D, 0.0f, s.dh.data(), D);
     // through GELU (dp overwrites dh), then p = W1·x + b1: dW1 += dp·xᵀ, db1 += row sums, dx = W1ᵀ·dp.
     pw::geluBackward(s.p.data(), s.dh.data(), s.dh.data(), static_cast<int64_t>(Hd) * D);
     kernels::gemm(Trans::No, Trans::Yes, Hd, T, D, 1.0f, s.dh.data(), D, xb, D, 1.0f, gW1, T);
-    for (int t = 0; t < Hd; t++)
-      for (int d = 0; d < D; d++) gB1[t] += s.dh[static_cast<size_t>(t) * D + d];
+    pw::addRowSums(s.dh.data(), Hd, D, gB1);
     if (dx) kernels::gemm(Trans::Yes, Trans::No, T, D, Hd, 1.0f, c.ps->data(w1_), T, s.dh.data(), D, 0.0f, dx + b * slice, D);
   }
   float* grads[] = {c.ps->grad(w1_), c.ps->grad(b1_), c.ps->grad(w2_), c.ps->grad(b2_)};

@@ -39,6 +39,16 @@ PIXELFLY_CLONES void addTo(float* y, const float* a, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += a[i];
 }
 
+PIXELFLY_CLONES void addRowSums(const float* a, int rows, int cols, float* out) {
+  for (int r = 0; r < rows; r++) {
+    const float* ar = a + static_cast<size_t>(r) * cols;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < cols; c++) s += ar[c];
+    out[r] += s;
+  }
+}
+
 PIXELFLY_CLONES void layerNormForward(const float* x, int D, const float* g, const float* b, float* y, float* mean,
                                       float* rstd, int r0, int r1) {
   // Two passes (mean, then centred variance) in float: vectorised, and accurate for any D we build.

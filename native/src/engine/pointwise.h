@@ -30,6 +30,9 @@ void geluBackward(const float* x, const float* dy, float* dx, int64_t n);
 void add(const float* a, const float* b, float* y, int64_t n);
 void addTo(float* y, const float* a, int64_t n);
 
+// out[r] += Σ_c a[r][c] for rows r of a [rows × cols] matrix (bias gradients along rows).
+void addRowSums(const float* a, int rows, int cols, float* out);
+
 // LayerNorm over rows [r0, r1) of D features (eps 1e-5, as torch): y = (x − μ)·rstd·g + b; keeps μ, rstd.
 void layerNormForward(const float* x, int D, const float* g, const float* b, float* y, float* mean, float* rstd,
                       int r0, int r1);
