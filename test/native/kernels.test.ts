@@ -8,7 +8,7 @@ import { buildBlockIndex, blockIndexFromMask, type BlockIndex } from '../../core
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { NativeAddonError, loadAddon, loadAddonFile } from '../../native/addon';
+import { NativeAddonError, loadAddon, loadAddonFile, type NativeGemmArgs } from '../../native/addon';
 import {
   biasGrad,
   bsrBackwardData,
@@ -160,28 +160,94 @@ async function checkProducts(c: Case, what: string): Promise<void> {
   assertClose(await biasGrad(dy, m, out), dbRef, 1e-5, `${what} db`);
 }
 
+/** float64 reference of alpha·op(a)·op(b) + beta·c0 with row strides (ld = columns when packed). */
+function gemmRef(
+  m: number, n: number, k: number, a: Float32Array, lda: number, b: Float32Array, ldb: number,
+  o: { transA: boolean; transB: boolean; alpha: number; beta: number; c0?: Float32Array; ldc?: number },
+): Float64Array {
+  const ldc = o.ldc ?? n;
+  const ref = new Float64Array(o.c0 ? o.c0.length : m * n);
+  if (o.c0) for (let i = 0; i < ref.length; i++) ref[i] = o.c0[i];
+  for (let i = 0; i < m; i++)
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let q = 0; q < k; q++) s += (o.transA ? a[q * lda + i] : a[i * lda + q]) * (o.transB ? b[j * ldb + q] : b[q * ldb + j]);
+      ref[i * ldc + j] = o.alpha * s + (o.c0 ? o.beta * o.c0[i * ldc + j] : 0);
+    }
+  return ref;
+}
+
+// Shapes chosen to reach every gemm path: the blocked loops (several K passes, column splits),
+// narrow last column panels (N mod 32 <= 16), small K walked row panel by row panel, K split in
+// chunks with partial sums (K >= 4096, small C; computed as C or Cᵀ, 14- or 7-row tiles), and the
+// single row / single column products (M = 1 or N = 1).
+const GEMM_SHAPES: Array<[number, number, number]> = [
+  [1, 1, 1],
+  [17, 45, 70],
+  [50, 33, 300],
+  [200, 70, 9],
+  [37, 16, 40],
+  [301, 49, 49],
+  [29, 40, 1600],
+  [1, 77, 300],
+  [90, 1, 130],
+  [1, 1, 5000],
+  [37, 49, 4100],
+  [49, 40, 4600],
+  [5, 300, 4099],
+  [200, 16, 4096],
+  [16, 200, 4096],
+  [1, 130, 5001],
+];
+
 async function checkGemm(isa: string): Promise<void> {
   const rand = rng(99);
-  for (const [m, n, k] of [
-    [1, 1, 1],
-    [17, 45, 70],
-    [50, 33, 300],
-    [200, 70, 9],
-  ]) {
+  for (const [m, n, k] of GEMM_SHAPES) {
     for (const transA of [false, true])
       for (const transB of [false, true]) {
         const a = randomArray(m * k, rand);
         const b = randomArray(k * n, rand);
         const c0 = randomArray(m * n, rand);
-        const ref = new Float64Array(m * n);
-        for (let i = 0; i < m; i++)
-          for (let j = 0; j < n; j++) {
-            let s = 0;
-            for (let q = 0; q < k; q++) s += (transA ? a[q * m + i] : a[i * k + q]) * (transB ? b[j * k + q] : b[q * n + j]);
-            ref[i * n + j] = 0.5 * s + 2 * c0[i * n + j];
-          }
+        const ref = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
         const c = await gemm(a, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
-        assertClose(c, ref, 1e-5, `${isa} gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+        // Long sums (K up to 5001) in float32: the tolerance grows with sqrt(K).
+        assertClose(c, ref, 1e-5 * Math.max(1, Math.sqrt(k / 300)), `${isa} gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+        // beta = 1 adds to C; beta = 0 must not read C (NaNs there stay out of the result).
+        const acc = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 1, c0 });
+        const tol = 1e-5 * Math.max(1, Math.sqrt(k / 300));
+        assertClose(await gemm(a, b, m, n, k, { transA, transB, beta: 1, into: c0.slice() }), acc, tol, `${isa} gemm beta=1 ${m}x${n}x${k}`);
+        const plain = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
+        assertClose(await gemm(a, b, m, n, k, { transA, transB, into: new Float32Array(m * n).fill(Number.NaN) }), plain, tol, `${isa} gemm beta=0 ${m}x${n}x${k}`);
+      }
+  }
+}
+
+type StridedGemmArgs = NativeGemmArgs & { lda?: number; ldb?: number; ldc?: number };
+
+/** Operands that are slices of wider rows (ld > columns): the padding between rows is never read
+ * (it holds NaN) and C's padding is never written. */
+async function checkStridedGemm(isa: string): Promise<void> {
+  const rand = rng(5);
+  const native = loadAddon().kernels as unknown as { gemm(args: StridedGemmArgs): Promise<void> };
+  for (const [m, n, k] of [[33, 40, 70], [301, 49, 49], [37, 49, 4100], [1, 77, 300], [90, 1, 130], [200, 16, 9]] as Array<[number, number, number]>) {
+    for (const transA of [false, true])
+      for (const transB of [false, true]) {
+        const aRows = transA ? k : m, aCols = transA ? m : k;
+        const bRows = transB ? n : k, bCols = transB ? k : n;
+        const lda = aCols + 3, ldb = bCols + 5, ldc = n + 2;
+        const strided = (rows: number, cols: number, ld: number) => {
+          const x = new Float32Array((rows - 1) * ld + cols).fill(Number.NaN);
+          for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * ld + c] = rand() * 2 - 1;
+          return x;
+        };
+        const a = strided(aRows, aCols, lda);
+        const b = strided(bRows, bCols, ldb);
+        const c = strided(m, n, ldc);
+        for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) c[i * ldc + j] = 12345;
+        const ref = gemmRef(m, n, k, a, lda, b, ldb, { transA, transB, alpha: 1.5, beta: 1, c0: c, ldc });
+        for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) ref[i * ldc + j] = 12345;
+        await native.gemm({ transA, transB, m, n, k, alpha: 1.5, beta: 1, a, b, c, lda, ldb, ldc });
+        assertClose(c, ref, 1e-5 * Math.max(1, Math.sqrt(k / 300)), `${isa} strided gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
       }
   }
 }
@@ -208,10 +274,19 @@ for (const isa of info.supportedIsas as Isa[]) {
     }
   });
 
-  test(`${isa}: dense gemm, every transpose, alpha and beta`, async () => {
+  test(`${isa}: dense gemm, every path and transpose, alpha and beta`, async () => {
     forceIsa(isa);
     try {
       await checkGemm(isa);
+    } finally {
+      forceIsa(info.bestIsa);
+    }
+  });
+
+  test(`${isa}: dense gemm on strided operands (lda, ldb, ldc > columns)`, async () => {
+    forceIsa(isa);
+    try {
+      await checkStridedGemm(isa);
     } finally {
       forceIsa(info.bestIsa);
     }
@@ -225,11 +300,19 @@ test('results do not depend on the thread count (bitwise)', async () => {
   const m = 333;
   const x = randomArray(m * 256, rand);
   const dy = randomArray(m * 512, rand);
+  const dyLong = randomArray(4600 * 49, rand);
+  const xLong = randomArray(4600 * 40, rand);
   const run = async () => [
     await bsrForward(w, x, m),
     await bsrBackwardData(w, dy, m),
     await bsrBackwardWeight(w, dy, x, m),
     await gemm(dy, x, 512, 256, m, { transA: true }),
+    // K split in chunks (weight gradient over many rows), single-row and single-column products
+    await gemm(dyLong, xLong, 49, 40, 4600, { transA: true }),
+    await gemm(dyLong.subarray(0, 4600), xLong, 1, 40, 4600, { transA: true }),
+    await gemm(xLong, dyLong.subarray(0, 4600), 40, 1, 4600, { transA: true }),
+    await biasGrad(dyLong, 4600, 49),
+    await biasGrad(dyLong, 49 * 4600, 1),
   ];
   try {
     setKernelThreads(1);

@@ -92,13 +92,14 @@ Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
   });
 }
 
-// gemm({transA, transB, m, n, k, alpha?, a, b, beta?, c}): c = alpha·op(a)·op(b) + beta·c, row-major.
+// gemm({transA, transB, m, n, k, alpha?, a, b, beta?, c, lda?, ldb?, ldc?}): c = alpha·op(a)·op(b) + beta·c,
+// row-major, with optional row strides (tests of strided operands).
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return binding::run(info, "gemm", [](Args& a) -> std::function<void()> {
-    binding::GemmArgs g = binding::gemmArgs(a);
+    binding::GemmArgs g = binding::gemmArgs(a, true);
     return [g] {
       gemm(g.ta ? Trans::Yes : Trans::No, g.tb ? Trans::Yes : Trans::No, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb,
-           g.beta, g.c, g.n);
+           g.beta, g.c, g.ldc);
     };
   });
 }

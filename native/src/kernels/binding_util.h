@@ -145,14 +145,19 @@ Napi::Value run(const Napi::CallbackInfo& info, const char* fn, Prepare prepare)
 // Arguments of a row-major gemm: c[m×n] = alpha·op(a)·op(b) + beta·c with contiguous operands.
 struct GemmArgs {
   bool ta = false, tb = false;
-  int m = 0, n = 0, k = 0, lda = 0, ldb = 0;
+  int m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
   float alpha = 1.f, beta = 0.f;
   const float* a = nullptr;
   const float* b = nullptr;
   float* c = nullptr;
 };
 
-inline GemmArgs gemmArgs(Args& a) {
+// Floats a row-major rows×cols matrix with leading dimension ld spans (the last row ends at cols).
+inline size_t spanOf(long rows, long cols, long ld) { return rows == 0 || cols == 0 ? 0 : (size_t)((rows - 1) * ld + cols); }
+
+// leadingDims: also accept optional lda/ldb/ldc (row strides >= the columns; the arrays must then
+// hold exactly the span of their rows), for callers that implement them (the CPU kernels).
+inline GemmArgs gemmArgs(Args& a, bool leadingDims = false) {
   GemmArgs g;
   g.ta = a.boolean("transA", false);
   g.tb = a.boolean("transB", false);
@@ -161,11 +166,23 @@ inline GemmArgs gemmArgs(Args& a) {
   g.k = a.integer("k", 0, 1 << 30);
   g.alpha = a.number("alpha", 1.f);
   g.beta = a.number("beta", 0.f);
+  const int aRows = g.ta ? g.k : g.m, aCols = g.ta ? g.m : g.k;
+  const int bRows = g.tb ? g.n : g.k, bCols = g.tb ? g.k : g.n;
+  g.lda = std::max(1, aCols);
+  g.ldb = std::max(1, bCols);
+  g.ldc = g.n;
+  if (leadingDims && (a.has("lda") || a.has("ldb") || a.has("ldc"))) {
+    if (a.has("lda")) g.lda = a.integer("lda", std::max(1, aCols), 1 << 30);
+    if (a.has("ldb")) g.ldb = a.integer("ldb", std::max(1, bCols), 1 << 30);
+    if (a.has("ldc")) g.ldc = a.integer("ldc", g.n, 1 << 30);
+    g.a = a.floats("a", spanOf(aRows, aCols, g.lda), "(rows(op a)-1)*lda + cols");
+    g.b = a.floats("b", spanOf(bRows, bCols, g.ldb), "(rows(op b)-1)*ldb + cols");
+    g.c = a.floats("c", spanOf(g.m, g.n, g.ldc), "(m-1)*ldc + n");
+    return g;
+  }
   g.a = a.floats("a", (size_t)g.m * g.k, "m*k");
   g.b = a.floats("b", (size_t)g.k * g.n, "k*n");
   g.c = a.floats("c", (size_t)g.m * g.n, "m*n");
-  g.lda = std::max(1, g.ta ? g.m : g.k);
-  g.ldb = std::max(1, g.tb ? g.k : g.n);
   return g;
 }
 

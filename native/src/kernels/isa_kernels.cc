@@ -97,6 +97,7 @@ struct Scratch {
 thread_local Scratch tlsA;       // a-side panels (per worker thread)
 thread_local Scratch tlsB;       // b-side panels shared by a call (owned by the calling thread)
 thread_local std::vector<int> tlsOffsets;
+thread_local std::vector<float> tlsVector;  // gemv's contiguous copy of its vector operand
 
 // ---------------------------------------------------------------------------------------------
 // Packing. dst is [nK][width]; entries outside kValid×wValid are zero.
@@ -149,7 +150,7 @@ inline void packTrans(float* dst, const float* src, long ld, int nK, int kValid,
 #if PIXELFLY_ISA == 2
     // Activation panels (width MR = 14) and transposed weights (width 32) are the bulk of all
     // packing: transpose full 16×16 slices in registers instead of scalar moves.
-    if (wValid == width && kv == KB && (width == MR || width % 16 == 0)) {
+    if (wValid == width && kv == KB && (width < 16 || width % 16 == 0)) {
       for (int w0 = 0; w0 < width; w0 += 16) {
         const int wn = std::min(16, width - w0);
         vf v[16];
@@ -292,10 +293,100 @@ class RowPrefetcher {
 // ---------------------------------------------------------------------------------------------
 constexpr int NR_G = NV * VL;
 constexpr int NC_SUB = 16 * NR_G;  // columns of one work item; A blocks are re-packed per item
+constexpr int MR_S = MR / 2;       // short tiles: 7 rows on AVX-512, so 49 token rows pad to nothing
 
-void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-          bool accumulate, float* C, int ldc, int threads) {
-  if (M <= 0 || N <= 0) return;
+// One side of the product seen as an n×K matrix: op(A) (i = row of C) or op(B)ᵀ (i = column of C).
+struct Operand {
+  const float* p;
+  long ld;
+  bool kMajor;  // element (i, k) is p[k*ld + i] (the stored rows run along i), else p[i*ld + k]
+};
+
+// Packs entries [i0, i0 + valid) × [k0, k0 + kc) of an operand as a panel [kc][W], zero past valid.
+template <int W>
+inline void packPanel(float* dst, const Operand& o, long i0, long k0, int kc, int valid) {
+  if (o.kMajor)
+    packCopy<W>(dst, o.p + k0 * o.ld + i0, o.ld, kc, kc, valid);
+  else
+    packTrans(dst, o.p + i0 * o.ld + k0, o.ld, kc, kc, W, valid);
+}
+
+// Packs entries [i0, i0 + n) × [k0, k0 + kc) of a k-major operand as consecutive R-wide panels
+// ([panel][kc][R], zero past n), walking the source row by row: panel by panel, each row would be
+// visited once per panel (for transposed A with thousands of columns, one page per row each time).
+template <int R>
+inline void packPanelsKMajor(float* dst, const Operand& o, long i0, int n, long k0, int kc) {
+  const int np = ceilDiv(n, R);
+  for (int k = 0; k < kc; k++) {
+    const float* s = o.p + (k0 + k) * o.ld + i0;
+    for (int p = 0; p < np; p++) {
+      float* d = dst + (long)p * R * kc + (long)k * R;
+      const int v = std::min(R, n - p * R);
+      if (v == R) {
+        std::memcpy(d, s + p * R, R * sizeof(float));  // a few inline vector moves (R is a constant)
+      } else {
+        int w = 0;
+        for (; w < v; w++) d[w] = s[p * R + w];
+        for (; w < R; w++) d[w] = 0.f;
+      }
+    }
+  }
+}
+
+// Column panels of C are NR_G wide, except a last one of VL columns when no more are left (a rank-16
+// low-rank factor would otherwise compute 32 columns for 16). Packed panel jp starts at jp*NR_G*kc.
+inline int panelCols(int N, int jp) { return std::min(NR_G, N - jp * NR_G); }
+
+inline void packColumnPanel(float* dst, const Operand& b, int N, int jp, long k0, int kc) {
+  const int cols = panelCols(N, jp);
+  if (cols <= VL)
+    packPanel<VL>(dst, b, (long)jp * NR_G, k0, kc, cols);
+  else
+    packPanel<NR_G>(dst, b, (long)jp * NR_G, k0, kc, cols);
+}
+
+// All column panels of [0, N) × [k0, k0 + kc); a k-major operand is copied row by row (a sequential
+// read of the source instead of one strided pass per panel).
+inline void packColumnPanels(float* Bp, const Operand& b, int N, long k0, int kc) {
+  const int nPanels = ceilDiv(N, NR_G);
+  if (!b.kMajor) {
+    for (int jp = 0; jp < nPanels; jp++) packColumnPanel(Bp + (long)jp * NR_G * kc, b, N, jp, k0, kc);
+    return;
+  }
+  for (int k = 0; k < kc; k++) {
+    const float* s = b.p + (k0 + k) * b.ld;
+    for (int jp = 0; jp < nPanels; jp++) {
+      const int cols = panelCols(N, jp), w = cols <= VL ? VL : NR_G;
+      float* d = Bp + (long)jp * NR_G * kc + (long)k * w;
+      const float* src = s + (long)jp * NR_G;
+      if (cols == NR_G) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) storeu(d + v * VL, loadu(src + v * VL));
+      } else {
+        int j = 0;
+        for (; j < cols; j++) d[j] = src[j];
+        for (; j < w; j++) d[j] = 0.f;
+      }
+    }
+  }
+}
+
+// C[rows × panel jp] (=|+=) a panel [kc][R] · b panel jp.
+template <int R>
+inline void panelProduct(int kc, const float* ap, const float* bp, int N, int jp, float* C, long ldc, int rows,
+                         bool accumulate) {
+  const int cols = panelCols(N, jp);
+  float* c = C + (long)jp * NR_G;
+  if (cols <= VL)
+    micro<R, 1>(1, kc, ap, R, nullptr, bp, VL, c, ldc, rows, cols, accumulate, nullptr);
+  else
+    micro<R, NV>(1, kc, ap, R, nullptr, bp, NR_G, c, ldc, rows, cols, accumulate, nullptr);
+}
+
+// The general case: BLIS-style loops, KC-deep B panels shared by the threads, MC×KC A blocks per
+// work item.
+void gemmBlocked(const Operand& a, const Operand& b, int M, int N, int K, float alpha, bool accumulate, float* C,
+                 int ldc, int threads) {
   // Equal-depth passes (K = 1024 runs as 2×512, not 768 + 256).
   const int passes = std::max(1, ceilDiv(K, KC));
   const int kcMax = std::max(1, ((ceilDiv(K, passes) + 7) / 8) * 8);
@@ -310,12 +401,10 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
   const int panelsPerSub = ceilDiv(nPanels, nSubs);
   const int items = mBlocks * nSubs;
   const int nt = std::max(1, std::min(threads, std::max(items, nPanels)));
-
-  if (K <= 0) {  // C = 0·A·B (+ C)
-    if (!accumulate)
-      for (int i = 0; i < M; i++) std::fill(C + (long)i * ldc, C + (long)i * ldc + N, 0.f);
-    return;
-  }
+  // With a small K (token-mixing layers have K = 49, low-rank factors K = 16) writing C is most of
+  // the work: walk it row panel by row panel, in long contiguous runs, instead of down 32-column
+  // strips of MC rows, as long as all of B's panels stay in L2.
+  const bool rowOrder = K <= 64 && (long)kcMax * nPanels * NR_G * (long)sizeof(float) <= 256 * 1024;
 
 #pragma omp parallel num_threads(nt)
   {
@@ -323,14 +412,7 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
     for (int pc = 0; pc < K; pc += kcMax) {
       const int kc = std::min(kcMax, K - pc);
 #pragma omp for schedule(static)
-      for (int jp = 0; jp < nPanels; jp++) {
-        const int j0 = jp * NR_G;
-        float* dst = Bp + (long)jp * NR_G * kc;
-        if (tb == Trans::No)
-          packCopy<NR_G>(dst, B + (long)pc * ldb + j0, ldb, kc, kc, std::min(NR_G, N - j0));
-        else
-          packTrans(dst, B + (long)j0 * ldb + pc, ldb, kc, kc, NR_G, std::min(NR_G, N - j0));
-      }
+      for (int jp = 0; jp < nPanels; jp++) packColumnPanel(Bp + (long)jp * NR_G * kc, b, N, jp, pc, kc);
       // implicit barrier: Bp complete
       const bool acc = accumulate || pc > 0;
 #pragma omp for schedule(dynamic, 1)
@@ -338,33 +420,239 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
         const int ib = item / nSubs, js = item % nSubs;
         const int i0 = ib * MC, mc = std::min(MC, M - i0);
         const int mp = ceilDiv(mc, MR);
-        for (int p = 0; p < mp; p++) {
-          const int r0 = i0 + p * MR;
-          const int rv = std::min(MR, M - r0);
-          float* dst = Ap + (long)p * MR * kc;
-          if (ta == Trans::No)
-            packTrans(dst, A + (long)r0 * lda + pc, lda, kc, kc, MR, rv);
-          else
-            packCopy<MR>(dst, A + (long)pc * lda + r0, lda, kc, kc, rv);
-          if (alpha != 1.f)
-            for (long q = 0; q < (long)MR * kc; q++) dst[q] *= alpha;
-        }
+        if (a.kMajor)
+          packPanelsKMajor<MR>(Ap, a, i0, mc, pc, kc);
+        else
+          for (int p = 0; p < mp; p++) packPanel<MR>(Ap + (long)p * MR * kc, a, i0 + p * MR, pc, kc, std::min(MR, M - i0 - p * MR));
+        if (alpha != 1.f)
+          for (long q = 0; q < (long)mp * MR * kc; q++) Ap[q] *= alpha;
         const int jpBegin = js * panelsPerSub;
         const int jpEnd = std::min(nPanels, jpBegin + panelsPerSub);
-        for (int jp = jpBegin; jp < jpEnd; jp++) {
-          const int j0 = jp * NR_G;
-          const int cols = std::min(NR_G, N - j0);
-          const float* bp = Bp + (long)jp * NR_G * kc;
+        if (rowOrder) {
           for (int p = 0; p < mp; p++) {
             const int r0 = i0 + p * MR;
-            micro<MR, NV>(1, kc, Ap + (long)p * MR * kc, MR, nullptr, bp, NR_G, C + (long)r0 * ldc + j0, ldc,
-                          std::min(MR, M - r0), cols, acc, nullptr);
+            for (int jp = jpBegin; jp < jpEnd; jp++)
+              panelProduct<MR>(kc, Ap + (long)p * MR * kc, Bp + (long)jp * NR_G * kc, N, jp, C + (long)r0 * ldc, ldc,
+                               std::min(MR, M - r0), acc);
           }
+        } else {
+          for (int jp = jpBegin; jp < jpEnd; jp++)
+            for (int p = 0; p < mp; p++) {
+              const int r0 = i0 + p * MR;
+              panelProduct<MR>(kc, Ap + (long)p * MR * kc, Bp + (long)jp * NR_G * kc, N, jp, C + (long)r0 * ldc, ldc,
+                               std::min(MR, M - r0), acc);
+            }
         }
       }
       // implicit barrier before Bp is overwritten
     }
   }
+}
+
+// Long K, small C (weight gradients dYᵀ·X summed over 65536 token rows; low-rank factor gradients):
+// the blocked loops would have one or two row blocks to share per K pass, so K is cut into chunks
+// instead, each an independent partial product in its own buffer, and the partials are summed in
+// chunk order. Chunk boundaries depend only on K, so the result does not depend on the thread
+// count or on which thread ran which chunk. The product is computed as C or as Cᵀ = op(B)ᵀ·op(A)ᵀ,
+// with MR- or MR_S-row tiles, whichever pads least (C = 256×49 runs as Cᵀ = 49×256 in 7-row tiles).
+constexpr int KSPLIT_MIN = 4096;   // K from which the split is considered
+constexpr int KCHUNK = 1024;       // nominal chunk depth
+constexpr int KC_SPLIT = 256;      // deepest packed depth within a chunk
+// The packed depth within a chunk: both operands' panels (a few hundred KB) stay in L2.
+inline int splitDepth(int rowsPad, int colsPad) {
+  const int kc = (int)((256L << 10) / ((long)(rowsPad + colsPad) * sizeof(float)));
+  return std::max(16, std::min(KC_SPLIT, kc / 8 * 8));
+}
+
+inline bool useSplitK(int M, int N, int K) {
+  return K >= KSPLIT_MIN && (long)M * N <= (1L << 20) &&
+         ((long)M * N <= (64L << 10) || (long)ceilDiv(M, MR * 12) * ceilDiv(N, NC_SUB) < 8);
+}
+
+// Padded work of an R-row tiling of rows × cols.
+inline long paddedWork(int rows, int cols, int R) {
+  const int tail = cols % NR_G;
+  const long paddedCols = (long)(cols / NR_G) * NR_G + (tail == 0 ? 0 : tail <= VL ? VL : NR_G);
+  return (long)ceilDiv(rows, R) * R * paddedCols;
+}
+
+// P[rows×cols] (ld cols) = Σ_{k in chunk} a(i, k)·b(j, k), in R-row tiles.
+template <int R>
+void chunkProduct(const Operand& a, const Operand& b, int rows, int cols, long k0, int kLen, float* P) {
+  const int mp = ceilDiv(rows, R), nPanels = ceilDiv(cols, NR_G);
+  const int depth = splitDepth(mp * R, nPanels * NR_G);
+  float* Ap = tlsA.get((size_t)mp * R * depth + (size_t)nPanels * NR_G * depth);
+  float* Bp = Ap + (size_t)mp * R * depth;
+  for (int kk = 0; kk < kLen; kk += depth) {
+    const int kc = std::min(depth, kLen - kk);
+    if (a.kMajor)
+      packPanelsKMajor<R>(Ap, a, 0, rows, k0 + kk, kc);
+    else
+      for (int p = 0; p < mp; p++) packPanel<R>(Ap + (long)p * R * kc, a, (long)p * R, k0 + kk, kc, std::min(R, rows - p * R));
+    packColumnPanels(Bp, b, cols, k0 + kk, kc);
+    // While this depth computes, fetch the next one's source rows (k-major operands: a few
+    // contiguous rows; the packing would otherwise wait on memory for all of them).
+    const int kn = std::min(depth, kLen - kk - kc);
+    RowPrefetcher pfA, pfB;
+    const long calls = (long)mp * nPanels;
+    if (kn > 0 && a.kMajor) pfA.reset(a.p + (k0 + kk + kc) * a.ld, a.ld, kn, rows, calls);
+    if (kn > 0 && b.kMajor) pfB.reset(b.p + (k0 + kk + kc) * b.ld, b.ld, kn, cols, calls);
+    for (int p = 0; p < mp; p++)
+      for (int jp = 0; jp < nPanels; jp++) {
+        pfA.step();
+        pfB.step();
+        panelProduct<R>(kc, Ap + (long)p * R * kc, Bp + (long)jp * NR_G * kc, cols, jp, P + (long)p * R * cols, cols,
+                        std::min(R, rows - p * R), kk > 0);
+      }
+  }
+}
+
+thread_local Scratch tlsPartials;
+
+void gemmSplitK(const Operand& a, const Operand& b, int M, int N, int K, float alpha, bool accumulate, float* C,
+                int ldc, int threads) {
+  // Orientation and tile height: the least padded of C or Cᵀ in MR- or MR_S-row tiles (short tiles
+  // do a little less work per load, so they must save at least an eighth to be chosen).
+  const bool transposed = std::min(paddedWork(N, M, MR), paddedWork(N, M, MR_S) * 9 / 8) <
+                          std::min(paddedWork(M, N, MR), paddedWork(M, N, MR_S) * 9 / 8);
+  const int rows = transposed ? N : M, cols = transposed ? M : N;
+  const Operand& ra = transposed ? b : a;
+  const Operand& rb = transposed ? a : b;
+  const bool shortTiles = paddedWork(rows, cols, MR_S) * 9 / 8 < paddedWork(rows, cols, MR);
+
+  const int nChunks = std::max(1, std::min(64, std::min(K / KCHUNK, (int)((8L << 20) / ((long)M * N)))));
+  const int kLen = ((ceilDiv(K, nChunks) + 7) / 8) * 8;
+  const int chunks = ceilDiv(K, kLen);
+  const long size = (long)M * N;
+  float* parts = tlsPartials.get((size_t)chunks * size);
+  const int nt = std::max(1, std::min(threads, chunks));
+#pragma omp parallel num_threads(nt)
+  {
+    tlsVector.resize(cols);
+#pragma omp for schedule(dynamic, 1)
+    for (int q = 0; q < chunks; q++) {
+      const long k0 = (long)q * kLen;
+      const int len = (int)std::min<long>(kLen, K - k0);
+      if (shortTiles)
+        chunkProduct<MR_S>(ra, rb, rows, cols, k0, len, parts + q * size);
+      else
+        chunkProduct<MR>(ra, rb, rows, cols, k0, len, parts + q * size);
+    }
+    // Sum the partials in chunk order, along their own rows (contiguous), then write C (or Cᵀ).
+#pragma omp for schedule(static)
+    for (int r = 0; r < rows; r++) {
+      float* sum = tlsVector.data();  // sized below, before the parallel region
+      const float* p0 = parts + (long)r * cols;
+      std::copy(p0, p0 + cols, sum);
+      for (int q = 1; q < chunks; q++) {
+        const float* pq = p0 + q * size;
+        for (int j = 0; j < cols; j++) sum[j] += pq[j];
+      }
+      for (int j = 0; j < cols; j++) {
+        float* c = transposed ? C + (long)j * ldc + r : C + (long)r * ldc + j;
+        *c = alpha * sum[j] + (accumulate ? *c : 0.f);
+      }
+    }
+  }
+}
+
+// One row or one column of output (M == 1 or N == 1): y[i] = alpha·Σ_k x[k]·m(i, k) (+ y[i]), with
+// m an operand of n rows and x contiguous. Memory-bound, so no packing: when m's stored rows run
+// along k each output is a dot product, otherwise the stored rows are scaled and added ("axpy").
+// Either way each output sums its terms in one fixed order, whichever thread computes it.
+void gemv(const Operand& m, int n, int K, const float* x, float alpha, bool accumulate, float* y, long incy,
+          int threads) {
+  if (!m.kMajor) {
+    // Dot products, 4 rows at a time (rows past n repeat the last one, results dropped), each with
+    // two vector accumulators over k and a scalar tail, summed in the same order for every row.
+    constexpr int G = 4;
+    const int groups = ceilDiv(n, G);
+    const int nt = std::max(1, std::min(threads, groups / 16));
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int g = 0; g < groups; g++) {
+      const float* r[G];
+      for (int t = 0; t < G; t++) r[t] = m.p + (long)std::min(g * G + t, n - 1) * m.ld;
+      vf acc0[G], acc1[G];
+      for (int t = 0; t < G; t++) acc0[t] = acc1[t] = vf{};
+      int k = 0;
+      for (; k + 2 * VL <= K; k += 2 * VL) {
+        const vf x0 = loadu(x + k), x1 = loadu(x + k + VL);
+        for (int t = 0; t < G; t++) {
+          acc0[t] += loadu(r[t] + k) * x0;
+          acc1[t] += loadu(r[t] + k + VL) * x1;
+        }
+      }
+      for (int t = 0; t < G; t++) {
+        const int i = g * G + t;
+        if (i >= n) break;
+        const vf v = acc0[t] + acc1[t];
+        float s = 0.f;
+        for (int l = 0; l < VL; l++) s += v[l];
+        for (int kk = k; kk < K; kk++) s += r[t][kk] * x[kk];
+        float* yi = y + (long)i * incy;
+        *yi = alpha * s + (accumulate ? *yi : 0.f);
+      }
+    }
+    return;
+  }
+  // y[0:n] = Σ_k x[k]·m.p[k*ld + 0:n]: each thread a contiguous range of outputs, in blocks of 8
+  // vectors (8 independent accumulation chains), each summed over k in order.
+  constexpr int BW = 8 * VL;
+  const int blocks = ceilDiv(n, BW);
+  const int nt = std::max(1, std::min(threads, blocks));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (int q = 0; q < blocks; q++) {
+    const int j0 = q * BW, w = std::min(BW, n - j0);
+    float out[BW];
+    if (w == BW) {
+      vf acc[8];
+      for (int v = 0; v < 8; v++) acc[v] = vf{};
+      for (int k = 0; k < K; k++) {
+        const float* row = m.p + (long)k * m.ld + j0;
+        const vf xk = bcast(x[k]);
+        for (int v = 0; v < 8; v++) acc[v] += xk * loadu(row + v * VL);
+      }
+      for (int v = 0; v < 8; v++) storeu(out + v * VL, acc[v]);
+    } else {
+      std::fill(out, out + BW, 0.f);
+      for (int k = 0; k < K; k++) {
+        const float* row = m.p + (long)k * m.ld + j0;
+        for (int j = 0; j < w; j++) out[j] += x[k] * row[j];
+      }
+    }
+    for (int j = 0; j < w; j++) {
+      float* yj = y + (long)(j0 + j) * incy;
+      *yj = alpha * out[j] + (accumulate ? *yj : 0.f);
+    }
+  }
+}
+
+void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+          bool accumulate, float* C, int ldc, int threads) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // C = 0·A·B (+ C)
+    if (!accumulate)
+      for (int i = 0; i < M; i++) std::fill(C + (long)i * ldc, C + (long)i * ldc + N, 0.f);
+    return;
+  }
+  const Operand a{A, lda, ta == Trans::Yes};     // op(A) as M×K
+  const Operand b{B, ldb, tb == Trans::No};      // op(B)ᵀ as N×K
+  if (N == 1 || M == 1) {
+    // The single row/column of the other side, made contiguous: x[k].
+    const Operand& vec = N == 1 ? b : a;
+    std::vector<float>& x = tlsVector;
+    x.resize(K);
+    for (long k = 0; k < K; k++) x[k] = vec.kMajor ? vec.p[k * vec.ld] : vec.p[k];
+    if (N == 1)
+      gemv(a, M, K, x.data(), alpha, accumulate, C, ldc, threads);
+    else
+      gemv(b, N, K, x.data(), alpha, accumulate, C, 1, threads);
+    return;
+  }
+  if (useSplitK(M, N, K))
+    gemmSplitK(a, b, M, N, K, alpha, accumulate, C, ldc, threads);
+  else
+    gemmBlocked(a, b, M, N, K, alpha, accumulate, C, ldc, threads);
 }
 
 // ---------------------------------------------------------------------------------------------
