@@ -182,27 +182,31 @@ const float* PixelflyLinear::forward(Ctx& c, const float* x, int B) {
   // y = (1 − g)·s + g·l + bias with s = x·Wᵀ and l = (x·V)·Uᵀ = h·Uᵀ, never materialising l:
   //  - in ≤ out: y = (g∘h)·Uᵀ + bias, then y += ((1 − g)∘x)·Wᵀ: two products write y and no extra
   //    pass reads it; (1 − g)∘x is kept, the sparse weight's gradient needs it again;
-  //  - in > out: y = s, one row pass scales it by (1 − g) and adds the bias, then y += (g∘h)·Uᵀ
-  //    (a (1 − g)∘x copy would cost more than that pass over the narrower y).
+  //  - in > out: y = s, then one row pass applies the gate, the bias and + (g∘h)·Uᵀ (a (1 − g)∘x
+  //    copy would cost more than that pass over the narrower y).
   h_.resize(static_cast<size_t>(M) * r);
   hs_.resize(static_cast<size_t>(M) * r);
   g_.resize(M);
   const bool scaleX = inF_ <= outF_;
   scaled_.resize(scaleX ? static_cast<size_t>(M) * inF_ : 0);
+  const float* U = c.ps->data(u_);
   c.be->denseForward(M, inF_, r, x, c.ps->data(v_), nullptr, h_.data(), false);
-  if (!scaleX) c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
+  if (!scaleX) {
+    c.be->bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
+    ut_.resize(static_cast<size_t>(r) * outF_);
+    for (int j = 0; j < outF_; j++)
+      for (int k = 0; k < r; k++) ut_[static_cast<size_t>(k) * outF_ + j] = U[static_cast<size_t>(j) * r + k];
+  }
   const float* gw = c.ps->data(gw_);
   const float gb = *c.ps->data(gb_);
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     const int a = static_cast<int>(m0), b = static_cast<int>(m1);
     pw::pixelflyGate(x, inF_, gw, gb, h_.data(), r, g_.data(), hs_.data(), scaleX ? scaled_.data() : nullptr, a, b);
-    if (!scaleX) pw::pixelflyScaleSparse(y, outF_, g_.data(), bias, a, b);
+    if (!scaleX) pw::pixelflyLerpRows(y, outF_, g_.data(), bias, hs_.data(), ut_.data(), r, a, b);
   });
   if (scaleX) {
-    c.be->denseForward(M, r, outF_, hs_.data(), c.ps->data(u_), bias, y, false);
+    c.be->denseForward(M, r, outF_, hs_.data(), U, bias, y, false);
     c.be->bsrForward(shape(), M, scaled_.data(), c.ps->data(w_), nullptr, y, true);
-  } else {
-    c.be->denseForward(M, r, outF_, hs_.data(), c.ps->data(u_), nullptr, y, true);
   }
   return y;
 }
@@ -232,20 +236,21 @@ void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
   c.be->bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
   c.be->denseBackwardInput(M, r, outF_, dy, c.ps->data(u_), dh_.data(), false);
   const float* gw = c.ps->data(gw_);
+  const float* V = c.ps->data(v_);
+  // Per-thread partial sums of the gate weight's gradient, added in thread order (deterministic).
+  const int threads = omp_get_max_threads();
+  dgwParts_.assign(static_cast<size_t>(threads) * inF_, 0.0f);
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     const int a = static_cast<int>(m0), b = static_cast<int>(m1);
-    pw::pixelflyMixBackward(x_, inF_, gw, h_.data(), r, g_.data(), dx, dh_.data(), dz_.data(), a, b);
+    float* dgw = &dgwParts_[static_cast<size_t>(omp_get_thread_num()) * inF_];
+    pw::pixelflyMixBackward(x_, inF_, gw, V, h_.data(), r, g_.data(), dx, dh_.data(), dz_.data(), dgw, a, b);
     if (!scaleX) pw::scaleRowsOneMinus(dy, outF_, g_.data(), scaled_.data(), a, b);
   });
+  for (int t = 0; t < threads; t++) pw::addTo(c.ps->grad(gw_), &dgwParts_[static_cast<size_t>(t) * inF_], inF_);
   if (scaleX) c.be->bsrBackwardWeight(shape(), M, dy, scaled_.data(), c.ps->grad(w_), true);
   else c.be->bsrBackwardWeight(shape(), M, scaled_.data(), x_, c.ps->grad(w_), true);
   c.be->denseBackwardWeight(M, r, outF_, dy, hs_.data(), c.ps->grad(u_), true);
   c.be->denseBackwardWeight(M, inF_, r, dh_.data(), x_, c.ps->grad(v_), true);
-  c.be->denseBackwardInput(M, inF_, r, dh_.data(), c.ps->data(v_), dx, true);
-  float* dgw = c.ps->grad(gw_);
-  pw::parallelRanges(inF_, 64, [&](int64_t i0, int64_t i1) {
-    pw::weightedColumnSums(x_, inF_, dz_.data(), M, dgw, static_cast<int>(i0), static_cast<int>(i1));
-  });
   c.be->biasGrad(M, 1, dz_.data(), c.ps->grad(gb_), true);
 }
 

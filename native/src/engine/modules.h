@@ -109,9 +109,10 @@ class PixelflyLinear : public Module {
   // Saved for backward: h = x·V, the gate g per row, g∘h, and the row-scaled operand of the sparse
   // weight's gradient: (1 − g)∘x from the forward when in ≤ out, else (1 − g)∘dy from the backward.
   std::vector<float> h_, g_, hs_, scaled_;
-  // Backward scratch: dL/dh, dL/d(gate logit), and dy·W when the caller wants no input gradient
-  // (the gate's gradient needs it).
-  std::vector<float> dh_, dz_, dxScratch_;
+  // Backward scratch: dL/dh, dL/d(gate logit), per-thread partials of the gate weight's gradient,
+  // and dy·W when the caller wants no input gradient (the gate's gradient needs it).
+  std::vector<float> dh_, dz_, dgwParts_, dxScratch_;
+  std::vector<float> ut_;  // Uᵀ for the forward's row pass (in > out)
 };
 
 // MLP-Mixer's dense token-mixing MLP, fused per sample: y_b = W2·GELU(W1·x_b + b1) + b2 on each

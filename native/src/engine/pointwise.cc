@@ -104,15 +104,6 @@ PIXELFLY_CLONES void layerNormParamGrads(const float* x, const float* dy, int ro
   }
 }
 
-PIXELFLY_CLONES void weightedColumnSums(const float* x, int ld, const float* w, int rows, float* out, int c0, int c1) {
-  for (int m = 0; m < rows; m++) {
-    const float* xm = x + static_cast<size_t>(m) * ld;
-    const float wm = w[m];
-#pragma omp simd
-    for (int i = c0; i < c1; i++) out[i] += wm * xm[i];
-  }
-}
-
 PIXELFLY_CLONES void pixelflyGate(const float* x, int in, const float* gw, float gb, const float* h, int rank,
                                   float* gate, float* hs, float* xs, int r0, int r1) {
   for (int m = r0; m < r1; m++) {
@@ -131,17 +122,25 @@ PIXELFLY_CLONES void pixelflyGate(const float* x, int in, const float* gw, float
   }
 }
 
-PIXELFLY_CLONES void pixelflyScaleSparse(float* y, int out, const float* gate, const float* bias, int r0, int r1) {
+PIXELFLY_CLONES void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, const float* hs,
+                                      const float* Ut, int rank, int r0, int r1) {
   for (int m = r0; m < r1; m++) {
     const float s = 1.0f - gate[m];
     float* ym = y + static_cast<size_t>(m) * out;
 #pragma omp simd
     for (int j = 0; j < out; j++) ym[j] = s * ym[j] + bias[j];
+    for (int k = 0; k < rank; k++) {
+      const float c = hs[static_cast<size_t>(m) * rank + k];
+      const float* uk = Ut + static_cast<size_t>(k) * out;
+#pragma omp simd
+      for (int j = 0; j < out; j++) ym[j] += c * uk[j];
+    }
   }
 }
 
-PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw, const float* h, int rank,
-                                         const float* gate, float* dx, float* dh, float* dz, int r0, int r1) {
+PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw, const float* V, const float* h,
+                                         int rank, const float* gate, float* dx, float* dh, float* dz, float* dgw, int r0,
+                                         int r1) {
   for (int m = r0; m < r1; m++) {
     const float g = gate[m];
     const float* xm = x + static_cast<size_t>(m) * in;
@@ -154,9 +153,20 @@ PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw
     for (int k = 0; k < rank; k++) dyl += dhm[k] * hm[k];
     const float d = g * (1.0f - g) * (dyl - dys);
     dz[m] = d;
-#pragma omp simd
-    for (int i = 0; i < in; i++) dxm[i] = (1.0f - g) * dxm[i] + d * gw[i];
     for (int k = 0; k < rank; k++) dhm[k] *= g;
+#pragma omp simd
+    for (int i = 0; i < in; i++) {
+      dxm[i] = (1.0f - g) * dxm[i] + d * gw[i];
+      dgw[i] += d * xm[i];
+    }
+    // + dh_m·V while the row is in L1 (V, rank × in, stays in L2): cheaper than a rank-r product
+    // that reads and writes all of dx again.
+    for (int k = 0; k < rank; k++) {
+      const float c = dhm[k];
+      const float* vk = V + static_cast<size_t>(k) * in;
+#pragma omp simd
+      for (int i = 0; i < in; i++) dxm[i] += c * vk[i];
+    }
   }
 }
 

@@ -44,25 +44,25 @@ void layerNormBackwardInput(const float* x, const float* dy, int D, const float*
 void layerNormParamGrads(const float* x, const float* dy, int rows, int D, const float* mean, const float* rstd,
                          float* dg, float* db, int c0, int c1);
 
-// Σ over rows of w_m·x[m][c0:c1], added into out[c0:c1] (gate weight gradient: w = dL/dz).
-void weightedColumnSums(const float* x, int ld, const float* w, int rows, float* out, int c0, int c1);
-
 // Pixelfly gate, rows [r0, r1) (see PixelflyLinear in modules.cc):
 //   gate[m] = sigmoid(x_m·gw + gb),  hs_m = gate[m]·h_m,  and when xs is not null xs_m = (1 − gate[m])·x_m
 void pixelflyGate(const float* x, int in, const float* gw, float gb, const float* h, int rank, float* gate, float* hs,
                   float* xs, int r0, int r1);
 
-// y_m = (1 − gate[m])·y_m + bias, rows [r0, r1) of `out` columns (y holds the sparse output on entry).
-void pixelflyScaleSparse(float* y, int out, const float* gate, const float* bias, int r0, int r1);
+// y_m = (1 − gate[m])·y_m + bias + hs_m·Ut, rows [r0, r1) of `out` columns: y holds the sparse
+// output on entry, hs = g∘h and Ut = Uᵀ (rank × out), so this finishes the lerp in one pass.
+void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, const float* hs, const float* Ut,
+                      int rank, int r0, int r1);
 
 // Pixelfly mix, backward, rows [r0, r1). On entry dx holds dy·W (the sparse branch's input
 // gradient, unscaled) and dh holds dy·U. With s = x·Wᵀ and l = h·Uᵀ, dy·s = x·(dy·W) and
 // dy·l = (dy·U)·h, so the gate's gradient needs neither s nor l stored:
 //   dz[m] = g(1 − g)·(dh_m·h_m − x_m·dx_m)
-//   dx_m  = (1 − g)·dx_m + dz[m]·gw        (the low-rank term dh·V is added by the caller)
 //   dh_m  = g·dh_m
-void pixelflyMixBackward(const float* x, int in, const float* gw, const float* h, int rank, const float* gate,
-                         float* dx, float* dh, float* dz, int r0, int r1);
+//   dx_m  = (1 − g)·dx_m + dz[m]·gw + dh_m·V      (V is the low-rank factor, rank × in)
+//   dgw  += dz[m]·x_m                             (dgw: this thread's partial sum)
+void pixelflyMixBackward(const float* x, int in, const float* gw, const float* V, const float* h, int rank,
+                         const float* gate, float* dx, float* dh, float* dz, float* dgw, int r0, int r1);
 
 // dst_m = (1 − gate[m])·a_m for rows [r0, r1) of n columns.
 void scaleRowsOneMinus(const float* a, int n, const float* gate, float* dst, int r0, int r1);
