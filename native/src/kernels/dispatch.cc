@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "isa_table.h"
 
@@ -172,19 +173,32 @@ void denseBackwardWeight(int M, int in, int out, const float* dY, int lddy, cons
 void biasGrad(int M, int N, const float* dY, int lddy, float* db, bool accumulate) {
   requireMatrix("dY", dY, M, N, lddy);
   if (N > 0 && db == nullptr) fail("db: null output");
-  // Columns split across threads; each thread sums its columns over all rows (no reduction races).
-  const int chunk = 64;
-  const int nChunks = (N + chunk - 1) / chunk;
-  const int nt = std::max(1, std::min(threads(), nChunks));
-#pragma omp parallel for num_threads(nt) schedule(static)
-  for (int q = 0; q < nChunks; q++) {
-    const int j0 = q * chunk, j1 = std::min(N, j0 + chunk);
-    float sum[chunk] = {};
-    for (long i = 0; i < M; i++) {
-      const float* row = dY + i * lddy;
-      for (int j = j0; j < j1; j++) sum[j - j0] += row[j];
+  if (N == 0) return;
+  // Rows in chunks, each summed into its own partial row, then the partials added in chunk order:
+  // parallel even for the token-mixing layers' N = 49 or the gate's N = 1 over 65536 rows (split by
+  // columns, those ran on one thread). The chunks depend only on M, so the result is the same for
+  // any thread count.
+  const long chunks = std::max(1L, std::min(64L, ((long)M + 511) / 512));
+  const long rowsPer = ((long)M + chunks - 1) / chunks;
+  std::vector<float> part((size_t)(chunks * N));
+  const int nt = (int)std::max(1L, std::min((long)threads(), chunks));
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static)
+    for (long q = 0; q < chunks; q++) {
+      float* s = part.data() + q * N;
+      const long i1 = std::min((long)M, (q + 1) * rowsPer);
+      for (long i = q * rowsPer; i < i1; i++) {
+        const float* row = dY + i * lddy;
+        for (int j = 0; j < N; j++) s[j] += row[j];
+      }
     }
-    for (int j = j0; j < j1; j++) db[j] = (accumulate ? db[j] : 0.f) + sum[j - j0];
+#pragma omp for schedule(static)
+    for (int j = 0; j < N; j++) {
+      float t = part[j];
+      for (long q = 1; q < chunks; q++) t += part[q * N + j];
+      db[j] = (accumulate ? db[j] : 0.f) + t;
+    }
   }
 }
 
