@@ -8,6 +8,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   CodeActionKind,
+  DidChangeWatchedFilesNotification,
+  FileChangeType,
   ProposedFeatures,
   TextDocumentSyncKind,
   TextDocuments,
@@ -27,6 +29,7 @@ const documents = new TextDocuments(TextDocument);
 let session: Session | undefined;
 let canConfigure = false;
 let canCreateFiles = false;
+let canWatchFiles = false;
 let initOptions: unknown;
 const sessionReady = pythonParser().then((parser) => {
   session = new Session(parser, documents, (uri, result) => {
@@ -49,6 +52,7 @@ async function current(uri: string) {
 connection.onInitialize((params): InitializeResult => {
   canConfigure = !!params.capabilities.workspace?.configuration;
   canCreateFiles = !!params.capabilities.workspace?.workspaceEdit?.resourceOperations?.includes('create');
+  canWatchFiles = !!params.capabilities.workspace?.didChangeWatchedFiles?.dynamicRegistration;
   initOptions = params.initializationOptions;
   const roots = (params.workspaceFolders ?? []).map((f) => f.uri).filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
   void sessionReady.then((s) => (s.workspaceRoots = roots));
@@ -77,6 +81,11 @@ async function loadSettings(): Promise<void> {
 
 connection.onInitialized(() => {
   void loadSettings().then(async () => (await sessionReady).scheduleAll());
+  // Analyses read imported files from disk: ask the client to say when any Python file changes
+  // (registered here rather than in the extension so that every LSP client gets it).
+  if (canWatchFiles) {
+    void connection.client.register(DidChangeWatchedFilesNotification.type, { watchers: [{ globPattern: '**/*.py' }] }).catch((e: Error) => connection.console.warn(`pixelfly: cannot watch Python files: ${e.message}`));
+  }
 });
 
 connection.onDidChangeConfiguration((change) => {
@@ -88,11 +97,16 @@ connection.onDidChangeConfiguration((change) => {
   })();
 });
 
-documents.onDidOpen((e) => void sessionReady.then((s) => s.schedule(e.document.uri)));
-documents.onDidChangeContent((e) => void sessionReady.then((s) => s.schedule(e.document.uri)));
+// Fired on open as well as on edits (TextDocuments fires both for didOpen).
+documents.onDidChangeContent((e) => void sessionReady.then((s) => s.documentChanged(e.document.uri)));
 documents.onDidClose((e) => {
   void sessionReady.then((s) => s.forget(e.document.uri));
   void connection.sendDiagnostics({ uri: e.document.uri, diagnostics: [] });
+});
+
+connection.onDidChangeWatchedFiles((p) => {
+  const changes = p.changes.filter((c) => c.uri.startsWith('file:')).map((c) => ({ file: fileURLToPath(c.uri), deleted: c.type === FileChangeType.Deleted }));
+  void sessionReady.then((s) => s.filesChangedOnDisk(changes));
 });
 
 const fileOf = (uri: string): string => fileURLToPath(uri);

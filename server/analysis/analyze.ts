@@ -101,6 +101,10 @@ export interface Analysis {
   pins: Record<string, string>;
   notes: string[];
   pragmaErrors: Array<PragmaError & { file: string }>;
+  /** Absolute paths of the files read: the analysed file and every module imported from the workspace, extra paths or site-packages (stubs are not files). */
+  dependencies: string[];
+  /** Paths an import looked for and did not find: creating one of them can change the analysis. */
+  missingImports: string[];
   elapsedMs: number;
 }
 
@@ -216,6 +220,8 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     pins: pinsOut,
     notes,
     pragmaErrors: pragmas.errors.map((e) => ({ ...e, file })),
+    dependencies: [...loader.read],
+    missingImports: [...loader.lookedFor],
     elapsedMs: performance.now() - t0,
   };
 }

@@ -26,7 +26,12 @@ interface Parsed {
   tree: Tree;
 }
 
-/** Parses shared across analyses (keyed by path; re-used while the text is unchanged). */
+/**
+ * Parses shared across analyses (keyed by path; re-used while the text is unchanged). Entries are
+ * checked by text, not by mtime: every analysis's loader reads its files anew (overlay or disk),
+ * so a file changed on disk is re-parsed on the next analysis that reads it; `forget` frees the
+ * tree of a file that was closed or deleted.
+ */
 export class ParseCache {
   private readonly byPath = new Map<string, Parsed>();
   constructor(readonly parser: Parser) {}
@@ -74,6 +79,13 @@ export function moduleNameOf(file: string): { root: string; name: string; isPack
 
 export class ModuleLoader implements ModuleSource {
   private readonly loaded = new Map<string, ModuleInfo | null>();
+  /**
+   * Files this loader read (from an overlay or disk) and paths an import looked for in vain: what
+   * an analysis depends on, so the language server knows whose edit, save or deletion (files read)
+   * or creation (paths looked for) must re-run it.
+   */
+  readonly read = new Set<string>();
+  readonly lookedFor = new Set<string>();
 
   constructor(
     private readonly cache: ParseCache,
@@ -85,6 +97,7 @@ export class ModuleLoader implements ModuleSource {
   /** Load a file as the module with the given name (the analysed file, or a stub). */
   loadFile(path: string, name: string, library: boolean, isPackage = false, source?: string): ModuleInfo {
     const text = source ?? this.overlays.get(path) ?? readFileSync(path, 'utf8');
+    if (source === undefined) this.read.add(path);
     const parsed = this.cache.get(path, text);
     const mod: ModuleInfo = { name, path, source: text, root: parsed.root, globals: new Map(), library, state: 'new', isPackage };
     if (name) this.loaded.set(name, mod);
@@ -107,6 +120,7 @@ export class ModuleLoader implements ModuleSource {
       if (isFile(asFile)) return this.loadFile(asFile, name, root.library);
       const asPackage = join(root.dir, ...rel, '__init__.py');
       if (isFile(asPackage)) return this.loadFile(asPackage, name, root.library, true);
+      this.lookedFor.add(asFile).add(asPackage);
     }
     const stub = STUBS.get(name);
     if (stub !== undefined) return this.loadFile(`<stub>/${rel.join('/')}.py`, name, true, false, stub);

@@ -1,6 +1,7 @@
 /**
- * The server's state: open documents, their latest analyses (re-run on edits, debounced),
- * the user's settings and the Python environment's site-packages.
+ * The server's state: open documents, their latest analyses (re-run on edits, debounced, and when
+ * a file they import changes in the editor or on disk), the user's settings and the Python
+ * environment's site-packages.
  */
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
@@ -9,6 +10,7 @@ import { analyze, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';
 import type { Value } from '../analysis/values';
+import { Dependents } from './dependents';
 
 /** The `pixelfly.*` settings the server reads (the extension contributes them). */
 export interface ServerSettings {
@@ -57,6 +59,7 @@ export class Session {
   private readonly results = new Map<string, Analysed>();
   private readonly pending = new Map<string, NodeJS.Timeout>();
   private readonly sitePackagesByPython = new Map<string, Promise<string[]>>();
+  private readonly dependents = new Dependents();
   settings: ServerSettings = {};
   workspaceRoots: string[] = [];
 
@@ -67,10 +70,6 @@ export class Session {
     private readonly debounceMs = 150,
   ) {
     this.cache = new ParseCache(parser);
-  }
-
-  latest(uri: string): Analysed | undefined {
-    return this.results.get(uri);
   }
 
   /** Analyse soon (edits come in bursts); the newest version wins. */
@@ -89,11 +88,44 @@ export class Session {
     for (const d of this.documents.all()) this.schedule(d.uri);
   }
 
+  /** A document was opened or edited: analyse it, and every open document that imports its file. */
+  documentChanged(uri: string): void {
+    this.schedule(uri);
+    if (uri.startsWith('file:')) this.invalidate(fileURLToPath(uri));
+  }
+
+  /** A document was closed: documents importing its file now read it from disk, which may differ. */
   forget(uri: string): void {
     clearTimeout(this.pending.get(uri));
     this.pending.delete(uri);
     this.results.delete(uri);
-    if (uri.startsWith('file:')) this.cache.forget(fileURLToPath(uri));
+    this.dependents.remove(uri);
+    if (!uri.startsWith('file:')) return;
+    const file = fileURLToPath(uri);
+    this.cache.forget(file);
+    this.invalidate(file);
+  }
+
+  /**
+   * Python files changed, created or deleted on disk (the client's file watcher). Open documents'
+   * files are read from the editor, never from disk, so events for them change nothing.
+   */
+  filesChangedOnDisk(changes: ReadonlyArray<{ file: string; deleted: boolean }>): void {
+    const open = new Set(this.documents.all().filter((d) => d.uri.startsWith('file:')).map((d) => fileURLToPath(d.uri)));
+    for (const { file, deleted } of changes) {
+      if (open.has(file)) continue;
+      // A changed file is re-parsed anyway (the cache checks the text); a deleted one's tree is freed.
+      if (deleted) this.cache.forget(file);
+      this.invalidate(file);
+    }
+  }
+
+  /** Documents whose last analysis read (or looked for) `file` are stale even at the same version: drop and re-run. */
+  private invalidate(file: string): void {
+    for (const uri of this.dependents.of(file)) {
+      this.results.delete(uri);
+      this.schedule(uri);
+    }
   }
 
   /** Analyse the current version of a document now (also what requests wait on when stale). */
@@ -127,6 +159,8 @@ export class Session {
     // A newer edit may have arrived while site-packages were being found.
     if (this.documents.get(uri)?.version !== result.version) return result;
     this.results.set(uri, result);
+    // A failed analysis keeps the previous dependencies: fixing an imported file must still re-run it.
+    if (result.analysis) this.dependents.record(uri, [...result.analysis.dependencies, ...result.analysis.missingImports]);
     this.onAnalysed(uri, result);
     return result;
   }

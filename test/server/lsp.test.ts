@@ -3,56 +3,29 @@
 // pins a layer dense (and the re-analysis that honours it), and the analysis request.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createMessageConnection, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
-import type { CodeAction, CodeLens, Diagnostic, Hover, InlayHint, PublishDiagnosticsParams, TextDocumentEdit } from 'vscode-languageserver';
-import { fixture, repoRoot } from './helpers';
+import type { CodeAction, CodeLens, Diagnostic, Hover, InlayHint, TextDocumentEdit } from 'vscode-languageserver';
+import { fixture } from './helpers';
+import { startServer } from './lspClient';
 
 const dir = mkdtempSync(join(tmpdir(), 'pixelfly-lsp-'));
 cpSync(fixture('nanogpt'), dir, { recursive: true });
 const file = join(dir, 'model.py');
 const uri = pathToFileURL(file).toString();
-const server = spawn(process.execPath, [join(repoRoot, 'out', 'server', 'main.js'), '--stdio'], { stdio: ['pipe', 'pipe', 'inherit'] });
-const conn = createMessageConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
-const published: PublishDiagnosticsParams[] = [];
-const waiters: Array<() => void> = [];
-conn.onNotification('textDocument/publishDiagnostics', (p: PublishDiagnosticsParams) => {
-  published.push(p);
-  waiters.splice(0).forEach((w) => w());
-});
-// The server asks the client to refresh hints and lenses after each analysis.
-conn.onRequest('workspace/inlayHint/refresh', () => null);
-conn.onRequest('workspace/codeLens/refresh', () => null);
-// "Apply to code" makes the server ask the client to apply an edit.
-const applied: Array<{ label?: string; edit: { documentChanges: unknown[] } }> = [];
-conn.onRequest('workspace/applyEdit', (p: { label?: string; edit: { documentChanges: unknown[] } }) => {
-  applied.push(p);
-  return { applied: true };
-});
-conn.listen();
+const client = startServer();
+const { conn, applied } = client;
 
 after(() => {
-  conn.dispose();
-  server.kill();
+  client.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function diagnosticsFor(version: number): Promise<Diagnostic[]> {
-  const deadline = Date.now() + 20000;
-  for (;;) {
-    const hit = published.find((p) => p.uri === uri && p.version === version);
-    if (hit) return hit.diagnostics;
-    if (Date.now() > deadline) throw new Error(`no diagnostics for version ${version} within 20 s`);
-    await new Promise<void>((r) => {
-      waiters.push(r);
-      setTimeout(r, 500);
-    });
-  }
+function diagnosticsFor(version: number): Promise<Diagnostic[]> {
+  return client.waitFor(`diagnostics for version ${version}`, () => client.published.find((p) => p.uri === uri && p.version === version)?.diagnostics);
 }
 
 let doc = TextDocument.create(uri, 'python', 1, readFileSync(file, 'utf8'));
