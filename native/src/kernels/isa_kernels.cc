@@ -7,6 +7,8 @@
 // (`a`: [k][MR], `b`: [k][NR], zero-padded), which is where transposes, padding and sparsity are
 // resolved, so the microkernel only ever streams contiguous rows and never sees a mask:
 //  - dense GEMM: BLIS-style loops (KC-deep B panels shared by the threads, MC×KC A blocks per thread);
+//    for a long K with a small C (weight gradients over many rows) fixed K chunks with partial sums
+//    instead; single-row / single-column products as dot or axpy loops without packing;
 //  - Pixelfly forward/dX: each block-row (forward) or block-column (dX) of W is a list of b×b blocks,
 //    i.e. a GEMM whose K dimension is the concatenation of those blocks; `a` comes from the packed
 //    activation panel at each block's offset ("segments"), `b` is the packed blocks, contiguous;
