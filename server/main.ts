@@ -80,7 +80,7 @@ async function loadSettings(): Promise<void> {
 }
 
 connection.onInitialized(() => {
-  void loadSettings().then(async () => (await sessionReady).scheduleAll());
+  void loadSettings().then(async () => (await sessionReady).invalidateAll());
   // Analyses read imported files from disk: ask the client to say when any Python file changes
   // (registered here rather than in the extension so that every LSP client gets it).
   if (canWatchFiles) {
@@ -93,7 +93,7 @@ connection.onDidChangeConfiguration((change) => {
     const s = await sessionReady;
     if (canConfigure) await loadSettings();
     else s.settings = settingsFrom((change.settings as { pixelfly?: unknown })?.pixelfly);
-    s.scheduleAll();
+    s.invalidateAll();
   })();
 });
 

@@ -84,7 +84,9 @@ export class Session {
     );
   }
 
-  scheduleAll(): void {
+  /** The settings changed: every result is stale, even at the same document version. */
+  invalidateAll(): void {
+    this.results.clear();
     for (const d of this.documents.all()) this.schedule(d.uri);
   }
 

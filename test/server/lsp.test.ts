@@ -140,3 +140,13 @@ test('pixelfly.applyLayerConfig: the mask preview\'s configs written into the so
   assert.ok(texts.includes('PixelflyLinear(config.n_embd, config.vocab_size, bias=False, block=16, butterfly_size=8, n_factors=3, rank=24, shuffle=True)'), texts.join(' | '));
   await assert.rejects(conn.sendRequest('workspace/executeCommand', { command: 'pixelfly.applyLayerConfig', arguments: [{ uri }] }), /expected 'layers'/);
 });
+
+test('a settings change re-analyses the open document at its unchanged version', async () => {
+  const seen = client.published.filter((p) => p.uri === uri).length;
+  await conn.sendNotification('workspace/didChangeConfiguration', { settings: { pixelfly: { analysis: { pins: { n_layer: 6 } }, plan: { budget: 0.5 } } } });
+  const diags = await client.waitFor('diagnostics with the pinned depth', () =>
+    client.published.filter((p) => p.uri === uri).slice(seen).find((p) => p.diagnostics.some((d) => / ×6, /.test(d.message))),
+  );
+  assert.equal(diags.version, 2);
+  assert.ok(!diags.diagnostics.some((d) => / ×12, /.test(d.message)), diags.diagnostics.map((d) => d.message).join('\n'));
+});
