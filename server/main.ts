@@ -14,6 +14,7 @@ import {
   TextDocumentSyncKind,
   TextDocuments,
   createConnection,
+  type Disposable,
   type InitializeResult,
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
@@ -23,6 +24,7 @@ import { PIXELFLY_TORCH_FILE, pixelflyTorchSource } from '../export/writer';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, type EditContext } from './lsp/features';
 import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, WRITE_TORCH_MODULE, type ApplyLayerConfigArgs } from './lsp/protocol';
 import { Session, settingsFrom } from './lsp/session';
+import { pythonFileWatchers } from './lsp/watchers';
 
 const connection = createConnection(ProposedFeatures.all);
 const documents = new TextDocuments(TextDocument);
@@ -30,6 +32,7 @@ let session: Session | undefined;
 let canConfigure = false;
 let canCreateFiles = false;
 let canWatchFiles = false;
+let canWatchRelative = false;
 let initOptions: unknown;
 const sessionReady = pythonParser().then((parser) => {
   session = new Session(parser, documents, (uri, result) => {
@@ -53,6 +56,7 @@ connection.onInitialize((params): InitializeResult => {
   canConfigure = !!params.capabilities.workspace?.configuration;
   canCreateFiles = !!params.capabilities.workspace?.workspaceEdit?.resourceOperations?.includes('create');
   canWatchFiles = !!params.capabilities.workspace?.didChangeWatchedFiles?.dynamicRegistration;
+  canWatchRelative = !!params.capabilities.workspace?.didChangeWatchedFiles?.relativePatternSupport;
   initOptions = params.initializationOptions;
   const roots = (params.workspaceFolders ?? []).map((f) => f.uri).filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
   void sessionReady.then((s) => (s.workspaceRoots = roots));
@@ -79,13 +83,32 @@ async function loadSettings(): Promise<void> {
   }
 }
 
+let watching: { key: string; registration: Promise<Disposable> } | undefined;
+
+/**
+ * Ask the client to report Python files changed on disk (registered by the server rather than the
+ * extension, so every LSP client gets it); again, replacing the old registration, when the extra
+ * paths change.
+ */
+function watchPythonFiles(extraPaths: readonly string[]): void {
+  if (!canWatchFiles) return;
+  const watchers = pythonFileWatchers(extraPaths, canWatchRelative);
+  const key = JSON.stringify(watchers);
+  if (watching?.key === key) return;
+  const previous = watching?.registration;
+  const registration = connection.client.register(DidChangeWatchedFilesNotification.type, { watchers });
+  registration.catch((e: Error) => connection.console.warn(`pixelfly: cannot watch Python files: ${e.message}`));
+  watching = { key, registration };
+  void previous?.then((d) => d.dispose(), () => undefined);
+}
+
+function settingsChanged(s: Session): void {
+  watchPythonFiles(s.settings.extraPaths ?? []);
+  s.invalidateAll();
+}
+
 connection.onInitialized(() => {
-  void loadSettings().then(async () => (await sessionReady).invalidateAll());
-  // Analyses read imported files from disk: ask the client to say when any Python file changes
-  // (registered here rather than in the extension so that every LSP client gets it).
-  if (canWatchFiles) {
-    void connection.client.register(DidChangeWatchedFilesNotification.type, { watchers: [{ globPattern: '**/*.py' }] }).catch((e: Error) => connection.console.warn(`pixelfly: cannot watch Python files: ${e.message}`));
-  }
+  void loadSettings().then(async () => settingsChanged(await sessionReady));
 });
 
 connection.onDidChangeConfiguration((change) => {
@@ -93,7 +116,7 @@ connection.onDidChangeConfiguration((change) => {
     const s = await sessionReady;
     if (canConfigure) await loadSettings();
     else s.settings = settingsFrom((change.settings as { pixelfly?: unknown })?.pixelfly);
-    s.invalidateAll();
+    settingsChanged(s);
   })();
 });
 

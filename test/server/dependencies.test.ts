@@ -2,7 +2,8 @@
 // the model's diagnostics when that file changes in the editor (another open document) or on
 // disk (file-watcher events), must not re-analyse documents that do not import it, and must give
 // the model the usual "sizes unresolved" hints, not a crash, when the config file is deleted.
-// Driven through the real server process over stdio, as lsp.test.ts.
+// The same for a library module in an extra path outside the workspace. Driven through the real
+// server process over stdio, as lsp.test.ts.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -51,19 +52,44 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 `;
 
+// Library code found through the extra-paths setting, in a directory outside the workspace.
+const mlpLibrary = (ratio: number): string => `import torch.nn as nn
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, ratio=${ratio}):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, ratio * dim)
+        self.fc2 = nn.Linear(ratio * dim, dim)
+`;
+
+const LIBRARY_USER = `import torch.nn as nn
+from mlplib import Mlp
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp = Mlp(1024)
+`;
+
 const dir = mkdtempSync(join(tmpdir(), 'pixelfly-deps-'));
+const libDir = mkdtempSync(join(tmpdir(), 'pixelfly-deps-lib-'));
 const path = (name: string): string => join(dir, name);
-const uriOf = (name: string): string => pathToFileURL(path(name)).toString();
+const uriOf = (name: string): string => pathToFileURL(name.startsWith('/') ? name : path(name)).toString();
 writeFileSync(path('config.py'), config(768));
 writeFileSync(path('model.py'), MODEL);
 writeFileSync(path('other.py'), OTHER);
-const [modelUri, otherUri, configUri] = [uriOf('model.py'), uriOf('other.py'), uriOf('config.py')];
+writeFileSync(path('net.py'), LIBRARY_USER);
+writeFileSync(join(libDir, 'mlplib.py'), mlpLibrary(4));
+const [modelUri, otherUri, configUri, netUri] = [uriOf('model.py'), uriOf('other.py'), uriOf('config.py'), uriOf('net.py')];
 
 const client = startServer();
 const { conn } = client;
 after(() => {
   client.stop();
   rmSync(dir, { recursive: true, force: true });
+  rmSync(libDir, { recursive: true, force: true });
 });
 
 const publishedFor = (uri: string) => client.published.filter((p) => p.uri === uri);
@@ -76,6 +102,8 @@ function nextDiagnostics(uri: string, seen: number, ok: (ds: Diagnostic[]) => bo
 
 /** Sizes the model's fc layer is reported with (in its sparsify diagnostic). */
 const fcSizes = (ds: Diagnostic[]): string | undefined => /sparsify h\.\*\.fc \((\d+→\d+) ×4/.exec(messages(ds))?.[1];
+
+const mlpSizes = (ds: Diagnostic[]): string | undefined => /sparsify mlp\.fc1 \((\d+→\d+),/.exec(messages(ds))?.[1];
 
 /** Past the debounce (150 ms) with a margin: a wrongly scheduled re-analysis would have published by then. */
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 1000));
@@ -93,22 +121,28 @@ test('the analysis lists the files it read and the paths its imports looked for'
   assert.equal(viaOverlay.layers[0].in, 512);
   const standalone = await run({ file: path('other.py') });
   assert.deepEqual(standalone.dependencies, [path('other.py')], 'torch is modelled, not read');
+  assert.deepEqual(standalone.missingImports, []);
+  const library = await run({ file: path('net.py'), extraPaths: [libDir] });
+  assert.deepEqual(library.dependencies, [path('net.py'), join(libDir, 'mlplib.py')]);
+  assert.deepEqual(library.missingImports, [path('mlplib.py'), path('mlplib/__init__.py')], 'a workspace module of that name would shadow the library');
 });
 
-test('the server asks the client to watch Python files and analyses both open documents', async () => {
+test('the server asks the client to watch Python files (workspace and extra paths) and analyses the open documents', async () => {
   await conn.sendRequest('initialize', {
     processId: process.pid,
     rootUri: pathToFileURL(dir).toString(),
     workspaceFolders: [{ uri: pathToFileURL(dir).toString(), name: 'ws' }],
-    capabilities: { workspace: { didChangeWatchedFiles: { dynamicRegistration: true } } },
-    initializationOptions: { settings: { plan: { budget: 0.5 } } },
+    capabilities: { workspace: { didChangeWatchedFiles: { dynamicRegistration: true, relativePatternSupport: true } } },
+    initializationOptions: { settings: { plan: { budget: 0.5 }, analysis: { extraPaths: [libDir] } } },
   });
   await conn.sendNotification('initialized', {});
   const reg = await client.waitFor('file-watcher registration', () => client.registrations.find((r) => r.method === 'workspace/didChangeWatchedFiles'));
-  assert.deepEqual(reg.registerOptions, { watchers: [{ globPattern: '**/*.py' }] });
+  assert.deepEqual(reg.registerOptions, { watchers: [{ globPattern: '**/*.py' }, { globPattern: { baseUri: pathToFileURL(libDir).toString(), pattern: '**/*.py' } }] });
   await conn.sendNotification('textDocument/didOpen', { textDocument: { uri: modelUri, languageId: 'python', version: 1, text: MODEL } });
   await conn.sendNotification('textDocument/didOpen', { textDocument: { uri: otherUri, languageId: 'python', version: 1, text: OTHER } });
+  await conn.sendNotification('textDocument/didOpen', { textDocument: { uri: netUri, languageId: 'python', version: 1, text: LIBRARY_USER } });
   assert.equal(fcSizes(await nextDiagnostics(modelUri, 0, (ds) => !!fcSizes(ds), 'first analysis')), '768→3072');
+  assert.equal(mlpSizes(await nextDiagnostics(netUri, 0, (ds) => !!mlpSizes(ds), 'first analysis')), '1024→4096');
   await nextDiagnostics(otherUri, 0, () => true, 'first analysis');
 });
 
@@ -168,4 +202,24 @@ test('events for open documents and unrelated files re-analyse nothing (the edit
   await settle();
   assert.deepEqual([publishedFor(modelUri).length, publishedFor(otherUri).length], [model, other]);
   assert.equal(readFileSync(path('model.py'), 'utf8'), MODEL);
+});
+
+test('a library module changed on disk in an extra path outside the workspace refreshes its importer only', async () => {
+  const [net, model, other] = [publishedFor(netUri).length, publishedFor(modelUri).length, publishedFor(otherUri).length];
+  writeFileSync(join(libDir, 'mlplib.py'), mlpLibrary(2));
+  await watched([{ name: join(libDir, 'mlplib.py'), type: 2 }]);
+  await nextDiagnostics(netUri, net, (ds) => mlpSizes(ds) === '1024→2048', 'diagnostics from the changed library');
+  await settle();
+  assert.deepEqual([publishedFor(modelUri).length, publishedFor(otherUri).length], [model, other]);
+});
+
+test('new extra paths replace the file-watcher registration, and every document is re-analysed with the new settings', async () => {
+  const [first] = client.registrations;
+  const [net, other] = [publishedFor(netUri).length, publishedFor(otherUri).length];
+  await conn.sendNotification('workspace/didChangeConfiguration', { settings: { pixelfly: { plan: { budget: 0.5 } } } });
+  await client.waitFor('the old registration withdrawn', () => client.unregistrations.find((u) => u.id === first.id));
+  assert.deepEqual(client.registrations.at(-1)!.registerOptions, { watchers: [{ globPattern: '**/*.py' }] });
+  // Without the extra path, mlplib is an unknown package: Net builds no layer it can see.
+  await nextDiagnostics(netUri, net, (ds) => ds.length === 0, 'diagnostics without the library');
+  await nextDiagnostics(otherUri, other, () => true, 'a re-analysis at the same version');
 });

@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createMessageConnection, StreamMessageReader, StreamMessageWriter, type MessageConnection } from 'vscode-jsonrpc/node';
-import type { PublishDiagnosticsParams, Registration } from 'vscode-languageserver';
+import type { PublishDiagnosticsParams, Registration, Unregistration } from 'vscode-languageserver';
 import { repoRoot } from './helpers';
 
 export interface AppliedEdit {
@@ -17,6 +17,7 @@ export interface LspClient {
   /** Every publishDiagnostics notification, in arrival order (one per analysis the server stored). */
   published: PublishDiagnosticsParams[];
   registrations: Registration[];
+  unregistrations: Unregistration[];
   applied: AppliedEdit[];
   /** Resolves with `find()`'s first defined value, re-checked on each notification (and every 0.5 s). */
   waitFor<T>(what: string, find: () => T | undefined, timeoutMs?: number): Promise<T>;
@@ -28,6 +29,7 @@ export function startServer(): LspClient {
   const conn = createMessageConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
   const published: PublishDiagnosticsParams[] = [];
   const registrations: Registration[] = [];
+  const unregistrations: Unregistration[] = [];
   const applied: AppliedEdit[] = [];
   const waiters: Array<() => void> = [];
   const wake = (): void => waiters.splice(0).forEach((w) => w());
@@ -43,6 +45,12 @@ export function startServer(): LspClient {
     wake();
     return null;
   });
+  // The LSP spells the field 'unregisterations'.
+  conn.onRequest('client/unregisterCapability', (p: { unregisterations: Unregistration[] }) => {
+    unregistrations.push(...p.unregisterations);
+    wake();
+    return null;
+  });
   // "Apply to code" makes the server ask the client to apply an edit.
   conn.onRequest('workspace/applyEdit', (p: AppliedEdit) => {
     applied.push(p);
@@ -53,6 +61,7 @@ export function startServer(): LspClient {
     conn,
     published,
     registrations,
+    unregistrations,
     applied,
     async waitFor<T>(what: string, find: () => T | undefined, timeoutMs = 20000): Promise<T> {
       const deadline = Date.now() + timeoutMs;
