@@ -23,6 +23,7 @@ import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import { loadAddon, type NativeGemmArgs } from '../native/addon';
 import {
+  alignedFloat32Array,
   bsrBackwardData,
   bsrBackwardWeight,
   bsrForward,
@@ -212,13 +213,19 @@ async function main(): Promise<void> {
     if (ob.available) addon.openblas.setThreads(threads);
     for (const [inF, out] of opts.shapes) {
       const { m, block } = opts;
+      // 64-byte aligned activations for every library, as a C++ caller's aligned allocator gives.
+      const aligned = (a: Float32Array) => {
+        const b = alignedFloat32Array(a.length);
+        b.set(a);
+        return b;
+      };
       const bufs: Buffers = {
-        x: seededFloats(m * inF, 1),
-        w: seededFloats(out * inF, 2),
-        dy: seededFloats(m * out, 3),
-        y: new Float32Array(m * out),
-        dx: new Float32Array(m * inF),
-        dw: new Float32Array(out * inF),
+        x: aligned(seededFloats(m * inF, 1)),
+        w: aligned(seededFloats(out * inF, 2)),
+        dy: aligned(seededFloats(m * out, 3)),
+        y: alignedFloat32Array(m * out),
+        dx: alignedFloat32Array(m * inF),
+        dw: alignedFloat32Array(out * inF),
       };
       const layouts = [1 / 8, 1 / 4, 1 / 2].map((d) => layoutNear(out, inF, block, d));
       const groups: Group[] = [denseGroup('ours', (a) => addon.kernels.gemm(a), m, inF, out, bufs)];

@@ -64,6 +64,8 @@ export interface NativeKernels {
   bsrBackwardWeight(a: NativeWeightArgs & { dy: Float32Array; x: Float32Array; dw: Float32Array }): Promise<void>;
   biasGrad(a: { m: number; n: number; dy: Float32Array; db: Float32Array; accumulate?: boolean }): Promise<void>;
   gemm(a: NativeGemmArgs): Promise<void>;
+  /** A zero-filled Float32Array whose data is 64-byte aligned (Node's are 16-byte aligned). */
+  alignedFloat32Array(length: number): Float32Array;
 }
 
 export interface OpenBlasInfo {

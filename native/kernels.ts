@@ -64,6 +64,15 @@ export function forceIsa(isa: Isa): void {
   kernels().forceIsa(isa);
 }
 
+/**
+ * A zero-filled Float32Array with 64-byte aligned data. Products that write an output bigger than
+ * the caches into aligned memory (ld a multiple of 16) use non-temporal stores, which skip reading
+ * each line before writing it; Node's own ArrayBuffers are only 16-byte aligned.
+ */
+export function alignedFloat32Array(length: number): Float32Array {
+  return kernels().alignedFloat32Array(length);
+}
+
 /** '' when the index is consistent, else what is wrong. */
 export function validateBlockIndex(index: BlockIndex): string {
   return kernels().validateLayout(nativeLayout(index));

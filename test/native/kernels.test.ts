@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NativeAddonError, loadAddon, loadAddonFile, type NativeGemmArgs } from '../../native/addon';
 import {
+  alignedFloat32Array,
   biasGrad,
   bsrBackwardData,
   bsrBackwardWeight,
@@ -324,6 +325,31 @@ test('results do not depend on the thread count (bitwise)', async () => {
   } finally {
     setKernelThreads(info.threads);
   }
+});
+
+test('a large output in 64-byte aligned memory (non-temporal stores) equals the regular path bitwise', async () => {
+  const rand = rng(17);
+  // Y is 4096 × 1024 floats = 16 MB: the forward streams it when it is aligned.
+  const bl = flatBlockButterflyLayout(1024, 128, { block: 32, butterflySize: 4, nFactors: 1 });
+  const w: BsrWeight = { index: buildBlockIndex(bl), out: 1024, in: 128, weights: randomArray(bl.nnzBlocks * 1024, rand) };
+  const m = 4096;
+  const x = randomArray(m * 128, rand);
+  const bias = randomArray(1024, rand);
+  const yAligned = alignedFloat32Array(m * 1024);
+  assert.equal(yAligned.length, m * 1024);
+  assert.ok(yAligned.every((v) => v === 0), 'aligned arrays start zeroed');
+  for (const isa of info.supportedIsas as Isa[]) {
+    forceIsa(isa);
+    try {
+      yAligned.fill(Number.NaN);
+      await bsrForward(w, x, m, { into: yAligned, bias });
+      const plain = await bsrForward(w, x, m, { bias });
+      assert.deepEqual(yAligned, plain, `${isa}: streamed output differs`);
+    } finally {
+      forceIsa(info.isa);
+    }
+  }
+  assert.throws(() => alignedFloat32Array(-1), /alignedFloat32Array: length must be an integer/);
 });
 
 test('biasGrad over many rows (chunked row sums), narrow and wide, overwrite and accumulate', async () => {

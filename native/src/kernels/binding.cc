@@ -3,7 +3,10 @@
 // (the baton): sizes, the layout's index arrays (copied), and pointers into the caller's
 // Float32Arrays, which stay referenced until the promise settles. A bad argument rejects the
 // promise with an Error naming the argument; nothing invalid ever reaches a kernel.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -157,6 +160,24 @@ Napi::Value ForceIsa(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// A zero-filled Float32Array whose data is 64-byte aligned (one cache line, one AVX-512 vector):
+// products writing large outputs into aligned memory use non-temporal stores, and Node's own
+// ArrayBuffers are only 16-byte aligned.
+Napi::Value AlignedFloat32Array(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber())
+    throw Napi::TypeError::New(env, "alignedFloat32Array: expected a length (integer >= 0)");
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0 && n <= 4.0e9 && std::floor(n) == n))
+    throw Napi::RangeError::New(env, "alignedFloat32Array: length must be an integer in 0..4e9, got " + std::to_string(n));
+  const size_t bytes = std::max<size_t>(64, ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64);
+  void* data = std::aligned_alloc(64, bytes);
+  if (!data) throw Napi::Error::New(env, "alignedFloat32Array: out of memory for " + std::to_string(bytes) + " bytes");
+  std::memset(data, 0, bytes);
+  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, data, bytes, [](Napi::Env, void* p) { std::free(p); });
+  return Napi::Float32Array::New(env, static_cast<size_t>(n), buf, 0);
+}
+
 void InitKernels(Napi::Env env, Napi::Object exports) {
   Napi::Object k = Napi::Object::New(env);
   k.Set("info", Napi::Function::New(env, Info, "info"));
@@ -168,6 +189,7 @@ void InitKernels(Napi::Env env, Napi::Object exports) {
   k.Set("bsrBackwardWeight", Napi::Function::New(env, BsrBackwardWeight, "bsrBackwardWeight"));
   k.Set("biasGrad", Napi::Function::New(env, BiasGrad, "biasGrad"));
   k.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
+  k.Set("alignedFloat32Array", Napi::Function::New(env, AlignedFloat32Array, "alignedFloat32Array"));
   exports.Set("kernels", k);
 }
 
