@@ -702,7 +702,7 @@ void blockRowsProduct(int M, const float* A, long lda, int aCols, int aBlocks, i
   // An output bigger than the caches, written once (no accumulate): non-temporal stores skip the
   // read-for-ownership of every line, a third of the forward's memory traffic at density 1/8.
   const bool stream = !accumulate && reinterpret_cast<uintptr_t>(C) % sizeof(vf) == 0 && ldc % VL == 0 &&
-                      (long)M * ldc * (long)sizeof(float) >= (16L << 20);
+                      (long)M * ldc * (long)sizeof(float) >= (8L << 20);
   // Offsets of each segment's panel slice (independent of the row panel).
   std::vector<int>& aoff = tlsOffsets;
   aoff.resize(std::max(nseg, 1));
