@@ -43,6 +43,10 @@ export interface NativeGemmArgs {
   a: Float32Array;
   b: Float32Array;
   c: Float32Array;
+  /** Leading dimensions (default: the operand's column count), for slices of wider rows. */
+  lda?: number;
+  ldb?: number;
+  ldc?: number;
 }
 
 interface NativeWeightArgs {
