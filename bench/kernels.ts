@@ -193,11 +193,15 @@ async function main(): Promise<void> {
   // baseline, so they are set aside for this process only.
   const cleared = ['OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE'].filter((k) => process.env[k] !== undefined);
   for (const k of cleared) delete process.env[k];
+  // After each call OpenBLAS's idle workers spin for 2^28 cycles (about 0.1 s) by default, taking a
+  // core from whatever is timed next: our products and its own next product alike. 2^4 cycles
+  // (the least it allows) puts them to sleep at once, as our OpenMP workers soon do.
+  process.env.OPENBLAS_THREAD_TIMEOUT ??= '4';
   const ob = addon.openblas.info();
   const info = kernelInfo();
   console.log(`Pixelfly kernels: isa ${info.isa} (supported: ${info.supportedIsas.join(', ')}), hardware threads ${info.maxThreads}`);
   if (cleared.length) console.log(`unset for this run: ${cleared.join(', ')}`);
-  if (ob.available) console.log(`OpenBLAS: ${ob.library}, kernel ${ob.coreName}, ${ob.config}`);
+  if (ob.available) console.log(`OpenBLAS: ${ob.library}, kernel ${ob.coreName}, ${ob.config}, OPENBLAS_THREAD_TIMEOUT=${process.env.OPENBLAS_THREAD_TIMEOUT}`);
   else console.log(`OpenBLAS IS MISSING, so its columns are empty: ${ob.error}`);
   console.log(
     `M = ${opts.m}, block ${opts.block}, ${opts.reps} timed rounds (medians of ${opts.clock === 'cpu' ? 'process CPU time' : 'wall time'}), load average at start ${loadavg()[0].toFixed(2)}\n`,
@@ -267,6 +271,7 @@ async function main(): Promise<void> {
           threads,
           isa: info.isa,
           openblas_core: ob.available ? ob.coreName : null,
+          openblas_thread_timeout: process.env.OPENBLAS_THREAD_TIMEOUT,
           openblas_fwd_ms: ob.available ? +t.get('openblas.fwd')!.toFixed(3) : null,
           openblas_dx_ms: ob.available ? +t.get('openblas.dx')!.toFixed(3) : null,
           openblas_dw_ms: ob.available ? +t.get('openblas.dw')!.toFixed(3) : null,
