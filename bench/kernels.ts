@@ -1,4 +1,4 @@
-// `npm run bench:kernels -- [--threads 1,2] [--reps 7] [--shapes 768x3072,...] [--clock wall|cpu] [--out FILE]`
+// `npm run bench:kernels -- [--threads 1,2] [--reps 15] [--shapes 768x3072,...] [--clock wall|cpu] [--out FILE]`
 // Pixelfly block-sparse fwd / dX / dW against our dense GEMM and OpenBLAS sgemm, measured in the
 // same run at M = 4096, block 32, flat block butterfly layouts at densities ≈ 1/8, 1/4, 1/2.
 // Prints a table and writes JSON rows (default bench-results/kernels.json).
@@ -47,7 +47,7 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const opts: Options = {
     threads: [1, 2],
-    reps: 7,
+    reps: 15,
     shapes: [
       [768, 3072],
       [3072, 768],
