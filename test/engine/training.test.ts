@@ -88,6 +88,19 @@ test('deterministic for a seed and thread count; another seed differs', async ()
   assert.notDeepEqual(await run(5), a);
 });
 
+test('dense token mixing (the fused per-sample layer, per-thread gradient partials) is deterministic too', async () => {
+  // Token mixing left dense, so it runs as TokenMixMlp, whose weight gradients are summed from
+  // per-thread partials; Pixelfly channel mixing sums the gate's gradient the same way.
+  const plan: PlanLike = { layers: MIXER_PLAN.layers.filter((l) => !l.name.startsWith('blocks.token_mix')) };
+  const run = async () => {
+    const m = await createModel({ spec: MIXER, plan, seed: 4, threads: 2, train: { batch: 16, lr: 1e-3, totalSteps: 10 } });
+    return (await m.trainSteps(images(), 6)).map((s) => s.loss);
+  };
+  const a = await run();
+  assert.ok(a.every(Number.isFinite), 'losses are finite');
+  assert.deepEqual(await run(), a);
+});
+
 test('checkpoint round trip continues the run exactly; corrupt or foreign checkpoints are refused', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pixelfly-ckpt-'));
   try {
