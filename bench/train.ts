@@ -25,7 +25,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { planModel } from '../core/planner';
 import { specInventory, type MixerSpec } from '../core/modelSpec';
-import { createModel, engineBackend, EngineDataset, type PlanLike, type TrainConfig } from '../native/engine';
+import { createModel, engineBackend, EngineDataset, type PlanLike, type StepResult, type TrainConfig } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
 import { median } from '../daemon/measure';
 
@@ -92,11 +92,15 @@ interface Row {
   speedup_vs_dense?: number;
   load_avg: number;
   omp_wait_policy: string;
+  /** Engine rows: median forward + backward ms per part of the model. */
+  parts_ms?: Record<string, number>;
   note?: string;
 }
 
 interface EngineResult {
   stepMs: number;
+  /** Median forward + backward ms of each part of the model (token mixing, channel mixing, ...). */
+  partsMs: Record<string, number>;
   accuracy: number;
   params: number;
   finalLoss: number;
@@ -110,14 +114,17 @@ async function trainEngineVariants(
   spec: MixerSpec, plan: PlanLike, data: EngineDataset, train: TrainConfig, o: Options, steps: number,
 ): Promise<{ dense: EngineResult; pixelfly: EngineResult }> {
   const variants = [
-    { name: 'dense', model: await createModel({ spec, train, seed: 0, threads: o.threads }), times: [] as number[], loss: NaN },
-    { name: 'pixelfly', model: await createModel({ spec, plan, train, seed: 0, threads: o.threads }), times: [] as number[], loss: NaN },
+    { name: 'dense', model: await createModel({ spec, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as StepResult['ms']['parts'][], loss: NaN },
+    { name: 'pixelfly', model: await createModel({ spec, plan, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as StepResult['ms']['parts'][], loss: NaN },
   ];
   for (let done = 0; done < steps; ) {
     const n = Math.min(10, steps - done);
     for (const v of variants) {
       const r = await v.model.trainSteps(data, n);
-      for (const s of r) v.times.push(s.ms.total);
+      for (const s of r) {
+        v.times.push(s.ms.total);
+        v.parts.push(s.ms.parts);
+      }
       v.loss = r[r.length - 1].loss;
     }
     done += n;
@@ -128,6 +135,12 @@ async function trainEngineVariants(
   const result = async (v: (typeof variants)[number]): Promise<EngineResult> => ({
     // The first steps warm up buffers and thread pools: time the rest.
     stepMs: median(v.times.slice(Math.min(5, v.times.length - 1))),
+    partsMs: Object.fromEntries(
+      v.parts[0].map(({ name }) => [name, median(v.parts.slice(Math.min(5, v.parts.length - 1)).map((ps) => {
+        const p = ps.find((q) => q.name === name);
+        return p ? p.forward + p.backward : NaN;
+      }))]),
+    ),
     accuracy: (await v.model.evaluate(data)).accuracy ?? NaN,
     params: v.model.paramCount,
     finalLoss: v.loss,
@@ -188,8 +201,8 @@ async function main(): Promise<void> {
   }
   console.log('[2/2] engine dense and Pixelfly, alternating every 10 steps');
   const { dense, pixelfly: pf } = await trainEngineVariants(spec, plan, data, train, o, steps);
-  rows.push(row('dense', dense));
-  rows.push(row('pixelfly', pf));
+  rows.push({ ...row('dense', dense), parts_ms: dense.partsMs });
+  rows.push({ ...row('pixelfly', pf), parts_ms: pf.partsMs });
 
   const torchRow = rows.find((r) => r.variant === 'pytorch_dense');
   for (const r of rows) {
@@ -200,6 +213,13 @@ async function main(): Promise<void> {
   console.log('|---|---|---|---|---|---|---|');
   for (const r of rows) {
     console.log(`| ${r.variant} | ${r.threads} | ${r.step_ms.toFixed(1)} | ${r.speedup_vs_pytorch !== undefined ? `${r.speedup_vs_pytorch.toFixed(2)}×` : '-'} | ${r.speedup_vs_dense?.toFixed(2)}× | ${(100 * r.test_accuracy).toFixed(2)}% | ${Number.isNaN(r.params) ? '-' : r.params} |`);
+  }
+  // Where a step goes: the parts Pixelfly changes (the sparsified layers) against those it shares.
+  console.log('\n| part of the model (fwd + bwd) | dense ms | Pixelfly ms | speedup |');
+  console.log('|---|---|---|---|');
+  for (const name of Object.keys(dense.partsMs)) {
+    const d = dense.partsMs[name], p = pf.partsMs[name];
+    console.log(`| ${name} | ${d.toFixed(1)} | ${p.toFixed(1)} | ${(d / p).toFixed(2)}× |`);
   }
   const diff = 100 * (pf.accuracy - dense.accuracy);
   console.log(`\nPixelfly − our dense test accuracy: ${diff >= 0 ? '+' : '−'}${Math.abs(diff).toFixed(2)} points (target: Pixelfly no more than 1 point below dense)`);

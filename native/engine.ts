@@ -65,7 +65,15 @@ export interface StepResult {
   lr: number;
   /** Before clipping. */
   gradNorm: number;
-  ms: { data: number; forward: number; backward: number; optimizer: number; total: number };
+  ms: {
+    data: number;
+    forward: number;
+    backward: number;
+    optimizer: number;
+    total: number;
+    /** Forward and backward time per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention', 'mlp', 'head', ...), in model order; repeated blocks are summed. */
+    parts: Array<{ name: string; forward: number; backward: number }>;
+  };
 }
 
 export interface EvalResult {

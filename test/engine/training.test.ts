@@ -101,6 +101,23 @@ test('dense token mixing (the fused per-sample layer, per-thread gradient partia
   assert.deepEqual(await run(), a);
 });
 
+test('a step reports its time per part of the model, in model order, within the forward and backward times', async () => {
+  const m = await createModel({ spec: MIXER, plan: MIXER_PLAN, seed: 1, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 10 } });
+  for (const s of await m.trainSteps(images(), 3)) {
+    assert.deepEqual(s.ms.parts.map((p) => p.name), ['patch_embed', 'token_mix', 'channel_mix', 'head']);
+    for (const p of s.ms.parts) assert.ok(p.forward > 0 && p.backward > 0, `${p.name}: ${JSON.stringify(p)}`);
+    const sum = (k: 'forward' | 'backward') => s.ms.parts.reduce((a, p) => a + p[k], 0);
+    assert.ok(sum('forward') <= s.ms.forward, `parts' forward ${sum('forward')} ms > forward ${s.ms.forward} ms`);
+    assert.ok(sum('backward') <= s.ms.backward, `parts' backward ${sum('backward')} ms > backward ${s.ms.backward} ms`);
+  }
+  const gpt = await createModel({
+    spec: { kind: 'gpt', vocab: 16, context: 8, dim: 16, depth: 2, heads: 2, mlpHidden: 32 }, seed: 1, threads: 1,
+    train: { batch: 4, lr: 1e-3, totalSteps: 10 },
+  });
+  const [step] = await gpt.trainSteps(new EngineDataset(syntheticTokens({ vocab: 16, train: 512, test: 64 })), 1);
+  assert.deepEqual(step.ms.parts.map((p) => p.name), ['embedding', 'attention', 'mlp', 'head']);
+});
+
 test('checkpoint round trip continues the run exactly; corrupt or foreign checkpoints are refused', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pixelfly-ckpt-'));
   try {

@@ -293,6 +293,15 @@ Napi::Object stepToJs(Napi::Env env, const StepResult& r) {
   ms.Set("backward", r.backwardMs);
   ms.Set("optimizer", r.optimizerMs);
   ms.Set("total", r.totalMs);
+  auto parts = Napi::Array::New(env, r.parts.size());
+  for (size_t i = 0; i < r.parts.size(); i++) {
+    auto p = Napi::Object::New(env);
+    p.Set("name", r.parts[i].name);
+    p.Set("forward", r.parts[i].forwardMs);
+    p.Set("backward", r.parts[i].backwardMs);
+    parts.Set(static_cast<uint32_t>(i), p);
+  }
+  ms.Set("parts", parts);
   o.Set("ms", ms);
   return o;
 }

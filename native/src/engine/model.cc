@@ -47,7 +47,7 @@ class Builder {
       tok->add(linear(p + "token_mix.fc2", "blocks.token_mix.fc2", D, tokenHidden, T));
       tok->add(std::make_unique<Transpose>(Dims{D, T}));
     }
-    seq.add(std::make_unique<Residual>(std::move(tok)));
+    seq.add(std::make_unique<Residual>(std::move(tok)))->part = "token_mix";
     mlp(seq, p, "channel_mix", T, D, channelHidden);
   }
 
@@ -58,7 +58,7 @@ class Builder {
     att->add(std::make_unique<LayerNorm>(ps_, p + "norm1", Dims{T, D}));
     att->add(std::make_unique<Attention>(Dims{T, D}, heads, causal, linear(p + "attn.qkv", "blocks.attn.qkv", T, D, 3 * D),
                                          linear(p + "attn.proj", "blocks.attn.proj", T, D, D)));
-    seq.add(std::make_unique<Residual>(std::move(att)));
+    seq.add(std::make_unique<Residual>(std::move(att)))->part = "attention";
     mlp(seq, p, "mlp", T, D, hidden);
   }
 
@@ -69,7 +69,7 @@ class Builder {
     m->add(linear(p + what + ".fc1", "blocks." + what + ".fc1", T, D, hidden));
     m->add(std::make_unique<Gelu>(Dims{T, hidden}));
     m->add(linear(p + what + ".fc2", "blocks." + what + ".fc2", T, hidden, D));
-    seq.add(std::make_unique<Residual>(std::move(m)));
+    seq.add(std::make_unique<Residual>(std::move(m)))->part = what;
   }
 
   ParamStore& ps_;
@@ -88,7 +88,8 @@ int patchStem(Sequential& seq, Builder& b, ParamStore&, const ModelConfig& c) {
   if (c.height % c.patch || c.width % c.patch)
     throw std::invalid_argument("patch: " + str(c.patch) + " must divide the image size " + str(c.height) + "×" + str(c.width));
   auto* pf = seq.add(std::make_unique<Patchify>(c.channels, c.height, c.width, c.patch));
-  seq.add(b.linear("patch_embed", "patch_embed", pf->out.T, pf->out.D, c.dim));
+  pf->part = "patch_embed";
+  seq.add(b.linear("patch_embed", "patch_embed", pf->out.T, pf->out.D, c.dim))->part = "patch_embed";
   return pf->out.T;
 }
 
@@ -101,35 +102,35 @@ std::unique_ptr<Sequential> build(const ModelConfig& c, ParamStore& ps, Backend&
     int width = c.features;
     for (size_t i = 0; i < c.hidden.size(); i++) {
       const std::string n = "fc" + str(static_cast<int>(i) + 1);
-      net->add(b.linear(n, n, 1, width, c.hidden[i]));
-      net->add(std::make_unique<Gelu>(Dims{1, c.hidden[i]}));
+      net->add(b.linear(n, n, 1, width, c.hidden[i]))->part = n;
+      net->add(std::make_unique<Gelu>(Dims{1, c.hidden[i]}))->part = n;
       width = c.hidden[i];
     }
-    net->add(b.linear("head", "head", 1, width, c.classes));
+    net->add(b.linear("head", "head", 1, width, c.classes))->part = "head";
   } else if (c.kind == "mixer" || c.kind == "vit") {
     net = std::make_unique<Sequential>(Dims{1, c.channels * c.height * c.width});
     int T = patchStem(*net, b, ps, c);
     const bool cls = c.kind == "vit" && c.pool == "cls";
     if (c.kind == "vit") {
-      if (cls) net->add(std::make_unique<ClsToken>(ps, "cls_token", Dims{T++, c.dim}));
-      net->add(std::make_unique<PosEmbedding>(ps, "pos_embed", Dims{T, c.dim}));
+      if (cls) net->add(std::make_unique<ClsToken>(ps, "cls_token", Dims{T++, c.dim}))->part = "patch_embed";
+      net->add(std::make_unique<PosEmbedding>(ps, "pos_embed", Dims{T, c.dim}))->part = "patch_embed";
     }
     for (int i = 0; i < c.depth; i++) {
       const std::string p = "blocks." + str(i) + ".";
       if (c.kind == "mixer") b.mixerBlock(*net, p, T, c.dim, c.tokenHidden, c.channelHidden);
       else b.transformerBlock(*net, p, T, c.dim, c.heads, c.mlpHidden, false);
     }
-    net->add(std::make_unique<LayerNorm>(ps, "norm", Dims{T, c.dim}));
-    net->add(std::make_unique<Pool>(Dims{T, c.dim}, cls));
-    net->add(b.linear("head", "head", 1, c.dim, c.classes));
+    net->add(std::make_unique<LayerNorm>(ps, "norm", Dims{T, c.dim}))->part = "head";
+    net->add(std::make_unique<Pool>(Dims{T, c.dim}, cls))->part = "head";
+    net->add(b.linear("head", "head", 1, c.dim, c.classes))->part = "head";
   } else if (c.kind == "gpt") {
     requirePositive("vocab", c.vocab);
     requirePositive("context", c.context);
     net = std::make_unique<Sequential>(Dims{c.context, 1});
-    net->add(std::make_unique<TokenPosEmbedding>(ps, "embed", c.vocab, c.context, c.dim));
+    net->add(std::make_unique<TokenPosEmbedding>(ps, "embed", c.vocab, c.context, c.dim))->part = "embedding";
     for (int i = 0; i < c.depth; i++) b.transformerBlock(*net, "blocks." + str(i) + ".", c.context, c.dim, c.heads, c.mlpHidden, true);
-    net->add(std::make_unique<LayerNorm>(ps, "norm", Dims{c.context, c.dim}));
-    net->add(b.linear("head", "head", c.context, c.dim, c.vocab));
+    net->add(std::make_unique<LayerNorm>(ps, "norm", Dims{c.context, c.dim}))->part = "head";
+    net->add(b.linear("head", "head", c.context, c.dim, c.vocab))->part = "head";
   } else if (c.kind == "probe") {
     // One layer alone, for gradient checks and the PyTorch cross-checks.
     const int T = c.probeT, D = c.dim;
@@ -167,6 +168,7 @@ Model::Model(const ModelConfig& cfg, const TrainConfig& train, uint64_t seed, Ba
   }
   if (train.batch <= 0) throw std::invalid_argument("batch: must be a positive integer, got " + str(train.batch));
   net_ = build(cfg_, ps_, be_);
+  net_->timeParts();
   ps_.allocate();
   Rng rng(seed);
   net_->init(ps_, rng);
@@ -215,7 +217,7 @@ StepResult Model::trainStep(const Dataset& d) {
   sampler_.next(d, B, cfg_.context, bx_.data(), by_.data());
   r.dataMs = msSince(t0);
 
-  Ctx ctx{&be_, &ps_};
+  Ctx ctx{&be_, &ps_, &r.parts};
   auto t = Clock::now();
   const float* logits = net_->forward(ctx, bx_.data(), B);
   const int rows = B * rowsPerSample, classes = net_->out.D;

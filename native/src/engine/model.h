@@ -39,6 +39,7 @@ struct TrainConfig {
 struct StepResult {
   double loss = 0, lr = 0, gradNorm = 0;
   double dataMs = 0, forwardMs = 0, backwardMs = 0, optimizerMs = 0, totalMs = 0;
+  PartTimes parts;  // forward and backward time per part of the model (the loss is in forwardMs only)
   int64_t step = 0;
   double epoch = 0;
 };

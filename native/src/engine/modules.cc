@@ -1,6 +1,7 @@
 #include "modules.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -43,8 +44,29 @@ void Sequential::init(ParamStore& ps, Rng& rng) {
   for (auto& m : mods_) m->init(ps, rng);
 }
 
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+PartTime& partOf(PartTimes& parts, const std::string& name) {
+  const std::string& n = name.empty() ? std::string("other") : name;
+  for (auto& p : parts)
+    if (p.name == n) return p;
+  parts.push_back({n, 0, 0});
+  return parts.back();
+}
+
+double msSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+}  // namespace
+
 const float* Sequential::forward(Ctx& c, const float* x, int B) {
-  for (auto& m : mods_) x = m->forward(c, x, B);
+  const bool timed = timeParts_ && c.parts;
+  for (auto& m : mods_) {
+    const auto t0 = timed ? Clock::now() : Clock::time_point{};
+    x = m->forward(c, x, B);
+    if (timed) partOf(*c.parts, m->part).forwardMs += msSince(t0);
+  }
   return x;
 }
 
@@ -56,7 +78,10 @@ void Sequential::backward(Ctx& c, const float* dy, float* dx, int B) {
       g.resize(static_cast<size_t>(B) * mods_[i]->in.size());
       target = g.data();
     }
+    const bool timed = timeParts_ && c.parts;
+    const auto t0 = timed ? Clock::now() : Clock::time_point{};
     mods_[i]->backward(c, dy, target, B);
+    if (timed) partOf(*c.parts, mods_[i]->part).backwardMs += msSince(t0);
     dy = target;
   }
 }

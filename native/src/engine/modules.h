@@ -19,15 +19,27 @@ struct Dims {
   size_t size() const { return static_cast<size_t>(T) * static_cast<size_t>(D); }
 };
 
+// Time per part of the model in one step ("token_mix", "channel_mix", ...), in model order; a part
+// that repeats (every block's token mixing) is summed.
+struct PartTime {
+  std::string name;
+  double forwardMs = 0, backwardMs = 0;
+};
+using PartTimes = std::vector<PartTime>;
+
 struct Ctx {
   Backend* be;
   ParamStore* ps;
+  PartTimes* parts = nullptr;  // filled by a Sequential built with timeParts(), when not null
 };
 
 class Module {
  public:
   virtual ~Module() = default;
   Dims in, out;
+  // Which part of the model this module is, for the step-time breakdown of the model's top-level
+  // Sequential ("" counts as "other").
+  std::string part;
   // Draws this layer's initial parameters (storage is allocated by then).
   virtual void init(ParamStore&, Rng&) {}
   // Returns this layer's output buffer (valid until its next forward). x must stay alive until backward.
@@ -53,8 +65,11 @@ class Sequential : public Module {
   void init(ParamStore& ps, Rng& rng) override;
   const float* forward(Ctx& c, const float* x, int B) override;
   void backward(Ctx& c, const float* dy, float* dx, int B) override;
+  // Time each child as its `part` into Ctx::parts (the model's top level only, so parts never nest).
+  void timeParts() { timeParts_ = true; }
 
  private:
+  bool timeParts_ = false;
   std::vector<ModulePtr> mods_;
   std::vector<std::vector<float>> grads_;  // dL/d(output of module i), i < n-1
 };
