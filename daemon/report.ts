@@ -73,6 +73,36 @@ function lineChart(title: string, xLabel: string, series: Series[], refLine?: nu
   return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}">${grid}${ref}${paths}${legend}<text x="${(W + m.l) / 2}" y="${H - 6}" text-anchor="middle">${esc(xLabel)}</text></svg></figure>`;
 }
 
+/** Horizontal bars, one group per part of the model, one bar per variant (median ms). */
+function partsChart(title: string, parts: string[], bars: Array<{ label: string; color: string; ms: Record<string, number> | undefined }>): string {
+  const shown = bars.filter((b) => b.ms !== undefined);
+  if (parts.length === 0 || shown.length === 0) return '';
+  const W = 720;
+  const barH = 14;
+  const groupH = shown.length * barH + 10;
+  const m = { l: 110, r: 70, t: 28 };
+  const H = m.t + parts.length * groupH + 8;
+  const max = Math.max(...shown.flatMap((b) => parts.map((p) => b.ms![p] ?? 0)), 1e-9);
+  const sx = (v: number) => ((W - m.l - m.r) * v) / max;
+  const rows = parts
+    .map((part, i) => {
+      const y = m.t + i * groupH;
+      const label = `<text x="${m.l - 8}" y="${y + (shown.length * barH) / 2 + 4}" text-anchor="end">${esc(part)}</text>`;
+      const rects = shown
+        .map((b, j) => {
+          const v = b.ms![part];
+          if (v === undefined) return '';
+          const yy = y + j * barH;
+          return `<rect x="${m.l}" y="${yy}" width="${sx(v).toFixed(1)}" height="${barH - 3}" fill="${b.color}"/><text x="${(m.l + sx(v) + 4).toFixed(1)}" y="${yy + barH - 4}">${fmt(v)} ms</text>`;
+        })
+        .join('');
+      return label + rects;
+    })
+    .join('');
+  const legend = shown.map((b, i) => `<rect x="${m.l + i * 140}" y="8" width="12" height="8" fill="${b.color}"/><text x="${m.l + 16 + i * 140}" y="16">${esc(b.label)}</text>`).join('');
+  return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(title)}">${legend}${rows}</svg></figure>`;
+}
+
 export function renderReport(info: JobInfo, events: Iterable<JobEvent>): string {
   const steps = new Map<number, Extract<JobEvent, { type: 'step' }>>();
   const evals: Extract<JobEvent, { type: 'eval' }>[] = [];
@@ -132,6 +162,10 @@ ${info.error ? `<br><span class="note">Error: ${esc(info.error)}</span>` : ''}</
 ${summaryTable}
 ${lineChart('Training loss', 'step', loss)}
 ${lineChart('Running speedup of Pixelfly over dense (1× dashed)', 'step', speedup, 1)}
+${partsChart('Where a step goes: median forward + backward time per part of the model', Object.keys(s?.pixelfly.partsMs ?? s?.dense?.partsMs ?? {}), [
+  { label: 'Pixelfly', color: '#d9480f', ms: s?.pixelfly.partsMs },
+  { label: 'dense', color: '#1c7ed6', ms: s?.dense?.partsMs },
+])}
 <h2>Evaluations</h2>
 ${evals.length > 0 ? `<table><tr><th>step</th><th>epoch</th><th>Pixelfly loss</th><th>Pixelfly</th><th>dense loss</th><th>dense</th></tr>\n${evalRows}</table>` : '<p>None.</p>'}
 ${notes.length > 0 ? `<h2>Notes</h2><ul>${notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}

@@ -169,7 +169,9 @@ export const JobStateSchema = z.enum(['queued', 'running', 'completed', 'failed'
 export type JobState = z.infer<typeof JobStateSchema>;
 export const TERMINAL_STATES: readonly JobState[] = ['completed', 'failed', 'cancelled'];
 
-const VariantStepSchema = z.object({ loss: finite, stepMs: finite, tokensPerSec: finite });
+/** Forward + backward ms per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention', 'mlp', 'head', ...), in model order. */
+const PartsMsSchema = z.record(z.string().max(64), finite);
+const VariantStepSchema = z.object({ loss: finite, stepMs: finite, tokensPerSec: finite, partsMs: PartsMsSchema.optional() });
 const VariantEvalSchema = z.object({
   loss: finite,
   accuracy: finite.optional(),
@@ -181,6 +183,8 @@ export const VariantSummarySchema = z.object({
   finalLoss: finite.optional(),
   medianStepMs: finite.optional(),
   tokensPerSec: finite.optional(),
+  /** Median forward + backward ms per part of the model over the run's steps. */
+  partsMs: PartsMsSchema.optional(),
   eval: VariantEvalSchema.optional(),
 });
 

@@ -117,6 +117,8 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
     ['eval accuracy', pct(s.pixelfly.eval?.accuracy), pct(s.dense?.eval?.accuracy)],
   ];
   if (s.pixelfly.eval?.perplexity !== undefined) rows.push(['eval perplexity', n(s.pixelfly.eval.perplexity), n(s.dense?.eval?.perplexity)]);
+  // Where a step goes: forward + backward median per part of the model.
+  for (const [part, ms] of Object.entries(s.pixelfly.partsMs ?? {})) rows.push([`  ${part} (ms)`, n(ms, 2), n(s.dense?.partsMs?.[part], 2)]);
   const w = [Math.max(...rows.map((r) => r[0].length)), Math.max(...rows.map((r) => r[1].length)), Math.max(...rows.map((r) => r[2].length))];
   const table = rows.map((r) => `  ${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padStart(w[2])}`).join('\n');
   const ds = info.dataset;

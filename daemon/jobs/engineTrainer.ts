@@ -90,7 +90,8 @@ class EngineTrainer implements ModelTrainer {
 
   async step() {
     const r = await this.model.trainStep(this.dataset);
-    return { loss: r.loss, ms: r.ms.total, lr: r.lr };
+    const partsMs = Object.fromEntries(r.ms.parts.map((p) => [p.name, p.forward + p.backward]));
+    return { loss: r.loss, ms: r.ms.total, lr: r.lr, partsMs };
   }
 
   async evaluate(): Promise<EvalResult> {

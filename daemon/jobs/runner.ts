@@ -32,7 +32,8 @@ export class DivergedError extends Error {}
 async function timedStep(model: ModelTrainer, tokensPerStep: number, variant: string, step: number) {
   const r = await model.step();
   if (!Number.isFinite(r.loss)) throw new DivergedError(`the ${variant} model's loss is ${r.loss} at step ${step}: training diverged (try a lower lr)`);
-  return { result: { loss: r.loss, stepMs: r.ms, tokensPerSec: r.ms > 0 ? (tokensPerStep * 1000) / r.ms : 0 }, lr: r.lr };
+  const result = { loss: r.loss, stepMs: r.ms, tokensPerSec: r.ms > 0 ? (tokensPerStep * 1000) / r.ms : 0 };
+  return { result: r.partsMs ? { ...result, partsMs: r.partsMs } : result, lr: r.lr };
 }
 
 /** Steps a run trains: `epochs` worth, capped by maxSteps when set. */
@@ -127,6 +128,15 @@ function pushWindow(window: number[], value: number): void {
   if (window.length > WINDOW) window.shift();
 }
 
+/** Median ms of each part over the steps that report parts, in the order the first one lists them. */
+function medianParts(steps: Array<Record<string, number> | undefined>): Record<string, number> | undefined {
+  const reported = steps.filter((p) => p !== undefined);
+  if (reported.length === 0) return undefined;
+  return Object.fromEntries(
+    Object.keys(reported[0]).map((name) => [name, median(reported.map((p) => p[name]).filter((v) => v !== undefined))]),
+  );
+}
+
 /**
  * The run's summary, from its whole event log (so a resumed run counts the steps of every
  * session). A step trained twice (after a resume) counts once: its latest record wins. Wall time
@@ -152,7 +162,8 @@ export function summarize(events: Iterable<JobEvent>, params: { pixelfly: number
   const ordered = [...steps.values()].sort((a, b) => a.step - b.step);
   const last = ordered.slice(-Math.min(WINDOW, ordered.length));
   const meanLoss = (xs: number[]) => (xs.length > 0 ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined);
-  const variant = (pick: (e: Extract<JobEventBody, { type: 'step' }>) => { loss: number; stepMs: number; tokensPerSec: number } | undefined, n: number, ev?: EvalResult) => {
+  type VariantStep = NonNullable<Extract<JobEventBody, { type: 'step' }>['dense']>;
+  const variant = (pick: (e: Extract<JobEventBody, { type: 'step' }>) => VariantStep | undefined, n: number, ev?: EvalResult) => {
     const all = ordered.map(pick).filter((v) => v !== undefined);
     const tail = last.map(pick).filter((v) => v !== undefined);
     return {
@@ -160,6 +171,7 @@ export function summarize(events: Iterable<JobEvent>, params: { pixelfly: number
       finalLoss: meanLoss(tail.map((v) => v.loss)),
       medianStepMs: all.length > 0 ? median(all.map((v) => v.stepMs)) : undefined,
       tokensPerSec: all.length > 0 ? median(all.map((v) => v.tokensPerSec)) : undefined,
+      partsMs: medianParts(all.map((v) => v.partsMs)),
       eval: ev,
     };
   };

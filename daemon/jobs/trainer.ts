@@ -17,8 +17,11 @@ export interface EvalResult {
 /** One model (dense or Pixelfly) with its optimizer and its own pass over the data. */
 export interface ModelTrainer {
   readonly params: number;
-  /** One optimizer step on the next batch; `ms` is the engine's own timing of forward+backward+update. */
-  step(): Promise<{ loss: number; ms: number; lr?: number }>;
+  /**
+   * One optimizer step on the next batch; `ms` is the engine's own timing of forward+backward+update,
+   * `partsMs` its forward+backward time per part of the model when the engine reports it.
+   */
+  step(): Promise<{ loss: number; ms: number; lr?: number; partsMs?: Record<string, number> }>;
   evaluate(): Promise<EvalResult>;
   /** Saves weights, optimizer state and data position, so a load continues exactly where this left off. */
   save(file: string): Promise<void>;

@@ -119,4 +119,17 @@ test('the summary of a resumed run counts each step once (its latest record), ta
   assert.equal(s.speedup, 3);
   assert.equal(s.pixelfly.eval?.accuracy, 0.9);
   assert.equal(s.dense?.params, 400);
+  assert.equal(s.pixelfly.partsMs, undefined, 'no parts reported, none summarised');
+});
+
+test('the summary takes the median time of each part of the model, in the order the steps list them', () => {
+  const withParts = (n: number, mix: number): JobEventBody => {
+    const e = step(n) as Extract<JobEventBody, { type: 'step' }>;
+    return { ...e, pixelfly: { ...e.pixelfly, partsMs: { token_mix: 5, channel_mix: mix } }, dense: { ...e.dense!, partsMs: { token_mix: 5, channel_mix: 4 * mix } } };
+  };
+  const events = [withParts(1, 1), withParts(2, 3), withParts(3, 2), step(4)].map((b, i) => ({ ...b, jobId: 'j', seq: i + 1, t: i }) as JobEvent);
+  const s = summarize(events, { pixelfly: 1, dense: 1 }, 100);
+  assert.deepEqual(s.pixelfly.partsMs, { token_mix: 5, channel_mix: 2 });
+  assert.deepEqual(s.dense?.partsMs, { token_mix: 5, channel_mix: 8 });
+  assert.deepEqual(Object.keys(s.pixelfly.partsMs!), ['token_mix', 'channel_mix']);
 });

@@ -87,7 +87,13 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
     assert.equal(final.state, 'cancelled');
     assert.ok(final.summary && final.summary.steps > checkpointStep && final.summary.speedup! > 0);
     assert.ok(existsSync(join(job.runDir, 'summary.json')));
-    assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /<svg[^>]*aria-label="Training loss"/);
+    const report = readFileSync(join(job.runDir, 'report.html'), 'utf8');
+    assert.match(report, /<svg[^>]*aria-label="Training loss"/);
+    // Where a step goes: the engine's time per part of the model, medians over the run, both variants.
+    assert.deepEqual(Object.keys(final.summary.pixelfly.partsMs ?? {}), ['fc1', 'fc2', 'head']);
+    assert.deepEqual(Object.keys(final.summary.dense?.partsMs ?? {}), ['fc1', 'fc2', 'head']);
+    assert.ok(Object.values(final.summary.pixelfly.partsMs!).every((ms) => ms > 0));
+    assert.match(report, /<svg[^>]*aria-label="Where a step goes[^"]*">.*fc2/s);
     await assert.rejects(client.request('job.cancel', { jobId: job.jobId }), (e: DaemonRpcError) => e.code === ErrorCode.INVALID_STATE);
     client.close();
   } finally {
