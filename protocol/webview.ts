@@ -87,7 +87,13 @@ export type Arm = z.infer<typeof ArmSchema>;
 export const RunStateSchema = z.enum(['queued', 'running', 'done', 'failed', 'cancelled', 'interrupted']);
 export type RunState = z.infer<typeof RunStateSchema>;
 
-const ArmStepSchema = z.object({ loss: finite, stepMs: finite.min(0), tokensPerSec: finite.min(0).optional() });
+const ArmStepSchema = z.object({
+  loss: finite,
+  stepMs: finite.min(0),
+  tokensPerSec: finite.min(0).optional(),
+  /** Forward + backward ms per part of the model ('token_mix', 'channel_mix', ...), in model order. */
+  partsMs: z.record(z.string().max(64), finite.min(0)).optional(),
+});
 
 /**
  * One training step: the Pixelfly arm and, in a compare run, the dense arm trained at the same

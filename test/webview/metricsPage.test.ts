@@ -108,6 +108,29 @@ describe('metrics page (headless Chromium)', { skip: skip ?? false }, () => {
     assert.deepEqual(await q.state(), { runId: 'job-1' });
   });
 
+  it('shows where a step goes: median time per part of the model, dense vs Pixelfly, as bars', async () => {
+    const p = await openPage(browser, 'metrics');
+    await p.send({ type: 'metrics.reset', run: RUN, progress: { step: 0, totalSteps: 200000, etaS: null } });
+    assert.equal(await p.page.locator('#parts').isHidden(), true, 'no bars before any step reports its parts');
+    const withParts = steps(0, 9).map((st, k) => ({
+      ...st,
+      pixelfly: { ...st.pixelfly, partsMs: { token_mix: 300, channel_mix: 400 + k } },
+      dense: { ...st.dense!, partsMs: { token_mix: 310, channel_mix: 1200 } },
+    }));
+    await p.send({ type: 'metrics.append', runId: 'job-1', steps: withParts, evals: [] });
+    await p.page.waitForSelector('#parts:not([hidden])');
+    assert.deepEqual(await p.page.locator('.part-row').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.part)), ['token_mix', 'channel_mix']);
+    const ms = (part: string, arm: string) => p.page.locator(`.part-row[data-part=${part}] .part-bar[data-arm=${arm}]`).getAttribute('data-ms');
+    assert.equal(await ms('channel_mix', 'pixelfly'), '404.000', 'median of 400..408');
+    assert.equal(await ms('channel_mix', 'dense'), '1200.000');
+    const width = (part: string, arm: string) =>
+      p.page.locator(`.part-row[data-part=${part}] .part-bar[data-arm=${arm}] .part-fill`).evaluate((e) => e.getBoundingClientRect().width);
+    const [dense, pixelfly] = [await width('channel_mix', 'dense'), await width('channel_mix', 'pixelfly')];
+    assert.ok(Math.abs(pixelfly / dense - 404 / 1200) < 0.02, `bar widths ${pixelfly} / ${dense} follow the times`);
+    await p.page.screenshot({ path: join(ARTIFACTS, 'metrics-parts.png') });
+    assert.deepEqual(p.errors, [], `console errors (CSP?): ${p.errors.join(' | ')}`);
+  });
+
   it('reports a message that does not match the protocol, naming the field', async () => {
     const p = await openPage(browser, 'metrics');
     await p.send({ type: 'metrics.append', runId: 'job-1', steps: [{ step: 1, pixelfly: { loss: 'NaN', stepMs: 1 } }], evals: [] });

@@ -31,11 +31,25 @@ const summary = el('div', { id: 'summary', class: 'summary' });
 const exportBtn = el('button', { id: 'export-csv', disabled: '' }, 'Export CSV');
 const stopBtn = el('button', { id: 'stop-run', disabled: '' }, 'Stop run');
 const charts = el('div', { id: 'charts', class: 'charts' });
+// Where a step goes: median time per part of the model over the recent steps, dense vs Pixelfly.
+const partsRows = el('div', { class: 'parts-rows' });
+const swatch = (arm: 'dense' | 'pixelfly') => {
+  const sw = el('span', { class: 'swatch' });
+  sw.style.background = COLORS[arm];
+  return sw;
+};
+const partsBox = el(
+  'section',
+  { id: 'parts', class: 'parts', hidden: '' },
+  el('h3', {}, 'Where a step goes (median forward + backward ms per part, recent steps) ', el('span', { class: 'legend' }, swatch('dense'), 'dense ', swatch('pixelfly'), 'Pixelfly')),
+  partsRows,
+);
 root.append(
   el('header', {}, title, stateBadge, el('div', { class: 'actions' }, exportBtn, stopBtn)),
   el('div', { class: 'progress-row' }, progressBar, progressText),
   summary,
   errorBox,
+  partsBox,
   charts,
 );
 
@@ -143,11 +157,30 @@ function render(): void {
     evalText(),
   ].filter(Boolean);
   summary.textContent = parts.join(' · ');
+  renderParts();
   summary.dataset.points = String(series.points);
   summary.dataset.drawn = String(keep.length);
   // uPlot draws in a microtask after setData; this one is queued after theirs, so the figure
   // includes the drawing (read by the page benchmark, bench/metricsPage.ts).
   queueMicrotask(() => (summary.dataset.renderMs = (performance.now() - t0).toFixed(2)));
+}
+
+function renderParts(): void {
+  const arms = { dense: series.partsMedian('dense'), pixelfly: series.partsMedian('pixelfly') };
+  const names = Object.keys(arms.pixelfly ?? arms.dense ?? {});
+  partsBox.hidden = names.length === 0;
+  const max = Math.max(1e-9, ...names.flatMap((n) => [arms.dense?.[n] ?? 0, arms.pixelfly?.[n] ?? 0]));
+  const bar = (arm: 'dense' | 'pixelfly', ms: number | undefined) => {
+    if (ms === undefined) return el('div', { class: 'part-bar' });
+    const fill = el('span', { class: `part-fill ${arm}` });
+    fill.style.width = `${((100 * ms) / max).toFixed(1)}%`; // CSSOM, which the page's CSP allows
+    fill.style.background = COLORS[arm];
+    const track = el('span', { class: 'part-track' }, fill);
+    return el('div', { class: 'part-bar', 'data-arm': arm, 'data-ms': ms.toFixed(3), title: `${arm === 'dense' ? 'dense' : 'Pixelfly'} ${ms.toFixed(1)} ms` }, track, el('span', { class: 'part-ms' }, `${ms.toFixed(1)} ms`));
+  };
+  partsRows.replaceChildren(
+    ...names.map((n) => el('div', { class: 'part-row', 'data-part': n }, el('span', { class: 'part-name' }, n), bar('dense', arms.dense?.[n]), bar('pixelfly', arms.pixelfly?.[n]))),
+  );
 }
 
 function tokensText(): string {

@@ -12,6 +12,8 @@ export interface ArmColumns {
 }
 
 const ARMS: readonly Arm[] = ['dense', 'pixelfly'];
+/** Steps whose per-part times feed the "where a step goes" bars. */
+const PARTS_WINDOW = 50;
 
 export class RunSeries {
   /** Sorted unique steps: the shared x axis of the per-step charts. */
@@ -22,6 +24,8 @@ export class RunSeries {
     dense: { step: [], value: [], metric: [] },
     pixelfly: { step: [], value: [], metric: [] },
   };
+  /** Per-part times of each arm's most recent steps (newest last). */
+  readonly recentParts: Record<Arm, Record<string, number>[]> = { dense: [], pixelfly: [] };
   /** Step messages received. */
   points = 0;
 
@@ -34,6 +38,11 @@ export class RunSeries {
         a.loss[i] = v?.loss ?? null;
         a.stepMs[i] = v?.stepMs ?? null;
         a.tokensPerSec[i] = v?.tokensPerSec ?? null;
+        if (v?.partsMs) {
+          const recent = this.recentParts[arm];
+          recent.push(v.partsMs);
+          if (recent.length > PARTS_WINDOW) recent.shift();
+        }
       }
       this.speedup[i] = p.speedup ?? null;
       this.points++;
@@ -53,6 +62,19 @@ export class RunSeries {
   trainingTime(arm: Arm): (number | null)[] {
     let t = 0;
     return this.arms[arm].stepMs.map((ms) => (ms == null ? null : (t += ms / 1000)));
+  }
+
+  /** Median ms of each part over an arm's recent steps, in model order; null before any arrive. */
+  partsMedian(arm: Arm): Record<string, number> | null {
+    const recent = this.recentParts[arm];
+    if (recent.length === 0) return null;
+    const names = Object.keys(recent[recent.length - 1]);
+    return Object.fromEntries(
+      names.map((n) => {
+        const v = recent.map((p) => p[n]).filter((x) => x !== undefined).sort((a, b) => a - b);
+        return [n, v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2];
+      }),
+    );
   }
 
   /** Latest non-null value of a column. */
