@@ -241,7 +241,11 @@ export const trainCommand: Command = {
     const submit = values.resume === undefined ? await submitParams(values, positionals[0]) : undefined;
     const daemon = await ensureDaemon(home);
     const { port, started } = daemon;
-    if (started) process.stderr.write(`started the daemon on 127.0.0.1:${port}\n`);
+    if (started) {
+      process.stderr.write(
+        `started the daemon on 127.0.0.1:${port}; it stays up for later runs and the editor (\`node dist/pixelfly.js daemon stop\` stops it)\n`,
+      );
+    }
     const client = await connectDaemon(daemon);
     let job: JobInfo;
     try {
