@@ -1,15 +1,13 @@
 #include "model.h"
 
-#include <chrono>
 #include <cmath>
 #include <stdexcept>
+
+#include "timing.h"
 
 namespace pixelfly {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double msSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
 std::string str(int i) { return std::to_string(i); }
 

@@ -1,7 +1,6 @@
 #include "modules.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -9,6 +8,7 @@
 
 #include "kernels/kernels.h"
 #include "pointwise.h"
+#include "timing.h"
 #include "svd.h"
 
 namespace pixelfly {
@@ -20,6 +20,15 @@ namespace pw = pointwise;
 // Work per thread chunk: elementwise loops by elements, per-row loops by rows.
 constexpr int64_t kGrainElems = 16384;
 constexpr int64_t kGrainRows = 32;
+
+// The entry of a part in a step's timings (parts appear in model order; "" counts as "other").
+PartTime& partOf(PartTimes& parts, const std::string& name) {
+  const std::string n = name.empty() ? "other" : name;
+  for (auto& p : parts)
+    if (p.name == n) return p;
+  parts.push_back({n, 0, 0});
+  return parts.back();
+}
 
 size_t rowsOf(int B, const Dims& d) { return static_cast<size_t>(B) * static_cast<size_t>(d.T); }
 
@@ -43,22 +52,6 @@ Module* Sequential::add(ModulePtr m) {
 void Sequential::init(ParamStore& ps, Rng& rng) {
   for (auto& m : mods_) m->init(ps, rng);
 }
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-PartTime& partOf(PartTimes& parts, const std::string& name) {
-  const std::string& n = name.empty() ? std::string("other") : name;
-  for (auto& p : parts)
-    if (p.name == n) return p;
-  parts.push_back({n, 0, 0});
-  return parts.back();
-}
-
-double msSince(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-}  // namespace
 
 const float* Sequential::forward(Ctx& c, const float* x, int B) {
   const bool timed = timeParts_ && c.parts;
