@@ -25,9 +25,9 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { planModel } from '../core/planner';
 import { specInventory, type MixerSpec } from '../core/modelSpec';
-import { createModel, engineBackend, EngineDataset, type PlanLike, type StepResult, type TrainConfig } from '../native/engine';
+import { createModel, engineBackend, EngineDataset, stepPartsMs, type PlanLike, type TrainConfig } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
-import { median } from '../daemon/measure';
+import { median, medianOfEach } from '../daemon/measure';
 
 interface Options {
   threads: number;
@@ -114,8 +114,8 @@ async function trainEngineVariants(
   spec: MixerSpec, plan: PlanLike, data: EngineDataset, train: TrainConfig, o: Options, steps: number,
 ): Promise<{ dense: EngineResult; pixelfly: EngineResult }> {
   const variants = [
-    { name: 'dense', model: await createModel({ spec, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as StepResult['ms']['parts'][], loss: NaN },
-    { name: 'pixelfly', model: await createModel({ spec, plan, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as StepResult['ms']['parts'][], loss: NaN },
+    { name: 'dense', model: await createModel({ spec, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as Record<string, number>[], loss: NaN },
+    { name: 'pixelfly', model: await createModel({ spec, plan, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as Record<string, number>[], loss: NaN },
   ];
   for (let done = 0; done < steps; ) {
     const n = Math.min(10, steps - done);
@@ -123,7 +123,7 @@ async function trainEngineVariants(
       const r = await v.model.trainSteps(data, n);
       for (const s of r) {
         v.times.push(s.ms.total);
-        v.parts.push(s.ms.parts);
+        v.parts.push(stepPartsMs(s));
       }
       v.loss = r[r.length - 1].loss;
     }
@@ -135,12 +135,7 @@ async function trainEngineVariants(
   const result = async (v: (typeof variants)[number]): Promise<EngineResult> => ({
     // The first steps warm up buffers and thread pools: time the rest.
     stepMs: median(v.times.slice(Math.min(5, v.times.length - 1))),
-    partsMs: Object.fromEntries(
-      v.parts[0].map(({ name }) => [name, median(v.parts.slice(Math.min(5, v.parts.length - 1)).map((ps) => {
-        const p = ps.find((q) => q.name === name);
-        return p ? p.forward + p.backward : NaN;
-      }))]),
-    ),
+    partsMs: medianOfEach(v.parts.slice(Math.min(5, v.parts.length - 1))) ?? {},
     accuracy: (await v.model.evaluate(data)).accuracy ?? NaN,
     params: v.model.paramCount,
     finalLoss: v.loss,

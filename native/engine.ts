@@ -76,6 +76,11 @@ export interface StepResult {
   };
 }
 
+/** A step's forward + backward ms per part of the model, keyed by part name in model order. */
+export function stepPartsMs(step: StepResult): Record<string, number> {
+  return Object.fromEntries(step.ms.parts.map((p) => [p.name, p.forward + p.backward]));
+}
+
 export interface EvalResult {
   loss: number;
   samples: number;

@@ -2,7 +2,7 @@
 // (native/datasets.ts). A Pixelfly model built from the plan and, for a compare job, the same
 // spec built dense from the same seed, each with its own optimizer and pass over the data.
 import { availableParallelism } from 'node:os';
-import { createModel, EngineConfigError, EngineDataset, type EngineModel } from '../../native/engine';
+import { createModel, EngineConfigError, EngineDataset, stepPartsMs, type EngineModel } from '../../native/engine';
 import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type LoadedData } from '../../native/datasets';
 import { ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
 import { plannedSteps } from './runner';
@@ -90,8 +90,7 @@ class EngineTrainer implements ModelTrainer {
 
   async step() {
     const r = await this.model.trainStep(this.dataset);
-    const partsMs = Object.fromEntries(r.ms.parts.map((p) => [p.name, p.forward + p.backward]));
-    return { loss: r.loss, ms: r.ms.total, lr: r.lr, partsMs };
+    return { loss: r.loss, ms: r.ms.total, lr: r.lr, partsMs: stepPartsMs(r) };
   }
 
   async evaluate(): Promise<EvalResult> {

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import type { JobEvent, JobEventBody, RunSummary } from '../../protocol/daemon';
 import type { EvalResult, ModelTrainer, TrainingSetup } from './trainer';
-import { median } from '../measure';
+import { median, medianOfEach } from '../measure';
 
 /** Steps over which the running speedup (ratio of median step times) and the ETA are taken. */
 const WINDOW = 50;
@@ -128,15 +128,6 @@ function pushWindow(window: number[], value: number): void {
   if (window.length > WINDOW) window.shift();
 }
 
-/** Median ms of each part over the steps that report parts, in the order the first one lists them. */
-function medianParts(steps: Array<Record<string, number> | undefined>): Record<string, number> | undefined {
-  const reported = steps.filter((p) => p !== undefined);
-  if (reported.length === 0) return undefined;
-  return Object.fromEntries(
-    Object.keys(reported[0]).map((name) => [name, median(reported.map((p) => p[name]).filter((v) => v !== undefined))]),
-  );
-}
-
 /**
  * The run's summary, from its whole event log (so a resumed run counts the steps of every
  * session). A step trained twice (after a resume) counts once: its latest record wins. Wall time
@@ -171,7 +162,7 @@ export function summarize(events: Iterable<JobEvent>, params: { pixelfly: number
       finalLoss: meanLoss(tail.map((v) => v.loss)),
       medianStepMs: all.length > 0 ? median(all.map((v) => v.stepMs)) : undefined,
       tokensPerSec: all.length > 0 ? median(all.map((v) => v.tokensPerSec)) : undefined,
-      partsMs: medianParts(all.map((v) => v.partsMs)),
+      partsMs: medianOfEach(all.map((v) => v.partsMs)),
       eval: ev,
     };
   };
