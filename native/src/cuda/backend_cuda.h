@@ -1,6 +1,7 @@
 // Choosing the engine's compute backend: the CPU kernels, or the CUDA backend when this addon was
 // built with nvcc and a usable device is present.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "engine/backend.h"
@@ -9,8 +10,9 @@ namespace pixelfly {
 
 // "auto": CUDA when available, else the CPU; "cpu": always the CPU; "cuda": CUDA or
 // std::invalid_argument saying why it is unavailable. Any other name: std::invalid_argument.
-// The returned backend lives for the whole process.
-Backend& selectBackend(const std::string& requested);
+// Each CUDA backend is a new one with its own stream, cuBLAS handle and scratch (a model owns one,
+// so each job runs on its own stream); the CPU backend is shared.
+std::shared_ptr<Backend> createBackend(const std::string& requested);
 
 // The name "auto"/"cpu"/"cuda" resolves to ("cuda" or "cpu") without creating anything; throws
 // std::invalid_argument like selectBackend.
