@@ -51,12 +51,13 @@
         # With nvcc: cubins for sm_80 and sm_90, plus PTX for newer parts.
         ['cuda_home!="" and cuda_emulation==0', {
           'type': 'static_library',
-          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'sources': ['src/cuda/context.cu', 'src/cuda/layers.cu', 'src/cuda/cublas_loader.cc'],
           'defines': ['PIXELFLY_CUDA=1'],
           'rules': [{
             'rule_name': 'nvcc',
             'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h'],
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/bsr_schedule.h',
+                       'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h', 'src/engine/backend.h'],
             'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
             'action': ['<(cuda_home)/bin/nvcc', '-std=c++20', '-O3', '-Xcompiler', '-fPIC', '-I<(module_root_dir)/src',
                        '-gencode', 'arch=compute_80,code=sm_80', '-gencode', 'arch=compute_90,code=[sm_90,compute_90]',
@@ -67,12 +68,13 @@
         }],
         ['cuda_emulation==1', {
           'type': 'static_library',
-          'sources': ['src/cuda/context.cu', 'src/cuda/cublas_loader.cc'],
+          'sources': ['src/cuda/context.cu', 'src/cuda/layers.cu', 'src/cuda/cublas_loader.cc'],
           'defines': ['PIXELFLY_CUDA=1', 'PIXELFLY_CUDA_EMULATION=1'],
           'rules': [{
             'rule_name': 'cu_as_cxx',
             'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/emulation.h', 'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h'],
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/emulation.h',
+                       'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/engine/backend.h'],
             'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
             'action': ['c++', '-std=c++20', '-O2', '-fPIC', '-pthread', '-xc++', '-DPIXELFLY_CUDA=1',
                        '-DPIXELFLY_CUDA_EMULATION=1', '-I<(module_root_dir)/src', '-c', '<(RULE_INPUT_PATH)', '-o', '<@(_outputs)'],

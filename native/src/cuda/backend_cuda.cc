@@ -1,7 +1,9 @@
-// The engine's Backend on the GPU. The engine's layers keep their activations and parameters in
-// host memory (modules.cc), so each product here stages its operands: upload, run on the device,
-// download. Layouts are uploaded once and kept (they live as long as the model's layers). The
-// products use the fp32 kernels so a model trains to the same numbers as on the CPU, up to
+// The engine's Backend on the GPU: one CudaBackend per model, owning a cuda::Context (its own
+// stream, cuBLAS handle and scratch), so each job runs on its own stream. Buffers are device
+// memory; layers keep parameters, gradients, optimizer moments and activations there, and only the
+// input batch goes up and the loss / gradient norm come back per step. Every operation is
+// asynchronous on the stream except toHost, softmaxCrossEntropy and sumOfSquares, which wait.
+// Products use the fp32 kernels so a model trains to the same numbers as on the CPU, up to
 // summation order; the tensor-core path (bf16/fp16) is exercised by the kernel API and benchmarks.
 #include "cuda/backend_cuda.h"
 
@@ -9,7 +11,6 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <stdexcept>
 
 #if PIXELFLY_CUDA
@@ -29,77 +30,120 @@ class CudaBackend final : public Backend {
  public:
   const char* name() const override { return "cuda"; }
 
+  // ---- memory
+  void* allocBytes(size_t bytes) override { return ctx_.allocBytes(bytes); }
+  void freeBytes(void* p) override { ctx_.freeBytes(p); }
+  void toDevice(void* dst, const void* src, size_t bytes) override { ctx_.copyIn(dst, src, bytes); }
+  void toHost(void* dst, const void* src, size_t bytes) override { ctx_.copyOut(dst, src, bytes); }
+  void zero(void* p, size_t bytes) override { ctx_.zeroBytes(p, bytes); }
+  void sync() override { ctx_.sync(); }
+
+  // ---- products (row-major operands as cuBLAS sees them through Context::gemm)
   void denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,
                     bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    float* dX = stage(0, X, size_t(M) * K);
-    float* dW = stage(1, W, size_t(N) * K);
-    float* dY = accumulate ? stage(2, Y, size_t(M) * N) : buffer(2, size_t(M) * N);
-    ctx_.gemm(false, true, M, N, K, 1.f, dX, K, dW, K, accumulate ? 1.f : 0.f, dY, N);
-    if (bias) ctx_.addBias(M, N, stage(3, bias, N), dY);
-    ctx_.download(Y, dY, size_t(M) * N);
+    ctx_.gemm(false, true, M, N, K, 1.f, X, K, W, K, accumulate ? 1.f : 0.f, Y, N);
+    if (bias) ctx_.addBias(M, N, bias, Y);
   }
   void denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    float* g = stage(0, dY, size_t(M) * N);
-    float* w = stage(1, W, size_t(N) * K);
-    float* o = accumulate ? stage(2, dX, size_t(M) * K) : buffer(2, size_t(M) * K);
-    ctx_.gemm(false, false, M, K, N, 1.f, g, N, w, K, accumulate ? 1.f : 0.f, o, K);
-    ctx_.download(dX, o, size_t(M) * K);
+    ctx_.gemm(false, false, M, K, N, 1.f, dY, N, W, K, accumulate ? 1.f : 0.f, dX, K);
   }
   void denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    float* g = stage(0, dY, size_t(M) * N);
-    float* x = stage(1, X, size_t(M) * K);
-    float* o = accumulate ? stage(2, dW, size_t(N) * K) : buffer(2, size_t(N) * K);
-    ctx_.gemm(true, false, N, K, M, 1.f, g, N, x, K, accumulate ? 1.f : 0.f, o, K);
-    ctx_.download(dW, o, size_t(N) * K);
+    ctx_.gemm(true, false, N, K, M, 1.f, dY, N, X, K, accumulate ? 1.f : 0.f, dW, K);
   }
   void biasGrad(int M, int N, const float* dY, float* db, bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    float* g = stage(0, dY, size_t(M) * N);
-    float* o = accumulate ? stage(1, db, N) : buffer(1, N);
-    ctx_.biasGrad(M, N, g, o, accumulate);
-    ctx_.download(db, o, N);
+    ctx_.biasGrad(M, N, dY, db, accumulate);
   }
   void bsrForward(const BsrShape& s, int M, const float* X, const float* Wp, const float* bias, float* Y,
                   bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    const DeviceLayout& L = layout(s);
-    float* x = stage(0, X, size_t(M) * s.in);
-    float* w = stage(1, Wp, packed(s));
-    float* y = accumulate ? stage(2, Y, size_t(M) * s.out) : buffer(2, size_t(M) * s.out);
-    float* b = bias ? stage(3, bias, s.out) : nullptr;
-    ctx_.bsrForward(L, M, x, w, b, y, accumulate, Precision::F32);
-    ctx_.download(Y, y, size_t(M) * s.out);
+    ctx_.bsrForward(layout(s), M, X, Wp, bias, Y, accumulate, Precision::F32);
   }
   void bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    const DeviceLayout& L = layout(s);
-    float* g = stage(0, dY, size_t(M) * s.out);
-    float* w = stage(1, Wp, packed(s));
-    float* o = accumulate ? stage(2, dX, size_t(M) * s.in) : buffer(2, size_t(M) * s.in);
-    ctx_.bsrBackwardData(L, M, g, w, o, accumulate, Precision::F32);
-    ctx_.download(dX, o, size_t(M) * s.in);
+    ctx_.bsrBackwardData(layout(s), M, dY, Wp, dX, accumulate, Precision::F32);
   }
   void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
                          bool accumulate) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    const DeviceLayout& L = layout(s);
-    float* g = stage(0, dY, size_t(M) * s.out);
-    float* x = stage(1, X, size_t(M) * s.in);
-    float* o = accumulate ? stage(2, dWp, packed(s)) : buffer(2, packed(s));
-    ctx_.bsrBackwardWeight(L, M, g, x, o, accumulate, Precision::F32);
-    ctx_.download(dWp, o, packed(s));
+    ctx_.bsrBackwardWeight(layout(s), M, dY, X, dWp, accumulate, Precision::F32);
   }
   std::string validate(const BsrShape& s) override {
     // The same checks as the CPU (they are about the index, not the device).
-    return cpuBackend().validate(s);
+    return cpuBackend()->validate(s);
+  }
+
+  // ---- everything else: the Context's kernels (layers.cu)
+  void geluForward(const float* x, float* y, int64_t n) override { ctx_.geluForward(x, y, n); }
+  void geluBackward(const float* x, const float* dy, float* dx, int64_t n) override { ctx_.geluBackward(x, dy, dx, n); }
+  void add(const float* a, const float* b, float* y, int64_t n) override { ctx_.add(a, b, y, n); }
+  void addTo(float* y, const float* a, int64_t n) override { ctx_.addTo(y, a, n); }
+  void layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean,
+                        float* rstd) override {
+    ctx_.layerNormForward(M, D, x, g, b, y, mean, rstd);
+  }
+  void layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean,
+                         const float* rstd, float* dx, float* dg, float* db) override {
+    ctx_.layerNormBackward(M, D, x, dy, g, mean, rstd, dx, dg, db);
+  }
+  void transpose(int B, int T, int D, const float* x, float* y) override { ctx_.transpose(B, T, D, x, y); }
+  void patchify(int B, int C, int H, int W, int p, const float* src, float* dst, bool backward) override {
+    ctx_.patchify(B, C, H, W, p, src, dst, backward);
+  }
+  void poolForward(int B, int T, int D, bool first, const float* x, float* y) override {
+    ctx_.poolForward(B, T, D, first, x, y);
+  }
+  void poolBackward(int B, int T, int D, bool first, const float* dy, float* dx) override {
+    ctx_.poolBackward(B, T, D, first, dy, dx);
+  }
+  void tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float* wte, const float* wpe,
+                                float* y) override {
+    ctx_.tokenPosEmbeddingForward(B, T, D, ids, wte, wpe, y);
+  }
+  void tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const float* dy, float* dwte,
+                                 float* dwpe) override {
+    ctx_.tokenPosEmbeddingBackward(B, T, D, ids, dy, dwte, dwpe);
+  }
+  void clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y) override {
+    ctx_.clsTokenForward(B, T, D, cls, x, y);
+  }
+  void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) override {
+    ctx_.clsTokenBackward(B, T, D, dy, dcls, dx);
+  }
+  void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) override {
+    ctx_.posEmbeddingForward(B, n, x, pos, y);
+  }
+  void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) override {
+    ctx_.posEmbeddingBackward(B, n, dy, dpos, dx);
+  }
+  void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) override {
+    ctx_.attentionForward(B, T, D, H, causal, qkv, att, ctx);
+  }
+  void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
+                         const float* dctx, float* dqkv) override {
+    ctx_.attentionBackward(B, T, D, H, causal, qkv, att, dctx, dqkv);
+  }
+  void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
+                    float* gate, float* hs, float* xs) override {
+    ctx_.pixelflyGate(M, x, in, gw, gb, h, rank, gate, hs, xs);
+  }
+  void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,
+                        const float* Ut, int rank) override {
+    ctx_.pixelflyLerpRows(M, y, out, gate, bias, hs, Ut, rank);
+  }
+  void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
+                           const float* gate, float* dx, float* dh, float* dz, float* dgw) override {
+    ctx_.pixelflyMixBackward(M, x, in, gw, V, h, rank, gate, dx, dh, dz, dgw);
+  }
+  void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) override {
+    ctx_.scaleRowsOneMinus(M, a, n, gate, dst);
+  }
+  double softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
+                             int64_t* correct) override {
+    return ctx_.softmaxCrossEntropy(rows, classes, logits, targets, dlogits, correct);
+  }
+  double sumOfSquares(const float* x, int64_t n) override { return ctx_.sumOfSquares(x, n); }
+  void adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s) override {
+    ctx_.adamw(n, p, g, m, v, s);
   }
 
  private:
-  static size_t packed(const BsrShape& s) { return size_t(s.index->nnz) * s.index->block * s.index->block; }
-
   // Device copy of a layer's block index. Keyed by the index's address, but a freed model's address
   // can be reused by a new model's index, so a cached copy is only used when its contents match.
   const DeviceLayout& layout(const BsrShape& s) {
@@ -118,26 +162,9 @@ class CudaBackend final : public Backend {
            h.out == s.out && h.in == s.in && eq(h.rowPtr, ix.rowPtr) && eq(h.colIdx, ix.colIdx) &&
            eq(h.colPtr, ix.colPtr) && eq(h.rowIdx, ix.rowIdx) && eq(h.tBlock, ix.tBlock);
   }
-  float* buffer(int i, size_t n) {
-    if (n > cap_[i]) {
-      ctx_.sync();
-      ctx_.free(buf_[i]);
-      buf_[i] = ctx_.alloc(n);
-      cap_[i] = n;
-    }
-    return buf_[i];
-  }
-  float* stage(int i, const float* host, size_t n) {
-    float* d = buffer(i, n);
-    ctx_.upload(d, host, n);
-    return d;
-  }
 
-  std::mutex mu_;  // the engine may run two models at once; they share this stream
-  Context ctx_;
+  Context ctx_;  // declared first, destroyed last: the layouts go before the stream
   std::map<const BsrIndex*, std::unique_ptr<DeviceLayout>> layouts_;
-  float* buf_[4] = {nullptr, nullptr, nullptr, nullptr};
-  size_t cap_[4] = {0, 0, 0, 0};
 };
 
 }  // namespace
@@ -147,15 +174,12 @@ std::string cudaUnavailableReason() {
   return st.available ? "" : st.reason;
 }
 
-static Backend& cudaBackend() {
-  static CudaBackend be;  // created on first use, only when a device is available
-  return be;
-}
+static std::shared_ptr<Backend> newCudaBackend() { return std::make_shared<CudaBackend>(); }
 #else
 std::string cudaUnavailableReason() {
   return "this addon was built without the CUDA backend (nvcc was not found at build time)";
 }
-static Backend& cudaBackend() { throw std::logic_error("CUDA backend not compiled"); }
+static std::shared_ptr<Backend> newCudaBackend() { throw std::logic_error("CUDA backend not compiled"); }
 #endif
 
 const char* resolveBackendName(const std::string& requested) {
@@ -168,8 +192,8 @@ const char* resolveBackendName(const std::string& requested) {
   return "cpu";
 }
 
-Backend& selectBackend(const std::string& requested) {
-  return std::string(resolveBackendName(requested)) == "cuda" ? cudaBackend() : cpuBackend();
+std::shared_ptr<Backend> createBackend(const std::string& requested) {
+  return std::string(resolveBackendName(requested)) == "cuda" ? newCudaBackend() : cpuBackend();
 }
 
 std::string defaultBackendName() {

@@ -15,7 +15,7 @@ namespace pixelfly {
 std::shared_ptr<Backend> createBackend(const std::string& requested);
 
 // The name "auto"/"cpu"/"cuda" resolves to ("cuda" or "cpu") without creating anything; throws
-// std::invalid_argument like selectBackend.
+// std::invalid_argument like createBackend.
 const char* resolveBackendName(const std::string& requested);
 
 // The backend a model gets when its options name none: $PIXELFLY_BACKEND, else "auto" (the daemon's

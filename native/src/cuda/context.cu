@@ -15,10 +15,6 @@ namespace cuda {
 
 namespace {
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("CUDA ") + what + ": " + cudaGetErrorString(e));
-}
-void checkLaunch(const char* what) { check(cudaGetLastError(), what); }
 void checkBlas(int s, const char* what) {
   if (s != 0) throw std::runtime_error(std::string("cuBLAS ") + what + " failed with status " + std::to_string(s));
 }
@@ -149,20 +145,23 @@ Context::~Context() {
   cudaStreamDestroy(STREAM);
 }
 
-float* Context::alloc(size_t floats) {
+void* Context::allocBytes(size_t bytes) {
   void* p = nullptr;
-  check(cudaMalloc(&p, std::max<size_t>(1, floats) * sizeof(float)), "cudaMalloc");
-  return static_cast<float*>(p);
+  check(cudaMalloc(&p, std::max<size_t>(1, bytes)), "cudaMalloc");
+  return p;
 }
-void Context::free(float* p) { cudaFree(p); }
-void Context::upload(float* dst, const float* src, size_t n) {
-  check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, STREAM), "upload");
+void Context::freeBytes(void* p) { cudaFree(p); }  // waits for the device: no kernel still uses p
+void Context::copyIn(void* dst, const void* src, size_t bytes) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, STREAM), "copy to the device");
 }
-void Context::download(float* dst, const float* src, size_t n) {
-  check(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, STREAM), "download");
+void Context::copyOut(void* dst, const void* src, size_t bytes) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, STREAM), "copy to the host");
   sync();
 }
-void Context::zero(float* p, size_t n) { check(cudaMemsetAsync(p, 0, n * sizeof(float), STREAM), "memset"); }
+void Context::copyOnDevice(void* dst, const void* src, size_t bytes) {
+  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, STREAM), "copy on the device");
+}
+void Context::zeroBytes(void* p, size_t bytes) { check(cudaMemsetAsync(p, 0, bytes, STREAM), "memset"); }
 void Context::sync() { check(cudaStreamSynchronize(STREAM), "stream synchronize"); }
 
 float* Context::workspace(size_t floats) {

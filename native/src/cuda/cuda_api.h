@@ -8,6 +8,7 @@
 // at run time (cublas_loader.cc), and dense products use our own kernel when it is missing.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "cuda/bsr_schedule.h"
+#include "engine/backend.h"
 
 namespace pixelfly {
 namespace cuda {
@@ -72,13 +74,21 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  // Device memory (floats), and copies that are ordered on this stream.
-  float* alloc(size_t floats);
-  void free(float* p);
-  void upload(float* dst, const float* src, size_t floats);
-  void download(float* dst, const float* src, size_t floats);  // waits for the copy
-  void zero(float* p, size_t floats);
+  // Device memory, and copies that are ordered on this stream (host memory may be reused as soon as
+  // copyIn returns; copyOut waits for the copy).
+  void* allocBytes(size_t bytes);
+  void freeBytes(void* p);
+  void copyIn(void* dst, const void* src, size_t bytes);
+  void copyOut(void* dst, const void* src, size_t bytes);
+  void copyOnDevice(void* dst, const void* src, size_t bytes);
+  void zeroBytes(void* p, size_t bytes);
   void sync();
+  // The same in floats.
+  float* alloc(size_t floats) { return static_cast<float*>(allocBytes(std::max<size_t>(1, floats) * sizeof(float))); }
+  void free(float* p) { freeBytes(p); }
+  void upload(float* dst, const float* src, size_t floats) { copyIn(dst, src, floats * sizeof(float)); }
+  void download(float* dst, const float* src, size_t floats) { copyOut(dst, src, floats * sizeof(float)); }
+  void zero(float* p, size_t floats) { zeroBytes(p, floats * sizeof(float)); }
 
   // Y[M×out] (=|+=) X[M×in]·Wᵀ (+ bias), W packed [nnz][block][block] fp32 (inputs converted to
   // bf16/fp16 on load for the tensor-core path; accumulation always fp32).
@@ -103,6 +113,40 @@ class Context {
   // Converts n floats to bf16/fp16 into `dst` (2 bytes each), for cuBLAS's reduced-precision inputs.
   void convert(const float* src, void* dst, size_t n, Precision p);
 
+  // ---- every other operation of engine/backend.h, with its semantics there (layers.cu): device
+  // pointers, asynchronous on this stream except the two that return host values, which wait.
+  void geluForward(const float* x, float* y, int64_t n);
+  void geluBackward(const float* x, const float* dy, float* dx, int64_t n);
+  void add(const float* a, const float* b, float* y, int64_t n);
+  void addTo(float* y, const float* a, int64_t n);
+  void layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean, float* rstd);
+  void layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean,
+                         const float* rstd, float* dx, float* dg, float* db);
+  void transpose(int B, int T, int D, const float* x, float* y);
+  void patchify(int B, int C, int H, int W, int p, const float* src, float* dst, bool backward);
+  void poolForward(int B, int T, int D, bool first, const float* x, float* y);
+  void poolBackward(int B, int T, int D, bool first, const float* dy, float* dx);
+  void tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float* wte, const float* wpe, float* y);
+  void tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const float* dy, float* dwte, float* dwpe);
+  void clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y);
+  void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx);
+  void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y);
+  void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx);
+  void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx);
+  void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att, const float* dctx,
+                         float* dqkv);
+  void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
+                    float* gate, float* hs, float* xs);
+  void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,
+                        const float* Ut, int rank);
+  void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
+                           const float* gate, float* dx, float* dh, float* dz, float* dgw);
+  void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst);
+  double softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
+                             int64_t* correct);
+  double sumOfSquares(const float* x, int64_t n);
+  void adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s);
+
   // Times `fn` (which enqueues work on this stream) with CUDA events: median of `repeats` runs of
   // ms, after one warm-up run.
   double medianMs(int repeats, const std::function<void()>& fn);
@@ -114,6 +158,8 @@ class Context {
   void* stream_ = nullptr;  // cudaStream_t
   void* cublas_ = nullptr;  // cublasHandle_t
   int device_ = 0, sms_ = 1;
+  // Scratch that lives between the calls of one operation only (dW's chunk partials, attention's
+  // dS, per-row loss statistics, Σx² partials); the stream runs those operations one after another.
   float* workspace_ = nullptr;
   size_t workspaceFloats_ = 0;
   float* workspace(size_t floats);

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -100,12 +101,23 @@ void store_matrix_sync(float* p, const C& f, unsigned ldm, layout_t layout) {
 }  // namespace wmma
 }  // namespace nvcuda
 
+// One kernel at a time on the emulated device. Two CUDA backends (two models, each with its own
+// Context and stream) may launch from two host threads at once, but the emulation's shared state is
+// process-wide: `emuBarrier` is one global, and a kernel's `__shared__` arrays are function-local
+// statics that every launch of that kernel shares. Two overlapping launches would wait on each
+// other's barrier and overwrite each other's shared memory (the hang of the first per-model-stream
+// attempt). A real device runs the streams' kernels side by side with separate shared memory;
+// running them one after another gives the same results, since no kernel depends on another
+// stream's progress.
+inline std::mutex emuDeviceMutex;
+
 // kernel<<<grid, threads>>>(args...): a std::thread per CUDA thread, which run the blocks one after
 // another with a barrier between blocks (so the `static` shared arrays belong to one block at a time).
 template <class... KArgs, class... Args>
 void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) {
   const unsigned n = threads.x * threads.y, blocks = grid.x * grid.y;
   if (n == 0 || blocks == 0) return;
+  std::lock_guard<std::mutex> device(emuDeviceMutex);
   std::barrier<> bar(n);
   emuBarrier = &bar;
   std::vector<std::thread> pool;
@@ -130,7 +142,7 @@ enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 constexpr int kEmuSms = 132;
 using cudaStream_t = void*;
 using cudaEvent_t = std::chrono::steady_clock::time_point*;
-enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost };
+enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount };
 constexpr unsigned cudaStreamNonBlocking = 1;
 struct cudaDeviceProp {

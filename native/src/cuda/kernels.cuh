@@ -7,18 +7,10 @@
 //    wmma products (mma.sync underneath) with fp32 accumulators. Weights stay fp32 in memory (the
 //    optimizer's master copy), as on the CPU, so callers only choose a Precision.
 #pragma once
-#ifdef PIXELFLY_CUDA_EMULATION
-#include "cuda/emulation.h"  // host emulation: the kernel tests that run without a GPU
-#else
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <mma.h>
-#endif
-
 #include <type_traits>
 
 #include "cuda/bsr_schedule.h"
+#include "cuda/device_runtime.h"
 
 namespace pixelfly {
 namespace cuda {
@@ -318,18 +310,6 @@ template <class T>
 __global__ void convertKernel(const float* __restrict__ src, T* __restrict__ dst, size_t n) {
   const size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) dst[i] = toT<T>(src[i]);
-}
-
-// kernel<<<grid, threads, 0, stream>>>(args...), written as a call so the host emulation (which
-// g++ compiles) runs the same launch sites.
-template <class... KArgs, class... Args>
-void launch(dim3 grid, dim3 threads, cudaStream_t stream, void (*kernel)(KArgs...), Args... args) {
-#ifdef PIXELFLY_CUDA_EMULATION
-  emuLaunch(grid, threads, kernel, args...);
-  (void)stream;
-#else
-  kernel<<<grid, threads, 0, stream>>>(args...);
-#endif
 }
 
 }  // namespace dev

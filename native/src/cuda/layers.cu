@@ -1,0 +1,189 @@
+// Host side of the layer operations (Context's part of engine/backend.h besides the products):
+// grid sizes, launches on the Context's stream, and the two operations that return host values
+// (softmax cross-entropy, Σx²), which download one scratch array and finish their sums on the host
+// in a fixed order.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_api.h"
+#include "cuda/layer_kernels.cuh"
+
+namespace pixelfly {
+namespace cuda {
+
+#define STREAM static_cast<cudaStream_t>(stream_)
+
+namespace {
+
+// Blocks for a grid-stride loop over n items (at least one, so an empty launch is still checked).
+unsigned blocksFor(int64_t n) {
+  const int64_t b = (n + dev::kThreads - 1) / dev::kThreads;
+  return static_cast<unsigned>(std::clamp<int64_t>(b, 1, dev::kMaxBlocks));
+}
+
+}  // namespace
+
+// Every kernel here loops over its items with a grid stride, so one helper launches them all.
+#define LAUNCH(n, kernel, ...)                                                     \
+  do {                                                                             \
+    if ((n) > 0) {                                                                 \
+      dev::launch(blocksFor(n), dev::kThreads, STREAM, kernel, __VA_ARGS__);       \
+      checkLaunch(#kernel);                                                        \
+    }                                                                              \
+  } while (0)
+
+void Context::geluForward(const float* x, float* y, int64_t n) { LAUNCH(n, dev::geluForwardKernel, x, y, n); }
+void Context::geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
+  LAUNCH(n, dev::geluBackwardKernel, x, dy, dx, n);
+}
+void Context::add(const float* a, const float* b, float* y, int64_t n) { LAUNCH(n, dev::addKernel, a, b, y, n); }
+void Context::addTo(float* y, const float* a, int64_t n) { LAUNCH(n, dev::addToKernel, y, a, n); }
+
+void Context::layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean,
+                               float* rstd) {
+  LAUNCH(M, dev::layerNormForwardKernel, M, D, x, g, b, y, mean, rstd);
+}
+
+void Context::layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean,
+                                const float* rstd, float* dx, float* dg, float* db) {
+  LAUNCH(D, dev::layerNormParamGradsKernel, M, D, x, dy, mean, rstd, dg, db);
+  if (dx) LAUNCH(M, dev::layerNormBackwardInputKernel, M, D, x, dy, g, mean, rstd, dx);
+}
+
+void Context::transpose(int B, int T, int D, const float* x, float* y) {
+  if (int64_t(B) * T * D == 0) return;
+  const unsigned tiles = static_cast<unsigned>(((D + dev::kTile - 1) / dev::kTile) * ((T + dev::kTile - 1) / dev::kTile));
+  dev::launch(dim3(tiles, static_cast<unsigned>(B)), dim3(dev::kTile, 8), STREAM, dev::transposeKernel, T, D, x, y);
+  checkLaunch("transposeKernel");
+}
+
+void Context::patchify(int B, int C, int H, int W, int p, const float* src, float* dst, bool backward) {
+  if (p <= 0) throw std::invalid_argument("patchify: patch must be positive, got " + std::to_string(p));
+  const int64_t n = backward ? int64_t(B) * C * H * W : int64_t(B) * (H / p) * (W / p) * C * p * p;
+  LAUNCH(n, dev::patchifyKernel, B, C, H, W, p, src, dst, backward);
+}
+
+void Context::poolForward(int B, int T, int D, bool first, const float* x, float* y) {
+  LAUNCH(int64_t(B) * D, dev::poolForwardKernel, B, T, D, first, x, y);
+}
+void Context::poolBackward(int B, int T, int D, bool first, const float* dy, float* dx) {
+  LAUNCH(int64_t(B) * T * D, dev::poolBackwardKernel, B, T, D, first, dy, dx);
+}
+
+void Context::tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float* wte, const float* wpe,
+                                       float* y) {
+  LAUNCH(int64_t(B) * T * D, dev::tokenPosForwardKernel, B, T, D, ids, wte, wpe, y);
+}
+
+void Context::tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const float* dy, float* dwte,
+                                        float* dwpe) {
+  if (int64_t(B) * T * D == 0) return;
+  // 16 parts of the vocabulary: 16 × D threads walk the positions (each owns the ids of its part).
+  constexpr unsigned kParts = 16;
+  dev::launch(dim3(static_cast<unsigned>((D + dev::kThreads - 1) / dev::kThreads), kParts), dev::kThreads, STREAM,
+              dev::tokenEmbeddingBackwardKernel, B * T, D, ids, dy, dwte);
+  checkLaunch("tokenEmbeddingBackwardKernel");
+  LAUNCH(int64_t(T) * D, dev::sumOverBatchKernel, B, int64_t(T) * D, int64_t(T) * D, dy, dwpe);
+}
+
+void Context::clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y) {
+  LAUNCH(int64_t(B) * (T + 1) * D, dev::clsForwardKernel, B, T, D, cls, x, y);
+}
+
+void Context::clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) {
+  LAUNCH(D, dev::sumOverBatchKernel, B, int64_t(D), int64_t(T + 1) * D, dy, dcls);
+  if (dx) LAUNCH(int64_t(B) * T * D, dev::clsBackwardInputKernel, B, T, D, dy, dx);
+}
+
+void Context::posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) {
+  LAUNCH(B * n, dev::posForwardKernel, B, n, x, pos, y);
+}
+
+void Context::posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) {
+  LAUNCH(n, dev::sumOverBatchKernel, B, n, n, dy, dpos);
+  if (dx && dx != dy && B * n > 0) copyOnDevice(dx, dy, static_cast<size_t>(B * n) * sizeof(float));
+}
+
+void Context::attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
+  if (H <= 0 || D % H != 0)
+    throw std::invalid_argument("attention: heads (" + std::to_string(H) + ") must divide dim (" + std::to_string(D) + ")");
+  LAUNCH(int64_t(B) * H * T, dev::attentionForwardKernel, B, T, D, H, causal, qkv, att, ctx);
+}
+
+void Context::attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
+                                const float* dctx, float* dqkv) {
+  if (H <= 0 || D % H != 0)
+    throw std::invalid_argument("attention: heads (" + std::to_string(H) + ") must divide dim (" + std::to_string(D) + ")");
+  const int64_t rows = int64_t(B) * H * T;
+  float* ds = workspace(static_cast<size_t>(std::max<int64_t>(1, rows * T)));
+  LAUNCH(rows, dev::attentionBackwardRowsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
+  LAUNCH(rows, dev::attentionBackwardColumnsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
+}
+
+void Context::pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
+                           float* gate, float* hs, float* xs) {
+  LAUNCH(M, dev::pixelflyGateKernel, M, x, in, gw, gb, h, rank, gate, hs, xs);
+}
+
+void Context::pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,
+                               const float* Ut, int rank) {
+  LAUNCH(int64_t(M) * out, dev::pixelflyLerpKernel, M, y, out, gate, bias, hs, Ut, rank);
+}
+
+void Context::pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h,
+                                  int rank, const float* gate, float* dx, float* dh, float* dz, float* dgw) {
+  LAUNCH(M, dev::pixelflyMixBackwardKernel, M, x, in, gw, V, h, rank, gate, dx, dh, dz);
+  LAUNCH(in, dev::pixelflyGateWeightGradKernel, M, x, in, dz, dgw);
+}
+
+void Context::scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {
+  LAUNCH(int64_t(M) * n, dev::scaleRowsOneMinusKernel, M, a, n, gate, dst);
+}
+
+double Context::softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
+                                    int64_t* correct) {
+  if (classes <= 0) throw std::invalid_argument("softmaxCrossEntropy: classes must be positive, got " + std::to_string(classes));
+  if (rows <= 0) {
+    if (correct) *correct = 0;
+    return 0.0;
+  }
+  // Per-row loss and hit in one scratch array of doubles, one download, summed here in row order.
+  const size_t n = 2 * static_cast<size_t>(rows);
+  double* stats = reinterpret_cast<double*>(workspace(2 * n));
+  LAUNCH(rows, dev::softmaxCrossEntropyKernel, rows, classes, logits, targets, dlogits, stats);
+  std::vector<double> host(n);
+  copyOut(host.data(), stats, n * sizeof(double));
+  double loss = 0.0;
+  int64_t right = 0;
+  for (int r = 0; r < rows; r++) {
+    if (host[rows + r] < 0)
+      throw std::invalid_argument("softmaxCrossEntropy: targets[" + std::to_string(r) + "] is outside [0, " +
+                                  std::to_string(classes) + ")");
+    loss += host[r];
+    right += host[rows + r] > 0 ? 1 : 0;
+  }
+  if (correct) *correct = right;
+  return loss / rows;
+}
+
+double Context::sumOfSquares(const float* x, int64_t n) {
+  if (n <= 0) return 0.0;
+  const int64_t chunks = (n + dev::kSumChunk - 1) / dev::kSumChunk;
+  double* partial = reinterpret_cast<double*>(workspace(2 * static_cast<size_t>(chunks)));
+  dev::launch(static_cast<unsigned>(chunks), dev::kSumThreads, STREAM, dev::sumOfSquaresKernel, x, n, partial);
+  checkLaunch("sumOfSquaresKernel");
+  std::vector<double> host(chunks);
+  copyOut(host.data(), partial, host.size() * sizeof(double));
+  double s = 0.0;
+  for (double v : host) s += v;  // chunk order: the same sum for any device
+  return s;
+}
+
+void Context::adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s) {
+  LAUNCH(n, dev::adamwKernel, n, p, g, m, v, s);
+}
+
+}  // namespace cuda
+}  // namespace pixelfly
