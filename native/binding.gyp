@@ -98,6 +98,7 @@
         # engine (issue 4): add engine sources below this line
         'src/engine/backend_cpu.cc',
         'src/engine/binding.cc',
+        'src/engine/cpu_layers.cc',
         'src/engine/data.cc',
         'src/engine/model.cc',
         'src/engine/modules.cc',

@@ -435,9 +435,14 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     Napi::Env env = info.Env();
     auto o = Napi::Object::New(env);
     auto& ps = model_->params();
-    o.Set("params", toJs(env, ps.data().data(), ps.total()));
-    o.Set("adamM", toJs(env, model_->adamM().data(), ps.total()));
-    o.Set("adamV", toJs(env, model_->adamV().data(), ps.total()));
+    try {
+      ps.pull(false);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+    o.Set("params", toJs(env, ps.hostArray(ParamStore::kParams).data(), ps.total()));
+    o.Set("adamM", toJs(env, ps.hostArray(ParamStore::kAdamM).data(), ps.total()));
+    o.Set("adamV", toJs(env, ps.hostArray(ParamStore::kAdamV).data(), ps.total()));
     o.Set("step", static_cast<double>(model_->step()));
     const Sampler::State st = model_->sampler().state();
     auto rng = Napi::Array::New(env, 4);
@@ -458,17 +463,26 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     auto o = info[0].As<Napi::Object>();
     auto& ps = model_->params();
     const size_t n = ps.total();
-    auto load = [&](const char* key, std::vector<float>& dst, bool required) {
+    // Every array is read and checked before any is changed, so a bad state changes nothing.
+    std::vector<std::pair<ParamStore::Array, std::vector<float>>> loaded;
+    auto load = [&](const char* key, ParamStore::Array a, bool required) {
       Napi::Value v = o.Get(key);
       if (v.IsUndefined() && !required) return;
       std::vector<float> src = floats(v, std::string("state.") + key);
       if (src.size() != n)
         typeError(env, std::string("state.") + key + ": " + std::to_string(src.size()) + " values, the model has " + std::to_string(n));
-      dst = std::move(src);
+      loaded.emplace_back(a, std::move(src));
     };
-    load("params", ps.data(), true);
-    load("adamM", model_->adamM(), false);
-    load("adamV", model_->adamV(), false);
+    load("params", ParamStore::kParams, true);
+    load("adamM", ParamStore::kAdamM, false);
+    load("adamV", ParamStore::kAdamV, false);
+    try {
+      ps.pull(false);  // the arrays the state leaves out keep the backend's values
+      for (auto& [a, src] : loaded) std::copy(src.begin(), src.end(), ps.hostArray(a).begin());
+      ps.push();
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
     if (o.Has("step")) model_->setStep(static_cast<int64_t>(num(o, "step", "state")));
     Napi::Value rng = o.Get("samplerRng");
     if (rng.IsArray()) {
@@ -508,17 +522,17 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
       if (dy.size() != outN) typeError(env, "dy: expected " + std::to_string(outN) + " values");
     }
     setWorkerThreads(threads_);
-    const float* y;
+    std::vector<float> y;
     try {
-      y = model_->probe(x.data(), B, back ? dy.data() : nullptr, &dx);
+      model_->probe(x, B, back ? &dy : nullptr, &y, &dx);
     } catch (const std::exception& e) {
       throw Napi::Error::New(env, e.what());
     }
     auto o = Napi::Object::New(env);
-    o.Set("y", toJs(env, y, outN));
+    o.Set("y", toJs(env, y.data(), outN));
     if (back) {
       o.Set("dx", toJs(env, dx.data(), dx.size()));
-      o.Set("grad", toJs(env, model_->params().grad().data(), model_->params().total()));
+      o.Set("grad", toJs(env, model_->params().hostArray(ParamStore::kGrads).data(), model_->params().total()));
     }
     return o;
   }
@@ -542,19 +556,21 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   const double seed = numOr(o, "seed", "options", 0);
   const int threads = checkedThreads(env, o);
   // Compute backend (issue 8): options.backend, else $PIXELFLY_BACKEND, else CUDA when a GPU is usable.
-  Backend* be = nullptr;
+  // The name is resolved here so a bad or unavailable one is a TypeError; the backend itself (a CUDA
+  // stream and its memory) is created off the JS thread with the model.
+  std::string backend;
   try {
     Napi::Value bv = o.Get("backend");
-    be = &selectBackend(bv.IsString() ? bv.As<Napi::String>().Utf8Value() : defaultBackendName());
+    backend = resolveBackendName(bv.IsString() ? bv.As<Napi::String>().Utf8Value() : defaultBackendName());
   } catch (const std::exception& e) {
     typeError(env, std::string("options.") + e.what());
   }
   auto built = std::make_shared<std::unique_ptr<Model>>();
   auto* job = new Job(
       env,
-      [mc, tc, seed, threads, built, be] {
+      [mc, tc, seed, threads, built, backend] {
         setWorkerThreads(threads);
-        *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), *be);
+        *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), createBackend(backend));
       },
       [built, threads](Napi::Env e) -> Napi::Value {
         return JsModel::ctor->New({Napi::External<std::unique_ptr<Model>>::New(e, built.get()), Napi::Number::New(e, threads)});

@@ -158,20 +158,27 @@ std::unique_ptr<Sequential> build(const ModelConfig& c, ParamStore& ps, Backend&
 
 }  // namespace
 
-Model::Model(const ModelConfig& cfg, const TrainConfig& train, uint64_t seed, Backend& be)
-    : cfg_(cfg), train_(train), be_(be), sampler_(seed ^ 0x5eed0da7a0d3e5ull) {
+Model::Model(const ModelConfig& cfg, const TrainConfig& train, uint64_t seed, std::shared_ptr<Backend> be)
+    : be_(std::move(be)), cfg_(cfg), train_(train), sampler_(seed ^ 0x5eed0da7a0d3e5ull) {
   if (cfg.kind != "probe") {
     requirePositive("dim", cfg.dim);
     if (cfg.kind != "gpt") requirePositive("classes", cfg.classes);
   }
   if (train.batch <= 0) throw std::invalid_argument("batch: must be a positive integer, got " + str(train.batch));
-  net_ = build(cfg_, ps_, be_);
+  net_ = build(cfg_, ps_, *be_);
   net_->timeParts();
-  ps_.allocate();
+  ps_.allocate(*be_);
   Rng rng(seed);
   net_->init(ps_, rng);
-  m_.assign(ps_.total(), 0.0f);
-  v_.assign(ps_.total(), 0.0f);
+  ps_.push();
+}
+
+template <class T>
+const T* Model::stage(const std::vector<T>& host, Buffer<T>& dev) {
+  if (be_->runsOnHost()) return host.data();
+  T* d = dev.resize(*be_, host.size());
+  be_->toDevice(d, host.data(), host.size() * sizeof(T));
+  return d;
 }
 
 void Model::checkDataset(const Dataset& d) const {
@@ -215,36 +222,26 @@ StepResult Model::trainStep(const Dataset& d) {
   sampler_.next(d, B, cfg_.context, bx_.data(), by_.data());
   r.dataMs = msSince(t0);
 
-  Ctx ctx{&be_, &ps_, &r.parts};
+  Backend& be = *be_;
+  Ctx ctx{&be, &ps_, &r.parts};
   auto t = Clock::now();
-  const float* logits = net_->forward(ctx, bx_.data(), B);
+  const float* x = stage(bx_, x_);
+  const int32_t* targets = stage(by_, y_);
+  const float* logits = net_->forward(ctx, x, B);
   const int rows = B * rowsPerSample, classes = net_->out.D;
-  dlogits_.resize(static_cast<size_t>(rows) * classes);
-  r.loss = softmaxCrossEntropy(logits, by_.data(), rows, classes, dlogits_.data(), nullptr);
+  float* dlogits = dlogits_.resize(be, static_cast<size_t>(rows) * classes);
+  r.loss = be.softmaxCrossEntropy(rows, classes, logits, targets, dlogits, nullptr);
   r.forwardMs = msSince(t);
 
   t = Clock::now();
   ps_.zeroGrad();
-  net_->backward(ctx, dlogits_.data(), nullptr, B);
+  net_->backward(ctx, dlogits, nullptr, B);
+  be.sync();
   r.backwardMs = msSince(t);
 
   t = Clock::now();
-  // Global gradient norm in fixed chunks summed in order: the same result for any thread count.
-  std::vector<float>& g = ps_.grad();
-  std::vector<float>& p = ps_.data();
-  const int64_t n = static_cast<int64_t>(g.size());
-  constexpr int64_t kChunk = 1 << 16;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(chunks, 0.0);
-#pragma omp parallel for schedule(static)
-  for (int64_t ch = 0; ch < chunks; ch++) {
-    double s = 0.0;
-    for (int64_t i = ch * kChunk; i < std::min(n, (ch + 1) * kChunk); i++) s += static_cast<double>(g[i]) * g[i];
-    partial[ch] = s;
-  }
-  double sq = 0.0;
-  for (double s : partial) sq += s;
-  r.gradNorm = std::sqrt(sq);
+  const int64_t n = static_cast<int64_t>(ps_.total());
+  r.gradNorm = std::sqrt(be.sumOfSquares(ps_.live(ParamStore::kGrads), n));
   const float clip = train_.clipNorm > 0 && r.gradNorm > train_.clipNorm ? static_cast<float>(train_.clipNorm / r.gradNorm) : 1.0f;
 
   r.lr = learningRate(step_);
@@ -253,17 +250,16 @@ StepResult Model::trainStep(const Dataset& d) {
   const float c1 = static_cast<float>(1.0 - std::pow(train_.beta1, static_cast<double>(step_)));
   const float c2 = static_cast<float>(1.0 - std::pow(train_.beta2, static_cast<double>(step_)));
   const float eps = static_cast<float>(train_.eps);
+  float* p = ps_.live(ParamStore::kParams);
+  const float* g = ps_.live(ParamStore::kGrads);
+  float* m = ps_.live(ParamStore::kAdamM);
+  float* v = ps_.live(ParamStore::kAdamV);
   for (const ParamInfo& info : ps_.infos()) {
     const float decay = info.decay ? 1.0f - lr * static_cast<float>(train_.weightDecay) : 1.0f;
-    const int64_t lo = static_cast<int64_t>(info.offset), hi = lo + static_cast<int64_t>(info.size);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = lo; i < hi; i++) {
-      const float gi = g[i] * clip;
-      m_[i] = b1 * m_[i] + (1.0f - b1) * gi;
-      v_[i] = b2 * v_[i] + (1.0f - b2) * gi * gi;
-      p[i] = p[i] * decay - lr * (m_[i] / c1) / (std::sqrt(v_[i] / c2) + eps);
-    }
+    const size_t o = info.offset;
+    be.adamw(static_cast<int64_t>(info.size), p + o, g + o, m + o, v + o, {lr, b1, b2, c1, c2, eps, decay, clip});
   }
+  be.sync();
   r.optimizerMs = msSince(t);
   r.totalMs = msSince(t0);
   r.step = step_;
@@ -273,7 +269,8 @@ StepResult Model::trainStep(const Dataset& d) {
 
 EvalResult Model::evaluate(const Dataset& d, bool testSplit, int64_t maxSamples) {
   const Split& s = d.split(testSplit);
-  Ctx ctx{&be_, &ps_};
+  Backend& be = *be_;
+  Ctx ctx{&be, &ps_};
   EvalResult res;
   double lossSum = 0.0;
   int64_t correct = 0;
@@ -294,8 +291,8 @@ EvalResult Model::evaluate(const Dataset& d, bool testSplit, int64_t maxSamples)
           bx_[static_cast<size_t>(b) * ctxLen + t] = static_cast<float>(s.tokens[at]);
           by_[static_cast<size_t>(b) * ctxLen + t] = s.tokens[at + 1];
         }
-      const float* logits = net_->forward(ctx, bx_.data(), nb);
-      lossSum += softmaxCrossEntropy(logits, by_.data(), nb * T, classes, nullptr, nullptr) * nb * T;
+      const float* logits = net_->forward(ctx, stage(bx_, x_), nb);
+      lossSum += be.softmaxCrossEntropy(nb * T, classes, logits, stage(by_, y_), nullptr, nullptr) * nb * T;
       res.samples += static_cast<int64_t>(nb) * T;
     }
     res.loss = res.samples ? lossSum / res.samples : 0.0;
@@ -310,9 +307,9 @@ EvalResult Model::evaluate(const Dataset& d, bool testSplit, int64_t maxSamples)
       d.sample(s, i0 + b, &bx_[static_cast<size_t>(b) * d.features]);
       by_[b] = s.labels[i0 + b];
     }
-    const float* logits = net_->forward(ctx, bx_.data(), nb);
+    const float* logits = net_->forward(ctx, stage(bx_, x_), nb);
     int64_t right = 0;
-    lossSum += softmaxCrossEntropy(logits, by_.data(), nb, classes, nullptr, &right) * nb;
+    lossSum += be.softmaxCrossEntropy(nb, classes, logits, stage(by_, y_), nullptr, &right) * nb;
     correct += right;
     res.samples += nb;
   }
@@ -321,15 +318,26 @@ EvalResult Model::evaluate(const Dataset& d, bool testSplit, int64_t maxSamples)
   return res;
 }
 
-const float* Model::probe(const float* x, int B, const float* dy, std::vector<float>* dx) {
-  Ctx ctx{&be_, &ps_};
-  const float* y = net_->forward(ctx, x, B);
-  if (dy) {
-    ps_.zeroGrad();
-    dx->resize(static_cast<size_t>(B) * net_->in.size());
-    net_->backward(ctx, dy, cfg_.probeLayer == "embedding" ? nullptr : dx->data(), B);
+void Model::probe(const std::vector<float>& x, int B, const std::vector<float>* dy, std::vector<float>* y,
+                  std::vector<float>* dx) {
+  Backend& be = *be_;
+  Ctx ctx{&be, &ps_};
+  const float* out = net_->forward(ctx, stage(x, x_), B);
+  y->resize(static_cast<size_t>(B) * net_->out.size());
+  be.toHost(y->data(), out, y->size() * sizeof(float));
+  if (!dy) return;
+  ps_.zeroGrad();
+  dx->assign(static_cast<size_t>(B) * net_->in.size(), 0.0f);
+  Buffer<float> dyDev, dxDev;
+  const float* g = stage(*dy, dyDev);
+  if (cfg_.probeLayer == "embedding") {  // token ids have no gradient
+    net_->backward(ctx, g, nullptr, B);
+  } else {
+    float* d = be.runsOnHost() ? dx->data() : dxDev.resize(be, dx->size());
+    net_->backward(ctx, g, d, B);
+    if (!be.runsOnHost()) be.toHost(dx->data(), d, dx->size() * sizeof(float));
   }
-  return y;
+  ps_.pull(true);
 }
 
 }  // namespace pixelfly

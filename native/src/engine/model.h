@@ -52,17 +52,20 @@ struct EvalResult {
 
 class Model {
  public:
-  Model(const ModelConfig& cfg, const TrainConfig& train, uint64_t seed, Backend& be);
+  // The model owns its backend (on CUDA: its own stream, so each job runs on its own).
+  Model(const ModelConfig& cfg, const TrainConfig& train, uint64_t seed, std::shared_ptr<Backend> be);
   // Throws std::invalid_argument naming the mismatch if `d` cannot feed this model.
   void checkDataset(const Dataset& d) const;
   StepResult trainStep(const Dataset& d);
   EvalResult evaluate(const Dataset& d, bool testSplit, int64_t maxSamples);
-  // Test hook: forward (and backward of sum(y·dy) when dy is given) on raw input rows.
-  const float* probe(const float* x, int B, const float* dy, std::vector<float>* dx);
+  // Test hook: forward (and backward of sum(y·dy) when dy is given) on raw input rows; the outputs
+  // are copied to the host (the gradients into the ParamStore's host array).
+  void probe(const std::vector<float>& x, int B, const std::vector<float>* dy, std::vector<float>* y, std::vector<float>* dx);
 
+  // Parameters and AdamW moments: read and write their host arrays between a pull() and a push()
+  // (ParamStore), which the checkpoint and export paths do.
   ParamStore& params() { return ps_; }
-  std::vector<float>& adamM() { return m_; }
-  std::vector<float>& adamV() { return v_; }
+  Backend& backend() { return *be_; }
   int64_t step() const { return step_; }
   void setStep(int64_t s) { step_ = s; }
   Sampler& sampler() { return sampler_; }
@@ -73,18 +76,22 @@ class Model {
   TrainConfig& trainConfig() { return train_; }
 
  private:
-  double forwardLoss(const float* x, const int32_t* targets, int B, bool backward, int64_t* correct);
+  // The batch in backend memory: the host arrays themselves on the CPU, an upload on a device.
+  template <class T>
+  const T* stage(const std::vector<T>& host, Buffer<T>& dev);
 
+  // Declared first, destroyed last: every buffer below lives in the backend's memory.
+  std::shared_ptr<Backend> be_;
   ModelConfig cfg_;
   TrainConfig train_;
   ParamStore ps_;
   std::unique_ptr<Sequential> net_;
-  Backend& be_;
-  std::vector<float> m_, v_;
   int64_t step_ = 0;
   Sampler sampler_;
-  std::vector<float> bx_, dlogits_;
+  std::vector<float> bx_;  // host batch, then staged
   std::vector<int32_t> by_;
+  Buffer<float> x_, dlogits_;
+  Buffer<int32_t> y_;
 };
 
 }  // namespace pixelfly

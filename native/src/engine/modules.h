@@ -1,13 +1,15 @@
 // Layers with forward and backward. Every layer sees activations as [B samples × T tokens × D
 // features], row-major, and owns its output buffer; backward receives dL/d(output) and writes
 // dL/d(input) (when asked) while ACCUMULATING its parameter gradients into the ParamStore.
-// Layers compute through a Backend, so a CUDA backend can reuse them unchanged (issue 8).
+// Layers compute only through their Backend and keep every buffer in its memory, so the same
+// layers train on the CPU and, resident in device memory, on CUDA (issue 8).
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend.h"
+#include "buffer.h"
 #include "params.h"
 #include "rng.h"
 
@@ -40,7 +42,7 @@ class Module {
   // Which part of the model this module is, for the step-time breakdown of the model's top-level
   // Sequential ("" counts as "other").
   std::string part;
-  // Draws this layer's initial parameters (storage is allocated by then).
+  // Draws this layer's initial parameters into the ParamStore's host arrays (allocated by then).
   virtual void init(ParamStore&, Rng&) {}
   // Returns this layer's output buffer (valid until its next forward). x must stay alive until backward.
   virtual const float* forward(Ctx& c, const float* x, int B) = 0;
@@ -48,11 +50,8 @@ class Module {
   virtual void backward(Ctx& c, const float* dy, float* dx, int B) = 0;
 
  protected:
-  float* outBuf(int B) {
-    y_.resize(static_cast<size_t>(B) * out.size());
-    return y_.data();
-  }
-  std::vector<float> y_;
+  float* outBuf(Ctx& c, int B) { return y_.resize(*c.be, static_cast<size_t>(B) * out.size()); }
+  Buffer<float> y_;
   const float* x_ = nullptr;
 };
 
@@ -71,7 +70,7 @@ class Sequential : public Module {
  private:
   bool timeParts_ = false;
   std::vector<ModulePtr> mods_;
-  std::vector<std::vector<float>> grads_;  // dL/d(output of module i), i < n-1
+  std::vector<Buffer<float>> grads_;  // dL/d(output of module i), i < n-1
 };
 
 // y = x + body(x)
@@ -84,7 +83,7 @@ class Residual : public Module {
 
  private:
   std::unique_ptr<Sequential> body_;
-  std::vector<float> scratch_;
+  Buffer<float> scratch_;
 };
 
 // nn.Linear over the last axis: y = x·Wᵀ + b, W is [out, in].
@@ -123,11 +122,11 @@ class PixelflyLinear : public Module {
   BsrShape shape() const { return {&cfg_.index, outF_, inF_}; }
   // Saved for backward: h = x·V, the gate g per row, g∘h, and the row-scaled operand of the sparse
   // weight's gradient: (1 − g)∘x from the forward when in ≤ out, else (1 − g)∘dy from the backward.
-  std::vector<float> h_, g_, hs_, scaled_;
-  // Backward scratch: dL/dh, dL/d(gate logit), per-thread partials of the gate weight's gradient,
-  // and dy·W when the caller wants no input gradient (the gate's gradient needs it).
-  std::vector<float> dh_, dz_, dgwParts_, dxScratch_;
-  std::vector<float> ut_;  // Uᵀ for the forward's row pass (in > out)
+  Buffer<float> h_, g_, hs_, scaled_;
+  // Backward scratch: dL/dh, dL/d(gate logit), and dy·W when the caller wants no input gradient
+  // (the gate's gradient needs it).
+  Buffer<float> dh_, dz_, dxScratch_;
+  Buffer<float> ut_;  // Uᵀ for the forward's row pass (in > out)
 };
 
 // MLP-Mixer's dense token-mixing MLP, fused per sample: y_b = W2·GELU(W1·x_b + b1) + b2 on each
@@ -172,7 +171,7 @@ class LayerNorm : public Module {
 
  private:
   size_t g_, b_;
-  std::vector<float> mean_, rstd_;
+  Buffer<float> mean_, rstd_;
 };
 
 // [B, T, D] -> [B, D, T]: MLP-Mixer's token mixing runs a Linear along the token axis.
@@ -196,8 +195,6 @@ class Patchify : public Module {
 
  private:
   int C_, H_, W_, p_;
-  template <bool Back>
-  void copy(const float* src, float* dst, int B) const;
 };
 
 // Token ids (stored exactly as floats, [B, T, 1]) -> token embedding + learned position embedding.
@@ -251,7 +248,7 @@ class Attention : public Module {
   bool causal_;
   ModulePtr qkv_, proj_;
   const float* qkvOut_ = nullptr;
-  std::vector<float> att_, ctx_, dctx_, dqkv_;
+  Buffer<float> att_, ctx_, dctx_, dqkv_;
 };
 
 // [B, T, D] -> [B, 1, D]: mean over tokens, or token 0 (the class token).
@@ -267,10 +264,5 @@ class Pool : public Module {
  private:
   bool first_;
 };
-
-// Mean softmax cross-entropy over `rows` rows of logits; writes dL/dlogits (already divided by
-// rows) and returns the loss; `correct` counts rows whose argmax equals the target.
-double softmaxCrossEntropy(const float* logits, const int32_t* targets, int rows, int classes, float* dlogits,
-                           int64_t* correct);
 
 }  // namespace pixelfly

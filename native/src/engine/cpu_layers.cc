@@ -1,0 +1,341 @@
+#include "cpu_layers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include <omp.h>
+
+#include "pointwise.h"
+
+namespace pixelfly {
+namespace cpu {
+
+namespace pw = pointwise;
+
+namespace {
+// Work per thread chunk: elementwise loops by elements, per-row loops by rows.
+constexpr int64_t kGrainElems = 16384;
+constexpr int64_t kGrainRows = 32;
+}  // namespace
+
+// ---------------------------------------------------------------- elementwise
+
+void geluForward(const float* x, float* y, int64_t n) {
+  pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::geluForward(x + i0, y + i0, i1 - i0); });
+}
+
+void geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
+  pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::geluBackward(x + i0, dy + i0, dx + i0, i1 - i0); });
+}
+
+void add(const float* a, const float* b, float* y, int64_t n) {
+  pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::add(a + i0, b + i0, y + i0, i1 - i0); });
+}
+
+void addTo(float* y, const float* a, int64_t n) {
+  pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::addTo(y + i0, a + i0, i1 - i0); });
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+void layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean, float* rstd) {
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::layerNormForward(x, D, g, b, y, mean, rstd, static_cast<int>(m0), static_cast<int>(m1));
+  });
+}
+
+void layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean, const float* rstd,
+                       float* dx, float* dg, float* db) {
+  pw::parallelRanges(D, 64, [&](int64_t c0, int64_t c1) {
+    pw::layerNormParamGrads(x, dy, M, D, mean, rstd, dg, db, static_cast<int>(c0), static_cast<int>(c1));
+  });
+  if (!dx) return;
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::layerNormBackwardInput(x, dy, D, g, mean, rstd, dx, static_cast<int>(m0), static_cast<int>(m1));
+  });
+}
+
+// ---------------------------------------------------------------- data movement
+
+void transpose(int B, int T, int D, const float* x, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; b++) {
+    const float* xb = x + static_cast<size_t>(b) * T * D;
+    float* yb = y + static_cast<size_t>(b) * T * D;
+    for (int t = 0; t < T; t++)
+      for (int d = 0; d < D; d++) yb[static_cast<size_t>(d) * T + t] = xb[static_cast<size_t>(t) * D + d];
+  }
+}
+
+void patchify(int B, int C, int H, int W, int p, const float* src, float* dst, bool backward) {
+  const int gw = W / p, np = (H / p) * gw, pd = C * p * p;
+  const size_t img = static_cast<size_t>(C) * H * W;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; b++) {
+    for (int t = 0; t < np; t++) {
+      const int py = t / gw, px = t % gw;
+      for (int ch = 0; ch < C; ch++)
+        for (int i = 0; i < p; i++)
+          for (int j = 0; j < p; j++) {
+            const size_t at = static_cast<size_t>(b) * img + (static_cast<size_t>(ch) * H + py * p + i) * W + px * p + j;
+            const size_t pat = (static_cast<size_t>(b) * np + t) * pd + (ch * p + i) * p + j;
+            if (backward) dst[at] = src[pat];
+            else dst[pat] = src[at];
+          }
+    }
+  }
+}
+
+void poolForward(int B, int T, int D, bool first, const float* x, float* y) {
+  for (int b = 0; b < B; b++) {
+    float* yb = y + static_cast<size_t>(b) * D;
+    const float* xb = x + static_cast<size_t>(b) * T * D;
+    if (first) {
+      std::memcpy(yb, xb, sizeof(float) * D);
+      continue;
+    }
+    for (int d = 0; d < D; d++) yb[d] = 0.0f;
+    for (int t = 0; t < T; t++)
+      for (int d = 0; d < D; d++) yb[d] += xb[static_cast<size_t>(t) * D + d];
+    for (int d = 0; d < D; d++) yb[d] /= static_cast<float>(T);
+  }
+}
+
+void poolBackward(int B, int T, int D, bool first, const float* dy, float* dx) {
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      for (int d = 0; d < D; d++) {
+        const float g = dy[static_cast<size_t>(b) * D + d];
+        dx[(static_cast<size_t>(b) * T + t) * D + d] = first ? (t == 0 ? g : 0.0f) : g / static_cast<float>(T);
+      }
+}
+
+// ---------------------------------------------------------------- embeddings
+
+void tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float* wte, const float* wpe, float* y) {
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      const int id = static_cast<int>(ids[static_cast<size_t>(b) * T + t]);
+      float* yr = y + (static_cast<size_t>(b) * T + t) * D;
+      for (int d = 0; d < D; d++) yr[d] = wte[static_cast<size_t>(id) * D + d] + wpe[static_cast<size_t>(t) * D + d];
+    }
+}
+
+void tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const float* dy, float* dwte, float* dwpe) {
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      const int id = static_cast<int>(ids[static_cast<size_t>(b) * T + t]);
+      const float* g = dy + (static_cast<size_t>(b) * T + t) * D;
+      for (int d = 0; d < D; d++) {
+        dwte[static_cast<size_t>(id) * D + d] += g[d];
+        dwpe[static_cast<size_t>(t) * D + d] += g[d];
+      }
+    }
+}
+
+void clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y) {
+  const size_t n = static_cast<size_t>(T) * D;
+  for (int b = 0; b < B; b++) {
+    std::memcpy(y + b * (n + D), cls, sizeof(float) * D);
+    std::memcpy(y + b * (n + D) + D, x + b * n, sizeof(float) * n);
+  }
+}
+
+void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) {
+  const size_t n = static_cast<size_t>(T) * D;
+  for (int b = 0; b < B; b++) {
+    for (int d = 0; d < D; d++) dcls[d] += dy[b * (n + D) + d];
+    if (dx) std::memcpy(dx + b * n, dy + b * (n + D) + D, sizeof(float) * n);
+  }
+}
+
+void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) {
+  for (int b = 0; b < B; b++)
+    for (int64_t i = 0; i < n; i++) y[b * n + i] = x[b * n + i] + pos[i];
+}
+
+void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) {
+  for (int b = 0; b < B; b++)
+    for (int64_t i = 0; i < n; i++) {
+      dpos[i] += dy[b * n + i];
+      if (dx) dx[b * n + i] = dy[b * n + i];
+    }
+}
+
+// ---------------------------------------------------------------- attention
+
+void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
+  const int hd = D / H;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * H; bh++) {
+    const int b = bh / H, h = bh % H;
+    const float* base = qkv + static_cast<size_t>(b) * T * 3 * D;
+    float* a = att + static_cast<size_t>(bh) * T * T;
+    for (int i = 0; i < T; i++) {
+      const float* qi = base + static_cast<size_t>(i) * 3 * D + h * hd;
+      const int jEnd = causal ? i + 1 : T;
+      float mx = -INFINITY;
+      for (int j = 0; j < jEnd; j++) {
+        const float* kj = base + static_cast<size_t>(j) * 3 * D + D + h * hd;
+        float s = 0.0f;
+        for (int e = 0; e < hd; e++) s += qi[e] * kj[e];
+        s *= scale;
+        a[static_cast<size_t>(i) * T + j] = s;
+        mx = std::max(mx, s);
+      }
+      float sum = 0.0f;
+      for (int j = 0; j < jEnd; j++) {
+        const float e = std::exp(a[static_cast<size_t>(i) * T + j] - mx);
+        a[static_cast<size_t>(i) * T + j] = e;
+        sum += e;
+      }
+      for (int j = 0; j < T; j++) a[static_cast<size_t>(i) * T + j] = j < jEnd ? a[static_cast<size_t>(i) * T + j] / sum : 0.0f;
+      float* ci = ctx + (static_cast<size_t>(b) * T + i) * D + h * hd;
+      for (int e = 0; e < hd; e++) ci[e] = 0.0f;
+      for (int j = 0; j < jEnd; j++) {
+        const float p = a[static_cast<size_t>(i) * T + j];
+        const float* vj = base + static_cast<size_t>(j) * 3 * D + 2 * D + h * hd;
+        for (int e = 0; e < hd; e++) ci[e] += p * vj[e];
+      }
+    }
+  }
+}
+
+void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att, const float* dctx,
+                       float* dqkv) {
+  const int hd = D / H;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::fill(dqkv, dqkv + static_cast<size_t>(B) * T * 3 * D, 0.0f);
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * H; bh++) {
+    const int b = bh / H, h = bh % H;
+    const float* base = qkv + static_cast<size_t>(b) * T * 3 * D;
+    float* dbase = dqkv + static_cast<size_t>(b) * T * 3 * D;
+    const float* a = att + static_cast<size_t>(bh) * T * T;
+    std::vector<float> dp(T);
+    for (int i = 0; i < T; i++) {
+      const int jEnd = causal ? i + 1 : T;
+      const float* dci = dctx + (static_cast<size_t>(b) * T + i) * D + h * hd;
+      // dP = dCtx·Vᵀ and dV += Pᵀ·dCtx
+      float dot = 0.0f;
+      for (int j = 0; j < jEnd; j++) {
+        const float* vj = base + static_cast<size_t>(j) * 3 * D + 2 * D + h * hd;
+        float* dvj = dbase + static_cast<size_t>(j) * 3 * D + 2 * D + h * hd;
+        const float p = a[static_cast<size_t>(i) * T + j];
+        float s = 0.0f;
+        for (int e = 0; e < hd; e++) {
+          s += dci[e] * vj[e];
+          dvj[e] += p * dci[e];
+        }
+        dp[j] = s;
+        dot += s * p;
+      }
+      // Softmax backward, then through the scaled dot products.
+      const float* qi = base + static_cast<size_t>(i) * 3 * D + h * hd;
+      float* dqi = dbase + static_cast<size_t>(i) * 3 * D + h * hd;
+      for (int j = 0; j < jEnd; j++) {
+        const float ds = a[static_cast<size_t>(i) * T + j] * (dp[j] - dot) * scale;
+        const float* kj = base + static_cast<size_t>(j) * 3 * D + D + h * hd;
+        float* dkj = dbase + static_cast<size_t>(j) * 3 * D + D + h * hd;
+        for (int e = 0; e < hd; e++) {
+          dqi[e] += ds * kj[e];
+          dkj[e] += ds * qi[e];
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Pixelfly gate and mix
+
+void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank, float* gate,
+                  float* hs, float* xs) {
+  const float bias = *gb;
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::pixelflyGate(x, in, gw, bias, h, rank, gate, hs, xs, static_cast<int>(m0), static_cast<int>(m1));
+  });
+}
+
+void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs, const float* Ut,
+                      int rank) {
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::pixelflyLerpRows(y, out, gate, bias, hs, Ut, rank, static_cast<int>(m0), static_cast<int>(m1));
+  });
+}
+
+void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
+                         const float* gate, float* dx, float* dh, float* dz, float* dgw) {
+  // Per-thread partial sums of the gate weight's gradient, added in thread order (deterministic).
+  const int threads = omp_get_max_threads();
+  std::vector<float> parts(static_cast<size_t>(threads) * in, 0.0f);
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    float* part = &parts[static_cast<size_t>(omp_get_thread_num()) * in];
+    pw::pixelflyMixBackward(x, in, gw, V, h, rank, gate, dx, dh, dz, part, static_cast<int>(m0), static_cast<int>(m1));
+  });
+  for (int t = 0; t < threads; t++) pw::addTo(dgw, &parts[static_cast<size_t>(t) * in], in);
+}
+
+void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {
+  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
+    pw::scaleRowsOneMinus(a, n, gate, dst, static_cast<int>(m0), static_cast<int>(m1));
+  });
+}
+
+// ---------------------------------------------------------------- loss and optimizer
+
+double softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
+                           int64_t* correct) {
+  double loss = 0.0;
+  int64_t right = 0;
+  for (int r = 0; r < rows; r++) {
+    const float* z = logits + static_cast<size_t>(r) * classes;
+    int arg = 0;
+    float mx = z[0];
+    for (int k = 1; k < classes; k++)
+      if (z[k] > mx) mx = z[k], arg = k;
+    double sum = 0.0;
+    for (int k = 0; k < classes; k++) sum += std::exp(static_cast<double>(z[k] - mx));
+    const int t = targets[r];
+    loss += std::log(sum) - (z[t] - mx);
+    if (arg == t) right++;
+    if (dlogits) {
+      float* g = dlogits + static_cast<size_t>(r) * classes;
+      for (int k = 0; k < classes; k++)
+        g[k] = static_cast<float>(std::exp(static_cast<double>(z[k] - mx)) / sum / rows) - (k == t ? 1.0f / rows : 0.0f);
+    }
+  }
+  if (correct) *correct = right;
+  return loss / rows;
+}
+
+double sumOfSquares(const float* x, int64_t n) {
+  // Fixed chunks summed in order: the same result for any thread count.
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(chunks, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t ch = 0; ch < chunks; ch++) {
+    double s = 0.0;
+    for (int64_t i = ch * kChunk; i < std::min(n, (ch + 1) * kChunk); i++) s += static_cast<double>(x[i]) * x[i];
+    partial[ch] = s;
+  }
+  double sq = 0.0;
+  for (double s : partial) sq += s;
+  return sq;
+}
+
+void adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    const float gi = g[i] * s.clip;
+    m[i] = s.b1 * m[i] + (1.0f - s.b1) * gi;
+    v[i] = s.b2 * v[i] + (1.0f - s.b2) * gi * gi;
+    p[i] = p[i] * s.decay - s.lr * (m[i] / s.c1) / (std::sqrt(v[i] / s.c2) + s.eps);
+  }
+}
+
+}  // namespace cpu
+}  // namespace pixelfly
