@@ -1,17 +1,22 @@
 // The CUDA backend on a real GPU, against the CPU: every block-sparse product in fp32 (vs the CPU
 // kernels), bf16 (vs the host reference fed the same bf16 rounding) and fp16, dense products through
-// cuBLAS (or our fallback), device-resident timings, and whole training steps of a Pixelfly Mixer on
-// the CUDA backend vs the CPU engine. Without a usable GPU every test here is SKIPPED, with the
-// reason the CUDA runtime gave (no driver, no device, too old, or not compiled in).
+// cuBLAS (or our fallback), device-resident timings; then the engine on the CUDA backend, where every
+// layer computes on the device with weights and activations resident there: each probe layer's
+// output, input gradient and parameter gradients vs the CPU, training steps of an MLP, a Mixer, a ViT
+// and a GPT vs the CPU engine (losses, parameters, evaluation), and two models training at once on
+// their own streams. Without a usable GPU every test here is SKIPPED, with the reason the CUDA
+// runtime gave (no driver, no device, too old, or not compiled in); emulatedAddon.test.ts runs them
+// all on the host emulation of the device.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, gemm } from '../../native/kernels';
 import { cudaInfo, nativeCuda, nativeLayoutOf, type CudaPrecision } from '../../native/cuda';
-import { createModel, EngineDataset } from '../../native/engine';
-import { syntheticClassification } from '../../native/datasets';
+import { createModel, EngineDataset, pixelflyLayerConfig, type PlanLike } from '../../native/engine';
+import { syntheticClassification, syntheticTokens } from '../../native/datasets';
 import { productCases, relError, type ProductCase } from './cases';
 import { mulberry32 } from '../support/random';
-import { MIXER, MIXER_PLAN } from '../engine/fixtures';
+import { MIXER, MIXER_PLAN, PF } from '../engine/fixtures';
+import type { ModelSpec } from '../../core/modelSpec';
 
 const info = cudaInfo();
 const skip = !info
@@ -104,19 +109,155 @@ test('benchLayer times the Pixelfly products and the dense ones on device-reside
   for (const v of [...Object.values(r.pixelfly), ...Object.values(r.dense)]) assert.ok(v > 0 && Number.isFinite(v));
 });
 
-test('training steps on the CUDA backend follow the CPU engine', { skip }, async () => {
-  const run = async (backend: 'cpu' | 'cuda') => {
-    const m = await createModel({ spec: MIXER, plan: MIXER_PLAN, seed: 3, threads: 1, train: { batch: 16, lr: 1e-3, totalSteps: 10 }, backend });
-    assert.equal(m.backend, backend);
-    const data = new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 }));
-    const losses = (await m.trainSteps(data, 5)).map((s) => s.loss);
-    return { losses, params: m.params() };
-  };
-  const cpu = await run('cpu');
-  const gpu = await run('cuda');
-  for (let i = 0; i < cpu.losses.length; i++)
-    assert.ok(Math.abs(cpu.losses[i] - gpu.losses[i]) < 1e-4 * Math.max(1, Math.abs(cpu.losses[i])), `step ${i}: cpu ${cpu.losses[i]} cuda ${gpu.losses[i]}`);
-  assert.deepEqual(gpu.params.map((p) => p.name), cpu.params.map((p) => p.name));
+// ---------------------------------------------------------------- the engine on the CUDA backend
+
+interface ProbeNative {
+  probe(x: Float32Array, batch: number, dy?: Float32Array): { y: Float32Array; dx?: Float32Array; grad?: Float32Array };
+  dims(): { inT: number; inD: number; outT: number; outD: number; params: number };
+  getState(): { params: Float32Array };
+}
+interface EngineAddon {
+  createModel(o: object): Promise<ProbeNative>;
+}
+
+/** A probe (one layer alone) on a chosen backend: createProbe() always takes the default one. */
+async function probeOn(backend: 'cpu' | 'cuda', model: Record<string, unknown>, seed = 3): Promise<ProbeNative> {
+  const { engine } = (await import('../../native/addon')).loadAddon() as unknown as { engine: EngineAddon };
+  return engine.createModel({ model: { kind: 'probe', ...model }, train: { batch: 1 }, seed, threads: 1, backend });
+}
+
+const PROBE_PF = { block: 16, butterflySize: 4, nFactors: 2 };
+const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: number; ids?: number }> = [
+  { name: 'linear', model: { probeLayer: 'linear', features: 24, classes: 20, probeT: 3 }, batch: 2 },
+  {
+    name: 'pixelfly, in ≤ out (gate scales x)',
+    model: { probeLayer: 'pixelfly', features: 40, classes: 72, probeT: 3, pixelfly: { layer: pixelflyLayerConfig(40, 72, { ...PROBE_PF, rank: 4 }) } },
+    batch: 3,
+  },
+  {
+    name: 'pixelfly, in > out (gate applied by the row pass)',
+    model: { probeLayer: 'pixelfly', features: 64, classes: 36, probeT: 3, pixelfly: { layer: pixelflyLayerConfig(64, 36, { ...PROBE_PF, rank: 3 }) } },
+    batch: 2,
+  },
+  {
+    name: 'pixelfly, block-sparse only (rank 0)',
+    model: { probeLayer: 'pixelfly', features: 64, classes: 64, probeT: 2, pixelfly: { layer: pixelflyLayerConfig(64, 64, { ...PROBE_PF, rank: 0 }) } },
+    batch: 2,
+  },
+  { name: 'gelu', model: { probeLayer: 'gelu', dim: 10, probeT: 3 }, batch: 2 },
+  { name: 'layernorm', model: { probeLayer: 'layernorm', dim: 12, probeT: 3 }, batch: 2 },
+  { name: 'transpose', model: { probeLayer: 'transpose', dim: 5, probeT: 3 }, batch: 2 },
+  { name: 'pool_mean', model: { probeLayer: 'pool_mean', dim: 6, probeT: 4 }, batch: 2 },
+  { name: 'pool_cls', model: { probeLayer: 'pool_cls', dim: 6, probeT: 4 }, batch: 2 },
+  { name: 'cls_pos', model: { probeLayer: 'cls_pos', dim: 6, probeT: 4 }, batch: 2 },
+  { name: 'patchify', model: { probeLayer: 'patchify', channels: 2, height: 4, width: 6, patch: 2 }, batch: 2 },
+  { name: 'embedding', model: { probeLayer: 'embedding', vocab: 11, dim: 8, probeT: 5 }, batch: 2, ids: 11 },
+  { name: 'mixer_block, dense', model: { probeLayer: 'mixer_block', dim: 8, probeT: 6, tokenHidden: 5, channelHidden: 12 }, batch: 2 },
+  {
+    name: 'mixer_block, Pixelfly channel and token mixing',
+    model: {
+      probeLayer: 'mixer_block', dim: 32, probeT: 16, tokenHidden: 32, channelHidden: 64,
+      pixelfly: {
+        'blocks.channel_mix.fc1': pixelflyLayerConfig(32, 64, { ...PROBE_PF, rank: 2 }),
+        'blocks.channel_mix.fc2': pixelflyLayerConfig(64, 32, { ...PROBE_PF, rank: 2 }),
+        'blocks.token_mix.fc1': pixelflyLayerConfig(16, 32, { ...PROBE_PF, butterflySize: 2, nFactors: 1, rank: 2 }),
+      },
+    },
+    batch: 2,
+  },
+  { name: 'transformer_block, non-causal', model: { probeLayer: 'transformer_block', dim: 8, probeT: 5, heads: 2, mlpHidden: 16 }, batch: 2 },
+  {
+    name: 'transformer_block, causal, Pixelfly qkv/proj/mlp',
+    model: {
+      probeLayer: 'transformer_block', dim: 32, probeT: 4, heads: 4, mlpHidden: 64, causal: true,
+      pixelfly: {
+        'blocks.attn.qkv': pixelflyLayerConfig(32, 96, { ...PROBE_PF, butterflySize: 2, nFactors: 1, rank: 2 }),
+        'blocks.attn.proj': pixelflyLayerConfig(32, 32, { ...PROBE_PF, butterflySize: 2, nFactors: 1, rank: 2 }),
+        'blocks.mlp.fc2': pixelflyLayerConfig(64, 32, { ...PROBE_PF, rank: 2 }),
+      },
+    },
+    batch: 2,
+  },
+];
+
+// fp32 on both sides: only the order of sums differs (and erf/exp: the CPU's own, the device's).
+const PROBE_TOL = 1e-4;
+
+for (const c of PROBES) {
+  test(`probe ${c.name}: CUDA = CPU (y, dx, every parameter gradient)`, { skip }, async () => {
+    const cpu = await probeOn('cpu', c.model);
+    const gpu = await probeOn('cuda', c.model);
+    const dims = cpu.dims();
+    assert.deepEqual(gpu.dims(), dims);
+    assert.deepEqual(gpu.getState().params, cpu.getState().params, 'the same seed gives the same initial parameters');
+    const rand = mulberry32(11);
+    const x = Float32Array.from({ length: c.batch * dims.inT * dims.inD }, () => (c.ids ? Math.floor(rand() * c.ids) : rand() * 2 - 1));
+    const dy = Float32Array.from({ length: c.batch * dims.outT * dims.outD }, () => rand() * 2 - 1);
+    const want = cpu.probe(x, c.batch, dy);
+    const got = gpu.probe(x, c.batch, dy);
+    assert.ok(relError(got.y, want.y) < PROBE_TOL, `y: ${relError(got.y, want.y)}`);
+    if (!c.ids) assert.ok(relError(got.dx!, want.dx!) < PROBE_TOL, `dx: ${relError(got.dx!, want.dx!)}`);
+    assert.ok(want.grad!.length === 0 || relError(got.grad!, want.grad!) < PROBE_TOL, `grad: ${relError(got.grad!, want.grad!)}`);
+  });
+}
+
+const IMAGE = { channels: 1, height: 8, width: 8 };
+const TRAINED: Array<{ name: string; spec: ModelSpec; plan?: PlanLike; data: () => EngineDataset }> = [
+  {
+    name: 'mlp',
+    spec: { kind: 'mlp', inputFeatures: 64, hidden: [64], classes: 4 },
+    plan: { layers: [{ name: 'fc1', sparsify: true, config: PF }] },
+    data: () => new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 })),
+  },
+  { name: 'mixer', spec: MIXER, plan: MIXER_PLAN, data: () => new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 })) },
+  {
+    name: 'vit (class-token pool)',
+    spec: { kind: 'vit', image: IMAGE, patch: 4, dim: 16, depth: 1, heads: 2, mlpHidden: 32, classes: 4, pool: 'cls' },
+    plan: { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] },
+    data: () => new EngineDataset(syntheticClassification({ features: 64, classes: 4, train: 512, test: 128, seed: 3 })),
+  },
+  {
+    name: 'gpt',
+    spec: { kind: 'gpt', vocab: 16, context: 8, dim: 16, depth: 1, heads: 2, mlpHidden: 32 },
+    plan: { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] },
+    data: () => new EngineDataset(syntheticTokens({ vocab: 16, train: 2048, test: 256 })),
+  },
+];
+const STEPS = 5;
+
+async function trained(t: (typeof TRAINED)[number], backend: 'cpu' | 'cuda', seed = 3) {
+  const m = await createModel({ spec: t.spec, plan: t.plan, seed, threads: 1, train: { batch: 8, lr: 1e-3, totalSteps: 10 }, backend });
+  assert.equal(m.backend, backend);
+  const data = t.data();
+  const losses = (await m.trainSteps(data, STEPS)).map((s) => s.loss);
+  return { m, data, losses };
+}
+
+for (const t of TRAINED) {
+  test(`${t.name}: ${STEPS} training steps on CUDA follow the CPU (losses, parameters, evaluation)`, { skip }, async () => {
+    const cpu = await trained(t, 'cpu');
+    const gpu = await trained(t, 'cuda');
+    for (let i = 0; i < STEPS; i++)
+      assert.ok(Math.abs(cpu.losses[i] - gpu.losses[i]) < 1e-4 * Math.max(1, Math.abs(cpu.losses[i])), `step ${i}: cpu ${cpu.losses[i]} cuda ${gpu.losses[i]}`);
+    assert.deepEqual(gpu.m.params().map((p) => p.name), cpu.m.params().map((p) => p.name));
+    // AdamW divides by √v: a gradient that is ~0 with a different rounding on each side can move its
+    // parameter by up to lr a step in either direction, so parameters agree to STEPS·lr, not to ulps.
+    const pc = cpu.m.native.getState().params, pg = gpu.m.native.getState().params;
+    assert.ok(relError(pg, pc) < 2 * STEPS * 1e-3, `parameters after ${STEPS} steps: ${relError(pg, pc)}`);
+    const ec = await cpu.m.evaluate(cpu.data, { maxSamples: 64 });
+    const eg = await gpu.m.evaluate(gpu.data, { maxSamples: 64 });
+    assert.equal(eg.samples, ec.samples);
+    assert.ok(Math.abs(eg.loss - ec.loss) < 1e-3 * Math.max(1, ec.loss), `evaluation loss: cpu ${ec.loss} cuda ${eg.loss}`);
+    if (ec.accuracy !== undefined) assert.ok(Math.abs((eg.accuracy ?? -1) - ec.accuracy) <= 1 / ec.samples + 1e-12, `accuracy: cpu ${ec.accuracy} cuda ${eg.accuracy}`);
+  });
+}
+
+test('two CUDA models trained concurrently (one stream each) give the losses they give one after the other', { skip }, async () => {
+  const [mixer, gpt] = [TRAINED[1], TRAINED[3]];
+  const alone = [(await trained(mixer, 'cuda', 5)).losses, (await trained(gpt, 'cuda', 6)).losses];
+  const together = (await Promise.all([trained(mixer, 'cuda', 5), trained(gpt, 'cuda', 6)])).map((r) => r.losses);
+  // Bitwise: every kernel sums in a fixed order, whatever runs beside it.
+  assert.deepEqual(together, alone);
 });
 
 test('asking for the CUDA backend where it is unavailable is refused with the reason', { skip: info?.available ? 'a GPU is present' : false }, async () => {
