@@ -150,7 +150,12 @@ void* Context::allocBytes(size_t bytes) {
   check(cudaMalloc(&p, std::max<size_t>(1, bytes)), "cudaMalloc");
   return p;
 }
-void Context::freeBytes(void* p) { cudaFree(p); }  // waits for the device: no kernel still uses p
+void Context::freeBytes(void* p) {
+  // Kernels queued on this stream may still use p. No check: this runs in destructors (Buffer), and
+  // an error here would be the stream's earlier one, which the next checked call reports.
+  cudaStreamSynchronize(STREAM);
+  cudaFree(p);
+}
 void Context::copyIn(void* dst, const void* src, size_t bytes) {
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, STREAM), "copy to the device");
 }
