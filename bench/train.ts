@@ -25,7 +25,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { planModel } from '../core/planner';
 import { specInventory, type MixerSpec } from '../core/modelSpec';
-import { createModel, engineBackend, EngineDataset, stepPartsMs, type PlanLike, type TrainConfig } from '../native/engine';
+import { createModel, engineBackend, EngineDataset, resolvePrecision, stepPartsMs, type PlanLike, type TrainConfig } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
 import { median, medianOfEach } from '../daemon/measure';
 
@@ -81,6 +81,8 @@ interface Row {
   variant: 'pytorch_dense' | 'dense' | 'pixelfly';
   /** Where the step ran: 'pytorch-cpu', or the engine's backend ('cuda' when a GPU is usable, else 'cpu'). */
   backend: string;
+  /** The products' input precision: the engine's 'auto' (bf16 on CUDA, fp32 on the CPU); PyTorch runs fp32. */
+  precision: string;
   threads: number;
   step_ms: number;
   epochs: number;
@@ -114,8 +116,8 @@ async function trainEngineVariants(
   spec: MixerSpec, plan: PlanLike, data: EngineDataset, train: TrainConfig, o: Options, steps: number,
 ): Promise<{ dense: EngineResult; pixelfly: EngineResult }> {
   const variants = [
-    { name: 'dense', model: await createModel({ spec, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as Record<string, number>[], loss: NaN },
-    { name: 'pixelfly', model: await createModel({ spec, plan, train, seed: 0, threads: o.threads }), times: [] as number[], parts: [] as Record<string, number>[], loss: NaN },
+    { name: 'dense', model: await createModel({ spec, train, seed: 0, threads: o.threads, precision: 'auto' }), times: [] as number[], parts: [] as Record<string, number>[], loss: NaN },
+    { name: 'pixelfly', model: await createModel({ spec, plan, train, seed: 0, threads: o.threads, precision: 'auto' }), times: [] as number[], parts: [] as Record<string, number>[], loss: NaN },
   ];
   for (let done = 0; done < steps; ) {
     const n = Math.min(10, steps - done);
@@ -174,7 +176,8 @@ async function main(): Promise<void> {
 
   const rows: Row[] = [];
   const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number }, note?: string): Row => ({
-    model, variant, backend: variant === 'pytorch_dense' ? 'pytorch-cpu' : engineBackend(), threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
+    model, variant, backend: variant === 'pytorch_dense' ? 'pytorch-cpu' : engineBackend(),
+    precision: variant === 'pytorch_dense' ? 'fp32' : resolvePrecision(engineBackend() as 'cpu' | 'cuda', 'auto'), threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
     test_accuracy: r.accuracy, params: r.params, load_avg: loadavg()[0], omp_wait_policy: process.env.OMP_WAIT_POLICY ?? '', ...(note ? { note } : {}),
   });
 

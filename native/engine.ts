@@ -136,6 +136,20 @@ export interface CreateModelOptions {
   threads?: number;
   /** Compute backend: 'auto' (CUDA when a GPU is usable, else CPU; the default unless $PIXELFLY_BACKEND says otherwise), 'cpu' or 'cuda'. */
   backend?: 'auto' | 'cpu' | 'cuda';
+  /**
+   * Input precision of the products: 'fp32' (default), or 'bf16' / 'fp16' on CUDA (tensor cores,
+   * fp32 accumulation; weights, gradients and AdamW state stay fp32, like torch.autocast); 'auto' is
+   * bf16 on CUDA and fp32 on the CPU. Reduced precision on the CPU is refused.
+   */
+  precision?: EnginePrecision | 'auto';
+}
+
+export type EnginePrecision = 'fp32' | 'bf16' | 'fp16';
+
+/** What a precision option means on a backend: 'auto' is bf16 tensor cores on CUDA, fp32 on the CPU; unset is fp32. */
+export function resolvePrecision(backend: 'cpu' | 'cuda', p: EnginePrecision | 'auto' | undefined): EnginePrecision {
+  if (p === 'auto') return backend === 'cuda' ? 'bf16' : 'fp32';
+  return p ?? 'fp32';
 }
 
 export class EngineConfigError extends Error {
@@ -243,6 +257,8 @@ export class EngineModel {
   readonly threads: number;
   /** Where this model computes: 'cpu', or 'cuda' (set by createModel). */
   backend: 'cpu' | 'cuda' = 'cpu';
+  /** The products' input precision (set by createModel). */
+  precision: EnginePrecision = 'fp32';
   /** @internal */ readonly native: NativeModel;
 
   /** @internal use createModel() */
@@ -434,15 +450,28 @@ export async function createModel(o: CreateModelOptions): Promise<EngineModel> {
   } catch (e) {
     throw new EngineConfigError((e as Error).message);
   }
-  const native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads, backend });
+  const precision = resolvePrecision(backend, o.precision);
+  let native: NativeModel;
+  try {
+    native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads, backend, precision });
+  } catch (e) {
+    if (e instanceof TypeError) throw new EngineConfigError(e.message);  // bad options, e.g. bf16 on the CPU
+    throw e;
+  }
   const model = new EngineModel(native, spec, o.plan, layers, seed, threads);
   model.backend = backend;
+  model.precision = precision;
   return model;
 }
 
 /** A single layer alone (tests: gradient checks, PyTorch cross-checks). `model` is ModelConfig's flat form. */
-export async function createProbe(model: Record<string, unknown>, seed = 0, threads = 1): Promise<NativeModel> {
-  return loadAddon().createModel({ model: { kind: 'probe', ...model }, train: { batch: 1 }, seed, threads });
+export async function createProbe(
+  model: Record<string, unknown>,
+  seed = 0,
+  threads = 1,
+  on: { backend?: 'cpu' | 'cuda'; precision?: EnginePrecision } = {},
+): Promise<NativeModel> {
+  return loadAddon().createModel({ model: { kind: 'probe', ...model }, train: { batch: 1 }, seed, threads, ...on });
 }
 
 /** The flat C++ form of one Pixelfly layer's config (for probes). */

@@ -162,6 +162,8 @@ export const HyperparametersSchema = z.strictObject({
   threads: z.number().int().nonnegative().max(256).default(0),
   /** Compute backend: 'auto' = CUDA when the daemon's machine has a usable GPU, else CPU; 'cpu' forces the CPU. */
   backend: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
+  /** Products' input precision on CUDA: 'auto' = bf16 tensor cores there (fp32 master weights), fp32 on the CPU. */
+  precision: z.enum(['auto', 'fp32', 'bf16', 'fp16']).default('auto'),
 });
 export type Hyperparameters = z.infer<typeof HyperparametersSchema>;
 
@@ -224,6 +226,8 @@ export const JobInfoSchema = z.object({
   dataset: DatasetInfoSchema.optional(),
   /** Where the models computed ('cpu' or 'cuda'), known once the job has started. */
   backend: z.string().optional(),
+  /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
+  precision: z.string().optional(),
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),

@@ -137,7 +137,7 @@ export class EngineBackend implements TrainingBackend {
     };
     const build = async (plan: TrainingRequest['plan'] | undefined) => {
       try {
-        return await createModel({ spec, plan: plan as Parameters<typeof createModel>[0]['plan'], train, seed: hyper.seed, threads, backend: hyper.backend });
+        return await createModel({ spec, plan: plan as Parameters<typeof createModel>[0]['plan'], train, seed: hyper.seed, threads, backend: hyper.backend, precision: hyper.precision });
       } catch (err) {
         if (err instanceof EngineConfigError) throw new RejectedError(err.message);
         throw err;
@@ -160,6 +160,6 @@ export class EngineBackend implements TrainingBackend {
       trainSize: data.kind === 'tokens' ? data.trainTokens.length : data.trainY.length,
       testSize: data.kind === 'tokens' ? data.testTokens.length : data.testY.length,
     };
-    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense, backend: pixelflyModel.backend };
+    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense, backend: pixelflyModel.backend, precision: pixelflyModel.precision };
   }
 }

@@ -27,6 +27,8 @@ export interface RunState {
   dataset?: DatasetInfo;
   /** Where the models computed ('cpu' or 'cuda'). */
   backend?: string;
+  /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
+  precision?: string;
   /** Parameter counts of the built models, known once the job has started. */
   params?: { pixelfly: number; dense?: number };
   stepsPerEpoch?: number;

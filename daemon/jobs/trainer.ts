@@ -45,8 +45,9 @@ export interface TrainingSetup {
   pixelfly: ModelTrainer;
   /** Present when the request asked to compare with dense. */
   dense?: ModelTrainer;
-  /** Where the models compute ('cpu' or 'cuda'). */
+  /** Where the models compute ('cpu' or 'cuda'), and the products' input precision there. */
   backend?: string;
+  precision?: string;
 }
 
 export interface TrainingBackend {

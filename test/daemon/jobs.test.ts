@@ -126,6 +126,14 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
     const failed = await client.request('job.get', { jobId: job.jobId });
     assert.equal(failed.state, 'failed');
     assert.match(failed.error ?? '', /missing\/x\.npy: file not found/);
+    // Reduced precision where only the CPU runs: the job fails saying so; the default records fp32.
+    const bf16 = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { ...hyper, backend: 'cpu', precision: 'bf16' } });
+    const bf16Events = collect(client, bf16.jobId);
+    await client.request('job.subscribe', { jobId: bf16.jobId, fromSeq: 0 });
+    await waitFor(() => bf16Events.some((e) => e.type === 'completed'), 20_000, 'the bf16-on-CPU job to complete');
+    const refusedBf16 = await client.request('job.get', { jobId: bf16.jobId });
+    assert.equal(refusedBf16.state, 'failed');
+    assert.match(refusedBf16.error ?? '', /precision: 'bf16' runs on the CUDA backend only/);
   });
 });
 
@@ -142,6 +150,8 @@ test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthet
       const info = await client.request('job.get', { jobId: job.jobId });
       assert.equal(info.state, 'completed');
       assert.equal(info.dataset?.synthetic, true);
+      assert.ok(info.backend === 'cpu' || info.backend === 'cuda', `backend ${info.backend}`);
+      assert.equal(info.precision, info.backend === 'cuda' ? 'bf16' : 'fp32');  // hyper.precision 'auto'
       assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /synthetic task/);
     },
     [],

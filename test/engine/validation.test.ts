@@ -70,6 +70,15 @@ test('bad specs and plans are refused before anything is built', async () => {
   await assert.rejects(createModel({ spec: MIXER, train: TRAIN, threads: 0 }), /threads: must be between 1 and 256/);
 });
 
+test('a precision the backend cannot run is refused; auto means fp32 on the CPU', async () => {
+  await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'bf16' }),
+    /precision: 'bf16' runs on the CUDA backend only; the cpu backend trains in fp32/);
+  await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'fp8' as never }),
+    /precision: must be 'fp32', 'bf16' or 'fp16', got 'fp8'/);
+  const m = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'auto' });
+  assert.equal(m.precision, 'fp32');
+});
+
 test('datasets that do not fit the model are refused, and a busy model refuses a second call', async () => {
   const m = await createModel({ spec: MIXER, train: TRAIN });
   const wrong = new EngineDataset(syntheticClassification({ features: 100, classes: 10, train: 64, test: 16 }));

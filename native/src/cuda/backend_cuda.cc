@@ -3,8 +3,10 @@
 // memory; layers keep parameters, gradients, optimizer moments and activations there, and only the
 // input batch goes up and the loss / gradient norm come back per step. Every operation is
 // asynchronous on the stream except toHost, softmaxCrossEntropy and sumOfSquares, which wait.
-// Products use the fp32 kernels so a model trains to the same numbers as on the CPU, up to
-// summation order; the tensor-core path (bf16/fp16) is exercised by the kernel API and benchmarks.
+// Products run in the model's precision: fp32 (the same numbers as the CPU up to summation order)
+// or bf16/fp16 inputs on tensor cores with fp32 accumulation, the master weights, gradients and
+// AdamW state staying fp32. Dense products need cuBLAS for reduced precision; without it they stay
+// fp32 (our fallback kernel is fp32 only) while the block-sparse ones use the tensor cores.
 #include "cuda/backend_cuda.h"
 
 #include <algorithm>
@@ -28,6 +30,7 @@ using cuda::Precision;
 
 class CudaBackend final : public Backend {
  public:
+  explicit CudaBackend(Precision p) : sparse_(p), dense_(ctx_.usesCublas() ? p : Precision::F32) {}
   const char* name() const override { return "cuda"; }
 
   // ---- memory
@@ -41,28 +44,28 @@ class CudaBackend final : public Backend {
   // ---- products (row-major operands as cuBLAS sees them through Context::gemm)
   void denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,
                     bool accumulate) override {
-    ctx_.gemm(false, true, M, N, K, 1.f, X, K, W, K, accumulate ? 1.f : 0.f, Y, N);
+    ctx_.gemm(false, true, M, N, K, 1.f, X, K, W, K, accumulate ? 1.f : 0.f, Y, N, dense_);
     if (bias) ctx_.addBias(M, N, bias, Y);
   }
   void denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) override {
-    ctx_.gemm(false, false, M, K, N, 1.f, dY, N, W, K, accumulate ? 1.f : 0.f, dX, K);
+    ctx_.gemm(false, false, M, K, N, 1.f, dY, N, W, K, accumulate ? 1.f : 0.f, dX, K, dense_);
   }
   void denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) override {
-    ctx_.gemm(true, false, N, K, M, 1.f, dY, N, X, K, accumulate ? 1.f : 0.f, dW, K);
+    ctx_.gemm(true, false, N, K, M, 1.f, dY, N, X, K, accumulate ? 1.f : 0.f, dW, K, dense_);
   }
   void biasGrad(int M, int N, const float* dY, float* db, bool accumulate) override {
     ctx_.biasGrad(M, N, dY, db, accumulate);
   }
   void bsrForward(const BsrShape& s, int M, const float* X, const float* Wp, const float* bias, float* Y,
                   bool accumulate) override {
-    ctx_.bsrForward(layout(s), M, X, Wp, bias, Y, accumulate, Precision::F32);
+    ctx_.bsrForward(layout(s), M, X, Wp, bias, Y, accumulate, sparse_);
   }
   void bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) override {
-    ctx_.bsrBackwardData(layout(s), M, dY, Wp, dX, accumulate, Precision::F32);
+    ctx_.bsrBackwardData(layout(s), M, dY, Wp, dX, accumulate, sparse_);
   }
   void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
                          bool accumulate) override {
-    ctx_.bsrBackwardWeight(layout(s), M, dY, X, dWp, accumulate, Precision::F32);
+    ctx_.bsrBackwardWeight(layout(s), M, dY, X, dWp, accumulate, sparse_);
   }
   std::string validate(const BsrShape& s) override {
     // The same checks as the CPU (they are about the index, not the device).
@@ -164,6 +167,7 @@ class CudaBackend final : public Backend {
   }
 
   Context ctx_;  // declared first, destroyed last: the layouts go before the stream
+  const Precision sparse_, dense_;
   std::map<const BsrIndex*, std::unique_ptr<DeviceLayout>> layouts_;
 };
 
@@ -174,12 +178,16 @@ std::string cudaUnavailableReason() {
   return st.available ? "" : st.reason;
 }
 
-static std::shared_ptr<Backend> newCudaBackend() { return std::make_shared<CudaBackend>(); }
+static std::shared_ptr<Backend> newCudaBackend(const std::string& precision) {
+  Precision p = Precision::F32;
+  cuda::parsePrecision(precision, &p);  // checked by checkPrecision before
+  return std::make_shared<CudaBackend>(p);
+}
 #else
 std::string cudaUnavailableReason() {
   return "this addon was built without the CUDA backend (nvcc was not found at build time)";
 }
-static std::shared_ptr<Backend> newCudaBackend() { throw std::logic_error("CUDA backend not compiled"); }
+static std::shared_ptr<Backend> newCudaBackend(const std::string&) { throw std::logic_error("CUDA backend not compiled"); }
 #endif
 
 const char* resolveBackendName(const std::string& requested) {
@@ -192,8 +200,18 @@ const char* resolveBackendName(const std::string& requested) {
   return "cpu";
 }
 
-std::shared_ptr<Backend> createBackend(const std::string& requested) {
-  return std::string(resolveBackendName(requested)) == "cuda" ? newCudaBackend() : cpuBackend();
+void checkPrecision(const std::string& backend, const std::string& precision) {
+  if (precision != "fp32" && precision != "bf16" && precision != "fp16")
+    throw std::invalid_argument("precision: must be 'fp32', 'bf16' or 'fp16', got '" + precision + "'");
+  if (precision != "fp32" && backend != "cuda")
+    throw std::invalid_argument("precision: '" + precision + "' runs on the CUDA backend only; the " + backend +
+                                " backend trains in fp32");
+}
+
+std::shared_ptr<Backend> createBackend(const std::string& requested, const std::string& precision) {
+  const std::string backend = resolveBackendName(requested);
+  checkPrecision(backend, precision);
+  return backend == "cuda" ? newCudaBackend(precision) : cpuBackend();
 }
 
 std::string defaultBackendName() {

@@ -12,7 +12,13 @@ namespace pixelfly {
 // std::invalid_argument saying why it is unavailable. Any other name: std::invalid_argument.
 // Each CUDA backend is a new one with its own stream, cuBLAS handle and scratch (a model owns one,
 // so each job runs on its own stream); the CPU backend is shared.
-std::shared_ptr<Backend> createBackend(const std::string& requested);
+// `precision` is the products' input precision: "fp32", or "bf16" / "fp16" on CUDA (tensor cores,
+// fp32 accumulation; weights, gradients and optimizer state stay fp32, like torch.autocast). Other
+// values, or reduced precision on the CPU: std::invalid_argument (see checkPrecision).
+std::shared_ptr<Backend> createBackend(const std::string& requested, const std::string& precision = "fp32");
+
+// Throws std::invalid_argument unless `precision` can run on the resolved backend ("cpu" | "cuda").
+void checkPrecision(const std::string& backend, const std::string& precision);
 
 // The name "auto"/"cpu"/"cuda" resolves to ("cuda" or "cpu") without creating anything; throws
 // std::invalid_argument like createBackend.

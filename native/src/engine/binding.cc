@@ -558,19 +558,22 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
   // Compute backend (issue 8): options.backend, else $PIXELFLY_BACKEND, else CUDA when a GPU is usable.
   // The name is resolved here so a bad or unavailable one is a TypeError; the backend itself (a CUDA
   // stream and its memory) is created off the JS thread with the model.
-  std::string backend;
+  std::string backend, precision = "fp32";
   try {
     Napi::Value bv = o.Get("backend");
     backend = resolveBackendName(bv.IsString() ? bv.As<Napi::String>().Utf8Value() : defaultBackendName());
+    Napi::Value pv = o.Get("precision");
+    if (!pv.IsUndefined()) precision = pv.IsString() ? pv.As<Napi::String>().Utf8Value() : "(not a string)";
+    checkPrecision(backend, precision);
   } catch (const std::exception& e) {
     typeError(env, std::string("options.") + e.what());
   }
   auto built = std::make_shared<std::unique_ptr<Model>>();
   auto* job = new Job(
       env,
-      [mc, tc, seed, threads, built, backend] {
+      [mc, tc, seed, threads, built, backend, precision] {
         setWorkerThreads(threads);
-        *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), createBackend(backend));
+        *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), createBackend(backend, precision));
       },
       [built, threads](Napi::Env e) -> Napi::Value {
         return JsModel::ctor->New({Napi::External<std::unique_ptr<Model>>::New(e, built.get()), Napi::Number::New(e, threads)});
