@@ -146,6 +146,8 @@ const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: numbe
   },
   { name: 'gelu', model: { probeLayer: 'gelu', dim: 10, probeT: 3 }, batch: 2 },
   { name: 'layernorm', model: { probeLayer: 'layernorm', dim: 12, probeT: 3 }, batch: 2 },
+  // Rows wider than a row group (32 lanes): every lane sums several columns before the tree.
+  { name: 'layernorm, rows wider than a row group', model: { probeLayer: 'layernorm', dim: 45, probeT: 3 }, batch: 3 },
   { name: 'transpose', model: { probeLayer: 'transpose', dim: 5, probeT: 3 }, batch: 2 },
   { name: 'pool_mean', model: { probeLayer: 'pool_mean', dim: 6, probeT: 4 }, batch: 2 },
   { name: 'pool_cls', model: { probeLayer: 'pool_cls', dim: 6, probeT: 4 }, batch: 2 },
@@ -166,6 +168,8 @@ const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: numbe
     batch: 2,
   },
   { name: 'transformer_block, non-causal', model: { probeLayer: 'transformer_block', dim: 8, probeT: 5, heads: 2, mlpHidden: 16 }, batch: 2 },
+  // More keys than a row group has lanes: the attention kernels' key loops stride (and, causal, stop mid-stride).
+  { name: 'transformer_block, causal, 37 keys', model: { probeLayer: 'transformer_block', dim: 8, probeT: 37, heads: 2, mlpHidden: 16, causal: true }, batch: 2 },
   {
     name: 'transformer_block, causal, Pixelfly qkv/proj/mlp',
     model: {
@@ -222,6 +226,12 @@ const TRAINED: Array<{ name: string; spec: ModelSpec; plan?: PlanLike; data: () 
     plan: { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] },
     data: () => new EngineDataset(syntheticTokens({ vocab: 16, train: 2048, test: 256 })),
   },
+  {
+    // More classes than a row group has lanes: the loss kernel's max, argmax and Σ stride over the row.
+    name: 'mlp, 40 classes',
+    spec: { kind: 'mlp', inputFeatures: 64, hidden: [64], classes: 40 },
+    data: () => new EngineDataset(syntheticClassification({ features: 64, classes: 40, train: 512, test: 128, seed: 3 })),
+  },
 ];
 const STEPS = 5;
 
@@ -260,6 +270,21 @@ test('two CUDA models trained concurrently (one stream each) give the losses the
   const together = (await Promise.all([trained(mixer, 'cuda', 5), trained(gpt, 'cuda', 6)])).map((r) => r.losses);
   // Bitwise: every kernel sums in a fixed order, whatever runs beside it.
   assert.deepEqual(together, alone);
+});
+
+// The transpose puts the batch on grid.y, which a device caps at 65535: a larger batch is folded
+// (each block row takes matrices b, b + 65535, …). On the emulation 65535 blocks take minutes, so
+// there layerKernelsHost.test.ts checks the fold with a small grid instead.
+test('transpose with a batch above the 65535 grid.y limit: CUDA = CPU', { skip: skip || (emulated && 'a batch above 65535 is 65535 blocks, minutes on the host emulation (layerKernelsHost.test.ts checks the fold there)'), timeout: 120_000 }, async () => {
+  const model = { probeLayer: 'transpose', dim: 2, probeT: 3 };
+  const batch = 70_000;
+  const cpu = await probeOn('cpu', model), gpu = await probeOn('cuda', model);
+  const rand = mulberry32(5);
+  const x = Float32Array.from({ length: batch * 6 }, () => rand() * 2 - 1);
+  const dy = Float32Array.from({ length: batch * 6 }, () => rand() * 2 - 1);
+  const want = cpu.probe(x, batch, dy), got = gpu.probe(x, batch, dy);
+  assert.deepEqual(got.y, want.y);
+  assert.deepEqual(got.dx, want.dx);
 });
 
 test('asking for the CUDA backend where it is unavailable is refused with the reason', { skip: info?.available ? 'a GPU is present' : false }, async () => {

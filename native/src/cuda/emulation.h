@@ -111,24 +111,36 @@ void store_matrix_sync(float* p, const C& f, unsigned ldm, layout_t layout) {
 // stream's progress.
 inline std::mutex emuDeviceMutex;
 
+// The launch configuration a real device refuses (cudaErrorInvalidConfiguration, reported by the
+// next cudaGetLastError, the kernel not run): more than 1024 threads a block, grid.x above 2³¹ − 1,
+// grid.y or grid.z above 65535. Checked here so a launch that would fail on a GPU fails the
+// emulated tests too.
+enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidConfiguration = 9 };
+inline thread_local cudaError_t emuLastError = cudaSuccess;  // per host thread, as the runtime's
+
 // kernel<<<grid, threads>>>(args...): a std::thread per CUDA thread, which run the blocks one after
 // another with a barrier between blocks (so the `static` shared arrays belong to one block at a time).
 template <class... KArgs, class... Args>
 void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) {
-  const unsigned n = threads.x * threads.y, blocks = grid.x * grid.y;
-  if (n == 0 || blocks == 0) return;
   std::lock_guard<std::mutex> device(emuDeviceMutex);
+  if (threads.x * threads.y * threads.z > 1024 || grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
+    emuLastError = cudaErrorInvalidConfiguration;
+    return;
+  }
+  const unsigned n = threads.x * threads.y * threads.z;
+  const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+  if (n == 0 || blocks == 0) return;
   std::barrier<> bar(n);
   emuBarrier = &bar;
   std::vector<std::thread> pool;
   pool.reserve(n);
   for (unsigned t = 0; t < n; t++)
     pool.emplace_back([=, &bar] {
-      threadIdx = dim3(t % threads.x, t / threads.x);
+      threadIdx = dim3(t % threads.x, t / threads.x % threads.y, t / (threads.x * threads.y));
       blockDim = threads;
       gridDim = grid;
-      for (unsigned b = 0; b < blocks; b++) {
-        blockIdx = dim3(b % grid.x, b / grid.x);
+      for (uint64_t b = 0; b < blocks; b++) {
+        blockIdx = dim3(unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (uint64_t(grid.x) * grid.y)));
         kernel(args...);
         bar.arrive_and_wait();  // the block is done before the next one reuses shared memory
       }
@@ -137,7 +149,6 @@ void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) 
 }
 
 // ---- the CUDA runtime API calls context.cu makes, over host memory (one emulated device).
-enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
 // An H100's SM count, so the emulated Context splits dW's reduction into chunks as it would there.
 constexpr int kEmuSms = 132;
 using cudaStream_t = void*;
@@ -150,8 +161,14 @@ struct cudaDeviceProp {
   size_t totalGlobalMem;
   int major, minor, multiProcessorCount;
 };
-inline const char* cudaGetErrorString(cudaError_t e) { return e == cudaSuccess ? "no error" : "out of memory"; }
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorString(cudaError_t e) {
+  return e == cudaSuccess ? "no error" : e == cudaErrorInvalidConfiguration ? "invalid configuration argument" : "out of memory";
+}
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = emuLastError;
+  emuLastError = cudaSuccess;
+  return e;
+}
 inline cudaError_t cudaRuntimeGetVersion(int* v) { *v = 0; return cudaSuccess; }
 inline cudaError_t cudaDriverGetVersion(int* v) { *v = 0; return cudaSuccess; }
 inline cudaError_t cudaGetDeviceCount(int* n) { *n = 1; return cudaSuccess; }

@@ -2,12 +2,16 @@
 // LayerNorm, data movement, embeddings, attention, Pixelfly's gate and mix, softmax cross-entropy,
 // Σx² and AdamW. The math is the CPU loops' (engine/pointwise.cc and the layers), written so the
 // same inputs give bitwise the same outputs on every run and every device:
-//  - no atomics; every sum runs in a fixed order. Sums along a row or a column are one thread's
-//    loop in index order (usually the CPU's order too); Σx² is fixed-size chunks reduced by a
-//    shared-memory tree, whose partials the host adds in chunk order;
-//  - per-row work (LayerNorm, attention, softmax, the gate) is one thread per row, so it needs no
-//    block reductions. Simple and deterministic, but its loads are not coalesced: block-per-row
-//    versions are the next step once a GPU can measure them (none was available).
+//  - no atomics; every sum runs in a fixed order that depends on the shape only, never on the grid;
+//  - per-row work (LayerNorm, softmax cross-entropy, the Pixelfly gate and mix backward, attention)
+//    runs on a row group: kLanes threads of one block per row, striding the row's columns (so a
+//    warp's loads are consecutive, i.e. coalesced), each lane summing its columns in order, then a
+//    shared-memory tree of fixed shape over the lanes (groupSum). Groups of a warp's width, through
+//    shared memory rather than shuffles, because the host emulation has no shuffles;
+//  - sums down columns (LayerNorm's dg/db, the gate weight's gradient) take fixed chunks of
+//    kChunkRows rows (one thread per chunk and column, coalesced across columns), then add the
+//    chunks' partials in chunk order (reduceColumnChunksKernel), as context.cu's dW does;
+//  - Σx² is fixed-size chunks reduced by a shared-memory tree, whose partials the host adds in order.
 // Included by layers.cu only.
 #pragma once
 #include <cmath>
@@ -24,9 +28,74 @@ constexpr int kThreads = 128;        // threads per block of every kernel here b
 constexpr int kSumThreads = 256;     // Σx²: threads per chunk (a power of two, for the tree)
 constexpr int64_t kSumChunk = 1 << 16;  // Σx²: values per chunk, fixed so the sum's order is too
 constexpr unsigned kMaxBlocks = 1u << 16;  // grid-stride loops need no more blocks than this
+constexpr int kLanes = 32;           // threads of a row group (a warp's width: one warp per row)
+constexpr int kGroups = 4;           // row groups per block (blocks of kLanes × kGroups threads)
+constexpr int kChunkRows = 64;       // rows per partial of a column sum
+constexpr unsigned kMaxGridYZ = 65535;  // the largest grid.y / grid.z a device accepts
+
+// grid.y (or z) for n independent slices, which the kernel walks with a gridDim.y stride when n
+// is larger than a launch may be.
+inline unsigned gridYZ(int64_t n) { return static_cast<unsigned>(n < 1 ? 1 : n < kMaxGridYZ ? n : kMaxGridYZ); }
 
 __device__ __forceinline__ int64_t firstIndex() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t gridStride() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
+
+// Row groups (blockDim = kLanes × kGroups): group threadIdx.y of block blockIdx.x takes row
+// firstGroupRow() + threadIdx.y, then every groupRowStride()-th. Kernels loop over the block's
+// first row, a bound the whole block shares (every thread must reach each __syncthreads), and
+// groups past the last row run the loop idle.
+__device__ __forceinline__ int64_t firstGroupRow() { return static_cast<int64_t>(blockIdx.x) * kGroups; }
+__device__ __forceinline__ int64_t groupRowStride() { return static_cast<int64_t>(gridDim.x) * kGroups; }
+
+// v[k] = Σ over the lanes of this row group of v[k], for K sums at once; every lane gets the totals.
+// A tree of fixed shape (halves of kLanes), so the result depends on the row alone. Every thread of
+// the block must call it (it synchronizes the block).
+template <int K, class T>
+__device__ void groupSum(T (&v)[K]) {
+  __shared__ T s[K][kGroups][kLanes];
+  const int g = threadIdx.y, l = threadIdx.x;
+  for (int k = 0; k < K; k++) s[k][g][l] = v[k];
+  __syncthreads();
+  for (int half = kLanes / 2; half > 0; half >>= 1) {
+    if (l < half)
+      for (int k = 0; k < K; k++) s[k][g][l] += s[k][g][l + half];
+    __syncthreads();
+  }
+  for (int k = 0; k < K; k++) v[k] = s[k][g][0];
+  __syncthreads();  // every lane has read the totals before s is written again
+}
+
+// The row group's largest v and its lowest index among equals (the first argmax, as the CPU's scan
+// with `>`); idx < 0 marks a lane that saw no column and loses to any other. Same tree as groupSum.
+__device__ void groupArgMax(float& v, int& idx) {
+  __shared__ float sv[kGroups][kLanes];
+  __shared__ int si[kGroups][kLanes];
+  const int g = threadIdx.y, l = threadIdx.x;
+  sv[g][l] = v;
+  si[g][l] = idx;
+  __syncthreads();
+  for (int half = kLanes / 2; half > 0; half >>= 1) {
+    if (l < half) {
+      const float ov = sv[g][l + half];
+      const int oi = si[g][l + half];
+      if (oi >= 0 && (si[g][l] < 0 || ov > sv[g][l] || (ov == sv[g][l] && oi < si[g][l]))) sv[g][l] = ov, si[g][l] = oi;
+    }
+    __syncthreads();
+  }
+  v = sv[g][0];
+  idx = si[g][0];
+  __syncthreads();
+}
+
+// dst[i] += Σ_c part[c·stride + i] for i < n, chunks c in order: the second stage of every column sum.
+__global__ void reduceColumnChunksKernel(int chunks, int n, int64_t stride, const float* __restrict__ part,
+                                         float* __restrict__ dst) {
+  for (int64_t i = firstIndex(); i < n; i += gridStride()) {
+    float s = 0.0f;
+    for (int c = 0; c < chunks; c++) s += part[c * stride + i];
+    dst[i] += s;
+  }
+}
 
 // ------------------------------------------------------------------ elementwise
 
@@ -72,79 +141,100 @@ __global__ void adamwKernel(int64_t n, float* __restrict__ p, const float* __res
   }
 }
 
-// ------------------------------------------------------------------ LayerNorm (thread per row / column)
+// ------------------------------------------------------------------ LayerNorm (row groups, column chunks)
 
 __global__ void layerNormForwardKernel(int M, int D, const float* __restrict__ x, const float* __restrict__ g,
                                        const float* __restrict__ b, float* __restrict__ y, float* __restrict__ mean,
                                        float* __restrict__ rstd) {
-  for (int64_t m = firstIndex(); m < M; m += gridStride()) {
+  const int l = threadIdx.x;
+  for (int64_t m0 = firstGroupRow(); m0 < M; m0 += groupRowStride()) {
+    const int64_t m = m0 + threadIdx.y;
+    const bool live = m < M;
     const float* xm = x + m * D;
-    float s = 0.0f;
-    for (int i = 0; i < D; i++) s += xm[i];
-    const float mu = s / D;
-    float var = 0.0f;
-    for (int i = 0; i < D; i++) var += (xm[i] - mu) * (xm[i] - mu);
-    const float rs = 1.0f / sqrtf(var / D + 1e-5f);
-    mean[m] = mu;
-    rstd[m] = rs;
+    float s[1] = {0.0f};
+    if (live)
+      for (int i = l; i < D; i += kLanes) s[0] += xm[i];
+    groupSum(s);
+    const float mu = s[0] / D;
+    float var[1] = {0.0f};
+    if (live)
+      for (int i = l; i < D; i += kLanes) var[0] += (xm[i] - mu) * (xm[i] - mu);
+    groupSum(var);
+    if (!live) continue;
+    const float rs = 1.0f / sqrtf(var[0] / D + 1e-5f);
+    if (l == 0) mean[m] = mu, rstd[m] = rs;
     float* ym = y + m * D;
-    for (int i = 0; i < D; i++) ym[i] = (xm[i] - mu) * rs * g[i] + b[i];
+    for (int i = l; i < D; i += kLanes) ym[i] = (xm[i] - mu) * rs * g[i] + b[i];
   }
 }
 
 __global__ void layerNormBackwardInputKernel(int M, int D, const float* __restrict__ x, const float* __restrict__ dy,
                                              const float* __restrict__ g, const float* __restrict__ mean,
                                              const float* __restrict__ rstd, float* __restrict__ dx) {
-  for (int64_t m = firstIndex(); m < M; m += gridStride()) {
+  const int l = threadIdx.x;
+  for (int64_t m0 = firstGroupRow(); m0 < M; m0 += groupRowStride()) {
+    const int64_t m = m0 + threadIdx.y;
+    const bool live = m < M;
     const float* xm = x + m * D;
     const float* dym = dy + m * D;
-    const float mu = mean[m], rs = rstd[m];
-    float sdy = 0.0f, sdyx = 0.0f;
-    for (int i = 0; i < D; i++) {
-      const float dxhat = dym[i] * g[i];
-      sdy += dxhat;
-      sdyx += dxhat * (xm[i] - mu) * rs;
-    }
-    const float a = sdy / D, bb = sdyx / D;
+    const float mu = live ? mean[m] : 0.0f, rs = live ? rstd[m] : 0.0f;
+    float sums[2] = {0.0f, 0.0f};  // Σ dy·g, Σ dy·g·x̂
+    if (live)
+      for (int i = l; i < D; i += kLanes) {
+        const float dxhat = dym[i] * g[i];
+        sums[0] += dxhat;
+        sums[1] += dxhat * (xm[i] - mu) * rs;
+      }
+    groupSum(sums);
+    if (!live) continue;
+    const float a = sums[0] / D, bb = sums[1] / D;
     float* dxm = dx + m * D;
-    for (int i = 0; i < D; i++) dxm[i] = rs * (dym[i] * g[i] - a - (xm[i] - mu) * rs * bb);
+    for (int i = l; i < D; i += kLanes) dxm[i] = rs * (dym[i] * g[i] - a - (xm[i] - mu) * rs * bb);
   }
 }
 
-// dg, db += over the M rows, one thread per feature, rows in order.
-__global__ void layerNormParamGradsKernel(int M, int D, const float* __restrict__ x, const float* __restrict__ dy,
-                                          const float* __restrict__ mean, const float* __restrict__ rstd,
-                                          float* __restrict__ dg, float* __restrict__ db) {
-  for (int64_t i = firstIndex(); i < D; i += gridStride()) {
-    float sg = dg[i], sb = db[i];
-    for (int m = 0; m < M; m++) {
+// part[c][0][i] = Σ dy·x̂ and part[c][1][i] = Σ dy over the rows of chunk c (kChunkRows, in order):
+// one thread per (chunk, feature), consecutive threads on consecutive features.
+__global__ void layerNormParamPartialsKernel(int M, int D, const float* __restrict__ x, const float* __restrict__ dy,
+                                             const float* __restrict__ mean, const float* __restrict__ rstd,
+                                             float* __restrict__ part) {
+  const int chunks = (M + kChunkRows - 1) / kChunkRows;
+  for (int64_t e = firstIndex(); e < static_cast<int64_t>(chunks) * D; e += gridStride()) {
+    const int c = static_cast<int>(e / D), i = static_cast<int>(e % D);
+    const int m1 = (c + 1) * kChunkRows < M ? (c + 1) * kChunkRows : M;
+    float sg = 0.0f, sb = 0.0f;
+    for (int m = c * kChunkRows; m < m1; m++) {
       const float d = dy[static_cast<int64_t>(m) * D + i];
       sg += d * (x[static_cast<int64_t>(m) * D + i] - mean[m]) * rstd[m];
       sb += d;
     }
-    dg[i] = sg;
-    db[i] = sb;
+    part[(2 * static_cast<int64_t>(c)) * D + i] = sg;
+    part[(2 * static_cast<int64_t>(c) + 1) * D + i] = sb;
   }
 }
 
 // ------------------------------------------------------------------ data movement
 
 // y[b][d][t] = x[b][t][d]: 32×32 tiles through shared memory so reads and writes are both
-// coalesced. Grid: x = tiles of one matrix (d-tiles × t-tiles), y = the matrix b; threads 32×8.
+// coalesced. Grid: x = tiles of one matrix (d-tiles × t-tiles), y = matrices b, b + gridDim.y, …
+// (grid.y is at most kMaxGridYZ, so any batch fits); threads 32×8.
 constexpr int kTile = 32;
-__global__ void transposeKernel(int T, int D, const float* __restrict__ x, float* __restrict__ y) {
+__global__ void transposeKernel(int B, int T, int D, const float* __restrict__ x, float* __restrict__ y) {
   __shared__ float tile[kTile][kTile + 1];
   const int tilesD = (D + kTile - 1) / kTile;
   const int d0 = (blockIdx.x % tilesD) * kTile, t0 = (blockIdx.x / tilesD) * kTile;
-  const int64_t off = static_cast<int64_t>(blockIdx.y) * T * D;
-  for (int r = threadIdx.y; r < kTile; r += blockDim.y) {
-    const int t = t0 + r, d = d0 + threadIdx.x;
-    if (t < T && d < D) tile[r][threadIdx.x] = x[off + static_cast<int64_t>(t) * D + d];
-  }
-  __syncthreads();
-  for (int r = threadIdx.y; r < kTile; r += blockDim.y) {
-    const int d = d0 + r, t = t0 + threadIdx.x;
-    if (t < T && d < D) y[off + static_cast<int64_t>(d) * T + t] = tile[threadIdx.x][r];
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
+    const int64_t off = b * T * D;
+    for (int r = threadIdx.y; r < kTile; r += blockDim.y) {
+      const int t = t0 + r, d = d0 + threadIdx.x;
+      if (t < T && d < D) tile[r][threadIdx.x] = x[off + static_cast<int64_t>(t) * D + d];
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < kTile; r += blockDim.y) {
+      const int d = d0 + r, t = t0 + threadIdx.x;
+      if (t < T && d < D) y[off + static_cast<int64_t>(d) * T + t] = tile[threadIdx.x][r];
+    }
+    __syncthreads();  // the tile is read before the next matrix overwrites it
   }
 }
 
@@ -253,14 +343,19 @@ __global__ void posForwardKernel(int B, int64_t n, const float* __restrict__ x, 
   for (int64_t e = firstIndex(); e < B * n; e += gridStride()) y[e] = x[e] + pos[e % n];
 }
 
-// ------------------------------------------------------------------ attention (thread per query row)
-// qkv [B × T × 3D]: q | k | v, heads contiguous in each; att [B × H × T × T].
+// ------------------------------------------------------------------ attention (row group per query row)
+// qkv [B × T × 3D]: q | k | v, heads contiguous in each; att [B × H × T × T]. A row of att is one
+// (batch, head, query) triple: its group's lanes take the keys j (scores, softmax), then the head's
+// features e (ctx, dq), each a sum over j in order.
 
 __global__ void attentionForwardKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
                                        float* __restrict__ att, float* __restrict__ ctx) {
-  const int hd = D / H;
+  const int hd = D / H, l = threadIdx.x;
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  for (int64_t row = firstIndex(); row < static_cast<int64_t>(B) * H * T; row += gridStride()) {
+  const int64_t rows = static_cast<int64_t>(B) * H * T;
+  for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
+    const int64_t row = r0 + threadIdx.y;
+    const bool live = row < rows;
     const int i = static_cast<int>(row % T);
     const int64_t bh = row / T;
     const int64_t b = bh / H;
@@ -268,25 +363,31 @@ __global__ void attentionForwardKernel(int B, int T, int D, int H, bool causal, 
     const float* base = qkv + b * T * 3 * D;
     float* a = att + row * T;
     const float* qi = base + static_cast<int64_t>(i) * 3 * D + h * hd;
-    const int jEnd = causal ? i + 1 : T;
+    const int jEnd = !live ? 0 : causal ? i + 1 : T;
+    int none = -1;  // groupArgMax's index, unused here
     float mx = -INFINITY;
-    for (int j = 0; j < jEnd; j++) {
+    for (int j = l; j < jEnd; j += kLanes) {
       const float* kj = base + static_cast<int64_t>(j) * 3 * D + D + h * hd;
       float s = 0.0f;
       for (int e = 0; e < hd; e++) s += qi[e] * kj[e];
       s *= scale;
       a[j] = s;
-      mx = fmaxf(mx, s);
+      if (s > mx) mx = s, none = j;
     }
-    float sum = 0.0f;
-    for (int j = 0; j < jEnd; j++) {
+    groupArgMax(mx, none);
+    float sum[1] = {0.0f};
+    for (int j = l; j < jEnd; j += kLanes) {  // each lane rereads the scores it wrote
       const float e = expf(a[j] - mx);
       a[j] = e;
-      sum += e;
+      sum[0] += e;
     }
-    for (int j = 0; j < T; j++) a[j] = j < jEnd ? a[j] / sum : 0.0f;
+    groupSum(sum);
+    if (live)
+      for (int j = l; j < T; j += kLanes) a[j] = j < jEnd ? a[j] / sum[0] : 0.0f;
+    __syncthreads();  // the whole row of P is written before any lane reads it
+    if (!live) continue;
     float* ci = ctx + (b * T + i) * D + h * hd;
-    for (int e = 0; e < hd; e++) {
+    for (int e = l; e < hd; e += kLanes) {
       float c = 0.0f;
       for (int j = 0; j < jEnd; j++) c += a[j] * base[static_cast<int64_t>(j) * 3 * D + 2 * D + h * hd + e];
       ci[e] = c;
@@ -294,14 +395,17 @@ __global__ void attentionForwardKernel(int B, int T, int D, int H, bool causal, 
   }
 }
 
-// Backward, part 1 (thread per query row i): dP_ij = dctx_i·v_j, dS_ij = P_ij (dP_ij − Σ_j dP_ij P_ij)·scale
+// Backward, part 1 (row group per query row i): dP_ij = dctx_i·v_j, dS_ij = P_ij (dP_ij − Σ_j dP_ij P_ij)·scale
 // into ds [B × H × T × T], and dq_i = Σ_j dS_ij k_j.
 __global__ void attentionBackwardRowsKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
                                             const float* __restrict__ att, const float* __restrict__ dctx,
                                             float* __restrict__ ds, float* __restrict__ dqkv) {
-  const int hd = D / H;
+  const int hd = D / H, l = threadIdx.x;
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  for (int64_t row = firstIndex(); row < static_cast<int64_t>(B) * H * T; row += gridStride()) {
+  const int64_t rows = static_cast<int64_t>(B) * H * T;
+  for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
+    const int64_t row = r0 + threadIdx.y;
+    const bool live = row < rows;
     const int i = static_cast<int>(row % T);
     const int64_t bh = row / T;
     const int64_t b = bh / H;
@@ -310,18 +414,21 @@ __global__ void attentionBackwardRowsKernel(int B, int T, int D, int H, bool cau
     const float* a = att + row * T;
     float* dsi = ds + row * T;
     const float* dci = dctx + (b * T + i) * D + h * hd;
-    const int jEnd = causal ? i + 1 : T;
-    float dot = 0.0f;
-    for (int j = 0; j < jEnd; j++) {
+    const int jEnd = !live ? 0 : causal ? i + 1 : T;
+    float dot[1] = {0.0f};
+    for (int j = l; j < jEnd; j += kLanes) {
       const float* vj = base + static_cast<int64_t>(j) * 3 * D + 2 * D + h * hd;
       float s = 0.0f;
       for (int e = 0; e < hd; e++) s += dci[e] * vj[e];
       dsi[j] = s;
-      dot += s * a[j];
+      dot[0] += s * a[j];
     }
-    for (int j = 0; j < jEnd; j++) dsi[j] = a[j] * (dsi[j] - dot) * scale;
+    groupSum(dot);
+    for (int j = l; j < jEnd; j += kLanes) dsi[j] = a[j] * (dsi[j] - dot[0]) * scale;
+    __syncthreads();  // the whole row of dS is written before any lane reads it
+    if (!live) continue;
     float* dqi = dqkv + (b * T + i) * 3 * D + h * hd;
-    for (int e = 0; e < hd; e++) {
+    for (int e = l; e < hd; e += kLanes) {
       float s = 0.0f;
       for (int j = 0; j < jEnd; j++) s += dsi[j] * base[static_cast<int64_t>(j) * 3 * D + D + h * hd + e];
       dqi[e] = s;
@@ -329,47 +436,54 @@ __global__ void attentionBackwardRowsKernel(int B, int T, int D, int H, bool cau
   }
 }
 
-// Part 2 (thread per key row j): dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dctx_i, i in order.
+// Part 2, one thread per (batch, head, key row j, feature e), e fastest so a warp reads consecutive
+// q/dctx features and consecutive keys' dS/P: dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dctx_i, i in order.
 __global__ void attentionBackwardColumnsKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
                                                const float* __restrict__ att, const float* __restrict__ dctx,
                                                const float* __restrict__ ds, float* __restrict__ dqkv) {
   const int hd = D / H;
-  for (int64_t col = firstIndex(); col < static_cast<int64_t>(B) * H * T; col += gridStride()) {
+  for (int64_t idx = firstIndex(); idx < static_cast<int64_t>(B) * T * D; idx += gridStride()) {
+    const int e = static_cast<int>(idx % hd);
+    const int64_t col = idx / hd;
     const int j = static_cast<int>(col % T);
     const int64_t bh = col / T;
     const int64_t b = bh / H;
     const int h = static_cast<int>(bh % H);
     const float* base = qkv + b * T * 3 * D;
     const int64_t ij0 = bh * T * T + j;  // (i, j) of this head is at ij0 + i·T
-    float* dkj = dqkv + (b * T + j) * 3 * D + D + h * hd;
-    float* dvj = dkj + D;
-    for (int e = 0; e < hd; e++) {
-      float sk = 0.0f, sv = 0.0f;
-      for (int i = causal ? j : 0; i < T; i++) {
-        sk += ds[ij0 + static_cast<int64_t>(i) * T] * base[static_cast<int64_t>(i) * 3 * D + h * hd + e];
-        sv += att[ij0 + static_cast<int64_t>(i) * T] * dctx[(b * T + i) * D + h * hd + e];
-      }
-      dkj[e] = sk;
-      dvj[e] = sv;
+    float sk = 0.0f, sv = 0.0f;
+    for (int i = causal ? j : 0; i < T; i++) {
+      sk += ds[ij0 + static_cast<int64_t>(i) * T] * base[static_cast<int64_t>(i) * 3 * D + h * hd + e];
+      sv += att[ij0 + static_cast<int64_t>(i) * T] * dctx[(b * T + i) * D + h * hd + e];
     }
+    float* dkj = dqkv + (b * T + j) * 3 * D + D + h * hd;
+    dkj[e] = sk;
+    dkj[D + e] = sv;
   }
 }
 
 // ------------------------------------------------------------------ Pixelfly gate and mix
 
 // gate[m] = sigmoid(x_m·gw + gb), hs_m = gate[m]·h_m, xs_m = (1 − gate[m])·x_m when xs is not null.
+// A row group per row.
 __global__ void pixelflyGateKernel(int M, const float* __restrict__ x, int in, const float* __restrict__ gw,
                                    const float* __restrict__ gb, const float* __restrict__ h, int rank,
                                    float* __restrict__ gate, float* __restrict__ hs, float* __restrict__ xs) {
-  for (int64_t m = firstIndex(); m < M; m += gridStride()) {
+  const int l = threadIdx.x;
+  for (int64_t m0 = firstGroupRow(); m0 < M; m0 += groupRowStride()) {
+    const int64_t m = m0 + threadIdx.y;
+    const bool live = m < M;
     const float* xm = x + m * in;
-    float z = gb[0];
-    for (int i = 0; i < in; i++) z += xm[i] * gw[i];
-    const float g = 1.0f / (1.0f + expf(-z));
-    gate[m] = g;
-    for (int k = 0; k < rank; k++) hs[m * rank + k] = g * h[m * rank + k];
+    float z[1] = {0.0f};
+    if (live)
+      for (int i = l; i < in; i += kLanes) z[0] += xm[i] * gw[i];
+    groupSum(z);
+    if (!live) continue;
+    const float g = 1.0f / (1.0f + expf(-(gb[0] + z[0])));
+    if (l == 0) gate[m] = g;
+    for (int k = l; k < rank; k += kLanes) hs[m * rank + k] = g * h[m * rank + k];
     if (xs)
-      for (int i = 0; i < in; i++) xs[m * in + i] = (1.0f - g) * xm[i];
+      for (int i = l; i < in; i += kLanes) xs[m * in + i] = (1.0f - g) * xm[i];
   }
 }
 
@@ -386,24 +500,34 @@ __global__ void pixelflyLerpKernel(int M, float* __restrict__ y, int out, const 
   }
 }
 
-// pointwise::pixelflyMixBackward for one row per thread, except dgw (pixelflyGateWeightGradKernel).
+// pointwise::pixelflyMixBackward, a row group per row, except dgw (pixelflyGateWeightPartialsKernel).
 __global__ void pixelflyMixBackwardKernel(int M, const float* __restrict__ x, int in, const float* __restrict__ gw,
                                           const float* __restrict__ V, const float* __restrict__ h, int rank,
                                           const float* __restrict__ gate, float* __restrict__ dx, float* __restrict__ dh,
                                           float* __restrict__ dz) {
-  for (int64_t m = firstIndex(); m < M; m += gridStride()) {
-    const float g = gate[m];
+  const int l = threadIdx.x;
+  for (int64_t m0 = firstGroupRow(); m0 < M; m0 += groupRowStride()) {
+    const int64_t m = m0 + threadIdx.y;
+    const bool live = m < M;
     const float* xm = x + m * in;
     float* dxm = dx + m * in;
     float* dhm = dh + m * rank;
     const float* hm = h + m * rank;
-    float dys = 0.0f, dyl = 0.0f;
-    for (int i = 0; i < in; i++) dys += xm[i] * dxm[i];
-    for (int k = 0; k < rank; k++) dyl += dhm[k] * hm[k];
-    const float d = g * (1.0f - g) * (dyl - dys);
-    dz[m] = d;
-    for (int k = 0; k < rank; k++) dhm[k] *= g;
-    for (int i = 0; i < in; i++) {
+    float sums[2] = {0.0f, 0.0f};  // Σ x·dx (the sparse branch's dy·ys), Σ dh·h (the low-rank one's)
+    if (live) {
+      for (int i = l; i < in; i += kLanes) sums[0] += xm[i] * dxm[i];
+      for (int k = l; k < rank; k += kLanes) sums[1] += dhm[k] * hm[k];
+    }
+    groupSum(sums);  // also orders every lane's reads of dh before the writes below
+    const float g = live ? gate[m] : 0.0f;
+    const float d = g * (1.0f - g) * (sums[1] - sums[0]);
+    if (live) {
+      if (l == 0) dz[m] = d;
+      for (int k = l; k < rank; k += kLanes) dhm[k] *= g;
+    }
+    __syncthreads();  // dh is scaled before any lane reads all of it
+    if (!live) continue;
+    for (int i = l; i < in; i += kLanes) {
       float acc = (1.0f - g) * dxm[i] + d * gw[i];
       for (int k = 0; k < rank; k++) acc += dhm[k] * V[static_cast<int64_t>(k) * in + i];
       dxm[i] = acc;
@@ -411,40 +535,54 @@ __global__ void pixelflyMixBackwardKernel(int M, const float* __restrict__ x, in
   }
 }
 
-// dgw[i] += Σ_m dz[m]·x[m][i], one thread per input feature, rows in order.
-__global__ void pixelflyGateWeightGradKernel(int M, const float* __restrict__ x, int in, const float* __restrict__ dz,
-                                             float* __restrict__ dgw) {
-  for (int64_t i = firstIndex(); i < in; i += gridStride()) {
+// part[c][i] = Σ dz[m]·x[m][i] over the rows of chunk c (kChunkRows, in order), one thread per
+// (chunk, input feature): the first stage of dgw += Σ_m dz[m]·x_m.
+__global__ void pixelflyGateWeightPartialsKernel(int M, const float* __restrict__ x, int in, const float* __restrict__ dz,
+                                                 float* __restrict__ part) {
+  const int chunks = (M + kChunkRows - 1) / kChunkRows;
+  for (int64_t e = firstIndex(); e < static_cast<int64_t>(chunks) * in; e += gridStride()) {
+    const int c = static_cast<int>(e / in), i = static_cast<int>(e % in);
+    const int m1 = (c + 1) * kChunkRows < M ? (c + 1) * kChunkRows : M;
     float s = 0.0f;
-    for (int m = 0; m < M; m++) s += dz[m] * x[static_cast<int64_t>(m) * in + i];
-    dgw[i] += s;
+    for (int m = c * kChunkRows; m < m1; m++) s += dz[m] * x[static_cast<int64_t>(m) * in + i];
+    part[e] = s;
   }
 }
 
 // ------------------------------------------------------------------ loss and Σx²
 
-// One thread per row: stats[r] = the row's loss (log Σ e^(z − max) − (z_t − max), in double as the
+// A row group per row: stats[r] = the row's loss (log Σ e^(z − max) − (z_t − max), in double as the
 // CPU), stats[rows + r] = 1 when the first argmax is the target, 0 when not, −1 when the target is
 // out of range (the host reports it); dlogits (already divided by rows) when not null.
 __global__ void softmaxCrossEntropyKernel(int rows, int classes, const float* __restrict__ logits,
                                           const int32_t* __restrict__ targets, float* __restrict__ dlogits,
                                           double* __restrict__ stats) {
-  for (int64_t r = firstIndex(); r < rows; r += gridStride()) {
+  const int l = threadIdx.x;
+  for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
+    const int64_t r = r0 + threadIdx.y;
+    const bool live = r < rows;
     const float* z = logits + r * classes;
-    int arg = 0;
-    float mx = z[0];
-    for (int k = 1; k < classes; k++)
-      if (z[k] > mx) mx = z[k], arg = k;
-    double sum = 0.0;
-    for (int k = 0; k < classes; k++) sum += exp(static_cast<double>(z[k] - mx));
+    float mx = -INFINITY;
+    int arg = -1;
+    if (live)
+      for (int k = l; k < classes; k += kLanes)
+        if (arg < 0 || z[k] > mx) mx = z[k], arg = k;
+    groupArgMax(mx, arg);
+    double sum[1] = {0.0};
+    if (live)
+      for (int k = l; k < classes; k += kLanes) sum[0] += exp(static_cast<double>(z[k] - mx));
+    groupSum(sum);
+    if (!live) continue;
     const int t = targets[r];
     const bool valid = t >= 0 && t < classes;
-    stats[r] = valid ? log(sum) - (z[t] - mx) : 0.0;
-    stats[rows + r] = valid ? (arg == t ? 1.0 : 0.0) : -1.0;
+    if (l == 0) {
+      stats[r] = valid ? log(sum[0]) - (z[t] - mx) : 0.0;
+      stats[rows + r] = valid ? (arg == t ? 1.0 : 0.0) : -1.0;
+    }
     if (dlogits) {
-      float* g = dlogits + r * classes;
-      for (int k = 0; k < classes; k++)
-        g[k] = static_cast<float>(exp(static_cast<double>(z[k] - mx)) / sum / rows) - (k == t ? 1.0f / rows : 0.0f);
+      float* gr = dlogits + r * classes;
+      for (int k = l; k < classes; k += kLanes)
+        gr[k] = static_cast<float>(exp(static_cast<double>(z[k] - mx)) / sum[0] / rows) - (k == t ? 1.0f / rows : 0.0f);
     }
   }
 }

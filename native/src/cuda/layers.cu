@@ -23,15 +23,31 @@ unsigned blocksFor(int64_t n) {
   return static_cast<unsigned>(std::clamp<int64_t>(b, 1, dev::kMaxBlocks));
 }
 
+// Blocks of row groups for M rows (dev::kGroups rows a block; the kernels stride past the cap).
+unsigned groupBlocksFor(int64_t rows) {
+  const int64_t b = (rows + dev::kGroups - 1) / dev::kGroups;
+  return static_cast<unsigned>(std::clamp<int64_t>(b, 1, dev::kMaxBlocks));
+}
+
+int chunksOf(int rows) { return (rows + dev::kChunkRows - 1) / dev::kChunkRows; }
+
 }  // namespace
 
-// Every kernel here loops over its items with a grid stride, so one helper launches them all.
+// Every kernel here loops over its items (or rows) with a grid stride, so two helpers launch them
+// all: LAUNCH with a thread per item, LAUNCH_ROWS with a row group (dev::kLanes threads) per row.
 #define LAUNCH(n, kernel, ...)                                                     \
   do {                                                                             \
     if ((n) > 0) {                                                                 \
       dev::launch(blocksFor(n), dev::kThreads, STREAM, kernel, __VA_ARGS__);       \
       checkLaunch(#kernel);                                                        \
     }                                                                              \
+  } while (0)
+#define LAUNCH_ROWS(rows, kernel, ...)                                                                      \
+  do {                                                                                                      \
+    if ((rows) > 0) {                                                                                       \
+      dev::launch(groupBlocksFor(rows), dim3(dev::kLanes, dev::kGroups), STREAM, kernel, __VA_ARGS__);      \
+      checkLaunch(#kernel);                                                                                 \
+    }                                                                                                       \
   } while (0)
 
 void Context::geluForward(const float* x, float* y, int64_t n) { LAUNCH(n, dev::geluForwardKernel, x, y, n); }
@@ -43,19 +59,26 @@ void Context::addTo(float* y, const float* a, int64_t n) { LAUNCH(n, dev::addToK
 
 void Context::layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean,
                                float* rstd) {
-  LAUNCH(M, dev::layerNormForwardKernel, M, D, x, g, b, y, mean, rstd);
+  LAUNCH_ROWS(M, dev::layerNormForwardKernel, M, D, x, g, b, y, mean, rstd);
 }
 
 void Context::layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean,
                                 const float* rstd, float* dx, float* dg, float* db) {
-  LAUNCH(D, dev::layerNormParamGradsKernel, M, D, x, dy, mean, rstd, dg, db);
-  if (dx) LAUNCH(M, dev::layerNormBackwardInputKernel, M, D, x, dy, g, mean, rstd, dx);
+  if (int64_t(M) * D > 0) {
+    // dg, db += column sums: per-chunk partials [chunk][dg | db][D], then added in chunk order.
+    const int chunks = chunksOf(M);
+    float* part = workspace(2 * static_cast<size_t>(chunks) * D);
+    LAUNCH(int64_t(chunks) * D, dev::layerNormParamPartialsKernel, M, D, x, dy, mean, rstd, part);
+    LAUNCH(D, dev::reduceColumnChunksKernel, chunks, D, 2 * int64_t(D), part, dg);
+    LAUNCH(D, dev::reduceColumnChunksKernel, chunks, D, 2 * int64_t(D), part + D, db);
+  }
+  if (dx) LAUNCH_ROWS(M, dev::layerNormBackwardInputKernel, M, D, x, dy, g, mean, rstd, dx);
 }
 
 void Context::transpose(int B, int T, int D, const float* x, float* y) {
   if (int64_t(B) * T * D == 0) return;
   const unsigned tiles = static_cast<unsigned>(((D + dev::kTile - 1) / dev::kTile) * ((T + dev::kTile - 1) / dev::kTile));
-  dev::launch(dim3(tiles, static_cast<unsigned>(B)), dim3(dev::kTile, 8), STREAM, dev::transposeKernel, T, D, x, y);
+  dev::launch(dim3(tiles, dev::gridYZ(B)), dim3(dev::kTile, 8), STREAM, dev::transposeKernel, B, T, D, x, y);
   checkLaunch("transposeKernel");
 }
 
@@ -109,7 +132,7 @@ void Context::posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpo
 void Context::attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
   if (H <= 0 || D % H != 0)
     throw std::invalid_argument("attention: heads (" + std::to_string(H) + ") must divide dim (" + std::to_string(D) + ")");
-  LAUNCH(int64_t(B) * H * T, dev::attentionForwardKernel, B, T, D, H, causal, qkv, att, ctx);
+  LAUNCH_ROWS(int64_t(B) * H * T, dev::attentionForwardKernel, B, T, D, H, causal, qkv, att, ctx);
 }
 
 void Context::attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
@@ -118,13 +141,13 @@ void Context::attentionBackward(int B, int T, int D, int H, bool causal, const f
     throw std::invalid_argument("attention: heads (" + std::to_string(H) + ") must divide dim (" + std::to_string(D) + ")");
   const int64_t rows = int64_t(B) * H * T;
   float* ds = workspace(static_cast<size_t>(std::max<int64_t>(1, rows * T)));
-  LAUNCH(rows, dev::attentionBackwardRowsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
-  LAUNCH(rows, dev::attentionBackwardColumnsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
+  LAUNCH_ROWS(rows, dev::attentionBackwardRowsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
+  LAUNCH(int64_t(B) * T * D, dev::attentionBackwardColumnsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
 }
 
 void Context::pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
                            float* gate, float* hs, float* xs) {
-  LAUNCH(M, dev::pixelflyGateKernel, M, x, in, gw, gb, h, rank, gate, hs, xs);
+  LAUNCH_ROWS(M, dev::pixelflyGateKernel, M, x, in, gw, gb, h, rank, gate, hs, xs);
 }
 
 void Context::pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,
@@ -134,8 +157,14 @@ void Context::pixelflyLerpRows(int M, float* y, int out, const float* gate, cons
 
 void Context::pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h,
                                   int rank, const float* gate, float* dx, float* dh, float* dz, float* dgw) {
-  LAUNCH(M, dev::pixelflyMixBackwardKernel, M, x, in, gw, V, h, rank, gate, dx, dh, dz);
-  LAUNCH(in, dev::pixelflyGateWeightGradKernel, M, x, in, dz, dgw);
+  LAUNCH_ROWS(M, dev::pixelflyMixBackwardKernel, M, x, in, gw, V, h, rank, gate, dx, dh, dz);
+  if (int64_t(M) * in > 0) {
+    // dgw += Σ_m dz[m]·x_m: per-chunk partials, then added in chunk order.
+    const int chunks = chunksOf(M);
+    float* part = workspace(static_cast<size_t>(chunks) * in);
+    LAUNCH(int64_t(chunks) * in, dev::pixelflyGateWeightPartialsKernel, M, x, in, dz, part);
+    LAUNCH(in, dev::reduceColumnChunksKernel, chunks, in, int64_t(in), part, dgw);
+  }
 }
 
 void Context::scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {
@@ -152,7 +181,7 @@ double Context::softmaxCrossEntropy(int rows, int classes, const float* logits, 
   // Per-row loss and hit in one scratch array of doubles, one download, summed here in row order.
   const size_t n = 2 * static_cast<size_t>(rows);
   double* stats = reinterpret_cast<double*>(workspace(2 * n));
-  LAUNCH(rows, dev::softmaxCrossEntropyKernel, rows, classes, logits, targets, dlogits, stats);
+  LAUNCH_ROWS(rows, dev::softmaxCrossEntropyKernel, rows, classes, logits, targets, dlogits, stats);
   std::vector<double> host(n);
   copyOut(host.data(), stats, n * sizeof(double));
   double loss = 0.0;
