@@ -140,6 +140,12 @@ const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: numbe
     batch: 2,
   },
   {
+    // 80 rows: the gate weight's gradient sums two chunks of rows (64 a chunk), added in order.
+    name: 'pixelfly, rows in two column-sum chunks',
+    model: { probeLayer: 'pixelfly', features: 40, classes: 24, probeT: 40, pixelfly: { layer: pixelflyLayerConfig(40, 24, { ...PROBE_PF, rank: 2 }) } },
+    batch: 2,
+  },
+  {
     name: 'pixelfly, block-sparse only (rank 0)',
     model: { probeLayer: 'pixelfly', features: 64, classes: 64, probeT: 2, pixelfly: { layer: pixelflyLayerConfig(64, 64, { ...PROBE_PF, rank: 0 }) } },
     batch: 2,
