@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, gemm } from '../../native/kernels';
 import { cudaInfo, nativeCuda, nativeLayoutOf, type CudaPrecision } from '../../native/cuda';
-import { createModel, EngineDataset, pixelflyLayerConfig, type PlanLike } from '../../native/engine';
+import { createModel, EngineDataset, pixelflyLayerConfig, type EnginePrecision, type PlanLike } from '../../native/engine';
 import { syntheticClassification, syntheticTokens } from '../../native/datasets';
 import { productCases, relError, type ProductCase } from './cases';
 import { mulberry32 } from '../support/random';
@@ -158,8 +158,11 @@ const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: numbe
   { name: 'pool_mean', model: { probeLayer: 'pool_mean', dim: 6, probeT: 4 }, batch: 2 },
   { name: 'pool_cls', model: { probeLayer: 'pool_cls', dim: 6, probeT: 4 }, batch: 2 },
   { name: 'cls_pos', model: { probeLayer: 'cls_pos', dim: 6, probeT: 4 }, batch: 2 },
+  // 70 samples: the class-token and position gradients sum the batch in two chunks (64 a chunk).
+  { name: 'cls_pos, batch in two chunks', model: { probeLayer: 'cls_pos', dim: 6, probeT: 4 }, batch: 70 },
   { name: 'patchify', model: { probeLayer: 'patchify', channels: 2, height: 4, width: 6, patch: 2 }, batch: 2 },
   { name: 'embedding', model: { probeLayer: 'embedding', vocab: 11, dim: 8, probeT: 5 }, batch: 2, ids: 11 },
+  { name: 'embedding, batch in two chunks', model: { probeLayer: 'embedding', vocab: 11, dim: 8, probeT: 5 }, batch: 70, ids: 11 },
   { name: 'mixer_block, dense', model: { probeLayer: 'mixer_block', dim: 8, probeT: 6, tokenHidden: 5, channelHidden: 12 }, batch: 2 },
   {
     name: 'mixer_block, Pixelfly channel and token mixing',
@@ -241,9 +244,10 @@ const TRAINED: Array<{ name: string; spec: ModelSpec; plan?: PlanLike; data: () 
 ];
 const STEPS = 5;
 
-async function trained(t: (typeof TRAINED)[number], backend: 'cpu' | 'cuda', seed = 3) {
-  const m = await createModel({ spec: t.spec, plan: t.plan, seed, threads: 1, train: { batch: 8, lr: 1e-3, totalSteps: 10 }, backend });
+async function trained(t: (typeof TRAINED)[number], backend: 'cpu' | 'cuda', seed = 3, precision: EnginePrecision = 'fp32') {
+  const m = await createModel({ spec: t.spec, plan: t.plan, seed, threads: 1, train: { batch: 8, lr: 1e-3, totalSteps: 10 }, backend, precision });
   assert.equal(m.backend, backend);
+  assert.equal(m.precision, precision);
   const data = t.data();
   const losses = (await m.trainSteps(data, STEPS)).map((s) => s.loss);
   return { m, data, losses };
@@ -291,6 +295,19 @@ test('transpose with a batch above the 65535 grid.y limit: CUDA = CPU', { skip: 
   const want = cpu.probe(x, batch, dy), got = gpu.probe(x, batch, dy);
   assert.deepEqual(got.y, want.y);
   assert.deepEqual(got.dx, want.dx);
+});
+
+// Mixed precision: bf16 inputs to the block-sparse products (and to the dense ones where cuBLAS is
+// present), fp32 accumulation, fp32 master weights and optimizer state. It must differ from the fp32
+// run (the tensor-core path is really in use) by no more than bf16 rounding does.
+test('bf16 mixed-precision training on CUDA follows the fp32 CPU run within bf16 rounding', { skip }, async () => {
+  const mixer = TRAINED[1];
+  const cpu = (await trained(mixer, 'cpu')).losses;
+  const fp32 = (await trained(mixer, 'cuda')).losses;
+  const bf16 = (await trained(mixer, 'cuda', 3, 'bf16')).losses;
+  assert.notDeepEqual(bf16, fp32, 'bf16 losses equal the fp32 ones: the products did not run in bf16');
+  for (let i = 0; i < STEPS; i++)
+    assert.ok(Math.abs(bf16[i] - cpu[i]) < 2e-2 * Math.max(1, Math.abs(cpu[i])), `step ${i}: cpu ${cpu[i]} cuda bf16 ${bf16[i]}`);
 });
 
 test('asking for the CUDA backend where it is unavailable is refused with the reason', { skip: info?.available ? 'a GPU is present' : false }, async () => {

@@ -3,7 +3,7 @@
 //  - the grid.y fold: gridYZ() never exceeds the device's 65535, the emulated device refuses a
 //    launch past it (as a GPU does), and the transpose with fewer grid rows than matrices (what a
 //    batch above 65535 gets) still transposes every matrix;
-//  - determinism across grids: every row-group kernel and the column sums give bitwise the same
+//  - determinism across grids: every row-group kernel and the column / batch sums give bitwise the same
 //    output whether one block strides over all the rows or every row has its own group.
 // Prints one line per failure and exits non-zero when any check failed.
 #include <cstdio>
@@ -100,6 +100,16 @@ int main() {
                   dgdb.data());
       dev::launch(grid, dev::kThreads, nullptr, dev::reduceColumnChunksKernel, chunks, D, 2 * int64_t(D),
                   part.data() + D, dgdb.data() + D);
+    });
+  }
+  {
+    const int chunks = (M + dev::kChunkRows - 1) / dev::kChunkRows;  // x as M batch entries of 45, summed 40 wide
+    std::vector<float> part(size_t(chunks) * 40), sum(40);
+    sameForAnyGrid("sum over the batch", unsigned(chunks * 40 + dev::kThreads - 1) / dev::kThreads, sum, [&](unsigned grid) {
+      dev::launch(grid, dev::kThreads, nullptr, dev::batchChunkPartialsKernel, M, int64_t(40), int64_t(D), x.data(),
+                  part.data());
+      dev::launch(grid, dev::kThreads, nullptr, dev::reduceColumnChunksKernel, chunks, int64_t(40), int64_t(40),
+                  part.data(), sum.data());
     });
   }
   {

@@ -8,7 +8,8 @@
 //    warp's loads are consecutive, i.e. coalesced), each lane summing its columns in order, then a
 //    shared-memory tree of fixed shape over the lanes (groupSum). Groups of a warp's width, through
 //    shared memory rather than shuffles, because the host emulation has no shuffles;
-//  - sums down columns (LayerNorm's dg/db, the gate weight's gradient) take fixed chunks of
+//  - sums down columns (LayerNorm's dg/db, the gate weight's gradient, the gradients of what is
+//    broadcast over the batch: position embeddings, the class token) take fixed chunks of
 //    kChunkRows rows (one thread per chunk and column, coalesced across columns), then add the
 //    chunks' partials in chunk order (reduceColumnChunksKernel), as context.cu's dW does;
 //  - Σx² is fixed-size chunks reduced by a shared-memory tree, whose partials the host adds in order.
@@ -88,7 +89,7 @@ __device__ void groupArgMax(float& v, int& idx) {
 }
 
 // dst[i] += Σ_c part[c·stride + i] for i < n, chunks c in order: the second stage of every column sum.
-__global__ void reduceColumnChunksKernel(int chunks, int n, int64_t stride, const float* __restrict__ part,
+__global__ void reduceColumnChunksKernel(int chunks, int64_t n, int64_t stride, const float* __restrict__ part,
                                          float* __restrict__ dst) {
   for (int64_t i = firstIndex(); i < n; i += gridStride()) {
     float s = 0.0f;
@@ -313,13 +314,19 @@ __global__ void tokenEmbeddingBackwardKernel(int rows, int D, const float* __res
   }
 }
 
-// dst[i] += Σ_b src[b·stride + i] for i < n, b in order: the gradient of anything broadcast over the
-// batch (position embeddings, the class token).
-__global__ void sumOverBatchKernel(int B, int64_t n, int64_t stride, const float* __restrict__ src, float* __restrict__ dst) {
-  for (int64_t i = firstIndex(); i < n; i += gridStride()) {
-    float s = dst[i];
-    for (int b = 0; b < B; b++) s += src[b * stride + i];
-    dst[i] = s;
+// part[c][i] = Σ src[b·stride + i] over the batch entries b of chunk c (kChunkRows, in order), i < n:
+// the first stage of the gradient of anything broadcast over the batch (position embeddings, the
+// class token), one thread per (chunk, value).
+__global__ void batchChunkPartialsKernel(int B, int64_t n, int64_t stride, const float* __restrict__ src,
+                                         float* __restrict__ part) {
+  const int chunks = (B + kChunkRows - 1) / kChunkRows;
+  for (int64_t e = firstIndex(); e < chunks * n; e += gridStride()) {
+    const int c = static_cast<int>(e / n);
+    const int64_t i = e % n;
+    const int b1 = (c + 1) * kChunkRows < B ? (c + 1) * kChunkRows : B;
+    float s = 0.0f;
+    for (int b = c * kChunkRows; b < b1; b++) s += src[b * stride + i];
+    part[e] = s;
   }
 }
 

@@ -50,6 +50,19 @@ int chunksOf(int rows) { return (rows + dev::kChunkRows - 1) / dev::kChunkRows; 
     }                                                                                                       \
   } while (0)
 
+// dst[i] += Σ_b src[b·stride + i] for i < n: per-chunk partials of the batch in the workspace, added
+// in chunk order. A macro, as it needs Context's workspace and stream (cuda_api.h declares no such
+// member).
+#define SUM_OVER_BATCH(B, n, stride, src, dst)                                          \
+  do {                                                                                  \
+    if (int64_t(B) * (n) > 0) {                                                         \
+      const int chunks_ = chunksOf(B);                                                  \
+      float* part_ = workspace(static_cast<size_t>(chunks_ * (n)));                     \
+      LAUNCH(chunks_ * (n), dev::batchChunkPartialsKernel, B, n, stride, src, part_);   \
+      LAUNCH(n, dev::reduceColumnChunksKernel, chunks_, n, n, part_, dst);              \
+    }                                                                                   \
+  } while (0)
+
 void Context::geluForward(const float* x, float* y, int64_t n) { LAUNCH(n, dev::geluForwardKernel, x, y, n); }
 void Context::geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
   LAUNCH(n, dev::geluBackwardKernel, x, dy, dx, n);
@@ -108,7 +121,7 @@ void Context::tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, c
   dev::launch(dim3(static_cast<unsigned>((D + dev::kThreads - 1) / dev::kThreads), kParts), dev::kThreads, STREAM,
               dev::tokenEmbeddingBackwardKernel, B * T, D, ids, dy, dwte);
   checkLaunch("tokenEmbeddingBackwardKernel");
-  LAUNCH(int64_t(T) * D, dev::sumOverBatchKernel, B, int64_t(T) * D, int64_t(T) * D, dy, dwpe);
+  SUM_OVER_BATCH(B, int64_t(T) * D, int64_t(T) * D, dy, dwpe);
 }
 
 void Context::clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y) {
@@ -116,7 +129,7 @@ void Context::clsTokenForward(int B, int T, int D, const float* cls, const float
 }
 
 void Context::clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) {
-  LAUNCH(D, dev::sumOverBatchKernel, B, int64_t(D), int64_t(T + 1) * D, dy, dcls);
+  SUM_OVER_BATCH(B, int64_t(D), int64_t(T + 1) * D, dy, dcls);
   if (dx) LAUNCH(int64_t(B) * T * D, dev::clsBackwardInputKernel, B, T, D, dy, dx);
 }
 
@@ -125,7 +138,7 @@ void Context::posEmbeddingForward(int B, int64_t n, const float* x, const float*
 }
 
 void Context::posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) {
-  LAUNCH(n, dev::sumOverBatchKernel, B, n, n, dy, dpos);
+  SUM_OVER_BATCH(B, n, n, dy, dpos);
   if (dx && dx != dy && B * n > 0) copyOnDevice(dx, dy, static_cast<size_t>(B * n) * sizeof(float));
 }
 
