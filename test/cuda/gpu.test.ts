@@ -299,7 +299,8 @@ test('transpose with a batch above the 65535 grid.y limit: CUDA = CPU', { skip: 
 
 // Mixed precision: bf16 inputs to the block-sparse products (and to the dense ones where cuBLAS is
 // present), fp32 accumulation, fp32 master weights and optimizer state. It must differ from the fp32
-// run (the tensor-core path is really in use) by no more than bf16 rounding does.
+// run (the tensor-core path is really in use) by no more than bf16 rounding does (1e-4 in the loss
+// under the host emulation, which rounds as the hardware converts).
 test('bf16 mixed-precision training on CUDA follows the fp32 CPU run within bf16 rounding', { skip }, async () => {
   const mixer = TRAINED[1];
   const cpu = (await trained(mixer, 'cpu')).losses;
@@ -307,7 +308,7 @@ test('bf16 mixed-precision training on CUDA follows the fp32 CPU run within bf16
   const bf16 = (await trained(mixer, 'cuda', 3, 'bf16')).losses;
   assert.notDeepEqual(bf16, fp32, 'bf16 losses equal the fp32 ones: the products did not run in bf16');
   for (let i = 0; i < STEPS; i++)
-    assert.ok(Math.abs(bf16[i] - cpu[i]) < 2e-2 * Math.max(1, Math.abs(cpu[i])), `step ${i}: cpu ${cpu[i]} cuda bf16 ${bf16[i]}`);
+    assert.ok(Math.abs(bf16[i] - cpu[i]) < 2e-3 * Math.max(1, Math.abs(cpu[i])), `step ${i}: cpu ${cpu[i]} cuda bf16 ${bf16[i]}`);
 });
 
 test('asking for the CUDA backend where it is unavailable is refused with the reason', { skip: info?.available ? 'a GPU is present' : false }, async () => {
