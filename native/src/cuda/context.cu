@@ -278,12 +278,6 @@ void Context::bsrBackwardWeight(const DeviceLayout& L, int M, const float* dY, c
   }
 }
 
-void Context::biasGrad(int M, int N, const float* dY, float* db, bool accumulate) {
-  if (N == 0) return;
-  dev::launch((N + 127) / 128, 128, STREAM, dev::biasGradKernel, M, N, dY, db, accumulate);
-  checkLaunch("biasGrad launch");
-}
-
 void Context::addBias(int M, int N, const float* bias, float* Y) {
   const size_t n = static_cast<size_t>(M) * N;
   if (n == 0) return;
@@ -306,7 +300,7 @@ void Context::gemm(bool ta, bool tb, int M, int N, int K, float alpha, const flo
   if (!cublas_) {
     if (p != Precision::F32)
       throw std::runtime_error(std::string("dense ") + precisionName(p) + " products need cuBLAS, which is missing");
-    const dim3 grid((N + 15) / 16, (M + 15) / 16), threads(16, 16);
+    const dim3 grid((N + 15) / 16, std::min((M + 15) / 16, 65535)), threads(16, 16);
     dev::launch(grid, threads, STREAM, dev::gemmFallback, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     checkLaunch("gemm fallback launch");
     return;

@@ -269,40 +269,34 @@ __global__ void reduceChunks(const float* __restrict__ part, int chunks, size_t 
 
 // ------------------------------------------------------------------ dense helpers
 
-// db[n] (=|+=) Σ_m dY[m][n]: one thread per column, rows in order (deterministic, coalesced).
-__global__ void biasGradKernel(int M, int N, const float* __restrict__ dY, float* __restrict__ db, bool accumulate) {
-  const int n = blockIdx.x * blockDim.x + threadIdx.x;
-  if (n >= N) return;
-  float s = 0.f;
-  for (int m = 0; m < M; m++) s += dY[static_cast<size_t>(m) * N + n];
-  db[n] = accumulate ? db[n] + s : s;
-}
-
 __global__ void addBiasKernel(int M, int N, const float* __restrict__ bias, float* __restrict__ Y) {
   const size_t e = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e < static_cast<size_t>(M) * N) Y[e] += bias[e % N];
 }
 
 // Row-major C = alpha·op(A)·op(B) + beta·C in fp32 with 16×16 shared tiles: the dense path when
-// cuBLAS is not installed (correct, not fast).
+// cuBLAS is not installed (correct, not fast). Row tiles past grid.y's 65535 are taken in a loop.
 __global__ void gemmFallback(bool ta, bool tb, int M, int N, int K, float alpha, const float* __restrict__ A, int lda,
                              const float* __restrict__ Bm, int ldb, float beta, float* __restrict__ C, int ldc) {
   __shared__ float As[16][17], Bs[16][17];
   const int tx = threadIdx.x, ty = threadIdx.y;
-  const int row = blockIdx.y * 16 + ty, col = blockIdx.x * 16 + tx;
-  float sum = 0.f;
-  for (int k0 = 0; k0 < K; k0 += 16) {
-    const int ka = k0 + tx, kb = k0 + ty;
-    As[ty][tx] = (row < M && ka < K) ? (ta ? A[static_cast<size_t>(ka) * lda + row] : A[static_cast<size_t>(row) * lda + ka]) : 0.f;
-    Bs[ty][tx] = (col < N && kb < K) ? (tb ? Bm[static_cast<size_t>(col) * ldb + kb] : Bm[static_cast<size_t>(kb) * ldb + col]) : 0.f;
-    __syncthreads();
+  const int col = blockIdx.x * 16 + tx;
+  for (int tile = blockIdx.y; tile * 16 < M; tile += gridDim.y) {  // uniform across the block: barriers stay legal
+    const int row = tile * 16 + ty;
+    float sum = 0.f;
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      const int ka = k0 + tx, kb = k0 + ty;
+      As[ty][tx] = (row < M && ka < K) ? (ta ? A[static_cast<size_t>(ka) * lda + row] : A[static_cast<size_t>(row) * lda + ka]) : 0.f;
+      Bs[ty][tx] = (col < N && kb < K) ? (tb ? Bm[static_cast<size_t>(col) * ldb + kb] : Bm[static_cast<size_t>(kb) * ldb + col]) : 0.f;
+      __syncthreads();
 #pragma unroll
-    for (int q = 0; q < 16; q++) sum += As[ty][q] * Bs[q][tx];
-    __syncthreads();
-  }
-  if (row < M && col < N) {
-    float* c = C + static_cast<size_t>(row) * ldc + col;
-    *c = alpha * sum + (beta == 0.f ? 0.f : beta * *c);  // beta == 0 never reads C (it may hold NaNs)
+      for (int q = 0; q < 16; q++) sum += As[ty][q] * Bs[q][tx];
+      __syncthreads();
+    }
+    if (row < M && col < N) {
+      float* c = C + static_cast<size_t>(row) * ldc + col;
+      *c = alpha * sum + (beta == 0.f ? 0.f : beta * *c);  // beta == 0 never reads C (it may hold NaNs)
+    }
   }
 }
 

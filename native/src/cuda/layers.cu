@@ -63,6 +63,14 @@ int chunksOf(int rows) { return (rows + dev::kChunkRows - 1) / dev::kChunkRows; 
     }                                                                                   \
   } while (0)
 
+// db (=|+=) column sums of dY[M×N]: row chunks summed in order, like every column sum here (a
+// thread per column walking all M rows would leave most of the GPU idle at bias widths).
+void Context::biasGrad(int M, int N, const float* dY, float* db, bool accumulate) {
+  if (N == 0) return;
+  if (!accumulate) zero(db, N);
+  SUM_OVER_BATCH(M, int64_t(N), int64_t(N), dY, db);
+}
+
 void Context::geluForward(const float* x, float* y, int64_t n) { LAUNCH(n, dev::geluForwardKernel, x, y, n); }
 void Context::geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
   LAUNCH(n, dev::geluBackwardKernel, x, dy, dx, n);
