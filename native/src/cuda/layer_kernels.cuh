@@ -355,22 +355,33 @@ __global__ void posForwardKernel(int B, int64_t n, const float* __restrict__ x, 
 // (batch, head, query) triple: its group's lanes take the keys j (scores, softmax), then the head's
 // features e (ctx, dq), each a sum over j in order.
 
+// Row `row` of att as its (batch b, head h, query i) triple, its sample's qkv, and the keys it sees
+// (none for the idle groups past the last row, which still reach every barrier).
+struct AttentionRow {
+  int64_t row, b;
+  int i, h, jEnd;
+  bool live;
+  const float* base;
+  __device__ AttentionRow(int64_t r, int64_t rows, int T, int D, int H, bool causal, const float* qkv)
+      : row(r), b(r / T / H), i(static_cast<int>(r % T)), h(static_cast<int>(r / T % H)), live(r < rows),
+        base(qkv + r / T / H * T * 3 * D) {
+    jEnd = !live ? 0 : causal ? i + 1 : T;
+  }
+};
+
 __global__ void attentionForwardKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
                                        float* __restrict__ att, float* __restrict__ ctx) {
   const int hd = D / H, l = threadIdx.x;
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   const int64_t rows = static_cast<int64_t>(B) * H * T;
   for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
-    const int64_t row = r0 + threadIdx.y;
-    const bool live = row < rows;
-    const int i = static_cast<int>(row % T);
-    const int64_t bh = row / T;
-    const int64_t b = bh / H;
-    const int h = static_cast<int>(bh % H);
-    const float* base = qkv + b * T * 3 * D;
+    const AttentionRow q(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
+    const int64_t row = q.row, b = q.b;
+    const int i = q.i, h = q.h, jEnd = q.jEnd;
+    const bool live = q.live;
+    const float* base = q.base;
     float* a = att + row * T;
     const float* qi = base + static_cast<int64_t>(i) * 3 * D + h * hd;
-    const int jEnd = !live ? 0 : causal ? i + 1 : T;
     int none = -1;  // groupArgMax's index, unused here
     float mx = -INFINITY;
     for (int j = l; j < jEnd; j += kLanes) {
@@ -411,17 +422,14 @@ __global__ void attentionBackwardRowsKernel(int B, int T, int D, int H, bool cau
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   const int64_t rows = static_cast<int64_t>(B) * H * T;
   for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
-    const int64_t row = r0 + threadIdx.y;
-    const bool live = row < rows;
-    const int i = static_cast<int>(row % T);
-    const int64_t bh = row / T;
-    const int64_t b = bh / H;
-    const int h = static_cast<int>(bh % H);
-    const float* base = qkv + b * T * 3 * D;
+    const AttentionRow q(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
+    const int64_t row = q.row, b = q.b;
+    const int i = q.i, h = q.h, jEnd = q.jEnd;
+    const bool live = q.live;
+    const float* base = q.base;
     const float* a = att + row * T;
     float* dsi = ds + row * T;
     const float* dci = dctx + (b * T + i) * D + h * hd;
-    const int jEnd = !live ? 0 : causal ? i + 1 : T;
     float dot[1] = {0.0f};
     for (int j = l; j < jEnd; j += kLanes) {
       const float* vj = base + static_cast<int64_t>(j) * 3 * D + 2 * D + h * hd;
