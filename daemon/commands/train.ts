@@ -125,6 +125,7 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
   return [
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
+    info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}` : '',
     table,
     s.speedup !== undefined ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` : 'no dense comparison (--no-compare)',
     `report: ${s.reportPath ?? info.runDir}`,

@@ -20,6 +20,7 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     assert.match(r.stderr, /started the daemon on 127\.0\.0\.1:\d+/);
     assert.match(r.stderr, /\[#{20}\] 100% \| step 40\/40 \| loss pixelfly [\d.]+ dense [\d.]+ \| speedup [\d.]+x/);
     assert.match(r.stdout, /completed after 40 steps/);
+    assert.match(r.stdout, /^engine: (cpu, fp32|cuda, bf16) products$/m);
     assert.match(r.stdout, /speedup \(median dense step \/ median Pixelfly step, alternating steps\): [\d.]+x/);
     const report = /report: (\S+)/.exec(r.stdout)?.[1];
     assert.ok(report && existsSync(report), `report at ${report}`);

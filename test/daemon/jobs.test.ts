@@ -152,7 +152,9 @@ test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthet
       assert.equal(info.dataset?.synthetic, true);
       assert.ok(info.backend === 'cpu' || info.backend === 'cuda', `backend ${info.backend}`);
       assert.equal(info.precision, info.backend === 'cuda' ? 'bf16' : 'fp32');  // hyper.precision 'auto'
-      assert.match(readFileSync(join(job.runDir, 'report.html'), 'utf8'), /synthetic task/);
+      const report = readFileSync(join(job.runDir, 'report.html'), 'utf8');
+      assert.match(report, /synthetic task/);
+      assert.match(report, new RegExp(`Engine: ${info.backend}, ${info.precision} products`));
     },
     [],
     (home) => ({ PIXELFLY_FASHION_MNIST: join(home, 'not-installed') }),
