@@ -108,8 +108,8 @@ function parseArgs(argv: string[]): Options {
   return opts;
 }
 
-/** The flat block butterfly layout whose density is nearest `target` (ties: more factors). */
-function layoutNear(out: number, inF: number, block: number, target: number): BlockLayout {
+/** The flat block butterfly layout whose density is nearest `target` (ties: more factors). Also picks scripts/gpu-check.mjs's layouts. */
+export function layoutNear(out: number, inF: number, block: number, target: number): BlockLayout {
   let best: BlockLayout | undefined;
   for (let s = 2; s <= 128; s *= 2) {
     for (let f = 1; 1 << f <= s; f++) {
@@ -318,7 +318,9 @@ async function main(): Promise<void> {
   console.log(`\nwrote ${rows.length} rows to ${opts.out}`);
 }
 
-main().catch((err) => {
-  console.error(`bench:kernels failed: ${(err as Error).message}`);
-  process.exit(1);
-});
+// Only when run as the benchmark: scripts/gpu-check.mjs imports layoutNear from here.
+if (require.main === module)
+  main().catch((err) => {
+    console.error(`bench:kernels failed: ${(err as Error).message}`);
+    process.exit(1);
+  });
