@@ -190,7 +190,15 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
     plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null,
     target: { budget: settings.budget },
     dataset: resolveDataset(settings),
-    hyper: { epochs: settings.epochs, batchSize: settings.batchSize, lr: settings.lr, maxSteps: settings.maxSteps, evalEvery: settings.evalEvery },
+    hyper: {
+      epochs: settings.epochs,
+      batchSize: settings.batchSize,
+      lr: settings.lr,
+      maxSteps: settings.maxSteps,
+      evalEvery: settings.evalEvery,
+      backend: settings.backend,
+      precision: settings.precision,
+    },
     compare: true,
   };
   const info = await s.connection.call('job.submit', params);

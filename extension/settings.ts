@@ -24,6 +24,10 @@ export interface Settings {
   maxSteps: number;
   /** Evaluate every N steps (0: at each epoch's end). */
   evalEvery: number;
+  /** Where the daemon trains: 'auto' (CUDA when a GPU is usable), 'cpu' (forces the CPU) or 'cuda'. */
+  backend: 'auto' | 'cpu' | 'cuda';
+  /** The products' input precision: 'auto' (bf16 on CUDA, fp32 on the CPU), 'fp32', 'bf16' or 'fp16'. */
+  precision: 'auto' | 'fp32' | 'bf16' | 'fp16';
 }
 
 export const DEFAULTS: Settings = {
@@ -39,7 +43,11 @@ export const DEFAULTS: Settings = {
   lr: 0.001,
   maxSteps: 0,
   evalEvery: 0,
+  backend: 'auto',
+  precision: 'auto',
 };
+
+const oneOf = <T extends string>(choices: readonly T[]): Check<T> => (v): v is T => choices.includes(v as T);
 
 type Check<T> = (v: unknown) => v is T;
 const int = (min: number, max: number): Check<number> => (v): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
@@ -67,6 +75,8 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     lr: get('training.learningRate', (v): v is number => typeof v === 'number' && v > 0 && v < 10, DEFAULTS.lr, 'must be a number in (0, 10)'),
     maxSteps: get('training.maxSteps', int(0, 1 << 30), DEFAULTS.maxSteps, 'must be an integer ≥ 0'),
     evalEvery: get('training.evalEvery', int(0, 1 << 30), DEFAULTS.evalEvery, 'must be an integer ≥ 0'),
+    backend: get('training.backend', oneOf(['auto', 'cpu', 'cuda'] as const), DEFAULTS.backend, "must be 'auto', 'cpu' or 'cuda'"),
+    precision: get('training.precision', oneOf(['auto', 'fp32', 'bf16', 'fp16'] as const), DEFAULTS.precision, "must be 'auto', 'fp32', 'bf16' or 'fp16'"),
   };
   return { settings, problems };
 }

@@ -45,6 +45,14 @@ export function intOption(values: Record<string, unknown>, name: string, fallbac
   return n;
 }
 
+/** An option that must be one of `choices` (undefined when absent). */
+export function choiceOption<C extends string>(values: Record<string, unknown>, name: string, choices: readonly C[]): C | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  if (!choices.includes(raw as C)) throw new CliError(`--${name} must be one of ${choices.join(', ')}, got '${String(raw)}'`);
+  return raw as C;
+}
+
 export function numberOption(values: Record<string, unknown>, name: string): number | undefined {
   const raw = values[name];
   if (raw === undefined) return undefined;

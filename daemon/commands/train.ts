@@ -12,7 +12,7 @@ import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
 import { modelSpecFor } from '../../server/analysis/spec';
 import { parseDataset } from '../datasetArg';
-import { CliError, intOption, numberOption, parse, type Command } from './command';
+import { choiceOption, CliError, intOption, numberOption, parse, type Command } from './command';
 
 const options = {
   dataset: { type: 'string' },
@@ -23,6 +23,8 @@ const options = {
   'eval-every': { type: 'string' },
   threads: { type: 'string' },
   seed: { type: 'string' },
+  backend: { type: 'string' },
+  precision: { type: 'string' },
   budget: { type: 'string' },
   speedup: { type: 'string' },
   'no-compare': { type: 'boolean' },
@@ -216,6 +218,8 @@ async function submitParams(values: Values, specFile: string | undefined): Promi
       evalEvery: intOption(values, 'eval-every', base.evalEvery ?? 0),
       threads: intOption(values, 'threads', 0),
       seed: intOption(values, 'seed', 0),
+      backend: choiceOption(values, 'backend', ['auto', 'cpu', 'cuda'] as const) ?? 'auto',
+      precision: choiceOption(values, 'precision', ['auto', 'fp32', 'bf16', 'fp16'] as const) ?? 'auto',
     },
   };
 }
@@ -224,11 +228,14 @@ export const trainCommand: Command = {
   summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
   usage:
     '[spec.json | model.py [--model NAME]] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--max-steps N] [--eval-every N]\n' +
-    '               [--threads N] [--seed N] [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
+    '               [--threads N] [--seed N] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n' +
+    '               [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
     '  model.py         a PyTorch model, analysed like the editor does (--model picks the class or factory)\n' +
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
+    '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
+    '  --precision      products\' inputs: auto (default: bf16 on CUDA, fp32 on the CPU) | fp32 | bf16 | fp16\n' +
     '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
     '  --speedup X      ...or for an estimated speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +

@@ -79,6 +79,9 @@ test('pixelfly train refuses bad input with messages naming it', { timeout: 30_0
     const badData = pixelfly(home, ['train', '--dataset', 'imagenet']);
     assert.equal(badData.status, 2);
     assert.match(badData.stderr, /--dataset: unknown kind 'imagenet'/);
+    const badPrecision = pixelfly(home, ['train', '--precision', 'fp8']);
+    assert.equal(badPrecision.status, 2);
+    assert.match(badPrecision.stderr, /--precision must be one of auto, fp32, bf16, fp16, got 'fp8'/);
     const bad = join(home, 'bad.json');
     writeFileSync(bad, '{"kind": "mlp", "inputFeatures": 10, "hidden": [], "classes": 1}');
     const rejected = pixelfly(home, ['train', bad]);
