@@ -116,12 +116,17 @@ export class RunStore {
 export function runInfoView(r: RunRecord): RunInfo {
   return {
     id: r.info.jobId,
-    title: `${r.info.name}${r.info.compare ? ' — dense vs Pixelfly' : ''}`,
+    title: `${r.info.name}${r.info.compare ? ' — dense vs Pixelfly' : ''}${engineOf(r.info) ? ` · ${engineOf(r.info)}` : ''}`,
     state: STATE[r.info.state],
     totalSteps: r.info.totalSteps,
     startedAt: Date.parse(r.info.startedAt ?? r.info.createdAt) || 0,
     error: r.info.error,
   };
+}
+
+/** Where a run computed, e.g. "cuda, bf16" ("" until the job has started). */
+export function engineOf(info: RunRecord['info']): string {
+  return info.backend ? `${info.backend}${info.precision ? `, ${info.precision}` : ''}` : '';
 }
 
 export function isActive(r: RunRecord): boolean {

@@ -1,6 +1,6 @@
 /** The "Runs" tree: past and current runs (newest first); selecting one opens its metrics. */
 import * as vscode from 'vscode';
-import type { RunRecord, RunStore } from './runStore';
+import { engineOf, type RunRecord, type RunStore } from './runStore';
 
 const ICON: Record<string, string> = {
   queued: 'clock',
@@ -30,7 +30,8 @@ export class RunTree implements vscode.TreeDataProvider<RunRecord>, vscode.Dispo
     item.id = r.info.jobId;
     const speed = r.info.summary?.speedup;
     item.description = `${r.info.state}${speed !== undefined ? ` · ${speed.toFixed(2)}×` : ''} · step ${r.info.step}/${r.info.totalSteps}`;
-    item.tooltip = `${r.info.jobId}\ncreated ${r.info.createdAt}\n${r.info.runDir}${r.info.error ? `\n${r.info.error}` : ''}`;
+    const engine = engineOf(r.info);
+    item.tooltip = `${r.info.jobId}\ncreated ${r.info.createdAt}${engine ? `\ntrained on ${engine}` : ''}\n${r.info.runDir}${r.info.error ? `\n${r.info.error}` : ''}`;
     item.iconPath = new vscode.ThemeIcon(ICON[r.info.state] ?? 'circle-outline');
     item.contextValue = r.info.state === 'running' || r.info.state === 'queued' ? 'pixelfly.run.active' : 'pixelfly.run';
     item.command = { command: 'pixelfly.openMetrics', title: 'Open metrics', arguments: [r.info.jobId] };

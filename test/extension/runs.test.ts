@@ -60,6 +60,9 @@ describe('RunStore', () => {
     });
     assert.equal(r.info.state, 'completed');
     assert.equal(runInfoView(r).state, 'done');
+    assert.doesNotMatch(runInfoView(r).title, /·/, 'no engine named before the daemon says which ran');
+    store.upsert({ ...JOB, backend: 'cuda', precision: 'bf16' });
+    assert.match(runInfoView(store.get('j1')!).title, / · cuda, bf16$/);
     assert.equal(r.info.lastSeq, seq);
     assert.equal(r.progress.step, 100);
     assert.ok(seen.includes('j1:metrics') && seen.includes('j1:info'));
