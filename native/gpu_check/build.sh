@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Builds native/gpu_check/gpu_check without Node or node-gyp, for a GPU machine that has only nvcc
+# and g++ (issue 8). The same sources and flags as native/binding.gyp's addon, minus the N-API
+# binding files: nvcc for the device code, g++ for the engine, the CPU kernels (isa_kernels.cc once
+# per instruction set), the cuBLAS loader, the CUDA backend and gpu_check.cc; cudart linked
+# statically like the addon (it opens libcuda.so.1 lazily, so the program starts without a driver and
+# says why there is no device).
+#
+#   bash native/gpu_check/build.sh [--emulate] [--out-dir DIR] [--jobs N]
+#
+# --emulate: the device code compiled by g++ against the host emulation (src/cuda/emulation.h,
+# binding.gyp's cuda_emulation=1), so the whole check runs on a machine without a GPU.
+# Output: DIR/gpu_check (default native/build/gpu_check/cuda or .../emulate).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+src="$(cd "$here/../src" && pwd)"
+mode=cuda
+out=""
+jobs="$(nproc 2>/dev/null || echo 2)"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --emulate) mode=emulate ;;
+    --out-dir) [ $# -ge 2 ] || { echo "build.sh: --out-dir needs a folder" >&2; exit 2; }; out="$2"; shift ;;
+    --jobs) [ $# -ge 2 ] || { echo "build.sh: --jobs needs a number" >&2; exit 2; }; jobs="$2"; shift ;;
+    *) echo "build.sh: unknown option '$1' (options: --emulate, --out-dir DIR, --jobs N)" >&2; exit 2 ;;
+  esac
+  shift
+done
+out="${out:-$here/../build/gpu_check/$mode}"
+mkdir -p "$out/obj"
+out="$(cd "$out" && pwd)"
+CXX="${CXX:-g++}"
+
+# The toolkit the way src/cuda/find_nvcc.js finds it for binding.gyp: CUDA_HOME, CUDA_PATH, nvcc on
+# PATH, /usr/local/cuda; it must have nvcc and the static runtime.
+cuda_home=""
+if [ "$mode" = cuda ]; then
+  from_path=""
+  if command -v nvcc >/dev/null 2>&1; then from_path="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"; fi
+  for c in "${CUDA_HOME:-}" "${CUDA_PATH:-}" "$from_path" /usr/local/cuda; do
+    [ -n "$c" ] || continue
+    c="$(readlink -f "$c" 2>/dev/null || echo "$c")"
+    if [ -x "$c/bin/nvcc" ] && [ -f "$c/lib64/libcudart_static.a" ]; then cuda_home="$c"; break; fi
+  done
+  if [ -z "$cuda_home" ]; then
+    echo "build.sh: no CUDA toolkit with bin/nvcc and lib64/libcudart_static.a (tried CUDA_HOME, CUDA_PATH, nvcc on PATH, /usr/local/cuda); use --emulate to build against the host emulation" >&2
+    exit 1
+  fi
+fi
+
+# Flags as in binding.gyp: target_defaults' cflags_cc, kernel_cflags, the addon's defines.
+common=(-std=c++17 -O3 -fopenmp -fPIC -fexceptions "-I$src")
+defines=(-DPIXELFLY_CUDA=1)
+[ "$mode" = emulate ] && defines+=(-DPIXELFLY_CUDA_EMULATION=1)
+kernel=(-O3 -fPIC -fopenmp -ffp-contract=fast -fno-math-errno -std=c++17 "-I$src")
+
+# A small job pool: compile commands run `jobs` at a time; the first failure stops the build.
+objs=()
+pids=()
+compile() {  # compile OBJECT_NAME COMMAND...
+  local obj="$out/obj/$1"; shift
+  objs+=("$obj")
+  echo "  ${*: -1} -> obj/$(basename "$obj")"
+  "$@" -o "$obj" &
+  pids+=($!)
+  if [ "${#pids[@]}" -ge "$jobs" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+}
+
+echo "building gpu_check ($mode) in $out"
+for cu in context layers; do
+  if [ "$mode" = cuda ]; then
+    compile "$cu.o" "$cuda_home/bin/nvcc" -std=c++20 -O3 -Xcompiler -fPIC "-I$src" -DPIXELFLY_CUDA=1 \
+      -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]' -c "$src/cuda/$cu.cu"
+  else
+    compile "$cu.o" "$CXX" -std=c++20 -O2 -fPIC -pthread -xc++ -DPIXELFLY_CUDA=1 -DPIXELFLY_CUDA_EMULATION=1 \
+      "-I$src" -c "$src/cuda/$cu.cu"
+  fi
+done
+compile isa_portable.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=0 -c "$src/kernels/isa_kernels.cc"
+compile isa_avx2.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=1 -mavx2 -mfma -c "$src/kernels/isa_kernels.cc"
+compile isa_avx512.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=2 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma -mavx2 \
+  -mprefer-vector-width=512 -c "$src/kernels/isa_kernels.cc"
+for f in kernels/dispatch kernels/validate engine/backend_cpu engine/cpu_layers engine/data engine/model \
+  engine/modules engine/pointwise engine/svd cuda/cublas_loader cuda/backend_cuda; do
+  compile "$(basename "$f").o" "$CXX" "${common[@]}" "${defines[@]}" -c "$src/$f.cc"
+done
+compile gpu_check.o "$CXX" "${common[@]}" "${defines[@]}" -c "$here/gpu_check.cc"
+for p in "${pids[@]}"; do wait "$p"; done
+
+if [ "$mode" = cuda ]; then
+  libs=("$cuda_home/lib64/libcudart_static.a" -ldl -lrt -lpthread)
+else
+  libs=(-pthread -ldl)
+fi
+"$CXX" -fopenmp -o "$out/gpu_check" "${objs[@]}" "${libs[@]}"
+echo "built $out/gpu_check"
