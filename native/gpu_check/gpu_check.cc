@@ -1,7 +1,7 @@
 // gpu_check: issue 8's checks and timings on a GPU machine without Node (llm.c's test_gpt2.cu
 // style: one program, loud failures, exit code 0 only when every check passed).
 //
-//   gpu_check LAYOUTS [--out FILE.json] [--check-m ROWS]
+//   gpu_check LAYOUTS [--out FILE.json] [--check-m ROWS] [--timing-m ROWS]
 //
 // LAYOUTS comes from `node scripts/gpu-check.mjs` (block indexes made by core/). Sections:
 //   1. device: cuda::status(), cuBLAS found or not;
@@ -11,7 +11,8 @@
 //      --check-m rows (default: the kit's M up to 1024, as the host reference is scalar);
 //   3. timing: for the "bench" layouts, fwd + dX + dW against the layer's dense products through
 //      Context::gemm (cuBLAS, or the fallback kernel without it), fp32 and bf16, medians of the
-//      kit's repeats on device-resident data; a table with issue 8's target (0.7 / density) and JSON
+//      kit's repeats on device-resident data at the kit's M (or --timing-m: the emulation's test
+//      times fewer rows, its figures mean nothing anyway); a table with issue 8's target (0.7 / density) and JSON
 //      rows (--out). Speed is reported, not a pass/fail check;
 //   4. training: the kit's Pixelfly Mixer a few steps on the CPU backend and on CUDA in fp32 and
 //      bf16, losses compared like gpu.test.ts (fp32 1e-4 relative, bf16 2e-3 and different from fp32).
@@ -108,9 +109,9 @@ bool printDevice() {
   for (const auto& d : s.devices)
     std::printf("  device %d: %s, %.1f GiB, compute capability %d.%d, %d SMs\n", d.index, d.name.c_str(),
                 d.totalMemory / 1073741824.0, d.major, d.minor, d.multiprocessors);
-  std::printf("  cuBLAS: %s\n", s.cublas.empty() ? ("NOT found (" + s.cublasError + "): dense products use the fallback kernel").c_str()
-                                                 : s.cublas.c_str());
-  if (!s.available) std::printf("  no usable CUDA device: %s\n", s.reason.c_str());
+  if (!s.cublas.empty()) std::printf("  cuBLAS: %s\n", s.cublas.c_str());
+  else if (!s.available) std::printf("  cuBLAS: not looked for (no device)\n");
+  else std::printf("  cuBLAS: NOT found (%s): dense products use the fallback kernel, fp32 only\n", s.cublasError.c_str());
   return s.available;
 }
 
@@ -188,11 +189,11 @@ Timing timeLayer(cuda::Context& ctx, const KitLayout& l, int M, int repeats, cud
   return t;
 }
 
-std::string timingSection(cuda::Context& ctx, const Kit& kit) {
+std::string timingSection(cuda::Context& ctx, const Kit& kit, int M) {
   const cuda::Status& s = cuda::status();
   const std::string device = s.devices.empty() ? "?" : s.devices[0].name;
   const bool cublas = ctx.usesCublas();
-  std::printf("\n== timing: fwd + dX + dW, M = %d, medians of %d, dense = %s%s\n", kit.m, kit.repeats,
+  std::printf("\n== timing: fwd + dX + dW, M = %d, medians of %d, dense = %s%s\n", M, kit.repeats,
               cublas ? "cuBLAS" : "our fallback GEMM (cuBLAS missing)",
               kEmulated ? " (EMULATION: not GPU times)" : "");
   std::printf("prec  in    out   density | dense ms | pixelfly ms (fwd  dX  dW)      | speedup | target\n");
@@ -206,7 +207,7 @@ std::string timingSection(cuda::Context& ctx, const Kit& kit) {
         std::printf("%-5s %-5d %-5d skipped: reduced-precision dense products need cuBLAS\n", cuda::precisionName(p), l.in, l.out);
         continue;
       }
-      const Timing t = timeLayer(ctx, l, kit.m, kit.repeats, p);
+      const Timing t = timeLayer(ctx, l, M, kit.repeats, p);
       const double pf = t.pf[0] + t.pf[1] + t.pf[2], dense = t.dense[0] + t.dense[1] + t.dense[2];
       const double density = static_cast<double>(l.index.nnz) / (static_cast<double>(l.index.blockRows) * l.index.blockCols);
       const double speedup = dense / pf, target = 0.7 / density;
@@ -220,7 +221,7 @@ std::string timingSection(cuda::Context& ctx, const Kit& kit) {
                     "\"dense_fwd_ms\": %.4f, \"dense_dx_ms\": %.4f, \"dense_dw_ms\": %.4f, \"dense_fwd_bwd_ms\": %.4f, "
                     "\"pixelfly_fwd_ms\": %.4f, \"pixelfly_dx_ms\": %.4f, \"pixelfly_dw_ms\": %.4f, \"pixelfly_fwd_bwd_ms\": %.4f, "
                     "\"speedup_vs_dense\": %.3f, \"target_vs_dense\": %.3f, \"met\": %s, \"reps\": %d}",
-                    kit.m, l.in, l.out, l.index.block, density, l.name.c_str(), device.c_str(), kEmulated ? "true" : "false",
+                    M, l.in, l.out, l.index.block, density, l.name.c_str(), device.c_str(), kEmulated ? "true" : "false",
                     cuda::precisionName(p), cublas ? "cublas" : "fallback", t.dense[0], t.dense[1], t.dense[2], dense,
                     t.pf[0], t.pf[1], t.pf[2], pf, speedup, target, speedup >= target ? "true" : "false", kit.repeats);
       json << (first ? "" : ",\n") << row;
@@ -322,29 +323,31 @@ void trainingSection(const Kit& kit) {
 
 int run(int argc, char** argv) {
   std::string layoutsPath, outPath;
-  int checkM = 0;
+  int checkM = 0, timingM = 0;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
-    if ((a == "--out" || a == "--check-m") && i + 1 >= argc) throw std::runtime_error(a + ": missing value");
+    if ((a == "--out" || a == "--check-m" || a == "--timing-m") && i + 1 >= argc) throw std::runtime_error(a + ": missing value");
     if (a == "--out") outPath = argv[++i];
-    else if (a == "--check-m") {
-      checkM = std::atoi(argv[++i]);
-      if (checkM < 1) throw std::runtime_error("--check-m: expected a positive number of rows");
+    else if (a == "--check-m" || a == "--timing-m") {
+      int& rows = a == "--check-m" ? checkM : timingM;
+      rows = std::atoi(argv[++i]);
+      if (rows < 1) throw std::runtime_error(a + ": expected a positive number of rows, got '" + argv[i] + "'");
     } else if (!a.empty() && a[0] != '-' && layoutsPath.empty()) layoutsPath = a;
-    else throw std::runtime_error("unknown argument '" + a + "' (usage: gpu_check LAYOUTS [--out FILE.json] [--check-m ROWS])");
+    else throw std::runtime_error("unknown argument '" + a + "' (usage: gpu_check LAYOUTS [--out FILE.json] [--check-m ROWS] [--timing-m ROWS])");
   }
-  if (layoutsPath.empty()) throw std::runtime_error("usage: gpu_check LAYOUTS [--out FILE.json] [--check-m ROWS] (LAYOUTS from `node scripts/gpu-check.mjs`)");
+  if (layoutsPath.empty()) throw std::runtime_error("usage: gpu_check LAYOUTS [--out FILE.json] [--check-m ROWS] [--timing-m ROWS] (LAYOUTS from `node scripts/gpu-check.mjs`)");
   const Kit kit = KitReader(layoutsPath).read();
   if (!printDevice()) {
-    std::printf("\nFAILED: nothing checked, no usable CUDA device (%s)\n", cuda::status().reason.c_str());
+    std::printf("\ngpu_check FAILED: nothing checked: %s\n", cuda::status().reason.c_str());
     return 2;
   }
   cuda::Context ctx;
   if (checkM == 0) checkM = std::min(kit.m, 1024);
+  if (timingM == 0) timingM = kit.m;
   std::printf("\n== products: %zu layouts, fp32 / bf16 / fp16 vs the CPU\n", kit.layouts.size());
   uint64_t seed = 1;
   for (const KitLayout& l : kit.layouts) checkProducts(ctx, l, l.role == "bench" ? checkM : 70, seed++);
-  const std::string json = timingSection(ctx, kit);
+  const std::string json = timingSection(ctx, kit, timingM);
   if (!outPath.empty()) {
     std::ofstream f(outPath);
     if (!(f << json)) throw std::runtime_error("--out " + outPath + ": cannot write");
