@@ -1,4 +1,7 @@
-#include "cpu_layers.h"
+// The CPU backend's layer operations (everything but the products and memory, in backend_cpu.cc):
+// OpenMP over samples, rows or fixed chunks, the vector work in pointwise.h. Every split depends only
+// on sizes and the thread count, so results are deterministic for a given thread count.
+#include "backend_cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +13,6 @@
 #include "pointwise.h"
 
 namespace pixelfly {
-namespace cpu {
 
 namespace pw = pointwise;
 
@@ -22,31 +24,31 @@ constexpr int64_t kGrainRows = 32;
 
 // ---------------------------------------------------------------- elementwise
 
-void geluForward(const float* x, float* y, int64_t n) {
+void CpuBackend::geluForward(const float* x, float* y, int64_t n) {
   pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::geluForward(x + i0, y + i0, i1 - i0); });
 }
 
-void geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
+void CpuBackend::geluBackward(const float* x, const float* dy, float* dx, int64_t n) {
   pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::geluBackward(x + i0, dy + i0, dx + i0, i1 - i0); });
 }
 
-void add(const float* a, const float* b, float* y, int64_t n) {
+void CpuBackend::add(const float* a, const float* b, float* y, int64_t n) {
   pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::add(a + i0, b + i0, y + i0, i1 - i0); });
 }
 
-void addTo(float* y, const float* a, int64_t n) {
+void CpuBackend::addTo(float* y, const float* a, int64_t n) {
   pw::parallelRanges(n, kGrainElems, [&](int64_t i0, int64_t i1) { pw::addTo(y + i0, a + i0, i1 - i0); });
 }
 
 // ---------------------------------------------------------------- LayerNorm
 
-void layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean, float* rstd) {
+void CpuBackend::layerNormForward(int M, int D, const float* x, const float* g, const float* b, float* y, float* mean, float* rstd) {
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     pw::layerNormForward(x, D, g, b, y, mean, rstd, static_cast<int>(m0), static_cast<int>(m1));
   });
 }
 
-void layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean, const float* rstd,
+void CpuBackend::layerNormBackward(int M, int D, const float* x, const float* dy, const float* g, const float* mean, const float* rstd,
                        float* dx, float* dg, float* db) {
   pw::parallelRanges(D, 64, [&](int64_t c0, int64_t c1) {
     pw::layerNormParamGrads(x, dy, M, D, mean, rstd, dg, db, static_cast<int>(c0), static_cast<int>(c1));
@@ -59,7 +61,7 @@ void layerNormBackward(int M, int D, const float* x, const float* dy, const floa
 
 // ---------------------------------------------------------------- data movement
 
-void transpose(int B, int T, int D, const float* x, float* y) {
+void CpuBackend::transpose(int B, int T, int D, const float* x, float* y) {
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < B; b++) {
     const float* xb = x + static_cast<size_t>(b) * T * D;
@@ -69,7 +71,7 @@ void transpose(int B, int T, int D, const float* x, float* y) {
   }
 }
 
-void patchify(int B, int C, int H, int W, int p, const float* src, float* dst, bool backward) {
+void CpuBackend::patchify(int B, int C, int H, int W, int p, const float* src, float* dst, bool backward) {
   const int gw = W / p, np = (H / p) * gw, pd = C * p * p;
   const size_t img = static_cast<size_t>(C) * H * W;
 #pragma omp parallel for schedule(static)
@@ -88,7 +90,7 @@ void patchify(int B, int C, int H, int W, int p, const float* src, float* dst, b
   }
 }
 
-void poolForward(int B, int T, int D, bool first, const float* x, float* y) {
+void CpuBackend::poolForward(int B, int T, int D, bool first, const float* x, float* y) {
   for (int b = 0; b < B; b++) {
     float* yb = y + static_cast<size_t>(b) * D;
     const float* xb = x + static_cast<size_t>(b) * T * D;
@@ -103,7 +105,7 @@ void poolForward(int B, int T, int D, bool first, const float* x, float* y) {
   }
 }
 
-void poolBackward(int B, int T, int D, bool first, const float* dy, float* dx) {
+void CpuBackend::poolBackward(int B, int T, int D, bool first, const float* dy, float* dx) {
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++)
       for (int d = 0; d < D; d++) {
@@ -114,7 +116,7 @@ void poolBackward(int B, int T, int D, bool first, const float* dy, float* dx) {
 
 // ---------------------------------------------------------------- embeddings
 
-void tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float* wte, const float* wpe, float* y) {
+void CpuBackend::tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float* wte, const float* wpe, float* y) {
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       const int id = static_cast<int>(ids[static_cast<size_t>(b) * T + t]);
@@ -123,7 +125,7 @@ void tokenPosEmbeddingForward(int B, int T, int D, const float* ids, const float
     }
 }
 
-void tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const float* dy, float* dwte, float* dwpe) {
+void CpuBackend::tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const float* dy, float* dwte, float* dwpe) {
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       const int id = static_cast<int>(ids[static_cast<size_t>(b) * T + t]);
@@ -135,7 +137,7 @@ void tokenPosEmbeddingBackward(int B, int T, int D, const float* ids, const floa
     }
 }
 
-void clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y) {
+void CpuBackend::clsTokenForward(int B, int T, int D, const float* cls, const float* x, float* y) {
   const size_t n = static_cast<size_t>(T) * D;
   for (int b = 0; b < B; b++) {
     std::memcpy(y + b * (n + D), cls, sizeof(float) * D);
@@ -143,7 +145,7 @@ void clsTokenForward(int B, int T, int D, const float* cls, const float* x, floa
   }
 }
 
-void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) {
+void CpuBackend::clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) {
   const size_t n = static_cast<size_t>(T) * D;
   for (int b = 0; b < B; b++) {
     for (int d = 0; d < D; d++) dcls[d] += dy[b * (n + D) + d];
@@ -151,12 +153,12 @@ void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* 
   }
 }
 
-void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) {
+void CpuBackend::posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) {
   for (int b = 0; b < B; b++)
     for (int64_t i = 0; i < n; i++) y[b * n + i] = x[b * n + i] + pos[i];
 }
 
-void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) {
+void CpuBackend::posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) {
   for (int b = 0; b < B; b++)
     for (int64_t i = 0; i < n; i++) {
       dpos[i] += dy[b * n + i];
@@ -166,7 +168,7 @@ void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float*
 
 // ---------------------------------------------------------------- attention
 
-void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
+void CpuBackend::attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
   const int hd = D / H;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 #pragma omp parallel for schedule(static)
@@ -204,7 +206,7 @@ void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv,
   }
 }
 
-void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att, const float* dctx,
+void CpuBackend::attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att, const float* dctx,
                        float* dqkv) {
   const int hd = D / H;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
@@ -251,7 +253,7 @@ void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv
 
 // ---------------------------------------------------------------- Pixelfly gate and mix
 
-void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank, float* gate,
+void CpuBackend::pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank, float* gate,
                   float* hs, float* xs) {
   const float bias = *gb;
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
@@ -259,14 +261,14 @@ void pixelflyGate(int M, const float* x, int in, const float* gw, const float* g
   });
 }
 
-void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs, const float* Ut,
+void CpuBackend::pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs, const float* Ut,
                       int rank) {
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     pw::pixelflyLerpRows(y, out, gate, bias, hs, Ut, rank, static_cast<int>(m0), static_cast<int>(m1));
   });
 }
 
-void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
+void CpuBackend::pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
                          const float* gate, float* dx, float* dh, float* dz, float* dgw) {
   // Per-thread partial sums of the gate weight's gradient, added in thread order (deterministic).
   const int threads = omp_get_max_threads();
@@ -278,7 +280,7 @@ void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const f
   for (int t = 0; t < threads; t++) pw::addTo(dgw, &parts[static_cast<size_t>(t) * in], in);
 }
 
-void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {
+void CpuBackend::scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     pw::scaleRowsOneMinus(a, n, gate, dst, static_cast<int>(m0), static_cast<int>(m1));
   });
@@ -286,7 +288,7 @@ void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* d
 
 // ---------------------------------------------------------------- loss and optimizer
 
-double softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
+double CpuBackend::softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
                            int64_t* correct) {
   double loss = 0.0;
   int64_t right = 0;
@@ -311,7 +313,7 @@ double softmaxCrossEntropy(int rows, int classes, const float* logits, const int
   return loss / rows;
 }
 
-double sumOfSquares(const float* x, int64_t n) {
+double CpuBackend::sumOfSquares(const float* x, int64_t n) {
   // Fixed chunks summed in order: the same result for any thread count.
   constexpr int64_t kChunk = 1 << 16;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -327,7 +329,7 @@ double sumOfSquares(const float* x, int64_t n) {
   return sq;
 }
 
-void adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s) {
+void CpuBackend::adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; i++) {
     const float gi = g[i] * s.clip;
@@ -337,5 +339,4 @@ void adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamSt
   }
 }
 
-}  // namespace cpu
 }  // namespace pixelfly
