@@ -563,7 +563,8 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     Napi::Value bv = o.Get("backend");
     backend = resolveBackendName(bv.IsString() ? bv.As<Napi::String>().Utf8Value() : defaultBackendName());
     Napi::Value pv = o.Get("precision");
-    if (!pv.IsUndefined()) precision = pv.IsString() ? pv.As<Napi::String>().Utf8Value() : "(not a string)";
+    if (!pv.IsUndefined() && !pv.IsString()) throw std::invalid_argument("precision: must be 'fp32', 'bf16' or 'fp16'");
+    if (pv.IsString()) precision = pv.As<Napi::String>().Utf8Value();
     checkPrecision(backend, precision);
   } catch (const std::exception& e) {
     typeError(env, std::string("options.") + e.what());

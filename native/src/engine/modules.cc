@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include <omp.h>
 
@@ -57,7 +56,10 @@ const float* Sequential::forward(Ctx& c, const float* x, int B) {
     if (timed) c.be->sync();
     const auto t0 = timed ? Clock::now() : Clock::time_point{};
     x = m->forward(c, x, B);
-    if (timed) c.be->sync(), partOf(*c.parts, m->part).forwardMs += msSince(t0);
+    if (timed) {
+      c.be->sync();
+      partOf(*c.parts, m->part).forwardMs += msSince(t0);
+    }
   }
   return x;
 }
@@ -69,7 +71,10 @@ void Sequential::backward(Ctx& c, const float* dy, float* dx, int B) {
     if (timed) c.be->sync();
     const auto t0 = timed ? Clock::now() : Clock::time_point{};
     mods_[i]->backward(c, dy, target, B);
-    if (timed) c.be->sync(), partOf(*c.parts, mods_[i]->part).backwardMs += msSince(t0);
+    if (timed) {
+      c.be->sync();
+      partOf(*c.parts, mods_[i]->part).backwardMs += msSince(t0);
+    }
     dy = target;
   }
 }
