@@ -4,6 +4,8 @@
  * overwrite their earlier values instead of duplicating them.
  */
 import type { Arm, EvalPoint, StepPoint } from '../../protocol/webview';
+// The daemon's own median per part (no Node imports), so the page and the run summary agree.
+import { medianOfEach } from '../../daemon/measure';
 
 export interface ArmColumns {
   loss: (number | null)[];
@@ -66,15 +68,7 @@ export class RunSeries {
 
   /** Median ms of each part over an arm's recent steps, in model order; null before any arrive. */
   partsMedian(arm: Arm): Record<string, number> | null {
-    const recent = this.recentParts[arm];
-    if (recent.length === 0) return null;
-    const names = Object.keys(recent[recent.length - 1]);
-    return Object.fromEntries(
-      names.map((n) => {
-        const v = recent.map((p) => p[n]).filter((x) => x !== undefined).sort((a, b) => a - b);
-        return [n, v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2];
-      }),
-    );
+    return medianOfEach(this.recentParts[arm]) ?? null;
   }
 
   /** Latest non-null value of a column. */
