@@ -4,6 +4,7 @@
  * never passed on to the daemon. Takes a getter (main.ts passes VS Code's configuration), so the
  * checks and defaults are unit-tested against package.json without VS Code.
  */
+import { BACKEND_CHOICES, PRECISION_CHOICES } from '../protocol/daemon';
 
 export interface Settings {
   daemonPort: number;
@@ -25,9 +26,9 @@ export interface Settings {
   /** Evaluate every N steps (0: at each epoch's end). */
   evalEvery: number;
   /** Where the daemon trains: 'auto' (CUDA when a GPU is usable), 'cpu' (forces the CPU) or 'cuda'. */
-  backend: 'auto' | 'cpu' | 'cuda';
+  backend: (typeof BACKEND_CHOICES)[number];
   /** The products' input precision: 'auto' (bf16 on CUDA, fp32 on the CPU), 'fp32', 'bf16' or 'fp16'. */
-  precision: 'auto' | 'fp32' | 'bf16' | 'fp16';
+  precision: (typeof PRECISION_CHOICES)[number];
 }
 
 export const DEFAULTS: Settings = {
@@ -75,8 +76,8 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     lr: get('training.learningRate', (v): v is number => typeof v === 'number' && v > 0 && v < 10, DEFAULTS.lr, 'must be a number in (0, 10)'),
     maxSteps: get('training.maxSteps', int(0, 1 << 30), DEFAULTS.maxSteps, 'must be an integer ≥ 0'),
     evalEvery: get('training.evalEvery', int(0, 1 << 30), DEFAULTS.evalEvery, 'must be an integer ≥ 0'),
-    backend: get('training.backend', oneOf(['auto', 'cpu', 'cuda'] as const), DEFAULTS.backend, "must be 'auto', 'cpu' or 'cuda'"),
-    precision: get('training.precision', oneOf(['auto', 'fp32', 'bf16', 'fp16'] as const), DEFAULTS.precision, "must be 'auto', 'fp32', 'bf16' or 'fp16'"),
+    backend: get('training.backend', oneOf(BACKEND_CHOICES), DEFAULTS.backend, "must be 'auto', 'cpu' or 'cuda'"),
+    precision: get('training.precision', oneOf(PRECISION_CHOICES), DEFAULTS.precision, "must be 'auto', 'fp32', 'bf16' or 'fp16'"),
   };
   return { settings, problems };
 }

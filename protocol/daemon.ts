@@ -142,6 +142,10 @@ export const DatasetSchema = z.strictObject({
   path: z.string().min(1).max(4096).optional(),
 });
 
+/** Compute backends and product precisions a run may ask for (the CLI's and the extension's choices too). */
+export const BACKEND_CHOICES = ['auto', 'cpu', 'cuda'] as const;
+export const PRECISION_CHOICES = ['auto', 'fp32', 'bf16', 'fp16'] as const;
+
 export const HyperparametersSchema = z.strictObject({
   epochs: finite.refine((v) => v > 0 && v <= 1000, 'epochs must be in (0, 1000]'),
   batchSize: positiveInt.max(65536),
@@ -161,9 +165,9 @@ export const HyperparametersSchema = z.strictObject({
   /** Engine threads; 0 lets the engine choose. */
   threads: z.number().int().nonnegative().max(256).default(0),
   /** Compute backend: 'auto' = CUDA when the daemon's machine has a usable GPU, else CPU; 'cpu' forces the CPU. */
-  backend: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
+  backend: z.enum(BACKEND_CHOICES).default('auto'),
   /** Products' input precision on CUDA: 'auto' = bf16 tensor cores there (fp32 master weights), fp32 on the CPU. */
-  precision: z.enum(['auto', 'fp32', 'bf16', 'fp16']).default('auto'),
+  precision: z.enum(PRECISION_CHOICES).default('auto'),
 });
 export type Hyperparameters = z.infer<typeof HyperparametersSchema>;
 

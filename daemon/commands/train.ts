@@ -6,7 +6,7 @@ import { extname } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../client';
 import { connectDaemon, discover, ensureDaemon } from '../discovery';
 import { pixelflyHome } from '../home';
-import { TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { BACKEND_CHOICES, PRECISION_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
@@ -218,8 +218,8 @@ async function submitParams(values: Values, specFile: string | undefined): Promi
       evalEvery: intOption(values, 'eval-every', base.evalEvery ?? 0),
       threads: intOption(values, 'threads', 0),
       seed: intOption(values, 'seed', 0),
-      backend: choiceOption(values, 'backend', ['auto', 'cpu', 'cuda'] as const) ?? 'auto',
-      precision: choiceOption(values, 'precision', ['auto', 'fp32', 'bf16', 'fp16'] as const) ?? 'auto',
+      backend: choiceOption(values, 'backend', BACKEND_CHOICES) ?? 'auto',
+      precision: choiceOption(values, 'precision', PRECISION_CHOICES) ?? 'auto',
     },
   };
 }
