@@ -25,7 +25,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { planModel } from '../core/planner';
 import { specInventory, type MixerSpec } from '../core/modelSpec';
-import { createModel, engineBackend, EngineDataset, resolvePrecision, stepPartsMs, type PlanLike, type TrainConfig } from '../native/engine';
+import { createModel, engineBackend, EngineDataset, stepPartsMs, type PlanLike, type TrainConfig } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
 import { median, medianOfEach } from '../daemon/measure';
 
@@ -103,6 +103,8 @@ interface EngineResult {
   stepMs: number;
   /** Median forward + backward ms of each part of the model (token mixing, channel mixing, ...). */
   partsMs: Record<string, number>;
+  /** The products' input precision the model was built with (createModel resolved 'auto'). */
+  precision: string;
   accuracy: number;
   params: number;
   finalLoss: number;
@@ -138,6 +140,7 @@ async function trainEngineVariants(
     // The first steps warm up buffers and thread pools: time the rest.
     stepMs: median(v.times.slice(Math.min(5, v.times.length - 1))),
     partsMs: medianOfEach(v.parts.slice(Math.min(5, v.parts.length - 1))) ?? {},
+    precision: v.model.precision,
     accuracy: (await v.model.evaluate(data)).accuracy ?? NaN,
     params: v.model.paramCount,
     finalLoss: v.loss,
@@ -175,9 +178,10 @@ async function main(): Promise<void> {
   for (const l of sparse) console.log(`  ${l.name}: ${JSON.stringify(l.config)}`);
 
   const rows: Row[] = [];
-  const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number }, note?: string): Row => ({
+  // PyTorch rows carry no precision: PyTorch runs fp32.
+  const row = (variant: Row['variant'], r: { stepMs: number; accuracy: number; params: number; precision?: string }, note?: string): Row => ({
     model, variant, backend: variant === 'pytorch_dense' ? 'pytorch-cpu' : engineBackend(),
-    precision: variant === 'pytorch_dense' ? 'fp32' : resolvePrecision(engineBackend() as 'cpu' | 'cuda', 'auto'), threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
+    precision: r.precision ?? 'fp32', threads: o.threads, step_ms: r.stepMs, epochs: o.epochs, steps, batch: o.batch,
     test_accuracy: r.accuracy, params: r.params, load_avg: loadavg()[0], omp_wait_policy: process.env.OMP_WAIT_POLICY ?? '', ...(note ? { note } : {}),
   });
 
