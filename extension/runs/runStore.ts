@@ -114,9 +114,10 @@ export class RunStore {
 
 /** The metrics page's view of a run's header. */
 export function runInfoView(r: RunRecord): RunInfo {
+  const engine = engineOf(r.info);
   return {
     id: r.info.jobId,
-    title: `${r.info.name}${r.info.compare ? ' — dense vs Pixelfly' : ''}${engineOf(r.info) ? ` · ${engineOf(r.info)}` : ''}`,
+    title: `${r.info.name}${r.info.compare ? ' — dense vs Pixelfly' : ''}${engine ? ` · ${engine}` : ''}`,
     state: STATE[r.info.state],
     totalSteps: r.info.totalSteps,
     startedAt: Date.parse(r.info.startedAt ?? r.info.createdAt) || 0,
