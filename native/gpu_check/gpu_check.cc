@@ -30,6 +30,7 @@
 
 #include "cuda/backend_cuda.h"
 #include "cuda/cuda_api.h"
+#include "cuda/layer_timing.h"
 #include "cuda/reference.h"
 #include "engine/model.h"
 #include "engine/rng.h"
@@ -77,28 +78,6 @@ cuda::DeviceLayout deviceLayout(const KitLayout& l) {
                             ix.colPtr.data(), ix.rowIdx.data(), ix.tBlock.data(), l.out, l.in);
 }
 
-// Device buffers freed with the Context's allocator when the scope ends.
-class DeviceArrays {
- public:
-  explicit DeviceArrays(cuda::Context& ctx) : ctx_(ctx) {}
-  ~DeviceArrays() {
-    for (float* p : ptrs_) ctx_.free(p);
-  }
-  float* up(const std::vector<float>& host) {
-    float* p = alloc(host.size());
-    ctx_.upload(p, host.data(), host.size());
-    return p;
-  }
-  float* alloc(size_t n) {
-    ptrs_.push_back(ctx_.alloc(n));
-    return ptrs_.back();
-  }
-
- private:
-  cuda::Context& ctx_;
-  std::vector<float*> ptrs_;
-};
-
 // ---- 1. device ----------------------------------------------------------------------------------
 bool printDevice() {
   const cuda::Status& s = cuda::status();
@@ -129,9 +108,9 @@ void checkProducts(cuda::Context& ctx, const KitLayout& l, int M, uint64_t seed)
   kernels::bsrBackwardWeight(cw, M, dY.data(), l.out, X.data(), l.in, dw32.data(), false);
 
   const cuda::DeviceLayout dl = deviceLayout(l);
-  DeviceArrays d(ctx);
-  float *x = d.up(X), *w = d.up(W), *dy = d.up(dY), *b = d.up(bias);
-  float *y = d.alloc(ny), *dx = d.alloc(nx), *dw = d.alloc(nw);
+  cuda::DeviceArrays d(ctx);
+  float *x = d.copy(X.data(), nx), *w = d.copy(W.data(), nw), *dy = d.copy(dY.data(), ny), *b = d.copy(bias.data(), l.out);
+  float *y = d.copy(nullptr, ny), *dx = d.copy(nullptr, nx), *dw = d.copy(nullptr, nw);
   const int chunkRows = ctx.backwardWeightChunkRows(dl, M);
   const double tol[3] = {2e-5, 1e-4, 5e-3};  // gpu.test.ts: fp32 vs CPU, bf16 vs matched reference, fp16 vs fp32 CPU
   for (cuda::Precision p : {cuda::Precision::F32, cuda::Precision::BF16, cuda::Precision::F16}) {
@@ -165,30 +144,6 @@ void checkProducts(cuda::Context& ctx, const KitLayout& l, int M, uint64_t seed)
 }
 
 // ---- 3. timing ----------------------------------------------------------------------------------
-struct Timing {
-  double pf[3], dense[3];
-};
-
-Timing timeLayer(cuda::Context& ctx, const KitLayout& l, int M, int repeats, cuda::Precision p) {
-  Rng rng(7);
-  const size_t nx = static_cast<size_t>(M) * l.in, ny = static_cast<size_t>(M) * l.out, nw = packedSize(l),
-               nd = static_cast<size_t>(l.out) * l.in;
-  const cuda::DeviceLayout dl = deviceLayout(l);
-  DeviceArrays d(ctx);
-  float *x = d.up(randomFloats(nx, rng)), *dy = d.up(randomFloats(ny, rng)), *w = d.up(randomFloats(nw, rng));
-  float *wd = d.up(randomFloats(nd, rng)), *y = d.alloc(ny), *dx = d.alloc(nx), *dw = d.alloc(nw), *dwd = d.alloc(nd);
-  const int in = l.in, out = l.out;
-  // The same products as the addon's benchLayer (native/src/cuda/binding.cc).
-  Timing t;
-  t.pf[0] = ctx.medianMs(repeats, [&] { ctx.bsrForward(dl, M, x, w, nullptr, y, false, p); });
-  t.pf[1] = ctx.medianMs(repeats, [&] { ctx.bsrBackwardData(dl, M, dy, w, dx, false, p); });
-  t.pf[2] = ctx.medianMs(repeats, [&] { ctx.bsrBackwardWeight(dl, M, dy, x, dw, false, p); });
-  t.dense[0] = ctx.medianMs(repeats, [&] { ctx.gemm(false, true, M, out, in, 1.f, x, in, wd, in, 0.f, y, out, p); });
-  t.dense[1] = ctx.medianMs(repeats, [&] { ctx.gemm(false, false, M, in, out, 1.f, dy, out, wd, in, 0.f, dx, in, p); });
-  t.dense[2] = ctx.medianMs(repeats, [&] { ctx.gemm(true, false, out, in, M, 1.f, dy, out, x, in, 0.f, dwd, in, p); });
-  return t;
-}
-
 std::string timingSection(cuda::Context& ctx, const Kit& kit, int M) {
   const cuda::Status& s = cuda::status();
   const std::string device = s.devices.empty() ? "?" : s.devices[0].name;
@@ -207,12 +162,12 @@ std::string timingSection(cuda::Context& ctx, const Kit& kit, int M) {
         std::printf("%-5s %-5d %-5d skipped: reduced-precision dense products need cuBLAS\n", cuda::precisionName(p), l.in, l.out);
         continue;
       }
-      const Timing t = timeLayer(ctx, l, M, kit.repeats, p);
-      const double pf = t.pf[0] + t.pf[1] + t.pf[2], dense = t.dense[0] + t.dense[1] + t.dense[2];
+      const cuda::LayerTimes t = cuda::timeLayer(ctx, deviceLayout(l), M, kit.repeats, p);
+      const double pf = t.pixelfly[0] + t.pixelfly[1] + t.pixelfly[2], dense = t.dense[0] + t.dense[1] + t.dense[2];
       const double density = static_cast<double>(l.index.nnz) / (static_cast<double>(l.index.blockRows) * l.index.blockCols);
       const double speedup = dense / pf, target = 0.7 / density;
       std::printf("%-5s %-5d %-5d %-7.4f | %8.3f | %8.3f (%6.3f %6.3f %6.3f) | %6.2fx | %.1fx %s\n", cuda::precisionName(p),
-                  l.in, l.out, density, dense, pf, t.pf[0], t.pf[1], t.pf[2], speedup, target,
+                  l.in, l.out, density, dense, pf, t.pixelfly[0], t.pixelfly[1], t.pixelfly[2], speedup, target,
                   speedup >= target ? "met" : "MISSED");
       char row[1024];
       std::snprintf(row, sizeof row,
@@ -223,7 +178,7 @@ std::string timingSection(cuda::Context& ctx, const Kit& kit, int M) {
                     "\"speedup_vs_dense\": %.3f, \"target_vs_dense\": %.3f, \"met\": %s, \"reps\": %d}",
                     M, l.in, l.out, l.index.block, density, l.name.c_str(), device.c_str(), kEmulated ? "true" : "false",
                     cuda::precisionName(p), cublas ? "cublas" : "fallback", t.dense[0], t.dense[1], t.dense[2], dense,
-                    t.pf[0], t.pf[1], t.pf[2], pf, speedup, target, speedup >= target ? "true" : "false", kit.repeats);
+                    t.pixelfly[0], t.pixelfly[1], t.pixelfly[2], pf, speedup, target, speedup >= target ? "true" : "false", kit.repeats);
       json << (first ? "" : ",\n") << row;
       first = false;
     }

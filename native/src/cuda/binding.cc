@@ -22,6 +22,7 @@
 
 #if PIXELFLY_CUDA
 #include "cuda/cuda_api.h"
+#include "cuda/layer_timing.h"
 #endif
 
 namespace pixelfly {
@@ -169,21 +170,7 @@ std::mutex& bindingMutex() {
   return mu;
 }
 
-// Device copies of host arrays for one call, freed at scope exit.
-struct DeviceArrays {
-  cuda::Context& ctx;
-  std::vector<float*> ptrs;
-  explicit DeviceArrays(cuda::Context& c) : ctx(c) {}
-  ~DeviceArrays() {
-    for (float* p : ptrs) ctx.free(p);
-  }
-  float* copy(const float* host, size_t n) {
-    float* d = ctx.alloc(n);
-    ptrs.push_back(d);
-    if (host) ctx.upload(d, host, n);
-    return d;
-  }
-};
+using cuda::DeviceArrays;
 #endif
 
 template <Op op>
@@ -292,21 +279,9 @@ Napi::Value BenchLayer(const Napi::CallbackInfo& info) {
           const sched::BsrView& v = L->view;
           cuda::DeviceLayout dl(v.block, v.blockRows, v.blockCols, v.nnz, v.rowPtr, v.colIdx, v.colPtr, v.rowIdx,
                                 v.tBlock, v.out, v.in);
-          const size_t nx = size_t(m) * v.in, ny = size_t(m) * v.out, nw = packedSize(v), nd = size_t(v.out) * v.in;
-          // Deterministic values in [-1, 1) (the timing does not depend on them, only finite inputs matter).
-          std::vector<float> host(std::max({nx, ny, nw, nd}));
-          uint32_t s = 12345u;
-          for (float& f : host) f = ((s = s * 1664525u + 1013904223u) >> 8) * (2.0f / 16777216.0f) - 1.0f;
-          DeviceArrays d(ctx);
-          float *x = d.copy(host.data(), nx), *dy = d.copy(host.data(), ny), *w = d.copy(host.data(), nw);
-          float *wd = d.copy(host.data(), nd), *y = d.copy(nullptr, ny), *dx = d.copy(nullptr, nx);
-          float *dw = d.copy(nullptr, nw), *dwd = d.copy(nullptr, nd);
-          res->ms[0] = ctx.medianMs(repeats, [&] { ctx.bsrForward(dl, m, x, w, nullptr, y, false, prec); });
-          res->ms[1] = ctx.medianMs(repeats, [&] { ctx.bsrBackwardData(dl, m, dy, w, dx, false, prec); });
-          res->ms[2] = ctx.medianMs(repeats, [&] { ctx.bsrBackwardWeight(dl, m, dy, x, dw, false, prec); });
-          res->ms[3] = ctx.medianMs(repeats, [&] { ctx.gemm(false, true, m, v.out, v.in, 1.f, x, v.in, wd, v.in, 0.f, y, v.out, prec); });
-          res->ms[4] = ctx.medianMs(repeats, [&] { ctx.gemm(false, false, m, v.in, v.out, 1.f, dy, v.out, wd, v.in, 0.f, dx, v.in, prec); });
-          res->ms[5] = ctx.medianMs(repeats, [&] { ctx.gemm(true, false, v.out, v.in, m, 1.f, dy, v.out, x, v.in, 0.f, dwd, v.in, prec); });
+          const cuda::LayerTimes t = cuda::timeLayer(ctx, dl, m, repeats, prec);
+          std::copy(t.pixelfly, t.pixelfly + 3, res->ms);
+          std::copy(t.dense, t.dense + 3, res->ms + 3);
           res->cublas = ctx.usesCublas();
         },
         std::move(a.pinned));
