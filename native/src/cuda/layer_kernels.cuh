@@ -375,11 +375,7 @@ __global__ void attentionForwardKernel(int B, int T, int D, int H, bool causal, 
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   const int64_t rows = static_cast<int64_t>(B) * H * T;
   for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
-    const AttentionRow q(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
-    const int64_t row = q.row, b = q.b;
-    const int i = q.i, h = q.h, jEnd = q.jEnd;
-    const bool live = q.live;
-    const float* base = q.base;
+    const auto [row, b, i, h, jEnd, live, base] = AttentionRow(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
     float* a = att + row * T;
     const float* qi = base + static_cast<int64_t>(i) * 3 * D + h * hd;
     int none = -1;  // groupArgMax's index, unused here
@@ -422,11 +418,7 @@ __global__ void attentionBackwardRowsKernel(int B, int T, int D, int H, bool cau
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   const int64_t rows = static_cast<int64_t>(B) * H * T;
   for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
-    const AttentionRow q(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
-    const int64_t row = q.row, b = q.b;
-    const int i = q.i, h = q.h, jEnd = q.jEnd;
-    const bool live = q.live;
-    const float* base = q.base;
+    const auto [row, b, i, h, jEnd, live, base] = AttentionRow(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
     const float* a = att + row * T;
     float* dsi = ds + row * T;
     const float* dci = dctx + (b * T + i) * D + h * hd;
