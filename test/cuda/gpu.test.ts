@@ -127,27 +127,32 @@ async function probeOn(backend: 'cpu' | 'cuda', model: Record<string, unknown>, 
 }
 
 const PROBE_PF = { block: 16, butterflySize: 4, nFactors: 2 };
+/** A lone Pixelfly layer features → classes on PROBE_PF's layout, with low-rank part `rank`. */
+const pixelflyProbe = (features: number, classes: number, probeT: number, rank: number) => ({
+  probeLayer: 'pixelfly', features, classes, probeT,
+  pixelfly: { layer: pixelflyLayerConfig(features, classes, { ...PROBE_PF, rank }) },
+});
 const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: number; ids?: number }> = [
   { name: 'linear', model: { probeLayer: 'linear', features: 24, classes: 20, probeT: 3 }, batch: 2 },
   {
     name: 'pixelfly, in ≤ out (gate scales x)',
-    model: { probeLayer: 'pixelfly', features: 40, classes: 72, probeT: 3, pixelfly: { layer: pixelflyLayerConfig(40, 72, { ...PROBE_PF, rank: 4 }) } },
+    model: pixelflyProbe(40, 72, 3, 4),
     batch: 3,
   },
   {
     name: 'pixelfly, in > out (gate applied by the row pass)',
-    model: { probeLayer: 'pixelfly', features: 64, classes: 36, probeT: 3, pixelfly: { layer: pixelflyLayerConfig(64, 36, { ...PROBE_PF, rank: 3 }) } },
+    model: pixelflyProbe(64, 36, 3, 3),
     batch: 2,
   },
   {
     // 80 rows: the gate weight's gradient sums two chunks of rows (64 a chunk), added in order.
     name: 'pixelfly, rows in two column-sum chunks',
-    model: { probeLayer: 'pixelfly', features: 40, classes: 24, probeT: 40, pixelfly: { layer: pixelflyLayerConfig(40, 24, { ...PROBE_PF, rank: 2 }) } },
+    model: pixelflyProbe(40, 24, 40, 2),
     batch: 2,
   },
   {
     name: 'pixelfly, block-sparse only (rank 0)',
-    model: { probeLayer: 'pixelfly', features: 64, classes: 64, probeT: 2, pixelfly: { layer: pixelflyLayerConfig(64, 64, { ...PROBE_PF, rank: 0 }) } },
+    model: pixelflyProbe(64, 64, 2, 0),
     batch: 2,
   },
   { name: 'gelu', model: { probeLayer: 'gelu', dim: 10, probeT: 3 }, batch: 2 },
