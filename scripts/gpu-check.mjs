@@ -71,11 +71,12 @@ function main() {
       }
     }
 
-  const cfg = engineModelConfig(MIXER, resolvePlan(MIXER, MIXER_PLAN));
+  const plan = resolvePlan(MIXER, MIXER_PLAN);
+  const cfg = engineModelConfig(MIXER, plan);
   const model = ['model'];
   for (const [k, v] of Object.entries(cfg)) if (typeof v === 'number' || typeof v === 'string') model.push(k, String(v));
   lines.push(model.join(' '));
-  for (const l of resolvePlan(MIXER, MIXER_PLAN)) layout('plan', l.name, l.layout.outFeatures, l.layout.inFeatures, l.layout, l.config.rank);
+  for (const l of plan) layout('plan', l.name, l.layout.outFeatures, l.layout.inFeatures, l.layout, l.config.rank);
 
   mkdirSync(opts.dir, { recursive: true });
   const file = join(opts.dir, 'layouts.txt');
