@@ -68,21 +68,27 @@ compile() {  # compile OBJECT_NAME COMMAND...
 }
 
 echo "building gpu_check ($mode) in $out"
-for cu in context layers; do
+# The engine's and the CUDA backend's sources as binding.gyp lists them for the addon (less its Node
+# bindings), so a file added there is built here too instead of a second hand-kept list.
+gyp="$here/../binding.gyp"
+[ -f "$gyp" ] || { echo "build.sh: $gyp not found (the source list comes from it)" >&2; exit 1; }
+gyp_sources() {  # gyp_sources FOLDER EXTENSION -> FOLDER/NAME ... (no extension, binding.cc left out)
+  grep -o "'src/$1/[a-z_]*\.$2'" "$gyp" | tr -d "'" | sed "s|^src/||; s|\.$2\$||" | grep -v '/binding$' | sort -u
+}
+for cu in $(gyp_sources cuda cu); do
   if [ "$mode" = cuda ]; then
-    compile "$cu.o" "$cuda_home/bin/nvcc" -std=c++20 -O3 -Xcompiler -fPIC "-I$src" -DPIXELFLY_CUDA=1 \
-      -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]' -c "$src/cuda/$cu.cu"
+    compile "$(basename "$cu").o" "$cuda_home/bin/nvcc" -std=c++20 -O3 -Xcompiler -fPIC "-I$src" -DPIXELFLY_CUDA=1 \
+      -gencode arch=compute_80,code=sm_80 -gencode 'arch=compute_90,code=[sm_90,compute_90]' -c "$src/$cu.cu"
   else
-    compile "$cu.o" "$CXX" -std=c++20 -O2 -fPIC -pthread -xc++ -DPIXELFLY_CUDA=1 -DPIXELFLY_CUDA_EMULATION=1 \
-      "-I$src" -c "$src/cuda/$cu.cu"
+    compile "$(basename "$cu").o" "$CXX" -std=c++20 -O2 -fPIC -pthread -xc++ -DPIXELFLY_CUDA=1 -DPIXELFLY_CUDA_EMULATION=1 \
+      "-I$src" -c "$src/$cu.cu"
   fi
 done
 compile isa_portable.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=0 -c "$src/kernels/isa_kernels.cc"
 compile isa_avx2.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=1 -mavx2 -mfma -c "$src/kernels/isa_kernels.cc"
 compile isa_avx512.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=2 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma -mavx2 \
   -mprefer-vector-width=512 -c "$src/kernels/isa_kernels.cc"
-for f in kernels/dispatch kernels/validate engine/backend_cpu engine/cpu_layers engine/data engine/model \
-  engine/modules engine/pointwise engine/svd cuda/cublas_loader cuda/backend_cuda; do
+for f in kernels/dispatch kernels/validate $(gyp_sources engine cc) $(gyp_sources cuda cc); do
   compile "$(basename "$f").o" "$CXX" "${common[@]}" "${defines[@]}" -c "$src/$f.cc"
 done
 compile gpu_check.o "$CXX" "${common[@]}" "${defines[@]}" -c "$here/gpu_check.cc"
