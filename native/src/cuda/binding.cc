@@ -171,6 +171,12 @@ std::mutex& bindingMutex() {
 }
 
 using cuda::DeviceArrays;
+
+// A layout argument's index copied to the device (for one call).
+cuda::DeviceLayout deviceLayout(const sched::BsrView& v) {
+  return cuda::DeviceLayout(v.block, v.blockRows, v.blockCols, v.nnz, v.rowPtr, v.colIdx, v.colPtr, v.rowIdx,
+                            v.tBlock, v.out, v.in);
+}
 #endif
 
 template <Op op>
@@ -185,8 +191,7 @@ Napi::Value Device(const Napi::CallbackInfo& info) {
       std::lock_guard<std::mutex> lock(bindingMutex());
       cuda::Context& ctx = bindingContext();
       const sched::BsrView& v = p.L->view;
-      cuda::DeviceLayout L(v.block, v.blockRows, v.blockCols, v.nnz, v.rowPtr, v.colIdx, v.colPtr, v.rowIdx,
-                           v.tBlock, v.out, v.in);
+      const cuda::DeviceLayout L = deviceLayout(v);
       cuda::Precision prec;
       cuda::parsePrecision(p.precision, &prec);
       DeviceArrays d(ctx);
@@ -277,8 +282,7 @@ Napi::Value BenchLayer(const Napi::CallbackInfo& info) {
           std::lock_guard<std::mutex> lock(bindingMutex());
           cuda::Context& ctx = bindingContext();
           const sched::BsrView& v = L->view;
-          cuda::DeviceLayout dl(v.block, v.blockRows, v.blockCols, v.nnz, v.rowPtr, v.colIdx, v.colPtr, v.rowIdx,
-                                v.tBlock, v.out, v.in);
+          const cuda::DeviceLayout dl = deviceLayout(v);
           const cuda::LayerTimes t = cuda::timeLayer(ctx, dl, m, repeats, prec);
           std::copy(t.pixelfly, t.pixelfly + 3, res->ms);
           std::copy(t.dense, t.dense + 3, res->ms + 3);
