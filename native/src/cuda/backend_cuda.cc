@@ -147,23 +147,18 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // Device copy of a layer's block index. Keyed by the index's address, but a freed model's address
-  // can be reused by a new model's index, so a cached copy is only used when its contents match.
+  // Device copy of a layer's block index, made on first use. Keyed by the index's address: a backend
+  // belongs to one model, whose layers own their indexes for as long as the model computes, so an address
+  // never comes to mean another index (no per-call comparison of the arrays is needed).
   const DeviceLayout& layout(const BsrShape& s) {
-    const BsrIndex& ix = *s.index;
     auto& slot = layouts_[s.index];
-    if (!slot || !same(slot->host(), ix, s)) {
+    if (!slot) {
+      const BsrIndex& ix = *s.index;
       slot = std::make_unique<DeviceLayout>(ix.block, ix.blockRows, ix.blockCols, ix.nnz, ix.rowPtr.data(),
                                             ix.colIdx.data(), ix.colPtr.data(), ix.rowIdx.data(), ix.tBlock.data(),
                                             s.out, s.in);
     }
     return *slot;
-  }
-  static bool same(const sched::BsrView& h, const BsrIndex& ix, const BsrShape& s) {
-    auto eq = [](const int32_t* a, const std::vector<int32_t>& b) { return std::equal(b.begin(), b.end(), a); };
-    return h.block == ix.block && h.blockRows == ix.blockRows && h.blockCols == ix.blockCols && h.nnz == ix.nnz &&
-           h.out == s.out && h.in == s.in && eq(h.rowPtr, ix.rowPtr) && eq(h.colIdx, ix.colIdx) &&
-           eq(h.colPtr, ix.colPtr) && eq(h.rowIdx, ix.rowIdx) && eq(h.tBlock, ix.tBlock);
   }
 
   Context ctx_;  // declared first, destroyed last: the layouts go before the stream
