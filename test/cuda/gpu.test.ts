@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, gemm } from '../../native/kernels';
 import { cudaInfo, nativeCuda, nativeLayoutOf, type CudaPrecision } from '../../native/cuda';
-import { createModel, EngineDataset, pixelflyLayerConfig, type EnginePrecision, type PlanLike } from '../../native/engine';
+import { createModel, createProbe, EngineDataset, pixelflyLayerConfig, type EnginePrecision, type PlanLike } from '../../native/engine';
 import { syntheticClassification, syntheticTokens } from '../../native/datasets';
 import { productCases, relError, type ProductCase } from './cases';
 import { mulberry32 } from '../support/random';
@@ -111,20 +111,8 @@ test('benchLayer times the Pixelfly products and the dense ones on device-reside
 
 // ---------------------------------------------------------------- the engine on the CUDA backend
 
-interface ProbeNative {
-  probe(x: Float32Array, batch: number, dy?: Float32Array): { y: Float32Array; dx?: Float32Array; grad?: Float32Array };
-  dims(): { inT: number; inD: number; outT: number; outD: number; params: number };
-  getState(): { params: Float32Array };
-}
-interface EngineAddon {
-  createModel(o: object): Promise<ProbeNative>;
-}
-
-/** A probe (one layer alone) on a chosen backend: createProbe() always takes the default one. */
-async function probeOn(backend: 'cpu' | 'cuda', model: Record<string, unknown>, seed = 3): Promise<ProbeNative> {
-  const { engine } = (await import('../../native/addon')).loadAddon() as unknown as { engine: EngineAddon };
-  return engine.createModel({ model: { kind: 'probe', ...model }, train: { batch: 1 }, seed, threads: 1, backend });
-}
+/** A probe (one layer alone) on a chosen backend. */
+const probeOn = (backend: 'cpu' | 'cuda', model: Record<string, unknown>, seed = 3) => createProbe(model, seed, 1, { backend });
 
 const PROBE_PF = { block: 16, butterflySize: 4, nFactors: 2 };
 /** A lone Pixelfly layer features → classes on PROBE_PF's layout, with low-rank part `rank`. */
