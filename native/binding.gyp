@@ -24,21 +24,21 @@
     {
       'target_name': 'kernels_portable',
       'type': 'static_library',
-      'sources': ['src/kernels/isa_kernels.cc'],
+      'sources': ['src/kernels/isa_kernels.cc', 'src/kernels/attention_isa.cc'],
       'defines': ['PIXELFLY_ISA=0'],
       'cflags_cc': ['<@(kernel_cflags)'],
     },
     {
       'target_name': 'kernels_avx2',
       'type': 'static_library',
-      'sources': ['src/kernels/isa_kernels.cc'],
+      'sources': ['src/kernels/isa_kernels.cc', 'src/kernels/attention_isa.cc'],
       'defines': ['PIXELFLY_ISA=1'],
       'cflags_cc': ['<@(kernel_cflags)', '-mavx2', '-mfma'],
     },
     {
       'target_name': 'kernels_avx512',
       'type': 'static_library',
-      'sources': ['src/kernels/isa_kernels.cc'],
+      'sources': ['src/kernels/isa_kernels.cc', 'src/kernels/attention_isa.cc'],
       'defines': ['PIXELFLY_ISA=2'],
       'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mfma', '-mavx2',
                     '-mprefer-vector-width=512'],
@@ -95,6 +95,10 @@
         'src/kernels/validate.cc',
         'src/kernels/binding.cc',
         'src/kernels/openblas_baseline.cc',
+        # attention cores (issue 18)
+        'src/kernels/attention.cc',
+        'src/kernels/attention_reference.cc',
+        'src/kernels/attention_binding.cc',
         # engine (issue 4): add engine sources below this line
         'src/engine/backend_cpu.cc',
         'src/engine/binding.cc',
