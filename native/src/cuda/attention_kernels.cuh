@@ -7,14 +7,15 @@
 // One thread block of kLanes threads (a row group, one warp) per query row (forward, dQ) or key row
 // (dK, dV), so each block walks its own list of kept key (query) blocks with as many barriers as it
 // needs. The row's keys (queries) go 32 at a time, one per lane: the lane's score is a dot product
-// over the head dimension, the chunk's max and sum are fixed-shape trees (groupArgMax, groupSum),
-// then the lanes take the head's features, each summing the chunk's 32 terms in order. Every sum
-// runs in an order fixed by the shape, so results are deterministic.
+// over the head dimension, published in shared memory; every lane then reads the chunk's 32 values
+// and reduces them itself in lane order (a chunk's max and sum, the output features it owns), so
+// each chunk costs one or two barriers (shared arrays alternate between chunks) and every sum runs
+// in an order fixed by the shape: results are deterministic.
 //
 // Not tiled through shared memory or tensor cores: each lane reads its own k (q) row from global
 // memory. Correct on any block size, head dimension up to kMaxHeadDim and T; the speed on a GPU is
 // unmeasured (README.md, Limits).
-// Included by layers.cu after layer_kernels.cuh (groupSum, groupArgMax).
+// Included by layers.cu after layer_kernels.cuh (kLanes, the launch constants).
 #pragma once
 
 namespace pixelfly {
@@ -61,17 +62,10 @@ __device__ __forceinline__ void stageRow(float* s, const float* __restrict__ g, 
   for (int e = threadIdx.x; e < hd; e += kLanes) s[e] = g[e];
 }
 
-// The chunk's largest value (lanes without a key pass −∞ and index −1).
-__device__ __forceinline__ float chunkMax(float v, bool live) {
-  int idx = live ? static_cast<int>(threadIdx.x) : -1;
-  groupArgMax(v, idx);
-  return v;
-}
-
 __global__ void attentionForwardKernel(AttentionArgs a, const float* __restrict__ qkv, float* __restrict__ ctx,
                                        float* __restrict__ lse) {
   __shared__ float q[kMaxHeadDim];
-  __shared__ float p[kLanes];
+  __shared__ float sc[2][kLanes], pr[2][kLanes];  // the chunk's scores and probabilities, by chunk parity
   const int hd = a.D / a.H, l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -81,28 +75,32 @@ __global__ void attentionForwardKernel(AttentionArgs a, const float* __restrict_
     __syncthreads();
     float acc[kFeaturesPerLane] = {};
     float m = -INFINITY, sum = 0.0f;
+    int parity = 0;
     for (int kb = a.rowPtr[r]; kb < a.rowPtr[r + 1]; kb++) {
       const int j0 = a.colIdx[kb] * a.block;
       const int j1 = imin(a.T, a.causal ? imin(j0 + a.block, i + 1) : j0 + a.block);
-      for (int jc = j0; jc < j1; jc += kLanes) {
-        const int j = jc + l, n = imin(kLanes, j1 - jc);
-        const bool live = l < n;
-        const float s = live ? a.scale * dotRow(q, qkv + hr.qkv(a, j, 1), hd) : -INFINITY;
-        const float mNew = fmaxf(m, chunkMax(s, live));
+      for (int jc = j0; jc < j1; jc += kLanes, parity ^= 1) {
+        const int n = imin(kLanes, j1 - jc);
+        const float s = l < n ? a.scale * dotRow(q, qkv + hr.qkv(a, jc + l, 1), hd) : -INFINITY;
+        sc[parity][l] = s;
+        __syncthreads();
+        float cmax = -INFINITY;
+        for (int t = 0; t < n; t++) cmax = fmaxf(cmax, sc[parity][t]);
+        const float mNew = fmaxf(m, cmax);
         const float alpha = m == -INFINITY ? 0.0f : expf(m - mNew);
-        float e[1] = {live ? expf(s - mNew) : 0.0f};
-        p[l] = e[0];
-        groupSum(e);  // its barriers also publish p
-        sum = sum * alpha + e[0];
+        pr[parity][l] = l < n ? expf(s - mNew) : 0.0f;
+        __syncthreads();
+        float csum = 0.0f;
+        for (int t = 0; t < n; t++) csum += pr[parity][t];
+        sum = sum * alpha + csum;
         m = mNew;
         for (int u = 0; u < kFeaturesPerLane; u++) {
           const int f = l + u * kLanes;
           if (f >= hd) break;
           float o = acc[u] * alpha;
-          for (int t = 0; t < n; t++) o += p[t] * qkv[hr.qkv(a, jc + t, 2) + f];
+          for (int t = 0; t < n; t++) o += pr[parity][t] * qkv[hr.qkv(a, jc + t, 2) + f];
           acc[u] = o;
         }
-        __syncthreads();  // p is read before the next chunk writes it
       }
     }
     for (int u = 0; u < kFeaturesPerLane; u++) {
@@ -110,21 +108,28 @@ __global__ void attentionForwardKernel(AttentionArgs a, const float* __restrict_
       if (f < hd) ctx[hr.ctx(a, i) + f] = acc[u] / sum;
     }
     if (l == 0) lse[row] = m + logf(sum);
-    __syncthreads();  // q is read before the next row stages its own
+    __syncthreads();  // q and the last chunk's arrays are read before the next row writes them
   }
 }
 
 // Δ_i = dO_i·O_i per query row (rows of the [B × H × T] grid): the softmax backward's row term.
 __global__ void attentionRowDotKernel(AttentionArgs a, const float* __restrict__ ctx, const float* __restrict__ dctx,
                                       float* __restrict__ delta) {
-  const int hd = a.D / a.H;
+  __shared__ float part[kLanes];
+  const int hd = a.D / a.H, l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const HeadRow hr(row, a);
-    float s[1] = {0.0f};
-    for (int f = threadIdx.x; f < hd; f += kLanes) s[0] += ctx[hr.ctx(a, hr.t) + f] * dctx[hr.ctx(a, hr.t) + f];
-    groupSum(s);
-    if (threadIdx.x == 0) delta[row] = s[0];
+    float s = 0.0f;
+    for (int f = l; f < hd; f += kLanes) s += ctx[hr.ctx(a, hr.t) + f] * dctx[hr.ctx(a, hr.t) + f];
+    part[l] = s;
+    __syncthreads();
+    if (l == 0) {
+      float total = 0.0f;
+      for (int t = 0; t < kLanes; t++) total += part[t];
+      delta[row] = total;
+    }
+    __syncthreads();
   }
 }
 
@@ -140,7 +145,7 @@ __global__ void attentionBackwardQueryKernel(AttentionArgs a, const float* __res
                                              const float* __restrict__ delta, const float* __restrict__ dctx,
                                              float* __restrict__ dqkv) {
   __shared__ float q[kMaxHeadDim], dO[kMaxHeadDim];
-  __shared__ float ds[kLanes];
+  __shared__ float ds[2][kLanes];  // by chunk parity
   const int hd = a.D / a.H, l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -150,27 +155,28 @@ __global__ void attentionBackwardQueryKernel(AttentionArgs a, const float* __res
     stageRow(dO, dctx + hr.ctx(a, i), hd);
     __syncthreads();
     float acc[kFeaturesPerLane] = {};
+    int parity = 0;
     for (int kb = a.rowPtr[r]; kb < a.rowPtr[r + 1]; kb++) {
       const int j0 = a.colIdx[kb] * a.block;
       const int j1 = imin(a.T, a.causal ? imin(j0 + a.block, i + 1) : j0 + a.block);
-      for (int jc = j0; jc < j1; jc += kLanes) {
+      for (int jc = j0; jc < j1; jc += kLanes, parity ^= 1) {
         const int n = imin(kLanes, j1 - jc);
         float p = 0.0f, g = 0.0f;
         if (l < n) scoreGrad(a, q, qkv + hr.qkv(a, jc + l, 1), dO, qkv + hr.qkv(a, jc + l, 2), lse[row], delta[row], hd, &p, &g);
-        ds[l] = g;
+        ds[parity][l] = g;
         __syncthreads();
         for (int u = 0; u < kFeaturesPerLane; u++) {
           const int f = l + u * kLanes;
           if (f >= hd) break;
-          for (int t = 0; t < n; t++) acc[u] += ds[t] * qkv[hr.qkv(a, jc + t, 1) + f];
+          for (int t = 0; t < n; t++) acc[u] += ds[parity][t] * qkv[hr.qkv(a, jc + t, 1) + f];
         }
-        __syncthreads();
       }
     }
     for (int u = 0; u < kFeaturesPerLane; u++) {
       const int f = l + u * kLanes;
       if (f < hd) dqkv[hr.qkv(a, i, 0) + f] = a.scale * acc[u];
     }
+    __syncthreads();  // q, dO and the chunk arrays are read before the next row writes them
   }
 }
 
@@ -180,7 +186,7 @@ __global__ void attentionBackwardKeyKernel(AttentionArgs a, const float* __restr
                                            const float* __restrict__ delta, const float* __restrict__ dctx,
                                            float* __restrict__ dqkv) {
   __shared__ float k[kMaxHeadDim], v[kMaxHeadDim];
-  __shared__ float ps[kLanes], ds[kLanes];
+  __shared__ float ps[2][kLanes], ds[2][kLanes];  // by chunk parity
   const int hd = a.D / a.H, l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -191,28 +197,28 @@ __global__ void attentionBackwardKeyKernel(AttentionArgs a, const float* __restr
     stageRow(v, qkv + hr.qkv(a, j, 2), hd);
     __syncthreads();
     float dk[kFeaturesPerLane] = {}, dv[kFeaturesPerLane] = {};
+    int parity = 0;
     for (int t = a.colPtr[c]; t < a.colPtr[c + 1]; t++) {
       const int i0 = imax(a.rowIdx[t] * a.block, a.causal ? j : 0);
       const int i1 = imin(a.T, a.rowIdx[t] * a.block + a.block);
-      for (int ic = i0; ic < i1; ic += kLanes) {
+      for (int ic = i0; ic < i1; ic += kLanes, parity ^= 1) {
         const int n = imin(kLanes, i1 - ic);
         float p = 0.0f, g = 0.0f;
         if (l < n) {
           const int i = ic + l;
           scoreGrad(a, qkv + hr.qkv(a, i, 0), k, dctx + hr.ctx(a, i), v, lse[headRow0 + i], delta[headRow0 + i], hd, &p, &g);
         }
-        ps[l] = p;
-        ds[l] = g;
+        ps[parity][l] = p;
+        ds[parity][l] = g;
         __syncthreads();
         for (int u = 0; u < kFeaturesPerLane; u++) {
           const int f = l + u * kLanes;
           if (f >= hd) break;
           for (int s = 0; s < n; s++) {
-            dk[u] += ds[s] * qkv[hr.qkv(a, ic + s, 0) + f];
-            dv[u] += ps[s] * dctx[hr.ctx(a, ic + s) + f];
+            dk[u] += ds[parity][s] * qkv[hr.qkv(a, ic + s, 0) + f];
+            dv[u] += ps[parity][s] * dctx[hr.ctx(a, ic + s) + f];
           }
         }
-        __syncthreads();
       }
     }
     for (int u = 0; u < kFeaturesPerLane; u++) {
@@ -221,6 +227,7 @@ __global__ void attentionBackwardKeyKernel(AttentionArgs a, const float* __restr
       dqkv[hr.qkv(a, j, 1) + f] = a.scale * dk[u];
       dqkv[hr.qkv(a, j, 2) + f] = dv[u];
     }
+    __syncthreads();  // k, v and the chunk arrays are read before the next row writes them
   }
 }
 

@@ -117,9 +117,9 @@ struct Scratch {
     return ptr;
   }
 };
-thread_local Scratch tlsHead;   // a backward item's packed head
+thread_local Scratch tlsHead;   // a backward item's transposed blocks, dQ and row terms
 thread_local Scratch tlsBlock;  // a work item's score and output tiles
-thread_local Scratch tlsShared; // the forward's packed k and v of every head (the calling thread's)
+thread_local Scratch tlsShared; // the forward's packed operands of every head (the calling thread's)
 
 // ---------------------------------------------------------------------------------------------
 // Tiles: C[rows × NV·VL] (=|+=) Σ_k A(i, k)·B[k][0 : NV·VL], with A(i, k) = a[i·ars + k·aks] broadcast
@@ -210,29 +210,86 @@ inline void packRows(float* dst, const Heads& src, int b, int h, int t0, int row
   }
 }
 
-// dst[c][e][j] = src(c·block + j, e) for every key block c: the operand of S = Q·Kᵀ (and dP = dO·Vᵀ).
-inline void packTransposedBlocks(float* dst, const Heads& src, int b, int h, const Geometry& g) {
+// A head's rows as a product operand: the caller's rows in place when the head dimension is whole
+// vectors (tiles then never read past a row's features, and the products stop at T), else a
+// zero-padded copy.
+struct Rows {
+  const float* p;
+  long ld;
+  const float* row(int t) const { return p + t * ld; }
+};
+inline Rows rowsOf(const Heads& src, int b, int h, const Geometry& g, Scratch& copy) {
+  if (g.d == g.dp) return {src.row(b, h, 0), (long)src.rowStride};
+  float* dst = copy.get((size_t)g.Tp * g.dp);
+  packRows(dst, src, b, h, 0, g.Tp, g, 1.f);
+  return {dst, (long)g.dp};
+}
+
+// In-register transpose of VL×VL floats: at each step, swap the off-diagonal s×s sub-blocks of every
+// 2s×2s tile (the shuffle masks fold to constants).
+template <int S>
+inline void transposeStep(vf (&v)[VL]) {
+  vi lo, hi;  // lane l of the new first / second row (indices >= VL pick from the second operand)
+  for (int l = 0; l < VL; l++) {
+    lo[l] = (l & S) ? VL + l - S : l;
+    hi[l] = (l & S) ? VL + l : l + S;
+  }
+  for (int i = 0; i < VL; i++) {
+    if (i & S) continue;
+    const vf a = v[i], c = v[i + S];
+    v[i] = __builtin_shuffle(a, c, lo);
+    v[i + S] = __builtin_shuffle(a, c, hi);
+  }
+}
+
+inline void transposeTile(vf (&v)[VL]) {
+  if (VL > 8) transposeStep<VL / 2 >= 8 ? 8 : 1>(v);
+  if (VL > 4) transposeStep<VL / 2 >= 4 ? 4 : 1>(v);
+  transposeStep<2>(v);
+  transposeStep<1>(v);
+}
+
+// dst[c][e][j] = scale·src(c·block + j, e) for every key block c: the operand of S = Q·Kᵀ (and
+// dP = dO·Vᵀ). VL×VL tiles transposed in registers; tiles that reach past T or headDim go through a
+// zero-padded copy.
+inline void packTransposedBlocks(float* dst, const Heads& src, int b, int h, const Geometry& g, float scale) {
+  const vf sv = bcast(scale);
   const long per = (long)g.dp * g.block;
-  std::memset(dst, 0, per * g.nb * sizeof(float));
-  for (int t = 0; t < g.T; t++) {
-    const float* s = src.row(b, h, t);
-    float* d = dst + (t / g.block) * per + t % g.block;
-    for (int e = 0; e < g.d; e++) d[(long)e * g.block] = s[e];
+  for (int t0 = 0; t0 < g.Tp; t0 += VL) {
+    float* d = dst + (t0 / g.block) * per + t0 % g.block;
+    for (int e0 = 0; e0 < g.dp; e0 += VL) {
+      vf v[VL];
+      const bool full = t0 + VL <= g.T && e0 + VL <= g.d;
+      for (int i = 0; i < VL; i++) {
+        if (full) {
+          v[i] = loadu(src.row(b, h, t0 + i) + e0);
+        } else {
+          float row[VL] = {};
+          if (t0 + i < g.T)
+            for (int e = e0; e < std::min(g.d, e0 + VL); e++) row[e - e0] = src.row(b, h, t0 + i)[e];
+          v[i] = loadu(row);
+        }
+      }
+      transposeTile(v);
+      for (int e = 0; e < VL; e++) storeu(d + (long)(e0 + e) * g.block, v[e] * sv);
+    }
   }
 }
 
 // −∞ at the scores a query must not see: keys past T (the last block's padding) and, in a causal
-// diagonal block, keys after the query.
-inline void maskScores(float* S, int r, int c, const Geometry& g, bool causal) {
+// diagonal block, keys after the query. S has `rows` valid rows of `block` scores.
+inline void maskScores(float* S, int rows, int r, int c, const Geometry& g, bool causal) {
   const int validCols = std::min(g.block, g.T - c * g.block);
   const bool diag = causal && r == c;
   if (validCols == g.block && !diag) return;
-  for (int i = 0; i < g.block; i++) {
+  for (int i = 0; i < rows; i++) {
     const int from = diag ? std::min(i + 1, validCols) : validCols;
     float* row = S + (long)i * g.block;
     for (int j = from; j < g.block; j++) row[j] = kNegInf;
   }
 }
+
+inline int validIn(int blockIndex, const Geometry& g) { return std::min(g.block, g.T - blockIndex * g.block); }
 
 // ---------------------------------------------------------------------------------------------
 // Forward
@@ -243,21 +300,21 @@ void forward(const AttentionProblem& p, int threads) {
   const BsrLayout& L = p.layout;
   const int heads = s.batch * s.heads;
   const long headFloats = (long)g.Tp * g.dp;
-  // k as transposed blocks and v as rows, for every head, shared by the query-block items.
-  float* kv = tlsShared.get((size_t)heads * 2 * headFloats);
+  const bool copyRows = g.d != g.dp;
+  // Every head's kᵀ blocks (pre-scaled), and v rows when they need padding, shared by the items.
+  float* kv = tlsShared.get((size_t)heads * headFloats * (copyRows ? 2 : 1));
   const long items = (long)heads * g.nb;
 #pragma omp parallel num_threads(std::max(1, (int)std::min<long>(threads, items)))
   {
 #pragma omp for schedule(static)
     for (int bh = 0; bh < heads; bh++) {
       const int b = bh / s.heads, h = bh % s.heads;
-      float* base = kv + bh * 2 * headFloats;
-      packTransposedBlocks(base, p.k, b, h, g);
-      packRows(base + headFloats, p.v, b, h, 0, g.Tp, g, 1.f);
+      packTransposedBlocks(kv + bh * headFloats, p.k, b, h, g, s.scale);
+      if (copyRows) packRows(kv + (heads + bh) * headFloats, p.v, b, h, 0, g.Tp, g, 1.f);
     }
     const int B = g.block, dp = g.dp;
-    float* Q = tlsBlock.get((size_t)B * dp * 2 + (size_t)B * B + 2 * B);
-    float* O = Q + (long)B * dp;
+    float* Qc = tlsBlock.get((size_t)B * dp * 2 + (size_t)B * B + 2 * B);
+    float* O = Qc + (long)B * dp;
     float* S = O + (long)B * dp;
     float* m = S + (long)B * B;
     float* l = m + B;
@@ -265,17 +322,21 @@ void forward(const AttentionProblem& p, int threads) {
 #pragma omp for schedule(dynamic, 1)
     for (long item = 0; item < items; item++) {
       const int bh = (int)(item % heads), r = g.nb - 1 - (int)(item / heads);
-      const int b = bh / s.heads, h = bh % s.heads;
-      const float* Kt = kv + bh * 2 * headFloats;
-      const float* V = Kt + headFloats;
-      packRows(Q, p.q, b, h, r * B, B, g, s.scale);
+      const int b = bh / s.heads, h = bh % s.heads, rows = validIn(r, g);
+      const float* Kt = kv + bh * headFloats;
+      const Rows V = copyRows ? Rows{kv + (heads + bh) * headFloats, dp} : Rows{p.v.row(b, h, 0), (long)p.v.rowStride};
+      Rows Q{p.q.row(b, h, r * B), (long)p.q.rowStride};
+      if (copyRows) {
+        packRows(Qc, p.q, b, h, r * B, rows, g, 1.f);
+        Q = {Qc, dp};
+      }
       std::memset(O, 0, (size_t)B * dp * sizeof(float));
-      for (int i = 0; i < B; i++) m[i] = kNegInf, l[i] = 0.f;
+      for (int i = 0; i < rows; i++) m[i] = kNegInf, l[i] = 0.f;
       for (int kb = L.rowPtr[r]; kb < L.rowPtr[r + 1]; kb++) {
         const int c = L.colIdx[kb];
-        product(B, B, dp, Q, dp, 1, Kt + (long)c * dp * B, B, S, B, false);
-        maskScores(S, r, c, g, s.causal);
-        for (int i = 0; i < B; i++) {
+        product(rows, B, dp, Q.p, Q.ld, 1, Kt + (long)c * dp * B, B, S, B, false);
+        maskScores(S, rows, r, c, g, s.causal);
+        for (int i = 0; i < rows; i++) {
           float* row = S + (long)i * B;
           vf mx = bcast(kNegInf);
           for (int j = 0; j < B; j += VL) mx = vmax(mx, loadu(row + j));
@@ -296,10 +357,10 @@ void forward(const AttentionProblem& p, int threads) {
             for (int e = 0; e < dp; e += VL) storeu(o + e, loadu(o + e) * av);
           }
         }
-        product(B, dp, B, S, B, 1, V + (long)c * B * dp, dp, O, dp, true);
+        product(rows, dp, validIn(c, g), S, B, 1, V.row(c * B), V.ld, O, dp, true);
       }
       float* lse = p.lseOut + (long)bh * g.T;
-      for (int i = 0; i < B && r * B + i < g.T; i++) {
+      for (int i = 0; i < rows; i++) {
         const int t = r * B + i;
         float* o = p.oOut.row(b, h, t);
         const float inv = 1.f / l[i];
@@ -313,6 +374,8 @@ void forward(const AttentionProblem& p, int threads) {
 // ---------------------------------------------------------------------------------------------
 // Backward
 // ---------------------------------------------------------------------------------------------
+thread_local Scratch tlsQ, tlsDO, tlsK;  // padded row copies (head dimensions that are not whole vectors)
+
 void backward(const AttentionProblem& p, int threads) {
   const Geometry g(p);
   const AttentionShape& s = p.shape;
@@ -323,33 +386,23 @@ void backward(const AttentionProblem& p, int threads) {
     const int b = bh / s.heads, h = bh % s.heads;
     const int B = g.block, dp = g.dp;
     const long hf = (long)g.Tp * dp;
-    float* Q = tlsHead.get((size_t)hf * 6 + 2 * (size_t)g.Tp);
-    float* dO = Q + hf;
-    float* K = dO + hf;
-    float* Kt = K + hf;
+    float* Kt = tlsHead.get((size_t)hf * 3 + 2 * (size_t)g.Tp);
     float* Vt = Kt + hf;
     float* dQ = Vt + hf;
     float* lse = dQ + hf;
     float* rowDot = lse + g.Tp;
-    packRows(Q, p.q, b, h, 0, g.Tp, g, s.scale);
-    packRows(dO, p.dO, b, h, 0, g.Tp, g, 1.f);
-    packRows(K, p.k, b, h, 0, g.Tp, g, 1.f);
-    packTransposedBlocks(Kt, p.k, b, h, g);
-    packTransposedBlocks(Vt, p.v, b, h, g);
+    const Rows Q = rowsOf(p.q, b, h, g, tlsQ), dO = rowsOf(p.dO, b, h, g, tlsDO), K = rowsOf(p.k, b, h, g, tlsK);
+    packTransposedBlocks(Kt, p.k, b, h, g, s.scale);
+    packTransposedBlocks(Vt, p.v, b, h, g, 1.f);
     std::memset(dQ, 0, hf * sizeof(float));
     const float* lseIn = p.lse + (long)bh * g.T;
-    for (int t = 0; t < g.Tp; t++) {
-      if (t < g.T) {
-        const float* o = p.o.row(b, h, t);
-        const float* d = p.dO.row(b, h, t);
-        float acc = 0.f;
-        for (int e = 0; e < g.d; e++) acc += o[e] * d[e];
-        rowDot[t] = acc;
-        lse[t] = lseIn[t];
-      } else {
-        rowDot[t] = 0.f;
-        lse[t] = std::numeric_limits<float>::infinity();  // padded queries: P = 0
-      }
+    for (int t = 0; t < g.T; t++) {
+      const float* o = p.o.row(b, h, t);
+      const float* d = p.dO.row(b, h, t);
+      float acc = 0.f;
+      for (int e = 0; e < g.d; e++) acc += o[e] * d[e];
+      rowDot[t] = acc;
+      lse[t] = lseIn[t];
     }
     float* P = tlsBlock.get((size_t)B * B * 2 + (size_t)B * dp * 2);
     float* dS = P + (long)B * B;
@@ -359,32 +412,33 @@ void backward(const AttentionProblem& p, int threads) {
       std::memset(dK, 0, (size_t)B * dp * 2 * sizeof(float));
       const float* Ktc = Kt + (long)c * dp * B;
       const float* Vtc = Vt + (long)c * dp * B;
+      const int cols = validIn(c, g);
       for (int t = L.colPtr[c]; t < L.colPtr[c + 1]; t++) {
-        const int r = L.rowIdx[t];
-        const float* Qr = Q + (long)r * B * dp;
-        const float* dOr = dO + (long)r * B * dp;
-        product(B, B, dp, Qr, dp, 1, Ktc, B, P, B, false);
-        maskScores(P, r, c, g, s.causal);
-        for (int i = 0; i < B; i++) {
+        const int r = L.rowIdx[t], rows = validIn(r, g);
+        const float* Qr = Q.row(r * B);
+        const float* dOr = dO.row(r * B);
+        product(rows, B, dp, Qr, Q.ld, 1, Ktc, B, P, B, false);
+        maskScores(P, rows, r, c, g, s.causal);
+        for (int i = 0; i < rows; i++) {
           float* row = P + (long)i * B;
           const vf lv = bcast(lse[r * B + i]);
           for (int j = 0; j < B; j += VL) storeu(row + j, vexp(loadu(row + j) - lv));
         }
-        product(B, dp, B, P, 1, B, dOr, dp, dV, dp, true);  // dV += Pᵀ·dO
-        product(B, B, dp, dOr, dp, 1, Vtc, B, dS, B, false);  // dP = dO·Vᵀ
-        for (int i = 0; i < B; i++) {
+        product(cols, dp, rows, P, 1, B, dOr, dO.ld, dV, dp, true);  // dV += Pᵀ·dO
+        product(rows, B, dp, dOr, dO.ld, 1, Vtc, B, dS, B, false);   // dP = dO·Vᵀ
+        for (int i = 0; i < rows; i++) {
           float* ds = dS + (long)i * B;
           const float* pr = P + (long)i * B;
           const vf dv = bcast(rowDot[r * B + i]);
           for (int j = 0; j < B; j += VL) storeu(ds + j, loadu(pr + j) * (loadu(ds + j) - dv));
         }
-        product(B, dp, B, dS, B, 1, K + (long)c * B * dp, dp, dQ + (long)r * B * dp, dp, true);  // dQ += dS·K
-        product(B, dp, B, dS, 1, B, Qr, dp, dK, dp, true);                                    // dK += dSᵀ·Q
+        product(rows, dp, cols, dS, B, 1, K.row(c * B), K.ld, dQ + (long)r * B * dp, dp, true);  // dQ += dS·K
+        product(cols, dp, rows, dS, 1, B, Qr, Q.ld, dK, dp, true);                                // dK += dSᵀ·Q
       }
-      for (int j = 0; j < B && c * B + j < g.T; j++) {
+      for (int j = 0; j < cols; j++) {
         float* dk = p.dk.row(b, h, c * B + j);
         float* dv = p.dv.row(b, h, c * B + j);
-        std::memcpy(dk, dK + (long)j * dp, g.d * sizeof(float));
+        for (int e = 0; e < g.d; e++) dk[e] = dK[(long)j * dp + e] * s.scale;
         std::memcpy(dv, dV + (long)j * dp, g.d * sizeof(float));
       }
     }
