@@ -10,6 +10,9 @@ import { blockIndexFromMask, buildBlockIndex, type BlockIndex } from '../../core
 import { PixelflyConfigError } from '../../core/errors';
 import { attentionBackward, attentionBlocks, attentionForward, type AttentionProblem } from '../../native/attention';
 import { forceIsa, kernelInfo } from '../../native/kernels';
+import { validateModelSpec } from '../../core/modelSpec';
+import { createModel, EngineDataset } from '../../native/engine';
+import { syntheticTokens } from '../../native/datasets';
 import { mulberry32 } from '../support/random';
 
 function randomArray(n: number, rand: () => number, scale = 1): Float32Array {
@@ -132,6 +135,38 @@ test('attention layouts name the parameter at fault, in the context\'s terms', (
 test('attention core FLOPs: 4·T²·d forward, halved when causal, scaled by density; backward twice that', () => {
   assert.deepEqual(attentionCoreFlops(1024, 768, false), { forward: 4 * 1024 * 1024 * 768, backward: 8 * 1024 * 1024 * 768 });
   assert.deepEqual(attentionCoreFlops(1024, 768, true, 0.25), { forward: 0.5 * 1024 * 1024 * 768, backward: 1024 * 1024 * 768 });
+});
+
+test('model specs take attention {kind: "pixelfly", ...} on vit and gpt, and report bad ones with their paths', () => {
+  const gpt = { kind: 'gpt', vocab: 16, context: 100, dim: 16, depth: 1, heads: 2, mlpHidden: 32 };
+  assert.ok(validateModelSpec({ ...gpt, attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 2, globalSize: 8 } }).ok);
+  assert.ok(validateModelSpec({ ...gpt, attention: { kind: 'dense' } }).ok);
+  const issues = (attention: unknown) => {
+    const r = validateModelSpec({ ...gpt, attention });
+    return r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+  };
+  assert.deepEqual(issues({ kind: 'sparse' }), ['attention.kind: must be one of dense, pixelfly, got "sparse"']);
+  assert.deepEqual(issues({ kind: 'pixelfly', block: 16, nFactors: 2 }), ['attention.butterflySize: is required']);
+  assert.deepEqual(issues({ kind: 'dense', block: 16 }), ['attention.block: is not a field of dense attention (expected kind)']);
+  // 100 tokens pad to 112 in blocks of 16: a butterfly of 32 cannot stretch over them.
+  assert.match(issues({ kind: 'pixelfly', block: 16, butterflySize: 32, nFactors: 2 })[0], /^attention\.butterflySize: 32 does not divide the context 112/);
+  assert.match(issues({ kind: 'pixelfly', block: 24, butterflySize: 4, nFactors: 2 })[0], /^attention\.block: must be one of 16, 32, 64, 128/);
+  const mlp = validateModelSpec({ kind: 'mlp', inputFeatures: 4, hidden: [], classes: 2, attention: { kind: 'dense' } });
+  assert.ok(!mlp.ok && mlp.issues[0].path === 'attention');
+});
+
+test('a GPT with Pixelfly attention trains through the engine, its attention core timed as a part of its own', async () => {
+  const spec = {
+    kind: 'gpt', vocab: 16, context: 96, dim: 16, depth: 2, heads: 2, mlpHidden: 32,
+    attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 2, globalSize: 16 },
+  };
+  const m = await createModel({ spec, seed: 2, threads: 2, train: { batch: 4, lr: 3e-3, totalSteps: 30 } });
+  const data = new EngineDataset(syntheticTokens({ vocab: 16, train: 4096, test: 512 }));
+  const steps = await m.trainSteps(data, 30);
+  assert.ok(steps.every((s) => Number.isFinite(s.loss)));
+  assert.ok(steps[29].loss < steps[0].loss - 0.3, `loss ${steps[0].loss} → ${steps[29].loss}`);
+  const attention = steps[29].ms.parts.find((p) => p.name === 'attention');
+  assert.ok(attention && attention.forward > 0 && attention.backward > 0);
 });
 
 // ------------------------------------------------------------------------------ the reference
