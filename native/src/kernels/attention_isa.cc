@@ -348,7 +348,7 @@ void forward(const AttentionProblem& p, int threads) {
             storeu(row + j, e);
             sum += e;
           }
-          const float alpha = m[i] == kNegInf ? 0.f : std::exp(m[i] - mNew);
+          const float alpha = m[i] == mNew ? 1.f : m[i] == kNegInf ? 0.f : std::exp(m[i] - mNew);
           l[i] = l[i] * alpha + hsum(sum);
           m[i] = mNew;
           if (alpha != 1.f) {
@@ -399,9 +399,12 @@ void backward(const AttentionProblem& p, int threads) {
     for (int t = 0; t < g.T; t++) {
       const float* o = p.o.row(b, h, t);
       const float* d = p.dO.row(b, h, t);
-      float acc = 0.f;
-      for (int e = 0; e < g.d; e++) acc += o[e] * d[e];
-      rowDot[t] = acc;
+      vf acc = vf{};
+      int e = 0;
+      for (; e + VL <= g.d; e += VL) acc += loadu(o + e) * loadu(d + e);
+      float tail = 0.f;
+      for (; e < g.d; e++) tail += o[e] * d[e];
+      rowDot[t] = hsum(acc) + tail;
       lse[t] = lseIn[t];
     }
     float* P = tlsBlock.get((size_t)B * B * 2 + (size_t)B * dp * 2);
