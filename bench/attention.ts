@@ -1,6 +1,7 @@
 // `npm run bench:attention -- [--threads 2] [--reps 5] [--seqs 1024,4096,8192] [--heads 12] [--head-dim 64]
 //                             [--block 64] [--bidirectional] [--text FILE] [--steps 150] [--batch 4]
-//                             [--skip-torch] [--skip-layer] [--skip-train] [--out FILE]`
+//                             [--gpt-attention BLOCK,BUTTERFLY,FACTORS,GLOBAL] [--skip-torch] [--skip-layer]
+//                             [--skip-train] [--out FILE]`
 // Pixelfly attention (the flat block butterfly on the score matrix, core/attention.ts) against dense
 // attention, measured in the same run:
 //  1. One attention core, forward + backward, at each T (12 heads of 64, batch 1, causal unless
@@ -11,8 +12,9 @@
 //     same run is printed next to our dense attention's, as the measure of an honest dense baseline.
 //  2. A character-level GPT trained on a text file at context 2048 (default: the licence texts every
 //     Debian ships in /usr/share/common-licenses, concatenated in name order), dense vs Pixelfly
-//     attention, the same seed, data order, dense MLPs and steps; median step time (first 3 steps
-//     excluded), the attention core's share of it, and the validation loss after the same steps.
+//     attention (default block 64, butterfly size 32, 5 factors, 64 global tokens; --gpt-attention),
+//     the same seed, data order, dense MLPs and steps; median step time (first 3 steps excluded), the
+//     attention core's share of it, and the validation loss after the same steps.
 // Prints tables and writes JSON rows (default bench-results/attention.json):
 //   {seq, heads, head_dim, variant, density, fwd_bwd_ms, ...} and {kind: "train", variant, step_ms, val_loss, ...}.
 
@@ -46,6 +48,7 @@ interface Options {
   steps: number;
   batch: number;
   context: number;
+  gptAttention: AttentionSpec;
   skipTorch: boolean;
   skipLayer: boolean;
   skipTrain: boolean;
@@ -57,7 +60,8 @@ const LICENSES = '/usr/share/common-licenses';
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     threads: 2, reps: 5, seqs: [1024, 4096, 8192], heads: 12, headDim: 64, block: 64, causal: true, text: '',
-    steps: 150, batch: 4, context: 2048, skipTorch: false, skipLayer: false, skipTrain: false, out: 'bench-results/attention.json',
+    steps: 150, batch: 4, context: 2048, skipTorch: false,
+    gptAttention: { kind: 'pixelfly', block: 64, butterflySize: 32, nFactors: 5, globalSize: 64 }, skipLayer: false, skipTrain: false, out: 'bench-results/attention.json',
   };
   const posInt = (flag: string, s: string | undefined) => {
     const n = Number(s);
@@ -82,7 +86,7 @@ function parseArgs(argv: string[]): Options {
     } else if (flag === '--seqs') o.seqs = (argv[++i] ?? '').split(',').map((s) => posInt('--seqs', s));
     else if (ints[flag]) o[ints[flag]] = posInt(flag, argv[++i]);
     else {
-      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --context --skip-torch --skip-layer --skip-train --out)`);
+      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --context --gpt-attention --skip-torch --skip-layer --skip-train --out)`);
     }
   }
   return o;
@@ -278,9 +282,8 @@ async function trainBench(o: Options): Promise<TrainRow[]> {
     const data = await loadTextCorpus(file);
     const dataset = new EngineDataset(data);
     const T = o.context;
-    // The Pixelfly score layout: block 64, butterfly size 32 (cells of T/32 tokens), every factor,
-    // and the first 64 tokens global.
-    const pixelfly: AttentionSpec = { kind: 'pixelfly', block: 64, butterflySize: 32, nFactors: 5, globalSize: 64 };
+    const pixelfly = o.gptAttention;
+    attentionLayout(T, pixelfly, true);  // a layout that cannot stretch over the context fails here, before any training
     const base: GptSpec = { kind: 'gpt', vocab: data.classes, context: T, dim: 128, depth: 4, heads: 2, mlpHidden: 512 };
     console.log(
       `\n2. Char-level GPT on ${o.text || `${LICENSES}/* (concatenated)`}: ${data.trainTokens.length} train / ${data.testTokens.length} validation characters, vocab ${data.classes}; ` +

@@ -72,7 +72,7 @@ export interface StepResult {
     backward: number;
     optimizer: number;
     total: number;
-    /** Forward and backward time per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention', 'mlp', 'head', ...), in model order; repeated blocks are summed. */
+    /** Forward and backward time per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention' (the attention cores), 'attn_proj' (the rest of the attention blocks), 'mlp', 'head', ...), in model order; repeated blocks are summed. */
     parts: Array<{ name: string; forward: number; backward: number }>;
   };
 }
