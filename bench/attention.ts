@@ -1,5 +1,5 @@
 // `npm run bench:attention -- [--threads 2] [--reps 5] [--seqs 1024,4096,8192] [--heads 12] [--head-dim 64]
-//                             [--block 64] [--bidirectional] [--text FILE] [--steps 150] [--batch 4]
+//                             [--block 64] [--bidirectional] [--text FILE] [--steps 200] [--batch 4] [--lr 2e-3]
 //                             [--gpt-attention BLOCK,BUTTERFLY,FACTORS,GLOBAL] [--skip-torch] [--skip-layer]
 //                             [--skip-train] [--out FILE]`
 // Pixelfly attention (the flat block butterfly on the score matrix, core/attention.ts) against dense
@@ -48,6 +48,7 @@ interface Options {
   steps: number;
   batch: number;
   context: number;
+  lr: number;
   gptAttention: AttentionSpec;
   skipTorch: boolean;
   skipLayer: boolean;
@@ -60,7 +61,7 @@ const LICENSES = '/usr/share/common-licenses';
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     threads: 2, reps: 5, seqs: [1024, 4096, 8192], heads: 12, headDim: 64, block: 64, causal: true, text: '',
-    steps: 150, batch: 4, context: 2048, skipTorch: false,
+    steps: 200, batch: 4, context: 2048, lr: 2e-3, skipTorch: false,
     gptAttention: { kind: 'pixelfly', block: 64, butterflySize: 32, nFactors: 5, globalSize: 64 }, skipLayer: false, skipTrain: false, out: 'bench-results/attention.json',
   };
   const posInt = (flag: string, s: string | undefined) => {
@@ -86,7 +87,7 @@ function parseArgs(argv: string[]): Options {
     } else if (flag === '--seqs') o.seqs = (argv[++i] ?? '').split(',').map((s) => posInt('--seqs', s));
     else if (ints[flag]) o[ints[flag]] = posInt(flag, argv[++i]);
     else {
-      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --context --gpt-attention --skip-torch --skip-layer --skip-train --out)`);
+      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --lr --context --gpt-attention --skip-torch --skip-layer --skip-train --out)`);
     }
   }
   return o;
@@ -156,7 +157,8 @@ interface TorchResult {
 }
 
 function timeTorch(o: Options): TorchResult | string {
-  const cfg = { seqs: o.seqs, heads: o.heads, head_dim: o.headDim, causal: o.causal, threads: o.threads, reps: o.reps, dtypes: ['float32', 'bfloat16'] };
+  // PyTorch takes seconds a repetition at long contexts (the T×T matrices go through memory several times): 3 repetitions.
+  const cfg = { seqs: o.seqs, heads: o.heads, head_dim: o.headDim, causal: o.causal, threads: o.threads, reps: Math.min(3, o.reps), dtypes: ['float32', 'bfloat16'] };
   const r = spawnSync('/usr/bin/python3', [join(__dirname, '..', '..', 'bench', 'attention_torch.py'), JSON.stringify(cfg)], {
     encoding: 'utf8', maxBuffer: 1 << 24,
   });
@@ -251,6 +253,8 @@ interface TrainRow {
   variant: 'dense' | 'pixelfly';
   step_ms: number;
   val_loss: number;
+  /** Mean training loss of the last 10 steps. */
+  train_loss: number;
   /** Median forward + backward ms of the attention cores in a step. */
   attention_ms: number;
   density: number;
@@ -295,7 +299,7 @@ async function trainBench(o: Options): Promise<TrainRow[]> {
       const before = load();
       const m = await createModel({
         spec, seed: 1, threads: o.threads,
-        train: { batch: o.batch, lr: 2e-3, totalSteps: o.steps, warmupSteps: Math.min(20, Math.floor(o.steps / 10)), weightDecay: 0.01 },
+        train: { batch: o.batch, lr: o.lr, totalSteps: o.steps, warmupSteps: Math.min(20, Math.floor(o.steps / 10)), weightDecay: 0.01 },
       });
       const steps = [];
       const chunk = 10;
@@ -312,11 +316,12 @@ async function trainBench(o: Options): Promise<TrainRow[]> {
       const parts = medianOfEach(timed.map(stepPartsMs));
       const layout = attentionLayout(T, attention, true);
       rows.push({
-        kind: 'train', variant, step_ms: median(timed.map((s) => s.ms.total)), val_loss: val.loss, attention_ms: parts?.attention ?? NaN,
+        kind: 'train', variant, step_ms: median(timed.map((s) => s.ms.total)), val_loss: val.loss,
+        train_loss: steps.slice(-10).reduce((a, s) => a + s.loss, 0) / Math.min(10, steps.length), attention_ms: parts?.attention ?? NaN,
         density: layout.density, layout: describe(attention), steps: o.steps, context: T, batch: o.batch, threads: o.threads,
         corpus: o.text || `${LICENSES}/*`, load_before: before, load_after: after,
       });
-      console.log(`${process.stdout.isTTY ? '\r' : ''}  ${variant}: median step ${rows[rows.length - 1].step_ms.toFixed(0)} ms (attention ${parts?.attention?.toFixed(0)} ms), validation loss ${val.loss.toFixed(4)}, load ${after}      `);
+      console.log(`${process.stdout.isTTY ? '\r' : ''}  ${variant}: median step ${rows[rows.length - 1].step_ms.toFixed(0)} ms (attention ${parts?.attention?.toFixed(0)} ms), training loss ${rows[rows.length - 1].train_loss.toFixed(4)}, validation loss ${val.loss.toFixed(4)}, load ${after}      `);
     }
     const dense = rows[0];
     for (const r of rows) {
