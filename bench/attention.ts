@@ -1,7 +1,7 @@
 // `npm run bench:attention -- [--threads 2] [--reps 5] [--seqs 1024,4096,8192] [--heads 12] [--head-dim 64]
 //                             [--block 64] [--bidirectional] [--text FILE] [--steps 200] [--batch 4] [--lr 2e-3]
-//                             [--gpt-attention BLOCK,BUTTERFLY,FACTORS,GLOBAL] [--skip-torch] [--skip-layer]
-//                             [--skip-train] [--out FILE]`
+//                             [--gpt-attention BLOCK,BUTTERFLY,FACTORS,GLOBAL] [--clock wall|cpu] [--skip-torch]
+//                             [--skip-layer] [--skip-train] [--out FILE]`
 // Pixelfly attention (the flat block butterfly on the score matrix, core/attention.ts) against dense
 // attention, measured in the same run:
 //  1. One attention core, forward + backward, at each T (12 heads of 64, batch 1, causal unless
@@ -15,6 +15,8 @@
 //     attention (default block 64, butterfly size 32, 5 factors, 64 global tokens; --gpt-attention),
 //     the same seed, data order, dense MLPs and steps; median step time (first 3 steps excluded), the
 //     attention core's share of it, and the validation loss after the same steps.
+// --clock cpu (with --threads 1) times the layer part by the process's CPU time, which stays meaningful
+// when other work loads the machine (wall time then includes what the scheduler gave others).
 // Prints tables and writes JSON rows (default bench-results/attention.json):
 //   {seq, heads, head_dim, variant, density, fwd_bwd_ms, ...} and {kind: "train", variant, step_ms, val_loss, ...}.
 
@@ -50,6 +52,7 @@ interface Options {
   context: number;
   lr: number;
   gptAttention: AttentionSpec;
+  clock: 'wall' | 'cpu';
   skipTorch: boolean;
   skipLayer: boolean;
   skipTrain: boolean;
@@ -61,7 +64,7 @@ const LICENSES = '/usr/share/common-licenses';
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     threads: 2, reps: 5, seqs: [1024, 4096, 8192], heads: 12, headDim: 64, block: 64, causal: true, text: '',
-    steps: 200, batch: 4, context: 2048, lr: 2e-3, skipTorch: false,
+    steps: 200, batch: 4, context: 2048, lr: 2e-3, clock: 'wall', skipTorch: false,
     gptAttention: { kind: 'pixelfly', block: 64, butterflySize: 32, nFactors: 5, globalSize: 64 }, skipLayer: false, skipTrain: false, out: 'bench-results/attention.json',
   };
   const posInt = (flag: string, s: string | undefined) => {
@@ -85,12 +88,34 @@ function parseArgs(argv: string[]): Options {
       if (flag === '--out') o.out = v;
       else o.text = v;
     } else if (flag === '--seqs') o.seqs = (argv[++i] ?? '').split(',').map((s) => posInt('--seqs', s));
-    else if (ints[flag]) o[ints[flag]] = posInt(flag, argv[++i]);
+    else if (flag === '--clock') {
+      const c = argv[++i];
+      if (c !== 'wall' && c !== 'cpu') throw new Error(`--clock: expected 'wall' or 'cpu', got '${c}'`);
+      o.clock = c;
+    } else if (flag === '--lr') {
+      o.lr = Number(argv[++i]);
+      if (!(o.lr > 0)) throw new Error(`--lr: expected a positive number, got '${argv[i]}'`);
+    } else if (flag === '--gpt-attention') {
+      const v = (argv[++i] ?? '').split(',');
+      if (v.length !== 4) throw new Error(`--gpt-attention: expected BLOCK,BUTTERFLY,FACTORS,GLOBAL, got '${v.join(',')}'`);
+      const [block, butterflySize, nFactors] = v.slice(0, 3).map((x) => posInt('--gpt-attention', x));
+      const globalSize = Number(v[3]);
+      if (!Number.isInteger(globalSize) || globalSize < 0) throw new Error(`--gpt-attention: GLOBAL must be an integer >= 0, got '${v[3]}'`);
+      o.gptAttention = { kind: 'pixelfly', block, butterflySize, nFactors, globalSize };
+    } else if (ints[flag]) o[ints[flag]] = posInt(flag, argv[++i]);
     else {
-      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --lr --context --gpt-attention --skip-torch --skip-layer --skip-train --out)`);
+      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --lr --context --gpt-attention --clock --skip-torch --skip-layer --skip-train --out)`);
     }
   }
+  if (o.clock === 'cpu' && o.threads !== 1) throw new Error('--clock cpu needs --threads 1');
   return o;
+}
+
+/** Milliseconds now on the chosen clock: wall time, or this process's CPU time (user + system). */
+function clockMs(clock: Options['clock']): number {
+  if (clock === 'wall') return performance.now();
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 /** The Pixelfly score layout the layer benchmark uses at T: one block per butterfly cell, every factor. */
@@ -123,6 +148,7 @@ interface LayerRow {
   efficiency_vs_dense?: number;
   layout?: string;
   threads: number;
+  clock: Options['clock'];
   load_before: string;
   load_after: string;
   note?: string;
@@ -139,12 +165,16 @@ async function timeOurs(T: number, o: Options, layouts: Array<[LayerRow['variant
     { index: buildBlockIndex(l.layout), batch: 1, heads: o.heads, T, headDim: o.headDim, causal: o.causal, threads: o.threads },
   ]);
   const runs = new Map<string, number[]>(problems.map(([name]) => [name, []]));
+  // Outputs reused across calls, as a training loop does (fresh 10-50 MB arrays would add their
+  // zeroing and page faults to every call).
+  const out = { o: new Float32Array(n), lse: new Float32Array(o.heads * T) };
+  const grads = { dq: new Float32Array(n), dk: new Float32Array(n), dv: new Float32Array(n) };
   for (let r = -1; r < o.reps; r++) {  // round -1 warms up
     for (const [name, p] of problems) {
-      const t0 = performance.now();
-      const f = await attentionForward(p, { q, k, v });
-      await attentionBackward(p, { q, k, v, dO, o: f.o, lse: f.lse });
-      if (r >= 0) runs.get(name)!.push(performance.now() - t0);
+      const t0 = clockMs(o.clock);
+      const f = await attentionForward(p, { q, k, v }, out);
+      await attentionBackward(p, { q, k, v, dO, o: f.o, lse: f.lse }, grads);
+      if (r >= 0) runs.get(name)!.push(clockMs(o.clock) - t0);
     }
   }
   return new Map([...runs].map(([name, ms]) => [name, median(ms)]));
@@ -158,7 +188,10 @@ interface TorchResult {
 
 function timeTorch(o: Options): TorchResult | string {
   // PyTorch takes seconds a repetition at long contexts (the T×T matrices go through memory several times): 3 repetitions.
-  const cfg = { seqs: o.seqs, heads: o.heads, head_dim: o.headDim, causal: o.causal, threads: o.threads, reps: Math.min(3, o.reps), dtypes: ['float32', 'bfloat16'] };
+  const cfg = {
+    seqs: o.seqs, heads: o.heads, head_dim: o.headDim, causal: o.causal, threads: o.threads, reps: Math.min(3, o.reps),
+    dtypes: ['float32', 'bfloat16'], clock: o.clock,
+  };
   const r = spawnSync('/usr/bin/python3', [join(__dirname, '..', '..', 'bench', 'attention_torch.py'), JSON.stringify(cfg)], {
     encoding: 'utf8', maxBuffer: 1 << 24,
   });
@@ -187,7 +220,7 @@ async function openblasGflops(threads: number): Promise<number | undefined> {
 async function layerBench(o: Options): Promise<LayerRow[]> {
   const rows: LayerRow[] = [];
   const dim = o.heads * o.headDim;
-  console.log(`\n1. One attention core, forward + backward: ${o.heads} heads of ${o.headDim}, batch 1, ${o.causal ? 'causal' : 'bidirectional'}, ${o.threads} threads, median of ${o.reps}`);
+  console.log(`\n1. One attention core, forward + backward: ${o.heads} heads of ${o.headDim}, batch 1, ${o.causal ? 'causal' : 'bidirectional'}, ${o.threads} threads, median of ${o.reps} (${o.clock} clock)`);
   for (const T of o.seqs) {
     const before = load();
     const spec = pixelflyAt(T, o.block);
@@ -201,7 +234,7 @@ async function layerBench(o: Options): Promise<LayerRow[]> {
       rows.push({
         seq: T, heads: o.heads, head_dim: o.headDim, variant, causal: o.causal, density: l.density, fwd_bwd_ms: t,
         gflops: (flops.forward + flops.backward) / (t * 1e6), layout: describe(variant === 'dense' ? { kind: 'dense' } : spec),
-        threads: o.threads, load_before: before, load_after: after,
+        threads: o.threads, clock: o.clock, load_before: before, load_after: after,
       });
     }
     console.log(`  T ${T}: dense ${ms.get('dense')!.toFixed(1)} ms, Pixelfly ${ms.get('pixelfly')!.toFixed(1)} ms (density ${pf.density.toFixed(3)}), load ${after}`);
@@ -222,7 +255,7 @@ async function layerBench(o: Options): Promise<LayerRow[]> {
         const flops = attentionCoreFlops(r.seq, dim, o.causal);
         rows.push({
           seq: r.seq, heads: o.heads, head_dim: o.headDim, variant, causal: o.causal, density: 1, fwd_bwd_ms: r.fwd_bwd_ms,
-          gflops: (flops.forward + flops.backward) / (r.fwd_bwd_ms * 1e6), threads: t.threads, load_before: before, load_after: after,
+          gflops: (flops.forward + flops.backward) / (r.fwd_bwd_ms * 1e6), threads: t.threads, clock: o.clock, load_before: before, load_after: after,
           note: `torch ${t.torch}${r.head_groups && r.head_groups > 1 ? `, heads in ${r.head_groups} groups (memory)` : ''}`,
         });
       }

@@ -7,7 +7,7 @@ the explicit way (torch 1.13 has no scaled_dot_product_attention):
     /usr/bin/python3 bench/attention_torch.py '<json config>'
 
 Config: {"seqs": [1024, ...], "heads": 12, "head_dim": 64, "causal": true, "threads": 2, "reps": 5,
-"dtypes": ["float32", "bfloat16"]}. The T×T score, probability and gradient matrices are real
+"dtypes": ["float32", "bfloat16"], "clock": "wall" | "cpu" (process CPU time)}. The T×T score, probability and gradient matrices are real
 memory here, so heads run in groups whose four T×T matrices fit in about 1.5 GB (all 12 heads at
 T = 1024, one at a time at 8192); the timed region covers every group. Prints one JSON line:
 {"torch": version, "threads", "rows": [{"seq", "dtype", "fwd_bwd_ms", "head_groups"}] }, and for a
@@ -24,7 +24,7 @@ import torch
 BUDGET_BYTES = 1.5e9
 
 
-def run(T, H, d, causal, dtype, reps):
+def run(T, H, d, causal, dtype, reps, clock):
     g = torch.Generator().manual_seed(T)
     q, k, v, do = (torch.randn(1, H, T, d, generator=g).to(dtype) for _ in range(4))
     per_head = 4 * T * T * (2 if dtype == torch.bfloat16 else 4)
@@ -42,11 +42,12 @@ def run(T, H, d, causal, dtype, reps):
             o.backward(do[:, h0:h0 + group])
 
     step()  # warm-up
+    now = time.process_time if clock == 'cpu' else time.perf_counter
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = now()
         step()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((now() - t0) * 1e3)
     return statistics.median(times), math.ceil(H / group)
 
 
@@ -58,7 +59,7 @@ def main():
         for name in cfg.get('dtypes', ['float32']):
             dtype = getattr(torch, name)
             try:
-                ms, groups = run(T, cfg['heads'], cfg['head_dim'], cfg['causal'], dtype, cfg['reps'])
+                ms, groups = run(T, cfg['heads'], cfg['head_dim'], cfg['causal'], dtype, cfg['reps'], cfg.get('clock', 'wall'))
                 rows.append({'seq': T, 'dtype': name, 'fwd_bwd_ms': ms, 'head_groups': groups})
             except RuntimeError as e:
                 rows.append({'seq': T, 'dtype': name, 'error': str(e).split('\n')[0][:200]})

@@ -44,10 +44,17 @@ function tensorLength(p: AttentionProblem): number {
   return p.batch * p.T * p.heads * p.headDim;
 }
 
-/** o = softmax(scale·q·kᵀ over the kept scores)·v, and each query's log-sum-exp. */
-export async function attentionForward(p: AttentionProblem, x: AttentionInputs): Promise<{ o: Float32Array; lse: Float32Array }> {
-  const o = new Float32Array(tensorLength(p));
-  const lse = new Float32Array(p.batch * p.heads * p.T);
+/**
+ * o = softmax(scale·q·kᵀ over the kept scores)·v, and each query's log-sum-exp. `into` reuses output
+ * buffers (overwritten): a loop that allocates fresh ones pays their zeroing and page faults each call.
+ */
+export async function attentionForward(
+  p: AttentionProblem,
+  x: AttentionInputs,
+  into?: { o: Float32Array; lse: Float32Array },
+): Promise<{ o: Float32Array; lse: Float32Array }> {
+  const o = into?.o ?? new Float32Array(tensorLength(p));
+  const lse = into?.lse ?? new Float32Array(p.batch * p.heads * p.T);
   await loadAddon().attention.forward({ ...native(p), q: x.q, k: x.k, v: x.v, o, lse });
   return { o, lse };
 }
@@ -56,11 +63,12 @@ export async function attentionForward(p: AttentionProblem, x: AttentionInputs):
 export async function attentionBackward(
   p: AttentionProblem,
   x: AttentionInputs & { dO: Float32Array; o?: Float32Array; lse?: Float32Array },
+  into?: { dq: Float32Array; dk: Float32Array; dv: Float32Array },
 ): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
   const n = tensorLength(p);
-  const dq = new Float32Array(n);
-  const dk = new Float32Array(n);
-  const dv = new Float32Array(n);
+  const dq = into?.dq ?? new Float32Array(n);
+  const dk = into?.dk ?? new Float32Array(n);
+  const dv = into?.dv ?? new Float32Array(n);
   await loadAddon().attention.backward({ ...native(p), q: x.q, k: x.k, v: x.v, o: x.o, lse: x.lse, dO: x.dO, dq, dk, dv });
   return { dq, dk, dv };
 }

@@ -3,7 +3,7 @@
 // reference (kernels/attention_reference.cc) on small shapes that reach every branch — T not a
 // multiple of the block, more keys per block than a row group has lanes, causal diagonal blocks,
 // global rows and columns, head dimensions above one feature per lane — and bitwise the same output
-// for any grid (one block striding over every row, or a block per row).
+// for any grid (a few blocks striding over the rows, or a block per row).
 // Prints one line per failure and exits non-zero when any check failed.
 #include <cmath>
 #include <cstdio>
@@ -93,7 +93,7 @@ static void checkShape(int B, int T, int D, int H, int block, bool causal, const
 
   const dev::AttentionArgs a{L.rowPtr.data(), L.colIdx.data(), L.colPtr.data(), L.rowIdx.data(), block, B, T, D, H, causal, s.scale};
   std::vector<float> first;
-  for (unsigned grid : {unsigned(rows), 1u, 3u}) {
+  for (unsigned grid : {unsigned(rows), 3u}) {
     std::vector<float> ctx(refCtx.size()), lse(rows), delta(rows), grad(qkv.size());
     dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionForwardKernel, a, qkv.data(), ctx.data(), lse.data());
     dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionRowDotKernel, a, ctx.data(), dctx.data(), delta.data());
@@ -121,10 +121,10 @@ int main() {
   const auto dense = [](int, int) { return true; };
   const auto butterfly = [](int r, int c) { return __builtin_popcount(unsigned(r ^ c)) == 1 || c == 0; };  // + a global column
   checkShape(1, 37, 8, 2, 16, false, dense);   // 37 keys: more than a row group's lanes, a partial last block
-  checkShape(2, 37, 8, 2, 16, true, dense);
-  checkShape(1, 100, 12, 3, 16, true, butterfly);
+  checkShape(2, 37, 8, 1, 16, true, dense);
+  checkShape(1, 70, 12, 3, 16, true, butterfly);
   checkShape(1, 70, 72, 1, 32, false, butterfly);  // 72 features: three per lane for some lanes
-  checkShape(1, 130, 16, 2, 64, true, butterfly);
+  checkShape(1, 130, 16, 1, 64, true, butterfly);
   std::printf(failures ? "%d checks failed\n" : "all checks passed\n", failures);
   return failures ? 1 : 0;
 }
