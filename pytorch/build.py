@@ -10,8 +10,8 @@ instruction set, and PixelflyLinear's forward/backward) plus the operator regist
 The interpreter that runs this script is the one the extension is built for: its torch's headers,
 C++ ABI and version. Objects are cached per torch version under ``--build-dir`` and rebuilt when a
 source, a header it includes or a flag changes. Without a working compiler (``--python-only``, or
-on failure with ``--allow-python-only``) the package is installed without ``_C.so`` and runs its
-masked-dense fallback, saying so.
+where the toolchain is missing, with ``--allow-python-only``) the package is installed without ``_C.so`` and runs its
+masked-dense fallback, saying so (``_build_info.json`` records why).
 
 The source lists and per-instruction-set flags are read from ``native/binding.gyp`` (one list for
 both builds): the kernel libraries ``kernels_*`` and the addon's sources named in ``ADDON_SOURCES``.
@@ -48,7 +48,11 @@ OPS_SOURCES = ["ops.cc"]
 
 
 class BuildError(RuntimeError):
-    pass
+    """The extension did not compile or link: a bug to fix, never papered over."""
+
+
+class MissingToolchain(BuildError):
+    """No compiler or no torch headers here: the package can still be installed without its extension."""
 
 
 def read_gyp(path):
@@ -97,7 +101,7 @@ def torch_flags():
     root = Path(torch.__file__).resolve().parent
     includes = [root / "include", root / "include" / "torch" / "csrc" / "api" / "include"]
     if not (includes[0] / "torch" / "library.h").exists():
-        raise BuildError(f"torch's C++ headers are missing under {includes[0]} (on Debian: `apt-get install libtorch-dev`)")
+        raise MissingToolchain(f"torch's C++ headers are missing under {includes[0]} (on Debian: `apt-get install libtorch-dev`)")
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     flags = [f"-isystem{p}" for p in includes] + [f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
     return torch, flags, [str(root / "lib")]
@@ -132,7 +136,7 @@ def build_extension(native, build_dir, target, jobs, log):
     torch, tflags, libdirs = torch_flags()
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
-        raise BuildError(f"no C++ compiler: {cxx} is not on PATH (install g++, e.g. `apt-get install build-essential`)")
+        raise MissingToolchain(f"no C++ compiler: {cxx} is not on PATH (install g++, e.g. `apt-get install build-essential`)")
     build_dir.mkdir(parents=True, exist_ok=True)
     include = ["-I" + str(native / "src")]
     work = []
@@ -166,6 +170,17 @@ def copy_package(dest):
             stale_file.unlink()
 
 
+def write_info(dest, info):
+    (dest / "_build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def python_only(dest, reason, log):
+    """The modules without the extension; _build_info.json says why, for backend() and the tests."""
+    (dest / "_C.so").unlink(missing_ok=True)
+    write_info(dest, {"native": False, "reason": reason})
+    log(f"Python modules only, no extension ({reason}) -> {dest}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder that receives the pixelfly_torch package (e.g. dist/python, a site-packages)")
@@ -173,39 +188,38 @@ def main(argv=None):
     ap.add_argument("--build-dir", help="object cache (default: <native>/build/torch/<python>-torch<version>)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--python-only", action="store_true", help="install the Python modules only (masked-dense fallback)")
-    ap.add_argument("--allow-python-only", action="store_true", help="on a failed build, install the Python modules alone and exit 0")
+    ap.add_argument("--reason", default="installed with --python-only", help="with --python-only: why, as backend() will say")
+    ap.add_argument("--allow-python-only", action="store_true",
+                    help="without a compiler or torch's headers, install the Python modules alone and exit 0 (a failing compile still fails)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     log = (lambda _m: None) if args.quiet else (lambda m: print(f"[pixelfly_torch] {m}", flush=True))
     dest = Path(args.out).resolve() / "pixelfly_torch"
     copy_package(dest)
-    target = dest / "_C.so"
-    info_file = dest / "_build_info.json"
     if args.python_only:
-        target.unlink(missing_ok=True)
-        info_file.unlink(missing_ok=True)
-        log(f"Python modules only (no extension) -> {dest}")
+        python_only(dest, args.reason, log)
         return 0
     native = Path(args.native).resolve()
     try:
-        import torch  # noqa: F401  (the error below is clearer than a traceback from deep inside)
+        import torch
     except ImportError as e:
         print(f"[pixelfly_torch] {sys.executable} has no torch ({e}): install PyTorch into it first", file=sys.stderr)
         return 2
     tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}"
     build_dir = Path(args.build_dir) if args.build_dir else native / "build" / "torch" / tag
     try:
-        info = build_extension(native, build_dir, target, max(1, args.jobs), log)
+        info = build_extension(native, build_dir, dest / "_C.so", max(1, args.jobs), log)
+    except MissingToolchain as e:
+        if not args.allow_python_only:
+            print(f"[pixelfly_torch] cannot build the extension: {e}", file=sys.stderr)
+            return 1
+        python_only(dest, str(e), log)
+        return 0
     except BuildError as e:
         print(f"[pixelfly_torch] extension build failed: {e}", file=sys.stderr)
-        if not args.allow_python_only:
-            return 1
-        target.unlink(missing_ok=True)
-        info_file.unlink(missing_ok=True)
-        print("[pixelfly_torch] installed the Python modules alone: PixelflyLinear runs masked-dense (no speedup)", file=sys.stderr)
-        return 0
+        return 1
     info["python"] = sysconfig.get_python_version()
-    info_file.write_text(json.dumps(info, indent=2) + "\n")
+    write_info(dest, {"native": True, **info})
     return 0
 
 

@@ -25,12 +25,14 @@ def _load():
     """(ops namespace or None, reason it is None)."""
     if os.environ.get("PIXELFLY_TORCH_NATIVE", "1") == "0":
         return None, "disabled by PIXELFLY_TORCH_NATIVE=0"
-    if not _LIB.exists():
-        return None, f"the extension {_LIB} was not built; {_FIX}"
     try:
         info = json.loads(_INFO.read_text())
-    except (OSError, ValueError) as e:
-        return None, f"{_INFO} is missing or unreadable ({e}); {_FIX}"
+    except (OSError, ValueError):
+        info = {}
+    if info.get("native") is False:
+        return None, f"the extension was not built ({info.get('reason')}); {_FIX}"
+    if not _LIB.exists() or not info:
+        return None, f"the extension {_LIB} was not built; {_FIX}"
     if info.get("torch") != torch.__version__:
         return None, f"the extension was built for torch {info.get('torch')}, this is torch {torch.__version__}; rebuild: {_FIX}"
     try:
