@@ -106,11 +106,15 @@ def _read_plan(plan):
 def plan_layers(plan):
     """The layers a plan sparsifies: ``[(name pattern, in, out, PixelflyLinear kwargs)]``.
 
-    Accepts a core Plan (``{"layers": [{name, in, out, sparsify, config}]}``), or a document holding one
-    under ``"plan"`` (``pixelfly analyze --json``, the editor's "Export plan"), or a path to such a file.
+    Accepts a core Plan (``{"layers": [{name, in, out, sparsify, config}]}``), a document holding one
+    under ``"plan"`` (the editor's "Export plan"), the analysis (``pixelfly analyze --json``: layers with
+    a ``decision`` each), or a path to such a file.
     """
     doc = _read_plan(plan)
-    core = doc.get("plan") if isinstance(doc, dict) and isinstance(doc.get("plan"), dict) else doc
+    # An exported plan holds the core Plan under "plan"; `pixelfly analyze --json` keeps only the plan's
+    # summary there and the layers (each with its decision) at the top.
+    inner = doc.get("plan") if isinstance(doc, dict) else None
+    core = inner if isinstance(inner, dict) and isinstance(inner.get("layers"), list) else doc
     layers = core.get("layers") if isinstance(core, dict) else None
     if not isinstance(layers, list):
         raise PixelflyPlanError("not a Pixelfly plan: expected {\"layers\": [...]} or a document with a \"plan\" "

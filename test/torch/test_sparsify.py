@@ -98,7 +98,8 @@ class Sparsify(Case):
     def test_reads_analysis_json_exported_plans_and_files(self):
         analysis = {"file": "m.py", "layers": [{"name": l["name"], "in": l["in"], "out": l["out"],
                                                 "decision": {k: v for k, v in l.items() if k in ("sparsify", "config")}}
-                                               for l in PLAN["layers"]], "plan": PLAN}
+                                               for l in PLAN["layers"]],
+                    "plan": {"target": {"budget": 0.5}, "estSpeedup": 1.2, "summary": "..."}}  # the summary, no layers
         exported = {"model": "Net", "plannedBy": "daemon", "plan": PLAN}
         want = pt.plan_layers(PLAN)
         self.assertEqual(len(want), 4)
