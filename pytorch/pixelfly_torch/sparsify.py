@@ -106,17 +106,19 @@ def _read_plan(plan):
 def plan_layers(plan):
     """The layers a plan sparsifies: ``[(name pattern, in, out, PixelflyLinear kwargs)]``.
 
-    Accepts a core Plan (``{"layers": [{name, in, out, sparsify, config}]}``), a document holding one
-    under ``"plan"`` (the editor's "Export plan"), the analysis (``pixelfly analyze --json``: layers with
-    a ``decision`` each), or a path to such a file.
+    Accepts a core Plan (``{"layers": [{name, in, out, sparsify, config}]}``), a document holding one under
+    ``"plan"`` (the editor's "Export plan"), the analysis (``pixelfly analyze --json``: layers with a
+    ``decision`` each), or a path to such a file.
     """
     doc = _read_plan(plan)
-    # An exported plan holds the core Plan under "plan"; `pixelfly analyze --json` keeps only the plan's
-    # summary there and the layers (each with its decision) at the top.
-    inner = doc.get("plan") if isinstance(doc, dict) else None
-    core = inner if isinstance(inner, dict) and isinstance(inner.get("layers"), list) else doc
-    layers = core.get("layers") if isinstance(core, dict) else None
-    if not isinstance(layers, list):
+    # An exported plan holds a core Plan under "plan"; the analysis JSON holds the decisions in its
+    # own "layers" (its "plan" is the summary alone); a core Plan is the object itself.
+    layers = None
+    for holder in ((doc.get("plan"), doc) if isinstance(doc, dict) else ()):
+        if isinstance(holder, dict) and isinstance(holder.get("layers"), list):
+            layers = holder["layers"]
+            break
+    if layers is None:
         raise PixelflyPlanError("not a Pixelfly plan: expected {\"layers\": [...]} or a document with a \"plan\" "
                                 "(pixelfly analyze --json, or the editor's Export plan)")
     out = []

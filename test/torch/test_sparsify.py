@@ -96,16 +96,18 @@ class Sparsify(Case):
         self.assertIn("init error", str(report[0]))
 
     def test_reads_analysis_json_exported_plans_and_files(self):
+        # pixelfly analyze --json: decisions per layer, "plan" is the summary without layers; a layer
+        # the model never builds (count 0) has no decision.
         analysis = {"file": "m.py", "layers": [{"name": l["name"], "in": l["in"], "out": l["out"],
                                                 "decision": {k: v for k, v in l.items() if k in ("sparsify", "config")}}
-                                               for l in PLAN["layers"]],
-                    "plan": {"target": {"budget": 0.5}, "estSpeedup": 1.2, "summary": "..."}}  # the summary, no layers
+                                               for l in PLAN["layers"]]
+                    + [{"name": "Block.unused", "in": "d", "out": "d", "count": 0, "decision": None}],
+                    "plan": {"summary": "4 of 5 layers sparsified", "estSpeedup": 1.5}}
         exported = {"model": "Net", "plannedBy": "daemon", "plan": PLAN}
         want = pt.plan_layers(PLAN)
         self.assertEqual(len(want), 4)
         self.assertEqual(pt.plan_layers(analysis), want)
         self.assertEqual(pt.plan_layers(exported), want)
-        self.assertEqual(pt.plan_layers({"layers": analysis["layers"]}), want, "layers with a decision each")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "net.pixelfly-plan.json"
             path.write_text(json.dumps(exported))
