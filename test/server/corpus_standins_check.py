@@ -104,8 +104,7 @@ class Transformers(unittest.TestCase):
             ACT2FN["nope"]
 
     def test_config_defaults_and_attribute_map(self):
-        gpt2 = build_corpus._load_package("hf_gpt2", "hf_gpt2")
-        from hf_gpt2.configuration_gpt2 import GPT2Config
+        GPT2Config = build_corpus.load("hf_gpt2/configuration_gpt2.py").GPT2Config
         c = GPT2Config(n_embd=64, n_layer=2, foo=3)
         self.assertEqual((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.max_position_embeddings), (64, 2, 12, 1024))
         c.hidden_size = 128
@@ -115,12 +114,11 @@ class Transformers(unittest.TestCase):
         self.assertEqual((c.add_cross_attention, c.tie_word_embeddings, c.pad_token_id, c.bos_token_id, c.foo), (False, True, None, 50256, 3))
         self.assertEqual(GPT2Config(num_labels=5).num_labels, 5)
         self.assertTrue(c.use_return_dict)
-        self.assertIsNotNone(gpt2)
 
     def test_pretrained_model_init_hooks_and_tying(self):
         from transformers import PretrainedConfig, PreTrainedModel
-        build_corpus._load_package("hf_gpt2", "hf_gpt2")
-        from hf_gpt2.modeling_gpt2 import GPT2Config, GPT2LMHeadModel
+        hf = build_corpus.load("hf_gpt2/modeling_gpt2.py")
+        GPT2Config, GPT2LMHeadModel = hf.GPT2Config, hf.GPT2LMHeadModel
         with self.assertRaises(ValueError):
             GPT2LMHeadModel({"n_embd": 8})
         seen = []
@@ -207,8 +205,8 @@ class Timm(unittest.TestCase):
 
     def test_registry_and_builder_defaults(self):
         import timm
-        vit = build_corpus._load("timm/vision_transformer.py", "timm.models.vision_transformer")
-        build_corpus._load("timm/mlp_mixer.py", "timm.models.mlp_mixer")
+        vit = build_corpus.load("timm/vision_transformer.py")
+        build_corpus.load("timm/mlp_mixer.py")
         self.assertTrue({"vit_tiny_patch16_224", "vit_base_patch16_224", "mixer_s16_224", "gmixer_24_224"} <= set(timm.list_models()))
         self.assertEqual(timm.list_models("mixer_*"), ["mixer_b16_224", "mixer_s16_224"])
         # the ViT variants have configs with fixed_input_size: img_size defaults from the config's input_size
