@@ -45,7 +45,11 @@ ADDON_SOURCES = [
     "src/engine/pointwise.cc",
     "src/engine/pixelfly_linear.cc",
 ]
-OPS_SOURCES = ["ops.cc"]
+OPS_SOURCES = ["op_args.cc", "ops.cc"]
+# With CUDA: the CUDA backend (binding.gyp's pixelfly_cuda target plus the addon's backend_cuda.cc)
+# and the operators over it.
+CUDA_ADDON_SOURCES = ["src/cuda/backend_cuda.cc"]
+CUDA_OPS_SOURCES = ["ops_cuda.cc"]
 
 
 class BuildError(RuntimeError):
@@ -71,12 +75,17 @@ def expand(flags, variables):
     return out
 
 
+def base_flags(native):
+    """binding.gyp's flags for every C++ file (its target_defaults, without the Node API defines)."""
+    defaults = read_gyp(native / "binding.gyp")["target_defaults"]
+    return list(defaults["cflags_cc"]) + ["-D" + d for d in defaults["defines"] if not d.startswith("NAPI")]
+
+
 def gyp_units(native):
-    """(source, flags) for every C++ file of the extension that comes from native/src."""
+    """(source, flags, group) for every C++ file of the extension that comes from native/src."""
     gyp = read_gyp(native / "binding.gyp")
     variables = gyp["variables"]
-    defaults = gyp["target_defaults"]
-    base = [f for f in defaults["cflags_cc"]] + ["-D" + d for d in defaults["defines"] if not d.startswith("NAPI")]
+    base = base_flags(native)
     units = []
     targets = {t["target_name"]: t for t in gyp["targets"]}
     for name, t in targets.items():
@@ -91,6 +100,36 @@ def gyp_units(native):
             raise BuildError(f"{src} is not among binding.gyp's addon sources any more: update ADDON_SOURCES in {__file__}")
         units.append((native / src, base, None))
     return units
+
+
+def cuda_home():
+    """The CUDA toolkit binding.gyp would use (native/src/cuda/find_nvcc.js's rules), or None."""
+    if os.environ.get("PIXELFLY_CUDA") == "0":
+        return None
+    nvcc = shutil.which("nvcc")
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"),
+                  str(Path(nvcc).resolve().parent.parent) if nvcc else None, "/usr/local/cuda"]
+    for c in filter(None, candidates):
+        home = Path(c).resolve()
+        if (home / "bin" / "nvcc").exists() and (home / "lib64" / "libcudart_static.a").exists():
+            return home
+    return None
+
+
+def gyp_cuda(native, home):
+    """(nvcc flags, .cu sources, other sources) of binding.gyp's pixelfly_cuda target for a real GPU build."""
+    gyp = read_gyp(native / "binding.gyp")
+    target = next(t for t in gyp["targets"] if t["target_name"] == "pixelfly_cuda")
+    build = next(c[1] for c in target["conditions"] if "cuda_emulation==0" in c[0])
+    action = build["rules"][0]["action"]
+    flags = [a.replace("<(module_root_dir)", str(native)) for a in action[1:action.index("-c")]]
+    cu = [native / s for s in build["sources"] if s.endswith(".cu")]
+    other = [native / s for s in build["sources"] if not s.endswith(".cu")]
+    addon = next(t for t in gyp["targets"] if t["target_name"] == "pixelfly")["sources"]
+    for src in CUDA_ADDON_SOURCES:
+        if src not in addon:
+            raise BuildError(f"{src} is not among binding.gyp's addon sources any more: update CUDA_ADDON_SOURCES in {__file__}")
+    return flags, cu, other + [native / s for s in CUDA_ADDON_SOURCES]
 
 
 def torch_flags():
@@ -121,7 +160,11 @@ def stale(obj, dep, signature):
 
 def compile_unit(cxx, src, flags, obj):
     dep = obj.with_suffix(".d")
-    cmd = [cxx, *flags, "-MMD", "-MF", str(dep), "-c", str(src), "-o", str(obj)]
+    syntax_only = "-fsyntax-only" in flags
+    out = [] if syntax_only else ["-c", str(src), "-o", str(obj)]
+    cmd = [cxx, *flags, "-MMD", "-MF", str(dep), *([str(src)] if syntax_only else []), *out]
+    if syntax_only:  # a compile check leaves no object: its signature file stands for one
+        obj = obj.with_suffix(".checked")
     signature = " ".join(cmd)
     if not stale(obj, dep, signature):
         return False
@@ -130,6 +173,8 @@ def compile_unit(cxx, src, flags, obj):
     if r.returncode != 0:
         raise BuildError(f"compiling {src} failed:\n{shlex.join(cmd)}\n{r.stderr[-4000:]}")
     obj.with_suffix(".sig").write_text(signature)
+    if syntax_only:
+        obj.touch()
     return True
 
 
@@ -148,18 +193,39 @@ def build_extension(native, build_dir, target, jobs, log):
                  *tflags, *include]
     for name in OPS_SOURCES:
         work.append((CSRC / name, ops_flags, build_dir / (Path(name).stem + ".torch.o")))
+    # CUDA: built where it can run (torch with CUDA, and nvcc); with nvcc alone the operators are
+    # compile-checked, so a change that breaks them fails here too.
+    home = cuda_home()
+    cuda = {"cuda": False, "cuda_reason": "no CUDA toolkit (nvcc with libcudart_static.a) was found"}
+    link_cuda = []
+    checks = []
+    if home and torch.version.cuda:
+        nvcc_flags, cu, other = gyp_cuda(native, home)
+        for src in cu:
+            work.append((src, nvcc_flags + ["-DPIXELFLY_CUDA=1"], build_dir / f"{src.stem}.cuda.o"))
+        for src in other:
+            work.append((src, base_flags(native) + ["-DPIXELFLY_CUDA=1", f"-I{home / 'include'}", *include], build_dir / f"{src.stem}.cuda.o"))
+        for name in CUDA_OPS_SOURCES:
+            work.append((CSRC / name, ops_flags + ["-DPIXELFLY_CUDA=1"], build_dir / (Path(name).stem + ".torch.o")))
+        link_cuda = [str(home / "lib64" / "libcudart_static.a"), "-lrt", "-lpthread"]
+        cuda = {"cuda": True, "cuda_toolkit": str(home), "torch_cuda": torch.version.cuda}
+    elif home:
+        for name in CUDA_OPS_SOURCES:
+            checks.append((CSRC / name, ops_flags + ["-DPIXELFLY_CUDA=1", "-fsyntax-only"], build_dir / (Path(name).stem + ".torch.o")))
+        cuda = {"cuda": False, "cuda_reason": f"torch {torch.__version__} was built without CUDA (its operators were compile-checked only)"}
     t0 = time.time()
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        rebuilt = sum(pool.map(lambda w: compile_unit(cxx, *w), work))
+        rebuilt = sum(pool.map(lambda w: compile_unit(str(home / "bin" / "nvcc") if w[0].suffix == ".cu" else cxx, *w), work + checks))
     objs = [str(o) for _, _, o in work]
-    link = [cxx, "-shared", "-fopenmp", "-o", str(target), *objs, *[f"-L{d}" for d in libdirs],
+    link = [cxx, "-shared", "-fopenmp", "-o", str(target), *objs, *link_cuda, *[f"-L{d}" for d in libdirs],
             *[f"-Wl,-rpath,{d}" for d in libdirs], "-lc10", "-ltorch_cpu", "-ldl"]
     if rebuilt or not target.exists() or any(os.path.getmtime(o) > target.stat().st_mtime for o in objs):
         r = subprocess.run(link, capture_output=True, text=True)
         if r.returncode != 0:
             raise BuildError(f"linking {target.name} failed:\n{shlex.join(link)}\n{r.stderr[-4000:]}")
-    log(f"extension: {rebuilt} of {len(work)} objects compiled, {time.time() - t0:.1f} s -> {target}")
-    return {"torch": torch.__version__, "cxx11_abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cuda": False}
+    log(f"extension: {rebuilt} of {len(work) + len(checks)} units compiled, {time.time() - t0:.1f} s -> {target}"
+        + ("" if cuda["cuda"] else f" (CPU only: {cuda['cuda_reason']})"))
+    return {"torch": torch.__version__, "cxx11_abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), **cuda}
 
 
 def copy_package(dest):

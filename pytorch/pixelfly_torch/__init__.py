@@ -9,7 +9,8 @@ the dense layers they replace, in your own training loop.
 (the ``_C.so`` extension built from the project's C++ sources), elsewhere, or without the extension,
 on a masked dense weight (the same function, no speedup; a warning says why).
 """
-from .extension import PixelflyFallbackWarning, backend, native_reason
+from .attention import PixelflyMultiheadAttention
+from .extension import PixelflyFallbackWarning, backend, cuda_reason, native_reason
 from .functional import dense_linear, pixelfly_linear
 from .layout import (KERNEL_BLOCK_SIZES, PixelflyConfigError, block_index, flat_block_butterfly_layout,
                      flat_butterfly_support)
@@ -22,12 +23,14 @@ __all__ = [
     "PixelflyConfigError",
     "PixelflyFallbackWarning",
     "PixelflyLinear",
+    "PixelflyMultiheadAttention",
     "PixelflyPlanError",
     "PixelflyPointwiseConv",
     "Replacement",
     "backend",
     "block_index",
     "config_kwargs",
+    "cuda_reason",
     "dense_linear",
     "flat_block_butterfly_layout",
     "flat_butterfly_support",

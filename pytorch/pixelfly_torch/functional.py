@@ -15,19 +15,30 @@ from .extension import ops
 __all__ = ["pixelfly_linear", "dense_linear", "masked_dense_weight", "masked_dense_linear"]
 
 
+def _forward_op(x):
+    """The forward and backward operators for x's device: CUDA ones run on torch's current stream."""
+    if x.is_cuda:
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        return (lambda *a: ops.cuda_pixelfly_linear_forward(*a, stream)), (lambda *a: ops.cuda_pixelfly_linear_backward(*a, stream))
+    return ops.pixelfly_linear_forward, ops.pixelfly_linear_backward
+
+
 class _PixelflyLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias, index, out_features):
-        y, saved = ops.pixelfly_linear_forward(x, blocks, index, out_features, bias, lr_weight1, lr_weight2, gate_weight,
-                                               gate_bias)
-        ctx.save_for_backward(x, blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias, index, *saved)
+        forward, _ = _forward_op(x)
+        y, saved = forward(x, blocks, index, out_features, bias, lr_weight1, lr_weight2, gate_weight, gate_bias)
+        # index stays on the host (the CUDA operators schedule from it) and is not saved as a tensor
+        # of the graph: it never changes for a layer.
+        ctx.index = index
+        ctx.save_for_backward(x, blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias, *saved)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, blocks, bias, lr1, lr2, gw, gb, index, *saved = ctx.saved_tensors
-        grads = ops.pixelfly_linear_backward(dy.contiguous(), x, blocks, index, bias, lr1, lr2, gw, gb, saved,
-                                             ctx.needs_input_grad[0])
+        x, blocks, bias, lr1, lr2, gw, gb, *saved = ctx.saved_tensors
+        _, backward = _forward_op(x)
+        grads = backward(dy.contiguous(), x, blocks, ctx.index, bias, lr1, lr2, gw, gb, saved, ctx.needs_input_grad[0])
         dx, dblocks, dbias, dlr1, dlr2, dgw, dgb = grads
         return dx, dblocks, dbias, dlr1, dlr2, dgw, dgb, None, None
 

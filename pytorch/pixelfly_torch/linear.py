@@ -73,9 +73,11 @@ class PixelflyLinear(nn.Module):
         # Derived from the config, so not saved: checkpoints hold only weights, like the engine's.
         # uint8, not bool: DistributedDataParallel broadcasts buffers and gloo has no bool type.
         self.register_buffer("layout", layout.to(device=device, dtype=torch.uint8), persistent=False)
-        # Row-major positions of the kept blocks (the masked-dense path) and the native operators' index.
+        # Row-major positions of the kept blocks (the masked-dense path).
         self.register_buffer("kept_blocks", layout.flatten().nonzero().flatten().to(device=device), persistent=False)
-        self.register_buffer("index", block_index(layout).to(device=device), persistent=False)
+        # The native operators' index stays on the host whatever the module's device (the CUDA
+        # operators schedule from it): a plain attribute, not a buffer, so .to() leaves it.
+        self.index = block_index(layout)
         self.sparse = _Sparse(int(layout.sum()), block, **factory)
         if rank > 0:
             self.low_rank = _LowRank(in_features, out_features, rank, **factory)
