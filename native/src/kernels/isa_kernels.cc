@@ -34,6 +34,9 @@
 #include <vector>
 
 #include "isa_table.h"
+#if PIXELFLY_ISA == 4
+#include "amx_tiles.h"
+#endif
 
 #if PIXELFLY_ISA == 4
 #define ISA_TABLE kAmxKernels
@@ -505,13 +508,14 @@ struct Operand {
   bool kMajor;  // element (i, k) is p[k*ld + i] (the stored rows run along i), else p[i*ld + k]
 };
 
-// Packs entries [i0, i0 + valid) × [k0, k0 + kc) of an operand as a panel [kc][W], zero past valid.
+// Packs entries [i0, i0 + valid) × [k0, k0 + kValid) of an operand as a panel [kc][W], zero past
+// valid and kValid (kValid < kc: the operand ends inside the panel; row-major operands only).
 template <int W, class E>
-inline void packPanel(E* dst, const Operand& o, long i0, long k0, int kc, int valid) {
+inline void packPanel(E* dst, const Operand& o, long i0, long k0, int kc, int valid, int kValid = -1) {
   if (o.kMajor)
     packCopyE<W>(dst, at(o.p, k0 * o.ld + i0), o.ld, kc, kc, valid);
   else
-    packTransE(dst, at(o.p, i0 * o.ld + k0), o.ld, kc, kc, W, valid);
+    packTransE(dst, at(o.p, i0 * o.ld + k0), o.ld, kc, kValid < 0 ? kc : kValid, W, valid);
 }
 
 // Packs entries [i0, i0 + n) × [k0, k0 + kc) of a k-major operand as consecutive R-wide panels
@@ -626,8 +630,182 @@ inline void packColumnPanels(Bf16Pair* Bp, const Operand& b, int N, long k0, int
 }
 #endif
 
-// C[rows × panel jp] (=|+=) alpha · a panel [kcE][R] · b panel jp.
-template <int R, class E>
+// ---------------------------------------------------------------------------------------------
+// A panels and their products. The dense GEMM's blocked loops and the Pixelfly forward / dX pack
+// the M side ("A") of a product in panels of P::R rows, `depth` packed rows of k deep, and
+// multiply them by B panels [k][NR]:
+//  - BroadcastPanels (fp32 and vdpbf16ps): k-major panels [depth][R] whose values the
+//    microkernel broadcasts (R = MR, or MR_S for the split-K chunks' short tiles);
+//  - AmxPanels (ISA 4, bf16): row-major panels [R][depth] of pairs, read as 16-row A tiles.
+// ---------------------------------------------------------------------------------------------
+template <int Rows = MR>
+struct BroadcastPanels {
+  static constexpr int R = Rows;
+  static constexpr int kPanelsPerBlock = 12;  // MC: the per-thread A block (MC×KC) should stay in L2
+  static int depth(int kE) { return kE; }
+  static int offsetOfK(int kE) { return kE * R; }  // where packed row kE starts in a panel
+  static void begin(int /*kStepE*/) {}
+  static void end() {}
+  // Rows [i0, i0 + n) × [k0, k0 + kc) of an operand (zero past kValid) as consecutive panels.
+  template <class E>
+  static void pack(E* dst, int depthE, const Operand& o, long i0, int n, long k0, int kc, int kValid) {
+    if (o.kMajor) {
+      packPanelsKMajor<R>(dst, o, i0, n, k0, kc);
+      return;
+    }
+    for (int p = 0; p < ceilDiv(n, R); p++)
+      packPanel<R>(dst + (long)p * R * depthE, o, i0 + p * R, k0, kc, std::min(R, n - p * R), kValid);
+  }
+  // C[rows × cols] (=|+=) Σ_s panel columns from aoff[s] (kseg deep) · the next nseg·kseg rows of b.
+  template <int NVV, class E>
+  static void product(int nseg, int kseg, const E* a, int /*depthE*/, const int* aoff, const E* b, long sb, float* C,
+                      long ldc, int rows, int cols, const Epilogue& ep) {
+    micro<R, NVV>(nseg, kseg, a, R, aoff, b, sb, C, ldc, rows, cols, ep);
+  }
+};
+
+#if PIXELFLY_ISA == 4
+// Writes a product held in a float tile (ld floats per row): alpha, bias, and C overwritten, added
+// to or streamed, as the microkernel's own epilogue does from its registers.
+template <int NR>
+inline void writeTile(const float* t, int tld, float* C, long ldc, int rows, int cols, int R, const Epilogue& ep) {
+  const bool full = rows == R && cols == NR;
+  const bool streamTile = ep.stream && !ep.accumulate && full;
+  for (int i = 0; i < rows; i++) {
+    float* c = C + i * ldc;
+    const float* ti = t + (long)i * tld;
+    if (cols == NR) {
+      for (int j = 0; j < NR; j += VL) {
+        vf v = loadu(ti + j);
+        if (ep.alpha != 1.f) v *= ep.alpha;
+        if (ep.bias) v += loadu(ep.bias + j);
+        if (streamTile) storeStream(c + j, v);
+        else storeu(c + j, ep.accumulate ? loadu(c + j) + v : v);
+      }
+    } else {
+      for (int j = 0; j < cols; j++) {
+        const float v = ti[j] * ep.alpha + (ep.bias ? ep.bias[j] : 0.f);
+        c[j] = ep.accumulate ? c[j] + v : v;
+      }
+    }
+  }
+}
+
+// The pairs {row[2·k2], row[2·k2+1]}, k2 < depthE, of a row's first kValid values (zero past them).
+template <class S>
+inline void rowPairs(Bf16Pair* d, const S* row, int kValid, int depthE) {
+  int k = 0;
+  for (; k + 32 <= kValid; k += 32) _mm512_storeu_si512(d + k / 2, pairsOfRow32(row + k));
+  for (; k < 2 * depthE; k += 2) d[k / 2] = pairOf(k < kValid ? bf16Of(row[k]) : 0, k + 1 < kValid ? bf16Of(row[k + 1]) : 0);
+}
+
+// Row-major pair panels from a k-major operand (element (i, k) at k·ld + i): rows 2·k2 and
+// 2·k2 + 1 interleaved give [k2][i], transposed in 16×16 blocks into [i][k2].
+template <class S>
+inline void transposedPairs(Bf16Pair* d, int depthE, const S* src, long ld, int rows, int kc) {
+  for (int i0 = 0; i0 < 32; i0 += 16)
+    for (int k20 = 0; k20 < depthE; k20 += 16) {
+      vf v[16];
+      for (int t = 0; t < 16; t++) {
+        const int k = 2 * (k20 + t);
+        const S* r0 = k < kc ? src + (long)k * ld : nullptr;
+        const S* r1 = k + 1 < kc ? src + (long)(k + 1) * ld : nullptr;
+        if (r0 && r1 && i0 + 16 <= rows) {
+          v[t] = (vf)pairs16(r0 + i0, r1 + i0);
+        } else {
+          alignas(64) Bf16Pair row[16];
+          for (int j = 0; j < 16; j++)
+            row[j] = pairOf(r0 && i0 + j < rows ? bf16Of(r0[i0 + j]) : 0, r1 && i0 + j < rows ? bf16Of(r1[i0 + j]) : 0);
+          std::memcpy(&v[t], row, sizeof row);
+        }
+      }
+      transpose16(v);
+      for (int j = 0; j < 16; j++) std::memcpy(d + (long)(i0 + j) * depthE + k20, &v[j], 16 * sizeof(Bf16Pair));
+    }
+}
+
+struct AmxPanels {
+  static constexpr int R = 32;                // two 16-row A tiles
+  static constexpr int kPanelsPerBlock = 6;
+  static constexpr int KT = 16;               // pairs per tile row (64 bytes)
+  inline static thread_local int kStep = KT;  // pairs per tdpbf16ps in this thread's configuration
+  static int depth(int kE) { return (kE + KT - 1) / KT * KT; }  // whole tile steps
+  static int offsetOfK(int kE) { return kE; }
+  // Tiles 0-3: C as 2×2 blocks of 16×16 fp32; 4-5: A, rows 0-15 and 16-31; 6-7: B, columns 0-15
+  // and 16-31. kStepE pairs per step (8 for 16-wide blocks, else 16).
+  static void begin(int kStepE) {
+    kStep = kStepE;
+    amx::TileConfig c;
+    for (int t = 0; t < 4; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    for (int t = 4; t < 6; t++) c.rows[t] = 16, c.colsb[t] = (uint16_t)(4 * kStepE);
+    for (int t = 6; t < 8; t++) c.rows[t] = (uint8_t)kStepE, c.colsb[t] = 64;
+    amx::configure(c);
+  }
+  static void end() { amx::release(); }
+  static void pack(Bf16Pair* dst, int depthE, const Operand& o, long i0, int n, long k0, int kc, int kValid) {
+    for (int p = 0; p < ceilDiv(n, R); p++) {
+      Bf16Pair* d = dst + (long)p * R * depthE;
+      const int rows = std::min(R, n - p * R);
+      const long r0 = i0 + (long)p * R;
+      if (o.kMajor) {
+        const Src s = at(o.p, k0 * o.ld + r0);
+        if (s.type == DType::BF16) transposedPairs(d, depthE, s.b16(), o.ld, rows, kc);
+        else transposedPairs(d, depthE, s.f32(), o.ld, rows, kc);
+        continue;
+      }
+      for (int i = 0; i < R; i++) {
+        Bf16Pair* di = d + (long)i * depthE;
+        if (i >= rows) {
+          std::memset(di, 0, depthE * sizeof(Bf16Pair));
+          continue;
+        }
+        const Src s = at(o.p, (r0 + i) * o.ld + k0);
+        if (s.type == DType::BF16) rowPairs(di, s.b16(), kValid, depthE);
+        else rowPairs(di, s.f32(), kValid, depthE);
+      }
+    }
+  }
+  template <int NVV>
+  static void product(int nseg, int kseg, const Bf16Pair* a, int depthE, const int* aoff, const Bf16Pair* b, long sb,
+                      float* C, long ldc, int rows, int cols, const Epilogue& ep) {
+    const long aStride = (long)depthE * sizeof(Bf16Pair), bStride = sb * (long)sizeof(Bf16Pair);
+    const int ks = kStep;
+    amx::zero<0>();
+    amx::zero<2>();
+    if (NVV == 2) {
+      amx::zero<1>();
+      amx::zero<3>();
+    }
+    for (int s = 0; s < nseg; s++) {
+      const Bf16Pair* as = aoff ? a + aoff[s] : a;
+      for (int kk = 0; kk < kseg; kk += ks) {
+        amx::load<4>(as + kk, aStride);
+        amx::load<5>(as + 16L * depthE + kk, aStride);
+        amx::load<6>(b, bStride);
+        amx::dpbf16<0, 4, 6>();
+        amx::dpbf16<2, 5, 6>();
+        if (NVV == 2) {
+          amx::load<7>(b + 16, bStride);
+          amx::dpbf16<1, 4, 7>();
+          amx::dpbf16<3, 5, 7>();
+        }
+        b += (long)ks * sb;
+      }
+    }
+    alignas(64) float tile[32][32];
+    amx::store<0>(&tile[0][0], sizeof tile[0]);
+    amx::store<2>(&tile[16][0], sizeof tile[0]);
+    if (NVV == 2) {
+      amx::store<1>(&tile[0][16], sizeof tile[0]);
+      amx::store<3>(&tile[16][16], sizeof tile[0]);
+    }
+    writeTile<NVV * 16>(&tile[0][0], 32, C, ldc, rows, cols, R, ep);
+  }
+};
+#endif
+
+// C[rows × panel jp] (=|+=) alpha · a panel (kcE deep) · b panel jp.
+template <class P, class E>
 inline void panelProduct(int kcE, const E* ap, const E* bp, int N, int jp, float* C, long ldc, int rows, bool accumulate,
                          float alpha) {
   const int cols = panelCols(N, jp);
@@ -636,26 +814,26 @@ inline void panelProduct(int kcE, const E* ap, const E* bp, int N, int jp, float
   ep.accumulate = accumulate;
   ep.alpha = alpha;
   if (cols <= VL)
-    micro<R, 1>(1, kcE, ap, R, nullptr, bp, VL, c, ldc, rows, cols, ep);
+    P::template product<1>(1, kcE, ap, kcE, nullptr, bp, VL, c, ldc, rows, cols, ep);
   else
-    micro<R, NV>(1, kcE, ap, R, nullptr, bp, NR_G, c, ldc, rows, cols, ep);
+    P::template product<NV>(1, kcE, ap, kcE, nullptr, bp, NR_G, c, ldc, rows, cols, ep);
 }
 
 // The general case: BLIS-style loops, KC-deep B panels shared by the threads, MC×KC A blocks per
 // work item.
-template <class E>
+template <class E, class P = BroadcastPanels<>>
 void gemmBlocked(const Operand& a, const Operand& b, int M, int N, int K, float alpha, bool accumulate, float* C,
                  int ldc, int threads) {
+  constexpr int R = P::R;
   // Equal-depth passes (K = 1024 runs as 2×512, not 768 + 256); a bf16 pass covers twice the k
   // values in the same panel bytes.
   const int kcLimit = KC * kPer<E>;
   const int passes = std::max(1, ceilDiv(K, kcLimit));
   const int kcMax = std::max(1, ((ceilDiv(K, passes) + 7) / 8) * 8);
-  const int kcMaxE = kElems<E>(kcMax);
-  // MC: the per-thread A block (MC×KC) should stay in L2.
-  const int MC = MR * 12;
+  const int depthMax = P::depth(kElems<E>(kcMax));
+  const int MC = R * P::kPanelsPerBlock;
   const int nPanels = ceilDiv(N, NR_G);
-  E* Bp = tlsB.get<E>((size_t)nPanels * NR_G * kcMaxE);
+  E* Bp = tlsB.get<E>((size_t)nPanels * NR_G * depthMax);
   const int mBlocks = ceilDiv(M, MC);
   // Split columns only when there are too few row blocks to keep every thread busy: each split
   // re-packs the A block.
@@ -666,46 +844,51 @@ void gemmBlocked(const Operand& a, const Operand& b, int M, int N, int K, float 
   // With a small K (token-mixing layers have K = 49, low-rank factors K = 16) writing C is most of
   // the work: walk it row panel by row panel, in long contiguous runs, instead of down 32-column
   // strips of MC rows, as long as all of B's panels stay in L2.
-  const bool rowOrder = K <= 64 && (long)kcMaxE * nPanels * NR_G * (long)sizeof(E) <= 256 * 1024;
+  const bool rowOrder = K <= 64 && (long)depthMax * nPanels * NR_G * (long)sizeof(E) <= 256 * 1024;
 
 #pragma omp parallel num_threads(nt)
   {
-    E* Ap = tlsA.get<E>((size_t)ceilDiv(MC, MR) * MR * kcMaxE);
+    E* Ap = tlsA.get<E>((size_t)ceilDiv(MC, R) * R * depthMax);
+    P::begin(16);
     for (int pc = 0; pc < K; pc += kcMax) {
-      const int kc = std::min(kcMax, K - pc), kcE = kElems<E>(kc);
+      const int kc = std::min(kcMax, K - pc), kcE = kElems<E>(kc), depth = P::depth(kcE);
 #pragma omp for schedule(static)
-      for (int jp = 0; jp < nPanels; jp++) packColumnPanel(Bp + (long)jp * NR_G * kcE, b, N, jp, pc, kc);
+      for (int jp = 0; jp < nPanels; jp++) {
+        E* bp = Bp + (long)jp * NR_G * depth;
+        packColumnPanel(bp, b, N, jp, pc, kc);
+        // Tile steps past the depth multiply zeros (AMX panels are whole steps deep).
+        const int w = panelCols(N, jp) <= VL ? VL : NR_G;
+        std::memset(bp + (long)kcE * w, 0, (size_t)(depth - kcE) * w * sizeof(E));
+      }
       // implicit barrier: Bp complete
       const bool acc = accumulate || pc > 0;
 #pragma omp for schedule(dynamic, 1)
       for (int item = 0; item < items; item++) {
         const int ib = item / nSubs, js = item % nSubs;
         const int i0 = ib * MC, mc = std::min(MC, M - i0);
-        const int mp = ceilDiv(mc, MR);
-        if (a.kMajor)
-          packPanelsKMajor<MR>(Ap, a, i0, mc, pc, kc);
-        else
-          for (int p = 0; p < mp; p++) packPanel<MR>(Ap + (long)p * MR * kcE, a, i0 + p * MR, pc, kc, std::min(MR, M - i0 - p * MR));
+        const int mp = ceilDiv(mc, R);
+        P::pack(Ap, depth, a, i0, mc, pc, kc, kc);
         const int jpBegin = js * panelsPerSub;
         const int jpEnd = std::min(nPanels, jpBegin + panelsPerSub);
         if (rowOrder) {
           for (int p = 0; p < mp; p++) {
-            const int r0 = i0 + p * MR;
+            const int r0 = i0 + p * R;
             for (int jp = jpBegin; jp < jpEnd; jp++)
-              panelProduct<MR>(kcE, Ap + (long)p * MR * kcE, Bp + (long)jp * NR_G * kcE, N, jp, C + (long)r0 * ldc, ldc,
-                               std::min(MR, M - r0), acc, alpha);
+              panelProduct<P>(depth, Ap + (long)p * R * depth, Bp + (long)jp * NR_G * depth, N, jp, C + (long)r0 * ldc, ldc,
+                              std::min(R, M - r0), acc, alpha);
           }
         } else {
           for (int jp = jpBegin; jp < jpEnd; jp++)
             for (int p = 0; p < mp; p++) {
-              const int r0 = i0 + p * MR;
-              panelProduct<MR>(kcE, Ap + (long)p * MR * kcE, Bp + (long)jp * NR_G * kcE, N, jp, C + (long)r0 * ldc, ldc,
-                               std::min(MR, M - r0), acc, alpha);
+              const int r0 = i0 + p * R;
+              panelProduct<P>(depth, Ap + (long)p * R * depth, Bp + (long)jp * NR_G * depth, N, jp, C + (long)r0 * ldc, ldc,
+                              std::min(R, M - r0), acc, alpha);
             }
         }
       }
       // implicit barrier before Bp is overwritten
     }
+    P::end();
   }
 }
 
@@ -746,10 +929,7 @@ void chunkProduct(const Operand& a, const Operand& b, int rows, int cols, long k
   E* Bp = Ap + (size_t)mp * R * depthE;
   for (int kk = 0; kk < kLen; kk += depth) {
     const int kc = std::min(depth, kLen - kk), kcE = kElems<E>(kc);
-    if (a.kMajor)
-      packPanelsKMajor<R>(Ap, a, 0, rows, k0 + kk, kc);
-    else
-      for (int p = 0; p < mp; p++) packPanel<R>(Ap + (long)p * R * kcE, a, (long)p * R, k0 + kk, kc, std::min(R, rows - p * R));
+    BroadcastPanels<R>::pack(Ap, kcE, a, 0, rows, k0 + kk, kc, kc);
     packColumnPanels(Bp, b, cols, k0 + kk, kc);
     // While this depth computes, fetch the next one's source rows (k-major operands: a few
     // contiguous rows; the packing would otherwise wait on memory for all of them).
@@ -762,8 +942,8 @@ void chunkProduct(const Operand& a, const Operand& b, int rows, int cols, long k
       for (int jp = 0; jp < nPanels; jp++) {
         pfA.step();
         pfB.step();
-        panelProduct<R>(kcE, Ap + (long)p * R * kcE, Bp + (long)jp * NR_G * kcE, cols, jp, P + (long)p * R * cols, cols,
-                        std::min(R, rows - p * R), kk > 0, 1.f);
+        panelProduct<BroadcastPanels<R>>(kcE, Ap + (long)p * R * kcE, Bp + (long)jp * NR_G * kcE, cols, jp, P + (long)p * R * cols,
+                                         cols, std::min(R, rows - p * R), kk > 0, 1.f);
       }
   }
 }
@@ -904,13 +1084,13 @@ void gemmVector(const Operand& a, const Operand& b, int M, int N, int K, float a
     gemv(mat.p.f32(), mat.ld, mat.kMajor, N, K, x.data(), alpha, accumulate, C, 1, threads);
 }
 
-template <class E>
+template <class E, class P = BroadcastPanels<>>
 void gemmT(const Operand& a, const Operand& b, int M, int N, int K, float alpha, bool accumulate, float* C, int ldc,
            int threads) {
   if (useSplitK(M, N, K))
     gemmSplitK<E>(a, b, M, N, K, alpha, accumulate, C, ldc, threads);
   else
-    gemmBlocked<E>(a, b, M, N, K, alpha, accumulate, C, ldc, threads);
+    gemmBlocked<E, P>(a, b, M, N, K, alpha, accumulate, C, ldc, threads);
 }
 
 // C = 0·A·B (+ C): nothing to multiply.
@@ -939,19 +1119,19 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
 //   s in [segPtr[o], segPtr[o+1]); segment s reads A's columns [segCol[s]*b, +b) and the packed
 //   block Bp[jt][s] ([b][NR], b/2 rows of pairs for bf16).
 // ---------------------------------------------------------------------------------------------
-template <int NVV, class E>
+template <int NVV, class E, class P>
 void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int b, int nOuter, const int* segPtr,
                       const int* segCol, int nseg, const E* Bp, float* C, long ldc, int cCols, const float* bias,
                       bool accumulate, int threads, int budgetKB, bool prefetchNext) {
-  constexpr int NR = NVV * VL;
+  constexpr int NR = NVV * VL, R = P::R;
   const int jtN = b / NR;
   const int bE = b / kPer<E>;  // packed rows per block
-  const int kPad = aBlocks * b, kPadE = aBlocks * bE;
+  const int kPad = aBlocks * b, depth = P::depth(aBlocks * bE);
   // MC: rows per work item; the packed A block (MC × kPad, budgetKB) stays in cache while every
   // outer block streams its weights through it.
-  int panels = (int)((budgetKB * 1024L) / ((long)kPadE * MR * sizeof(E)));
-  panels = std::max(1, std::min(panels, 16));
-  const int MC = panels * MR;
+  int panels = (int)((budgetKB * 1024L) / ((long)depth * R * sizeof(E)));
+  panels = std::max(1, std::min(panels, 16 * MR / R));
+  const int MC = panels * R;
   const int items = ceilDiv(M, MC);
   const int nt = std::max(1, std::min(threads, items));
 
@@ -962,19 +1142,17 @@ void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int
   // Offsets of each segment's panel slice (independent of the row panel).
   std::vector<int>& aoff = tlsOffsets;
   aoff.resize(std::max(nseg, 1));
-  for (int s = 0; s < nseg; s++) aoff[s] = segCol[s] * bE * MR;
+  for (int s = 0; s < nseg; s++) aoff[s] = P::offsetOfK(segCol[s] * bE);
 
 #pragma omp parallel num_threads(nt)
   {
-    E* Ap = tlsA.get<E>((size_t)panels * MR * kPadE);
+    E* Ap = tlsA.get<E>((size_t)panels * R * depth);
+    P::begin(std::min(bE, 16));
 #pragma omp for schedule(dynamic, 1)
     for (int item = 0; item < items; item++) {
       const int i0 = item * MC, mc = std::min(MC, M - i0);
-      const int mp = ceilDiv(mc, MR);
-      for (int p = 0; p < mp; p++) {
-        const int r0 = i0 + p * MR;
-        packTransE(Ap + (long)p * MR * kPadE, at(A, (long)r0 * lda), lda, kPad, aCols, MR, std::min(MR, M - r0));
-      }
+      const int mp = ceilDiv(mc, R);
+      P::pack(Ap, depth, Operand{A, lda, false}, i0, mc, 0, kPad, aCols);
       // The item a thread most likely takes next is `nt` items on (dynamic schedule, equal items).
       const int nextI0 = (item + nt) * MC;
       RowPrefetcher pf;
@@ -989,12 +1167,12 @@ void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int
           const E* bp = Bp + ((long)jt * nseg + s0) * bE * NR;
           const float* bb = bias ? bias + c0 : nullptr;
           for (int p = 0; p < mp; p++) {
-            const int r0 = i0 + p * MR;
+            const int r0 = i0 + p * R;
             float* c = C + (long)r0 * ldc + c0;
             if (ns == 0) {
               // An empty block-row/column still defines its outputs: bias (or 0), or unchanged.
               if (!accumulate || bb) {
-                for (int i = 0; i < std::min(MR, M - r0); i++)
+                for (int i = 0; i < std::min(R, M - r0); i++)
                   for (int j = 0; j < cols; j++)
                     c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.f) + (bb ? bb[j] : 0.f);
               }
@@ -1005,17 +1183,18 @@ void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int
             ep.accumulate = accumulate;
             ep.bias = bb;
             ep.stream = stream;
-            micro<MR, NVV>(ns, bE, Ap + (long)p * MR * kPadE, MR, aoff.data() + s0, bp, NR, c, ldc, std::min(MR, M - r0),
-                           cols, ep);
+            P::template product<NVV>(ns, bE, Ap + (long)p * R * depth, depth, aoff.data() + s0, bp, NR, c, ldc,
+                                     std::min(R, M - r0), cols, ep);
           }
         }
       }
     }
+    P::end();
     if (stream) _mm_sfence();  // non-temporal stores are weakly ordered: each thread publishes its own
   }
 }
 
-template <int NVV, class E>
+template <int NVV, class E, class P>
 void bsrForwardT(const BsrWeight& w, int M, const Src& X, int ldx, const float* bias, float* Y, int ldy,
                  bool accumulate, int threads) {
   constexpr int NR = NVV * VL;
@@ -1028,11 +1207,11 @@ void bsrForwardT(const BsrWeight& w, int M, const Src& X, int ldx, const float* 
   for (int k = 0; k < L.nnz; k++)
     for (int jt = 0; jt < jtN; jt++)
       packTransE(Bp + ((long)jt * L.nnz + k) * bE * NR, at(w.blocks, (long)k * b * b + (long)jt * NR * b), b, b, b, NR, NR);
-  blockRowsProduct<NVV>(M, X, ldx, w.in, L.blockCols, b, L.blockRows, L.rowPtr, L.colIdx, L.nnz, Bp, Y, ldy, w.out,
+  blockRowsProduct<NVV, E, P>(M, X, ldx, w.in, L.blockCols, b, L.blockRows, L.rowPtr, L.colIdx, L.nnz, Bp, Y, ldy, w.out,
                         bias, accumulate, threads, kForwardBlockKB, true);
 }
 
-template <int NVV, class E>
+template <int NVV, class E, class P>
 void bsrBackwardDataT(const BsrWeight& w, int M, const Src& dY, int lddy, float* dX, int lddx, bool accumulate,
                       int threads) {
   constexpr int NR = NVV * VL;
@@ -1045,7 +1224,7 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const Src& dY, int lddy, float*
   for (int t = 0; t < L.nnz; t++)
     for (int jt = 0; jt < jtN; jt++)
       packCopyE<NR>(Bp + ((long)jt * L.nnz + t) * bE * NR, at(w.blocks, (long)L.tBlock[t] * b * b + jt * NR), b, b, b, NR);
-  blockRowsProduct<NVV>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
+  blockRowsProduct<NVV, E, P>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
                         nullptr, accumulate, threads, kBackwardDataBlockKB, false);
 }
 
@@ -1185,22 +1364,22 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const Src& dY, int lddy, cons
 // Block 16 on AVX-512 is one vector wide; otherwise tiles are NV vectors.
 constexpr bool kNarrowBlocks16 = (NV * VL > 16);
 
-template <class E>
+template <class E, class P = BroadcastPanels<>>
 void bsrForwardE(const BsrWeight& w, int M, const Src& X, int ldx, const float* bias, float* Y, int ldy,
                  bool accumulate, int threads) {
   if (kNarrowBlocks16 && w.layout.block == 16)
-    bsrForwardT<1, E>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
+    bsrForwardT<1, E, P>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
   else
-    bsrForwardT<NV, E>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
+    bsrForwardT<NV, E, P>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
 }
 
-template <class E>
+template <class E, class P = BroadcastPanels<>>
 void bsrBackwardDataE(const BsrWeight& w, int M, const Src& dY, int lddy, float* dX, int lddx, bool accumulate,
                       int threads) {
   if (kNarrowBlocks16 && w.layout.block == 16)
-    bsrBackwardDataT<1, E>(w, M, dY, lddy, dX, lddx, accumulate, threads);
+    bsrBackwardDataT<1, E, P>(w, M, dY, lddy, dX, lddx, accumulate, threads);
   else
-    bsrBackwardDataT<NV, E>(w, M, dY, lddy, dX, lddx, accumulate, threads);
+    bsrBackwardDataT<NV, E, P>(w, M, dY, lddy, dX, lddx, accumulate, threads);
 }
 
 template <class E>
@@ -1240,14 +1419,22 @@ void toF32(const bf16* src, float* dst, size_t n) {
 }
 
 #if HAS_BF16
-// ---- the table's bf16 entries (fp32 outputs; dispatch.cc handles bf16 ones)
+// ---- the table's bf16 entries (fp32 outputs; dispatch.cc handles bf16 ones). On AMX the forward,
+// dX and the blocked dense GEMM run on tiles; dW and the split-K GEMM (long K, small C) keep
+// vdpbf16ps.
+#if PIXELFLY_ISA == 4
+using Bf16Panels = AmxPanels;
+#else
+using Bf16Panels = BroadcastPanels<>;
+#endif
+
 void bsrForwardBf16(const BsrWeight& w, int M, Src X, int ldx, const float* bias, float* Y, int ldy, bool accumulate,
                     int threads) {
-  bsrForwardE<Bf16Pair>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
+  bsrForwardE<Bf16Pair, Bf16Panels>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
 }
 void bsrBackwardDataBf16(const BsrWeight& w, int M, Src dY, int lddy, float* dX, int lddx, bool accumulate,
                          int threads) {
-  bsrBackwardDataE<Bf16Pair>(w, M, dY, lddy, dX, lddx, accumulate, threads);
+  bsrBackwardDataE<Bf16Pair, Bf16Panels>(w, M, dY, lddy, dX, lddx, accumulate, threads);
 }
 void bsrBackwardWeightBf16(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, float* dW, bool accumulate,
                            int threads) {
@@ -1282,7 +1469,8 @@ void gemmBf16(Trans ta, Trans tb, int M, int N, int K, float alpha, Src A, int l
     gemmVector({a, aCols, ta == Trans::Yes}, {b, bCols, tb == Trans::No}, M, N, K, alpha, accumulate, C, ldc, threads);
     return;
   }
-  gemmT<Bf16Pair>({A, lda, ta == Trans::Yes}, {B, ldb, tb == Trans::No}, M, N, K, alpha, accumulate, C, ldc, threads);
+  gemmT<Bf16Pair, Bf16Panels>({A, lda, ta == Trans::Yes}, {B, ldb, tb == Trans::No}, M, N, K, alpha, accumulate, C, ldc,
+                              threads);
 }
 #endif
 
