@@ -131,6 +131,12 @@ void checkBsr(int block, int out, int in, int M) {
   std::vector<double> twice(yRef);
   for (double& v : twice) v *= 2;
   report("forward accumulate (fp32 X and W) " + name, y, twice, 1e-5);
+  // A bf16 output, rounded once from the tile's fp32 sums.
+  std::vector<bf16> y16((size_t)M * out);
+  kAmxKernels.bsrForwardBf16(w, M, x16.data(), in, bias.data(), y16.data(), out, false, 2);
+  std::vector<float> yw(y16.size());
+  for (size_t i = 0; i < y16.size(); i++) yw[i] = bf16ToFloat(y16[i]);
+  report("forward into bf16 " + name, yw, yRef, 8e-3);
   std::vector<float> dx((size_t)M * in, NAN);
   kAmxKernels.bsrBackwardDataBf16(w, M, dy.data(), out, dx.data(), in, false, 2);
   report("dX " + name, dx, dxRef, 1e-5);

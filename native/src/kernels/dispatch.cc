@@ -277,11 +277,14 @@ void bsrForward(const BsrWeight& w, int M, Src X, int ldx, const float* bias, Ds
   requireMatrix("Y", Y.data, M, w.out, ldy);
   if (M == 0) return;
   const KernelTable& t = table();
+  const bool bf16 = bf16Product(w.precision, {X, w.blocks});
+  if (bf16 && t.bsrForwardBf16) {  // fp32 or bf16 output, written by the kernel itself
+    t.bsrForwardBf16(w, M, X, ldx, bias, Y, ldy, accumulate, threads());
+    return;
+  }
   F32Output y(Y, M, w.out, ldy, accumulate);
-  if (!bf16Product(w.precision, {X, w.blocks})) {
+  if (!bf16) {
     t.bsrForward(w, M, X.f32(), ldx, bias, y.p, (int)y.ldF, accumulate, threads());
-  } else if (t.bsrForwardBf16) {
-    t.bsrForwardBf16(w, M, X, ldx, bias, y.p, (int)y.ldF, accumulate, threads());
   } else {
     const long bb = (long)w.layout.block * w.layout.block;
     BsrWeight wf = w;
@@ -297,11 +300,14 @@ void bsrBackwardData(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int ld
   requireMatrix("dX", dX.data, M, w.in, lddx);
   if (M == 0) return;
   const KernelTable& t = table();
+  const bool bf16 = bf16Product(w.precision, {dY, w.blocks});
+  if (bf16 && t.bsrBackwardDataBf16) {
+    t.bsrBackwardDataBf16(w, M, dY, lddy, dX, lddx, accumulate, threads());
+    return;
+  }
   F32Output dx(dX, M, w.in, lddx, accumulate);
-  if (!bf16Product(w.precision, {dY, w.blocks})) {
+  if (!bf16) {
     t.bsrBackwardData(w, M, dY.f32(), lddy, dx.p, (int)dx.ldF, accumulate, threads());
-  } else if (t.bsrBackwardDataBf16) {
-    t.bsrBackwardDataBf16(w, M, dY, lddy, dx.p, (int)dx.ldF, accumulate, threads());
   } else {
     const long bb = (long)w.layout.block * w.layout.block;
     BsrWeight wf = w;

@@ -375,8 +375,25 @@ struct Epilogue {
   bool stream = false;
 };
 
-template <int R, int NVV, class E>
-inline void micro(int nseg, int kseg, const E* a, long sa, const int* aoff, const E* b, long sb, float* C, long ldc,
+// Writing results: fp32 outputs, or (bf16 products) bf16 outputs, rounded once from the fp32 sum
+// (accumulating: the old value widened and added first).
+inline void putVector(float* c, vf v, bool accumulate, bool stream) {
+  if (stream) storeStream(c, v);
+  else storeu(c, accumulate ? loadu(c) + v : v);
+}
+inline void putValue(float* c, float v, bool accumulate) { *c = accumulate ? *c + v : v; }
+#if HAS_BF16
+inline void putVector(bf16* c, vf v, bool accumulate, bool stream) {
+  if (accumulate) v += (vf)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)c)), 16));
+  const __m256i h = (__m256i)_mm512_cvtneps_pbh((__m512)v);
+  if (stream) _mm256_stream_si256((__m256i*)c, h);
+  else _mm256_storeu_si256((__m256i*)c, h);
+}
+inline void putValue(bf16* c, float v, bool accumulate) { *c = roundToBf16(accumulate ? bf16ToFloat(*c) + v : v); }
+#endif
+
+template <int R, int NVV, class E, class TC = float>
+inline void micro(int nseg, int kseg, const E* a, long sa, const int* aoff, const E* b, long sb, TC* C, long ldc,
                   int rows, int cols, const Epilogue& ep) {
   constexpr int NR = NVV * VL;
   const bool streamTile = ep.stream && !ep.accumulate && rows == R && cols == NR;
@@ -429,31 +446,17 @@ inline void micro(int nseg, int kseg, const E* a, long sa, const int* aoff, cons
     }
   }
 
-  if (streamTile) {
+  if (rows == R && cols == NR) {
 #pragma GCC unroll 32
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
-      for (int v = 0; v < NVV; v++) storeStream(C + i * ldc + v * VL, acc[i][v]);
-  } else if (rows == R && cols == NR) {
-#pragma GCC unroll 32
-    for (int i = 0; i < R; i++) {
-#pragma GCC unroll 4
-      for (int v = 0; v < NVV; v++) {
-        float* c = C + i * ldc + v * VL;
-        storeu(c, ep.accumulate ? loadu(c) + acc[i][v] : acc[i][v]);
-      }
-    }
+      for (int v = 0; v < NVV; v++) putVector(C + i * ldc + v * VL, acc[i][v], ep.accumulate, streamTile);
   } else {
     float tile[R][NR];
     for (int i = 0; i < R; i++)
       for (int v = 0; v < NVV; v++) storeu(&tile[i][v * VL], acc[i][v]);
-    for (int i = 0; i < rows; i++) {
-      float* c = C + i * ldc;
-      if (ep.accumulate)
-        for (int j = 0; j < cols; j++) c[j] += tile[i][j];
-      else
-        for (int j = 0; j < cols; j++) c[j] = tile[i][j];
-    }
+    for (int i = 0; i < rows; i++)
+      for (int j = 0; j < cols; j++) putValue(C + i * ldc + j, tile[i][j], ep.accumulate);
   }
 }
 
@@ -657,8 +660,8 @@ struct BroadcastPanels {
       packPanel<R>(dst + (long)p * R * depthE, o, i0 + p * R, k0, kc, std::min(R, n - p * R), kValid);
   }
   // C[rows × cols] (=|+=) Σ_s panel columns from aoff[s] (kseg deep) · the next nseg·kseg rows of b.
-  template <int NVV, class E>
-  static void product(int nseg, int kseg, const E* a, int /*depthE*/, const int* aoff, const E* b, long sb, float* C,
+  template <int NVV, class E, class TC>
+  static void product(int nseg, int kseg, const E* a, int /*depthE*/, const int* aoff, const E* b, long sb, TC* C,
                       long ldc, int rows, int cols, const Epilogue& ep) {
     micro<R, NVV>(nseg, kseg, a, R, aoff, b, sb, C, ldc, rows, cols, ep);
   }
@@ -667,26 +670,21 @@ struct BroadcastPanels {
 #if PIXELFLY_ISA == 4
 // Writes a product held in a float tile (ld floats per row): alpha, bias, and C overwritten, added
 // to or streamed, as the microkernel's own epilogue does from its registers.
-template <int NR>
-inline void writeTile(const float* t, int tld, float* C, long ldc, int rows, int cols, int R, const Epilogue& ep) {
-  const bool full = rows == R && cols == NR;
-  const bool streamTile = ep.stream && !ep.accumulate && full;
+template <int NR, class TC>
+inline void writeTile(const float* t, int tld, TC* C, long ldc, int rows, int cols, int R, const Epilogue& ep) {
+  const bool streamTile = ep.stream && !ep.accumulate && rows == R && cols == NR;
   for (int i = 0; i < rows; i++) {
-    float* c = C + i * ldc;
+    TC* c = C + i * ldc;
     const float* ti = t + (long)i * tld;
     if (cols == NR) {
       for (int j = 0; j < NR; j += VL) {
         vf v = loadu(ti + j);
         if (ep.alpha != 1.f) v *= ep.alpha;
         if (ep.bias) v += loadu(ep.bias + j);
-        if (streamTile) storeStream(c + j, v);
-        else storeu(c + j, ep.accumulate ? loadu(c + j) + v : v);
+        putVector(c + j, v, ep.accumulate, streamTile);
       }
     } else {
-      for (int j = 0; j < cols; j++) {
-        const float v = ti[j] * ep.alpha + (ep.bias ? ep.bias[j] : 0.f);
-        c[j] = ep.accumulate ? c[j] + v : v;
-      }
+      for (int j = 0; j < cols; j++) putValue(c + j, ti[j] * ep.alpha + (ep.bias ? ep.bias[j] : 0.f), ep.accumulate);
     }
   }
 }
@@ -765,9 +763,9 @@ struct AmxPanels {
       }
     }
   }
-  template <int NVV>
+  template <int NVV, class TC>
   static void product(int nseg, int kseg, const Bf16Pair* a, int depthE, const int* aoff, const Bf16Pair* b, long sb,
-                      float* C, long ldc, int rows, int cols, const Epilogue& ep) {
+                      TC* C, long ldc, int rows, int cols, const Epilogue& ep) {
     const long aStride = (long)depthE * sizeof(Bf16Pair), bStride = sb * (long)sizeof(Bf16Pair);
     const int ks = kStep;
     amx::zero<0>();
@@ -1119,9 +1117,9 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, 
 //   s in [segPtr[o], segPtr[o+1]); segment s reads A's columns [segCol[s]*b, +b) and the packed
 //   block Bp[jt][s] ([b][NR], b/2 rows of pairs for bf16).
 // ---------------------------------------------------------------------------------------------
-template <int NVV, class E, class P>
+template <int NVV, class E, class P, class TC>
 void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int b, int nOuter, const int* segPtr,
-                      const int* segCol, int nseg, const E* Bp, float* C, long ldc, int cCols, const float* bias,
+                      const int* segCol, int nseg, const E* Bp, TC* C, long ldc, int cCols, const float* bias,
                       bool accumulate, int threads, int budgetKB, bool prefetchNext) {
   constexpr int NR = NVV * VL, R = P::R;
   const int jtN = b / NR;
@@ -1137,8 +1135,8 @@ void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int
 
   // An output bigger than the caches, written once (no accumulate): non-temporal stores skip the
   // read-for-ownership of every line, a third of the forward's memory traffic at density 1/8.
-  const bool stream = !accumulate && reinterpret_cast<uintptr_t>(C) % sizeof(vf) == 0 && ldc % VL == 0 &&
-                      (long)M * ldc * (long)sizeof(float) >= (8L << 20);
+  const bool stream = !accumulate && reinterpret_cast<uintptr_t>(C) % (VL * sizeof(TC)) == 0 && ldc % VL == 0 &&
+                      (long)M * ldc * (long)sizeof(TC) >= (8L << 20);
   // Offsets of each segment's panel slice (independent of the row panel).
   std::vector<int>& aoff = tlsOffsets;
   aoff.resize(std::max(nseg, 1));
@@ -1168,13 +1166,12 @@ void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int
           const float* bb = bias ? bias + c0 : nullptr;
           for (int p = 0; p < mp; p++) {
             const int r0 = i0 + p * R;
-            float* c = C + (long)r0 * ldc + c0;
+            TC* c = C + (long)r0 * ldc + c0;
             if (ns == 0) {
               // An empty block-row/column still defines its outputs: bias (or 0), or unchanged.
               if (!accumulate || bb) {
                 for (int i = 0; i < std::min(R, M - r0); i++)
-                  for (int j = 0; j < cols; j++)
-                    c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.f) + (bb ? bb[j] : 0.f);
+                  for (int j = 0; j < cols; j++) putValue(c + i * ldc + j, bb ? bb[j] : 0.f, accumulate);
               }
               continue;
             }
@@ -1194,8 +1191,8 @@ void blockRowsProduct(int M, const Src& A, long lda, int aCols, int aBlocks, int
   }
 }
 
-template <int NVV, class E, class P>
-void bsrForwardT(const BsrWeight& w, int M, const Src& X, int ldx, const float* bias, float* Y, int ldy,
+template <int NVV, class E, class P, class TC>
+void bsrForwardT(const BsrWeight& w, int M, const Src& X, int ldx, const float* bias, TC* Y, int ldy,
                  bool accumulate, int threads) {
   constexpr int NR = NVV * VL;
   const BsrLayout& L = w.layout;
@@ -1207,12 +1204,12 @@ void bsrForwardT(const BsrWeight& w, int M, const Src& X, int ldx, const float* 
   for (int k = 0; k < L.nnz; k++)
     for (int jt = 0; jt < jtN; jt++)
       packTransE(Bp + ((long)jt * L.nnz + k) * bE * NR, at(w.blocks, (long)k * b * b + (long)jt * NR * b), b, b, b, NR, NR);
-  blockRowsProduct<NVV, E, P>(M, X, ldx, w.in, L.blockCols, b, L.blockRows, L.rowPtr, L.colIdx, L.nnz, Bp, Y, ldy, w.out,
+  blockRowsProduct<NVV, E, P, TC>(M, X, ldx, w.in, L.blockCols, b, L.blockRows, L.rowPtr, L.colIdx, L.nnz, Bp, Y, ldy, w.out,
                         bias, accumulate, threads, kForwardBlockKB, true);
 }
 
-template <int NVV, class E, class P>
-void bsrBackwardDataT(const BsrWeight& w, int M, const Src& dY, int lddy, float* dX, int lddx, bool accumulate,
+template <int NVV, class E, class P, class TC>
+void bsrBackwardDataT(const BsrWeight& w, int M, const Src& dY, int lddy, TC* dX, int lddx, bool accumulate,
                       int threads) {
   constexpr int NR = NVV * VL;
   const BsrLayout& L = w.layout;
@@ -1224,7 +1221,7 @@ void bsrBackwardDataT(const BsrWeight& w, int M, const Src& dY, int lddy, float*
   for (int t = 0; t < L.nnz; t++)
     for (int jt = 0; jt < jtN; jt++)
       packCopyE<NR>(Bp + ((long)jt * L.nnz + t) * bE * NR, at(w.blocks, (long)L.tBlock[t] * b * b + jt * NR), b, b, b, NR);
-  blockRowsProduct<NVV, E, P>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
+  blockRowsProduct<NVV, E, P, TC>(M, dY, lddy, w.out, L.blockRows, b, L.blockCols, L.colPtr, L.rowIdx, L.nnz, Bp, dX, lddx, w.in,
                         nullptr, accumulate, threads, kBackwardDataBlockKB, false);
 }
 
@@ -1364,8 +1361,8 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const Src& dY, int lddy, cons
 // Block 16 on AVX-512 is one vector wide; otherwise tiles are NV vectors.
 constexpr bool kNarrowBlocks16 = (NV * VL > 16);
 
-template <class E, class P = BroadcastPanels<>>
-void bsrForwardE(const BsrWeight& w, int M, const Src& X, int ldx, const float* bias, float* Y, int ldy,
+template <class E, class P = BroadcastPanels<>, class TC = float>
+void bsrForwardE(const BsrWeight& w, int M, const Src& X, int ldx, const float* bias, TC* Y, int ldy,
                  bool accumulate, int threads) {
   if (kNarrowBlocks16 && w.layout.block == 16)
     bsrForwardT<1, E, P>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
@@ -1373,8 +1370,8 @@ void bsrForwardE(const BsrWeight& w, int M, const Src& X, int ldx, const float* 
     bsrForwardT<NV, E, P>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
 }
 
-template <class E, class P = BroadcastPanels<>>
-void bsrBackwardDataE(const BsrWeight& w, int M, const Src& dY, int lddy, float* dX, int lddx, bool accumulate,
+template <class E, class P = BroadcastPanels<>, class TC = float>
+void bsrBackwardDataE(const BsrWeight& w, int M, const Src& dY, int lddy, TC* dX, int lddx, bool accumulate,
                       int threads) {
   if (kNarrowBlocks16 && w.layout.block == 16)
     bsrBackwardDataT<1, E, P>(w, M, dY, lddy, dX, lddx, accumulate, threads);
@@ -1419,7 +1416,8 @@ void toF32(const bf16* src, float* dst, size_t n) {
 }
 
 #if HAS_BF16
-// ---- the table's bf16 entries (fp32 outputs; dispatch.cc handles bf16 ones). On AMX the forward,
+// ---- the table's bf16 entries (the forward and dX write fp32 or bf16 outputs, the others fp32;
+// dispatch.cc computes their bf16 outputs in fp32 and rounds them). On AMX the forward,
 // dX and the blocked dense GEMM run on tiles; dW and the split-K GEMM (long K, small C) keep
 // vdpbf16ps.
 #if PIXELFLY_ISA == 4
@@ -1428,13 +1426,15 @@ using Bf16Panels = AmxPanels;
 using Bf16Panels = BroadcastPanels<>;
 #endif
 
-void bsrForwardBf16(const BsrWeight& w, int M, Src X, int ldx, const float* bias, float* Y, int ldy, bool accumulate,
+void bsrForwardBf16(const BsrWeight& w, int M, Src X, int ldx, const float* bias, Dst Y, int ldy, bool accumulate,
                     int threads) {
-  bsrForwardE<Bf16Pair, Bf16Panels>(w, M, X, ldx, bias, Y, ldy, accumulate, threads);
+  if (Y.type == DType::BF16) bsrForwardE<Bf16Pair, Bf16Panels>(w, M, X, ldx, bias, Y.b16(), ldy, accumulate, threads);
+  else bsrForwardE<Bf16Pair, Bf16Panels>(w, M, X, ldx, bias, Y.f32(), ldy, accumulate, threads);
 }
-void bsrBackwardDataBf16(const BsrWeight& w, int M, Src dY, int lddy, float* dX, int lddx, bool accumulate,
+void bsrBackwardDataBf16(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int lddx, bool accumulate,
                          int threads) {
-  bsrBackwardDataE<Bf16Pair, Bf16Panels>(w, M, dY, lddy, dX, lddx, accumulate, threads);
+  if (dX.type == DType::BF16) bsrBackwardDataE<Bf16Pair, Bf16Panels>(w, M, dY, lddy, dX.b16(), lddx, accumulate, threads);
+  else bsrBackwardDataE<Bf16Pair, Bf16Panels>(w, M, dY, lddy, dX.f32(), lddx, accumulate, threads);
 }
 void bsrBackwardWeightBf16(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, float* dW, bool accumulate,
                            int threads) {

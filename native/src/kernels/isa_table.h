@@ -21,11 +21,12 @@ struct KernelTable {
   // beta is 0 (overwrite) or 1 (add); dispatch.cc pre-scales C for other values.
   void (*gemm)(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                bool accumulate, float* C, int ldc, int threads);
-  // bf16 products on this ISA's bf16 instructions, fp32 outputs; inputs fp32 (rounded while packed)
-  // or bf16. Null where the ISA has none: dispatch.cc then converts and runs the fp32 entries.
-  void (*bsrForwardBf16)(const BsrWeight& w, int M, Src X, int ldx, const float* bias, float* Y, int ldy,
+  // bf16 products on this ISA's bf16 instructions; inputs fp32 (rounded while packed) or bf16;
+  // outputs fp32, or bf16 for the forward and dX. Null where the ISA has none: dispatch.cc then
+  // converts and runs the fp32 entries.
+  void (*bsrForwardBf16)(const BsrWeight& w, int M, Src X, int ldx, const float* bias, Dst Y, int ldy,
                          bool accumulate, int threads);
-  void (*bsrBackwardDataBf16)(const BsrWeight& w, int M, Src dY, int lddy, float* dX, int lddx, bool accumulate,
+  void (*bsrBackwardDataBf16)(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int lddx, bool accumulate,
                               int threads);
   void (*bsrBackwardWeightBf16)(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, float* dW,
                                 bool accumulate, int threads);
