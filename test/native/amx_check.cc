@@ -140,6 +140,25 @@ void checkBsr(int block, int out, int in, int M) {
   std::vector<float> dx((size_t)M * in, NAN);
   kAmxKernels.bsrBackwardDataBf16(w, M, dy.data(), out, dx.data(), in, false, 2);
   report("dX " + name, dx, dxRef, 1e-5);
+
+  // dW at the kept blocks (padding exactly 0), accumulated onto a start value.
+  const int nnz = L.view.nnz;
+  std::vector<double> dwRef((size_t)nnz * block * block, 0.0);
+  std::vector<float> dw(dwRef.size());
+  for (size_t i = 0; i < dw.size(); i++) dw[i] = (float)(i % 7) - 3.f;
+  for (int r = 0; r < L.view.blockRows; r++)
+    for (int k = L.rowPtr[r]; k < L.rowPtr[r + 1]; k++)
+      for (int i = 0; i < block; i++)
+        for (int j = 0; j < block; j++) {
+          const size_t at = ((size_t)k * block + i) * block + j;
+          const int o = r * block + i, q = L.colIdx[k] * block + j;
+          double s = dw[at];
+          if (o < out && q < in)
+            for (int t = 0; t < M; t++) s += rounded(dy[(size_t)t * out + o]) * rounded(x[(size_t)t * in + q]);
+          dwRef[at] = s;
+        }
+  kAmxKernels.bsrBackwardWeightBf16(w, M, dy.data(), out, x16.data(), in, dw.data(), true, 2);
+  report("dW accumulate " + name, dw, dwRef, 1e-5 * std::max(1.0, M / 300.0));
 }
 
 void checkGemm(int M, int N, int K, bool ta, bool tb) {
@@ -163,13 +182,14 @@ void checkGemm(int M, int N, int K, bool ta, bool tb) {
 }  // namespace
 
 int main() {
-  // Pixelfly forward / dX: 8-pair tile steps for block 16 (one 16-column B tile), 16-pair steps for
-  // 32 and 64; padded out/in; M with a partial 32-row panel; several work items and threads.
+  // Pixelfly forward / dX / dW: 8-pair tile steps for block 16 (one 16-column B tile), 16-pair steps
+  // for 32 and 64; padded out/in; M with a partial 32-row panel; several work items and threads.
   for (int block : {16, 32, 64}) {
     checkBsr(block, 3 * block - 5, 4 * block + 3, 37);
     checkBsr(block, 2 * block, 3 * block, 1);
   }
-  checkBsr(32, 200, 450, 700);
+  checkBsr(32, 200, 450, 700);  // dW: several 128-row chunks, the last one partial and odd
+  checkBsr(64, 130, 100, 301);
   // Dense (blocked loops; split-K shapes stay on vdpbf16ps): odd K padded to whole tile steps, two K
   // passes (K > 1536), a narrow last column panel, k-major A (transposed) packed into row-major tiles.
   for (bool ta : {false, true})

@@ -1287,27 +1287,135 @@ inline void packBlockTiles(Bf16Pair* dst, long tileStride, const Src& src, long 
 // boundaries do not depend on the thread count, so neither does the summation order. The threads
 // never wait for each other (no barrier per chunk), so a thread the OS preempts delays only its
 // own blocks. bf16 chunks are KCW pairs of rows (the same tile bytes).
-template <int RW, int NVV, class E>
+// How dW multiplies a block-row's dY strip by a block-column's X tile, over kcE packed rows:
+//  - BroadcastDw: the strip as packed ([k][b], like X's tiles), RW×NR microkernel tiles;
+//  - AmxDw (ISA 4): the strip transposed into row-major pairs [b][depth] (A tiles), X's tiles as B
+//    tiles, each 32×32 quadrant of the dW block accumulated in four C tiles loaded from and stored
+//    to dW itself; depth in whole 16-pair tile steps (zero rows past the chunk).
+template <int RW, int NVV>
+struct BroadcastDw {
+  static constexpr int NR = NVV * VL;
+  static int depth(int kcE) { return kcE; }
+  static long stripSize(int b, int kcwE) { return (long)kcwE * b; }
+  static int callsPerBlock(int b) { return (b / RW) * (b / NR); }
+  static void begin() {}
+  static void end() {}
+  template <class E>
+  static void packStrip(E* Dc, const Src& dY, long lddy, int kc, int r, int b, int valid, int /*depthE*/) {
+    packBlockTiles(Dc, 0, dY, lddy, kc, &r, 1, r, b, valid);
+  }
+  template <class E>
+  static void block(const E* dt, const E* xt, float* dWk, int b, int kcE, int /*depthE*/, bool accumulate,
+                    RowPrefetcher& pfD, RowPrefetcher& pfX) {
+    Epilogue ep;
+    ep.accumulate = accumulate;
+    for (int it = 0; it < b / RW; it++)
+      for (int jt = 0; jt < b / NR; jt++) {
+        pfD.step();
+        pfX.step();
+        micro<RW, NVV>(1, kcE, dt + it * RW, b, nullptr, xt + jt * NR, b, dWk + (long)it * RW * b + jt * NR, b, RW, NR, ep);
+      }
+  }
+};
+
+#if PIXELFLY_ISA == 4
+struct AmxDw {
+  static int depth(int kcE) { return AmxPanels::depth(kcE); }
+  static long stripSize(int b, int kcwE) { return (long)std::max(b, 32) * depth(kcwE); }
+  static int callsPerBlock(int) { return 1; }
+  static void begin() { AmxPanels::begin(AmxPanels::KT); }
+  static void end() { AmxPanels::end(); }
+  static void packStrip(Bf16Pair* Dc, const Src& dY, long lddy, int kc, int r, int b, int valid, int depthE) {
+    for (int i0 = 0; i0 < b; i0 += 32) {
+      const Src s = at(dY, (long)r * b + i0);
+      const int rows = std::max(0, std::min(32, valid - r * b - i0));
+      if (s.type == DType::BF16) transposedPairs(Dc + (long)i0 * depthE, depthE, s.b16(), lddy, rows, kc);
+      else transposedPairs(Dc + (long)i0 * depthE, depthE, s.f32(), lddy, rows, kc);
+    }
+  }
+  static void block(const Bf16Pair* dt, const Bf16Pair* xt, float* dWk, int b, int /*kcE*/, int depthE, bool accumulate,
+                    RowPrefetcher& pfD, RowPrefetcher& pfX) {
+    pfD.step();
+    pfX.step();
+    const long aStride = (long)depthE * sizeof(Bf16Pair), bStride = (long)b * sizeof(Bf16Pair), cStride = (long)b * sizeof(float);
+    const bool two = b >= 32;  // 2×2 tiles per quadrant (block 16: one tile)
+    for (int qi = 0; qi < b; qi += 32)
+      for (int qj = 0; qj < b; qj += 32) {
+        float* c = dWk + (long)qi * b + qj;
+        if (accumulate) {
+          amx::load<0>(c, cStride);
+          if (two) {
+            amx::load<1>(c + 16, cStride);
+            amx::load<2>(c + 16L * b, cStride);
+            amx::load<3>(c + 16L * b + 16, cStride);
+          }
+        } else {
+          amx::zero<0>();
+          if (two) {
+            amx::zero<1>();
+            amx::zero<2>();
+            amx::zero<3>();
+          }
+        }
+        const Bf16Pair* a = dt + (long)qi * depthE;
+        for (int kk = 0; kk < depthE; kk += AmxPanels::KT) {
+          amx::load<4>(a + kk, aStride);
+          amx::load<6>(xt + (long)kk * b + qj, bStride);
+          amx::dpbf16<0, 4, 6>();
+          if (two) {
+            amx::load<5>(a + 16L * depthE + kk, aStride);
+            amx::load<7>(xt + (long)kk * b + qj + 16, bStride);
+            amx::dpbf16<1, 4, 7>();
+            amx::dpbf16<2, 5, 6>();
+            amx::dpbf16<3, 5, 7>();
+          }
+        }
+        amx::store<0>(c, cStride);
+        if (two) {
+          amx::store<1>(c + 16, cStride);
+          amx::store<2>(c + 16L * b, cStride);
+          amx::store<3>(c + 16L * b + 16, cStride);
+        }
+      }
+  }
+};
+#endif
+
+// dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
+// Each thread owns a contiguous range of kept blocks (no two threads write the same dW block) and
+// walks the rows in chunks of KCW. Per chunk it copies, row by row, the block-columns of X its
+// blocks use into tiles Xc[c][m][b] (zero past `in`; they stay in L2 and every kept block of the
+// column reuses them). dY is copied one block-row strip at a time (kc × b floats, zero past
+// `out`), just before that row's blocks use it, into one small contiguous tile: rows of dY are
+// 12-16 KB apart, so uncopied strips fall into a handful of cache sets and thrash, and copying all
+// block-rows of a chunk at once (the earlier scheme) pushed X's tiles and dW out of L2. While a
+// block-row computes, the next one's strip is prefetched, and the next chunk of X over the whole
+// chunk, a few lines per microkernel call, so the copies rarely wait on memory. The chunk
+// boundaries do not depend on the thread count, so neither does the summation order. The threads
+// never wait for each other (no barrier per chunk), so a thread the OS preempts delays only its
+// own blocks. bf16 chunks are KCW pairs of rows (the same tile bytes).
+template <class E, class DP>
 void bsrBackwardWeightT(const BsrWeight& w, int M, const Src& dY, int lddy, const Src& X, int ldx, float* dW,
                         bool accumulate, int threads) {
-  constexpr int NR = NVV * VL;
   constexpr int KCW = 64;                    // packed rows per chunk
   constexpr int KCW_K = KCW * kPer<E>;       // M rows per chunk
   const BsrLayout& L = w.layout;
-  const int b = L.block, itN = b / RW, jtN = b / NR;
+  const int b = L.block;
   const long bb = (long)b * b;
   if (L.nnz == 0) return;
   if (M <= 0) {
     if (!accumulate) std::fill(dW, dW + L.nnz * bb, 0.f);
     return;
   }
-  const long tile = (long)KCW * b;
+  const int depthMax = DP::depth(KCW);
+  const long tile = (long)depthMax * b, strip = DP::stripSize(b, KCW);
   const int nt = std::max(1, std::min(threads, L.nnz));
 #pragma omp parallel num_threads(nt)
   {
     const int tid = omp_get_thread_num(), T = omp_get_num_threads();
     const int k0 = (int)((long)L.nnz * tid / T), k1 = (int)((long)L.nnz * (tid + 1) / T);
     if (k0 < k1) {
+      DP::begin();
       const int rFirst = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k0) - L.rowPtr) - 1;
       const int rLast = (int)(std::upper_bound(L.rowPtr, L.rowPtr + L.blockRows + 1, k1 - 1) - L.rowPtr) - 1;
       std::vector<int> cols;
@@ -1315,17 +1423,20 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const Src& dY, int lddy, cons
       for (int k = k0; k < k1; k++) used[L.colIdx[k]] = 1;
       for (int c = 0; c < L.blockCols; c++)
         if (used[c]) cols.push_back(c);
-      E* Dc = tlsA.get<E>((size_t)tile * (1 + L.blockCols));  // one dY strip, then X's tiles
-      E* Xc = Dc + tile;
+      E* Dc = tlsA.get<E>((size_t)(strip + tile * L.blockCols));  // one dY strip, then X's tiles
+      E* Xc = Dc + strip;
+      const long callsPerRowBlock = DP::callsPerBlock(b);
       for (int m0 = 0; m0 < M; m0 += KCW_K) {
-        const int kc = std::min(KCW_K, M - m0), kcE = kElems<E>(kc);
+        const int kc = std::min(KCW_K, M - m0), kcE = kElems<E>(kc), depth = DP::depth(kcE);
         packBlockTiles(Xc, tile, at(X, (long)m0 * ldx), ldx, kc, cols.data(), (int)cols.size(), 0, b, w.in);
+        if (depth > kcE)  // whole tile steps: zero rows past the chunk
+          for (int c : cols) std::memset(Xc + c * tile + (long)kcE * b, 0, (size_t)(depth - kcE) * b * sizeof(E));
         const bool acc = accumulate || m0 > 0;
         RowPrefetcher pfX;
         if (m0 + KCW_K < M) {
           const int x0 = cols.front() * b, x1 = std::min((cols.back() + 1) * b, w.in);
           pfX.reset(at(X, (long)(m0 + KCW_K) * ldx + x0), ldx, std::min(KCW_K, M - m0 - KCW_K), x1 - x0,
-                    (long)(k1 - k0) * itN * jtN);
+                    (long)(k1 - k0) * callsPerRowBlock);
         }
         for (int r = rFirst; r <= rLast; r++) {
           const int kb = std::max(k0, L.rowPtr[r]), ke = std::min(k1, L.rowPtr[r + 1]);
@@ -1336,24 +1447,13 @@ void bsrBackwardWeightT(const BsrWeight& w, int M, const Src& dY, int lddy, cons
           const int nm0 = r < rLast ? m0 : m0 + KCW_K;
           if (nm0 < M && nr * b < w.out)
             pfD.reset(at(dY, (long)nm0 * lddy + (long)nr * b), lddy, std::min(KCW_K, M - nm0), std::min(b, w.out - nr * b),
-                      (long)(ke - kb) * itN * jtN);
-          packBlockTiles(Dc, tile, at(dY, (long)m0 * lddy), lddy, kc, &r, 1, r, b, w.out);
-          const E* dt = Dc;
-          const long sa = b;
-          Epilogue ep;
-          ep.accumulate = acc;
-          for (int k = kb; k < ke; k++) {
-            const E* xt = Xc + L.colIdx[k] * tile;
-            for (int it = 0; it < itN; it++)
-              for (int jt = 0; jt < jtN; jt++) {
-                pfD.step();
-                pfX.step();
-                micro<RW, NVV>(1, kcE, dt + it * RW, sa, nullptr, xt + jt * NR, b,
-                               dW + k * bb + (long)it * RW * b + jt * NR, b, RW, NR, ep);
-              }
-          }
+                      (long)(ke - kb) * callsPerRowBlock);
+          DP::packStrip(Dc, at(dY, (long)m0 * lddy), lddy, kc, r, b, w.out, depth);
+          for (int k = kb; k < ke; k++)
+            DP::block(Dc, Xc + L.colIdx[k] * tile, dW + k * bb, b, kcE, depth, acc, pfD, pfX);
         }
       }
+      DP::end();
     }
   }
 }
@@ -1383,9 +1483,9 @@ template <class E>
 void bsrBackwardWeightE(const BsrWeight& w, int M, const Src& dY, int lddy, const Src& X, int ldx, float* dW,
                         bool accumulate, int threads) {
   if (kNarrowBlocks16 && w.layout.block == 16)
-    bsrBackwardWeightT<16, 1, E>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
+    bsrBackwardWeightT<E, BroadcastDw<16, 1>>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
   else
-    bsrBackwardWeightT<MR_DW, NV, E>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
+    bsrBackwardWeightT<E, BroadcastDw<MR_DW, NV>>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
 }
 
 // ---- the table's fp32 entries
@@ -1417,9 +1517,8 @@ void toF32(const bf16* src, float* dst, size_t n) {
 
 #if HAS_BF16
 // ---- the table's bf16 entries (the forward and dX write fp32 or bf16 outputs, the others fp32;
-// dispatch.cc computes their bf16 outputs in fp32 and rounds them). On AMX the forward,
-// dX and the blocked dense GEMM run on tiles; dW and the split-K GEMM (long K, small C) keep
-// vdpbf16ps.
+// dispatch.cc computes their bf16 outputs in fp32 and rounds them). On AMX the Pixelfly products
+// and the blocked dense GEMM run on tiles; the split-K GEMM (long K, small C) keeps vdpbf16ps.
 #if PIXELFLY_ISA == 4
 using Bf16Panels = AmxPanels;
 #else
@@ -1438,7 +1537,11 @@ void bsrBackwardDataBf16(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, in
 }
 void bsrBackwardWeightBf16(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, float* dW, bool accumulate,
                            int threads) {
+#if PIXELFLY_ISA == 4
+  bsrBackwardWeightT<Bf16Pair, AmxDw>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
+#else
   bsrBackwardWeightE<Bf16Pair>(w, M, dY, lddy, X, ldx, dW, accumulate, threads);
+#endif
 }
 
 // A stored matrix (rows × cols, ld) as contiguous bf16-rounded fp32: the single-row / single-column
