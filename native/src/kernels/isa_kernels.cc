@@ -1262,6 +1262,10 @@ inline void packBlockTilesPairs(Bf16Pair* dst, long tileStride, const S* src, lo
       const int c = cols[t];
       Bf16Pair* d = dst + (long)(c - first) * tileStride + (long)m2 * b;
       const int n = std::max(0, std::min(b, valid - c * b));
+      if (r1 && n == b) {  // the common case inline: b is a multiple of 16
+        for (int j = 0; j < b; j += 16) _mm512_storeu_si512(d + j, pairs16(r0 + (long)c * b + j, r1 + (long)c * b + j));
+        continue;
+      }
       interleaveRows(d, r0 + (long)c * b, r1 ? r1 + (long)c * b : nullptr, n);
       for (int j = n; j < b; j++) d[j] = {0};
     }
