@@ -247,6 +247,67 @@ function fmt(n: number, digits = 1): string {
   return n.toFixed(digits);
 }
 
+/** One shape's timed products: our dense GEMM ('ours'), Pixelfly at densities ≈ 1/8, 1/4, 1/2, and the baseline's groups. */
+interface ShapeTimes {
+  layouts: BlockLayout[];
+  /** fwd + dX + dW median ms of a group. */
+  total(group: string): number;
+  ms(group: string, product: 'fwd' | 'dx' | 'dw'): number;
+  load0: number;
+  load1: number;
+}
+
+async function timeShape(opts: Options, inF: number, out: number, precision: KernelPrecision, baseline: (bufs: Buffers) => Group[]): Promise<ShapeTimes> {
+  const { m, block } = opts;
+  const bufs = buffers(m, inF, out, precision);
+  const layouts = [1 / 8, 1 / 4, 1 / 2].map((d) => layoutNear(out, inF, block, d));
+  const groups: Group[] = [denseGroup('ours', (a) => loadAddon().kernels.gemm(a), m, inF, out, bufs), ...baseline(bufs)];
+  layouts.forEach((l, i) => groups.push(pixelflyGroup(`pixelfly${i}`, l, m, inF, out, block, bufs, precision)));
+  const load0 = loadavg()[0];
+  const t = await timeGroups(groups, opts.reps, clockFn(opts.clock));
+  const load1 = loadavg()[0];
+  const ms = (g: string, p: string) => t.get(`${g}.${p}`) ?? NaN;
+  return { layouts, ms, total: (g) => ms(g, 'fwd') + ms(g, 'dx') + ms(g, 'dw'), load0, load1 };
+}
+
+/** The fields every row has: the shape and layout, our dense and Pixelfly's products, their ratio, and how they were timed. */
+function commonRow(opts: Options, s: ShapeTimes, i: number, inF: number, out: number, threads: number, precision: KernelPrecision, info: KernelInfo) {
+  const l = s.layouts[i], g = `pixelfly${i}`;
+  const denseMs = s.total('ours'), pfMs = s.total(g);
+  const vsDense = denseMs / pfMs;
+  return {
+    head: {
+      m: opts.m, in: inF, out, block: opts.block, density: +l.density.toFixed(4), butterfly_size: l.params.butterflySize,
+      n_factors: l.params.nFactors, threads, precision, isa: info.isa,
+    },
+    products: {
+      dense_fwd_ms: +s.ms('ours', 'fwd').toFixed(3),
+      dense_dx_ms: +s.ms('ours', 'dx').toFixed(3),
+      dense_dw_ms: +s.ms('ours', 'dw').toFixed(3),
+      dense_fwd_bwd_ms: +denseMs.toFixed(3),
+      pixelfly_fwd_ms: +s.ms(g, 'fwd').toFixed(3),
+      pixelfly_dx_ms: +s.ms(g, 'dx').toFixed(3),
+      pixelfly_dw_ms: +s.ms(g, 'dw').toFixed(3),
+      pixelfly_fwd_bwd_ms: +pfMs.toFixed(3),
+      pixelfly_useful_gflops: +((6 * opts.m * inF * out * l.density) / (pfMs * 1e6)).toFixed(1),
+      fraction_of_ideal: +(vsDense * l.density).toFixed(3),
+      speedup_vs_dense: +vsDense.toFixed(3),
+    },
+    tail: { reps: opts.reps, clock: opts.clock, load_avg_start: +s.load0.toFixed(2), load_avg_end: +s.load1.toFixed(2) },
+  };
+}
+
+/** The table's columns up to 'ideal': shape, threads, density | baseline, ours | Pixelfly's products | GFLOP/s, fraction of ideal. */
+function lineStart(c: ReturnType<typeof commonRow>, baselineMs: number): string {
+  const { head: h, products: p } = c;
+  return (
+    `${String(h.in).padEnd(6)}${String(h.out).padEnd(6)}${String(h.threads).padEnd(4)}${fmt(h.density, 3).padEnd(8)}| ` +
+    `${(Number.isNaN(baselineMs) ? 'n/a' : fmt(baselineMs)).padStart(8)} ${fmt(p.dense_fwd_bwd_ms).padStart(6)} | ` +
+    `${fmt(p.pixelfly_fwd_ms).padStart(12)} ${fmt(p.pixelfly_dx_ms).padStart(6)} ${fmt(p.pixelfly_dw_ms).padStart(6)} ${fmt(p.pixelfly_fwd_bwd_ms).padStart(6)} | ` +
+    `${fmt(p.pixelfly_useful_gflops, 0).padStart(7)} ${fmt(p.fraction_of_ideal * 100, 0).padStart(5)}% | `
+  );
+}
+
 /** fp32: Pixelfly and our dense GEMM against OpenBLAS sgemm. */
 async function fp32Rows(opts: Options, info: KernelInfo): Promise<Record<string, unknown>[]> {
   const addon = loadAddon();
@@ -265,86 +326,44 @@ async function fp32Rows(opts: Options, info: KernelInfo): Promise<Record<string,
   printRunLine(opts);
 
   const rows: Record<string, unknown>[] = [];
-  const header =
-    'in    out   thr density | openblas  dense  | pixelfly fwd    dX     dW  total | GFLOP/s  ideal | vs dense  vs OpenBLAS (target)';
-  console.log(header);
-  console.log('-'.repeat(header.length));
-  for (const threads of opts.threads) {
-    setKernelThreads(threads);
+  for (const [threads, inF, out] of runs(opts, 'openblas  dense  | pixelfly fwd    dX     dW  total | GFLOP/s  ideal | vs dense  vs OpenBLAS (target)')) {
     if (ob.available) addon.openblas.setThreads(threads);
-    for (const [inF, out] of opts.shapes) {
-      const { m, block } = opts;
-      const bufs = buffers(m, inF, out, 'fp32');
-      const layouts = [1 / 8, 1 / 4, 1 / 2].map((d) => layoutNear(out, inF, block, d));
-      const groups: Group[] = [denseGroup('ours', (a) => addon.kernels.gemm(a), m, inF, out, bufs)];
-      if (ob.available) groups.push(denseGroup('openblas', (a) => addon.openblas.gemm(a as NativeGemmArgs), m, inF, out, bufs));
-      layouts.forEach((l, i) => groups.push(pixelflyGroup(`pixelfly${i}`, l, m, inF, out, block, bufs, 'fp32')));
-      const load0 = loadavg()[0];
-      const t = await timeGroups(groups, opts.reps, clockFn(opts.clock));
-      const load1 = loadavg()[0];
-      const sum = (g: string) => ['fwd', 'dx', 'dw'].reduce((s, p) => s + (t.get(`${g}.${p}`) ?? NaN), 0);
-      const denseMs = sum('ours');
-      const obMs = ob.available ? sum('openblas') : NaN;
-      const denseFlop = 3 * 2 * m * inF * out;
-      layouts.forEach((l, i) => {
-        const g = `pixelfly${i}`;
-        const pfMs = sum(g);
-        const usefulGflops = (denseFlop * l.density) / (pfMs * 1e6);
-        const vsDense = denseMs / pfMs;
-        const vsOb = obMs / pfMs;
-        const target = 0.8 / l.density;
-        const row = {
-          m,
-          in: inF,
-          out,
-          block,
-          density: +l.density.toFixed(4),
-          butterfly_size: l.params.butterflySize,
-          n_factors: l.params.nFactors,
-          threads,
-          precision: 'fp32',
-          isa: info.isa,
-          openblas_core: ob.available ? ob.coreName : null,
-          openblas_thread_timeout: process.env.OPENBLAS_THREAD_TIMEOUT,
-          openblas_fwd_ms: ob.available ? +t.get('openblas.fwd')!.toFixed(3) : null,
-          openblas_dx_ms: ob.available ? +t.get('openblas.dx')!.toFixed(3) : null,
-          openblas_dw_ms: ob.available ? +t.get('openblas.dw')!.toFixed(3) : null,
-          openblas_fwd_bwd_ms: ob.available ? +obMs.toFixed(3) : null,
-          dense_fwd_ms: +t.get('ours.fwd')!.toFixed(3),
-          dense_dx_ms: +t.get('ours.dx')!.toFixed(3),
-          dense_dw_ms: +t.get('ours.dw')!.toFixed(3),
-          dense_fwd_bwd_ms: +denseMs.toFixed(3),
-          dense_vs_openblas: ob.available ? +(obMs / denseMs).toFixed(3) : null,
-          pixelfly_fwd_ms: +t.get(`${g}.fwd`)!.toFixed(3),
-          pixelfly_dx_ms: +t.get(`${g}.dx`)!.toFixed(3),
-          pixelfly_dw_ms: +t.get(`${g}.dw`)!.toFixed(3),
-          pixelfly_fwd_bwd_ms: +pfMs.toFixed(3),
-          pixelfly_useful_gflops: +usefulGflops.toFixed(1),
-          fraction_of_ideal: +(vsDense * l.density).toFixed(3),
-          speedup_vs_dense: +vsDense.toFixed(3),
-          speedup_vs_openblas: ob.available ? +vsOb.toFixed(3) : null,
-          target_vs_openblas: +target.toFixed(3),
-          reps: opts.reps,
-          clock: opts.clock,
-          load_avg_start: +load0.toFixed(2),
-          load_avg_end: +load1.toFixed(2),
-        };
-        rows.push(row);
-        console.log(
-          `${String(inF).padEnd(6)}${String(out).padEnd(6)}${String(threads).padEnd(4)}${fmt(l.density, 3).padEnd(8)}| ` +
-            `${(ob.available ? fmt(obMs) : 'n/a').padStart(8)} ${fmt(denseMs).padStart(6)} | ` +
-            `${fmt(row.pixelfly_fwd_ms).padStart(12)} ${fmt(row.pixelfly_dx_ms).padStart(6)} ${fmt(row.pixelfly_dw_ms).padStart(6)} ${fmt(pfMs).padStart(6)} | ` +
-            `${fmt(usefulGflops, 0).padStart(7)} ${fmt(row.fraction_of_ideal * 100, 0).padStart(5)}% | ` +
-            `${fmt(vsDense, 2).padStart(8)}× ${(ob.available ? fmt(vsOb, 2) + '×' : 'n/a').padStart(8)} (${fmt(target, 1)}×${ob.available && l.density <= 0.25 ? (vsOb >= target ? ' met' : ' MISSED') : ''})`,
-        );
-      });
-      if (ob.available)
-        console.log(
-          `${' '.repeat(24)}dense (ours) at ${fmt((100 * obMs) / denseMs, 0)}% of OpenBLAS speed (target 90%); ` +
-            `OpenBLAS ${fmt(denseFlop / (obMs * 1e6), 0)} GFLOP/s, ours ${fmt(denseFlop / (denseMs * 1e6), 0)} GFLOP/s; load ${load0.toFixed(1)}→${load1.toFixed(1)}`,
-        );
-    }
-  }
+    const s = await timeShape(opts, inF, out, 'fp32', (bufs) =>
+      ob.available ? [denseGroup('openblas', (a) => addon.openblas.gemm(a as NativeGemmArgs), opts.m, inF, out, bufs)] : []);
+    const denseMs = s.total('ours');
+    const obMs = ob.available ? s.total('openblas') : NaN;
+    s.layouts.forEach((l, i) => {
+      const c = commonRow(opts, s, i, inF, out, threads, 'fp32', info);
+      const pfMs = c.products.pixelfly_fwd_bwd_ms;
+      const target = 0.8 / l.density;
+      const row = {
+        ...c.head,
+        openblas_core: ob.available ? ob.coreName : null,
+        openblas_thread_timeout: process.env.OPENBLAS_THREAD_TIMEOUT,
+        openblas_fwd_ms: ob.available ? +s.ms('openblas', 'fwd').toFixed(3) : null,
+        openblas_dx_ms: ob.available ? +s.ms('openblas', 'dx').toFixed(3) : null,
+        openblas_dw_ms: ob.available ? +s.ms('openblas', 'dw').toFixed(3) : null,
+        openblas_fwd_bwd_ms: ob.available ? +obMs.toFixed(3) : null,
+        dense_vs_openblas: ob.available ? +(obMs / denseMs).toFixed(3) : null,
+        ...c.products,
+        speedup_vs_openblas: ob.available ? +(obMs / pfMs).toFixed(3) : null,
+        target_vs_openblas: +target.toFixed(3),
+        ...c.tail,
+      };
+      rows.push(row);
+      console.log(
+        lineStart(c, obMs) +
+          `${fmt(c.products.speedup_vs_dense, 2).padStart(8)}× ${(ob.available ? fmt(obMs / pfMs, 2) + '×' : 'n/a').padStart(8)} ` +
+          `(${fmt(target, 1)}×${ob.available && l.density <= 0.25 ? (obMs / pfMs >= target ? ' met' : ' MISSED') : ''})`,
+      );
+    });
+    const denseFlop = 6 * opts.m * inF * out;
+    if (ob.available)
+      console.log(
+        `${' '.repeat(24)}dense (ours) at ${fmt((100 * obMs) / denseMs, 0)}% of OpenBLAS speed (target 90%); ` +
+          `OpenBLAS ${fmt(denseFlop / (obMs * 1e6), 0)} GFLOP/s, ours ${fmt(denseFlop / (denseMs * 1e6), 0)} GFLOP/s; load ${s.load0.toFixed(1)}→${s.load1.toFixed(1)}`,
+      );
+}
   return rows;
 }
 
@@ -356,84 +375,57 @@ async function fp32Rows(opts: Options, info: KernelInfo): Promise<Record<string,
 async function bf16Rows(opts: Options, info: KernelInfo): Promise<Record<string, unknown>[]> {
   console.log(`bf16 products on the '${info.bf16}' path${info.amxUnavailable ? ` (AMX: ${info.amxUnavailable})` : ''}`);
   printRunLine(opts);
-  const addon = loadAddon();
   const rows: Record<string, unknown>[] = [];
-  const header =
-    'in    out   thr density | pytorch  dense  | pixelfly fwd    dX     dW  total | GFLOP/s  ideal | vs dense (target)  vs PyTorch';
+  for (const [threads, inF, out] of runs(opts, 'pytorch  dense  | pixelfly fwd    dX     dW  total | GFLOP/s  ideal | vs dense (target)  vs PyTorch')) {
+    const torch = pytorchBf16(opts.m, inF, out, threads, opts.reps, opts.clock);
+    if (typeof torch === 'string') console.log(`  ${torch}`);
+    const s = await timeShape(opts, inF, out, 'bf16', () => []);
+    const denseMs = s.total('ours');
+    const torchMs = typeof torch === 'string' ? NaN : torch.fwd + torch.dx + torch.dw;
+    const known = (v: number) => (Number.isNaN(torchMs) ? null : +v.toFixed(3));
+    s.layouts.forEach((l, i) => {
+      const c = commonRow(opts, s, i, inF, out, threads, 'bf16', info);
+      const vsDense = c.products.speedup_vs_dense;
+      const target = 0.8 / l.density;
+      const row = {
+        ...c.head,
+        bf16_path: info.bf16,
+        pytorch_torch_version: typeof torch === 'string' ? null : torch.torch,
+        pytorch_bf16_fwd_ms: typeof torch === 'string' ? null : +torch.fwd.toFixed(3),
+        pytorch_bf16_dx_ms: typeof torch === 'string' ? null : +torch.dx.toFixed(3),
+        pytorch_bf16_dw_ms: typeof torch === 'string' ? null : +torch.dw.toFixed(3),
+        pytorch_bf16_fwd_bwd_ms: known(torchMs),
+        dense_vs_pytorch_bf16: known(torchMs / denseMs),
+        ...c.products,
+        target_vs_dense: +target.toFixed(3),
+        speedup_vs_pytorch_bf16: known(torchMs / c.products.pixelfly_fwd_bwd_ms),
+        ...c.tail,
+      };
+      rows.push(row);
+      console.log(
+        lineStart(c, torchMs) +
+          `${fmt(vsDense, 2).padStart(8)}× (${fmt(target, 1)}×${l.density <= 0.25 ? (vsDense >= target ? ' met' : ' MISSED') : ''})`.padEnd(24) +
+          `${Number.isNaN(torchMs) ? 'n/a' : fmt(torchMs / c.products.pixelfly_fwd_bwd_ms, 2) + '×'}`,
+      );
+    });
+    const denseFlop = 6 * opts.m * inF * out;
+    console.log(
+      `${' '.repeat(24)}bf16 dense (ours) at ${Number.isNaN(torchMs) ? 'n/a' : fmt((100 * torchMs) / denseMs, 0) + '%'} of PyTorch bf16 speed (target 90%); ` +
+        `PyTorch ${Number.isNaN(torchMs) ? 'n/a' : fmt(denseFlop / (torchMs * 1e6), 0)} GFLOP/s, ours ${fmt(denseFlop / (denseMs * 1e6), 0)} GFLOP/s; load ${s.load0.toFixed(1)}→${s.load1.toFixed(1)}`,
+    );
+}
+  return rows;
+}
+
+/** Prints the table header (its columns after the shape's), then yields each thread count and shape, with the kernels' threads set. */
+function* runs(opts: Options, columns: string): Generator<[number, number, number]> {
+  const header = `in    out   thr density | ${columns}`;
   console.log(header);
   console.log('-'.repeat(header.length));
   for (const threads of opts.threads) {
     setKernelThreads(threads);
-    for (const [inF, out] of opts.shapes) {
-      const { m, block } = opts;
-      const torch = pytorchBf16(m, inF, out, threads, opts.reps, opts.clock);
-      if (typeof torch === 'string') console.log(`  ${torch}`);
-      const bufs = buffers(m, inF, out, 'bf16');
-      const layouts = [1 / 8, 1 / 4, 1 / 2].map((d) => layoutNear(out, inF, block, d));
-      const groups: Group[] = [denseGroup('ours', (a) => addon.kernels.gemm(a), m, inF, out, bufs)];
-      layouts.forEach((l, i) => groups.push(pixelflyGroup(`pixelfly${i}`, l, m, inF, out, block, bufs, 'bf16')));
-      const load0 = loadavg()[0];
-      const t = await timeGroups(groups, opts.reps, clockFn(opts.clock));
-      const load1 = loadavg()[0];
-      const sum = (g: string) => ['fwd', 'dx', 'dw'].reduce((s, p) => s + (t.get(`${g}.${p}`) ?? NaN), 0);
-      const denseMs = sum('ours');
-      const torchMs = typeof torch === 'string' ? NaN : torch.fwd + torch.dx + torch.dw;
-      const denseFlop = 3 * 2 * m * inF * out;
-      layouts.forEach((l, i) => {
-        const g = `pixelfly${i}`;
-        const pfMs = sum(g);
-        const vsDense = denseMs / pfMs;
-        const target = 0.8 / l.density;
-        const row = {
-          m, in: inF, out, block,
-          density: +l.density.toFixed(4),
-          butterfly_size: l.params.butterflySize,
-          n_factors: l.params.nFactors,
-          threads,
-          precision: 'bf16',
-          isa: info.isa,
-          bf16_path: info.bf16,
-          pytorch_torch_version: typeof torch === 'string' ? null : torch.torch,
-          pytorch_bf16_fwd_ms: typeof torch === 'string' ? null : +torch.fwd.toFixed(3),
-          pytorch_bf16_dx_ms: typeof torch === 'string' ? null : +torch.dx.toFixed(3),
-          pytorch_bf16_dw_ms: typeof torch === 'string' ? null : +torch.dw.toFixed(3),
-          pytorch_bf16_fwd_bwd_ms: Number.isNaN(torchMs) ? null : +torchMs.toFixed(3),
-          dense_fwd_ms: +t.get('ours.fwd')!.toFixed(3),
-          dense_dx_ms: +t.get('ours.dx')!.toFixed(3),
-          dense_dw_ms: +t.get('ours.dw')!.toFixed(3),
-          dense_fwd_bwd_ms: +denseMs.toFixed(3),
-          dense_vs_pytorch_bf16: Number.isNaN(torchMs) ? null : +(torchMs / denseMs).toFixed(3),
-          pixelfly_fwd_ms: +t.get(`${g}.fwd`)!.toFixed(3),
-          pixelfly_dx_ms: +t.get(`${g}.dx`)!.toFixed(3),
-          pixelfly_dw_ms: +t.get(`${g}.dw`)!.toFixed(3),
-          pixelfly_fwd_bwd_ms: +pfMs.toFixed(3),
-          pixelfly_useful_gflops: +((denseFlop * l.density) / (pfMs * 1e6)).toFixed(1),
-          fraction_of_ideal: +(vsDense * l.density).toFixed(3),
-          speedup_vs_dense: +vsDense.toFixed(3),
-          target_vs_dense: +target.toFixed(3),
-          speedup_vs_pytorch_bf16: Number.isNaN(torchMs) ? null : +(torchMs / pfMs).toFixed(3),
-          reps: opts.reps,
-          clock: opts.clock,
-          load_avg_start: +load0.toFixed(2),
-          load_avg_end: +load1.toFixed(2),
-        };
-        rows.push(row);
-        console.log(
-          `${String(inF).padEnd(6)}${String(out).padEnd(6)}${String(threads).padEnd(4)}${fmt(l.density, 3).padEnd(8)}| ` +
-            `${(Number.isNaN(torchMs) ? 'n/a' : fmt(torchMs)).padStart(8)} ${fmt(denseMs).padStart(6)} | ` +
-            `${fmt(row.pixelfly_fwd_ms).padStart(12)} ${fmt(row.pixelfly_dx_ms).padStart(6)} ${fmt(row.pixelfly_dw_ms).padStart(6)} ${fmt(pfMs).padStart(6)} | ` +
-            `${fmt(row.pixelfly_useful_gflops, 0).padStart(7)} ${fmt(row.fraction_of_ideal * 100, 0).padStart(5)}% | ` +
-            `${fmt(vsDense, 2).padStart(8)}× (${fmt(target, 1)}×${l.density <= 0.25 ? (vsDense >= target ? ' met' : ' MISSED') : ''})`.padEnd(24) +
-            `${Number.isNaN(torchMs) ? 'n/a' : fmt(torchMs / pfMs, 2) + '×'}`,
-        );
-      });
-      console.log(
-        `${' '.repeat(24)}bf16 dense (ours) at ${Number.isNaN(torchMs) ? 'n/a' : fmt((100 * torchMs) / denseMs, 0) + '%'} of PyTorch bf16 speed (target 90%); ` +
-          `PyTorch ${Number.isNaN(torchMs) ? 'n/a' : fmt(denseFlop / (torchMs * 1e6), 0)} GFLOP/s, ours ${fmt(denseFlop / (denseMs * 1e6), 0)} GFLOP/s; load ${load0.toFixed(1)}→${load1.toFixed(1)}`,
-      );
-    }
+    for (const [inF, out] of opts.shapes) yield [threads, inF, out];
   }
-  return rows;
 }
 
 function printRunLine(opts: Options): void {

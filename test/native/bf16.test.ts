@@ -17,12 +17,11 @@ import {
   forceIsa,
   gemm,
   kernelInfo,
-  setKernelThreads,
   toBf16,
   toF32,
   type Isa,
 } from '../../native/kernels';
-import { assertClose, cases, denseWeight, gemmRef, randomArray, refBackwardData, refBackwardWeight, refForward, rng, type Case } from './reference';
+import { assertClose, assertThreadCountIndependent, cases, denseWeight, forEachGemm, gemmRef, randomArray, refBackwardData, refBackwardWeight, refForward, rng, type Case } from './reference';
 
 const info = kernelInfo();
 
@@ -157,23 +156,20 @@ const GEMM_SHAPES: Array<[number, number, number]> = [
 
 async function checkBf16Gemm(isa: string): Promise<void> {
   const rand = rng(41);
-  for (const [m, n, k] of GEMM_SHAPES) {
-    for (const transA of [false, true])
-      for (const transB of [false, true]) {
-        const a16 = toBf16(randomArray(m * k, rand));
-        const b = randomArray(k * n, rand);
-        const c0 = randomArray(m * n, rand);
-        const tol = 1e-5 * Math.max(1, k / 300);
-        const ref = gemmRef(m, n, k, widened(a16), transA ? m : k, rounded(b), transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
-        // bf16 A, fp32 B: a bf16 product (B rounded while packed).
-        const c = await gemm(a16, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
-        assertClose(c, ref, tol, `${isa} bf16 gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
-        // fp32 storage at precision bf16, beta 0: C (NaN) is never read.
-        const plain = gemmRef(m, n, k, widened(a16), transA ? m : k, rounded(b), transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
-        const c32 = await gemm(widened(a16), b, m, n, k, { transA, transB, precision: 'bf16', into: new Float32Array(m * n).fill(Number.NaN) });
-        assertClose(c32, plain, tol, `${isa} bf16 gemm (fp32 storage) ${m}x${n}x${k} tA=${transA} tB=${transB}`);
-      }
-  }
+  await forEachGemm(GEMM_SHAPES, async (m, n, k, transA, transB) => {
+    const a16 = toBf16(randomArray(m * k, rand));
+    const b = randomArray(k * n, rand);
+    const c0 = randomArray(m * n, rand);
+    const tol = 1e-5 * Math.max(1, k / 300);
+    const ref = gemmRef(m, n, k, widened(a16), transA ? m : k, rounded(b), transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
+    // bf16 A, fp32 B: a bf16 product (B rounded while packed).
+    const c = await gemm(a16, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
+    assertClose(c, ref, tol, `${isa} bf16 gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+    // fp32 storage at precision bf16, beta 0: C (NaN) is never read.
+    const plain = gemmRef(m, n, k, widened(a16), transA ? m : k, rounded(b), transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
+    const c32 = await gemm(widened(a16), b, m, n, k, { transA, transB, precision: 'bf16', into: new Float32Array(m * n).fill(Number.NaN) });
+    assertClose(c32, plain, tol, `${isa} bf16 gemm (fp32 storage) ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+  });
   // A bf16 output with beta: the old value scaled in fp32, the sum rounded once.
   const [m, n, k] = [33, 40, 70];
   const a = randomArray(m * k, rand), b = randomArray(k * n, rand), c16 = toBf16(randomArray(m * n, rand));
@@ -197,15 +193,7 @@ test('bf16 results do not depend on the thread count (bitwise), on the best path
     await gemm(dy, x, 512, 256, m, { transA: true }),
     await gemm(dyLong, xLong, 49, 40, 4600, { transA: true }),
   ];
-  try {
-    setKernelThreads(1);
-    const one = await run();
-    setKernelThreads(Math.max(2, info.maxThreads));
-    const many = await run();
-    one.forEach((r, i) => assert.deepEqual(many[i], r, `product ${i}`));
-  } finally {
-    setKernelThreads(info.threads);
-  }
+  await assertThreadCountIndependent(run);
 });
 
 test('bf16 arguments: a bad precision or element type is refused, naming it', async () => {

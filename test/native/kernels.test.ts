@@ -25,7 +25,7 @@ import {
   type Isa,
 } from '../../native/kernels';
 import {
-  assertClose, cases, denseWeight, gemmRef, randomArray, randomIndex, refBackwardData, refBackwardWeight, refForward, rng, type Case,
+  assertClose, assertThreadCountIndependent, cases, denseWeight, forEachGemm, gemmRef, randomArray, randomIndex, refBackwardData, refBackwardWeight, refForward, rng, type Case,
 } from './reference';
 
 async function checkProducts(c: Case, what: string): Promise<void> {
@@ -81,25 +81,22 @@ const GEMM_SHAPES: Array<[number, number, number]> = [
 
 async function checkGemm(isa: string): Promise<void> {
   const rand = rng(99);
-  for (const [m, n, k] of GEMM_SHAPES) {
-    for (const transA of [false, true])
-      for (const transB of [false, true]) {
-        const a = randomArray(m * k, rand);
-        const b = randomArray(k * n, rand);
-        const c0 = randomArray(m * n, rand);
-        const ref = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
-        const c = await gemm(a, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
-        // Long sums (K up to 5001) in float32, summed in order within a row or chunk: the rounding error grows
-        // up to linearly with K.
-        assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
-        // beta = 1 adds to C; beta = 0 must not read C (NaNs there stay out of the result).
-        const acc = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 1, c0 });
-        const tol = 1e-5 * Math.max(1, k / 300);
-        assertClose(await gemm(a, b, m, n, k, { transA, transB, beta: 1, into: c0.slice() }), acc, tol, `${isa} gemm beta=1 ${m}x${n}x${k}`);
-        const plain = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
-        assertClose(await gemm(a, b, m, n, k, { transA, transB, into: new Float32Array(m * n).fill(Number.NaN) }), plain, tol, `${isa} gemm beta=0 ${m}x${n}x${k}`);
-      }
-  }
+  await forEachGemm(GEMM_SHAPES, async (m, n, k, transA, transB) => {
+    const a = randomArray(m * k, rand);
+    const b = randomArray(k * n, rand);
+    const c0 = randomArray(m * n, rand);
+    const ref = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
+    const c = await gemm(a, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
+    // Long sums (K up to 5001) in float32, summed in order within a row or chunk: the rounding error grows
+    // up to linearly with K.
+    assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+    // beta = 1 adds to C; beta = 0 must not read C (NaNs there stay out of the result).
+    const acc = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 1, c0 });
+    const tol = 1e-5 * Math.max(1, k / 300);
+    assertClose(await gemm(a, b, m, n, k, { transA, transB, beta: 1, into: c0.slice() }), acc, tol, `${isa} gemm beta=1 ${m}x${n}x${k}`);
+    const plain = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
+    assertClose(await gemm(a, b, m, n, k, { transA, transB, into: new Float32Array(m * n).fill(Number.NaN) }), plain, tol, `${isa} gemm beta=0 ${m}x${n}x${k}`);
+  });
 }
 
 /** Operands that are slices of wider rows (ld > columns): the padding between rows is never read
@@ -107,27 +104,25 @@ async function checkGemm(isa: string): Promise<void> {
 async function checkStridedGemm(isa: string): Promise<void> {
   const rand = rng(5);
   const native = loadAddon().kernels;
-  for (const [m, n, k] of [[33, 40, 70], [301, 49, 49], [37, 49, 4100], [1, 77, 300], [90, 1, 130], [200, 16, 9]] as Array<[number, number, number]>) {
-    for (const transA of [false, true])
-      for (const transB of [false, true]) {
-        const aRows = transA ? k : m, aCols = transA ? m : k;
-        const bRows = transB ? n : k, bCols = transB ? k : n;
-        const lda = aCols + 3, ldb = bCols + 5, ldc = n + 2;
-        const strided = (rows: number, cols: number, ld: number) => {
-          const x = new Float32Array((rows - 1) * ld + cols).fill(Number.NaN);
-          for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * ld + c] = rand() * 2 - 1;
-          return x;
-        };
-        const a = strided(aRows, aCols, lda);
-        const b = strided(bRows, bCols, ldb);
-        const c = strided(m, n, ldc);
-        for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) c[i * ldc + j] = 12345;
-        const ref = gemmRef(m, n, k, a, lda, b, ldb, { transA, transB, alpha: 1.5, beta: 1, c0: c, ldc });
-        for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) ref[i * ldc + j] = 12345;
-        await native.gemm({ transA, transB, m, n, k, alpha: 1.5, beta: 1, a, b, c, lda, ldb, ldc });
-        assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} strided gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
-      }
-  }
+  const shapes: Array<[number, number, number]> = [[33, 40, 70], [301, 49, 49], [37, 49, 4100], [1, 77, 300], [90, 1, 130], [200, 16, 9]];
+  await forEachGemm(shapes, async (m, n, k, transA, transB) => {
+    const aRows = transA ? k : m, aCols = transA ? m : k;
+    const bRows = transB ? n : k, bCols = transB ? k : n;
+    const lda = aCols + 3, ldb = bCols + 5, ldc = n + 2;
+    const strided = (rows: number, cols: number, ld: number) => {
+      const x = new Float32Array((rows - 1) * ld + cols).fill(Number.NaN);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * ld + c] = rand() * 2 - 1;
+      return x;
+    };
+    const a = strided(aRows, aCols, lda);
+    const b = strided(bRows, bCols, ldb);
+    const c = strided(m, n, ldc);
+    for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) c[i * ldc + j] = 12345;
+    const ref = gemmRef(m, n, k, a, lda, b, ldb, { transA, transB, alpha: 1.5, beta: 1, c0: c, ldc });
+    for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) ref[i * ldc + j] = 12345;
+    await native.gemm({ transA, transB, m, n, k, alpha: 1.5, beta: 1, a, b, c, lda, ldb, ldc });
+    assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} strided gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+  });
 }
 
 const info = kernelInfo();
@@ -192,15 +187,7 @@ test('results do not depend on the thread count (bitwise)', async () => {
     await biasGrad(dyLong, 4600, 49),
     await biasGrad(dyLong, 49 * 4600, 1),
   ];
-  try {
-    setKernelThreads(1);
-    const one = await run();
-    setKernelThreads(Math.max(2, info.maxThreads));
-    const many = await run();
-    one.forEach((r, i) => assert.deepEqual(many[i], r, `product ${i}`));
-  } finally {
-    setKernelThreads(info.threads);
-  }
+  await assertThreadCountIndependent(run);
 });
 
 test('a large output in 64-byte aligned memory (non-temporal stores) equals the regular path bitwise', async () => {

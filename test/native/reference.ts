@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { buildBlockIndex, blockIndexFromMask, type BlockIndex } from '../../core/blockIndex';
+import { kernelInfo, setKernelThreads } from '../../native/kernels';
 
 export function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -114,6 +115,13 @@ export function gemmRef(
   return ref;
 }
 
+/** f(m, n, k, transA, transB) for every shape, with each operand plain and transposed. */
+export async function forEachGemm(
+  shapes: Array<[number, number, number]>, f: (m: number, n: number, k: number, transA: boolean, transB: boolean) => Promise<void>,
+): Promise<void> {
+  for (const [m, n, k] of shapes) for (const transA of [false, true]) for (const transB of [false, true]) await f(m, n, k, transA, transB);
+}
+
 export function assertClose(actual: Float32Array, expected: Float64Array | Float32Array, tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   let worst = 0;
@@ -153,4 +161,18 @@ export function cases(): Case[] {
   // Empty rows/columns must still define their outputs.
   list.push({ m: 33, out: 64, in: 96, index: blockIndexFromMask(new Uint8Array([1, 0, 0, 0, 0, 0]), 2, 3, 32), label: 'mostly empty' });
   return list;
+}
+
+/** Runs the products on one thread and on every hardware thread (at least two): the results must be bitwise equal. */
+export async function assertThreadCountIndependent(run: () => Promise<ArrayLike<number>[]>): Promise<void> {
+  const info = kernelInfo();
+  try {
+    setKernelThreads(1);
+    const one = await run();
+    setKernelThreads(Math.max(2, info.maxThreads));
+    const many = await run();
+    one.forEach((r, i) => assert.deepEqual(many[i], r, `product ${i}`));
+  } finally {
+    setKernelThreads(info.threads);
+  }
 }
