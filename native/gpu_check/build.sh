@@ -2,7 +2,7 @@
 # Builds native/gpu_check/gpu_check without Node or node-gyp, for a GPU machine that has only nvcc
 # and g++ (issue 8). The same sources and flags as native/binding.gyp's addon, minus the N-API
 # binding files: nvcc for the device code, g++ for the engine, the CPU kernels (isa_kernels.cc once
-# per instruction set), the cuBLAS loader, the CUDA backend and gpu_check.cc; cudart linked
+# per instruction set, as binding.gyp's kernels_* targets), the cuBLAS loader, the CUDA backend and gpu_check.cc; cudart linked
 # statically like the addon (it opens libcuda.so.1 lazily, so the program starts without a driver and
 # says why there is no device).
 #
@@ -84,10 +84,19 @@ for cu in $(gyp_sources cuda cu); do
       "-I$src" -c "$src/$cu.cu"
   fi
 done
-compile isa_portable.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=0 -c "$src/kernels/isa_kernels.cc"
-compile isa_avx2.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=1 -mavx2 -mfma -c "$src/kernels/isa_kernels.cc"
-compile isa_avx512.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=2 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma -mavx2 \
-  -mprefer-vector-width=512 -c "$src/kernels/isa_kernels.cc"
+# The kernel libraries (isa_kernels.cc once per instruction set: binding.gyp's kernels_* targets),
+# each with its defines and instruction-set flags, read from binding.gyp (a Python literal) too.
+kernel_builds() {  # -> one line per library: NAME FLAG...
+  python3 -c 'import ast, sys
+for t in ast.literal_eval(open(sys.argv[1]).read())["targets"]:
+    if t["target_name"].startswith("kernels_"):
+        flags = ["-D" + d for d in t.get("defines", [])] + [f for f in t.get("cflags_cc", []) if not f.startswith("<@(")]
+        print(t["target_name"][len("kernels_"):], *flags)' "$gyp"
+}
+while read -r name flags; do
+  # shellcheck disable=SC2086  # the flags are separate words
+  compile "isa_$name.o" "$CXX" "${kernel[@]}" $flags -c "$src/kernels/isa_kernels.cc"
+done < <(kernel_builds)
 for f in kernels/dispatch kernels/validate $(gyp_sources engine cc) $(gyp_sources cuda cc); do
   compile "$(basename "$f").o" "$CXX" "${common[@]}" "${defines[@]}" -c "$src/$f.cc"
 done
