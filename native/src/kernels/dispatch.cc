@@ -355,9 +355,9 @@ void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, Src A, int lda, 
   const KernelTable& t = table();
   if (!bf16Product(precision, {A, B})) {
     t.gemm(ta, tb, M, N, K, alpha, A.f32(), lda, B.f32(), ldb, accumulate, c.p, (int)c.ldF, threads());
-  } else if (t.gemmBf16) {
+  } else if (t.gemmBf16 && M > 1 && N > 1) {
     t.gemmBf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, accumulate, c.p, (int)c.ldF, threads());
-  } else {
+  } else {  // no bf16 instructions, or a single row / column (memory-bound: rounded copies cost no more)
     const float* a = roundedCopy(A, aRows, aCols, lda, tlsInA);
     const float* b = roundedCopy(B, bRows, bCols, ldb, tlsInB);
     t.gemm(ta, tb, M, N, K, alpha, a, (int)aCols, b, (int)bCols, accumulate, c.p, (int)c.ldF, threads());

@@ -1548,34 +1548,9 @@ void bsrBackwardWeightBf16(const BsrWeight& w, int M, Src dY, int lddy, Src X, i
 #endif
 }
 
-// A stored matrix (rows × cols, ld) as contiguous bf16-rounded fp32: the single-row / single-column
-// products run the fp32 gemv on it (they are memory-bound; no pairs to gain from).
-const float* roundedCopy(const Src& s, long rows, long cols, long ld, std::vector<float>& out) {
-  out.resize((size_t)(rows * cols));
-  for (long r = 0; r < rows; r++) {
-    float* d = out.data() + r * cols;
-    if (s.type == DType::BF16) {
-      toF32(s.b16() + r * ld, d, cols);
-    } else {
-      const float* f = s.f32() + r * ld;
-      for (long c = 0; c < cols; c++) d[c] = bf16ToFloat(roundToBf16(f[c]));
-    }
-  }
-  return out.data();
-}
-thread_local std::vector<float> tlsRoundedA, tlsRoundedB;
-
 void gemmBf16(Trans ta, Trans tb, int M, int N, int K, float alpha, Src A, int lda, Src B, int ldb, bool accumulate,
               float* C, int ldc, int threads) {
   if (gemmEmpty(M, N, K, accumulate, C, ldc)) return;
-  if (N == 1 || M == 1) {
-    const long aRows = ta == Trans::Yes ? K : M, aCols = ta == Trans::Yes ? M : K;
-    const long bRows = tb == Trans::Yes ? N : K, bCols = tb == Trans::Yes ? K : N;
-    const float* a = roundedCopy(A, aRows, aCols, lda, tlsRoundedA);
-    const float* b = roundedCopy(B, bRows, bCols, ldb, tlsRoundedB);
-    gemmVector({a, aCols, ta == Trans::Yes}, {b, bCols, tb == Trans::No}, M, N, K, alpha, accumulate, C, ldc, threads);
-    return;
-  }
   gemmT<Bf16Pair, Bf16Panels>({A, lda, ta == Trans::Yes}, {B, ldb, tb == Trans::No}, M, N, K, alpha, accumulate, C, ldc,
                               threads);
 }

@@ -30,6 +30,7 @@ struct KernelTable {
                               int threads);
   void (*bsrBackwardWeightBf16)(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, float* dW,
                                 bool accumulate, int threads);
+  // M, N >= 2: single-row / single-column products are memory-bound and take the fallback.
   void (*gemmBf16)(Trans ta, Trans tb, int M, int N, int K, float alpha, Src A, int lda, Src B, int ldb,
                    bool accumulate, float* C, int ldc, int threads);
   // Conversions of one range, on the calling thread.
