@@ -36,11 +36,12 @@ export function loadEngineServices(): EngineServices {
   const base = { trainingRequest, threads };
   try {
     const backend = engineBackend();
-    const isa = kernelInfo().isa;
+    const k = kernelInfo();
     return {
       ...base,
       available: true,
-      backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${isa} kernels)`],
+      // The CPU kernels' instruction set and how they compute bf16 products (amx, avx512bf16, or the fp32 fallback).
+      backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${k.isa} kernels, bf16 on ${k.bf16})`],
       backend: new EngineBackend(),
       benchLayers: (params, profilesDir) => benchLayers(params, profilesDir, threads),
     };

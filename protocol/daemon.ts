@@ -166,7 +166,7 @@ export const HyperparametersSchema = z.strictObject({
   threads: z.number().int().nonnegative().max(256).default(0),
   /** Compute backend: 'auto' = CUDA when the daemon's machine has a usable GPU, else CPU; 'cpu' forces the CPU. */
   backend: z.enum(BACKEND_CHOICES).default('auto'),
-  /** Products' input precision on CUDA: 'auto' = bf16 tensor cores there (fp32 master weights), fp32 on the CPU. */
+  /** Products' input precision: 'auto' = bf16 on CUDA (tensor cores) and on CPUs with bf16 instructions (AMX, AVX512-BF16), else fp32; master weights stay fp32. */
   precision: z.enum(PRECISION_CHOICES).default('auto'),
 });
 export type Hyperparameters = z.infer<typeof HyperparametersSchema>;
@@ -232,6 +232,8 @@ export const JobInfoSchema = z.object({
   backend: z.string().optional(),
   /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
   precision: z.string().optional(),
+  /** How the products ran: the CPU kernels' instruction set and bf16 path (e.g. 'avx512bf16 kernels, bf16 on avx512bf16'), or 'cuda'. */
+  kernels: z.string().optional(),
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),

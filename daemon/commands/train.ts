@@ -127,7 +127,7 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
   return [
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
-    info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}` : '',
+    info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}` : '',
     table,
     s.speedup !== undefined ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` : 'no dense comparison (--no-compare)',
     `report: ${s.reportPath ?? info.runDir}`,
@@ -235,7 +235,7 @@ export const trainCommand: Command = {
     '  model.py         a PyTorch model, analysed like the editor does (--model picks the class or factory)\n' +
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
-    '  --precision      products\' inputs: auto (default: bf16 on CUDA, fp32 on the CPU) | fp32 | bf16 | fp16\n' +
+    '  --precision      products\' inputs: auto (default: bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | fp16\n' +
     '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
     '  --speedup X      ...or for an estimated speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +

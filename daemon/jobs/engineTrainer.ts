@@ -160,6 +160,6 @@ export class EngineBackend implements TrainingBackend {
       trainSize: data.kind === 'tokens' ? data.trainTokens.length : data.trainY.length,
       testSize: data.kind === 'tokens' ? data.testTokens.length : data.testY.length,
     };
-    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense, backend: pixelflyModel.backend, precision: pixelflyModel.precision };
+    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense, backend: pixelflyModel.backend, precision: pixelflyModel.precision, kernels: pixelflyModel.kernels };
   }
 }

@@ -29,6 +29,8 @@ export interface RunState {
   backend?: string;
   /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
   precision?: string;
+  /** How the products ran (the CPU kernels' instruction set and bf16 path, or 'cuda'). */
+  kernels?: string;
   /** Parameter counts of the built models, known once the job has started. */
   params?: { pixelfly: number; dense?: number };
   stepsPerEpoch?: number;

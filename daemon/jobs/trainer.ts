@@ -45,9 +45,10 @@ export interface TrainingSetup {
   pixelfly: ModelTrainer;
   /** Present when the request asked to compare with dense. */
   dense?: ModelTrainer;
-  /** Where the models compute ('cpu' or 'cuda'), and the products' input precision there. */
+  /** Where the models compute ('cpu' or 'cuda'), the products' input precision there, and how they run (e.g. 'avx512bf16 kernels, bf16 on avx512bf16'). */
   backend?: string;
   precision?: string;
+  kernels?: string;
 }
 
 export interface TrainingBackend {

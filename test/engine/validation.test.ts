@@ -6,7 +6,8 @@ import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateModelSpec, specInventory, parseModelSpec, type ModelSpec } from '../../core/modelSpec';
-import { createModel, EngineDataset } from '../../native/engine';
+import { cpuHasBf16, createModel, EngineDataset } from '../../native/engine';
+import { kernelInfo } from '../../native/kernels';
 import {
   DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, parseIdx, parseNpy, syntheticClassification,
 } from '../../native/datasets';
@@ -70,13 +71,20 @@ test('bad specs and plans are refused before anything is built', async () => {
   await assert.rejects(createModel({ spec: MIXER, train: TRAIN, threads: 0 }), /threads: must be between 1 and 256/);
 });
 
-test('a precision the backend cannot run is refused; auto means fp32 on the CPU', async () => {
-  await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'bf16' }),
-    /precision: 'bf16' runs on the CUDA backend only; the cpu backend trains in fp32/);
+test('a precision the backend cannot run is refused; auto means bf16 on a CPU with bf16 instructions, fp32 on others', async () => {
+  await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'fp16' }),
+    /precision: 'fp16' runs on the CUDA backend only; the cpu backend computes fp32 or bf16 products/);
   await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'fp8' as never }),
     /precision: must be 'fp32', 'bf16' or 'fp16', got 'fp8'/);
-  const m = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'auto' });
-  assert.equal(m.precision, 'fp32');
+  const info = kernelInfo();
+  const native = info.supportedIsas.includes('avx512bf16') || info.supportedIsas.includes('amx');
+  assert.equal(cpuHasBf16(), native);
+  const auto = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'auto' });
+  assert.equal(auto.precision, native ? 'bf16' : 'fp32');
+  const bf16 = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'bf16' });
+  assert.equal(bf16.precision, 'bf16');
+  assert.equal(bf16.kernels, `${info.isa} kernels, bf16 on ${info.bf16}`);
+  assert.equal((await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu' })).kernels, `${info.isa} kernels`);
 });
 
 test('datasets that do not fit the model are refused, and a busy model refuses a second call', async () => {
