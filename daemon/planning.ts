@@ -6,7 +6,7 @@ import { DEFAULT_PROFILE, parseDeviceProfile, type DeviceProfile } from '../core
 import { PixelflyConfigError } from '../core/errors';
 import { parseInventory } from '../core/inventory';
 import { planModel, type PlanTarget } from '../core/planner';
-import { PlanSchema } from '../protocol/daemon';
+import { describeZodError, PlanSchema } from '../protocol/daemon';
 import type { Plan } from './jobs/trainer';
 import { RejectedError } from './jobs/trainer';
 
@@ -26,11 +26,15 @@ export function loadProfile(profilesDir: string, log: (line: string) => void = (
 
 /** Runs the planner; configuration errors become REJECTED with the core's message (which names the parameter). */
 export function plan(inventory: unknown, target: PlanTarget, profile: DeviceProfile): Plan {
+  let planned;
   try {
-    // Parsing through the protocol's schema gives the wire type (and checks the planner keeps its promises).
-    return PlanSchema.parse(planModel(parseInventory(inventory), target, { profile }));
+    planned = planModel(parseInventory(inventory), target, { profile });
   } catch (err) {
     if (err instanceof PixelflyConfigError || err instanceof Error) throw new RejectedError(err.message);
     throw err;
   }
+  // Parsing through the protocol's schema gives the wire type (and checks the planner keeps its promises).
+  const checked = PlanSchema.safeParse(planned);
+  if (!checked.success) throw new RejectedError(describeZodError(checked.error, 'plan'));
+  return checked.data;
 }

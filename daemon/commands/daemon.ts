@@ -28,7 +28,7 @@ async function foreground(values: Record<string, unknown>, home: string): Promis
   const flushMs = intOption(values, 'flush-ms', 250);
   if (flushMs < 1 || flushMs > 1000) throw new CliError(`--flush-ms must be in 1..1000 (metrics are flushed at least every second), got ${flushMs}`);
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} pixelfly-daemon: ${line}\n`);
-  const engine = loadEngineServices();
+  const engine = loadEngineServices(log);
   if (!engine.available) log(`WARNING: ${engine.error}`);
   let daemon;
   try {
