@@ -1,9 +1,10 @@
 // The daemon's training side: checks a submitted spec with the core, resolves its plan, admits
 // the job against the machine (memory and disk), and trains through the native engine in a job
 // process (jobs/engineProcess.ts).
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseModelSpec, specInventory, ModelSpecError, type ModelSpec } from '../core/modelSpec';
-import { formatBytes } from '../io/userFile';
+import { formatBytes, notAFile } from '../io/userFile';
 import type { EngineServices } from './main';
 import { RejectedError, type TrainingRequest } from './jobs/trainer';
 import type { JobAdmission } from './jobs/jobManager';
@@ -42,13 +43,35 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
 };
 
 /**
+ * A dataset path that can never be data (a device, a FIFO, a socket, a file where a folder is
+ * expected or the reverse) is refused at once; one that does not exist yet is the job's problem
+ * when it starts (it may appear while the job is queued), and the loaders check everything again.
+ */
+function checkDatasetPath(req: TrainingRequest['dataset']): void {
+  if (req.path === undefined) return;
+  let st;
+  try {
+    st = statSync(req.path);
+  } catch {
+    return;
+  }
+  if (req.kind === 'text') {
+    const bad = notAFile(st);
+    if (bad) throw new RejectedError(`dataset: ${req.path} ${bad}`);
+  } else if (!st.isDirectory()) {
+    throw new RejectedError(`dataset: ${req.path} ${st.isFile() ? 'is a file' : (notAFile(st) ?? 'is not a folder').replace(/, not a file.*$/, '')}; a ${req.kind} dataset is a folder`);
+  }
+}
+
+/**
  * Admission of an engine job: its estimated peak memory against what the machine has free, and
  * its checkpoints against the free space where the runs are. Throws REJECTED with the numbers.
  */
 export function admitEngineJob(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission {
   const spec = parseSpec(request.spec);
+  checkDatasetPath(request.dataset);
   const threads = request.hyper.threads > 0 ? request.hyper.threads : availableParallelism();
-  const input = memoryInput(spec, request, threads);
+  const input = memoryInput(spec, request, threads, (run?.checkpoints().length ?? 0) > 0);
   const granted = admit(input, request.dataset.kind);
   // A checkpoint holds parameters and both AdamW moments of each model, and the batch order.
   const { estimate } = granted;

@@ -138,6 +138,20 @@ export function datasetMemory(spec: ModelSpec, req: DatasetRequest): DatasetMemo
   }
 }
 
+/**
+ * Samples (or context windows, for a language model) one evaluation covers: the test split, capped
+ * by evalSamples. Only its size relative to the evaluation batch matters, so upper bounds do.
+ */
+export function evalCount(spec: ModelSpec, req: DatasetRequest, evalSamples: number): number {
+  if (spec.kind === 'gpt') {
+    const testTokens = req.kind === 'text' ? Math.ceil(0.1 * fileBytes(req.path as string)) : 8192;
+    const windows = Math.floor((testTokens - 1) / spec.context);
+    return evalSamples > 0 ? Math.min(windows, Math.max(1, Math.floor(evalSamples / spec.context))) : windows;
+  }
+  const testSamples = req.kind === 'npy' ? Infinity : req.kind === 'fashion-mnist' ? 10000 : 1024;
+  return evalSamples > 0 ? Math.min(testSamples, evalSamples) : testSamples;
+}
+
 function inputFeatures(spec: ModelSpec): number {
   switch (spec.kind) {
     case 'mlp':
@@ -151,7 +165,7 @@ function inputFeatures(spec: ModelSpec): number {
 }
 
 /** The estimator's input for a job (the plan's sparsified layers, the dataset's cost, the job process). */
-export function memoryInput(spec: ModelSpec, request: TrainingRequest, threads: number): TrainingMemoryInput {
+export function memoryInput(spec: ModelSpec, request: TrainingRequest, threads: number, resuming: boolean): TrainingMemoryInput {
   const pixelfly = request.plan.layers
     .filter((l): l is typeof l & { config: PixelflyConfig } => l.sparsify && l.config !== undefined)
     .map((l) => ({ name: l.name, config: l.config }));
@@ -159,6 +173,8 @@ export function memoryInput(spec: ModelSpec, request: TrainingRequest, threads: 
     spec,
     pixelfly,
     batch: request.hyper.batchSize,
+    evalCount: evalCount(spec, request.dataset, request.hyper.evalSamples),
+    resuming,
     compare: request.compare,
     threads,
     dataset: datasetMemory(spec, request.dataset),

@@ -24,7 +24,7 @@ export interface ServerOptions extends ConnectionLimits {
   maxPendingHandshakes: number;
 }
 
-export const DEFAULT_SERVER_LIMITS = {
+export const DEFAULT_SERVER_LIMITS: Omit<ServerOptions, 'host' | 'port' | 'token'> = {
   maxPayloadBytes: LIMITS.maxPayloadBytes,
   maxConnections: 64,
   maxPendingRequests: LIMITS.maxPendingRequests,
