@@ -49,11 +49,11 @@ export function parseInventory(value: unknown): Inventory {
     if (!LAYER_ROLES.includes(l.role as LayerRole)) fail(where, `role must be one of ${LAYER_ROLES.join(', ')}, got ${JSON.stringify(l.role)}`);
     for (const f of ['in', 'out', 'rowsPerSample'] as const) {
       if (!Number.isInteger(l[f]) || (l[f] as number) < 1 || (l[f] as number) > MAX_LAYER_SIZE) {
-        fail(where, `${f} must be an integer in 1..${MAX_LAYER_SIZE}, got ${JSON.stringify(l[f])}`);
+        fail(where, `${f} must be a positive integer (at most ${MAX_LAYER_SIZE}), got ${JSON.stringify(l[f])}`);
       }
     }
     if (!Number.isInteger(l.count) || (l.count as number) < 0 || (l.count as number) > MAX_LAYER_SIZE) {
-      fail(where, `count must be an integer in 0..${MAX_LAYER_SIZE}, got ${JSON.stringify(l.count)}`);
+      fail(where, `count must be an integer ≥ 0 (at most ${MAX_LAYER_SIZE}), got ${JSON.stringify(l.count)}`);
     }
     if (l.pinnedDense !== undefined && typeof l.pinnedDense !== 'boolean') fail(where, 'pinnedDense must be a boolean');
     return l as unknown as InventoryLayer;

@@ -40,6 +40,13 @@ export interface TrainingMemoryInput {
   /** Layers trained as Pixelfly, by inventory name (the plan's sparsified layers); empty: dense. */
   pixelfly: ReadonlyArray<{ name: string; config: PixelflyConfig }>;
   batch: number;
+  /**
+   * Samples (or, for a language model, context windows) one evaluation covers: the engine
+   * evaluates in batches of max(batch, 128) of them, fewer when there are fewer.
+   */
+  evalCount: number;
+  /** The job starts from a checkpoint (reading one is a phase of its own). */
+  resuming: boolean;
   /** Train the dense model too (a compare job). */
   compare: boolean;
   /** Engine threads (per-thread scratch of the fused token-mixing MLP). */
@@ -267,10 +274,10 @@ function modelOf(spec: ModelSpec, walk: ModelWalk): { net: Mod; rowsPerSample: n
 }
 
 /** One model (the Pixelfly one with the plan's layers, or the dense one without). */
-export function modelMemory(spec: ModelSpec, pixelfly: TrainingMemoryInput['pixelfly'], batch: number, threads: number): ModelMemory {
+export function modelMemory(spec: ModelSpec, pixelfly: TrainingMemoryInput['pixelfly'], batch: number, evalBatch: number, threads: number): ModelMemory {
   const walk = new ModelWalk(new Map(pixelfly.map((l) => [l.name, l.config])), Math.max(1, threads));
   const { net, rowsPerSample, classes, inputFloats } = modelOf(spec, walk);
-  const forwardBatch = Math.max(batch, EVAL_BATCH);
+  const forwardBatch = Math.max(batch, evalBatch);
   const floats =
     net.floats.forward * forwardBatch +
     (net.floats.backward + (net.firstBackward ?? 0)) * batch +
@@ -284,8 +291,9 @@ export function modelMemory(spec: ModelSpec, pixelfly: TrainingMemoryInput['pixe
 /** The job's peak memory, by phase; see the file comment. */
 export function estimateTrainingMemory(input: TrainingMemoryInput): MemoryEstimate {
   const { spec, batch, threads, dataset } = input;
-  const pixelfly = modelMemory(spec, input.pixelfly, batch, threads);
-  const dense = input.compare ? modelMemory(spec, [], batch, threads) : undefined;
+  const evalBatch = Math.max(1, Math.min(Math.max(batch, EVAL_BATCH), input.evalCount));
+  const pixelfly = modelMemory(spec, input.pixelfly, batch, evalBatch, threads);
+  const dense = input.compare ? modelMemory(spec, [], batch, evalBatch, threads) : undefined;
   const models = dense ? [pixelfly, dense] : [pixelfly];
   const paramBytes = models.reduce((a, m) => a + m.paramBytes, 0);
   const activations = models.reduce((a, m) => a + m.activationBytes, 0);
@@ -300,7 +308,7 @@ export function estimateTrainingMemory(input: TrainingMemoryInput): MemoryEstima
   const phases: Record<MemoryPhase, number> = {
     load: base + dataset.loadPeakBytes,
     build: resident + paramBytes + Math.max(...models.map((m) => m.buildBytes)),
-    resume: resident + paramBytes + resume,
+    resume: input.resuming ? resident + paramBytes + resume : 0,
     train: resident + paramBytes + activations + checkpoint,
   };
   const peakPhase = (Object.keys(phases) as MemoryPhase[]).reduce((a, b) => (phases[b] > phases[a] ? b : a));

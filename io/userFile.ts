@@ -47,7 +47,8 @@ export function formatBytes(n: number): string {
   return u === 0 ? `${n} bytes` : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[u]}`;
 }
 
-function kindOf(st: Stats): string | undefined {
+/** Why a path of this kind cannot be read as a file (undefined for a regular file). */
+export function notAFile(st: Stats): string | undefined {
   if (st.isFile()) return undefined;
   if (st.isDirectory()) return 'is a folder, expected a file';
   if (st.isFIFO()) return 'is a named pipe (FIFO), not a file: refusing to read it (it may never end or never start)';
@@ -76,7 +77,7 @@ function tooBig(file: string, size: number, limit: ReadLimit): FileRefusedError 
 
 /** Checks an open descriptor's stat against the rules; returns its size. */
 function checkStat(file: string, st: Stats, limit: ReadLimit): number {
-  const bad = kindOf(st);
+  const bad = notAFile(st);
   if (bad) throw new FileRefusedError(file, bad);
   if (st.size > limit.maxBytes) throw tooBig(file, st.size, limit);
   return st.size;
@@ -141,7 +142,7 @@ export async function readDataFile(file: string, opts: DataReadOptions): Promise
   }
   try {
     const st = await handle.stat();
-    const bad = kindOf(st);
+    const bad = notAFile(st);
     if (bad) throw new FileRefusedError(file, bad);
     const magic = Buffer.alloc(2);
     const { bytesRead } = await handle.read(magic, 0, 2, 0);

@@ -73,7 +73,7 @@ export function readJsonFile(path: string, what: string): unknown {
   try {
     text = readUserTextSync(path, { maxBytes: MAX_JSON_BYTES, what });
   } catch (err) {
-    if (err instanceof FileRefusedError) throw new CliError(`cannot read ${what} ${err.message}`, 1);
+    if (err instanceof FileRefusedError) throw new CliError(`cannot read ${what} '${path}': ${err.code ?? err.problem}`, 1);
     throw err;
   }
   try {
