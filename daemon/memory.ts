@@ -39,15 +39,20 @@ function meminfo(): Map<string, number> {
   return out;
 }
 
-/** The cgroup v2 memory limit of this process and its usage, when one is set. */
+/** The memory limit of this process's cgroup (v2, or v1's memory controller) and its usage, when one is set. */
 function cgroupLimit(): { limit: number; usage: number } | undefined {
+  const read = (file: string) => readFileSync(file, 'utf8').trim();
   try {
-    const group = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))?.[1];
-    if (group === undefined) return undefined;
-    const dir = join('/sys/fs/cgroup', group);
-    const max = readFileSync(join(dir, 'memory.max'), 'utf8').trim();
-    if (max === 'max') return undefined;
-    return { limit: Number(max), usage: Number(readFileSync(join(dir, 'memory.current'), 'utf8').trim()) };
+    const groups = readFileSync('/proc/self/cgroup', 'utf8');
+    const v1 = /^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(.*)$/m.exec(groups)?.[1];
+    const [limitText, usageText] =
+      v1 !== undefined
+        ? [read(join('/sys/fs/cgroup/memory', v1, 'memory.limit_in_bytes')), read(join('/sys/fs/cgroup/memory', v1, 'memory.usage_in_bytes'))]
+        : [read(join('/sys/fs/cgroup', /^0::(.*)$/m.exec(groups)?.[1] ?? '/', 'memory.max')), read(join('/sys/fs/cgroup', /^0::(.*)$/m.exec(groups)?.[1] ?? '/', 'memory.current'))];
+    const limit = Number(limitText);
+    // "max" (v2) or a page-rounded 2^63 (v1): no limit.
+    if (!Number.isFinite(limit) || limit >= 2 ** 60) return undefined;
+    return { limit, usage: Number(usageText) };
   } catch {
     return undefined;
   }
