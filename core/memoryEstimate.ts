@@ -52,7 +52,7 @@ export interface TrainingMemoryInput {
   /** Engine threads (per-thread scratch of the fused token-mixing MLP). */
   threads: number;
   dataset: DatasetMemory;
-  /** Fixed cost of the runner itself (the engine job's worker thread and its modules). */
+  /** Fixed cost of the runner itself (the job process: Node, its modules, the native addon). */
   overheadBytes: number;
 }
 

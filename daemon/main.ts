@@ -114,7 +114,11 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       backend: engine.backend,
       flushMs: opts.flushMs,
       log,
-      admit: (request, run) => engine.admit(request, paths.runs, run),
+      admit: (request, run) => {
+        // The reserve given back on a full disk forms again once there is room.
+        ensureReserve(opts.home);
+        return engine.admit(request, paths.runs, run);
+      },
       space: (write) => withSpace(opts.home, write),
     });
     jobs.loadExisting();
@@ -125,9 +129,10 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
     };
     const startProblem = storage().problem;
     if (startProblem) log(`WARNING: ${startProblem}`);
-    const planOffLoop = (inventory: unknown, target: PlanTarget): Promise<Plan> =>
-      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log) }, 'planning');
+    const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false): Promise<Plan> =>
+      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log), fromSpec }, 'planning');
     let stopping: Promise<void> | undefined;
+    let measuring = false;
     let resolveStopped: () => void = () => undefined;
     const stopped = new Promise<void>((r) => (resolveStopped = r));
 
@@ -151,11 +156,18 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       suggestPlan: (p) => planOffLoop(p.inventory, p.target),
       trainingRequest: async (p) => {
         if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
-        return engine.trainingRequest(p, planOffLoop);
+        return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true));
       },
-      benchLayers: (p) => {
+      benchLayers: async (p) => {
         if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
-        return engine.benchLayers(p, paths.profiles);
+        // One measurement at a time: two would time each other, and each holds its operands.
+        if (measuring) throw new RpcFailure(ErrorCode.INVALID_STATE, 'a bench.layers measurement is already running; ask again when it has answered');
+        measuring = true;
+        try {
+          return await engine.benchLayers(p, paths.profiles);
+        } finally {
+          measuring = false;
+        }
       },
       stats: () => {
         const mem = process.memoryUsage();

@@ -21,7 +21,7 @@ export interface MethodContext {
   connection: Connection;
   jobs: JobManager;
   hello(): MethodResult<'hello'>;
-  /** Plans off the event loop (a worker thread), with a time limit. */
+  /** Plans off the event loop (a helper process), with a time limit. */
   suggestPlan(params: MethodParams<'plan.suggest'>): Promise<MethodResult<'plan.suggest'>>;
   /** Checks the spec and resolves the plan (asking the planner when none is given); throws RejectedError. */
   trainingRequest(params: MethodParams<'job.submit'>): Promise<TrainingRequest>;

@@ -1,4 +1,4 @@
-// Tasks that run in a worker thread (daemon/workers.ts runTask): pure computations on data the
+// Tasks that run in a helper process (daemon/workers.ts runTask): pure computations on data the
 // daemon passes in, answered with one message.
 import type { DeviceProfile } from '../core/costModel';
 import type { PlanTarget } from '../core/planner';
@@ -6,7 +6,8 @@ import { plan } from './planning';
 import { RejectedError, type Plan } from './jobs/trainer';
 
 const tasks = {
-  plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile }): Plan => plan(input.inventory, input.target, input.profile),
+  plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean }): Plan =>
+    plan(input.inventory, input.target, input.profile, input.fromSpec),
 };
 
 export type TaskName = keyof typeof tasks;

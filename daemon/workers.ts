@@ -1,9 +1,10 @@
-// Work the daemon must not do on its event loop (planning a client's inventory can take seconds
-// for thousands of wide layers) runs in worker threads; training jobs run in child processes
-// (jobs/engineProcess.ts). Both start the same script, daemon/worker.ts (dist/worker.js in the
-// bundle), which sits next to this file in either layout.
+// Work the daemon must not do on its event loop runs in helper processes started from one script,
+// daemon/worker.ts (dist/worker.js in the bundle, beside this file in either layout): training jobs
+// (jobs/engineProcess.ts) and one-shot tasks such as planning a client's inventory, which can take
+// seconds for thousands of wide layers. A process, not a thread: its memory goes back to the system
+// when it ends (a thread's would stay in the daemon's allocator), and it can be stopped at any moment.
+import { fork } from 'node:child_process';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import type { TaskInput, TaskName, TaskOutput, TaskReply } from './tasks';
 import { RejectedError } from './jobs/trainer';
 
@@ -11,11 +12,13 @@ export function workerScript(): string {
   return join(__dirname, 'worker.js');
 }
 
-/** Tasks running at once; more wait their turn (a client flooding plan.suggest gets a queue, not a thread each). */
+/** First argument of the worker script that makes it a task process. */
+export const TASK_ROLE = 'task';
+/** Tasks running at once; more wait their turn (a client flooding plan.suggest gets a queue, not a process each). */
 const MAX_RUNNING = 2;
 /** Tasks waiting beyond this are refused at once. */
 const MAX_WAITING = 64;
-/** Heap a task's thread may use: a plan of the largest inventory the protocol accepts needs far less. */
+/** Heap a task may use: a plan of the largest inventory the protocol accepts needs far less. */
 const TASK_HEAP_MB = 512;
 
 let running = 0;
@@ -34,32 +37,39 @@ async function slot(): Promise<() => void> {
 }
 
 /**
- * Runs a task (daemon/tasks.ts) in a worker thread; a task that outlasts `timeoutMs` or its heap
+ * Runs a task (daemon/tasks.ts) in a helper process; a task that outlasts `timeoutMs` or its heap
  * is stopped and refused (REJECTED) with the reason.
  */
 export async function runTask<K extends TaskName>(task: K, input: TaskInput<K>, what: string, timeoutMs = 30_000): Promise<TaskOutput<K>> {
   const release = await slot();
   try {
     return await new Promise<TaskOutput<K>>((resolve, reject) => {
-      const worker = new Worker(workerScript(), { workerData: { task, input }, resourceLimits: { maxOldGenerationSizeMb: TASK_HEAP_MB } });
+      const child = fork(workerScript(), [TASK_ROLE], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [`--max-old-space-size=${TASK_HEAP_MB}`] });
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-2000)));
       let settled = false;
       const settle = (f: () => void) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        void worker.terminate();
+        if (child.exitCode === null) child.kill('SIGKILL');
         f();
       };
       const timer = setTimeout(() => settle(() => reject(new RejectedError(`${what} took longer than ${timeoutMs / 1000} s and was stopped`))), timeoutMs);
-      worker.once('message', (reply: TaskReply) =>
+      child.once('message', (reply: TaskReply) =>
         settle(() => (reply.ok ? resolve(reply.result as TaskOutput<K>) : reject(reply.rejected ? new RejectedError(reply.message) : new Error(reply.message)))),
       );
-      worker.once('error', (err) =>
+      child.once('error', (err) => settle(() => reject(err)));
+      child.once('exit', (code, signal) =>
         settle(() =>
-          reject((err as NodeJS.ErrnoException).code === 'ERR_WORKER_OUT_OF_MEMORY' ? new RejectedError(`${what} needed more than ${TASK_HEAP_MB} MB and was stopped`) : err),
+          reject(
+            /heap out of memory/i.test(stderr)
+              ? new RejectedError(`${what} needed more than ${TASK_HEAP_MB} MB and was stopped`)
+              : new Error(`${what}: the helper process ended (${signal ?? `status ${code}`}) before answering${stderr ? `: ${stderr.trim().split('\n').pop()}` : ''}`),
+          ),
         ),
       );
-      worker.once('exit', (code) => settle(() => reject(new Error(`${what}: the worker thread exited with status ${code} before answering`))));
+      child.send({ task, input });
     });
   } finally {
     release();

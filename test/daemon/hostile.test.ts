@@ -85,8 +85,8 @@ test('absurd sizes are refused before anything is allocated, with the numbers an
     ['a GPT of vocab and width 2^20', { kind: 'gpt', vocab: 2 ** 20, context: 64, dim: 2 ** 20, depth: 1, heads: 1, mlpHidden: 64 }, /dim \d+|vocab \d+|no batch size/],
   ];
   for (const [what, spec, fits] of cases) {
-    // A plan with nothing sparsified: admission, not planning, is what is tested.
-    const e = await refused({ spec, plan: { layers: [] }, dataset: { kind: 'synthetic' }, hyper }, /this job needs about [\d.]+ [GT]B of memory \(parameters .*activations .*dataset .*\), but only [\d.]+ [GM]B can be given to it/);
+    // Without a plan, the daemon plans first (in a helper process), then admits.
+    const e = await refused({ spec, dataset: { kind: 'synthetic' }, hyper }, /this job needs about [\d.]+ [GT]B of memory \(parameters .*activations .*dataset .*\), but only [\d.]+ [GM]B can be given to it/);
     assert.match(e.message, /a size that fits: |no batch size or single width fits/, what);
     assert.match(e.message, fits, `${what}: ${e.message}`);
     const data = e.data as { reason: string; neededBytes: number; budgetBytes: number };
@@ -119,6 +119,11 @@ test('plan.suggest: a 2^30-wide layer is refused naming the field; 4096 wide lay
   const rtts = await sampler.stop();
   other.close();
   assert.equal(plan.layers.length, 4096);
+  // Measuring speed with operands no machine holds is refused before anything is allocated.
+  await assert.rejects(
+    client.request('bench.layers', { shapes: [{ name: 'huge', in: 65536, out: 65536, rows: 1 }], configs: [{ block: 32, butterflySize: 8, nFactors: 2, rank: 8 }] }),
+    (e: DaemonRpcError) => e.code === ErrorCode.REJECTED && /shape huge: in x out = 4294967296 weights exceeds 16777216/.test(e.message),
+  );
   process.stderr.write(`# plan.suggest of 4096 layers: ${ms} ms; meanwhile ${describeLatency(rtts)}\n`);
   // Validating and answering a 360 kB request and a 2 MB plan still happen on the loop: a few tens of ms.
   assertResponsive(rtts, 'during planning');
