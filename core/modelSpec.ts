@@ -189,6 +189,19 @@ export function parseModelSpec(value: unknown): ModelSpec {
   return r.spec;
 }
 
+/** Inputs per sample of a classifier (the flattened image for Mixer and ViT); undefined for a language model. */
+export function classifierFeatures(spec: ModelSpec): number | undefined {
+  switch (spec.kind) {
+    case 'mlp':
+      return spec.inputFeatures;
+    case 'mixer':
+    case 'vit':
+      return spec.image.channels * spec.image.height * spec.image.width;
+    case 'gpt':
+      return undefined;
+  }
+}
+
 /** Tokens per sample after the patch stem (ViT adds its class token). */
 export function patchTokens(spec: MixerSpec | VitSpec): number {
   return (spec.image.height / spec.patch) * (spec.image.width / spec.patch);

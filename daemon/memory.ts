@@ -7,7 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { totalmem, freemem } from 'node:os';
 import { join } from 'node:path';
 import { estimateTrainingMemory, suggestFit, type DatasetMemory, type MemoryEstimate, type TrainingMemoryInput } from '../core/memoryEstimate';
-import type { ModelSpec } from '../core/modelSpec';
+import { classifierFeatures, type ModelSpec } from '../core/modelSpec';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import { formatBytes } from '../io/userFile';
 import { RejectedError, type DatasetRequest, type TrainingRequest } from './jobs/trainer';
@@ -107,7 +107,8 @@ function fileBytes(path: string): number {
  * Loaders keep each decoded array twice (the JavaScript array and the engine's copy).
  */
 export function datasetMemory(spec: ModelSpec, req: DatasetRequest): DatasetMemory {
-  const features = inputFeatures(spec);
+  // Values per sample: a classifier's inputs, a language model's context window.
+  const features = spec.kind === 'gpt' ? spec.context : (classifierFeatures(spec) ?? 1);
   const classification = (samples: number, bytesPerValue: number): DatasetMemory => {
     const decoded = samples * (features * bytesPerValue + 4);
     return { residentBytes: 2 * decoded, loadPeakBytes: 3 * decoded, trainSamples: Math.ceil(0.9 * samples) };
@@ -155,18 +156,6 @@ export function evalCount(spec: ModelSpec, req: DatasetRequest, evalSamples: num
   }
   const testSamples = req.kind === 'npy' ? Infinity : req.kind === 'fashion-mnist' ? 10000 : 1024;
   return evalSamples > 0 ? Math.min(testSamples, evalSamples) : testSamples;
-}
-
-function inputFeatures(spec: ModelSpec): number {
-  switch (spec.kind) {
-    case 'mlp':
-      return spec.inputFeatures;
-    case 'mixer':
-    case 'vit':
-      return spec.image.channels * spec.image.height * spec.image.width;
-    case 'gpt':
-      return spec.context;
-  }
 }
 
 /** The estimator's input for a job (the plan's sparsified layers, the dataset's cost, the job process). */

@@ -5,22 +5,9 @@
 import { availableParallelism } from 'node:os';
 import { createModel, EngineConfigError, EngineDataset, stepPartsMs, type EngineModel } from '../../native/engine';
 import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type DataLimits, type LoadedData } from '../../native/datasets';
-import { ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
+import { classifierFeatures, ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
 import { plannedSteps } from './runner';
 import { CheckpointError, RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
-
-/** Input features (classification) a spec expects, or undefined for a language model. */
-function specFeatures(spec: ModelSpec): number | undefined {
-  switch (spec.kind) {
-    case 'mlp':
-      return spec.inputFeatures;
-    case 'mixer':
-    case 'vit':
-      return spec.image.channels * spec.image.height * spec.image.width;
-    case 'gpt':
-      return undefined;
-  }
-}
 
 /** Tokens per sample (what tokens/s counts): the rows of the model's token-wise matmuls, as the core's inventory lists them. */
 function tokensPerSample(spec: ModelSpec): number {
@@ -30,7 +17,7 @@ function tokensPerSample(spec: ModelSpec): number {
 
 function synthetic(spec: ModelSpec, seed: number): LoadedData {
   if (spec.kind === 'gpt') return syntheticTokens({ seed, vocab: spec.vocab });
-  return syntheticClassification({ seed, features: specFeatures(spec), classes: spec.classes });
+  return syntheticClassification({ seed, features: classifierFeatures(spec), classes: spec.classes });
 }
 
 /** Where Fashion-MNIST is looked for when a job names no path: $PIXELFLY_FASHION_MNIST, else Debian's package. */
@@ -73,7 +60,7 @@ function checkFits(spec: ModelSpec, data: LoadedData): void {
     return;
   }
   if (data.kind !== 'classification') throw new RejectedError(`dataset ${data.name} is a token corpus; a ${spec.kind} spec needs a classification set`);
-  const features = specFeatures(spec);
+  const features = classifierFeatures(spec);
   if (features !== data.features) throw new RejectedError(`dataset ${data.name} has ${data.features} features per sample but the ${spec.kind} spec takes ${features}`);
   if (data.classes > spec.classes) throw new RejectedError(`dataset ${data.name} has ${data.classes} classes but the spec's head has ${spec.classes}`);
 }

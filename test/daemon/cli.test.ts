@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeFifo } from '../support/hostileFiles';
+import { makeFifo } from '../support/dataFiles';
 import { CLI, engineMissing, removeHome, tempHome, waitFor } from './harness';
 
 function pixelfly(home: string, args: string[]) {

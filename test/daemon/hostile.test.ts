@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { ErrorCode, TOKEN_HEADER, type JobEvent, type JobInfo, type MethodParamsIn } from '../../protocol/daemon';
 import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
-import { idxHeader, makeFifo, writeGzipBomb } from '../support/hostileFiles';
+import { idxHeader, makeFifo, npyFile, writeGzipBomb } from '../support/dataFiles';
 import { assertResponsive, describeLatency, engineMissing, frame, rawConnect, removeHome, rssOf, sampleHello, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
 
 const skipEngine = engineMissing();
@@ -155,16 +155,6 @@ test('deep nesting, a 100k-layer MLP and dataset paths that are not data: short 
   assert.equal((await client.request('hello', {})).pid, daemon.pid);
 });
 
-function npy(descr: string, shape: string, body: Buffer): Buffer {
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape}), }`;
-  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
-  const lead = Buffer.alloc(10);
-  lead.write('\x93NUMPY', 0, 'latin1');
-  lead[6] = 1;
-  lead.writeUInt16LE(header.length, 8);
-  return Buffer.concat([lead, Buffer.from(header, 'latin1'), body]);
-}
-
 test('a gzip bomb, a negative .npy shape, labels of 2^40, a killed job process: the job fails saying why, the daemon stays small', { skip: skipEngine, timeout: 120_000 }, async () => {
   const other = await daemon.client();
   const idle = rssOf(daemon.pid);
@@ -184,16 +174,16 @@ test('a gzip bomb, a negative .npy shape, labels of 2^40, a killed job process: 
 
   const neg = join(home, 'npy-negative');
   mkdirSync(neg);
-  writeFileSync(join(neg, 'x.npy'), npy('<f4', '-1, 4', Buffer.alloc(64)));
-  writeFileSync(join(neg, 'y.npy'), npy('<i8', '4,', Buffer.alloc(32)));
+  writeFileSync(join(neg, 'x.npy'), npyFile('<f4', '-1, 4', Buffer.alloc(64)));
+  writeFileSync(join(neg, 'y.npy'), npyFile('<i8', '4,', Buffer.alloc(32)));
   await fails({ kind: 'npy', path: neg }, /x\.npy: shape \(-1, 4\): every dimension must be a non-negative integer/, { kind: 'mlp', inputFeatures: 4, hidden: [], classes: 2 });
 
   const labels = join(home, 'npy-labels');
   mkdirSync(labels);
-  writeFileSync(join(labels, 'x.npy'), npy('<f4', '20, 4', Buffer.alloc(20 * 16)));
+  writeFileSync(join(labels, 'x.npy'), npyFile('<f4', '20, 4', Buffer.alloc(20 * 16)));
   const y = Buffer.alloc(20 * 8);
   y.writeBigInt64LE(2n ** 40n, 0);
-  writeFileSync(join(labels, 'y.npy'), npy('<i8', '20,', y));
+  writeFileSync(join(labels, 'y.npy'), npyFile('<i8', '20,', y));
   await fails({ kind: 'npy', path: labels }, /y\.npy: label 1099511627776 is beyond the 1048575 a class index may be/, { kind: 'mlp', inputFeatures: 4, hidden: [], classes: 2 });
 
   // A job process that dies (as under a native crash or the kernel's OOM killer) ends only its job.

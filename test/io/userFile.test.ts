@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { FileRefusedError, formatBytes, readDataFile, readUserFileSync } from '../../io/userFile';
-import { idxHeader, makeFifo, writeGzipBomb } from '../support/hostileFiles';
+import { idxHeader, makeFifo, writeGzipBomb } from '../support/dataFiles';
 
 const dir = mkdtempSync(join(tmpdir(), 'pixelfly-userfile-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));

@@ -1,5 +1,5 @@
-// Files that attack a reader: gzip bombs (many gigabytes from a few megabytes) and FIFOs without a
-// writer. Shared by the bounded-reader unit tests and the daemon's hostile-input tests.
+// Data files for tests: .npy and IDX as numpy and MNIST write them, and files that attack a reader
+// (gzip bombs: many gigabytes from a few megabytes; FIFOs without a writer).
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -31,4 +31,16 @@ export function idxHeader(dims: number[]): Buffer {
 /** A named pipe (nobody will ever write to it). */
 export function makeFifo(file: string): void {
   execFileSync('mkfifo', [file]);
+}
+
+/** A .npy file as numpy writes it (format 1.0); `shape` as the header spells it, e.g. [20, 4] or '-1, 4'. */
+export function npyFile(descr: string, shape: number[] | string, payload: Buffer): Buffer {
+  const dims = typeof shape === 'string' ? shape : `${shape.join(', ')}${shape.length === 1 ? ',' : ''}`;
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${dims}), }`;
+  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
+  const lead = Buffer.alloc(10);
+  lead.write('\x93NUMPY', 0, 'latin1');
+  lead[6] = 1;
+  lead.writeUInt16LE(header.length, 8);
+  return Buffer.concat([lead, Buffer.from(header, 'latin1'), payload]);
 }
