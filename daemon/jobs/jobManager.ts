@@ -447,7 +447,15 @@ export class JobManager {
     job.log.flush();
     // A job cancelled while interrupted has no models built now: what its last session recorded stands in.
     const params = setup ? { pixelfly: setup.pixelfly.params, dense: setup.dense?.params } : (job.state.params ?? { pixelfly: 0 });
-    const summary = summarize(readAll(job.log), params, setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1);
+    const stepsPerEpoch = setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1;
+    let summary;
+    try {
+      summary = summarize(readAll(job.log), params, stepsPerEpoch);
+    } catch (err) {
+      // The log could not be read back (no file descriptor left): the job still ends, with what is known.
+      this.say(`job ${job.id}: could not read its metrics for the summary: ${(err as Error).message}`);
+      summary = summarize([], params, stepsPerEpoch);
+    }
     summary.reportPath = job.run.reportFile;
     // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
     this.quietly(job, () => job.update({ state, error, summary, endedAt: new Date().toISOString() }));
