@@ -55,7 +55,11 @@ export function writeFileAtomic(file: string, data: string, mode = 0o644): void 
   }
 }
 
-/** Space the daemon keeps for its own small files (lock, token, discovery, run states) when the disk fills up. */
+/**
+ * Space the daemon keeps for the files it needs to start (lock, token, discovery) when the disk
+ * has filled up; runs do not touch it (a run state that cannot be written stays in memory, and a
+ * damaged or stale one is rebuilt from the run folder).
+ */
 const RESERVE_BYTES = 1024 * 1024;
 
 /** Sets the reserve aside while there is room (a full disk just goes without). */
@@ -69,10 +73,7 @@ export function ensureReserve(home = pixelflyHome()): void {
   }
 }
 
-/**
- * Runs a write; when the disk is full, gives the reserve back and tries once more, so the daemon
- * can still start, and record its runs' states, on a full disk.
- */
+/** Runs a write; when the disk is full, gives the reserve back and tries once more, so the daemon can still start. */
 export function withSpace<T>(home: string, write: () => T): T {
   try {
     return write();

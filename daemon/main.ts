@@ -119,7 +119,6 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
         ensureReserve(opts.home);
         return engine.admit(request, paths.runs, run);
       },
-      space: (write) => withSpace(opts.home, write),
     });
     jobs.loadExisting();
     ensureReserve(opts.home);

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState } from '../../protocol/daemon';
 import { EventLog } from './eventLog';
-import { listRunDirs, RunDir, type RunRecord, type RunState, type SpaceGuard } from './runStore';
+import { listRunDirs, RunDir, type RunRecord, type RunState } from './runStore';
 import { checkpointBoth, DivergedError, plannedSteps, restoreBoth, runSteps, summarize } from './runner';
 import {
   CheckpointError,
@@ -51,8 +51,6 @@ export interface JobManagerOptions {
   log?: (line: string) => void;
   /** Checks a job against the machine (memory, disk) before anything is allocated; throws RejectedError. */
   admit?: (request: TrainingRequest, run?: RunDir) => JobAdmission;
-  /** Writes of run states go through this (home.ts withSpace: the reserve is given back on a full disk). */
-  space?: SpaceGuard;
 }
 
 export class Job {
@@ -146,7 +144,7 @@ export class JobManager {
    * interrupted. A missing or damaged state.json is rebuilt from the rest of the folder.
    */
   loadExisting(): void {
-    for (const run of listRunDirs(this.opts.runsRoot, this.opts.space)) {
+    for (const run of listRunDirs(this.opts.runsRoot)) {
       let record: RunRecord;
       let log: EventLog;
       try {
@@ -206,7 +204,7 @@ export class JobManager {
     const admission = this.opts.admit?.(request);
     const jobId = newJobId();
     const record: RunRecord = { jobId, name, createdAt: new Date().toISOString(), request };
-    const run = RunDir.create(this.opts.runsRoot, record, { state: 'queued', step: 0, totalSteps: 0, estimatedMemoryBytes: admission?.estimatedBytes }, this.opts.space);
+    const run = RunDir.create(this.opts.runsRoot, record, { state: 'queued', step: 0, totalSteps: 0, estimatedMemoryBytes: admission?.estimatedBytes });
     let log: EventLog;
     try {
       log = new EventLog(run.metricsFile, jobId, this.opts.flushMs);

@@ -7,7 +7,7 @@
 //   summary.json  written at the end; report.html the self-contained report
 //   checkpoints/step-<N>/  pixelfly.ckpt [dense.ckpt]; a checkpoint exists once its folder is renamed
 //                 into place; one found corrupt is renamed corrupt-step-<N> and never used again
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeIoError, errnoCode, JobIoError, type DatasetInfo, type TrainingRequest } from './trainer';
 import type { JobEvent, JobState, RunSummary } from '../../protocol/daemon';
@@ -46,9 +46,6 @@ export interface RunState {
 /** Checkpoints kept per run: the newest ones; older ones are deleted as new ones land. */
 const KEEP_CHECKPOINTS = 2;
 
-/** Writes that may meet a full disk go through this (daemon/home.ts withSpace gives back the reserve). */
-export type SpaceGuard = <T>(write: () => T) => T;
-
 /** Bytes of a folder's files (one level: a checkpoint folder). */
 function folderBytes(dir: string): number {
   try {
@@ -68,6 +65,19 @@ function syncDir(dir: string): void {
   }
 }
 
+/** Overwrites a file in place (its existing blocks), then cuts it to length and syncs it. */
+function writeInPlace(file: string, text: string): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const data = Buffer.from(text, 'utf8');
+    for (let at = 0; at < data.length; ) at += writeSync(fd, data, at, data.length - at, at);
+    ftruncateSync(fd, data.length);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Free bytes for an unprivileged writer on the file system holding `path`. */
 export function freeBytes(path: string): number | undefined {
   try {
@@ -79,10 +89,7 @@ export function freeBytes(path: string): number | undefined {
 }
 
 export class RunDir {
-  constructor(
-    readonly dir: string,
-    private readonly space: SpaceGuard = (w) => w(),
-  ) {}
+  constructor(readonly dir: string) {}
 
   get metricsFile(): string {
     return join(this.dir, 'metrics.jsonl');
@@ -98,8 +105,8 @@ export class RunDir {
    * Creates the folder with its first files. Everything is serialised before the folder exists, and
    * a failure (a full disk) removes what was made: a refused job leaves no empty folder behind.
    */
-  static create(runsRoot: string, record: RunRecord, state: RunState, space?: SpaceGuard): RunDir {
-    const run = new RunDir(join(runsRoot, record.jobId), space);
+  static create(runsRoot: string, record: RunRecord, state: RunState): RunDir {
+    const run = new RunDir(join(runsRoot, record.jobId));
     const files: Array<[string, string]> = [
       ['job.json', JSON.stringify(record, null, 2) + '\n'],
       ['spec.json', JSON.stringify(record.request.spec, null, 2) + '\n'],
@@ -158,11 +165,20 @@ export class RunDir {
   }
 
   writeState(state: RunState): void {
-    this.space(() => writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(state, null, 2) + '\n'));
+    const file = join(this.dir, 'state.json');
+    const text = JSON.stringify(state, null, 2) + '\n';
+    try {
+      writeFileAtomic(file, text);
+    } catch (err) {
+      // A full disk has no room for the temporary copy; the file's own blocks may still hold the
+      // new state. Not atomic, but a state.json torn by a crash is rebuilt from the run folder.
+      if (errnoCode(err) !== 'ENOSPC' || !existsSync(file)) throw err;
+      writeInPlace(file, text);
+    }
   }
 
   writeSummary(summary: RunSummary): void {
-    this.space(() => writeFileAtomic(join(this.dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n'));
+    writeFileAtomic(join(this.dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
   }
 
   /**
@@ -222,10 +238,10 @@ export class RunDir {
 }
 
 /** Every run folder under the runs root that has a job.json, oldest first. */
-export function listRunDirs(runsRoot: string, space?: SpaceGuard): RunDir[] {
+export function listRunDirs(runsRoot: string): RunDir[] {
   if (!existsSync(runsRoot)) return [];
   return readdirSync(runsRoot)
     .sort()
-    .map((n) => new RunDir(join(runsRoot, n), space))
+    .map((n) => new RunDir(join(runsRoot, n)))
     .filter((r) => existsSync(join(r.dir, 'job.json')));
 }
