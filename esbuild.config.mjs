@@ -47,10 +47,9 @@ mkdirSync('dist/webview', { recursive: true });
 copyFileSync('webview/pages.css', 'dist/webview/pages.css');
 copyFileSync('node_modules/uplot/dist/uPlot.min.css', 'dist/webview/uPlot.min.css');
 // The language server (and `pixelfly analyze`) load the tree-sitter runtime and Python grammar
-// from beside the bundle, and write the PyTorch module from its copy there: nothing is fetched.
+// from beside the bundle: nothing is fetched.
 copyFileSync('node_modules/web-tree-sitter/web-tree-sitter.wasm', 'dist/web-tree-sitter.wasm');
 copyFileSync('node_modules/tree-sitter-python/tree-sitter-python.wasm', 'dist/tree-sitter-python.wasm');
-copyFileSync('export/pixelfly_torch.py', 'dist/pixelfly_torch.py');
 
 if (watch) {
   await Promise.all(contexts.map((c) => c.watch()));

@@ -6,6 +6,7 @@ import { planCommand } from './commands/plan';
 import { daemonCommand } from './commands/daemon';
 import { trainCommand } from './commands/train';
 import { analyzeCommand } from './commands/analyze';
+import { torchCommand } from './commands/torch';
 
 const commands: Record<string, Command> = {
   layout: layoutCommand,
@@ -13,6 +14,7 @@ const commands: Record<string, Command> = {
   daemon: daemonCommand,
   train: trainCommand,
   analyze: analyzeCommand,
+  torch: torchCommand,
 };
 
 function usage(): string {

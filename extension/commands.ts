@@ -17,6 +17,7 @@ import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
 import { isActive, type RunStore } from './runs/runStore';
 import type { Settings } from './settings';
+import { installTorchPackage, selectedInterpreter, torchStatus, type TorchStatus } from './torchPackage';
 
 export interface Services {
   context: vscode.ExtensionContext;
@@ -325,6 +326,39 @@ async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<v
   return target_;
 }
 
+function uriArg(arg: unknown): vscode.Uri | undefined {
+  if (arg instanceof vscode.Uri) return arg;
+  const uri = (arg as { uri?: unknown } | undefined)?.uri;
+  return typeof uri === 'string' ? vscode.Uri.parse(uri) : vscode.window.activeTextEditor?.document.uri;
+}
+
+/** Installs pixelfly_torch into the selected interpreter (palette command, or from the check below). */
+async function installTorch(s: Services, arg: unknown, python?: string): Promise<TorchStatus> {
+  requireTrust('Installing pixelfly_torch');
+  const py = python ?? (await selectedInterpreter(uriArg(arg)));
+  const st = await installTorchPackage(cliPath(s), py, (l) => s.output.info(l));
+  void vscode.window.showInformationMessage(`Pixelfly: pixelfly_torch installed for ${st.executable}: ${st.backend}`);
+  return st;
+}
+
+/**
+ * Run after a sparsify quick fix: the edited model imports pixelfly_torch; if the interpreter the
+ * file runs under cannot import it (or runs it without its extension), offer the install.
+ */
+async function ensureTorch(s: Services, arg: unknown): Promise<TorchStatus | undefined> {
+  const python = await selectedInterpreter(uriArg(arg));
+  const st = await torchStatus(cliPath(s), python);
+  s.output.info(`pixelfly_torch for ${st.executable}: ${st.installed ? st.backend : `not installed (${st.backend})`}`);
+  if (st.installed && st.backend.startsWith('native')) return st;
+  if (!st.torch) {
+    void vscode.window.showWarningMessage(`Pixelfly: the model now imports pixelfly_torch, but ${st.executable} has no PyTorch; select an interpreter with torch (Python: Select Interpreter).`);
+    return st;
+  }
+  const why = st.installed ? `runs pixelfly_torch without its kernels (${st.backend})` : 'cannot import pixelfly_torch';
+  const choice = await vscode.window.showInformationMessage(`Pixelfly: ${st.executable} ${why}. Install it for this interpreter?`, 'Install', 'Not now');
+  return choice === 'Install' ? installTorch(s, arg, python) : st;
+}
+
 /** Registers every command; errors become one readable message plus the full text in the log. */
 export function registerCommands(s: Services): vscode.Disposable[] {
   const wrap =
@@ -377,6 +411,8 @@ export function registerCommands(s: Services): vscode.Disposable[] {
     ],
     'pixelfly.refreshRuns': ['Refresh runs', () => refreshRuns(s)],
     'pixelfly.showLog': ['Show log', async () => s.output.show(true)],
+    'pixelfly.installTorchPackage': ['Install pixelfly_torch', (arg) => installTorch(s, arg)],
+    'pixelfly.ensureTorchPackage': ['Check pixelfly_torch', (arg) => ensureTorch(s, arg)],
   };
   return Object.entries(table).map(([id, [title, fn]]) => vscode.commands.registerCommand(id, wrap(title, fn)));
 }

@@ -102,6 +102,7 @@
         'src/engine/data.cc',
         'src/engine/model.cc',
         'src/engine/modules.cc',
+        'src/engine/pixelfly_linear.cc',
         'src/engine/pointwise.cc',
         'src/engine/svd.cc',
         # CUDA backend (issue 8): these two build without nvcc too (they then report it missing)

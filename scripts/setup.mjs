@@ -16,7 +16,9 @@ const DEBIAN_PACKAGES = {
   'build-essential': 'compiles the native engine',
   'python3': 'node-gyp',
   'libopenblas-dev': 'dense baseline in the kernel benchmark',
-  'python3-torch': 'cross-checks of the engine against PyTorch',
+  'python3-torch': 'the pixelfly_torch package and its tests, cross-checks of the engine against PyTorch',
+  'libtorch-dev': "PyTorch's C++ headers, to build pixelfly_torch's extension",
+  'python3-dev': "Python's headers (torch's C++ headers include them)",
   'dataset-fashion-mnist': 'real training data',
   'chromium': 'headless browser for the webview page tests and the VS Code e2e (driven by playwright-core)',
 };
@@ -88,6 +90,22 @@ function nativeAddon() {
   });
 }
 
+// The interpreter the PyTorch package is built for and tested with: Debian's, where python3-torch installs.
+const PYTHON = process.env.PIXELFLY_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+
+function torchPackage() {
+  step(`pixelfly_torch (PyTorch extension for ${PYTHON})`, () => {
+    const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+    const args = ['pytorch/build.py', '--out', 'dist/python', '--jobs', String(availableParallelism()), '--allow-python-only'];
+    if (probe.status !== 0) {
+      process.stdout.write(`[setup] WARNING: ${PYTHON} cannot import torch, so pixelfly_torch is installed without its extension ` +
+        `(masked-dense, no speedup); its tests report themselves as skipped. Install python3-torch and libtorch-dev.\n`);
+      args.push('--python-only', '--reason', `${PYTHON} cannot import torch`);
+    }
+    run(PYTHON, args);
+  });
+}
+
 function typescript() {
   step('TypeScript (tsc, strict)', () => run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.']));
 }
@@ -100,6 +118,7 @@ try {
   if (!args.has('--no-apt')) debian();
   npmInstall();
   nativeAddon();
+  torchPackage();
   typescript();
   bundles();
 } catch (err) {

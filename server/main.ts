@@ -3,8 +3,6 @@
  * and `node dist/server.js --stdio` serves any LSP client). It reads Python model definitions,
  * and offers diagnostics, inlay hints, hovers, CodeLens and quick fixes from the analysis.
  */
-import { existsSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   CodeActionKind,
@@ -20,9 +18,8 @@ import {
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
 import { analysisJson } from '../daemon/commands/analyze';
-import { PIXELFLY_TORCH_FILE, pixelflyTorchSource } from '../export/writer';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, type EditContext } from './lsp/features';
-import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, WRITE_TORCH_MODULE, type ApplyLayerConfigArgs } from './lsp/protocol';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type ApplyLayerConfigArgs } from './lsp/protocol';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
 
@@ -30,7 +27,6 @@ const connection = createConnection(ProposedFeatures.all);
 const documents = new TextDocuments(TextDocument);
 let session: Session | undefined;
 let canConfigure = false;
-let canCreateFiles = false;
 let canWatchFiles = false;
 let canWatchRelative = false;
 let initOptions: unknown;
@@ -54,7 +50,6 @@ async function current(uri: string) {
 
 connection.onInitialize((params): InitializeResult => {
   canConfigure = !!params.capabilities.workspace?.configuration;
-  canCreateFiles = !!params.capabilities.workspace?.workspaceEdit?.resourceOperations?.includes('create');
   canWatchFiles = !!params.capabilities.workspace?.didChangeWatchedFiles?.dynamicRegistration;
   canWatchRelative = !!params.capabilities.workspace?.didChangeWatchedFiles?.relativePatternSupport;
   initOptions = params.initializationOptions;
@@ -67,7 +62,7 @@ connection.onInitialize((params): InitializeResult => {
       inlayHintProvider: true,
       codeLensProvider: { resolveProvider: false },
       codeActionProvider: { codeActionKinds: [CodeActionKind.QuickFix] },
-      executeCommandProvider: { commands: [APPLY_LAYER_CONFIG, WRITE_TORCH_MODULE] },
+      executeCommandProvider: { commands: [APPLY_LAYER_CONFIG] },
     },
     serverInfo: { name: 'pixelfly-language-server' },
   };
@@ -153,7 +148,7 @@ function editContext(uri: string): EditContext | undefined {
   const doc = documents.get(uri);
   const parsed = session?.cache.peek(fileOf(uri));
   if (!doc || !parsed || parsed.source !== doc.getText()) return undefined;
-  return { uri, file: fileOf(uri), version: doc.version, root: parsed.root, canCreateFiles };
+  return { uri, file: fileOf(uri), version: doc.version, root: parsed.root };
 }
 
 connection.onCodeAction(async (p) => {
@@ -171,16 +166,9 @@ connection.onRequest(ANALYSIS_REQUEST, async (p: { uri: string }) => {
   return analysisJson(r.analysis);
 });
 
-function writeTorchModule(uri: string): string {
-  const target = join(dirname(fileOf(uri)), PIXELFLY_TORCH_FILE);
-  if (!existsSync(target)) writeFileSync(target, pixelflyTorchSource());
-  return target;
-}
-
 connection.onExecuteCommand(async (p) => {
   const arg = (p.arguments ?? [])[0] as { uri?: unknown } | undefined;
   if (typeof arg?.uri !== 'string') throw new Error(`${p.command}: expected an argument with a document 'uri'`);
-  if (p.command === WRITE_TORCH_MODULE) return writeTorchModule(arg.uri);
   if (p.command !== APPLY_LAYER_CONFIG) throw new Error(`unknown command ${p.command}`);
   const args = arg as ApplyLayerConfigArgs;
   if (!Array.isArray(args.layers)) throw new Error(`${APPLY_LAYER_CONFIG}: expected 'layers': [{name, config}]`);
@@ -197,7 +185,6 @@ connection.onExecuteCommand(async (p) => {
   if (chosen.length === 0) throw new Error(`${APPLY_LAYER_CONFIG}: nothing to apply (${skipped.join('; ')})`);
   const e = sparsifyEdit(ctx, chosen);
   if ('error' in e) throw new Error(`${APPLY_LAYER_CONFIG}: ${e.error}`);
-  if (e.needsModule) writeTorchModule(args.uri);
   const applied = await connection.workspace.applyEdit({ label: 'Pixelfly: apply layer configs', edit: e.edit });
   if (!applied.applied) throw new Error(`${APPLY_LAYER_CONFIG}: the editor refused the edit${applied.failureReason ? `: ${applied.failureReason}` : ''}`);
   return { applied: chosen.map((c) => c.row.name), skipped };

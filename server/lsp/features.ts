@@ -3,9 +3,6 @@
  * CodeLens and code actions (with the PyTorch export's edits). Pure functions of the analysis,
  * the document and the parsed tree, so they are tested without a client.
  */
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import {
   CodeActionKind,
   DiagnosticSeverity,
@@ -26,9 +23,9 @@ import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { PyNode } from '../analysis/ast';
 import type { Analysis, LayerRow } from '../analysis/analyze';
 import { modelSpecFor } from '../analysis/spec';
-import { PIXELFLY_TORCH_FILE, hasPixelflyImport, importLine, importStatement, pixelflyCall, pixelflyTorchSource } from '../../export/writer';
+import { PIXELFLY_IMPORT, hasPixelflyImport, importLine, pixelflyCall } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
-import { PREVIEW_MASKS, TRAIN, WRITE_TORCH_MODULE, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from './protocol';
+import { ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from './protocol';
 
 export const SOURCE = 'pixelfly';
 export const CODE_SPARSIFY = 'pixelfly.sparsify';
@@ -204,12 +201,10 @@ export interface EditContext {
   file: string;
   version: number;
   root: PyNode;
-  /** The client can create files inside a workspace edit (workspace.workspaceEdit.resourceOperations). */
-  canCreateFiles: boolean;
 }
 
-/** Replace each row's constructor by PixelflyLinear(...), add the import, and create pixelfly_torch.py if needed. */
-export function sparsifyEdit(ctx: EditContext, rows: Array<{ row: LayerRow; config: Required<PixelflyConfig> }>): { edit: WorkspaceEdit; needsModule: boolean } | { error: string } {
+/** Replace each row's constructor by PixelflyLinear(...) and add the package's import. */
+export function sparsifyEdit(ctx: EditContext, rows: Array<{ row: LayerRow; config: Required<PixelflyConfig> }>): { edit: WorkspaceEdit } | { error: string } {
   const edits: TextEdit[] = [];
   const seen = new Set<string>();
   for (const { row, config } of rows) {
@@ -224,25 +219,9 @@ export function sparsifyEdit(ctx: EditContext, rows: Array<{ row: LayerRow; conf
   }
   if (!hasPixelflyImport(ctx.root)) {
     const line = importLine(ctx.root);
-    edits.push({ range: { start: { line, character: 0 }, end: { line, character: 0 } }, newText: `${importStatement(ctx.file)}\n` });
+    edits.push({ range: { start: { line, character: 0 }, end: { line, character: 0 } }, newText: `${PIXELFLY_IMPORT}\n` });
   }
-  const modulePath = join(dirname(ctx.file), PIXELFLY_TORCH_FILE);
-  const needsModule = !existsSync(modulePath);
-  const docEdit = { textDocument: { uri: ctx.uri, version: ctx.version }, edits };
-  if (needsModule && ctx.canCreateFiles) {
-    const moduleUri = pathToFileURL(modulePath).toString();
-    return {
-      edit: {
-        documentChanges: [
-          { kind: 'create', uri: moduleUri, options: { ignoreIfExists: true } },
-          { textDocument: { uri: moduleUri, version: null }, edits: [{ range: { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } }, newText: pixelflyTorchSource() }] },
-          docEdit,
-        ],
-      },
-      needsModule: false,
-    };
-  }
-  return { edit: { documentChanges: [docEdit] }, needsModule };
+  return { edit: { documentChanges: [{ textDocument: { uri: ctx.uri, version: ctx.version }, edits }] } };
 }
 
 export function keepDenseEdit(uri: string, version: number, lineText: string, line: number): WorkspaceEdit {
@@ -254,20 +233,22 @@ export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: 
   const rows = documentRows(a, ctx.file);
   const here = rows.filter((l) => l.count !== 0 && l.range.start.line <= range.end.line && l.range.end.line >= range.start.line);
   const actions: CodeAction[] = [];
-  const withModule = (action: CodeAction, needsModule: boolean): CodeAction =>
-    needsModule ? { ...action, command: { title: 'Write pixelfly_torch.py', command: WRITE_TORCH_MODULE, arguments: [{ uri: ctx.uri }] } } : action;
+  // After the edit the client checks that the file's interpreter can import pixelfly_torch (and offers to install it).
+  const ensurePackage = { title: 'Check pixelfly_torch', command: ENSURE_TORCH_PACKAGE, arguments: [{ uri: ctx.uri }] };
   for (const l of here) {
     const d = l.decision;
     const related = diags.filter((x) => (x.data as { name?: string } | undefined)?.name === l.name);
     if (d?.sparsify && d.config && l.direct) {
       const r = sparsifyEdit(ctx, [{ row: l, config: d.config }]);
       if ('edit' in r) {
-        actions.push(
-          withModule(
-            { title: `Pixelfly: sparsify ${l.name} (est. ${d.estSpeedup.toFixed(2)}×, ${pct(saving(l))} fewer parameters)`, kind: CodeActionKind.QuickFix, diagnostics: related, isPreferred: true, edit: r.edit },
-            r.needsModule,
-          ),
-        );
+        actions.push({
+          title: `Pixelfly: sparsify ${l.name} (est. ${d.estSpeedup.toFixed(2)}×, ${pct(saving(l))} fewer parameters)`,
+          kind: CodeActionKind.QuickFix,
+          diagnostics: related,
+          isPreferred: true,
+          edit: r.edit,
+          command: ensurePackage,
+        });
       }
     }
     if (preview && preview.layers.some((x) => x.name === l.name)) {
@@ -281,7 +262,7 @@ export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: 
   if (here.length > 0 && suggested.length > 0) {
     const r = sparsifyEdit(ctx, suggested.map((row) => ({ row, config: row.decision!.config! })));
     if ('edit' in r) {
-      actions.push(withModule({ title: `Pixelfly: sparsify all ${suggested.length} suggested layers in this file`, kind: CodeActionKind.QuickFix, edit: r.edit }, r.needsModule));
+      actions.push({ title: `Pixelfly: sparsify all ${suggested.length} suggested layers in this file`, kind: CodeActionKind.QuickFix, edit: r.edit, command: ensurePackage });
     }
   }
   return actions;

@@ -12,8 +12,11 @@ export const PREVIEW_MASKS = 'pixelfly.previewMasks';
 export const TRAIN = 'pixelfly.train';
 /** Executed by the server: write layer configs into the source (the mask preview's "Apply to code"). */
 export const APPLY_LAYER_CONFIG = 'pixelfly.applyLayerConfig';
-/** Executed by the server: write pixelfly_torch.py beside a model file (quick fixes on clients without file creation). */
-export const WRITE_TORCH_MODULE = 'pixelfly.writeTorchModule';
+/**
+ * Registered by the extension, run after a sparsify quick fix: checks that the interpreter the file
+ * runs under can import `pixelfly_torch` and offers to install it (argument `{uri}`).
+ */
+export const ENSURE_TORCH_PACKAGE = 'pixelfly.ensureTorchPackage';
 /** Request: the analysis of an open document, as `pixelfly analyze --json` prints it. */
 export const ANALYSIS_REQUEST = 'pixelfly/analysis';
 

@@ -42,7 +42,7 @@ test('initialize: the capabilities the extension relies on', async () => {
   const c = init.capabilities;
   assert.equal(c.hoverProvider, true);
   assert.equal(c.inlayHintProvider, true);
-  assert.deepEqual((c.executeCommandProvider as { commands: string[] }).commands, ['pixelfly.applyLayerConfig', 'pixelfly.writeTorchModule']);
+  assert.deepEqual((c.executeCommandProvider as { commands: string[] }).commands, ['pixelfly.applyLayerConfig']);
 });
 
 test('diagnostics: information on the layers worth sparsifying, with speedup and parameter saving', async () => {
@@ -89,18 +89,18 @@ test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelf
   assert.deepEqual(train.spec, { kind: 'gpt', name: 'GPT', vocab: 50304, context: 1024, dim: 768, depth: 12, heads: 12, mlpHidden: 3072 });
 });
 
-test('code actions: sparsify (PixelflyLinear + import + pixelfly_torch.py), keep dense; the pragma is honoured after the edit', async () => {
+test('code actions: sparsify (PixelflyLinear + the package import, then the package check), keep dense; the pragma is honoured after the edit', async () => {
   const diags = await diagnosticsFor(1);
   const target = diags[0];
   const actions = (await conn.sendRequest('textDocument/codeAction', { textDocument: { uri }, range: target.range, context: { diagnostics: [target] } })) as CodeAction[];
   const sparsify = actions.find((a) => /^Pixelfly: sparsify transformer/.test(a.title))!;
   assert.ok(sparsify, actions.map((a) => a.title).join(' | '));
   const changes = sparsify.edit!.documentChanges!;
-  assert.deepEqual((changes[0] as { kind: string }).kind, 'create');
-  assert.match((changes[0] as { uri: string }).uri, /pixelfly_torch\.py$/);
-  const docEdit = changes[2] as TextDocumentEdit;
+  assert.equal(changes.length, 1, 'one edit of the model file: no module copy is written beside it');
+  const docEdit = changes[0] as TextDocumentEdit;
   assert.match(docEdit.edits[0].newText, /^PixelflyLinear\(config\.n_embd, [^,]+, bias=config\.bias, block=\d+, butterfly_size=\d+, n_factors=\d+, rank=\d+\)$/);
   assert.equal(docEdit.edits[1].newText, 'from pixelfly_torch import PixelflyLinear\n');
+  assert.deepEqual(sparsify.command, { title: 'Check pixelfly_torch', command: 'pixelfly.ensureTorchPackage', arguments: [{ uri }] });
   assert.ok(actions.some((a) => /^Pixelfly: sparsify all \d+ suggested layers in this file$/.test(a.title)));
   const preview = actions.find((a) => /^Pixelfly: preview the mask of /.test(a.title))!;
   assert.equal(preview.command!.command, 'pixelfly.previewMasks');

@@ -8,7 +8,7 @@ import { ParseCache, sitePackages, textEdit } from '../../server/analysis/module
 import { pythonParser } from '../../server/analysis/parser';
 import { parsePin, readPragmas } from '../../server/analysis/pragmas';
 import { maskPicture } from '../../server/lsp/maskText';
-import { pixelflyCall, importLine } from '../../export/writer';
+import { pixelflyCall, importLine } from '../../server/lsp/rewrite';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import type { PyNode } from '../../server/analysis/ast';
 import { fixture, run } from './helpers';

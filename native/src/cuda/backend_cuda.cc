@@ -31,6 +31,8 @@ using cuda::Precision;
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(Precision p) : sparse_(p), dense_(ctx_.usesCublas() ? p : Precision::F32) {}
+  CudaBackend(int device, void* stream, Precision p)
+      : ctx_(device, stream), sparse_(p), dense_(ctx_.usesCublas() ? p : Precision::F32) {}
   const char* name() const override { return "cuda"; }
 
   // ---- memory
@@ -178,7 +180,18 @@ static std::shared_ptr<Backend> newCudaBackend(const std::string& precision) {
   cuda::parsePrecision(precision, &p);  // checked by checkPrecision before
   return std::make_shared<CudaBackend>(p);
 }
+
+std::shared_ptr<Backend> cudaBackendOnStream(int device, void* stream, const std::string& precision) {
+  checkPrecision(resolveBackendName("cuda"), precision);
+  Precision p = Precision::F32;
+  cuda::parsePrecision(precision, &p);
+  return std::make_shared<CudaBackend>(device, stream, p);
+}
 #else
+std::shared_ptr<Backend> cudaBackendOnStream(int, void*, const std::string&) {
+  throw std::invalid_argument("backend: 'cuda' requested but " + cudaUnavailableReason());
+}
+
 std::string cudaUnavailableReason() {
   return "this addon was built without the CUDA backend (nvcc was not found at build time)";
 }

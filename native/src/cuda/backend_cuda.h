@@ -17,6 +17,12 @@ namespace pixelfly {
 // values, or reduced precision on the CPU: std::invalid_argument (see checkPrecision).
 std::shared_ptr<Backend> createBackend(const std::string& requested, const std::string& precision = "fp32");
 
+// A CUDA backend whose work goes on `stream`, a cudaStream_t its owner keeps alive (PyTorch's
+// current stream, so the operators are ordered with the tensors' other work), on `device`. Its
+// block indexes are cached by address: the caller keeps each BsrIndex alive and unchanged for as
+// long as the backend is used. Throws std::invalid_argument when CUDA is unavailable.
+std::shared_ptr<Backend> cudaBackendOnStream(int device, void* stream, const std::string& precision = "fp32");
+
 // Throws std::invalid_argument unless `precision` can run on the resolved backend ("cpu" | "cuda").
 void checkPrecision(const std::string& backend, const std::string& precision);
 

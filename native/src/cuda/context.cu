@@ -119,13 +119,18 @@ DeviceLayout::~DeviceLayout() { cudaFree(devArrays_); }
 
 #define STREAM static_cast<cudaStream_t>(stream_)
 
-Context::Context(int device) : device_(device) {
-  const Status& st = status();
-  if (!st.available) throw std::runtime_error("CUDA is not available: " + st.reason);
-  check(cudaSetDevice(device), "cudaSetDevice");
+Context::Context(int device) : Context(device, nullptr) {
   cudaStream_t s;
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   stream_ = s;
+  ownsStream_ = true;
+  if (cublas_) checkBlas(cublasApi(nullptr)->setStream(cublas_, stream_), "setStream");
+}
+
+Context::Context(int device, void* stream) : stream_(stream), ownsStream_(false), device_(device) {
+  const Status& st = status();
+  if (!st.available) throw std::runtime_error("CUDA is not available: " + st.reason);
+  check(cudaSetDevice(device), "cudaSetDevice");
   check(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device), "SM count");
 #ifndef PIXELFLY_CUDA_EMULATION  // emulated device memory is host memory: a real cuBLAS must not see it
   if (const CublasApi* b = cublasApi(nullptr)) {
@@ -142,7 +147,7 @@ Context::~Context() {
   cudaFree(workspace_);
   cudaFree(half_[0]);
   cudaFree(half_[1]);
-  cudaStreamDestroy(STREAM);
+  if (ownsStream_) cudaStreamDestroy(STREAM);
 }
 
 void* Context::allocBytes(size_t bytes) {

@@ -70,6 +70,9 @@ class DeviceLayout {
 class Context {
  public:
   explicit Context(int device = 0);
+  // Work goes on `stream` (a cudaStream_t someone else owns and keeps alive, e.g. PyTorch's current
+  // stream), so it is ordered with that owner's work; the Context never destroys it.
+  Context(int device, void* stream);
   ~Context();
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
@@ -156,6 +159,7 @@ class Context {
 
  private:
   void* stream_ = nullptr;  // cudaStream_t
+  bool ownsStream_ = true;
   void* cublas_ = nullptr;  // cublasHandle_t
   int device_ = 0, sms_ = 1;
   // Scratch that lives between the calls of one operation only (dW's chunk partials, attention's

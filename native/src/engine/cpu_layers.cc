@@ -8,7 +8,6 @@
 #include <cstring>
 #include <vector>
 
-#include <omp.h>
 
 #include "pointwise.h"
 
@@ -270,14 +269,21 @@ void CpuBackend::pixelflyLerpRows(int M, float* y, int out, const float* gate, c
 
 void CpuBackend::pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
                          const float* gate, float* dx, float* dh, float* dz, float* dgw) {
-  // Per-thread partial sums of the gate weight's gradient, added in thread order (deterministic).
-  const int threads = omp_get_max_threads();
-  std::vector<float> parts(static_cast<size_t>(threads) * in, 0.0f);
-  pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
-    float* part = &parts[static_cast<size_t>(omp_get_thread_num()) * in];
-    pw::pixelflyMixBackward(x, in, gw, V, h, rank, gate, dx, dh, dz, part, static_cast<int>(m0), static_cast<int>(m1));
+  // The gate weight's gradient as partial sums over fixed row chunks, added in chunk order: the
+  // chunks depend only on M, so the sum is the same for any thread count (the PyTorch operators
+  // promise results independent of torch.get_num_threads()).
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, (static_cast<int64_t>(M) + 511) / 512));
+  const int64_t rowsPer = (static_cast<int64_t>(M) + chunks - 1) / chunks;
+  std::vector<float> parts(static_cast<size_t>(chunks) * in, 0.0f);
+  pw::parallelRanges(chunks, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      const int64_t m0 = q * rowsPer, m1 = std::min<int64_t>(M, m0 + rowsPer);
+      if (m0 < m1)
+        pw::pixelflyMixBackward(x, in, gw, V, h, rank, gate, dx, dh, dz, &parts[static_cast<size_t>(q) * in],
+                                static_cast<int>(m0), static_cast<int>(m1));
+    }
   });
-  for (int t = 0; t < threads; t++) pw::addTo(dgw, &parts[static_cast<size_t>(t) * in], in);
+  for (int64_t q = 0; q < chunks; q++) pw::addTo(dgw, &parts[static_cast<size_t>(q) * in], in);
 }
 
 void CpuBackend::scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {

@@ -183,75 +183,45 @@ void PixelflyLinear::init(ParamStore& ps, Rng& rng) {
   uniformInit(ps.host(b_), outF_, 1.0f / std::sqrt(static_cast<float>(outF_)), rng);
 }
 
+PixelflyLinearParams PixelflyLinear::params(Ctx& c) const {
+  PixelflyLinearParams p;
+  p.blocks = c.ps->data(w_);
+  if (cfg_.rank > 0) {
+    p.V = c.ps->data(v_);
+    p.U = c.ps->data(u_);
+    p.gw = c.ps->data(gw_);
+    p.gb = c.ps->data(gb_);
+  }
+  p.bias = c.ps->data(b_);
+  return p;
+}
+
+// (1 − g)∘dy is asked for only when in > out, where (1 − g)∘x is not: they share one buffer.
+float* PixelflyLinear::Memory::get(PixelflySlot slot, size_t n) {
+  const PixelflySlot at = slot == PixelflySlot::DYScaled ? PixelflySlot::Scaled : slot;
+  return slots[static_cast<int>(at)].resize(*be, n);
+}
+
 const float* PixelflyLinear::forward(Ctx& c, const float* x, int B) {
   x_ = x;
-  const int M = static_cast<int>(rowsOf(B, in));
-  const int r = cfg_.rank;
   float* y = outBuf(c, B);
-  const float* bias = c.ps->data(b_);
-  if (r == 0) {
-    c.be->bsrForward(shape(), M, x, c.ps->data(w_), bias, y, false);
-    return y;
-  }
-  // y = (1 − g)·s + g·l + bias with s = x·Wᵀ and l = (x·V)·Uᵀ = h·Uᵀ, never materialising l:
-  //  - in ≤ out: y = (g∘h)·Uᵀ + bias, then y += ((1 − g)∘x)·Wᵀ: two products write y and no extra
-  //    pass reads it; (1 − g)∘x is kept, the sparse weight's gradient needs it again;
-  //  - in > out: y = s, then one row pass applies the gate, the bias and + (g∘h)·Uᵀ (a (1 − g)∘x
-  //    copy would cost more than that pass over the narrower y).
-  Backend& be = *c.be;
-  float* h = h_.resize(be, static_cast<size_t>(M) * r);
-  float* hs = hs_.resize(be, static_cast<size_t>(M) * r);
-  float* g = g_.resize(be, M);
-  const bool scaleX = inF_ <= outF_;
-  float* xs = scaleX ? scaled_.resize(be, static_cast<size_t>(M) * inF_) : nullptr;
-  const float* U = c.ps->data(u_);
-  be.denseForward(M, inF_, r, x, c.ps->data(v_), nullptr, h, false);
-  be.pixelflyGate(M, x, inF_, c.ps->data(gw_), c.ps->data(gb_), h, r, g, hs, xs);
-  if (!scaleX) {
-    be.bsrForward(shape(), M, x, c.ps->data(w_), nullptr, y, false);
-    float* ut = ut_.resize(be, static_cast<size_t>(r) * outF_);
-    be.transpose(1, outF_, r, U, ut);
-    be.pixelflyLerpRows(M, y, outF_, g, bias, hs, ut, r);
-  } else {
-    be.denseForward(M, r, outF_, hs, U, bias, y, false);
-    be.bsrForward(shape(), M, xs, c.ps->data(w_), nullptr, y, true);
-  }
+  mem_.be = c.be;
+  pixelflyLinearForward(*c.be, shape(), static_cast<int>(rowsOf(B, in)), x, params(c), mem_, y);
   return y;
 }
 
 void PixelflyLinear::backward(Ctx& c, const float* dy, float* dx, int B) {
-  const int M = static_cast<int>(rowsOf(B, in));
-  const int r = cfg_.rank;
-  c.be->biasGrad(M, outF_, dy, c.ps->grad(b_), true);
-  if (r == 0) {
-    c.be->bsrBackwardWeight(shape(), M, dy, x_, c.ps->grad(w_), true);
-    if (dx) c.be->bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
-    return;
+  PixelflyLinearGrads g;
+  g.blocks = c.ps->grad(w_);
+  if (cfg_.rank > 0) {
+    g.V = c.ps->grad(v_);
+    g.U = c.ps->grad(u_);
+    g.gw = c.ps->grad(gw_);
+    g.gb = c.ps->grad(gb_);
   }
-  // y = s + g·(l − s) with one gate value per row, so dL/ds = (1 − g)·dy and dL/dl = g·dy are row
-  // scalings of dy: scale the narrower operand instead of materialising two M×out arrays.
-  //   dW_sparse = dyᵀ·((1 − g)∘x) = ((1 − g)∘dy)ᵀ·x     dx_sparse = (1 − g)∘(dy·W)
-  //   dU = dyᵀ·(g∘h)                                    dh = g∘(dy·U)
-  //   dz = g(1 − g)·Σ_j dy_j (l_j − s_j)   through the sigmoid (see pointwise::pixelflyMixBackward)
-  Backend& be = *c.be;
-  if (!dx) dx = dxScratch_.resize(be, static_cast<size_t>(M) * inF_);  // the gate's gradient still needs dy·W
-  float* dh = dh_.resize(be, static_cast<size_t>(M) * r);
-  float* dz = dz_.resize(be, M);
-  const bool scaleX = inF_ <= outF_;  // then the forward left (1 − g)∘x in scaled_
-  be.bsrBackwardInput(shape(), M, dy, c.ps->data(w_), dx, false);
-  be.denseBackwardInput(M, r, outF_, dy, c.ps->data(u_), dh, false);
-  be.pixelflyMixBackward(M, x_, inF_, c.ps->data(gw_), c.ps->data(v_), h_.data(), r, g_.data(), dx, dh, dz,
-                         c.ps->grad(gw_));
-  if (scaleX) {
-    be.bsrBackwardWeight(shape(), M, dy, scaled_.data(), c.ps->grad(w_), true);
-  } else {
-    float* dys = scaled_.resize(be, static_cast<size_t>(M) * outF_);
-    be.scaleRowsOneMinus(M, dy, outF_, g_.data(), dys);
-    be.bsrBackwardWeight(shape(), M, dys, x_, c.ps->grad(w_), true);
-  }
-  be.denseBackwardWeight(M, r, outF_, dy, hs_.data(), c.ps->grad(u_), true);
-  be.denseBackwardWeight(M, inF_, r, dh, x_, c.ps->grad(v_), true);
-  be.biasGrad(M, 1, dz, c.ps->grad(gb_), true);
+  g.bias = c.ps->grad(b_);
+  mem_.be = c.be;
+  pixelflyLinearBackward(*c.be, shape(), static_cast<int>(rowsOf(B, in)), x_, dy, params(c), mem_, g, dx);
 }
 
 // ---------------------------------------------------------------- TokenMixMlp

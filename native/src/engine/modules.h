@@ -10,6 +10,7 @@
 
 #include "backend.h"
 #include "buffer.h"
+#include "pixelfly_linear.h"
 #include "params.h"
 #include "rng.h"
 
@@ -119,14 +120,14 @@ class PixelflyLinear : public Module {
   int inF_, outF_;
   PixelflyConfig cfg_;
   size_t w_, v_ = 0, u_ = 0, gw_ = 0, gb_ = 0, b_;
-  BsrShape shape() const { return {&cfg_.index, outF_, inF_}; }
-  // Saved for backward: h = x·V, the gate g per row, g∘h, and the row-scaled operand of the sparse
-  // weight's gradient: (1 − g)∘x from the forward when in ≤ out, else (1 − g)∘dy from the backward.
-  Buffer<float> h_, g_, hs_, scaled_;
-  // Backward scratch: dL/dh, dL/d(gate logit), and dy·W when the caller wants no input gradient
-  // (the gate's gradient needs it).
-  Buffer<float> dh_, dz_, dxScratch_;
-  Buffer<float> ut_;  // Uᵀ for the forward's row pass (in > out)
+  PixelflyLinearShape shape() const { return {{&cfg_.index, outF_, inF_}, cfg_.rank}; }
+  PixelflyLinearParams params(Ctx& c) const;
+  // The layer's arrays (pixelfly_linear.h's slots), kept between steps so they are allocated once.
+  struct Memory final : PixelflyMemory {
+    Backend* be = nullptr;
+    Buffer<float> slots[kPixelflySlots];
+    float* get(PixelflySlot slot, size_t n) override;
+  } mem_;
 };
 
 // MLP-Mixer's dense token-mixing MLP, fused per sample: y_b = W2·GELU(W1·x_b + b1) + b2 on each

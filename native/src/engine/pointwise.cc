@@ -127,8 +127,13 @@ PIXELFLY_CLONES void pixelflyLerpRows(float* y, int out, const float* gate, cons
   for (int m = r0; m < r1; m++) {
     const float s = 1.0f - gate[m];
     float* ym = y + static_cast<size_t>(m) * out;
+    if (bias) {
 #pragma omp simd
-    for (int j = 0; j < out; j++) ym[j] = s * ym[j] + bias[j];
+      for (int j = 0; j < out; j++) ym[j] = s * ym[j] + bias[j];
+    } else {
+#pragma omp simd
+      for (int j = 0; j < out; j++) ym[j] *= s;
+    }
     for (int k = 0; k < rank; k++) {
       const float c = hs[static_cast<size_t>(m) * rank + k];
       const float* uk = Ut + static_cast<size_t>(k) * out;

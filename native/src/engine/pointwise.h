@@ -51,6 +51,7 @@ void pixelflyGate(const float* x, int in, const float* gw, float gb, const float
 
 // y_m = (1 − gate[m])·y_m + bias + hs_m·Ut, rows [r0, r1) of `out` columns: y holds the sparse
 // output on entry, hs = g∘h and Ut = Uᵀ (rank × out), so this finishes the lerp in one pass.
+// bias may be null.
 void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, const float* hs, const float* Ut,
                       int rank, int r0, int r1);
 

@@ -1,27 +1,13 @@
 /**
- * The PyTorch export the quick fixes write: `nn.Linear(...)` (or Hugging Face `Conv1D(nf, nx)`)
- * becomes `PixelflyLinear(in, out, ..., block=…, butterfly_size=…, …)`, imported from the
- * generated `pixelfly_torch.py` placed beside the model file.
+ * The quick fixes' rewriting: `nn.Linear(...)` (or Hugging Face `Conv1D(nf, nx)`) becomes
+ * `PixelflyLinear(in, out, ..., block=…, butterfly_size=…, …)`, imported from the `pixelfly_torch`
+ * package (pytorch/; `pixelfly torch install` puts it into the user's interpreter).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import type { PixelflyConfig } from '../core/pixelflyLayer';
-import type { PyNode } from '../server/analysis/ast';
+import type { PixelflyConfig } from '../../core/pixelflyLayer';
+import type { PyNode } from '../analysis/ast';
 
-export const PIXELFLY_TORCH_FILE = 'pixelfly_torch.py';
-
-let cached: string | undefined;
-
-/** The module's source: copied beside the bundle (dist/), or read from export/ in a checkout. */
-export function pixelflyTorchSource(): string {
-  if (cached !== undefined) return cached;
-  for (let dir = __dirname; ; dir = dirname(dir)) {
-    for (const candidate of [join(dir, PIXELFLY_TORCH_FILE), join(dir, 'export', PIXELFLY_TORCH_FILE)]) {
-      if (existsSync(candidate)) return (cached = readFileSync(candidate, 'utf8'));
-    }
-    if (dirname(dir) === dir) throw new Error(`${PIXELFLY_TORCH_FILE} not found beside ${__dirname} or in an export/ folder above it`);
-  }
-}
+/** The import the rewritten file needs. */
+export const PIXELFLY_IMPORT = 'from pixelfly_torch import PixelflyLinear';
 
 interface CallArgs {
   positional: string[];
@@ -77,12 +63,7 @@ export function pixelflyCall(call: PyNode, config: Required<PixelflyConfig>): st
   return `PixelflyLinear(${args.join(', ')})`;
 }
 
-/** `from pixelfly_torch import PixelflyLinear`, relative inside a package (a folder with __init__.py). */
-export function importStatement(modelFile: string): string {
-  const inPackage = existsSync(join(dirname(modelFile), '__init__.py'));
-  return `from ${inPackage ? '.' : ''}pixelfly_torch import PixelflyLinear`;
-}
-
+/** The file already imports PixelflyLinear from the package (or from a module copy an older version wrote beside it). */
 export function hasPixelflyImport(root: PyNode): boolean {
   return root.children.some((s) => s.type === 'import_from_statement' && /pixelfly_torch/.test(s.field('module_name')?.text ?? '') && /\bPixelflyLinear\b/.test(s.text));
 }

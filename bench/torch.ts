@@ -1,0 +1,213 @@
+// `npm run bench:torch -- [--threads 2] [--reps 10] [--m 4096] [--steps 200] [--timing-steps 20] [--budget 0.25]
+//                         [--only layers|steps] [--models gpt,mixer] [--text FILE] [--out FILE]`
+// pixelfly_torch in real PyTorch (Debian's torch 1.13, /usr/bin/python3), in one run:
+//  - per layer, forward + backward at (768→3072), (1024→4096), (3072→768), M rows, densities ≈ 1/8 and
+//    1/4 (flat block butterfly, block 32, layouts from core as bench:kernels picks them): pixelfly
+//    (the extension), masked_dense (the fallback), torch_linear (nn.Linear), project_dense (our dense
+//    GEMM through the extension, so a better GEMM is never counted as a sparse gain) and torch_bf16
+//    (nn.Linear in bfloat16, where the CPU has bf16);
+//  - a whole training step (forward, backward, AdamW) of two test-corpus models made sparse with
+//    pixelfly_torch.sparsify from their own analysis plan (the language server's analysis at --budget):
+//    a nanoGPT-style GPT at GPT-2-small width (n_embd 768, 4 layers, context 256; bytes of a text, vocab
+//    256) and timm's MLP-Mixer on Fashion-MNIST (dim 512, 4 blocks, patch 4), dense vs Pixelfly on the
+//    same batches in alternating steps for --steps, with the held-out loss after them; project_dense and
+//    torch_bf16 timed for --timing-steps.
+// Prints tables and writes JSON rows {kind: "layer"|"step", model, in, out, density, variant, threads,
+// fwd_bwd_ms | step_ms, loss, ...} (default bench-results/torch.json). Medians of repeats; ratios are
+// against baselines measured in the same run.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { layoutNear } from './kernels';
+import { analyze } from '../server/analysis/analyze';
+import { pythonParser } from '../server/analysis/parser';
+import { analysisJson } from '../daemon/commands/analyze';
+import { parsePin } from '../server/analysis/pragmas';
+import { DEBIAN_FASHION_MNIST } from '../native/datasets';
+
+const repoRoot = resolve(__dirname, '..', '..');
+const PYTHON = '/usr/bin/python3';
+
+interface Options {
+  threads: number;
+  reps: number;
+  m: number;
+  steps: number;
+  timingSteps: number;
+  budget: number;
+  only: '' | 'layers' | 'steps';
+  models: string[];
+  text: string;
+  out: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    threads: 2, reps: 10, m: 4096, steps: 200, timingSteps: 20, budget: 0.25, only: '', models: ['gpt', 'mixer'],
+    text: '', out: 'bench-results/torch.json',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    const num = (): number => {
+      const v = Number(value);
+      if (!Number.isFinite(v) || v <= 0) throw new Error(`${flag}: expected a positive number, got ${value}`);
+      return v;
+    };
+    if (flag === '--threads') o.threads = num();
+    else if (flag === '--reps') o.reps = num();
+    else if (flag === '--m') o.m = num();
+    else if (flag === '--steps') o.steps = num();
+    else if (flag === '--timing-steps') o.timingSteps = num();
+    else if (flag === '--budget') o.budget = num();
+    else if (flag === '--only' && (value === 'layers' || value === 'steps')) o.only = value;
+    else if (flag === '--models') o.models = value.split(',');
+    else if (flag === '--text') o.text = value;
+    else if (flag === '--out') o.out = value;
+    else throw new Error(`unknown option ${flag} ${value}`);
+  }
+  return o;
+}
+
+/** The text the GPT learns: Python's standard library sources (on every Debian machine), or --text. */
+function defaultText(): string {
+  const out = join(repoRoot, 'bench-results', 'stdlib-text.txt');
+  if (existsSync(out)) return out;
+  const dir = '/usr/lib/python3.11';
+  const files = readdirSync(dir).filter((f) => f.endsWith('.py')).sort();
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, files.map((f) => readFileSync(join(dir, f), 'utf8')).join('\n'));
+  return out;
+}
+
+/** The analysis of a model file with its settings pinned (as `pixelfly analyze FILE --model M --set k=v --budget B --json`). */
+async function plan(file: string, model: string, settings: Record<string, number>, budget: number): Promise<object> {
+  const pins = new Map(Object.entries(settings).map(([k, v]) => parsePin(`${k}=${v}`)));
+  const a = analyze(await pythonParser(), { file, model, pins, target: { budget }, extraPaths: [join(repoRoot, 'test', 'fixtures', 'python-site')] });
+  if (!a.plan || !a.layers.some((l) => l.decision?.sparsify)) throw new Error(`${file}: the analysis plans no Pixelfly layer (${a.plan?.summary ?? a.unresolved.join(', ')})`);
+  console.log(`  ${model} (${file.replace(repoRoot + '/', '')}): ${a.plan.summary}`);
+  return analysisJson(a);
+}
+
+interface Row {
+  kind: 'layer' | 'step';
+  model: string;
+  variant: string;
+  density?: number;
+  in?: number;
+  out?: number;
+  fwd_bwd_ms?: number;
+  step_ms?: number;
+  loss?: number | null;
+  steps?: number;
+  [k: string]: unknown;
+}
+
+function runPython(cfg: object): Promise<Row[]> {
+  const env = {
+    ...process.env,
+    PYTHONPATH: join(repoRoot, 'dist', 'python'),
+    OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
+    // Every variant's large tensors come from reused heap memory: on this kind of VM a fresh page
+    // costs ~7 µs to fault in, which would otherwise dominate any product that allocates its output.
+    MALLOC_MMAP_THRESHOLD_: '17179869184',
+    MALLOC_TRIM_THRESHOLD_: '17179869184',
+  };
+  return new Promise((resolvePy, reject) => {
+    const child = spawn(PYTHON, [join(repoRoot, 'bench', 'torch_bench.py'), JSON.stringify(cfg)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const rows: Row[] = [];
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString('utf8');
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).trim();
+        buf = buf.slice(nl + 1);
+        if (line.startsWith('{')) rows.push(JSON.parse(line) as Row);
+      }
+    });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolvePy(rows) : reject(new Error(`torch_bench.py exited ${code}`))));
+  });
+}
+
+const fmt = (x: number | undefined, d = 1): string => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+
+function layerTable(rows: Row[]): void {
+  console.log('\n| layer | density | pixelfly ms | project_dense ms | torch_linear ms | torch_bf16 ms | masked_dense ms | vs project_dense (target ≥ 0.8/density) | vs torch_linear | vs torch_bf16 |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  const keys = [...new Set(rows.map((r) => `${r.model}|${r.density}`))];
+  for (const key of keys) {
+    const group = rows.filter((r) => `${r.model}|${r.density}` === key);
+    const ms = (v: string): number | undefined => group.find((r) => r.variant === v)?.fwd_bwd_ms;
+    const pf = ms('pixelfly')!;
+    const d = group[0].density!;
+    const target = 0.8 / d;
+    const vsOurs = (ms('project_dense') ?? NaN) / pf;
+    console.log(`| ${group[0].model} | ${fmt(d, 3)} | ${fmt(pf)} | ${fmt(ms('project_dense'))} | ${fmt(ms('torch_linear'))} | ${fmt(ms('torch_bf16'))} | ${fmt(ms('masked_dense'))} | ${fmt(vsOurs, 2)}× (${fmt(target, 2)}×: ${vsOurs >= target ? 'met' : 'MISSED'}) | ${fmt((ms('torch_linear') ?? NaN) / pf, 2)}× | ${fmt((ms('torch_bf16') ?? NaN) / pf, 2)}× |`);
+  }
+}
+
+function stepTable(rows: Row[]): void {
+  console.log('\n| model | variant | precision | step ms (median) | steps | held-out loss | Pixelfly speedup vs this |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const model of [...new Set(rows.map((r) => r.model))]) {
+    const group = rows.filter((r) => r.model === model);
+    const pf = group.find((r) => r.variant === 'pixelfly')!;
+    for (const r of group) {
+      console.log(`| ${model} | ${r.variant} | ${r.precision} | ${fmt(r.step_ms)} | ${r.steps} | ${r.loss === null || r.loss === undefined ? '- (timing only)' : fmt(r.loss, 4)} | ${r === pf ? '' : `${fmt(r.step_ms! / pf.step_ms!, 2)}×`} |`);
+    }
+    const dense = group.find((r) => r.variant === 'torch_linear')!;
+    const target = model.startsWith('gpt') ? 1.8 : 2;
+    const gap = (100 * (pf.loss! - dense.loss!)) / dense.loss!;
+    console.log(`${model}: Pixelfly ${fmt(dense.step_ms! / pf.step_ms!, 2)}× faster than dense torch_linear (target ≥ ${target}×: ${dense.step_ms! / pf.step_ms! >= target ? 'met' : 'MISSED'}); held-out loss after ${pf.steps} steps ${gap >= 0 ? '+' : ''}${fmt(gap, 2)}% vs dense (target within 2%: ${Math.abs(gap) <= 2 ? 'met' : 'MISSED'})`);
+  }
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}`);
+  const cfg: Record<string, unknown> = { threads: o.threads, reps: o.reps };
+  if (o.only !== 'steps') {
+    const layers = [];
+    for (const [inF, out] of [[768, 3072], [1024, 4096], [3072, 768]]) {
+      for (const target of [1 / 8, 1 / 4]) {
+        const l = layoutNear(out, inF, 32, target);
+        layers.push({ name: `${inF}→${out}`, in: inF, out, m: o.m, config: { block: 32, butterflySize: l.params.butterflySize, nFactors: l.params.nFactors, rank: 0 } });
+      }
+    }
+    cfg.layers = layers;
+  }
+  if (o.only !== 'layers') {
+    const models = [];
+    console.log(`plans (the analysis of each model file, budget ${o.budget}):`);
+    if (o.models.includes('gpt')) {
+      const file = join(repoRoot, 'test', 'fixtures', 'models', 'nanogpt', 'model.py');
+      const build = { n_layer: 4, n_head: 12, n_embd: 768, block_size: 256, vocab_size: 256, dropout: 0.0, bias: true };
+      models.push({ name: 'gpt-768x4-ctx256', kind: 'gpt', file, build, batch: 8, lr: 6e-4, steps: o.steps, timing_steps: o.timingSteps,
+        held_out_batches: 8, text: o.text || defaultText(), plan: await plan(file, 'GPT', { n_layer: 4, n_head: 12, n_embd: 768, block_size: 256, vocab_size: 256 }, o.budget) });
+    }
+    if (o.models.includes('mixer')) {
+      const file = join(repoRoot, 'test', 'fixtures', 'models', 'timm', 'mlp_mixer.py');
+      const build = { img_size: 28, in_chans: 1, patch_size: 4, num_classes: 10, embed_dim: 512, num_blocks: 4 };
+      models.push({ name: 'mixer-512x4', kind: 'mixer', file, class: 'MlpMixer', build, batch: 128, lr: 2e-3, steps: o.steps, timing_steps: o.timingSteps,
+        held_out_batches: 10, fashion_mnist: DEBIAN_FASHION_MNIST, plan: await plan(file, 'MlpMixer', build, o.budget) });
+    }
+    cfg.models = models;
+  }
+  const rows = await runPython(cfg);
+  const layerRows = rows.filter((r) => r.kind === 'layer');
+  const stepRows = rows.filter((r) => r.kind === 'step');
+  if (layerRows.length) layerTable(layerRows);
+  if (stepRows.length) stepTable(stepRows);
+  mkdirSync(dirname(o.out), { recursive: true });
+  writeFileSync(o.out, JSON.stringify(rows.map((r) => ({ ...r, load_avg: loadavg()[0] })), null, 2));
+  console.log(`\nwrote ${o.out}`);
+}
+
+main().catch((e) => {
+  console.error(`bench:torch failed: ${(e as Error).message}`);
+  process.exit(1);
+});

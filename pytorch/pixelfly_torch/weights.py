@@ -1,0 +1,69 @@
+"""Reading the native engine's weight exports (safetensors, see native/src/engine/FORMATS.md) into
+PixelflyLinear layers: the tensor names are the layers' state-dict keys."""
+import json
+import struct
+
+import torch
+
+from .linear import PixelflyLinear
+
+__all__ = ["read_safetensors", "load_engine_weights", "pixelfly_layers_from_export"]
+
+
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32}
+
+
+def read_safetensors(path):
+    """Tensors and metadata of a safetensors file, without the safetensors package."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise ValueError(f"{path}: not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not a safetensors file (bad header: {e})") from None
+    meta = header.pop("__metadata__", {}) or {}
+    body = data[8 + n:]
+    tensors = {}
+    for name, t in header.items():
+        if t["dtype"] not in _DTYPES:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {t['dtype']}")
+        start, end = t["data_offsets"]
+        flat = torch.frombuffer(bytearray(body[start:end]), dtype=_DTYPES[t["dtype"]])
+        tensors[name] = flat.reshape(t["shape"]).clone()
+    return tensors, meta
+
+
+def load_engine_weights(module, path, prefix="", strict=True):
+    """Load a Pixelfly engine weight export into ``module`` (names are state-dict keys).
+
+    ``prefix`` selects a sub-tree of the export (e.g. ``"blocks.0.mlp.fc1."``).
+    """
+    tensors, _ = read_safetensors(path)
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return module.load_state_dict(state, strict=strict)
+
+
+def pixelfly_layers_from_export(path):
+    """Every Pixelfly layer of an engine weight export, built and loaded: ``{name: PixelflyLinear}``.
+
+    Raises if a layer's layout here differs from the one the engine recorded (it never should:
+    both implement the same layout function).
+    """
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != "pixelfly-weights":
+        raise ValueError(f"{path}: not a Pixelfly weight export (metadata format {meta.get('format')!r})")
+    layers = {}
+    for name, cfg in json.loads(meta.get("layouts", "{}")).items():
+        layer = PixelflyLinear(cfg["in"], cfg["out"], block=cfg["block"], butterfly_size=cfg["butterflySize"],
+                               n_factors=cfg["nFactors"], rank=cfg.get("rank", 0), global_size=cfg.get("globalSize", 0),
+                               shuffle=bool(cfg.get("shuffle", False)))
+        rows = ["".join("1" if v else "0" for v in row) for row in layer.layout.tolist()]
+        if rows != cfg["layout"]:
+            raise ValueError(f"{path}: layer {name}: the exported layout differs from pixelfly_torch's")
+        state = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        layer.load_state_dict(state, strict=True)
+        layers[name] = layer
+    return layers
