@@ -120,15 +120,22 @@ function geometry(outFeatures: number, inFeatures: number, p: ButterflyParams): 
 /** Largest mask (blocks) or butterfly support (cells) a layout is built for: 256 MB each, far beyond any trainable layer. */
 export const MAX_MASK_CELLS = 2 ** 28;
 
-export function flatBlockButterflyLayout(outFeatures: number, inFeatures: number, p: ButterflyParams): BlockLayout {
-  const { params, outPadded, inPadded, blockRows, blockCols, cellRows, cellCols } = geometry(outFeatures, inFeatures, p);
-  const { block, butterflySize: s, globalSize } = params;
+/** Checks the parameters (as validateParams) and that the layout's mask and support can be built (at most MAX_MASK_CELLS each). */
+export function checkBuildable(outFeatures: number, inFeatures: number, p: ButterflyParams): void {
+  const { params, blockRows, blockCols } = geometry(outFeatures, inFeatures, p);
+  const s = params.butterflySize;
   if (blockRows * blockCols > MAX_MASK_CELLS || s * s > MAX_MASK_CELLS) {
     throw new PixelflyConfigError(
       'out_features',
-      `${outFeatures}×${inFeatures} with block ${block} and butterfly_size ${s} is a ${blockRows}×${blockCols} block mask, too large to build (at most ${MAX_MASK_CELLS} blocks)`,
+      `${outFeatures}×${inFeatures} with block ${params.block} and butterfly_size ${s} is a ${blockRows}×${blockCols} block mask, too large to build (at most ${MAX_MASK_CELLS} blocks)`,
     );
   }
+}
+
+export function flatBlockButterflyLayout(outFeatures: number, inFeatures: number, p: ButterflyParams): BlockLayout {
+  checkBuildable(outFeatures, inFeatures, p);
+  const { params, outPadded, inPadded, blockRows, blockCols, cellRows, cellCols } = geometry(outFeatures, inFeatures, p);
+  const { block, butterflySize: s, globalSize } = params;
   const support = flatButterflySupport(s, params.nFactors, params.shuffle);
 
   const mask = new Uint8Array(blockRows * blockCols);

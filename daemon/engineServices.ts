@@ -4,6 +4,9 @@
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseModelSpec, specInventory, ModelSpecError, type ModelSpec } from '../core/modelSpec';
+import type { InventoryLayer } from '../core/inventory';
+import { checkBuildable } from '../core/layout';
+import { PixelflyConfigError } from '../core/errors';
 import { formatBytes, notAFile } from '../io/userFile';
 import type { EngineServices } from './main';
 import { RejectedError, type TrainingRequest } from './jobs/trainer';
@@ -33,11 +36,27 @@ function parseSpec(value: unknown): ModelSpec {
 export const trainingRequest: EngineServices['trainingRequest'] = async (params, plan): Promise<TrainingRequest> => {
   const spec = parseSpec(params.spec);
   const resolved = params.plan ?? (await plan(specInventory(spec), params.target ?? DEFAULT_TARGET));
-  const known = new Set(specInventory(spec).layers.map((l) => l.name));
-  const unknown = resolved.layers.filter((l) => !known.has(l.name)).map((l) => l.name);
+  const inventory = new Map(specInventory(spec).layers.map((l) => [l.name, l]));
+  const unknown = resolved.layers.filter((l) => !inventory.has(l.name)).map((l) => l.name);
   if (unknown.length > 0) {
     const shown = unknown.slice(0, 5).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');
-    throw new RejectedError(`plan: layer${unknown.length > 1 ? 's' : ''} ${shown} not in the ${spec.kind} spec (it has ${[...known].join(', ')})`);
+    throw new RejectedError(`plan: layer${unknown.length > 1 ? 's' : ''} ${shown} not in the ${spec.kind} spec (it has ${[...inventory.keys()].join(', ')})`);
+  }
+  // A client's Pixelfly configs, before anything (admission's estimate included) computes with them;
+  // the planner's own are valid by construction, and what does not fit is admission's to say.
+  for (const l of params.plan?.layers ?? []) {
+    if (!l.sparsify) continue;
+    const layer = inventory.get(l.name) as InventoryLayer;
+    const where = `plan layer '${l.name}' (${layer.out}×${layer.in})`;
+    if (layer.role === 'embedding') throw new RejectedError(`${where}: an embedding is a lookup and cannot be Pixelfly`);
+    if (!l.config) throw new RejectedError(`${where}: sparsify is true but config is missing`);
+    if (l.config.rank > Math.min(layer.in, layer.out)) throw new RejectedError(`${where}: rank must be in 0..${Math.min(layer.in, layer.out)}, got ${l.config.rank}`);
+    try {
+      checkBuildable(layer.out, layer.in, l.config);
+    } catch (err) {
+      if (err instanceof PixelflyConfigError) throw new RejectedError(`${where}: ${err.message}`);
+      throw err;
+    }
   }
   return { spec: params.spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
 };

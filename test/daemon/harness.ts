@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DaemonClient, daemonUrl } from '../../daemon/client';
+import { DAEMON_NODE_FLAGS } from '../../daemon/discovery';
 
 export const CLI = join(__dirname, '..', '..', 'daemon', 'cli.js');
 
@@ -31,12 +32,13 @@ export interface DaemonProcess {
 }
 
 /**
- * Starts `pixelfly daemon foreground` in `home`. `wrap` runs it through another command (e.g.
+ * Starts `pixelfly daemon foreground` in `home`, with the Node flags `pixelfly daemon start` and the
+ * extension give it. `wrap` runs it through another command (e.g.
  * `prlimit --nofile=64:64 --`), which then execs node, so the pid is still the daemon's.
  */
 export async function startDaemon(home: string, args: string[] = [], env: Record<string, string> = {}, timeoutMs = 15000, wrap: string[] = []): Promise<DaemonProcess> {
   const discovery = join(home, 'daemon.json');
-  const command = [...wrap, process.execPath, CLI, 'daemon', 'foreground', ...args];
+  const command = [...wrap, process.execPath, ...DAEMON_NODE_FLAGS, CLI, 'daemon', 'foreground', ...args];
   const proc = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...env, PIXELFLY_HOME: home },
     stdio: ['ignore', 'pipe', 'pipe'],

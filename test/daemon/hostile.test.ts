@@ -47,7 +47,9 @@ async function refused(params: Submit, pattern: RegExp): Promise<DaemonRpcError>
   let caught: DaemonRpcError | undefined;
   await assert.rejects(client.request('job.submit', params), (e: DaemonRpcError) => {
     caught = e;
-    return e.code === ErrorCode.REJECTED && pattern.test(e.message);
+    assert.equal(e.code, ErrorCode.REJECTED, e.message);
+    assert.match(e.message, pattern);
+    return true;
   });
   return caught as DaemonRpcError;
 }
@@ -140,6 +142,13 @@ test('deep nesting, a 100k-layer MLP and dataset paths that are not data: short 
   assert.equal(answer.error.code, ErrorCode.INVALID_REQUEST);
   assert.match(answer.error.message, /nests arrays and objects more than 64 levels deep/);
   raw.socket.destroy();
+
+  // A client's plan is checked before admission computes with it.
+  const fc = (config: Record<string, number>) => ({ layers: [{ name: 'fc1', sparsify: true, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 8, ...config } }] });
+  const wide = { kind: 'mlp', inputFeatures: 1024, hidden: [1024], classes: 10 };
+  await refused({ spec: wide, plan: fc({ butterflySize: 3 }), dataset: { kind: 'synthetic' }, hyper }, /plan layer 'fc1' \(1024×1024\): .*butterfly_size.*must be a power of two, got 3/);
+  await refused({ spec: wide, plan: fc({ rank: 5000 }), dataset: { kind: 'synthetic' }, hyper }, /plan layer 'fc1' \(1024×1024\): rank must be in 0\.\.1024, got 5000/);
+  await refused({ spec: { ...wide, inputFeatures: 2 ** 20, hidden: [2 ** 20] }, plan: fc({ butterflySize: 2 ** 16, nFactors: 16 }), dataset: { kind: 'synthetic' }, hyper }, /too large to build/);
 
   const many = await refused({ spec: { kind: 'mlp', inputFeatures: 64, hidden: Array(100_000).fill(8), classes: 10 }, dataset: { kind: 'synthetic' }, hyper }, /hidden: at most 4096 layers, got 100000/);
   assert.ok(many.message.length < 500, `a short message (${many.message.length} characters)`);
