@@ -14,8 +14,8 @@
  *           term, a dense out×in matrix for its SVD) and frees it;
  *   resume  a checkpoint is read whole, copied into arrays and copied again into the engine;
  *   train   steady state, plus a checkpoint's copy of parameters and moments while it is written.
- * Pure arithmetic over a model spec (no Node imports), so any runner can reuse it with its own
- * per-model terms.
+ * Pure arithmetic over a model spec (no Node imports); another runner passes its own per-model
+ * accounting (TrainingMemoryInput.modelMemory) and keeps the phases, the dataset and the suggestions.
  */
 import { layoutSummary } from './layout';
 import { patchTokens, type ModelSpec } from './modelSpec';
@@ -54,6 +54,12 @@ export interface TrainingMemoryInput {
   dataset: DatasetMemory;
   /** Fixed cost of the runner itself (the job process: Node, its modules, the native addon). */
   overheadBytes: number;
+  /**
+   * One model's memory for another runner (a PyTorch worker keeps other buffers than the engine);
+   * default: the native engine's (modelMemory below). Phases, the dataset and the refusal's
+   * suggestions work the same with either.
+   */
+  modelMemory?: typeof modelMemory;
 }
 
 /** One model's memory. */
@@ -273,7 +279,7 @@ function modelOf(spec: ModelSpec, walk: ModelWalk): { net: Mod; rowsPerSample: n
   }
 }
 
-/** One model (the Pixelfly one with the plan's layers, or the dense one without). */
+/** One model on the native engine (the Pixelfly one with the plan's layers, or the dense one without). */
 export function modelMemory(spec: ModelSpec, pixelfly: TrainingMemoryInput['pixelfly'], batch: number, evalBatch: number, threads: number): ModelMemory {
   const walk = new ModelWalk(new Map(pixelfly.map((l) => [l.name, l.config])), Math.max(1, threads));
   const { net, rowsPerSample, classes, inputFloats } = modelOf(spec, walk);
@@ -292,8 +298,9 @@ export function modelMemory(spec: ModelSpec, pixelfly: TrainingMemoryInput['pixe
 export function estimateTrainingMemory(input: TrainingMemoryInput): MemoryEstimate {
   const { spec, batch, threads, dataset } = input;
   const evalBatch = Math.max(1, Math.min(Math.max(batch, EVAL_BATCH), input.evalCount));
-  const pixelfly = modelMemory(spec, input.pixelfly, batch, evalBatch, threads);
-  const dense = input.compare ? modelMemory(spec, [], batch, evalBatch, threads) : undefined;
+  const model = input.modelMemory ?? modelMemory;
+  const pixelfly = model(spec, input.pixelfly, batch, evalBatch, threads);
+  const dense = input.compare ? model(spec, [], batch, evalBatch, threads) : undefined;
   const models = dense ? [pixelfly, dense] : [pixelfly];
   const paramBytes = models.reduce((a, m) => a + m.paramBytes, 0);
   const activations = models.reduce((a, m) => a + m.activationBytes, 0);
