@@ -114,6 +114,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       backend: engine.backend,
       flushMs: opts.flushMs,
       log,
+      finishRun: (input) => runTask('finishRun', input, 'summarising the run', 120_000),
       admit: (request, run) => {
         // The reserve given back on a full disk forms again once there is room.
         ensureReserve(opts.home);

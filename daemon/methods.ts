@@ -42,7 +42,7 @@ export const handlers: Handlers = {
     const name = p.name ?? (typeof p.spec.name === 'string' ? p.spec.name : 'model');
     return ctx.jobs.submit(name, request).info();
   },
-  'job.cancel': async (p, ctx) => ctx.jobs.cancel(p.jobId).info(),
+  'job.cancel': async (p, ctx) => (await ctx.jobs.cancel(p.jobId)).info(),
   'job.resume': async (p, ctx) => ctx.jobs.resume(p.jobId).info(),
   'job.list': async (_p, ctx) => ({ jobs: ctx.jobs.list().map((j) => j.info()) }),
   'job.get': async (p, ctx) => ctx.jobs.get(p.jobId).info(),

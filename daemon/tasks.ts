@@ -3,11 +3,13 @@
 import type { DeviceProfile } from '../core/costModel';
 import type { PlanTarget } from '../core/planner';
 import { plan } from './planning';
+import { finishRun, type FinishRunInput } from './jobs/finishRun';
 import { RejectedError, type Plan } from './jobs/trainer';
 
 const tasks = {
   plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean }): Plan =>
     plan(input.inventory, input.target, input.profile, input.fromSpec),
+  finishRun: (input: FinishRunInput) => finishRun(input),
 };
 
 export type TaskName = keyof typeof tasks;

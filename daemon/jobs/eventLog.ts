@@ -225,6 +225,33 @@ export class EventLog {
   }
 }
 
+/**
+ * Every complete event of a log file, read-only and in bounded chunks (a helper process reads a
+ * run's log this way while the daemon may still hold it open for writing).
+ */
+export function* readEventsFile(file: string): Generator<JobEvent> {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(READ_CHUNK_BYTES);
+    let carry = Buffer.alloc(0);
+    for (let position = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, position);
+      if (n <= 0) return;
+      position += n;
+      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
+      let from = 0;
+      for (let nl = chunk.indexOf(10, from); nl >= 0; nl = chunk.indexOf(10, from)) {
+        const event = parseLine(chunk.toString('utf8', from, nl));
+        if (event) yield event;
+        from = nl + 1;
+      }
+      carry = Buffer.from(chunk.subarray(from));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function parseLine(line: string): JobEvent | undefined {
   if (line.length === 0) return undefined;
   try {

@@ -8,11 +8,11 @@
 // ends that job with the reason and keeps what was already durable, and a checkpoint is recorded
 // only once the metrics before it are on disk.
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState } from '../../protocol/daemon';
+import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState, type RunSummary } from '../../protocol/daemon';
 import { EventLog } from './eventLog';
 import { listRunDirs, RunDir, type RunRecord, type RunState } from './runStore';
 import { checkpointBoth, DivergedError, plannedSteps, restoreBoth, runSteps, summarize } from './runner';
+import { finishRun, type FinishRunInput } from './finishRun';
 import {
   CheckpointError,
   describeIoError,
@@ -24,7 +24,6 @@ import {
   type TrainingRequest,
   type TrainingSetup,
 } from './trainer';
-import { renderReport } from '../report';
 
 export class JobError extends Error {
   constructor(
@@ -51,6 +50,8 @@ export interface JobManagerOptions {
   log?: (line: string) => void;
   /** Checks a job against the machine (memory, disk) before anything is allocated; throws RejectedError. */
   admit?: (request: TrainingRequest, run?: RunDir) => JobAdmission;
+  /** Summarises an ending run and writes its report (the daemon: in a helper process); default: here. */
+  finishRun?: (input: FinishRunInput) => Promise<ReturnType<typeof finishRun>>;
 }
 
 export class Job {
@@ -220,7 +221,8 @@ export class JobManager {
     return job;
   }
 
-  cancel(jobId: string): Job {
+  /** Cancels a job: a running one is stopped at once (and ends shortly), a queued or interrupted one ends here. */
+  async cancel(jobId: string): Promise<Job> {
     const job = this.get(jobId);
     if (TERMINAL_STATES.includes(job.state.state)) {
       throw new JobError('invalid_state', `job '${jobId}' is already ${job.state.state}`);
@@ -233,7 +235,7 @@ export class JobManager {
       // Queued or interrupted: nothing is running, so it ends here.
       const i = this.queue.indexOf(job);
       if (i >= 0) this.queue.splice(i, 1);
-      this.finish(job, 'cancelled', undefined);
+      await this.finish(job, 'cancelled', undefined);
     }
     return job;
   }
@@ -438,34 +440,30 @@ export class JobManager {
       job.log.flush();
       return;
     }
-    this.finish(job, ending.state, ending.error, setup);
+    await this.finish(job, ending.state, ending.error, setup);
   }
 
-  private finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): void {
+  private async finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): Promise<void> {
     job.log.flush();
     // A job cancelled while interrupted has no models built now: what its last session recorded stands in.
     const params = setup ? { pixelfly: setup.pixelfly.params, dense: setup.dense?.params } : (job.state.params ?? { pixelfly: 0 });
     const stepsPerEpoch = setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1;
-    let summary;
+    const input: FinishRunInput = { metricsFile: job.log.file, reportFile: job.run.reportFile, params, stepsPerEpoch, info: { ...job.info(), state, error } };
+    let summary: RunSummary;
     try {
-      summary = summarize(readAll(job.log), params, stepsPerEpoch);
+      const done = await (this.opts.finishRun ?? (async (i: FinishRunInput) => finishRun(i)))(input);
+      summary = done.summary;
+      if (done.reportError) this.say(`job ${job.id}: could not write the report: ${done.reportError}`);
     } catch (err) {
-      // The log could not be read back (no file descriptor left): the job still ends, with what is known.
-      this.say(`job ${job.id}: could not read its metrics for the summary: ${(err as Error).message}`);
-      summary = summarize([], params, stepsPerEpoch);
+      // The log could not be read back (no file descriptor or process left): the job still ends, with what is known.
+      this.say(`job ${job.id}: could not summarise its metrics: ${(err as Error).message}`);
+      summary = { ...summarize([], params, stepsPerEpoch), reportPath: job.run.reportFile };
     }
-    summary.reportPath = job.run.reportFile;
     // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
     this.quietly(job, () => job.update({ state, error, summary, endedAt: new Date().toISOString() }));
     this.quietly(job, () => job.run.writeSummary(summary));
     job.emit({ type: 'status', state, message: error });
     job.emit({ type: 'completed', state, summary });
-    job.log.flush();
-    try {
-      writeFileSync(job.run.reportFile, renderReport(job.info(), readAll(job.log)));
-    } catch (err) {
-      this.say(`job ${job.id}: could not write the report: ${(err as Error).message}`);
-    }
     job.log.release();
   }
 }
