@@ -171,8 +171,11 @@ def build(model_cfg):
             _, loss = m(x, y)
             return loss
     else:
-        sys.path.insert(0, str(REPO / "test" / "fixtures" / "python-site"))
-        mod = import_file(model_cfg["file"], "bench_mixer")
+        # timm's mlp_mixer.py imports ._builder and ._registry: build_corpus loads it as timm.models.mlp_mixer,
+        # with the test stand-ins of timm and einops importable.
+        sys.path.insert(0, str(REPO / "test" / "fixtures" / "models"))
+        import build_corpus
+        mod = build_corpus.load(model_cfg["file"])
         model = getattr(mod, model_cfg["class"])(**b)
         data = ImageBatches(model_cfg["fashion_mnist"], model_cfg["batch"])
 

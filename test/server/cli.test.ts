@@ -45,7 +45,7 @@ for (const [what, entry] of [['compiled', compiled], ['bundled', bundle]] as con
   test(`${what}: text table, and errors with exit statuses`, { skip }, () => {
     const ok = cli(entry, [fixture('hf_gpt2', 'modeling_gpt2.py')]);
     assert.equal(ok.status, 0, ok.stderr);
-    assert.match(ok.stdout, /class GPT2LMHeadModel \(line 131\)/);
+    assert.match(ok.stdout, /class GPT2LMHeadModel \(line 327\)/);
     assert.match(ok.stdout, /transformer\.h\.\*\.attn\.c_attn\s+Conv1D\s+768→2304\s+12\s+attn_qkv/);
     const missing = cli(entry, ['nope.py']);
     assert.equal(missing.status, 1);

@@ -24,7 +24,7 @@ test('nanoGPT: dataclass config defaults, fused c_attn, ModuleDict of a ModuleLi
     ['lm_head', 'Linear', 768, 50304, 1, 'head'],
   ]);
   assert.equal(a.tokensPerSample, 1024, 'block_size positions from the wpe table');
-  assert.equal(row(a, 'transformer.h.*.attn.c_attn').line, 26);
+  assert.equal(row(a, 'transformer.h.*.attn.c_attn').line, 29);
   const share = a.layers.reduce((s, l) => s + (l.flops_share ?? 0), 0);
   assert.ok(Math.abs(share - 1) < 1e-9, `FLOP shares sum to 1, got ${share}`);
   // c_fc and c_proj have the same matmul FLOPs (they differ only by the bias adds); qkv is 3/4 of either.
@@ -75,8 +75,8 @@ test('timm ViT: the class defaults are ViT-B/16 (PatchEmbed and Mlp from timm.la
   assert.equal(a.tokensPerSample, 197);
   assert.equal(row(a, 'head').rowsPerSample, 1, 'a classifier head sees the pooled token');
   // The Mlp is built inside the library: both of its layers are reported at the user's `mlp_layer(` call.
-  assert.equal(row(a, 'blocks.*.mlp.fc1').line, 80);
-  assert.equal(row(a, 'blocks.*.mlp.fc2').line, 80);
+  assert.equal(row(a, 'blocks.*.mlp.fc1').line, 103);
+  assert.equal(row(a, 'blocks.*.mlp.fc2').line, 103);
 });
 
 test('timm ViT: registry functions forward **kwargs, and --set reaches through them', async () => {
@@ -183,16 +183,16 @@ test('custom: constants, dict dispatch, nn.MultiheadAttention, workspace imports
       ['model.py', 17, 'gated.*.attn.qkv', 512, 1536, 2, 'attn_qkv'],
       ['model.py', 18, 'layers.*.attn.out', 512, 512, 3, 'attn_out'],
       ['model.py', 18, 'gated.*.attn.out', 512, 512, 2, 'attn_out'],
-      ['model.py', 24, 'layers.*.attn.mha.in_proj', 512, 1536, 3, 'attn_qkv'],
-      ['model.py', 24, 'layers.*.attn.mha.out_proj', 512, 512, 3, 'attn_out'],
+      ['model.py', 31, 'layers.*.attn.mha.in_proj', 512, 1536, 3, 'attn_qkv'],
+      ['model.py', 31, 'layers.*.attn.mha.out_proj', 512, 512, 3, 'attn_out'],
       // GatedMlp lives in a library (--path): reported at the user's call; hidden = 8 * 512 // 3.
-      ['model.py', 35, 'gated.*.mlp.w_gate', 512, 1365, 2, 'mlp_fc1'],
-      ['model.py', 35, 'gated.*.mlp.w_up', 512, 1365, 2, 'mlp_fc1'],
-      ['model.py', 35, 'gated.*.mlp.w_down', 1365, 512, 2, 'mlp_fc2'],
-      ['model.py', 43, 'embed', 32000, 512, 1, 'embedding'],
-      ['model.py', 48, 'proj', 512, 512, 1, 'other'],
-      ['model.py', 49, 'adapter', 512, 512, 1, 'other'],
-      ['model.py', 50, 'lm_head', 512, 32000, 1, 'head'],
+      ['model.py', 45, 'gated.*.mlp.w_gate', 512, 1365, 2, 'mlp_fc1'],
+      ['model.py', 45, 'gated.*.mlp.w_up', 512, 1365, 2, 'mlp_fc1'],
+      ['model.py', 45, 'gated.*.mlp.w_down', 1365, 512, 2, 'mlp_fc2'],
+      ['model.py', 57, 'embed', 32000, 512, 1, 'embedding'],
+      ['model.py', 62, 'proj', 512, 512, 1, 'other'],
+      ['model.py', 63, 'adapter', 512, 512, 1, 'other'],
+      ['model.py', 64, 'lm_head', 512, 32000, 1, 'head'],
       // Mlp is workspace code: reported in blocks.py where its Linears are written.
       ['blocks.py', 14, 'layers.*.mlp.fc1', 512, 2048, 6, 'mlp_fc1'],
       ['blocks.py', 16, 'layers.*.mlp.fc2', 2048, 512, 6, 'mlp_fc2'],

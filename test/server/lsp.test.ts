@@ -59,9 +59,9 @@ test('diagnostics: information on the layers worth sparsifying, with speedup and
 test('inlay hints: one per layer line, with sizes, FLOP share and decision', async () => {
   const hints = (await conn.sendRequest('textDocument/inlayHint', { textDocument: { uri }, range: { start: { line: 0, character: 0 }, end: { line: 200, character: 0 } } })) as InlayHint[];
   assert.equal(hints.length, 7);
-  const fc = hints.find((h) => h.position.line === 42)!;
+  const fc = hints.find((h) => h.position.line === 73)!;
   assert.match(String(fc.label), /768→3072 ×12 · [\d.]+% FLOPs · (Pixelfly [\d.]+×|dense)/);
-  const head = hints.find((h) => h.position.line === 84)!;
+  const head = hints.find((h) => h.position.line === 127)!;
   assert.match(String(head.label), /768→50304 · [\d.]+% FLOPs · dense/);
 });
 
@@ -79,7 +79,7 @@ test('hover: the plan and a picture of the mask', async () => {
 test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelfly with an engine spec', async () => {
   const lenses = (await conn.sendRequest('textDocument/codeLens', { textDocument: { uri } })) as CodeLens[];
   assert.equal(lenses.length, 3);
-  assert.ok(lenses.every((l) => l.range.start.line === 69));
+  assert.ok(lenses.every((l) => l.range.start.line === 112));
   assert.match(lenses[0].command!.title, /^Pixelfly: \d+ of 7 layers → [\d.]+% of matmul FLOPs, est\. [\d.]+× faster/);
   assert.deepEqual(lenses.map((l) => l.command!.command), ['pixelfly.previewMasks', 'pixelfly.previewMasks', 'pixelfly.train']);
   const preview = lenses[1].command!.arguments![0] as { name: string; layers: Array<{ name: string; in: number; out: number; line: number }> };

@@ -15,12 +15,19 @@ const repoRoot = ((): string => {
 /** Where `npm run build` installs pixelfly_torch (pytorch/build.py --out dist/python). */
 export const TORCH_PACKAGE_PATH = join(repoRoot, 'dist', 'python');
 
-/** A loud skip reason when PyTorch is not importable by PYTHON, otherwise false. */
-export function torchMissing(): string | false {
+/** A loud skip reason when PyTorch itself is not importable by PYTHON, otherwise false. */
+export function pytorchMissing(): string | false {
   const r = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
   if (r.error || r.status !== 0) {
     return `SKIPPED LOUDLY: PyTorch is not importable by ${PYTHON} (install Debian's python3-torch: apt-get install python3-torch); ${(r.stderr || String(r.error)).trim().split('\n').pop()}`;
   }
+  return false;
+}
+
+/** A loud skip reason when PyTorch or the built pixelfly_torch is missing, otherwise false. */
+export function torchMissing(): string | false {
+  const noTorch = pytorchMissing();
+  if (noTorch) return noTorch;
   if (!existsSync(join(TORCH_PACKAGE_PATH, 'pixelfly_torch', '__init__.py'))) {
     return `SKIPPED LOUDLY: pixelfly_torch is not built into ${TORCH_PACKAGE_PATH}: run npm run build`;
   }
