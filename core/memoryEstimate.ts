@@ -209,8 +209,9 @@ class ModelWalk {
       inSize: T * D,
       outSize: T * D,
       floats: {
-        // qkv and proj outputs, the attention weights (heads·T·T) and the context; backward: dctx, dqkv.
-        forward: qkv.floats.forward + proj.floats.forward + heads * T * T + T * D,
+        // qkv and proj outputs, the softmax statistics (heads·T: the score matrix is never kept) and
+        // the context; backward: dctx, dqkv.
+        forward: qkv.floats.forward + proj.floats.forward + heads * T + T * D,
         backward: qkv.floats.backward + proj.floats.backward + T * D + 3 * T * D,
         fixed: qkv.floats.fixed + proj.floats.fixed,
       },
