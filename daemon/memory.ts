@@ -138,7 +138,9 @@ export function datasetMemory(spec: ModelSpec, req: DatasetRequest): DatasetMemo
     case 'npy': {
       const dir = req.path as string;
       const bytes = ['x.npy', 'y.npy', 'x_test.npy', 'y_test.npy'].reduce((a, f) => a + fileBytes(join(dir, f)), 0);
-      // uint8 stays bytes, float32 stays 4 bytes, float64 and int64 shrink to 4: at most the file's size, twice.
+      // uint8 stays bytes, float32 stays 4 bytes, float64 and int64 shrink to 4: the file's size,
+      // twice. (int8 and int16 arrays grow to 4 bytes a value and are counted low here; the job
+      // process's own memory is watched while it runs.)
       return { residentBytes: 2 * bytes, loadPeakBytes: 3 * bytes, trainSamples: Math.ceil((0.9 * fileBytes(join(dir, 'x.npy'))) / Math.max(1, features)) };
     }
   }
