@@ -356,9 +356,23 @@ export class EngineModel {
     const parts = [lead, header, bytes(s.params), bytes(s.adamM), bytes(s.adamV), bytes(s.samplerOrder)];
     const hash = createHash('sha256');
     for (const p of parts) hash.update(p);
+    parts.push(hash.digest());
+    // Written part by part (no second copy of the whole state), synced, then renamed: never a
+    // half-written checkpoint under the real name, and a failed write (a full disk) leaves nothing.
     const tmp = `${file}.tmp-${process.pid}`;
-    await fs.writeFile(tmp, Buffer.concat([...parts, hash.digest()]));
-    await fs.rename(tmp, file); // never leave a half-written checkpoint under the real name
+    const out = await fs.open(tmp, 'w');
+    try {
+      for (const p of parts) {
+        for (let at = 0; at < p.length; ) at += (await out.write(p, at, Math.min(p.length - at, 1 << 28))).bytesWritten;
+      }
+      await out.sync();
+    } catch (e) {
+      await out.close();
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
+    await out.close();
+    await fs.rename(tmp, file);
   }
 
   async loadCheckpoint(file: string): Promise<void> {

@@ -2,7 +2,7 @@
 // Both sides import this file (the daemon in Node, the extension host), so it must stay free of Node
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
-import { LAYER_ROLES, type InventoryLayer } from '../core/inventory';
+import { LAYER_ROLES, MAX_LAYER_SIZE, type InventoryLayer } from '../core/inventory';
 import type { PlanTarget } from '../core/planner';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 
@@ -17,6 +17,12 @@ export const LIMITS = {
   maxPendingRequests: 16,
   /** Subscriptions a connection may hold at once. */
   maxSubscriptions: 64,
+  /** A connection that has not completed its WebSocket handshake (and authenticated) by then is closed. */
+  handshakeTimeoutMs: 5000,
+  /** Connections still in their handshake at once; more are closed on arrival. */
+  maxPendingHandshakes: 32,
+  /** Deepest nesting of arrays and objects a message may have (a spec is a few levels deep). */
+  maxJsonDepth: 64,
 } as const;
 
 /** Header carrying the token at the handshake; the token may instead be offered as subprotocol `pixelfly-token.<token>`. */
@@ -89,10 +95,10 @@ export const LayerRoleSchema = z.enum(LAYER_ROLES);
 export const InventoryLayerSchema = z.strictObject({
   name: z.string().min(1).max(256),
   role: LayerRoleSchema,
-  in: positiveInt,
-  out: positiveInt,
-  count: z.number().int().nonnegative(),
-  rowsPerSample: positiveInt,
+  in: positiveInt.max(MAX_LAYER_SIZE),
+  out: positiveInt.max(MAX_LAYER_SIZE),
+  count: z.number().int().nonnegative().max(MAX_LAYER_SIZE),
+  rowsPerSample: positiveInt.max(MAX_LAYER_SIZE),
   pinnedDense: z.boolean().optional(),
 }) satisfies z.ZodType<InventoryLayer>;
 
@@ -237,6 +243,10 @@ export const JobInfoSchema = z.object({
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),
+  /** The job's peak memory as estimated before it was admitted, in bytes. */
+  estimatedMemoryBytes: z.number().nonnegative().optional(),
+  /** The job process's measured peak resident memory, in bytes, once it has run. */
+  peakMemoryBytes: z.number().nonnegative().optional(),
   error: z.string().optional(),
   summary: RunSummarySchema.optional(),
 });
@@ -360,6 +370,10 @@ export const methods = {
       cpu: CpuInfoSchema,
       gpus: z.array(GpuInfoSchema),
       threads: z.number().int().positive(),
+      /** The machine's memory and what is free now (what admission compares a job's estimate with). */
+      memory: z.object({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }).optional(),
+      /** The runs folder's file system; `problem` says why runs cannot start there (e.g. a full disk). */
+      storage: z.object({ runs: z.string(), freeBytes: z.number().nonnegative().optional(), problem: z.string().optional() }).optional(),
     }),
   },
   'plan.suggest': {
@@ -436,6 +450,8 @@ export const methods = {
     params: z.strictObject({}).default({}),
     result: z.object({
       connections: z.number().int().nonnegative(),
+      /** Sockets still in their handshake (bounded by LIMITS.maxPendingHandshakes). */
+      handshaking: z.number().int().nonnegative().optional(),
       subscriptions: z.number().int().nonnegative(),
       jobs: z.number().int().nonnegative(),
       rssBytes: z.number().nonnegative(),

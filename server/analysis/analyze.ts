@@ -5,6 +5,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import type { Parser } from 'web-tree-sitter';
+import { FileRefusedError } from '../../io/userFile';
 import { denseLinearCost, totalFlops } from '../../core/pixelflyLayer';
 import { planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
 import type { InventoryLayer, LayerRole } from '../../core/inventory';
@@ -136,7 +137,8 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   try {
     main = loader.loadFile(file, moduleName, false, isPackage);
   } catch (e) {
-    throw new AnalysisInputError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const why = e instanceof FileRefusedError ? (e.code ?? e.problem) : ((e as NodeJS.ErrnoException).code ?? (e as Error).message);
+    throw new AnalysisInputError(`cannot read ${file}: ${why}`);
   }
 
   const pragmas = readPragmas(main.source);

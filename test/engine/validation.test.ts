@@ -11,6 +11,7 @@ import { kernelInfo } from '../../native/kernels';
 import {
   DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, parseIdx, parseNpy, syntheticClassification,
 } from '../../native/datasets';
+import { npyFile } from '../support/dataFiles';
 
 const MIXER: ModelSpec = {
   kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: 64, depth: 2, tokenHidden: 32, channelHidden: 128, classes: 10,
@@ -120,17 +121,6 @@ test('malformed data files are refused with the file named', async () => {
   }
 });
 
-/** A .npy file as numpy writes it (format 1.0). */
-function npy(descr: string, shape: number[], payload: Buffer): Buffer {
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
-  const lead = Buffer.alloc(10);
-  lead.write('\x93NUMPY', 0, 'latin1');
-  lead[6] = 1;
-  lead.writeUInt16LE(header.length, 8);
-  return Buffer.concat([lead, Buffer.from(header, 'latin1'), payload]);
-}
-
 test('.npy arrays load (float32 x, int64 y) and a held-out split is made', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pixelfly-npy-'));
   try {
@@ -138,15 +128,15 @@ test('.npy arrays load (float32 x, int64 y) and a held-out split is made', async
     const x = Buffer.from(Float32Array.from({ length: n * 3 }, (_, i) => i / 10).buffer);
     const y = Buffer.alloc(8 * n);
     for (let i = 0; i < n; i++) y.writeBigInt64LE(BigInt(i % 3), 8 * i);
-    writeFileSync(join(dir, 'x.npy'), npy('<f4', [n, 3], x));
-    writeFileSync(join(dir, 'y.npy'), npy('<i8', [n], y));
+    writeFileSync(join(dir, 'x.npy'), npyFile('<f4', [n, 3], x));
+    writeFileSync(join(dir, 'y.npy'), npyFile('<i8', [n], y));
     const d = await loadNpyFolder(dir);
     assert.equal(d.features, 3);
     assert.equal(d.classes, 3);
     assert.equal(d.trainY.length, 18);
     assert.equal(d.testY.length, 2);
     assert.ok(Math.abs((d.testX as Float32Array)[0] - 5.4) < 1e-6);
-    writeFileSync(join(dir, 'y.npy'), npy('<i8', [n - 1], y.subarray(8)));
+    writeFileSync(join(dir, 'y.npy'), npyFile('<i8', [n - 1], y.subarray(8)));
     await assert.rejects(loadNpyFolder(dir), /y\.npy: 19 labels for 20 samples/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
