@@ -115,27 +115,39 @@ Tensor denseBackwardWeight(const Tensor& dy, const Tensor& x) {
 
 // ---------------------------------------------------------------- PixelflyLinear
 
+// "fp32" products, or "bf16": every product's inputs rounded to bf16, fp32 accumulation (the bf16
+// kernels: AMX, AVX512-BF16, or the fp32 ones on rounded copies), as the engine's bf16 training.
+Backend& backendFor(const std::string& precision) {
+  TORCH_CHECK(precision == "fp32" || precision == "bf16", "precision: expected 'fp32' or 'bf16', got '", precision, "'");
+  return *cpuBackend(precision);
+}
+
 std::tuple<Tensor, std::vector<Tensor>> pixelflyLinearForwardOp(const Tensor& x, const Tensor& blocks, const Tensor& index,
                                                                  int64_t out, const optional<Tensor>& bias,
                                                                  const optional<Tensor>& lr1, const optional<Tensor>& lr2,
-                                                                 const optional<Tensor>& gw, const optional<Tensor>& gb) {
+                                                                 const optional<Tensor>& gw, const optional<Tensor>& gb,
+                                                                 const std::string& precision) {
   requireActivation("x", x, -1, kCpu);
   followTorchThreads();
-  return linearForward(*cpuBackend(), x, blocks, index, out, bias, lr1, lr2, gw, gb);
+  return linearForward(backendFor(precision), x, blocks, index, out, bias, lr1, lr2, gw, gb);
 }
 
 std::vector<Tensor> pixelflyLinearBackwardOp(const Tensor& dy, const Tensor& x, const Tensor& blocks, const Tensor& index,
                                              const optional<Tensor>& bias, const optional<Tensor>& lr1,
                                              const optional<Tensor>& lr2, const optional<Tensor>& gw,
-                                             const optional<Tensor>& gb, at::TensorList saved, bool inputGrad) {
+                                             const optional<Tensor>& gb, at::TensorList saved, bool inputGrad,
+                                             const std::string& precision) {
   requireActivation("x", x, -1, kCpu);
   followTorchThreads();
-  return linearBackward(*cpuBackend(), dy, x, blocks, index, bias, lr1, lr2, gw, gb, saved, inputGrad);
+  return linearBackward(backendFor(precision), dy, x, blocks, index, bias, lr1, lr2, gw, gb, saved, inputGrad);
 }
 
 // ---------------------------------------------------------------- dispatch and threads
 
 std::string isaInfo() { return k::isaName(k::activeIsa()); }
+
+// How bf16 products run on the active path: "amx", "avx512bf16" or "fp32-fallback".
+std::string bf16Path() { return k::bf16Path(); }
 
 void forceIsa(const std::string& name) {
   k::Isa isa;
@@ -164,11 +176,12 @@ TORCH_LIBRARY(pixelfly, m) {
   m.def("dense_backward_weight(Tensor dy, Tensor x) -> Tensor");
   m.def(
       "pixelfly_linear_forward(Tensor x, Tensor blocks, Tensor index, int out_features, Tensor? bias, Tensor? lr_weight1, "
-      "Tensor? lr_weight2, Tensor? gate_weight, Tensor? gate_bias) -> (Tensor, Tensor[])");
+      "Tensor? lr_weight2, Tensor? gate_weight, Tensor? gate_bias, str precision=\"fp32\") -> (Tensor, Tensor[])");
   m.def(
       "pixelfly_linear_backward(Tensor dy, Tensor x, Tensor blocks, Tensor index, Tensor? bias, Tensor? lr_weight1, "
-      "Tensor? lr_weight2, Tensor? gate_weight, Tensor? gate_bias, Tensor[] saved, bool input_grad) -> Tensor[]");
+      "Tensor? lr_weight2, Tensor? gate_weight, Tensor? gate_bias, Tensor[] saved, bool input_grad, str precision=\"fp32\") -> Tensor[]");
   m.def("isa() -> str", pixelfly::torch_ops::isaInfo);
+  m.def("bf16_path() -> str", pixelfly::torch_ops::bf16Path);
   m.def("supported_isas() -> str[]", pixelfly::torch_ops::supportedIsas);
   m.def("force_isa(str isa) -> ()", pixelfly::torch_ops::forceIsa);
 }

@@ -72,13 +72,15 @@ def warn_fallback():
 
 
 def native_for(*tensors):
-    """True when the native operators compute on these tensors: float32, all on the CPU or all on one
-    CUDA device (with the CUDA operators built and a device usable)."""
+    """True when the native operators compute on these tensors: all of one dtype on one device, float32 or
+    bfloat16 on the CPU, float32 on CUDA (with the CUDA operators built and a device usable)."""
     present = [t for t in tensors if t is not None]
-    if ops is None or any(t.dtype != torch.float32 or t.device != present[0].device for t in present):
+    if ops is None or any(t.dtype != present[0].dtype or t.device != present[0].device for t in present):
         return False
-    kind = present[0].device.type
-    return kind == "cpu" or (kind == "cuda" and not _cuda_reason)
+    kind, dtype = present[0].device.type, present[0].dtype
+    if kind == "cpu":
+        return dtype in (torch.float32, torch.bfloat16)
+    return kind == "cuda" and dtype == torch.float32 and not _cuda_reason
 
 
 def backend(device="cpu", dtype=torch.float32):
@@ -87,10 +89,14 @@ def backend(device="cpu", dtype=torch.float32):
     device = torch.device(device)
     if ops is None:
         return f"masked-dense: {_reason}"
-    if dtype != torch.float32:
-        return f"masked-dense: the native operators take float32, not {dtype}"
     if device.type == "cuda":
+        if dtype != torch.float32:
+            return f"masked-dense: the CUDA operators take float32, not {dtype}"
         return f"masked-dense: {_cuda_reason}" if _cuda_reason else "native (cuda)"
     if device.type != "cpu":
         return f"masked-dense: the extension has no {device.type} operators"
+    if dtype == torch.bfloat16:
+        return f"native ({ops.isa()}, bf16 products on {ops.bf16_path()}, {torch.get_num_threads()} threads)"
+    if dtype != torch.float32:
+        return f"masked-dense: the native operators take float32 or bfloat16, not {dtype}"
     return f"native ({ops.isa()}, {torch.get_num_threads()} threads)"

@@ -15,32 +15,32 @@ from .extension import ops
 __all__ = ["pixelfly_linear", "dense_linear", "masked_dense_weight", "masked_dense_linear"]
 
 
-def _forward_op(x):
+def _ops_for(x, precision):
     """The forward and backward operators for x's device: CUDA ones run on torch's current stream."""
     if x.is_cuda:
         stream = torch.cuda.current_stream(x.device).cuda_stream
         return (lambda *a: ops.cuda_pixelfly_linear_forward(*a, stream)), (lambda *a: ops.cuda_pixelfly_linear_backward(*a, stream))
-    return ops.pixelfly_linear_forward, ops.pixelfly_linear_backward
+    return (lambda *a: ops.pixelfly_linear_forward(*a, precision)), (lambda *a: ops.pixelfly_linear_backward(*a, precision))
 
 
 class _PixelflyLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias, index, out_features):
-        forward, _ = _forward_op(x)
+    def forward(ctx, x, blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias, index, out_features, precision):
+        forward, _ = _ops_for(x, precision)
         y, saved = forward(x, blocks, index, out_features, bias, lr_weight1, lr_weight2, gate_weight, gate_bias)
         # index stays on the host (the CUDA operators schedule from it) and is not saved as a tensor
         # of the graph: it never changes for a layer.
-        ctx.index = index
+        ctx.index, ctx.precision = index, precision
         ctx.save_for_backward(x, blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias, *saved)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, blocks, bias, lr1, lr2, gw, gb, *saved = ctx.saved_tensors
-        _, backward = _forward_op(x)
+        _, backward = _ops_for(x, ctx.precision)
         grads = backward(dy.contiguous(), x, blocks, ctx.index, bias, lr1, lr2, gw, gb, saved, ctx.needs_input_grad[0])
         dx, dblocks, dbias, dlr1, dlr2, dgw, dgb = grads
-        return dx, dblocks, dbias, dlr1, dlr2, dgw, dgb, None, None
+        return dx, dblocks, dbias, dlr1, dlr2, dgw, dgb, None, None, None
 
 
 def _rows(x, features):
@@ -52,12 +52,22 @@ def pixelfly_linear(x, blocks, index, out_features, bias=None, lr_weight1=None, 
                     gate_bias=None):
     """``(1 − g)·(x·Wᵀ) + g·((x·Vᵀ)·Uᵀ) + bias`` with ``g = sigmoid(x·gate_weightᵀ + gate_bias)`` per row, on the
     native operators; x is ``[..., in_features]``. Without the low-rank tensors it is the block-sparse
-    product alone (rank 0)."""
+    product alone (rank 0).
+
+    float32 tensors get fp32 products. bfloat16 tensors (a model.to(torch.bfloat16)) get bf16 products
+    (inputs in bf16, fp32 accumulation) on the CPU's bf16 kernels, with the gate and mixing in fp32 and
+    the output rounded to bfloat16, like torch's bf16 F.linear; their gradients come back in bfloat16.
+    """
     in_features = x.shape[-1]
     params = [blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias]
+    precision = "bf16" if x.dtype == torch.bfloat16 else "fp32"
+    if precision == "bf16":  # the layer's math runs on fp32 copies; the products round them to bf16 again
+        x = x.float()
+        params = [p if p is None else p.float() for p in params]
     y = _PixelflyLinear.apply(_rows(x, in_features), *[p if p is None else p.contiguous() for p in params], index,
-                              out_features)
-    return y.reshape(*x.shape[:-1], out_features)
+                              out_features, precision)
+    y = y.reshape(*x.shape[:-1], out_features)
+    return y.to(torch.bfloat16) if precision == "bf16" else y
 
 
 class _DenseLinear(torch.autograd.Function):

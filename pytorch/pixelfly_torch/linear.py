@@ -9,9 +9,10 @@ as a drop-in replacement for ``nn.Linear``:
 * ``low_rank(x) = (x · lr_weight1ᵀ) · lr_weight2ᵀ`` with rank ``rank`` (0 disables it and the gate);
 * ``gate``: ``nn.Linear(in_features, 1)``, one mixing weight per token.
 
-On CPU float32 tensors the layer runs on the project's kernels (``functional.pixelfly_linear``);
-elsewhere (other dtypes, devices without native operators, or no extension) on a masked dense
-weight with plain PyTorch ops, which computes the same function. Every parameter is used in every
+On CPU float32 and bfloat16 tensors (bf16 products on the CPU's bf16 kernels) and on CUDA float32
+tensors the layer runs on the project's kernels (``functional.pixelfly_linear``); elsewhere (other
+dtypes, devices without native operators, or no extension) on a masked dense weight with plain
+PyTorch ops, which computes the same function. Every parameter is used in every
 forward and the index tables are buffers derived from the config, so the module works unchanged
 under ``DistributedDataParallel`` and FSDP, ``torch.save``/``load`` and ``model.to(...)``.
 State-dict keys are the engine's tensor names, so ``load_engine_weights`` reads a weight export.

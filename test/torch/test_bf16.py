@@ -1,0 +1,55 @@
+"""PixelflyLinear in a bfloat16 model (model.to(torch.bfloat16)) runs on the CPU's bf16 kernels: bf16
+products with fp32 accumulation, against a float64 reference of the same bf16-rounded numbers."""
+import torch
+
+import pixelfly_torch as pt
+from pixelfly_torch.functional import masked_dense_linear, masked_dense_weight
+from support import Case, make_layer, native_or_skip
+
+
+def reference(layer, x, dy):
+    """The layer in float64 on the bf16 values it holds (every product's inputs are bf16 already)."""
+    params = {n: p.detach().double().requires_grad_() for n, p in layer.named_parameters()}
+    xd = x.detach().double().requires_grad_()
+    w = masked_dense_weight(params["sparse.weight"], layer.kept_blocks, layer.block_rows, layer.block_cols,
+                            layer.out_features, layer.in_features)
+    low = [params.get(k) for k in ("low_rank.lr_weight1", "low_rank.lr_weight2", "gate.weight", "gate.bias")]
+    y = masked_dense_linear(xd, w, params.get("bias"), *(low if layer.rank > 0 else [None] * 4))
+    y.backward(dy.double())
+    return y.detach(), xd.grad, {n: p.grad for n, p in params.items()}
+
+
+class Bf16(Case):
+    def setUp(self):
+        native_or_skip(self)
+
+    def test_bf16_layers_run_native_and_match_the_reference(self):
+        self.assertRegex(pt.backend(dtype=torch.bfloat16), r"^native \(.*bf16 products on (amx|avx512bf16|fp32-fallback)")
+        for i, o, rank in ((96, 200, 0), (200, 96, 6), (128, 256, 8)):
+            layer = make_layer(i, o, block=16, butterfly_size=4, n_factors=2, rank=rank).to(torch.bfloat16)
+            x = torch.randn(300, i).to(torch.bfloat16).requires_grad_()
+            dy = torch.randn(300, o).to(torch.bfloat16)
+            y = layer(x)
+            self.assertEqual(y.dtype, torch.bfloat16)
+            y.backward(dy)
+            want_y, want_dx, want_g = reference(layer, x, dy)
+            # The output and gradients are rounded to bf16 once: about 2^-8 relative, plus fp32 sums.
+            self.assertClose(y.float(), want_y, 1.5e-2, f"{i}→{o} r{rank}: y")
+            self.assertClose(x.grad.float(), want_dx, 1.5e-2, f"{i}→{o} r{rank}: dx")
+            for n, p in layer.named_parameters():
+                self.assertEqual(p.grad.dtype, torch.bfloat16)
+                self.assertClose(p.grad.float(), want_g[n], 3e-2, f"{i}→{o} r{rank}: d{n}")
+
+    def test_every_bf16_path_this_cpu_has(self):
+        ops = pt.extension.ops
+        best = ops.isa()
+        layer = make_layer(128, 256, block=32, butterfly_size=4, n_factors=2, rank=4).to(torch.bfloat16)
+        x = torch.randn(77, 128).to(torch.bfloat16)
+        want = reference(layer, x, torch.ones(77, 256))[0]
+        try:
+            for isa in ops.supported_isas():
+                ops.force_isa(isa)
+                with torch.no_grad():
+                    self.assertClose(layer(x).float(), want, 1.5e-2, f"{isa} ({ops.bf16_path()})")
+        finally:
+            ops.force_isa(best)
