@@ -94,6 +94,10 @@ export const InventoryLayerSchema = z.strictObject({
   count: z.number().int().nonnegative(),
   rowsPerSample: positiveInt,
   pinnedDense: z.boolean().optional(),
+  bias: z.boolean().optional(),
+  causal: z.boolean().optional(),
+  keptDense: z.string().min(1).max(1000).optional(),
+  pixelfly: z.lazy(() => PixelflyConfigSchema).optional(),
 }) satisfies z.ZodType<InventoryLayer>;
 
 /** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig; `satisfies` keeps the two in step). */

@@ -74,6 +74,12 @@ export interface LayerRow {
   pinnedDense: boolean;
   /** True when the call is written directly as a layer constructor (the quick fix can rewrite it). */
   direct: boolean;
+  /**
+   * How the call builds the layer when it is not a constructor: `via` a name that stands for the
+   * layer class here (a class-valued argument, a partial, a subclass), or `inside` a helper or
+   * library module whose own call builds it (file and 1-based line of that call).
+   */
+  built?: { via: string; subclass?: string } | { inside: string; file: string; module: string; line: number; library: boolean };
   /** A pointwise convolution (the quick fix writes PixelflyPointwiseConv). */
   pointwise?: boolean;
   /** attn_core: future keys are masked, so half the score products are done. */
@@ -549,7 +555,15 @@ function groupRows(
     const range = site ? rangeOf(site.node) : { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } };
     const inF = valueOut(first.layer.inF);
     const outF = valueOut(first.layer.outF);
-    const direct = !!site && site.node === first.layer.sites[first.layer.sites.length - 1]?.node && DIRECT_CALL.test(site.node.field('function')?.text ?? '');
+    const ctor = first.layer.sites[first.layer.sites.length - 1];
+    const callee = site?.node.field('function')?.text ?? '';
+    const direct = !!site && site.node === ctor?.node && DIRECT_CALL.test(callee);
+    const built: LayerRow['built'] =
+      !site || !ctor || direct
+        ? undefined
+        : site.node === ctor.node
+          ? { via: callee, ...(first.layer.subclass ? { subclass: first.layer.subclass } : {}) }
+          : { inside: callee, file: ctor.module.path, module: ctor.module.name, line: ctor.node.startRow + 1, library: ctor.module.library };
     const row: LayerRow = {
       file,
       line: range.start.line + 1,
@@ -567,6 +581,7 @@ function groupRows(
       bias: first.layer.bias,
       pinnedDense: !!pragmas && pragmas.denseLines.has(range.start.line),
       direct,
+      ...(built ? { built } : {}),
       decision: null,
       ...(first.layer.patch ? { patch: first.layer.patch } : {}),
       ...(first.layer.pointwise ? { pointwise: true } : {}),
@@ -905,7 +920,8 @@ function memoPlan(inventory: { layers: InventoryLayer[] }, target: PlanTarget, o
   return plan;
 }
 
-function pinnableNames(text: string): string[] {
+/** Names in a symbolic size a pin could give a value to. */
+export function pinnableNames(text: string): string[] {
   const names = new Set<string>();
   for (const m of text.matchAll(/[A-Za-z_][A-Za-z0-9_.]*/g)) {
     const last = m[0].split('.').pop()!;

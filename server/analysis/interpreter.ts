@@ -797,7 +797,8 @@ export class Interpreter {
     if (LAYER_CONSTRUCTORS.has(last)) {
       const made = this.callNativeConstructor(last, args, kwargs);
       if (made.k === 'obj') {
-        self.layers.push(...made.layers);
+        // A subclass (CastedLinear(nn.Linear)) may change forward: a rewrite must not replace it.
+        self.layers.push(...made.layers.map((l) => ({ ...l, subclass: self.cls?.name })));
         for (const [k, v] of made.attrs) if (!self.attrs.has(k)) self.attrs.set(k, v);
       }
     } else if (last === 'Sequential' || last === 'ModuleList') {

@@ -96,6 +96,8 @@ export interface LayerInst {
   conv?: ConvGeometry;
   /** Pointwise convolutions (conv1d, conv1x1, or a PixelflyPointwiseConv): the quick fix writes PixelflyPointwiseConv. */
   pointwise?: boolean;
+  /** Built by a user subclass of the layer class (its name). */
+  subclass?: string;
 }
 
 export interface Scope {
