@@ -217,7 +217,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   const image = spatial ? imageSize(interp.pins, rootValue, interp.watchedLocals) : null;
   // 1-D convolutions run along an axis the analysis cannot name (tokens, audio frames, or the channels
   // of lucidrains' token mixing): they count per token, or per channel when they mix tokens.
-  const positions = convPositions(rootValue, image ? { 2: image.sides, 3: [image.sides[0], ...image.sides] } : {});
+  const positions = image ? convPositions(rootValue, { 2: image.sides, 3: [image.sides[0], ...image.sides] }) : new Map<LayerInst, number>();
   const pragmaCache = new Map<string, Pragmas>([[main.path, pragmas]]);
   const grouped = groupRows(found, main, pragmaCache, positions);
   const rows = grouped.rows;

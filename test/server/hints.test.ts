@@ -10,7 +10,7 @@ import { DiagnosticSeverity, type CodeAction, type TextDocumentEdit } from 'vsco
 import { ParseCache } from '../../server/analysis/modules';
 import { pythonParser } from '../../server/analysis/parser';
 import type { Analysis, AnalyzeOptions } from '../../server/analysis/analyze';
-import { CODE_SPARSIFY, CODE_UNRESOLVED, codeActions, codeLenses, diagnostics, previewArgs, type EditContext } from '../../server/lsp/features';
+import { CODE_SPARSIFY, CODE_UNRESOLVED, codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, type EditContext } from '../../server/lsp/features';
 import { analysisJson } from '../../daemon/commands/analyze';
 import { toModelView, type AnalyzedModel } from '../../extension/modelView';
 import { modelTotals } from '../../webview/mask/layerStats';
@@ -204,4 +204,24 @@ test('unresolved sizes are in the Problems panel, with a fix that inserts the pi
   const resolved = await open(file, applied(example, first));
   const r = row(resolved.analysis, 'transformer.layers.*.0.to_qkv');
   assert.deepEqual([r.in, r.out, r.count], [1024, 3072, 6]);
+});
+
+test('hovers and inlay hints say what a row counts: the attention core, a convolution\'s positions, a pooled head, a kept-dense MultiheadAttention', async () => {
+  const resnet = await run({ file: fixture('torchvision', 'resnet.py'), model: 'resnet50' });
+  const conv = row(resnet, 'layer2.*.conv2');
+  const text = (a: Analysis, l: { range: { start: { line: number; character: number } } }): string =>
+    (hover(a, a.file, { line: l.range.start.line, character: l.range.start.character + 1 })!.contents as { value: string }).value;
+  assert.match(text(resnet, conv), /of the model's matmul FLOPs, at 784 positions per sample \(its output feature map for a 224×224 input, assumed; set it with '# pixelfly: img_size=N'\)\./);
+  assert.match(text(resnet, row(resnet, 'fc')), /once per sample \(after pooling\)/);
+  const gpt = await run({ file: fixture('nanogpt', 'model.py') });
+  const core = row(gpt, 'transformer.h.*.attn.(core)');
+  assert.match(text(gpt, core), /`transformer\.h\.\*\.attn\.\(core\)` — attention QKᵀ·V, d 768 × 1024 keys \(causal\) ×12 · attn_core/);
+  assert.match(text(gpt, core), /1024 queries × 1024 keys × d 768 per sample, causal \(half the scores\)/);
+  const hint = inlayHints(gpt, gpt.file).find((h) => h.position.line === core.range.end.line)!;
+  assert.match(String(hint.label), /c_attn 768→2304 ×12 · [\d.]+% FLOPs · Pixelfly [\d.]+× \| attention QKᵀ·V, d 768 × 1024 keys \(causal\) ×12 · [\d.]+% FLOPs · dense/);
+  const custom = await run({ file: fixture('custom', 'model.py'), extraPaths: [fixture('site')] });
+  const mha = row(custom, 'layers.*.attn.mha.in_proj');
+  assert.match(text(custom, mha), /> Kept dense: nn\.MultiheadAttention keeps in_proj as a parameter of the attention module, not a module, so pixelfly_torch's sparsify cannot replace it/);
+  const hints = diagnostics(custom, custom.file).filter((d) => d.range.start.line === mha.range.start.line);
+  assert.deepEqual(hints.map((d) => [d.severity, d.code]), [[DiagnosticSeverity.Hint, 'pixelfly.keptDense'], [DiagnosticSeverity.Hint, 'pixelfly.keptDense']]);
 });
