@@ -9,3 +9,4 @@ export * from './costModel';
 export * from './inventory';
 export * from './planner';
 export * from './modelSpec';
+export * from './attention';

@@ -10,7 +10,9 @@
  *   {"kind": "vit",   "image": {...}, "patch": 4, "dim": 192, "depth": 6, "heads": 3,
  *                     "mlpHidden": 768, "classes": 10, "pool": "cls" | "mean"}
  *   {"kind": "gpt",   "vocab": 96, "context": 128, "dim": 256, "depth": 4, "heads": 4, "mlpHidden": 1024}
- * Optional everywhere: "version": 1, "name": "...".
+ * Optional everywhere: "version": 1, "name": "...". Optional on vit and gpt: "attention", the score
+ * layout of every attention core (core/attention.ts): {"kind": "dense"} (the default) or
+ * {"kind": "pixelfly", "block": 64, "butterflySize": 32, "nFactors": 5, "globalSize": 0}.
  *
  * Matmul layers are named as the plan refers to them; per-block layers are one inventory entry
  * with `count = depth` (the engine names instance i's parameters `blocks.i.…`):
@@ -21,6 +23,8 @@
  * Pure TypeScript (no Node imports), like the rest of core/.
  */
 import type { Inventory, InventoryLayer } from './inventory';
+import { ATTENTION_KINDS, attentionLayout, type AttentionSpec } from './attention';
+import { PixelflyConfigError } from './errors';
 
 export const MODEL_SPEC_VERSION = 1;
 
@@ -63,6 +67,7 @@ export interface VitSpec extends SpecBase {
   mlpHidden: number;
   classes: number;
   pool?: 'cls' | 'mean';
+  attention?: AttentionSpec;
 }
 
 export interface GptSpec extends SpecBase {
@@ -73,6 +78,7 @@ export interface GptSpec extends SpecBase {
   depth: number;
   heads: number;
   mlpHidden: number;
+  attention?: AttentionSpec;
 }
 
 export type ModelSpec = MlpSpec | MixerSpec | VitSpec | GptSpec;
@@ -102,8 +108,8 @@ const MAX_SIZE = 1 << 20;
 const FIELDS: Record<ModelKind, readonly string[]> = {
   mlp: ['inputFeatures', 'hidden', 'classes'],
   mixer: ['image', 'patch', 'dim', 'depth', 'tokenHidden', 'channelHidden', 'classes'],
-  vit: ['image', 'patch', 'dim', 'depth', 'heads', 'mlpHidden', 'classes', 'pool'],
-  gpt: ['vocab', 'context', 'dim', 'depth', 'heads', 'mlpHidden'],
+  vit: ['image', 'patch', 'dim', 'depth', 'heads', 'mlpHidden', 'classes', 'pool', 'attention'],
+  gpt: ['vocab', 'context', 'dim', 'depth', 'heads', 'mlpHidden', 'attention'],
 };
 
 /** Checks untrusted JSON; reports every problem with its path, never throws. */
@@ -172,7 +178,49 @@ export function validateModelSpec(value: unknown): SpecValidation {
       headsFit();
       break;
   }
+  if ((kind === 'vit' || kind === 'gpt') && o.attention !== undefined && issues.length === 0) {
+    checkAttention(o.attention, value as VitSpec | GptSpec, add);
+  }
   return issues.length ? { ok: false, issues } : { ok: true, spec: value as ModelSpec };
+}
+
+const ATTENTION_FIELDS: Record<AttentionSpec['kind'], readonly string[]> = {
+  dense: [],
+  pixelfly: ['block', 'butterflySize', 'nFactors', 'globalSize'],
+};
+
+/** The `attention` field: its shape, then whether its layout can be built over the spec's tokens. */
+function checkAttention(a: unknown, spec: VitSpec | GptSpec, add: (path: string, message: string) => void): void {
+  if (typeof a !== 'object' || a === null || Array.isArray(a)) return add('attention', 'must be an object {"kind": "dense" | "pixelfly", ...}');
+  const o = a as Record<string, unknown>;
+  if (!ATTENTION_KINDS.includes(o.kind as AttentionSpec['kind'])) {
+    return add('attention.kind', `must be one of ${ATTENTION_KINDS.join(', ')}, got ${JSON.stringify(o.kind)}`);
+  }
+  const kind = o.kind as AttentionSpec['kind'];
+  let ok = true;
+  for (const k of Object.keys(o)) {
+    if (k !== 'kind' && !ATTENTION_FIELDS[kind].includes(k)) {
+      add(`attention.${k}`, `is not a field of ${kind} attention (expected ${['kind', ...ATTENTION_FIELDS[kind]].join(', ')})`);
+      ok = false;
+    }
+  }
+  for (const f of ['block', 'butterflySize', 'nFactors'] as const) {
+    if (kind === 'pixelfly' && !Number.isInteger(o[f])) {
+      add(`attention.${f}`, o[f] === undefined ? 'is required' : `must be an integer, got ${JSON.stringify(o[f])}`);
+      ok = false;
+    }
+  }
+  if (o.globalSize !== undefined && (!Number.isInteger(o.globalSize) || (o.globalSize as number) < 0)) {
+    add('attention.globalSize', `must be an integer ≥ 0, got ${JSON.stringify(o.globalSize)}`);
+    ok = false;
+  }
+  if (!ok) return;
+  try {
+    attentionLayout(specTokens(spec), a as AttentionSpec, spec.kind === 'gpt');
+  } catch (e) {
+    if (!(e instanceof PixelflyConfigError)) throw e;
+    add(e.param.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), e.message.slice(e.param.length + 2));
+  }
 }
 
 /** validateModelSpec, throwing a ModelSpecError that lists every issue. */
@@ -185,6 +233,20 @@ export function parseModelSpec(value: unknown): ModelSpec {
 /** Tokens per sample after the patch stem (ViT adds its class token). */
 export function patchTokens(spec: MixerSpec | VitSpec): number {
   return (spec.image.height / spec.patch) * (spec.image.width / spec.patch);
+}
+
+/** Tokens each attention layer sees per sample (ViT with a class token has one more than patches). */
+export function specTokens(spec: VitSpec | GptSpec): number {
+  return spec.kind === 'gpt' ? spec.context : patchTokens(spec) + (spec.pool === 'mean' ? 0 : 1);
+}
+
+/** The attention cores of a transformer spec (one per block), or undefined for mlp and mixer. */
+export function specAttention(spec: ModelSpec): { T: number; dim: number; heads: number; causal: boolean; count: number; attention: AttentionSpec } | undefined {
+  if (spec.kind !== 'vit' && spec.kind !== 'gpt') return undefined;
+  return {
+    T: specTokens(spec), dim: spec.dim, heads: spec.heads, causal: spec.kind === 'gpt', count: spec.depth,
+    attention: spec.attention ?? { kind: 'dense' },
+  };
 }
 
 /** The spec's matmul layers, as the planner's inventory (names as the engine's plan keys). */
@@ -216,7 +278,7 @@ export function specInventory(spec: ModelSpec): Inventory {
     }
     case 'vit': {
       const patches = patchTokens(spec);
-      const T = patches + (spec.pool === 'mean' ? 0 : 1);
+      const T = specTokens(spec);
       add('patch_embed', 'patch_embed', spec.image.channels * spec.patch * spec.patch, spec.dim, 1, patches);
       transformerLayers(add, spec.dim, spec.mlpHidden, spec.depth, T);
       add('head', 'head', spec.dim, spec.classes, 1, 1);

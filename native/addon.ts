@@ -87,10 +87,37 @@ export interface NativeOpenBlas {
   gemm(a: NativeGemmArgs): Promise<void>;
 }
 
+/** One attention call's operands: tensors [batch][T][heads][headDim], lse [batch][heads][T]. */
+interface NativeAttentionArgs {
+  layout: NativeLayout;
+  batch: number;
+  heads: number;
+  T: number;
+  headDim: number;
+  causal: boolean;
+  scale?: number;
+  /** Run the plain reference instead of the kernels. */
+  reference?: boolean;
+  threads?: number;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+}
+
+export interface NativeAttention {
+  forward(a: NativeAttentionArgs & { o: Float32Array; lse: Float32Array }): Promise<void>;
+  backward(
+    a: NativeAttentionArgs & { o?: Float32Array; lse?: Float32Array; dO: Float32Array; dq: Float32Array; dk: Float32Array; dv: Float32Array },
+  ): Promise<void>;
+  /** Score block sizes the kernels implement. */
+  blocks: number[];
+}
+
 export interface NativeAddon {
   areas: string[];
   kernels: NativeKernels;
   openblas: NativeOpenBlas;
+  attention: NativeAttention;
 }
 
 export class NativeAddonError extends Error {

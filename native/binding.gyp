@@ -24,21 +24,21 @@
     {
       'target_name': 'kernels_portable',
       'type': 'static_library',
-      'sources': ['src/kernels/isa_kernels.cc'],
+      'sources': ['src/kernels/isa_kernels.cc', 'src/kernels/attention_isa.cc'],
       'defines': ['PIXELFLY_ISA=0'],
       'cflags_cc': ['<@(kernel_cflags)'],
     },
     {
       'target_name': 'kernels_avx2',
       'type': 'static_library',
-      'sources': ['src/kernels/isa_kernels.cc'],
+      'sources': ['src/kernels/isa_kernels.cc', 'src/kernels/attention_isa.cc'],
       'defines': ['PIXELFLY_ISA=1'],
       'cflags_cc': ['<@(kernel_cflags)', '-mavx2', '-mfma'],
     },
     {
       'target_name': 'kernels_avx512',
       'type': 'static_library',
-      'sources': ['src/kernels/isa_kernels.cc'],
+      'sources': ['src/kernels/isa_kernels.cc', 'src/kernels/attention_isa.cc'],
       'defines': ['PIXELFLY_ISA=2'],
       'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mfma', '-mavx2',
                     '-mprefer-vector-width=512'],
@@ -56,7 +56,7 @@
           'rules': [{
             'rule_name': 'nvcc',
             'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/bsr_schedule.h',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/attention_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/bsr_schedule.h',
                        'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h', 'src/engine/backend.h'],
             'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
             'action': ['<(cuda_home)/bin/nvcc', '-std=c++20', '-O3', '-Xcompiler', '-fPIC', '-I<(module_root_dir)/src',
@@ -73,7 +73,7 @@
           'rules': [{
             'rule_name': 'cu_as_cxx',
             'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/emulation.h',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/attention_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/emulation.h',
                        'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/engine/backend.h'],
             'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
             'action': ['c++', '-std=c++20', '-O2', '-fPIC', '-pthread', '-xc++', '-DPIXELFLY_CUDA=1',
@@ -95,6 +95,10 @@
         'src/kernels/validate.cc',
         'src/kernels/binding.cc',
         'src/kernels/openblas_baseline.cc',
+        # attention cores (issue 18)
+        'src/kernels/attention.cc',
+        'src/kernels/attention_reference.cc',
+        'src/kernels/attention_binding.cc',
         # engine (issue 4): add engine sources below this line
         'src/engine/backend_cpu.cc',
         'src/engine/binding.cc',

@@ -15,7 +15,8 @@ import { loadAddon as loadAddonFile, NativeAddonError } from './addon';
 import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
-import { parseModelSpec, specInventory, type ModelSpec } from '../core/modelSpec';
+import { parseModelSpec, specAttention, specInventory, type ModelSpec } from '../core/modelSpec';
+import { attentionLayout, type AttentionSpec } from '../core/attention';
 import type { LoadedData } from './datasets';
 
 // ------------------------------------------------------------------------------- addon
@@ -71,7 +72,7 @@ export interface StepResult {
     backward: number;
     optimizer: number;
     total: number;
-    /** Forward and backward time per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention', 'mlp', 'head', ...), in model order; repeated blocks are summed. */
+    /** Forward and backward time per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention' (the attention cores), 'attn_proj' (the rest of the attention blocks), 'mlp', 'head', ...), in model order; repeated blocks are summed. */
     parts: Array<{ name: string; forward: number; backward: number }>;
   };
 }
@@ -196,19 +197,35 @@ export function resolvePlan(spec: ModelSpec, plan: PlanLike | undefined): Resolv
   return out;
 }
 
-/** One Pixelfly layer as the C++ side parses it: the core's block index plus the rank. */
-function nativeLayerConfig(layout: BlockLayout, rank: number): Record<string, unknown> {
+/** A layout's block index as the C++ side parses it (engine/binding.cc's parseIndex). */
+function nativeIndex(layout: BlockLayout): Record<string, unknown> {
   const ix = buildBlockIndex(layout);
   return {
-    rank, block: ix.block, blockRows: ix.blockRows, blockCols: ix.blockCols, nnz: ix.nnz,
+    block: ix.block, blockRows: ix.blockRows, blockCols: ix.blockCols, nnz: ix.nnz,
     rowPtr: ix.rowPtr, colIdx: ix.colIdx, colPtr: ix.colPtr, rowIdx: ix.rowIdx, tBlock: ix.tBlock,
   };
+}
+
+/** One Pixelfly layer as the C++ side parses it: the core's block index plus the rank. */
+function nativeLayerConfig(layout: BlockLayout, rank: number): Record<string, unknown> {
+  return { rank, ...nativeIndex(layout) };
+}
+
+/** The score layout of T-token attention cores (dense when `spec` is absent), as the C++ side parses it. */
+function nativeAttention(T: number, spec: AttentionSpec | undefined, causal: boolean): Record<string, unknown> {
+  try {
+    return nativeIndex(attentionLayout(T, spec ?? { kind: 'dense' }, causal).layout);
+  } catch (e) {
+    throw new EngineConfigError((e as Error).message);
+  }
 }
 
 /** The flat object the C++ side parses (model.h's ModelConfig). */
 export function engineModelConfig(spec: ModelSpec, layers: ResolvedLayer[]): Record<string, unknown> {
   const pixelfly: Record<string, unknown> = {};
   for (const l of layers) pixelfly[l.name] = nativeLayerConfig(l.layout, l.config.rank);
+  const att = specAttention(spec);
+  const attention = att && nativeAttention(att.T, att.attention, att.causal);
   switch (spec.kind) {
     case 'mlp':
       return { kind: 'mlp', features: spec.inputFeatures, hidden: spec.hidden, classes: spec.classes, dim: 1, pixelfly };
@@ -220,12 +237,12 @@ export function engineModelConfig(spec: ModelSpec, layers: ResolvedLayer[]): Rec
     case 'vit':
       return {
         kind: 'vit', ...spec.image, patch: spec.patch, dim: spec.dim, depth: spec.depth, heads: spec.heads,
-        mlpHidden: spec.mlpHidden, classes: spec.classes, pool: spec.pool ?? 'cls', pixelfly,
+        mlpHidden: spec.mlpHidden, classes: spec.classes, pool: spec.pool ?? 'cls', pixelfly, attention,
       };
     case 'gpt':
       return {
         kind: 'gpt', vocab: spec.vocab, context: spec.context, dim: spec.dim, depth: spec.depth,
-        heads: spec.heads, mlpHidden: spec.mlpHidden, pixelfly,
+        heads: spec.heads, mlpHidden: spec.mlpHidden, pixelfly, attention,
       };
   }
 }
@@ -464,14 +481,22 @@ export async function createModel(o: CreateModelOptions): Promise<EngineModel> {
   return model;
 }
 
-/** A single layer alone (tests: gradient checks, PyTorch cross-checks). `model` is ModelConfig's flat form. */
+/**
+ * A single layer alone (tests: gradient checks, PyTorch cross-checks). `model` is ModelConfig's flat
+ * form, except that a transformer block's `attention` is an AttentionSpec (dense when absent), whose
+ * score layout for `probeT` tokens is built here.
+ */
 export async function createProbe(
   model: Record<string, unknown>,
   seed = 0,
   threads = 1,
   on: { backend?: 'cpu' | 'cuda'; precision?: EnginePrecision } = {},
 ): Promise<NativeModel> {
-  return loadAddon().createModel({ model: { kind: 'probe', ...model }, train: { batch: 1 }, seed, threads, ...on });
+  const flat: Record<string, unknown> = { kind: 'probe', ...model };
+  if (model.probeLayer === 'transformer_block') {
+    flat.attention = nativeAttention(model.probeT as number, model.attention as AttentionSpec | undefined, model.causal === true);
+  }
+  return loadAddon().createModel({ model: flat, train: { batch: 1 }, seed, threads, ...on });
 }
 
 /** The flat C++ form of one Pixelfly layer's config (for probes). */

@@ -179,7 +179,7 @@ export const JobStateSchema = z.enum(['queued', 'running', 'completed', 'failed'
 export type JobState = z.infer<typeof JobStateSchema>;
 export const TERMINAL_STATES: readonly JobState[] = ['completed', 'failed', 'cancelled'];
 
-/** Forward + backward ms per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention', 'mlp', 'head', ...), in model order. */
+/** Forward + backward ms per part of the model ('patch_embed', 'token_mix', 'channel_mix', 'attention' (the attention cores), 'attn_proj', 'mlp', 'head', ...), in model order. */
 const PartsMsSchema = z.record(z.string().max(64), finite);
 const VariantStepSchema = z.object({ loss: finite, stepMs: finite, tokensPerSec: finite, partsMs: PartsMsSchema.optional() });
 const VariantEvalSchema = z.object({

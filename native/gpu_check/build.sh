@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds native/gpu_check/gpu_check without Node or node-gyp, for a GPU machine that has only nvcc
 # and g++ (issue 8). The same sources and flags as native/binding.gyp's addon, minus the N-API
-# binding files: nvcc for the device code, g++ for the engine, the CPU kernels (isa_kernels.cc once
-# per instruction set), the cuBLAS loader, the CUDA backend and gpu_check.cc; cudart linked
+# binding files: nvcc for the device code, g++ for the engine, the CPU kernels (isa_kernels.cc and
+# attention_isa.cc once per instruction set), the cuBLAS loader, the CUDA backend and gpu_check.cc; cudart linked
 # statically like the addon (it opens libcuda.so.1 lazily, so the program starts without a driver and
 # says why there is no device).
 #
@@ -84,11 +84,13 @@ for cu in $(gyp_sources cuda cu); do
       "-I$src" -c "$src/$cu.cu"
   fi
 done
-compile isa_portable.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=0 -c "$src/kernels/isa_kernels.cc"
-compile isa_avx2.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=1 -mavx2 -mfma -c "$src/kernels/isa_kernels.cc"
-compile isa_avx512.o "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=2 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma -mavx2 \
-  -mprefer-vector-width=512 -c "$src/kernels/isa_kernels.cc"
-for f in kernels/dispatch kernels/validate $(gyp_sources engine cc) $(gyp_sources cuda cc); do
+for k in isa_kernels attention_isa; do
+  compile "${k}_portable.o" "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=0 -c "$src/kernels/$k.cc"
+  compile "${k}_avx2.o" "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=1 -mavx2 -mfma -c "$src/kernels/$k.cc"
+  compile "${k}_avx512.o" "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=2 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma -mavx2 \
+    -mprefer-vector-width=512 -c "$src/kernels/$k.cc"
+done
+for f in kernels/dispatch kernels/validate kernels/attention $(gyp_sources engine cc) $(gyp_sources cuda cc); do
   compile "$(basename "$f").o" "$CXX" "${common[@]}" "${defines[@]}" -c "$src/$f.cc"
 done
 compile gpu_check.o "$CXX" "${common[@]}" "${defines[@]}" -c "$here/gpu_check.cc"

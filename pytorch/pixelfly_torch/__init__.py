@@ -9,6 +9,7 @@ the dense layers they replace, in your own training loop.
 (the ``_C.so`` extension built from the project's C++ sources), elsewhere, or without the extension,
 on a masked dense weight (the same function, no speedup; a warning says why).
 """
+from .attention import PixelflyMultiheadAttention
 from .extension import PixelflyFallbackWarning, backend, cuda_reason, native_reason
 from .functional import dense_linear, pixelfly_linear
 from .layout import (KERNEL_BLOCK_SIZES, PixelflyConfigError, block_index, flat_block_butterfly_layout,
@@ -22,6 +23,7 @@ __all__ = [
     "PixelflyConfigError",
     "PixelflyFallbackWarning",
     "PixelflyLinear",
+    "PixelflyMultiheadAttention",
     "PixelflyPlanError",
     "PixelflyPointwiseConv",
     "Replacement",

@@ -8,8 +8,10 @@ rank, globalSize, shuffle).
 
 Linear maps that can be replaced: ``nn.Linear``; Hugging Face's ``Conv1D`` (weight stored
 transposed, ``[in, out]``); convolutions whose kernel, stride and dilation are all 1 with one group
-and no padding (a linear map over channels at every position). A layer the plan names that is
-missing, has other sizes or is not such a linear map is an error naming the module and the mismatch.
+and no padding (a linear map over channels at every position); the projections of an
+``nn.MultiheadAttention`` (``<attn>.in_proj``, ``<attn>.out_proj``), whose attention module becomes a
+``PixelflyMultiheadAttention``. A layer the plan names that is missing, has other sizes or is not
+such a linear map is an error naming the module and the mismatch.
 """
 import json
 import re
@@ -20,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .layout import PixelflyConfigError, flat_block_butterfly_layout
+from .attention import PixelflyMultiheadAttention, mha_unsupported
 from .linear import PixelflyLinear, config_kwargs
 
 __all__ = ["PixelflyPlanError", "Replacement", "PixelflyPointwiseConv", "linear_map", "plan_layers", "sparsify"]
@@ -156,28 +159,76 @@ def _params(module):
     return sum(p.numel() for p in module.parameters())
 
 
+def _check_layout(name, in_f, out_f, kwargs):
+    """The layout exists for these sizes (checked before anything is replaced)."""
+    try:
+        flat_block_butterfly_layout(out_f, in_f, kwargs.get("block", 32), kwargs.get("butterfly_size", 16),
+                                    kwargs.get("n_factors", 2), kwargs.get("global_size", 0), kwargs.get("shuffle", False))
+    except PixelflyConfigError as e:
+        raise PixelflyPlanError(f"{name}: config {e}") from None
+
+
+def _mha_projection(modules, name):
+    """(attention module path, "in_proj" | "out_proj") when `name` is a projection of an
+    nn.MultiheadAttention (its packed in_proj is a parameter; its out_proj is read by the functional
+    forward): such projections are made Pixelfly by replacing the attention module."""
+    parent, _, proj = name.rpartition(".")
+    if proj in ("in_proj", "out_proj") and isinstance(modules.get(parent), nn.MultiheadAttention):
+        return parent, proj
+    return None
+
+
+def _new_layer(cls, dense, kwargs, from_dense):
+    """A Pixelfly layer replacing `dense` (an nn.Linear, Conv1D or pointwise conv)."""
+    if from_dense:
+        return cls.from_dense(dense, kwargs)
+    weight, bias = linear_map(dense)
+    return cls(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype, **kwargs)
+
+
 @torch.no_grad()
 def sparsify(model, plan, from_dense=False):
     """Replaces the layers ``plan`` sparsifies by PixelflyLinear, in place; returns ``[Replacement]``.
 
     ``from_dense=False``: fresh layers with Pixelfly's initialisation (to train the sparse model from
     scratch); ``from_dense=True``: layers started from the dense weights (``PixelflyLinear.from_dense``),
-    for a pretrained model. Each new layer has the replaced layer's device, dtype and bias. Nothing is
+    for a pretrained model. Each new layer has the replaced layer's device, dtype, bias and mode. The
+    projections of an ``nn.MultiheadAttention`` (``<attn>.in_proj``, ``<attn>.out_proj``) are made
+    Pixelfly by replacing the attention module with a ``PixelflyMultiheadAttention``. Nothing is
     replaced unless every planned layer matches (errors name the module and the mismatch).
     """
     wanted = plan_layers(plan)
     modules = dict(model.named_modules())
     work = []
+    attention = {}  # attention module path → {"in_proj" | "out_proj": kwargs}
     for name, in_f, out_f, kwargs in wanted:
         pattern = _pattern(name)
-        matches = [(n, m) for n, m in modules.items() if pattern.match(n)]
+        matches = [n for n in modules if pattern.match(n)]
+        # nn.MultiheadAttention's in_proj is a parameter, not a module: match the attention modules.
+        parent_pattern = _pattern(name.rpartition(".")[0]) if name.endswith(".in_proj") else None
+        matches += [f"{n}.in_proj" for n in modules if parent_pattern and parent_pattern.match(n) and _mha_projection(modules, f"{n}.in_proj")]
         if not matches:
             tail = name.rsplit(".", 1)[-1]
             near = sorted(n for n in modules if n.rsplit(".", 1)[-1] == tail)[:5]
             hint = f"; modules named {tail!r}: {', '.join(near)}" if near else ""
             raise PixelflyPlanError(f"plan layer {name}: no module of the model matches{hint}")
-        for n, m in matches:
-            if isinstance(m, PixelflyLinear):
+        for n in matches:
+            mha = _mha_projection(modules, n)
+            if mha:
+                parent, proj = mha
+                m = modules[parent]
+                why = mha_unsupported(m)
+                if why:
+                    raise PixelflyPlanError(f"{parent}: MultiheadAttention cannot be made Pixelfly: {why}")
+                e = m.embed_dim
+                want = (e, 3 * e) if proj == "in_proj" else (e, e)
+                if (in_f, out_f) != want:
+                    raise PixelflyPlanError(f"{n}: the plan has {in_f}→{out_f}, the module is {want[0]}→{want[1]}")
+                _check_layout(n, in_f, out_f, kwargs)
+                attention.setdefault(parent, {})[proj] = kwargs
+                continue
+            m = modules[n]
+            if isinstance(m, (PixelflyLinear, PixelflyMultiheadAttention)):
                 continue  # already sparse
             try:
                 weight, _ = linear_map(m)
@@ -185,21 +236,28 @@ def sparsify(model, plan, from_dense=False):
                 raise PixelflyPlanError(f"{n}: {e}") from None
             if tuple(weight.shape) != (out_f, in_f):
                 raise PixelflyPlanError(f"{n}: the plan has {in_f}→{out_f}, the module is {weight.shape[1]}→{weight.shape[0]}")
-            try:  # the layout exists for these sizes (checked before anything is replaced)
-                flat_block_butterfly_layout(out_f, in_f, kwargs.get("block", 32), kwargs.get("butterfly_size", 16),
-                                            kwargs.get("n_factors", 2), kwargs.get("global_size", 0), kwargs.get("shuffle", False))
-            except PixelflyConfigError as e:
-                raise PixelflyPlanError(f"{n}: config {e}") from None
-            work.append((n, m, weight, kwargs))
+            _check_layout(n, in_f, out_f, kwargs)
+            work.append((n, m, kwargs))
     done = []
-    for n, m, weight, kwargs in work:
-        cls = PixelflyPointwiseConv if isinstance(m, nn.modules.conv._ConvNd) else PixelflyLinear
-        if from_dense:
-            new = cls.from_dense(m, kwargs)
-        else:
-            new = cls(weight.shape[1], weight.shape[0], bias=m.bias is not None, device=weight.device, dtype=weight.dtype, **kwargs)
+
+    def record(name, kind, old, new):
+        w, _ = linear_map(old)
+        done.append(Replacement(name, kind, w.shape[1], w.shape[0], new.config(), new.density, _params(old), _params(new),
+                                getattr(new, "init_error", None)))
+
+    for n, m, kwargs in work:
+        new = _new_layer(PixelflyPointwiseConv if isinstance(m, nn.modules.conv._ConvNd) else PixelflyLinear, m, kwargs, from_dense)
         new.train(m.training)
         _set_module(model, n, new)
-        done.append(Replacement(n, type(m).__name__, weight.shape[1], weight.shape[0], new.config(), new.density, _params(m),
-                                _params(new), getattr(new, "init_error", None)))
+        record(n, type(m).__name__, m, new)
+    for parent, projs in attention.items():
+        def make(proj):
+            def build(dense):
+                if proj not in projs:
+                    return dense
+                new = _new_layer(PixelflyLinear, dense, projs[proj], from_dense)
+                record(f"{parent}.{proj}", f"MultiheadAttention.{proj}", dense, new)
+                return new
+            return build
+        _set_module(model, parent, PixelflyMultiheadAttention.from_mha(modules[parent], make("in_proj"), make("out_proj")))
     return done

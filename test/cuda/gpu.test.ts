@@ -172,6 +172,15 @@ const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: numbe
   { name: 'transformer_block, non-causal', model: { probeLayer: 'transformer_block', dim: 8, probeT: 5, heads: 2, mlpHidden: 16 }, batch: 2 },
   // More keys than a row group has lanes: the attention kernels' key loops stride (and, causal, stop mid-stride).
   { name: 'transformer_block, causal, 37 keys', model: { probeLayer: 'transformer_block', dim: 8, probeT: 37, heads: 2, mlpHidden: 16, causal: true }, batch: 2 },
+  // Pixelfly attention: kept score blocks only (a butterfly with a global token), a partial last block.
+  {
+    name: 'transformer_block, causal, Pixelfly attention (50 keys)',
+    model: {
+      probeLayer: 'transformer_block', dim: 8, probeT: 50, heads: 2, mlpHidden: 16, causal: true,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: 1 },
+    },
+    batch: 2,
+  },
   {
     name: 'transformer_block, causal, Pixelfly qkv/proj/mlp',
     model: {

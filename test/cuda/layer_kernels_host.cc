@@ -4,7 +4,8 @@
 //    launch past it (as a GPU does), and the transpose with fewer grid rows than matrices (what a
 //    batch above 65535 gets) still transposes every matrix;
 //  - determinism across grids: every row-group kernel and the column / batch sums give bitwise the same
-//    output whether one block strides over all the rows or every row has its own group.
+//    output whether one block strides over all the rows or every row has its own group (attention's
+//    kernels: attention_host.cc).
 // Prints one line per failure and exits non-zero when any check failed.
 #include <cstdio>
 #include <cstring>
@@ -140,27 +141,6 @@ int main() {
                   out.data(), stats.data());
       std::memcpy(out.data() + size_t(M) * classes, stats.data(), stats.size() * sizeof(double));
     });
-  }
-  {
-    const int B = 2, T = 37, Dm = 8, H = 2;  // more keys than a group has lanes
-    const auto qkv = randoms(size_t(B) * T * 3 * Dm, 9), dctx = randoms(size_t(B) * T * Dm, 10);
-    const unsigned blocks = (B * H * T + dev::kGroups - 1) / dev::kGroups;
-    for (bool causal : {false, true}) {
-      std::vector<float> fwd(size_t(B) * H * T * T + size_t(B) * T * Dm);  // att | ctx
-      sameForAnyGrid(causal ? "attentionForward causal" : "attentionForward", blocks, fwd, [&](unsigned grid) {
-        dev::launch(grid, rowBlock, nullptr, dev::attentionForwardKernel, B, T, Dm, H, causal, qkv.data(), fwd.data(),
-                    fwd.data() + size_t(B) * H * T * T);
-      });
-      std::vector<float> bwd(size_t(B) * H * T * T + size_t(B) * T * 3 * Dm);  // ds | dqkv
-      sameForAnyGrid(causal ? "attentionBackward causal" : "attentionBackward", blocks, bwd, [&](unsigned grid) {
-        float* ds = bwd.data();
-        float* dqkv = ds + size_t(B) * H * T * T;
-        dev::launch(grid, rowBlock, nullptr, dev::attentionBackwardRowsKernel, B, T, Dm, H, causal, qkv.data(),
-                    fwd.data(), dctx.data(), ds, dqkv);
-        dev::launch(grid, dev::kThreads, nullptr, dev::attentionBackwardColumnsKernel, B, T, Dm, H, causal, qkv.data(),
-                    fwd.data(), dctx.data(), ds, dqkv);
-      });
-    }
   }
   std::printf(failures ? "%d checks failed\n" : "all checks passed\n", failures);
   return failures ? 1 : 0;

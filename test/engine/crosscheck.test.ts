@@ -1,5 +1,6 @@
-// PixelflyLinear and one MLP-Mixer block against PyTorch (Debian's python3-torch): the same weights
-// and input go into both; outputs, input gradients and every parameter gradient must agree.
+// PixelflyLinear, an MLP-Mixer block and a transformer block (dense and Pixelfly attention) against
+// PyTorch (Debian's python3-torch): the same weights and input go into both; outputs, input
+// gradients and every parameter gradient must agree.
 // The PyTorch side (torch_crosscheck.py) rebuilds the layers from the authors' formulas in float64.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../../core/layout';
+import { attentionLayout, type AttentionSpec } from '../../core/attention';
 import { createModel, createProbe, EngineDataset, pixelflyLayerConfig } from '../../native/engine';
 import { syntheticClassification } from '../../native/datasets';
 import { mulberry32 } from '../support/random';
@@ -45,10 +47,14 @@ async function crossCheck(layer: string, model: Record<string, unknown>, pf: PfL
   try {
     const input = join(dir, 'case.json');
     const output = join(dir, 'torch.json');
+    // A transformer block's score layout, as the engine built it (createProbe, from the same spec).
+    const causal = model.causal === true;
+    const scores = layer === 'transformer_block' ? attentionLayout(dims.inT, (model.attention as AttentionSpec) ?? { kind: 'dense' }, causal).layout : undefined;
+    const attention = scores && { rows: layoutRows(scores), block: scores.block, causal, heads: model.heads };
     writeFileSync(
       input,
       JSON.stringify({
-        layer, batch, T: dims.inT, inD: dims.inD, x: Array.from(x), dy: Array.from(dy), layouts,
+        layer, batch, T: dims.inT, inD: dims.inD, x: Array.from(x), dy: Array.from(dy), layouts, attention,
         params: Object.fromEntries(info.map((p) => [p.name, { shape: p.shape, data: Array.from(params.subarray(p.offset, p.offset + p.size)) }])),
       }),
     );
@@ -109,6 +115,19 @@ test('an MLP-Mixer block (Pixelfly channel and token mixing) matches PyTorch', {
 
 test('a dense MLP-Mixer block matches PyTorch', { skip }, async () => {
   await crossCheck('mixer_block', { dim: 24, probeT: 9, tokenHidden: 12, channelHidden: 48 }, [], 3);
+});
+
+test('a dense causal transformer block matches PyTorch', { skip }, async () => {
+  await crossCheck('transformer_block', { dim: 16, probeT: 21, heads: 2, mlpHidden: 32, causal: true }, [], 2);
+});
+
+test('a transformer block with Pixelfly attention (butterfly score layout, global tokens) matches PyTorch, causal and not', { skip }, async () => {
+  for (const causal of [true, false]) {
+    const attention = { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: causal ? 0 : 5 };
+    await crossCheck('transformer_block', { dim: 16, probeT: 70, heads: 2, mlpHidden: 32, causal, attention }, [
+      { name: 'blocks.attn.qkv', in: 16, out: 48, cfg: { ...PF, butterflySize: 2, nFactors: 1, rank: 2 } },
+    ], 2);
+  }
 });
 
 test('the safetensors weight export rebuilds the trained Pixelfly Mixer in PyTorch (same logits)', { skip }, async () => {

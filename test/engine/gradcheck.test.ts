@@ -64,6 +64,14 @@ const CASES: Case[] = [
     batch: 2,
   },
   {
+    name: 'transformer block, Pixelfly attention (butterfly score layout, a global token), causal',
+    model: {
+      probeLayer: 'transformer_block', dim: 8, probeT: 50, heads: 2, mlpHidden: 16, causal: true,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: 1 },
+    },
+    batch: 2,
+  },
+  {
     name: 'transformer block, causal, Pixelfly qkv/proj/mlp',
     model: {
       probeLayer: 'transformer_block', dim: 32, probeT: 4, heads: 4, mlpHidden: 64, causal: true,
@@ -140,7 +148,7 @@ for (const c of CASES) {
         rand,
       );
     }
-    if (c.name.startsWith('pixelfly') || c.name.includes('Pixelfly')) {
+    if (c.model.pixelfly || c.model.probeLayer === 'pixelfly') {
       assert.ok(m.paramInfo().some((p) => p.name.endsWith('sparse.weight')), 'the plan made a Pixelfly layer');
     }
   });

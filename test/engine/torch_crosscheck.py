@@ -84,6 +84,26 @@ def mixer_block(p, x, pre='block.'):
     return x + h
 
 
+def score_mask(att, T):
+    """The T×T keep mask of an attention core: its score layout's block rows, and j <= i when causal."""
+    b = att['block']
+    keep = torch.tensor([[c == '1' for c in row] for row in att['rows']])
+    keep = keep.repeat_interleave(b, 0).repeat_interleave(b, 1)[:T, :T]
+    return keep & torch.ones(T, T, dtype=torch.bool).tril() if att['causal'] else keep
+
+
+def transformer_block(p, x, att, pre='block.'):
+    """Pre-norm transformer block; softmax(q·kᵀ/√d) over the kept scores of the layout only."""
+    B, T, D = x.shape
+    H = att['heads']
+    q, k, v = p.linear(pre + 'attn.qkv', p.layer_norm(pre + 'norm1', x)).reshape(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+    s = (q @ k.transpose(-1, -2)) / (D // H) ** 0.5
+    s = s.masked_fill(~score_mask(att, T), float('-inf'))
+    ctx = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+    x = x + p.linear(pre + 'attn.proj', ctx)
+    return x + p.linear(pre + 'mlp.fc2', F.gelu(p.linear(pre + 'mlp.fc1', p.layer_norm(pre + 'norm2', x))))
+
+
 def read_safetensors(path):
     raw = open(path, 'rb').read()
     (n,) = struct.unpack('<Q', raw[:8])
@@ -125,6 +145,8 @@ def main():
         y = p.linear('layer', x)
     elif case['layer'] == 'mixer_block':
         y = mixer_block(p, x)
+    elif case['layer'] == 'transformer_block':
+        y = transformer_block(p, x, case['attention'])
     else:
         raise SystemExit('unknown layer ' + case['layer'])
     dy = torch.tensor(case['dy'], dtype=torch.float64).reshape(y.shape)

@@ -115,7 +115,14 @@ test('a step reports its time per part of the model, in model order, within the 
     train: { batch: 4, lr: 1e-3, totalSteps: 10 },
   });
   const [step] = await gpt.trainSteps(new EngineDataset(syntheticTokens({ vocab: 16, train: 512, test: 64 })), 1);
-  assert.deepEqual(step.ms.parts.map((p) => p.name), ['embedding', 'attention', 'mlp', 'head']);
+  // The attention core is a part of its own; the rest of the attention block (LayerNorm, qkv, proj)
+  // is attn_proj, which does not count the core's time again.
+  assert.deepEqual(step.ms.parts.map((p) => p.name), ['embedding', 'attention', 'attn_proj', 'mlp', 'head']);
+  for (const k of ['forward', 'backward'] as const) {
+    const sum = step.ms.parts.reduce((a, p) => a + p[k], 0);
+    assert.ok(sum <= step.ms[k], `gpt parts' ${k} ${sum} ms > ${k} ${step.ms[k]} ms`);
+    assert.ok(step.ms.parts.every((p) => p[k] > 0), `every part has ${k} time: ${JSON.stringify(step.ms.parts)}`);
+  }
 });
 
 test('checkpoint round trip continues the run exactly; corrupt or foreign checkpoints are refused', async () => {

@@ -117,12 +117,12 @@ class CudaBackend final : public Backend {
   void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) override {
     ctx_.posEmbeddingBackward(B, n, dy, dpos, dx);
   }
-  void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) override {
-    ctx_.attentionForward(B, T, D, H, causal, qkv, att, ctx);
+  void attentionForward(const AttentionCore& a, const float* qkv, float* ctx, float* lse) override {
+    ctx_.attentionForward(layout({a.layout, a.T, a.T}), a.B, a.T, a.D, a.H, a.causal, qkv, ctx, lse);
   }
-  void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
+  void attentionBackward(const AttentionCore& a, const float* qkv, const float* ctx, const float* lse,
                          const float* dctx, float* dqkv) override {
-    ctx_.attentionBackward(B, T, D, H, causal, qkv, att, dctx, dqkv);
+    ctx_.attentionBackward(layout({a.layout, a.T, a.T}), a.B, a.T, a.D, a.H, a.causal, qkv, ctx, lse, dctx, dqkv);
   }
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
                     float* gate, float* hs, float* xs) override {
@@ -149,7 +149,7 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // Device copy of a layer's block index, made on first use. Keyed by the index's address: a backend
+  // Device copy of a layer's block index (a weight's, or an attention core's score layout), made on first use. Keyed by the index's address: a backend
   // belongs to one model, whose layers own their indexes for as long as the model computes, so an address
   // never comes to mean another index (no per-call comparison of the arrays is needed).
   const DeviceLayout& layout(const BsrShape& s) {

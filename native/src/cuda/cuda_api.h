@@ -135,9 +135,11 @@ class Context {
   void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx);
   void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y);
   void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx);
-  void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx);
-  void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att, const float* dctx,
-                         float* dqkv);
+  // The attention core over the score layout L (a T×T block layout, out = in = T).
+  void attentionForward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv, float* ctx,
+                        float* lse);
+  void attentionBackward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv,
+                         const float* ctx, const float* lse, const float* dctx, float* dqkv);
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
                     float* gate, float* hs, float* xs);
   void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,
@@ -163,7 +165,7 @@ class Context {
   void* cublas_ = nullptr;  // cublasHandle_t
   int device_ = 0, sms_ = 1;
   // Scratch that lives between the calls of one operation only (dW's chunk partials, attention's
-  // dS, per-row loss statistics, Σx² partials); the stream runs those operations one after another.
+  // row terms, per-row loss statistics, Σx² partials); the stream runs those operations one after another.
   float* workspace_ = nullptr;
   size_t workspaceFloats_ = 0;
   float* workspace(size_t floats);

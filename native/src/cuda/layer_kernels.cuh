@@ -1,9 +1,9 @@
-// Device kernels for every Backend operation besides the products (engine/backend.h): GELU, adds,
-// LayerNorm, data movement, embeddings, attention, Pixelfly's gate and mix, softmax cross-entropy,
+// Device kernels for every Backend operation besides the products (engine/backend.h) and attention
+// (attention_kernels.cuh): GELU, adds, LayerNorm, data movement, embeddings, Pixelfly's gate and mix, softmax cross-entropy,
 // Σx² and AdamW. The math is the CPU loops' (engine/pointwise.cc and the layers), written so the
 // same inputs give bitwise the same outputs on every run and every device:
 //  - no atomics; every sum runs in a fixed order that depends on the shape only, never on the grid;
-//  - per-row work (LayerNorm, softmax cross-entropy, the Pixelfly gate and mix backward, attention)
+//  - per-row work (LayerNorm, softmax cross-entropy, the Pixelfly gate and mix backward)
 //    runs on a row group: kLanes threads of one block per row, striding the row's columns (so a
 //    warp's loads are consecutive, i.e. coalesced), each lane summing its columns in order, then a
 //    shared-memory tree of fixed shape over the lanes (groupSum). Groups of a warp's width, through
@@ -348,125 +348,6 @@ __global__ void clsBackwardInputKernel(int B, int T, int D, const float* __restr
 
 __global__ void posForwardKernel(int B, int64_t n, const float* __restrict__ x, const float* __restrict__ pos, float* __restrict__ y) {
   for (int64_t e = firstIndex(); e < B * n; e += gridStride()) y[e] = x[e] + pos[e % n];
-}
-
-// ------------------------------------------------------------------ attention (row group per query row)
-// qkv [B × T × 3D]: q | k | v, heads contiguous in each; att [B × H × T × T]. A row of att is one
-// (batch, head, query) triple: its group's lanes take the keys j (scores, softmax), then the head's
-// features e (ctx, dq), each a sum over j in order.
-
-// Row `row` of att as its (batch b, head h, query i) triple, its sample's qkv, and the keys it sees
-// (none for the idle groups past the last row, which still reach every barrier).
-struct AttentionRow {
-  int64_t row, b;
-  int i, h, jEnd;
-  bool live;
-  const float* base;
-  __device__ AttentionRow(int64_t r, int64_t rows, int T, int D, int H, bool causal, const float* qkv)
-      : row(r), b(r / T / H), i(static_cast<int>(r % T)), h(static_cast<int>(r / T % H)), live(r < rows),
-        base(qkv + r / T / H * T * 3 * D) {
-    jEnd = !live ? 0 : causal ? i + 1 : T;
-  }
-};
-
-__global__ void attentionForwardKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
-                                       float* __restrict__ att, float* __restrict__ ctx) {
-  const int hd = D / H, l = threadIdx.x;
-  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  const int64_t rows = static_cast<int64_t>(B) * H * T;
-  for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
-    const auto [row, b, i, h, jEnd, live, base] = AttentionRow(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
-    float* a = att + row * T;
-    const float* qi = base + static_cast<int64_t>(i) * 3 * D + h * hd;
-    int none = -1;  // groupArgMax's index, unused here
-    float mx = -INFINITY;
-    for (int j = l; j < jEnd; j += kLanes) {
-      const float* kj = base + static_cast<int64_t>(j) * 3 * D + D + h * hd;
-      float s = 0.0f;
-      for (int e = 0; e < hd; e++) s += qi[e] * kj[e];
-      s *= scale;
-      a[j] = s;
-      if (s > mx) mx = s, none = j;
-    }
-    groupArgMax(mx, none);
-    float sum[1] = {0.0f};
-    for (int j = l; j < jEnd; j += kLanes) {  // each lane rereads the scores it wrote
-      const float e = expf(a[j] - mx);
-      a[j] = e;
-      sum[0] += e;
-    }
-    groupSum(sum);
-    if (live)
-      for (int j = l; j < T; j += kLanes) a[j] = j < jEnd ? a[j] / sum[0] : 0.0f;
-    __syncthreads();  // the whole row of P is written before any lane reads it
-    if (!live) continue;
-    float* ci = ctx + (b * T + i) * D + h * hd;
-    for (int e = l; e < hd; e += kLanes) {
-      float c = 0.0f;
-      for (int j = 0; j < jEnd; j++) c += a[j] * base[static_cast<int64_t>(j) * 3 * D + 2 * D + h * hd + e];
-      ci[e] = c;
-    }
-  }
-}
-
-// Backward, part 1 (row group per query row i): dP_ij = dctx_i·v_j, dS_ij = P_ij (dP_ij − Σ_j dP_ij P_ij)·scale
-// into ds [B × H × T × T], and dq_i = Σ_j dS_ij k_j.
-__global__ void attentionBackwardRowsKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
-                                            const float* __restrict__ att, const float* __restrict__ dctx,
-                                            float* __restrict__ ds, float* __restrict__ dqkv) {
-  const int hd = D / H, l = threadIdx.x;
-  const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  const int64_t rows = static_cast<int64_t>(B) * H * T;
-  for (int64_t r0 = firstGroupRow(); r0 < rows; r0 += groupRowStride()) {
-    const auto [row, b, i, h, jEnd, live, base] = AttentionRow(r0 + threadIdx.y, rows, T, D, H, causal, qkv);
-    const float* a = att + row * T;
-    float* dsi = ds + row * T;
-    const float* dci = dctx + (b * T + i) * D + h * hd;
-    float dot[1] = {0.0f};
-    for (int j = l; j < jEnd; j += kLanes) {
-      const float* vj = base + static_cast<int64_t>(j) * 3 * D + 2 * D + h * hd;
-      float s = 0.0f;
-      for (int e = 0; e < hd; e++) s += dci[e] * vj[e];
-      dsi[j] = s;
-      dot[0] += s * a[j];
-    }
-    groupSum(dot);
-    for (int j = l; j < jEnd; j += kLanes) dsi[j] = a[j] * (dsi[j] - dot[0]) * scale;
-    __syncthreads();  // the whole row of dS is written before any lane reads it
-    if (!live) continue;
-    float* dqi = dqkv + (b * T + i) * 3 * D + h * hd;
-    for (int e = l; e < hd; e += kLanes) {
-      float s = 0.0f;
-      for (int j = 0; j < jEnd; j++) s += dsi[j] * base[static_cast<int64_t>(j) * 3 * D + D + h * hd + e];
-      dqi[e] = s;
-    }
-  }
-}
-
-// Part 2, one thread per (batch, head, key row j, feature e), e fastest so a warp reads consecutive
-// q/dctx features and consecutive keys' dS/P: dk_j = Σ_i dS_ij q_i and dv_j = Σ_i P_ij dctx_i, i in order.
-__global__ void attentionBackwardColumnsKernel(int B, int T, int D, int H, bool causal, const float* __restrict__ qkv,
-                                               const float* __restrict__ att, const float* __restrict__ dctx,
-                                               const float* __restrict__ ds, float* __restrict__ dqkv) {
-  const int hd = D / H;
-  for (int64_t idx = firstIndex(); idx < static_cast<int64_t>(B) * T * D; idx += gridStride()) {
-    const int e = static_cast<int>(idx % hd);
-    const int64_t col = idx / hd;
-    const int j = static_cast<int>(col % T);
-    const int64_t bh = col / T;
-    const int64_t b = bh / H;
-    const int h = static_cast<int>(bh % H);
-    const float* base = qkv + b * T * 3 * D;
-    const int64_t ij0 = bh * T * T + j;  // (i, j) of this head is at ij0 + i·T
-    float sk = 0.0f, sv = 0.0f;
-    for (int i = causal ? j : 0; i < T; i++) {
-      sk += ds[ij0 + static_cast<int64_t>(i) * T] * base[static_cast<int64_t>(i) * 3 * D + h * hd + e];
-      sv += att[ij0 + static_cast<int64_t>(i) * T] * dctx[(b * T + i) * D + h * hd + e];
-    }
-    float* dkj = dqkv + (b * T + j) * 3 * D + D + h * hd;
-    dkj[e] = sk;
-    dkj[D + e] = sv;
-  }
 }
 
 // ------------------------------------------------------------------ Pixelfly gate and mix

@@ -3,12 +3,14 @@
 // (softmax cross-entropy, Σx²), which download one scratch array and finish their sums on the host
 // in a fixed order.
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "cuda/cuda_api.h"
 #include "cuda/layer_kernels.cuh"
+#include "cuda/attention_kernels.cuh"
 
 namespace pixelfly {
 namespace cuda {
@@ -150,20 +152,44 @@ void Context::posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpo
   if (dx && dx != dy && B * n > 0) copyOnDevice(dx, dy, static_cast<size_t>(B * n) * sizeof(float));
 }
 
-void Context::attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
+namespace {
+
+dev::AttentionArgs attentionArgs(const DeviceLayout& L, int B, int T, int D, int H, bool causal) {
   if (H <= 0 || D % H != 0)
     throw std::invalid_argument("attention: heads (" + std::to_string(H) + ") must divide dim (" + std::to_string(D) + ")");
-  LAUNCH_ROWS(int64_t(B) * H * T, dev::attentionForwardKernel, B, T, D, H, causal, qkv, att, ctx);
+  if (D / H > dev::kMaxHeadDim)
+    throw std::invalid_argument("attention: head dimension " + std::to_string(D / H) + " is above " + std::to_string(dev::kMaxHeadDim));
+  const sched::BsrView& v = L.device();
+  if (v.out != T || v.in != T) throw std::invalid_argument("attention: the score layout is not " + std::to_string(T) + "×" + std::to_string(T));
+  return {v.rowPtr, v.colIdx, v.colPtr, v.rowIdx, v.block, B, T, D, H, causal, 1.0f / std::sqrt(static_cast<float>(D / H))};
 }
 
-void Context::attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
-                                const float* dctx, float* dqkv) {
-  if (H <= 0 || D % H != 0)
-    throw std::invalid_argument("attention: heads (" + std::to_string(H) + ") must divide dim (" + std::to_string(D) + ")");
+}  // namespace
+
+// One row group (a block of kLanes threads) per row of the [B × H × T] grid.
+#define LAUNCH_HEAD_ROWS(rows, kernel, ...)                                                                       \
+  do {                                                                                                            \
+    if ((rows) > 0) {                                                                                             \
+      dev::launch(static_cast<unsigned>(std::min<int64_t>(rows, dev::kMaxBlocks)), dim3(dev::kLanes), STREAM,     \
+                  kernel, __VA_ARGS__);                                                                           \
+      checkLaunch(#kernel);                                                                                       \
+    }                                                                                                             \
+  } while (0)
+
+void Context::attentionForward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv,
+                               float* ctx, float* lse) {
+  const dev::AttentionArgs a = attentionArgs(L, B, T, D, H, causal);
+  LAUNCH_HEAD_ROWS(int64_t(B) * H * T, dev::attentionForwardKernel, a, qkv, ctx, lse);
+}
+
+void Context::attentionBackward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv,
+                                const float* ctx, const float* lse, const float* dctx, float* dqkv) {
+  const dev::AttentionArgs a = attentionArgs(L, B, T, D, H, causal);
   const int64_t rows = int64_t(B) * H * T;
-  float* ds = workspace(static_cast<size_t>(std::max<int64_t>(1, rows * T)));
-  LAUNCH_ROWS(rows, dev::attentionBackwardRowsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
-  LAUNCH(int64_t(B) * T * D, dev::attentionBackwardColumnsKernel, B, T, D, H, causal, qkv, att, dctx, ds, dqkv);
+  float* delta = workspace(static_cast<size_t>(std::max<int64_t>(1, rows)));
+  LAUNCH_HEAD_ROWS(rows, dev::attentionRowDotKernel, a, ctx, dctx, delta);
+  LAUNCH_HEAD_ROWS(rows, dev::attentionBackwardQueryKernel, a, qkv, lse, delta, dctx, dqkv);
+  LAUNCH_HEAD_ROWS(rows, dev::attentionBackwardKeyKernel, a, qkv, lse, delta, dctx, dqkv);
 }
 
 void Context::pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,

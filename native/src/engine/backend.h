@@ -31,6 +31,15 @@ struct BsrShape {
   int out, in;
 };
 
+// One attention core: B samples of T tokens, D features in H heads, over a T×T score layout (a
+// BsrIndex over the ceil(T/block)² grid, core/attention.ts, checked by
+// kernels::validateAttentionLayout when the layer is built).
+struct AttentionCore {
+  const BsrIndex* layout;
+  int B, T, D, H;
+  bool causal;
+};
+
 // One AdamW update (decoupled weight decay, bias-corrected moments), for one parameter tensor:
 //   g' = clip·g;  m = b1·m + (1 − b1)·g';  v = b2·v + (1 − b2)·g'²
 //   p = p·decay − lr·(m / c1) / (sqrt(v / c2) + eps)
@@ -115,11 +124,13 @@ class Backend {
   virtual void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) = 0;
   virtual void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) = 0;
 
-  // ---- attention core: qkv [B × T × 3D] (q | k | v, heads contiguous in each) → the softmax
-  // probabilities att [B × H × T × T] (kept for backward; 0 above the diagonal when causal) and
-  // ctx [B × T × D]; backward writes dqkv from dctx.
-  virtual void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) = 0;
-  virtual void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
+  // ---- attention core: qkv [B × T × 3D] (q | k | v, heads contiguous in each) → ctx [B × T × D],
+  // each query's softmax taken over the kept score blocks of `core.layout` only (and keys j ≤ i
+  // when causal; dense attention is the layout with every block), scale 1/√(D/H). lse [B × H × T]
+  // keeps each query's log-sum-exp for backward, which recomputes the probabilities (no T×T array
+  // is kept) and writes dqkv from dctx, reading the forward's ctx and lse.
+  virtual void attentionForward(const AttentionCore& core, const float* qkv, float* ctx, float* lse) = 0;
+  virtual void attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
                                  const float* dctx, float* dqkv) = 0;
 
   // ---- Pixelfly's gate and low-rank mix over M rows (the math is in pointwise.h, whose CPU loops

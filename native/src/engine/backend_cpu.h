@@ -51,8 +51,8 @@ class CpuBackend final : public Backend {
   void clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) override;
   void posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) override;
   void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) override;
-  void attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) override;
-  void attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att,
+  void attentionForward(const AttentionCore& core, const float* qkv, float* ctx, float* lse) override;
+  void attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
       const float* dctx, float* dqkv) override;
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
       float* gate, float* hs, float* xs) override;

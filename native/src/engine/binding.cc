@@ -80,10 +80,8 @@ Napi::Float32Array toJs(Napi::Env env, const float* p, size_t n) {
 
 // ---------------------------------------------------------------- config parsing
 
-PixelflyConfig parsePixelfly(const Napi::Object& o, const std::string& where) {
-  PixelflyConfig pc;
-  pc.rank = integer(o, "rank", where);
-  BsrIndex& ix = pc.index;
+BsrIndex parseIndex(const Napi::Object& o, const std::string& where) {
+  BsrIndex ix;
   ix.block = integer(o, "block", where);
   ix.blockRows = integer(o, "blockRows", where);
   ix.blockCols = integer(o, "blockCols", where);
@@ -93,6 +91,13 @@ PixelflyConfig parsePixelfly(const Napi::Object& o, const std::string& where) {
   ix.colPtr = int32s(o, "colPtr", where);
   ix.rowIdx = int32s(o, "rowIdx", where);
   ix.tBlock = int32s(o, "tBlock", where);
+  return ix;
+}
+
+PixelflyConfig parsePixelfly(const Napi::Object& o, const std::string& where) {
+  PixelflyConfig pc;
+  pc.rank = integer(o, "rank", where);
+  pc.index = parseIndex(o, where);
   return pc;
 }
 
@@ -127,6 +132,8 @@ ModelConfig parseModel(const Napi::Object& o) {
       c.hidden.push_back(v.As<Napi::Number>().Int32Value());
     }
   }
+  Napi::Value attention = o.Get("attention");
+  if (attention.IsObject()) c.attention = parseIndex(attention.As<Napi::Object>(), "model.attention");
   Napi::Value px = o.Get("pixelfly");
   if (px.IsObject()) {
     auto layers = px.As<Napi::Object>();

@@ -9,6 +9,7 @@
 #include <vector>
 
 
+#include "kernels/attention.h"
 #include "pointwise.h"
 
 namespace pixelfly {
@@ -167,87 +168,40 @@ void CpuBackend::posEmbeddingBackward(int B, int64_t n, const float* dy, float* 
 
 // ---------------------------------------------------------------- attention
 
-void CpuBackend::attentionForward(int B, int T, int D, int H, bool causal, const float* qkv, float* att, float* ctx) {
-  const int hd = D / H;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-#pragma omp parallel for schedule(static)
-  for (int bh = 0; bh < B * H; bh++) {
-    const int b = bh / H, h = bh % H;
-    const float* base = qkv + static_cast<size_t>(b) * T * 3 * D;
-    float* a = att + static_cast<size_t>(bh) * T * T;
-    for (int i = 0; i < T; i++) {
-      const float* qi = base + static_cast<size_t>(i) * 3 * D + h * hd;
-      const int jEnd = causal ? i + 1 : T;
-      float mx = -INFINITY;
-      for (int j = 0; j < jEnd; j++) {
-        const float* kj = base + static_cast<size_t>(j) * 3 * D + D + h * hd;
-        float s = 0.0f;
-        for (int e = 0; e < hd; e++) s += qi[e] * kj[e];
-        s *= scale;
-        a[static_cast<size_t>(i) * T + j] = s;
-        mx = std::max(mx, s);
-      }
-      float sum = 0.0f;
-      for (int j = 0; j < jEnd; j++) {
-        const float e = std::exp(a[static_cast<size_t>(i) * T + j] - mx);
-        a[static_cast<size_t>(i) * T + j] = e;
-        sum += e;
-      }
-      for (int j = 0; j < T; j++) a[static_cast<size_t>(i) * T + j] = j < jEnd ? a[static_cast<size_t>(i) * T + j] / sum : 0.0f;
-      float* ci = ctx + (static_cast<size_t>(b) * T + i) * D + h * hd;
-      for (int e = 0; e < hd; e++) ci[e] = 0.0f;
-      for (int j = 0; j < jEnd; j++) {
-        const float p = a[static_cast<size_t>(i) * T + j];
-        const float* vj = base + static_cast<size_t>(j) * 3 * D + 2 * D + h * hd;
-        for (int e = 0; e < hd; e++) ci[e] += p * vj[e];
-      }
-    }
+namespace {
+
+// The kernels' view of an attention core: q, k and v are slices of the qkv rows, ctx rows are D wide.
+struct AttentionViews {
+  kernels::BsrLayout layout;
+  kernels::AttentionShape shape;
+  int64_t qkvBatch, ctxBatch;
+  int hd, D;
+  AttentionViews(const AttentionCore& a) : hd(a.D / a.H), D(a.D) {
+    const BsrIndex& ix = *a.layout;
+    layout = {ix.block, ix.blockRows, ix.blockCols, ix.nnz, ix.rowPtr.data(), ix.colIdx.data(), ix.colPtr.data(),
+              ix.rowIdx.data(), ix.tBlock.data()};
+    shape = {a.B, a.H, a.T, hd, a.causal, 1.0f / std::sqrt(static_cast<float>(hd))};
+    qkvBatch = static_cast<int64_t>(a.T) * 3 * a.D;
+    ctxBatch = static_cast<int64_t>(a.T) * a.D;
   }
+  template <class F>
+  kernels::HeadsView<F> qkv(F* base, int which) const { return {base + which * D, qkvBatch, hd, 3 * D}; }
+  template <class F>
+  kernels::HeadsView<F> ctx(F* base) const { return {base, ctxBatch, hd, D}; }
+};
+
+}  // namespace
+
+void CpuBackend::attentionForward(const AttentionCore& core, const float* qkv, float* ctx, float* lse) {
+  const AttentionViews a(core);
+  kernels::attentionForward(a.layout, a.shape, a.qkv(qkv, 0), a.qkv(qkv, 1), a.qkv(qkv, 2), a.ctx(ctx), lse);
 }
 
-void CpuBackend::attentionBackward(int B, int T, int D, int H, bool causal, const float* qkv, const float* att, const float* dctx,
-                       float* dqkv) {
-  const int hd = D / H;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::fill(dqkv, dqkv + static_cast<size_t>(B) * T * 3 * D, 0.0f);
-#pragma omp parallel for schedule(static)
-  for (int bh = 0; bh < B * H; bh++) {
-    const int b = bh / H, h = bh % H;
-    const float* base = qkv + static_cast<size_t>(b) * T * 3 * D;
-    float* dbase = dqkv + static_cast<size_t>(b) * T * 3 * D;
-    const float* a = att + static_cast<size_t>(bh) * T * T;
-    std::vector<float> dp(T);
-    for (int i = 0; i < T; i++) {
-      const int jEnd = causal ? i + 1 : T;
-      const float* dci = dctx + (static_cast<size_t>(b) * T + i) * D + h * hd;
-      // dP = dCtx·Vᵀ and dV += Pᵀ·dCtx
-      float dot = 0.0f;
-      for (int j = 0; j < jEnd; j++) {
-        const float* vj = base + static_cast<size_t>(j) * 3 * D + 2 * D + h * hd;
-        float* dvj = dbase + static_cast<size_t>(j) * 3 * D + 2 * D + h * hd;
-        const float p = a[static_cast<size_t>(i) * T + j];
-        float s = 0.0f;
-        for (int e = 0; e < hd; e++) {
-          s += dci[e] * vj[e];
-          dvj[e] += p * dci[e];
-        }
-        dp[j] = s;
-        dot += s * p;
-      }
-      // Softmax backward, then through the scaled dot products.
-      const float* qi = base + static_cast<size_t>(i) * 3 * D + h * hd;
-      float* dqi = dbase + static_cast<size_t>(i) * 3 * D + h * hd;
-      for (int j = 0; j < jEnd; j++) {
-        const float ds = a[static_cast<size_t>(i) * T + j] * (dp[j] - dot) * scale;
-        const float* kj = base + static_cast<size_t>(j) * 3 * D + D + h * hd;
-        float* dkj = dbase + static_cast<size_t>(j) * 3 * D + D + h * hd;
-        for (int e = 0; e < hd; e++) {
-          dqi[e] += ds * kj[e];
-          dkj[e] += ds * qi[e];
-        }
-      }
-    }
-  }
+void CpuBackend::attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
+                                   const float* dctx, float* dqkv) {
+  const AttentionViews a(core);
+  kernels::attentionBackward(a.layout, a.shape, a.qkv(qkv, 0), a.qkv(qkv, 1), a.qkv(qkv, 2), a.ctx(ctx), lse,
+                             a.ctx(dctx), a.qkv(dqkv, 0), a.qkv(dqkv, 1), a.qkv(dqkv, 2));
 }
 
 // ---------------------------------------------------------------- Pixelfly gate and mix

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "kernels/attention.h"
 #include "timing.h"
 
 namespace pixelfly {
@@ -52,15 +53,29 @@ class Builder {
   // Pre-norm transformer block: attention then MLP, each residual.
   void transformerBlock(Sequential& seq, const std::string& p, int T, int D, int heads, int hidden, bool causal) {
     if (heads <= 0 || D % heads != 0) throw std::invalid_argument("heads: " + str(heads) + " must be positive and divide dim " + str(D));
+    if (D / heads > 256) throw std::invalid_argument("heads: head dimension " + str(D / heads) + " is above the attention kernels' 256");
     auto att = std::make_unique<Sequential>(Dims{T, D});
     att->add(std::make_unique<LayerNorm>(ps_, p + "norm1", Dims{T, D}));
-    att->add(std::make_unique<Attention>(Dims{T, D}, heads, causal, linear(p + "attn.qkv", "blocks.attn.qkv", T, D, 3 * D),
+    att->add(std::make_unique<Attention>(Dims{T, D}, heads, causal, attentionLayout(T, causal),
+                                         linear(p + "attn.qkv", "blocks.attn.qkv", T, D, 3 * D),
                                          linear(p + "attn.proj", "blocks.attn.proj", T, D, D)));
-    seq.add(std::make_unique<Residual>(std::move(att)))->part = "attention";
+    // The core is the part "attention" of its own (modules.h); the rest of the block is this part.
+    seq.add(std::make_unique<Residual>(std::move(att)))->part = "attn_proj";
     mlp(seq, p, "mlp", T, D, hidden);
   }
 
  private:
+  // The score layout every attention core of the model shares, checked once.
+  BsrIndex attentionLayout(int T, bool causal) const {
+    const BsrIndex& ix = cfg_.attention;
+    if (ix.block == 0) throw std::invalid_argument("attention: the model has no score layout (core/attention.ts builds it)");
+    const kernels::BsrLayout view{ix.block, ix.blockRows, ix.blockCols, ix.nnz, ix.rowPtr.data(), ix.colIdx.data(),
+                                  ix.colPtr.data(), ix.rowIdx.data(), ix.tBlock.data()};
+    const std::string err = kernels::validateAttentionLayout(view, T, causal);
+    if (!err.empty()) throw std::invalid_argument("attention layout (T " + str(T) + "): " + err);
+    return ix;
+  }
+
   void mlp(Sequential& seq, const std::string& p, const std::string& what, int T, int D, int hidden) {
     auto m = std::make_unique<Sequential>(Dims{T, D});
     m->add(std::make_unique<LayerNorm>(ps_, p + "norm2", Dims{T, D}));

@@ -23,6 +23,9 @@ struct ModelConfig {
   std::string pool = "mean";  // vit: "mean" | "cls"
   // Plan: Pixelfly configs keyed by inventory name (e.g. "blocks.channel_mix.fc1"); absent = dense.
   std::map<std::string, PixelflyConfig> pixelfly;
+  // vit / gpt / transformer probes: every attention core's T×T score layout (core/attention.ts:
+  // Pixelfly, or every block for dense attention); block 0 = not given.
+  BsrIndex attention;
   // kind "probe" (tests): one layer alone, see buildProbe in model.cc.
   std::string probeLayer;
   int probeT = 1;

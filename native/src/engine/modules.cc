@@ -55,10 +55,11 @@ const float* Sequential::forward(Ctx& c, const float* x, int B) {
   for (auto& m : mods_) {
     if (timed) c.be->sync();
     const auto t0 = timed ? Clock::now() : Clock::time_point{};
+    if (timed) c.nestedMs = 0;
     x = m->forward(c, x, B);
     if (timed) {
       c.be->sync();
-      partOf(*c.parts, m->part).forwardMs += msSince(t0);
+      partOf(*c.parts, m->part).forwardMs += msSince(t0) - c.nestedMs;
     }
   }
   return x;
@@ -70,10 +71,11 @@ void Sequential::backward(Ctx& c, const float* dy, float* dx, int B) {
     const bool timed = timeParts_ && c.parts;
     if (timed) c.be->sync();
     const auto t0 = timed ? Clock::now() : Clock::time_point{};
+    if (timed) c.nestedMs = 0;
     mods_[i]->backward(c, dy, target, B);
     if (timed) {
       c.be->sync();
-      partOf(*c.parts, mods_[i]->part).backwardMs += msSince(t0);
+      partOf(*c.parts, mods_[i]->part).backwardMs += msSince(t0) - c.nestedMs;
     }
     dy = target;
   }
@@ -450,8 +452,27 @@ void PosEmbedding::backward(Ctx& c, const float* dy, float* dx, int B) {
 
 // ---------------------------------------------------------------- Attention
 
-Attention::Attention(Dims d, int heads, bool causal, ModulePtr qkv, ModulePtr proj)
-    : heads_(heads), causal_(causal), qkv_(std::move(qkv)), proj_(std::move(proj)) {
+namespace {
+
+// Times `work` as the part `name` of a timed step (nested in the part of the enclosing block, which
+// then does not count it); untimed calls just run it.
+template <class Work>
+void nestedPart(Ctx& c, const char* name, bool backward, Work work) {
+  if (!c.parts) return work();
+  c.be->sync();
+  const auto t0 = Clock::now();
+  work();
+  c.be->sync();
+  const double ms = msSince(t0);
+  PartTime& p = partOf(*c.parts, name);
+  (backward ? p.backwardMs : p.forwardMs) += ms;
+  c.nestedMs += ms;
+}
+
+}  // namespace
+
+Attention::Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj)
+    : heads_(heads), causal_(causal), layout_(std::move(layout)), qkv_(std::move(qkv)), proj_(std::move(proj)) {
   in = out = d;
 }
 
@@ -463,9 +484,9 @@ void Attention::init(ParamStore& ps, Rng& rng) {
 const float* Attention::forward(Ctx& c, const float* x, int B) {
   const int T = in.T, D = in.D;
   qkvOut_ = qkv_->forward(c, x, B);
-  float* att = att_.resize(*c.be, static_cast<size_t>(B) * heads_ * T * T);
+  float* lse = lse_.resize(*c.be, static_cast<size_t>(B) * heads_ * T);
   float* ctx = ctx_.resize(*c.be, static_cast<size_t>(B) * T * D);
-  c.be->attentionForward(B, T, D, heads_, causal_, qkvOut_, att, ctx);
+  nestedPart(c, "attention", false, [&] { c.be->attentionForward(core(B), qkvOut_, ctx, lse); });
   return proj_->forward(c, ctx, B);
 }
 
@@ -474,7 +495,7 @@ void Attention::backward(Ctx& c, const float* dy, float* dx, int B) {
   float* dctx = dctx_.resize(*c.be, static_cast<size_t>(B) * T * D);
   proj_->backward(c, dy, dctx, B);
   float* dqkv = dqkv_.resize(*c.be, static_cast<size_t>(B) * T * 3 * D);
-  c.be->attentionBackward(B, T, D, heads_, causal_, qkvOut_, att_.data(), dctx, dqkv);
+  nestedPart(c, "attention", true, [&] { c.be->attentionBackward(core(B), qkvOut_, ctx_.data(), lse_.data(), dctx, dqkv); });
   qkv_->backward(c, dqkv, dx, B);
 }
 

@@ -34,6 +34,9 @@ struct Ctx {
   Backend* be;
   ParamStore* ps;
   PartTimes* parts = nullptr;  // filled by a Sequential built with timeParts(), when not null
+  // Time a module inside a timed part spent in a part of its own (the attention core inside the
+  // attention block), which the enclosing part does not count again.
+  double nestedMs = 0;
 };
 
 class Module {
@@ -236,10 +239,13 @@ class PosEmbedding : public Module {
 };
 
 // Multi-head self-attention; qkv: D -> 3D (q | k | v, heads contiguous within each), proj: D -> D.
-// Either projection may be dense or Pixelfly.
+// Either projection may be dense or Pixelfly. The core between them (scores, softmax, weighted
+// values) runs over the kept blocks of `layout`, the T×T score layout core/attention.ts built
+// (Pixelfly attention, or every block for dense attention); in a timed step it is the part
+// "attention" and the rest of the block (LayerNorm, qkv, proj) the part "attn_proj".
 class Attention : public Module {
  public:
-  Attention(Dims d, int heads, bool causal, ModulePtr qkv, ModulePtr proj);
+  Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj);
   void init(ParamStore& ps, Rng& rng) override;
   const float* forward(Ctx& c, const float* x, int B) override;
   void backward(Ctx& c, const float* dy, float* dx, int B) override;
@@ -247,9 +253,11 @@ class Attention : public Module {
  private:
   int heads_;
   bool causal_;
+  BsrIndex layout_;  // owned here: the CUDA backend keys its device copy by this address
   ModulePtr qkv_, proj_;
   const float* qkvOut_ = nullptr;
-  Buffer<float> att_, ctx_, dctx_, dqkv_;
+  Buffer<float> lse_, ctx_, dctx_, dqkv_;
+  AttentionCore core(int B) const { return {&layout_, B, in.T, in.D, heads_, causal_}; }
 };
 
 // [B, T, D] -> [B, 1, D]: mean over tokens, or token 0 (the class token).

@@ -1,0 +1,116 @@
+/**
+ * Pixelfly attention: the flat block butterfly applied to the T×T attention score matrix.
+ *
+ * Which score blocks a head computes is a block layout over the (query, key) grid, built exactly as
+ * the authors' `FlatBlockButterflySparsityConfig(butterfly_size, n_factors, block, global_size)
+ * .make_layout(T_padded, T_padded)` (core/layout.ts); a causal model keeps only the blocks on or
+ * below the diagonal (inside a diagonal block the kernels mask keys after the query). Dense
+ * attention is the same computation over every block (the lower triangle when causal), so one
+ * kernel serves both and "density" compares like with like. The method and its choices are
+ * documented in native/src/kernels/ATTENTION.md.
+ *
+ * Pure TypeScript (no Node imports), like the rest of core/.
+ */
+import { PixelflyConfigError } from './errors';
+import { flatBlockButterflyLayout, padTo, type BlockLayout } from './layout';
+import type { ProductFlops } from './pixelflyLayer';
+
+/** Score-block sizes the attention kernels implement. */
+export const ATTENTION_BLOCK_SIZES: readonly number[] = [16, 32, 64, 128];
+
+/** Block of the dense attention layout (every block kept): the kernels' most efficient tile. */
+export const DENSE_ATTENTION_BLOCK = 64;
+
+export interface DenseAttention {
+  kind: 'dense';
+}
+
+export interface PixelflyAttention {
+  kind: 'pixelfly';
+  /** Score block: queries × keys per kept tile. */
+  block: number;
+  butterflySize: number;
+  nFactors: number;
+  /** The first `globalSize` tokens attend to, and are attended by, every token (the authors' global_size). */
+  globalSize?: number;
+}
+
+export type AttentionSpec = DenseAttention | PixelflyAttention;
+
+export const ATTENTION_KINDS: readonly AttentionSpec['kind'][] = ['dense', 'pixelfly'];
+
+/** A head's score layout: the block mask over the padded T×T grid, and its cost relative to dense. */
+export interface AttentionLayout {
+  readonly T: number;
+  readonly causal: boolean;
+  readonly layout: BlockLayout;
+  /**
+   * Kept blocks / the blocks dense attention computes on the same grid (all of them, or the lower
+   * triangle with the diagonal when causal): the fraction of dense attention's work this layout does.
+   */
+  readonly density: number;
+}
+
+/** Blocks dense attention computes on an n×n block grid. */
+function denseBlocks(n: number, causal: boolean): number {
+  return causal ? (n * (n + 1)) / 2 : n * n;
+}
+
+function withCausalCut(layout: BlockLayout, causal: boolean): BlockLayout {
+  if (!causal) return layout;
+  const mask = layout.mask.slice();
+  let nnz = 0;
+  for (let r = 0; r < layout.blockRows; r++) {
+    for (let c = 0; c < layout.blockCols; c++) {
+      if (c > r) mask[r * layout.blockCols + c] = 0;
+      nnz += mask[r * layout.blockCols + c];
+    }
+  }
+  return { ...layout, mask, nnzBlocks: nnz, density: nnz / (layout.blockRows * layout.blockCols) };
+}
+
+/**
+ * The layout of `spec` over T tokens. Throws a PixelflyConfigError naming the parameter (prefixed
+ * `attention.`) when the butterfly cannot be stretched over T padded to whole blocks.
+ */
+export function attentionLayout(T: number, spec: AttentionSpec, causal: boolean): AttentionLayout {
+  if (!Number.isInteger(T) || T < 1) throw new PixelflyConfigError('attention.T', `must be a positive integer, got ${T}`);
+  let layout: BlockLayout;
+  if (spec.kind === 'dense') {
+    const block = DENSE_ATTENTION_BLOCK;
+    const n = padTo(T, block) / block;
+    layout = {
+      outFeatures: T, inFeatures: T, outPadded: n * block, inPadded: n * block, block, blockRows: n, blockCols: n,
+      mask: new Uint8Array(n * n).fill(1), nnzBlocks: n * n, density: 1,
+      params: { block, butterflySize: 1, nFactors: 0, globalSize: 0, shuffle: false },
+    };
+  } else {
+    if (!ATTENTION_BLOCK_SIZES.includes(spec.block)) {
+      throw new PixelflyConfigError('attention.block', `must be one of ${ATTENTION_BLOCK_SIZES.join(', ')}, got ${spec.block}`);
+    }
+    try {
+      layout = flatBlockButterflyLayout(T, T, {
+        block: spec.block, butterflySize: spec.butterflySize, nFactors: spec.nFactors, globalSize: spec.globalSize ?? 0,
+      });
+    } catch (e) {
+      if (!(e instanceof PixelflyConfigError)) throw e;
+      // The layout's messages speak of a weight's out/in features; here both are the context.
+      const message = e.message.slice(e.param.length + 2).replace(/(out|in)_features/g, 'the context');
+      throw new PixelflyConfigError(`attention.${e.param}`, message);
+    }
+  }
+  const cut = withCausalCut(layout, causal);
+  return { T, causal, layout: cut, density: cut.nnzBlocks / denseBlocks(cut.blockRows, causal) };
+}
+
+/**
+ * Training FLOPs of one attention core (QKᵀ, softmax, ·V over all heads; the qkv and output
+ * projections are matmul layers of their own) per sample: forward 4·T²·d for d = heads × head
+ * dimension, halved when causal, times the layout's density; backward twice the forward (dV, dP,
+ * dQ, dK), as for a matmul. The flash-style kernels also recompute the scores in backward (another
+ * half forward), which is an implementation cost, not counted here.
+ */
+export function attentionCoreFlops(T: number, dim: number, causal: boolean, density = 1): ProductFlops {
+  const forward = 4 * T * T * dim * (causal ? 0.5 : 1) * density;
+  return { forward, backward: 2 * forward };
+}
