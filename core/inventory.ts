@@ -86,7 +86,8 @@ export function parseInventory(value: unknown): Inventory {
  * - an embedding: a table lookup, no matmul FLOPs;
  * - an attention core (in = d, the heads' total width; out = keys each query sees): QKᵀ and
  *   scores·V, 2·rows·keys·d multiply-adds each, forward 4·rows·keys·d FLOPs, halved when causal,
- *   backward twice the forward as for any product. No parameters.
+ *   backward twice the forward as for any product (core/attention.ts `attentionCoreFlops` when
+ *   keys = rows). No parameters.
  * The one place these rules live: the planner, the language server's FLOP shares and the mask
  * preview's totals all count with it, so their numbers agree.
  */

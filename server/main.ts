@@ -191,7 +191,7 @@ connection.onExecuteCommand(async (p) => {
     else chosen.push({ row, config: l.config });
   }
   if (chosen.length === 0) return { applied: [], skipped };
-  const e = sparsifyEdit(ctx, chosen);
+  const e = sparsifyEdit(ctx, chosen, analysis);
   if ('error' in e) return { applied: [], skipped: [...skipped, e.error] };
   const applied = await connection.workspace.applyEdit({ label: 'Pixelfly: apply layer configs', edit: e.edit });
   if (!applied.applied) return { applied: [], skipped: [...skipped, `the editor refused the edit${applied.failureReason ? `: ${applied.failureReason}` : ''}`] };

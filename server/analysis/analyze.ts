@@ -88,7 +88,7 @@ export interface LayerRow {
   pixelfly?: Required<PixelflyConfig>;
   /** An existing PixelflyLinear whose config keywords are not resolved: their values as written. */
   pixelflyUnresolved?: string[];
-  /** Why the planner must keep this layer dense whatever the target (nn.MultiheadAttention's projections). */
+  /** Why the planner must keep this layer dense whatever the target (an nn.MultiheadAttention pixelfly_torch cannot replace). */
   keptDense?: string;
   patch?: { channels: number; kernel: number };
   decision: LayerDecision | null;
@@ -138,13 +138,6 @@ const NOT_PINNABLE = new Set(['int', 'len', 'range', 'i', 'self', 'math', 'min',
 const IMAGE_NAMES = ['img_size', 'image_size', 'input_size', 'resolution'];
 /** The input image convolutions are counted at when the model does not say (ImageNet's). */
 const DEFAULT_IMAGE = 224;
-
-const MHA_KEPT: Partial<Record<LayerKind, string>> = {
-  mha_in:
-    "nn.MultiheadAttention keeps in_proj as a parameter of the attention module, not a module, so pixelfly_torch's sparsify cannot replace it (there is no Pixelfly MultiheadAttention yet)",
-  mha_out:
-    "nn.MultiheadAttention's forward (F.multi_head_attention_forward) reads out_proj.weight directly, so pixelfly_torch's sparsify cannot replace out_proj (there is no Pixelfly MultiheadAttention yet)",
-};
 
 interface Found {
   layer: LayerInst;
@@ -585,7 +578,7 @@ function groupRows(
       decision: null,
       ...(first.layer.patch ? { patch: first.layer.patch } : {}),
       ...(first.layer.pointwise ? { pointwise: true } : {}),
-      ...(MHA_KEPT[first.layer.kind] ? { keptDense: MHA_KEPT[first.layer.kind] } : {}),
+      ...(first.layer.keptDense ? { keptDense: first.layer.keptDense } : {}),
     };
     if (first.layer.pixelfly && typeof inF === 'number' && typeof outF === 'number') {
       const read = readPixelflyConfig(first.layer.pixelfly, inF, outF);

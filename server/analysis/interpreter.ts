@@ -945,10 +945,13 @@ export class Interpreter {
         this.convolution(obj, name, args, kwargs, add);
         break;
       case 'MultiheadAttention': {
+        // nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim, batch_first, …)
         const e = a(0, 'embed_dim');
-        const bias = truthy(kwargs.get('bias') ?? bool(true)) !== false;
-        add('mha_in', e, e.k === 'num' ? num(3 * e.v) : sym(`3 * ${show(e)}`), bias, 'in_proj');
-        add('mha_out', e, e, bias, 'out_proj');
+        const bias = truthy(this.arg(args, kwargs, 3, 'bias') ?? bool(true)) !== false;
+        const keptDense = mhaUnsupported(e, (i, n) => this.arg(args, kwargs, i, n));
+        const extra = keptDense ? { keptDense } : undefined;
+        add('mha_in', e, e.k === 'num' ? num(3 * e.v) : sym(`3 * ${show(e)}`), bias, 'in_proj', extra);
+        add('mha_out', e, e, bias, 'out_proj', extra);
         obj.attrs.set('embed_dim', e);
         break;
       }
@@ -1546,6 +1549,23 @@ export class Interpreter {
     // Keep the symbolic expression readable: resolved operands print as numbers.
     return sym(`${wrap(show(a))} ${op} ${wrap(show(b))}`);
   }
+}
+
+/**
+ * Why pixelfly_torch cannot make an nn.MultiheadAttention's projections Pixelfly (its
+ * PixelflyMultiheadAttention, as `mha_unsupported` says), or undefined when it can.
+ */
+function mhaUnsupported(embed: Value, arg: (i: number, name: string) => Value | undefined): string | undefined {
+  const cannot = "which pixelfly_torch's PixelflyMultiheadAttention does not support, so sparsify cannot replace its projections";
+  for (const [i, name] of [[6, 'kdim'], [7, 'vdim']] as const) {
+    const v = arg(i, name);
+    if (v && v.k !== 'none' && !(v.k === 'num' && embed.k === 'num' && v.v === embed.v)) return `this nn.MultiheadAttention has ${name}=${show(v)} (not embed_dim), ${cannot}`;
+  }
+  for (const [i, name] of [[4, 'add_bias_kv'], [5, 'add_zero_attn']] as const) {
+    const v = arg(i, name);
+    if (v && truthy(v) !== false) return `this nn.MultiheadAttention has ${name}=${show(v)}, ${cannot}`;
+  }
+  return undefined;
 }
 
 /** Where the layers reachable from a value are constructed (for comparing table candidates). */

@@ -98,6 +98,8 @@ export interface LayerInst {
   pointwise?: boolean;
   /** Built by a user subclass of the layer class (its name). */
   subclass?: string;
+  /** Why the layer must stay dense whatever the plan (an nn.MultiheadAttention pixelfly_torch cannot replace). */
+  keptDense?: string;
 }
 
 export interface Scope {

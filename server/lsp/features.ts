@@ -24,7 +24,7 @@ import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { PyNode } from '../analysis/ast';
 import { pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze';
 import { modelSpecFor } from '../analysis/spec';
-import { configArguments, importLine, importText, importedClasses, pixelflyCall, type PixelflyClass } from './rewrite';
+import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
 import { ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from './protocol';
 
@@ -293,10 +293,12 @@ export function whyNoRewrite(a: Analysis, row: LayerRow, config: Required<Pixelf
   if (b && b.subclass) return `${row.name} is a ${b.subclass}, a subclass of nn.${row.class} whose forward PixelflyLinear would not keep; ${instead}`;
   if (b && row.class !== 'Linear') return `\`${b.via}(…)\` builds a ${row.class} here, which only a direct call can be rewritten from; ${instead}`;
   if (!row.direct && !b) return `no call that builds ${row.name} was found in this file; ${instead}`;
-  if (!['linear', 'hf_conv1d', 'pixelfly', 'conv1x1', 'conv1d'].includes(row.kind)) return `a ${row.class} is not a linear layer Pixelfly replaces`;
+  if (!['linear', 'hf_conv1d', 'pixelfly', 'conv1x1', 'conv1d', 'mha_in', 'mha_out'].includes(row.kind)) return `a ${row.class} is not a linear layer Pixelfly replaces`;
+  if (row.keptDense) return row.keptDense;
   const give = configOf ?? ((o: LayerRow) => (o.decision?.sparsify ? o.decision.config ?? null : null));
-  // Other layers the same call builds (an attention core is placed at its projection's call, and built by none).
-  const others = a.layers.filter((o) => o !== row && o.count !== 0 && o.kind !== 'attn_core' && o.file === row.file && sameRange(o.range, row.range));
+  // Other layers the same call builds (an attention core is placed at its projection's call, and
+  // built by none; an nn.MultiheadAttention's two projections are rewritten together).
+  const others = a.layers.filter((o) => o !== row && o.count !== 0 && o.kind !== 'attn_core' && !isProjection(o, row) && o.file === row.file && sameRange(o.range, row.range));
   const differ = others.filter((o) => configKey(give(o)) !== configKey(config));
   if (differ.length) {
     const all = [row, ...others].sort((x, y) => a.layers.indexOf(x) - a.layers.indexOf(y));
@@ -309,8 +311,17 @@ export function whyNoRewrite(a: Analysis, row: LayerRow, config: Required<Pixelf
   return undefined;
 }
 
-/** Replace each row's constructor by its Pixelfly class and add the package's imports. */
-export function sparsifyEdit(ctx: EditContext, rows: Array<{ row: LayerRow; config: Required<PixelflyConfig> }>): { edit: WorkspaceEdit } | { error: string } {
+/** `o` and `row` are the two projections of one nn.MultiheadAttention call. */
+function isProjection(o: LayerRow, row: LayerRow): boolean {
+  return (row.kind === 'mha_in' || row.kind === 'mha_out') && (o.kind === 'mha_in' || o.kind === 'mha_out') && o.name.replace(/\.\w+$/, '') === row.name.replace(/\.\w+$/, '');
+}
+
+/**
+ * Replace each row's constructor by its Pixelfly class and add the package's imports. An
+ * nn.MultiheadAttention becomes a PixelflyMultiheadAttention whose projections have the configs
+ * given here, or else their plan's (`a`: the analysis the rows come from).
+ */
+export function sparsifyEdit(ctx: EditContext, rows: Array<{ row: LayerRow; config: Required<PixelflyConfig> }>, a?: Analysis): { edit: WorkspaceEdit } | { error: string } {
   const edits: TextEdit[] = [];
   const seen = new Set<string>();
   const classes = new Set<PixelflyClass>();
@@ -320,6 +331,19 @@ export function sparsifyEdit(ctx: EditContext, rows: Array<{ row: LayerRow; conf
     seen.add(key);
     const call = callAt(ctx.root, row.range);
     if (!call) return { error: `${row.name}: the layer's call is no longer at line ${row.line} (the file changed since it was analysed)` };
+    if (row.kind === 'mha_in' || row.kind === 'mha_out') {
+      const projection = (kind: string): Required<PixelflyConfig> | null => {
+        const given = rows.find((x) => x.row.kind === kind && (x.row === row || isProjection(x.row, row)));
+        if (given) return given.config;
+        const sibling = a?.layers.find((o) => o.kind === kind && isProjection(o, row));
+        return sibling?.decision?.sparsify ? sibling.decision.config ?? null : null;
+      };
+      const r = pixelflyAttentionCall(call, projection('mha_in'), projection('mha_out'));
+      if ('error' in r) return { error: `${row.name}: ${r.error}` };
+      r.classes.forEach((c) => classes.add(c));
+      edits.push({ range: row.range, newText: r.text });
+      continue;
+    }
     const r = pixelflyCall(call, config, { bias: row.bias });
     if ('error' in r) return { error: `${row.name}: ${r.error}` };
     classes.add(r.class);
@@ -427,7 +451,7 @@ export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: 
     if (d?.sparsify && d.config && l.kind !== 'pixelfly') {
       let title = `Pixelfly: sparsify ${l.name} (est. ${d.estSpeedup.toFixed(2)}×, ${pct(saving(l))} fewer parameters)`;
       const why = whyNoRewrite(a, l, d.config);
-      const r = why ? { error: why } : sparsifyEdit(ctx, [{ row: l, config: d.config }]);
+      const r = why ? { error: why } : sparsifyEdit(ctx, [{ row: l, config: d.config }], a);
       if ('edit' in r) {
         fixes.push({ title, kind: CodeActionKind.QuickFix, diagnostics: related, isPreferred: true, edit: r.edit, command: ensurePackage });
       } else if (ctx.disabledSupport && !fixes.some((x) => x.disabled?.reason === r.error)) {
@@ -457,7 +481,7 @@ export function codeActions(a: Analysis, ctx: EditContext, range: Range, lines: 
   const suggested = rows.filter((l) => l.decision?.sparsify && l.decision.config && l.kind !== 'pixelfly' && l.count !== 0);
   const rewritable = suggested.filter((l) => !whyNoRewrite(a, l, l.decision!.config!));
   if (here.length > 0 && rewritable.length > 0) {
-    const r = sparsifyEdit(ctx, rewritable.map((row) => ({ row, config: row.decision!.config! })));
+    const r = sparsifyEdit(ctx, rewritable.map((row) => ({ row, config: row.decision!.config! })), a);
     if ('edit' in r) {
       const title =
         rewritable.length === suggested.length

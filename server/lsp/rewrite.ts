@@ -9,7 +9,7 @@ import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { PyNode } from '../analysis/ast';
 
 export const PIXELFLY_PACKAGE = 'pixelfly_torch';
-export type PixelflyClass = 'PixelflyLinear' | 'PixelflyPointwiseConv';
+export type PixelflyClass = 'PixelflyLinear' | 'PixelflyPointwiseConv' | 'PixelflyMultiheadAttention';
 
 /** The import line for `names` from the package. */
 export function importText(names: PixelflyClass[]): string {
@@ -93,6 +93,39 @@ export function pixelflyCall(call: PyNode, config: Required<PixelflyConfig>, opt
   if (options.bias === false && !biasWritten) args.push('bias=False');
   args.push(configArguments(config));
   return { text: `PixelflyLinear(${args.join(', ')})`, class: 'PixelflyLinear' };
+}
+
+function wrap(text: string): string {
+  return /^[\w.]+$/.test(text) ? text : `(${text})`;
+}
+
+/**
+ * `nn.MultiheadAttention(E, H, …)` as `PixelflyMultiheadAttention(E, H, in_proj, out_proj, …)`, each
+ * projection a PixelflyLinear with its config, or the dense nn.Linear it was (null). The call's
+ * dropout and batch_first are kept; its bias, device and dtype go to the projections.
+ */
+export function pixelflyAttentionCall(
+  call: PyNode,
+  inProj: Required<PixelflyConfig> | null,
+  outProj: Required<PixelflyConfig> | null,
+): { text: string; classes: PixelflyClass[] } | { error: string } {
+  const fn = call.field('function')?.text ?? '';
+  const { positional, keyword, splats } = callArgs(call);
+  if (splats.length) return { error: `${fn}(…) passes its arguments unpacked (${splats.join(', ')}): write PixelflyMultiheadAttention(embed_dim, num_heads, in_proj, out_proj, …) by hand` };
+  const at = (i: number, name: string): string | undefined => positional[i] ?? keyword.get(name);
+  const e = at(0, 'embed_dim');
+  const h = at(1, 'num_heads');
+  if (!e || !h) return { error: `cannot find embed_dim and num_heads of ${fn}(…)` };
+  const shared = [
+    ...(at(3, 'bias') ? [`bias=${at(3, 'bias')}`] : []),
+    ...['device', 'dtype'].filter((k) => keyword.has(k)).map((k) => `${k}=${keyword.get(k)}`),
+  ];
+  const linear = fn.replace(/MultiheadAttention$/, 'Linear');
+  const proj = (inF: string, outF: string, c: Required<PixelflyConfig> | null): string =>
+    c ? `PixelflyLinear(${[inF, outF, ...shared, configArguments(c)].join(', ')})` : `${linear}(${[inF, outF, ...shared].join(', ')})`;
+  const rest = [...(at(2, 'dropout') ? [`dropout=${at(2, 'dropout')}`] : []), ...(at(8, 'batch_first') ? [`batch_first=${at(8, 'batch_first')}`] : [])];
+  const args = [e, h, proj(e, `3 * ${wrap(e)}`, inProj), proj(e, e, outProj), ...rest];
+  return { text: `PixelflyMultiheadAttention(${args.join(', ')})`, classes: ['PixelflyMultiheadAttention', ...(inProj || outProj ? (['PixelflyLinear'] as const) : [])] };
 }
 
 /** The package's classes `root` already imports (from the package, or a module copy an older version wrote beside it). */

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planModel, type Plan } from '../../core/planner';
-import { parseInventory, type Inventory, type InventoryLayer } from '../../core/inventory';
+import { layerDenseCost, parseInventory, type Inventory, type InventoryLayer } from '../../core/inventory';
+import { attentionCoreFlops } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { PixelflyConfigError } from '../../core/errors';
 import { mulberry32 } from '../support/random';
@@ -231,6 +232,13 @@ test('attention cores and convolutions count in the totals, stay dense and say w
   assert.equal(byName(plan, 'mha.in_proj').reason, 'Kept dense: nn.MultiheadAttention keeps in_proj as a parameter.');
   assert.equal(plan.denseFlops, plan.layers.reduce((s, l) => s + l.denseFlops, 0));
   assert.match(plan.summary, /^1 of 3 layers sparse/, 'the attention core is no layer');
+});
+
+test("an attention core's FLOPs are core/attention.ts's (the engine's Pixelfly attention counts with it)", () => {
+  for (const [T, d, causal] of [[1024, 768, true], [197, 384, false], [64, 256, true]] as const) {
+    const ours = layerDenseCost({ role: 'attn_core', in: d, out: T, causal }, T).flops;
+    assert.deepEqual(ours, attentionCoreFlops(T, d, causal), `T ${T}, d ${d}, causal ${causal}`);
+  }
 });
 
 test("a head's reason matches its share of the FLOPs", () => {

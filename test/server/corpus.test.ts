@@ -226,13 +226,19 @@ test('custom: constants, dict dispatch, nn.MultiheadAttention, workspace imports
   assert.equal(adapter.decision?.sparsify, false);
   assert.match(adapter.decision?.reason ?? '', /pinned/);
   assert.equal(row(withLib, 'proj').decision?.sparsify, true, 'the same shape without the pragma is sparsified');
-  // nn.MultiheadAttention's projections cannot be replaced by pixelfly_torch: dense, and the reason says why.
+  // nn.MultiheadAttention's projections are planned like Linears (pixelfly_torch replaces the module by a
+  // PixelflyMultiheadAttention), unless it uses what that does not support: then dense, saying why.
+  assert.equal(row(withLib, 'layers.*.attn.mha.in_proj').decision?.sparsify, true);
+  const kv = readFileSync(fixture('custom', 'model.py'), 'utf8').replace('nn.MultiheadAttention(dim, heads, batch_first=True)', 'nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=True)');
+  const unsupported = await run({ file: fixture('custom', 'model.py'), source: kv, extraPaths: [fixture('site')] });
   for (const name of ['layers.*.attn.mha.in_proj', 'layers.*.attn.mha.out_proj']) {
-    const d = row(withLib, name).decision!;
+    const d = row(unsupported, name).decision!;
     assert.equal(d.sparsify, false, name);
-    assert.match(d.reason, /^Kept dense: nn\.MultiheadAttention.*pixelfly_torch's sparsify cannot replace .*no Pixelfly MultiheadAttention yet\)\.$/, d.reason);
+    assert.equal(d.reason, "Kept dense: this nn.MultiheadAttention has add_bias_kv=True, which pixelfly_torch's PixelflyMultiheadAttention does not support, so sparsify cannot replace its projections.");
   }
-  assert.equal(row(withLib, 'layers.*.attn.qkv').decision?.sparsify, true, 'the same sizes in a plain Linear are sparsified');
+  const kdim = await run({ file: fixture('custom', 'model.py'), source: kv.replace('add_bias_kv=True', 'kdim=dim // 2'), extraPaths: [fixture('site')] });
+  assert.match(row(kdim, 'layers.*.attn.mha.in_proj').decision!.reason, /has kdim=256 \(not embed_dim\)/);
+  assert.equal(row(unsupported, 'layers.*.attn.qkv').decision?.sparsify, true, 'the same sizes in a plain Linear are sparsified');
   // Without the library on the search path GatedMlp is opaque: its layers are simply not found.
   const without = await run({ file: fixture('custom', 'model.py') });
   assert.equal(without.layers.some((l) => l.name.includes('w_gate')), false);

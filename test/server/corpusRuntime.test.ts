@@ -122,11 +122,15 @@ function mismatches(a: Analysis, modules: Module[], entry: string): string[] {
   return out;
 }
 
-/** The module paths `sparsify` must replace: every module a row the plan sparsifies names (not those already Pixelfly). */
+/** The layers `sparsify` must replace: every module a row the plan sparsifies names (not those already
+ * Pixelfly); an nn.MultiheadAttention's in_proj is named after its attention module. */
 function planned(a: Analysis, modules: Module[]): string[] {
   return a.layers
     .filter((l) => l.decision?.sparsify && l.kind !== 'pixelfly')
-    .flatMap((l) => modules.filter((m) => pathPattern(l.name).test(m.name)).map((m) => m.name))
+    .flatMap((l) => {
+      const { pattern, kind } = target(l);
+      return modules.filter((m) => pattern.test(m.name) && (kind !== 'MultiheadAttention' || m.kind === kind)).map((m) => (kind === 'MultiheadAttention' ? `${m.name}.in_proj` : m.name));
+    })
     .sort();
 }
 

@@ -71,7 +71,7 @@ test('every sparsify suggestion has a fix that does it or says why not, and "kee
           assert.ok(d.message.includes(`No quick fix here: ${fix.disabled.reason}.`), d.message);
         } else {
           assert.equal(fix.isPreferred, true);
-          assert.match(applied(doc, fix), /^from pixelfly_torch import Pixelfly(Linear|PointwiseConv)$/m);
+          assert.match(applied(doc, fix), /^from pixelfly_torch import Pixelfly(Linear|PointwiseConv|Linear, PixelflyMultiheadAttention)$/m);
         }
       }
     }
@@ -219,9 +219,28 @@ test('hovers and inlay hints say what a row counts: the attention core, a convol
   assert.match(text(gpt, core), /1024 queries × 1024 keys × d 768 per sample, causal \(half the scores\)/);
   const hint = inlayHints(gpt, gpt.file).find((h) => h.position.line === core.range.end.line)!;
   assert.match(String(hint.label), /c_attn 768→2304 ×12 · [\d.]+% FLOPs · Pixelfly [\d.]+× \| attention QKᵀ·V, d 768 × 1024 keys \(causal\) ×12 · [\d.]+% FLOPs · dense/);
-  const custom = await run({ file: fixture('custom', 'model.py'), extraPaths: [fixture('site')] });
+  const source = readFileSync(fixture('custom', 'model.py'), 'utf8').replace('batch_first=True)', 'batch_first=True, add_zero_attn=True)');
+  const custom = await run({ file: fixture('custom', 'model.py'), source, extraPaths: [fixture('site')] });
   const mha = row(custom, 'layers.*.attn.mha.in_proj');
-  assert.match(text(custom, mha), /> Kept dense: nn\.MultiheadAttention keeps in_proj as a parameter of the attention module, not a module, so pixelfly_torch's sparsify cannot replace it/);
+  assert.match(text(custom, mha), /> Kept dense: this nn\.MultiheadAttention has add_zero_attn=True, which pixelfly_torch's PixelflyMultiheadAttention does not support/);
   const hints = diagnostics(custom, custom.file).filter((d) => d.range.start.line === mha.range.start.line);
   assert.deepEqual(hints.map((d) => [d.severity, d.code]), [[DiagnosticSeverity.Hint, 'pixelfly.keptDense'], [DiagnosticSeverity.Hint, 'pixelfly.keptDense']]);
+});
+
+test('nn.MultiheadAttention becomes a PixelflyMultiheadAttention whose projections have their planned configs', async () => {
+  const doc = await open(fixture('custom', 'model.py'), undefined, { extraPaths: [fixture('site')] });
+  const inProj = row(doc.analysis, 'layers.*.attn.mha.in_proj');
+  assert.equal(inProj.decision?.sparsify, true);
+  const fix = actionsAt(doc, inProj.range.start.line)[0];
+  assert.match(fix.title, /^Pixelfly: sparsify layers\.\*\.attn\.mha\.in_proj /);
+  const cfg = (name: string) => {
+    const d = row(doc.analysis, name).decision!;
+    return d.sparsify ? `PixelflyLinear(dim, ${name.endsWith('in_proj') ? '3 * dim' : 'dim'}, block=${d.config!.block}, butterfly_size=${d.config!.butterflySize}, n_factors=${d.config!.nFactors}, rank=${d.config!.rank})` : 'nn.Linear(dim, dim)';
+  };
+  const after = applied(doc, fix);
+  assert.ok(
+    after.includes(`self.mha = PixelflyMultiheadAttention(dim, heads, ${cfg('layers.*.attn.mha.in_proj')}, ${cfg('layers.*.attn.mha.out_proj')}, batch_first=True)`),
+    after.split('\n').find((l) => /self\.mha = /.test(l)),
+  );
+  assert.match(after, /^from pixelfly_torch import PixelflyLinear, PixelflyMultiheadAttention$/m);
 });
