@@ -19,6 +19,8 @@ const browser = { platform: 'browser', target: 'es2022', format: 'iife' };
 /** @type {Array<{in: string, out: string, kind: object, banner?: string}>} */
 const bundles = [
   { in: 'daemon/cli.ts', out: 'dist/pixelfly.js', kind: node, banner: '#!/usr/bin/env node' },
+  // the daemon's job and task processes (daemon/workers.ts finds it beside pixelfly.js)
+  { in: 'daemon/worker.ts', out: 'dist/worker.js', kind: node },
   { in: 'extension/main.ts', out: 'dist/extension.js', kind: node },
   { in: 'server/main.ts', out: 'dist/server.js', kind: node },
   { in: 'webview/mask/main.ts', out: 'dist/webview/mask.js', kind: browser },

@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """PyTorch-CPU baseline for `npm run bench:train`: the same dense MLP-Mixer as the engine's, trained
 on Fashion-MNIST with the same batch, optimizer, schedule, clipping, epochs and thread count.
+`"dtype": "bf16"` trains the whole model in bf16 (`model.to(torch.bfloat16)`, inputs too: oneDNN's
+bf16 kernels, PyTorch's fastest CPU path where the CPU has bf16 instructions); torch 1.13's CPU
+autocast cannot be used instead, it fails on LayerNorm with a dtype error.
 
     /usr/bin/python3 bench/mixer_torch.py '<json config>'
 
@@ -87,6 +90,9 @@ def main():
     if c.get('trainLimit'):
         xtr, ytr = xtr[: c['trainLimit']], ytr[: c['trainLimit']]
     model = Mixer(c)
+    dtype = torch.bfloat16 if c.get('dtype') == 'bf16' else torch.float32
+    model = model.to(dtype)
+    xtr, xte = xtr.to(dtype), xte.to(dtype)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{'params': decay, 'weight_decay': c['weightDecay']}, {'params': no_decay, 'weight_decay': 0.0}],
@@ -127,7 +133,8 @@ def main():
     # The first steps warm up allocators and thread pools: time the rest.
     steady = times[min(5, len(times) - 1):]
     print(json.dumps({'step_ms': statistics.median(steady), 'test_accuracy': correct / len(yte), 'steps': step,
-                      'torch': torch.__version__, 'threads': torch.get_num_threads(), 'final_loss': loss.item()}))
+                      'torch': torch.__version__, 'threads': torch.get_num_threads(), 'final_loss': loss.item(),
+                      'dtype': 'bf16' if dtype == torch.bfloat16 else 'fp32'}))
 
 
 if __name__ == '__main__':

@@ -37,6 +37,9 @@ export interface InventoryLayer {
   pixelfly?: PixelflyConfig;
 }
 
+/** Largest width, token count or layer count an inventory may give (a 2^20-wide fp32 matrix is 4 TB). */
+export const MAX_LAYER_SIZE = 1 << 20;
+
 export interface Inventory {
   layers: InventoryLayer[];
 }
@@ -60,9 +63,13 @@ export function parseInventory(value: unknown): Inventory {
     seen.add(l.name as string);
     if (!LAYER_ROLES.includes(l.role as LayerRole)) fail(where, `role must be one of ${LAYER_ROLES.join(', ')}, got ${JSON.stringify(l.role)}`);
     for (const f of ['in', 'out', 'rowsPerSample'] as const) {
-      if (!Number.isInteger(l[f]) || (l[f] as number) < 1) fail(where, `${f} must be a positive integer, got ${JSON.stringify(l[f])}`);
+      if (!Number.isInteger(l[f]) || (l[f] as number) < 1 || (l[f] as number) > MAX_LAYER_SIZE) {
+        fail(where, `${f} must be a positive integer (at most ${MAX_LAYER_SIZE}), got ${JSON.stringify(l[f])}`);
+      }
     }
-    if (!Number.isInteger(l.count) || (l.count as number) < 0) fail(where, `count must be an integer ≥ 0, got ${JSON.stringify(l.count)}`);
+    if (!Number.isInteger(l.count) || (l.count as number) < 0 || (l.count as number) > MAX_LAYER_SIZE) {
+      fail(where, `count must be an integer ≥ 0 (at most ${MAX_LAYER_SIZE}), got ${JSON.stringify(l.count)}`);
+    }
     for (const f of ['pinnedDense', 'bias', 'causal'] as const) {
       if (l[f] !== undefined && typeof l[f] !== 'boolean') fail(where, `${f} must be a boolean`);
     }

@@ -117,7 +117,23 @@ function geometry(outFeatures: number, inFeatures: number, p: ButterflyParams): 
   };
 }
 
+/** Largest mask (blocks) or butterfly support (cells) a layout is built for: 256 MB each, far beyond any trainable layer. */
+export const MAX_MASK_CELLS = 2 ** 28;
+
+/** Checks the parameters (as validateParams) and that the layout's mask and support can be built (at most MAX_MASK_CELLS each). */
+export function checkBuildable(outFeatures: number, inFeatures: number, p: ButterflyParams): void {
+  const { params, blockRows, blockCols } = geometry(outFeatures, inFeatures, p);
+  const s = params.butterflySize;
+  if (blockRows * blockCols > MAX_MASK_CELLS || s * s > MAX_MASK_CELLS) {
+    throw new PixelflyConfigError(
+      'out_features',
+      `${outFeatures}×${inFeatures} with block ${params.block} and butterfly_size ${s} is a ${blockRows}×${blockCols} block mask, too large to build (at most ${MAX_MASK_CELLS} blocks)`,
+    );
+  }
+}
+
 export function flatBlockButterflyLayout(outFeatures: number, inFeatures: number, p: ButterflyParams): BlockLayout {
+  checkBuildable(outFeatures, inFeatures, p);
   const { params, outPadded, inPadded, blockRows, blockCols, cellRows, cellCols } = geometry(outFeatures, inFeatures, p);
   const { block, butterflySize: s, globalSize } = params;
   const support = flatButterflySupport(s, params.nFactors, params.shuffle);
@@ -190,11 +206,15 @@ export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyP
   // Inverse of the shuffle: unshuffled column u = k·perGroup + c lands at c·groups + k.
   const place = (u: number) => (shuffle ? (u % perGroup) * groups + Math.floor(u / perGroup) : u);
   const globalCols = Math.min(blockCols, Math.ceil(globalSize / block));
+  // Cells made of whole blocks and nothing global: every support entry (s·(nFactors+1) of them,
+  // the shuffle only moves them) keeps exactly its cell's blocks. O(1), whatever the layer's size.
+  if (globalSize === 0 && cellRows % block === 0 && cellCols % block === 0) {
+    return s * (nFactors + 1) * (cellRows / block) * (cellCols / block);
+  }
   let nnz = 0;
   const columns: number[] = [];
-  // Block-rows spanning the same support rows keep the same columns.
-  let lastSpan = -1;
-  let lastKept = 0;
+  // Block-rows spanning the same support rows keep the same columns: each run of them is counted
+  // once (at most 2·s runs), not row by row.
   for (let br = 0; br < blockRows; br++) {
     const r0 = br * block;
     if (r0 < globalSize) {
@@ -203,10 +223,11 @@ export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyP
     }
     const sr0 = Math.floor(r0 / cellRows);
     const sr1 = Math.floor((r0 + block - 1) / cellRows);
-    if (sr0 * s + sr1 === lastSpan) {
-      nnz += lastKept;
-      continue;
-    }
+    const runEnd = Math.min(
+      blockRows - 1,
+      Math.ceil(((sr0 + 1) * cellRows) / block) - 1,
+      Math.ceil(((sr1 + 1) * cellRows - block + 1) / block) - 1,
+    );
     columns.length = 0;
     for (let r = sr0; r <= sr1; r++) {
       columns.push(place(r));
@@ -224,9 +245,8 @@ export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyP
         end = hi;
       }
     }
-    lastSpan = sr0 * s + sr1;
-    lastKept = kept;
-    nnz += kept;
+    nnz += kept * (runEnd - br + 1);
+    br = runEnd;
   }
   return nnz;
 }

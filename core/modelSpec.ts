@@ -102,8 +102,14 @@ export class ModelSpecError extends Error {
   }
 }
 
-/** Upper bound on any width, depth or count: a spec is user input and must not exhaust memory. */
-const MAX_SIZE = 1 << 20;
+/**
+ * Upper bound on any width, depth or count: a spec is user input, and these bounds keep every
+ * computation over it (inventories, plans, memory estimates) small. Whether a spec within them
+ * fits the machine is the memory estimate's question (core/memoryEstimate.ts).
+ */
+export const MAX_SIZE = 1 << 20;
+/** Most layers an MLP spec may list (a plan lists at most this many layers too). */
+export const MAX_LAYERS = 4096;
 
 const FIELDS: Record<ModelKind, readonly string[]> = {
   mlp: ['inputFeatures', 'hidden', 'classes'],
@@ -157,6 +163,7 @@ export function validateModelSpec(value: unknown): SpecValidation {
     case 'mlp':
       posInt('inputFeatures', o.inputFeatures);
       if (!Array.isArray(o.hidden)) add('hidden', 'must be an array of layer widths (may be empty)');
+      else if (o.hidden.length > MAX_LAYERS) add('hidden', `at most ${MAX_LAYERS} layers, got ${o.hidden.length}`);
       else o.hidden.forEach((h, i) => posInt(`hidden[${i}]`, h));
       posInt('classes', o.classes, 2);
       break;
@@ -228,6 +235,19 @@ export function parseModelSpec(value: unknown): ModelSpec {
   const r = validateModelSpec(value);
   if (!r.ok) throw new ModelSpecError(r.issues);
   return r.spec;
+}
+
+/** Inputs per sample of a classifier (the flattened image for Mixer and ViT); undefined for a language model. */
+export function classifierFeatures(spec: ModelSpec): number | undefined {
+  switch (spec.kind) {
+    case 'mlp':
+      return spec.inputFeatures;
+    case 'mixer':
+    case 'vit':
+      return spec.image.channels * spec.image.height * spec.image.width;
+    case 'gpt':
+      return undefined;
+  }
 }
 
 /** Tokens per sample after the patch stem (ViT adds its class token). */

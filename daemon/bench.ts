@@ -18,15 +18,16 @@ import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from './home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
-import { medianMs, seededFloats } from './measure';
+import { medianMs, seededFloatsAsync } from './measure';
 
-/** Largest activation (rows x features) a request may ask for: keeps memory per call bounded (~64 MB per buffer). */
+/** Largest activation (rows x features) or weight (in x out) a request may ask for: keeps memory per call bounded (~64 MB per buffer). */
 const MAX_ELEMENTS = 16 * 1024 * 1024;
 
 export async function benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string, threads: number): Promise<MethodResult<'bench.layers'>> {
   for (const s of params.shapes) {
     const biggest = s.rows * Math.max(s.in, s.out);
     if (biggest > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: rows x features = ${biggest} exceeds ${MAX_ELEMENTS}`);
+    if (s.in * s.out > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: in x out = ${s.in * s.out} weights exceeds ${MAX_ELEMENTS}`);
   }
   setKernelThreads(params.threads > 0 ? params.threads : threads);
   const rows: MethodResult<'bench.layers'>['rows'] = [];
@@ -35,9 +36,9 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   const lowRankPoints: { rank: number; efficiency: number }[] = [];
   for (const [si, s] of params.shapes.entries()) {
     const m = s.rows;
-    const x = seededFloats(m * s.in, 1 + si);
-    const dy = seededFloats(m * s.out, 2 + si);
-    const w = seededFloats(s.out * s.in, 3 + si);
+    const x = await seededFloatsAsync(m * s.in, 1 + si);
+    const dy = await seededFloatsAsync(m * s.out, 2 + si);
+    const w = await seededFloatsAsync(s.out * s.in, 3 + si);
     const denseMs = await medianMs(params.repeats, async () => {
       await denseForward(x, w, m, s.in, s.out);
       await denseBackwardData(dy, w, m, s.in, s.out);
@@ -55,7 +56,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
         throw err;
       }
       const index = buildBlockIndex(layout);
-      const weight = { index, out: s.out, in: s.in, weights: seededFloats(index.nnz * index.block * index.block, 4) };
+      const weight = { index, out: s.out, in: s.in, weights: await seededFloatsAsync(index.nnz * index.block * index.block, 4) };
       const sparseMs = await medianMs(params.repeats, async () => {
         await bsrForward(weight, x, m);
         await bsrBackwardData(weight, dy, m);
@@ -64,8 +65,8 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
       const r = config.rank;
       let lowRankMs = 0;
       if (r > 0) {
-        const v = seededFloats(s.in * r, 5); // V: in x r
-        const u = seededFloats(s.out * r, 6); // U: out x r
+        const v = await seededFloatsAsync(s.in * r, 5); // V: in x r
+        const u = await seededFloatsAsync(s.out * r, 6); // U: out x r
         lowRankMs = await medianMs(params.repeats, async () => {
           const h = await gemm(x, v, m, r, s.in); // h = x·V
           await gemm(h, u, m, s.out, r, { transB: true }); // y = h·Uᵀ

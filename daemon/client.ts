@@ -32,6 +32,8 @@ export class DaemonRpcError extends Error {
     readonly method: string,
     readonly code: number,
     message: string,
+    /** The error's `data` (e.g. a REJECTED job's memory numbers), unvalidated. */
+    readonly data?: unknown,
   ) {
     super(`daemon ${method}: ${message}`);
     this.name = 'DaemonRpcError';
@@ -142,7 +144,7 @@ export class DaemonClient {
       if (!p) return this.problem(`response to unknown request id ${String(r.data.id)}`);
       this.pending.delete(r.data.id as number);
       clearTimeout(p.timer);
-      if ('error' in r.data) return p.reject(new DaemonRpcError(p.method, r.data.error.code, r.data.error.message));
+      if ('error' in r.data) return p.reject(new DaemonRpcError(p.method, r.data.error.code, r.data.error.message, r.data.error.data));
       const result = methods[p.method].result.safeParse(r.data.result);
       if (!result.success) return p.reject(new DaemonRpcError(p.method, -1, describeZodError(result.error, `${p.method} result`)));
       p.resolve(result.data);

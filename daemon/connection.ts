@@ -16,6 +16,7 @@ import {
   ErrorCode,
   EVENT_NOTIFICATION,
   isMethodName,
+  LIMITS,
   methods,
   RpcRequestSchema,
   type RpcError,
@@ -33,6 +34,25 @@ export interface ConnectionLimits {
 /** Events sent per pump turn before yielding to the event loop. */
 const PUMP_BATCH = 128;
 const RETRY_MS = 20;
+const READ_RETRY_MS = 500;
+
+/** The id of a request that failed validation, when it has a usable one (so the client can match the error). */
+function requestIdOf(message: unknown): string | number | null {
+  const raw = (message as { id?: unknown } | null)?.id;
+  return (typeof raw === 'string' && raw.length <= 128) || (typeof raw === 'number' && Number.isInteger(raw)) ? raw : null;
+}
+
+/** True when `value` nests arrays and objects deeper than `max` (checked without recursion). */
+function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number];
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return true;
+    for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
 
 class Subscription {
   private scheduled = false;
@@ -58,15 +78,25 @@ class Subscription {
 
   private pump(): void {
     if (!this.conn.open) return;
-    if (!this.conn.canSend()) {
-      this.retry = setTimeout(() => {
-        this.retry = undefined;
-        this.schedule();
-      }, RETRY_MS);
-      return;
+    if (!this.conn.canSend()) return this.later(RETRY_MS);
+    let sent: number;
+    try {
+      sent = this.sendBatch();
+    } catch (err) {
+      // Reading an older stretch of the log failed (e.g. no file descriptor left, EMFILE): the
+      // subscriber keeps its cursor and the read is tried again shortly.
+      this.conn.warn(`replay of job ${this.job.id} paused: ${(err as Error).message}`);
+      return this.later(READ_RETRY_MS);
     }
     // More may be waiting (a long replay): continue on a later turn so other work interleaves.
-    if (this.sendBatch() === PUMP_BATCH) this.schedule();
+    if (sent === PUMP_BATCH) this.schedule();
+  }
+
+  private later(ms: number): void {
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.schedule();
+    }, ms);
   }
 
   /** Sends what is left now (the daemon is stopping), as far as the socket has room. */
@@ -97,6 +127,7 @@ export class Connection {
   /** When the socket was first seen above the high-water mark in the current stretch. */
   private stalledSince: number | undefined;
   private closed = false;
+  private warnedAt = 0;
 
   constructor(
     private readonly ws: WebSocket,
@@ -129,6 +160,14 @@ export class Connection {
       this.close(CLOSE_SLOW_CONSUMER, 'slow consumer: reconnect and resubscribe from your last seq');
     }
     return false;
+  }
+
+  /** A problem worth a log line (once a minute per connection at most). */
+  warn(line: string): void {
+    const now = Date.now();
+    if (now - this.warnedAt < 60_000) return;
+    this.warnedAt = now;
+    this.contextFor(this).log(line);
   }
 
   notify(method: string, params: unknown): void {
@@ -199,11 +238,12 @@ export class Connection {
     if (Array.isArray(message)) {
       return this.fail(null, { code: ErrorCode.INVALID_REQUEST, message: 'batch requests are not supported; send one request per frame' });
     }
+    if (nestsDeeperThan(message, LIMITS.maxJsonDepth)) {
+      return this.fail(requestIdOf(message), { code: ErrorCode.INVALID_REQUEST, message: `the message nests arrays and objects more than ${LIMITS.maxJsonDepth} levels deep; a request is a few levels deep` });
+    }
     const parsed = RpcRequestSchema.safeParse(message);
     if (!parsed.success) {
-      const rawId = (message as { id?: unknown } | null)?.id;
-      const id = typeof rawId === 'string' || (typeof rawId === 'number' && Number.isInteger(rawId)) ? rawId : null;
-      return this.fail(id, { code: ErrorCode.INVALID_REQUEST, message: describeZodError(parsed.error, 'request') });
+      return this.fail(requestIdOf(message), { code: ErrorCode.INVALID_REQUEST, message: describeZodError(parsed.error, 'request') });
     }
     const { id, method, params } = parsed.data;
     if (!isMethodName(method)) {

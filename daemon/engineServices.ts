@@ -1,47 +1,127 @@
-// The daemon's training side: checks a submitted spec with the core, resolves its plan, and
-// trains through the native engine (engineTrainer.ts).
-import { parseModelSpec, specInventory, ModelSpecError } from '../core/modelSpec';
+// The daemon's training side: checks a submitted spec with the core, resolves its plan, admits
+// the job against the machine (memory and disk), and trains through the native engine in a job
+// process (jobs/engineProcess.ts).
+import { statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { parseModelSpec, specInventory, ModelSpecError, type ModelSpec } from '../core/modelSpec';
+import type { InventoryLayer } from '../core/inventory';
+import { checkBuildable } from '../core/layout';
+import { PixelflyConfigError } from '../core/errors';
+import { formatBytes, notAFile } from '../io/userFile';
 import type { EngineServices } from './main';
 import { RejectedError, type TrainingRequest } from './jobs/trainer';
-import { availableParallelism } from 'node:os';
+import type { JobAdmission } from './jobs/jobManager';
+import { freeBytes, type RunDir } from './jobs/runStore';
+import { EngineProcessBackend } from './jobs/engineProcess';
 import { engineBackend } from '../native/engine';
 import { kernelInfo } from '../native/kernels';
 import { cudaInfo } from '../native/cuda';
-import { EngineBackend } from './jobs/engineTrainer';
 import { benchLayers } from './bench';
+import { admit, memoryInput } from './memory';
 
 /** Default planner target when a job comes without a plan or a target: a quarter of the dense FLOPs. */
 export const DEFAULT_TARGET = { budget: 0.25 } as const;
+/** Room kept beyond a run's checkpoints: metrics, report, state. */
+const RUN_FILES_BYTES = 16 * 1024 ** 2;
 
-export const trainingRequest: EngineServices['trainingRequest'] = (params, plan): TrainingRequest => {
-  let spec;
+function parseSpec(value: unknown): ModelSpec {
   try {
-    spec = parseModelSpec(params.spec);
+    return parseModelSpec(value);
   } catch (err) {
     if (err instanceof ModelSpecError) throw new RejectedError(err.message);
     throw err;
   }
-  const resolved = params.plan ?? plan(specInventory(spec), params.target ?? DEFAULT_TARGET);
-  const known = new Set(specInventory(spec).layers.map((l) => l.name));
-  const unknown = resolved.layers.filter((l) => !known.has(l.name)).map((l) => l.name);
+}
+
+export const trainingRequest: EngineServices['trainingRequest'] = async (params, plan): Promise<TrainingRequest> => {
+  const spec = parseSpec(params.spec);
+  const resolved = params.plan ?? (await plan(specInventory(spec), params.target ?? DEFAULT_TARGET));
+  const inventory = new Map(specInventory(spec).layers.map((l) => [l.name, l]));
+  const unknown = resolved.layers.filter((l) => !inventory.has(l.name)).map((l) => l.name);
   if (unknown.length > 0) {
-    throw new RejectedError(`plan: layer${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} not in the ${spec.kind} spec (it has ${[...known].join(', ')})`);
+    const shown = unknown.slice(0, 5).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');
+    throw new RejectedError(`plan: layer${unknown.length > 1 ? 's' : ''} ${shown} not in the ${spec.kind} spec (it has ${[...inventory.keys()].join(', ')})`);
+  }
+  // A client's Pixelfly configs, before anything (admission's estimate included) computes with them;
+  // the planner's own are valid by construction, and what does not fit is admission's to say.
+  for (const l of params.plan?.layers ?? []) {
+    if (!l.sparsify) continue;
+    const layer = inventory.get(l.name) as InventoryLayer;
+    const where = `plan layer '${l.name}' (${layer.out}×${layer.in})`;
+    if (layer.role === 'embedding') throw new RejectedError(`${where}: an embedding is a lookup and cannot be Pixelfly`);
+    if (!l.config) throw new RejectedError(`${where}: sparsify is true but config is missing`);
+    if (l.config.rank > Math.min(layer.in, layer.out)) throw new RejectedError(`${where}: rank must be in 0..${Math.min(layer.in, layer.out)}, got ${l.config.rank}`);
+    try {
+      checkBuildable(layer.out, layer.in, l.config);
+    } catch (err) {
+      if (err instanceof PixelflyConfigError) throw new RejectedError(`${where}: ${err.message}`);
+      throw err;
+    }
   }
   return { spec: params.spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
 };
 
+/**
+ * A dataset path that can never be data (a device, a FIFO, a socket, a file where a folder is
+ * expected or the reverse) is refused at once; one that does not exist yet is the job's problem
+ * when it starts (it may appear while the job is queued), and the loaders check everything again.
+ */
+function checkDatasetPath(req: TrainingRequest['dataset']): void {
+  if (req.path === undefined) return;
+  let st;
+  try {
+    st = statSync(req.path);
+  } catch {
+    return;
+  }
+  if (req.kind === 'text') {
+    const bad = notAFile(st);
+    if (bad) throw new RejectedError(`dataset: ${req.path} ${bad}`);
+  } else if (!st.isDirectory()) {
+    throw new RejectedError(`dataset: ${req.path} ${st.isFile() ? 'is a file' : (notAFile(st) ?? 'is not a folder').replace(/, not a file.*$/, '')}; a ${req.kind} dataset is a folder`);
+  }
+}
+
+/**
+ * Admission of an engine job: its estimated peak memory against what the machine has free, and
+ * its checkpoints against the free space where the runs are. Throws REJECTED with the numbers.
+ */
+export function admitEngineJob(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission {
+  const spec = parseSpec(request.spec);
+  checkDatasetPath(request.dataset);
+  const threads = request.hyper.threads > 0 ? request.hyper.threads : availableParallelism();
+  const input = memoryInput(spec, request, threads, (run?.checkpoints().length ?? 0) > 0);
+  const granted = admit(input, request.dataset.kind);
+  // A checkpoint holds parameters and both AdamW moments of each model, and the batch order.
+  const { estimate } = granted;
+  const perCheckpoint = 12 * (estimate.pixelfly.params + (estimate.dense?.params ?? 0)) + 16 * input.dataset.trainSamples + 64 * 1024;
+  // Two are kept and a third is written before the oldest goes; a resumed run already has some.
+  const existing = Math.min(2, run?.checkpoints().length ?? 0);
+  const needed = (3 - existing) * perCheckpoint + RUN_FILES_BYTES;
+  const free = freeBytes(runsRoot);
+  if (free !== undefined && free < needed) {
+    throw new RejectedError(
+      `not enough disk space for this run: ${runsRoot} has ${formatBytes(free)} free, the run needs about ${formatBytes(needed)} ` +
+        `(checkpoints of ${formatBytes(perCheckpoint)}, two kept and one being written, plus its metrics); free some space (finished runs are folders in ${runsRoot})`,
+      { reason: 'disk', neededBytes: needed, freeBytes: free },
+    );
+  }
+  return { estimatedBytes: estimate.totalBytes, maxDataBytes: granted.maxDataBytes };
+}
+
 /** The engine when the native addon loads; otherwise a daemon that still plans and serves past runs, and says why it cannot train. */
-export function loadEngineServices(): EngineServices {
+export function loadEngineServices(log: (line: string) => void): EngineServices {
   const threads = availableParallelism();
-  const base = { trainingRequest, threads };
+  const base = { trainingRequest, threads, admit: admitEngineJob };
   try {
     const backend = engineBackend();
-    const isa = kernelInfo().isa;
+    const k = kernelInfo();
     return {
       ...base,
       available: true,
-      backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${isa} kernels)`],
-      backend: new EngineBackend(),
+      // The CPU kernels' instruction set and how they compute bf16 products (amx, avx512bf16, or the fp32 fallback).
+      backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${k.isa} kernels, bf16 on ${k.bf16})`],
+      backend: new EngineProcessBackend({ log }),
       benchLayers: (params, profilesDir) => benchLayers(params, profilesDir, threads),
     };
   } catch (err) {

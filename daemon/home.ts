@@ -1,7 +1,7 @@
 // The user's Pixelfly folder (~/.pixelfly, or $PIXELFLY_HOME) and the files through which clients
 // find the daemon: daemon.json (port, pid; readable by all of this user's tools) and token (0600).
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -26,24 +26,69 @@ export const homePaths = (home = pixelflyHome()) => ({
   log: join(home, 'daemon.log'),
   runs: join(home, 'runs'),
   profiles: join(home, 'profiles'),
+  reserve: join(home, 'space-reserve'),
 });
 
 export function ensureHome(home = pixelflyHome()): void {
   mkdirSync(home, { recursive: true, mode: 0o700 });
 }
 
-/** Writes via a temporary file and rename, so a reader never sees half a file. */
+/**
+ * Writes via a temporary file, fsync and rename: a reader never sees half a file, and a crash,
+ * even of the machine, leaves the old content or the new one.
+ */
 export function writeFileAtomic(file: string, data: string, mode = 0o644): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, file);
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, 'w', mode);
+    writeFileSync(fd, data);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    chmodSync(tmp, mode);
+    renameSync(tmp, file);
+  } catch (err) {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Space the daemon keeps for the files it needs to start (lock, token, discovery) when the disk
+ * has filled up; runs do not touch it (a run state that cannot be written stays in memory, and a
+ * damaged or stale one is rebuilt from the run folder).
+ */
+const RESERVE_BYTES = 1024 * 1024;
+
+/** Sets the reserve aside while there is room (a full disk just goes without). */
+export function ensureReserve(home = pixelflyHome()): void {
+  const file = homePaths(home).reserve;
+  if (existsSync(file)) return;
+  try {
+    writeFileSync(file, Buffer.alloc(RESERVE_BYTES), { mode: 0o600 });
+  } catch {
+    rmSync(file, { force: true });
+  }
+}
+
+/** Runs a write; when the disk is full, gives the reserve back and tries once more, so the daemon can still start. */
+export function withSpace<T>(home: string, write: () => T): T {
+  try {
+    return write();
+  } catch (err) {
+    const file = homePaths(home).reserve;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || !existsSync(file)) throw err;
+    rmSync(file, { force: true });
+    return write();
+  }
 }
 
 /** A fresh random token, readable only by this user; a new one per daemon start. */
 export function createToken(home = pixelflyHome()): string {
   const token = randomBytes(32).toString('base64url');
-  writeFileAtomic(homePaths(home).token, token + '\n', 0o600);
+  withSpace(home, () => writeFileAtomic(homePaths(home).token, token + '\n', 0o600));
   return token;
 }
 
@@ -52,7 +97,7 @@ export function readToken(home = pixelflyHome()): string {
 }
 
 export function writeDiscovery(d: Discovery, home = pixelflyHome()): void {
-  writeFileAtomic(homePaths(home).discovery, JSON.stringify(d, null, 2) + '\n', 0o600);
+  withSpace(home, () => writeFileAtomic(homePaths(home).discovery, JSON.stringify(d, null, 2) + '\n', 0o600));
 }
 
 /** The discovery file's content, or undefined when absent or unreadable (a stale or foreign file is not an error). */

@@ -3,17 +3,23 @@
 // fresh token (0600) and the discovery file, loads past runs, and serves until told to stop
 // (SIGTERM/SIGINT or `daemon.shutdown`), checkpointing a running job as it goes.
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { PROTOCOL_VERSION, type MethodParams, type MethodResult } from '../protocol/daemon';
-import { createToken, ensureHome, homePaths, processAlive, readDiscovery, removeDiscovery, writeDiscovery } from './home';
+import { createToken, ensureHome, ensureReserve, homePaths, processAlive, readDiscovery, removeDiscovery, withSpace, writeDiscovery } from './home';
 import { JobManager } from './jobs/jobManager';
 import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
 import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';
 import { cpuInfo, gpuInfo } from './systemInfo';
-import { loadProfile, plan } from './planning';
+import { loadProfile } from './planning';
 import type { PlanTarget } from '../core/planner';
 import type { Plan } from './jobs/trainer';
+import type { JobAdmission } from './jobs/jobManager';
+import { freeBytes, type RunDir } from './jobs/runStore';
 import type { MethodContext } from './methods';
 import { RpcFailure } from './methods';
+import { machineMemory } from './memory';
+import { runTask } from './workers';
+import { formatBytes } from '../io/userFile';
 import { ErrorCode } from '../protocol/daemon';
 import { version } from '../package.json';
 
@@ -33,8 +39,19 @@ export interface EngineServices {
   error?: string;
   backends: string[];
   threads: number;
-  trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Plan): TrainingRequest;
+  trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Promise<Plan>): Promise<TrainingRequest>;
+  /** Checks a job against the machine before anything is allocated (memory, disk); throws RejectedError. */
+  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission;
   benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string): Promise<MethodResult<'bench.layers'>>;
+}
+
+/** Below this much free space where the runs are, no run can start (a checkpoint would not fit). */
+const MIN_FREE_BYTES = 16 * 1024 ** 2;
+
+/** Why runs cannot start in `runs` now, or undefined. */
+function storageProblem(runs: string, free: number | undefined): string | undefined {
+  if (free === undefined || free >= MIN_FREE_BYTES) return undefined;
+  return `the disk holding ${runs} is full (${formatBytes(free)} free): runs cannot start until space is freed (finished runs are folders there)`;
 }
 
 const ORPHAN_CHECK_MS = 2000;
@@ -49,9 +66,17 @@ export class AlreadyRunningError extends Error {
 function acquireLock(file: string): () => void {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const fd = openSync(file, 'wx', 0o600);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
+      withSpace(dirname(file), () => {
+        const fd = openSync(file, 'wx', 0o600);
+        try {
+          writeSync(fd, String(process.pid));
+        } catch (err) {
+          closeSync(fd);
+          rmSync(file, { force: true });
+          throw err;
+        }
+        closeSync(fd);
+      });
       return () => {
         try {
           if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file, { force: true });
@@ -84,9 +109,30 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
   const started = Date.now();
   try {
     const token = createToken(opts.home);
-    const jobs = new JobManager({ runsRoot: paths.runs, backend: engine.backend, flushMs: opts.flushMs, log });
+    const jobs = new JobManager({
+      runsRoot: paths.runs,
+      backend: engine.backend,
+      flushMs: opts.flushMs,
+      log,
+      finishRun: (input) => runTask('finishRun', input, 'summarising the run', 120_000),
+      admit: (request, run) => {
+        // The reserve given back on a full disk forms again once there is room.
+        ensureReserve(opts.home);
+        return engine.admit(request, paths.runs, run);
+      },
+    });
     jobs.loadExisting();
+    ensureReserve(opts.home);
+    const storage = () => {
+      const free = freeBytes(opts.home);
+      return { runs: paths.runs, freeBytes: free, problem: storageProblem(paths.runs, free) };
+    };
+    const startProblem = storage().problem;
+    if (startProblem) log(`WARNING: ${startProblem}`);
+    const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false): Promise<Plan> =>
+      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log), fromSpec }, 'planning');
     let stopping: Promise<void> | undefined;
+    let measuring = false;
     let resolveStopped: () => void = () => undefined;
     const stopped = new Promise<void>((r) => (resolveStopped = r));
 
@@ -104,15 +150,24 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
         cpu: cpuInfo(),
         gpus: gpuInfo(),
         threads: engine.threads,
+        memory: machineMemory(),
+        storage: storage(),
       }),
-      suggestPlan: (p) => plan(p.inventory, p.target, loadProfile(paths.profiles, log)),
-      trainingRequest: (p) => {
+      suggestPlan: (p) => planOffLoop(p.inventory, p.target),
+      trainingRequest: async (p) => {
         if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
-        return engine.trainingRequest(p, (inventory, target) => plan(inventory, target, loadProfile(paths.profiles, log)));
+        return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true));
       },
-      benchLayers: (p) => {
+      benchLayers: async (p) => {
         if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
-        return engine.benchLayers(p, paths.profiles);
+        // One measurement at a time: two would time each other, and each holds its operands.
+        if (measuring) throw new RpcFailure(ErrorCode.INVALID_STATE, 'a bench.layers measurement is already running; ask again when it has answered');
+        measuring = true;
+        try {
+          return await engine.benchLayers(p, paths.profiles);
+        } finally {
+          measuring = false;
+        }
       },
       stats: () => {
         const mem = process.memoryUsage();

@@ -30,10 +30,26 @@ export async function medianMs(repeats: number, run: () => Promise<unknown>): Pr
 /** Reproducible operands in [-0.5, 0.5): a 32-bit LCG, so benchmarks need no random state. */
 export function seededFloats(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
+  fillSeeded(a, 0, n, seed >>> 0);
+  return a;
+}
+
+/** Fills a[from, to) with the LCG continuing from state `s`; returns the state after. */
+function fillSeeded(a: Float32Array, from: number, to: number, s: number): number {
+  for (let i = from; i < to; i++) {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     a[i] = s / 4294967296 - 0.5;
+  }
+  return s;
+}
+
+/** seededFloats (the same values), a million at a time between turns of the event loop: a daemon stays responsive while it makes large operands. */
+export async function seededFloatsAsync(n: number, seed: number): Promise<Float32Array> {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let from = 0; from < n; from += 1 << 20) {
+    s = fillSeeded(a, from, Math.min(n, from + (1 << 20)), s);
+    await new Promise((r) => setImmediate(r));
   }
   return a;
 }

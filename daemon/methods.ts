@@ -4,7 +4,7 @@
 import { ErrorCode, type MethodName, type MethodParams, type MethodResult, type RpcError } from '../protocol/daemon';
 import type { Connection } from './connection';
 import { JobError, type JobManager } from './jobs/jobManager';
-import { RejectedError, type TrainingRequest } from './jobs/trainer';
+import { JobIoError, RejectedError, type TrainingRequest } from './jobs/trainer';
 
 /** An error with a JSON-RPC code, sent to the client as is. */
 export class RpcFailure extends Error {
@@ -21,9 +21,10 @@ export interface MethodContext {
   connection: Connection;
   jobs: JobManager;
   hello(): MethodResult<'hello'>;
-  suggestPlan(params: MethodParams<'plan.suggest'>): MethodResult<'plan.suggest'>;
+  /** Plans off the event loop (a helper process), with a time limit. */
+  suggestPlan(params: MethodParams<'plan.suggest'>): Promise<MethodResult<'plan.suggest'>>;
   /** Checks the spec and resolves the plan (asking the planner when none is given); throws RejectedError. */
-  trainingRequest(params: MethodParams<'job.submit'>): TrainingRequest;
+  trainingRequest(params: MethodParams<'job.submit'>): Promise<TrainingRequest>;
   benchLayers(params: MethodParams<'bench.layers'>): Promise<MethodResult<'bench.layers'>>;
   stats(): MethodResult<'daemon.stats'>;
   shutdown(): void;
@@ -37,11 +38,11 @@ export const handlers: Handlers = {
   'plan.suggest': async (p, ctx) => ctx.suggestPlan(p),
   'bench.layers': async (p, ctx) => ctx.benchLayers(p),
   'job.submit': async (p, ctx) => {
-    const request = ctx.trainingRequest(p);
+    const request = await ctx.trainingRequest(p);
     const name = p.name ?? (typeof p.spec.name === 'string' ? p.spec.name : 'model');
     return ctx.jobs.submit(name, request).info();
   },
-  'job.cancel': async (p, ctx) => ctx.jobs.cancel(p.jobId).info(),
+  'job.cancel': async (p, ctx) => (await ctx.jobs.cancel(p.jobId)).info(),
   'job.resume': async (p, ctx) => ctx.jobs.resume(p.jobId).info(),
   'job.list': async (_p, ctx) => ({ jobs: ctx.jobs.list().map((j) => j.info()) }),
   'job.get': async (p, ctx) => ctx.jobs.get(p.jobId).info(),
@@ -68,7 +69,9 @@ export function toRpcError(err: unknown, log: (line: string) => void): RpcError 
   if (err instanceof JobError) {
     return { code: err.kind === 'not_found' ? ErrorCode.JOB_NOT_FOUND : ErrorCode.INVALID_STATE, message: err.message };
   }
-  if (err instanceof RejectedError) return { code: ErrorCode.REJECTED, message: err.message };
+  if (err instanceof RejectedError) return { code: ErrorCode.REJECTED, message: err.message, ...(err.data !== undefined ? { data: err.data } : {}) };
+  // The job could not be set up on this machine now (a full disk, no file descriptor left): the reason, not a bug.
+  if (err instanceof JobIoError) return { code: ErrorCode.REJECTED, message: err.message };
   log(`internal error: ${(err as Error)?.stack ?? String(err)}`);
   return { code: ErrorCode.INTERNAL_ERROR, message: `internal error: ${(err as Error)?.message ?? String(err)}` };
 }

@@ -157,7 +157,7 @@ figure{margin:16px 0}figcaption{font-weight:600;margin-bottom:4px}.big{font-size
 <h1>Pixelfly vs dense: ${esc(info.name)}</h1>
 <p>Run <code>${esc(info.jobId)}</code> — state <b>${esc(info.state)}</b>, step ${info.step} of ${info.totalSteps}.
 Dataset: ${esc(ds ? `${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}, ${ds.trainSize} train / ${ds.testSize} test samples` : 'unknown')}.
-${info.backend ? `Engine: ${esc(info.backend)}${info.precision ? `, ${esc(info.precision)} products` : ''}.` : ''}
+${info.backend ? `Engine: ${esc(info.backend)}${info.precision ? `, ${esc(info.precision)} products` : ''}${info.kernels ? ` (${esc(info.kernels)})` : ''}.` : ''}
 ${ds?.note ? `<br><span class="note">${esc(ds.note)}</span>` : ''}
 ${info.error ? `<br><span class="note">Error: ${esc(info.error)}</span>` : ''}</p>
 ${summaryTable}

@@ -2,8 +2,12 @@
 // local non-browser clients holding the token. Everything is checked BEFORE the upgrade, so a
 // refused client never gets a WebSocket: no token or a wrong one gets 401, a browser (any Origin
 // header) or a foreign Host (DNS rebinding) gets 403.
+// A socket that has not completed its handshake is a cost with no one to bill: each gets
+// `handshakeTimeoutMs` to finish it (a silent or slow client is closed), and at most
+// `maxPendingHandshakes` may be in that state at once (more are closed on arrival).
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CLOSE_SHUTDOWN, LIMITS, TOKEN_HEADER, TOKEN_SUBPROTOCOL_PREFIX } from '../protocol/daemon';
@@ -16,13 +20,17 @@ export interface ServerOptions extends ConnectionLimits {
   token: string;
   maxPayloadBytes: number;
   maxConnections: number;
+  handshakeTimeoutMs: number;
+  maxPendingHandshakes: number;
 }
 
-export const DEFAULT_SERVER_LIMITS = {
+export const DEFAULT_SERVER_LIMITS: Omit<ServerOptions, 'host' | 'port' | 'token'> = {
   maxPayloadBytes: LIMITS.maxPayloadBytes,
   maxConnections: 64,
   maxPendingRequests: LIMITS.maxPendingRequests,
   maxSubscriptions: LIMITS.maxSubscriptions,
+  handshakeTimeoutMs: LIMITS.handshakeTimeoutMs,
+  maxPendingHandshakes: LIMITS.maxPendingHandshakes,
   /** Above this many unsent bytes on a socket, replay pauses until the client reads. */
   highWaterBytes: 1024 * 1024,
   /** A subscriber stuck above the high-water mark this long is disconnected (it can resubscribe from its last seq). */
@@ -55,6 +63,9 @@ export class DaemonServer {
   private http: Server | undefined;
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<Connection>();
+  /** Sockets still in their handshake, with what ends that state (upgraded: their timer is cleared). */
+  private readonly handshaking = new Map<Socket, () => void>();
+  private lastAcceptError = 0;
   private portValue = 0;
 
   constructor(
@@ -82,7 +93,7 @@ export class DaemonServer {
   stats() {
     let subscriptions = 0;
     for (const c of this.connections) subscriptions += c.subscriptionCount;
-    return { connections: this.connections.size, subscriptions };
+    return { connections: this.connections.size, subscriptions, handshaking: this.handshaking.size };
   }
 
   listen(): Promise<number> {
@@ -90,12 +101,20 @@ export class DaemonServer {
       res.writeHead(426, { 'Content-Type': 'text/plain', Connection: 'close' });
       res.end('the Pixelfly daemon speaks JSON-RPC over WebSocket only\n');
     });
+    http.on('connection', (socket: Socket) => this.track(socket));
     http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     http.on('clientError', (_err, socket) => socket.destroy());
+    // Slow headers are also bounded by the handshake timer; these keep Node's own limits in step.
+    http.headersTimeout = this.opts.handshakeTimeoutMs;
+    http.requestTimeout = this.opts.handshakeTimeoutMs;
     this.http = http;
     return new Promise((resolve, reject) => {
       http.once('error', reject);
       http.listen(this.opts.port, this.opts.host, () => {
+        http.off('error', reject);
+        // Once listening, an error is a connection the system could not give us (EMFILE, ENFILE):
+        // the daemon keeps serving the connections it has.
+        http.on('error', (err) => this.acceptError(err));
         const addr = http.address();
         this.portValue = typeof addr === 'object' && addr ? addr.port : this.opts.port;
         resolve(this.portValue);
@@ -112,6 +131,28 @@ export class DaemonServer {
     });
   }
 
+  private acceptError(err: Error): void {
+    const now = Date.now();
+    if (now - this.lastAcceptError < 60_000) return;
+    this.lastAcceptError = now;
+    this.context.log(`could not accept a connection: ${(err as NodeJS.ErrnoException).code ?? err.message} (still serving the ${this.connections.size} open ones)`);
+  }
+
+  private track(socket: Socket): void {
+    if (this.handshaking.size >= this.opts.maxPendingHandshakes) {
+      socket.destroy();
+      return;
+    }
+    const timer = setTimeout(() => socket.destroy(), this.opts.handshakeTimeoutMs);
+    timer.unref();
+    const done = () => {
+      clearTimeout(timer);
+      this.handshaking.delete(socket);
+    };
+    this.handshaking.set(socket, done);
+    socket.once('close', done);
+  }
+
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     // Browsers always send Origin on WebSocket handshakes; local tools and the extension host do not.
@@ -123,6 +164,8 @@ export class DaemonServer {
     if (!offered || !tokenMatches(offered.token, this.opts.token)) return refuse(socket, 401, 'Unauthorized');
     if (this.connections.size >= this.opts.maxConnections) return refuse(socket, 503, 'Service Unavailable: too many connections');
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      // Authenticated and upgraded: no longer a pending handshake.
+      this.handshaking.get(socket as Socket)?.();
       const conn = new Connection(ws, this.opts, (c) => ({ ...this.context, connection: c }));
       this.connections.add(conn);
       ws.on('close', () => {

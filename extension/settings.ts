@@ -27,7 +27,7 @@ export interface Settings {
   evalEvery: number;
   /** Where the daemon trains: 'auto' (CUDA when a GPU is usable), 'cpu' (forces the CPU) or 'cuda'. */
   backend: (typeof BACKEND_CHOICES)[number];
-  /** The products' input precision: 'auto' (bf16 on CUDA, fp32 on the CPU), 'fp32', 'bf16' or 'fp16'. */
+  /** The products' input precision: 'auto' (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), 'fp32', 'bf16' or 'fp16'. */
   precision: (typeof PRECISION_CHOICES)[number];
 }
 

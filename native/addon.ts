@@ -6,7 +6,11 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-export type Isa = 'portable' | 'avx2' | 'avx512';
+/** Instruction-set paths: the fp32 products run portable, AVX2 or AVX-512 code ('avx512bf16' and 'amx' use AVX-512's); bf16 products run on AMX tiles ('amx'), vdpbf16ps ('avx512bf16'), or else converted to fp32. */
+export type Isa = 'portable' | 'avx2' | 'avx512' | 'avx512bf16' | 'amx';
+
+/** How the active path computes bf16 products. */
+export type Bf16Path = 'amx' | 'avx512bf16' | 'fp32-fallback';
 
 export interface KernelInfo {
   /** Instruction-set path the kernels use now. */
@@ -14,6 +18,10 @@ export interface KernelInfo {
   /** Best path this CPU supports (chosen at load). */
   bestIsa: Isa;
   supportedIsas: Isa[];
+  /** How bf16 products run on the active path. */
+  bf16: Bf16Path;
+  /** Why AMX is not used on this machine (absent when it is usable). */
+  amxUnavailable?: string;
   threads: number;
   maxThreads: number;
   blocks: number[];
@@ -32,6 +40,10 @@ export interface NativeLayout {
   tBlock: Int32Array;
 }
 
+/** A matrix the kernels read or write: fp32 values, or bf16 values as their 16 bits (the upper half of an fp32). */
+export type KernelArray = Float32Array | Uint16Array;
+export type KernelPrecision = 'fp32' | 'bf16';
+
 export interface NativeGemmArgs {
   transA?: boolean;
   transB?: boolean;
@@ -49,12 +61,22 @@ export interface NativeGemmArgs {
   ldc?: number;
 }
 
+/** The Pixelfly kernels' gemm: operands of either element type, and a product precision. */
+export interface NativeTypedGemmArgs extends Omit<NativeGemmArgs, 'a' | 'b' | 'c'> {
+  a: KernelArray;
+  b: KernelArray;
+  c: KernelArray;
+  /** 'bf16': inputs rounded to bf16, fp32 accumulation (any Uint16Array input implies it). */
+  precision?: KernelPrecision;
+}
+
 interface NativeWeightArgs {
   layout: NativeLayout;
   out: number;
   in: number;
   m: number;
   accumulate?: boolean;
+  precision?: KernelPrecision;
 }
 
 export interface NativeKernels {
@@ -63,13 +85,17 @@ export interface NativeKernels {
   forceIsa(isa: Isa): void;
   /** '' when valid, else what is wrong. */
   validateLayout(layout: NativeLayout): string;
-  bsrForward(a: NativeWeightArgs & { weights: Float32Array; x: Float32Array; y: Float32Array; bias?: Float32Array }): Promise<void>;
-  bsrBackwardData(a: NativeWeightArgs & { weights: Float32Array; dy: Float32Array; dx: Float32Array }): Promise<void>;
-  bsrBackwardWeight(a: NativeWeightArgs & { dy: Float32Array; x: Float32Array; dw: Float32Array }): Promise<void>;
-  biasGrad(a: { m: number; n: number; dy: Float32Array; db: Float32Array; accumulate?: boolean }): Promise<void>;
-  gemm(a: NativeGemmArgs): Promise<void>;
+  bsrForward(a: NativeWeightArgs & { weights: KernelArray; x: KernelArray; y: KernelArray; bias?: Float32Array }): Promise<void>;
+  bsrBackwardData(a: NativeWeightArgs & { weights: KernelArray; dy: KernelArray; dx: KernelArray }): Promise<void>;
+  bsrBackwardWeight(a: NativeWeightArgs & { dy: KernelArray; x: KernelArray; dw: KernelArray }): Promise<void>;
+  biasGrad(a: { m: number; n: number; dy: KernelArray; db: KernelArray; accumulate?: boolean }): Promise<void>;
+  gemm(a: NativeTypedGemmArgs): Promise<void>;
   /** A zero-filled Float32Array whose data is 64-byte aligned (Node's are 16-byte aligned). */
   alignedFloat32Array(length: number): Float32Array;
+  /** fp32 → bf16 bits, round to nearest even (NaN stays NaN, denormals flush to ±0). */
+  toBf16(a: Float32Array): Uint16Array;
+  /** bf16 bits → fp32 (exact). */
+  toF32(a: Uint16Array): Float32Array;
 }
 
 export interface OpenBlasInfo {

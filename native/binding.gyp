@@ -43,6 +43,24 @@
       'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mfma', '-mavx2',
                     '-mprefer-vector-width=512'],
     },
+    # The AVX-512 kernels again, with bf16 products on vdpbf16ps, then on AMX tiles: chosen only
+    # where cpuid (and, for AMX, the kernel's arch_prctl permission) allows them.
+    {
+      'target_name': 'kernels_avx512bf16',
+      'type': 'static_library',
+      'sources': ['src/kernels/isa_kernels.cc'],
+      'defines': ['PIXELFLY_ISA=3'],
+      'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mavx512bf16', '-mfma',
+                    '-mavx2', '-mprefer-vector-width=512'],
+    },
+    {
+      'target_name': 'kernels_amx',
+      'type': 'static_library',
+      'sources': ['src/kernels/isa_kernels.cc'],
+      'defines': ['PIXELFLY_ISA=4'],
+      'cflags_cc': ['<@(kernel_cflags)', '-mavx512f', '-mavx512vl', '-mavx512dq', '-mavx512bw', '-mavx512bf16', '-mfma',
+                    '-mavx2', '-mamx-tile', '-mamx-bf16', '-mprefer-vector-width=512'],
+    },
     # ---- CUDA backend (issue 8): device code in its own library, so nvcc runs beside the C++ -----
     {
       'target_name': 'pixelfly_cuda',
@@ -87,7 +105,7 @@
     # ---- the addon ---------------------------------------------------------------------------
     {
       'target_name': 'pixelfly',
-      'dependencies': ['kernels_portable', 'kernels_avx2', 'kernels_avx512'],
+      'dependencies': ['kernels_portable', 'kernels_avx2', 'kernels_avx512', 'kernels_avx512bf16', 'kernels_amx'],
       'sources': [
         'src/addon.cc',
         # kernels (issue 3)

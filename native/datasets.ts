@@ -9,10 +9,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { gunzip } from 'node:zlib';
-import { promisify } from 'node:util';
-
-const gunzipAsync = promisify(gunzip);
+import { FileRefusedError, formatBytes, readDataFile } from '../io/userFile';
 
 export interface ClassificationData {
   kind: 'classification';
@@ -42,14 +39,23 @@ export interface TokenData {
 export type LoadedData = ClassificationData | TokenData;
 
 /** A file that cannot be used as data: the message names the file and the problem. */
-export class DataFileError extends Error {
-  readonly file: string;
+export class DataFileError extends FileRefusedError {
   constructor(file: string, problem: string) {
-    super(`${file}: ${problem}`);
+    super(file, problem);
     this.name = 'DataFileError';
-    this.file = file;
   }
 }
+
+/**
+ * How much a loader may read: every file (after decompression) is refused beyond `maxBytes`. The
+ * daemon passes what is left of the machine's memory after the job's models; 2 GB by default.
+ */
+export interface DataLimits {
+  maxBytes?: number;
+}
+export const DEFAULT_MAX_DATA_BYTES = 2 * 1024 ** 3;
+/** Labels are class indices: the engine's heads have at most this many classes (core/modelSpec's size bound). */
+const MAX_CLASSES = 1 << 20;
 
 export const DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 // Per-pixel statistics of the Fashion-MNIST training set, for x/255 normalisation.
@@ -133,23 +139,27 @@ export function syntheticTokens(o: { seed?: number; vocab?: number; train?: numb
 
 // ------------------------------------------------------------------------------- files
 
-async function readFile(file: string): Promise<Buffer> {
+/**
+ * A data file through the bounded reader (no devices, FIFOs or folders; gzip decompressed with a
+ * cap, and with the format's own header declaring the size when `expectSize` reads it).
+ */
+async function readFile(file: string, limits: DataLimits, expectSize?: (head: Buffer) => number | undefined): Promise<Buffer> {
   try {
-    const data = await fs.readFile(file);
-    // gzip magic: decompress transparently (.gz or not).
-    if (data.length >= 2 && data[0] === 0x1f && data[1] === 0x8b) {
-      try {
-        return await gunzipAsync(data);
-      } catch (e) {
-        throw new DataFileError(file, `corrupt gzip data (${(e as Error).message})`);
-      }
-    }
-    return data;
+    return await readDataFile(file, { maxBytes: limits.maxBytes ?? DEFAULT_MAX_DATA_BYTES, what: 'dataset file', expectSize, headBytes: 64 * 1024 });
   } catch (e) {
-    if (e instanceof DataFileError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DataFileError(file, code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a folder, expected a file' : (e as Error).message);
+    if (e instanceof FileRefusedError) throw new DataFileError(e.file, e.problem);
+    throw e;
   }
+}
+
+/** Bytes an IDX file holds according to its header, or undefined when the head is not a whole header. */
+function idxSize(head: Buffer): number | undefined {
+  if (head.length < 4 || head[0] !== 0 || head[1] !== 0) return undefined;
+  const ndim = head[3];
+  if (ndim < 1 || ndim > 4 || head.length < 4 + 4 * ndim) return undefined;
+  let count = 1;
+  for (let i = 0; i < ndim; i++) count *= head.readUInt32BE(4 + 4 * i);
+  return 4 + 4 * ndim + count;
 }
 
 /** Parses an IDX file (unsigned-byte payload, as MNIST-style datasets use): [dims, bytes]. */
@@ -162,6 +172,7 @@ export function parseIdx(file: string, buf: Buffer): { dims: number[]; data: Uin
   if (buf.length < 4 + 4 * ndim) throw new DataFileError(file, 'truncated IDX header');
   const dims = Array.from({ length: ndim }, (_, i) => buf.readUInt32BE(4 + 4 * i));
   const count = dims.reduce((a, b) => a * b, 1);
+  if (buf[2] === 0x08 && count > buf.length) throw new DataFileError(file, `IDX header (${dims.join('×')}) declares ${formatBytes(count)}, the file holds ${formatBytes(buf.length - 4 - 4 * ndim)}`);
   const start = 4 + 4 * ndim;
   if (buf.length - start !== count) {
     throw new DataFileError(file, `IDX payload has ${buf.length - start} bytes, the header (${dims.join('×')}) says ${count}`);
@@ -183,12 +194,12 @@ async function idxFile(folder: string, base: string): Promise<string> {
 }
 
 /** Fashion-MNIST (or MNIST) from a folder of the four standard IDX files. */
-export async function loadFashionMnist(folder = DEBIAN_FASHION_MNIST): Promise<ClassificationData> {
+export async function loadFashionMnist(folder = DEBIAN_FASHION_MNIST, limits: DataLimits = {}): Promise<ClassificationData> {
   const split = async (prefix: string) => {
     const imgFile = await idxFile(folder, `${prefix}-images-idx3-ubyte`);
-    const img = parseIdx(imgFile, await readFile(imgFile));
+    const img = parseIdx(imgFile, await readFile(imgFile, limits, idxSize));
     const lblFile = await idxFile(folder, `${prefix}-labels-idx1-ubyte`);
-    const lbl = parseIdx(lblFile, await readFile(lblFile));
+    const lbl = parseIdx(lblFile, await readFile(lblFile, limits, idxSize));
     if (img.dims.length !== 3) throw new DataFileError(imgFile, `expected 3 dimensions (n, rows, cols), got ${img.dims.length}`);
     if (lbl.dims.length !== 1) throw new DataFileError(lblFile, `expected 1 dimension (n), got ${lbl.dims.length}`);
     if (img.dims[0] !== lbl.dims[0]) throw new DataFileError(lblFile, `${lbl.dims[0]} labels for ${img.dims[0]} images in ${imgFile}`);
@@ -212,21 +223,57 @@ export async function loadFashionMnist(folder = DEBIAN_FASHION_MNIST): Promise<C
   };
 }
 
-/** A character-level corpus: vocabulary = the distinct characters, last `testFraction` held out. */
-export async function loadTextCorpus(file: string, testFraction = 0.1): Promise<TokenData> {
-  const text = (await readFile(file)).toString('utf8');
-  const chars = Array.from(text);
-  if (chars.length < 100) throw new DataFileError(file, `only ${chars.length} characters; a corpus needs at least 100`);
-  const vocab = [...new Set(chars)].sort();
-  const id = new Map(vocab.map((c, i) => [c, i]));
-  const tokens = Int32Array.from(chars, (c) => id.get(c) as number);
+/**
+ * A character-level corpus: vocabulary = the distinct characters (code points, sorted as strings
+ * sort), last `testFraction` held out. Tokenised in one pass into an Int32Array (4 bytes a
+ * character), never through an array of one-character strings (tens of bytes each).
+ */
+export async function loadTextCorpus(file: string, testFraction = 0.1, limits: DataLimits = {}): Promise<TokenData> {
+  const text = (await readFile(file, limits)).toString('utf8');
+  const { tokens, vocab } = tokenizeChars(text);
+  if (tokens.length < 100) throw new DataFileError(file, `only ${tokens.length} characters; a corpus needs at least 100`);
   const cut = Math.floor(tokens.length * (1 - testFraction));
   return { kind: 'tokens', name: `text:${file}`, classes: vocab.length, vocab, trainTokens: tokens.slice(0, cut), testTokens: tokens.slice(cut) };
 }
 
+/** Code point ids in order of first appearance, then renumbered so the vocabulary is sorted. */
+function tokenizeChars(text: string): { tokens: Int32Array; vocab: string[] } {
+  const bmp = new Int32Array(0x10000).fill(-1);
+  const astral = new Map<number, number>();
+  const seen: number[] = [];
+  const ids = new Int32Array(text.length);
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    let cp = text.charCodeAt(i);
+    if (cp >= 0xd800 && cp <= 0xdbff && i + 1 < text.length) {
+      const lo = text.charCodeAt(i + 1);
+      if (lo >= 0xdc00 && lo <= 0xdfff) {
+        cp = ((cp - 0xd800) << 10) + (lo - 0xdc00) + 0x10000;
+        i++;
+      }
+    }
+    let id = cp < 0x10000 ? bmp[cp] : (astral.get(cp) ?? -1);
+    if (id < 0) {
+      id = seen.length;
+      seen.push(cp);
+      if (cp < 0x10000) bmp[cp] = id;
+      else astral.set(cp, id);
+    }
+    ids[n++] = id;
+  }
+  const chars = seen.map((cp) => String.fromCodePoint(cp));
+  const order = chars.map((_, i) => i).sort((a, b) => (chars[a] < chars[b] ? -1 : chars[a] > chars[b] ? 1 : 0));
+  const rank = new Int32Array(seen.length);
+  order.forEach((old, i) => (rank[old] = i));
+  const tokens = ids.subarray(0, n);
+  for (let i = 0; i < n; i++) tokens[i] = rank[tokens[i]];
+  return { tokens, vocab: order.map((i) => chars[i]) };
+}
+
 interface NpyArray {
   shape: number[];
-  data: Float32Array | Int32Array | Uint8Array;
+  /** int64 arrives as Float64Array (exact to 2^53), so an out-of-range value is seen, not wrapped. */
+  data: Float32Array | Float64Array | Int32Array | Uint8Array;
 }
 
 /** Parses a .npy file (format 1.0–3.0, C order; float32/64, int8–64, uint8, bool). */
@@ -243,8 +290,11 @@ export function parseNpy(file: string, buf: Buffer): NpyArray {
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || !fortran || shapeText === undefined) throw new DataFileError(file, `unreadable .npy header: ${header.trim()}`);
   if (fortran === 'True') throw new DataFileError(file, 'Fortran-order arrays are not supported; save with np.ascontiguousarray');
-  const shape = shapeText.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const dimsText = shapeText.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!dimsText.every((d) => /^\d{1,15}$/.test(d))) throw new DataFileError(file, `shape (${shapeText.trim()}): every dimension must be a non-negative integer`);
+  const shape = dimsText.map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(count)) throw new DataFileError(file, `shape (${shape.join(', ')}) has more elements than any machine holds`);
   const body = buf.subarray(start);
   const kinds: Record<string, [number, (b: Buffer, i: number) => number]> = {
     '<f4': [4, (b, i) => b.readFloatLE(i * 4)],
@@ -260,31 +310,47 @@ export function parseNpy(file: string, buf: Buffer): NpyArray {
   if (!kind) throw new DataFileError(file, `dtype ${descr} is not supported (use float32, float64, int or uint8)`);
   if (body.length < count * kind[0]) throw new DataFileError(file, `payload has ${body.length} bytes, shape (${shape.join(', ')}) of ${descr} needs ${count * kind[0]}`);
   if (descr === '|u1') return { shape, data: new Uint8Array(body.buffer, body.byteOffset, count).slice() };
-  const isFloat = descr.includes('f');
-  const data = isFloat ? new Float32Array(count) : new Int32Array(count);
+  const data = descr.includes('f') ? new Float32Array(count) : descr === '<i8' ? new Float64Array(count) : new Int32Array(count);
   for (let i = 0; i < count; i++) data[i] = kind[1](body, i);
   return { shape, data };
 }
 
-async function npy(file: string): Promise<NpyArray> {
-  return parseNpy(file, await readFile(file));
+/** Bytes a .npy file holds according to its header, or undefined when the head does not hold it all. */
+function npySize(head: Buffer): number | undefined {
+  if (head.length < 12 || head.toString('latin1', 0, 6) !== '\x93NUMPY') return undefined;
+  const major = head[6];
+  const start = (major === 1 ? 10 : 12) + (major === 1 ? head.readUInt16LE(8) : head.readUInt32LE(8));
+  if (start > head.length) return undefined;
+  const header = head.toString('latin1', major === 1 ? 10 : 12, start);
+  const item = /'descr':\s*'[<|>]?[a-z](\d+)'/.exec(header)?.[1];
+  const shape = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1]?.split(',').map((x) => x.trim()).filter(Boolean);
+  if (!item || !shape || !shape.every((d) => /^\d{1,15}$/.test(d))) return undefined;
+  return start + shape.reduce((a, d) => a * Number(d), 1) * Number(item);
+}
+
+async function npy(file: string, limits: DataLimits): Promise<NpyArray> {
+  return parseNpy(file, await readFile(file, limits, npySize));
 }
 
 /**
  * User arrays: `x.npy` [n, ...features] (float or uint8) and `y.npy` [n] integer labels, in a
  * folder; `x_test.npy`/`y_test.npy` if present, else the last 10% is held out.
  */
-export async function loadNpyFolder(folder: string): Promise<ClassificationData> {
+export async function loadNpyFolder(folder: string, limits: DataLimits = {}): Promise<ClassificationData> {
   const exists = async (f: string) => fs.access(f).then(() => true, () => false);
   const load = async (xf: string, yf: string) => {
-    const x = await npy(xf);
-    const y = await npy(yf);
+    const x = await npy(xf, limits);
+    const y = await npy(yf, limits);
     if (x.shape.length < 1) throw new DataFileError(xf, 'must have a sample axis');
     if (y.shape.length !== 1) throw new DataFileError(yf, `labels must be 1-D, got shape (${y.shape.join(', ')})`);
     if (y.data instanceof Float32Array && y.data.some((v) => !Number.isInteger(v))) throw new DataFileError(yf, 'labels must be integers');
     if (x.shape[0] !== y.shape[0]) throw new DataFileError(yf, `${y.shape[0]} labels for ${x.shape[0]} samples in ${xf}`);
-    for (const v of y.data) if (v < 0) throw new DataFileError(yf, `negative label ${v}`);
-    const xData = x.data instanceof Int32Array ? Float32Array.from(x.data) : x.data;
+    // Checked before the Int32 conversion, which would wrap a label of 2^40 to 0.
+    for (const v of y.data) {
+      if (v < 0) throw new DataFileError(yf, `negative label ${v}`);
+      if (v >= MAX_CLASSES) throw new DataFileError(yf, `label ${v} is beyond the ${MAX_CLASSES - 1} a class index may be`);
+    }
+    const xData = x.data instanceof Int32Array || x.data instanceof Float64Array ? Float32Array.from(x.data) : x.data;
     return { x: xData, y: Int32Array.from(y.data), features: x.shape.slice(1).reduce((a, b) => a * b, 1), yf };
   };
   const tr = await load(join(folder, 'x.npy'), join(folder, 'y.npy'));

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { loadAddon as loadAddonFile, NativeAddonError } from './addon';
+import { kernelInfo } from './kernels';
 import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
@@ -138,19 +139,40 @@ export interface CreateModelOptions {
   /** Compute backend: 'auto' (CUDA when a GPU is usable, else CPU; the default unless $PIXELFLY_BACKEND says otherwise), 'cpu' or 'cuda'. */
   backend?: 'auto' | 'cpu' | 'cuda';
   /**
-   * Input precision of the products: 'fp32' (default), or 'bf16' / 'fp16' on CUDA (tensor cores,
-   * fp32 accumulation; weights, gradients and AdamW state stay fp32, like torch.autocast); 'auto' is
-   * bf16 on CUDA and fp32 on the CPU. Reduced precision on the CPU is refused.
+   * Input precision of the products: 'fp32' (default), 'bf16' (CUDA tensor cores; on the CPU AMX
+   * tiles or AVX512-BF16, else the fp32 kernels on rounded inputs) or 'fp16' (CUDA only), with fp32
+   * accumulation; weights, gradients and AdamW state stay fp32, like torch.autocast. 'auto' is bf16
+   * on CUDA and on CPUs with bf16 instructions, fp32 elsewhere (see resolvePrecision).
    */
   precision?: EnginePrecision | 'auto';
 }
 
 export type EnginePrecision = 'fp32' | 'bf16' | 'fp16';
 
-/** What a precision option means on a backend: 'auto' is bf16 tensor cores on CUDA, fp32 on the CPU; unset is fp32. */
+/** Whether this CPU computes bf16 products natively (AMX tiles or AVX512-BF16), not on the fp32 fallback. */
+export function cpuHasBf16(): boolean {
+  return kernelInfo().supportedIsas.some((isa) => isa === 'avx512bf16' || isa === 'amx');
+}
+
+/**
+ * What a precision option means on a backend: 'auto' is bf16 on CUDA (tensor cores) and on CPUs with
+ * bf16 instructions, fp32 on other CPUs (there bf16 would only add conversions to fp32 products);
+ * unset is fp32.
+ */
 export function resolvePrecision(backend: 'cpu' | 'cuda', p: EnginePrecision | 'auto' | undefined): EnginePrecision {
-  if (p === 'auto') return backend === 'cuda' ? 'bf16' : 'fp32';
+  if (p === 'auto') return backend === 'cuda' || cpuHasBf16() ? 'bf16' : 'fp32';
   return p ?? 'fp32';
+}
+
+/**
+ * How a model's products run, for run summaries: on the CPU the kernels' instruction set and, for
+ * bf16, the bf16 path ('avx512 kernels', 'avx512bf16 kernels, bf16 on avx512bf16', 'avx512 kernels,
+ * bf16 on fp32-fallback'); on CUDA 'cuda'.
+ */
+export function kernelsDescription(backend: 'cpu' | 'cuda', precision: EnginePrecision): string {
+  if (backend === 'cuda') return 'cuda';
+  const info = kernelInfo();
+  return precision === 'bf16' ? `${info.isa} kernels, bf16 on ${info.bf16}` : `${info.isa} kernels`;
 }
 
 export class EngineConfigError extends Error {
@@ -276,6 +298,8 @@ export class EngineModel {
   backend: 'cpu' | 'cuda' = 'cpu';
   /** The products' input precision (set by createModel). */
   precision: EnginePrecision = 'fp32';
+  /** How the products run (kernelsDescription; set by createModel). */
+  kernels = '';
   /** @internal */ readonly native: NativeModel;
 
   /** @internal use createModel() */
@@ -332,9 +356,23 @@ export class EngineModel {
     const parts = [lead, header, bytes(s.params), bytes(s.adamM), bytes(s.adamV), bytes(s.samplerOrder)];
     const hash = createHash('sha256');
     for (const p of parts) hash.update(p);
+    parts.push(hash.digest());
+    // Written part by part (no second copy of the whole state), synced, then renamed: never a
+    // half-written checkpoint under the real name, and a failed write (a full disk) leaves nothing.
     const tmp = `${file}.tmp-${process.pid}`;
-    await fs.writeFile(tmp, Buffer.concat([...parts, hash.digest()]));
-    await fs.rename(tmp, file); // never leave a half-written checkpoint under the real name
+    const out = await fs.open(tmp, 'w');
+    try {
+      for (const p of parts) {
+        for (let at = 0; at < p.length; ) at += (await out.write(p, at, Math.min(p.length - at, 1 << 28))).bytesWritten;
+      }
+      await out.sync();
+    } catch (e) {
+      await out.close();
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
+    await out.close();
+    await fs.rename(tmp, file);
   }
 
   async loadCheckpoint(file: string): Promise<void> {
@@ -472,12 +510,13 @@ export async function createModel(o: CreateModelOptions): Promise<EngineModel> {
   try {
     native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads, backend, precision });
   } catch (e) {
-    if (e instanceof TypeError) throw new EngineConfigError(e.message);  // bad options, e.g. bf16 on the CPU
+    if (e instanceof TypeError) throw new EngineConfigError(e.message);  // bad options, e.g. fp16 on the CPU
     throw e;
   }
   const model = new EngineModel(native, spec, o.plan, layers, seed, threads);
   model.backend = backend;
   model.precision = precision;
+  model.kernels = kernelsDescription(backend, precision);
   return model;
 }
 

@@ -1,16 +1,20 @@
 /**
  * Typed, promise-based access to the native Pixelfly kernels.
  *
- * Shapes: activations are UNPADDED row-major Float32Arrays (x: m×in, y/dy: m×out); the weight is
- * out×in stored as packed blocks [nnz][block][block] in core's block order (core/blockIndex.ts).
+ * Shapes: activations are UNPADDED row-major arrays (x: m×in, y/dy: m×out); the weight is out×in
+ * stored as packed blocks [nnz][block][block] in core's block order (core/blockIndex.ts).
  * Padding up to whole blocks happens inside the kernels. Every call checks its arguments and
- * rejects with an Error naming the bad one; outputs are allocated unless the caller passes a
+ * rejects with an Error naming the bad one; outputs are allocated (fp32) unless the caller passes a
  * buffer to reuse (and `accumulate: true` adds into it instead of overwriting).
+ *
+ * Precision: arrays are Float32Array (fp32) or Uint16Array (bf16 bits, see toBf16). A product is
+ * a bf16 product (inputs rounded to bf16, fp32 accumulation) when `precision: 'bf16'` or when any
+ * input is bf16; a bf16 output is rounded once from the fp32 result (native/README.md).
  */
 import type { BlockIndex } from '../core/blockIndex';
-import { loadAddon, type Isa, type KernelInfo, type NativeLayout } from './addon';
+import { loadAddon, type Isa, type KernelArray, type KernelInfo, type KernelPrecision, type NativeLayout } from './addon';
 
-export type { Isa, KernelInfo } from './addon';
+export type { Bf16Path, Isa, KernelArray, KernelInfo, KernelPrecision } from './addon';
 
 /** A block-sparse weight: the layout's index, the logical shape, and (for products reading W) its blocks. */
 export interface BsrShape {
@@ -21,14 +25,16 @@ export interface BsrShape {
 
 export interface BsrWeight extends BsrShape {
   /** [nnz][block][block] */
-  weights: Float32Array;
+  weights: KernelArray;
 }
 
-export interface OutputOptions {
-  /** Buffer to write into (must have the output's exact length). */
-  into?: Float32Array;
+export interface OutputOptions<T extends KernelArray = KernelArray> {
+  /** Buffer to write into (must have the output's exact length): fp32, or bf16 bits. */
+  into?: T;
   /** Add to `into` instead of overwriting it. */
   accumulate?: boolean;
+  /** 'bf16' rounds fp32 inputs to bf16 (fp32 accumulation); bf16 inputs imply it. */
+  precision?: KernelPrecision;
 }
 
 function kernels() {
@@ -40,9 +46,9 @@ function nativeLayout(index: BlockIndex): NativeLayout {
   return { block, blockRows, blockCols, nnz, rowPtr, colIdx, colPtr, rowIdx, tBlock };
 }
 
-function output(name: string, length: number, opts: OutputOptions | undefined): Float32Array {
+function output<T extends KernelArray>(name: string, length: number, opts: OutputOptions<T> | undefined): T {
   if (opts?.accumulate && !opts.into) throw new TypeError(`${name}: accumulate needs an 'into' buffer to add to`);
-  return opts?.into ?? new Float32Array(length);
+  return opts?.into ?? (new Float32Array(length) as T);
 }
 
 function rows(name: string, m: number): number {
@@ -73,18 +79,28 @@ export function alignedFloat32Array(length: number): Float32Array {
   return kernels().alignedFloat32Array(length);
 }
 
+/** fp32 → bf16 bits (round to nearest even, as the kernels round their inputs). */
+export function toBf16(a: Float32Array): Uint16Array {
+  return kernels().toBf16(a);
+}
+
+/** bf16 bits → fp32 (exact). */
+export function toF32(a: Uint16Array): Float32Array {
+  return kernels().toF32(a);
+}
+
 /** '' when the index is consistent, else what is wrong. */
 export function validateBlockIndex(index: BlockIndex): string {
   return kernels().validateLayout(nativeLayout(index));
 }
 
 /** y[m×out] = x[m×in]·Wᵀ (+ bias). */
-export async function bsrForward(
+export async function bsrForward<T extends KernelArray = Float32Array>(
   w: BsrWeight,
-  x: Float32Array,
+  x: KernelArray,
   m: number,
-  opts?: OutputOptions & { bias?: Float32Array },
-): Promise<Float32Array> {
+  opts?: OutputOptions<T> & { bias?: Float32Array },
+): Promise<T> {
   const y = output('bsrForward', rows('bsrForward', m) * w.out, opts);
   await kernels().bsrForward({
     layout: nativeLayout(w.index),
@@ -96,12 +112,13 @@ export async function bsrForward(
     y,
     bias: opts?.bias,
     accumulate: opts?.accumulate ?? false,
+    precision: opts?.precision,
   });
   return y;
 }
 
 /** dx[m×in] = dy[m×out]·W. */
-export async function bsrBackwardData(w: BsrWeight, dy: Float32Array, m: number, opts?: OutputOptions): Promise<Float32Array> {
+export async function bsrBackwardData<T extends KernelArray = Float32Array>(w: BsrWeight, dy: KernelArray, m: number, opts?: OutputOptions<T>): Promise<T> {
   const dx = output('bsrBackwardData', rows('bsrBackwardData', m) * w.in, opts);
   await kernels().bsrBackwardData({
     layout: nativeLayout(w.index),
@@ -112,18 +129,19 @@ export async function bsrBackwardData(w: BsrWeight, dy: Float32Array, m: number,
     dy,
     dx,
     accumulate: opts?.accumulate ?? false,
+    precision: opts?.precision,
   });
   return dx;
 }
 
 /** dW[nnz][block][block] = (dyᵀ·x) at the kept blocks only. */
-export async function bsrBackwardWeight(
+export async function bsrBackwardWeight<T extends KernelArray = Float32Array>(
   shape: BsrShape,
-  dy: Float32Array,
-  x: Float32Array,
+  dy: KernelArray,
+  x: KernelArray,
   m: number,
-  opts?: OutputOptions,
-): Promise<Float32Array> {
+  opts?: OutputOptions<T>,
+): Promise<T> {
   const { block, nnz } = shape.index;
   const dw = output('bsrBackwardWeight', nnz * block * block, opts);
   await kernels().bsrBackwardWeight({
@@ -135,45 +153,47 @@ export async function bsrBackwardWeight(
     x,
     dw,
     accumulate: opts?.accumulate ?? false,
+    precision: opts?.precision,
   });
   return dw;
 }
 
 /** db[n] = column sums of dy[m×n]. */
-export async function biasGrad(dy: Float32Array, m: number, n: number, opts?: OutputOptions): Promise<Float32Array> {
+export async function biasGrad<T extends KernelArray = Float32Array>(dy: KernelArray, m: number, n: number, opts?: OutputOptions<T>): Promise<T> {
   const db = output('biasGrad', n, opts);
   await kernels().biasGrad({ m: rows('biasGrad', m), n, dy, db, accumulate: opts?.accumulate ?? false });
   return db;
 }
 
-export interface GemmOptions {
+export interface GemmOptions<T extends KernelArray = KernelArray> {
   transA?: boolean;
   transB?: boolean;
   alpha?: number;
   /** Scales `into` before adding (default 0: overwrite). */
   beta?: number;
-  into?: Float32Array;
+  into?: T;
+  precision?: KernelPrecision;
 }
 
 /** c[m×n] = alpha·op(a)·op(b) + beta·c, row-major; op(a) is m×k, op(b) is k×n. */
-export async function gemm(a: Float32Array, b: Float32Array, m: number, n: number, k: number, opts?: GemmOptions): Promise<Float32Array> {
+export async function gemm<T extends KernelArray = Float32Array>(a: KernelArray, b: KernelArray, m: number, n: number, k: number, opts?: GemmOptions<T>): Promise<T> {
   if ((opts?.beta ?? 0) !== 0 && !opts?.into) throw new TypeError('gemm: beta != 0 needs an \'into\' buffer');
-  const c = opts?.into ?? new Float32Array(rows('gemm', m) * n);
-  await kernels().gemm({ transA: opts?.transA, transB: opts?.transB, m, n, k, alpha: opts?.alpha, beta: opts?.beta, a, b, c });
+  const c = opts?.into ?? (new Float32Array(rows('gemm', m) * n) as T);
+  await kernels().gemm({ transA: opts?.transA, transB: opts?.transB, m, n, k, alpha: opts?.alpha, beta: opts?.beta, a, b, c, precision: opts?.precision });
   return c;
 }
 
 /** Dense Linear layer (W is out×in, as nn.Linear): y[m×out] = x[m×in]·Wᵀ. */
-export function denseForward(x: Float32Array, w: Float32Array, m: number, inF: number, out: number, opts?: OutputOptions) {
-  return gemm(x, w, m, out, inF, { transB: true, into: opts?.into, beta: opts?.accumulate ? 1 : 0 });
+export function denseForward<T extends KernelArray = Float32Array>(x: KernelArray, w: KernelArray, m: number, inF: number, out: number, opts?: OutputOptions<T>) {
+  return gemm<T>(x, w, m, out, inF, { transB: true, into: opts?.into, beta: opts?.accumulate ? 1 : 0, precision: opts?.precision });
 }
 
 /** dx[m×in] = dy[m×out]·W */
-export function denseBackwardData(dy: Float32Array, w: Float32Array, m: number, inF: number, out: number, opts?: OutputOptions) {
-  return gemm(dy, w, m, inF, out, { into: opts?.into, beta: opts?.accumulate ? 1 : 0 });
+export function denseBackwardData<T extends KernelArray = Float32Array>(dy: KernelArray, w: KernelArray, m: number, inF: number, out: number, opts?: OutputOptions<T>) {
+  return gemm<T>(dy, w, m, inF, out, { into: opts?.into, beta: opts?.accumulate ? 1 : 0, precision: opts?.precision });
 }
 
 /** dW[out×in] = dyᵀ·x */
-export function denseBackwardWeight(dy: Float32Array, x: Float32Array, m: number, inF: number, out: number, opts?: OutputOptions) {
-  return gemm(dy, x, out, inF, m, { transA: true, into: opts?.into, beta: opts?.accumulate ? 1 : 0 });
+export function denseBackwardWeight<T extends KernelArray = Float32Array>(dy: KernelArray, x: KernelArray, m: number, inF: number, out: number, opts?: OutputOptions<T>) {
+  return gemm<T>(dy, x, out, inF, m, { transA: true, into: opts?.into, beta: opts?.accumulate ? 1 : 0, precision: opts?.precision });
 }

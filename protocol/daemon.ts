@@ -2,7 +2,7 @@
 // Both sides import this file (the daemon in Node, the extension host), so it must stay free of Node
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
-import { LAYER_ROLES, type InventoryLayer } from '../core/inventory';
+import { LAYER_ROLES, MAX_LAYER_SIZE, type InventoryLayer } from '../core/inventory';
 import type { PlanTarget } from '../core/planner';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 
@@ -17,6 +17,12 @@ export const LIMITS = {
   maxPendingRequests: 16,
   /** Subscriptions a connection may hold at once. */
   maxSubscriptions: 64,
+  /** A connection that has not completed its WebSocket handshake (and authenticated) by then is closed. */
+  handshakeTimeoutMs: 5000,
+  /** Connections still in their handshake at once; more are closed on arrival. */
+  maxPendingHandshakes: 32,
+  /** Deepest nesting of arrays and objects a message may have (a spec is a few levels deep). */
+  maxJsonDepth: 64,
 } as const;
 
 /** Header carrying the token at the handshake; the token may instead be offered as subprotocol `pixelfly-token.<token>`. */
@@ -89,10 +95,10 @@ export const LayerRoleSchema = z.enum(LAYER_ROLES);
 export const InventoryLayerSchema = z.strictObject({
   name: z.string().min(1).max(256),
   role: LayerRoleSchema,
-  in: positiveInt,
-  out: positiveInt,
-  count: z.number().int().nonnegative(),
-  rowsPerSample: positiveInt,
+  in: positiveInt.max(MAX_LAYER_SIZE),
+  out: positiveInt.max(MAX_LAYER_SIZE),
+  count: z.number().int().nonnegative().max(MAX_LAYER_SIZE),
+  rowsPerSample: positiveInt.max(MAX_LAYER_SIZE),
   pinnedDense: z.boolean().optional(),
   bias: z.boolean().optional(),
   causal: z.boolean().optional(),
@@ -170,7 +176,7 @@ export const HyperparametersSchema = z.strictObject({
   threads: z.number().int().nonnegative().max(256).default(0),
   /** Compute backend: 'auto' = CUDA when the daemon's machine has a usable GPU, else CPU; 'cpu' forces the CPU. */
   backend: z.enum(BACKEND_CHOICES).default('auto'),
-  /** Products' input precision on CUDA: 'auto' = bf16 tensor cores there (fp32 master weights), fp32 on the CPU. */
+  /** Products' input precision: 'auto' = bf16 on CUDA (tensor cores) and on CPUs with bf16 instructions (AMX, AVX512-BF16), else fp32; master weights stay fp32. */
   precision: z.enum(PRECISION_CHOICES).default('auto'),
 });
 export type Hyperparameters = z.infer<typeof HyperparametersSchema>;
@@ -236,9 +242,15 @@ export const JobInfoSchema = z.object({
   backend: z.string().optional(),
   /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
   precision: z.string().optional(),
+  /** How the products ran: the CPU kernels' instruction set and bf16 path (e.g. 'avx512bf16 kernels, bf16 on avx512bf16'), or 'cuda'. */
+  kernels: z.string().optional(),
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),
+  /** The job's peak memory as estimated before it was admitted, in bytes. */
+  estimatedMemoryBytes: z.number().nonnegative().optional(),
+  /** The job process's measured peak resident memory, in bytes, once it has run. */
+  peakMemoryBytes: z.number().nonnegative().optional(),
   error: z.string().optional(),
   summary: RunSummarySchema.optional(),
 });
@@ -362,6 +374,10 @@ export const methods = {
       cpu: CpuInfoSchema,
       gpus: z.array(GpuInfoSchema),
       threads: z.number().int().positive(),
+      /** The machine's memory and what is free now (what admission compares a job's estimate with). */
+      memory: z.object({ totalBytes: z.number().nonnegative(), availableBytes: z.number().nonnegative() }).optional(),
+      /** The runs folder's file system; `problem` says why runs cannot start there (e.g. a full disk). */
+      storage: z.object({ runs: z.string(), freeBytes: z.number().nonnegative().optional(), problem: z.string().optional() }).optional(),
     }),
   },
   'plan.suggest': {
@@ -438,6 +454,8 @@ export const methods = {
     params: z.strictObject({}).default({}),
     result: z.object({
       connections: z.number().int().nonnegative(),
+      /** Sockets still in their handshake (bounded by LIMITS.maxPendingHandshakes). */
+      handshaking: z.number().int().nonnegative().optional(),
       subscriptions: z.number().int().nonnegative(),
       jobs: z.number().int().nonnegative(),
       rssBytes: z.number().nonnegative(),

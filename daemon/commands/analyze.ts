@@ -1,8 +1,9 @@
 // `pixelfly analyze <file.py>`: the language server's analysis on the command line — the model's
 // matmul layers (sizes, counts, roles, FLOP shares) and the core planner's decisions.
-import { pythonParser } from '../../server/analysis/parser';
+import { resolve } from 'node:path';
+import { pythonParser, type Node } from '../../server/analysis/parser';
 import { analyze, AnalysisInputError, type Analysis } from '../../server/analysis/analyze';
-import { sitePackages } from '../../server/analysis/modules';
+import { ParseCache, sitePackages } from '../../server/analysis/modules';
 import { parsePin } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
 import type { PlanTarget } from '../../core/planner';
@@ -139,8 +140,9 @@ export const analyzeCommand: Command = {
     const site = values.python ? await sitePackages(values.python) : [];
     if (values.python && site.length === 0) process.stderr.write(`pixelfly: warning: no site-packages found for --python ${values.python}\n`);
     let result: Analysis;
+    const cache = new ParseCache(await pythonParser());
     try {
-      result = analyze(await pythonParser(), {
+      result = analyze(cache, {
         file: positionals[0],
         model: values.model,
         pins,
@@ -155,6 +157,28 @@ export const analyzeCommand: Command = {
       throw e;
     }
     process.stdout.write(values.json ? JSON.stringify(analysisJson(result), null, 2) + '\n' : formatAnalysis(result));
+    // The analysis reads what it can of a broken file (the editor shows hints while one types), but
+    // a command line run on it is an error: say where, and exit non-zero.
+    const tree = cache.peek(resolve(positionals[0]))?.tree;
+    const errors = tree ? syntaxErrors(tree.rootNode) : [];
+    for (const e of errors.slice(0, 5)) process.stderr.write(`${positionals[0]}:${e.row + 1}:${e.column + 1}: ${e.message}\n`);
+    if (errors.length > 0) {
+      process.stderr.write(`pixelfly: ${positionals[0]} has ${errors.length} syntax error${errors.length > 1 ? 's' : ''}; the analysis above covers only what parsed\n`);
+      return 1;
+    }
     return 0;
   },
 };
+
+/** Where tree-sitter found the source not to be Python: ERROR nodes and missing tokens, in order. */
+function syntaxErrors(root: Node): Array<{ row: number; column: number; message: string }> {
+  const out: Array<{ row: number; column: number; message: string }> = [];
+  if (!root.hasError) return out;
+  const visit = (n: Node) => {
+    if (n.type === 'ERROR') out.push({ ...n.startPosition, message: 'syntax error' });
+    else if (n.isMissing) out.push({ ...n.startPosition, message: `syntax error: missing ${n.type}` });
+    else if (n.hasError) for (const c of n.children) if (c) visit(c);
+  };
+  visit(root);
+  return out;
+}

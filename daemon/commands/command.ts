@@ -1,5 +1,6 @@
 // What every `pixelfly` sub-command provides, and the error type that carries an exit status.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { FileRefusedError, readUserTextSync } from '../../io/userFile';
 
 export interface Command {
   /** One line for `pixelfly --help`. */
@@ -61,4 +62,23 @@ export function numberOption(values: Record<string, unknown>, name: string): num
     throw new CliError(`--${name} must be a number, got '${String(raw)}'`);
   }
   return n;
+}
+
+/** Largest JSON file a command reads (specs, plans, inventories, profiles are kilobytes to a few megabytes). */
+const MAX_JSON_BYTES = 64 * 1024 * 1024;
+
+/** A JSON file named on the command line, read with the bounded reader; errors name the file and `what` it is. */
+export function readJsonFile(path: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readUserTextSync(path, { maxBytes: MAX_JSON_BYTES, what });
+  } catch (err) {
+    if (err instanceof FileRefusedError) throw new CliError(`cannot read ${what} '${path}': ${err.code ?? err.problem}`, 1);
+    throw err;
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`${what} '${path}' is not valid JSON: ${(err as Error).message}`, 1);
+  }
 }

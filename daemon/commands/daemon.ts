@@ -11,6 +11,7 @@ const options = {
   'high-water': { type: 'string' },
   'stall-ms': { type: 'string' },
   'flush-ms': { type: 'string' },
+  'handshake-ms': { type: 'string' },
 } as const;
 
 function say(line: string): void {
@@ -24,11 +25,13 @@ async function foreground(values: Record<string, unknown>, home: string): Promis
     ...DEFAULT_SERVER_LIMITS,
     highWaterBytes: intOption(values, 'high-water', DEFAULT_SERVER_LIMITS.highWaterBytes),
     stallMs: intOption(values, 'stall-ms', DEFAULT_SERVER_LIMITS.stallMs),
+    handshakeTimeoutMs: intOption(values, 'handshake-ms', DEFAULT_SERVER_LIMITS.handshakeTimeoutMs),
   };
+  if (limits.handshakeTimeoutMs < 100 || limits.handshakeTimeoutMs > 60_000) throw new CliError(`--handshake-ms must be in 100..60000, got ${limits.handshakeTimeoutMs}`);
   const flushMs = intOption(values, 'flush-ms', 250);
   if (flushMs < 1 || flushMs > 1000) throw new CliError(`--flush-ms must be in 1..1000 (metrics are flushed at least every second), got ${flushMs}`);
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} pixelfly-daemon: ${line}\n`);
-  const engine = loadEngineServices();
+  const engine = loadEngineServices(log);
   if (!engine.available) log(`WARNING: ${engine.error}`);
   let daemon;
   try {
@@ -102,6 +105,7 @@ export const daemonCommand: Command = {
     '  --high-water B    unsent bytes per client before replay pauses (default 1 MiB)\n' +
     '  --stall-ms MS     a client paused that long is disconnected (default 10000)\n' +
     '  --flush-ms MS     metrics reach metrics.jsonl within this time (default 250, at most 1000)\n' +
+    '  --handshake-ms MS a connection must complete its authenticated handshake within this time (default 5000)\n' +
     `The daemon's folder is $PIXELFLY_HOME or ~/.pixelfly.`,
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);

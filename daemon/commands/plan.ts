@@ -1,10 +1,9 @@
 // `pixelfly plan <inventory.json> --budget F | --speedup X`: per-layer Pixelfly decisions.
-import { readFileSync } from 'node:fs';
 import { parseInventory } from '../../core/inventory';
 import { planModel, type Plan, type PlanTarget } from '../../core/planner';
 import { parseDeviceProfile } from '../../core/costModel';
 import { PixelflyConfigError } from '../../core/errors';
-import { CliError, intOption, numberOption, parse, type Command } from './command';
+import { CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
 const options = {
   budget: { type: 'string' },
@@ -13,20 +12,6 @@ const options = {
   profile: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
-
-function readJson(path: string, what: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new CliError(`cannot read ${what} '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 1);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new CliError(`${what} '${path}' is not valid JSON: ${(err as Error).message}`, 1);
-  }
-}
 
 function gflops(x: number): string {
   return (x / 1e9).toFixed(2);
@@ -70,7 +55,7 @@ export const planCommand: Command = {
     const target: PlanTarget = budget !== undefined ? { budget } : { speedup: speedup as number };
     let inventory;
     try {
-      inventory = parseInventory(readJson(positionals[0], 'inventory'));
+      inventory = parseInventory(readJsonFile(positionals[0], 'inventory'));
     } catch (err) {
       if (err instanceof CliError) throw err;
       throw new CliError(`${positionals[0]}: ${(err as Error).message}`, 1);
@@ -78,7 +63,7 @@ export const planCommand: Command = {
     const blockSizes = values.block?.split(',').map((b) => intOption({ block: b }, 'block'));
     let plan;
     try {
-      const profile = values.profile ? parseDeviceProfile(readJson(values.profile, 'device profile')) : undefined;
+      const profile = values.profile ? parseDeviceProfile(readJsonFile(values.profile, 'device profile')) : undefined;
       plan = planModel(inventory, target, { blockSizes, profile });
     } catch (err) {
       if (err instanceof PixelflyConfigError) throw new CliError(err.message);

@@ -1,18 +1,17 @@
 // `pixelfly train [spec.json] [options]`: one run, dense vs Pixelfly, from a terminal. Connects to
 // the daemon (starting it when needed), submits the job, shows a live progress line, and ends
 // with a summary and the path of the run's self-contained HTML report.
-import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../client';
 import { connectDaemon, discover, ensureDaemon } from '../discovery';
 import { pixelflyHome } from '../home';
-import { BACKEND_CHOICES, PRECISION_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
 import { modelSpecFor } from '../../server/analysis/spec';
 import { parseDataset } from '../datasetArg';
-import { choiceOption, CliError, intOption, numberOption, parse, type Command } from './command';
+import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
 const options = {
   dataset: { type: 'string' },
@@ -35,6 +34,20 @@ const options = {
 
 type SubmitParams = MethodParamsIn<'job.submit'>;
 
+/** The option behind each job.submit field the options fill, for messages. */
+const OPTION_OF: Record<string, string> = {
+  'hyper.epochs': '--epochs',
+  'hyper.batchSize': '--batch-size',
+  'hyper.lr': '--lr',
+  'hyper.maxSteps': '--max-steps',
+  'hyper.evalEvery': '--eval-every',
+  'hyper.threads': '--threads',
+  'hyper.seed': '--seed',
+  'target.budget': '--budget',
+  'target.speedup': '--speedup',
+  'dataset.path': '--dataset',
+};
+
 /**
  * A PyTorch model file goes through the language server's analysis (the same one behind the
  * editor's hints): its architecture and widths become the engine's model spec.
@@ -54,18 +67,7 @@ async function specFromPython(file: string, model: string | undefined): Promise<
 }
 
 function readSpec(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new CliError(`cannot read model spec '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 1);
-  }
-  let spec: unknown;
-  try {
-    spec = JSON.parse(text);
-  } catch (err) {
-    throw new CliError(`model spec '${file}' is not valid JSON: ${(err as Error).message}`, 1);
-  }
+  const spec = readJsonFile(file, 'model spec');
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new CliError(`model spec '${file}' must be a JSON object`, 1);
   return spec as Record<string, unknown>;
 }
@@ -127,7 +129,7 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
   return [
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
-    info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}` : '',
+    info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}` : '',
     table,
     s.speedup !== undefined ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` : 'no dense comparison (--no-compare)',
     `report: ${s.reportPath ?? info.runDir}`,
@@ -235,7 +237,7 @@ export const trainCommand: Command = {
     '  model.py         a PyTorch model, analysed like the editor does (--model picks the class or factory)\n' +
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
-    '  --precision      products\' inputs: auto (default: bf16 on CUDA, fp32 on the CPU) | fp32 | bf16 | fp16\n' +
+    '  --precision      products\' inputs: auto (default: bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | fp16\n' +
     '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
     '  --speedup X      ...or for an estimated speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +
@@ -245,8 +247,16 @@ export const trainCommand: Command = {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
     const home = pixelflyHome();
-    // Everything the user typed is checked before a daemon is started for it.
+    // Everything the user typed is checked before a daemon is started for it, with the daemon's own schema.
     const submit = values.resume === undefined ? await submitParams(values, positionals[0]) : undefined;
+    if (submit) {
+      const checked = methods['job.submit'].params.safeParse(submit);
+      if (!checked.success) {
+        const issue = checked.error.issues[0];
+        const option = OPTION_OF[issue.path.join('.')];
+        throw new CliError(option ? `${option}: ${issue.message}` : describeZodError(checked.error, 'job'));
+      }
+    }
     const daemon = await ensureDaemon(home);
     const { port, started } = daemon;
     if (started) {

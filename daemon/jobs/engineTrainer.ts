@@ -1,25 +1,13 @@
-// The product TrainingBackend: the native engine (native/engine.ts) on the engine's datasets
-// (native/datasets.ts). A Pixelfly model built from the plan and, for a compare job, the same
-// spec built dense from the same seed, each with its own optimizer and pass over the data.
+// Training on the native engine (native/engine.ts) with the engine's datasets (native/datasets.ts):
+// a Pixelfly model built from the plan and, for a compare job, the same spec built dense from the
+// same seed, each with its own optimizer and pass over the data. It runs inside a job process
+// (engineChild.ts), which the daemon drives through engineProcess.ts.
 import { availableParallelism } from 'node:os';
 import { createModel, EngineConfigError, EngineDataset, stepPartsMs, type EngineModel } from '../../native/engine';
-import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type LoadedData } from '../../native/datasets';
-import { ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
+import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type DataLimits, type LoadedData } from '../../native/datasets';
+import { classifierFeatures, ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
 import { plannedSteps } from './runner';
-import { RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
-
-/** Input features (classification) a spec expects, or undefined for a language model. */
-function specFeatures(spec: ModelSpec): number | undefined {
-  switch (spec.kind) {
-    case 'mlp':
-      return spec.inputFeatures;
-    case 'mixer':
-    case 'vit':
-      return spec.image.channels * spec.image.height * spec.image.width;
-    case 'gpt':
-      return undefined;
-  }
-}
+import { CheckpointError, RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
 
 /** Tokens per sample (what tokens/s counts): the rows of the model's token-wise matmuls, as the core's inventory lists them. */
 function tokensPerSample(spec: ModelSpec): number {
@@ -29,7 +17,7 @@ function tokensPerSample(spec: ModelSpec): number {
 
 function synthetic(spec: ModelSpec, seed: number): LoadedData {
   if (spec.kind === 'gpt') return syntheticTokens({ seed, vocab: spec.vocab });
-  return syntheticClassification({ seed, features: specFeatures(spec), classes: spec.classes });
+  return syntheticClassification({ seed, features: classifierFeatures(spec), classes: spec.classes });
 }
 
 /** Where Fashion-MNIST is looked for when a job names no path: $PIXELFLY_FASHION_MNIST, else Debian's package. */
@@ -37,14 +25,14 @@ function defaultFashionMnist(): string {
   return process.env.PIXELFLY_FASHION_MNIST || DEBIAN_FASHION_MNIST;
 }
 
-async function loadData(spec: ModelSpec, req: DatasetRequest, seed: number): Promise<{ data: LoadedData; note?: string }> {
+async function loadData(spec: ModelSpec, req: DatasetRequest, seed: number, limits: DataLimits): Promise<{ data: LoadedData; note?: string }> {
   try {
     switch (req.kind) {
       case 'synthetic':
         return { data: synthetic(spec, seed) };
       case 'fashion-mnist':
         try {
-          return { data: await loadFashionMnist(req.path ?? defaultFashionMnist()) };
+          return { data: await loadFashionMnist(req.path ?? defaultFashionMnist(), limits) };
         } catch (err) {
           if (!(err instanceof DataFileError) || req.path !== undefined) throw err;
           // Only the default location may be missing: an explicit path that fails is the user's error.
@@ -54,9 +42,9 @@ async function loadData(spec: ModelSpec, req: DatasetRequest, seed: number): Pro
           };
         }
       case 'text':
-        return { data: await loadTextCorpus(req.path as string) };
+        return { data: await loadTextCorpus(req.path as string, 0.1, limits) };
       case 'npy':
-        return { data: await loadNpyFolder(req.path as string) };
+        return { data: await loadNpyFolder(req.path as string, limits) };
     }
   } catch (err) {
     if (err instanceof DataFileError) throw new RejectedError(`dataset: ${err.message}`);
@@ -72,7 +60,7 @@ function checkFits(spec: ModelSpec, data: LoadedData): void {
     return;
   }
   if (data.kind !== 'classification') throw new RejectedError(`dataset ${data.name} is a token corpus; a ${spec.kind} spec needs a classification set`);
-  const features = specFeatures(spec);
+  const features = classifierFeatures(spec);
   if (features !== data.features) throw new RejectedError(`dataset ${data.name} has ${data.features} features per sample but the ${spec.kind} spec takes ${features}`);
   if (data.classes > spec.classes) throw new RejectedError(`dataset ${data.name} has ${data.classes} classes but the spec's head has ${spec.classes}`);
 }
@@ -102,17 +90,18 @@ class EngineTrainer implements ModelTrainer {
     return this.model.saveCheckpoint(file);
   }
 
-  load(file: string): Promise<void> {
-    return this.model.loadCheckpoint(file);
-  }
-
-  dispose(): void {
-    // The native model is freed with its JS wrapper.
+  async load(file: string): Promise<void> {
+    try {
+      await this.model.loadCheckpoint(file);
+    } catch (err) {
+      if (err instanceof EngineConfigError) throw new CheckpointError(err.message);
+      throw err;
+    }
   }
 }
 
 export class EngineBackend implements TrainingBackend {
-  async prepare(req: TrainingRequest): Promise<TrainingSetup> {
+  async prepare(req: TrainingRequest, options: PrepareOptions): Promise<TrainingSetup> {
     let spec: ModelSpec;
     try {
       spec = parseModelSpec(req.spec);
@@ -121,7 +110,7 @@ export class EngineBackend implements TrainingBackend {
       throw err;
     }
     const { hyper } = req;
-    const { data, note } = await loadData(spec, req.dataset, hyper.seed);
+    const { data, note } = await loadData(spec, req.dataset, hyper.seed, { maxBytes: options.maxDataBytes });
     checkFits(spec, data);
     const samples = data.kind === 'tokens' ? Math.floor(data.trainTokens.length / (spec.kind === 'gpt' ? spec.context : 1)) : data.trainY.length;
     const stepsPerEpoch = Math.max(1, Math.floor(samples / hyper.batchSize));
@@ -160,6 +149,17 @@ export class EngineBackend implements TrainingBackend {
       trainSize: data.kind === 'tokens' ? data.trainTokens.length : data.trainY.length,
       testSize: data.kind === 'tokens' ? data.testTokens.length : data.testY.length,
     };
-    return { dataset: info, stepsPerEpoch, tokensPerStep: hyper.batchSize * tokensPerSample(spec), pixelfly, dense, backend: pixelflyModel.backend, precision: pixelflyModel.precision };
+    return {
+      dataset: info,
+      stepsPerEpoch,
+      tokensPerStep: hyper.batchSize * tokensPerSample(spec),
+      pixelfly,
+      dense,
+      backend: pixelflyModel.backend,
+      precision: pixelflyModel.precision,
+      kernels: pixelflyModel.kernels,
+      // The native models and data are freed with their JS wrappers (the job process exits).
+      close: async () => undefined,
+    };
   }
 }

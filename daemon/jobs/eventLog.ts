@@ -5,7 +5,10 @@
 // index, so memory stays bounded however long the run and however far behind a reader is.
 // A log that is not being written (a finished run) holds no file descriptor and no tail: the
 // daemon can keep thousands of past runs.
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+// A write that fails (a full disk, no file descriptor left) never throws out of a timer: the
+// events stay queued (and are still served to subscribers), the failure goes to the write-error
+// listeners (the job manager ends the job with it), and the next flush tries again.
+import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import type { JobEvent, JobEventBody } from '../../protocol/daemon';
 
 /** One file offset is remembered every INDEX_STRIDE events. */
@@ -28,6 +31,9 @@ export class EventLog {
   private tail: JobEvent[] = [];
   private timer: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<EventListener>();
+  private readonly errorListeners = new Set<(err: Error) => void>();
+  /** The last flush's failure, until a flush succeeds. */
+  writeError: Error | undefined;
 
   /**
    * Opens (or creates) the log. A line cut short by a crash is truncated away; every complete
@@ -50,7 +56,8 @@ export class EventLog {
 
   /** Flushes and lets go of the file and the tail until the next append (a run that has ended). */
   release(): void {
-    this.flush();
+    // Events that cannot be written (a full disk) stay queued, and the tail with them.
+    if (!this.flush()) return;
     if (this.fd >= 0) closeSync(this.fd);
     this.fd = -1;
     this.tail = [];
@@ -63,6 +70,12 @@ export class EventLog {
   onAppend(listener: EventListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** Told when a flush fails (the events stay queued). */
+  onWriteError(listener: (err: Error) => void): () => void {
+    this.errorListeners.add(listener);
+    return () => this.errorListeners.delete(listener);
   }
 
   /** Numbers the event, queues it for the file and tells listeners. */
@@ -79,29 +92,49 @@ export class EventLog {
     return event;
   }
 
-  /** Writes every queued event to the file now (also called on state changes and shutdown). */
-  flush(): void {
+  /**
+   * Writes every queued event to the file now (also called on state changes and shutdown); returns
+   * false when that failed (see writeError).
+   */
+  flush(): boolean {
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.pending.length === 0 || this.closed) return;
-    const fd = this.writable();
+    if (this.pending.length === 0 || this.closed) return true;
     const firstSeq = this.lastSeqValue - this.pending.length + 1;
     let offset = this.fileBytes;
+    const starts: Array<[number, number]> = [];
     const parts: Buffer[] = [];
     this.pending.forEach((line, i) => {
       const seq = firstSeq + i;
-      if ((seq - 1) % INDEX_STRIDE === 0) this.offsets[(seq - 1) / INDEX_STRIDE] = offset;
+      if ((seq - 1) % INDEX_STRIDE === 0) starts.push([(seq - 1) / INDEX_STRIDE, offset]);
       const buf = Buffer.from(line, 'utf8');
       parts.push(buf);
       offset += buf.length;
     });
     const data = Buffer.concat(parts);
-    let written = 0;
-    while (written < data.length) written += writeSync(fd, data, written, data.length - written, this.fileBytes + written);
+    try {
+      const fd = this.writable();
+      // At explicit offsets: after a failed attempt the next one writes over its partial bytes.
+      let written = 0;
+      while (written < data.length) written += writeSync(fd, data, written, data.length - written, this.fileBytes + written);
+    } catch (err) {
+      this.writeError = err as Error;
+      for (const l of this.errorListeners) l(err as Error);
+      return false;
+    }
+    for (const [k, at] of starts) this.offsets[k] = at;
     this.fileBytes = offset;
     this.pending = [];
+    this.writeError = undefined;
+    return true;
+  }
+
+  /** Flushes and makes what is written durable (before a checkpoint is recorded); throws when that fails. */
+  sync(): void {
+    if (!this.flush()) throw this.writeError;
+    if (this.fd >= 0) fdatasyncSync(this.fd);
   }
 
   /** Up to `max` events with seq > fromSeq, in order. */
@@ -119,8 +152,11 @@ export class EventLog {
   /** Final: flushes and closes; later appends are kept in memory only (the process is exiting). */
   close(): void {
     this.release();
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
     this.closed = true;
     this.listeners.clear();
+    this.errorListeners.clear();
   }
 
   private readFile(fromSeq: number, max: number): JobEvent[] {
@@ -186,6 +222,33 @@ export class EventLog {
     if (lastComplete < size) ftruncateSync(this.fd, lastComplete);
     this.fileBytes = lastComplete;
     this.lastSeqValue = seq;
+  }
+}
+
+/**
+ * Every complete event of a log file, read-only and in bounded chunks (a helper process reads a
+ * run's log this way while the daemon may still hold it open for writing).
+ */
+export function* readEventsFile(file: string): Generator<JobEvent> {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.alloc(READ_CHUNK_BYTES);
+    let carry = Buffer.alloc(0);
+    for (let position = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, position);
+      if (n <= 0) return;
+      position += n;
+      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
+      let from = 0;
+      for (let nl = chunk.indexOf(10, from); nl >= 0; nl = chunk.indexOf(10, from)) {
+        const event = parseLine(chunk.toString('utf8', from, nl));
+        if (event) yield event;
+        from = nl + 1;
+      }
+      carry = Buffer.from(chunk.subarray(from));
+    }
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -1,15 +1,29 @@
 // The job queue: jobs run one at a time (the engine already uses every core it is given, and two
 // runs side by side would spoil each other's timings). Every job lives in its own run folder, so
 // a restarted daemon finds all past runs; any that were queued or running when the previous
-// daemon died are marked interrupted and can be resumed from their last checkpoint.
+// daemon died are marked interrupted and can be resumed from their newest intact checkpoint.
+//
+// Nothing a job meets takes the daemon down: a job is admitted against the machine before anything
+// is allocated (and again when it starts), a failed write (a full disk, no file descriptor left)
+// ends that job with the reason and keeps what was already durable, and a checkpoint is recorded
+// only once the metrics before it are on disk.
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState } from '../../protocol/daemon';
+import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState, type RunSummary } from '../../protocol/daemon';
 import { EventLog } from './eventLog';
 import { listRunDirs, RunDir, type RunRecord, type RunState } from './runStore';
 import { checkpointBoth, DivergedError, plannedSteps, restoreBoth, runSteps, summarize } from './runner';
-import { RejectedError, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
-import { renderReport } from '../report';
+import { finishRun, type FinishRunInput } from './finishRun';
+import {
+  CheckpointError,
+  describeIoError,
+  errnoCode,
+  JobIoError,
+  RejectedError,
+  RunnerStoppedError,
+  type TrainingBackend,
+  type TrainingRequest,
+  type TrainingSetup,
+} from './trainer';
 
 export class JobError extends Error {
   constructor(
@@ -20,16 +34,32 @@ export class JobError extends Error {
   }
 }
 
+/** What admission grants a job (daemon/memory.ts for the engine). */
+export interface JobAdmission {
+  /** The job's estimated peak memory, in bytes. */
+  estimatedBytes?: number;
+  /** What a dataset file may decompress or grow to. */
+  maxDataBytes: number;
+}
+
 export interface JobManagerOptions {
   runsRoot: string;
   backend: TrainingBackend;
   /** How long events may wait in memory before being appended to metrics.jsonl. */
   flushMs?: number;
   log?: (line: string) => void;
+  /** Checks a job against the machine (memory, disk) before anything is allocated; throws RejectedError. */
+  admit?: (request: TrainingRequest, run?: RunDir) => JobAdmission;
+  /** Summarises an ending run and writes its report (the daemon: in a helper process); default: here. */
+  finishRun?: (input: FinishRunInput) => Promise<ReturnType<typeof finishRun>>;
 }
 
 export class Job {
   stopRequest: 'cancel' | 'shutdown' | undefined;
+  /** Stops the running job's work at once (its process); set while it runs. */
+  abort: AbortController | undefined;
+  /** Why the job must end as failed, when something outside its steps decided it (a failed metrics write). */
+  failure: string | undefined;
 
   constructor(
     readonly record: RunRecord,
@@ -42,9 +72,23 @@ export class Job {
     return this.record.jobId;
   }
 
+  /** Changes the state in memory, then on disk; a failed write throws (a JobIoError) with the new state kept in memory. */
   update(patch: Partial<RunState>): void {
     this.state = { ...this.state, ...patch };
-    this.run.writeState(this.state);
+    try {
+      this.run.writeState(this.state);
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code) throw new JobIoError(code, describeIoError(code, `writing ${this.run.dir}/state.json`));
+      throw err;
+    }
+  }
+
+  /** Ends the running job as failed with `reason`, at once. */
+  fail(reason: string): void {
+    if (this.failure !== undefined || !this.abort) return;
+    this.failure = reason;
+    this.abort.abort(reason);
   }
 
   emit(body: JobEventBody): JobEvent {
@@ -68,9 +112,12 @@ export class Job {
       dataset: s.dataset,
       backend: s.backend,
       precision: s.precision,
+      kernels: s.kernels,
       lastSeq: this.log.lastSeq,
       runDir: this.run.dir,
       lastCheckpointStep: s.lastCheckpointStep,
+      estimatedMemoryBytes: s.estimatedMemoryBytes,
+      peakMemoryBytes: s.peakMemoryBytes,
       error: s.error,
       summary: s.summary,
     };
@@ -94,27 +141,52 @@ export class JobManager {
     this.say = opts.log ?? (() => undefined);
   }
 
-  /** Loads every run folder; runs that were active when the previous daemon died become interrupted. */
+  /**
+   * Loads every run folder; runs that were active when the previous daemon died become
+   * interrupted. A missing or damaged state.json is rebuilt from the rest of the folder.
+   */
   loadExisting(): void {
     for (const run of listRunDirs(this.opts.runsRoot)) {
+      let record: RunRecord;
+      let log: EventLog;
       try {
-        const record = run.readRecord();
-        const state = run.readState();
-        const job = new Job(record, run, state, new EventLog(run.metricsFile, record.jobId, this.opts.flushMs));
+        record = run.readRecord();
+        log = new EventLog(run.metricsFile, record.jobId, this.opts.flushMs);
+      } catch (err) {
+        this.say(`skipping unreadable run folder ${run.dir}: ${(err as Error).message}`);
+        continue;
+      }
+      let state: RunState;
+      let rebuilt = false;
+      try {
+        state = run.readState();
+      } catch (err) {
+        state = run.rebuildState(readAll(log));
+        rebuilt = true;
+        this.say(`run ${record.jobId}: state.json is missing or damaged (${(err as Error).message}): rebuilt from its metrics and checkpoints as ${state.state} at step ${state.step}`);
+      }
+      const job = new Job(record, run, state, log);
+      this.jobs.set(record.jobId, job);
+      try {
         if (state.state === 'running' || state.state === 'queued') {
           job.update({ state: 'interrupted', endedAt: new Date().toISOString() });
           job.emit({
             type: 'status',
             state: 'interrupted',
             message: `the daemon stopped while this run was ${state.state} (killed or crashed); every flushed metric is kept` +
-              (state.lastCheckpointStep !== undefined ? `; resume continues from the checkpoint at step ${state.lastCheckpointStep}` : '; resume starts it over'),
+              (state.lastCheckpointStep !== undefined ? `; resume continues from the newest intact checkpoint (step ${state.lastCheckpointStep})` : '; resume starts it over'),
           });
+        } else if (rebuilt) {
+          job.update({});
+          if (state.state === 'interrupted') {
+            job.emit({ type: 'status', state: 'interrupted', message: 'its state.json was damaged and has been rebuilt from the run folder; resume continues from the newest intact checkpoint' });
+          }
         }
-        job.log.release();
-        this.jobs.set(record.jobId, job);
       } catch (err) {
-        this.say(`skipping unreadable run folder ${run.dir}: ${(err as Error).message}`);
+        // A full disk: the run is listed with its state in memory, and saved when there is room.
+        this.say(`run ${record.jobId}: ${(err as Error).message}`);
       }
+      job.log.release();
     }
   }
 
@@ -128,30 +200,43 @@ export class JobManager {
     return [...this.jobs.values()];
   }
 
+  /** Admits the job against the machine (RejectedError when it cannot run here), then queues it. */
   submit(name: string, request: TrainingRequest): Job {
     if (this.closed) throw new JobError('invalid_state', 'the daemon is shutting down');
+    const admission = this.opts.admit?.(request);
     const jobId = newJobId();
     const record: RunRecord = { jobId, name, createdAt: new Date().toISOString(), request };
-    const run = RunDir.create(this.opts.runsRoot, record, { state: 'queued', step: 0, totalSteps: 0 });
-    const job = new Job(record, run, run.readState(), new EventLog(run.metricsFile, jobId, this.opts.flushMs));
+    const run = RunDir.create(this.opts.runsRoot, record, { state: 'queued', step: 0, totalSteps: 0, estimatedMemoryBytes: admission?.estimatedBytes });
+    let log: EventLog;
+    try {
+      log = new EventLog(run.metricsFile, jobId, this.opts.flushMs);
+    } catch (err) {
+      run.remove();
+      const code = errnoCode(err);
+      throw code ? new JobIoError(code, describeIoError(code, `creating ${run.metricsFile}`)) : err;
+    }
+    const job = new Job(record, run, run.readState(), log);
     this.jobs.set(jobId, job);
     job.emit({ type: 'status', state: 'queued' });
     this.enqueue(job);
     return job;
   }
 
-  cancel(jobId: string): Job {
+  /** Cancels a job: a running one is stopped at once (and ends shortly), a queued or interrupted one ends here. */
+  async cancel(jobId: string): Promise<Job> {
     const job = this.get(jobId);
     if (TERMINAL_STATES.includes(job.state.state)) {
       throw new JobError('invalid_state', `job '${jobId}' is already ${job.state.state}`);
     }
     if (job === this.running) {
+      // At once, even mid-step or while the data loads: the job's process is stopped.
       job.stopRequest = 'cancel';
+      job.abort?.abort('cancelled');
     } else {
       // Queued or interrupted: nothing is running, so it ends here.
       const i = this.queue.indexOf(job);
       if (i >= 0) this.queue.splice(i, 1);
-      this.finish(job, 'cancelled', undefined);
+      await this.finish(job, 'cancelled', undefined);
     }
     return job;
   }
@@ -162,6 +247,7 @@ export class JobManager {
       throw new JobError('invalid_state', `only interrupted or failed jobs can be resumed; '${jobId}' is ${job.state.state}`);
     }
     job.update({ state: 'queued', error: undefined, endedAt: undefined });
+    job.failure = undefined;
     job.emit({ type: 'status', state: 'queued', message: 'resume requested' });
     this.enqueue(job);
     return job;
@@ -175,7 +261,7 @@ export class JobManager {
   async shutdown(graceMs = 15_000): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) {
-      job.update({ state: 'interrupted' });
+      this.quietly(job, () => job.update({ state: 'interrupted' }));
       job.emit({ type: 'status', state: 'interrupted', message: 'the daemon was stopped before this job started' });
     }
     const running = this.running;
@@ -187,9 +273,12 @@ export class JobManager {
         new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
       ]);
       clearTimeout(timer);
-      if (!stopped && (running.state.state === 'running' || running.state.state === 'queued')) {
-        running.update({ state: 'interrupted', endedAt: new Date().toISOString() });
-        running.emit({ type: 'status', state: 'interrupted', message: `the daemon was stopped mid-step (it did not finish within ${graceMs / 1000} s); resume continues from the last checkpoint` });
+      if (!stopped) {
+        running.abort?.abort('the daemon stopped');
+        if (running.state.state === 'running' || running.state.state === 'queued') {
+          this.quietly(running, () => running.update({ state: 'interrupted', endedAt: new Date().toISOString() }));
+          running.emit({ type: 'status', state: 'interrupted', message: `the daemon was stopped mid-step (it did not finish within ${graceMs / 1000} s); resume continues from the last checkpoint` });
+        }
       }
     }
     for (const job of this.jobs.values()) job.log.close();
@@ -205,26 +294,68 @@ export class JobManager {
     const next = this.queue.shift();
     if (!next) return;
     this.running = next;
-    this.runningDone = this.execute(next).finally(() => {
-      this.running = undefined;
-      setImmediate(() => this.pump());
-    });
+    this.runningDone = this.execute(next)
+      .catch((err: Error) => this.say(`job ${next.id}: ${err.stack ?? err.message}`))
+      .finally(() => {
+        this.running = undefined;
+        setImmediate(() => this.pump());
+      });
+  }
+
+  /** Runs `write`, logging (not throwing) a failure: the daemon is stopping or the job is already ending. */
+  private quietly(job: Job, write: () => void): void {
+    try {
+      write();
+    } catch (err) {
+      this.say(`job ${job.id}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Restores the newest intact checkpoint, setting aside (and naming) the ones that fail to load. */
+  private async restore(job: Job, setup: TrainingSetup): Promise<{ startStep: number; skipped: string[]; dirty: boolean }> {
+    const skipped: string[] = [];
+    let dirty = false;
+    for (const c of job.run.checkpoints()) {
+      try {
+        await restoreBoth(setup, c.dir);
+        return { startStep: c.step, skipped, dirty: false };
+      } catch (err) {
+        if (!(err instanceof CheckpointError)) throw err;
+        // The Pixelfly model may have loaded before the dense one failed: an older checkpoint overwrites it, a fresh start needs fresh models.
+        dirty = true;
+        skipped.push(`step ${c.step} (${err.message})`);
+        this.say(`job ${job.id}: checkpoint at step ${c.step} cannot be used, set aside as corrupt-step-${c.step}: ${err.message}`);
+        job.run.quarantineCheckpoint(c.step);
+      }
+    }
+    return { startStep: 0, skipped, dirty };
   }
 
   private async execute(job: Job): Promise<void> {
     const { request } = job.record;
     let setup: TrainingSetup | undefined;
+    const abort = new AbortController();
+    job.abort = abort;
     job.stopRequest = undefined;
+    job.failure = undefined;
+    const unlisten = job.log.onWriteError((err) => {
+      const code = errnoCode(err) ?? 'EIO';
+      job.fail(`${describeIoError(code, `writing ${job.log.file}`)}; the metrics and checkpoints already written are kept`);
+    });
+    let ending: { state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>; error?: string } | 'interrupted';
     try {
-      setup = await this.opts.backend.prepare(request);
+      // Again now: the machine may have changed while the job was queued.
+      const admission = this.opts.admit?.(request, job.run);
+      const prepare = () => this.opts.backend.prepare(request, { maxDataBytes: admission?.maxDataBytes ?? Infinity, signal: abort.signal });
+      setup = await prepare();
       const { hyper } = request;
       const totalSteps = plannedSteps(hyper, setup.stepsPerEpoch);
-      const checkpoint = job.run.latestCheckpoint();
-      let startStep = 0;
-      if (checkpoint) {
-        await restoreBoth(setup, checkpoint.dir);
-        startStep = checkpoint.step;
+      const restored = await this.restore(job, setup);
+      if (restored.startStep === 0 && restored.dirty) {
+        await setup.close();
+        setup = await prepare();
       }
+      const { startStep, skipped } = restored;
       job.update({
         state: 'running',
         startedAt: job.state.startedAt ?? new Date().toISOString(),
@@ -232,18 +363,34 @@ export class JobManager {
         dataset: setup.dataset,
         backend: setup.backend,
         precision: setup.precision,
+        kernels: setup.kernels,
         params: { pixelfly: setup.pixelfly.params, dense: setup.dense?.params },
         stepsPerEpoch: setup.stepsPerEpoch,
         totalSteps,
         step: startStep,
+        estimatedMemoryBytes: admission?.estimatedBytes,
+        lastCheckpointStep: startStep > 0 ? startStep : undefined,
       });
+      const resumeNote =
+        skipped.length === 0
+          ? undefined
+          : startStep > 0
+            ? `resumed from the checkpoint at step ${startStep}; skipped ${skipped.join('; ')}`
+            : `no intact checkpoint (skipped ${skipped.join('; ')}): training starts over`;
       job.emit({
         type: 'status',
         state: 'running',
-        message: setup.dataset.note,
-        resumedFromStep: checkpoint ? startStep : undefined,
+        message: [setup.dataset.note, resumeNote].filter((m) => m !== undefined).join('; ') || undefined,
+        resumedFromStep: startStep > 0 ? startStep : undefined,
       });
       job.log.flush();
+      const s = setup;
+      const checkpoint = async (step: number) => {
+        // Durable order: the metrics up to this step are on disk before the checkpoint exists.
+        job.log.sync();
+        await job.run.saveCheckpoint(step, (dir) => checkpointBoth(s, dir));
+        job.update({ lastCheckpointStep: step, step });
+      };
       const outcome = await runSteps({
         setup,
         totalSteps,
@@ -252,10 +399,7 @@ export class JobManager {
         checkpointEvery: hyper.checkpointEvery,
         emit: (e) => job.emit(e),
         stopReason: () => job.stopRequest,
-        saveCheckpoint: async (step, write) => {
-          await job.run.saveCheckpoint(step, write);
-          job.update({ lastCheckpointStep: step, step });
-        },
+        saveCheckpoint: (step) => checkpoint(step),
         onStep: (step) => {
           job.state.step = step;
         },
@@ -264,46 +408,74 @@ export class JobManager {
       if (outcome.kind === 'stopped' && outcome.reason === 'shutdown') {
         // Keep everything trained so far: a clean stop checkpoints where it is.
         if (outcome.step > (job.state.lastCheckpointStep ?? 0)) {
-          const s = setup;
-          await job.run.saveCheckpoint(outcome.step, (dir) => checkpointBoth(s, dir));
-          job.update({ lastCheckpointStep: outcome.step });
+          await checkpoint(outcome.step);
           job.emit({ type: 'checkpoint', step: outcome.step });
         }
-        job.update({ state: 'interrupted', endedAt: new Date().toISOString() });
-        job.emit({ type: 'status', state: 'interrupted', message: 'the daemon was stopped; resume continues from the last checkpoint' });
-        job.log.flush();
-        return;
+        ending = 'interrupted';
+      } else {
+        ending = { state: outcome.kind === 'completed' ? 'completed' : 'cancelled' };
       }
-      this.finish(job, outcome.kind === 'completed' ? 'completed' : 'cancelled', undefined, setup);
     } catch (err) {
-      const message = err instanceof RejectedError || err instanceof DivergedError ? err.message : `internal error: ${(err as Error).message ?? String(err)}`;
-      this.say(`job ${job.id} failed: ${(err as Error).stack ?? message}`);
-      job.emit({ type: 'error', message, fatal: true });
-      this.finish(job, 'failed', message, setup);
+      if (job.stopRequest === 'cancel') ending = { state: 'cancelled' };
+      else if (job.stopRequest === 'shutdown' && err instanceof RunnerStoppedError) ending = 'interrupted';
+      else {
+        const message = job.failure ?? describeFailure(err);
+        if (!(err instanceof RejectedError || err instanceof JobIoError)) this.say(`job ${job.id} failed: ${(err as Error)?.stack ?? message}`);
+        else this.say(`job ${job.id} failed: ${message}`);
+        job.emit({ type: 'error', message, fatal: true });
+        ending = { state: 'failed', error: message };
+      }
     } finally {
-      setup?.pixelfly.dispose();
-      setup?.dense?.dispose();
+      unlisten();
+      job.abort = undefined;
     }
+    // The job's process exits here: its memory is back before the job is reported over.
+    if (setup) {
+      const s = setup;
+      await s.close().catch((err: Error) => this.say(`job ${job.id}: closing its process: ${err.message}`));
+      const peak = s.peakMemoryBytes?.();
+      if (peak) job.state.peakMemoryBytes = peak;
+    }
+    if (ending === 'interrupted') {
+      this.quietly(job, () => job.update({ state: 'interrupted', endedAt: new Date().toISOString() }));
+      job.emit({ type: 'status', state: 'interrupted', message: 'the daemon was stopped; resume continues from the last checkpoint' });
+      job.log.flush();
+      return;
+    }
+    await this.finish(job, ending.state, ending.error, setup);
   }
 
-  private finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): void {
+  private async finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): Promise<void> {
     job.log.flush();
     // A job cancelled while interrupted has no models built now: what its last session recorded stands in.
     const params = setup ? { pixelfly: setup.pixelfly.params, dense: setup.dense?.params } : (job.state.params ?? { pixelfly: 0 });
-    const summary = summarize(readAll(job.log), params, setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1);
-    summary.reportPath = job.run.reportFile;
-    job.update({ state, error, summary, endedAt: new Date().toISOString() });
-    job.run.writeSummary(summary);
+    const stepsPerEpoch = setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1;
+    const input: FinishRunInput = { metricsFile: job.log.file, reportFile: job.run.reportFile, params, stepsPerEpoch, info: { ...job.info(), state, error } };
+    let summary: RunSummary;
+    try {
+      const done = await (this.opts.finishRun ?? (async (i: FinishRunInput) => finishRun(i)))(input);
+      summary = done.summary;
+      if (done.reportError) this.say(`job ${job.id}: could not write the report: ${done.reportError}`);
+    } catch (err) {
+      // The log could not be read back (no file descriptor or process left): the job still ends, with what is known.
+      this.say(`job ${job.id}: could not summarise its metrics: ${(err as Error).message}`);
+      summary = { ...summarize([], params, stepsPerEpoch), reportPath: job.run.reportFile };
+    }
+    // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
+    this.quietly(job, () => job.update({ state, error, summary, endedAt: new Date().toISOString() }));
+    this.quietly(job, () => job.run.writeSummary(summary));
     job.emit({ type: 'status', state, message: error });
     job.emit({ type: 'completed', state, summary });
-    job.log.flush();
-    try {
-      writeFileSync(job.run.reportFile, renderReport(job.info(), readAll(job.log)));
-    } catch (err) {
-      this.say(`job ${job.id}: could not write the report: ${(err as Error).message}`);
-    }
     job.log.release();
   }
+}
+
+/** What a client is told when a job fails: the reason, or "internal error" for a bug. */
+function describeFailure(err: unknown): string {
+  if (err instanceof RejectedError || err instanceof DivergedError || err instanceof JobIoError || err instanceof RunnerStoppedError) return err.message;
+  const code = errnoCode(err);
+  if (code) return `${describeIoError(code, 'running the job')}: ${(err as Error).message}`;
+  return `internal error: ${((err as Error)?.message ?? String(err)).split('\n')[0]}`;
 }
 
 /** Every event of a job, read in bounded chunks from its log. */

@@ -1,9 +1,11 @@
-// The narrow interface the job runner trains through. The product implementation is
-// engineTrainer.ts (the native engine); tests may plug in a double to inject faults.
-import type { Hyperparameters } from '../../protocol/daemon';
+// The narrow interface the job runner trains through. The product implementation runs each job in
+// its own process (engineProcess.ts, which drives engineTrainer.ts there); tests may plug in a
+// double to inject faults.
 import type { z } from 'zod';
 import type { DatasetInfoSchema, DatasetSchema, PlanSchema } from '../../protocol/daemon';
+import type { TrainingRequest } from '../../protocol/engineJob';
 
+export type { TrainingRequest } from '../../protocol/engineJob';
 export type DatasetInfo = z.infer<typeof DatasetInfoSchema>;
 export type DatasetRequest = z.infer<typeof DatasetSchema>;
 export type Plan = z.infer<typeof PlanSchema>;
@@ -25,16 +27,8 @@ export interface ModelTrainer {
   evaluate(): Promise<EvalResult>;
   /** Saves weights, optimizer state and data position, so a load continues exactly where this left off. */
   save(file: string): Promise<void>;
+  /** Throws CheckpointError when the file is corrupt or written for another model (the model is unchanged then). */
   load(file: string): Promise<void>;
-  dispose(): void;
-}
-
-export interface TrainingRequest {
-  spec: Record<string, unknown>;
-  plan: Plan;
-  dataset: DatasetRequest;
-  hyper: Hyperparameters;
-  compare: boolean;
 }
 
 export interface TrainingSetup {
@@ -45,15 +39,82 @@ export interface TrainingSetup {
   pixelfly: ModelTrainer;
   /** Present when the request asked to compare with dense. */
   dense?: ModelTrainer;
-  /** Where the models compute ('cpu' or 'cuda'), and the products' input precision there. */
+  /** Where the models compute ('cpu' or 'cuda'), the products' input precision there, and how they run (e.g. 'avx512bf16 kernels, bf16 on avx512bf16'). */
   backend?: string;
   precision?: string;
+  kernels?: string;
+  /** Frees the models and the data (a job process exits); safe to call twice. */
+  close(): Promise<void>;
+  /** Peak resident memory of the job so far, in bytes, when the runner can measure it. */
+  peakMemoryBytes?(): number | undefined;
+}
+
+export interface PrepareOptions {
+  /** What a dataset file may decompress or grow to. */
+  maxDataBytes: number;
+  /**
+   * Aborting ends the job's work at once, even in the middle of loading data or of a step: pending
+   * and later calls fail with a RunnerStoppedError carrying the abort reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface TrainingBackend {
   /** Validates the spec, plan and dataset (throwing a RejectedError with a clear message) and builds the models. */
-  prepare(request: TrainingRequest): Promise<TrainingSetup>;
+  prepare(request: TrainingRequest, options: PrepareOptions): Promise<TrainingSetup>;
 }
 
-/** Input the engine refused: reported to the client as REJECTED with this message. */
-export class RejectedError extends Error {}
+/** Input the engine or the machine refused: reported to the client as REJECTED with this message (and `data`). */
+export class RejectedError extends Error {
+  constructor(
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** A checkpoint that cannot be loaded (corrupt, truncated, or for another model). */
+export class CheckpointError extends Error {}
+
+/** A file operation failed: `code` is the errno name (ENOSPC, EMFILE, EACCES, ...). */
+export class JobIoError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The job's runner stopped for a reason the job should end with (out of memory, crashed, killed). */
+export class RunnerStoppedError extends Error {}
+
+/** An errno code of a Node error, if it has one. */
+export function errnoCode(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && /^E[A-Z]+$/.test(code) ? code : undefined;
+}
+
+/** Words for the errno codes a run can meet on a busy or full machine. */
+export function describeIoError(code: string, what: string): string {
+  switch (code) {
+    case 'ENOSPC':
+      return `no space left on device while ${what}`;
+    case 'EDQUOT':
+      return `disk quota exceeded while ${what}`;
+    case 'EMFILE':
+      return `too many open files in the daemon (EMFILE) while ${what}`;
+    case 'ENFILE':
+      return `too many open files on this machine (ENFILE) while ${what}`;
+    case 'EROFS':
+      return `the file system is read-only while ${what}`;
+    case 'EACCES':
+    case 'EPERM':
+      return `permission denied while ${what}`;
+    case 'EIO':
+      return `an I/O error from the disk while ${what}`;
+    default:
+      return `${code} while ${what}`;
+  }
+}

@@ -2,7 +2,8 @@
 # Builds native/gpu_check/gpu_check without Node or node-gyp, for a GPU machine that has only nvcc
 # and g++ (issue 8). The same sources and flags as native/binding.gyp's addon, minus the N-API
 # binding files: nvcc for the device code, g++ for the engine, the CPU kernels (isa_kernels.cc and
-# attention_isa.cc once per instruction set), the cuBLAS loader, the CUDA backend and gpu_check.cc; cudart linked
+# attention_isa.cc once per instruction set, as binding.gyp's kernels_* targets), the cuBLAS loader,
+# the CUDA backend and gpu_check.cc; cudart linked
 # statically like the addon (it opens libcuda.so.1 lazily, so the program starts without a driver and
 # says why there is no device).
 #
@@ -84,12 +85,21 @@ for cu in $(gyp_sources cuda cu); do
       "-I$src" -c "$src/$cu.cu"
   fi
 done
-for k in isa_kernels attention_isa; do
-  compile "${k}_portable.o" "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=0 -c "$src/kernels/$k.cc"
-  compile "${k}_avx2.o" "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=1 -mavx2 -mfma -c "$src/kernels/$k.cc"
-  compile "${k}_avx512.o" "$CXX" "${kernel[@]}" -DPIXELFLY_ISA=2 -mavx512f -mavx512vl -mavx512dq -mavx512bw -mfma -mavx2 \
-    -mprefer-vector-width=512 -c "$src/kernels/$k.cc"
-done
+# The kernel libraries (isa_kernels.cc and attention_isa.cc once per instruction set: binding.gyp's
+# kernels_* targets), each source with its target's defines and instruction-set flags, read from
+# binding.gyp (a Python literal) too.
+kernel_builds() {  # -> one line per object: NAME SOURCE FLAG...
+  python3 -c 'import ast, sys
+for t in ast.literal_eval(open(sys.argv[1]).read())["targets"]:
+    if t["target_name"].startswith("kernels_"):
+        flags = ["-D" + d for d in t.get("defines", [])] + [f for f in t.get("cflags_cc", []) if not f.startswith("<@(")]
+        for src in t["sources"]:
+            print(t["target_name"][len("kernels_"):], src, *flags)' "$gyp"
+}
+while read -r name source flags; do
+  # shellcheck disable=SC2086  # the flags are separate words
+  compile "$(basename "$source" .cc)_$name.o" "$CXX" "${kernel[@]}" $flags -c "$here/../$source"
+done < <(kernel_builds)
 for f in kernels/dispatch kernels/validate kernels/attention $(gyp_sources engine cc) $(gyp_sources cuda cc); do
   compile "$(basename "$f").o" "$CXX" "${common[@]}" "${defines[@]}" -c "$src/$f.cc"
 done

@@ -139,14 +139,14 @@ std::string isaInfo() { return k::isaName(k::activeIsa()); }
 
 void forceIsa(const std::string& name) {
   k::Isa isa;
-  TORCH_CHECK(k::parseIsa(name, &isa), "isa: expected portable, avx2 or avx512, got ", name);
+  TORCH_CHECK(k::parseIsa(name, &isa), "isa: expected portable, avx2, avx512, avx512bf16 or amx, got ", name);
   TORCH_CHECK(k::isaSupported(isa), "isa: this CPU does not support ", name);
   k::forceIsa(isa);
 }
 
 std::vector<std::string> supportedIsas() {
   std::vector<std::string> out;
-  for (k::Isa isa : {k::Isa::Portable, k::Isa::Avx2, k::Isa::Avx512})
+  for (k::Isa isa : {k::Isa::Portable, k::Isa::Avx2, k::Isa::Avx512, k::Isa::Avx512Bf16, k::Isa::Amx})
     if (k::isaSupported(isa)) out.push_back(k::isaName(isa));
   return out;
 }

@@ -5,6 +5,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import type { Parser } from 'web-tree-sitter';
+import { FileRefusedError } from '../../io/userFile';
 import { totalFlops, type PixelflyConfig } from '../../core/pixelflyLayer';
 import { planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { layerDenseCost, type InventoryLayer, type LayerRole } from '../../core/inventory';
@@ -165,7 +166,8 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   try {
     main = loader.loadFile(file, moduleName, false, isPackage);
   } catch (e) {
-    throw new AnalysisInputError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const why = e instanceof FileRefusedError ? (e.code ?? e.problem) : ((e as NodeJS.ErrnoException).code ?? (e as Error).message);
+    throw new AnalysisInputError(`cannot read ${file}: ${why}`);
   }
 
   const pragmas = readPragmas(main.source);

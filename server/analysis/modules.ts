@@ -4,7 +4,7 @@
  * Parsed trees are cached by path and text, so re-analysis after an edit re-parses only the
  * edited file (incrementally, with the previous tree) and re-uses every imported module's tree.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve, basename } from 'node:path';
 import { execFile } from 'node:child_process';
 import type { Parser } from 'web-tree-sitter';
@@ -13,6 +13,10 @@ import { parsePython, type Edit, type Tree } from './parser';
 import { STUBS } from './stubs';
 import type { ModuleInfo } from './values';
 import type { ModuleSource } from './interpreter';
+import { FileRefusedError, readUserTextSync } from '../../io/userFile';
+
+/** Largest Python file read (the biggest real model files are a few hundred kB). */
+const MAX_SOURCE_BYTES = 16 * 1024 * 1024;
 
 export interface SearchRoot {
   dir: string;
@@ -96,7 +100,8 @@ export class ModuleLoader implements ModuleSource {
 
   /** Load a file as the module with the given name (the analysed file, or a stub). */
   loadFile(path: string, name: string, library: boolean, isPackage = false, source?: string): ModuleInfo {
-    const text = source ?? this.overlays.get(path) ?? readFileSync(path, 'utf8');
+    // Bounded: a path may name a device, a FIFO or a huge file (refused with the reason).
+    const text = source ?? this.overlays.get(path) ?? readUserTextSync(path, { maxBytes: MAX_SOURCE_BYTES, what: 'Python source file' });
     if (source === undefined) this.read.add(path);
     const parsed = this.cache.get(path, text);
     const mod: ModuleInfo = { name, path, source: text, root: parsed.root, globals: new Map(), library, state: 'new', isPackage };
@@ -117,9 +122,14 @@ export class ModuleLoader implements ModuleSource {
     const rel = name.split('.');
     for (const root of this.roots) {
       const asFile = join(root.dir, ...rel) + '.py';
-      if (isFile(asFile)) return this.loadFile(asFile, name, root.library);
       const asPackage = join(root.dir, ...rel, '__init__.py');
-      if (isFile(asPackage)) return this.loadFile(asPackage, name, root.library, true);
+      try {
+        if (isFile(asFile)) return this.loadFile(asFile, name, root.library);
+        if (isFile(asPackage)) return this.loadFile(asPackage, name, root.library, true);
+      } catch (err) {
+        // A module that cannot be read (too large, unreadable) stays unresolved, like a missing one.
+        if (!(err instanceof FileRefusedError)) throw err;
+      }
       this.lookedFor.add(asFile).add(asPackage);
     }
     const stub = STUBS.get(name);

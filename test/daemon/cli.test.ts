@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { makeFifo } from '../support/dataFiles';
 import { CLI, engineMissing, removeHome, tempHome, waitFor } from './harness';
 
 function pixelfly(home: string, args: string[]) {
@@ -20,7 +21,8 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     assert.match(r.stderr, /started the daemon on 127\.0\.0\.1:\d+/);
     assert.match(r.stderr, /\[#{20}\] 100% \| step 40\/40 \| loss pixelfly [\d.]+ dense [\d.]+ \| speedup [\d.]+x/);
     assert.match(r.stdout, /completed after 40 steps/);
-    assert.match(r.stdout, /^engine: (cpu, fp32|cuda, bf16) products$/m);
+    // 'auto' precision: bf16 on CUDA and on CPUs with bf16 instructions, with the kernels that ran.
+    assert.match(r.stdout, /^engine: (cpu, (fp32|bf16)|cuda, bf16) products \((cuda|\w+ kernels(, bf16 on [\w-]+)?)\)$/m);
     assert.match(r.stdout, /speedup \(median dense step \/ median Pixelfly step, alternating steps\): [\d.]+x/);
     const report = /report: (\S+)/.exec(r.stdout)?.[1];
     assert.ok(report && existsSync(report), `report at ${report}`);
@@ -89,6 +91,47 @@ test('pixelfly train refuses bad input with messages naming it', { timeout: 30_0
     assert.match(rejected.stderr, /classes: must be between 2/);
   } finally {
     pixelfly(home, ['daemon', 'stop']);
+    removeHome(home);
+  }
+});
+
+test('plan, analyze and train refuse devices and FIFOs at once, flag syntax errors, plan a 2^30-wide layer quickly, and check options before starting a daemon', { timeout: 60_000 }, () => {
+  const home = tempHome();
+  try {
+    const fifo = join(home, 'model.fifo');
+    makeFifo(fifo);
+    const cases: Array<[string[], RegExp]> = [
+      [['plan', '/dev/zero', '--budget', '0.5'], /cannot read inventory '\/dev\/zero': is a device, not a file/],
+      [['plan', fifo, '--budget', '0.5'], /cannot read inventory '.*model\.fifo': is a named pipe \(FIFO\)/],
+      [['analyze', '/dev/zero'], /cannot read \/dev\/zero: is a device/],
+      [['analyze', fifo], /cannot read .*model\.fifo: is a named pipe/],
+      [['train', '/dev/urandom'], /cannot read model spec '\/dev\/urandom': is a device/],
+      [['train', fifo], /cannot read model spec '.*model\.fifo': is a named pipe/],
+      [['train', '--budget', '2'], /--budget: budget must be in \(0, 1\]/],
+      [['train', '--lr', '0'], /--lr: lr must be in \(0, 10\)/],
+    ];
+    for (const [args, message] of cases) {
+      const t0 = Date.now();
+      const r = pixelfly(home, args);
+      assert.notEqual(r.status, 0, args.join(' '));
+      assert.match(r.stderr, message, args.join(' '));
+      assert.ok(Date.now() - t0 < 20_000, `${args.join(' ')} answered in ${Date.now() - t0} ms`);
+    }
+    assert.ok(!existsSync(join(home, 'daemon.json')), 'no daemon was started for options that were wrong');
+    const broken = join(home, 'broken.py');
+    writeFileSync(broken, 'import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self:\n        self.fc = nn.Linear(10, 10)\n');
+    const syntax = pixelfly(home, ['analyze', broken]);
+    assert.equal(syntax.status, 1);
+    assert.match(syntax.stderr, /broken\.py:3:\d+: syntax error/);
+    assert.match(syntax.stderr, /broken\.py has 1 syntax error; the analysis above covers only what parsed/);
+    const huge = join(home, 'huge.py');
+    writeFileSync(huge, 'import torch.nn as nn\nclass M(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(2**30, 2**30)\n');
+    const t0 = Date.now();
+    const planned = pixelfly(home, ['analyze', huge, '--json']);
+    assert.equal(planned.status, 0, planned.stderr);
+    assert.equal(JSON.parse(planned.stdout).layers[0].in, 2 ** 30);
+    assert.ok(Date.now() - t0 < 20_000, `analysing a 2^30-wide layer took ${Date.now() - t0} ms`);
+  } finally {
     removeHome(home);
   }
 });

@@ -1,5 +1,6 @@
 // Test harness: a real daemon process (`pixelfly daemon foreground`, the compiled CLI) in a
 // temporary Pixelfly home, and raw sockets that can send exactly the bytes a test wants.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -7,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DaemonClient, daemonUrl } from '../../daemon/client';
+import { DAEMON_NODE_FLAGS } from '../../daemon/discovery';
 
 export const CLI = join(__dirname, '..', '..', 'daemon', 'cli.js');
 
@@ -29,9 +31,15 @@ export interface DaemonProcess {
   exited: Promise<number | null>;
 }
 
-export async function startDaemon(home: string, args: string[] = [], env: Record<string, string> = {}, timeoutMs = 15000): Promise<DaemonProcess> {
+/**
+ * Starts `pixelfly daemon foreground` in `home`, with the Node flags `pixelfly daemon start` and the
+ * extension give it. `wrap` runs it through another command (e.g.
+ * `prlimit --nofile=64:64 --`), which then execs node, so the pid is still the daemon's.
+ */
+export async function startDaemon(home: string, args: string[] = [], env: Record<string, string> = {}, timeoutMs = 15000, wrap: string[] = []): Promise<DaemonProcess> {
   const discovery = join(home, 'daemon.json');
-  const proc = spawn(process.execPath, [CLI, 'daemon', 'foreground', ...args], {
+  const command = [...wrap, process.execPath, ...DAEMON_NODE_FLAGS, CLI, 'daemon', 'foreground', ...args];
+  const proc = spawn(command[0], command.slice(1), {
     env: { ...process.env, ...env, PIXELFLY_HOME: home },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -217,4 +225,79 @@ export function engineMissing(): string | undefined {
   } catch (err) {
     return `SKIPPED: the native engine is not built (${(err as Error).message}); run \`npm run build\``;
   }
+}
+
+/** A process's resident memory in bytes (VmRSS), from /proc. */
+export function rssOf(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) * 1024;
+}
+
+/** CPU time (ms) the process's main thread (its event loop) has used, from /proc (10 ms ticks). */
+export function mainThreadCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+export interface HelloSample {
+  /** Round trip of one `hello`, ms. */
+  rtt: number;
+  /** CPU the daemon's main thread used meanwhile, ms: work that held its event loop. */
+  cpu: number;
+}
+
+/**
+ * Asks `hello` back to back (one in flight, 20 ms apart) until stop() is called; stop() resolves
+ * with every round trip and the CPU the daemon's event-loop thread used during it.
+ */
+export function sampleHello(client: DaemonClient, pid: number): { stop(): Promise<HelloSample[]> } {
+  const samples: HelloSample[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const c0 = mainThreadCpuMs(pid);
+        const t0 = performance.now();
+        await client.request('hello', {});
+        samples.push({ rtt: performance.now() - t0, cpu: mainThreadCpuMs(pid) - c0 });
+      } catch {
+        // The client was closed (a test that failed early): no more samples.
+        return;
+      }
+      await sleep(20);
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+function percentile(xs: number[], p: number): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+}
+
+/** "hello median 3.1 ms, p95 8.0 ms, max 12.0 ms; event loop busy at most 10 ms in one (n=140)" */
+export function describeLatency(samples: HelloSample[]): string {
+  const rtt = samples.map((s) => s.rtt);
+  const f = (p: number) => percentile(rtt, p).toFixed(1);
+  return `hello median ${f(0.5)} ms, p95 ${f(0.95)} ms, max ${f(1)} ms; event loop busy at most ${percentile(samples.map((s) => s.cpu), 1)} ms during one (n=${samples.length})`;
+}
+
+/**
+ * The daemon answered `hello` while it worked: 95% within the issue's 100 ms, and its event loop
+ * never worked 100 ms during one `hello` (a loop blocked by planning or by loading data works for
+ * seconds). The slowest round trip is printed, not asserted: on a shared 2-core machine the OS can
+ * stall any process that long while its loop is idle, which the CPU figure tells apart.
+ */
+export function assertResponsive(samples: HelloSample[], what: string): void {
+  assert.ok(samples.length > 0, `no hello answered ${what}`);
+  assert.ok(percentile(samples.map((s) => s.rtt), 0.95) < 100, `${what}: ${describeLatency(samples)}`);
+  assert.ok(Math.max(...samples.map((s) => s.cpu)) < 100, `${what}: ${describeLatency(samples)}`);
 }

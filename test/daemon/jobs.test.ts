@@ -9,6 +9,8 @@ import { ErrorCode, TOKEN_HEADER, type JobEvent, type JobInfo } from '../../prot
 import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
 import { parseDeviceProfile } from '../../core/costModel';
 import { engineMissing, frame, withDaemon, rawConnect, removeHome, startDaemon, tempHome, waitFor, sleep } from './harness';
+import { cpuHasBf16 } from '../../native/engine';
+import { kernelInfo } from '../../native/kernels';
 
 const skipEngine = engineMissing();
 
@@ -126,14 +128,14 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
     const failed = await client.request('job.get', { jobId: job.jobId });
     assert.equal(failed.state, 'failed');
     assert.match(failed.error ?? '', /missing\/x\.npy: file not found/);
-    // Reduced precision where only the CPU runs: the job fails saying so; the default records fp32.
-    const bf16 = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { ...hyper, backend: 'cpu', precision: 'bf16' } });
-    const bf16Events = collect(client, bf16.jobId);
-    await client.request('job.subscribe', { jobId: bf16.jobId, fromSeq: 0 });
-    await waitFor(() => bf16Events.some((e) => e.type === 'completed'), 20_000, 'the bf16-on-CPU job to complete');
-    const refusedBf16 = await client.request('job.get', { jobId: bf16.jobId });
-    assert.equal(refusedBf16.state, 'failed');
-    assert.match(refusedBf16.error ?? '', /precision: 'bf16' runs on the CUDA backend only/);
+    // fp16 where only the CPU runs: the job fails saying so (the CPU computes fp32 or bf16 products).
+    const fp16 = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { ...hyper, backend: 'cpu', precision: 'fp16' } });
+    const fp16Events = collect(client, fp16.jobId);
+    await client.request('job.subscribe', { jobId: fp16.jobId, fromSeq: 0 });
+    await waitFor(() => fp16Events.some((e) => e.type === 'completed'), 20_000, 'the fp16-on-CPU job to complete');
+    const refusedFp16 = await client.request('job.get', { jobId: fp16.jobId });
+    assert.equal(refusedFp16.state, 'failed');
+    assert.match(refusedFp16.error ?? '', /precision: 'fp16' runs on the CUDA backend only/);
   });
 });
 
@@ -151,10 +153,13 @@ test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthet
       assert.equal(info.state, 'completed');
       assert.equal(info.dataset?.synthetic, true);
       assert.ok(info.backend === 'cpu' || info.backend === 'cuda', `backend ${info.backend}`);
-      assert.equal(info.precision, info.backend === 'cuda' ? 'bf16' : 'fp32');  // hyper.precision 'auto'
+      // hyper.precision 'auto': bf16 on CUDA and on CPUs with bf16 instructions; the kernels that ran are named.
+      assert.equal(info.precision, info.backend === 'cuda' || cpuHasBf16() ? 'bf16' : 'fp32');
+      const k = kernelInfo();
+      assert.equal(info.kernels, info.backend === 'cuda' ? 'cuda' : info.precision === 'bf16' ? `${k.isa} kernels, bf16 on ${k.bf16}` : `${k.isa} kernels`);
       const report = readFileSync(join(job.runDir, 'report.html'), 'utf8');
       assert.match(report, /synthetic task/);
-      assert.match(report, new RegExp(`Engine: ${info.backend}, ${info.precision} products`));
+      assert.ok(report.includes(`Engine: ${info.backend}, ${info.precision} products (${info.kernels}).`), 'the report names the engine and its kernels');
     },
     [],
     (home) => ({ PIXELFLY_FASHION_MNIST: join(home, 'not-installed') }),

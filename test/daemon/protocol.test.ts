@@ -166,56 +166,62 @@ test('requests in flight per connection are bounded', async () => {
   c.socket.destroy();
 });
 
-test('fuzz: thousands of random messages and frames, zero crashes', async () => {
-  const rand = mulberry32(1234);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+test('fuzz: 10,000 random messages and frames over 4 connections at once, zero crashes', { timeout: 120_000 }, async () => {
   const names = Object.keys(methods).filter((m) => m !== 'daemon.shutdown');
   const atoms = [null, true, false, 0, -1, 1e308, -0.5, '', 'x', '../..', '\u0000', '😀', [], {}];
-  const randomValue = (depth: number): unknown => {
-    const r = rand();
-    if (depth > 3 || r < 0.4) return r < 0.2 ? pick(atoms) : Math.floor(rand() * 2 ** 32) - 2 ** 31;
-    if (r < 0.7) return Array.from({ length: Math.floor(rand() * 4) }, () => randomValue(depth + 1));
-    const o: Record<string, unknown> = {};
-    for (let i = Math.floor(rand() * 4); i > 0; i--) o[pick(['jobId', 'fromSeq', 'spec', 'hyper', 'inventory', 'target', 'layers', 'kind', String(i)])] = randomValue(depth + 1);
-    return o;
-  };
-  const payloads = (): { data: string | Buffer; opts?: Parameters<typeof frame>[1] } => {
-    const r = rand();
-    if (r < 0.5) return { data: JSON.stringify({ jsonrpc: pick(['2.0', '2.0', '1.0', 2]), id: pick([1, 'a', null, 1.5, {}]), method: pick([...names, 'x', '']), params: randomValue(0) }) };
-    if (r < 0.7) return { data: JSON.stringify(randomValue(0)) };
-    if (r < 0.8) return { data: Buffer.from(Array.from({ length: Math.floor(rand() * 64) }, () => Math.floor(rand() * 256))), opts: { opcode: pick([1, 2]) } };
-    if (r < 0.85) return { data: '['.repeat(5000) };
-    if (r < 0.9) return { data: 'x', opts: { opcode: pick([0, 3, 7, 9, 10, 11, 15]), rsv: pick([0, 1, 4]) } };
-    if (r < 0.95) return { data: '{"jsonrpc":"2.0","id":1,"method":"hello"}', opts: { fin: rand() < 0.5, mask: rand() < 0.5 } };
-    return { data: Buffer.from([0xc3, 0x28, 0xa0, 0xa1]) }; // invalid UTF-8 in a text frame
-  };
-  let conn = await authed();
-  let sent = 0;
-  let answered = 0;
-  let reconnects = 0;
-  for (let i = 0; i < 3000; i++) {
-    if (conn.socket.destroyed || conn.closeCode !== undefined) {
-      conn.socket.destroy();
-      conn = await authed();
-      reconnects += 1;
+  /** One connection's share: `count` messages, one at a time; returns what happened. */
+  const fuzz = async (seed: number, count: number) => {
+    const rand = mulberry32(seed);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+    const randomValue = (depth: number): unknown => {
+      const r = rand();
+      if (depth > 3 || r < 0.4) return r < 0.2 ? pick(atoms) : Math.floor(rand() * 2 ** 32) - 2 ** 31;
+      if (r < 0.7) return Array.from({ length: Math.floor(rand() * 4) }, () => randomValue(depth + 1));
+      const o: Record<string, unknown> = {};
+      for (let i = Math.floor(rand() * 4); i > 0; i--) o[pick(['jobId', 'fromSeq', 'spec', 'hyper', 'inventory', 'target', 'layers', 'kind', String(i)])] = randomValue(depth + 1);
+      return o;
+    };
+    const payloads = (): { data: string | Buffer; opts?: Parameters<typeof frame>[1] } => {
+      const r = rand();
+      if (r < 0.5) return { data: JSON.stringify({ jsonrpc: pick(['2.0', '2.0', '1.0', 2]), id: pick([1, 'a', null, 1.5, {}]), method: pick([...names, 'x', '']), params: randomValue(0) }) };
+      if (r < 0.7) return { data: JSON.stringify(randomValue(0)) };
+      if (r < 0.8) return { data: Buffer.from(Array.from({ length: Math.floor(rand() * 64) }, () => Math.floor(rand() * 256))), opts: { opcode: pick([1, 2]) } };
+      if (r < 0.85) return { data: pick(['['.repeat(5000), '{"a":'.repeat(200) + '1' + '}'.repeat(200)]) };
+      if (r < 0.9) return { data: 'x', opts: { opcode: pick([0, 3, 7, 9, 10, 11, 15]), rsv: pick([0, 1, 4]) } };
+      if (r < 0.95) return { data: '{"jsonrpc":"2.0","id":1,"method":"hello"}', opts: { fin: rand() < 0.5, mask: rand() < 0.5 } };
+      return { data: Buffer.from([0xc3, 0x28, 0xa0, 0xa1]) }; // invalid UTF-8 in a text frame
+    };
+    let conn = await authed();
+    let sent = 0;
+    let answered = 0;
+    let reconnects = 0;
+    for (let i = 0; i < count; i++) {
+      if (conn.socket.destroyed || conn.closeCode !== undefined) {
+        conn.socket.destroy();
+        conn = await authed();
+        reconnects += 1;
+      }
+      const p = payloads();
+      const before = conn.messages.length;
+      conn.socket.write(frame(p.data, p.opts));
+      sent += 1;
+      // One at a time: wait for the answer, or the close a protocol violation earns, or (frames
+      // that get no text answer) a short while.
+      const silent = p.opts?.fin === false || p.opts?.opcode === 9 || p.opts?.opcode === 10; // fragment start, ping, pong
+      const deadline = Date.now() + (silent ? 10 : 2000);
+      while (conn.messages.length === before && conn.closeCode === undefined && !conn.socket.destroyed && Date.now() < deadline) {
+        await new Promise((r) => setImmediate(r));
+      }
+      if (conn.messages.length > before) answered += 1;
     }
-    const p = payloads();
-    const before = conn.messages.length;
-    conn.socket.write(frame(p.data, p.opts));
-    sent += 1;
-    // One at a time: wait for the answer, or the close a protocol violation earns, or (frames
-    // that get no text answer) a short while.
-    const silent = p.opts?.fin === false || p.opts?.opcode === 9 || p.opts?.opcode === 10; // fragment start, ping, pong
-    const deadline = Date.now() + (silent ? 20 : 2000);
-    while (conn.messages.length === before && conn.closeCode === undefined && !conn.socket.destroyed && Date.now() < deadline) {
-      await new Promise((r) => setImmediate(r));
-    }
-    if (conn.messages.length > before) answered += 1;
-  }
-  conn.socket.destroy();
-  assert.equal(sent, 3000);
-  assert.ok(answered > 1500, `most messages were answered (${answered})`);
-  assert.ok(reconnects > 0, 'protocol violations closed some connections (and nothing else happened)');
+    conn.socket.destroy();
+    return { sent, answered, reconnects };
+  };
+  const results = await Promise.all([1234, 5678, 9012, 3456].map((seed) => fuzz(seed, 2500)));
+  const total = results.reduce((a, r) => ({ sent: a.sent + r.sent, answered: a.answered + r.answered, reconnects: a.reconnects + r.reconnects }), { sent: 0, answered: 0, reconnects: 0 });
+  assert.equal(total.sent, 10_000);
+  assert.ok(total.answered > 5000, `most messages were answered (${total.answered})`);
+  assert.ok(total.reconnects > 0, 'protocol violations closed some connections (and nothing else happened)');
   assert.equal(daemon.proc.exitCode, null, 'the daemon is still running');
   const client = await daemon.client();
   const stats = await client.request('daemon.stats', {});

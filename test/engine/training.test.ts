@@ -182,3 +182,27 @@ test('weight export is safetensors with the spec, plan and layouts in its metada
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// bf16 on the CPU: every product rounds its inputs to bf16 (AMX, AVX512-BF16, or the fp32 kernels
+// on rounded copies), while weights, gradients and AdamW moments stay fp32. The run must differ
+// from the fp32 one (the rounding really happens), start within bf16 rounding of it, learn as well,
+// and stay deterministic. Both the Pixelfly layers and the dense Mixer's fused token mixing.
+test('bf16 on the CPU: Pixelfly and dense Mixers train like fp32 within bf16 rounding, deterministically', async () => {
+  const data = images();
+  const run = async (plan: PlanLike | undefined, precision: 'fp32' | 'bf16') => {
+    const m = await createModel({ spec: MIXER, plan, seed: 1, threads: 2, backend: 'cpu', precision, train: { batch: 32, lr: 3e-3, totalSteps: 60, warmupSteps: 5 } });
+    assert.equal(m.precision, precision);
+    const losses = (await m.trainSteps(data, 60)).map((s) => s.loss);
+    return { losses, accuracy: (await m.evaluate(data)).accuracy ?? 0 };
+  };
+  for (const [name, plan] of [['Pixelfly', MIXER_PLAN], ['dense', undefined]] as const) {
+    const fp32 = await run(plan, 'fp32');
+    const bf16 = await run(plan, 'bf16');
+    assert.notDeepEqual(bf16.losses, fp32.losses, `${name}: bf16 losses equal the fp32 ones, the products did not round`);
+    assert.ok(Math.abs(bf16.losses[0] - fp32.losses[0]) < 1e-2 * fp32.losses[0], `${name} first step: fp32 ${fp32.losses[0]} bf16 ${bf16.losses[0]}`);
+    const first = mean(bf16.losses.slice(0, 5)), last = mean(bf16.losses.slice(-5));
+    assert.ok(last < 0.6 * first, `${name} bf16: loss went from ${first.toFixed(3)} to ${last.toFixed(3)}`);
+    assert.ok(Math.abs(bf16.accuracy - fp32.accuracy) < 0.05, `${name}: accuracy fp32 ${fp32.accuracy} bf16 ${bf16.accuracy}`);
+    if (plan) assert.deepEqual((await run(plan, 'bf16')).losses, bf16.losses, `${name}: bf16 runs are deterministic`);
+  }
+});

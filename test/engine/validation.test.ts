@@ -6,10 +6,12 @@ import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { validateModelSpec, specInventory, parseModelSpec, type ModelSpec } from '../../core/modelSpec';
-import { createModel, EngineDataset } from '../../native/engine';
+import { cpuHasBf16, createModel, EngineDataset } from '../../native/engine';
+import { kernelInfo } from '../../native/kernels';
 import {
   DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, parseIdx, parseNpy, syntheticClassification,
 } from '../../native/datasets';
+import { npyFile } from '../support/dataFiles';
 
 const MIXER: ModelSpec = {
   kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: 64, depth: 2, tokenHidden: 32, channelHidden: 128, classes: 10,
@@ -70,13 +72,20 @@ test('bad specs and plans are refused before anything is built', async () => {
   await assert.rejects(createModel({ spec: MIXER, train: TRAIN, threads: 0 }), /threads: must be between 1 and 256/);
 });
 
-test('a precision the backend cannot run is refused; auto means fp32 on the CPU', async () => {
-  await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'bf16' }),
-    /precision: 'bf16' runs on the CUDA backend only; the cpu backend trains in fp32/);
+test('a precision the backend cannot run is refused; auto means bf16 on a CPU with bf16 instructions, fp32 on others', async () => {
+  await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'fp16' }),
+    /precision: 'fp16' runs on the CUDA backend only; the cpu backend computes fp32 or bf16 products/);
   await assert.rejects(createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'fp8' as never }),
     /precision: must be 'fp32', 'bf16' or 'fp16', got 'fp8'/);
-  const m = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'auto' });
-  assert.equal(m.precision, 'fp32');
+  const info = kernelInfo();
+  const native = info.supportedIsas.includes('avx512bf16') || info.supportedIsas.includes('amx');
+  assert.equal(cpuHasBf16(), native);
+  const auto = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'auto' });
+  assert.equal(auto.precision, native ? 'bf16' : 'fp32');
+  const bf16 = await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu', precision: 'bf16' });
+  assert.equal(bf16.precision, 'bf16');
+  assert.equal(bf16.kernels, `${info.isa} kernels, bf16 on ${info.bf16}`);
+  assert.equal((await createModel({ spec: MIXER, train: TRAIN, backend: 'cpu' })).kernels, `${info.isa} kernels`);
 });
 
 test('datasets that do not fit the model are refused, and a busy model refuses a second call', async () => {
@@ -112,17 +121,6 @@ test('malformed data files are refused with the file named', async () => {
   }
 });
 
-/** A .npy file as numpy writes it (format 1.0). */
-function npy(descr: string, shape: number[], payload: Buffer): Buffer {
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  header += ' '.repeat(63 - ((10 + header.length) % 64)) + '\n';
-  const lead = Buffer.alloc(10);
-  lead.write('\x93NUMPY', 0, 'latin1');
-  lead[6] = 1;
-  lead.writeUInt16LE(header.length, 8);
-  return Buffer.concat([lead, Buffer.from(header, 'latin1'), payload]);
-}
-
 test('.npy arrays load (float32 x, int64 y) and a held-out split is made', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pixelfly-npy-'));
   try {
@@ -130,15 +128,15 @@ test('.npy arrays load (float32 x, int64 y) and a held-out split is made', async
     const x = Buffer.from(Float32Array.from({ length: n * 3 }, (_, i) => i / 10).buffer);
     const y = Buffer.alloc(8 * n);
     for (let i = 0; i < n; i++) y.writeBigInt64LE(BigInt(i % 3), 8 * i);
-    writeFileSync(join(dir, 'x.npy'), npy('<f4', [n, 3], x));
-    writeFileSync(join(dir, 'y.npy'), npy('<i8', [n], y));
+    writeFileSync(join(dir, 'x.npy'), npyFile('<f4', [n, 3], x));
+    writeFileSync(join(dir, 'y.npy'), npyFile('<i8', [n], y));
     const d = await loadNpyFolder(dir);
     assert.equal(d.features, 3);
     assert.equal(d.classes, 3);
     assert.equal(d.trainY.length, 18);
     assert.equal(d.testY.length, 2);
     assert.ok(Math.abs((d.testX as Float32Array)[0] - 5.4) < 1e-6);
-    writeFileSync(join(dir, 'y.npy'), npy('<i8', [n - 1], y.subarray(8)));
+    writeFileSync(join(dir, 'y.npy'), npyFile('<i8', [n - 1], y.subarray(8)));
     await assert.rejects(loadNpyFolder(dir), /y\.npy: 19 labels for 20 samples/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,10 +1,11 @@
-// The native kernels against a plain reference (the dense product with the layout's mask applied,
-// in float64 here), on every instruction-set path this CPU has, plus finite-difference gradient
-// checks and the error paths. The addon is built by `npm test`'s set-up; a missing addon fails here.
+// The native kernels' fp32 products against a plain reference (the dense product with the layout's
+// mask applied, in float64: reference.ts), on every instruction-set path this CPU has, plus
+// finite-difference gradient checks and the error paths (bf16 products: bf16.test.ts). The addon is
+// built by `npm test`'s set-up; a missing addon fails here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { flatBlockButterflyLayout } from '../../core/layout';
-import { buildBlockIndex, blockIndexFromMask, type BlockIndex } from '../../core/blockIndex';
+import { buildBlockIndex } from '../../core/blockIndex';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,107 +24,21 @@ import {
   type BsrWeight,
   type Isa,
 } from '../../native/kernels';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 4294967296;
-  };
-}
-
-function randomArray(n: number, rand: () => number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rand() * 2 - 1;
-  return a;
-}
-
-function randomIndex(out: number, inF: number, block: number, keep: number, rand: () => number): BlockIndex {
-  const rows = Math.ceil(out / block);
-  const cols = Math.ceil(inF / block);
-  const mask = new Uint8Array(rows * cols);
-  for (let i = 0; i < mask.length; i++) mask[i] = rand() < keep ? 1 : 0;
-  return blockIndexFromMask(mask, rows, cols, block);
-}
-
-/** The out×in dense weight (float64) that the packed blocks represent, zero outside kept blocks. */
-function denseWeight(w: BsrWeight): Float64Array {
-  const { index, out, in: inF } = w;
-  const b = index.block;
-  const d = new Float64Array(out * inF);
-  for (let r = 0; r < index.blockRows; r++) {
-    for (let k = index.rowPtr[r]; k < index.rowPtr[r + 1]; k++) {
-      const c = index.colIdx[k];
-      for (let i = 0; i < b; i++) {
-        for (let j = 0; j < b; j++) {
-          const o = r * b + i;
-          const q = c * b + j;
-          if (o < out && q < inF) d[o * inF + q] = w.weights[k * b * b + i * b + j];
-        }
-      }
-    }
-  }
-  return d;
-}
-
-function assertClose(actual: Float32Array, expected: Float64Array | Float32Array, tol: number, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < actual.length; i++) {
-    const err = Math.abs(actual[i] - expected[i]) / (1 + Math.abs(expected[i]));
-    if (!(err <= worst)) {
-      worst = err;
-      at = i;
-    }
-  }
-  assert.ok(worst <= tol, `${what}: worst relative error ${worst} at ${at} (got ${actual[at]}, expected ${expected[at]})`);
-}
-
-interface Case {
-  m: number;
-  out: number;
-  in: number;
-  index: BlockIndex;
-  label: string;
-}
-
-function cases(): Case[] {
-  const rand = rng(7);
-  const list: Case[] = [];
-  for (const block of [16, 32, 64]) {
-    // A real Pixelfly layout (square, padded sizes are multiples of the butterfly grid).
-    const bl = flatBlockButterflyLayout(4 * block, 8 * block, { block, butterflySize: 4, nFactors: 2 });
-    list.push({ m: 37, out: 4 * block, in: 8 * block, index: buildBlockIndex(bl), label: `butterfly b${block}` });
-    // Random masks with odd sizes: padding inside the last block-row/column, odd M.
-    list.push({ m: 19, out: 3 * block - 5, in: 2 * block + 3, index: randomIndex(3 * block - 5, 2 * block + 3, block, 0.5, rand), label: `random odd b${block}` });
-    list.push({ m: 1, out: block + 1, in: 3 * block - 1, index: randomIndex(block + 1, 3 * block - 1, block, 0.6, rand), label: `random m=1 b${block}` });
-  }
-  // Deep enough for dW to run several row chunks (the last one partial), with padding.
-  const deep = flatBlockButterflyLayout(3 * 32 + 7, 4 * 32 - 9, { block: 32, butterflySize: 4, nFactors: 2 });
-  list.push({ m: 300, out: 3 * 32 + 7, in: 4 * 32 - 9, index: buildBlockIndex(deep), label: 'butterfly deep b32' });
-  // Empty rows/columns must still define their outputs.
-  list.push({ m: 33, out: 64, in: 96, index: blockIndexFromMask(new Uint8Array([1, 0, 0, 0, 0, 0]), 2, 3, 32), label: 'mostly empty' });
-  return list;
-}
+import {
+  assertClose, assertThreadCountIndependent, cases, denseWeight, forEachGemm, gemmRef, randomArray, randomIndex, refBackwardData, refBackwardWeight, refForward, rng, type Case,
+} from './reference';
 
 async function checkProducts(c: Case, what: string): Promise<void> {
   const rand = rng(c.m * 131 + c.out);
   const { index, m, out, in: inF } = c;
   const b = index.block;
-  const w: BsrWeight = { index, out, in: inF, weights: randomArray(index.nnz * b * b, rand) };
+  const w = { index, out, in: inF, weights: randomArray(index.nnz * b * b, rand) };
   const wd = denseWeight(w);
   const x = randomArray(m * inF, rand);
   const dy = randomArray(m * out, rand);
   const bias = randomArray(out, rand);
 
-  const yRef = new Float64Array(m * out);
-  for (let i = 0; i < m; i++)
-    for (let o = 0; o < out; o++) {
-      let s = bias[o];
-      for (let q = 0; q < inF; q++) s += x[i * inF + q] * wd[o * inF + q];
-      yRef[i * out + o] = s;
-    }
+  const yRef = refForward(wd, out, inF, x, m, bias);
   assertClose(await bsrForward(w, x, m, { bias }), yRef, 1e-5, `${what} forward`);
 
   // accumulate adds to what is there
@@ -131,51 +46,14 @@ async function checkProducts(c: Case, what: string): Promise<void> {
   const accRef = yRef.map((v, i) => v + start[i]);
   assertClose(await bsrForward(w, x, m, { bias, into: start.slice(), accumulate: true }), accRef, 1e-5, `${what} forward accumulate`);
 
-  const dxRef = new Float64Array(m * inF);
-  for (let i = 0; i < m; i++)
-    for (let q = 0; q < inF; q++) {
-      let s = 0;
-      for (let o = 0; o < out; o++) s += dy[i * out + o] * wd[o * inF + q];
-      dxRef[i * inF + q] = s;
-    }
-  assertClose(await bsrBackwardData(w, dy, m), dxRef, 1e-5, `${what} dX`);
+  assertClose(await bsrBackwardData(w, dy, m), refBackwardData(wd, out, inF, dy, m), 1e-5, `${what} dX`);
 
-  // dW at kept blocks: the dense dyᵀ·x there; padded positions exactly 0.
-  const dwRef = new Float64Array(index.nnz * b * b);
-  for (let r = 0; r < index.blockRows; r++)
-    for (let k = index.rowPtr[r]; k < index.rowPtr[r + 1]; k++)
-      for (let i = 0; i < b; i++)
-        for (let j = 0; j < b; j++) {
-          const o = r * b + i;
-          const q = index.colIdx[k] * b + j;
-          if (o >= out || q >= inF) continue;
-          let s = 0;
-          for (let t = 0; t < m; t++) s += dy[t * out + o] * x[t * inF + q];
-          dwRef[k * b * b + i * b + j] = s;
-        }
   const dw = await bsrBackwardWeight(w, dy, x, m, { into: new Float32Array(index.nnz * b * b).fill(Number.NaN) });
-  assertClose(dw, dwRef, 1e-5, `${what} dW`);
+  assertClose(dw, refBackwardWeight(index, out, inF, dy, x, m), 1e-5, `${what} dW`);
 
   const dbRef = new Float64Array(out);
   for (let t = 0; t < m; t++) for (let o = 0; o < out; o++) dbRef[o] += dy[t * out + o];
   assertClose(await biasGrad(dy, m, out), dbRef, 1e-5, `${what} db`);
-}
-
-/** float64 reference of alpha·op(a)·op(b) + beta·c0 with row strides (ld = columns when packed). */
-function gemmRef(
-  m: number, n: number, k: number, a: Float32Array, lda: number, b: Float32Array, ldb: number,
-  o: { transA: boolean; transB: boolean; alpha: number; beta: number; c0?: Float32Array; ldc?: number },
-): Float64Array {
-  const ldc = o.ldc ?? n;
-  const ref = new Float64Array(o.c0 ? o.c0.length : m * n);
-  if (o.c0) for (let i = 0; i < ref.length; i++) ref[i] = o.c0[i];
-  for (let i = 0; i < m; i++)
-    for (let j = 0; j < n; j++) {
-      let s = 0;
-      for (let q = 0; q < k; q++) s += (o.transA ? a[q * lda + i] : a[i * lda + q]) * (o.transB ? b[j * ldb + q] : b[q * ldb + j]);
-      ref[i * ldc + j] = o.alpha * s + (o.c0 ? o.beta * o.c0[i * ldc + j] : 0);
-    }
-  return ref;
 }
 
 // Shapes chosen to reach every gemm path: the blocked loops (several K passes, column splits),
@@ -203,25 +81,22 @@ const GEMM_SHAPES: Array<[number, number, number]> = [
 
 async function checkGemm(isa: string): Promise<void> {
   const rand = rng(99);
-  for (const [m, n, k] of GEMM_SHAPES) {
-    for (const transA of [false, true])
-      for (const transB of [false, true]) {
-        const a = randomArray(m * k, rand);
-        const b = randomArray(k * n, rand);
-        const c0 = randomArray(m * n, rand);
-        const ref = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
-        const c = await gemm(a, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
-        // Long sums (K up to 5001) in float32, summed in order within a row or chunk: the rounding error grows
-        // up to linearly with K.
-        assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
-        // beta = 1 adds to C; beta = 0 must not read C (NaNs there stay out of the result).
-        const acc = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 1, c0 });
-        const tol = 1e-5 * Math.max(1, k / 300);
-        assertClose(await gemm(a, b, m, n, k, { transA, transB, beta: 1, into: c0.slice() }), acc, tol, `${isa} gemm beta=1 ${m}x${n}x${k}`);
-        const plain = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
-        assertClose(await gemm(a, b, m, n, k, { transA, transB, into: new Float32Array(m * n).fill(Number.NaN) }), plain, tol, `${isa} gemm beta=0 ${m}x${n}x${k}`);
-      }
-  }
+  await forEachGemm(GEMM_SHAPES, async (m, n, k, transA, transB) => {
+    const a = randomArray(m * k, rand);
+    const b = randomArray(k * n, rand);
+    const c0 = randomArray(m * n, rand);
+    const ref = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 0.5, beta: 2, c0 });
+    const c = await gemm(a, b, m, n, k, { transA, transB, alpha: 0.5, beta: 2, into: c0.slice() });
+    // Long sums (K up to 5001) in float32, summed in order within a row or chunk: the rounding error grows
+    // up to linearly with K.
+    assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+    // beta = 1 adds to C; beta = 0 must not read C (NaNs there stay out of the result).
+    const acc = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 1, c0 });
+    const tol = 1e-5 * Math.max(1, k / 300);
+    assertClose(await gemm(a, b, m, n, k, { transA, transB, beta: 1, into: c0.slice() }), acc, tol, `${isa} gemm beta=1 ${m}x${n}x${k}`);
+    const plain = gemmRef(m, n, k, a, transA ? m : k, b, transB ? k : n, { transA, transB, alpha: 1, beta: 0 });
+    assertClose(await gemm(a, b, m, n, k, { transA, transB, into: new Float32Array(m * n).fill(Number.NaN) }), plain, tol, `${isa} gemm beta=0 ${m}x${n}x${k}`);
+  });
 }
 
 /** Operands that are slices of wider rows (ld > columns): the padding between rows is never read
@@ -229,27 +104,25 @@ async function checkGemm(isa: string): Promise<void> {
 async function checkStridedGemm(isa: string): Promise<void> {
   const rand = rng(5);
   const native = loadAddon().kernels;
-  for (const [m, n, k] of [[33, 40, 70], [301, 49, 49], [37, 49, 4100], [1, 77, 300], [90, 1, 130], [200, 16, 9]] as Array<[number, number, number]>) {
-    for (const transA of [false, true])
-      for (const transB of [false, true]) {
-        const aRows = transA ? k : m, aCols = transA ? m : k;
-        const bRows = transB ? n : k, bCols = transB ? k : n;
-        const lda = aCols + 3, ldb = bCols + 5, ldc = n + 2;
-        const strided = (rows: number, cols: number, ld: number) => {
-          const x = new Float32Array((rows - 1) * ld + cols).fill(Number.NaN);
-          for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * ld + c] = rand() * 2 - 1;
-          return x;
-        };
-        const a = strided(aRows, aCols, lda);
-        const b = strided(bRows, bCols, ldb);
-        const c = strided(m, n, ldc);
-        for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) c[i * ldc + j] = 12345;
-        const ref = gemmRef(m, n, k, a, lda, b, ldb, { transA, transB, alpha: 1.5, beta: 1, c0: c, ldc });
-        for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) ref[i * ldc + j] = 12345;
-        await native.gemm({ transA, transB, m, n, k, alpha: 1.5, beta: 1, a, b, c, lda, ldb, ldc });
-        assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} strided gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
-      }
-  }
+  const shapes: Array<[number, number, number]> = [[33, 40, 70], [301, 49, 49], [37, 49, 4100], [1, 77, 300], [90, 1, 130], [200, 16, 9]];
+  await forEachGemm(shapes, async (m, n, k, transA, transB) => {
+    const aRows = transA ? k : m, aCols = transA ? m : k;
+    const bRows = transB ? n : k, bCols = transB ? k : n;
+    const lda = aCols + 3, ldb = bCols + 5, ldc = n + 2;
+    const strided = (rows: number, cols: number, ld: number) => {
+      const x = new Float32Array((rows - 1) * ld + cols).fill(Number.NaN);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) x[r * ld + c] = rand() * 2 - 1;
+      return x;
+    };
+    const a = strided(aRows, aCols, lda);
+    const b = strided(bRows, bCols, ldb);
+    const c = strided(m, n, ldc);
+    for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) c[i * ldc + j] = 12345;
+    const ref = gemmRef(m, n, k, a, lda, b, ldb, { transA, transB, alpha: 1.5, beta: 1, c0: c, ldc });
+    for (let i = 0; i + 1 < m; i++) for (let j = n; j < ldc; j++) ref[i * ldc + j] = 12345;
+    await native.gemm({ transA, transB, m, n, k, alpha: 1.5, beta: 1, a, b, c, lda, ldb, ldc });
+    assertClose(c, ref, 1e-5 * Math.max(1, k / 300), `${isa} strided gemm ${m}x${n}x${k} tA=${transA} tB=${transB}`);
+  });
 }
 
 const info = kernelInfo();
@@ -314,15 +187,7 @@ test('results do not depend on the thread count (bitwise)', async () => {
     await biasGrad(dyLong, 4600, 49),
     await biasGrad(dyLong, 49 * 4600, 1),
   ];
-  try {
-    setKernelThreads(1);
-    const one = await run();
-    setKernelThreads(Math.max(2, info.maxThreads));
-    const many = await run();
-    one.forEach((r, i) => assert.deepEqual(many[i], r, `product ${i}`));
-  } finally {
-    setKernelThreads(info.threads);
-  }
+  await assertThreadCountIndependent(run);
 });
 
 test('a large output in 64-byte aligned memory (non-temporal stores) equals the regular path bitwise', async () => {
@@ -371,7 +236,8 @@ test('gradients match finite differences of a scalar loss', async () => {
   const inF = 50;
   const m = 5;
   const index = randomIndex(out, inF, 16, 0.6, rand);
-  const w: BsrWeight = { index, out, in: inF, weights: randomArray(index.nnz * 256, rand) };
+  const weights = randomArray(index.nnz * 256, rand);
+  const w: BsrWeight = { index, out, in: inF, weights };
   const x = randomArray(m * inF, rand);
   const bias = randomArray(out, rand);
   const g = randomArray(m * out, rand);
@@ -399,7 +265,7 @@ test('gradients match finite differences of a scalar loss', async () => {
   for (let t = 0; t < 12; t++) {
     const k = Math.floor(rand() * index.nnz);
     const i = Math.floor(rand() * 256);
-    check(dW[k * 256 + i], await fd(w.weights, k * 256 + i, () => loss(w, x, bias)), `dW[${k}][${i}]`);
+    check(dW[k * 256 + i], await fd(weights, k * 256 + i, () => loss(w, x, bias)), `dW[${k}][${i}]`);
     const xi = Math.floor(rand() * x.length);
     check(dX[xi], await fd(x, xi, () => loss(w, x, bias)), `dX[${xi}]`);
     const bi = Math.floor(rand() * out);
@@ -411,13 +277,13 @@ test('bad arguments reject with an error naming the argument', async () => {
   const bl = flatBlockButterflyLayout(64, 64, { block: 32, butterflySize: 2, nFactors: 1 });
   const index = buildBlockIndex(bl);
   const w: BsrWeight = { index, out: 64, in: 64, weights: new Float32Array(index.nnz * 1024) };
-  await assert.rejects(bsrForward(w, new Float32Array(10), 4), /bsrForward: x has 10 floats, expected m\*in = 256/);
-  await assert.rejects(bsrForward({ ...w, weights: new Float32Array(5) }, new Float32Array(256), 4), /weights has 5 floats/);
+  await assert.rejects(bsrForward(w, new Float32Array(10), 4), /bsrForward: x has 10 values, expected m\*in = 256/);
+  await assert.rejects(bsrForward({ ...w, weights: new Float32Array(5) }, new Float32Array(256), 4), /weights has 5 values/);
   await assert.rejects(bsrForward({ ...w, out: 100 }, new Float32Array(256), 4), /out: 100 does not pad to 2 block-rows of 32/);
-  await assert.rejects(bsrBackwardData(w, new Float32Array(256), 4, { into: new Float32Array(3) }), /dx has 3 floats/);
+  await assert.rejects(bsrBackwardData(w, new Float32Array(256), 4, { into: new Float32Array(3) }), /dx has 3 values/);
   await assert.rejects(
     bsrBackwardWeight(w, new Float64Array(256) as unknown as Float32Array, new Float32Array(256), 4),
-    /dy must be a Float32Array, got a typed array of another element type/,
+    /dy must be a Float32Array \(fp32\) or a Uint16Array \(bf16\), got a typed array of another element type/,
   );
   const corrupt = { ...index, colIdx: index.colIdx.map((c) => c + 5) };
   await assert.rejects(bsrForward({ ...w, index: corrupt }, new Float32Array(256), 4), /layout\.colIdx\[0\] is out of range/);
@@ -426,10 +292,10 @@ test('bad arguments reject with an error naming the argument', async () => {
   const wrongT = { ...index, tBlock: index.tBlock.slice().reverse() };
   if (index.nnz > 1) assert.match(validateBlockIndex(wrongT), /tBlock\[0\] does not point at block/);
   await assert.rejects(bsrForward({ ...w, index: { ...index, block: 48 } }, new Float32Array(256), 4), /block must be|block: must be 16, 32 or 64/);
-  await assert.rejects(gemm(new Float32Array(6), new Float32Array(6), 2, 2, 3, { into: new Float32Array(5) }), /gemm: c has 5 floats, expected m\*n = 4/);
-  await assert.rejects(gemm(new Float32Array(5), new Float32Array(6), 2, 2, 3), /gemm: a has 5 floats, expected m\*k = 6/);
+  await assert.rejects(gemm(new Float32Array(6), new Float32Array(6), 2, 2, 3, { into: new Float32Array(5) }), /gemm: c has 5 values, expected m\*n = 4/);
+  await assert.rejects(gemm(new Float32Array(5), new Float32Array(6), 2, 2, 3), /gemm: a has 5 values, expected m\*k = 6/);
   await assert.rejects(gemm(new Float32Array(6), new Float32Array(6), 2.5, 2, 3), /gemm: m must be an integer/);
-  assert.throws(() => forceIsa('sse9' as Isa), /forceIsa: expected 'portable', 'avx2' or 'avx512'/);
+  assert.throws(() => forceIsa('sse9' as Isa), /forceIsa: expected 'portable', 'avx2', 'avx512', 'avx512bf16' or 'amx'/);
   assert.throws(() => setKernelThreads(0), /setThreads: threads must be an integer in 1\.\.1024/);
   // The process is still healthy after all of that.
   assert.equal((await bsrForward(w, new Float32Array(256), 4)).length, 256);

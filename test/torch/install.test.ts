@@ -39,7 +39,7 @@ test('pixelfly torch install builds and installs pixelfly_torch into a virtual e
     const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { target: string; backend: string; installed: boolean };
     assert.ok(out.target.startsWith(join(dir, 'env')), `installed into the environment: ${out.target}`);
     assert.ok(existsSync(join(out.target, 'pixelfly_torch', '_C.so')));
-    assert.match(out.backend, /^native \((avx512|avx2|portable), \d+ threads\)$/);
+    assert.match(out.backend, /^native \((amx|avx512bf16|avx512|avx2|portable), \d+ threads\)$/);
     const status = cli(['status', '--python', python], env);
     assert.equal(status.status, 0, status.stderr);
     assert.match(status.stdout, /: native \(/);

@@ -63,7 +63,7 @@ class Module(Case):
         if pt.extension.ops is None:
             self.assertTrue(pt.backend().startswith("masked-dense: "), pt.backend())
         else:
-            self.assertRegex(pt.backend(), r"^native \((portable|avx2|avx512), \d+ threads\)$")
+            self.assertRegex(pt.backend(), r"^native \((portable|avx2|avx512|avx512bf16|amx), \d+ threads\)$")
 
 
 class FromDense(Case):

@@ -34,6 +34,7 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, void* stream, Precision p)
       : ctx_(device, stream), sparse_(p), dense_(ctx_.usesCublas() ? p : Precision::F32) {}
   const char* name() const override { return "cuda"; }
+  const char* precision() const override { return cuda::precisionName(sparse_); }
 
   // ---- memory
   void* allocBytes(size_t bytes) override { return ctx_.allocBytes(bytes); }
@@ -211,15 +212,15 @@ const char* resolveBackendName(const std::string& requested) {
 void checkPrecision(const std::string& backend, const std::string& precision) {
   if (precision != "fp32" && precision != "bf16" && precision != "fp16")
     throw std::invalid_argument("precision: must be 'fp32', 'bf16' or 'fp16', got '" + precision + "'");
-  if (precision != "fp32" && backend != "cuda")
-    throw std::invalid_argument("precision: '" + precision + "' runs on the CUDA backend only; the " + backend +
-                                " backend trains in fp32");
+  if (precision == "fp16" && backend != "cuda")
+    throw std::invalid_argument("precision: 'fp16' runs on the CUDA backend only; the " + backend +
+                                " backend computes fp32 or bf16 products");
 }
 
 std::shared_ptr<Backend> createBackend(const std::string& requested, const std::string& precision) {
   const std::string backend = resolveBackendName(requested);
   checkPrecision(backend, precision);
-  return backend == "cuda" ? newCudaBackend(precision) : cpuBackend();
+  return backend == "cuda" ? newCudaBackend(precision) : cpuBackend(precision);
 }
 
 std::string defaultBackendName() {

@@ -12,9 +12,10 @@ namespace pixelfly {
 // std::invalid_argument saying why it is unavailable. Any other name: std::invalid_argument.
 // Each CUDA backend is a new one with its own stream, cuBLAS handle and scratch (a model owns one,
 // so each job runs on its own stream); the CPU backend is shared.
-// `precision` is the products' input precision: "fp32", or "bf16" / "fp16" on CUDA (tensor cores,
-// fp32 accumulation; weights, gradients and optimizer state stay fp32, like torch.autocast). Other
-// values, or reduced precision on the CPU: std::invalid_argument (see checkPrecision).
+// `precision` is the products' input precision: "fp32", "bf16" (CUDA tensor cores; on the CPU AMX
+// tiles, vdpbf16ps, or fp32 kernels on rounded inputs) or "fp16" (CUDA only), with fp32
+// accumulation; weights, gradients and optimizer state stay fp32, like torch.autocast. Other
+// values, or fp16 on the CPU: std::invalid_argument (see checkPrecision).
 std::shared_ptr<Backend> createBackend(const std::string& requested, const std::string& precision = "fp32");
 
 // A CUDA backend whose work goes on `stream`, a cudaStream_t its owner keeps alive (PyTorch's

@@ -238,10 +238,10 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       cuda::parsePrecision(precision, &prec);
       DeviceArrays d(ctx);
       const size_t nc = size_t(g.m) * g.n;
-      float* c = d.copy(g.beta != 0.f ? g.c : nullptr, nc);
-      ctx.gemm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, d.copy(g.a, size_t(g.m) * g.k), g.lda,
-               d.copy(g.b, size_t(g.k) * g.n), g.ldb, g.beta, c, g.n, prec);
-      ctx.download(g.c, c, nc);
+      float* c = d.copy(g.beta != 0.f ? g.c.f32() : nullptr, nc);
+      ctx.gemm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, d.copy(g.a.f32(), size_t(g.m) * g.k), g.lda,
+               d.copy(g.b.f32(), size_t(g.k) * g.n), g.ldb, g.beta, c, g.n, prec);
+      ctx.download(g.c.f32(), c, nc);
     };
 #else
     return [] {};

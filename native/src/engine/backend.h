@@ -54,6 +54,8 @@ class Backend {
   // True when buffers are host memory and calls run synchronously on the CPU: layers may then call
   // the kernels directly for fused loops (TokenMixMlp), and parameters need no copies.
   virtual bool runsOnHost() const { return false; }
+  // The products' input precision: "fp32", or "bf16" / "fp16" (inputs rounded, fp32 accumulation).
+  virtual const char* precision() const { return "fp32"; }
 
   // ---- memory: allocations are aligned for any element type; contents start undefined.
   virtual void* allocBytes(size_t bytes) = 0;
@@ -155,7 +157,7 @@ class Backend {
 };
 
 // The CPU backend: the kernels of native/src/kernels (issue 3) and the loops of pointwise.h. It has
-// no state, so every model shares it.
-std::shared_ptr<Backend> cpuBackend();
+// no state besides its products' precision ("fp32" or "bf16"), so every model of a precision shares it.
+std::shared_ptr<Backend> cpuBackend(const std::string& precision = "fp32");
 
 }  // namespace pixelfly

@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #include "backend_cpu.h"
 #include "kernels/kernels.h"
@@ -14,7 +16,7 @@ namespace {
 
 namespace k = kernels;
 
-k::BsrWeight bsrWeight(const BsrShape& s, const float* blocks) {
+k::BsrWeight bsrWeight(const BsrShape& s, const float* blocks, k::Precision p) {
   const BsrIndex& ix = *s.index;
   k::BsrWeight w;
   w.layout.block = ix.block;
@@ -29,6 +31,7 @@ k::BsrWeight bsrWeight(const BsrShape& s, const float* blocks) {
   w.out = s.out;
   w.in = s.in;
   w.blocks = blocks;
+  w.precision = p;
   return w;
 }
 
@@ -47,38 +50,41 @@ void CpuBackend::zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
 
 void CpuBackend::denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,
                               bool accumulate) {
-  k::denseForward(M, K, N, X, K, W, bias, Y, N, accumulate);
+  k::denseForward(M, K, N, X, K, W, bias, Y, N, accumulate, precision_);
 }
 void CpuBackend::denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) {
-  k::denseBackwardData(M, K, N, dY, N, W, dX, K, accumulate);
+  k::denseBackwardData(M, K, N, dY, N, W, dX, K, accumulate, precision_);
 }
 void CpuBackend::denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) {
-  k::denseBackwardWeight(M, K, N, dY, N, X, K, dW, accumulate);
+  k::denseBackwardWeight(M, K, N, dY, N, X, K, dW, accumulate, precision_);
 }
 void CpuBackend::biasGrad(int M, int N, const float* dY, float* db, bool accumulate) {
   k::biasGrad(M, N, dY, N, db, accumulate);
 }
 void CpuBackend::bsrForward(const BsrShape& s, int M, const float* X, const float* Wp, const float* bias, float* Y,
                             bool accumulate) {
-  k::bsrForward(bsrWeight(s, Wp), M, X, s.in, bias, Y, s.out, accumulate);
+  k::bsrForward(bsrWeight(s, Wp, precision_), M, X, s.in, bias, Y, s.out, accumulate);
 }
 void CpuBackend::bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) {
-  k::bsrBackwardData(bsrWeight(s, Wp), M, dY, s.out, dX, s.in, accumulate);
+  k::bsrBackwardData(bsrWeight(s, Wp, precision_), M, dY, s.out, dX, s.in, accumulate);
 }
 void CpuBackend::bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
                                    bool accumulate) {
-  k::bsrBackwardWeight(bsrWeight(s, nullptr), M, dY, s.out, X, s.in, dWp, accumulate);
+  k::bsrBackwardWeight(bsrWeight(s, nullptr, precision_), M, dY, s.out, X, s.in, dWp, accumulate);
 }
 std::string CpuBackend::validate(const BsrShape& s) {
-  const k::BsrWeight w = bsrWeight(s, nullptr);
+  const k::BsrWeight w = bsrWeight(s, nullptr, precision_);
   std::string err = k::validateLayout(w.layout);
   if (err.empty()) err = k::validateWeightShape(w.layout, s.out, s.in);
   return err;
 }
 
-std::shared_ptr<Backend> cpuBackend() {
-  static const std::shared_ptr<Backend> be = std::make_shared<CpuBackend>();
-  return be;
+std::shared_ptr<Backend> cpuBackend(const std::string& precision) {
+  static const std::shared_ptr<Backend> fp32 = std::make_shared<CpuBackend>(k::Precision::F32);
+  static const std::shared_ptr<Backend> bf16 = std::make_shared<CpuBackend>(k::Precision::BF16);
+  if (precision == "fp32") return fp32;
+  if (precision == "bf16") return bf16;
+  throw std::invalid_argument("precision: the cpu backend computes 'fp32' or 'bf16' products, not '" + precision + "'");
 }
 
 }  // namespace pixelfly

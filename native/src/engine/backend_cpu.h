@@ -1,15 +1,25 @@
 // The CPU backend: host memory and the kernels of issue 3 for the products (backend_cpu.cc), the
-// other layer operations as OpenMP loops over pointwise.h (cpu_layers.cc). It has no state, so every
-// model shares one (cpuBackend()). The operations and their meaning are Backend's (backend.h).
+// other layer operations as OpenMP loops over pointwise.h (cpu_layers.cc). Its only state is the
+// products' precision, so every model of a precision shares one (cpuBackend()). The operations and
+// their meaning are Backend's (backend.h).
+//
+// bf16: every product rounds its inputs to bf16 and accumulates in fp32 (the kernels round fp32
+// operands while packing them, so activations, master weights, gradients and AdamW moments stay
+// fp32 in memory); elementwise layers, LayerNorm, softmax and the optimizer are fp32.
 #pragma once
 #include "backend.h"
+#include "kernels/kernels.h"
 
 namespace pixelfly {
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(kernels::Precision p) : precision_(p) {}
   const char* name() const override { return "cpu"; }
   bool runsOnHost() const override { return true; }
+  const char* precision() const override { return precision_ == kernels::Precision::BF16 ? "bf16" : "fp32"; }
+  // For layers that call the kernels directly (TokenMixMlp).
+  kernels::Precision kernelPrecision() const { return precision_; }
 
   // ---- memory and products (backend_cpu.cc)
   void* allocBytes(size_t bytes) override;
@@ -65,6 +75,9 @@ class CpuBackend final : public Backend {
       int64_t* correct) override;
   double sumOfSquares(const float* x, int64_t n) override;
   void adamw(int64_t n, float* p, const float* g, float* m, float* v, const AdamStep& s) override;
+
+ private:
+  const kernels::Precision precision_;
 };
 
 }  // namespace pixelfly

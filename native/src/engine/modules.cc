@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include <omp.h>
 
@@ -26,6 +27,11 @@ PartTime& partOf(PartTimes& parts, const std::string& name) {
 }
 
 size_t rowsOf(int B, const Dims& d) { return static_cast<size_t>(B) * static_cast<size_t>(d.T); }
+
+// The precision of the products a layer runs on the kernels directly (TokenMixMlp, CPU only).
+kernels::Precision hostPrecision(const Backend& be) {
+  return std::strcmp(be.precision(), "bf16") == 0 ? kernels::Precision::BF16 : kernels::Precision::F32;
+}
 
 // torch.nn.init.kaiming_uniform_(w, a=sqrt(5)) on a [*, fanIn] weight reduces to U(-1/√fanIn, 1/√fanIn),
 // the default of nn.Linear; its bias uses the same bound.
@@ -254,7 +260,8 @@ void TokenMixMlp::hiddenActivations(Ctx& c, const float* xb, ThreadScratch& s) c
   s.h.resize(n);
   const float* b1 = c.ps->data(b1_);
   for (int t = 0; t < Hd; t++) std::fill(s.p.begin() + static_cast<size_t>(t) * D, s.p.begin() + static_cast<size_t>(t + 1) * D, b1[t]);
-  kernels::gemm(kernels::Trans::No, kernels::Trans::No, Hd, D, T, 1.0f, c.ps->data(w1_), T, xb, D, 1.0f, s.p.data(), D);
+  kernels::gemm(kernels::Trans::No, kernels::Trans::No, Hd, D, T, 1.0f, c.ps->data(w1_), T, xb, D, 1.0f, s.p.data(), D,
+                hostPrecision(*c.be));
   pw::geluForward(s.p.data(), s.h.data(), static_cast<int64_t>(n));
 }
 
@@ -264,6 +271,7 @@ const float* TokenMixMlp::forward(Ctx& c, const float* x, int B) {
   const int T = in.T, D = in.D;
   const size_t slice = in.size();
   const float* b2 = c.ps->data(b2_);
+  const kernels::Precision prec = hostPrecision(*c.be);
   scratch_.resize(omp_get_max_threads());
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < B; b++) {
@@ -272,7 +280,7 @@ const float* TokenMixMlp::forward(Ctx& c, const float* x, int B) {
     float* yb = y + b * slice;
     for (int t = 0; t < T; t++) std::fill(yb + static_cast<size_t>(t) * D, yb + static_cast<size_t>(t + 1) * D, b2[t]);
     kernels::gemm(kernels::Trans::No, kernels::Trans::No, T, D, hidden_, 1.0f, c.ps->data(w2_), hidden_, s.h.data(), D,
-                  1.0f, yb, D);
+                  1.0f, yb, D, prec);
   }
   return y;
 }
@@ -285,6 +293,7 @@ void TokenMixMlp::backward(Ctx& c, const float* dy, float* dx, int B) {
   scratch_.resize(threads);
   for (auto& s : scratch_) s.grads.assign(nGrads, 0.0f);
   using kernels::Trans;
+  const kernels::Precision prec = hostPrecision(*c.be);
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < B; b++) {
     ThreadScratch& s = scratch_[omp_get_thread_num()];
@@ -297,14 +306,14 @@ void TokenMixMlp::backward(Ctx& c, const float* dy, float* dx, int B) {
     hiddenActivations(c, xb, s);
     s.dh.resize(static_cast<size_t>(Hd) * D);
     // y = W2·h + b2: dW2 += dy·hᵀ, db2 += row sums of dy, dh = W2ᵀ·dy.
-    kernels::gemm(Trans::No, Trans::Yes, T, Hd, D, 1.0f, dyb, D, s.h.data(), D, 1.0f, gW2, Hd);
+    kernels::gemm(Trans::No, Trans::Yes, T, Hd, D, 1.0f, dyb, D, s.h.data(), D, 1.0f, gW2, Hd, prec);
     pw::addRowSums(dyb, T, D, gB2);
-    kernels::gemm(Trans::Yes, Trans::No, Hd, D, T, 1.0f, c.ps->data(w2_), Hd, dyb, D, 0.0f, s.dh.data(), D);
+    kernels::gemm(Trans::Yes, Trans::No, Hd, D, T, 1.0f, c.ps->data(w2_), Hd, dyb, D, 0.0f, s.dh.data(), D, prec);
     // through GELU (dp overwrites dh), then p = W1·x + b1: dW1 += dp·xᵀ, db1 += row sums, dx = W1ᵀ·dp.
     pw::geluBackward(s.p.data(), s.dh.data(), s.dh.data(), static_cast<int64_t>(Hd) * D);
-    kernels::gemm(Trans::No, Trans::Yes, Hd, T, D, 1.0f, s.dh.data(), D, xb, D, 1.0f, gW1, T);
+    kernels::gemm(Trans::No, Trans::Yes, Hd, T, D, 1.0f, s.dh.data(), D, xb, D, 1.0f, gW1, T, prec);
     pw::addRowSums(s.dh.data(), Hd, D, gB1);
-    if (dx) kernels::gemm(Trans::Yes, Trans::No, T, D, Hd, 1.0f, c.ps->data(w1_), T, s.dh.data(), D, 0.0f, dx + b * slice, D);
+    if (dx) kernels::gemm(Trans::Yes, Trans::No, T, D, Hd, 1.0f, c.ps->data(w1_), T, s.dh.data(), D, 0.0f, dx + b * slice, D, prec);
   }
   float* grads[] = {c.ps->grad(w1_), c.ps->grad(b1_), c.ps->grad(w2_), c.ps->grad(b2_)};
   const size_t sizes[] = {nW1, static_cast<size_t>(Hd), nW1, static_cast<size_t>(T)};

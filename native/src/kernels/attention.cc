@@ -19,6 +19,8 @@ bool attentionBlock(int block) {
 
 const AttentionTable& table() {
   switch (activeIsa()) {
+    case Isa::Amx:         // the bf16 paths run on AVX-512 CPUs: their attention is the AVX-512 one
+    case Isa::Avx512Bf16:
     case Isa::Avx512:
       return kAvx512Attention;
     case Isa::Avx2:

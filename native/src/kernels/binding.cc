@@ -1,7 +1,8 @@
 // JS binding of the kernels (exports.kernels): every product runs on a libuv worker thread and
 // returns a promise. Arguments are checked on the JS thread and copied into a plain C++ struct
-// (the baton): sizes, the layout's index arrays (copied), and pointers into the caller's
-// Float32Arrays, which stay referenced until the promise settles. A bad argument rejects the
+// (the baton): sizes, the layout's index arrays (copied), and pointers into the caller's typed
+// arrays (Float32Array: fp32; Uint16Array: bf16 bits), which stay referenced until the promise
+// settles. `precision: 'bf16'` makes an all-fp32 product a bf16 product (see kernels.h). A bad argument rejects the
 // promise with an Error naming the argument; nothing invalid ever reaches a kernel.
 #include <algorithm>
 #include <cmath>
@@ -27,8 +28,8 @@ using binding::KernelWorker;
 using binding::OwnedLayout;
 using binding::layoutArg;
 
-// The weight descriptor shared by the three Pixelfly products: layout, out, in, and (when the
-// product reads W) `weights` of nnz*block*block floats.
+// The weight descriptor shared by the three Pixelfly products: layout, out, in, precision, and (when
+// the product reads W) `weights` of nnz*block*block values.
 struct WeightArgs {
   std::shared_ptr<OwnedLayout> layout;
   BsrWeight w;
@@ -44,7 +45,8 @@ WeightArgs weightArgs(Args& a, bool readsWeights) {
   const std::string err = validateWeightShape(r.w.layout, r.w.out, r.w.in);
   if (!err.empty()) throw ArgError(a.fn + ": " + err + " (layout and weight shape disagree)");
   const long bb = (long)r.w.layout.block * r.w.layout.block;
-  if (readsWeights) r.w.blocks = a.floats("weights", (size_t)(r.w.layout.nnz * bb), "nnz*block*block");
+  if (readsWeights) r.w.blocks = a.src("weights", (size_t)(r.w.layout.nnz * bb), "nnz*block*block");
+  r.w.precision = a.precision();
   r.m = a.integer("m", 0, 1 << 30);
   return r;
 }
@@ -53,9 +55,9 @@ Napi::Value BsrForward(const Napi::CallbackInfo& info) {
   return binding::run(info, "bsrForward", [](Args& a) -> std::function<void()> {
     WeightArgs p = weightArgs(a, true);
     const size_t m = p.m;
-    const float* x = a.floats("x", m * p.w.in, "m*in");
+    const Src x = a.src("x", m * p.w.in, "m*in");
     const float* bias = a.has("bias") ? a.floats("bias", p.w.out, "out") : nullptr;
-    float* y = a.floats("y", m * p.w.out, "m*out");
+    const Dst y = a.dst("y", m * p.w.out, "m*out");
     const bool acc = a.boolean("accumulate", false);
     return [p, x, bias, y, acc] { bsrForward(p.w, p.m, x, p.w.in, bias, y, p.w.out, acc); };
   });
@@ -65,8 +67,8 @@ Napi::Value BsrBackwardData(const Napi::CallbackInfo& info) {
   return binding::run(info, "bsrBackwardData", [](Args& a) -> std::function<void()> {
     WeightArgs p = weightArgs(a, true);
     const size_t m = p.m;
-    const float* dy = a.floats("dy", m * p.w.out, "m*out");
-    float* dx = a.floats("dx", m * p.w.in, "m*in");
+    const Src dy = a.src("dy", m * p.w.out, "m*out");
+    const Dst dx = a.dst("dx", m * p.w.in, "m*in");
     const bool acc = a.boolean("accumulate", false);
     return [p, dy, dx, acc] { bsrBackwardData(p.w, p.m, dy, p.w.out, dx, p.w.in, acc); };
   });
@@ -77,9 +79,9 @@ Napi::Value BsrBackwardWeight(const Napi::CallbackInfo& info) {
     WeightArgs p = weightArgs(a, false);
     const size_t m = p.m;
     const long bb = (long)p.w.layout.block * p.w.layout.block;
-    const float* dy = a.floats("dy", m * p.w.out, "m*out");
-    const float* x = a.floats("x", m * p.w.in, "m*in");
-    float* dw = a.floats("dw", (size_t)(p.w.layout.nnz * bb), "nnz*block*block");
+    const Src dy = a.src("dy", m * p.w.out, "m*out");
+    const Src x = a.src("x", m * p.w.in, "m*in");
+    const Dst dw = a.dst("dw", (size_t)(p.w.layout.nnz * bb), "nnz*block*block");
     const bool acc = a.boolean("accumulate", false);
     return [p, dy, x, dw, acc] { bsrBackwardWeight(p.w, p.m, dy, p.w.out, x, p.w.in, dw, acc); };
   });
@@ -88,21 +90,21 @@ Napi::Value BsrBackwardWeight(const Napi::CallbackInfo& info) {
 Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
   return binding::run(info, "biasGrad", [](Args& a) -> std::function<void()> {
     const int m = a.integer("m", 0, 1 << 30), n = a.integer("n", 1, 1 << 30);
-    const float* dy = a.floats("dy", (size_t)m * n, "m*n");
-    float* db = a.floats("db", (size_t)n, "n");
+    const Src dy = a.src("dy", (size_t)m * n, "m*n");
+    const Dst db = a.dst("db", (size_t)n, "n");
     const bool acc = a.boolean("accumulate", false);
     return [=] { biasGrad(m, n, dy, n, db, acc); };
   });
 }
 
-// gemm({transA, transB, m, n, k, alpha?, a, b, beta?, c, lda?, ldb?, ldc?}): c = alpha·op(a)·op(b) + beta·c,
-// row-major, with optional row strides (tests of strided operands).
+// gemm({transA, transB, m, n, k, alpha?, a, b, beta?, c, lda?, ldb?, ldc?, precision?}):
+// c = alpha·op(a)·op(b) + beta·c, row-major, with optional row strides (tests of strided operands).
 Napi::Value Gemm(const Napi::CallbackInfo& info) {
   return binding::run(info, "gemm", [](Args& a) -> std::function<void()> {
-    binding::GemmArgs g = binding::gemmArgs(a, true);
+    binding::GemmArgs g = binding::gemmArgs(a, true, true);
     return [g] {
       gemm(g.ta ? Trans::Yes : Trans::No, g.tb ? Trans::Yes : Trans::No, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b, g.ldb,
-           g.beta, g.c, g.ldc);
+           g.beta, g.c, g.ldc, g.precision);
     };
   });
 }
@@ -129,9 +131,12 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("bestIsa", isaName(bestIsa()));
   Napi::Array supported = Napi::Array::New(env);
   uint32_t i = 0;
-  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512})
+  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx})
     if (isaSupported(isa)) supported.Set(i++, isaName(isa));
   o.Set("supportedIsas", supported);
+  o.Set("bf16", bf16Path());
+  const std::string amx = amxUnavailableReason();
+  if (!amx.empty()) o.Set("amxUnavailable", amx);
   o.Set("threads", threads());
   o.Set("maxThreads", maxThreads());
   o.Set("blocks", binding::intArray(env, {16, 32, 64}));
@@ -153,7 +158,7 @@ Napi::Value ForceIsa(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Isa isa;
   if (info.Length() < 1 || !info[0].IsString() || !parseIsa(info[0].As<Napi::String>().Utf8Value(), &isa))
-    throw Napi::TypeError::New(env, "forceIsa: expected 'portable', 'avx2' or 'avx512'");
+    throw Napi::TypeError::New(env, "forceIsa: expected 'portable', 'avx2', 'avx512', 'avx512bf16' or 'amx'");
   if (!isaSupported(isa))
     throw Napi::Error::New(env, std::string("forceIsa: this CPU does not support ") + isaName(isa));
   forceIsa(isa);
@@ -178,6 +183,28 @@ Napi::Value AlignedFloat32Array(const Napi::CallbackInfo& info) {
   return Napi::Float32Array::New(env, static_cast<size_t>(n), buf, 0);
 }
 
+// toBf16(Float32Array) -> Uint16Array and toF32(Uint16Array) -> Float32Array, synchronous: the
+// kernels' own rounding (round to nearest even), for callers that hold bf16 tensors as bits.
+Napi::Value ToBf16(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "toBf16: expected a Float32Array");
+  Napi::Float32Array src = info[0].As<Napi::Float32Array>();
+  Napi::Uint16Array dst = Napi::Uint16Array::New(env, src.ElementLength());
+  toBf16(src.Data(), dst.Data(), src.ElementLength());
+  return dst;
+}
+
+Napi::Value ToF32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)
+    throw Napi::TypeError::New(env, "toF32: expected a Uint16Array of bf16 values");
+  Napi::Uint16Array src = info[0].As<Napi::Uint16Array>();
+  Napi::Float32Array dst = Napi::Float32Array::New(env, src.ElementLength());
+  toF32(src.Data(), dst.Data(), src.ElementLength());
+  return dst;
+}
+
 void InitKernels(Napi::Env env, Napi::Object exports) {
   Napi::Object k = Napi::Object::New(env);
   k.Set("info", Napi::Function::New(env, Info, "info"));
@@ -190,6 +217,8 @@ void InitKernels(Napi::Env env, Napi::Object exports) {
   k.Set("biasGrad", Napi::Function::New(env, BiasGrad, "biasGrad"));
   k.Set("gemm", Napi::Function::New(env, Gemm, "gemm"));
   k.Set("alignedFloat32Array", Napi::Function::New(env, AlignedFloat32Array, "alignedFloat32Array"));
+  k.Set("toBf16", Napi::Function::New(env, ToBf16, "toBf16"));
+  k.Set("toF32", Napi::Function::New(env, ToF32, "toF32"));
   exports.Set("kernels", k);
 }
 

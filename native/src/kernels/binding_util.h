@@ -79,6 +79,27 @@ class Args {
     return arr.Data();
   }
 
+  // A matrix operand of exactly `expected` elements: a Float32Array (fp32) or a Uint16Array (bf16
+  // bits, the upper halves of fp32 values).
+  kernels::Src src(const char* name, size_t expected, const char* expr) { return typed(name, expected, expr).first; }
+  kernels::Dst dst(const char* name, size_t expected, const char* expr) {
+    auto t = typed(name, expected, expr);
+    kernels::Dst d;
+    d.data = const_cast<void*>(t.first.data);
+    d.type = t.first.type;
+    return d;
+  }
+
+  // The `precision` field: 'fp32' (default) or 'bf16'.
+  kernels::Precision precision() const {
+    Napi::Value v = obj.Get("precision");
+    if (v.IsUndefined()) return kernels::Precision::F32;
+    const std::string p = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+    if (p == "fp32") return kernels::Precision::F32;
+    if (p == "bf16") return kernels::Precision::BF16;
+    throw ArgError(fn + ": precision must be 'fp32' or 'bf16'" + (p.empty() ? "" : ", got '" + p + "'"));
+  }
+
   static std::string typeName(const Napi::Value& v) {
     if (v.IsUndefined()) return "undefined (missing)";
     if (v.IsNull()) return "null";
@@ -93,6 +114,24 @@ class Args {
   const std::string fn;
   Napi::Object obj;
   std::vector<Napi::ObjectReference> pinned;
+
+ private:
+  std::pair<kernels::Src, size_t> typed(const char* name, size_t expected, const char* expr) {
+    Napi::Value v = obj.Get(name);
+    const std::string what = fn + ": " + name;
+    const napi_typedarray_type t = v.IsTypedArray() ? v.As<Napi::TypedArray>().TypedArrayType() : napi_int8_array;
+    if (!v.IsTypedArray() || (t != napi_float32_array && t != napi_uint16_array))
+      throw ArgError(what + " must be a Float32Array (fp32) or a Uint16Array (bf16), got " + typeName(v));
+    Napi::TypedArray arr = v.As<Napi::TypedArray>();
+    if (arr.ElementLength() != expected)
+      throw ArgError(what + " has " + std::to_string(arr.ElementLength()) + " values, expected " + expr + " = " +
+                     std::to_string(expected));
+    pinned.push_back(Napi::Persistent(arr.As<Napi::Object>()));
+    kernels::Src s;
+    s.data = static_cast<const char*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+    s.type = t == napi_uint16_array ? kernels::DType::BF16 : kernels::DType::F32;
+    return {s, expected};
+  }
 };
 
 // Runs `job` on a libuv worker; resolves with undefined, or rejects with the job's exception text.
@@ -143,13 +182,15 @@ Napi::Value run(const Napi::CallbackInfo& info, const char* fn, Prepare prepare)
 }
 
 // Arguments of a row-major gemm: c[m×n] = alpha·op(a)·op(b) + beta·c with contiguous operands.
+// Operands are fp32 (the element types a plain binding reads: a.f32() ...) unless `typed`: then
+// each may also be bf16 (a Uint16Array), and `precision` is read.
 struct GemmArgs {
   bool ta = false, tb = false;
   int m = 0, n = 0, k = 0, lda = 0, ldb = 0, ldc = 0;
   float alpha = 1.f, beta = 0.f;
-  const float* a = nullptr;
-  const float* b = nullptr;
-  float* c = nullptr;
+  kernels::Src a, b;
+  kernels::Dst c;
+  kernels::Precision precision = kernels::Precision::F32;
 };
 
 // Floats a row-major rows×cols matrix with leading dimension ld spans (the last row ends at cols).
@@ -157,7 +198,7 @@ inline size_t spanOf(long rows, long cols, long ld) { return rows == 0 || cols =
 
 // leadingDims: also accept optional lda/ldb/ldc (row strides >= the columns; the arrays must then
 // hold exactly the span of their rows), for callers that implement them (the CPU kernels).
-inline GemmArgs gemmArgs(Args& a, bool leadingDims = false) {
+inline GemmArgs gemmArgs(Args& a, bool leadingDims = false, bool typed = false) {
   GemmArgs g;
   g.ta = a.boolean("transA", false);
   g.tb = a.boolean("transB", false);
@@ -166,23 +207,33 @@ inline GemmArgs gemmArgs(Args& a, bool leadingDims = false) {
   g.k = a.integer("k", 0, 1 << 30);
   g.alpha = a.number("alpha", 1.f);
   g.beta = a.number("beta", 0.f);
+  if (typed) g.precision = a.precision();
   const int aRows = g.ta ? g.k : g.m, aCols = g.ta ? g.m : g.k;
   const int bRows = g.tb ? g.n : g.k, bCols = g.tb ? g.k : g.n;
   g.lda = std::max(1, aCols);
   g.ldb = std::max(1, bCols);
   g.ldc = g.n;
-  if (leadingDims && (a.has("lda") || a.has("ldb") || a.has("ldc"))) {
+  const bool strided = leadingDims && (a.has("lda") || a.has("ldb") || a.has("ldc"));
+  if (strided) {
     if (a.has("lda")) g.lda = a.integer("lda", std::max(1, aCols), 1 << 30);
     if (a.has("ldb")) g.ldb = a.integer("ldb", std::max(1, bCols), 1 << 30);
     if (a.has("ldc")) g.ldc = a.integer("ldc", g.n, 1 << 30);
-    g.a = a.floats("a", spanOf(aRows, aCols, g.lda), "(rows(op a)-1)*lda + cols");
-    g.b = a.floats("b", spanOf(bRows, bCols, g.ldb), "(rows(op b)-1)*ldb + cols");
-    g.c = a.floats("c", spanOf(g.m, g.n, g.ldc), "(m-1)*ldc + n");
-    return g;
   }
-  g.a = a.floats("a", (size_t)g.m * g.k, "m*k");
-  g.b = a.floats("b", (size_t)g.k * g.n, "k*n");
-  g.c = a.floats("c", (size_t)g.m * g.n, "m*n");
+  const size_t na = strided ? spanOf(aRows, aCols, g.lda) : (size_t)g.m * g.k;
+  const size_t nb = strided ? spanOf(bRows, bCols, g.ldb) : (size_t)g.k * g.n;
+  const size_t nc = strided ? spanOf(g.m, g.n, g.ldc) : (size_t)g.m * g.n;
+  const char* ea = strided ? "(rows(op a)-1)*lda + cols" : "m*k";
+  const char* eb = strided ? "(rows(op b)-1)*ldb + cols" : "k*n";
+  const char* ec = strided ? "(m-1)*ldc + n" : "m*n";
+  if (typed) {
+    g.a = a.src("a", na, ea);
+    g.b = a.src("b", nb, eb);
+    g.c = a.dst("c", nc, ec);
+  } else {
+    g.a = a.floats("a", na, ea);
+    g.b = a.floats("b", nb, eb);
+    g.c = a.floats("c", nc, ec);
+  }
   return g;
 }
 

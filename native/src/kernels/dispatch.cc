@@ -1,9 +1,19 @@
 // Public kernel API: argument checks, ISA selection and thread count; the work itself is in the
-// per-ISA tables (isa_kernels.cc).
+// per-ISA tables (isa_kernels.cc). bf16 products go to the table's bf16 entries where the ISA has
+// bf16 instructions, else to its fp32 entries on bf16-rounded fp32 copies of the inputs; bf16
+// outputs are computed in fp32 and rounded once, here.
+#include <cpuid.h>
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -15,6 +25,38 @@ namespace pixelfly {
 namespace kernels {
 namespace {
 
+bool cpuHasAvx512() {
+  // The AVX-512 unit also uses AVX2/FMA encodings for its scalar edges.
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+bool cpuHasAvx512Bf16() { return cpuHasAvx512() && __builtin_cpu_supports("avx512bf16"); }
+
+// AMX needs the instructions (cpuid), the OS's tile state in XCR0, and (Linux 5.16+) the process's
+// request for the tile data state before the first tile instruction, which would otherwise fault.
+// Asked once; "" when usable.
+std::string probeAmx() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22)))
+    return "this CPU has no AMX tiles with bf16 (cpuid amx_tile, amx_bf16)";
+  if (!cpuHasAvx512Bf16()) return "this CPU has AMX but no avx512_bf16, which the AMX kernels' packing uses";
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return "the OS has not enabled XSAVE (no OSXSAVE)";
+  unsigned lo = 0, hi = 0;
+  asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  if ((lo & (3u << 17)) != (3u << 17)) return "the OS does not enable the AMX tile state (XCR0 bits 17-18)";
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0)
+    return std::string("the kernel refused the AMX tile state (arch_prctl(ARCH_REQ_XCOMP_PERM): ") + std::strerror(errno) + ")";
+  return "";
+}
+
+const std::string& amxReason() {
+  static const std::string reason = probeAmx();
+  return reason;
+}
+
 bool cpuHas(Isa isa) {
   switch (isa) {
     case Isa::Portable:
@@ -22,17 +64,18 @@ bool cpuHas(Isa isa) {
     case Isa::Avx2:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case Isa::Avx512:
-      // The AVX-512 unit also uses AVX2/FMA encodings for its scalar edges.
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return cpuHasAvx512();
+    case Isa::Avx512Bf16:
+      return cpuHasAvx512Bf16();
+    case Isa::Amx:
+      return amxReason().empty();
   }
   return false;
 }
 
 Isa detectBest() {
-  if (cpuHas(Isa::Avx512)) return Isa::Avx512;
-  if (cpuHas(Isa::Avx2)) return Isa::Avx2;
+  for (Isa isa : {Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2})
+    if (cpuHas(isa)) return isa;
   return Isa::Portable;
 }
 
@@ -46,6 +89,10 @@ std::atomic<int> gThreads{hardwareThreads()};
 
 const KernelTable& table() {
   switch ((Isa)gIsa.load(std::memory_order_relaxed)) {
+    case Isa::Amx:
+      return kAmxKernels;
+    case Isa::Avx512Bf16:
+      return kAvx512Bf16Kernels;
     case Isa::Avx512:
       return kAvx512Kernels;
     case Isa::Avx2:
@@ -65,17 +112,99 @@ void requireMatrix(const char* name, const void* p, long rows, long cols, long l
   if (rows > 0 && cols > 0 && p == nullptr) fail(std::string(name) + ": null data for a non-empty matrix");
 }
 
+void requirePrecision(Precision p) {
+  if (p != Precision::F32 && p != Precision::BF16) fail("precision: must be F32 or BF16, got " + std::to_string((int)p));
+}
+
 void requireWeight(const BsrWeight& w, bool needBlocks) {
   const std::string err = validateWeightShape(w.layout, w.out, w.in);
   if (!err.empty()) fail(err);
-  if (w.precision != Precision::F32) fail("precision: only F32 is implemented");
-  if (needBlocks && w.layout.nnz > 0 && w.blocks == nullptr) fail("blocks: null weight data");
+  requirePrecision(w.precision);
+  if (needBlocks && w.layout.nnz > 0 && w.blocks.data == nullptr) fail("blocks: null weight data");
 }
+
+// A bf16 product: asked for, or any input stored as bf16.
+bool bf16Product(Precision p, std::initializer_list<Src> inputs) {
+  if (p == Precision::BF16) return true;
+  for (const Src& s : inputs)
+    if (s.type == DType::BF16) return true;
+  return false;
+}
+
+// ---- fp32 copies: inputs of a bf16 product where the ISA has no bf16 instructions, and fp32
+// results of products whose output is bf16. Per-thread buffers that only grow, 64-byte aligned
+// (large fp32 outputs are then written with streaming stores).
+struct FloatScratch {
+  float* p = nullptr;
+  size_t cap = 0;
+  ~FloatScratch() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(n, 1) * sizeof(float) + 63) / 64 * 64));
+      if (!p) {
+        cap = 0;
+        throw std::bad_alloc();
+      }
+      cap = n;
+    }
+    return p;
+  }
+};
+thread_local FloatScratch tlsInA, tlsInB, tlsOut;
+
+// rows × cols of `s` (ld apart) as contiguous fp32 holding bf16 values: fp32 rounded, bf16 widened.
+const float* roundedCopy(const Src& s, long rows, long cols, long ld, FloatScratch& buf) {
+  float* d = buf.get((size_t)(rows * cols));
+  const KernelTable& t = table();
+#pragma omp parallel for num_threads(std::max(1, std::min(threads(), (int)(rows * cols >> 16)))) schedule(static)
+  for (long r = 0; r < rows; r++) {
+    float* dr = d + r * cols;
+    if (s.type == DType::BF16) {
+      t.toF32(s.b16() + r * ld, dr, (size_t)cols);
+    } else {
+      const float* f = s.f32() + r * ld;
+      for (long c = 0; c < cols; c++) dr[c] = bf16ToFloat(roundToBf16(f[c]));
+    }
+  }
+  return d;
+}
+
+// Where a product writes its fp32 result: the output itself, or (bf16 output) an fp32 scratch,
+// holding the widened output when the product accumulates, rounded into the output by finish().
+class F32Output {
+ public:
+  F32Output(const Dst& out, long rows, long cols, long ld, bool accumulate) : out_(out), rows_(rows), cols_(cols), ld_(ld) {
+    if (out.type == DType::F32) {
+      p = out.f32();
+      ldF = ld;
+      return;
+    }
+    p = tlsOut.get((size_t)(rows * cols));
+    ldF = cols;
+    if (accumulate)
+      for (long r = 0; r < rows; r++) table().toF32(out.b16() + r * ld, p + r * cols, (size_t)cols);
+  }
+  void finish() {
+    if (out_.type == DType::F32) return;
+    for (long r = 0; r < rows_; r++) table().toBf16(p + r * cols_, out_.b16() + r * ld_, (size_t)cols_);
+  }
+  float* p;
+  long ldF;
+
+ private:
+  Dst out_;
+  long rows_, cols_, ld_;
+};
 
 }  // namespace
 
 const char* isaName(Isa isa) {
   switch (isa) {
+    case Isa::Amx:
+      return "amx";
+    case Isa::Avx512Bf16:
+      return "avx512bf16";
     case Isa::Avx512:
       return "avx512";
     case Isa::Avx2:
@@ -86,7 +215,7 @@ const char* isaName(Isa isa) {
 }
 
 bool parseIsa(const std::string& name, Isa* out) {
-  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512}) {
+  for (Isa isa : {Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16, Isa::Amx}) {
     if (name == isaName(isa)) {
       *out = isa;
       return true;
@@ -104,6 +233,19 @@ void forceIsa(Isa isa) {
   gIsa.store((int)isa);
 }
 
+const char* bf16Path() {
+  switch (activeIsa()) {
+    case Isa::Amx:
+      return "amx";
+    case Isa::Avx512Bf16:
+      return "avx512bf16";
+    default:
+      return "fp32-fallback";
+  }
+}
+
+std::string amxUnavailableReason() { return amxReason(); }
+
 void setThreads(int n) {
   if (n < 1) fail("threads: must be >= 1, got " + std::to_string(n));
   gThreads.store(n);
@@ -111,73 +253,153 @@ void setThreads(int n) {
 int threads() { return gThreads.load(); }
 int maxThreads() { return hardwareThreads(); }
 
-void bsrForward(const BsrWeight& w, int M, const float* X, int ldx, const float* bias, float* Y, int ldy,
-                bool accumulate) {
+namespace {
+// Splits a conversion of n values over the threads when it is long enough to pay.
+template <class From, class To>
+void convert(const From* src, To* dst, size_t n, void (*range)(const From*, To*, size_t)) {
+  constexpr size_t kGrain = 1 << 16;
+  const long chunks = (long)((n + kGrain - 1) / kGrain);
+  const int nt = (int)std::max(1L, std::min((long)threads(), chunks));
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (long c = 0; c < chunks; c++) {
+    const size_t i0 = (size_t)c * kGrain;
+    range(src + i0, dst + i0, std::min(kGrain, n - i0));
+  }
+}
+}  // namespace
+
+void toBf16(const float* src, bf16* dst, size_t n) { convert(src, dst, n, table().toBf16); }
+void toF32(const bf16* src, float* dst, size_t n) { convert(src, dst, n, table().toF32); }
+
+void bsrForward(const BsrWeight& w, int M, Src X, int ldx, const float* bias, Dst Y, int ldy, bool accumulate) {
   requireWeight(w, true);
-  requireMatrix("X", X, M, w.in, ldx);
-  requireMatrix("Y", Y, M, w.out, ldy);
+  requireMatrix("X", X.data, M, w.in, ldx);
+  requireMatrix("Y", Y.data, M, w.out, ldy);
   if (M == 0) return;
-  table().bsrForward(w, M, X, ldx, bias, Y, ldy, accumulate, threads());
+  const KernelTable& t = table();
+  const bool bf16 = bf16Product(w.precision, {X, w.blocks});
+  if (bf16 && t.bsrForwardBf16) {  // fp32 or bf16 output, written by the kernel itself
+    t.bsrForwardBf16(w, M, X, ldx, bias, Y, ldy, accumulate, threads());
+    return;
+  }
+  F32Output y(Y, M, w.out, ldy, accumulate);
+  if (!bf16) {
+    t.bsrForward(w, M, X.f32(), ldx, bias, y.p, (int)y.ldF, accumulate, threads());
+  } else {
+    const long bb = (long)w.layout.block * w.layout.block;
+    BsrWeight wf = w;
+    wf.blocks = roundedCopy(w.blocks, 1, w.layout.nnz * bb, w.layout.nnz * bb, tlsInB);
+    t.bsrForward(wf, M, roundedCopy(X, M, w.in, ldx, tlsInA), w.in, bias, y.p, (int)y.ldF, accumulate, threads());
+  }
+  y.finish();
 }
 
-void bsrBackwardData(const BsrWeight& w, int M, const float* dY, int lddy, float* dX, int lddx, bool accumulate) {
+void bsrBackwardData(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int lddx, bool accumulate) {
   requireWeight(w, true);
-  requireMatrix("dY", dY, M, w.out, lddy);
-  requireMatrix("dX", dX, M, w.in, lddx);
+  requireMatrix("dY", dY.data, M, w.out, lddy);
+  requireMatrix("dX", dX.data, M, w.in, lddx);
   if (M == 0) return;
-  table().bsrBackwardData(w, M, dY, lddy, dX, lddx, accumulate, threads());
+  const KernelTable& t = table();
+  const bool bf16 = bf16Product(w.precision, {dY, w.blocks});
+  if (bf16 && t.bsrBackwardDataBf16) {
+    t.bsrBackwardDataBf16(w, M, dY, lddy, dX, lddx, accumulate, threads());
+    return;
+  }
+  F32Output dx(dX, M, w.in, lddx, accumulate);
+  if (!bf16) {
+    t.bsrBackwardData(w, M, dY.f32(), lddy, dx.p, (int)dx.ldF, accumulate, threads());
+  } else {
+    const long bb = (long)w.layout.block * w.layout.block;
+    BsrWeight wf = w;
+    wf.blocks = roundedCopy(w.blocks, 1, w.layout.nnz * bb, w.layout.nnz * bb, tlsInB);
+    t.bsrBackwardData(wf, M, roundedCopy(dY, M, w.out, lddy, tlsInA), w.out, dx.p, (int)dx.ldF, accumulate, threads());
+  }
+  dx.finish();
 }
 
-void bsrBackwardWeight(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
-                       bool accumulate) {
+void bsrBackwardWeight(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, Dst dW, bool accumulate) {
   requireWeight(w, false);
-  requireMatrix("dY", dY, M, w.out, lddy);
-  requireMatrix("X", X, M, w.in, ldx);
-  if (w.layout.nnz > 0 && dW == nullptr) fail("dW: null output");
-  table().bsrBackwardWeight(w, M, dY, lddy, X, ldx, dW, accumulate, threads());
+  requireMatrix("dY", dY.data, M, w.out, lddy);
+  requireMatrix("X", X.data, M, w.in, ldx);
+  if (w.layout.nnz > 0 && dW.data == nullptr) fail("dW: null output");
+  const KernelTable& t = table();
+  const long n = (long)w.layout.nnz * w.layout.block * w.layout.block;
+  F32Output dw(dW, 1, n, n, accumulate);
+  if (!bf16Product(w.precision, {dY, X})) {
+    t.bsrBackwardWeight(w, M, dY.f32(), lddy, X.f32(), ldx, dw.p, accumulate, threads());
+  } else if (t.bsrBackwardWeightBf16) {
+    t.bsrBackwardWeightBf16(w, M, dY, lddy, X, ldx, dw.p, accumulate, threads());
+  } else {
+    t.bsrBackwardWeight(w, M, roundedCopy(dY, M, w.out, lddy, tlsInA), w.out, roundedCopy(X, M, w.in, ldx, tlsInB), w.in,
+                        dw.p, accumulate, threads());
+  }
+  dw.finish();
 }
 
-void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
-          float beta, float* C, int ldc, Precision precision) {
-  if (precision != Precision::F32) fail("precision: only F32 is implemented");
+void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, Src A, int lda, Src B, int ldb, float beta, Dst C,
+          int ldc, Precision precision) {
+  requirePrecision(precision);
   if (M < 0 || N < 0 || K < 0) fail("gemm: negative size");
-  requireMatrix("A", A, ta == Trans::No ? M : K, ta == Trans::No ? K : M, lda);
-  requireMatrix("B", B, tb == Trans::No ? K : N, tb == Trans::No ? N : K, ldb);
-  requireMatrix("C", C, M, N, ldc);
+  const long aRows = ta == Trans::No ? M : K, aCols = ta == Trans::No ? K : M;
+  const long bRows = tb == Trans::No ? K : N, bCols = tb == Trans::No ? N : K;
+  requireMatrix("A", A.data, aRows, aCols, lda);
+  requireMatrix("B", B.data, bRows, bCols, ldb);
+  requireMatrix("C", C.data, M, N, ldc);
   if (M == 0 || N == 0) return;
+  const bool accumulate = beta != 0.f;
+  F32Output c(C, M, N, ldc, accumulate);
   // The tables implement beta ∈ {0, 1}; other values scale C first.
-  if (beta != 0.f && beta != 1.f)
+  if (accumulate && beta != 1.f)
     for (long i = 0; i < M; i++)
-      for (long j = 0; j < N; j++) C[i * ldc + j] *= beta;
-  table().gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta != 0.f, C, ldc, threads());
+      for (long j = 0; j < N; j++) c.p[i * c.ldF + j] *= beta;
+  const KernelTable& t = table();
+  if (!bf16Product(precision, {A, B})) {
+    t.gemm(ta, tb, M, N, K, alpha, A.f32(), lda, B.f32(), ldb, accumulate, c.p, (int)c.ldF, threads());
+  } else if (t.gemmBf16 && M > 1 && N > 1) {
+    t.gemmBf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, accumulate, c.p, (int)c.ldF, threads());
+  } else {  // no bf16 instructions, or a single row / column (memory-bound: rounded copies cost no more)
+    const float* a = roundedCopy(A, aRows, aCols, lda, tlsInA);
+    const float* b = roundedCopy(B, bRows, bCols, ldb, tlsInB);
+    t.gemm(ta, tb, M, N, K, alpha, a, (int)aCols, b, (int)bCols, accumulate, c.p, (int)c.ldF, threads());
+  }
+  c.finish();
 }
 
-void denseForward(int M, int in, int out, const float* X, int ldx, const float* W, const float* bias, float* Y,
-                  int ldy, bool accumulate, Precision precision) {
+void denseForward(int M, int in, int out, Src X, int ldx, Src W, const float* bias, Dst Y, int ldy, bool accumulate,
+                  Precision precision) {
   gemm(Trans::No, Trans::Yes, M, out, in, 1.f, X, ldx, W, in, accumulate ? 1.f : 0.f, Y, ldy, precision);
-  if (bias)
-    for (long i = 0; i < M; i++)
-      for (int j = 0; j < out; j++) Y[i * ldy + j] += bias[j];
+  if (!bias) return;
+  for (long i = 0; i < M; i++) {
+    if (Y.type == DType::F32) {
+      float* y = Y.f32() + i * ldy;
+      for (int j = 0; j < out; j++) y[j] += bias[j];
+    } else {
+      bf16* y = Y.b16() + i * ldy;
+      for (int j = 0; j < out; j++) y[j] = roundToBf16(bf16ToFloat(y[j]) + bias[j]);
+    }
+  }
 }
 
-void denseBackwardData(int M, int in, int out, const float* dY, int lddy, const float* W, float* dX, int lddx,
-                       bool accumulate, Precision precision) {
+void denseBackwardData(int M, int in, int out, Src dY, int lddy, Src W, Dst dX, int lddx, bool accumulate,
+                       Precision precision) {
   gemm(Trans::No, Trans::No, M, in, out, 1.f, dY, lddy, W, in, accumulate ? 1.f : 0.f, dX, lddx, precision);
 }
 
-void denseBackwardWeight(int M, int in, int out, const float* dY, int lddy, const float* X, int ldx, float* dW,
-                         bool accumulate, Precision precision) {
+void denseBackwardWeight(int M, int in, int out, Src dY, int lddy, Src X, int ldx, Dst dW, bool accumulate,
+                         Precision precision) {
   gemm(Trans::Yes, Trans::No, out, in, M, 1.f, dY, lddy, X, ldx, accumulate ? 1.f : 0.f, dW, in, precision);
 }
 
-void biasGrad(int M, int N, const float* dY, int lddy, float* db, bool accumulate) {
-  requireMatrix("dY", dY, M, N, lddy);
-  if (N > 0 && db == nullptr) fail("db: null output");
-  if (N == 0) return;
-  // Rows in chunks, each summed into its own partial row, then the partials added in chunk order:
-  // parallel even for the token-mixing layers' N = 49 or the gate's N = 1 over 65536 rows (split by
-  // columns, those ran on one thread). The chunks depend only on M, so the result is the same for
-  // any thread count.
+namespace {
+inline float valueOf(float x) { return x; }
+inline float valueOf(bf16 x) { return bf16ToFloat(x); }
+
+// Rows in chunks, each summed into its own partial row, then the partials added in chunk order:
+// parallel even for the token-mixing layers' N = 49 or the gate's N = 1 over 65536 rows (split by
+// columns, those ran on one thread). The chunks depend only on M, so the result is the same for
+// any thread count.
+template <class T>
+void columnSums(int M, int N, const T* dY, int lddy, float* sums) {
   const long chunks = std::max(1L, std::min(64L, ((long)M + 511) / 512));
   const long rowsPer = ((long)M + chunks - 1) / chunks;
   std::vector<float> part((size_t)(chunks * N));
@@ -189,16 +411,30 @@ void biasGrad(int M, int N, const float* dY, int lddy, float* db, bool accumulat
       float* s = part.data() + q * N;
       const long i1 = std::min((long)M, (q + 1) * rowsPer);
       for (long i = q * rowsPer; i < i1; i++) {
-        const float* row = dY + i * lddy;
-        for (int j = 0; j < N; j++) s[j] += row[j];
+        const T* row = dY + i * lddy;
+        for (int j = 0; j < N; j++) s[j] += valueOf(row[j]);
       }
     }
 #pragma omp for schedule(static)
     for (int j = 0; j < N; j++) {
       float t = part[j];
       for (long q = 1; q < chunks; q++) t += part[q * N + j];
-      db[j] = (accumulate ? db[j] : 0.f) + t;
+      sums[j] = t;
     }
+  }
+}
+}  // namespace
+
+void biasGrad(int M, int N, Src dY, int lddy, Dst db, bool accumulate) {
+  requireMatrix("dY", dY.data, M, N, lddy);
+  if (N > 0 && db.data == nullptr) fail("db: null output");
+  if (N == 0) return;
+  std::vector<float> sums((size_t)N);
+  if (dY.type == DType::BF16) columnSums(M, N, dY.b16(), lddy, sums.data());
+  else columnSums(M, N, dY.f32(), lddy, sums.data());
+  for (int j = 0; j < N; j++) {
+    if (db.type == DType::F32) db.f32()[j] = (accumulate ? db.f32()[j] : 0.f) + sums[j];
+    else db.b16()[j] = roundToBf16((accumulate ? bf16ToFloat(db.b16()[j]) : 0.f) + sums[j]);
   }
 }
 

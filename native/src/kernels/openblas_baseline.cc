@@ -84,8 +84,8 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     binding::GemmArgs g = binding::gemmArgs(a);
     auto sgemm = ob.sgemm;
     return [g, sgemm] {
-      sgemm(kRowMajor, g.ta ? kTrans : kNoTrans, g.tb ? kTrans : kNoTrans, g.m, g.n, g.k, g.alpha, g.a, g.lda, g.b,
-            g.ldb, g.beta, g.c, g.n);
+      sgemm(kRowMajor, g.ta ? kTrans : kNoTrans, g.tb ? kTrans : kNoTrans, g.m, g.n, g.k, g.alpha, g.a.f32(), g.lda,
+            g.b.f32(), g.ldb, g.beta, g.c.f32(), g.n);
     };
   });
 }

@@ -1,0 +1,71 @@
+// The daemon <-> job process boundary. Every training job runs in its own child process (the
+// daemon forks `worker.js engine-job`), which loads the data and builds and trains the models; the
+// daemon drives it with these messages over Node's IPC channel. A process per job means a job's
+// memory goes back to the system when it ends, a native crash or the kernel's OOM killer ends the
+// job and not the daemon, and a job can be stopped at any moment. Another runner (a PyTorch
+// worker) can speak the same messages.
+import type { z } from 'zod';
+import type { DatasetInfoSchema, DatasetSchema, Hyperparameters, PlanSchema } from './daemon';
+
+/** What a job trains (the job.submit params after the daemon resolved the plan). */
+export interface TrainingRequest {
+  spec: Record<string, unknown>;
+  plan: z.infer<typeof PlanSchema>;
+  dataset: z.infer<typeof DatasetSchema>;
+  hyper: Hyperparameters;
+  compare: boolean;
+}
+
+export type Variant = 'pixelfly' | 'dense';
+
+/** Daemon -> job process. Requests are answered in order, one at a time. */
+export type JobRequest =
+  | { id: number; op: 'prepare'; request: TrainingRequest; maxDataBytes: number }
+  | { id: number; op: 'step'; variant: Variant }
+  | { id: number; op: 'evaluate'; variant: Variant }
+  /** Saves weights, optimizer state and data position to `file` (written whole, then renamed into place). */
+  | { id: number; op: 'save'; variant: Variant; file: string }
+  | { id: number; op: 'load'; variant: Variant; file: string };
+
+export interface PreparedJob {
+  dataset: z.infer<typeof DatasetInfoSchema>;
+  stepsPerEpoch: number;
+  tokensPerStep: number;
+  params: { pixelfly: number; dense?: number };
+  backend?: string;
+  precision?: string;
+  /** How the products ran (the CPU kernels' instruction set and bf16 path, or 'cuda'). */
+  kernels?: string;
+}
+
+export interface StepReply {
+  loss: number;
+  ms: number;
+  lr?: number;
+  partsMs?: Record<string, number>;
+}
+
+export interface EvalReply {
+  loss: number;
+  accuracy?: number;
+  perplexity?: number;
+}
+
+/**
+ * Why a request failed, so the daemon can say it well: `rejected` (the spec, plan or data cannot
+ * be used: the message says why), `checkpoint` (a checkpoint file is corrupt or foreign), `io` (a
+ * file operation failed: `code` is the errno name, e.g. ENOSPC or EMFILE), `diverged` (a loss
+ * became NaN or infinite), `internal` (anything else).
+ */
+export interface JobFailure {
+  kind: 'rejected' | 'checkpoint' | 'io' | 'diverged' | 'internal';
+  message: string;
+  code?: string;
+}
+
+export type JobOutcome = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: JobFailure };
+/** Job process -> daemon: one reply per request, with the process's memory as it answers. */
+export type JobReply = JobOutcome & { rssBytes: number; peakRssBytes: number };
+
+/** First argument of the worker script that makes it a job process. */
+export const ENGINE_JOB_ROLE = 'engine-job';

@@ -1,0 +1,65 @@
+// The peak-memory estimate's arithmetic (its agreement with the engine's measured peak is checked
+// against real job processes in test/daemon/memory.test.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { estimateTrainingMemory, modelMemory, suggestFit, type TrainingMemoryInput } from '../../core/memoryEstimate';
+import { parseModelSpec, specInventory, type MixerSpec } from '../../core/modelSpec';
+import { denseLinearCost } from '../../core/pixelflyLayer';
+
+const MIXER = parseModelSpec({ kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: 256, depth: 2, tokenHidden: 128, channelHidden: 1024, classes: 10 }) as MixerSpec;
+const GPT = parseModelSpec({ kind: 'gpt', vocab: 4096, context: 128, dim: 256, depth: 2, heads: 4, mlpHidden: 1024 });
+const input = (over: Partial<TrainingMemoryInput> = {}): TrainingMemoryInput => ({
+  spec: MIXER,
+  pixelfly: [],
+  batch: 64,
+  evalCount: 1024,
+  resuming: false,
+  compare: true,
+  threads: 2,
+  dataset: { residentBytes: 40e6, loadPeakBytes: 60e6, trainSamples: 4096 },
+  overheadBytes: 64e6,
+  ...over,
+});
+
+test('a dense model counts every parameter of its matmuls, norms and embeddings once', () => {
+  // Every matmul of the inventory (dense, with bias) plus LayerNorms and the GPT's embeddings.
+  for (const spec of [MIXER, GPT]) {
+    const m = modelMemory(spec, [], 8, 8, 1);
+    const matmuls = specInventory(spec).layers.reduce((a, l) => a + l.count * denseLinearCost(l.in, l.out, 1, l.role !== 'embedding').params, 0);
+    assert.ok(m.params >= matmuls, `${spec.kind}: ${m.params} ≥ ${matmuls}`);
+    assert.ok(m.params < matmuls * 1.05, `${spec.kind}: norms and positions add little (${m.params} vs ${matmuls})`);
+    assert.equal(m.paramBytes, 16 * m.params, 'parameters, gradients and two AdamW moments in fp32');
+  }
+});
+
+test('the estimate grows with the batch, the depth and a compare job, and names its peak phase', () => {
+  const base = estimateTrainingMemory(input());
+  assert.ok(estimateTrainingMemory(input({ batch: 256 })).totalBytes > base.totalBytes);
+  assert.ok(estimateTrainingMemory(input({ spec: { ...MIXER, depth: 8 } })).totalBytes > base.totalBytes);
+  assert.ok(estimateTrainingMemory(input({ compare: false })).totalBytes < base.totalBytes);
+  assert.equal(base.peakPhase, 'train');
+  assert.equal(base.phases.resume, 0, 'no checkpoint to read');
+  assert.ok(estimateTrainingMemory(input({ resuming: true })).phases.resume > 0);
+  const p = base.parts;
+  assert.equal(p.gradients, p.parameters);
+  assert.equal(p.optimizer, 2 * p.parameters);
+  // A small test split caps the evaluation batch: a GPT's logits for 4 windows, not 128.
+  const few = estimateTrainingMemory(input({ spec: GPT, batch: 8, evalCount: 4 }));
+  const many = estimateTrainingMemory(input({ spec: GPT, batch: 8, evalCount: 1000 }));
+  assert.ok(many.parts.activations > 4 * few.parts.activations);
+});
+
+test('a size that fits: the largest batch when the batch is the problem, else a width or the depth', () => {
+  const big = input({ batch: 4096 });
+  const need = estimateTrainingMemory(big).totalBytes;
+  const budget = estimateTrainingMemory(input({ batch: 100 })).totalBytes;
+  assert.ok(need > budget);
+  const fit = suggestFit(big, budget);
+  assert.deepEqual(fit, { batchSize: 100 });
+  // Parameters too big for any batch: a smaller depth or width.
+  const deep = input({ spec: { ...MIXER, depth: 2000 } });
+  const knob = suggestFit(deep, budget);
+  assert.ok(knob && 'field' in knob, JSON.stringify(knob));
+  assert.ok(estimateTrainingMemory({ ...deep, spec: { ...MIXER, depth: 2000, [knob.field]: knob.value }, batch: knob.batchSize }).totalBytes <= budget);
+  assert.equal(suggestFit(input({ overheadBytes: 1e15 }), budget), undefined, 'nothing fits when the fixed cost alone does not');
+});
