@@ -5,6 +5,8 @@
  *
  * Following the paper: only the large projections (attention, MLP, token mixing) are
  * sparsified; embeddings, classifier/LM heads, patch embeddings and small layers stay dense.
+ * Convolutions and attention cores count in the model's FLOPs and time but stay dense; a layer
+ * that already is a Pixelfly layer keeps its config and counts as sparse.
  * All sparsified layers share one compute level ρ (the fraction of its dense FLOPs a layer may
  * spend), so the budget is spread in proportion to each layer's size; each layer takes its
  * densest candidate within ρ. Candidates are pruned to a Pareto front (more FLOPs ⇒ strictly
@@ -15,7 +17,7 @@ import { PixelflyConfigError } from './errors';
 import { layoutSummary, padTo, type LayoutSummary } from './layout';
 import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } from './pixelflyLayer';
 import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
-import type { Inventory, InventoryLayer, LayerRole } from './inventory';
+import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
 
 /** Block sizes the native kernels implement. */
 export const KERNEL_BLOCK_SIZES: readonly number[] = [16, 32, 64];
@@ -70,10 +72,20 @@ export interface Plan {
   summary: string;
 }
 
-const KEPT_ROLES: Partial<Record<LayerRole, string>> = {
-  embedding: 'an embedding is a table lookup, not a matmul',
-  head: 'classifier and LM heads stay dense, as in the paper: they are a small share of FLOPs and sensitive to sparsity',
-  patch_embed: 'the patch embedding stays dense, as in the paper: it is small and sees raw pixels',
+/** Why each role the planner never sparsifies stays dense, given the layer's share of the model's dense FLOPs. */
+const KEPT_ROLES: Partial<Record<LayerRole, (share: number) => string>> = {
+  embedding: () => 'an embedding is a table lookup, not a matmul',
+  // The paper's reason is accuracy; "a small share" is only said when it is true.
+  head: (share) =>
+    share < 0.1
+      ? `classifier and LM heads stay dense, as in the paper: they are a small share of FLOPs (${pct(share)}) and sensitive to sparsity`
+      : `classifier and LM heads stay dense, as in the paper, because the output layer is sensitive to sparsity, although at ${pct(share)} of this model's FLOPs it limits the speedup`,
+  patch_embed: (share) =>
+    share < 0.1
+      ? `the patch embedding stays dense, as in the paper: it is small (${pct(share)} of FLOPs) and sees raw pixels`
+      : `the patch embedding stays dense, as in the paper, because it sees raw pixels, although it is ${pct(share)} of this model's FLOPs`,
+  conv: () => 'a convolution with a spatial kernel, a stride or groups is not a linear map over channels, and Pixelfly replaces only those',
+  attn_core: () => 'the attention core (QKᵀ and scores·V) has no weights to sparsify, and Pixelfly attention over the score matrix is not planned yet',
 };
 
 interface Candidate {
@@ -96,6 +108,8 @@ interface LayerState {
   denseParams: number;
   /** Pareto front, ascending in fraction and seconds; empty when the layer stays dense. */
   front: Candidate[];
+  /** A layer that already is a Pixelfly layer: its config, whatever the level. */
+  fixed?: Candidate;
   keptReason?: string;
 }
 
@@ -118,10 +132,11 @@ function butterflySizes(outPadded: number, inPadded: number, block: number): num
 }
 
 function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: Map<string, Candidate[]>): Candidate[] {
-  const key = `${layer.in}x${layer.out}`;
+  const bias = layer.bias ?? true;
+  const key = `${layer.in}x${layer.out}${bias ? '' : ' no bias'}`;
   const hit = cache.get(key);
   if (hit) return hit;
-  const dense = denseLinearCost(layer.in, layer.out, 1);
+  const dense = denseLinearCost(layer.in, layer.out, 1, bias);
   const denseT = denseSeconds(dense, o.profile);
   const minDim = Math.min(layer.in, layer.out);
   const ranks = [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
@@ -137,7 +152,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
         if (layout.density > 0.75) continue;
         for (const rank of ranks) {
           const config = { ...params, rank };
-          const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout);
+          const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout, bias);
           const seconds = pixelflySeconds(cost, rank, o.profile);
           if (denseT / seconds < o.minSpeedup) continue;
           all.push({ config, layout, fraction: totalFlops(cost.flops) / totalFlops(dense.flops), secondsPerRow: seconds, params: cost.params });
@@ -174,6 +189,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
 
 /** The densest front candidate within level ρ (the sparsest if none fits); null = dense. */
 function choose(state: LayerState, level: number): Candidate | null {
+  if (state.fixed) return state.fixed;
   const { front } = state;
   if (front.length === 0 || level >= 1) return null;
   let lo = 0;
@@ -212,13 +228,35 @@ function pct(x: number): string {
   return `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
 }
 
-function describe(c: Candidate, speedup: number): string {
+function describe(c: Candidate, speedup: number, already = false): string {
   const { block, butterflySize, nFactors, rank } = c.config;
   const lowRank = rank > 0 ? ` plus a rank-${rank} low-rank term` : '';
   return (
-    `Sparsify: a flat butterfly (size ${butterflySize}, ${nFactors} factor${nFactors > 1 ? 's' : ''}) on ${block}×${block} blocks ` +
+    `${already ? 'Already a Pixelfly layer' : 'Sparsify'}: a flat butterfly (size ${butterflySize}, ${nFactors} factor${nFactors > 1 ? 's' : ''}) on ${block}×${block} blocks ` +
     `keeps ${pct(c.layout.density)} of the weights${lowRank}, for ${pct(c.fraction)} of the dense FLOPs and an estimated ${speedup.toFixed(2)}× speedup.`
   );
+}
+
+/** The candidate of a layer that already is a Pixelfly layer (its config must be a valid layout; errors name the layer). */
+function fixedCandidate(layer: InventoryLayer, profile: DeviceProfile): Candidate {
+  const config: Required<PixelflyConfig> = { globalSize: 0, shuffle: false, ...layer.pixelfly! };
+  let layout: LayoutSummary;
+  try {
+    layout = layoutSummary(layer.out, layer.in, config);
+  } catch (e) {
+    if (!(e instanceof PixelflyConfigError)) throw e;
+    throw new PixelflyConfigError(e.param, `${e.message.slice(e.param.length + 2)} (layer ${layer.name})`);
+  }
+  const bias = layer.bias ?? true;
+  const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout, bias);
+  const dense = denseLinearCost(layer.in, layer.out, 1, bias);
+  return {
+    config,
+    layout,
+    fraction: totalFlops(cost.flops) / totalFlops(dense.flops),
+    secondsPerRow: pixelflySeconds(cost, config.rank, profile),
+    params: cost.params,
+  };
 }
 
 /** Why a target was out of reach: how much the layers kept dense need, largest first. */
@@ -244,20 +282,20 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const cache = new Map<string, Candidate[]>();
   const states: LayerState[] = inventory.layers.map((layer) => {
     const rows = layer.count * layer.rowsPerSample;
-    const isLookup = layer.role === 'embedding';
-    // An embedding is a lookup table: no bias, and no matmul FLOPs.
-    const dense = denseLinearCost(layer.in, layer.out, rows, !isLookup);
+    const dense = layerDenseCost(layer, rows);
     const state: LayerState = {
       layer,
       rows,
-      denseFlops: isLookup ? 0 : totalFlops(dense.flops),
-      denseSeconds: isLookup ? 0 : denseSeconds(dense, o.profile),
-      denseParams: layer.count * dense.params,
+      denseFlops: totalFlops(dense.flops),
+      denseSeconds: denseSeconds(dense, o.profile),
+      denseParams: layer.count * layerDenseCost(layer, 1).params,
       front: [],
     };
     if (layer.count === 0) state.keptReason = 'Not built: the chosen configuration creates no instance of this layer.';
+    else if (layer.pixelfly) state.fixed = fixedCandidate(layer, o.profile);
     else if (layer.pinnedDense) state.keptReason = 'Kept dense: pinned with `# pixelfly: dense`.';
-    else if (KEPT_ROLES[layer.role]) state.keptReason = `Kept dense: ${KEPT_ROLES[layer.role]}.`;
+    else if (layer.keptDense) state.keptReason = `Kept dense: ${layer.keptDense.replace(/\.$/, '')}.`;
+    else if (KEPT_ROLES[layer.role]) state.keptReason = ''; // worded below, once the model's FLOPs are known
     else if (Math.min(layer.in, layer.out) < o.minDim) {
       state.keptReason = `Kept dense: at ${layer.in}→${layer.out} it is too small (below ${o.minDim}) for block-sparse kernels to beat dense.`;
     } else {
@@ -271,6 +309,10 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
 
   const denseFlops = states.reduce((a, s) => a + s.denseFlops, 0);
   const denseTime = states.reduce((a, s) => a + s.denseSeconds, 0);
+  for (const s of states) {
+    const why = KEPT_ROLES[s.layer.role];
+    if (s.keptReason === '' && why) s.keptReason = `Kept dense: ${why(denseFlops > 0 ? s.denseFlops / denseFlops : 0)}.`;
+  }
   const levels = [...new Set(states.flatMap((s) => s.front.map((c) => c.fraction)))].sort((a, b) => a - b);
   levels.push(1);
   const meets = (level: number): boolean => {
@@ -305,7 +347,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
       planFlops: c.fraction * s.denseFlops,
       planParams: layer.count * c.params,
       estSpeedup: speedup,
-      reason: describe(c, speedup),
+      reason: describe(c, speedup, c === s.fixed),
     };
   });
 
@@ -314,9 +356,11 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const denseParams = layers.reduce((a, l) => a + l.denseParams, 0);
   const estSpeedup = t.seconds > 0 ? denseTime / t.seconds : 1;
   const sparsified = layers.filter((l) => l.sparsify).length;
+  // Attention cores are products between activations, not layers: they count in FLOPs and time only.
+  const layerCount = layers.filter((l) => l.role !== 'attn_core').length;
   const wanted = 'budget' in target ? `a budget of ${pct(target.budget)} of dense FLOPs` : `a ${target.speedup}× speedup`;
   const summary =
-    `${sparsified} of ${layers.length} layers sparsified for ${wanted}: ${pct(denseFlops ? t.flops / denseFlops : 1)} of dense matmul FLOPs, ` +
+    `${sparsified} of ${layerCount} layers sparse for ${wanted}: ${pct(denseFlops ? t.flops / denseFlops : 1)} of dense matmul FLOPs, ` +
     `estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device}` +
     (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`);
   return {

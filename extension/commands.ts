@@ -12,7 +12,7 @@ import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
 import { isTrainArgs, specFromTrainArgs, type TrainArgs } from './trainArgs';
-import { analyzeArgs, benchParams, toModelView, type AnalyzedModel } from './modelView';
+import { analyzeArgs, appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
 import { isActive, type RunStore } from './runs/runStore';
@@ -87,8 +87,8 @@ async function applyToCode(model: ModelView, layers: { name: string; line?: numb
   const uri = vscode.Uri.parse(model.uri);
   const commands = await vscode.commands.getCommands(true);
   if (commands.includes('pixelfly.applyLayerConfig')) {
-    await vscode.commands.executeCommand('pixelfly.applyLayerConfig', { uri: model.uri, layers });
-    return `Applied ${layers.length} layer(s) to ${basename(uri.fsPath)}.`;
+    const r = await vscode.commands.executeCommand<{ applied: string[]; skipped: string[] } | undefined>('pixelfly.applyLayerConfig', { uri: model.uri, layers });
+    return appliedMessage(r ?? { applied: [], skipped: ['the language server returned no result'] }, layers.length, basename(uri.fsPath));
   }
   let applied = 0;
   const notes: string[] = [];

@@ -17,6 +17,8 @@ export interface AnalyzedLayer {
   out: number;
   count: number;
   rowsPerSample?: number;
+  bias?: boolean;
+  causal?: boolean;
   line?: number;
   decision?: Partial<LayerDecision> | null;
 }
@@ -57,7 +59,8 @@ export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock
   const view = {
     name: m.name ?? (typeof m.model === 'string' ? m.model : m.model?.name) ?? fallbackName,
     uri: m.uri,
-    layers: m.layers.map((l) => {
+    // `pixelfly analyze --json` also lists layers written but not built, and unresolved ones: no mask to preview.
+    layers: m.layers.filter((l) => l.count !== 0 && [l.in, l.out, l.count].every((x) => typeof x === 'number')).map((l) => {
       const d = l.decision ?? undefined;
       const cfg = d?.config;
       return {
@@ -68,6 +71,8 @@ export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock
         count: l.count,
         // A pooled classifier head sees one row per sample; every other layer sees every token.
         rowsPerSample: l.rowsPerSample ?? (l.role === 'head' ? 1 : (m.tokensPerSample ?? tokensPerSample ?? undefined)),
+        ...(l.bias === false ? { bias: false } : {}),
+        ...(l.causal ? { causal: true } : {}),
         sparsify: d?.sparsify ?? false,
         config: cfg
           ? { block: cfg.block, butterflySize: cfg.butterflySize, nFactors: cfg.nFactors, rank: cfg.rank, globalSize: cfg.globalSize ?? 0, shuffle: cfg.shuffle ?? false }
@@ -84,6 +89,17 @@ export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock
     throw new Error(`model '${view.name}' cannot be previewed: ${i?.path.join('.')}: ${i?.message}`);
   }
   return r.data;
+}
+
+/**
+ * "Apply to code"'s report from the language server's answer: how many layers were written, and
+ * for the others the server's reason (built in library code, a call shared with other layers, …).
+ * Nothing written is an error, so the preview shows it as one.
+ */
+export function appliedMessage(r: { applied: string[]; skipped: string[] }, asked: number, file: string): string {
+  const msg = `Applied ${r.applied.length} of ${asked} layer(s) to ${file}${r.skipped.length ? `; not applied: ${r.skipped.join('; ')}` : ''}.`;
+  if (r.applied.length === 0) throw new Error(msg);
+  return msg;
 }
 
 /** Most shapes one bench.layers call takes (protocol/daemon.ts). */

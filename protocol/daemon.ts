@@ -100,6 +100,10 @@ export const InventoryLayerSchema = z.strictObject({
   count: z.number().int().nonnegative().max(MAX_LAYER_SIZE),
   rowsPerSample: positiveInt.max(MAX_LAYER_SIZE),
   pinnedDense: z.boolean().optional(),
+  bias: z.boolean().optional(),
+  causal: z.boolean().optional(),
+  keptDense: z.string().min(1).max(1000).optional(),
+  pixelfly: z.lazy(() => PixelflyConfigSchema).optional(),
 }) satisfies z.ZodType<InventoryLayer>;
 
 /** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig; `satisfies` keeps the two in step). */

@@ -38,6 +38,10 @@ export const LayerRowSchema = z.object({
   count: posInt,
   /** Tokens (rows of the matmul) per sample; FLOPs are per sample. */
   rowsPerSample: posInt.default(1),
+  /** The layer adds a bias (FLOPs count it; default true). */
+  bias: z.boolean().optional(),
+  /** attn_core: causal, half the score products. */
+  causal: z.boolean().optional(),
   sparsify: z.boolean(),
   config: LayerConfigSchema,
   estimatedSpeedup: finite.nullable(),

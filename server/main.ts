@@ -18,7 +18,7 @@ import {
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
 import { analysisJson } from '../daemon/commands/analyze';
-import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, type EditContext } from './lsp/features';
+import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, whyNoRewrite, type EditContext } from './lsp/features';
 import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type ApplyLayerConfigArgs } from './lsp/protocol';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
@@ -29,6 +29,7 @@ let session: Session | undefined;
 let canConfigure = false;
 let canWatchFiles = false;
 let canWatchRelative = false;
+let canDisableActions = false;
 let initOptions: unknown;
 const sessionReady = pythonParser().then((parser) => {
   session = new Session(parser, documents, (uri, result) => {
@@ -52,6 +53,7 @@ connection.onInitialize((params): InitializeResult => {
   canConfigure = !!params.capabilities.workspace?.configuration;
   canWatchFiles = !!params.capabilities.workspace?.didChangeWatchedFiles?.dynamicRegistration;
   canWatchRelative = !!params.capabilities.workspace?.didChangeWatchedFiles?.relativePatternSupport;
+  canDisableActions = !!params.capabilities.textDocument?.codeAction?.disabledSupport;
   initOptions = params.initializationOptions;
   const roots = (params.workspaceFolders ?? []).map((f) => f.uri).filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
   void sessionReady.then((s) => (s.workspaceRoots = roots));
@@ -148,7 +150,7 @@ function editContext(uri: string): EditContext | undefined {
   const doc = documents.get(uri);
   const parsed = session?.cache.peek(fileOf(uri));
   if (!doc || !parsed || parsed.source !== doc.getText()) return undefined;
-  return { uri, file: fileOf(uri), version: doc.version, root: parsed.root };
+  return { uri, file: fileOf(uri), version: doc.version, root: parsed.root, disabledSupport: canDisableActions };
 }
 
 connection.onCodeAction(async (p) => {
@@ -175,18 +177,24 @@ connection.onExecuteCommand(async (p) => {
   const r = await current(args.uri);
   const ctx = editContext(args.uri);
   if (!r?.analysis || !ctx) throw new Error(`${APPLY_LAYER_CONFIG}: ${args.uri} is not an open, analysed Python document`);
+  const analysis = r.analysis;
+  // Layers that cannot be rewritten are skipped with the reason (the result says which), never a request error.
+  const wanted = new Map(args.layers.map((l) => [l.name, l.config]));
+  const configOf = (o: { name: string; decision: { sparsify: boolean; config?: typeof args.layers[number]['config'] } | null }) =>
+    wanted.get(o.name) ?? (o.decision?.sparsify ? o.decision.config ?? null : null);
   const chosen = [];
   const skipped: string[] = [];
   for (const l of args.layers) {
-    const row = r.analysis.layers.find((x) => x.name === l.name && x.file === ctx.file && x.count !== 0);
-    if (!row || !row.direct) skipped.push(`${l.name}: ${row ? 'built through a helper, not a direct nn.Linear/Conv1D call' : 'not a layer of this file'}`);
+    const row = analysis.layers.find((x) => x.name === l.name && x.file === ctx.file && x.count !== 0);
+    const why = !row ? 'not a layer of this file' : whyNoRewrite(analysis, row, l.config, configOf);
+    if (why || !row) skipped.push(`${l.name}: ${why}`);
     else chosen.push({ row, config: l.config });
   }
-  if (chosen.length === 0) throw new Error(`${APPLY_LAYER_CONFIG}: nothing to apply (${skipped.join('; ')})`);
-  const e = sparsifyEdit(ctx, chosen);
-  if ('error' in e) throw new Error(`${APPLY_LAYER_CONFIG}: ${e.error}`);
+  if (chosen.length === 0) return { applied: [], skipped };
+  const e = sparsifyEdit(ctx, chosen, analysis);
+  if ('error' in e) return { applied: [], skipped: [...skipped, e.error] };
   const applied = await connection.workspace.applyEdit({ label: 'Pixelfly: apply layer configs', edit: e.edit });
-  if (!applied.applied) throw new Error(`${APPLY_LAYER_CONFIG}: the editor refused the edit${applied.failureReason ? `: ${applied.failureReason}` : ''}`);
+  if (!applied.applied) return { applied: [], skipped: [...skipped, `the editor refused the edit${applied.failureReason ? `: ${applied.failureReason}` : ''}`] };
   return { applied: chosen.map((c) => c.row.name), skipped };
 });
 

@@ -51,6 +51,10 @@ export function analysisJson(a: Analysis): object {
       },
       ...(l.pinnedDense ? { pinnedDense: true } : {}),
       ...(l.note ? { note: l.note } : {}),
+      // What the FLOPs are counted with (core's layerDenseCost): the preview's totals match the plan's.
+      rowsPerSample: l.rowsPerSample,
+      ...(l.bias ? {} : { bias: false }),
+      ...(l.causal ? { causal: true } : {}),
     })),
     plan: a.plan,
     unresolved: a.unresolved,

@@ -6,9 +6,13 @@
 import { dirname, resolve } from 'node:path';
 import type { Parser } from 'web-tree-sitter';
 import { FileRefusedError } from '../../io/userFile';
-import { denseLinearCost, totalFlops } from '../../core/pixelflyLayer';
+import { totalFlops, type PixelflyConfig } from '../../core/pixelflyLayer';
 import { planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
-import type { InventoryLayer, LayerRole } from '../../core/inventory';
+import { layerDenseCost, type InventoryLayer, type LayerRole } from '../../core/inventory';
+import { attentionCoreRows } from './attentionCore';
+import { readPixelflyConfig } from './pixelflyConfig';
+import { headIsPooled } from './pooling';
+import { convPositions } from './spatial';
 import type { PyNode } from './ast';
 import { AnalysisLimit, Interpreter } from './interpreter';
 import { ModuleLoader, ParseCache, moduleNameOf, type SearchRoot } from './modules';
@@ -71,6 +75,22 @@ export interface LayerRow {
   pinnedDense: boolean;
   /** True when the call is written directly as a layer constructor (the quick fix can rewrite it). */
   direct: boolean;
+  /**
+   * How the call builds the layer when it is not a constructor: `via` a name that stands for the
+   * layer class here (a class-valued argument, a partial, a subclass), or `inside` a helper or
+   * library module whose own call builds it (file and 1-based line of that call).
+   */
+  built?: { via: string; subclass?: string } | { inside: string; file: string; module: string; line: number; library: boolean };
+  /** A pointwise convolution (the quick fix writes PixelflyPointwiseConv). */
+  pointwise?: boolean;
+  /** attn_core: future keys are masked, so half the score products are done. */
+  causal?: boolean;
+  /** An existing PixelflyLinear: the config its call gives (pixelfly_torch's defaults for the rest). */
+  pixelfly?: Required<PixelflyConfig>;
+  /** An existing PixelflyLinear whose config keywords are not resolved: their values as written. */
+  pixelflyUnresolved?: string[];
+  /** Why the planner must keep this layer dense whatever the target (an nn.MultiheadAttention pixelfly_torch cannot replace). */
+  keptDense?: string;
   patch?: { channels: number; kernel: number };
   decision: LayerDecision | null;
   /** Why there is no decision (unresolved sizes, …). */
@@ -92,6 +112,8 @@ export interface Analysis {
   candidates: string[];
   tokensPerSample: number;
   tokensSource: string;
+  /** The input image the convolutions' positions are counted from (null when the model has no convolution that needs it). */
+  imageSize: { sides: number[]; source: string } | null;
   /** Attention heads, when the model keeps them in an attribute (num_heads, n_head, heads, …). */
   heads: number | null;
   target: PlanTarget;
@@ -109,13 +131,20 @@ export interface Analysis {
   elapsedMs: number;
 }
 
-const LAYER_CALL = /(^|\.)(Linear|Conv1D|MultiheadAttention|Embedding|PixelflyLinear)$/;
+const LAYER_CALL = /(^|\.)(Linear|Conv1D|MultiheadAttention|Embedding|PixelflyLinear|PixelflyPointwiseConv)$/;
+/** Constructor calls the quick fixes can find written directly (a layer's own call, not a helper's). */
+const DIRECT_CALL = /(^|\.)(Linear|Conv1D|MultiheadAttention|Embedding|PixelflyLinear|PixelflyPointwiseConv|Conv[123]d|ConvTranspose[123]d)$/;
 const SEQ_NAMES = ['block_size', 'n_positions', 'max_position_embeddings', 'seq_len', 'max_seq_len', 'n_ctx', 'context_length', 'max_len', 'num_tokens'];
 const NOT_PINNABLE = new Set(['int', 'len', 'range', 'i', 'self', 'math', 'min', 'max', 'round', 'float', 'linspace', 'str', 'F', 'torch', 'nn']);
+const IMAGE_NAMES = ['img_size', 'image_size', 'input_size', 'resolution'];
+/** The input image convolutions are counted at when the model does not say (ImageNet's). */
+const DEFAULT_IMAGE = 224;
 
 interface Found {
   layer: LayerInst;
   path: PathStep[];
+  /** The module holding the layer: the parent of its own object (nn.MultiheadAttention itself for its in_proj/out_proj). */
+  owner: Extract<Value, { k: 'obj' }>;
 }
 
 export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): Analysis {
@@ -177,25 +206,43 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   // Layers reachable from the model, grouped by where they are written and their sizes.
   const found: Found[] = [];
   if (rootValue) walk(rootValue, [], new Set(), found, 0);
+  const tokens = tokensPerSample(options, pragmas, interp.pins, rootValue, found, interp.watchedLocals);
+  // Convolutions run at the positions of their feature maps, followed from the input image.
+  const spatial = found.some((f) => f.layer.conv && f.layer.kind !== 'patch' && f.layer.conv.kernel.length > 1);
+  const image = spatial ? imageSize(interp.pins, rootValue, interp.watchedLocals) : null;
+  // 1-D convolutions run along an axis the analysis cannot name (tokens, audio frames, or the channels
+  // of lucidrains' token mixing): they count per token, or per channel when they mix tokens.
+  const positions = image ? convPositions(rootValue, { 2: image.sides, 3: [image.sides[0], ...image.sides] }) : new Map<LayerInst, number>();
   const pragmaCache = new Map<string, Pragmas>([[main.path, pragmas]]);
-  const rows = groupRows(found, main, pragmaCache);
+  const grouped = groupRows(found, main, pragmaCache, positions);
+  const rows = grouped.rows;
   rows.push(...unbuiltRows(main, rows, pragmas));
-  // The analysed file first, then other workspace files; in source order within each.
-  const fileRank = (f: string): string => (f === main.path ? '' : f);
-  rows.sort((a, b) => (a.file === b.file ? a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character : fileRank(a.file) < fileRank(b.file) ? -1 : 1));
 
-  // Tokens per sample and the rows each layer multiplies.
-  const tokens = tokensPerSample(options, pragmas, rootValue, found, interp.watchedLocals);
-  const vision = rows.some((r) => r.kind === 'patch' && typeof r.count === 'number' && r.count > 0);
+  // The rows each layer multiplies per sample. A head sees one row per sample when its module's
+  // forward pools before it, or, where no forward says, in vision models (patches or images in).
+  const vision = rows.some((r) => (r.role === 'patch_embed' || (r.kind === 'conv' && r.rowsPerSample !== null)) && typeof r.count === 'number' && r.count > 0);
   const width = modelWidth(rows);
   for (const r of rows) {
-    if (r.role === 'head') r.rowsPerSample = vision ? 1 : tokens.value;
+    if (r.rowsPerSample !== null) continue; // a convolution's positions
+    if (r.role === 'head') {
+      const attrs = r.name.split('.').filter((k) => !/^\d+$|^\*$/.test(k)).reverse();
+      r.rowsPerSample = headIsPooled(grouped.owners.get(r), attrs) ?? vision ? 1 : tokens.value;
+    }
+    // The patch embedding runs on the patches, before class or distillation tokens join them.
+    else if (r.role === 'patch_embed') r.rowsPerSample = tokens.patches ?? tokens.value;
     else if (r.role === 'token_mix') r.rowsPerSample = width ?? tokens.value;
     else r.rowsPerSample = tokens.value;
-    if (typeof r.in === 'number' && typeof r.out === 'number' && typeof r.count === 'number') {
-      r.flops = r.role === 'embedding' ? 0 : totalFlops(denseLinearCost(r.in, r.out, r.count * r.rowsPerSample, r.bias).flops);
+  }
+  const forward = rootValue ? interp.getAttr(rootValue, 'forward') : undefined;
+  rows.push(...attentionCoreRows(rows, (r) => grouped.owners.get(r), tokens.value, forward?.k === 'func' ? forward.fn.node.text : ''));
+  for (const r of rows) {
+    if (typeof r.in === 'number' && typeof r.out === 'number' && typeof r.count === 'number' && r.rowsPerSample !== null) {
+      r.flops = totalFlops(layerDenseCost({ role: r.role, in: r.in, out: r.out, bias: r.bias, causal: r.causal }, r.count * r.rowsPerSample).flops);
     }
   }
+  // The analysed file first, then other workspace files; in source order within each (an attention core after its projections).
+  const fileRank = (f: string): string => (f === main.path ? '' : f);
+  rows.sort((a, b) => (a.file === b.file ? a.range.start.line - b.range.start.line || a.range.start.character - b.range.start.character : fileRank(a.file) < fileRank(b.file) ? -1 : 1));
   const totalModelFlops = rows.reduce((a, r) => a + (r.flops ?? 0), 0);
   for (const r of rows) if (r.flops !== null && totalModelFlops > 0) r.flops_share = r.flops / totalModelFlops;
 
@@ -204,7 +251,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   const unresolved = new Set<string>();
   for (const r of rows) {
     if (r.count === 0) continue;
-    for (const v of [r.in, r.out, r.count]) if (typeof v === 'string') for (const n of pinnableNames(v)) unresolved.add(n);
+    for (const v of [r.in, r.out, r.count, ...(r.pixelflyUnresolved ?? [])]) if (typeof v === 'string') for (const n of pinnableNames(v)) unresolved.add(n);
   }
   const pinsOut: Record<string, string> = {};
   for (const [k, v] of pins) pinsOut[k] = show(v);
@@ -214,6 +261,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     candidates,
     tokensPerSample: tokens.value,
     tokensSource: tokens.source,
+    imageSize: image,
     heads: findAttr(collectObjects(rootValue), HEAD_NAMES),
     target,
     layers: rows,
@@ -276,7 +324,12 @@ function outermost(entries: Entry[]): Entry | undefined {
   // Several factory functions of one model class (timm's registry functions): the class itself.
   if (roots.length > 1 && roots.every((r) => r.value.k === 'func')) {
     const shared = classes.filter((c) => c.value.k === 'class' && roots.every((r) => refs.get(r.name)?.has(c.name) || reachesVia(r.name, c.name, refs)));
-    if (shared.length) return shared.reduce((a, b) => (reach(b.name) >= reach(a.name) ? b : a));
+    if (shared.length) {
+      const cls = shared.reduce((a, b) => (reach(b.name) >= reach(a.name) ? b : a));
+      // A class that cannot be built without its factories' arguments (torchvision's ResNet(block, layers)): the first factory.
+      if (cls.value.k === 'class' && requiredArguments(cls.value.cls.node).length > 0) return roots[0];
+      return cls;
+    }
   }
   const pool = roots.length ? roots : classes;
   let best = pool[0];
@@ -331,6 +384,19 @@ function entryKwargs(interp: Interpreter, entry: Value, main: ModuleInfo): Map<s
   return kwargs;
 }
 
+/** Parameters of a class's __init__ without a default, other than self, *args, **kwargs and a config object. */
+function requiredArguments(classNode: PyNode): string[] {
+  const init = classNode.field('body')?.children.find((s) => s.type === 'function_definition' && s.field('name')?.text === '__init__');
+  const params = init?.field('parameters')?.children ?? [];
+  const names: string[] = [];
+  params.forEach((p, i) => {
+    if (i === 0 || (p.type !== 'identifier' && p.type !== 'typed_parameter')) return;
+    const name = p.type === 'identifier' ? p.text : p.children[0]?.type === 'identifier' ? p.children[0].text : '';
+    if (name && !/^(config|cfg|args|hparams|params|conf|model_args|model_config)$/i.test(name)) names.push(name);
+  });
+  return names;
+}
+
 /** Names used in code (not in docstrings or comments: a docstring mentioning a class is no reference). */
 function identifiers(node: PyNode | undefined): Set<string> {
   const out = new Set<string>();
@@ -371,16 +437,26 @@ function configClass(interp: Interpreter, main: ModuleInfo): Value | undefined {
 
 // ------------------------------------------------------------------ collecting layers
 
-function walk(v: Value, path: PathStep[], visited: Set<unknown>, out: Found[], depth: number, parentWeight: Weight = { n: 1, syms: [] }): void {
+function walk(
+  v: Value,
+  path: PathStep[],
+  visited: Set<unknown>,
+  out: Found[],
+  depth: number,
+  parentWeight: Weight = { n: 1, syms: [] },
+  parent?: Extract<Value, { k: 'obj' }>,
+): void {
   if (depth > 64 || visited.has(v)) return;
+  // The module a layer belongs to: the nearest object above it (lists and dicts are containers).
+  const owner = v.k === 'obj' ? v : parent;
   const step = (a: Value, key: string, star: boolean, hint?: PathStep['hint'], ordinal?: PathStep['ordinal']): void => {
     if (a.k === 'obj' || a.k === 'list' || a.k === 'dict') {
-      walk(a, [...path, { key, className: className(a), star, hint, ordinal }], visited, out, depth + 1, weightOf(a) ?? parentWeight);
+      walk(a, [...path, { key, className: className(a), star, hint, ordinal }], visited, out, depth + 1, weightOf(a) ?? parentWeight, owner);
     }
   };
   if (v.k === 'obj') {
     visited.add(v);
-    for (const layer of v.layers) out.push({ layer, path: layer.suffix ? [...path, { key: layer.suffix }] : path });
+    for (const layer of v.layers) out.push({ layer, path: layer.suffix ? [...path, { key: layer.suffix }] : path, owner: layer.suffix || !parent ? v : parent });
     for (const [k, a] of v.attrs) step(a, k, false);
   } else if (v.k === 'list') {
     visited.add(v);
@@ -441,24 +517,31 @@ function valueOut(v: Value): number | string {
   return show(v);
 }
 
-function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pragmas>): LayerRow[] {
+function groupRows(
+  found: Found[],
+  main: ModuleInfo,
+  pragmaCache: Map<string, Pragmas>,
+  positions: Map<LayerInst, number>,
+): { rows: LayerRow[]; owners: Map<LayerRow, Extract<Value, { k: 'obj' }>> } {
   interface Group {
     members: Found[];
     site: Site | undefined;
   }
   const groups = new Map<string, Group>();
+  const owners = new Map<LayerRow, Extract<Value, { k: 'obj' }>>();
   for (const f of found) {
     const site = userSite(f.layer.sites);
     const starred = f.path.map((s) => (s.star || /^\d+$/.test(s.key) ? '*' : s.key)).join('.');
-    const key = [site ? `${site.module.path}:${site.node.startIndex}` : '?', f.layer.kind, f.layer.suffix ?? '', show(f.layer.inF), show(f.layer.outF), starred].join('|');
+    const config = f.layer.pixelfly ? Object.entries(f.layer.pixelfly).map(([k, v]) => `${k}=${show(v)}`).join(',') : '';
+    const key = [site ? `${site.module.path}:${site.node.startIndex}` : '?', f.layer.kind, f.layer.suffix ?? '', show(f.layer.inF), show(f.layer.outF), starred, positions.get(f.layer) ?? '', config].join('|');
     const g = groups.get(key);
     if (g) g.members.push(f);
     else groups.set(key, { members: [f], site });
   }
   const rows: LayerRow[] = [];
-  for (const g of groups.values()) {
+  for (const g of unambiguous([...groups.values()])) {
     const first = g.members[0];
-    const names = new Set(g.members.map((m) => m.path.map((s) => (s.star ? '*' : s.key)).join('.')));
+    const names = new Set(g.members.map(memberName));
     const name = names.size === 1 ? [...names][0] : mergeNames([...names]);
     const site = g.site;
     const file = site?.module.path ?? main.path;
@@ -467,8 +550,16 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
     const range = site ? rangeOf(site.node) : { start: { line: 0, character: 0 }, end: { line: 0, character: 0 } };
     const inF = valueOut(first.layer.inF);
     const outF = valueOut(first.layer.outF);
-    const direct = !!site && site === first.layer.sites[first.layer.sites.length - 1] && LAYER_CALL.test(site.node.field('function')?.text ?? '');
-    rows.push({
+    const ctor = first.layer.sites[first.layer.sites.length - 1];
+    const callee = site?.node.field('function')?.text ?? '';
+    const direct = !!site && site.node === ctor?.node && DIRECT_CALL.test(callee);
+    const built: LayerRow['built'] =
+      !site || !ctor || direct
+        ? undefined
+        : site.node === ctor.node
+          ? { via: callee, ...(first.layer.subclass ? { subclass: first.layer.subclass } : {}) }
+          : { inside: callee, file: ctor.module.path, module: ctor.module.name, line: ctor.node.startRow + 1, library: ctor.module.library };
+    const row: LayerRow = {
       file,
       line: range.start.line + 1,
       range,
@@ -479,16 +570,30 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
       out: outF,
       count: countOf(g.members.map((m) => m.layer)),
       role: 'other',
-      rowsPerSample: null,
+      rowsPerSample: positions.get(first.layer) ?? null,
       flops: null,
       flops_share: null,
       bias: first.layer.bias,
       pinnedDense: !!pragmas && pragmas.denseLines.has(range.start.line),
       direct,
+      ...(built ? { built } : {}),
       decision: null,
       ...(first.layer.patch ? { patch: first.layer.patch } : {}),
-    });
-    (rows[rows.length - 1] as LayerRow & { path?: PathStep[] }).path = first.path;
+      ...(first.layer.pointwise ? { pointwise: true } : {}),
+      ...(first.layer.keptDense ? { keptDense: first.layer.keptDense } : {}),
+    };
+    if (first.layer.pixelfly && typeof inF === 'number' && typeof outF === 'number') {
+      const read = readPixelflyConfig(first.layer.pixelfly, inF, outF);
+      if ('config' in read) row.pixelfly = read.config;
+      else if ('unresolved' in read) {
+        row.pixelflyUnresolved = read.unresolved.map((u) => u.slice(u.indexOf('=') + 1));
+        row.note = `Pixelfly config unresolved (${read.unresolved.join(', ')}): pin them with '# pixelfly: NAME=VALUE' or --set.`;
+      }
+      else row.note = `This ${first.layer.className}'s config is not a valid Pixelfly layout: ${read.error}.`;
+    }
+    rows.push(row);
+    owners.set(row, first.owner);
+    (row as LayerRow & { path?: PathStep[] }).path = first.path;
   }
   // Roles need the vocabulary sizes (an LM head's out equals the token embedding's rows).
   const vocab = new Set<number>();
@@ -498,7 +603,37 @@ function groupRows(found: Found[], main: ModuleInfo, pragmaCache: Map<string, Pr
     r.role = classifyRole(r.kind, withPath.path ?? [], numOrUndef(r.in), numOrUndef(r.out), vocab);
     delete withPath.path;
   }
-  return rows;
+  return { rows, owners };
+}
+
+function memberName(f: Found): string {
+  return f.path.map((s) => (s.star ? '*' : s.key)).join('.');
+}
+
+/** `layer3.*.conv1` as a pattern over module paths (`*` = one index, as pixelfly_torch's sparsify reads it). */
+function namePattern(name: string): RegExp {
+  return new RegExp(`^${name.split('.').map((p) => (p === '*' ? '\\d+' : p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('\\.')}$`);
+}
+
+/**
+ * Groups whose merged name would also match another group's modules (a stage's first block differs
+ * from the others: `layer3.0.conv1` is 512→256, `layer3.1…5.conv1` are 1024→256, and `layer3.*.conv1`
+ * would name all six) are split into one group per module, so every row's name matches exactly its
+ * own modules: the plan then applies to the right ones.
+ */
+function unambiguous<G extends { members: Found[] }>(groups: G[]): G[] {
+  const names = groups.map((g) => g.members.map(memberName));
+  const out: G[] = [];
+  groups.forEach((g, i) => {
+    const distinct = [...new Set(names[i])];
+    const merged = distinct.length === 1 ? distinct[0] : mergeNames(distinct);
+    const concrete = distinct.every((n) => !n.split('.').includes('*'));
+    if (!merged.split('.').includes('*') || !concrete) return void out.push(g);
+    const pattern = namePattern(merged);
+    if (!names.some((other, j) => j !== i && other.some((n) => pattern.test(n)))) return void out.push(g);
+    for (const n of distinct) out.push({ ...g, members: g.members.filter((m) => memberName(m) === n) });
+  });
+  return out;
 }
 
 /** `blocks.0.fc`, `blocks.1.fc` -> `blocks.*.fc`: only the segments that differ become `*`. */
@@ -606,27 +741,30 @@ function staticRows(call: PyNode, ctor: string, main: ModuleInfo, pragmas: Pragm
 function tokensPerSample(
   options: AnalyzeOptions,
   pragmas: Pragmas,
+  pins: Map<string, Value>,
   root: Value | undefined,
   found: Found[],
   entryLocals: Map<string, Value> | undefined,
-): { value: number; source: string } {
+): { value: number; source: string; patches?: number } {
   if (options.tokens !== undefined) return { value: options.tokens, source: 'set by the caller' };
-  const pinned = pragmas.pins.get('tokens');
-  if (pinned?.k === 'num' && pinned.v >= 1) return { value: pinned.v, source: '`# pixelfly: tokens=` comment' };
+  const pinned = pins.get('tokens');
+  if (pinned?.k === 'num' && Number.isInteger(pinned.v) && pinned.v >= 1) {
+    return { value: pinned.v, source: pragmas.pins.get('tokens') === pinned ? '`# pixelfly: tokens=` comment' : 'the pin tokens' };
+  }
   const objects = collectObjects(root);
   for (const o of objects) {
     const n = o.attrs.get('num_patches');
     if (n?.k === 'num' && n.v >= 1) {
       const prefix = root?.k === 'obj' ? root.attrs.get('num_prefix_tokens') : undefined;
       const extra = prefix?.k === 'num' ? prefix.v : 0;
-      return { value: n.v + extra, source: `the patch grid (num_patches ${n.v}${extra ? ` + ${extra} prefix token${extra > 1 ? 's' : ''}` : ''})` };
+      return { value: n.v + extra, patches: n.v, source: `the patch grid (num_patches ${n.v}${extra ? ` + ${extra} prefix token${extra > 1 ? 's' : ''}` : ''})` };
     }
   }
   const local = entryLocals?.get('num_patches');
   if (local?.k === 'num' && local.v >= 1) {
     // lucidrains: a local num_patches, plus the class token when the model has one.
     const cls = root?.k === 'obj' && root.attrs.has('cls_token') ? 1 : 0;
-    return { value: local.v + cls, source: `num_patches ${local.v}${cls ? ' + the class token' : ''} in the model's constructor` };
+    return { value: local.v + cls, patches: local.v, source: `num_patches ${local.v}${cls ? ' + the class token' : ''} in the model's constructor` };
   }
   for (const f of found) {
     const name = f.path.map((s) => s.key).join('.');
@@ -642,6 +780,31 @@ function tokensPerSample(
   }
   const fallback = options.defaultTokens ?? DEFAULT_TOKENS;
   return { value: fallback, source: `assumed (${fallback}); set it with '# pixelfly: tokens=N' or --tokens` };
+}
+
+/** The input image size: a pin, an attribute of the model (img_size, image_size, …) or a local of its constructor, else 224×224. */
+function imageSize(pins: Map<string, Value>, root: Value | undefined, entryLocals: Map<string, Value> | undefined): { sides: number[]; source: string } {
+  const sides = (v: Value | undefined): number[] | undefined => {
+    if (v?.k === 'num' && Number.isInteger(v.v) && v.v >= 1) return [v.v, v.v];
+    if (v?.k === 'list' && v.items.length === 2 && v.items.every((x) => x.k === 'num' && Number.isInteger(x.v) && x.v >= 1)) return v.items.map((x) => (x as { v: number }).v);
+    return undefined;
+  };
+  const text = (s: number[]): string => s.join('×');
+  for (const n of IMAGE_NAMES) {
+    const s = sides(pins.get(n));
+    if (s) return { sides: s, source: `${text(s)} input (pinned ${n})` };
+  }
+  for (const o of collectObjects(root)) {
+    for (const n of IMAGE_NAMES) {
+      const s = sides(o.attrs.get(n));
+      if (s) return { sides: s, source: `${text(s)} input (${n} of the model)` };
+    }
+  }
+  for (const n of IMAGE_NAMES) {
+    const s = sides(entryLocals?.get(n));
+    if (s) return { sides: s, source: `${text(s)} input (${n} in the model's constructor)` };
+  }
+  return { sides: [DEFAULT_IMAGE, DEFAULT_IMAGE], source: `${DEFAULT_IMAGE}×${DEFAULT_IMAGE} input, assumed; set it with '# pixelfly: img_size=N'` };
 }
 
 const HEAD_NAMES = ['num_heads', 'n_head', 'heads', 'nhead', 'num_attention_heads', 'n_heads'];
@@ -696,15 +859,25 @@ function planRows(rows: LayerRow[], target: PlanTarget, planOptions: PlanOptions
       r.note = `Sizes ${r.in}→${r.out} ×${r.count} are not valid layer sizes.`;
       continue;
     }
-    if (r.kind === 'pixelfly') {
-      r.note = 'Already a PixelflyLinear.';
-      continue;
-    }
+    // A PixelflyLinear whose config cannot be read (the note says why) has no decision.
+    if (r.kind === 'pixelfly' && !r.pixelfly) continue;
     let name = r.name;
     if (byName.has(name)) name = `${r.name} [${r.in}→${r.out}]`;
     for (let k = 2; byName.has(name); k++) name = `${r.name} [${r.in}→${r.out}] #${k}`;
     byName.set(name, r);
-    inventory.push({ name, role: r.role, in: r.in, out: r.out, count: r.count, rowsPerSample: Math.max(1, r.rowsPerSample), pinnedDense: r.pinnedDense || undefined });
+    inventory.push({
+      name,
+      role: r.role,
+      in: r.in,
+      out: r.out,
+      count: r.count,
+      rowsPerSample: Math.max(1, r.rowsPerSample),
+      ...(r.pinnedDense ? { pinnedDense: true } : {}),
+      ...(r.bias ? {} : { bias: false }),
+      ...(r.causal ? { causal: true } : {}),
+      ...(r.keptDense ? { keptDense: r.keptDense } : {}),
+      ...(r.pixelfly ? { pixelfly: r.pixelfly } : {}),
+    });
   }
   if (inventory.length === 0) return null;
   try {
@@ -742,7 +915,8 @@ function memoPlan(inventory: { layers: InventoryLayer[] }, target: PlanTarget, o
   return plan;
 }
 
-function pinnableNames(text: string): string[] {
+/** Names in a symbolic size a pin could give a value to. */
+export function pinnableNames(text: string): string[] {
   const names = new Set<string>();
   for (const m of text.matchAll(/[A-Za-z_][A-Za-z0-9_.]*/g)) {
     const last = m[0].split('.').pop()!;

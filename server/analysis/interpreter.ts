@@ -17,6 +17,7 @@ import {
   sym,
   truthy,
   type ClassInfo,
+  type ConvGeometry,
   type FuncInfo,
   type LayerInst,
   type LayerKind,
@@ -25,6 +26,7 @@ import {
   type Site,
   type Value,
   type Weight,
+  perDimension,
 } from './values';
 
 /** Loops over more items than this run once, with the item count as a multiplier. */
@@ -52,7 +54,14 @@ const NATIVE_PACKAGES = new Set([
   'itertools', 'os', 'sys', 'warnings', 'logging', 'enum', 'abc', 'copy', 'inspect', 're', 'json', 'operator',
 ]);
 
-const LAYER_CONSTRUCTORS = new Set(['Linear', 'Conv1d', 'Conv2d', 'MultiheadAttention', 'Embedding', 'Conv1D', 'PixelflyLinear']);
+const LAYER_CONSTRUCTORS = new Set([
+  'Linear', 'Conv1d', 'Conv2d', 'Conv3d', 'ConvTranspose1d', 'ConvTranspose2d', 'ConvTranspose3d', 'MultiheadAttention', 'Embedding', 'Conv1D',
+  'PixelflyLinear', 'PixelflyPointwiseConv',
+]);
+/** The layers of the pixelfly_torch package: already sparse, whatever package copy defines them. */
+const PIXELFLY_CLASSES = new Set(['PixelflyLinear', 'PixelflyPointwiseConv']);
+/** Pooling and resizing modules whose geometry the convolutions' positions depend on. */
+const SPATIAL_MODULES = /^((Max|Avg)Pool[123]d|Adaptive(Avg|Max)Pool[123]d|Upsample)$/;
 
 export interface InterpreterOptions {
   pins: Map<string, Value>;
@@ -541,7 +550,7 @@ export class Interpreter {
   }
 
   instantiate(cls: ClassInfo, args: Value[], kwargs: Map<string, Value>): Value {
-    if (cls.name === 'Conv1D' || cls.name === 'PixelflyLinear') return this.callNativeConstructor(cls.name, args, kwargs);
+    if (cls.name === 'Conv1D' || PIXELFLY_CLASSES.has(cls.name)) return this.callNativeConstructor(cls.name, args, kwargs);
     const obj = this.newObject(cls);
     const init = this.lookupClassAttr(cls, '__init__');
     if (init && init.value.k === 'func') {
@@ -626,6 +635,8 @@ export class Interpreter {
       case 'str':
         if (['format', 'lower', 'upper', 'startswith', 'endswith', 'split', 'replace', 'join'].includes(name)) return { k: 'native', name: `str.${name}`, self: v };
         return undefined;
+      case 'choice':
+        return this.getAttr(v.options[0].value, name);
       case 'super': {
         const cls = this.objClass(v.self);
         if (!cls) return undefined;
@@ -690,6 +701,8 @@ export class Interpreter {
           return this.callNative(f, args, kwargs);
         case 'ext':
           return this.callExt(f.qual, args, kwargs);
+        case 'choice':
+          return this.callChoice(f, args, kwargs);
         case 'obj': {
           const c = f.cls && this.lookupClassAttr(f.cls, '__call__');
           if (c && c.value.k === 'func') return this.callFunction(c.value.fn, args, kwargs, f, c.owner);
@@ -784,7 +797,8 @@ export class Interpreter {
     if (LAYER_CONSTRUCTORS.has(last)) {
       const made = this.callNativeConstructor(last, args, kwargs);
       if (made.k === 'obj') {
-        self.layers.push(...made.layers);
+        // A subclass (CastedLinear(nn.Linear)) may change forward: a rewrite must not replace it.
+        self.layers.push(...made.layers.map((l) => ({ ...l, subclass: self.cls?.name })));
         for (const [k, v] of made.attrs) if (!self.attrs.has(k)) self.attrs.set(k, v);
       }
     } else if (last === 'Sequential' || last === 'ModuleList') {
@@ -819,9 +833,10 @@ export class Interpreter {
         return { k: 'list', items: Array.from({ length: steps }, (_, i) => sym(`linspace[${i}]`)), tuple: false };
       }
     }
-    if (qual.endsWith('Conv1D') || qual.endsWith('PixelflyLinear') || (qual.startsWith('torch.') && LAYER_CONSTRUCTORS.has(last))) {
+    if (qual.endsWith('Conv1D') || PIXELFLY_CLASSES.has(last) || (qual.startsWith('torch.') && LAYER_CONSTRUCTORS.has(last))) {
       return this.callNativeConstructor(last, args, kwargs);
     }
+    if (qual.startsWith('torch.') && SPATIAL_MODULES.test(last)) return this.spatialModule(qual, last, args, kwargs);
     if (qual.startsWith('torch.') && (last === 'Sequential' || last === 'ModuleList')) {
       const items = last === 'Sequential' ? this.sequentialItems(args) : this.iterate(args[0] ?? { k: 'list', items: [], tuple: false }) ?? [];
       return { k: 'list', items: [...items], tuple: false, container: last, weight: this.weight };
@@ -904,10 +919,12 @@ export class Interpreter {
       case 'Linear':
         inOut('linear', 'in_features', 'out_features', biasArg(2));
         break;
-      case 'PixelflyLinear': {
+      case 'PixelflyLinear':
+      case 'PixelflyPointwiseConv': {
+        // The config is keyword-only (block, butterfly_size, …), as pixelfly_torch declares it.
         const cfg: Record<string, Value> = {};
         for (const [k, v] of kwargs) cfg[k] = v;
-        inOut('pixelfly', 'in_features', 'out_features', biasArg(2), { pixelfly: cfg });
+        inOut('pixelfly', 'in_features', 'out_features', biasArg(2), { pixelfly: cfg, pointwise: name === 'PixelflyPointwiseConv' });
         break;
       }
       case 'Conv1D': {
@@ -920,26 +937,21 @@ export class Interpreter {
         break;
       }
       case 'Conv1d':
-      case 'Conv2d': {
-        const c = a(0, 'in_channels');
-        const o = a(1, 'out_channels');
-        const k = kernelSide(a(2, 'kernel_size'));
-        const s = kernelSide(this.arg(args, kwargs, 3, 'stride') ?? num(1));
-        obj.attrs.set('in_channels', c);
-        obj.attrs.set('out_channels', o);
-        const bias = truthy(kwargs.get('bias') ?? bool(true)) !== false;
-        if (k === 1) add(name === 'Conv1d' ? 'conv1d' : 'conv1x1', c, o, bias);
-        else if (name === 'Conv2d' && k !== undefined && k === s) {
-          // Patch embedding: a matmul over non-overlapping k×k patches, in = C·k·k.
-          add('patch', c.k === 'num' ? num(c.v * k * k) : sym(`${show(c)} * ${k * k}`), o, bias, undefined, c.k === 'num' ? { patch: { channels: c.v, kernel: k } } : undefined);
-        }
+      case 'Conv2d':
+      case 'Conv3d':
+      case 'ConvTranspose1d':
+      case 'ConvTranspose2d':
+      case 'ConvTranspose3d':
+        this.convolution(obj, name, args, kwargs, add);
         break;
-      }
       case 'MultiheadAttention': {
+        // nn.MultiheadAttention(embed_dim, num_heads, dropout, bias, add_bias_kv, add_zero_attn, kdim, vdim, batch_first, …)
         const e = a(0, 'embed_dim');
-        const bias = truthy(kwargs.get('bias') ?? bool(true)) !== false;
-        add('mha_in', e, e.k === 'num' ? num(3 * e.v) : sym(`3 * ${show(e)}`), bias, 'in_proj');
-        add('mha_out', e, e, bias, 'out_proj');
+        const bias = truthy(this.arg(args, kwargs, 3, 'bias') ?? bool(true)) !== false;
+        const keptDense = mhaUnsupported(e, (i, n) => this.arg(args, kwargs, i, n));
+        const extra = keptDense ? { keptDense } : undefined;
+        add('mha_in', e, e.k === 'num' ? num(3 * e.v) : sym(`3 * ${show(e)}`), bias, 'in_proj', extra);
+        add('mha_out', e, e, bias, 'out_proj', extra);
         obj.attrs.set('embed_dim', e);
         break;
       }
@@ -948,6 +960,119 @@ export class Interpreter {
         break;
     }
     return obj;
+  }
+
+  /**
+   * nn.ConvNd / nn.ConvTransposeNd. A pointwise one (kernel 1, stride 1, one group, no padding) is a
+   * linear map over channels; a Conv2d whose kernel equals its stride embeds patches (in = C·k·k);
+   * any other is a `conv` layer with in = C·∏kernel / groups, so a GEMM of in × out per output
+   * position has its FLOPs (per input position for a transposed one).
+   */
+  private convolution(
+    obj: Extract<Value, { k: 'obj' }>,
+    name: string,
+    args: Value[],
+    kwargs: Map<string, Value>,
+    add: (kind: LayerKind, inF: Value, outF: Value, bias: boolean, suffix?: string, extra?: Partial<LayerInst>) => void,
+  ): void {
+    const transposed = name.startsWith('ConvTranspose');
+    const nd = Number(name.slice(-2, -1));
+    const get = (i: number, n: string, dflt: Value): Value => this.arg(args, kwargs, i, n) ?? dflt;
+    const c = get(0, 'in_channels', sym('in_channels'));
+    const o = get(1, 'out_channels', sym('out_channels'));
+    const kernelValue = get(2, 'kernel_size', sym('kernel_size'));
+    const strideValue = get(3, 'stride', num(1));
+    const paddingValue = get(4, 'padding', num(0));
+    const outputPaddingValue = transposed ? get(5, 'output_padding', num(0)) : num(0);
+    const groupsValue = get(6, 'groups', num(1));
+    const biasValue = get(7, 'bias', bool(true));
+    const dilationValue = get(transposed ? 8 : 5, 'dilation', num(1));
+    for (const [k, v] of [['in_channels', c], ['out_channels', o], ['kernel_size', kernelValue], ['stride', strideValue], ['groups', groupsValue]] as const) obj.attrs.set(k, v);
+    const bias = truthy(biasValue) !== false;
+    const kernel = perDimension(kernelValue, nd);
+    const stride = perDimension(strideValue, nd);
+    const dilation = perDimension(dilationValue, nd);
+    const outputPadding = perDimension(outputPaddingValue, nd);
+    const padding: ConvGeometry['padding'] | undefined = paddingValue.k === 'str' ? (paddingValue.v === 'same' ? 'same' : paddingValue.v === 'valid' ? new Array<number>(nd).fill(0) : undefined) : perDimension(paddingValue, nd);
+    const groups = groupsValue.k === 'num' ? groupsValue.v : undefined;
+    const conv: ConvGeometry | undefined = kernel && stride && dilation && outputPadding && padding ? { kernel, stride, padding, dilation, transposed, outputPadding } : undefined;
+    const all = (xs: number[] | undefined, v: number): boolean => !!xs && xs.every((x) => x === v);
+    const noPadding = padding === 'same' ? all(kernel, 1) : all(padding, 0);
+    if (!transposed && all(kernel, 1) && all(stride, 1) && all(dilation, 1) && groups === 1 && noPadding) {
+      add(nd === 1 ? 'conv1d' : 'conv1x1', c, o, bias, undefined, { conv, pointwise: true });
+      return;
+    }
+    const k = kernel && kernel.every((x) => x === kernel[0]) ? kernel[0] : undefined;
+    if (nd === 2 && !transposed && k !== undefined && all(stride, k) && all(dilation, 1) && groups === 1 && noPadding) {
+      // Patch embedding: a matmul over non-overlapping k×k patches, in = C·k·k.
+      add('patch', c.k === 'num' ? num(c.v * k * k) : sym(`${show(c)} * ${k * k}`), o, bias, undefined, { conv, ...(c.k === 'num' ? { patch: { channels: c.v, kernel: k } } : {}) });
+      return;
+    }
+    const taps = kernel ? kernel.reduce((a, b) => a * b, 1) : undefined;
+    const inF =
+      c.k === 'num' && taps !== undefined && groups !== undefined
+        ? num((c.v * taps) / groups)
+        : sym(`${wrap(show(c))} * ${taps ?? `${wrap(show(kernelValue))}**${nd}`}${groups === 1 ? '' : ` / ${wrap(show(groupsValue))}`}`);
+    add('conv', inF, o, bias, undefined, { conv });
+  }
+
+  /** Pooling and upsampling modules keep the arguments that change the positions after them. */
+  private spatialModule(qual: string, last: string, args: Value[], kwargs: Map<string, Value>): Value {
+    const o = this.newObject(undefined, qual);
+    const names = /^Adaptive/.test(last) ? ['output_size'] : last === 'Upsample' ? ['size', 'scale_factor'] : ['kernel_size', 'stride', 'padding', 'dilation'];
+    names.forEach((n, i) => {
+      const v = this.arg(args, kwargs, i, n);
+      if (v) o.attrs.set(n, v);
+    });
+    for (const [k, v] of kwargs) if (k === 'ceil_mode') o.attrs.set(k, v);
+    return o;
+  }
+
+  /** A table entry picked by a key the analysis cannot resolve: every candidate, when they are all callables. */
+  private choiceOf(text: string, key: Value, options: Array<{ key: string; value: Value }>): Value | undefined {
+    if (key.k !== 'sym' || options.length === 0) return undefined;
+    const callable = (v: Value): boolean =>
+      v.k === 'class' || v.k === 'func' || v.k === 'partial' || v.k === 'choice' || (v.k === 'ext' && /^[A-Z]/.test(v.qual.split('.').pop() ?? ''));
+    if (!options.every((o) => callable(this.deref(o.value)))) return undefined;
+    return { k: 'choice', text, options };
+  }
+
+  /**
+   * Calling a table entry whose key is unknown: the first candidate (the table's default in the
+   * libraries that write them, Hugging Face's "eager" first) is built as usual; every other is
+   * built too with an instance count of 0, so its layers are listed (where they differ) without
+   * counting in the model. Candidates that share __init__ (Hugging Face's attention variants
+   * differ only in forward) list the same layers once.
+   */
+  private callChoice(f: Extract<Value, { k: 'choice' }>, args: Value[], kwargs: Map<string, Value>): Value {
+    const [first, ...rest] = f.options;
+    const result = this.call(first.value, args, kwargs);
+    const built = layerSites(result);
+    const same: string[] = [];
+    const other: string[] = [];
+    const saved = this.weight;
+    this.weight = { n: 0, syms: [] };
+    try {
+      for (const o of rest) {
+        const alt = this.call(o.value, args, kwargs);
+        const label = `${JSON.stringify(o.key)} (${show(o.value)})`;
+        if ([...layerSites(alt)].every((s) => built.has(s))) same.push(label);
+        else other.push(label);
+        if (result.k !== 'obj' || alt.k !== 'obj') continue;
+        for (const [k, v] of alt.attrs) if (!result.attrs.has(k)) result.attrs.set(k, v);
+        result.layers.push(...alt.layers);
+      }
+    } finally {
+      this.weight = saved;
+    }
+    const pin = /([A-Za-z_][A-Za-z0-9_]*)$/.exec(f.text.replace(/\]$/, ''))?.[1];
+    const note =
+      `${f.text}: the key is not known statically; the model is counted with ${JSON.stringify(first.key)} (${show(first.value)})` +
+      (same.length ? `; ${same.join(', ')} build${same.length === 1 ? 's' : ''} the same layers` : '') +
+      (other.length ? `; the layers only ${other.join(', ')} would build are listed as not built` : '') +
+      (pin ? ` (pin ${pin} to choose)` : '');
+    if (!this.notes.includes(note)) this.notes.push(note);
+    return result;
   }
 
   private callNative(f: Extract<Value, { k: 'native' }>, args: Value[], kwargs: Map<string, Value>): Value {
@@ -976,7 +1101,12 @@ export class Interpreter {
         return sym('index');
       case 'dict.get': {
         const key = args[0] ? keyOf(args[0]) : '';
-        return (self?.k === 'dict' ? self.map.get(key) : undefined) ?? args[1] ?? NONE;
+        const hit = self?.k === 'dict' ? self.map.get(key) : undefined;
+        if (hit) return hit;
+        // An unknown key may pick any entry (or the default): a choice among the callables.
+        const options = self?.k === 'dict' ? [...self.map].map(([k, value]) => ({ key: k, value })) : [];
+        if (args[1]) options.push({ key: 'default', value: args[1] });
+        return (args[0] && this.choiceOf(`.get(${show(args[0])})`, args[0], options)) || (args[1] ?? NONE);
       }
       case 'dict.setdefault': {
         if (self?.k !== 'dict') return NONE;
@@ -1285,11 +1415,14 @@ export class Interpreter {
           return { k: 'list', items: container.items.slice(s, e), tuple: container.tuple };
         }
         const key = this.eval(subs[0], scope);
-        if (container.k === 'dict') return container.map.get(keyOf(key)) ?? sym(node.text);
+        if (container.k === 'dict') {
+          return container.map.get(keyOf(key)) ?? this.choiceOf(node.text, key, [...container.map].map(([k, value]) => ({ key: k, value }))) ?? sym(node.text);
+        }
         if (container.k === 'list' && key.k === 'num') {
           const i = key.v < 0 ? container.items.length + key.v : key.v;
           return container.items[i] ?? sym(node.text);
         }
+        if (container.k === 'list') return this.choiceOf(node.text, key, container.items.map((value, i) => ({ key: String(i), value }))) ?? sym(node.text);
         return sym(node.text);
       }
       case 'lambda': {
@@ -1418,6 +1551,38 @@ export class Interpreter {
   }
 }
 
+/**
+ * Why pixelfly_torch cannot make an nn.MultiheadAttention's projections Pixelfly (its
+ * PixelflyMultiheadAttention, as `mha_unsupported` says), or undefined when it can.
+ */
+function mhaUnsupported(embed: Value, arg: (i: number, name: string) => Value | undefined): string | undefined {
+  const cannot = "which pixelfly_torch's PixelflyMultiheadAttention does not support, so sparsify cannot replace its projections";
+  for (const [i, name] of [[6, 'kdim'], [7, 'vdim']] as const) {
+    const v = arg(i, name);
+    if (v && v.k !== 'none' && !(v.k === 'num' && embed.k === 'num' && v.v === embed.v)) return `this nn.MultiheadAttention has ${name}=${show(v)} (not embed_dim), ${cannot}`;
+  }
+  for (const [i, name] of [[4, 'add_bias_kv'], [5, 'add_zero_attn']] as const) {
+    const v = arg(i, name);
+    if (v && truthy(v) !== false) return `this nn.MultiheadAttention has ${name}=${show(v)}, ${cannot}`;
+  }
+  return undefined;
+}
+
+/** Where the layers reachable from a value are constructed (for comparing table candidates). */
+function layerSites(v: Value, seen = new Set<Value>(), out = new Set<string>()): Set<string> {
+  if (seen.has(v) || seen.size > 10000) return out;
+  seen.add(v);
+  if (v.k === 'obj') {
+    for (const l of v.layers) {
+      const site = l.sites[l.sites.length - 1];
+      out.add(`${site?.module.path}:${site?.node.startIndex}:${l.kind}:${l.suffix ?? ''}`);
+    }
+    for (const a of v.attrs.values()) layerSites(a, seen, out);
+  } else if (v.k === 'list') v.items.forEach((a) => layerSites(a, seen, out));
+  else if (v.k === 'dict') for (const a of v.map.values()) layerSites(a, seen, out);
+  return out;
+}
+
 /** Which top-level statements bind each name (compound statements under every name they bind). */
 function bindingIndex(root: PyNode): Map<string, PyNode[]> {
   const index = new Map<string, PyNode[]>();
@@ -1495,14 +1660,6 @@ function roundHalfEven(x: number): number {
 export function keyOf(v: Value): string {
   if (v.k === 'str') return v.v;
   return show(v);
-}
-
-function kernelSide(v: Value): number | undefined {
-  if (v.k === 'num') return v.v;
-  if (v.k === 'list' && v.items.length > 0 && v.items.every((x) => x.k === 'num' && x.v === (v.items[0] as { v: number }).v)) {
-    return (v.items[0] as { v: number }).v;
-  }
-  return undefined;
 }
 
 function stringValue(node: PyNode): Value {

@@ -43,6 +43,8 @@ export function parsePin(text: string): [string, Value] {
   const value = text.slice(eq + 1).trim();
   if (!NAME.test(name)) throw new Error(`'${name}' is not a Python name`);
   if (value === '') throw new Error(`no value given for '${name}'`);
+  // The "insert pins" quick fix writes `NAME=?` for the user to fill in.
+  if (value === '?') throw new Error(`fill in the value of '${name}' the model is built with`);
   return [name, parsePinValue(value)];
 }
 

@@ -26,7 +26,11 @@ const FC2 = /^(fc2|c_proj|w2|down|down_proj|dense_4h_to_h|lin2|wo|output|fc_out|
 /** Names that mean fc1/fc2 even outside an MLP-named module. */
 const STRONG_FC1 = /^(fc1|c_fc|w1|w3|up_proj|gate_proj|dense_h_to_4h|fc_in|lin1|linear1)$/i;
 const STRONG_FC2 = /^(fc2|w2|down_proj|dense_4h_to_h|fc_out|lin2|linear2)$/i;
-const HEAD = /^(head|lm_head|score|classifier|cls_head|logits|fc_head|output_layer|to_logits|mlp_head|pred_head)$/i;
+/** Output layers: `head`, torchvision's `heads`, DeiT's `head_dist`, `lm_head`, `mlp_head`, HF's `score` / `classifier` / `qa_outputs`, … */
+const HEAD = /^(heads?|score|classifier|logits|output_layer|to_logits|last_linear|qa_outputs)$|^(head|classifier|logits)_\w+$|_(head|classifier)$/i;
+/** Modules whose layers all belong to the head: timm's ClassifierHead / NormMlpClassifierHead, a `head` Sequential, `pre_logits`. */
+const HEAD_CTX_KEY = /^(heads?|classifier|pre_logits|(head|classifier)_\w+|\w+_(head|classifier))$/i;
+const HEAD_CTX_CLASS = /(Head|Classifier)$/;
 const ATTN_CTX = /(attn|attention|mha|msa)/i;
 const MLP_CTX = /(mlp|ffn|feedforward|feed_forward|^ff$|channel|intermediate|swiglu|glu)/i;
 const TOKEN_CTX = /(token|spatial)/i;
@@ -38,6 +42,7 @@ function words(path: PathStep[]): string[] {
 export function classifyRole(kind: LayerKind, path: PathStep[], inF: number | undefined, outF: number | undefined, vocab: Set<number>): LayerRole {
   if (kind === 'embedding') return 'embedding';
   if (kind === 'patch') return 'patch_embed';
+  if (kind === 'attn_core') return 'attn_core';
   if (kind === 'mha_in') return 'attn_qkv';
   if (kind === 'mha_out') return 'attn_out';
   const hint = path[path.length - 1]?.hint;
@@ -48,10 +53,14 @@ export function classifyRole(kind: LayerKind, path: PathStep[], inF: number | un
   // Token mixing: a Mixer's token MLP, or lucidrains' channel-first Conv1d(k=1) over the patch axis.
   // A Linear over flattened patches (lucidrains' to_patch_embedding) is the patch embedding.
   if ([leaf, ...context].some((w) => /patch_?embed|patch_?embedding|to_patch/i.test(w))) return 'patch_embed';
-  if (kind === 'conv1d' || context.some((w) => TOKEN_CTX.test(w)) || TOKEN_CTX.test(leaf)) return 'token_mix';
-  if (HEAD.test(leaf) || (outF !== undefined && vocab.has(outF) && !context.some((w) => ATTN_CTX.test(w) || MLP_CTX.test(w)))) {
+  const headContext = path.slice(0, -1).some((s) => (HEAD_CTX_KEY.test(s.key) || HEAD_CTX_CLASS.test(s.className ?? '')) && !ATTN_CTX.test(s.className ?? ''));
+  // A classifier's `fc` at the model's top level (torchvision's ResNet, Inception, …) is its head.
+  const topLevelFc = names.length === 1 && /^fc$/i.test(leaf) && kind !== 'conv';
+  if (HEAD.test(leaf) || headContext || topLevelFc || (outF !== undefined && vocab.has(outF) && !context.some((w) => ATTN_CTX.test(w) || MLP_CTX.test(w)))) {
     return 'head';
   }
+  if (kind === 'conv') return 'conv';
+  if (kind === 'conv1d' || context.some((w) => TOKEN_CTX.test(w)) || TOKEN_CTX.test(leaf)) return 'token_mix';
   const inAttn = context.some((w) => ATTN_CTX.test(w));
   const inMlp = context.some((w) => MLP_CTX.test(w));
   // The innermost context wins when both appear (an Mlp inside an attention-named block).

@@ -52,7 +52,24 @@ export interface Weight {
   syms: string[];
 }
 
-export type LayerKind = 'linear' | 'conv1d' | 'hf_conv1d' | 'conv1x1' | 'patch' | 'mha_in' | 'mha_out' | 'embedding' | 'pixelfly';
+/**
+ * conv1d / conv1x1: pointwise convolutions (a linear map over channels at every position); patch:
+ * a Conv2d whose kernel equals its stride (a matmul over non-overlapping patches); conv: any other
+ * convolution (spatial kernel, stride, groups, padding, transposed), counted but never replaced;
+ * attn_core: an attention layer's QKᵀ and scores·V products (a row the analysis adds, not a module).
+ */
+export type LayerKind = 'linear' | 'conv1d' | 'hf_conv1d' | 'conv1x1' | 'patch' | 'conv' | 'mha_in' | 'mha_out' | 'embedding' | 'pixelfly' | 'attn_core';
+
+/** A convolution's (or pooling's) geometry per spatial dimension, when every number is known. */
+export interface ConvGeometry {
+  kernel: number[];
+  stride: number[];
+  /** 'same' keeps the size (stride 1). */
+  padding: number[] | 'same';
+  dilation: number[];
+  transposed: boolean;
+  outputPadding: number[];
+}
 
 export interface Site {
   module: ModuleInfo;
@@ -75,6 +92,14 @@ export interface LayerInst {
   suffix?: string;
   /** Patch embeddings: input channels and kernel side (for the engine's model spec). */
   patch?: { channels: number; kernel: number };
+  /** Convolutions: the geometry that maps input positions to output positions. */
+  conv?: ConvGeometry;
+  /** Pointwise convolutions (conv1d, conv1x1, or a PixelflyPointwiseConv): the quick fix writes PixelflyPointwiseConv. */
+  pointwise?: boolean;
+  /** Built by a user subclass of the layer class (its name). */
+  subclass?: string;
+  /** Why the layer must stay dense whatever the plan (an nn.MultiheadAttention pixelfly_torch cannot replace). */
+  keptDense?: string;
 }
 
 export interface Scope {
@@ -111,7 +136,12 @@ export type Value =
   | { k: 'obj'; id: number; cls?: ClassInfo; native?: string; attrs: Map<string, Value>; layers: LayerInst[]; weight: Weight }
   | { k: 'pymod'; mod: ModuleInfo }
   | { k: 'lazy'; load: () => Value }
-  | { k: 'super'; self: Value; after: ClassInfo };
+  | { k: 'super'; self: Value; after: ClassInfo }
+  /**
+   * One of several callables picked from a table by a key the analysis cannot resolve
+   * (`ATTENTION_CLASSES[config.attn_implementation]`): calling it builds every candidate.
+   */
+  | { k: 'choice'; text: string; options: Array<{ key: string; value: Value }> };
 
 export const NONE: Value = { k: 'none' };
 export const num = (v: number): Value => ({ k: 'num', v });
@@ -156,6 +186,8 @@ export function show(v: Value): string {
       return '…';
     case 'super':
       return 'super()';
+    case 'choice':
+      return v.text;
   }
 }
 
@@ -192,4 +224,11 @@ export function weightText(w: Weight): string {
   if (w.syms.length === 0) return String(w.n);
   const factors = w.n === 1 ? w.syms : [String(w.n), ...w.syms];
   return factors.join(' * ');
+}
+
+/** A convolution argument per spatial dimension: an int for all of them, or a tuple of ints. */
+export function perDimension(v: Value, nd: number): number[] | undefined {
+  if (v.k === 'num' && Number.isInteger(v.v)) return new Array<number>(nd).fill(v.v);
+  if (v.k === 'list' && v.items.length === nd && v.items.every((x) => x.k === 'num' && Number.isInteger(x.v))) return v.items.map((x) => (x as { v: number }).v);
+  return undefined;
 }

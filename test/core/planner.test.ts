@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planModel, type Plan } from '../../core/planner';
-import { parseInventory, type Inventory, type InventoryLayer } from '../../core/inventory';
+import { layerDenseCost, parseInventory, type Inventory, type InventoryLayer } from '../../core/inventory';
+import { attentionCoreFlops } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { PixelflyConfigError } from '../../core/errors';
 import { mulberry32 } from '../support/random';
@@ -179,4 +180,80 @@ test('smaller blocks reach sparser plans', () => {
   const fine = planModel(gpt2, { budget: 0.4 }, { blockSizes: [16, 32] });
   assert.equal(coarse.targetMet, false);
   assert.ok(fine.planFlops < coarse.planFlops);
+});
+
+test('a layer that already is a Pixelfly layer keeps its config and counts as sparse in the totals', () => {
+  const config = { block: 32, butterflySize: 8, nFactors: 2, rank: 16 };
+  const inv: Inventory = {
+    layers: [
+      { name: 'fixed', role: 'mlp_fc1', in: 1024, out: 4096, count: 4, rowsPerSample: 128, pixelfly: config },
+      { name: 'free', role: 'mlp_fc2', in: 4096, out: 1024, count: 4, rowsPerSample: 128 },
+    ],
+  };
+  const plan = planModel(inv, { budget: 0.9 });
+  const fixed = byName(plan, 'fixed');
+  assert.equal(fixed.sparsify, true);
+  assert.deepEqual(fixed.config, { ...config, globalSize: 0, shuffle: false });
+  assert.equal(fixed.density, flatBlockButterflyLayout(4096, 1024, fixed.config!).density);
+  assert.match(fixed.reason, /^Already a Pixelfly layer: a flat butterfly \(size 8, 2 factors\) on 32×32 blocks/);
+  // Its FLOPs count at its own config, so a loose budget needs nothing else sparsified.
+  assert.ok(fixed.planFlops < fixed.denseFlops);
+  assert.equal(byName(plan, 'free').sparsify, false);
+  assert.ok(Math.abs(plan.planFlops - fixed.planFlops - byName(plan, 'free').denseFlops) < 1e-6 * plan.planFlops);
+  assert.match(plan.summary, /^1 of 2 layers sparse/);
+  // Whatever the target, the config stays (even a denser level would not move it).
+  assert.deepEqual(byName(planModel(inv, { budget: 0.2 }), 'fixed').config, fixed.config);
+  // A config the layout cannot honour names the layer.
+  assert.throws(() => planModel({ layers: [{ ...inv.layers[0], pixelfly: { ...config, butterflySize: 7 } }] }, { budget: 0.5 }), /butterfly_size.*\(layer fixed\)/);
+});
+
+test('attention cores and convolutions count in the totals, stay dense and say why; layers the source keeps dense say its reason', () => {
+  const T = 1024;
+  const d = 768;
+  const inv: Inventory = {
+    layers: [
+      { name: 'qkv', role: 'attn_qkv', in: d, out: 3 * d, count: 12, rowsPerSample: T },
+      { name: 'core', role: 'attn_core', in: d, out: T, count: 12, rowsPerSample: T, causal: true },
+      { name: 'conv', role: 'conv', in: 64 * 9, out: 64, count: 3, rowsPerSample: 3136, bias: false },
+      { name: 'mha.in_proj', role: 'attn_qkv', in: d, out: 3 * d, count: 12, rowsPerSample: T, keptDense: 'nn.MultiheadAttention keeps in_proj as a parameter' },
+    ],
+  };
+  const plan = planModel(inv, { budget: 0.5 });
+  const core = byName(plan, 'core');
+  // QKᵀ and scores·V: 2·T·T·d multiply-adds each, forward; causal halves it; backward twice the forward.
+  assert.equal(core.denseFlops, 3 * 0.5 * 4 * T * T * d * 12);
+  assert.equal(core.denseParams, 0);
+  assert.equal(core.sparsify, false);
+  assert.match(core.reason, /^Kept dense: the attention core \(QKᵀ and scores·V\) has no weights to sparsify/);
+  const conv = byName(plan, 'conv');
+  assert.equal(conv.denseFlops, 3 * 2 * 3136 * 64 * 9 * 64 * 3, 'no bias adds');
+  assert.match(conv.reason, /^Kept dense: a convolution with a spatial kernel/);
+  assert.equal(byName(plan, 'mha.in_proj').sparsify, false);
+  assert.equal(byName(plan, 'mha.in_proj').reason, 'Kept dense: nn.MultiheadAttention keeps in_proj as a parameter.');
+  assert.equal(plan.denseFlops, plan.layers.reduce((s, l) => s + l.denseFlops, 0));
+  assert.match(plan.summary, /^1 of 3 layers sparse/, 'the attention core is no layer');
+});
+
+test("an attention core's FLOPs are core/attention.ts's (the engine's Pixelfly attention counts with it)", () => {
+  for (const [T, d, causal] of [[1024, 768, true], [197, 384, false], [64, 256, true]] as const) {
+    const ours = layerDenseCost({ role: 'attn_core', in: d, out: T, causal }, T).flops;
+    assert.deepEqual(ours, attentionCoreFlops(T, d, causal), `T ${T}, d ${d}, causal ${causal}`);
+  }
+});
+
+test("a head's reason matches its share of the FLOPs", () => {
+  const head = (vocab: number): string =>
+    byName(planModel({ layers: [{ name: 'fc', role: 'mlp_fc1', in: 768, out: 3072, count: 12, rowsPerSample: 1024 }, { name: 'head', role: 'head', in: 768, out: vocab, count: 1, rowsPerSample: 1024 }] }, { budget: 0.5 }), 'head').reason;
+  assert.match(head(1000), /^Kept dense: classifier and LM heads stay dense, as in the paper: they are a small share of FLOPs \(2\.\d%\) and sensitive to sparsity\.$/);
+  const big = head(50257);
+  assert.doesNotMatch(big, /small share/);
+  assert.match(big, /^Kept dense: classifier and LM heads stay dense, as in the paper, because the output layer is sensitive to sparsity, although at 5\d% of this model's FLOPs it limits the speedup\.$/);
+});
+
+test('parseInventory checks the optional fields', () => {
+  const base = { name: 'l', role: 'attn_core', in: 64, out: 128, count: 1, rowsPerSample: 128 };
+  assert.equal(parseInventory({ layers: [{ ...base, causal: true, bias: false, keptDense: 'why' }] }).layers[0].causal, true);
+  assert.throws(() => parseInventory({ layers: [{ ...base, causal: 'yes' }] }), /layers\[0\] \(l\) causal must be a boolean/);
+  assert.throws(() => parseInventory({ layers: [{ ...base, keptDense: '' }] }), /keptDense must be a non-empty string/);
+  assert.throws(() => parseInventory({ layers: [{ ...base, pixelfly: { block: 32, butterflySize: 4, nFactors: 2, rank: -1 } }] }), /pixelfly\.rank must be an integer ≥ 0/);
 });

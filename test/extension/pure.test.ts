@@ -7,7 +7,7 @@ import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewH
 import { Backoff } from '../../extension/daemon/backoff';
 import { decimateIndices } from '../../webview/metrics/decimate';
 import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
-import { analyzeArgs, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
+import { analyzeArgs, appliedMessage, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs } from '../../extension/trainArgs';
@@ -110,6 +110,22 @@ describe('model adapter', () => {
     const v = toModelView({ model: { name: 'Mixer' }, tokensPerSample: 49, layers: [{ name: 'fc', role: 'mlp_fc1', in: 256, out: 1024, count: 2 }] }, 'file', 32, 256);
     assert.equal(v.name, 'Mixer');
     assert.equal(v.layers[0].rowsPerSample, 49);
+  });
+
+  it('leaves out layers the analysis lists but the model does not build, or whose sizes it could not resolve', () => {
+    const v = toModelView(
+      { layers: [{ name: 'fc', role: 'mlp_fc1', in: 256, out: 1024, count: 2 }, { name: 'Attn.q', role: 'attn_qkv', in: 'dim', out: 'dim', count: 0 } as never, { name: 'x', role: 'other', in: 4, out: 4, count: 'depth' } as never] },
+      'file',
+      32,
+      64,
+    );
+    assert.deepEqual(v.layers.map((l) => l.name), ['fc']);
+  });
+
+  it('"Apply to code" reports what the language server skipped and why; nothing applied is an error', () => {
+    assert.equal(appliedMessage({ applied: ['a', 'b'], skipped: ['c: built inside `mlp_layer(…)` (library code)'] }, 3, 'vit.py'), 'Applied 2 of 3 layer(s) to vit.py; not applied: c: built inside `mlp_layer(…)` (library code).');
+    assert.equal(appliedMessage({ applied: ['a'], skipped: [] }, 1, 'm.py'), 'Applied 1 of 1 layer(s) to m.py.');
+    assert.throws(() => appliedMessage({ applied: [], skipped: ['x: not a layer of this file'] }, 1, 'm.py'), /^Error: Applied 0 of 1 layer\(s\) to m\.py; not applied: x: not a layer of this file\.$/);
   });
 
   it('names the bad field of a malformed analysis', () => {
@@ -231,8 +247,8 @@ describe('layer roles: one list, in core', () => {
     assert.deepEqual(LayerRoleSchema.options, [...LAYER_ROLES]);
     const row = { name: 'fc', in: 4, out: 4, count: 1, sparsify: false, config: defaultConfig(64, 64, 32), estimatedSpeedup: null, reason: 'r' };
     for (const role of LAYER_ROLES) assert.equal(ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role }] }).success, true, role);
-    const bad = ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role: 'conv' }] });
+    const bad = ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role: 'pooling' }] });
     assert.equal(bad.success, false, 'a role core does not know is refused');
-    assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'conv', in: 4, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.role/);
+    assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'pooling', in: 4, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.role/);
   });
 });

@@ -3,7 +3,7 @@
 // roles). Each expectation was derived from the model code, not from the analyser's output.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parsePinValue } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
@@ -16,6 +16,8 @@ test('nanoGPT: dataclass config defaults, fused c_attn, ModuleDict of a ModuleLi
   assert.equal(a.model?.name, 'GPT');
   assert.deepEqual(inventory(a), [
     ['transformer.h.*.attn.c_attn', 'Linear', 768, 2304, 12, 'attn_qkv'],
+    // QKᵀ and scores·V over 12 heads of 64 (d = 768) and 1024 keys, causal (is_causal=True, the tril mask).
+    ['transformer.h.*.attn.(core)', 'attention', 768, 1024, 12, 'attn_core'],
     ['transformer.h.*.attn.c_proj', 'Linear', 768, 768, 12, 'attn_out'],
     ['transformer.h.*.mlp.c_fc', 'Linear', 768, 3072, 12, 'mlp_fc1'],
     ['transformer.h.*.mlp.c_proj', 'Linear', 3072, 768, 12, 'mlp_fc2'],
@@ -31,6 +33,15 @@ test('nanoGPT: dataclass config defaults, fused c_attn, ModuleDict of a ModuleLi
   const fc = row(a, 'transformer.h.*.mlp.c_fc').flops_share!;
   assert.ok(Math.abs(fc / row(a, 'transformer.h.*.mlp.c_proj').flops_share! - 1) < 1e-3);
   assert.ok(Math.abs(row(a, 'transformer.h.*.attn.c_attn').flops_share! / fc - 0.75) < 1e-3);
+  // The causal core: half of 4·T²·d forward = 2·1024·768 per token, against c_fc's 2·768·3072 (+ bias): 1/3.
+  const core = row(a, 'transformer.h.*.attn.(core)');
+  assert.equal(core.causal, true);
+  assert.ok(Math.abs(core.flops_share! / fc - (1024 * 768) / (768 * 3072 + 3072)) < 1e-3, `core/fc ${core.flops_share! / fc}`);
+  assert.match(core.decision?.reason ?? '', /^Kept dense: the attention core \(QKᵀ and scores·V\) has no weights to sparsify/);
+  // The LM head is 27% of the FLOPs here: its reason must not call it a small share.
+  assert.ok(row(a, 'lm_head').flops_share! > 0.25);
+  assert.doesNotMatch(row(a, 'lm_head').decision?.reason ?? '', /small share/);
+  assert.match(row(a, 'lm_head').decision?.reason ?? '', /sensitive to sparsity, although at 2\d% of this model's FLOPs it limits the speedup/);
   assert.equal(row(a, 'lm_head').decision?.sparsify, false);
   assert.equal(row(a, 'transformer.wte').decision?.sparsify, false);
   assert.ok(a.layers.some((l) => l.decision?.sparsify), 'a 50% FLOP budget sparsifies some block layers');
@@ -46,6 +57,7 @@ test('minGPT: get_default_config, model_type dict dispatch via merge_from_dict, 
   // The file pins model_type=gpt-mini (n_layer 6, n_embd 192), vocab_size 50257, block_size 128.
   assert.deepEqual(inventory(a), [
     ['transformer.h.*.attn.c_attn', 'Linear', 192, 576, 6, 'attn_qkv'],
+    ['transformer.h.*.attn.(core)', 'attention', 192, 128, 6, 'attn_core'],
     ['transformer.h.*.attn.c_proj', 'Linear', 192, 192, 6, 'attn_out'],
     ['transformer.h.*.mlp.c_fc', 'Linear', 192, 768, 6, 'mlp_fc1'],
     ['transformer.h.*.mlp.c_proj', 'Linear', 768, 192, 6, 'mlp_fc2'],
@@ -65,6 +77,7 @@ test('timm ViT: the class defaults are ViT-B/16 (PatchEmbed and Mlp from timm.la
   assert.equal(a.model?.name, 'VisionTransformer');
   assert.deepEqual(inventory(a), [
     ['blocks.*.attn.qkv', 'Linear', 768, 2304, 12, 'attn_qkv'],
+    ['blocks.*.attn.(core)', 'attention', 768, 197, 12, 'attn_core'],
     ['blocks.*.attn.proj', 'Linear', 768, 768, 12, 'attn_out'],
     ['blocks.*.mlp.fc1', 'Linear', 768, 3072, 12, 'mlp_fc1'],
     ['blocks.*.mlp.fc2', 'Linear', 3072, 768, 12, 'mlp_fc2'],
@@ -74,6 +87,8 @@ test('timm ViT: the class defaults are ViT-B/16 (PatchEmbed and Mlp from timm.la
   // 14x14 patches plus the class token.
   assert.equal(a.tokensPerSample, 197);
   assert.equal(row(a, 'head').rowsPerSample, 1, 'a classifier head sees the pooled token');
+  assert.equal(row(a, 'patch_embed.proj').rowsPerSample, 196, 'the patch embedding runs before the class token joins');
+  assert.equal(row(a, 'blocks.*.attn.(core)').causal, false, 'a ViT attends both ways');
   // The Mlp is built inside the library: both of its layers are reported at the user's `mlp_layer(` call.
   assert.equal(row(a, 'blocks.*.mlp.fc1').line, 103);
   assert.equal(row(a, 'blocks.*.mlp.fc2').line, 103);
@@ -118,6 +133,7 @@ test('Hugging Face GPT-2: Conv1D(nf, nx) is out-first, config class in another f
     ['GPT2Attention.c_attn', 'Conv1D', 'self.embed_dim', '2 * self.embed_dim', 0, 'attn_qkv'],
     ['GPT2Attention.q_attn', 'Conv1D', 'self.embed_dim', 'self.embed_dim', 0, 'attn_qkv'],
     ['transformer.h.*.attn.c_attn', 'Conv1D', 768, 2304, 12, 'attn_qkv'],
+    ['transformer.h.*.attn.(core)', 'attention', 768, 1024, 12, 'attn_core'],
     ['transformer.h.*.attn.c_proj', 'Conv1D', 768, 768, 12, 'attn_out'],
     ['transformer.h.*.mlp.c_fc', 'Conv1D', 768, 3072, 12, 'mlp_fc1'],
     ['transformer.h.*.mlp.c_proj', 'Conv1D', 3072, 768, 12, 'mlp_fc2'],
@@ -149,11 +165,15 @@ test('lucidrains ViT: required keyword-only sizes stay symbolic until pinned', a
     ['transformer.layers.*.1.net.1', 'Linear', 768, 3072, 12, 'mlp_fc1'],
     ['transformer.layers.*.1.net.4', 'Linear', 3072, 768, 12, 'mlp_fc2'],
     ['transformer.layers.*.0.to_qkv', 'Linear', 768, 2304, 12, 'attn_qkv'],
+    // 12 heads of dim_head 64: inner_dim 768 (to_out's input), 197 keys.
+    ['transformer.layers.*.0.(core)', 'attention', 768, 197, 12, 'attn_core'],
     ['transformer.layers.*.0.to_out.0', 'Linear', 768, 768, 12, 'attn_out'],
     ['to_patch_embedding.2', 'Linear', 768, 768, 1, 'patch_embed'],
     ['mlp_head', 'Linear', 768, 1000, 1, 'head'],
   ]);
   assert.equal(a.tokensPerSample, 14 * 14 + 1, 'the local num_patches plus the class token');
+  assert.equal(row(a, 'mlp_head').rowsPerSample, 1, 'forward pools (x.mean(dim = 1) or x[:, 0]) before the head');
+  assert.equal(row(a, 'to_patch_embedding.2').rowsPerSample, 196, 'patches, before the class token');
 });
 
 test('lucidrains MLP-Mixer: a factory function, partial(nn.Conv1d, kernel_size=1) token mixing, a lambda helper', async () => {
@@ -181,10 +201,13 @@ test('custom: constants, dict dispatch, nn.MultiheadAttention, workspace imports
     [
       ['model.py', 17, 'layers.*.attn.qkv', 512, 1536, 3, 'attn_qkv'],
       ['model.py', 17, 'gated.*.attn.qkv', 512, 1536, 2, 'attn_qkv'],
+      ['model.py', 17, 'layers.*.attn.(core)', 512, 1024, 3, 'attn_core'],
+      ['model.py', 17, 'gated.*.attn.(core)', 512, 1024, 2, 'attn_core'],
       ['model.py', 18, 'layers.*.attn.out', 512, 512, 3, 'attn_out'],
       ['model.py', 18, 'gated.*.attn.out', 512, 512, 2, 'attn_out'],
       ['model.py', 31, 'layers.*.attn.mha.in_proj', 512, 1536, 3, 'attn_qkv'],
       ['model.py', 31, 'layers.*.attn.mha.out_proj', 512, 512, 3, 'attn_out'],
+      ['model.py', 31, 'layers.*.attn.mha.(core)', 512, 1024, 3, 'attn_core'],
       // GatedMlp lives in a library (--path): reported at the user's call; hidden = 8 * 512 // 3.
       ['model.py', 45, 'gated.*.mlp.w_gate', 512, 1365, 2, 'mlp_fc1'],
       ['model.py', 45, 'gated.*.mlp.w_up', 512, 1365, 2, 'mlp_fc1'],
@@ -203,6 +226,19 @@ test('custom: constants, dict dispatch, nn.MultiheadAttention, workspace imports
   assert.equal(adapter.decision?.sparsify, false);
   assert.match(adapter.decision?.reason ?? '', /pinned/);
   assert.equal(row(withLib, 'proj').decision?.sparsify, true, 'the same shape without the pragma is sparsified');
+  // nn.MultiheadAttention's projections are planned like Linears (pixelfly_torch replaces the module by a
+  // PixelflyMultiheadAttention), unless it uses what that does not support: then dense, saying why.
+  assert.equal(row(withLib, 'layers.*.attn.mha.in_proj').decision?.sparsify, true);
+  const kv = readFileSync(fixture('custom', 'model.py'), 'utf8').replace('nn.MultiheadAttention(dim, heads, batch_first=True)', 'nn.MultiheadAttention(dim, heads, batch_first=True, add_bias_kv=True)');
+  const unsupported = await run({ file: fixture('custom', 'model.py'), source: kv, extraPaths: [fixture('site')] });
+  for (const name of ['layers.*.attn.mha.in_proj', 'layers.*.attn.mha.out_proj']) {
+    const d = row(unsupported, name).decision!;
+    assert.equal(d.sparsify, false, name);
+    assert.equal(d.reason, "Kept dense: this nn.MultiheadAttention has add_bias_kv=True, which pixelfly_torch's PixelflyMultiheadAttention does not support, so sparsify cannot replace its projections.");
+  }
+  const kdim = await run({ file: fixture('custom', 'model.py'), source: kv.replace('add_bias_kv=True', 'kdim=dim // 2'), extraPaths: [fixture('site')] });
+  assert.match(row(kdim, 'layers.*.attn.mha.in_proj').decision!.reason, /has kdim=256 \(not embed_dim\)/);
+  assert.equal(row(unsupported, 'layers.*.attn.qkv').decision?.sparsify, true, 'the same sizes in a plain Linear are sparsified');
   // Without the library on the search path GatedMlp is opaque: its layers are simply not found.
   const without = await run({ file: fixture('custom', 'model.py') });
   assert.equal(without.layers.some((l) => l.name.includes('w_gate')), false);
@@ -235,12 +271,15 @@ test('PyTorch nn.Transformer source: 6+6 layers of MultiheadAttention and linear
   assert.deepEqual(built, [
     ['encoder.layers.*.self_attn.in_proj', 512, 1536, 6, 'attn_qkv'],
     ['encoder.layers.*.self_attn.out_proj', 512, 512, 6, 'attn_out'],
+    ['encoder.layers.*.self_attn.(core)', 512, 1024, 6, 'attn_core'],
     ['encoder.layers.*.linear1', 512, 2048, 6, 'mlp_fc1'],
     ['encoder.layers.*.linear2', 2048, 512, 6, 'mlp_fc2'],
     ['decoder.layers.*.self_attn.in_proj', 512, 1536, 6, 'attn_qkv'],
     ['decoder.layers.*.self_attn.out_proj', 512, 512, 6, 'attn_out'],
+    ['decoder.layers.*.self_attn.(core)', 512, 1024, 6, 'attn_core'],
     ['decoder.layers.*.multihead_attn.in_proj', 512, 1536, 6, 'attn_qkv'],
     ['decoder.layers.*.multihead_attn.out_proj', 512, 512, 6, 'attn_out'],
+    ['decoder.layers.*.multihead_attn.(core)', 512, 1024, 6, 'attn_core'],
     ['decoder.layers.*.linear1', 512, 2048, 6, 'mlp_fc1'],
     ['decoder.layers.*.linear2', 2048, 512, 6, 'mlp_fc2'],
   ]);
@@ -257,6 +296,8 @@ test('LLaMA style: ModelArgs dataclass, grouped-query attention, SwiGLU hidden r
   // 7B defaults: hidden = 256 * ceil(int(2 * 16384 / 3) / 256) = 11008; vocab pinned in a comment.
   assert.deepEqual(inventory(a), [
     ['layers.*.attention.wq', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    // d = wo's input, 32 heads of 128; causal: Transformer.forward builds a triu mask.
+    ['layers.*.attention.(core)', 'attention', 4096, 2048, 32, 'attn_core'],
     ['layers.*.attention.wk', 'Linear', 4096, 4096, 32, 'attn_qkv'],
     ['layers.*.attention.wv', 'Linear', 4096, 4096, 32, 'attn_qkv'],
     ['layers.*.attention.wo', 'Linear', 4096, 4096, 32, 'attn_out'],
@@ -293,4 +334,148 @@ test('Swin style: a loop over stages builds different widths per iteration; Patc
   ]);
   assert.deepEqual(pick(/patch_embed/), [['patch_embed.proj', 3 * 4 * 4, 96, 1]]);
   assert.equal(a.tokensPerSample, 56 * 56);
+});
+
+test('Hugging Face LLaMA: the attention class comes from LLAMA_ATTENTION_CLASSES[config._attn_implementation]; every candidate builds the same layers', async () => {
+  const a = await run({ file: fixture('hf_llama', 'modeling_llama.py'), model: 'LlamaForCausalLM' });
+  // LlamaConfig's defaults (7B): hidden 4096, 32 layers of 32 heads, intermediate 11008, vocab 32000.
+  assert.deepEqual(inventory(a), [
+    ['model.layers.*.mlp.gate_proj', 'Linear', 4096, 11008, 32, 'mlp_fc1'],
+    ['model.layers.*.mlp.up_proj', 'Linear', 4096, 11008, 32, 'mlp_fc1'],
+    ['model.layers.*.mlp.down_proj', 'Linear', 11008, 4096, 32, 'mlp_fc2'],
+    ['model.layers.*.self_attn.q_proj', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    ['model.layers.*.self_attn.(core)', 'attention', 4096, 2048, 32, 'attn_core'],
+    ['model.layers.*.self_attn.k_proj', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    ['model.layers.*.self_attn.v_proj', 'Linear', 4096, 4096, 32, 'attn_qkv'],
+    ['model.layers.*.self_attn.o_proj', 'Linear', 4096, 4096, 32, 'attn_out'],
+    ['model.embed_tokens', 'Embedding', 32000, 4096, 1, 'embedding'],
+    ['lm_head', 'Linear', 4096, 32000, 1, 'head'],
+    ['LlamaForSequenceClassification.score', 'Linear', 'config.hidden_size', 'self.num_labels', 0, 'head'],
+  ]);
+  assert.deepEqual(a.unresolved, []);
+  assert.equal(row(a, 'model.layers.*.self_attn.(core)').causal, true, 'self.is_causal = True, and the model builds a triu mask');
+  assert.ok(
+    a.notes.some((n) => /^LLAMA_ATTENTION_CLASSES\[config\._attn_implementation\]: the key is not known statically; the model is counted with "eager" \(LlamaAttention\); "sdpa" \(LlamaSdpaAttention\) builds the same layers \(pin _attn_implementation to choose\)$/.test(n)),
+    a.notes.join('\n'),
+  );
+  // Grouped-query attention: 8 KV heads of 128 at hidden 4096.
+  const gqa = await run({ file: fixture('hf_llama', 'modeling_llama.py'), model: 'LlamaForCausalLM', pins: pins({ num_key_value_heads: '8', num_hidden_layers: '2' }) });
+  assert.deepEqual(row(gqa, 'model.layers.*.self_attn.k_proj').out, 1024);
+  assert.deepEqual(row(gqa, 'model.layers.*.self_attn.(core)').in, 4096, 'the core runs over all 32 query heads');
+  // The sequence classifier scores every token (it picks the last one after the head), so its head runs per token.
+  const cls = await run({ file: fixture('hf_llama', 'modeling_llama.py'), model: 'LlamaForSequenceClassification' });
+  assert.equal(row(cls, 'score').rowsPerSample, 2048);
+});
+
+test('a table whose candidates build different layers: the first is counted, the others listed as not built', async () => {
+  const source = [
+    'import torch.nn as nn',
+    'class FusedAttention(nn.Module):',
+    '    def __init__(self, dim):',
+    '        super().__init__()',
+    '        self.qkv = nn.Linear(dim, 3 * dim)',
+    '        self.proj = nn.Linear(dim, dim)',
+    'class SplitAttention(nn.Module):',
+    '    def __init__(self, dim):',
+    '        super().__init__()',
+    '        self.q = nn.Linear(dim, dim)',
+    '        self.kv = nn.Linear(dim, 2 * dim)',
+    '        self.proj = nn.Linear(dim, dim)',
+    'ATTENTION_CLASSES = {"fused": FusedAttention, "split": SplitAttention}',
+    'class Net(nn.Module):',
+    '    def __init__(self, config, dim=512, depth=4):',
+    '        super().__init__()',
+    '        self.blocks = nn.ModuleList([ATTENTION_CLASSES[config.attn_implementation](dim) for _ in range(depth)])',
+    '',
+  ].join('\n');
+  const a = await run({ file: fixture('nanogpt', 'model.py'), source, model: 'Net' });
+  assert.deepEqual(inventory(a), [
+    ['blocks.*.qkv', 'Linear', 512, 1536, 4, 'attn_qkv'],
+    ['blocks.*.(core)', 'attention', 512, 1024, 4, 'attn_core'],
+    ['blocks.*.proj', 'Linear', 512, 512, 4, 'attn_out'],
+    ['blocks.*.q', 'Linear', 512, 512, 0, 'attn_qkv'],
+    ['blocks.*.kv', 'Linear', 512, 1024, 0, 'attn_qkv'],
+    // SplitAttention's proj is at an attribute the counted candidate already has: listed as written, not built.
+    ['SplitAttention.proj', 'Linear', 'dim', 'dim', 0, 'attn_out'],
+  ]);
+  assert.ok(a.notes.some((n) => /the layers only "split" \(SplitAttention\) would build are listed as not built \(pin attn_implementation to choose\)/.test(n)), a.notes.join('\n'));
+  const pinned = await run({ file: fixture('nanogpt', 'model.py'), source, model: 'Net', pins: pins({ attn_implementation: 'split' }) });
+  assert.deepEqual(pinned.layers.filter((l) => l.count !== 0).map((l) => l.name), ['blocks.*.q', 'blocks.*.(core)', 'blocks.*.kv', 'blocks.*.proj']);
+});
+
+test('torchvision ResNet-50: convolutions count at their feature maps, kept dense with a reason; 1x1 convolutions can be sparsified; fc is the head', async () => {
+  const a = await run({ file: fixture('torchvision', 'resnet.py'), model: 'resnet50' });
+  assert.deepEqual(a.imageSize, { sides: [224, 224], source: "224×224 input, assumed; set it with '# pixelfly: img_size=N'" });
+  const pick = (name: string) => {
+    const r = row(a, name);
+    return [r.kind, r.in, r.out, r.count, r.rowsPerSample];
+  };
+  // Stem: 7x7 stride 2 over 3 channels (in = 3·49) at 112x112; max pooling halves again to 56x56.
+  assert.deepEqual(pick('conv1'), ['conv', 147, 64, 1, 112 * 112]);
+  // layer1 (56x56): the first block's 1x1 has 64 inputs, the others 256 (the stage's width after block 0).
+  assert.deepEqual(pick('layer1.0.conv1'), ['conv1x1', 64, 64, 1, 56 * 56]);
+  assert.deepEqual(pick('layer1.1.conv1'), ['conv1x1', 256, 64, 1, 56 * 56]);
+  assert.deepEqual(pick('layer1.*.conv2'), ['conv', 64 * 9, 64, 3, 56 * 56]);
+  // layer2: the stride is on conv2 (torchvision's V1.5), so block 0's conv1 still runs at 56x56.
+  assert.deepEqual(pick('layer2.0.conv1'), ['conv1x1', 256, 128, 1, 56 * 56]);
+  assert.deepEqual(pick('layer2.*.conv2'), ['conv', 128 * 9, 128, 4, 28 * 28]);
+  // The strided 1x1 shortcut runs on the block's input and outputs 28x28: not a linear map over channels at every position.
+  assert.deepEqual(pick('layer2.0.downsample.0'), ['conv', 256, 512, 1, 28 * 28]);
+  assert.deepEqual(pick('layer4.*.conv3'), ['conv1x1', 512, 2048, 3, 7 * 7]);
+  assert.deepEqual([row(a, 'fc').role, row(a, 'fc').rowsPerSample], ['head', 1]);
+  // Every module of ResNet-50 is in the inventory: 53 convolutions and fc.
+  const modules = a.layers.filter((l) => l.count !== 0).reduce((n, l) => n + (l.count as number), 0);
+  assert.equal(modules, 54);
+  // Forward FLOPs: 4.09 GMACs for ResNet-50 at 224x224 (torchvision's figure, which counts the convolutions and fc).
+  const forward = a.layers.reduce((s, l) => s + (l.flops ?? 0), 0) / 3;
+  assert.ok(Math.abs(forward / 2 / 4.09e9 - 1) < 0.02, `forward MACs ${(forward / 2 / 1e9).toFixed(3)}G`);
+  const conv = row(a, 'layer3.*.conv2');
+  assert.equal(conv.role, 'conv');
+  assert.equal(conv.decision?.sparsify, false);
+  assert.match(conv.decision?.reason ?? '', /^Kept dense: a convolution with a spatial kernel, a stride or groups is not a linear map over channels, and Pixelfly replaces only those\.$/);
+  assert.equal(row(a, 'layer3.*.conv3').decision?.sparsify, true, 'a large 1x1 convolution is a linear map over channels');
+  // The plan's totals include the convolutions it keeps dense: the model cannot reach half its FLOPs.
+  assert.equal(a.plan?.targetMet, false);
+  assert.match(a.plan?.summary ?? '', /the target cannot be met/);
+  // A pinned image size moves every position count.
+  const small = await run({ file: fixture('torchvision', 'resnet.py'), model: 'resnet50', pins: pins({ img_size: '32' }) });
+  assert.deepEqual([row(small, 'conv1').rowsPerSample, row(small, 'layer4.*.conv3').rowsPerSample], [16 * 16, 1]);
+  // Without --model, the first factory function (ResNet itself needs its block and layers).
+  const dflt = await run({ file: fixture('torchvision', 'resnet.py') });
+  assert.equal(dflt.model?.name, 'resnet18');
+  assert.deepEqual(dflt.unresolved, []);
+});
+
+test('timm DeiT: the distillation head head_dist is a head that runs once per sample, like head', async () => {
+  const a = await run({ file: fixture('timm', 'deit.py'), model: 'deit_base_distilled_patch16_224' });
+  assert.equal(a.model?.kind, 'function');
+  for (const name of ['head', 'head_dist']) {
+    const r = row(a, name);
+    assert.deepEqual([r.in, r.out, r.role, r.rowsPerSample, r.decision?.sparsify], [768, 1000, 'head', 1, false], name);
+  }
+  assert.equal(a.tokensPerSample, 196 + 2, 'class and distillation tokens');
+  assert.equal(row(a, 'blocks.*.attn.(core)').out, 198);
+});
+
+test('layers that already are PixelflyLinear count as sparse with the config their call gives', async () => {
+  const a = await run({ file: fixture('pixelfly', 'model.py'), pins: pins({ dim: '256' }) });
+  const cfg = (name: string) => row(a, name).decision?.config;
+  assert.deepEqual(cfg('blocks.*.mlp.fc1'), { block: 32, butterflySize: 8, nFactors: 2, rank: 16, globalSize: 0, shuffle: false });
+  assert.deepEqual(cfg('blocks.*.mlp.fc2'), { block: 16, butterflySize: 16, nFactors: 3, rank: 16, globalSize: 0, shuffle: true });
+  // Keywords not written take pixelfly_torch's defaults.
+  assert.deepEqual(cfg('blocks.*.attn.qkv'), { block: 32, butterflySize: 16, nFactors: 2, rank: 0, globalSize: 0, shuffle: false });
+  for (const name of ['blocks.*.mlp.fc1', 'blocks.*.mlp.fc2', 'blocks.*.attn.qkv']) {
+    const d = row(a, name).decision!;
+    assert.equal(d.sparsify, true, name);
+    assert.ok(d.planFlops < d.denseFlops, name);
+    assert.match(d.reason, /^Already a Pixelfly layer: a flat butterfly/, name);
+  }
+  assert.match(a.plan?.summary ?? '', /^3 of 6 layers sparse/);
+  // A config the layout cannot honour is said, not planned.
+  const bad = await run({ file: fixture('pixelfly', 'model.py'), pins: pins({ dim: '256' }), source: readFileSync(fixture('pixelfly', 'model.py'), 'utf8').replace('butterfly_size=8', 'butterfly_size=7') });
+  assert.equal(row(bad, 'blocks.*.mlp.fc1').decision, null);
+  assert.match(row(bad, 'blocks.*.mlp.fc1').note ?? '', /^This PixelflyLinear's config is not a valid Pixelfly layout: butterfly_size/);
+  const open = await run({ file: fixture('pixelfly', 'model.py'), pins: pins({ dim: '256' }), source: readFileSync(fixture('pixelfly', 'model.py'), 'utf8').replace('rank=16, shuffle', 'rank=r, shuffle') });
+  assert.match(row(open, 'blocks.*.mlp.fc2').note ?? '', /^Pixelfly config unresolved \(rank=r\)/);
+  assert.ok(open.unresolved.includes('r'), open.unresolved.join(', '));
 });

@@ -1,6 +1,6 @@
 """Checks the test stand-ins in test/fixtures/python-site against what the real libraries do: einops'
 patterns against explicit permute/reshape, HF Conv1D against its addmm formula, PretrainedConfig's
-aliasing and defaults, PreTrainedModel's init and weight tying, timm's layers and builder defaults.
+aliasing, defaults and attention implementation, PreTrainedModel's init and weight tying, timm's layers and builder defaults.
 Run by corpusRuntime.test.ts (PYTHONPATH=test/fixtures/python-site); exits non-zero on a failure.
 """
 import math
@@ -114,6 +114,9 @@ class Transformers(unittest.TestCase):
         self.assertEqual((c.add_cross_attention, c.tie_word_embeddings, c.pad_token_id, c.bos_token_id, c.foo), (False, True, None, 50256, 3))
         self.assertEqual(GPT2Config(num_labels=5).num_labels, 5)
         self.assertTrue(c.use_return_dict)
+        # transformers 4.36+: the attention implementation is the attn_implementation keyword, "eager" by default.
+        self.assertEqual((c._attn_implementation, GPT2Config(attn_implementation="sdpa")._attn_implementation), ("eager", "sdpa"))
+        self.assertNotIn("attn_implementation", c.__dict__)
 
     def test_pretrained_model_init_hooks_and_tying(self):
         from transformers import PretrainedConfig, PreTrainedModel

@@ -14,6 +14,7 @@ import { startServer } from './lspClient';
 
 const dir = mkdtempSync(join(tmpdir(), 'pixelfly-lsp-'));
 cpSync(fixture('nanogpt'), dir, { recursive: true });
+cpSync(fixture('timm'), join(dir, 'timm'), { recursive: true });
 const file = join(dir, 'model.py');
 const uri = pathToFileURL(file).toString();
 const client = startServer();
@@ -35,7 +36,10 @@ test('initialize: the capabilities the extension relies on', async () => {
     processId: process.pid,
     rootUri: pathToFileURL(dir).toString(),
     workspaceFolders: [{ uri: pathToFileURL(dir).toString(), name: 'ws' }],
-    capabilities: { workspace: { workspaceEdit: { documentChanges: true, resourceOperations: ['create'] } } },
+    capabilities: {
+      workspace: { workspaceEdit: { documentChanges: true, resourceOperations: ['create'] } },
+      textDocument: { codeAction: { disabledSupport: true } },
+    },
     initializationOptions: { settings: { analysis: { tokensPerSample: 256 }, plan: { budget: 0.5 } } },
   })) as { capabilities: Record<string, unknown> };
   await conn.sendNotification('initialized', {});
@@ -80,11 +84,15 @@ test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelf
   const lenses = (await conn.sendRequest('textDocument/codeLens', { textDocument: { uri } })) as CodeLens[];
   assert.equal(lenses.length, 3);
   assert.ok(lenses.every((l) => l.range.start.line === 112));
-  assert.match(lenses[0].command!.title, /^Pixelfly: \d+ of 7 layers → [\d.]+% of matmul FLOPs, est\. [\d.]+× faster/);
+  // 7 layers (the attention core counts in the FLOPs, not in the layers).
+  assert.match(lenses[0].command!.title, /^Pixelfly: \d+ of 7 layers sparse → [\d.]+% of matmul FLOPs, est\. [\d.]+× faster/);
   assert.deepEqual(lenses.map((l) => l.command!.command), ['pixelfly.previewMasks', 'pixelfly.previewMasks', 'pixelfly.train']);
   const preview = lenses[1].command!.arguments![0] as { name: string; layers: Array<{ name: string; in: number; out: number; line: number }> };
   assert.equal(preview.name, 'GPT');
-  assert.equal(preview.layers.length, 7);
+  assert.deepEqual(preview.layers.map((l) => l.name), [
+    'transformer.h.*.attn.c_attn', 'transformer.h.*.attn.(core)', 'transformer.h.*.attn.c_proj', 'transformer.h.*.mlp.c_fc', 'transformer.h.*.mlp.c_proj',
+    'transformer.wte', 'transformer.wpe', 'lm_head',
+  ]);
   const train = lenses[2].command!.arguments![0] as { spec: Record<string, unknown> };
   assert.deepEqual(train.spec, { kind: 'gpt', name: 'GPT', vocab: 50304, context: 1024, dim: 768, depth: 12, heads: 12, mlpHidden: 3072 });
 });
@@ -120,7 +128,7 @@ test('code actions: sparsify (PixelflyLinear + the package import, then the pack
 
 test('pixelfly/analysis request: the CLI JSON for the open buffer', async () => {
   const a = (await conn.sendRequest('pixelfly/analysis', { uri })) as { layers: Array<{ name: string; pinnedDense?: boolean }>; tokensPerSample: number };
-  assert.equal(a.layers.length, 7);
+  assert.equal(a.layers.length, 8, '7 layers and the attention core');
   assert.equal(a.layers.filter((l) => l.pinnedDense).length, 1);
   assert.equal(a.tokensPerSample, 1024);
 });
@@ -149,4 +157,17 @@ test('a settings change re-analyses the open document at its unchanged version',
   );
   assert.equal(diags.version, 2);
   assert.ok(!diags.diagnostics.some((d) => / ×12, /.test(d.message)), diags.diagnostics.map((d) => d.message).join('\n'));
+});
+
+test('a layer built inside library code: the sparsify fix is there, disabled with the reason (the client supports it)', async () => {
+  const vitFile = join(dir, 'timm', 'vision_transformer.py');
+  const vitUri = pathToFileURL(vitFile).toString();
+  await conn.sendNotification('textDocument/didOpen', { textDocument: { uri: vitUri, languageId: 'python', version: 1, text: readFileSync(vitFile, 'utf8') } });
+  const diags = await client.waitFor('diagnostics of the ViT', () => client.published.find((p) => p.uri === vitUri)?.diagnostics);
+  const fc1 = diags.find((d) => /sparsify blocks\.\*\.mlp\.fc1 /.test(d.message))!;
+  assert.match(fc1.message, /No quick fix here: blocks\.\*\.mlp\.fc1 is built inside `mlp_layer\(…\)` \(library code: timm\.layers, line 24\)/);
+  const actions = (await conn.sendRequest('textDocument/codeAction', { textDocument: { uri: vitUri }, range: fc1.range, context: { diagnostics: [fc1] } })) as CodeAction[];
+  assert.match(actions[0].title, /^Pixelfly: sparsify blocks\.\*\.mlp\.fc1 /);
+  assert.match(actions[0].disabled?.reason ?? '', /sparsify the built model instead, with pixelfly_torch\.sparsify\(model, plan\)/);
+  assert.match(actions[actions.length - 1].title, /^Pixelfly: keep .* dense$/);
 });

@@ -62,3 +62,54 @@ test('the "sparsify all" quick fix rewrites a model that still builds, trains an
   }
 });
 
+
+test('the quick fix for an nn.MultiheadAttention writes a PixelflyMultiheadAttention that builds and trains', { skip: noTorch }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-mha-'));
+  try {
+    const file = join(dir, 'mha_model.py');
+    const text = [
+      'import torch.nn as nn',
+      '',
+      '',
+      'class Encoder(nn.Module):',
+      '    def __init__(self, dim=512, heads=8, depth=2, classes=10):',
+      '        super().__init__()',
+      '        self.attn = nn.ModuleList([nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True) for _ in range(depth)])',
+      '        self.head = nn.Linear(dim, classes)',
+      '',
+      '    def forward(self, x):',
+      '        for a in self.attn:',
+      '            x = x + a(x, x, x, need_weights=False)[0]',
+      '        return self.head(x.mean(1))',
+      '',
+    ].join('\n');
+    writeFileSync(file, text);
+    const a = await run({ file, tokens: 16 });
+    const inProj = a.layers.find((l) => l.name === 'attn.*.in_proj')!;
+    assert.equal(inProj.decision?.sparsify, true, a.layers.map((l) => `${l.name}:${l.decision?.reason}`).join('\n'));
+    const uri = pathToFileURL(file).toString();
+    const { ParseCache } = await import('../../server/analysis/modules');
+    const { pythonParser } = await import('../../server/analysis/parser');
+    const root = new ParseCache(await pythonParser()).get(file, text).root;
+    const fix = codeActions(a, { uri, file, version: 1, root }, inProj.range, text.split('\n'), [])[0];
+    assert.match(fix.title, /^Pixelfly: sparsify attn\.\*\.in_proj /);
+    writeFileSync(file, TextDocument.applyEdits(TextDocument.create(uri, 'python', 1, text), (fix.edit!.documentChanges![0] as TextDocumentEdit).edits));
+    const check = [
+      'import sys, torch',
+      `sys.path.insert(0, ${JSON.stringify(dir)})`,
+      'from mha_model import Encoder',
+      'from pixelfly_torch import PixelflyLinear, PixelflyMultiheadAttention',
+      'm = Encoder()',
+      'assert all(isinstance(a, PixelflyMultiheadAttention) and isinstance(a.in_proj, PixelflyLinear) for a in m.attn), m',
+      'x = torch.randn(2, 16, 512)',
+      'm(x).sum().backward()',
+      'assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters())',
+      'print("ok", type(m.attn[0].out_proj).__name__)',
+    ].join('\n');
+    const py = runPython(['-c', check]);
+    assert.equal(py.status, 0, `${readFileSync(file, 'utf8')}\n${py.stderr}`);
+    assert.match(py.stdout, /^ok (PixelflyLinear|Linear)$/m);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

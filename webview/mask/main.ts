@@ -14,7 +14,7 @@ import {
   type ModelView,
 } from '../../protocol/webview';
 import { compact, connect, el } from '../common/vscodeApi';
-import { layerStats, type LayerStats } from './layerStats';
+import { layerStats, modelTotals, replaceable, type LayerStats } from './layerStats';
 import { blockAt, cellSize, drawMask } from './maskCanvas';
 
 interface PageState {
@@ -100,14 +100,11 @@ function renderTable(): void {
   const head = ['layer', 'role', 'out × in × count', 'plan', 'density', 'params dense → Pixelfly', 'FLOPs/sample dense → Pixelfly', 'est. speedup', 'measured'];
   table.append(el('thead', {}, el('tr', {}, ...head.map((h) => el('th', {}, h)))));
   const body = el('tbody');
-  let dParams = 0;
-  let pParams = 0;
-  let dFlops = 0;
-  let pFlops = 0;
+  const sparseOf = (row: LayerRow): boolean => (row.sparsify || row.name in state.overrides) && replaceable(row);
   for (const row of model.layers) {
     const edited = row.name in state.overrides;
     const s = statsOrError(row, configOf(row));
-    const sparse = row.sparsify || edited;
+    const sparse = sparseOf(row);
     const tr = el('tr', { 'data-layer': row.name, class: row.name === state.selected ? 'selected' : '' });
     const measured = state.measured[row.name];
     const cells: string[] =
@@ -127,15 +124,14 @@ function renderTable(): void {
     cells.forEach((c, i) => tr.append(el('td', i === 0 ? { title: row.reason } : {}, c)));
     tr.addEventListener('click', () => select(row.name));
     body.append(tr);
-    if (!(s instanceof Error)) {
-      dParams += s.denseParams;
-      dFlops += s.denseFlops;
-      pParams += sparse ? s.pixelflyParams : s.denseParams;
-      pFlops += sparse ? s.pixelflyFlops : s.denseFlops;
-    }
   }
   table.append(body);
-  totals.textContent = `${model.layers.length} layers · params ${compact(dParams)} → ${compact(pParams)} · FLOPs/sample ${compact(dFlops)} → ${compact(pFlops)} (${dFlops > 0 ? ((pFlops / dFlops) * 100).toFixed(0) : '–'}% of dense)`;
+  // The same totals as the CodeLens (attention cores count in FLOPs, not in layers).
+  const t = modelTotals(model.layers, configOf, sparseOf);
+  const layers = model.layers.filter((l) => l.role !== 'attn_core');
+  totals.textContent =
+    `${layers.filter(sparseOf).length} of ${layers.length} layers sparse · params ${compact(t.denseParams)} → ${compact(t.planParams)} · ` +
+    `FLOPs/sample ${compact(t.denseFlops)} → ${compact(t.planFlops)} (${t.denseFlops > 0 ? ((t.planFlops / t.denseFlops) * 100).toFixed(0) : '–'}% of dense)`;
 }
 
 function select(name: string): void {
