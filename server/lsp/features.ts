@@ -22,7 +22,7 @@ import {
 import { flatBlockButterflyLayout } from '../../core/layout';
 import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { PyNode } from '../analysis/ast';
-import { pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze';
+import { analysisPlan, analysisSettings, pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze';
 import { modelSpecFor } from '../analysis/spec';
 import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
@@ -223,7 +223,13 @@ export function codeLenses(a: Analysis, file: string, uri: string): CodeLens[] {
   if (!a.model || !preview || a.model.file !== file) return [];
   const range = a.model.range;
   const spec = modelSpecFor(a);
-  const train: TrainLensArgs = { uri, name: a.model.name, ...('spec' in spec ? { spec: spec.spec as unknown as Record<string, unknown> } : { specError: spec.error }) };
+  const train: TrainLensArgs = {
+    uri,
+    name: a.model.name,
+    ...('spec' in spec ? { spec: spec.spec as unknown as Record<string, unknown> } : { specError: spec.error }),
+    plan: analysisPlan(a),
+    settings: analysisSettings(a),
+  };
   let summary: string;
   if (a.plan) {
     // Layers are modules: an attention core counts in the FLOPs, not in the layers. A layer that is

@@ -3,6 +3,7 @@
  * the extension registers) and of the commands the server itself executes. Documented in
  * server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts) reads the first.
  */
+import type { analysisPlan } from '../analysis/analyze';
 import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { InventoryLayer } from '../../core/inventory';
 import type { LayerDecision } from '../../core/planner';
@@ -46,6 +47,9 @@ export interface TrainLensArgs {
   spec?: Record<string, unknown>;
   /** Why the model could not be mapped onto an engine family (the extension shows it). */
   specError?: string;
+  /** For the PyTorch runner: the analysis' plan (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
+  plan?: ReturnType<typeof analysisPlan>;
+  settings?: Record<string, number | string | boolean | null>;
 }
 
 /** Argument of `pixelfly.applyLayerConfig`. */
