@@ -240,22 +240,23 @@ export function admit(input: TrainingMemoryInput, kind: DatasetRequest['kind'], 
 /**
  * What the PyTorch runner's dataset costs (pytorch/pixelfly_torch/runner.py load_data): token
  * streams are int64 tensors; decoding a text file holds its bytes, the text and a list of the
- * characters' ids beside the tensor; images and features become fp32 tensors of the model's input
- * shape (Fashion-MNIST padded or resized to it).
+ * characters' ids beside the tensor; Fashion-MNIST stays 28×28 bytes (a batch is padded or resized
+ * to the model's input when it is drawn); synthetic inputs are fp32 of the model's input shape.
  */
 export function torchDatasetMemory(inputs: ModelInputs, req: DatasetRequest): DatasetMemory {
   const perSample = inputs.kind === 'images' ? inputs.channels * inputs.height * inputs.width : inputs.kind === 'features' ? inputs.features : 0;
-  const samples = (n: number, trainShare: number, rawBytesPerSample: number): DatasetMemory => {
+  const samples = (n: number, trainShare: number): DatasetMemory => {
     const resident = n * (perSample * 4 + 8);
-    return { residentBytes: resident, loadPeakBytes: 2 * resident + n * rawBytesPerSample, trainSamples: Math.ceil(trainShare * n) };
+    return { residentBytes: resident, loadPeakBytes: 2 * resident, trainSamples: Math.ceil(trainShare * n) };
   };
   const tokens = (n: number, decodeBytesPerToken: number): DatasetMemory => ({ residentBytes: 8 * n, loadPeakBytes: (8 + decodeBytesPerToken) * n, trainSamples: 0 });
   const syntheticTokens = 65536 + 8192;
   switch (req.kind) {
     case 'synthetic':
-      return inputs.kind === 'tokens' ? tokens(syntheticTokens, 8) : samples(SYNTHETIC_SAMPLES, 0.8, 0);
+      return inputs.kind === 'tokens' ? tokens(syntheticTokens, 8) : samples(SYNTHETIC_SAMPLES, 0.8);
     case 'fashion-mnist':
-      return inputs.kind === 'tokens' ? tokens(syntheticTokens, 8) : samples(FASHION_MNIST_SAMPLES, 6 / 7, 28 * 28 * 5);
+      // The gzip file and its inflated bytes twice (the tensor shares the last) while loading; bytes and int64 labels after.
+      return inputs.kind === 'tokens' ? tokens(syntheticTokens, 8) : { residentBytes: FASHION_MNIST_SAMPLES * (28 * 28 + 8), loadPeakBytes: FASHION_MNIST_SAMPLES * (3 * 28 * 28 + 16), trainSamples: 60000 };
     case 'text':
       // bytes, a bytearray, the text (up to 4 bytes a character) and the id list (8 bytes a pointer).
       return tokens(fileBytes(req.path as string), 14);

@@ -46,6 +46,7 @@ CONFIG_CLASS = re.compile(r"(config|cfg|args|params)$", re.I)
 # Where a language model keeps its context length, and a vision model its image size.
 CONTEXT_KEYS = ("block_size", "n_positions", "max_position_embeddings", "max_seq_len", "seq_len", "context_length", "n_ctx", "max_len")
 IMAGE_KEYS = ("img_size", "image_size", "input_size", "resolution")
+CHANNEL_KEYS = ("channels", "in_chans", "in_channels", "num_channels")
 SYNTHETIC_TOKENS = (65536, 8192)
 SYNTHETIC_SAMPLES = (4096, 1024)
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -208,8 +209,9 @@ def _setting(model, settings, keys):
 
 
 def infer_inputs(model, settings):
-    """What the model eats, read off the built model: token ids (its first module is an embedding),
-    images (a convolution), or feature vectors (a linear layer)."""
+    """What the model eats, read off the built model: token ids (its first layer is an embedding),
+    images (an image size in its settings or config, or a convolution first), or feature vectors
+    (a linear layer first)."""
     first = next((m for m in model.modules() if isinstance(m, (nn.Embedding, nn.modules.conv._ConvNd, nn.Linear))), None)
     if isinstance(first, nn.Embedding):
         context = _setting(model, settings, CONTEXT_KEYS)
@@ -220,11 +222,14 @@ def infer_inputs(model, settings):
             raise Rejected("the model eats token ids but its context length is not in its settings or config "
                            f"({', '.join(CONTEXT_KEYS)}): give the job's model.inputs")
         return {"kind": "tokens", "vocab": first.num_embeddings, "context": context}
-    if isinstance(first, nn.modules.conv._ConvNd):
-        size = _setting(model, settings, IMAGE_KEYS)
-        if size is None:
-            raise Rejected(f"the model eats images but its size is not in its settings ({', '.join(IMAGE_KEYS)}): give the job's model.inputs")
-        return {"kind": "images", "channels": first.in_channels, "height": size, "width": size}
+    size = _setting(model, settings, IMAGE_KEYS)
+    conv = isinstance(first, nn.modules.conv._ConvNd)
+    if size is not None:
+        # A patch embedding may be a Linear over flattened patches (lucidrains): the image size says images.
+        channels = _setting(model, settings, CHANNEL_KEYS) or (first.in_channels if conv else 3)
+        return {"kind": "images", "channels": channels, "height": size, "width": size}
+    if conv:
+        raise Rejected(f"the model eats images but its size is not in its settings ({', '.join(IMAGE_KEYS)}): give the job's model.inputs")
     if isinstance(first, nn.Linear):
         return {"kind": "features", "features": first.in_features}
     raise Rejected("cannot tell what the model eats (no embedding, convolution or linear layer): give the job's model.inputs")
@@ -329,11 +334,9 @@ def _find(folder, stem):
 def _fit_images(x, inputs):
     """[N, H, W] or [N, C, H, W] images (any range) to the model's C×H×W: centred zero padding when
     the model's images are larger, bilinear resizing when smaller; grey channels repeated."""
-    x = x.float()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
     if x.dim() == 3:
         x = x.unsqueeze(1)
-    if x.max() > 1.5:
-        x = x / 255.0
     c, h, w = inputs["channels"], inputs["height"], inputs["width"]
     how = []
     if x.shape[2] <= h and x.shape[3] <= w:
@@ -353,11 +356,13 @@ def _fit_images(x, inputs):
 
 
 class Data:
-    """A train and a test split of what the model eats, and a seeded batch order per variant."""
+    """A train and a test split of what the model eats. Classification inputs are kept as loaded
+    (Fashion-MNIST: 28×28 bytes) and made the model's input a batch at a time by ``transform``."""
 
-    def __init__(self, name, kind, train, test, note=None):
+    def __init__(self, name, kind, train, test, note=None, transform=None):
         self.name, self.kind, self.note = name, kind, note
         self.train, self.test = train, test  # tokens: 1-D LongTensor; else (x, y)
+        self.transform = transform or (lambda x: x)
 
     def with_note(self, note):
         self.note = note
@@ -452,17 +457,16 @@ def load_data(req, inputs, seed, limit):
 
 
 def _classification(name, kind, xs, ys, inputs):
-    how = []
     if inputs["kind"] == "images":
-        fitted = [_fit_images(x, inputs) for x in xs]
-        xs, how = [f[0] for f in fitted], fitted[0][1]
+        _, how = _fit_images(xs[0][:1], inputs)  # the channels must fit (raises), and how they are fitted
+        transform = lambda b: _fit_images(b, inputs)[0]
     else:
-        xs = [x.reshape(len(x), -1).float() for x in xs]
-        if xs[0].max() > 1.5:
-            xs = [x / 255.0 for x in xs]
+        how = []
+        xs = [x.reshape(len(x), -1) for x in xs]
         if xs[0].shape[1] != inputs["features"]:
             raise Rejected(f"dataset {name} has {xs[0].shape[1]} values per sample; the model takes {inputs['features']} features")
-    return Data(name + (f" ({', '.join(how)})" if how else ""), kind, (xs[0], ys[0]), (xs[1], ys[1]))
+        transform = lambda b: b.float() / 255.0 if b.dtype == torch.uint8 else b.float()
+    return Data(name + (f" ({', '.join(how)})" if how else ""), kind, (xs[0], ys[0]), (xs[1], ys[1]), transform=transform)
 
 
 def _split(windows):
@@ -502,7 +506,7 @@ class Batches:
             w = torch.stack([self.data.train[s:s + self.context + 1] for s in starts.tolist()])
             return _split(w)
         x, y = self.data.train
-        return x[idx], y[idx]
+        return self.data.transform(x[idx]), y[idx]
 
     def state(self):
         return {"epoch": self.epoch, "pos": self.pos}
@@ -525,7 +529,7 @@ def test_batches(data, inputs, batch, max_samples):
     x, y = data.test
     n = len(y) if max_samples <= 0 else min(len(y), max_samples)
     for i in range(0, n, batch):
-        yield x[i:i + batch], y[i:i + batch]
+        yield data.transform(x[i:i + batch]), y[i:i + batch]
 
 
 # --- the job ------------------------------------------------------------------------------------

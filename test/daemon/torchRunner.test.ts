@@ -88,7 +88,9 @@ function checkCompleted(info: JobInfo): void {
   assert.ok(existsSync(join(info.runDir, 'checkpoints', `step-${s.steps}`, 'dense.ckpt')));
 }
 
-const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; note: RegExp }> = [
+const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
+
+const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: boolean; note: RegExp }> = [
   {
     what: 'nanoGPT',
     file: fixture('nanogpt', 'model.py'),
@@ -112,6 +114,15 @@ const corpus: Array<{ what: string; file: string; name: string; settings: Settin
     paths: [SITE],
     note: /model's own loss \(forward given labels\)/,
   },
+  {
+    what: "lucidrains' ViT on Fashion-MNIST",
+    file: fixture('lucidrains', 'vit.py'),
+    name: 'ViT',
+    settings: { image_size: 32, patch_size: 8, num_classes: 10, dim: 256, depth: 2, heads: 4, mlp_dim: 512, dim_head: 64 },
+    paths: [SITE],
+    images: true,
+    note: /cross-entropy on the model's output/,
+  },
 ];
 
 test('the PyTorch runner trains the corpus models dense vs Pixelfly from their own files', { skip: missing, timeout: 600_000 }, async (t) => {
@@ -122,15 +133,19 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
     await withDaemon(async (client) => {
       for (const m of corpus) {
         await t.test(m.what, async (st) => {
-          const job = await submitTorch(client, m.file, m.name, m.settings, { paths: m.paths, dataset: m.text ? { kind: 'text', path: corpusText } : undefined });
+          const dataset = m.text ? { kind: 'text' as const, path: corpusText } : m.images ? { kind: 'fashion-mnist' as const } : undefined;
+          const job = await submitTorch(client, m.file, m.name, m.settings, { paths: m.paths, dataset });
           assert.equal(job.runner, 'torch');
           assert.deepEqual(job.model && { name: job.model.name, file: job.model.file }, { name: m.name, file: m.file });
           const info = await waitEnd(client, job.jobId);
           checkCompleted(info);
           assert.match(info.dataset!.note ?? '', m.note);
           if (m.text) assert.match(info.dataset!.name, /corpus\.txt \(\d[\d,]* tokens as characters/);
+          else if (m.images && existsSync(FASHION_MNIST)) assert.equal(info.dataset!.name, 'Fashion-MNIST (padded to 32×32, grey repeated to 3 channels)');
+          else if (m.images) assert.match(info.dataset!.note ?? '', /Fashion-MNIST is not installed/);
           else assert.ok(info.dataset!.synthetic);
-          assert.equal(info.inputs?.kind, 'tokens');
+          assert.deepEqual(info.inputs, m.images ? { kind: 'images', channels: 3, height: 32, width: 32 } : { kind: 'tokens', vocab: 96, context: 64 });
+          if (m.images) assert.ok(info.summary!.pixelfly.eval?.accuracy !== undefined, 'a classifier is evaluated with its accuracy');
           assert.match(info.model?.runtime ?? '', /^PyTorch /);
           st.diagnostic(`${m.what}: speedup ${info.summary!.speedup!.toFixed(2)}x (median dense ${info.summary!.dense!.medianStepMs!.toFixed(1)} ms / Pixelfly ${info.summary!.pixelfly.medianStepMs!.toFixed(1)} ms), kernels: ${info.kernels}`);
           checkMemory(st, m.what, info);
