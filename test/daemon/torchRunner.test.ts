@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
+import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
 import type { JobInfo, MethodParamsIn } from '../../protocol/daemon';
 import { analysisPlan } from '../../server/analysis/analyze';
 import { parsePinValue } from '../../server/analysis/pragmas';

@@ -1,12 +1,13 @@
 /**
- * What the language server hands the extension: the arguments of its CodeLens commands (which
- * the extension registers) and of the commands the server itself executes. Documented in
- * server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts) reads the first.
+ * The extension <-> language server boundary (LSP): the names and argument types of the server's
+ * CodeLens commands (which the extension registers), of the commands the server itself executes,
+ * and of its custom requests. Both sides import this file, so it stays free of Node and VS Code
+ * imports. Documented in server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts)
+ * reads the CodeLens arguments.
  */
-import type { analysisPlan } from '../analysis/analyze';
-import type { PixelflyConfig } from '../../core/pixelflyLayer';
-import type { InventoryLayer } from '../../core/inventory';
-import type { LayerDecision } from '../../core/planner';
+import type { PixelflyConfig } from '../core/pixelflyLayer';
+import type { InventoryLayer } from '../core/inventory';
+import type { LayerDecision } from '../core/planner';
 
 /** CodeLens commands, registered by the extension. */
 export const PREVIEW_MASKS = 'pixelfly.previewMasks';
@@ -41,6 +42,17 @@ export interface PreviewMasksArgs {
 }
 
 /** Argument of `pixelfly.train`: a model spec for the engine (see core/modelSpec.ts), or why there is none. */
+/** A layer of the plan the PyTorch runner applies with pixelfly_torch.sparsify (server/analysis analysisPlan). */
+export interface TorchPlanLayer {
+  name: string;
+  role: string;
+  in: number;
+  out: number;
+  count: number;
+  sparsify: boolean;
+  config?: PixelflyConfig;
+}
+
 export interface TrainLensArgs {
   uri: string;
   name: string;
@@ -48,7 +60,7 @@ export interface TrainLensArgs {
   /** Why the model could not be mapped onto an engine family (the extension shows it). */
   specError?: string;
   /** For the PyTorch runner: the analysis' plan (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
-  plan?: ReturnType<typeof analysisPlan>;
+  plan?: { layers: TorchPlanLayer[]; summary?: string };
   settings?: Record<string, number | string | boolean | null>;
 }
 
