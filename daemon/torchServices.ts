@@ -40,6 +40,11 @@ export function torchTrainingRequest(params: Parameters<EngineServices['training
       'a torch job needs its plan: the one `pixelfly analyze --json` writes for the file (its layers), or the editor\'s Export plan; the daemon does not analyse the file itself',
     );
   }
+  // The worker trains fp32 on the CPU (pixelfly_torch's CPU kernels); it does not pretend otherwise.
+  if (params.hyper.backend === 'cuda') throw new RejectedError("the PyTorch runner trains on the CPU: backend 'cuda' is the engine's (use 'auto' or 'cpu')");
+  if (params.hyper.precision === 'bf16' || params.hyper.precision === 'fp16') {
+    throw new RejectedError(`the PyTorch runner trains in fp32: precision '${params.hyper.precision}' is the engine's (use 'auto' or 'fp32')`);
+  }
   checkDatasetPath(params.dataset);
   return { runner: 'torch', model, plan: params.plan, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
 }

@@ -254,6 +254,11 @@ test('torch jobs are refused where they enter: an untrusted workspace, a relativ
     await t.test('untrusted', () => refused(submitTorch(client, m.file, m.name, m.settings, { plan, trusted: false }), /only does so for a file in a workspace the user trusts/));
     await t.test('relative path', () => refused(submitTorch(client, 'nanogpt/model.py', m.name, m.settings, { plan }), /must be an absolute path/));
     await t.test('no plan', () => refused(submitTorch(client, m.file, m.name, m.settings, { plan: null }), /a torch job needs its plan/));
+    await t.test('a backend or precision it does not train with', async () => {
+      const base = { runner: 'torch' as const, model: { file: m.file, name: m.name, settings: m.settings, python: PYTHON, trusted: true }, plan: plan as MethodParamsIn<'job.submit'>['plan'], dataset: { kind: 'synthetic' as const } };
+      await refused(client.request('job.submit', { ...base, hyper: { epochs: 1, batchSize: 4, lr: 1e-3, backend: 'cuda' } }), /trains on the CPU: backend 'cuda'/);
+      await refused(client.request('job.submit', { ...base, hyper: { epochs: 1, batchSize: 4, lr: 1e-3, precision: 'bf16' } }), /trains in fp32: precision 'bf16'/);
+    });
     await t.test('over memory', async (st) => {
       const free = (await client.request('hello', {})).memory!.availableBytes;
       // Batch 65536 of 1024-token windows: activations alone are far beyond any machine's memory.
