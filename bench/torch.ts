@@ -4,14 +4,14 @@
 //  - per layer, forward + backward at (768→3072), (1024→4096), (3072→768), M rows, densities ≈ 1/8 and
 //    1/4 (flat block butterfly, block 32, layouts from core as bench:kernels picks them): pixelfly
 //    (the extension), masked_dense (the fallback), torch_linear (nn.Linear), project_dense (our dense
-//    GEMM through the extension, so a better GEMM is never counted as a sparse gain) and torch_bf16
-//    (nn.Linear in bfloat16, where the CPU has bf16);
+//    GEMM through the extension, so a better GEMM is never counted as a sparse gain), and where the CPU
+//    has bf16, torch_bf16 (nn.Linear in bfloat16) and pixelfly_bf16 (the Pixelfly layer in bfloat16);
 //  - a whole training step (forward, backward, AdamW) of two test-corpus models made sparse with
 //    pixelfly_torch.sparsify from their own analysis plan (the language server's analysis at --budget):
 //    a nanoGPT-style GPT at GPT-2-small width (n_embd 768, 4 layers, context 256; bytes of a text, vocab
 //    256) and timm's MLP-Mixer on Fashion-MNIST (dim 512, 4 blocks, patch 4), dense vs Pixelfly on the
-//    same batches in alternating steps for --steps, with the held-out loss after them; project_dense and
-//    torch_bf16 timed for --timing-steps.
+//    same batches in alternating steps for --steps, with the held-out loss after them; project_dense,
+//    torch_bf16 and pixelfly_bf16 timed for --timing-steps.
 // Prints tables and writes JSON rows {kind: "layer"|"step", model, in, out, density, variant, threads,
 // fwd_bwd_ms | step_ms, loss, ...} (default bench-results/torch.json). Medians of repeats; ratios are
 // against baselines measured in the same run.
@@ -136,8 +136,8 @@ function runPython(cfg: object): Promise<Row[]> {
 const fmt = (x: number | undefined, d = 1): string => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
 
 function layerTable(rows: Row[]): void {
-  console.log('\n| layer | density | pixelfly ms | project_dense ms | torch_linear ms | torch_bf16 ms | masked_dense ms | vs project_dense (target ≥ 0.8/density) | vs torch_linear | vs torch_bf16 |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  console.log('\n| layer | density | pixelfly ms | project_dense ms | torch_linear ms | masked_dense ms | pixelfly_bf16 ms | torch_bf16 ms | vs project_dense (target ≥ 0.8/density) | vs torch_linear | pixelfly_bf16 vs torch_bf16 |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
   const keys = [...new Set(rows.map((r) => `${r.model}|${r.density}`))];
   for (const key of keys) {
     const group = rows.filter((r) => `${r.model}|${r.density}` === key);
@@ -146,7 +146,7 @@ function layerTable(rows: Row[]): void {
     const d = group[0].density!;
     const target = 0.8 / d;
     const vsOurs = (ms('project_dense') ?? NaN) / pf;
-    console.log(`| ${group[0].model} | ${fmt(d, 3)} | ${fmt(pf)} | ${fmt(ms('project_dense'))} | ${fmt(ms('torch_linear'))} | ${fmt(ms('torch_bf16'))} | ${fmt(ms('masked_dense'))} | ${fmt(vsOurs, 2)}× (${fmt(target, 2)}×: ${vsOurs >= target ? 'met' : 'MISSED'}) | ${fmt((ms('torch_linear') ?? NaN) / pf, 2)}× | ${fmt((ms('torch_bf16') ?? NaN) / pf, 2)}× |`);
+    console.log(`| ${group[0].model} | ${fmt(d, 3)} | ${fmt(pf)} | ${fmt(ms('project_dense'))} | ${fmt(ms('torch_linear'))} | ${fmt(ms('masked_dense'))} | ${fmt(ms('pixelfly_bf16'))} | ${fmt(ms('torch_bf16'))} | ${fmt(vsOurs, 2)}× (${fmt(target, 2)}×: ${vsOurs >= target ? 'met' : 'MISSED'}) | ${fmt((ms('torch_linear') ?? NaN) / pf, 2)}× | ${fmt((ms('torch_bf16') ?? NaN) / (ms('pixelfly_bf16') ?? NaN), 2)}× |`);
   }
 }
 
@@ -162,6 +162,9 @@ function stepTable(rows: Row[]): void {
     const dense = group.find((r) => r.variant === 'torch_linear')!;
     const target = model.startsWith('gpt') ? 1.8 : 2;
     const gap = (100 * (pf.loss! - dense.loss!)) / dense.loss!;
+    const pfBf16 = group.find((r) => r.variant === 'pixelfly_bf16');
+    const torchBf16 = group.find((r) => r.variant === 'torch_bf16');
+    if (pfBf16 && torchBf16) console.log(`${model}: in bf16, Pixelfly ${fmt(torchBf16.step_ms! / pfBf16.step_ms!, 2)}× faster than PyTorch bf16 (torch_bf16)`);
     console.log(`${model}: Pixelfly ${fmt(dense.step_ms! / pf.step_ms!, 2)}× faster than dense torch_linear (target ≥ ${target}×: ${dense.step_ms! / pf.step_ms! >= target ? 'met' : 'MISSED'}); held-out loss after ${pf.steps} steps ${gap >= 0 ? '+' : ''}${fmt(gap, 2)}% vs dense (target within 2%: ${Math.abs(gap) <= 2 ? 'met' : 'MISSED'})`);
   }
 }

@@ -87,12 +87,15 @@ def layer_rows(cfg):
         inputs = {name: x for name in variants}
         if bf16:
             dense_bf16 = copy.deepcopy(dense).to(torch.bfloat16)
+            layer_bf16 = copy.deepcopy(layer).to(torch.bfloat16)
             variants["torch_bf16"] = (dense_bf16, list(dense_bf16.parameters()))
+            variants["pixelfly_bf16"] = (layer_bf16, list(layer_bf16.parameters()))
             inputs["torch_bf16"] = x.detach().to(torch.bfloat16).requires_grad_()
+            inputs["pixelfly_bf16"] = x.detach().to(torch.bfloat16).requires_grad_()
         for name, (forward, params) in variants.items():
             ms = median_ms(fwd_bwd(forward, inputs[name], params), cfg["reps"])
             row = {"kind": "layer", "model": spec["name"], "in": i, "out": o, "m": m, "density": layer.density,
-                   "config": spec["config"], "variant": name, "precision": "bf16" if name == "torch_bf16" else "fp32",
+                   "config": spec["config"], "variant": name, "precision": "bf16" if name.endswith("_bf16") else "fp32",
                    "threads": torch.get_num_threads(), "fwd_bwd_ms": ms}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -243,7 +246,8 @@ def step_rows(cfg):
         log(f"{mc['name']}: {len(report)} layers made Pixelfly from the analysis plan; data: {data.source}")
         for r in report:
             log(f"  {r}")
-        params = {"torch_linear": sum(p.numel() for p in dense.parameters()), "pixelfly": sum(p.numel() for p in sparse.parameters())}
+        n_dense, n_sparse = (sum(p.numel() for p in m.parameters()) for m in (dense, sparse))
+        params = {"torch_linear": n_dense, "pixelfly": n_sparse, "pixelfly_bf16": n_sparse}
         steps, timing_steps = mc["steps"], min(mc["timing_steps"], mc["steps"])
         batches = data.batches(steps, seed=1)
         held_out = data.held_out(mc["held_out_batches"])
@@ -257,6 +261,8 @@ def step_rows(cfg):
         extra = [Variant("project_dense", on_our_gemm(copy.deepcopy(main[0].model)), 0.0)]
         if cpu_has_bf16():
             extra.append(Variant("torch_bf16", copy.deepcopy(main[0].model).to(torch.bfloat16), 0.0, "bf16"))
+            # The same Pixelfly model in bf16: the comparison that counts where PyTorch has bf16 kernels.
+            extra.append(Variant("pixelfly_bf16", copy.deepcopy(main[1].model).to(torch.bfloat16), 0.0, "bf16"))
         # Timing only (lr 0 keeps the trained weights): these variants compute the same model.
         for v in extra:
             for x, y in batches[:timing_steps]:
