@@ -5,11 +5,16 @@
 // job and not the daemon, and a job can be stopped at any moment. Another runner (a PyTorch
 // worker) can speak the same messages.
 import type { z } from 'zod';
+import type { ModelSpec } from '../core/modelSpec';
 import type { DatasetInfoSchema, DatasetSchema, Hyperparameters, PlanSchema } from './daemon';
 
-/** What a job trains (the job.submit params after the daemon resolved the plan). */
+/**
+ * What a job trains (the job.submit params after the daemon resolved the plan). The spec is parsed
+ * (core's parseModelSpec) where it enters: job.submit, a run folder's job.json, the job process's
+ * prepare; everything between passes it on typed.
+ */
 export interface TrainingRequest {
-  spec: Record<string, unknown>;
+  spec: ModelSpec;
   plan: z.infer<typeof PlanSchema>;
   dataset: z.infer<typeof DatasetSchema>;
   hyper: Hyperparameters;
