@@ -90,6 +90,8 @@ function runFile(rel, kind) {
   const threads = kind === 'solo' ? cores : 1;
   const env = { ...process.env, ...color, OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: 'PASSIVE' };
   const t0 = performance.now();
+  // Reports print whole at the end of each file: say what is running meanwhile.
+  process.stdout.write(`▶ ${join('out', 'test', rel)} (${kind})\n`);
   const child = spawn(process.execPath, ['--test', '--test-reporter=spec', join(testRoot, rel)], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const chunks = [];
   child.stdout.on('data', (d) => chunks.push(d));
