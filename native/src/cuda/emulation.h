@@ -21,7 +21,6 @@
 #include <memory>
 #include <mutex>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -42,24 +41,70 @@ struct dim3 {
 };
 inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-// The fibers of the launch in progress: one ucontext per CUDA thread of a block, all on the host
+// The fibers of the launch in progress: one stack per CUDA thread of a block, all run by the host
 // thread that launched (launches are serialised by emuDeviceMutex below). A fiber runs until its
 // next __syncthreads, which switches back to the scheduler; the scheduler resumes every fiber in
 // turn, so when a round ends every thread of the block has reached the barrier. OS threads per
 // CUDA thread did the same with a std::barrier, but cost a thread start per CUDA thread per launch
 // and a futex round trip per barrier: on a 2-core machine the emulated tests ran for minutes and
-// starved everything beside them.
+// starved everything beside them. The switch is emuSwitch below, not swapcontext, which makes two
+// signal-mask system calls per switch (half the emulated tests' time went to them).
+#if !defined(__x86_64__)
+#error "the CUDA host emulation switches fibers with x86-64 code (emuSwitch)"
+#endif
+// emuSwitch(from, to): saves the callee-saved registers, MXCSR and the x87 control word on the
+// current stack, stores the stack pointer in *from, and resumes the fiber whose pointer is `to`.
+// A new fiber's stack holds such a frame whose return address is emuFiberStart, which calls
+// emuFiberEntry(r12). Weak: every translation unit including this header defines it.
+extern "C" void emuSwitch(void** from, void* to);
+extern "C" void emuFiberStart();
+asm(R"(
+  .text
+  .weak emuSwitch
+  .type emuSwitch, @function
+emuSwitch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emuSwitch, .-emuSwitch
+  .weak emuFiberStart
+  .type emuFiberStart, @function
+emuFiberStart:
+  movq %r12, %rdi
+  call *%r13
+  ud2
+  .size emuFiberStart, .-emuFiberStart
+)");
+
 struct EmuFiber {
-  ucontext_t ctx;
+  void* sp = nullptr;
   dim3 idx, block;
   bool done = false;
 };
 struct EmuFibers {
-  ucontext_t scheduler;
+  void* scheduler = nullptr;
   EmuFiber* current = nullptr;
   std::vector<EmuFiber> fibers;
   char* stacks = nullptr;
-  size_t stackBytes = 0, mapped = 0;
+  size_t mapped = 0;
   ~EmuFibers() {
     if (stacks) munmap(stacks, mapped);
   }
@@ -69,9 +114,25 @@ inline EmuFibers emuFibers;
 // lazily (only touched pages cost memory).
 constexpr size_t kEmuStackBytes = size_t(256) << 10;
 
+// A fresh fiber's stack: the frame emuSwitch restores (MXCSR and x87 defaults, r12 = arg,
+// r13 = entry), returning into emuFiberStart with the stack 16-byte aligned.
+inline void* emuFiberStack(char* base, size_t bytes, void (*entry)(void*), void* arg) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(base) + bytes) & ~uintptr_t(15);
+  uint64_t* sp = reinterpret_cast<uint64_t*>(top);
+  *--sp = reinterpret_cast<uint64_t>(&emuFiberStart);  // ret
+  *--sp = 0;                                             // rbp
+  *--sp = 0;                                             // rbx
+  *--sp = reinterpret_cast<uint64_t>(arg);               // r12
+  *--sp = reinterpret_cast<uint64_t>(entry);             // r13
+  *--sp = 0;                                             // r14
+  *--sp = 0;                                             // r15
+  *--sp = uint64_t(0x1F80) | (uint64_t(0x037F) << 32);   // MXCSR, x87 control word
+  return sp;
+}
+
 inline void __syncthreads() {
   EmuFiber* f = emuFibers.current;
-  swapcontext(&f->ctx, &emuFibers.scheduler);
+  emuSwitch(&f->sp, emuFibers.scheduler);
   // Resumed: the fibers share this host thread's thread_locals, so take this fiber's back.
   threadIdx = f->idx;
   blockIdx = f->block;
@@ -158,9 +219,8 @@ inline thread_local cudaError_t emuLastError = cudaSuccess;  // per host thread,
 // kernel<<<grid, threads>>>(args...): a fiber per CUDA thread, which run the blocks one after
 // another with a barrier between blocks (so the `static` shared arrays belong to one block at a time).
 template <class Launch>
-void emuFiberMain(unsigned lo, unsigned hi) {
-  // makecontext passes ints: the launch's address comes in two halves.
-  const Launch& l = *reinterpret_cast<const Launch*>((uintptr_t(hi) << 32) | uintptr_t(lo));
+void emuFiberMain(void* launch) {
+  const Launch& l = *static_cast<const Launch*>(launch);
   EmuFiber* f = emuFibers.current;
   threadIdx = f->idx;
   for (uint64_t b = 0; b < l.blocks; b++) {
@@ -170,7 +230,7 @@ void emuFiberMain(unsigned lo, unsigned hi) {
     __syncthreads();  // the block is done before the next one reuses shared memory
   }
   f->done = true;
-  // Returning follows uc_link back to the scheduler.
+  emuSwitch(&f->sp, emuFibers.scheduler);  // never resumed
 }
 
 template <class... KArgs, class... Args>
@@ -203,15 +263,10 @@ void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) 
     F.mapped = size_t(n) * kEmuStackBytes;
   }
   F.fibers.assign(n, EmuFiber{});
-  const uintptr_t address = reinterpret_cast<uintptr_t>(&launch);
   for (unsigned t = 0; t < n; t++) {
     EmuFiber& f = F.fibers[t];
     f.idx = dim3(t % threads.x, t / threads.x % threads.y, t / (threads.x * threads.y));
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = F.stacks + size_t(t) * kEmuStackBytes;
-    f.ctx.uc_stack.ss_size = kEmuStackBytes;
-    f.ctx.uc_link = &F.scheduler;
-    makecontext(&f.ctx, reinterpret_cast<void (*)()>(&emuFiberMain<Launch>), 2, unsigned(address & 0xffffffffu), unsigned(address >> 32));
+    f.sp = emuFiberStack(F.stacks + size_t(t) * kEmuStackBytes, kEmuStackBytes, &emuFiberMain<Launch>, &launch);
   }
   const dim3 savedThread = threadIdx, savedBlock = blockIdx;
   blockDim = threads;
@@ -223,7 +278,7 @@ void emuLaunch(dim3 grid, dim3 threads, void (*kernel)(KArgs...), Args... args) 
     for (EmuFiber& f : F.fibers) {
       if (f.done) continue;
       F.current = &f;
-      swapcontext(&F.scheduler, &f.ctx);
+      emuSwitch(&F.scheduler, f.sp);
       running = running || !f.done;
     }
   }
