@@ -7,7 +7,7 @@ import { createModel, EngineConfigError, EngineDataset, stepPartsMs, type Engine
 import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type DataLimits, type LoadedData } from '../../native/datasets';
 import { classifierFeatures, specInventory, type ModelSpec } from '../../core/modelSpec';
 import { plannedSteps } from './runner';
-import { CheckpointError, RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
+import { CheckpointError, engineSpec, RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
 
 /** Tokens per sample (what tokens/s counts): the rows of the model's token-wise matmuls, as the core's inventory lists them. */
 function tokensPerSample(spec: ModelSpec): number {
@@ -102,7 +102,8 @@ class EngineTrainer implements ModelTrainer {
 
 export class EngineBackend implements TrainingBackend {
   async prepare(req: TrainingRequest, options: PrepareOptions): Promise<TrainingSetup> {
-    const { spec, hyper } = req;
+    const spec = engineSpec(req);
+    const { hyper } = req;
     const { data, note } = await loadData(spec, req.dataset, hyper.seed, { maxBytes: options.maxDataBytes });
     checkFits(spec, data);
     const samples = data.kind === 'tokens' ? Math.floor(data.trainTokens.length / (spec.kind === 'gpt' ? spec.context : 1)) : data.trainY.length;
