@@ -1,13 +1,11 @@
 #!/usr/bin/env node
 // `npm test`: set everything up, then run every compiled test file under out/test, each in its own
-// `node --test` process, on a schedule that fits a small machine (CI has 2 cores):
-//   - solo files want the whole machine (they compile native code, or run the CUDA kernels on the
-//     host emulation): one at a time, nothing beside them, every core theirs;
-//   - heavy files train models or run PyTorch: one at a time, beside the light files;
-//   - light files (the rest) run `--jobs` at a time (default: the number of cores).
-// Every process but a solo one gets one OpenMP thread (the addon's kernels and PyTorch honour
-// OMP_NUM_THREADS), and idle OpenMP threads sleep instead of spinning, so files running side by
-// side do not fight over the cores. A test that needs more threads asks for them itself.
+// `node --test` process, on a schedule that fits a small machine (CI has 2 cores): `--jobs` + 1
+// files at a time (default: the number of cores), of which at most `--jobs` heavy ones (they
+// compile native code, train models or run PyTorch), longest first. Every process gets one OpenMP
+// thread (the addon's kernels and PyTorch honour OMP_NUM_THREADS), and idle OpenMP threads sleep
+// instead of spinning, so files running side by side do not fight over the cores. A test that needs
+// more threads asks for them itself.
 // Each file's report is printed whole when it ends, then a table of the files by time; the times
 // are kept in test-artifacts/test-times.json, and the next run starts the longest files first.
 //
@@ -34,20 +32,13 @@ if (!(Number.isInteger(jobs) && jobs >= 1)) {
   process.exit(2);
 }
 
-// Paths under out/test (compiled names), by kind. Solo: builds of native code (a second addon
+// Heavy files, by path under out/test (compiled names): builds of native code (a second addon
 // against the CUDA emulation, the GPU check program, host programs of the CUDA kernels, the AMX
-// emulation) — each compiler job wants a core, and the emulated kernels run a fiber per CUDA thread.
-const SOLO = [
-  'cuda/emulatedAddon.test.js',
-  'cuda/gpuCheck.test.js',
-  'cuda/attentionHost.test.js',
-  'cuda/layerKernelsHost.test.js',
-  'native/amxEmulation.test.js',
-  'torch/install.test.js',
-];
-// Heavy: training (the engine, the daemon's jobs), PyTorch, the kernels at many shapes.
-const HEAVY = ['engine/', 'daemon/', 'cli/trainDaemon.test.js', 'torch/', 'server/torchExport.test.js', 'server/corpusRuntime.test.js', 'native/', 'cuda/daemon.test.js'];
-const kindOf = (rel) => (SOLO.includes(rel) ? 'solo' : HEAVY.some((h) => (h.endsWith('/') ? rel.startsWith(h) : rel === h)) ? 'heavy' : 'light');
+// emulation), training (the engine, the daemon's jobs), PyTorch, the kernels at many shapes.
+const HEAVY = ['cuda/emulatedAddon.test.js', 'cuda/gpuCheck.test.js', 'cuda/attentionHost.test.js', 'cuda/layerKernelsHost.test.js',
+  'cuda/daemon.test.js', 'native/', 'engine/', 'daemon/', 'cli/trainDaemon.test.js', 'torch/', 'server/torchExport.test.js',
+  'server/corpusRuntime.test.js'];
+const kindOf = (rel) => (HEAVY.some((h) => (h.endsWith('/') ? rel.startsWith(h) : rel === h)) ? 'heavy' : 'light');
 
 function findTests(dir) {
   const found = [];
@@ -77,18 +68,16 @@ try {
 } catch {
   // First run: files start in path order within their kind.
 }
-const longestFirst = (list) => [...list].sort((a, b) => (lastTimes[b] ?? 0) - (lastTimes[a] ?? 0));
-const solo = longestFirst(files.filter((f) => kindOf(f) === 'solo'));
-const heavy = longestFirst(files.filter((f) => kindOf(f) === 'heavy'));
-const light = longestFirst(files.filter((f) => kindOf(f) === 'light'));
+// Longest first by the last run's times; without them, heavy files first (they are the long ones).
+const expected = (f) => lastTimes[f] ?? (kindOf(f) === 'heavy' ? 60 : 5);
+const queue = [...files].sort((a, b) => expected(b) - expected(a));
 
 const results = [];
 const color = process.stdout.isTTY ? { FORCE_COLOR: '1' } : {};
 
 /** Runs one file; resolves when it has ended and its report is printed. */
 function runFile(rel, kind) {
-  const threads = kind === 'solo' ? cores : 1;
-  const env = { ...process.env, ...color, OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: 'PASSIVE' };
+  const env = { ...process.env, ...color, OMP_NUM_THREADS: '1', OMP_WAIT_POLICY: 'PASSIVE' };
   const t0 = performance.now();
   // Reports print whole at the end of each file: say what is running meanwhile.
   process.stdout.write(`▶ ${join('out', 'test', rel)} (${kind})\n`);
@@ -110,22 +99,40 @@ function runFile(rel, kind) {
   });
 }
 
-/** Runs `list` `width` at a time; resolves when all have ended. */
-async function lane(list, width, kind) {
-  const queue = [...list];
-  const worker = async () => {
-    for (let f = queue.shift(); f !== undefined; f = queue.shift()) await runFile(f, kind);
+/** Runs the queue `jobs` + 1 at a time, at most `jobs` heavy files at once; resolves when all have ended. */
+async function runAll() {
+  let heavyRunning = 0;
+  const next = () => {
+    const i = queue.findIndex((f) => kindOf(f) === 'light' || heavyRunning < jobs);
+    return i < 0 ? undefined : queue.splice(i, 1)[0];
   };
-  await Promise.all(Array.from({ length: Math.min(width, queue.length) }, worker));
+  const running = new Set();
+  await new Promise((done) => {
+    const fill = () => {
+      while (running.size < jobs + 1) {
+        const f = next();
+        if (f === undefined) break;
+        const kind = kindOf(f);
+        if (kind === 'heavy') heavyRunning++;
+        const p = runFile(f, kind).then(() => {
+          if (kind === 'heavy') heavyRunning--;
+          running.delete(p);
+          fill();
+        });
+        running.add(p);
+      }
+      if (running.size === 0 && queue.length === 0) done();
+    };
+    fill();
+  });
 }
 
 const t0 = performance.now();
-await lane(solo, 1, 'solo');
-await Promise.all([lane(heavy, 1, 'heavy'), lane(light, jobs, 'light')]);
+await runAll();
 const wall = (performance.now() - t0) / 1000;
 
 const sum = (k) => results.reduce((s, r) => s + r[k], 0);
-process.stdout.write(`\n── test files by time (${cores} cores, ${jobs} light at a time)\n`);
+process.stdout.write(`\n── test files by time (${cores} cores; ${jobs + 1} files at a time, at most ${jobs} heavy)\n`);
 for (const r of [...results].sort((a, b) => b.seconds - a.seconds)) {
   process.stdout.write(`${r.seconds.toFixed(1).padStart(7)} s  ${r.kind.padEnd(5)}  ${r.status === 0 ? '  ' : '✖ '}${join('out', 'test', r.file)}\n`);
 }
