@@ -36,7 +36,8 @@ import { attentionBackward, attentionForward, type AttentionProblem } from '../n
 import { kernelInfo, setKernelThreads } from '../native/kernels';
 import { createModel, EngineDataset, stepPartsMs } from '../native/engine';
 import { loadTextCorpus } from '../native/datasets';
-import { median, medianOfEach, seededFloats } from '../daemon/measure';
+import { median, medianOfEach } from '../core/stats';
+import { seededFloats } from '../daemon/measure';
 
 interface Options {
   threads: number;

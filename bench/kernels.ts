@@ -40,7 +40,8 @@ import {
   type KernelPrecision,
 } from '../native/kernels';
 import { gpuKernelRows } from './gpuKernels';
-import { median, seededFloats } from '../daemon/measure';
+import { median } from '../core/stats';
+import { seededFloats } from '../daemon/measure';
 
 interface Options {
   threads: number[];

@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { MAX_POINTS_PER_MESSAGE, type StepPoint } from '../protocol/webview';
 import { launch, openPage, ROOT, skipReason } from '../test/webview/pageHarness';
-import { median } from '../daemon/measure';
+import { median } from '../core/stats';
 
 function steps(from: number, n: number): StepPoint[] {
   return Array.from({ length: n }, (_, k) => {

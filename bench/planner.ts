@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { planModel, type PlanTarget } from '../core/planner';
 import type { Inventory, InventoryLayer, LayerRole } from '../core/inventory';
-import { median } from '../daemon/measure';
+import { median } from '../core/stats';
 
 // Transformer-like widths; a 1000-layer inventory cycles through `distinctShapes` (in, out) pairs.
 const DIMS = [256, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096, 5120, 6144, 8192];

@@ -34,7 +34,7 @@ import {
   createModel, engineBackend, EngineDataset, resolvePrecision, stepPartsMs, type EngineModel, type EnginePrecision, type PlanLike, type TrainConfig,
 } from '../native/engine';
 import { DEBIAN_FASHION_MNIST, loadFashionMnist } from '../native/datasets';
-import { median, medianOfEach } from '../daemon/measure';
+import { median, medianOfEach } from '../core/stats';
 
 interface Options {
   threads: number;

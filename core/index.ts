@@ -10,3 +10,4 @@ export * from './inventory';
 export * from './planner';
 export * from './modelSpec';
 export * from './attention';
+export * from './stats';

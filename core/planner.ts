@@ -21,15 +21,21 @@ import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } fr
 import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
 import { adviseAttention, type PixelflyAttention } from './attention';
 
-/** Block sizes the native kernels implement. */
+/**
+ * Block sizes the native kernels implement: the one list. The settings schema (package.json),
+ * pixelfly_torch and the native kernels (kernels/block_sizes.h) keep copies that tests check
+ * against this one (test/blockSizes.test.ts, test/native/kernels.test.ts).
+ */
 export const KERNEL_BLOCK_SIZES: readonly number[] = [16, 32, 64];
+/** "16, 32 or 64", for messages. */
+export const KERNEL_BLOCK_SIZES_TEXT = `${KERNEL_BLOCK_SIZES.slice(0, -1).join(', ')} or ${KERNEL_BLOCK_SIZES[KERNEL_BLOCK_SIZES.length - 1]}`;
 
 export type PlanTarget = { budget: number } | { speedup: number };
 
 export interface PlanOptions {
   profile?: DeviceProfile;
   /**
-   * Block sizes the engine may use (the native kernels support 16, 32, 64; all by default): the
+   * Block sizes the engine may use (of KERNEL_BLOCK_SIZES; all by default): the
    * cost model weighs a small block's lower efficiency against the sparser butterflies it allows.
    */
   blockSizes?: number[];
@@ -285,7 +291,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     minSpeedup: options.minSpeedup ?? 1.1,
   };
   for (const b of o.blockSizes) {
-    if (!KERNEL_BLOCK_SIZES.includes(b)) throw new PixelflyConfigError('block', `must be 16, 32 or 64 (what the kernels support), got ${b}`);
+    if (!KERNEL_BLOCK_SIZES.includes(b)) throw new PixelflyConfigError('block', `must be ${KERNEL_BLOCK_SIZES_TEXT} (what the kernels support), got ${b}`);
   }
   const cache = new Map<string, Candidate[]>();
   const states: LayerState[] = inventory.layers.map((layer) => {

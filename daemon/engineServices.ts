@@ -2,14 +2,14 @@
 // the job against the machine (memory and disk), and trains through the native engine in a job
 // process (jobs/engineProcess.ts).
 import { statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { defaultThreads } from './systemInfo';
 import { parseModelSpec, specInventory, ModelSpecError, type ModelSpec } from '../core/modelSpec';
 import type { InventoryLayer } from '../core/inventory';
 import { checkBuildable } from '../core/layout';
 import { PixelflyConfigError } from '../core/errors';
 import { formatBytes, notAFile } from '../io/userFile';
 import type { EngineServices } from './main';
-import { RejectedError, type TrainingRequest } from './jobs/trainer';
+import { engineSpec, RejectedError, type TrainingRequest } from './jobs/trainer';
 import type { JobAdmission } from './jobs/jobManager';
 import { freeBytes, type RunDir } from './jobs/runStore';
 import { EngineProcessBackend } from './jobs/engineProcess';
@@ -59,7 +59,7 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
       throw err;
     }
   }
-  return { spec: params.spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
+  return { spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
 };
 
 /**
@@ -88,9 +88,9 @@ export function checkDatasetPath(req: TrainingRequest['dataset']): void {
  * its checkpoints against the free space where the runs are. Throws REJECTED with the numbers.
  */
 export function admitEngineJob(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission {
-  const spec = parseSpec(request.spec);
+  const spec = engineSpec(request);
   checkDatasetPath(request.dataset);
-  const threads = request.hyper.threads > 0 ? request.hyper.threads : availableParallelism();
+  const threads = request.hyper.threads > 0 ? request.hyper.threads : defaultThreads();
   const input = memoryInput(spec, request, threads, (run?.checkpoints().length ?? 0) > 0);
   const granted = admit(input, request.dataset.kind);
   // A checkpoint holds parameters and both AdamW moments of each model, and the batch order.
@@ -112,7 +112,7 @@ export function admitEngineJob(request: TrainingRequest, runsRoot: string, run?:
 
 /** The engine when the native addon loads; otherwise a daemon that still plans and serves past runs, and says why it cannot train. */
 export function loadEngineServices(log: (line: string) => void): EngineServices {
-  const threads = availableParallelism();
+  const threads = defaultThreads();
   const base = { trainingRequest, threads, admit: admitEngineJob };
   try {
     const backend = engineBackend();

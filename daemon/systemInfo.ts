@@ -14,6 +14,16 @@ export interface CpuInfo {
   features: string[];
 }
 
+/**
+ * Threads a job uses when it does not say: OMP_NUM_THREADS when set (as the kernels and every
+ * OpenMP program honour it: test runners and batch schedulers bound a process's threads with it),
+ * else one per core.
+ */
+export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number.parseInt(env.OMP_NUM_THREADS ?? '', 10);
+  return Number.isInteger(n) && n >= 1 && n <= 1024 ? n : availableParallelism();
+}
+
 export function cpuInfo(): CpuInfo {
   const model = cpus()[0]?.model ?? 'unknown';
   const cores = availableParallelism();

@@ -2,17 +2,17 @@
  * The extension's commands (palette, CodeLens, run tree, webviews). Each one checks its inputs
  * and reports problems in words; none throws at the user.
  */
-import { execFile } from 'node:child_process';
 import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { planModel } from '../core/planner';
 import { parseDataset } from '../client/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
+import type { AnalysisJson } from '../protocol/lsp';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
 import { isTrainArgs, specFromTrainArgs, trainsTorch, type TrainArgs } from './trainArgs';
-import { analyzeArgs, appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
+import { appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
 import { isActive, type RunStore } from './runs/runStore';
@@ -25,26 +25,11 @@ export interface Services {
   connection: DaemonConnection;
   store: RunStore;
   settings(): Settings;
+  /** The language server's analysis of a Python file (the one its hints and lenses show). */
+  analysis(uri: vscode.Uri): Promise<AnalysisJson>;
 }
 
 const cliPath = (s: Services) => s.context.asAbsolutePath(join('dist', 'pixelfly.js'));
-
-/** `pixelfly analyze <file> --json`: the same analysis the language server runs, as a one-shot. */
-export function analyzeFile(s: Services, file: string): Promise<AnalyzedModel> {
-  const args = analyzeArgs(cliPath(s), file, s.settings().tokensPerSample);
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, args, { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, maxBuffer: 64 << 20, timeout: 60000 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`analysing ${basename(file)} failed: ${(stderr || err.message).trim().split('\n').pop()}`));
-      try {
-        const parsed = JSON.parse(stdout) as AnalyzedModel;
-        if (!Array.isArray(parsed.layers)) throw new Error('no "layers" array');
-        resolve(parsed);
-      } catch (e) {
-        reject(new Error(`analysing ${basename(file)}: unexpected output (${(e as Error).message})`));
-      }
-    });
-  });
-}
 
 function isAnalyzedModel(v: unknown): v is AnalyzedModel {
   return typeof v === 'object' && v !== null && Array.isArray((v as AnalyzedModel).layers);
@@ -62,9 +47,12 @@ async function resolveModel(s: Services, arg: unknown): Promise<{ view: ModelVie
   else if (typeof (arg as { uri?: unknown })?.uri === 'string') uri = vscode.Uri.parse((arg as { uri: string }).uri);
   else uri = vscode.window.activeTextEditor?.document.uri;
   if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open a Python file with a model (or use the CodeLens on a model class) to preview its masks');
-  const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
-  if (doc?.isDirty) await doc.save();
-  const analyzed = await analyzeFile(s, uri.fsPath);
+  let analyzed: AnalysisJson;
+  try {
+    analyzed = await s.analysis(uri);
+  } catch (e) {
+    throw new Error(`analysing ${basename(uri.fsPath)} failed: ${(e as Error).message}`);
+  }
   if (analyzed.layers.length === 0) throw new Error(`no linear layers found in ${basename(uri.fsPath)}`);
   return { view: toModelView({ ...analyzed, uri: uri.toString() }, basename(uri.fsPath, '.py'), settings.blockSize, settings.tokensPerSample), focus };
 }

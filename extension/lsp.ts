@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { LanguageClient, TransportKind, type LanguageClientOptions, type ServerOptions } from 'vscode-languageclient/node';
+import { ANALYSIS_REQUEST, type AnalysisJson, type AnalysisParams } from '../protocol/lsp';
 
 export function startLanguageClient(context: vscode.ExtensionContext, output: vscode.LogOutputChannel): LanguageClient | undefined {
   const serverModule = context.asAbsolutePath('dist/server.js');
@@ -29,4 +30,15 @@ export function startLanguageClient(context: vscode.ExtensionContext, output: vs
     (e: Error) => output.error(`language server failed to start: ${e.message}`),
   );
   return client;
+}
+
+/**
+ * The language server's analysis of a Python file (`pixelfly/analysis`): the one the hints and
+ * lenses show, with the same settings; the open document's text, or the file on disk.
+ */
+export async function serverAnalysis(client: LanguageClient | undefined, uri: vscode.Uri): Promise<AnalysisJson> {
+  if (!client) throw new Error('the Pixelfly language server is not running (see the Pixelfly output): the analysis comes from it');
+  await client.start();
+  const params: AnalysisParams = { uri: client.code2ProtocolConverter.asUri(uri) };
+  return client.sendRequest<AnalysisJson>(ANALYSIS_REQUEST, params);
 }

@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import type { LanguageClient } from 'vscode-languageclient/node';
 import { metricsActions, maskActions, refreshRuns, registerCommands, type Services } from './commands';
 import { DaemonConnection } from './daemon/connection';
-import { startLanguageClient } from './lsp';
+import { serverAnalysis, startLanguageClient } from './lsp';
 import { MASK_VIEW_TYPE, MaskPanel } from './panels/maskPanel';
 import { METRICS_VIEW_TYPE, MetricsPanel } from './panels/metricsPanel';
 import { RunStore } from './runs/runStore';
@@ -38,7 +38,7 @@ export function activate(context: vscode.ExtensionContext): PixelflyApi {
     cliPath: context.asAbsolutePath('dist/pixelfly.js'),
     log: (l) => output.info(l),
   });
-  const services: Services = { context, output, connection, store, settings: () => current.settings };
+  const services: Services = { context, output, connection, store, settings: () => current.settings, analysis: (uri) => serverAnalysis(client, uri) };
   const status = new DaemonStatusBar();
   const runTree = new RunTree(store);
 

@@ -1,6 +1,6 @@
 /**
- * Turns what the language server (CodeLens arguments) or `pixelfly analyze --json` says about a
- * model into the mask page's ModelView. Their layer lists carry the planner's decision; a layer
+ * Turns what the language server says about a model (CodeLens arguments, or its `pixelfly/analysis`
+ * answer) into the mask page's ModelView. Their layer lists carry the planner's decision; a layer
  * the planner keeps dense has no config, so the preview starts it from the user's default block
  * size and the smallest valid butterfly — core decides validity, nothing is re-derived here.
  */
@@ -9,14 +9,14 @@ import type { LayerDecision } from '../core/planner';
 import type { MethodParamsIn } from '../protocol/daemon';
 import { ModelViewSchema, type LayerConfig, type ModelView } from '../protocol/webview';
 
-/** A layer as the analyser reports it (extra fields are ignored). */
+/** A layer as the analyser reports it (extra fields are ignored); sizes it could not resolve are text. */
 export interface AnalyzedLayer {
   name: string;
   role: string;
-  in: number;
-  out: number;
-  count: number;
-  rowsPerSample?: number;
+  in: number | string;
+  out: number | string;
+  count: number | string;
+  rowsPerSample?: number | null;
   bias?: boolean;
   causal?: boolean;
   line?: number;
@@ -25,8 +25,8 @@ export interface AnalyzedLayer {
 
 export interface AnalyzedModel {
   name?: string;
-  /** `pixelfly analyze --json` names the model here. */
-  model?: string | { name?: string };
+  /** The `pixelfly/analysis` answer names the model here. */
+  model?: string | { name?: string } | null;
   uri?: string;
   /** Tokens per sample the analysis assumed (for layers that do not say). */
   tokensPerSample?: number;
@@ -45,22 +45,13 @@ export function defaultConfig(out: number, inF: number, block: number): LayerCon
   return { block, butterflySize: 4, nFactors: 2, rank: 0, globalSize: 0, shuffle: false };
 }
 
-/**
- * `pixelfly analyze` arguments for a file. The setting is only a fallback for models that do not
- * say their sequence length (ViT-B/16 says 197, GPT-2 1024), like the language server treats it:
- * it is passed only when the user set it.
- */
-export function analyzeArgs(cliPath: string, file: string, tokensPerSample: number | null): string[] {
-  return [cliPath, 'analyze', file, '--json', ...(tokensPerSample !== null ? ['--default-tokens', String(tokensPerSample)] : [])];
-}
-
 /** Validates the result (the input came from another process); throws naming the bad field. */
 export function toModelView(m: AnalyzedModel, fallbackName: string, defaultBlock: number, tokensPerSample: number | null): ModelView {
   const view = {
     name: m.name ?? (typeof m.model === 'string' ? m.model : m.model?.name) ?? fallbackName,
     uri: m.uri,
-    // `pixelfly analyze --json` also lists layers written but not built, and unresolved ones: no mask to preview.
-    layers: m.layers.filter((l) => l.count !== 0 && [l.in, l.out, l.count].every((x) => typeof x === 'number')).map((l) => {
+    // The analysis also lists layers written but not built, and unresolved ones: no mask to preview.
+    layers: m.layers.filter((l): l is AnalyzedLayer & { in: number; out: number; count: number } => l.count !== 0 && [l.in, l.out, l.count].every((x) => typeof x === 'number')).map((l) => {
       const d = l.decision ?? undefined;
       const cfg = d?.config;
       return {

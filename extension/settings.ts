@@ -5,6 +5,7 @@
  * checks and defaults are unit-tested against package.json without VS Code.
  */
 import { BACKEND_CHOICES, PRECISION_CHOICES } from '../protocol/daemon';
+import { KERNEL_BLOCK_SIZES } from '../core/planner';
 
 /** Who trains a Python model: 'auto' (the engine when the model maps to an engine family, else your PyTorch model), or always one of them. */
 export const TRAIN_RUNNER_CHOICES = ['auto', 'engine', 'torch'] as const;
@@ -73,7 +74,7 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     daemonPort: get('daemon.port', int(0, 65535), DEFAULTS.daemonPort, 'must be an integer port 0-65535 (0 = any free port)'),
     daemonAutostart: get('daemon.autostart', (v): v is boolean => typeof v === 'boolean', DEFAULTS.daemonAutostart, 'must be true or false'),
     budget: get('plan.budget', (v): v is number => typeof v === 'number' && v > 0 && v <= 1, DEFAULTS.budget, 'must be a number in (0, 1]'),
-    blockSize: get('plan.blockSize', (v): v is number => [8, 16, 32, 64, 128].includes(v as number), DEFAULTS.blockSize, 'must be one of 8, 16, 32, 64, 128'),
+    blockSize: get('plan.blockSize', (v): v is number => KERNEL_BLOCK_SIZES.includes(v as number), DEFAULTS.blockSize, `must be one of ${KERNEL_BLOCK_SIZES.join(', ')} (the block sizes the kernels implement)`),
     dataset: get('training.dataset', (v): v is string => typeof v === 'string' && /^(synthetic|fashion-mnist|text|npy)(:.+)?$/.test(v), DEFAULTS.dataset, "must be 'synthetic', 'fashion-mnist[:DIR]', 'text:FILE' or 'npy:DIR'"),
     datasetFolders: get('training.datasetFolders', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.datasetFolders, 'must be a list of folder paths'),
     tokensPerSample: get('analysis.tokensPerSample', (v): v is number | null => v === null || int(1, 1 << 20)(v), DEFAULTS.tokensPerSample, 'must be a positive integer, or null'),

@@ -10,6 +10,10 @@
     # 1: the CUDA backend's host code against the host emulation of the kernels and runtime
     # (src/cuda/emulation.h), for test/cuda/emulatedAddon.test.ts; never a shipped build.
     'cuda_emulation%': 0,
+    # A folder holding the kernels_*.a of a build of these same sources: link those instead of
+    # building the kernels again (the emulated build in test/cuda/emulatedAddon.test.ts, whose
+    # kernels are the same objects as the real build's).
+    'kernel_libs_from%': '',
     'kernel_cflags': ['-O3', '-fPIC', '-fopenmp', '-ffp-contract=fast', '-fno-math-errno', '-std=c++17'],
   },
   'target_defaults': {
@@ -105,7 +109,6 @@
     # ---- the addon ---------------------------------------------------------------------------
     {
       'target_name': 'pixelfly',
-      'dependencies': ['kernels_portable', 'kernels_avx2', 'kernels_avx512', 'kernels_avx512bf16', 'kernels_amx'],
       'sources': [
         'src/addon.cc',
         # kernels (issue 3)
@@ -134,6 +137,12 @@
       'libraries': ['-fopenmp', '-ldl'],
       'ldflags': ['-fopenmp'],
       'conditions': [
+        ['kernel_libs_from==""', {
+          'dependencies': ['kernels_portable', 'kernels_avx2', 'kernels_avx512', 'kernels_avx512bf16', 'kernels_amx'],
+        }, {
+          'libraries': ['<(kernel_libs_from)/kernels_portable.a', '<(kernel_libs_from)/kernels_avx2.a', '<(kernel_libs_from)/kernels_avx512.a',
+                        '<(kernel_libs_from)/kernels_avx512bf16.a', '<(kernel_libs_from)/kernels_amx.a'],
+        }],
         ['cuda_home!="" and cuda_emulation==0', {
           'dependencies': ['pixelfly_cuda'],
           'defines': ['PIXELFLY_CUDA=1'],

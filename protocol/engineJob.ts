@@ -6,14 +6,19 @@
 // process, pytorch/pixelfly_torch/runner.py, over the same channel as line-delimited JSON) speaks
 // the same messages, plus `inspect`.
 import type { z } from 'zod';
+import type { ModelSpec } from '../core/modelSpec';
 import type { DatasetInfoSchema, DatasetSchema, Hyperparameters, ModelInputs, PlanSchema, Runner, TorchModel } from './daemon';
 
-/** What a job trains (the job.submit params after the daemon resolved the plan). */
+/**
+ * What a job trains (the job.submit params after the daemon resolved the plan). The spec is parsed
+ * (core's parseModelSpec) where it enters: job.submit, a run folder's job.json, the job process's
+ * prepare; everything between passes it on typed.
+ */
 export interface TrainingRequest {
   /** Absent: 'engine'. */
   runner?: Runner;
   /** The engine's model spec (engine runner). */
-  spec?: Record<string, unknown>;
+  spec?: ModelSpec;
   /** The user's PyTorch model (torch runner). */
   model?: TorchModel;
   plan: z.infer<typeof PlanSchema>;

@@ -6,8 +6,8 @@
  * reads the CodeLens arguments.
  */
 import type { PixelflyConfig } from '../core/pixelflyLayer';
-import type { InventoryLayer } from '../core/inventory';
-import type { LayerDecision } from '../core/planner';
+import type { InventoryLayer, LayerRole } from '../core/inventory';
+import type { LayerDecision, Plan, PlanTarget } from '../core/planner';
 
 /** CodeLens commands, registered by the extension. */
 export const PREVIEW_MASKS = 'pixelfly.previewMasks';
@@ -19,8 +19,55 @@ export const APPLY_LAYER_CONFIG = 'pixelfly.applyLayerConfig';
  * runs under can import `pixelfly_torch` and offers to install it (argument `{uri}`).
  */
 export const ENSURE_TORCH_PACKAGE = 'pixelfly.ensureTorchPackage';
-/** Request: the analysis of an open document, as `pixelfly analyze --json` prints it. */
+/**
+ * Request `AnalysisParams` → `AnalysisJson`: the analysis of a document the client has open, with
+ * the server's settings (the one the hints and lenses show); `pixelfly analyze --json` prints the same.
+ */
 export const ANALYSIS_REQUEST = 'pixelfly/analysis';
+
+export interface AnalysisParams {
+  uri: string;
+}
+
+/** One matmul layer the analysis found; sizes it could not resolve are the expressions, as text. */
+export interface AnalysisLayerJson {
+  file: string;
+  /** 0-based line of the call that builds it. */
+  line: number;
+  name: string;
+  class: string;
+  in: number | string;
+  out: number | string;
+  /** Instances in the model; 0 for a layer written but never built. */
+  count: number | string;
+  role: LayerRole;
+  flops_share: number | null;
+  decision: Pick<LayerDecision, 'sparsify' | 'config' | 'density' | 'estSpeedup' | 'denseParams' | 'planParams' | 'reason'> | null;
+  pinnedDense?: true;
+  note?: string;
+  /** Rows a sample feeds the layer (tokens; 1 for a head after pooling), what its FLOPs are counted with. */
+  rowsPerSample: number | null;
+  bias?: false;
+  causal?: true;
+}
+
+export interface AnalysisJson {
+  file: string;
+  model: { name: string; kind: 'class' | 'function'; line: number } | null;
+  /** Other models the file defines (`--model NAME` picks one). */
+  candidates: string[];
+  tokensPerSample: number;
+  /** Where tokensPerSample came from, in words. */
+  tokensSource: string;
+  target: PlanTarget;
+  layers: AnalysisLayerJson[];
+  plan: Omit<Plan, 'layers'> | null;
+  /** Names whose values the analysis needs pinned. */
+  unresolved: string[];
+  pins: Record<string, string>;
+  notes: string[];
+  pragmaErrors: Array<{ file: string; line: number; message: string }>;
+}
 
 /** One resolved, built layer of the model (unresolved or unbuilt layers are left out): the planner's inventory layer, located. */
 export interface LensLayer extends Omit<InventoryLayer, 'pinnedDense'> {

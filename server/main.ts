@@ -17,9 +17,9 @@ import {
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
-import { analysisJson } from '../cli/commands/analyze';
+import { analysisJson } from './analysis/analysisJson';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, whyNoRewrite, type EditContext } from './lsp/features';
-import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type ApplyLayerConfigArgs } from '../protocol/lsp';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type AnalysisJson, type AnalysisParams, type ApplyLayerConfigArgs } from '../protocol/lsp';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
 
@@ -78,6 +78,7 @@ async function loadSettings(): Promise<void> {
   } else {
     s.settings = settingsFrom((initOptions as { settings?: unknown } | undefined)?.settings ?? initOptions);
   }
+  for (const p of s.settings.problems ?? []) connection.console.warn(`setting ignored: ${p}`);
 }
 
 let watching: { key: string; registration: Promise<Disposable> } | undefined;
@@ -161,9 +162,10 @@ connection.onCodeAction(async (p) => {
   return codeActions(r.analysis, ctx, p.range, doc.getText().split('\n'), p.context.diagnostics, previewArgs(r.analysis, p.textDocument.uri));
 });
 
-connection.onRequest(ANALYSIS_REQUEST, async (p: { uri: string }) => {
-  const r = await current(p.uri);
-  if (!r) throw new Error(`${p.uri} is not an open Python document`);
+connection.onRequest(ANALYSIS_REQUEST, async (p: AnalysisParams): Promise<AnalysisJson> => {
+  if (typeof p?.uri !== 'string') throw new Error(`${ANALYSIS_REQUEST}: expected {uri}`);
+  const r = await (await sessionReady).analyseFile(p.uri);
+  if (!r) throw new Error(`${p.uri} is not a Python file on disk or an open document`);
   if (!r.analysis) throw new Error(r.error ?? 'analysis failed');
   return analysisJson(r.analysis);
 });

@@ -3,6 +3,7 @@
 import { resolve } from 'node:path';
 import { pythonParser, type Node } from '../../server/analysis/parser';
 import { analyze, AnalysisInputError, type Analysis } from '../../server/analysis/analyze';
+import { analysisJson } from '../../server/analysis/analysisJson';
 import { ParseCache, sitePackages } from '../../server/analysis/modules';
 import { parsePin } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
@@ -20,49 +21,6 @@ const options = {
   speedup: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
-
-/** The JSON the issue specifies, plus the context a reader needs (tokens assumed, unresolved names). */
-export function analysisJson(a: Analysis): object {
-  return {
-    file: a.file,
-    model: a.model && { name: a.model.name, kind: a.model.kind, line: a.model.line },
-    candidates: a.candidates,
-    tokensPerSample: a.tokensPerSample,
-    tokensSource: a.tokensSource,
-    target: a.target,
-    layers: a.layers.map((l) => ({
-      file: l.file,
-      line: l.line,
-      name: l.name,
-      class: l.class,
-      in: l.in,
-      out: l.out,
-      count: l.count,
-      role: l.role,
-      flops_share: l.flops_share,
-      decision: l.decision && {
-        sparsify: l.decision.sparsify,
-        config: l.decision.config,
-        density: l.decision.density,
-        estSpeedup: l.decision.estSpeedup,
-        denseParams: l.decision.denseParams,
-        planParams: l.decision.planParams,
-        reason: l.decision.reason,
-      },
-      ...(l.pinnedDense ? { pinnedDense: true } : {}),
-      ...(l.note ? { note: l.note } : {}),
-      // What the FLOPs are counted with (core's layerDenseCost): the preview's totals match the plan's.
-      rowsPerSample: l.rowsPerSample,
-      ...(l.bias ? {} : { bias: false }),
-      ...(l.causal ? { causal: true } : {}),
-    })),
-    plan: a.plan,
-    unresolved: a.unresolved,
-    pins: a.pins,
-    notes: a.notes,
-    pragmaErrors: a.pragmaErrors,
-  };
-}
 
 function pct(x: number | null): string {
   return x === null ? '-' : `${(100 * x).toFixed(1)}%`;

@@ -1,11 +1,21 @@
 // The job process: answers the daemon's requests (protocol/engineJob.ts) with the native engine
 // (engineTrainer.ts), one at a time, in order. It holds the job's data and models and nothing else;
 // when the daemon lets go of it (disconnects), it exits and its memory goes back to the system.
+import { ModelSpecError, parseModelSpec, type ModelSpec } from '../../core/modelSpec';
 import type { JobFailure, JobOutcome, JobReply, JobRequest, PreparedJob, Variant } from '../../protocol/engineJob';
 import { processMemory } from '../memory';
 import { DivergedError } from './runner';
 import { EngineBackend } from './engineTrainer';
 import { CheckpointError, errnoCode, RejectedError, type ModelTrainer, type TrainingSetup } from './trainer';
+
+function parseSpec(value: unknown): ModelSpec {
+  try {
+    return parseModelSpec(value);
+  } catch (err) {
+    if (err instanceof ModelSpecError) throw new RejectedError(err.message);
+    throw err;
+  }
+}
 
 function failure(err: unknown): JobFailure {
   const message = (err as Error)?.message ?? String(err);
@@ -32,7 +42,9 @@ export function serveEngineJob(): void {
     switch (req.op) {
       case 'prepare': {
         if (setup) throw new Error('this job process is already prepared');
-        setup = await new EngineBackend().prepare(req.request, { maxDataBytes: req.maxDataBytes });
+        // The request enters this process here: its spec is parsed once, then passed on typed.
+        const request = { ...req.request, spec: parseSpec(req.request.spec) };
+        setup = await new EngineBackend().prepare(request, { maxDataBytes: req.maxDataBytes });
         const prepared: PreparedJob = {
           dataset: setup.dataset,
           stepsPerEpoch: setup.stepsPerEpoch,

@@ -2,12 +2,12 @@
 // a Pixelfly model built from the plan and, for a compare job, the same spec built dense from the
 // same seed, each with its own optimizer and pass over the data. It runs inside a job process
 // (engineChild.ts), which the daemon drives through engineProcess.ts.
-import { availableParallelism } from 'node:os';
+import { defaultThreads } from '../systemInfo';
 import { createModel, EngineConfigError, EngineDataset, stepPartsMs, type EngineModel } from '../../native/engine';
 import { DataFileError, DEBIAN_FASHION_MNIST, loadFashionMnist, loadNpyFolder, loadTextCorpus, syntheticClassification, syntheticTokens, type DataLimits, type LoadedData } from '../../native/datasets';
-import { classifierFeatures, ModelSpecError, parseModelSpec, specInventory, type ModelSpec } from '../../core/modelSpec';
+import { classifierFeatures, specInventory, type ModelSpec } from '../../core/modelSpec';
 import { plannedSteps } from './runner';
-import { CheckpointError, RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
+import { CheckpointError, engineSpec, RejectedError, type DatasetInfo, type DatasetRequest, type EvalResult, type ModelTrainer, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
 
 /** Tokens per sample (what tokens/s counts): the rows of the model's token-wise matmuls, as the core's inventory lists them. */
 function tokensPerSample(spec: ModelSpec): number {
@@ -102,20 +102,14 @@ class EngineTrainer implements ModelTrainer {
 
 export class EngineBackend implements TrainingBackend {
   async prepare(req: TrainingRequest, options: PrepareOptions): Promise<TrainingSetup> {
-    let spec: ModelSpec;
-    try {
-      spec = parseModelSpec(req.spec);
-    } catch (err) {
-      if (err instanceof ModelSpecError) throw new RejectedError(err.message);
-      throw err;
-    }
+    const spec = engineSpec(req);
     const { hyper } = req;
     const { data, note } = await loadData(spec, req.dataset, hyper.seed, { maxBytes: options.maxDataBytes });
     checkFits(spec, data);
     const samples = data.kind === 'tokens' ? Math.floor(data.trainTokens.length / (spec.kind === 'gpt' ? spec.context : 1)) : data.trainY.length;
     const stepsPerEpoch = Math.max(1, Math.floor(samples / hyper.batchSize));
     const totalSteps = plannedSteps(hyper, stepsPerEpoch);
-    const threads = hyper.threads > 0 ? hyper.threads : availableParallelism();
+    const threads = hyper.threads > 0 ? hyper.threads : defaultThreads();
     const train = {
       batch: hyper.batchSize,
       lr: hyper.lr,

@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { describeIoError, errnoCode, JobIoError, type DatasetInfo, type TrainingRequest } from './trainer';
 import type { JobEvent, JobState, ModelInputs, RunSummary } from '../../protocol/daemon';
 import { formatBytes } from '../../io/userFile';
+import { parseModelSpec } from '../../core/modelSpec';
 import { writeFileAtomic } from '../../io/home';
 
 export interface RunRecord {
@@ -136,8 +137,11 @@ export class RunDir {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** job.json, an engine run's spec parsed (a record whose spec core no longer accepts is unreadable: it says why). */
   readRecord(): RunRecord {
-    return JSON.parse(readFileSync(join(this.dir, 'job.json'), 'utf8')) as RunRecord;
+    const record = JSON.parse(readFileSync(join(this.dir, 'job.json'), 'utf8')) as RunRecord;
+    const spec = record.request?.spec;
+    return spec === undefined ? record : { ...record, request: { ...record.request, spec: parseModelSpec(spec) } };
   }
 
   /** The saved state; throws when state.json is missing or damaged (see rebuildState). */

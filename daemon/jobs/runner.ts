@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import type { JobEvent, JobEventBody, RunSummary } from '../../protocol/daemon';
 import type { EvalResult, ModelTrainer, TrainingSetup } from './trainer';
-import { median, medianOfEach } from '../measure';
+import { median, medianOfEach } from '../../core/stats';
 
 /** Steps over which the running speedup (ratio of median step times) and the ETA are taken. */
 const WINDOW = 50;

@@ -4,6 +4,7 @@
 import type { z } from 'zod';
 import type { DatasetInfoSchema, DatasetSchema, ModelInputs, PlanSchema } from '../../protocol/daemon';
 import type { TrainingRequest } from '../../protocol/engineJob';
+import type { ModelSpec } from '../../core/modelSpec';
 
 export type { TrainingRequest } from '../../protocol/engineJob';
 export type DatasetInfo = z.infer<typeof DatasetInfoSchema>;
@@ -128,4 +129,10 @@ export function describeIoError(code: string, what: string): string {
     default:
       return `${code} while ${what}`;
   }
+}
+
+/** The engine's model spec of a request (parsed where the request entered); a request without one is not an engine job. */
+export function engineSpec(request: TrainingRequest): ModelSpec {
+  if (!request.spec) throw new RejectedError('an engine job needs a model spec (job.submit `spec`)');
+  return request.spec;
 }

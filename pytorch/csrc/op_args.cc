@@ -1,5 +1,7 @@
 #include "op_args.h"
 
+#include "kernels/block_sizes.h"
+
 #include <memory>
 #include <mutex>
 #include <string>
@@ -90,7 +92,7 @@ const BsrIndex& indexFor(const int32_t* p, int64_t block, int64_t br, int64_t bc
 Layout::Layout(const Tensor& packed, int64_t block, int64_t out_, int64_t in_, int64_t nnz) {
   TORCH_CHECK(packed.device().is_cpu() && packed.scalar_type() == at::kInt && packed.dim() == 1 && packed.is_contiguous(),
               "index: expected a contiguous 1-D int32 CPU tensor (pixelfly_torch.layout.block_index)");
-  TORCH_CHECK(block == 16 || block == 32 || block == 64, "block: the kernels implement 16, 32 and 64, got ", block);
+  TORCH_CHECK(kernels::kernelBlock((int)block), "block: the kernels implement ", kernels::kernelBlocksText(), ", got ", block);
   TORCH_CHECK(out_ >= 1 && out_ <= INT32_MAX && in_ >= 1 && in_ <= INT32_MAX, "out/in features must be in 1..2^31-1, got ",
               out_, "/", in_);
   const int64_t br = ceilDiv(out_, block), bc = ceilDiv(in_, block);

@@ -25,8 +25,10 @@ export interface ServerSettings {
   /** pixelfly.plan.budget / pixelfly.plan.speedup */
   budget?: number;
   speedup?: number;
-  /** pixelfly.plan.blockSize: the block size the planner uses. */
+  /** pixelfly.plan.blockSize: the block size the planner uses (one of core's KERNEL_BLOCK_SIZES). */
   blockSize?: number;
+  /** Settings given but not usable, each with why (the server logs them; the defaults stand). */
+  problems?: string[];
 }
 
 /** Reads the nested configuration object the client returns for section 'pixelfly'. */
@@ -37,6 +39,11 @@ export function settingsFrom(section: unknown, python?: unknown): ServerSettings
   const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
   const strs = (v: unknown): string[] | undefined => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : undefined);
   const py = (python ?? {}) as { defaultInterpreterPath?: unknown };
+  const problems: string[] = [];
+  const block = num(p.blockSize);
+  if (p.blockSize !== undefined && p.blockSize !== null && (block === undefined || !KERNEL_BLOCK_SIZES.includes(block))) {
+    problems.push(`pixelfly.plan.blockSize: must be one of ${KERNEL_BLOCK_SIZES.join(', ')} (the block sizes the kernels implement), got ${JSON.stringify(p.blockSize)}; planning with all of them`);
+  }
   return {
     tokensPerSample: num(a.tokensPerSample),
     pins: typeof a.pins === 'object' && a.pins !== null ? (a.pins as ServerSettings['pins']) : undefined,
@@ -44,7 +51,8 @@ export function settingsFrom(section: unknown, python?: unknown): ServerSettings
     pythonPath: typeof a.pythonPath === 'string' && a.pythonPath ? a.pythonPath : typeof py.defaultInterpreterPath === 'string' && py.defaultInterpreterPath ? py.defaultInterpreterPath : undefined,
     budget: num(p.budget),
     speedup: num(p.speedup),
-    blockSize: num(p.blockSize),
+    blockSize: block !== undefined && KERNEL_BLOCK_SIZES.includes(block) ? block : undefined,
+    ...(problems.length > 0 ? { problems } : {}),
   };
 }
 
@@ -136,28 +144,7 @@ export class Session {
     if (!doc || !uri.startsWith('file:')) return undefined;
     const cached = this.results.get(uri);
     if (cached && cached.version === doc.version) return cached;
-    const file = fileURLToPath(uri);
-    const site = this.settings.pythonPath ? await this.sitePackages(this.settings.pythonPath) : [];
-    const overlays = new Map<string, string>();
-    for (const d of this.documents.all()) if (d.uri.startsWith('file:') && d.uri !== uri) overlays.set(fileURLToPath(d.uri), d.getText());
-    let result: Analysed;
-    try {
-      const analysis = analyze(this.cache, {
-        file,
-        source: doc.getText(),
-        pins: this.pins(),
-        defaultTokens: this.settings.tokensPerSample,
-        target: this.target(),
-        planOptions: this.settings.blockSize && KERNEL_BLOCK_SIZES.includes(this.settings.blockSize) ? { blockSizes: [this.settings.blockSize] } : undefined,
-        extraPaths: this.settings.extraPaths,
-        sitePackages: site,
-        workspaceRoots: this.workspaceRoots,
-        overlays,
-      });
-      result = { version: doc.version, analysis };
-    } catch (e) {
-      result = { version: doc.version, analysis: null, error: (e as Error).message };
-    }
+    const result = await this.run(uri, doc.getText(), doc.version);
     // A newer edit may have arrived while site-packages were being found.
     if (this.documents.get(uri)?.version !== result.version) return result;
     this.results.set(uri, result);
@@ -165,6 +152,39 @@ export class Session {
     if (result.analysis) this.dependents.record(uri, [...result.analysis.dependencies, ...result.analysis.missingImports]);
     this.onAnalysed(uri, result);
     return result;
+  }
+
+  /**
+   * A file's analysis with the same settings: the open document's, or, for a file the client has
+   * not opened, the file on disk (not cached: no edits will tell when it goes stale).
+   */
+  async analyseFile(uri: string): Promise<Analysed | undefined> {
+    if (this.documents.get(uri)) return this.analyseNow(uri);
+    return uri.startsWith('file:') ? this.run(uri, undefined, -1) : undefined;
+  }
+
+  private async run(uri: string, source: string | undefined, version: number): Promise<Analysed> {
+    const file = fileURLToPath(uri);
+    const site = this.settings.pythonPath ? await this.sitePackages(this.settings.pythonPath) : [];
+    const overlays = new Map<string, string>();
+    for (const d of this.documents.all()) if (d.uri.startsWith('file:') && d.uri !== uri) overlays.set(fileURLToPath(d.uri), d.getText());
+    try {
+      const analysis = analyze(this.cache, {
+        file,
+        source,
+        pins: this.pins(),
+        defaultTokens: this.settings.tokensPerSample,
+        target: this.target(),
+        planOptions: this.settings.blockSize !== undefined ? { blockSizes: [this.settings.blockSize] } : undefined,
+        extraPaths: this.settings.extraPaths,
+        sitePackages: site,
+        workspaceRoots: this.workspaceRoots,
+        overlays,
+      });
+      return { version, analysis };
+    } catch (e) {
+      return { version, analysis: null, error: (e as Error).message };
+    }
   }
 
   private pins(): Map<string, Value> {

@@ -140,7 +140,9 @@ test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly
   const home = tempHome();
   try {
     const spec = join(home, 'mlp.json');
-    writeFileSync(spec, JSON.stringify({ kind: 'mlp', inputFeatures: 64, hidden: [256, 256], classes: 10 }));
+    // Wide enough that the steps after 100 outlast \`pixelfly daemon stop\`'s start-up (with 256-wide
+    // layers, one quick thread finished all 1000 steps first and nothing was interrupted).
+    writeFileSync(spec, JSON.stringify({ kind: 'mlp', inputFeatures: 64, hidden: [1024, 1024], classes: 10 }));
     const child = spawn(process.execPath, [CLI, 'train', spec, '--epochs', '100', '--max-steps', '1000', '--batch-size', '64', '--threads', '1'], {
       env: { ...process.env, PIXELFLY_HOME: home },
     });

@@ -274,8 +274,8 @@ for (const t of TRAINED) {
   });
 }
 
-// A timeout, so interfering launches (the emulation's shared barrier without its device mutex
-// deadlocks) fail here instead of hanging the run; about 25 s under the emulation.
+// A timeout, so interfering launches (the emulation's shared fibers without its device mutex
+// deadlock) fail here instead of hanging the run; a few seconds under the emulation.
 test('two CUDA models trained concurrently (one stream each) give the losses they give one after the other', { skip, timeout: 300_000 }, async () => {
   const [mixer, gpt] = [TRAINED[1], TRAINED[3]];
   const alone = [(await trained(mixer, 'cuda', 5)).losses, (await trained(gpt, 'cuda', 6)).losses];
@@ -285,9 +285,9 @@ test('two CUDA models trained concurrently (one stream each) give the losses the
 });
 
 // The transpose puts the batch on grid.y, which a device caps at 65535: a larger batch is folded
-// (each block row takes matrices b, b + 65535, …). On the emulation 65535 blocks take minutes, so
-// there layerKernelsHost.test.ts checks the fold with a small grid instead.
-test('transpose with a batch above the 65535 grid.y limit: CUDA = CPU', { skip: skip || (emulated && 'a batch above 65535 is 65535 blocks, minutes on the host emulation (layerKernelsHost.test.ts checks the fold there)'), timeout: 120_000 }, async () => {
+// (each block row takes matrices b, b + 65535, …). The emulation runs its 65535 blocks too
+// (layerKernelsHost.test.ts also checks the fold with a small grid).
+test('transpose with a batch above the 65535 grid.y limit: CUDA = CPU', { skip, timeout: 120_000 }, async () => {
   const model = { probeLayer: 'transpose', dim: 2, probeT: 3 };
   const batch = 70_000;
   const cpu = await probeOn('cpu', model), gpu = await probeOn('cuda', model);

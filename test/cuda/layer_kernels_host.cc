@@ -87,8 +87,8 @@ int main() {
     const float* mean = out.data() + size_t(M) * D;
     const float* rstd = mean + M;
     std::vector<float> dx(size_t(M) * D);
-    sameForAnyGrid("layerNormBackwardInput", rowBlocks, dx, [&](unsigned grid) {
-      dev::launch(grid, rowBlock, nullptr, dev::layerNormBackwardInputKernel, M, D, x.data(), dy.data(), g.data(), mean,
+    sameForAnyGrid("layerNormBackwardData", rowBlocks, dx, [&](unsigned grid) {
+      dev::launch(grid, rowBlock, nullptr, dev::layerNormBackwardDataKernel, M, D, x.data(), dy.data(), g.data(), mean,
                   rstd, dx.data());
     });
     const int chunks = (M + dev::kChunkRows - 1) / dev::kChunkRows;

@@ -80,8 +80,9 @@ test('the estimate is within 25% of the job process\'s measured peak, and counts
     rows.push(`${name}: estimated ${MiB(est)}, measured peak ${MiB(peak)} (ratio ${(est / peak).toFixed(2)})`);
     assert.ok(peak > 0 && Math.abs(est - peak) <= 0.25 * peak, rows[rows.length - 1]);
     // The same arithmetic, here: its parameter counts are the engine's.
-    const request = { ...params, plan: params.plan ?? { layers: [] }, compare: true, hyper: { ...params.hyper, evalSamples: params.hyper.evalSamples ?? 0 } } as Parameters<typeof memoryInput>[1];
-    const input = memoryInput(parseModelSpec(params.spec), request, 2, false);
+    const spec = parseModelSpec(params.spec);
+    const request = { ...params, spec, plan: params.plan ?? { layers: [] }, compare: true, hyper: { ...params.hyper, evalSamples: params.hyper.evalSamples ?? 0 } } as Parameters<typeof memoryInput>[1];
+    const input = memoryInput(spec, request, 2, false);
     assert.equal(estimateTrainingMemory(input).totalBytes, est, `${name}: the daemon's estimate is core/memoryEstimate's`);
     assert.equal(modelMemory(input.spec, input.pixelfly, 1, 1, 1).params, info.summary?.pixelfly.params, `${name}: Pixelfly parameters`);
     assert.equal(modelMemory(input.spec, [], 1, 1, 1).params, info.summary?.dense?.params, `${name}: dense parameters`);

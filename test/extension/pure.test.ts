@@ -7,8 +7,9 @@ import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewH
 import { Backoff } from '../../extension/daemon/backoff';
 import { decimateIndices } from '../../webview/metrics/decimate';
 import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
-import { analyzeArgs, appliedMessage, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
+import { appliedMessage, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
+import { KERNEL_BLOCK_SIZES } from '../../core/planner';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs, trainsTorch } from '../../extension/trainArgs';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
@@ -151,7 +152,7 @@ describe('package.json contributions', () => {
     engines: { vscode: string };
     activationEvents: string[];
     capabilities: { untrustedWorkspaces: { supported: string | boolean; restrictedConfigurations?: string[] } };
-    contributes: { commands: { command: string; enablement?: string }[]; configuration: { properties: Record<string, { default?: unknown; description?: string }> } };
+    contributes: { commands: { command: string; enablement?: string }[]; configuration: { properties: Record<string, { default?: unknown; description?: string; enum?: unknown[] }> } };
   };
 
   it('runs nothing on this machine from an untrusted workspace', () => {
@@ -185,9 +186,14 @@ describe('package.json contributions', () => {
   it('tokens per sample: unset by default, so the model\'s own sequence length wins; when set, only a fallback', () => {
     assert.equal(DEFAULTS.tokensPerSample, null);
     assert.match(pkg.contributes.configuration.properties['pixelfly.analysis.tokensPerSample'].description ?? '', /only when a model does not say/);
-    assert.deepEqual(analyzeArgs('cli.js', 'vit.py', DEFAULTS.tokensPerSample), ['cli.js', 'analyze', 'vit.py', '--json']);
-    assert.deepEqual(analyzeArgs('cli.js', 'vit.py', 300), ['cli.js', 'analyze', 'vit.py', '--json', '--default-tokens', '300']);
     assert.equal(readSettings((k) => (k === 'analysis.tokensPerSample' ? 300 : undefined)).settings.tokensPerSample, 300);
+  });
+
+  it('the block-size setting offers exactly the block sizes the kernels implement (core\'s list)', () => {
+    assert.deepEqual(pkg.contributes.configuration.properties['pixelfly.plan.blockSize'].enum, [...KERNEL_BLOCK_SIZES]);
+    assert.match(pkg.contributes.configuration.properties['pixelfly.plan.blockSize'].description ?? '', new RegExp(`${KERNEL_BLOCK_SIZES.slice(0, -1).join(', ')} and ${KERNEL_BLOCK_SIZES.at(-1)}`));
+    for (const b of KERNEL_BLOCK_SIZES) assert.equal(readSettings((k) => (k === 'plan.blockSize' ? b : undefined)).settings.blockSize, b);
+    for (const b of [8, 128]) assert.match(readSettings((k) => (k === 'plan.blockSize' ? b : undefined)).problems.join(), /plan\.blockSize: must be one of 16, 32, 64/);
   });
 
   it('rejects bad setting values by name and keeps the default', () => {

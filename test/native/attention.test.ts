@@ -4,7 +4,7 @@
 // head sizes, causal and not; determinism across thread counts; the error paths.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { attentionLayout, attentionCoreFlops, DENSE_ATTENTION_BLOCK, type AttentionSpec } from '../../core/attention';
+import { ATTENTION_BLOCK_SIZES, attentionLayout, attentionCoreFlops, DENSE_ATTENTION_BLOCK, type AttentionSpec } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { blockIndexFromMask, buildBlockIndex, type BlockIndex } from '../../core/blockIndex';
 import { PixelflyConfigError } from '../../core/errors';
@@ -129,7 +129,7 @@ test('attention layouts name the parameter at fault, in the context\'s terms', (
     (e: unknown) => e instanceof PixelflyConfigError && e.param === 'attention.butterfly_size' && /does not divide the context 1008/.test(e.message) && !/features/.test(e.message),
   );
   assert.throws(() => attentionLayout(1000, { kind: 'pixelfly', block: 48, butterflySize: 4, nFactors: 2 }, true), /attention\.block: must be one of 16, 32, 64, 128/);
-  assert.deepEqual(attentionBlocks(), [16, 32, 64, 128]);
+  assert.deepEqual(attentionBlocks(), [...ATTENTION_BLOCK_SIZES], 'the attention kernels implement the block sizes core plans attention with');
 });
 
 test('attention core FLOPs: 4·T²·d forward, halved when causal, scaled by density; backward twice that', () => {

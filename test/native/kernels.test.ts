@@ -6,6 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { buildBlockIndex } from '../../core/blockIndex';
+import { KERNEL_BLOCK_SIZES } from '../../core/planner';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,7 +135,23 @@ test('the addon reports its instruction-set paths and threads', () => {
   assert.ok(info.supportedIsas.includes(info.bestIsa), 'best path is supported');
   assert.equal(info.isa, info.bestIsa, 'the best path is chosen at load');
   assert.ok(info.maxThreads >= 1 && info.threads >= 1);
-  assert.deepEqual(info.blocks, [16, 32, 64]);
+  assert.deepEqual(info.blocks, [...KERNEL_BLOCK_SIZES], 'the kernels implement the block sizes core plans with');
+});
+
+test('the kernels start with OMP_NUM_THREADS threads when it is set, else one per hardware thread', () => {
+  const threadsWith = (omp: string | undefined): number => {
+    const env = { ...process.env };
+    if (omp === undefined) delete env.OMP_NUM_THREADS;
+    else env.OMP_NUM_THREADS = omp;
+    const script = `process.stdout.write(String(require(${JSON.stringify(join(__dirname, '..', '..', 'native', 'kernels.js'))}).kernelInfo().threads))`;
+    const r = spawnSync(process.execPath, ['-e', script], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return Number(r.stdout);
+  };
+  assert.equal(threadsWith('1'), 1);
+  assert.equal(threadsWith('3,1'), 3, 'a nested list: the outer level');
+  assert.equal(threadsWith(undefined), info.maxThreads);
+  assert.equal(threadsWith('none'), info.maxThreads, 'an unreadable value is ignored');
 });
 
 for (const isa of info.supportedIsas as Isa[]) {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import type { CodeAction, CodeLens, Diagnostic, Hover, InlayHint, TextDocumentEdit } from 'vscode-languageserver';
+import { ANALYSIS_REQUEST, type AnalysisJson, type AnalysisParams } from '../../protocol/lsp';
 import { fixture } from './helpers';
 import { startServer } from './lspClient';
 
@@ -132,10 +133,22 @@ test('code actions: sparsify (PixelflyLinear + the package import, then the pack
 });
 
 test('pixelfly/analysis request: the CLI JSON for the open buffer', async () => {
-  const a = (await conn.sendRequest('pixelfly/analysis', { uri })) as { layers: Array<{ name: string; pinnedDense?: boolean }>; tokensPerSample: number };
+  const params: AnalysisParams = { uri };
+  const a = (await conn.sendRequest(ANALYSIS_REQUEST, params)) as AnalysisJson;
   assert.equal(a.layers.length, 8, '7 layers and the attention core');
+  // The pin the edit above wrote is only in the open buffer, not on disk: the buffer was analysed.
   assert.equal(a.layers.filter((l) => l.pinnedDense).length, 1);
   assert.equal(a.tokensPerSample, 1024);
+});
+
+test('pixelfly/analysis request: a file the client has not opened is read from disk; a missing one is an error', async () => {
+  const closed = join(dir, 'closed_model.py');
+  cpSync(file, closed);
+  const a = (await conn.sendRequest(ANALYSIS_REQUEST, { uri: pathToFileURL(closed).toString() })) as AnalysisJson;
+  assert.equal(a.layers.length, 8);
+  assert.equal(a.layers.filter((l) => l.pinnedDense).length, 0, 'the file on disk has no pin');
+  await assert.rejects(conn.sendRequest(ANALYSIS_REQUEST, { uri: pathToFileURL(join(dir, 'missing.py')).toString() }), /missing\.py/);
+  await assert.rejects(conn.sendRequest(ANALYSIS_REQUEST, {}), /expected \{uri\}/);
 });
 
 test('pixelfly.applyLayerConfig: the mask preview\'s configs written into the source through workspace/applyEdit', async () => {

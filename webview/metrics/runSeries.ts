@@ -5,7 +5,7 @@
  */
 import type { Arm, EvalPoint, StepPoint } from '../../protocol/webview';
 // The daemon's own median per part (no Node imports), so the page and the run summary agree.
-import { medianOfEach } from '../../daemon/measure';
+import { medianOfEach } from '../../core/stats';
 
 export interface ArmColumns {
   loss: (number | null)[];

@@ -50,7 +50,7 @@ class CudaBackend final : public Backend {
     ctx_.gemm(false, true, M, N, K, 1.f, X, K, W, K, accumulate ? 1.f : 0.f, Y, N, dense_);
     if (bias) ctx_.addBias(M, N, bias, Y);
   }
-  void denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) override {
+  void denseBackwardData(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) override {
     ctx_.gemm(false, false, M, K, N, 1.f, dY, N, W, K, accumulate ? 1.f : 0.f, dX, K, dense_);
   }
   void denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) override {
@@ -63,7 +63,7 @@ class CudaBackend final : public Backend {
                   bool accumulate) override {
     ctx_.bsrForward(layout(s), M, X, Wp, bias, Y, accumulate, sparse_);
   }
-  void bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) override {
+  void bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) override {
     ctx_.bsrBackwardData(layout(s), M, dY, Wp, dX, accumulate, sparse_);
   }
   void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,

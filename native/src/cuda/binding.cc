@@ -17,7 +17,7 @@
 
 #include "addon_area.h"
 #include "cuda/reference.h"
-#include "kernels/binding_util.h"
+#include "binding_util.h"
 #include "kernels/kernels.h"
 
 #if PIXELFLY_CUDA
@@ -276,28 +276,14 @@ Napi::Value BenchLayer(const Napi::CallbackInfo& info) {
       bool cublas = false;
     };
     auto res = std::make_shared<Result>();
-    auto worker = new binding::KernelWorker(
-        env, "benchLayer", deferred,
-        [L, m, repeats, prec, res] {
-          std::lock_guard<std::mutex> lock(bindingMutex());
-          cuda::Context& ctx = bindingContext();
-          const sched::BsrView& v = L->view;
-          const cuda::DeviceLayout dl = deviceLayout(v);
-          const cuda::LayerTimes t = cuda::timeLayer(ctx, dl, m, repeats, prec);
-          std::copy(t.pixelfly, t.pixelfly + 3, res->ms);
-          std::copy(t.dense, t.dense + 3, res->ms + 3);
-          res->cublas = ctx.usesCublas();
-        },
-        std::move(a.pinned));
-    // KernelWorker resolves with undefined; chain a .then on the JS side instead of a custom worker.
-    worker->Queue();
-    Napi::Function then = Napi::Function::New(env, [res](const Napi::CallbackInfo& ci) -> Napi::Value {
-      Napi::Env e = ci.Env();
-      auto triple = [&](int o) {
+    binding::Worker::Options o;
+    o.pinned = std::move(a.pinned);
+    o.result = [res](Napi::Env e) -> Napi::Value {
+      auto triple = [&](int at) {
         Napi::Object t = Napi::Object::New(e);
-        t.Set("fwd", res->ms[o]);
-        t.Set("dx", res->ms[o + 1]);
-        t.Set("dw", res->ms[o + 2]);
+        t.Set("fwd", res->ms[at]);
+        t.Set("dx", res->ms[at + 1]);
+        t.Set("dw", res->ms[at + 2]);
         return t;
       };
       Napi::Object r = Napi::Object::New(e);
@@ -305,8 +291,21 @@ Napi::Value BenchLayer(const Napi::CallbackInfo& info) {
       r.Set("dense", triple(3));
       r.Set("cublas", res->cublas);
       return r;
-    });
-    return deferred.Promise().Get("then").As<Napi::Function>().Call(deferred.Promise(), {then});
+    };
+    (new binding::Worker(
+         env, "benchLayer", deferred,
+         [L, m, repeats, prec, res] {
+           std::lock_guard<std::mutex> lock(bindingMutex());
+           cuda::Context& ctx = bindingContext();
+           const sched::BsrView& v = L->view;
+           const cuda::DeviceLayout dl = deviceLayout(v);
+           const cuda::LayerTimes t = cuda::timeLayer(ctx, dl, m, repeats, prec);
+           std::copy(t.pixelfly, t.pixelfly + 3, res->ms);
+           std::copy(t.dense, t.dense + 3, res->ms + 3);
+           res->cublas = ctx.usesCublas();
+         },
+         std::move(o)))
+        ->Queue();
 #endif
   } catch (const ArgError& e) {
     deferred.Reject(Napi::TypeError::New(env, e.what()).Value());

@@ -9,6 +9,7 @@
 #include "cuda/cublas_loader.h"
 #include "cuda/cuda_api.h"
 #include "cuda/kernels.cuh"
+#include "kernels/block_sizes.h"
 
 namespace pixelfly {
 namespace cuda {
@@ -199,14 +200,18 @@ void* Context::halfBuffer(int i, size_t bytes) {
 
 namespace {
 
-// Instantiates `Launch::template run<B>()` for the block size at run time (16, 32, 64).
+// Instantiates `Launch::template run<B>()` for the block size at run time: one case per entry of
+// kernels::kKernelBlocks (the static_assert keeps the two in step).
+static_assert(sizeof kernels::kKernelBlocks / sizeof(int) == 3 && kernels::kKernelBlocks[0] == 16 && kernels::kKernelBlocks[1] == 32 &&
+                  kernels::kKernelBlocks[2] == 64,
+              "byBlock has a case for each block size the kernels implement");
 template <class Launch>
 void byBlock(int block, Launch&& l) {
   switch (block) {
     case 16: l.template operator()<16>(); break;
     case 32: l.template operator()<32>(); break;
     case 64: l.template operator()<64>(); break;
-    default: throw std::invalid_argument("block must be 16, 32 or 64, got " + std::to_string(block));
+    default: throw std::invalid_argument("block must be " + kernels::kernelBlocksText() + ", got " + std::to_string(block));
   }
 }
 

@@ -169,7 +169,7 @@ __global__ void layerNormForwardKernel(int M, int D, const float* __restrict__ x
   }
 }
 
-__global__ void layerNormBackwardInputKernel(int M, int D, const float* __restrict__ x, const float* __restrict__ dy,
+__global__ void layerNormBackwardDataKernel(int M, int D, const float* __restrict__ x, const float* __restrict__ dy,
                                              const float* __restrict__ g, const float* __restrict__ mean,
                                              const float* __restrict__ rstd, float* __restrict__ dx) {
   const int l = threadIdx.x;
@@ -341,7 +341,7 @@ __global__ void clsForwardKernel(int B, int T, int D, const float* __restrict__ 
 }
 
 // dx[b] = dy[b] without its first token.
-__global__ void clsBackwardInputKernel(int B, int T, int D, const float* __restrict__ dy, float* __restrict__ dx) {
+__global__ void clsBackwardDataKernel(int B, int T, int D, const float* __restrict__ dy, float* __restrict__ dx) {
   const int64_t n = static_cast<int64_t>(T) * D;
   for (int64_t e = firstIndex(); e < B * n; e += gridStride()) dx[e] = dy[(e / n) * (n + D) + D + e % n];
 }

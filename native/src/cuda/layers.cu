@@ -95,7 +95,7 @@ void Context::layerNormBackward(int M, int D, const float* x, const float* dy, c
     LAUNCH(D, dev::reduceColumnChunksKernel, chunks, D, 2 * int64_t(D), part, dg);
     LAUNCH(D, dev::reduceColumnChunksKernel, chunks, D, 2 * int64_t(D), part + D, db);
   }
-  if (dx) LAUNCH_ROWS(M, dev::layerNormBackwardInputKernel, M, D, x, dy, g, mean, rstd, dx);
+  if (dx) LAUNCH_ROWS(M, dev::layerNormBackwardDataKernel, M, D, x, dy, g, mean, rstd, dx);
 }
 
 void Context::transpose(int B, int T, int D, const float* x, float* y) {
@@ -140,7 +140,7 @@ void Context::clsTokenForward(int B, int T, int D, const float* cls, const float
 
 void Context::clsTokenBackward(int B, int T, int D, const float* dy, float* dcls, float* dx) {
   SUM_OVER_BATCH(B, int64_t(D), int64_t(T + 1) * D, dy, dcls);
-  if (dx) LAUNCH(int64_t(B) * T * D, dev::clsBackwardInputKernel, B, T, D, dy, dx);
+  if (dx) LAUNCH(int64_t(B) * T * D, dev::clsBackwardDataKernel, B, T, D, dy, dx);
 }
 
 void Context::posEmbeddingForward(int B, int64_t n, const float* x, const float* pos, float* y) {

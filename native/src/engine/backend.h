@@ -71,7 +71,7 @@ class Backend {
   virtual void denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,
                             bool accumulate) = 0;
   // dX[M×K] (=|+=) dY[M×N]·W[N×K].
-  virtual void denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) = 0;
+  virtual void denseBackwardData(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) = 0;
   // dW[N×K] (=|+=) dY[M×N]ᵀ·X[M×K].
   virtual void denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) = 0;
   // db[N] (=|+=) column sums of dY[M×N].
@@ -81,7 +81,7 @@ class Backend {
   virtual void bsrForward(const BsrShape& s, int M, const float* X, const float* Wp, const float* bias, float* Y,
                           bool accumulate) = 0;
   // dX[M×in] (=|+=) dY[M×out]·W.
-  virtual void bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) = 0;
+  virtual void bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) = 0;
   // dWp (=|+=) dYᵀ·X at the kept blocks only.
   virtual void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
                                  bool accumulate) = 0;

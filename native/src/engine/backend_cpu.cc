@@ -52,7 +52,7 @@ void CpuBackend::denseForward(int M, int K, int N, const float* X, const float* 
                               bool accumulate) {
   k::denseForward(M, K, N, X, K, W, bias, Y, N, accumulate, precision_);
 }
-void CpuBackend::denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) {
+void CpuBackend::denseBackwardData(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) {
   k::denseBackwardData(M, K, N, dY, N, W, dX, K, accumulate, precision_);
 }
 void CpuBackend::denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) {
@@ -65,7 +65,7 @@ void CpuBackend::bsrForward(const BsrShape& s, int M, const float* X, const floa
                             bool accumulate) {
   k::bsrForward(bsrWeight(s, Wp, precision_), M, X, s.in, bias, Y, s.out, accumulate);
 }
-void CpuBackend::bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) {
+void CpuBackend::bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) {
   k::bsrBackwardData(bsrWeight(s, Wp, precision_), M, dY, s.out, dX, s.in, accumulate);
 }
 void CpuBackend::bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,

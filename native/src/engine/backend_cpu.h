@@ -29,12 +29,12 @@ class CpuBackend final : public Backend {
   void zero(void* p, size_t bytes) override;
   void denseForward(int M, int K, int N, const float* X, const float* W, const float* bias, float* Y,
       bool accumulate) override;
-  void denseBackwardInput(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) override;
+  void denseBackwardData(int M, int K, int N, const float* dY, const float* W, float* dX, bool accumulate) override;
   void denseBackwardWeight(int M, int K, int N, const float* dY, const float* X, float* dW, bool accumulate) override;
   void biasGrad(int M, int N, const float* dY, float* db, bool accumulate) override;
   void bsrForward(const BsrShape& s, int M, const float* X, const float* Wp, const float* bias, float* Y,
       bool accumulate) override;
-  void bsrBackwardInput(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX,
+  void bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX,
       bool accumulate) override;
   void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
       bool accumulate) override;

@@ -1,6 +1,6 @@
 // JS API of the engine (wrapped by native/engine.ts). Arguments are checked and copied into C++
-// structs on the JS thread; building, training and evaluating run on libuv's worker threads and
-// resolve promises. A model runs one call at a time (a second concurrent call is refused).
+// structs on the JS thread; building, training and evaluating run on libuv's worker threads
+// (binding_util.h's Worker, as every binding's calls) and resolve promises. A model runs one call at a time (a second concurrent call is refused).
 #include <omp.h>
 
 #include <atomic>
@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "addon_area.h"
+#include "binding_util.h"
 #include "cuda/backend_cuda.h"
 #include "kernels/kernels.h"
 #include "model.h"
@@ -252,41 +253,6 @@ Napi::FunctionReference* JsDataset::ctor;
 class JsModel;
 
 // Runs `work` off the JS thread and resolves with `result(env)`; errors reject with their message.
-// `owner` (the JS model) is kept alive until the job ends, so garbage collection cannot free the
-// C++ model while a worker thread still uses it.
-class Job : public Napi::AsyncWorker {
- public:
-  Job(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> result, std::function<void()> done,
-      Napi::Object owner = Napi::Object())
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
-        result_(std::move(result)), done_(std::move(done)) {
-    if (!owner.IsEmpty()) owner_ = Napi::Persistent(owner);
-  }
-  Napi::Promise promise() { return deferred_.Promise(); }
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    done_();
-    deferred_.Resolve(result_(Env()));
-  }
-  void OnError(const Napi::Error& e) override {
-    done_();
-    deferred_.Reject(e.Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  Napi::ObjectReference owner_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> result_;
-  std::function<void()> done_;
-};
-
 Napi::Object stepToJs(Napi::Env env, const StepResult& r) {
   auto o = Napi::Object::New(env);
   o.Set("step", static_cast<double>(r.step));
@@ -359,8 +325,16 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     auto results = std::make_shared<std::vector<StepResult>>();
     Model* m = model_.get();
     const int threads = threads_;
-    auto* job = new Job(
-        info.Env(),
+    binding::Worker::Options o;
+    o.result = [results](Napi::Env env) -> Napi::Value {
+      auto a = Napi::Array::New(env, results->size());
+      for (size_t i = 0; i < results->size(); i++) a.Set(static_cast<uint32_t>(i), stepToJs(env, (*results)[i]));
+      return a;
+    };
+    o.done = [this] { busy_ = false; };
+    o.owner = Value();
+    return binding::Worker::queue(
+        info.Env(), "trainSteps",
         [m, d, steps, results, threads] {
           setWorkerThreads(threads);
           for (int i = 0; i < steps; i++) {
@@ -370,15 +344,7 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
                                        std::to_string(results->back().step) + " (lower the learning rate)");
           }
         },
-        [results](Napi::Env env) -> Napi::Value {
-          auto a = Napi::Array::New(env, results->size());
-          for (size_t i = 0; i < results->size(); i++) a.Set(static_cast<uint32_t>(i), stepToJs(env, (*results)[i]));
-          return a;
-        },
-        [this] { busy_ = false; }, Value());
-    Napi::Promise p = job->promise();
-    job->Queue();
-    return p;
+        std::move(o));
   }
 
   Napi::Value Evaluate(const Napi::CallbackInfo& info) {
@@ -389,24 +355,24 @@ class JsModel : public Napi::ObjectWrap<JsModel> {
     auto res = std::make_shared<EvalResult>();
     Model* m = model_.get();
     const int threads = threads_;
-    auto* job = new Job(
-        info.Env(),
+    binding::Worker::Options o;
+    o.result = [res, lm = model_->languageModel()](Napi::Env env) -> Napi::Value {
+      auto r = Napi::Object::New(env);
+      r.Set("loss", res->loss);
+      r.Set("samples", static_cast<double>(res->samples));
+      if (lm) r.Set("perplexity", std::exp(res->loss));
+      else r.Set("accuracy", res->accuracy);
+      return r;
+    };
+    o.done = [this] { busy_ = false; };
+    o.owner = Value();
+    return binding::Worker::queue(
+        info.Env(), "evaluate",
         [m, d, test, maxSamples, res, threads] {
           setWorkerThreads(threads);
           *res = m->evaluate(*d, test, static_cast<int64_t>(maxSamples));
         },
-        [res, lm = model_->languageModel()](Napi::Env env) -> Napi::Value {
-          auto o = Napi::Object::New(env);
-          o.Set("loss", res->loss);
-          o.Set("samples", static_cast<double>(res->samples));
-          if (lm) o.Set("perplexity", std::exp(res->loss));
-          else o.Set("accuracy", res->accuracy);
-          return o;
-        },
-        [this] { busy_ = false; }, Value());
-    Napi::Promise p = job->promise();
-    job->Queue();
-    return p;
+        std::move(o));
   }
 
   Napi::Value ParamInfo(const Napi::CallbackInfo& info) {
@@ -577,19 +543,17 @@ Napi::Value CreateModel(const Napi::CallbackInfo& info) {
     typeError(env, std::string("options.") + e.what());
   }
   auto built = std::make_shared<std::unique_ptr<Model>>();
-  auto* job = new Job(
-      env,
+  binding::Worker::Options done;
+  done.result = [built, threads](Napi::Env e) -> Napi::Value {
+    return JsModel::ctor->New({Napi::External<std::unique_ptr<Model>>::New(e, built.get()), Napi::Number::New(e, threads)});
+  };
+  return binding::Worker::queue(
+      env, "createModel",
       [mc, tc, seed, threads, built, backend, precision] {
         setWorkerThreads(threads);
         *built = std::make_unique<Model>(mc, tc, static_cast<uint64_t>(seed), createBackend(backend, precision));
       },
-      [built, threads](Napi::Env e) -> Napi::Value {
-        return JsModel::ctor->New({Napi::External<std::unique_ptr<Model>>::New(e, built.get()), Napi::Number::New(e, threads)});
-      },
-      [] {});
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+      std::move(done));
 }
 
 Napi::Value CreateDataset(const Napi::CallbackInfo& info) {

@@ -55,7 +55,7 @@ void CpuBackend::layerNormBackward(int M, int D, const float* x, const float* dy
   });
   if (!dx) return;
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
-    pw::layerNormBackwardInput(x, dy, D, g, mean, rstd, dx, static_cast<int>(m0), static_cast<int>(m1));
+    pw::layerNormBackwardData(x, dy, D, g, mean, rstd, dx, static_cast<int>(m0), static_cast<int>(m1));
   });
 }
 

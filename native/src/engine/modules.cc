@@ -131,7 +131,7 @@ void Linear::backward(Ctx& c, const float* dy, float* dx, int B) {
   const int M = static_cast<int>(rowsOf(B, in));
   c.be->denseBackwardWeight(M, inF_, outF_, dy, x_, c.ps->grad(w_), true);
   if (bias_) c.be->biasGrad(M, outF_, dy, c.ps->grad(b_), true);
-  if (dx) c.be->denseBackwardInput(M, inF_, outF_, dy, c.ps->data(w_), dx, false);
+  if (dx) c.be->denseBackwardData(M, inF_, outF_, dy, c.ps->data(w_), dx, false);
 }
 
 // ---------------------------------------------------------------- PixelflyLinear

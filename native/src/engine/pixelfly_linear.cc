@@ -72,7 +72,7 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
   if (grads.bias) be.biasGrad(M, out, dy, grads.bias, true);
   if (r == 0) {
     be.bsrBackwardWeight(s.sparse, M, dy, x, grads.blocks, true);
-    if (dx) be.bsrBackwardInput(s.sparse, M, dy, p.blocks, dx, false);
+    if (dx) be.bsrBackwardData(s.sparse, M, dy, p.blocks, dx, false);
     return;
   }
   // y = s + g·(l − s) with one gate value per row, so dL/ds = (1 − g)·dy and dL/dl = g·dy are row
@@ -86,8 +86,8 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
   if (!dx) dx = slot(PixelflySlot::DX);  // the gate's gradient still needs dy·W
   float* dh = slot(PixelflySlot::DH);
   float* dz = slot(PixelflySlot::DZ);
-  be.bsrBackwardInput(s.sparse, M, dy, p.blocks, dx, false);
-  be.denseBackwardInput(M, r, out, dy, p.U, dh, false);
+  be.bsrBackwardData(s.sparse, M, dy, p.blocks, dx, false);
+  be.denseBackwardData(M, r, out, dy, p.U, dh, false);
   be.pixelflyMixBackward(M, x, in, p.gw, p.V, h, r, g, dx, dh, dz, grads.gw);
   if (scalesInput(s)) {
     be.bsrBackwardWeight(s.sparse, M, dy, slot(PixelflySlot::Scaled), grads.blocks, true);

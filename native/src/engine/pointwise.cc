@@ -70,7 +70,7 @@ PIXELFLY_CLONES void layerNormForward(const float* x, int D, const float* g, con
   }
 }
 
-PIXELFLY_CLONES void layerNormBackwardInput(const float* x, const float* dy, int D, const float* g, const float* mean,
+PIXELFLY_CLONES void layerNormBackwardData(const float* x, const float* dy, int D, const float* g, const float* mean,
                                             const float* rstd, float* dx, int r0, int r1) {
   for (int m = r0; m < r1; m++) {
     const float* xm = x + static_cast<size_t>(m) * D;

@@ -37,7 +37,7 @@ void addRowSums(const float* a, int rows, int cols, float* out);
 void layerNormForward(const float* x, int D, const float* g, const float* b, float* y, float* mean, float* rstd,
                       int r0, int r1);
 // dx for rows [r0, r1).
-void layerNormBackwardInput(const float* x, const float* dy, int D, const float* g, const float* mean,
+void layerNormBackwardData(const float* x, const float* dy, int D, const float* g, const float* mean,
                             const float* rstd, float* dx, int r0, int r1);
 // dg, db (+=) over all `rows` rows, for feature columns [c0, c1): columns split across threads keep
 // the row order of the sums fixed.

@@ -9,7 +9,7 @@
 
 #include "addon_area.h"
 #include "kernels/attention.h"
-#include "kernels/binding_util.h"
+#include "binding_util.h"
 
 namespace pixelfly {
 namespace kernels {

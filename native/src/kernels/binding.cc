@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "addon_area.h"
-#include "kernels/binding_util.h"
+#include "binding_util.h"
+#include "kernels/block_sizes.h"
 #include "kernels/kernels.h"
 
 namespace pixelfly {
@@ -24,7 +25,6 @@ namespace {
 
 using binding::Args;
 using binding::ArgError;
-using binding::KernelWorker;
 using binding::OwnedLayout;
 using binding::layoutArg;
 
@@ -139,7 +139,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   if (!amx.empty()) o.Set("amxUnavailable", amx);
   o.Set("threads", threads());
   o.Set("maxThreads", maxThreads());
-  o.Set("blocks", binding::intArray(env, {16, 32, 64}));
+  o.Set("blocks", binding::intArray(env, kKernelBlocks));
   return o;
 }
 

@@ -84,8 +84,19 @@ int hardwareThreads() {
   return n == 0 ? 1 : (int)n;
 }
 
+// The kernels' thread count until setThreads: OMP_NUM_THREADS when it is set, as every OpenMP
+// program honours it (test runners and batch schedulers bound a process's threads with it), else
+// one per hardware thread.
+int defaultThreads() {
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  if (env == nullptr) return hardwareThreads();
+  char* end = nullptr;
+  const long n = std::strtol(env, &end, 10);  // "4" or a nested list "4,2": the outer level counts
+  return end != env && n >= 1 && n <= 1024 ? (int)n : hardwareThreads();
+}
+
 std::atomic<int> gIsa{(int)detectBest()};
-std::atomic<int> gThreads{hardwareThreads()};
+std::atomic<int> gThreads{defaultThreads()};
 
 const KernelTable& table() {
   switch ((Isa)gIsa.load(std::memory_order_relaxed)) {

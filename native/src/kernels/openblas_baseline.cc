@@ -7,7 +7,7 @@
 #include <string>
 
 #include "addon_area.h"
-#include "kernels/binding_util.h"
+#include "binding_util.h"
 
 namespace pixelfly {
 namespace kernels {

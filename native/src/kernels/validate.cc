@@ -2,6 +2,7 @@
 // index would otherwise make the kernels read or write out of bounds.
 #include <string>
 
+#include "block_sizes.h"
 #include "kernels.h"
 
 namespace pixelfly {
@@ -12,8 +13,7 @@ std::string at(const char* name, long i) { return std::string(name) + "[" + std:
 }  // namespace
 
 std::string validateLayout(const BsrLayout& L) {
-  if (L.block != 16 && L.block != 32 && L.block != 64)
-    return "block: must be 16, 32 or 64, got " + std::to_string(L.block);
+  if (!kernelBlock(L.block)) return "block: must be " + kernelBlocksText() + ", got " + std::to_string(L.block);
   if (L.blockRows < 1 || L.blockCols < 1)
     return "blockRows/blockCols: must be >= 1, got " + std::to_string(L.blockRows) + "x" + std::to_string(L.blockCols);
   if (L.nnz < 0 || (long)L.nnz > (long)L.blockRows * L.blockCols)
@@ -42,8 +42,7 @@ std::string validateLayout(const BsrLayout& L) {
 }
 
 std::string validateWeightShape(const BsrLayout& L, int out, int in) {
-  if (L.block != 16 && L.block != 32 && L.block != 64)
-    return "block: must be 16, 32 or 64, got " + std::to_string(L.block);
+  if (!kernelBlock(L.block)) return "block: must be " + kernelBlocksText() + ", got " + std::to_string(L.block);
   if (out <= (long)(L.blockRows - 1) * L.block || out > (long)L.blockRows * L.block)
     return "out: " + std::to_string(out) + " does not pad to " + std::to_string(L.blockRows) + " block-rows of " +
            std::to_string(L.block);

@@ -89,7 +89,7 @@ suite('Pixelfly extension (inside VS Code)', () => {
     await waitFor('mask preview tab', () => webviewTabs('pixelfly.maskPreview').length === 1, 15000);
   });
 
-  test('Preview masks on the open Python model analyses it (language server analysis via the CLI)', async () => {
+  test('Preview masks on the open Python model analyses it (the language server\'s pixelfly/analysis)', async () => {
     await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
     const n = await vscode.commands.executeCommand<number | undefined>('pixelfly.previewMasks');
     assert.ok(typeof n === 'number' && n >= 4, `analysed ${n} layers`);

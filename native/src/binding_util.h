@@ -1,5 +1,7 @@
-// Helpers for the promise-returning bindings (kernels and the OpenBLAS baseline): argument parsing
-// with messages that name the argument, and the worker that runs a prepared job off the JS thread.
+// The one binding vocabulary of the addon's promise-returning calls (kernels, attention, the OpenBLAS
+// baseline, CUDA, the engine): `Args` reads the single arguments object with messages that name
+// the argument, `layoutArg` reads and validates a block index, and `Worker` runs a prepared job
+// off the JS thread and settles its promise.
 #pragma once
 
 #include <napi.h>
@@ -134,12 +136,32 @@ class Args {
   }
 };
 
-// Runs `job` on a libuv worker; resolves with undefined, or rejects with the job's exception text.
-class KernelWorker : public Napi::AsyncWorker {
+// Runs `job` on a libuv worker thread and settles `deferred`: resolved with `result(env)` (undefined
+// without one), or rejected with the job's exception text. `done` runs on the JS thread first,
+// either way (the engine marks its model free for the next call there). The caller's typed arrays
+// (`pinned`) and `owner` (the JS object whose C++ state the job uses, so garbage collection cannot
+// free it mid-job) stay referenced until the promise settles.
+class Worker : public Napi::AsyncWorker {
  public:
-  KernelWorker(Napi::Env env, const std::string& name, Napi::Promise::Deferred deferred, std::function<void()> job,
-               std::vector<Napi::ObjectReference> pinned)
-      : Napi::AsyncWorker(env, name.c_str()), deferred_(deferred), job_(std::move(job)), pinned_(std::move(pinned)) {}
+  struct Options {
+    std::function<Napi::Value(Napi::Env)> result;
+    std::function<void()> done;
+    std::vector<Napi::ObjectReference> pinned;
+    Napi::Object owner;
+  };
+
+  Worker(Napi::Env env, const std::string& name, Napi::Promise::Deferred deferred, std::function<void()> job, Options o)
+      : Napi::AsyncWorker(env, name.c_str()), deferred_(deferred), job_(std::move(job)), o_(std::move(o)) {
+    if (!o_.owner.IsEmpty()) owner_ = Napi::Persistent(o_.owner);
+    o_.owner = Napi::Object();  // a handle of this scope only: the reference above keeps it
+  }
+
+  // Queues `job` and returns the promise it settles.
+  static Napi::Promise queue(Napi::Env env, const std::string& name, std::function<void()> job, Options o = {}) {
+    Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
+    (new Worker(env, name, deferred, std::move(job), std::move(o)))->Queue();
+    return deferred.Promise();
+  }
 
   void Execute() override {
     try {
@@ -150,13 +172,20 @@ class KernelWorker : public Napi::AsyncWorker {
       SetError("unknown native error");
     }
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnOK() override {
+    if (o_.done) o_.done();
+    deferred_.Resolve(o_.result ? o_.result(Env()) : Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override {
+    if (o_.done) o_.done();
+    deferred_.Reject(e.Value());
+  }
 
  private:
   Napi::Promise::Deferred deferred_;
   std::function<void()> job_;
-  std::vector<Napi::ObjectReference> pinned_;
+  Options o_;
+  Napi::ObjectReference owner_;
 };
 
 // Parses the single arguments object with `prepare` (on the JS thread) and queues the job it
@@ -170,7 +199,9 @@ Napi::Value run(const Napi::CallbackInfo& info, const char* fn, Prepare prepare)
       throw ArgError(std::string(fn) + ": expected one arguments object");
     Args a(fn, info[0].As<Napi::Object>());
     std::function<void()> job = prepare(a);
-    (new KernelWorker(env, fn, deferred, std::move(job), std::move(a.pinned)))->Queue();
+    Worker::Options o;
+    o.pinned = std::move(a.pinned);
+    (new Worker(env, fn, deferred, std::move(job), std::move(o)))->Queue();
   } catch (const ArgError& e) {
     deferred.Reject(Napi::TypeError::New(env, e.what()).Value());
   } catch (const std::invalid_argument& e) {
@@ -237,12 +268,14 @@ inline GemmArgs gemmArgs(Args& a, bool leadingDims = false, bool typed = false) 
   return g;
 }
 
-inline Napi::Array intArray(Napi::Env env, std::initializer_list<int> values) {
+template <class Ints>
+Napi::Array intArray(Napi::Env env, const Ints& values) {
   Napi::Array arr = Napi::Array::New(env);
   uint32_t i = 0;
   for (int v : values) arr.Set(i++, v);
   return arr;
 }
+inline Napi::Array intArray(Napi::Env env, std::initializer_list<int> values) { return intArray<std::initializer_list<int>>(env, values); }
 
 // Layout index arrays owned by the baton (the caller's Int32Arrays may change after the call).
 struct OwnedLayout {

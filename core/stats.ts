@@ -1,0 +1,17 @@
+// Medians of repeated measurements: the daemon's speedups, the metrics page's step-time series and
+// the benchmarks all summarise with these.
+
+/** Median (mean of the two middle values for an even count); NaN for no values. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median of each key over the records that have one, keys in the order the first record lists them; undefined for no records. */
+export function medianOfEach(records: ReadonlyArray<Record<string, number> | undefined>): Record<string, number> | undefined {
+  const present = records.filter((r) => r !== undefined);
+  if (present.length === 0) return undefined;
+  return Object.fromEntries(Object.keys(present[0]).map((k) => [k, median(present.map((r) => r[k]).filter((v) => v !== undefined))]));
+}
