@@ -42,7 +42,7 @@ export interface EngineServices {
   threads: number;
   trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Promise<Plan>): Promise<TrainingRequest>;
   /** Checks a job against the machine before anything is allocated (memory, disk); throws RejectedError. */
-  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission;
+  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): Promise<JobAdmission>;
   benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string): Promise<MethodResult<'bench.layers'>>;
 }
 

@@ -40,7 +40,7 @@ export const handlers: Handlers = {
   'job.submit': async (p, ctx) => {
     const request = await ctx.trainingRequest(p);
     const name = p.name ?? (typeof p.spec.name === 'string' ? p.spec.name : 'model');
-    return ctx.jobs.submit(name, request).info();
+    return (await ctx.jobs.submit(name, request)).info();
   },
   'job.cancel': async (p, ctx) => (await ctx.jobs.cancel(p.jobId)).info(),
   'job.resume': async (p, ctx) => ctx.jobs.resume(p.jobId).info(),
