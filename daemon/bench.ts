@@ -16,7 +16,7 @@ import { PixelflyConfigError } from '../core/errors';
 import { KERNEL_BLOCK_SIZES } from '../core/planner';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, gemm, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
-import { writeFileAtomic } from './home';
+import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 import { medianMs, seededFloatsAsync } from './measure';
