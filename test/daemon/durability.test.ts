@@ -9,7 +9,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, type JobEvent, type JobInfo } from '../../protocol/daemon';
@@ -211,7 +211,8 @@ test('a write that fails mid-run for another reason (the checkpoints folder repl
       await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
       await waitFor(() => events.some((e) => e.type === 'checkpoint'), 30_000, 'a checkpoint');
       const checkpoints = join(job.runDir, 'checkpoints');
-      rmSync(checkpoints, { recursive: true, force: true });
+      // Moved away in one rename (the job may be writing into it this moment), then a file in its place.
+      renameSync(checkpoints, `${checkpoints}-moved`);
       writeFileSync(checkpoints, 'not a folder');
       const failed = await ended(client, job.jobId);
       assert.equal(failed.state, 'failed');
