@@ -37,12 +37,14 @@ export interface DaemonOptions {
 export interface EngineServices {
   backend: TrainingBackend;
   available: boolean;
+  /** The PyTorch runner is offered (torch jobs go to it even when the native engine is not available). */
+  torch?: boolean;
   error?: string;
   backends: string[];
   threads: number;
   trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Promise<Plan>): Promise<TrainingRequest>;
   /** Checks a job against the machine before anything is allocated (memory, disk); throws RejectedError. */
-  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): Promise<JobAdmission>;
+  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission | Promise<JobAdmission>;
   benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string): Promise<MethodResult<'bench.layers'>>;
 }
 
@@ -157,7 +159,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       }),
       suggestPlan: (p) => planOffLoop(p.inventory, p.target),
       trainingRequest: async (p) => {
-        if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
+        if (!engine.available && !(p.runner === 'torch' && engine.torch)) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
         return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true));
       },
       benchLayers: async (p) => {
