@@ -13,6 +13,7 @@ import { flatBlockButterflyLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import { DEFAULT_PROFILE, type BlockSparsePoint, type DeviceProfile } from '../core/costModel';
 import { PixelflyConfigError } from '../core/errors';
+import { KERNEL_BLOCK_SIZES } from '../core/planner';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, gemm, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from '../io/home';
@@ -28,6 +29,10 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     const biggest = s.rows * Math.max(s.in, s.out);
     if (biggest > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: rows x features = ${biggest} exceeds ${MAX_ELEMENTS}`);
     if (s.in * s.out > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: in x out = ${s.in * s.out} weights exceeds ${MAX_ELEMENTS}`);
+  }
+  // The kernels tile by these blocks only: anything else is refused here, not by the kernel mid-measurement.
+  for (const c of [...(params.configs ?? []), ...params.shapes.flatMap((s) => (s.config ? [s.config] : []))]) {
+    if (!KERNEL_BLOCK_SIZES.includes(c.block)) throw new RejectedError(`config ${JSON.stringify(c)}: block must be ${KERNEL_BLOCK_SIZES.join(', ')} (the kernels' block sizes), got ${c.block}`);
   }
   setKernelThreads(params.threads > 0 ? params.threads : threads);
   const rows: MethodResult<'bench.layers'>['rows'] = [];

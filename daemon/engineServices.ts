@@ -16,8 +16,8 @@ import { EngineProcessBackend } from './jobs/engineProcess';
 import { engineBackend } from '../native/engine';
 import { kernelInfo } from '../native/kernels';
 import { cudaInfo } from '../native/cuda';
-import { benchLayers } from './bench';
 import { admit, memoryInput } from './memory';
+import { runTask } from './workers';
 import { withTorchRunner } from './torchServices';
 
 /** Default planner target when a job comes without a plan or a target: a quarter of the dense FLOPs. */
@@ -110,10 +110,19 @@ export function admitEngineJob(request: TrainingRequest, runsRoot: string, run?:
   return { estimatedBytes: estimate.totalBytes, maxDataBytes: granted.maxDataBytes };
 }
 
+/**
+ * Admission in a helper process: the estimate of a spec of thousands of wide layers, and the search
+ * for a size that fits, is up to seconds of arithmetic, which must not hold the daemon's event loop.
+ */
+const admitInHelper: EngineServices['admit'] = (request, runsRoot, run) => runTask('admit', { request, runsRoot, runDir: run?.dir }, 'checking the job against the machine');
+
+/** A measurement of many large shapes takes minutes; one that takes longer is stopped. */
+const BENCH_TIMEOUT_MS = 30 * 60_000;
+
 /** The engine when the native addon loads; otherwise a daemon that still plans and serves past runs, and says why it cannot train. */
 export function loadEngineServices(log: (line: string) => void): EngineServices {
   const threads = defaultThreads();
-  const base = { trainingRequest, threads, admit: admitEngineJob };
+  const base = { trainingRequest, threads, admit: admitInHelper };
   try {
     const backend = engineBackend();
     const k = kernelInfo();
@@ -123,7 +132,9 @@ export function loadEngineServices(log: (line: string) => void): EngineServices 
       // The CPU kernels' instruction set and how they compute bf16 products (amx, avx512bf16, or the fp32 fallback).
       backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${k.isa} kernels, bf16 on ${k.bf16})`],
       backend: new EngineProcessBackend({ log }),
-      benchLayers: (params, profilesDir) => benchLayers(params, profilesDir, threads),
+      // In a helper process, like a job: its operands (up to hundreds of MB) and its masks are
+      // built and freed there, and its memory goes back to the system when it exits.
+      benchLayers: (params, profilesDir) => runTask('benchLayers', { params, profilesDir, threads }, 'measuring the layers', BENCH_TIMEOUT_MS),
     }, log);
   } catch (err) {
     const error = `${(err as Error).message}`;

@@ -19,6 +19,7 @@ import type { MethodContext } from './methods';
 import { RpcFailure } from './methods';
 import { machineMemory } from './memory';
 import { runTask } from './workers';
+import { LoopDelayMonitor } from './loopDelay';
 import { formatBytes } from '../io/userFile';
 import { ErrorCode } from '../protocol/daemon';
 import { version } from '../package.json';
@@ -43,7 +44,7 @@ export interface EngineServices {
   threads: number;
   trainingRequest(params: MethodParams<'job.submit'>, plan: (inventory: unknown, target: PlanTarget) => Promise<Plan>): Promise<TrainingRequest>;
   /** Checks a job against the machine before anything is allocated (memory, disk); throws RejectedError. */
-  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission;
+  admit(request: TrainingRequest, runsRoot: string, run?: RunDir): JobAdmission | Promise<JobAdmission>;
   benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string): Promise<MethodResult<'bench.layers'>>;
 }
 
@@ -133,6 +134,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
     if (startProblem) log(`WARNING: ${startProblem}`);
     const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false): Promise<Plan> =>
       runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log), fromSpec }, 'planning');
+    const loopDelay = new LoopDelayMonitor();
     let stopping: Promise<void> | undefined;
     let measuring = false;
     let resolveStopped: () => void = () => undefined;
@@ -171,7 +173,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
           measuring = false;
         }
       },
-      stats: () => {
+      stats: (p) => {
         const mem = process.memoryUsage();
         return {
           ...server.stats(),
@@ -179,6 +181,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
           rssBytes: mem.rss,
           heapUsedBytes: mem.heapUsed,
           uptimeMs: Date.now() - started,
+          eventLoop: loopDelay.read(p.resetEventLoop ?? false),
         };
       },
       shutdown: () => void stop(),
@@ -209,6 +212,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
           log(`while stopping the jobs: ${(err as Error).message}`);
         }
         await server.close();
+        loopDelay.stop();
         removeDiscovery(process.pid, opts.home);
         releaseLock();
         log('stopped');

@@ -26,7 +26,7 @@ export interface MethodContext {
   /** Checks the spec and resolves the plan (asking the planner when none is given); throws RejectedError. */
   trainingRequest(params: MethodParams<'job.submit'>): Promise<TrainingRequest>;
   benchLayers(params: MethodParams<'bench.layers'>): Promise<MethodResult<'bench.layers'>>;
-  stats(): MethodResult<'daemon.stats'>;
+  stats(params: MethodParams<'daemon.stats'>): MethodResult<'daemon.stats'>;
   shutdown(): void;
   log(line: string): void;
 }
@@ -40,7 +40,7 @@ export const handlers: Handlers = {
   'job.submit': async (p, ctx) => {
     const request = await ctx.trainingRequest(p);
     const name = p.name ?? (typeof p.spec?.name === 'string' ? p.spec.name : (p.model?.name ?? 'model'));
-    return ctx.jobs.submit(name, request).info();
+    return (await ctx.jobs.submit(name, request)).info();
   },
   'job.cancel': async (p, ctx) => (await ctx.jobs.cancel(p.jobId)).info(),
   'job.resume': async (p, ctx) => ctx.jobs.resume(p.jobId).info(),
@@ -55,7 +55,7 @@ export const handlers: Handlers = {
     ctx.connection.unsubscribe(p.jobId);
     return { jobId: p.jobId, subscribed: false as const };
   },
-  'daemon.stats': async (_p, ctx) => ctx.stats(),
+  'daemon.stats': async (p, ctx) => ctx.stats(p),
   'daemon.shutdown': async (_p, ctx) => {
     // After the answer is on its way.
     setImmediate(() => ctx.shutdown());

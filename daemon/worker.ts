@@ -10,8 +10,9 @@ async function main(): Promise<void> {
     (await import('./jobs/engineChild')).serveEngineJob();
   } else if (role === 'task' && process.send) {
     const { runTaskHere } = await import('./tasks');
-    process.once('message', (m: { task: Parameters<typeof runTaskHere>[0]; input: unknown }) => {
-      process.send?.(runTaskHere(m.task, m.input), () => process.disconnect());
+    process.once('message', async (m: { task: Parameters<typeof runTaskHere>[0]; input: unknown }) => {
+      const reply = await runTaskHere(m.task, m.input);
+      process.send?.(reply, () => process.disconnect());
     });
   } else {
     process.stderr.write('this is a Pixelfly daemon worker; the daemon starts it, not a person\n');

@@ -3,10 +3,16 @@
 // (jobs/engineProcess.ts) and one-shot tasks such as planning a client's inventory, which can take
 // seconds for thousands of wide layers. A process, not a thread: its memory goes back to the system
 // when it ends (a thread's would stay in the daemon's allocator), and it can be stopped at any moment.
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import type { TaskInput, TaskName, TaskOutput, TaskReply } from './tasks';
-import { RejectedError } from './jobs/trainer';
+import { describeIoError, errnoCode, JobIoError, RejectedError } from './jobs/trainer';
+
+/** Why a helper process could not be started or reached, as the job or request is told it. */
+function startFailure(err: unknown, what: string): Error {
+  const code = errnoCode(err);
+  return code ? new JobIoError(code, describeIoError(code, `starting a helper process for ${what}`)) : new RejectedError(`${what}: could not start a helper process: ${(err as Error).message}`);
+}
 
 export function workerScript(): string {
   return join(__dirname, 'worker.js');
@@ -44,7 +50,23 @@ export async function runTask<K extends TaskName>(task: K, input: TaskInput<K>, 
   const release = await slot();
   try {
     return await new Promise<TaskOutput<K>>((resolve, reject) => {
-      const child = fork(workerScript(), [TASK_ROLE], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [`--max-old-space-size=${TASK_HEAP_MB}`] });
+      let child: ChildProcess;
+      try {
+        child = fork(workerScript(), [TASK_ROLE], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'], execArgv: [`--max-old-space-size=${TASK_HEAP_MB}`] });
+      } catch (err) {
+        return reject(startFailure(err, what));
+      }
+      // No process (no descriptor left for its pipes, EMFILE; no memory to fork, ENOMEM): the reason, not a crash.
+      if (child.pid === undefined || typeof child.send !== 'function') {
+        const failed = child;
+        const timer = setTimeout(() => reject(startFailure(new Error('the process did not start'), what)), 1000);
+        failed.once('error', (err) => {
+          clearTimeout(timer);
+          reject(startFailure(err, what));
+        });
+        if (failed.pid !== undefined) failed.kill('SIGKILL');
+        return;
+      }
       let stderr = '';
       child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString('utf8')).slice(-2000)));
       let settled = false;
@@ -57,9 +79,9 @@ export async function runTask<K extends TaskName>(task: K, input: TaskInput<K>, 
       };
       const timer = setTimeout(() => settle(() => reject(new RejectedError(`${what} took longer than ${timeoutMs / 1000} s and was stopped`))), timeoutMs);
       child.once('message', (reply: TaskReply) =>
-        settle(() => (reply.ok ? resolve(reply.result as TaskOutput<K>) : reject(reply.rejected ? new RejectedError(reply.message) : new Error(reply.message)))),
+        settle(() => (reply.ok ? resolve(reply.result as TaskOutput<K>) : reject(reply.rejected ? new RejectedError(reply.message, reply.data) : new Error(reply.message)))),
       );
-      child.once('error', (err) => settle(() => reject(err)));
+      child.once('error', (err) => settle(() => reject(startFailure(err, what))));
       child.once('exit', (code, signal) =>
         settle(() =>
           reject(

@@ -523,7 +523,8 @@ export const methods = {
   },
   /** Resource use, so clients and tests can check that memory stays bounded. */
   'daemon.stats': {
-    params: z.strictObject({}).default({}),
+    /** `resetEventLoop`: start a new window for `eventLoop` after reading it (a client measuring one stretch of work). */
+    params: z.strictObject({ resetEventLoop: z.boolean().optional() }).default({}),
     result: z.object({
       connections: z.number().int().nonnegative(),
       /** Sockets still in their handshake (bounded by LIMITS.maxPendingHandshakes). */
@@ -533,6 +534,14 @@ export const methods = {
       rssBytes: z.number().nonnegative(),
       heapUsedBytes: z.number().nonnegative(),
       uptimeMs: z.number().nonnegative(),
+      /**
+       * How late the event loop ran a 10 ms timer since the daemon started or the last reset: what a
+       * request arriving then waited before being looked at (wall-clock, so an OS that stalls the
+       * whole process counts too).
+       */
+      eventLoop: z
+        .object({ maxDelayMs: z.number().nonnegative(), p99DelayMs: z.number().nonnegative(), meanDelayMs: z.number().nonnegative(), sinceMs: z.number().nonnegative() })
+        .optional(),
     }),
   },
   /** Stops the daemon: a running job stops between steps, is checkpointed and marked interrupted. */

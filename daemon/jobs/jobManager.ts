@@ -50,7 +50,7 @@ export interface JobManagerOptions {
   flushMs?: number;
   log?: (line: string) => void;
   /** Checks a job against the machine (memory, disk) before anything is allocated; throws RejectedError. */
-  admit?: (request: TrainingRequest, run?: RunDir) => JobAdmission;
+  admit?: (request: TrainingRequest, run?: RunDir) => JobAdmission | Promise<JobAdmission>;
   /** Summarises an ending run and writes its report (the daemon: in a helper process); default: here. */
   finishRun?: (input: FinishRunInput) => Promise<ReturnType<typeof finishRun>>;
 }
@@ -206,9 +206,10 @@ export class JobManager {
   }
 
   /** Admits the job against the machine (RejectedError when it cannot run here), then queues it. */
-  submit(name: string, request: TrainingRequest): Job {
+  async submit(name: string, request: TrainingRequest): Promise<Job> {
     if (this.closed) throw new JobError('invalid_state', 'the daemon is shutting down');
-    const admission = this.opts.admit?.(request);
+    const admission = await this.opts.admit?.(request);
+    if (this.closed) throw new JobError('invalid_state', 'the daemon is shutting down');
     const jobId = newJobId();
     const record: RunRecord = { jobId, name, createdAt: new Date().toISOString(), request };
     const run = RunDir.create(this.opts.runsRoot, record, { state: 'queued', step: 0, totalSteps: 0, estimatedMemoryBytes: admission?.estimatedBytes });
@@ -350,7 +351,7 @@ export class JobManager {
     let ending: { state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>; error?: string } | 'interrupted';
     try {
       // Again now: the machine may have changed while the job was queued.
-      const admission = this.opts.admit?.(request, job.run);
+      const admission = await this.opts.admit?.(request, job.run);
       const resuming = job.run.checkpoints().length > 0;
       const prepare = () => this.opts.backend.prepare(request, { maxDataBytes: admission?.maxDataBytes ?? Infinity, signal: abort.signal, resuming });
       setup = await prepare();

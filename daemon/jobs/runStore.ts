@@ -209,7 +209,12 @@ export class RunDir {
       syncDir(this.checkpointsDir);
     } catch (err) {
       const freed = folderBytes(tmp);
-      rmSync(tmp, { recursive: true, force: true });
+      try {
+        rmSync(tmp, { recursive: true, force: true });
+      } catch {
+        // The folder it was in is gone or not a folder any more: nothing to remove, and the error
+        // the job ends with is the write's, below.
+      }
       const code = err instanceof JobIoError ? err.code : errnoCode(err);
       if (code === 'ENOSPC' || code === 'EDQUOT') {
         throw new JobIoError(

@@ -2,19 +2,23 @@
 // kill -9 right after a checkpoint (every metric before it is on disk), a corrupt newest checkpoint
 // and a truncated state.json (the run is listed, and resumes from the older intact checkpoint,
 // saying which it skipped and why), and a disk that fills up mid-run (the job fails saying so, the
-// daemon stays up, restarts on the full disk and says why runs cannot start).
-// Cost: ~20 s on 2 idle cores.
-import { test } from 'node:test';
+// daemon stays up, restarts on the full disk and says why runs cannot start), and a write that
+// fails for another reason (a run's checkpoints folder replaced by a file: no root needed). Each
+// case is checked against the Target (harness.ts CaseTable) and its figures written as JSON.
+// Cost: ~40 s on 2 idle cores.
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, type JobEvent, type JobInfo } from '../../protocol/daemon';
 import type { DaemonClient, DaemonRpcError } from '../../client/daemonClient';
-import { engineMissing, removeHome, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
+import { CaseTable, engineMissing, idleRss, removeHome, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
 
 const skipEngine = engineMissing();
+const table = new CaseTable('durability');
+after(() => table.write());
 const TINY_MLP = { kind: 'mlp', name: 'tiny', inputFeatures: 64, hidden: [256, 256], classes: 10 };
 const TINY_PLAN = { layers: [{ name: 'fc2', sparsify: true, config: { block: 32, butterflySize: 8, nFactors: 2, rank: 8 } }] };
 
@@ -84,19 +88,24 @@ test('kill -9 right after a checkpoint, then a corrupt newest checkpoint and a t
     assert.ok(listed, 'the run is listed');
     assert.equal(listed.state, 'interrupted');
     assert.match(daemon.log(), /state\.json is missing or damaged .*rebuilt from its metrics and checkpoints as interrupted/);
-    const events = follow(client, job.jobId);
-    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: listed.lastSeq });
-    await client.request('job.resume', { jobId: job.jobId });
-    await waitFor(() => events.some((e) => e.type === 'step'), 30_000, 'a step after the resume');
-    const running = events.find((e) => e.type === 'status' && e.state === 'running');
-    assert.ok(running?.type === 'status');
-    assert.equal(running.resumedFromStep, older);
-    assert.match(running.message ?? '', new RegExp(`resumed from the checkpoint at step ${older}; skipped step ${killedAt} \\(.*checksum mismatch: the file is corrupt or truncated\\)`));
-    const first = events.find((e) => e.type === 'step');
-    assert.equal(first?.type === 'step' && first.step, older + 1);
-    assert.ok(existsSync(join(job.runDir, 'checkpoints', `corrupt-step-${killedAt}`)), 'the corrupt checkpoint is set aside');
-    await client.request('job.cancel', { jobId: job.jobId });
-    assert.equal((await ended(client, job.jobId)).state, 'cancelled');
+    const restarted = daemon;
+    const c = client;
+    await table.check(restarted, await idleRss(restarted, c), 'kill -9 after a checkpoint, corrupt newest checkpoint, truncated state.json: resume', async () => {
+      const events = follow(c, job.jobId);
+      await c.request('job.subscribe', { jobId: job.jobId, fromSeq: listed.lastSeq });
+      await c.request('job.resume', { jobId: job.jobId });
+      await waitFor(() => events.some((e) => e.type === 'step'), 30_000, 'a step after the resume');
+      const running = events.find((e) => e.type === 'status' && e.state === 'running');
+      assert.ok(running?.type === 'status');
+      assert.equal(running.resumedFromStep, older);
+      assert.match(running.message ?? '', new RegExp(`resumed from the checkpoint at step ${older}; skipped step ${killedAt} \\(.*checksum mismatch: the file is corrupt or truncated\\)`));
+      const first = events.find((e) => e.type === 'step');
+      assert.equal(first?.type === 'step' && first.step, older + 1);
+      assert.ok(existsSync(join(job.runDir, 'checkpoints', `corrupt-step-${killedAt}`)), 'the corrupt checkpoint is set aside');
+      await c.request('job.cancel', { jobId: job.jobId });
+      assert.equal((await ended(c, job.jobId)).state, 'cancelled');
+      return `${missing.length} of ${killedAt} steps before the checkpoint missing from metrics.jsonl; ${running.message}`;
+    });
     client.close();
   } finally {
     await daemon.stop();
@@ -136,20 +145,28 @@ test('a disk that fills up mid-run: the job fails saying so and keeps its checkp
   try {
     daemon = await startDaemon(home);
     let client = await daemon.client();
-    const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 500, batchSize: 16, lr: 1e-3, checkpointEvery: 3, threads: 1 } });
-    const events = follow(client, job.jobId);
-    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
-    await waitFor(() => events.some((e) => e.type === 'checkpoint' && e.step >= 6), 30_000, 'two checkpoints');
-    const filler = fill(home);
-    const failed = await ended(client, job.jobId);
-    assert.equal(failed.state, 'failed');
-    assert.match(failed.error ?? '', /no space left on device while (writing the checkpoint at step \d+ .*removed the partial checkpoint, freeing .*; the checkpoints and metrics already written are kept|writing .*metrics\.jsonl; the metrics and checkpoints already written are kept)/);
-    assert.ok(failed.lastCheckpointStep !== undefined && existsSync(join(job.runDir, 'checkpoints', `step-${failed.lastCheckpointStep}`)), 'the last checkpoint is kept');
-    assert.equal((await client.request('hello', {})).pid, daemon.pid, 'the daemon is up');
-    await assert.rejects(
-      client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 16, lr: 1e-3 } }),
-      (e: DaemonRpcError) => e.code === ErrorCode.REJECTED && /not enough disk space for this run: .* has [\d.]+ (bytes|kB|MB) free/.test(e.message),
-    );
+    const first = daemon;
+    const c = client;
+    let filler = '';
+    let job: JobInfo | undefined;
+    await table.check(first, await idleRss(first, c), 'a disk (40 MB tmpfs) that fills up mid-run', async () => {
+      job = await c.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 500, batchSize: 16, lr: 1e-3, checkpointEvery: 3, threads: 1 } });
+      const events = follow(c, job.jobId);
+      await c.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
+      await waitFor(() => events.some((e) => e.type === 'checkpoint' && e.step >= 6), 30_000, 'two checkpoints');
+      filler = fill(home);
+      const failed = await ended(c, job.jobId);
+      assert.equal(failed.state, 'failed');
+      assert.match(failed.error ?? '', /no space left on device while (writing the checkpoint at step \d+ .*removed the partial checkpoint, freeing .*; the checkpoints and metrics already written are kept|writing .*metrics\.jsonl; the metrics and checkpoints already written are kept)/);
+      assert.ok(failed.lastCheckpointStep !== undefined && existsSync(join(job.runDir, 'checkpoints', `step-${failed.lastCheckpointStep}`)), 'the last checkpoint is kept');
+      assert.equal((await c.request('hello', {})).pid, first.pid, 'the daemon is up');
+      await assert.rejects(
+        c.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 16, lr: 1e-3 } }),
+        (e: DaemonRpcError) => e.code === ErrorCode.REJECTED && /not enough disk space for this run: .* has [\d.]+ (bytes|kB|MB) free/.test(e.message),
+      );
+      return failed.error as string;
+    });
+    assert.ok(job);
     client.close();
     assert.equal(await daemon.stop(), 0, daemon.log());
 
@@ -157,10 +174,20 @@ test('a disk that fills up mid-run: the job fails saying so and keeps its checkp
     fill(home);
     daemon = await startDaemon(home);
     client = await daemon.client();
-    const hello = await client.request('hello', {});
-    assert.match(hello.storage?.problem ?? '', /is full .*runs cannot start until space is freed/);
-    assert.match(daemon.log(), /WARNING: the disk holding .* is full/);
-    assert.equal((await client.request('job.get', { jobId: job.jobId })).state, 'failed', 'past runs are listed');
+    const full = daemon;
+    const c2 = client;
+    await table.check(full, await idleRss(full, c2, { jobs: false }), 'a daemon started on a full disk', async () => {
+      const hello = await c2.request('hello', {});
+      assert.match(hello.storage?.problem ?? '', /is full .*runs cannot start until space is freed/);
+      assert.match(full.log(), /WARNING: the disk holding .* is full/);
+      assert.equal((await c2.request('job.get', { jobId: job!.jobId })).state, 'failed', 'past runs are listed');
+      let refusal = '';
+      await assert.rejects(c2.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 16, lr: 1e-3 } }), (e: DaemonRpcError) => {
+        refusal = e.message;
+        return e.code === ErrorCode.REJECTED && /not enough disk space/.test(e.message);
+      });
+      return `hello: ${hello.storage?.problem}; job.submit: ${refusal}`;
+    });
     rmSync(filler);
     rmSync(join(home, 'filler'), { force: true });
     const again = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 16, lr: 1e-3, maxSteps: 3, threads: 1 } });
@@ -169,6 +196,36 @@ test('a disk that fills up mid-run: the job fails saying so and keeps its checkp
   } finally {
     await daemon?.stop();
     spawnSync('umount', [home]);
+    removeHome(home);
+  }
+});
+
+test('a write that fails mid-run for another reason (the checkpoints folder replaced by a file): the job fails saying which write, the daemon runs the next job', { skip: skipEngine, timeout: 90_000 }, async () => {
+  const home = tempHome();
+  const daemon = await startDaemon(home);
+  try {
+    const client = await daemon.client();
+    await table.check(daemon, await idleRss(daemon, client), 'a checkpoint write that fails (ENOTDIR/EEXIST)', async () => {
+      const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 500, batchSize: 16, lr: 1e-3, checkpointEvery: 3, threads: 1 } });
+      const events = follow(client, job.jobId);
+      await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
+      await waitFor(() => events.some((e) => e.type === 'checkpoint'), 30_000, 'a checkpoint');
+      const checkpoints = join(job.runDir, 'checkpoints');
+      // Moved away in one rename (the job may be writing into it this moment), then a file in its place.
+      renameSync(checkpoints, `${checkpoints}-moved`);
+      writeFileSync(checkpoints, 'not a folder');
+      const failed = await ended(client, job.jobId);
+      assert.equal(failed.state, 'failed');
+      assert.match(failed.error ?? '', /while writing the checkpoint at step \d+/);
+      const steps = completeLines(join(job.runDir, 'metrics.jsonl')).filter((e) => e.type === 'step').length;
+      assert.ok(steps >= 3, `the metrics already written are kept (${steps} steps)`);
+      const next = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 16, lr: 1e-3, maxSteps: 3, threads: 1 } });
+      assert.equal((await ended(client, next.jobId)).state, 'completed', 'the next job runs');
+      return failed.error as string;
+    });
+    client.close();
+  } finally {
+    assert.equal(await daemon.stop(), 0, daemon.log());
     removeHome(home);
   }
 });

@@ -2,15 +2,17 @@
 // temporary Pixelfly home, and raw sockets that can send exactly the bytes a test wants.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DaemonClient, daemonUrl } from '../../client/daemonClient';
 import { DAEMON_NODE_FLAGS } from '../../client/discovery';
 
 export const CLI = join(__dirname, '..', '..', 'cli', 'main.js');
+/** Where each hostile-case test file writes its figures (`npm run bench:hostile` gathers them). */
+export const FIGURES_DIR = resolve(__dirname, '..', '..', '..', 'test-artifacts', 'hostile');
 
 export function tempHome(): string {
   return mkdtempSync(join(tmpdir(), 'pixelfly-daemon-test-'));
@@ -290,14 +292,146 @@ export function describeLatency(samples: HelloSample[]): string {
   return `hello median ${f(0.5)} ms, p95 ${f(0.95)} ms, max ${f(1)} ms; event loop busy at most ${percentile(samples.map((s) => s.cpu), 1)} ms during one (n=${samples.length})`;
 }
 
+/** Work that holds the daemon's event loop longer than this is a bug (planning, loading data and synthetic data run elsewhere). */
+export const LOOP_BUSY_LIMIT_MS = 50;
+
 /**
- * The daemon answered `hello` while it worked: 95% within the issue's 100 ms, and its event loop
- * never worked 100 ms during one `hello` (a loop blocked by planning or by loading data works for
- * seconds). The slowest round trip is printed, not asserted: on a shared 2-core machine the OS can
- * stall any process that long while its loop is idle, which the CPU figure tells apart.
+ * The daemon answered `hello` while it worked: 95% within the Target's 100 ms, and its event
+ * loop's thread never worked 50 ms during one `hello` (a loop blocked by planning or by loading
+ * data works for seconds). The slowest round trip is printed, not asserted: on a shared 2-core
+ * machine the OS can stall any process that long while its loop is idle, which the CPU figure
+ * tells apart. (The CPU clock ticks in 10 ms: 50 means five ticks or more.)
  */
 export function assertResponsive(samples: HelloSample[], what: string): void {
   assert.ok(samples.length > 0, `no hello answered ${what}`);
   assert.ok(percentile(samples.map((s) => s.rtt), 0.95) < 100, `${what}: ${describeLatency(samples)}`);
-  assert.ok(Math.max(...samples.map((s) => s.cpu)) < 100, `${what}: ${describeLatency(samples)}`);
+  assert.ok(Math.max(...samples.map((s) => s.cpu)) < LOOP_BUSY_LIMIT_MS, `${what}: ${describeLatency(samples)}`);
+}
+
+/** The process's resident memory once it has settled: polled until at most `limit` bytes, or `ms` have passed. */
+export async function settledRss(pid: number, limit: number, ms = 3000): Promise<number> {
+  let rss = rssOf(pid);
+  for (const deadline = Date.now() + ms; rss > limit && Date.now() < deadline; rss = rssOf(pid)) await sleep(100);
+  return rss;
+}
+
+/**
+ * The daemon's idle resident memory, as a daemon in use has it: it has ended a tiny job each way
+ * (completed, failed; when the engine is built), which compiles those code paths, and answered a
+ * few thousand requests, which grows the allocator to its working size (it levels off after
+ * ~3,000). What a hostile case leaves beyond this is what the case cost. `jobs: false` skips the
+ * jobs (a daemon that cannot run any, e.g. on a full disk).
+ */
+export async function idleRss(daemon: DaemonProcess, client: DaemonClient, opts: { jobs?: boolean } = {}): Promise<number> {
+  if ((opts.jobs ?? true) && !engineMissing()) {
+    const hyper = { epochs: 1, batchSize: 8, lr: 1e-3, maxSteps: 2, threads: 1 };
+    for (const dataset of [{ kind: 'synthetic' as const }, { kind: 'npy' as const, path: join(daemon.home, 'no-such-folder') }]) {
+      const job = await client.request('job.submit', { spec: { kind: 'mlp', inputFeatures: 64, hidden: [64], classes: 10 }, plan: { layers: [] }, dataset, hyper });
+      let info = job;
+      for (const deadline = Date.now() + 60_000; !['completed', 'failed', 'cancelled'].includes(info.state) && Date.now() < deadline; ) {
+        await sleep(50);
+        info = await client.request('job.get', { jobId: job.jobId });
+      }
+    }
+  }
+  for (let i = 0; i < 1500; i++) await Promise.all([client.request('hello', {}), client.request('job.list', {})]);
+  await sleep(300);
+  return rssOf(daemon.pid);
+}
+
+/** One hostile case, as the Target measures it. */
+export interface CaseFigures {
+  case: string;
+  /** The error the client was given (or, for work that must succeed, what it did). */
+  outcome: string;
+  rssIdleMiB: number;
+  rssAfterMiB: number;
+  helloCount: number;
+  helloP95Ms: number;
+  helloMaxMs: number;
+  /** CPU the daemon's event-loop thread used during one `hello`, at most (10 ms ticks). */
+  loopBusyMaxMs: number;
+  /** How late the daemon's event loop ran its 10 ms timer, at most (wall-clock: OS stalls count). */
+  loopDelayMaxMs: number | null;
+  wallMs: number;
+}
+
+const mib = (b: number) => Math.round((b / 2 ** 20) * 10) / 10;
+
+/**
+ * The Target, case by case: each case runs while a second connection samples `hello` and the
+ * daemon times its event loop; then it must have ended in a clear outcome, the daemon must answer,
+ * its RSS must be back within 10% of idle, and `hello` must have been quick throughout. The
+ * figures go into a table, printed and written to test-artifacts/hostile/<file>.json.
+ */
+export class CaseTable {
+  readonly rows: CaseFigures[] = [];
+
+  constructor(private readonly file: string) {}
+
+  async check(daemon: DaemonProcess, idleBytes: number, name: string, run: () => Promise<string>): Promise<string> {
+    const watcher = await daemon.client();
+    try {
+      await watcher.request('daemon.stats', { resetEventLoop: true });
+      const sampler = sampleHello(watcher, daemon.pid);
+      const t0 = Date.now();
+      let samples: HelloSample[] = [];
+      let outcome: string;
+      try {
+        outcome = await run();
+      } finally {
+        samples = await sampler.stop();
+      }
+      const wallMs = Date.now() - t0;
+      const stats = await watcher.request('daemon.stats', {});
+      assert.equal((await watcher.request('hello', {})).pid, daemon.pid, `${name}: the daemon answers`);
+      const after = await settledRss(daemon.pid, 1.1 * idleBytes);
+      const rtt = samples.map((x) => x.rtt);
+      this.rows.push({
+        case: name,
+        outcome,
+        rssIdleMiB: mib(idleBytes),
+        rssAfterMiB: mib(after),
+        helloCount: samples.length,
+        helloP95Ms: Math.round(percentile(rtt, 0.95) * 10) / 10,
+        helloMaxMs: Math.round(percentile(rtt, 1) * 10) / 10,
+        loopBusyMaxMs: Math.max(0, ...samples.map((x) => x.cpu)),
+        loopDelayMaxMs: stats.eventLoop?.maxDelayMs ?? null,
+        wallMs,
+      });
+      assert.ok(outcome.trim().length > 0, `${name}: a clear outcome`);
+      assert.ok(after <= 1.1 * idleBytes, `${name}: daemon RSS ${mib(idleBytes)} -> ${mib(after)} MiB, more than 10% above idle`);
+      assertResponsive(samples, name);
+      return outcome;
+    } finally {
+      watcher.close();
+    }
+  }
+
+  /** Prints the table (with the machine's load) and writes the figures as JSON. */
+  write(): void {
+    if (this.rows.length === 0) return;
+    mkdirSync(FIGURES_DIR, { recursive: true });
+    const load = loadavg().map((x) => x.toFixed(2)).join(' ');
+    writeFileSync(join(FIGURES_DIR, `${this.file}.json`), JSON.stringify({ file: this.file, load, rows: this.rows }, null, 2) + '\n');
+    process.stderr.write(`# ${this.file}: the Target case by case (load ${load})\n${formatCaseTable(this.rows).replace(/^/gm, '# ')}\n`);
+  }
+}
+
+/** The figures as a fixed-width table, one case a line. */
+export function formatCaseTable(rows: CaseFigures[]): string {
+  const head = ['case', 'outcome (the error the client got)', 'RSS idle→after MiB', 'hello n', 'p95 ms', 'max ms', 'loop busy ms', 'loop delay ms'];
+  const cut = (t: string, n: number) => (t.length > n ? `${t.slice(0, n - 1)}…` : t);
+  const lines = rows.map((r) => [
+    cut(r.case, 44),
+    cut(r.outcome.replace(/\s+/g, ' '), 90),
+    `${r.rssIdleMiB.toFixed(1)}→${r.rssAfterMiB.toFixed(1)}`,
+    String(r.helloCount),
+    r.helloP95Ms.toFixed(1),
+    r.helloMaxMs.toFixed(1),
+    String(r.loopBusyMaxMs),
+    r.loopDelayMaxMs === null ? '-' : r.loopDelayMaxMs.toFixed(1),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  return [head, ...lines].map((l) => l.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }
