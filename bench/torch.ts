@@ -105,15 +105,21 @@ interface Row {
   [k: string]: unknown;
 }
 
+// PyTorch 1.13 allocates tensors with posix_memalign; under glibc a freed large tensor is not reused
+// for the next one of the same size (the aligned request is a little larger), so the heap grows and
+// every step faults its large tensors in afresh: measured here, a 51 MB tensor's allocation and fill
+// take 450-500 ms under glibc (whatever MALLOC_MMAP_THRESHOLD_ says: glibc rejects values above
+// 32 MB) and 1.5-6 ms under tcmalloc after the first. That cost is the same for every variant and
+// would only compress the ratios, so every variant runs on tcmalloc where it is installed.
+const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
+const allocator = existsSync(TCMALLOC) ? 'tcmalloc' : 'glibc malloc (install libtcmalloc-minimal4 for steadier figures)';
+
 function runPython(cfg: object): Promise<Row[]> {
   const env = {
     ...process.env,
     PYTHONPATH: join(repoRoot, 'dist', 'python'),
     OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
-    // Every variant's large tensors come from reused heap memory: on this kind of VM a fresh page
-    // costs ~7 µs to fault in, which would otherwise dominate any product that allocates its output.
-    MALLOC_MMAP_THRESHOLD_: '17179869184',
-    MALLOC_TRIM_THRESHOLD_: '17179869184',
+    ...(existsSync(TCMALLOC) ? { LD_PRELOAD: [TCMALLOC, process.env.LD_PRELOAD].filter(Boolean).join(':') } : {}),
   };
   return new Promise((resolvePy, reject) => {
     const child = spawn(PYTHON, [join(repoRoot, 'bench', 'torch_bench.py'), JSON.stringify(cfg)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -171,7 +177,7 @@ function stepTable(rows: Row[]): void {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}`);
+  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}, allocator ${allocator}`);
   const cfg: Record<string, unknown> = { threads: o.threads, reps: o.reps };
   if (o.only !== 'steps') {
     const layers = [];

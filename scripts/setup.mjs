@@ -19,6 +19,7 @@ const DEBIAN_PACKAGES = {
   'python3-torch': 'the pixelfly_torch package and its tests, cross-checks of the engine against PyTorch',
   'libtorch-dev': "PyTorch's C++ headers, to build pixelfly_torch's extension",
   'python3-dev': "Python's headers (torch's C++ headers include them)",
+  'libtcmalloc-minimal4': 'the allocator bench:torch gives every PyTorch variant (glibc faults large tensors in afresh each step)',
   'dataset-fashion-mnist': 'real training data',
   'chromium': 'headless browser for the webview page tests and the VS Code e2e (driven by playwright-core)',
 };
