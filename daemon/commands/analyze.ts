@@ -27,6 +27,8 @@ export function analysisJson(a: Analysis): object {
     file: a.file,
     model: a.model && { name: a.model.name, kind: a.model.kind, line: a.model.line },
     candidates: a.candidates,
+    models: a.models,
+    defaultModel: a.defaultModel,
     tokensPerSample: a.tokensPerSample,
     tokensSource: a.tokensSource,
     target: a.target,
@@ -86,8 +88,11 @@ export function formatAnalysis(a: Analysis): string {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  // Other models of the file (its own ones, not their parts): what --model can choose instead.
+  const others = a.models.filter((m) => m.top && m.name !== a.model?.name).map((m) => `${m.name}${m.name === a.defaultModel ? ' (default)' : ''}`);
   const out = [
     `${a.file}: ${a.model ? `${a.model.kind} ${a.model.name} (line ${a.model.line})` : 'no model class or function found'}`,
+    ...(others.length ? [`other models in this file (--model NAME): ${others.join(', ')}`] : []),
     `tokens per sample: ${a.tokensPerSample} — ${a.tokensSource}`,
     '',
     line(header),

@@ -19,6 +19,43 @@ export const APPLY_LAYER_CONFIG = 'pixelfly.applyLayerConfig';
 export const ENSURE_TORCH_PACKAGE = 'pixelfly.ensureTorchPackage';
 /** Request: the analysis of an open document, as `pixelfly analyze --json` prints it. */
 export const ANALYSIS_REQUEST = 'pixelfly/analysis';
+/**
+ * CodeLens command, registered by the extension, on a file that defines several models: a quick
+ * pick of them (argument `ChooseModelArgs`); the choice comes back as MODEL_CHOICE_NOTIFICATION.
+ */
+export const CHOOSE_MODEL = 'pixelfly.chooseModel';
+/**
+ * Notification, client to server: the model the user chose for a document (`ModelChoiceParams`);
+ * the hints, CodeLens, preview and runs of that document then use it. The client also passes every
+ * choice it keeps in `initializationOptions.modelChoices` (uri -> model), so a restarted server keeps them.
+ */
+export const MODEL_CHOICE_NOTIFICATION = 'pixelfly/modelChoice';
+
+export interface ModelChoiceParams {
+  uri: string;
+  /** A class or factory function of the document; null goes back to the default. */
+  model: string | null;
+}
+
+/** A model of the file, as the quick pick lists it (server/analysis/analyze.ts ModelCandidate). */
+export interface ModelCandidateInfo {
+  name: string;
+  kind: 'class' | 'function';
+  /** 1-based line of its definition. */
+  line: number;
+  /** A model of its own rather than a part other models use. */
+  top: boolean;
+}
+
+/** Argument of `pixelfly.chooseModel`. */
+export interface ChooseModelArgs {
+  uri: string;
+  /** The model the analysis uses now. */
+  current: string;
+  /** The model used when none is chosen. */
+  defaultModel: string | null;
+  models: ModelCandidateInfo[];
+}
 
 /** One resolved, built layer of the model (unresolved or unbuilt layers are left out): the planner's inventory layer, located. */
 export interface LensLayer extends Omit<InventoryLayer, 'pinnedDense'> {
