@@ -8,6 +8,7 @@ import { validateParams } from '../core/layout';
 import type { LayerDecision } from '../core/planner';
 import type { MethodParamsIn } from '../protocol/daemon';
 import { ModelViewSchema, type LayerConfig, type ModelView } from '../protocol/webview';
+import type { ModelCandidateInfo } from '../server/lsp/protocol';
 
 /** A layer as the analyser reports it (extra fields are ignored). */
 export interface AnalyzedLayer {
@@ -31,6 +32,9 @@ export interface AnalyzedModel {
   /** Tokens per sample the analysis assumed (for layers that do not say). */
   tokensPerSample?: number;
   layers: AnalyzedLayer[];
+  /** `pixelfly analyze --json`: the file's models and the one used when none is chosen. */
+  models?: ModelCandidateInfo[];
+  defaultModel?: string | null;
 }
 
 export function defaultConfig(out: number, inF: number, block: number): LayerConfig {
@@ -50,8 +54,8 @@ export function defaultConfig(out: number, inF: number, block: number): LayerCon
  * say their sequence length (ViT-B/16 says 197, GPT-2 1024), like the language server treats it:
  * it is passed only when the user set it.
  */
-export function analyzeArgs(cliPath: string, file: string, tokensPerSample: number | null): string[] {
-  return [cliPath, 'analyze', file, '--json', ...(tokensPerSample !== null ? ['--default-tokens', String(tokensPerSample)] : [])];
+export function analyzeArgs(cliPath: string, file: string, tokensPerSample: number | null, model?: string): string[] {
+  return [cliPath, 'analyze', file, '--json', ...(tokensPerSample !== null ? ['--default-tokens', String(tokensPerSample)] : []), ...(model !== undefined ? ['--model', model] : [])];
 }
 
 /** Validates the result (the input came from another process); throws naming the bad field. */
