@@ -297,7 +297,7 @@ export const trainCommand: Command = {
     line.end();
     if (values.json) process.stdout.write(JSON.stringify(final, null, 2) + '\n');
     else if (final.summary) process.stdout.write(formatSummary(final, final.summary) + '\n');
-    else process.stdout.write(`run ${final.jobId}: ${final.state}${final.error ? `: ${final.error}` : ''}\n`);
+    else process.stdout.write(`run ${final.jobId}: ${final.state}${(final.endReason ?? final.error) ? `: ${final.endReason ?? final.error}` : ''}\n`);
     if (final.state === 'interrupted') process.stdout.write(`'pixelfly train --resume ${final.jobId}' continues it from its last checkpoint\n`);
     return final.state === 'completed' ? 0 : 1;
   },
