@@ -15,7 +15,7 @@ import { DEFAULT_PROFILE, type BlockSparsePoint, type DeviceProfile } from '../c
 import { PixelflyConfigError } from '../core/errors';
 import { bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, gemm, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
-import { writeFileAtomic } from './home';
+import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 import { medianMs, seededFloatsAsync } from './measure';

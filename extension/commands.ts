@@ -7,7 +7,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { planModel } from '../core/planner';
-import { parseDataset } from '../daemon/datasetArg';
+import { parseDataset } from '../client/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
@@ -20,7 +20,7 @@ import type { Settings } from './settings';
 import { installTorchPackage, selectedInterpreter, torchStatus, type TorchStatus } from './torchPackage';
 import { isChooseModelArgs, modelPickItems, type ModelChoices } from './modelChoice';
 import { endReasonOf, runReportPath } from './runs/runDetails';
-import type { ChooseModelArgs } from '../server/lsp/protocol';
+import type { ChooseModelArgs } from '../protocol/lsp';
 
 export interface Services {
   context: vscode.ExtensionContext;

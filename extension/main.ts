@@ -9,7 +9,7 @@ import { metricsActions, maskActions, refreshRuns, registerCommands, type Servic
 import { DaemonConnection } from './daemon/connection';
 import { startLanguageClient } from './lsp';
 import { ModelChoices } from './modelChoice';
-import { MODEL_CHOICE_NOTIFICATION, type ModelChoiceParams } from '../server/lsp/protocol';
+import { MODEL_CHOICE_NOTIFICATION, type ModelChoiceParams } from '../protocol/lsp';
 import { MASK_VIEW_TYPE, MaskPanel } from './panels/maskPanel';
 import { METRICS_VIEW_TYPE, MetricsPanel } from './panels/metricsPanel';
 import { RunStore } from './runs/runStore';

@@ -3,7 +3,7 @@
  * user's choice, kept per file in the workspace state (so it survives reloads) and told to the
  * language server, which decides what the file defines. No VS Code imports: unit-tested.
  */
-import type { ChooseModelArgs, ModelCandidateInfo } from '../server/lsp/protocol';
+import type { ChooseModelArgs, ModelCandidateInfo } from '../protocol/lsp';
 
 const KEY = 'pixelfly.modelChoices';
 

@@ -8,7 +8,7 @@ import { validateParams } from '../core/layout';
 import type { LayerDecision } from '../core/planner';
 import type { MethodParamsIn } from '../protocol/daemon';
 import { ModelViewSchema, type LayerConfig, type ModelView } from '../protocol/webview';
-import type { ModelCandidateInfo } from '../server/lsp/protocol';
+import type { ModelCandidateInfo } from '../protocol/lsp';
 
 /** A layer as the analyser reports it (extra fields are ignored). */
 export interface AnalyzedLayer {

@@ -17,9 +17,9 @@ import {
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
-import { analysisJson } from '../daemon/commands/analyze';
+import { analysisJson } from '../cli/commands/analyze';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, whyNoRewrite, type EditContext } from './lsp/features';
-import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, MODEL_CHOICE_NOTIFICATION, type ApplyLayerConfigArgs, type ModelChoiceParams } from './lsp/protocol';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, MODEL_CHOICE_NOTIFICATION, type ApplyLayerConfigArgs, type ModelChoiceParams } from '../protocol/lsp';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
 

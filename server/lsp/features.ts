@@ -26,7 +26,7 @@ import { pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze
 import { modelSpecFor } from '../analysis/spec';
 import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
-import { CHOOSE_MODEL, ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type ChooseModelArgs, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from './protocol';
+import { CHOOSE_MODEL, ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type ChooseModelArgs, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
 
 export const SOURCE = 'pixelfly';
 export const CODE_SPARSIFY = 'pixelfly.sparsify';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { CodeLens } from 'vscode-languageserver';
-import { CHOOSE_MODEL, MODEL_CHOICE_NOTIFICATION, type ChooseModelArgs, type ModelChoiceParams, type PreviewMasksArgs, type TrainLensArgs } from '../../server/lsp/protocol';
+import { CHOOSE_MODEL, MODEL_CHOICE_NOTIFICATION, type ChooseModelArgs, type ModelChoiceParams, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
 import { fixture, run } from './helpers';
 import { startServer } from './lspClient';
 

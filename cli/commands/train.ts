@@ -2,15 +2,15 @@
 // the daemon (starting it when needed), submits the job, shows a live progress line, and ends
 // with a summary and the path of the run's self-contained HTML report.
 import { extname } from 'node:path';
-import { DaemonRpcError, type DaemonClient } from '../client';
-import { connectDaemon, discover, ensureDaemon } from '../discovery';
-import { pixelflyHome } from '../home';
+import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
+import { connectDaemon, discover, ensureDaemon } from '../../client/discovery';
+import { pixelflyHome } from '../../io/home';
 import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
 import { modelSpecFor } from '../../server/analysis/spec';
-import { parseDataset } from '../datasetArg';
+import { parseDataset } from '../../client/datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
 const options = {
