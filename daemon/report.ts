@@ -1,6 +1,6 @@
 // A run's self-contained HTML report: summary table, loss and running-speedup charts as inline
 // SVG, evaluations. No scripts, no network: it opens from disk anywhere, and is safe to share.
-import { describeRunner, type JobEvent, type JobInfo } from '../protocol/daemon';
+import { describeRunner, describeShape, type JobEvent, type JobInfo } from '../protocol/daemon';
 import { formatBytes } from '../io/userFile';
 
 /** Points per series drawn; longer series are thinned evenly (first and last kept). */
@@ -156,7 +156,7 @@ ${what('model', `${subject.model}${subject.file ? ` in ${subject.file}` : ''}`)}
 ${what('runner', describeRunner(subject))}
 ${what('dataset', ds ? `${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}, ${ds.trainSize} train / ${ds.testSize} test samples` : subject.dataset)}
 ${params ? what('parameters', `${params.dense !== undefined ? `dense ${params.dense.toLocaleString('en-US')}, ` : ''}Pixelfly ${params.pixelfly.toLocaleString('en-US')}`) : ''}
-${what('batch', `${subject.batchSize}${subject.context !== undefined ? ` × context ${subject.context}` : ''}`)}
+${what('shape', describeShape(subject))}
 ${est !== undefined || peak !== undefined ? what('memory', [est !== undefined ? `estimated ${formatBytes(est)}` : '', peak !== undefined ? `measured peak ${formatBytes(peak)} (job process)` : ''].filter(Boolean).join(', ')) : ''}
 </table>`
     : '';

@@ -132,6 +132,8 @@ export const RunDetailsSchema = z.object({
   batchSize: posInt,
   /** Tokens per sample (context, patches), when the model has them. */
   context: posInt.optional(),
+  /** A PyTorch model's images, when it eats images. */
+  image: z.object({ channels: posInt, height: posInt, width: posInt }).optional(),
   estimatedMemoryBytes: finite.min(0).optional(),
   peakMemoryBytes: finite.min(0).optional(),
   /** The run has an HTML report: the page offers to open it (openReport). */

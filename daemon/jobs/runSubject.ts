@@ -1,18 +1,12 @@
 // What a run trains, in words (protocol/daemon.ts RunSubject): the model and its file, the runner,
 // the dataset asked for, both variants' parameter counts once built, the batch and the context.
-// Computed from the run's request, so every run folder (old ones included) can say it.
+// Computed from the run's request and what its latest session learnt (the built models' parameter
+// counts; for the PyTorch runner, what the model eats and the runtime, from its inspect step), so
+// every run folder (old ones included) can say it.
 import { parseModelSpec, patchTokens, specTokens, type ModelSpec } from '../../core/modelSpec';
 import type { RunSubject } from '../../protocol/daemon';
+import type { RunState } from './runStore';
 import type { DatasetRequest, TrainingRequest } from './trainer';
-
-/**
- * Fields the PyTorch runner's request carries beside an engine request's: `runner: 'torch'` and the
- * user's model (`model: {file, name, …}`); read here so the run's record names them whichever runner ran it.
- */
-interface RunnerFields {
-  runner?: unknown;
-  model?: { file?: unknown; name?: unknown };
-}
 
 export function describeDatasetRequest(d: DatasetRequest): string {
   switch (d.kind) {
@@ -33,17 +27,28 @@ function specContext(spec: ModelSpec): number | undefined {
   return spec.kind === 'mixer' ? patchTokens(spec) : undefined;
 }
 
-export function runSubject(request: TrainingRequest, params?: { pixelfly: number; dense?: number }): RunSubject {
-  const extra = request as TrainingRequest & RunnerFields;
-  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+/** What the run's sessions learnt once the models were built (RunState's fields). */
+export type BuiltFacts = Pick<RunState, 'params' | 'inputs' | 'runtime'>;
+
+export function runSubject(request: TrainingRequest, built: BuiltFacts = {}): RunSubject {
+  const { params, inputs, runtime } = built;
   const common = {
     dataset: describeDatasetRequest(request.dataset),
     batchSize: request.hyper.batchSize,
     ...(params ? { params: { pixelfly: params.pixelfly, ...(params.dense !== undefined ? { dense: params.dense } : {}) } } : {}),
   };
-  if (extra.runner === 'torch') {
-    const file = text(extra.model?.file);
-    return { runner: 'torch', model: text(extra.model?.name) ?? 'model', ...(file ? { file } : {}), ...common };
+  if (request.runner === 'torch' && request.model) {
+    // What the model eats: the request's (from the analysis) until the runner has read it off the built model.
+    const eats = inputs ?? request.model.inputs;
+    return {
+      runner: 'torch',
+      model: request.model.name,
+      file: request.model.file,
+      ...common,
+      ...(eats?.kind === 'tokens' ? { context: eats.context } : {}),
+      ...(eats?.kind === 'images' ? { image: { channels: eats.channels, height: eats.height, width: eats.width } } : {}),
+      ...(runtime ? { runtime } : {}),
+    };
   }
   let spec: ModelSpec | undefined;
   try {
@@ -52,6 +57,7 @@ export function runSubject(request: TrainingRequest, params?: { pixelfly: number
     // A run folder from an older engine whose spec no longer validates: named without family and context.
   }
   const context = spec ? specContext(spec) : undefined;
+  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   return {
     runner: 'engine',
     model: request.source?.model ?? text(request.spec?.name) ?? spec?.kind ?? 'model',

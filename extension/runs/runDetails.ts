@@ -5,7 +5,7 @@
  * HTML report. No VS Code imports: unit-tested.
  */
 import { basename } from 'node:path';
-import { describeRunner, type JobInfo } from '../../protocol/daemon';
+import { describeRunner, describeShape, type JobInfo } from '../../protocol/daemon';
 import type { RunDetails } from '../../protocol/webview';
 import { formatBytes } from '../../io/userFile';
 
@@ -53,6 +53,7 @@ export function runDetailsView(info: JobInfo): RunDetails | undefined {
     ...(params ? { params } : {}),
     batchSize: subject.batchSize,
     ...(subject.context !== undefined ? { context: subject.context } : {}),
+    ...(subject.image ? { image: subject.image } : {}),
     ...(memory.estimated !== undefined ? { estimatedMemoryBytes: memory.estimated } : {}),
     ...(memory.peak !== undefined ? { peakMemoryBytes: memory.peak } : {}),
     report: runReportPath(info) !== undefined,
@@ -72,7 +73,7 @@ export function runDetailLines(info: JobInfo): string[] {
       const share = d.params.dense ? ` (${((100 * d.params.pixelfly) / d.params.dense).toFixed(0)}% of dense)` : '';
       lines.push(`parameters: ${d.params.dense !== undefined ? `dense ${count(d.params.dense)}, ` : ''}Pixelfly ${count(d.params.pixelfly)}${share}`);
     }
-    lines.push(`batch ${d.batchSize}${d.context !== undefined ? ` × context ${d.context}` : ''}`);
+    lines.push(describeShape(d));
   }
   const memory = memoryOf(info);
   if (memory.estimated !== undefined || memory.peak !== undefined) {

@@ -14,7 +14,7 @@ const gpt = { kind: 'gpt', name: 'GPT', vocab: 256, context: 128, dim: 64, depth
 const request = (over: Partial<TrainingRequest> = {}): TrainingRequest => ({ spec: gpt, plan: { layers: [] }, dataset: { kind: 'text', path: '/data/tiny.txt' }, hyper, compare: true, ...over });
 
 test('runSubject: an engine run names the file and model its spec stands in for, the family, the dataset, batch and context', () => {
-  const s = runSubject(request({ source: { file: '/ws/nanogpt/model.py', model: 'GPT' } }), { pixelfly: 1000, dense: 3000 });
+  const s = runSubject(request({ source: { file: '/ws/nanogpt/model.py', model: 'GPT' } }), { params: { pixelfly: 1000, dense: 3000 } });
   assert.deepEqual(s, {
     runner: 'engine',
     model: 'GPT',
@@ -36,13 +36,31 @@ test('runSubject: an engine run names the file and model its spec stands in for,
   assert.deepEqual(runSubject(request({ spec: { kind: 'gpt', name: 'old' } })), { runner: 'engine', model: 'old', dataset: 'text corpus /data/tiny.txt', batchSize: 16 });
 });
 
-test('runSubject: a PyTorch runner\'s request is "your PyTorch model", named by its file and model', () => {
-  const torch = { ...request(), runner: 'torch', model: { file: '/ws/hf/modeling_gpt2.py', name: 'GPT2LMHeadModel', settings: {} } } as TrainingRequest;
-  const s = runSubject(torch);
-  assert.equal(s.runner, 'torch');
-  assert.equal(s.model, 'GPT2LMHeadModel');
-  assert.equal(s.file, '/ws/hf/modeling_gpt2.py');
-  assert.equal(s.family, undefined);
+test('runSubject: a PyTorch runner\'s request is "your PyTorch model", named by its file and model; its inspect step fills context, parameters and runtime', () => {
+  const { spec: _spec, ...engineOnly } = request();
+  const torch = { ...engineOnly, runner: 'torch', model: { file: '/ws/hf/modeling_gpt2.py', name: 'GPT2LMHeadModel', settings: {} } } as TrainingRequest;
+  // Queued: named by file and model, nothing built yet.
+  assert.deepEqual(runSubject(torch), { runner: 'torch', model: 'GPT2LMHeadModel', file: '/ws/hf/modeling_gpt2.py', dataset: 'text corpus /data/tiny.txt', batchSize: 16 });
+  // Once the worker has built both variants.
+  const built = runSubject(torch, { params: { pixelfly: 700, dense: 2000 }, inputs: { kind: 'tokens', vocab: 96, context: 64 }, runtime: 'PyTorch 1.13.1, Python 3.11.2' });
+  RunSubjectSchema.parse(built);
+  assert.deepEqual(built, {
+    runner: 'torch',
+    model: 'GPT2LMHeadModel',
+    file: '/ws/hf/modeling_gpt2.py',
+    dataset: 'text corpus /data/tiny.txt',
+    batchSize: 16,
+    params: { pixelfly: 700, dense: 2000 },
+    context: 64,
+    runtime: 'PyTorch 1.13.1, Python 3.11.2',
+  });
+  assert.equal(built.family, undefined);
+  // An image model: its image size, no context.
+  const vit = runSubject(torch, { inputs: { kind: 'images', channels: 3, height: 32, width: 32 } });
+  assert.deepEqual([vit.context, vit.image], [undefined, { channels: 3, height: 32, width: 32 }]);
+  // The analysis' inputs in the request stand in until the model is built.
+  const analysed = { ...torch, model: { ...torch.model!, inputs: { kind: 'tokens' as const, vocab: 50257, context: 1024 } } };
+  assert.equal(runSubject(analysed).context, 1024);
 });
 
 test('the report of a run that did not complete says why first, what it trained, and its memory', () => {
@@ -64,7 +82,7 @@ test('the report of a run that did not complete says why first, what it trained,
     lastSeq: 3,
     runDir: '/runs/j',
     endReason: 'the daemon was stopped; resume continues from the last checkpoint',
-    subject: runSubject(request({ source: { file: '/ws/model.py', model: 'GPT' } }), { pixelfly: 1000, dense: 3000 }),
+    subject: runSubject(request({ source: { file: '/ws/model.py', model: 'GPT' } }), { params: { pixelfly: 1000, dense: 3000 } }),
     summary,
   };
   const html = renderReport(info, events);
@@ -73,7 +91,7 @@ test('the report of a run that did not complete says why first, what it trained,
   assert.match(html, /<th>runner<\/th><td class="l">engine stand-in \(gpt\)<\/td>/);
   assert.match(html, /<th>dataset<\/th><td class="l">text corpus \/data\/tiny\.txt<\/td>/);
   assert.match(html, /<th>parameters<\/th><td class="l">dense 3,000, Pixelfly 1,000<\/td>/);
-  assert.match(html, /<th>batch<\/th><td class="l">16 × context 128<\/td>/);
+  assert.match(html, /<th>shape<\/th><td class="l">batch 16 × context 128<\/td>/);
   assert.match(html, /<th>memory<\/th><td class="l">estimated 250 MB, measured peak 200 MB \(job process\)<\/td>/);
   // A completed run has no "stopped" line.
   assert.doesNotMatch(renderReport({ ...info, state: 'completed', endReason: undefined }, events), /class="stopped"/);

@@ -93,8 +93,13 @@ test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelf
     'transformer.h.*.attn.c_attn', 'transformer.h.*.attn.(core)', 'transformer.h.*.attn.c_proj', 'transformer.h.*.mlp.c_fc', 'transformer.h.*.mlp.c_proj',
     'transformer.wte', 'transformer.wpe', 'lm_head',
   ]);
-  const train = lenses[2].command!.arguments![0] as { spec: Record<string, unknown> };
+  const train = lenses[2].command!.arguments![0] as { spec: Record<string, unknown>; plan: { layers: Array<{ name: string; in: number; out: number; sparsify: boolean }> }; settings: Record<string, unknown> };
   assert.deepEqual(train.spec, { kind: 'gpt', name: 'GPT', vocab: 50304, context: 1024, dim: 768, depth: 12, heads: 12, mlpHidden: 3072 });
+  // For the PyTorch runner: the plan pixelfly_torch.sparsify reads (module paths and sizes) and the settings the model was built with.
+  const fc = train.plan.layers.find((l) => l.name === 'transformer.h.*.mlp.c_fc');
+  assert.deepEqual(fc && { in: fc.in, out: fc.out }, { in: 768, out: 3072 });
+  assert.ok(train.plan.layers.some((l) => l.sparsify));
+  assert.equal(typeof train.settings, 'object');
 });
 
 test('code actions: sparsify (PixelflyLinear + the package import, then the package check), keep dense; the pragma is honoured after the edit', async () => {

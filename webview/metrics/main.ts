@@ -263,7 +263,8 @@ function renderDetails(d: RunDetails | undefined): void {
     const share = d.params.dense ? ` (${((100 * d.params.pixelfly) / d.params.dense).toFixed(0)}%)` : '';
     parts.push(field('params', `${d.params.dense !== undefined ? `dense ${compact(d.params.dense)} · ` : ''}Pixelfly ${compact(d.params.pixelfly)} parameters${share}`));
   }
-  parts.push(field('shape', `batch ${d.batchSize}${d.context !== undefined ? ` × context ${d.context}` : ''}`));
+  const per = d.context !== undefined ? ` × context ${d.context}` : d.image ? ` × ${d.image.channels}×${d.image.height}×${d.image.width} images` : '';
+  parts.push(field('shape', `batch ${d.batchSize}${per}`));
   if (d.estimatedMemoryBytes !== undefined || d.peakMemoryBytes !== undefined) {
     const est = d.estimatedMemoryBytes !== undefined ? `estimated ${fmtBytes(d.estimatedMemoryBytes)}` : '';
     const peak = d.peakMemoryBytes !== undefined ? `peak ${fmtBytes(d.peakMemoryBytes)}` : '';
