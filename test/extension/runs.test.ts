@@ -200,6 +200,22 @@ describe('what a run trains (runs view, metrics page)', () => {
     assert.equal(runDetailsView(JOB), undefined);
     assert.deepEqual(runDetailLines(JOB), []);
   });
+
+  it('a PyTorch run its worker has built names the runtime, both parameter counts and the image size', () => {
+    const vit: JobInfo = {
+      ...JOB,
+      subject: { runner: 'torch', model: 'ViT', file: '/ws/vit.py', dataset: 'Fashion-MNIST', batchSize: 8, image: { channels: 3, height: 32, width: 32 }, params: { pixelfly: 600, dense: 2000 }, runtime: 'PyTorch 1.13.1, Python 3.11.2' },
+    };
+    const d = runDetailsView(vit)!;
+    assert.equal(d.runner, 'your PyTorch model (PyTorch 1.13.1, Python 3.11.2)');
+    assert.deepEqual([d.model, d.file, d.params, d.context, d.image], ['ViT', '/ws/vit.py', { pixelfly: 600, dense: 2000 }, undefined, { channels: 3, height: 32, width: 32 }]);
+    const lines = runDetailLines(vit).join('\n');
+    assert.match(lines, /^ViT in vit\.py \(\/ws\/vit\.py\)$/m);
+    assert.match(lines, /^batch 8 × 3×32×32 images$/m);
+    assert.match(lines, /^parameters: dense 2,000, Pixelfly 600 \(30% of dense\)$/m);
+    // The page accepts it.
+    HostToMetricsSchema.parse({ type: 'metrics.reset', run: runInfoView(new RunStore().upsert(vit)), progress: { step: 0, totalSteps: 100, etaS: null } });
+  });
 });
 
 describe('MetricsFeed', () => {
