@@ -140,7 +140,7 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
     // What was trained, in the words of the metrics panel, the runs view and the report.
-    subject ? `model: ${subject.model}${subject.file ? ` in ${subject.file}` : ''} (${describeRunner(subject)}), ${describeShape(subject)}` : '',
+    subject ? `model: ${subject.model}${subject.file ? ` in ${subject.file}` : ''} — ${describeRunner(subject)}; ${describeShape(subject)}` : '',
     subject?.runner === 'torch'
       ? `Pixelfly layers: ${info.kernels ?? '?'}`
       : info.backend

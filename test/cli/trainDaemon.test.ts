@@ -21,6 +21,8 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     assert.match(r.stderr, /started the daemon on 127\.0\.0\.1:\d+/);
     assert.match(r.stderr, /\[#{20}\] 100% \| step 40\/40 \| loss pixelfly [\d.]+ dense [\d.]+ \| speedup [\d.]+x/);
     assert.match(r.stdout, /completed after 40 steps/);
+    // What was trained, in the words of the metrics panel and the runs view.
+    assert.match(r.stdout, /^model: cli-mlp — engine stand-in \(mlp\); batch 32$/m);
     // 'auto' precision: bf16 on CUDA and on CPUs with bf16 instructions, with the kernels that ran.
     assert.match(r.stdout, /^engine: (cpu, (fp32|bf16)|cuda, bf16) products \((cuda|\w+ kernels(, bf16 on [\w-]+)?)\)$/m);
     assert.match(r.stdout, /speedup \(median dense step \/ median Pixelfly step, alternating steps\): [\d.]+x/);
