@@ -173,6 +173,12 @@ describe('metrics page (headless Chromium)', { skip: skip ?? false }, () => {
     assert.equal(await p.page.locator('#reason').innerText(), `Failed: ${error}`);
     assert.equal(await p.page.locator('#error').isHidden(), true);
     await p.page.screenshot({ path: join(ARTIFACTS, 'metrics-stopped.png') });
+    // The user's own PyTorch image model: the runtime with the runner, the images with the batch.
+    const vit = { ...details, model: 'ViT', file: '/ws/vit.py', runner: 'your PyTorch model (PyTorch 1.13.1, Python 3.11.2)', context: undefined, image: { channels: 3, height: 32, width: 32 } };
+    await p.send({ type: 'metrics.reset', run: { ...RUN, details: vit }, progress: { step: 0, totalSteps: 100, etaS: null } });
+    assert.equal(await field('model'), 'ViT · vit.py');
+    assert.equal(await field('runner'), 'your PyTorch model (PyTorch 1.13.1, Python 3.11.2)');
+    assert.equal(await field('shape'), 'batch 16 × 3×32×32 images');
     // A run recorded before the daemon described runs: no details line.
     await p.send({ type: 'metrics.reset', run: RUN, progress: { step: 0, totalSteps: 100, etaS: null } });
     assert.equal(await p.page.locator('#details').isHidden(), true);
