@@ -59,7 +59,7 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
       throw err;
     }
   }
-  return { spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
+  return { spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare, ...(params.source ? { source: params.source } : {}) };
 };
 
 /**

@@ -145,6 +145,12 @@ export const PlanSchema = z.looseObject({
 /** A JSON model spec (core/modelSpec.ts). Its structure is checked by the core's validator, which gives precise errors. */
 export const ModelSpecSchema = z.record(z.string(), z.unknown());
 
+/** Where a spec came from: the model (class or factory function) of a source file it stands in for. */
+export const RunSourceSchema = z.strictObject({
+  file: z.string().min(1).max(4096),
+  model: z.string().min(1).max(256),
+});
+
 export const DatasetSchema = z.strictObject({
   /** `synthetic` is always available; `fashion-mnist` falls back to it (saying so) when the files are not installed. */
   kind: z.enum(['synthetic', 'fashion-mnist', 'text', 'npy']),
@@ -261,13 +267,15 @@ export const RunSummarySchema = z.object({
   steps: z.number().int().nonnegative(),
   epochsDone: finite,
   wallMs: finite,
+  /** The job's peak memory as estimated before it was admitted (latest session), in bytes. */
+  estimatedMemoryBytes: z.number().nonnegative().optional(),
+  /** The job process's measured peak resident memory (VmHWM, latest session), in bytes: the most any step took. */
+  peakMemoryBytes: z.number().nonnegative().optional(),
   pixelfly: VariantSummarySchema,
   dense: VariantSummarySchema.optional(),
   /** Median dense step time / median Pixelfly step time, both measured in the same alternating run. */
   speedup: finite.optional(),
   reportPath: z.string().optional(),
-  /** Who trained it: 'engine' (a stand-in spec on the native engine) or 'torch' (the user's own PyTorch model). */
-  runner: z.enum(RUNNER_CHOICES).optional(),
 });
 export type RunSummary = z.infer<typeof RunSummarySchema>;
 
@@ -280,6 +288,45 @@ export const DatasetInfoSchema = z.object({
   trainSize: z.number().int().nonnegative(),
   testSize: z.number().int().nonnegative(),
 });
+
+/**
+ * What a run trains, in the words the metrics panel, the runs view and the report use: the model
+ * and its file, the runner (the native engine's stand-in for it, or the user's own PyTorch model),
+ * the dataset, both variants' parameter counts (once built), the batch and the context.
+ */
+export const RunSubjectSchema = z.object({
+  /** 'engine': the native engine trains a stand-in built from a spec; 'torch': the user's own model in a Python worker. */
+  runner: z.enum(RUNNER_CHOICES),
+  /** The model: a class or factory function of `file`, else the spec's name. */
+  model: z.string(),
+  /** The model's source file, when the run came from one. */
+  file: z.string().optional(),
+  /** The engine's stand-in family ('gpt', 'vit', 'mixer', 'mlp'); absent for the user's own model. */
+  family: z.string().optional(),
+  /** The dataset asked for, in words ('text corpus /data/tiny.txt', 'Fashion-MNIST', 'synthetic'). */
+  dataset: z.string(),
+  batchSize: z.number().int().positive(),
+  /** Tokens per sample (a GPT's context, a ViT's or Mixer's patches; a PyTorch model's token context once built); absent for feature vectors. */
+  context: z.number().int().positive().optional(),
+  /** A PyTorch model's images (channels × height × width), read off the built model. */
+  image: z.object({ channels: z.number().int().positive(), height: z.number().int().positive(), width: z.number().int().positive() }).optional(),
+  /** What trains a PyTorch model, once its worker has started ('PyTorch 1.13.1, Python 3.11.2'). */
+  runtime: z.string().optional(),
+  /** Parameter counts of the built models, once the job has started. */
+  params: z.object({ pixelfly: z.number().int().nonnegative(), dense: z.number().int().nonnegative().optional() }).optional(),
+});
+export type RunSubject = z.infer<typeof RunSubjectSchema>;
+
+/** The runner in the words every client shows: the engine's stand-in for the model, or the user's own PyTorch model (and what trains it). */
+export function describeRunner(s: Pick<RunSubject, 'runner' | 'family' | 'runtime'>): string {
+  return s.runner === 'torch' ? `your PyTorch model${s.runtime ? ` (${s.runtime})` : ''}` : `engine stand-in${s.family ? ` (${s.family})` : ''}`;
+}
+
+/** A sample's shape in words: 'batch 16 × context 128', 'batch 64 × 3×32×32 images', 'batch 32'. */
+export function describeShape(s: Pick<RunSubject, 'batchSize' | 'context' | 'image'>): string {
+  const per = s.context !== undefined ? ` × context ${s.context}` : s.image ? ` × ${s.image.channels}×${s.image.height}×${s.image.width} images` : '';
+  return `batch ${s.batchSize}${per}`;
+}
 
 export const JobInfoSchema = z.object({
   jobId,
@@ -302,20 +349,16 @@ export const JobInfoSchema = z.object({
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),
+  /** Why a run that did not complete ended or stopped (failed, cancelled, interrupted), in words. */
+  endReason: z.string().optional(),
+  /** What the run trains (absent in runs recorded before it existed). */
+  subject: RunSubjectSchema.optional(),
   /** The job's peak memory as estimated before it was admitted, in bytes. */
   estimatedMemoryBytes: z.number().nonnegative().optional(),
   /** The job process's measured peak resident memory, in bytes, once it has run. */
   peakMemoryBytes: z.number().nonnegative().optional(),
   error: z.string().optional(),
   summary: RunSummarySchema.optional(),
-  /** Who trains it: 'engine' (a stand-in spec on the native engine) or 'torch' (the user's own PyTorch model). Absent: engine. */
-  runner: z.enum(RUNNER_CHOICES).optional(),
-  /** What is trained (torch runner): the model's name and file, and the runtime that trains it once known. */
-  model: z.object({ name: z.string(), file: z.string().optional(), runtime: z.string().optional() }).optional(),
-  /** Parameter counts of the built models, once the job has started. */
-  params: z.object({ pixelfly: z.number().int().nonnegative(), dense: z.number().int().nonnegative().optional() }).optional(),
-  /** What the model eats (context for a language model), once known. */
-  inputs: ModelInputsSchema.optional(),
 });
 export type JobInfo = z.infer<typeof JobInfoSchema>;
 
@@ -345,6 +388,8 @@ export const JobEventSchema = z.discriminatedUnion('type', [
     dense: VariantStepSchema.optional(),
     /** Running speedup: median dense / median Pixelfly step time over the recent window. */
     speedup: finite.optional(),
+    /** The job process's peak resident memory so far (VmHWM), in bytes, when the runner measures it. */
+    peakMemoryBytes: z.number().nonnegative().optional(),
   }),
   z.object({
     ...eventBase,
@@ -490,6 +535,8 @@ export const methods = {
       /** Omitted or null: the daemon asks the planner for the spec's inventory, with `target` (default: budget 0.25). */
       plan: PlanSchema.nullable().optional(),
       target: PlanTargetSchema.optional(),
+      /** The model file and model the spec stands in for (the language server's lens), shown with the run. */
+      source: RunSourceSchema.optional(),
       dataset: DatasetSchema,
       hyper: HyperparametersSchema,
       /** Train the dense model too, in alternating steps, to measure the speedup under the same conditions. */

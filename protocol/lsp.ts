@@ -24,6 +24,43 @@ export const ENSURE_TORCH_PACKAGE = 'pixelfly.ensureTorchPackage';
  * the server's settings (the one the hints and lenses show); `pixelfly analyze --json` prints the same.
  */
 export const ANALYSIS_REQUEST = 'pixelfly/analysis';
+/**
+ * CodeLens command, registered by the extension, on a file that defines several models: a quick
+ * pick of them (argument `ChooseModelArgs`); the choice comes back as MODEL_CHOICE_NOTIFICATION.
+ */
+export const CHOOSE_MODEL = 'pixelfly.chooseModel';
+/**
+ * Notification, client to server: the model the user chose for a document (`ModelChoiceParams`);
+ * the hints, CodeLens, preview and runs of that document then use it. The client also passes every
+ * choice it keeps in `initializationOptions.modelChoices` (uri -> model), so a restarted server keeps them.
+ */
+export const MODEL_CHOICE_NOTIFICATION = 'pixelfly/modelChoice';
+
+export interface ModelChoiceParams {
+  uri: string;
+  /** A class or factory function of the document; null goes back to the default. */
+  model: string | null;
+}
+
+/** A model of the file, as the quick pick lists it (server/analysis/analyze.ts ModelCandidate). */
+export interface ModelCandidateInfo {
+  name: string;
+  kind: 'class' | 'function';
+  /** 1-based line of its definition. */
+  line: number;
+  /** A model of its own rather than a part other models use. */
+  top: boolean;
+}
+
+/** Argument of `pixelfly.chooseModel`. */
+export interface ChooseModelArgs {
+  uri: string;
+  /** The model the analysis uses now. */
+  current: string;
+  /** The model used when none is chosen. */
+  defaultModel: string | null;
+  models: ModelCandidateInfo[];
+}
 
 export interface AnalysisParams {
   uri: string;
@@ -56,6 +93,10 @@ export interface AnalysisJson {
   model: { name: string; kind: 'class' | 'function'; line: number } | null;
   /** Other models the file defines (`--model NAME` picks one). */
   candidates: string[];
+  /** Every model of the file, its own ones and their parts (what the model choice lists). */
+  models: ModelCandidateInfo[];
+  /** The model analysed when none is chosen. */
+  defaultModel: string | null;
   tokensPerSample: number;
   /** Where tokensPerSample came from, in words. */
   tokensSource: string;

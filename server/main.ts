@@ -19,7 +19,7 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
 import { analysisJson } from './analysis/analysisJson';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, whyNoRewrite, type EditContext } from './lsp/features';
-import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type AnalysisJson, type AnalysisParams, type ApplyLayerConfigArgs } from '../protocol/lsp';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, MODEL_CHOICE_NOTIFICATION, type AnalysisJson, type AnalysisParams, type ApplyLayerConfigArgs, type ModelChoiceParams } from '../protocol/lsp';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
 
@@ -56,7 +56,11 @@ connection.onInitialize((params): InitializeResult => {
   canDisableActions = !!params.capabilities.textDocument?.codeAction?.disabledSupport;
   initOptions = params.initializationOptions;
   const roots = (params.workspaceFolders ?? []).map((f) => f.uri).filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
-  void sessionReady.then((s) => (s.workspaceRoots = roots));
+  const choices = modelChoicesFrom(initOptions);
+  void sessionReady.then((s) => {
+    s.workspaceRoots = roots;
+    for (const c of choices) s.chooseModel(c.uri, c.model);
+  });
   return {
     capabilities: {
       textDocumentSync: TextDocumentSyncKind.Incremental,
@@ -160,6 +164,23 @@ connection.onCodeAction(async (p) => {
   const doc = documents.get(p.textDocument.uri);
   if (!r?.analysis || !ctx || !doc) return [];
   return codeActions(r.analysis, ctx, p.range, doc.getText().split('\n'), p.context.diagnostics, previewArgs(r.analysis, p.textDocument.uri));
+});
+
+/** The choices the client keeps (`initializationOptions.modelChoices`: uri -> model), checked: they came from another process. */
+function modelChoicesFrom(options: unknown): ModelChoiceParams[] {
+  const raw = (options as { modelChoices?: unknown } | undefined)?.modelChoices;
+  if (typeof raw !== 'object' || raw === null) return [];
+  return Object.entries(raw as Record<string, unknown>)
+    .filter((e): e is [string, string] => typeof e[1] === 'string' && e[1] !== '')
+    .map(([uri, model]) => ({ uri, model }));
+}
+
+connection.onNotification(MODEL_CHOICE_NOTIFICATION, (p: ModelChoiceParams) => {
+  if (typeof p?.uri !== 'string' || !(typeof p.model === 'string' || p.model === null)) {
+    connection.console.warn(`pixelfly: ${MODEL_CHOICE_NOTIFICATION}: expected {uri, model: string | null}`);
+    return;
+  }
+  void sessionReady.then((s) => s.chooseModel(p.uri, p.model));
 });
 
 connection.onRequest(ANALYSIS_REQUEST, async (p: AnalysisParams): Promise<AnalysisJson> => {

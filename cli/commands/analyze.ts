@@ -44,8 +44,11 @@ export function formatAnalysis(a: Analysis): string {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  // Other models of the file (its own ones, not their parts): what --model can choose instead.
+  const others = a.models.filter((m) => m.top && m.name !== a.model?.name).map((m) => `${m.name}${m.name === a.defaultModel ? ' (default)' : ''}`);
   const out = [
     `${a.file}: ${a.model ? `${a.model.kind} ${a.model.name} (line ${a.model.line})` : 'no model class or function found'}`,
+    ...(others.length ? [`other models in this file (--model NAME): ${others.join(', ')}`] : []),
     `tokens per sample: ${a.tokensPerSample} — ${a.tokensSource}`,
     '',
     line(header),

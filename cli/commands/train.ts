@@ -5,7 +5,7 @@ import { extname, resolve } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
 import { connectDaemon, discover, ensureDaemon } from '../../client/discovery';
 import { pixelflyHome } from '../../io/home';
-import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, RUNNER_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { BACKEND_CHOICES, describeRunner, describeShape, describeZodError, methods, PRECISION_CHOICES, RUNNER_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analysisPlan, analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
@@ -135,11 +135,14 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
   const w = [Math.max(...rows.map((r) => r[0].length)), Math.max(...rows.map((r) => r[1].length)), Math.max(...rows.map((r) => r[2].length))];
   const table = rows.map((r) => `  ${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padStart(w[2])}`).join('\n');
   const ds = info.dataset;
+  const subject = info.subject;
   return [
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
-    info.runner === 'torch'
-      ? `PyTorch runner: ${info.model?.name} from ${info.model?.file} (${info.model?.runtime ?? 'PyTorch'}; Pixelfly layers: ${info.kernels ?? '?'})`
+    // What was trained, in the words of the metrics panel, the runs view and the report.
+    subject ? `model: ${subject.model}${subject.file ? ` in ${subject.file}` : ''} — ${describeRunner(subject)}; ${describeShape(subject)}` : '',
+    subject?.runner === 'torch'
+      ? `Pixelfly layers: ${info.kernels ?? '?'}`
       : info.backend
         ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}`
         : '',
@@ -387,9 +390,9 @@ export const trainCommand: Command = {
     });
     process.off('SIGINT', onSigint);
     line.end();
-    if (values.json) process.stdout.write(JSON.stringify({ ...final, runner: final.runner ?? 'engine', measuredSpeedup: final.summary?.speedup }, null, 2) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify({ ...final, measuredSpeedup: final.summary?.speedup }, null, 2) + '\n');
     else if (final.summary) process.stdout.write(formatSummary(final, final.summary) + '\n');
-    else process.stdout.write(`run ${final.jobId}: ${final.state}${final.error ? `: ${final.error}` : ''}\n`);
+    else process.stdout.write(`run ${final.jobId}: ${final.state}${(final.endReason ?? final.error) ? `: ${final.endReason ?? final.error}` : ''}\n`);
     if (final.state === 'interrupted') process.stdout.write(`'pixelfly train --resume ${final.jobId}' continues it from its last checkpoint\n`);
     return final.state === 'completed' ? 0 : 1;
   },

@@ -9,6 +9,8 @@ export function analysisJson(a: Analysis): AnalysisJson {
     file: a.file,
     model: a.model && { name: a.model.name, kind: a.model.kind, line: a.model.line },
     candidates: a.candidates,
+    models: a.models,
+    defaultModel: a.defaultModel,
     tokensPerSample: a.tokensPerSample,
     tokensSource: a.tokensSource,
     target: a.target,

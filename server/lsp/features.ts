@@ -27,7 +27,7 @@ import { analysisPlan, analysisSettings, pinnableNames, type Analysis, type Laye
 import { modelSpecFor } from '../analysis/spec';
 import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
-import { ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
+import { CHOOSE_MODEL, ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type ChooseModelArgs, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
 
 export const SOURCE = 'pixelfly';
 export const CODE_SPARSIFY = 'pixelfly.sparsify';
@@ -235,6 +235,20 @@ export function previewArgs(a: Analysis, uri: string): PreviewMasksArgs | undefi
   return a.model ? { uri, name: a.model.name, kind: a.model.kind, tokensPerSample: a.tokensPerSample, layers: lensLayers(a) } : undefined;
 }
 
+/**
+ * Where the file defines several models (classes no other model uses, registry functions), or the
+ * user chose one that is not the default: a lens naming the model in use that opens the choice.
+ */
+export function chooseModelLens(a: Analysis, uri: string): CodeLens[] {
+  if (!a.model) return [];
+  const top = a.models.filter((m) => m.top);
+  if (top.length < 2 && a.model.name === a.defaultModel) return [];
+  const args: ChooseModelArgs = { uri, current: a.model.name, defaultModel: a.defaultModel, models: a.models };
+  const others = top.filter((m) => m.name !== a.model!.name).length;
+  const title = `Pixelfly model: ${a.model.name}${a.model.name === a.defaultModel ? ' (default)' : ''}${others > 0 ? ` · ${others} other${others > 1 ? 's' : ''} in this file` : ''} · choose…`;
+  return [{ range: a.model.range, command: { title, command: CHOOSE_MODEL, arguments: [args] } }];
+}
+
 export function codeLenses(a: Analysis, file: string, uri: string): CodeLens[] {
   const preview = previewArgs(a, uri);
   if (!a.model || !preview || a.model.file !== file) return [];
@@ -259,6 +273,7 @@ export function codeLenses(a: Analysis, file: string, uri: string): CodeLens[] {
     summary = a.unresolved.length ? `Pixelfly: sizes unresolved — pin ${a.unresolved.slice(0, 3).join(', ')} (# pixelfly: NAME=VALUE)` : 'Pixelfly: no matmul layers found';
   }
   return [
+    ...chooseModelLens(a, uri),
     { range, command: { title: summary, command: PREVIEW_MASKS, arguments: [preview] } },
     { range, command: { title: 'Preview masks', command: PREVIEW_MASKS, arguments: [preview] } },
     { range, command: { title: 'Train dense vs Pixelfly', command: TRAIN, arguments: [train] } },

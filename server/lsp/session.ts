@@ -6,7 +6,7 @@
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import { KERNEL_BLOCK_SIZES, type PlanTarget } from '../../core/planner';
-import { analyze, type Analysis } from '../analysis/analyze';
+import { analyze, ModelNotFound, type AnalyzeOptions, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';
 import type { Value } from '../analysis/values';
@@ -60,6 +60,8 @@ export interface Analysed {
   version: number;
   analysis: Analysis | null;
   error?: string;
+  /** The model chosen for the document when it was analysed (a result for another choice is stale). */
+  chosen?: string;
 }
 
 export class Session {
@@ -68,6 +70,8 @@ export class Session {
   private readonly pending = new Map<string, NodeJS.Timeout>();
   private readonly sitePackagesByPython = new Map<string, Promise<string[]>>();
   private readonly dependents = new Dependents();
+  /** The model the user chose per document (uri -> class or factory function); others use the default. */
+  private readonly modelChoices = new Map<string, string>();
   settings: ServerSettings = {};
   workspaceRoots: string[] = [];
 
@@ -96,6 +100,19 @@ export class Session {
   invalidateAll(): void {
     this.results.clear();
     for (const d of this.documents.all()) this.schedule(d.uri);
+  }
+
+  /** The user chose the model a document's analysis builds (null: the default again); re-analysed at once. */
+  chooseModel(uri: string, model: string | null): void {
+    if (model === null) this.modelChoices.delete(uri);
+    else this.modelChoices.set(uri, model);
+    this.results.delete(uri);
+    this.schedule(uri);
+  }
+
+  /** The model chosen for a document, if any. */
+  chosenModel(uri: string): string | undefined {
+    return this.modelChoices.get(uri);
   }
 
   /** A document was opened or edited: analyse it, and every open document that imports its file. */
@@ -143,7 +160,7 @@ export class Session {
     const doc = this.documents.get(uri);
     if (!doc || !uri.startsWith('file:')) return undefined;
     const cached = this.results.get(uri);
-    if (cached && cached.version === doc.version) return cached;
+    if (cached && cached.version === doc.version && cached.chosen === this.modelChoices.get(uri)) return cached;
     const result = await this.run(uri, doc.getText(), doc.version);
     // A newer edit may have arrived while site-packages were being found.
     if (this.documents.get(uri)?.version !== result.version) return result;
@@ -168,8 +185,9 @@ export class Session {
     const site = this.settings.pythonPath ? await this.sitePackages(this.settings.pythonPath) : [];
     const overlays = new Map<string, string>();
     for (const d of this.documents.all()) if (d.uri.startsWith('file:') && d.uri !== uri) overlays.set(fileURLToPath(d.uri), d.getText());
+    const chosen = this.modelChoices.get(uri);
     try {
-      const analysis = analyze(this.cache, {
+      const options: AnalyzeOptions = {
         file,
         source,
         pins: this.pins(),
@@ -180,10 +198,19 @@ export class Session {
         sitePackages: site,
         workspaceRoots: this.workspaceRoots,
         overlays,
-      });
-      return { version, analysis };
+      };
+      let analysis: Analysis;
+      try {
+        analysis = analyze(this.cache, { ...options, model: chosen });
+      } catch (e) {
+        // The chosen model was renamed or removed: the default stands in, saying so (the choice is kept for when it is back).
+        if (!(e instanceof ModelNotFound) || chosen === undefined) throw e;
+        analysis = analyze(this.cache, options);
+        analysis.notes.push(`the model chosen for this file, ${chosen}, is not in it now: showing the default, ${analysis.model?.name ?? '(none)'}`);
+      }
+      return { version, analysis, chosen };
     } catch (e) {
-      return { version, analysis: null, error: (e as Error).message };
+      return { version, analysis: null, error: (e as Error).message, chosen };
     }
   }
 

@@ -63,6 +63,14 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
     client = await daemon.client();
     const interrupted = await client.request('job.get', { jobId: job.jobId });
     assert.equal(interrupted.state, 'interrupted');
+    // Why, in the run's record and (written in the background as the daemon starts) its report.
+    assert.match(interrupted.endReason ?? '', /^the daemon stopped while this run was running \(killed or crashed\)/);
+    const reportFile = join(job.runDir, 'report.html');
+    await waitFor(() => existsSync(reportFile) && /<p class="stopped"><b>interrupted:<\/b> the daemon stopped while this run was running/.test(readFileSync(reportFile, 'utf8')), 20_000, 'the interrupted run\'s report');
+    // What it trained: the engine's MLP stand-in, named by its spec (no source file was given).
+    const subject = interrupted.subject!;
+    assert.deepEqual({ ...subject, params: undefined }, { runner: 'engine', model: 'tiny', family: 'mlp', dataset: 'synthetic (seeded) data', batchSize: 16, params: undefined });
+    assert.ok(subject.params && subject.params.pixelfly > 0 && subject.params.dense! > subject.params.pixelfly, JSON.stringify(subject.params));
     const checkpointStep = interrupted.lastCheckpointStep!;
     assert.ok(checkpointStep >= 80, `checkpoint at step ${checkpointStep}`);
     const after = completeLines(metrics);
@@ -88,9 +96,14 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
     const final = await client.request('job.get', { jobId: job.jobId });
     assert.equal(final.state, 'cancelled');
     assert.ok(final.summary && final.summary.steps > checkpointStep && final.summary.speedup! > 0);
+    assert.equal(final.endReason, 'cancelled on request (job.cancel)');
+    // The summary carries the memory figures of the run's latest session.
+    assert.ok(final.summary.estimatedMemoryBytes! > 0 && final.summary.estimatedMemoryBytes === final.estimatedMemoryBytes, `${final.summary.estimatedMemoryBytes} vs ${final.estimatedMemoryBytes}`);
+    assert.ok(final.summary.peakMemoryBytes! > 0 && final.summary.peakMemoryBytes === final.peakMemoryBytes, `${final.summary.peakMemoryBytes} vs ${final.peakMemoryBytes}`);
     assert.ok(existsSync(join(job.runDir, 'summary.json')));
     const report = readFileSync(join(job.runDir, 'report.html'), 'utf8');
     assert.match(report, /<svg[^>]*aria-label="Training loss"/);
+    assert.match(report, /<p class="stopped"><b>cancelled:<\/b> cancelled on request \(job\.cancel\)<\/p>/);
     // Where a step goes: the engine's time per part of the model, medians over the run, both variants.
     assert.deepEqual(Object.keys(final.summary.pixelfly.partsMs ?? {}), ['fc1', 'fc2', 'head']);
     assert.deepEqual(Object.keys(final.summary.dense?.partsMs ?? {}), ['fc1', 'fc2', 'head']);
@@ -121,13 +134,17 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
       /fc9/,
     );
     // Data problems surface when the job starts: it fails with the file named.
-    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(daemon.home, 'missing') }, hyper });
+    const source = { file: join(daemon.home, 'net.py'), model: 'Net' };
+    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(daemon.home, 'missing') }, hyper, source });
     const events = collect(client, job.jobId);
     await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
     await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the failed job to complete');
     const failed = await client.request('job.get', { jobId: job.jobId });
     assert.equal(failed.state, 'failed');
     assert.match(failed.error ?? '', /missing\/x\.npy: file not found/);
+    assert.equal(failed.endReason, failed.error, 'a failed run says why in its record');
+    assert.deepEqual([failed.subject?.model, failed.subject?.file, failed.subject?.dataset], ['Net', source.file, `.npy arrays in ${join(daemon.home, 'missing')}`]);
+    assert.match(readFileSync(join(failed.runDir, 'report.html'), 'utf8'), /<p class="stopped"><b>failed:<\/b> [^<]*file not found/);
     // fp16 where only the CPU runs: the job fails saying so (the CPU computes fp32 or bf16 products).
     const fp16 = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { ...hyper, backend: 'cpu', precision: 'fp16' } });
     const fp16Events = collect(client, fp16.jobId);

@@ -12,6 +12,7 @@ import { validateParams } from '../../core/layout';
 import { KERNEL_BLOCK_SIZES } from '../../core/planner';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs, trainsTorch } from '../../extension/trainArgs';
+import { isChooseModelArgs, ModelChoices, modelPickItems } from '../../extension/modelChoice';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 import { LayerRoleSchema } from '../../protocol/daemon';
 import { LAYER_ROLES } from '../../core/inventory';
@@ -209,7 +210,9 @@ describe('package.json contributions', () => {
 describe('Train CodeLens arguments', () => {
   it('train the spec the language server sends; without one, show its reason (specError)', () => {
     const spec = { kind: 'vit', name: 'ViT' };
-    assert.deepEqual(specFromTrainArgs({ uri: 'file:///m.py', name: 'VisionTransformer', spec }), { spec, name: 'VisionTransformer', plan: undefined });
+    // The run records the file and model the spec stands in for.
+    assert.deepEqual(specFromTrainArgs({ uri: 'file:///m.py', name: 'VisionTransformer', spec }), { spec, name: 'VisionTransformer', plan: undefined, source: { file: '/m.py', model: 'VisionTransformer' } });
+    assert.deepEqual(specFromTrainArgs({ spec }), { spec, name: 'ViT', plan: undefined });
     const lens = { uri: 'file:///m.py', name: 'UNet', specError: 'Conv2d layers are not supported by the engine' };
     assert.equal(isTrainArgs(lens), true);
     assert.throws(() => specFromTrainArgs(lens), /^Error: UNet cannot be trained by the engine: Conv2d layers are not supported by the engine$/);
@@ -266,5 +269,44 @@ describe('layer roles: one list, in core', () => {
     const bad = ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role: 'pooling' }] });
     assert.equal(bad.success, false, 'a role core does not know is refused');
     assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'pooling', in: 4, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.role/);
+  });
+});
+
+describe('choosing the model of a file', () => {
+  const models = [
+    { name: 'Block', kind: 'class' as const, line: 3, top: false },
+    { name: 'Small', kind: 'class' as const, line: 10, top: true },
+    { name: 'Big', kind: 'class' as const, line: 20, top: true },
+    { name: 'make_big', kind: 'function' as const, line: 40, top: true },
+  ];
+
+  it('lists the file\'s own models first, in file order, marking the default and the one in use', () => {
+    const items = modelPickItems({ current: 'Big', defaultModel: 'Small', models });
+    assert.deepEqual(items.map((i) => i.model), ['Small', 'Big', 'make_big', 'Block']);
+    assert.equal(items[0].description, 'class, line 10 · default');
+    assert.equal(items[1].description, 'class, line 20 · in use');
+    assert.equal(items[2].description, 'function, line 40');
+    assert.equal(items[3].description, 'class, line 3 · part of another model');
+    assert.ok(isChooseModelArgs({ uri: 'file:///m.py', current: 'Big', defaultModel: null, models }));
+    assert.ok(!isChooseModelArgs({ uri: 'file:///m.py' }));
+  });
+
+  it('keeps each file\'s choice in the workspace state and tells the server; null goes back to the default', async () => {
+    const state = new Map<string, unknown>();
+    const memento = { get: <T>(k: string) => state.get(k) as T | undefined, update: async (k: string, v: unknown) => void state.set(k, v) };
+    const told: Array<[string, string | null]> = [];
+    const choices = new ModelChoices(memento, (uri, model) => told.push([uri, model]));
+    await choices.set('file:///a.py', 'Big');
+    await choices.set('file:///b.py', 'make_big');
+    assert.equal(choices.get('file:///a.py'), 'Big');
+    // A second instance (a reloaded window) reads the same state.
+    const again = new ModelChoices(memento, () => undefined);
+    assert.deepEqual(again.all(), { 'file:///a.py': 'Big', 'file:///b.py': 'make_big' });
+    await choices.set('file:///a.py', null);
+    assert.deepEqual(choices.all(), { 'file:///b.py': 'make_big' });
+    assert.deepEqual(told, [['file:///a.py', 'Big'], ['file:///b.py', 'make_big'], ['file:///a.py', null]]);
+    // Whatever else is in the state is ignored, not passed to the server.
+    state.set('pixelfly.modelChoices', { 'file:///c.py': 42, 'file:///d.py': 'Net' });
+    assert.deepEqual(choices.all(), { 'file:///d.py': 'Net' });
   });
 });
