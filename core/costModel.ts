@@ -15,7 +15,14 @@
  *     …                                         // interpolated linearly in density, clamped at
  *   ],                                          // the ends; the nearest measured block size is used
  *   "lowRank": [{"rank": 16, "efficiency": 0.35}, …],  // skinny GEMMs (x·V, ·Uᵀ), by rank
- *   "elementwiseGBps": 20                       // memory bandwidth for the gate and lerp
+ *   "elementwiseGBps": 20,                      // memory bandwidth for the gate and lerp
+ *   "precision": "bf16",                        // the products' inputs when this was measured
+ *   "step": {                                   // the rest of a training step (core/stepCost.ts),
+ *     "attentionGflops": 40,                    // measured on an engine training step: attention
+ *     "pointwiseNsPerElement": 1.5,             // cores; LayerNorm/GELU/residuals/biases per
+ *     "optimizerNsPerParam": 1.2,               // activation element; AdamW per parameter;
+ *     "dataNsPerValue": 0.5                     // batch assembly per input value
+ *   }
  * }
  */
 import { totalFlops, type LayerCost, type PixelflyCost } from './pixelflyLayer';
@@ -35,6 +42,29 @@ export interface DeviceProfile {
   blockSparse: BlockSparsePoint[];
   lowRank: { rank: number; efficiency: number }[];
   elementwiseGBps: number;
+  /** The products' input precision the rates were measured at (the engine's default on this device). */
+  precision?: 'fp32' | 'bf16' | 'fp16';
+  /** Rates of the work a plan does not change; a profile measured before they were taken uses the prior's. */
+  step?: StepRates;
+}
+
+/**
+ * What the rest of a training step costs on a device, per unit of work core/stepCost.ts counts:
+ * measured by `bench.layers` from a dense engine step, whose parts it splits (the product time at
+ * the measured GEMM rate, the attention cores and the optimizer as the engine times them, the rest
+ * of forward + backward over the activations).
+ */
+export interface StepRates {
+  /** Attention cores (QKᵀ, softmax, scores·V), forward + backward, in GFLOP/s. */
+  attentionGflops: number;
+  /** LayerNorm, GELU, residual adds, biases, loss: forward + backward ns per activation element. */
+  pointwiseNsPerElement: number;
+  /** AdamW (and the gradient-norm clip) ns per parameter. */
+  optimizerNsPerParam: number;
+  /** Assembling a batch: ns per input value (pixel or token). */
+  dataNsPerValue: number;
+  /** What the rates were measured on (e.g. "dense vit engine step, batch 16"). */
+  measuredWith?: string;
 }
 
 /**
@@ -67,7 +97,19 @@ export const DEFAULT_PROFILE: DeviceProfile = {
     { rank: 128, efficiency: 0.7 },
   ],
   elementwiseGBps: 20,
+  step: {
+    attentionGflops: 40,
+    pointwiseNsPerElement: 1.5,
+    optimizerNsPerParam: 1.5,
+    dataNsPerValue: 0.5,
+    measuredWith: 'prior',
+  },
 };
+
+/** The profile's whole-step rates, the prior's where it has none. */
+export function stepRates(profile: DeviceProfile): StepRates {
+  return profile.step ?? DEFAULT_PROFILE.step!;
+}
 
 /** Validates a profile read from disk or the network; errors name the offending field. */
 export function parseDeviceProfile(value: unknown): DeviceProfile {
@@ -89,6 +131,13 @@ export function parseDeviceProfile(value: unknown): DeviceProfile {
     if (!Array.isArray(x) || x.length === 0) fail(field, 'must be a non-empty array');
     return x as Record<string, unknown>[];
   };
+  if (v.precision !== undefined && v.precision !== 'fp32' && v.precision !== 'bf16' && v.precision !== 'fp16') fail('precision', 'must be "fp32", "bf16" or "fp16"');
+  if (v.step !== undefined) {
+    if (typeof v.step !== 'object' || v.step === null) fail('step', 'must be an object');
+    const st = v.step as Record<string, unknown>;
+    for (const f of ['attentionGflops', 'pointwiseNsPerElement', 'optimizerNsPerParam', 'dataNsPerValue']) positive(`step.${f}`, st[f]);
+    if (st.measuredWith !== undefined && typeof st.measuredWith !== 'string') fail('step.measuredWith', 'must be a string');
+  }
   list('blockSparse').forEach((p, i) => {
     positive(`blockSparse[${i}].block`, p.block);
     positive(`blockSparse[${i}].density`, p.density);

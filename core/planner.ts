@@ -1,7 +1,9 @@
 /**
  * The planner: for each layer of a model's inventory, keep it dense or give it a Pixelfly
  * config (block, butterfly_size, n_factors, rank), to meet a target — a fraction of the
- * model's dense matmul FLOPs, or an estimated speedup — and say why in one sentence.
+ * model's dense matmul FLOPs, or an estimated speedup of the whole training step — and say why
+ * in one sentence. The plan's estimate is the whole step's (core/stepCost.ts): the products it
+ * changes and the work it does not (attention cores, pointwise layers, optimizer, data).
  *
  * Following the paper: only the large projections (attention, MLP, token mixing) are
  * sparsified; embeddings, classifier/LM heads, patch embeddings and small layers stay dense.
@@ -18,11 +20,20 @@ import { layoutSummary, padTo, type LayoutSummary } from './layout';
 import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } from './pixelflyLayer';
 import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
 import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
+import { DEFAULT_BATCH_SIZE, explainEstimate, fixedSecondsPerSample, modelWork, optimizerSeconds, stepEstimate, type StepEstimate } from './stepCost';
 
 /** Block sizes the native kernels implement. */
 export const KERNEL_BLOCK_SIZES: readonly number[] = [16, 32, 64];
 
 export type PlanTarget = { budget: number } | { speedup: number };
+
+/**
+ * The target every planner caller uses when the user gives none (the editor's setting default,
+ * the CLI, a job without a plan): a quarter of the dense FLOPs, where the paper's models train
+ * at dense accuracy.
+ */
+export const DEFAULT_BUDGET = 0.25;
+export const DEFAULT_TARGET: PlanTarget = { budget: DEFAULT_BUDGET };
 
 export interface PlanOptions {
   profile?: DeviceProfile;
@@ -35,9 +46,18 @@ export interface PlanOptions {
   minDim?: number;
   /** Per-layer estimated speedup below which a candidate is not worth it. */
   minSpeedup?: number;
+  /** Samples per step the whole-step estimate assumes (the optimizer runs once per step). */
+  batchSize?: number;
 }
 
-export interface LayerDecision {
+/** Which device profile a plan was costed with, so every view can say it. */
+export interface PlanDevice {
+  name: string;
+  source: 'default' | 'measured';
+  measuredAt?: string;
+}
+
+export type LayerDecision = {
   name: string;
   role: LayerRole;
   in: number;
@@ -54,9 +74,9 @@ export interface LayerDecision {
   planParams: number;
   estSpeedup: number;
   reason: string;
-}
+};
 
-export interface Plan {
+export type Plan = {
   target: PlanTarget;
   profile: string;
   layers: LayerDecision[];
@@ -65,12 +85,16 @@ export interface Plan {
   flopFraction: number;
   denseParams: number;
   planParams: number;
+  /** The whole training step's estimated speedup (estimate.speedup). */
   estSpeedup: number;
+  /** The whole step, dense and planned, part by part. */
+  estimate: StepEstimate;
+  device: PlanDevice;
   targetMet: boolean;
   /** The compute level ρ all sparsified layers share. */
   level: number;
   summary: string;
-}
+};
 
 /** Why each role the planner never sparsifies stays dense, given the layer's share of the model's dense FLOPs. */
 const KEPT_ROLES: Partial<Record<LayerRole, (share: number) => string>> = {
@@ -203,15 +227,26 @@ function choose(state: LayerState, level: number): Candidate | null {
   return front[lo];
 }
 
-function totals(states: LayerState[], level: number): { flops: number; seconds: number } {
-  let flops = 0;
-  let seconds = 0;
+interface Totals {
+  flops: number;
+  /** Seconds per sample of the products (attention cores are in the step's fixed work). */
+  seconds: number;
+  /** ... of the products the plan sparsifies. */
+  sparsified: number;
+  params: number;
+}
+
+function totals(states: LayerState[], level: number): Totals {
+  const t: Totals = { flops: 0, seconds: 0, sparsified: 0, params: 0 };
   for (const s of states) {
     const c = choose(s, level);
-    flops += c ? c.fraction * s.denseFlops : s.denseFlops;
-    seconds += c ? c.secondsPerRow * s.rows : s.denseSeconds;
+    t.flops += c ? c.fraction * s.denseFlops : s.denseFlops;
+    t.params += c ? s.layer.count * c.params : s.denseParams;
+    if (s.layer.role === 'attn_core') continue;
+    t.seconds += c ? c.secondsPerRow * s.rows : s.denseSeconds;
+    if (c) t.sparsified += c.secondsPerRow * s.rows;
   }
-  return { flops, seconds };
+  return t;
 }
 
 function validateTarget(target: PlanTarget): void {
@@ -275,7 +310,9 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     blockSizes: options.blockSizes ?? [...KERNEL_BLOCK_SIZES],
     minDim: options.minDim ?? 256,
     minSpeedup: options.minSpeedup ?? 1.1,
+    batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
   };
+  if (!(Number.isInteger(o.batchSize) && o.batchSize > 0)) throw new PixelflyConfigError('batchSize', `must be a positive integer, got ${o.batchSize}`);
   for (const b of o.blockSizes) {
     if (!KERNEL_BLOCK_SIZES.includes(b)) throw new PixelflyConfigError('block', `must be 16, 32 or 64 (what the kernels support), got ${b}`);
   }
@@ -308,7 +345,18 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   });
 
   const denseFlops = states.reduce((a, s) => a + s.denseFlops, 0);
-  const denseTime = states.reduce((a, s) => a + s.denseSeconds, 0);
+  // Truly dense: a layer that already is Pixelfly counts at its dense cost here.
+  const dense: Totals = {
+    flops: denseFlops,
+    seconds: states.reduce((a, s) => a + (s.layer.role === 'attn_core' ? 0 : s.denseSeconds), 0),
+    sparsified: 0,
+    params: states.reduce((a, s) => a + s.denseParams, 0),
+  };
+  // The whole step per sample: the products, the work no plan changes, and the optimizer's share.
+  const work = modelWork(inventory.layers);
+  const fixed = Object.values(fixedSecondsPerSample(work, o.profile)).reduce((a, b) => a + b, 0);
+  const stepSeconds = (t: Totals) => t.seconds + fixed + optimizerSeconds(t.params, o.profile) / o.batchSize;
+  const denseTime = stepSeconds(dense);
   for (const s of states) {
     const why = KEPT_ROLES[s.layer.role];
     if (s.keptReason === '' && why) s.keptReason = `Kept dense: ${why(denseFlops > 0 ? s.denseFlops / denseFlops : 0)}.`;
@@ -317,7 +365,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   levels.push(1);
   const meets = (level: number): boolean => {
     const t = totals(states, level);
-    return 'budget' in target ? t.flops <= target.budget * denseFlops * (1 + 1e-12) : denseTime / t.seconds >= target.speedup;
+    return 'budget' in target ? t.flops <= target.budget * denseFlops * (1 + 1e-12) : denseTime / stepSeconds(t) >= target.speedup;
   };
   // Largest level that meets the target; meets() is monotone (true for small levels) by construction.
   let lo = -1;
@@ -354,15 +402,21 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const t = totals(states, level);
   const planParams = layers.reduce((a, l) => a + l.planParams, 0);
   const denseParams = layers.reduce((a, l) => a + l.denseParams, 0);
-  const estSpeedup = t.seconds > 0 ? denseTime / t.seconds : 1;
+  const estimate = stepEstimate(
+    { work, products: { dense: dense.seconds, plan: t.seconds, sparsified: t.sparsified }, params: { dense: dense.params, plan: t.params } },
+    o.profile,
+    o.batchSize,
+  );
+  const estSpeedup = estimate.speedup;
   const sparsified = layers.filter((l) => l.sparsify).length;
   // Attention cores are products between activations, not layers: they count in FLOPs and time only.
   const layerCount = layers.filter((l) => l.role !== 'attn_core').length;
   const wanted = 'budget' in target ? `a budget of ${pct(target.budget)} of dense FLOPs` : `a ${target.speedup}× speedup`;
   const summary =
     `${sparsified} of ${layerCount} layers sparse for ${wanted}: ${pct(denseFlops ? t.flops / denseFlops : 1)} of dense matmul FLOPs, ` +
-    `estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device}` +
-    (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`);
+    `a training step estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device} (${o.profile.source === 'measured' ? 'measured profile' : 'default profile'})` +
+    (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`) +
+    ` ${explainEstimate(estimate)}`;
   return {
     target,
     profile: o.profile.device,
@@ -373,6 +427,8 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     denseParams,
     planParams,
     estSpeedup,
+    estimate,
+    device: { name: o.profile.device, source: o.profile.source, ...(o.profile.measuredAt ? { measuredAt: o.profile.measuredAt } : {}) },
     targetMet,
     level,
     summary,
