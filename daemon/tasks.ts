@@ -7,8 +7,8 @@ import { finishRun, type FinishRunInput } from './jobs/finishRun';
 import { RejectedError, type Plan } from './jobs/trainer';
 
 const tasks = {
-  plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean }): Plan =>
-    plan(input.inventory, input.target, input.profile, input.fromSpec),
+  plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean; batchSize?: number }): Plan =>
+    plan(input.inventory, input.target, input.profile, input.fromSpec, input.batchSize),
   finishRun: (input: FinishRunInput) => finishRun(input),
 };
 

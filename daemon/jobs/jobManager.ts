@@ -461,6 +461,9 @@ export class JobManager {
       this.say(`job ${job.id}: could not summarise its metrics: ${(err as Error).message}`);
       summary = { ...summarize([], params, stepsPerEpoch), reportPath: job.run.reportFile };
     }
+    // The plan's whole-step estimate beside what the run measured, for every view of the run.
+    const estimated = job.record.request.plan.estimate?.speedup;
+    if (estimated !== undefined && summary.speedup !== undefined) summary = { ...summary, estimatedSpeedup: estimated };
     // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
     this.quietly(job, () => job.update({ state, error, summary, endedAt: new Date().toISOString() }));
     this.quietly(job, () => job.run.writeSummary(summary));
