@@ -6,6 +6,7 @@
 import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { InventoryLayer } from '../../core/inventory';
 import type { LayerDecision } from '../../core/planner';
+import type { Plan } from '../../protocol/plan';
 
 /** CodeLens commands, registered by the extension. */
 export const PREVIEW_MASKS = 'pixelfly.previewMasks';
@@ -44,6 +45,8 @@ export interface TrainLensArgs {
   uri: string;
   name: string;
   spec?: Record<string, unknown>;
+  /** The plan the lens shows, on the spec's layers: job.submit carries it unchanged (the daemon does not re-plan). */
+  plan?: Plan;
   /** Why the model could not be mapped onto an engine family (the extension shows it). */
   specError?: string;
 }

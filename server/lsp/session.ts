@@ -5,7 +5,9 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
-import { KERNEL_BLOCK_SIZES, type PlanTarget } from '../../core/planner';
+import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
+import { ProfileWatcher } from '../../io/deviceProfile';
+import { homePaths } from '../../io/pixelflyHome';
 import { analyze, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';
@@ -27,11 +29,13 @@ export interface ServerSettings {
   speedup?: number;
   /** pixelfly.plan.blockSize: the block size the planner uses. */
   blockSize?: number;
+  /** pixelfly.training.batchSize: the batch a step's estimate assumes (the optimizer runs once per step). */
+  batchSize?: number;
 }
 
 /** Reads the nested configuration object the client returns for section 'pixelfly'. */
 export function settingsFrom(section: unknown, python?: unknown): ServerSettings {
-  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown> };
+  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown>; training?: Record<string, unknown> };
   const a = s.analysis ?? {};
   const p = s.plan ?? {};
   const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -45,6 +49,7 @@ export function settingsFrom(section: unknown, python?: unknown): ServerSettings
     budget: num(p.budget),
     speedup: num(p.speedup),
     blockSize: num(p.blockSize),
+    batchSize: num(s.training?.batchSize),
   };
 }
 
@@ -60,6 +65,8 @@ export class Session {
   private readonly pending = new Map<string, NodeJS.Timeout>();
   private readonly sitePackagesByPython = new Map<string, Promise<string[]>>();
   private readonly dependents = new Dependents();
+  /** The daemon's measured device profile (<home>/profiles/device.json); PIXELFLY_HOME is the daemon's too. */
+  private readonly profiles = new ProfileWatcher(() => homePaths().profiles);
   settings: ServerSettings = {};
   workspaceRoots: string[] = [];
 
@@ -135,7 +142,8 @@ export class Session {
     const doc = this.documents.get(uri);
     if (!doc || !uri.startsWith('file:')) return undefined;
     const cached = this.results.get(uri);
-    if (cached && cached.version === doc.version) return cached;
+    // A newly measured profile changes every estimate, at the same document version.
+    if (cached && cached.version === doc.version && (!cached.analysis?.plan || cached.analysis.plan.device.measuredAt === this.profiles.current().measuredAt)) return cached;
     const file = fileURLToPath(uri);
     const site = this.settings.pythonPath ? await this.sitePackages(this.settings.pythonPath) : [];
     const overlays = new Map<string, string>();
@@ -148,7 +156,7 @@ export class Session {
         pins: this.pins(),
         defaultTokens: this.settings.tokensPerSample,
         target: this.target(),
-        planOptions: this.settings.blockSize && KERNEL_BLOCK_SIZES.includes(this.settings.blockSize) ? { blockSizes: [this.settings.blockSize] } : undefined,
+        planOptions: this.planOptions(),
         extraPaths: this.settings.extraPaths,
         sitePackages: site,
         workspaceRoots: this.workspaceRoots,
@@ -171,6 +179,19 @@ export class Session {
     const out = new Map<string, Value>();
     for (const [k, v] of Object.entries(this.settings.pins ?? {})) out.set(k, parsePinValue(String(v)));
     return out;
+  }
+
+  /**
+   * The planner's options: the device profile the daemon measured on this machine when there is one
+   * (re-read when it changes; the plan says which it used), the block size and batch the user set.
+   */
+  planOptions(): PlanOptions {
+    const { blockSize, batchSize } = this.settings;
+    return {
+      profile: this.profiles.current(),
+      ...(blockSize && KERNEL_BLOCK_SIZES.includes(blockSize) ? { blockSizes: [blockSize] } : {}),
+      ...(batchSize !== undefined && Number.isInteger(batchSize) && batchSize > 0 ? { batchSize } : {}),
+    };
   }
 
   private target(): PlanTarget | undefined {
