@@ -1,7 +1,8 @@
 // `pixelfly train [spec.json] [options]`: one run, dense vs Pixelfly, from a terminal. Connects to
 // the daemon (starting it when needed), submits the job, shows a live progress line, and ends
 // with a summary and the path of the run's self-contained HTML report.
-import { extname } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { extname, join } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../client';
 import { connectDaemon, discover, ensureDaemon } from '../discovery';
 import { pixelflyHome } from '../home';
@@ -9,7 +10,11 @@ import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, TERMINAL
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
-import { modelSpecFor } from '../../server/analysis/spec';
+import { parsePin } from '../../server/analysis/pragmas';
+import type { Value } from '../../server/analysis/values';
+import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
+import type { Plan } from '../../protocol/plan';
+import { cliPlanOptions } from './analyze';
 import { parseDataset } from '../datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
@@ -19,6 +24,8 @@ const options = {
   'batch-size': { type: 'string' },
   lr: { type: 'string' },
   'max-steps': { type: 'string' },
+  steps: { type: 'string' },
+  set: { type: 'string', multiple: true },
   'eval-every': { type: 'string' },
   threads: { type: 'string' },
   seed: { type: 'string' },
@@ -39,7 +46,7 @@ const OPTION_OF: Record<string, string> = {
   'hyper.epochs': '--epochs',
   'hyper.batchSize': '--batch-size',
   'hyper.lr': '--lr',
-  'hyper.maxSteps': '--max-steps',
+  'hyper.maxSteps': '--steps',
   'hyper.evalEvery': '--eval-every',
   'hyper.threads': '--threads',
   'hyper.seed': '--seed',
@@ -50,20 +57,34 @@ const OPTION_OF: Record<string, string> = {
 
 /**
  * A PyTorch model file goes through the language server's analysis (the same one behind the
- * editor's hints): its architecture and widths become the engine's model spec.
+ * editor's hints and `pixelfly analyze`, with the same options): its architecture and widths
+ * become the engine's model spec, and the plan `pixelfly analyze` prints is the plan trained.
  */
-async function specFromPython(file: string, model: string | undefined): Promise<Record<string, unknown>> {
+async function jobFromPython(file: string, o: { model?: string; pins: Map<string, Value>; target?: PlanTarget; batchSize: number }): Promise<{ spec: Record<string, unknown>; plan: Plan }> {
   let analysis;
   try {
-    analysis = analyze(await pythonParser(), { file, model });
+    analysis = analyze(await pythonParser(), { file, model: o.model, pins: o.pins, target: o.target, planOptions: cliPlanOptions(o.batchSize) });
   } catch (err) {
     if (err instanceof AnalysisInputError) throw new CliError(`${file}: ${err.message}`, 1);
     throw err;
   }
-  const r = modelSpecFor(analysis);
+  const r = analysis.engine;
   if ('error' in r) throw new CliError(`${file}: ${r.error}`, 1);
-  process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n`);
-  return { ...r.spec };
+  process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n${r.plan.summary}\n`);
+  return { spec: { ...r.spec }, plan: r.plan };
+}
+
+function pinsOption(values: { set?: string[] }): Map<string, Value> {
+  const pins = new Map<string, Value>();
+  for (const s of values.set ?? []) {
+    try {
+      const [k, v] = parsePin(s);
+      pins.set(k, v);
+    } catch (e) {
+      throw new CliError(`--set ${s}: ${(e as Error).message}`);
+    }
+  }
+  return pins;
 }
 
 function readSpec(file: string): Record<string, unknown> {
@@ -109,6 +130,21 @@ class ProgressLine {
   }
 }
 
+/** The run's plan as the daemon trained it (its run folder's plan.json), or undefined when it cannot be read. */
+function trainedPlan(info: JobInfo): Plan | undefined {
+  try {
+    return JSON.parse(readFileSync(join(info.runDir, 'plan.json'), 'utf8')) as Plan;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `--json`: the job record with the plan trained and its estimated and measured speedups beside each other. */
+function jsonSummary(info: JobInfo): object {
+  const plan = trainedPlan(info);
+  return { ...info, plan: plan ?? null, estimatedSpeedup: info.summary?.estimatedSpeedup ?? plan?.estimate?.speedup ?? null, measuredSpeedup: info.summary?.speedup ?? null };
+}
+
 function formatSummary(info: JobInfo, s: RunSummary): string {
   const pct = (v?: number) => (v === undefined ? '-' : `${(v * 100).toFixed(2)}%`);
   const n = (v?: number, d = 3) => (v === undefined ? '-' : v.toFixed(d));
@@ -131,7 +167,10 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
     info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}` : '',
     table,
-    s.speedup !== undefined ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` : 'no dense comparison (--no-compare)',
+    s.speedup !== undefined
+      ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` +
+        (s.estimatedSpeedup !== undefined ? ` (the plan estimated ${s.estimatedSpeedup.toFixed(2)}x)` : '')
+      : 'no dense comparison (--no-compare)',
     `report: ${s.reportPath ?? info.runDir}`,
     `run folder: ${info.runDir}`,
   ]
@@ -198,25 +237,33 @@ type Values = ReturnType<typeof parse<typeof options>>['values'];
 /** The job.submit request for the given options (the built-in demo when no spec is given). */
 async function submitParams(values: Values, specFile: string | undefined): Promise<SubmitParams> {
   const demo = specFile === undefined ? defaultDemo() : undefined;
-  if (values.model !== undefined && extname(specFile ?? '') !== '.py') throw new CliError('--model only applies to a .py model file');
-  const spec = demo ? demo.spec : extname(specFile as string) === '.py' ? await specFromPython(specFile as string, values.model) : readSpec(specFile as string);
+  const python = extname(specFile ?? '') === '.py';
+  if (values.model !== undefined && !python) throw new CliError('--model only applies to a .py model file');
+  if (values.set !== undefined && !python) throw new CliError('--set only applies to a .py model file');
+  if (values.steps !== undefined && values['max-steps'] !== undefined) throw new CliError('give --steps or --max-steps (the same option), not both');
   const budget = numberOption(values, 'budget');
   const speedup = numberOption(values, 'speedup');
   if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
-  const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
+  const target: PlanTarget = speedup !== undefined ? { speedup } : budget !== undefined ? { budget } : DEFAULT_TARGET;
   const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
+  const batchSize = intOption(values, 'batch-size', base.batchSize);
+  // A Python model comes with its plan (the analysis's); a spec file is planned by the daemon.
+  const job = python ? await jobFromPython(specFile as string, { model: values.model, pins: pinsOption(values), target, batchSize }) : undefined;
+  const spec = demo ? demo.spec : (job?.spec ?? readSpec(specFile as string));
+  const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
   if (demo) process.stderr.write(`${demo.description}\n`);
   return {
     spec,
+    ...(job ? { plan: job.plan } : {}),
     dataset,
-    target: speedup !== undefined ? { speedup } : { budget: budget ?? 0.25 },
+    target,
     compare: values['no-compare'] !== true,
     hyper: {
       ...base,
       epochs: numberOption(values, 'epochs') ?? base.epochs,
-      batchSize: intOption(values, 'batch-size', base.batchSize),
+      batchSize,
       lr: numberOption(values, 'lr') ?? base.lr,
-      maxSteps: intOption(values, 'max-steps', base.maxSteps ?? 0),
+      maxSteps: intOption(values, values.steps !== undefined ? 'steps' : 'max-steps', base.maxSteps ?? 0),
       evalEvery: intOption(values, 'eval-every', base.evalEvery ?? 0),
       threads: intOption(values, 'threads', 0),
       seed: intOption(values, 'seed', 0),
@@ -229,20 +276,22 @@ async function submitParams(values: Values, specFile: string | undefined): Promi
 export const trainCommand: Command = {
   summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
   usage:
-    '[spec.json | model.py [--model NAME]] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--max-steps N] [--eval-every N]\n' +
+    '[spec.json | model.py [--model NAME] [--set NAME=VALUE]…] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--steps N] [--eval-every N]\n' +
     '               [--threads N] [--seed N] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n' +
     '               [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
-    '  model.py         a PyTorch model, analysed like the editor does (--model picks the class or factory)\n' +
+    '  model.py         a PyTorch model, analysed like the editor and `pixelfly analyze` do (--model picks the class or\n' +
+    '                   factory, --set pins a value): trained with exactly the plan `pixelfly analyze` prints\n' +
+    '  --steps N        stop after N steps (also --max-steps)\n' +
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
     '  --precision      products\' inputs: auto (default: bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | fp16\n' +
-    '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
-    '  --speedup X      ...or for an estimated speedup X\n' +
+    `  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default ${'budget' in DEFAULT_TARGET ? DEFAULT_TARGET.budget : '-'})\n` +
+    '  --speedup X      ...or for an estimated whole-step speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +
     '  --resume JOB     resume an interrupted run from its last checkpoint\n' +
-    '  --json           print the final job record as JSON instead of the summary',
+    '  --json           print the final job record as JSON, with plan, estimatedSpeedup and measuredSpeedup',
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
@@ -295,7 +344,7 @@ export const trainCommand: Command = {
     });
     process.off('SIGINT', onSigint);
     line.end();
-    if (values.json) process.stdout.write(JSON.stringify(final, null, 2) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify(jsonSummary(final), null, 2) + '\n');
     else if (final.summary) process.stdout.write(formatSummary(final, final.summary) + '\n');
     else process.stdout.write(`run ${final.jobId}: ${final.state}${final.error ? `: ${final.error}` : ''}\n`);
     if (final.state === 'interrupted') process.stdout.write(`'pixelfly train --resume ${final.jobId}' continues it from its last checkpoint\n`);
