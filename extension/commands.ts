@@ -2,17 +2,15 @@
  * The extension's commands (palette, CodeLens, run tree, webviews). Each one checks its inputs
  * and reports problems in words; none throws at the user.
  */
-import { execFile } from 'node:child_process';
 import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { planModel } from '../core/planner';
 import { parseDataset } from '../daemon/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
 import { isTrainArgs, specFromTrainArgs, type TrainArgs } from './trainArgs';
-import { analyzeArgs, appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
+import { appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
 import { isActive, type RunStore } from './runs/runStore';
@@ -25,25 +23,27 @@ export interface Services {
   connection: DaemonConnection;
   store: RunStore;
   settings(): Settings;
+  /** The language server's analysis of an open Python document (its `pixelfly/analysis` request). */
+  analysis(uri: vscode.Uri): Promise<AnalyzedModel>;
 }
 
 const cliPath = (s: Services) => s.context.asAbsolutePath(join('dist', 'pixelfly.js'));
 
-/** `pixelfly analyze <file> --json`: the same analysis the language server runs, as a one-shot. */
-export function analyzeFile(s: Services, file: string): Promise<AnalyzedModel> {
-  const args = analyzeArgs(cliPath(s), file, s.settings().tokensPerSample);
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, args, { env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' }, maxBuffer: 64 << 20, timeout: 60000 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`analysing ${basename(file)} failed: ${(stderr || err.message).trim().split('\n').pop()}`));
-      try {
-        const parsed = JSON.parse(stdout) as AnalyzedModel;
-        if (!Array.isArray(parsed.layers)) throw new Error('no "layers" array');
-        resolve(parsed);
-      } catch (e) {
-        reject(new Error(`analysing ${basename(file)}: unexpected output (${(e as Error).message})`));
-      }
-    });
-  });
+/**
+ * The language server's analysis of a Python file: the one behind the hints, with the same
+ * settings, pins, open buffers and device profile (never a second analysis with other options).
+ * The document is opened (not shown) so the server has it.
+ */
+export async function analyzeFile(s: Services, uri: vscode.Uri): Promise<AnalyzedModel> {
+  await vscode.workspace.openTextDocument(uri);
+  let parsed: AnalyzedModel;
+  try {
+    parsed = await s.analysis(uri);
+  } catch (e) {
+    throw new Error(`analysing ${basename(uri.fsPath)} failed: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(parsed?.layers)) throw new Error(`analysing ${basename(uri.fsPath)}: the language server answered without a "layers" array`);
+  return parsed;
 }
 
 function isAnalyzedModel(v: unknown): v is AnalyzedModel {
@@ -62,9 +62,7 @@ async function resolveModel(s: Services, arg: unknown): Promise<{ view: ModelVie
   else if (typeof (arg as { uri?: unknown })?.uri === 'string') uri = vscode.Uri.parse((arg as { uri: string }).uri);
   else uri = vscode.window.activeTextEditor?.document.uri;
   if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open a Python file with a model (or use the CodeLens on a model class) to preview its masks');
-  const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === uri.toString());
-  if (doc?.isDirty) await doc.save();
-  const analyzed = await analyzeFile(s, uri.fsPath);
+  const analyzed = await analyzeFile(s, uri);
   if (analyzed.layers.length === 0) throw new Error(`no linear layers found in ${basename(uri.fsPath)}`);
   return { view: toModelView({ ...analyzed, uri: uri.toString() }, basename(uri.fsPath, '.py'), settings.blockSize, settings.tokensPerSample), focus };
 }
@@ -296,23 +294,23 @@ async function stopRun(s: Services, jobId?: unknown): Promise<void> {
   s.output.info(`cancel requested for ${id}: ${info.state}`);
 }
 
-/** Plans the model (daemon, else core) and writes the plan to `to`, or where the user picks. */
+/**
+ * Writes the plan the language server made for the model — the one its hints, lens and Train
+ * show, nothing planned again — to `to`, or where the user picks: the layers under their names in
+ * the source (for pixelfly_torch.sparsify), and the engine spec with the same plan on its layers.
+ */
 async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<vscode.Uri | undefined> {
   const { view } = await resolveModel(s, arg);
-  const settings = s.settings();
-  const inventory = view.layers.map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
-  const target = { budget: settings.budget };
-  let plan: unknown;
-  let source: string;
-  try {
-    plan = await s.connection.call('plan.suggest', { inventory: { layers: inventory }, target });
-    source = 'daemon (device profile of this machine)';
-  } catch (e) {
-    // The daemon plans with this device's measured profile; without it core plans with its default prior.
-    s.output.warn(`plan.suggest unavailable (${(e as Error).message}); planning locally with the default device profile`);
-    plan = planModel({ layers: inventory }, target);
-    source = 'core default device profile';
-  }
+  if (!view.uri) throw new Error(`${view.name} has no source file: open the Python file to export its plan`);
+  const analyzed = await analyzeFile(s, vscode.Uri.parse(view.uri));
+  if (!analyzed.plan) throw new Error(`the language server has no plan for ${view.name} (unresolved sizes?): see its hints`);
+  const layers = analyzed.layers
+    .filter((l) => l.count !== 0 && l.decision && l.role !== 'attn_core')
+    .map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, ...l.decision }));
+  const device = (analyzed.plan as { device?: { name?: string; source?: string } }).device;
+  const plannedBy = `language server, ${device?.source === 'measured' ? 'device profile measured on this machine' : 'default device profile'}${device?.name ? ` (${device.name})` : ''}`;
+  const target = analyzed.target;
+  const plan = { ...analyzed.plan, layers };
   const base = vscode.workspace.workspaceFolders?.[0]?.uri;
   const target_ = to ?? await vscode.window.showSaveDialog({
     defaultUri: base ? vscode.Uri.joinPath(base, `${view.name}.pixelfly-plan.json`) : undefined,
@@ -320,7 +318,7 @@ async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<v
     title: 'Export Pixelfly plan',
   });
   if (!target_) return undefined;
-  const doc = { model: view.name, source: view.uri, plannedBy: source, target, plan };
+  const doc = { model: view.name, source: view.uri, plannedBy, target, plan, engine: analyzed.engine };
   await vscode.workspace.fs.writeFile(target_, Buffer.from(JSON.stringify(doc, null, 2) + '\n', 'utf8'));
   void vscode.window.showInformationMessage(`Pixelfly: plan written to ${target_.fsPath}`);
   return target_;

@@ -8,6 +8,8 @@ import type { LanguageClient } from 'vscode-languageclient/node';
 import { metricsActions, maskActions, refreshRuns, registerCommands, type Services } from './commands';
 import { DaemonConnection } from './daemon/connection';
 import { startLanguageClient } from './lsp';
+import { ANALYSIS_REQUEST } from '../server/lsp/protocol';
+import type { AnalyzedModel } from './modelView';
 import { MASK_VIEW_TYPE, MaskPanel } from './panels/maskPanel';
 import { METRICS_VIEW_TYPE, MetricsPanel } from './panels/metricsPanel';
 import { RunStore } from './runs/runStore';
@@ -38,7 +40,17 @@ export function activate(context: vscode.ExtensionContext): PixelflyApi {
     cliPath: context.asAbsolutePath('dist/pixelfly.js'),
     log: (l) => output.info(l),
   });
-  const services: Services = { context, output, connection, store, settings: () => current.settings };
+  const services: Services = {
+    context,
+    output,
+    connection,
+    store,
+    settings: () => current.settings,
+    analysis: async (uri) => {
+      if (!client) throw new Error('the language server is not running (see the Pixelfly output)');
+      return client.sendRequest<AnalyzedModel>(ANALYSIS_REQUEST, { uri: uri.toString() });
+    },
+  };
   const status = new DaemonStatusBar();
   const runTree = new RunTree(store);
 

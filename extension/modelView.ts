@@ -31,6 +31,10 @@ export interface AnalyzedModel {
   /** Tokens per sample the analysis assumed (for layers that do not say). */
   tokensPerSample?: number;
   layers: AnalyzedLayer[];
+  /** From the language server's analysis: the planner's target, its plan (the layers' decisions are on the layers), and what Train trains. */
+  target?: unknown;
+  plan?: Record<string, unknown> | null;
+  engine?: unknown;
 }
 
 export function defaultConfig(out: number, inF: number, block: number): LayerConfig {
@@ -43,15 +47,6 @@ export function defaultConfig(out: number, inF: number, block: number): LayerCon
     }
   }
   return { block, butterflySize: 4, nFactors: 2, rank: 0, globalSize: 0, shuffle: false };
-}
-
-/**
- * `pixelfly analyze` arguments for a file. The setting is only a fallback for models that do not
- * say their sequence length (ViT-B/16 says 197, GPT-2 1024), like the language server treats it:
- * it is passed only when the user set it.
- */
-export function analyzeArgs(cliPath: string, file: string, tokensPerSample: number | null): string[] {
-  return [cliPath, 'analyze', file, '--json', ...(tokensPerSample !== null ? ['--default-tokens', String(tokensPerSample)] : [])];
 }
 
 /** Validates the result (the input came from another process); throws naming the bad field. */

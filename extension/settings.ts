@@ -5,6 +5,7 @@
  * checks and defaults are unit-tested against package.json without VS Code.
  */
 import { BACKEND_CHOICES, PRECISION_CHOICES } from '../protocol/daemon';
+import { DEFAULT_BUDGET } from '../core/planner';
 
 export interface Settings {
   daemonPort: number;
@@ -34,7 +35,7 @@ export interface Settings {
 export const DEFAULTS: Settings = {
   daemonPort: 0,
   daemonAutostart: true,
-  budget: 0.5,
+  budget: DEFAULT_BUDGET,
   blockSize: 32,
   dataset: 'fashion-mnist',
   datasetFolders: [],

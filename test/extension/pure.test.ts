@@ -1,4 +1,5 @@
 /** Small pure pieces of the extension: CSP shell, backoff, decimation, run series, model adapter, message validation. */
+import { DEFAULT_TARGET } from '../../core/planner';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -7,7 +8,7 @@ import { contentSecurityPolicy, pageHtml } from '../../extension/panels/webviewH
 import { Backoff } from '../../extension/daemon/backoff';
 import { decimateIndices } from '../../webview/metrics/decimate';
 import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
-import { analyzeArgs, appliedMessage, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
+import { appliedMessage, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs } from '../../extension/trainArgs';
@@ -180,13 +181,13 @@ describe('package.json contributions', () => {
     assert.deepEqual(fromPackage.problems, []);
     assert.deepEqual(fromPackage.settings, DEFAULTS);
     assert.equal(asked.length, Object.keys(DEFAULTS).length);
+    // One default target: the planner's, whoever plans (the editor's setting, the CLI, a job without a plan).
+    assert.deepEqual({ budget: DEFAULTS.budget }, DEFAULT_TARGET);
   });
 
   it('tokens per sample: unset by default, so the model\'s own sequence length wins; when set, only a fallback', () => {
     assert.equal(DEFAULTS.tokensPerSample, null);
     assert.match(pkg.contributes.configuration.properties['pixelfly.analysis.tokensPerSample'].description ?? '', /only when a model does not say/);
-    assert.deepEqual(analyzeArgs('cli.js', 'vit.py', DEFAULTS.tokensPerSample), ['cli.js', 'analyze', 'vit.py', '--json']);
-    assert.deepEqual(analyzeArgs('cli.js', 'vit.py', 300), ['cli.js', 'analyze', 'vit.py', '--json', '--default-tokens', '300']);
     assert.equal(readSettings((k) => (k === 'analysis.tokensPerSample' ? 300 : undefined)).settings.tokensPerSample, 300);
   });
 
