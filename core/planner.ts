@@ -414,7 +414,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const wanted = 'budget' in target ? `a budget of ${pct(target.budget)} of dense FLOPs` : `a ${target.speedup}× speedup`;
   const summary =
     `${sparsified} of ${layerCount} layers sparse for ${wanted}: ${pct(denseFlops ? t.flops / denseFlops : 1)} of dense matmul FLOPs, ` +
-    `a training step estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device} (${o.profile.source === 'measured' ? 'measured profile' : 'default profile'})` +
+    `a training step estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device}${o.profile.source === 'measured' ? ' (measured profile)' : ''}` +
     (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`) +
     ` ${explainEstimate(estimate)}`;
   return {

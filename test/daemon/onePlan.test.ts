@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { DEFAULT_PROFILE } from '../../core/costModel';
 import { CLI, engineMissing, removeHome, tempHome } from './harness';
 
@@ -49,7 +50,7 @@ test('pixelfly train FILE trains the plan pixelfly analyze FILE printed, on the 
       assert.equal(plan.estimate.batchSize, 8);
       // The engine's layers take the decisions of the source's layers they stand for.
       for (const l of a.layers.filter((r: { decision: { sparsify: boolean } | null }) => r.decision?.sparsify)) {
-        assert.ok(plan.layers.some((p: { config?: unknown }) => JSON.stringify(p.config) === JSON.stringify(l.decision.config)), `${c.name}: ${l.name}'s config is in the engine plan`);
+        assert.ok(plan.layers.some((p: { config?: unknown }) => isDeepStrictEqual(p.config, l.decision.config)), `${c.name}: ${l.name}'s config is in the engine plan`);
       }
       const trained = pixelfly(home, ['train', c.file, '--json', '--steps', '2', '--batch-size', '8', '--threads', '1', '--dataset', 'synthetic', ...set]);
       assert.equal(trained.status, 0, `${c.name}: ${trained.stderr}`);
