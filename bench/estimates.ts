@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { specInventory, type ModelSpec } from '../core/modelSpec';
-import { connectDaemon, ensureDaemon } from '../daemon/discovery';
+import { connectDaemon, discover } from '../daemon/discovery';
 import type { Plan } from '../protocol/plan';
 
 const ROOT = join(__dirname, '..', '..');
@@ -64,14 +64,18 @@ function analyzeCase(home: string, c: Case): { spec: ModelSpec; plan: Plan } {
 /** bench.layers for the plan's Pixelfly layers at a batch's rows, with the step rates: the device profile the next analysis uses. */
 async function measureDevice(home: string, job: { spec: ModelSpec; plan: Plan }, batch: number, repeats: number): Promise<void> {
   const inventory = new Map(specInventory(job.spec).layers.map((l) => [l.name, l]));
+  // Every product of the model: the Pixelfly ones with their configs, the others dense only (their GEMM rates).
   const shapes = job.plan.layers
-    .filter((l) => l.sparsify && l.config)
+    .filter((l) => inventory.get(l.name)!.role !== 'attn_core' && inventory.get(l.name)!.role !== 'embedding')
     .map((l) => {
       const layer = inventory.get(l.name)!;
-      return { name: l.name, in: layer.in, out: layer.out, rows: Math.min(1 << 14, batch * layer.rowsPerSample), config: l.config! };
+      const rows = Math.max(1, Math.min(Math.floor((16 << 20) / Math.max(layer.in, layer.out)), batch * layer.rowsPerSample));
+      return { name: l.name, in: layer.in, out: layer.out, rows, ...(l.sparsify && l.config ? { config: l.config } : {}) };
     });
-  if (shapes.length === 0) return;
-  const client = await connectDaemon(await ensureDaemon(home));
+  cli(home, ['daemon', 'start']);
+  const found = discover(home);
+  if (!found) throw new Error(`no daemon in ${home} after 'pixelfly daemon start'`);
+  const client = await connectDaemon(found);
   try {
     await client.request('bench.layers', { shapes, repeats, step: true }, 900_000);
   } finally {

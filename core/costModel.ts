@@ -27,6 +27,12 @@
  */
 import { totalFlops, type LayerCost, type PixelflyCost } from './pixelflyLayer';
 
+export interface DenseShapePoint {
+  in: number;
+  out: number;
+  gflops: number;
+}
+
 export interface BlockSparsePoint {
   block: number;
   density: number;
@@ -42,6 +48,12 @@ export interface DeviceProfile {
   blockSparse: BlockSparsePoint[];
   lowRank: { rank: number; efficiency: number }[];
   elementwiseGBps: number;
+  /**
+   * Dense GEMM throughput measured at given layer shapes (fwd+bwd GFLOP/s): small or skinny
+   * products (a Mixer's token mixing) run far below `denseGflops`. A layer takes the rate of the
+   * nearest measured shape; none within a factor of 4 (in × out on a log scale): `denseGflops`.
+   */
+  denseShapes?: DenseShapePoint[];
   /** The products' input precision the rates were measured at (the engine's default on this device). */
   precision?: 'fp32' | 'bf16' | 'fp16';
   /** Rates of the work a plan does not change; a profile measured before they were taken uses the prior's. */
@@ -138,6 +150,14 @@ export function parseDeviceProfile(value: unknown): DeviceProfile {
     for (const f of ['attentionGflops', 'pointwiseNsPerElement', 'optimizerNsPerParam', 'dataNsPerValue']) positive(`step.${f}`, st[f]);
     if (st.measuredWith !== undefined && typeof st.measuredWith !== 'string') fail('step.measuredWith', 'must be a string');
   }
+  if (v.denseShapes !== undefined) {
+    if (!Array.isArray(v.denseShapes)) fail('denseShapes', 'must be an array');
+    (v.denseShapes as Record<string, unknown>[]).forEach((p, i) => {
+      positive(`denseShapes[${i}].in`, p?.in);
+      positive(`denseShapes[${i}].out`, p?.out);
+      positive(`denseShapes[${i}].gflops`, p?.gflops);
+    });
+  }
   list('blockSparse').forEach((p, i) => {
     positive(`blockSparse[${i}].block`, p.block);
     positive(`blockSparse[${i}].density`, p.density);
@@ -202,14 +222,32 @@ export function lowRankEfficiency(profile: DeviceProfile, rank: number): number 
   return interpolate(curves(profile).lowRank, rank);
 }
 
-/** Estimated seconds per step of a dense layer. */
-export function denseSeconds(cost: LayerCost, profile: DeviceProfile): number {
-  return totalFlops(cost.flops) / (profile.denseGflops * 1e9);
+/** A layer's shape, when known: its dense rate is then the nearest measured shape's. */
+export interface LayerShape {
+  in: number;
+  out: number;
 }
 
-/** Estimated seconds per step of a Pixelfly layer: each part at its own efficiency. */
-export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: DeviceProfile): number {
-  const rate = profile.denseGflops * 1e9;
+/** Dense GEMM GFLOP/s for a layer of this shape on the profile's device. */
+export function denseGflops(profile: DeviceProfile, shape?: LayerShape): number {
+  if (!shape || !profile.denseShapes?.length) return profile.denseGflops;
+  let best: DenseShapePoint | undefined;
+  let bestD = Infinity;
+  for (const p of profile.denseShapes) {
+    const d = Math.abs(Math.log2(p.in / shape.in)) + Math.abs(Math.log2(p.out / shape.out));
+    if (d < bestD) [best, bestD] = [p, d];
+  }
+  return best && bestD <= 2 ? best.gflops : profile.denseGflops;
+}
+
+/** Estimated seconds per step of a dense layer. */
+export function denseSeconds(cost: LayerCost, profile: DeviceProfile, shape?: LayerShape): number {
+  return totalFlops(cost.flops) / (denseGflops(profile, shape) * 1e9);
+}
+
+/** Estimated seconds per step of a Pixelfly layer: each part at its own efficiency (relative to dense at the same shape). */
+export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: DeviceProfile, shape?: LayerShape): number {
+  const rate = denseGflops(profile, shape) * 1e9;
   const { sparse, lowRank, gate, mix } = cost.parts;
   const sparseEff = blockSparseEfficiency(profile, cost.layout.block, cost.layout.density);
   let t = totalFlops(sparse) / (rate * sparseEff);
@@ -222,6 +260,6 @@ export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: Devic
   return t;
 }
 
-export function estimateSpeedup(dense: LayerCost, pixelfly: PixelflyCost, rank: number, profile: DeviceProfile = DEFAULT_PROFILE): number {
-  return denseSeconds(dense, profile) / pixelflySeconds(pixelfly, rank, profile);
+export function estimateSpeedup(dense: LayerCost, pixelfly: PixelflyCost, rank: number, profile: DeviceProfile = DEFAULT_PROFILE, shape?: LayerShape): number {
+  return denseSeconds(dense, profile, shape) / pixelflySeconds(pixelfly, rank, profile, shape);
 }

@@ -161,7 +161,8 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
   const hit = cache.get(key);
   if (hit) return hit;
   const dense = denseLinearCost(layer.in, layer.out, 1, bias);
-  const denseT = denseSeconds(dense, o.profile);
+  const shape = { in: layer.in, out: layer.out };
+  const denseT = denseSeconds(dense, o.profile, shape);
   const minDim = Math.min(layer.in, layer.out);
   const ranks = [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
   const all: Candidate[] = [];
@@ -177,7 +178,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
         for (const rank of ranks) {
           const config = { ...params, rank };
           const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout, bias);
-          const seconds = pixelflySeconds(cost, rank, o.profile);
+          const seconds = pixelflySeconds(cost, rank, o.profile, shape);
           if (denseT / seconds < o.minSpeedup) continue;
           all.push({ config, layout, fraction: totalFlops(cost.flops) / totalFlops(dense.flops), secondsPerRow: seconds, params: cost.params });
         }
@@ -289,7 +290,7 @@ function fixedCandidate(layer: InventoryLayer, profile: DeviceProfile): Candidat
     config,
     layout,
     fraction: totalFlops(cost.flops) / totalFlops(dense.flops),
-    secondsPerRow: pixelflySeconds(cost, config.rank, profile),
+    secondsPerRow: pixelflySeconds(cost, config.rank, profile, layer),
     params: cost.params,
   };
 }
@@ -324,7 +325,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
       layer,
       rows,
       denseFlops: totalFlops(dense.flops),
-      denseSeconds: denseSeconds(dense, o.profile),
+      denseSeconds: denseSeconds(dense, o.profile, layer),
       denseParams: layer.count * layerDenseCost(layer, 1).params,
       front: [],
     };

@@ -19,7 +19,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
-import { DEFAULT_PROFILE, type BlockSparsePoint, type DeviceProfile, type StepRates } from '../core/costModel';
+import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type StepRates } from '../core/costModel';
 import { specInventory, type VitSpec } from '../core/modelSpec';
 import { modelWork } from '../core/stepCost';
 import { createModel, EngineDataset, resolvePrecision, type EnginePrecision, type StepResult } from '../native/engine';
@@ -47,6 +47,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   const p = precision === 'bf16' ? { precision: 'bf16' as const } : {};
   const rows: MethodResult<'bench.layers'>['rows'] = [];
   const denseRates: number[] = [];
+  const denseShapes: DenseShapePoint[] = [];
   const sparsePoints: BlockSparsePoint[] = [];
   const lowRankPoints: { rank: number; efficiency: number }[] = [];
   for (const [si, s] of params.shapes.entries()) {
@@ -62,6 +63,8 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     const denseFlops = 6 * m * s.in * s.out;
     const denseRate = denseFlops / (denseMs / 1e3);
     denseRates.push(denseRate);
+    denseShapes.push({ in: s.in, out: s.out, gflops: denseRate / 1e9 });
+    // A shape with no config and no `configs` is measured dense only (its rate is what the profile keeps).
     for (const config of s.config ? [s.config] : (params.configs ?? [])) {
       let layout;
       try {
@@ -101,6 +104,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   }
   const measured = buildProfile(denseRates, sparsePoints, lowRankPoints, nThreads, precision);
   measured.elementwiseGBps = await elementwiseGBps(params.repeats);
+  measured.denseShapes = denseShapes;
   if (params.step) measured.step = await stepRates(nThreads, precision, params.repeats);
   mkdirSync(profilesDir, { recursive: true });
   const profilePath = join(profilesDir, PROFILE_FILE);
@@ -125,9 +129,12 @@ export function mergeProfiles(saved: DeviceProfile, fresh: DeviceProfile): Devic
   const lowRank = new Map((keep ? saved.lowRank : []).map((p) => [p.rank, p]));
   for (const p of fresh.lowRank) lowRank.set(p.rank, p);
   const step = fresh.step ?? (keep ? saved.step : undefined);
+  const shapes = new Map((keep ? (saved.denseShapes ?? []) : []).map((p) => [`${p.in}x${p.out}`, p]));
+  for (const p of fresh.denseShapes ?? []) shapes.set(`${p.in}x${p.out}`, p);
   return {
     ...fresh,
     ...(step ? { step } : {}),
+    ...(shapes.size > 0 ? { denseShapes: [...shapes.values()].sort((a, b) => a.in - b.in || a.out - b.out) } : {}),
     blockSparse: blockSparse.size > 0 ? [...blockSparse.values()].sort((a, b) => a.block - b.block || a.density - b.density) : DEFAULT_PROFILE.blockSparse,
     lowRank: lowRank.size > 0 ? [...lowRank.values()].sort((a, b) => a.rank - b.rank) : DEFAULT_PROFILE.lowRank,
   };

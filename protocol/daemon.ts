@@ -323,7 +323,7 @@ export const BenchShapeSchema = z.strictObject({
   out: positiveInt.max(65536),
   /** Rows of the activation matrix (batch x tokens). */
   rows: positiveInt.max(1 << 20),
-  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`. */
+  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`; with neither, the shape is measured dense only (its GEMM rate). */
   config: PixelflyConfigSchema.optional(),
 });
 
@@ -363,9 +363,6 @@ export const methods = {
       threads: z.number().int().nonnegative().max(256).default(0),
       /** Also time dense engine training steps, for the step rates whole-step estimates use (core/stepCost.ts). */
       step: z.boolean().default(true),
-    }).refine((p) => p.configs !== undefined || p.shapes.every((s) => s.config !== undefined), {
-      message: 'every shape needs its own config when configs is not given',
-      path: ['configs'],
     }),
     result: z.object({
       /** Where the measured profile was saved; core/costModel.ts reads it. */

@@ -216,7 +216,7 @@ describe('Train CodeLens arguments', () => {
 });
 
 describe('benchParams', () => {
-  it('measures every Pixelfly layer in one bench.layers request, each with its own config', () => {
+  it('measures every Pixelfly layer in one bench.layers request, each with its own config, and the dense layers dense only', () => {
     const view = toModelView(
       {
         tokensPerSample: 64,
@@ -237,6 +237,8 @@ describe('benchParams', () => {
       [
         ['fc1', 256, 1024, 1024, 32, 8],
         ['fc2', 1024, 256, 1024, 16, 0],
+        // the dense head too, measured dense only: estimates cost it at its own shape's GEMM rate
+        ['head', 256, 10, 16, undefined, undefined],
       ],
     );
     assert.throws(() => benchParams({ ...view, layers: view.layers.filter((l) => !l.sparsify) }), /nothing to measure/);
