@@ -18,7 +18,7 @@ const browser = { platform: 'browser', target: 'es2022', format: 'iife' };
 
 /** @type {Array<{in: string, out: string, kind: object, banner?: string}>} */
 const bundles = [
-  { in: 'daemon/cli.ts', out: 'dist/pixelfly.js', kind: node, banner: '#!/usr/bin/env node' },
+  { in: 'cli/main.ts', out: 'dist/pixelfly.js', kind: node, banner: '#!/usr/bin/env node' },
   // the daemon's job and task processes (daemon/workers.ts finds it beside pixelfly.js)
   { in: 'daemon/worker.ts', out: 'dist/worker.js', kind: node },
   { in: 'extension/main.ts', out: 'dist/extension.js', kind: node },

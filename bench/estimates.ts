@@ -14,11 +14,11 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { specInventory, type ModelSpec } from '../core/modelSpec';
-import { connectDaemon, discover } from '../daemon/discovery';
+import { connectDaemon, discover } from '../client/discovery';
 import type { Plan } from '../protocol/plan';
 
 const ROOT = join(__dirname, '..', '..');
-const CLI = join(__dirname, '..', 'daemon', 'cli.js');
+const CLI = join(__dirname, '..', 'cli', 'main.js');
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'models');
 
 interface Case {

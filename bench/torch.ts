@@ -22,7 +22,7 @@ import { dirname, join, resolve } from 'node:path';
 import { layoutNear } from './kernels';
 import { analyze } from '../server/analysis/analyze';
 import { pythonParser } from '../server/analysis/parser';
-import { analysisJson } from '../daemon/commands/analyze';
+import { analysisJson } from '../cli/commands/analyze';
 import { parsePin } from '../server/analysis/pragmas';
 import { DEBIAN_FASHION_MNIST } from '../native/datasets';
 

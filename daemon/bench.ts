@@ -27,7 +27,7 @@ import { syntheticClassification } from '../native/datasets';
 import { PixelflyConfigError } from '../core/errors';
 import { biasGrad, bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, gemm, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
-import { writeFileAtomic } from './home';
+import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 import { median, medianMs, seededFloatsAsync } from './measure';

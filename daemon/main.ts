@@ -5,7 +5,7 @@
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { PROTOCOL_VERSION, type MethodParams, type MethodResult } from '../protocol/daemon';
-import { createToken, ensureHome, ensureReserve, homePaths, processAlive, readDiscovery, removeDiscovery, withSpace, writeDiscovery } from './home';
+import { createToken, ensureHome, ensureReserve, homePaths, processAlive, readDiscovery, removeDiscovery, withSpace, writeDiscovery } from '../io/home';
 import { JobManager } from './jobs/jobManager';
 import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
 import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';

@@ -8,7 +8,7 @@ import type { LanguageClient } from 'vscode-languageclient/node';
 import { metricsActions, maskActions, refreshRuns, registerCommands, type Services } from './commands';
 import { DaemonConnection } from './daemon/connection';
 import { startLanguageClient } from './lsp';
-import { ANALYSIS_REQUEST } from '../server/lsp/protocol';
+import { ANALYSIS_REQUEST } from '../protocol/lsp';
 import type { AnalyzedModel } from './modelView';
 import { MASK_VIEW_TYPE, MaskPanel } from './panels/maskPanel';
 import { METRICS_VIEW_TYPE, MetricsPanel } from './panels/metricsPanel';

@@ -1,8 +1,8 @@
 /**
  * The `pixelfly.train` argument the language server's CodeLens passes ({uri, name, spec?,
- * specError?}, server/lsp/protocol.ts) or the palette assembles. No VS Code imports (unit-tested).
+ * specError?}, protocol/lsp.ts) or the palette assembles. No VS Code imports (unit-tested).
  */
-import type { TrainLensArgs } from '../server/lsp/protocol';
+import type { TrainLensArgs } from '../protocol/lsp';
 
 export type TrainArgs = Partial<TrainLensArgs> & { plan?: unknown };
 

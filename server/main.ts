@@ -17,13 +17,13 @@ import {
 } from 'vscode-languageserver/node';
 import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
-import { analysisJson } from '../daemon/commands/analyze';
+import { analysisJson } from '../cli/commands/analyze';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, whyNoRewrite, type EditContext } from './lsp/features';
-import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type ApplyLayerConfigArgs } from './lsp/protocol';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type ApplyLayerConfigArgs } from '../protocol/lsp';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
 import { RunResults, runKey } from '../io/runResults';
-import { homePaths } from '../io/pixelflyHome';
+import { homePaths } from '../io/home';
 import type { Analysis } from './analysis/analyze';
 
 const connection = createConnection(ProposedFeatures.all);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { describeIoError, errnoCode, JobIoError, type DatasetInfo, type TrainingRequest } from './trainer';
 import type { JobEvent, JobState, RunSummary } from '../../protocol/daemon';
 import { formatBytes } from '../../io/userFile';
-import { writeFileAtomic } from '../home';
+import { writeFileAtomic } from '../../io/home';
 
 export interface RunRecord {
   jobId: string;

@@ -4,9 +4,9 @@
  * followed job from the last event it saw, so a daemon restart or network blip loses no metrics.
  * No VS Code imports: the unit tests drive it against a real WebSocket server.
  */
-import { DaemonClient, daemonUrl } from '../../daemon/client';
-import { discover, spawnDaemon } from '../../daemon/discovery';
-import { homePaths, pixelflyHome } from '../../daemon/home';
+import { DaemonClient, daemonUrl } from '../../client/daemonClient';
+import { discover, spawnDaemon } from '../../client/discovery';
+import { homePaths, pixelflyHome } from '../../io/home';
 import type { JobEvent, MethodName, MethodParamsIn, MethodResult } from '../../protocol/daemon';
 import { Backoff, DEFAULT_BACKOFF, type BackoffOptions } from './backoff';
 
@@ -163,7 +163,7 @@ export class DaemonConnection {
   }
 
   /**
-   * Starts `pixelfly daemon foreground` detached, the daemon's own way (daemon/discovery.ts), and waits
+   * Starts `pixelfly daemon foreground` detached, the daemon's own way (client/discovery.ts), and waits
    * until it answers. The extension host runs with ELECTRON_RUN_AS_NODE=1 in desktop VS Code, so
    * process.execPath runs the CLI as plain Node there too.
    */

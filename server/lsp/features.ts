@@ -27,7 +27,7 @@ import { explainEstimate, type StepEstimate } from '../../core/stepCost';
 import type { PlanDevice } from '../../core/planner';
 import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
-import { ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from './protocol';
+import { ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
 
 export const SOURCE = 'pixelfly';
 export const CODE_SPARSIFY = 'pixelfly.sparsify';

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { ProfileWatcher } from '../../io/deviceProfile';
-import { homePaths } from '../../io/pixelflyHome';
+import { homePaths } from '../../io/home';
 import { analyze, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';

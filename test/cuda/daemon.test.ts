@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { JobEvent } from '../../protocol/daemon';
-import type { DaemonClient } from '../../daemon/client';
+import type { DaemonClient } from '../../client/daemonClient';
 import { cudaInfo } from '../../native/cuda';
 import { removeHome, startDaemon, tempHome, waitFor } from '../daemon/harness';
 

@@ -11,7 +11,7 @@ import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, type JobEvent, type JobInfo } from '../../protocol/daemon';
-import type { DaemonClient, DaemonRpcError } from '../../daemon/client';
+import type { DaemonClient, DaemonRpcError } from '../../client/daemonClient';
 import { engineMissing, removeHome, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
 
 const skipEngine = engineMissing();

@@ -7,10 +7,10 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { DaemonClient, daemonUrl } from '../../daemon/client';
-import { DAEMON_NODE_FLAGS } from '../../daemon/discovery';
+import { DaemonClient, daemonUrl } from '../../client/daemonClient';
+import { DAEMON_NODE_FLAGS } from '../../client/discovery';
 
-export const CLI = join(__dirname, '..', '..', 'daemon', 'cli.js');
+export const CLI = join(__dirname, '..', '..', 'cli', 'main.js');
 
 export function tempHome(): string {
   return mkdtempSync(join(tmpdir(), 'pixelfly-daemon-test-'));

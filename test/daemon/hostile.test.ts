@@ -11,7 +11,7 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { ErrorCode, TOKEN_HEADER, type JobEvent, type JobInfo, type MethodParamsIn } from '../../protocol/daemon';
-import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
+import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
 import { idxHeader, makeFifo, npyFile, writeGzipBomb } from '../support/dataFiles';
 import { assertResponsive, describeLatency, engineMissing, frame, rawConnect, removeHome, rssOf, sampleHello, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
 

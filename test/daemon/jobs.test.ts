@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCode, TOKEN_HEADER, type JobEvent, type JobInfo } from '../../protocol/daemon';
-import { DaemonRpcError, type DaemonClient } from '../../daemon/client';
+import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
 import { parseDeviceProfile } from '../../core/costModel';
 import { engineMissing, frame, withDaemon, rawConnect, removeHome, startDaemon, tempHome, waitFor, sleep } from './harness';
 import { cpuHasBf16 } from '../../native/engine';

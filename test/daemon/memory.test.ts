@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { estimateTrainingMemory, modelMemory } from '../../core/memoryEstimate';
 import { parseModelSpec } from '../../core/modelSpec';
 import type { JobInfo, MethodParamsIn } from '../../protocol/daemon';
-import type { DaemonClient } from '../../daemon/client';
+import type { DaemonClient } from '../../client/daemonClient';
 import { memoryInput } from '../../daemon/memory';
 import { assertResponsive, describeLatency, engineMissing, removeHome, rssOf, sampleHello, sleep, startDaemon, tempHome, type DaemonProcess } from './harness';
 

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { createToken, ensureHome, writeDiscovery } from '../../daemon/home';
+import { createToken, ensureHome, writeDiscovery } from '../../io/home';
 import { TOKEN_HEADER, type JobEvent } from '../../protocol/daemon';
 import { DaemonConnection, type ConnectionState } from '../../extension/daemon/connection';
 

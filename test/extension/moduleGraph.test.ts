@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { parseDataset } from '../../daemon/datasetArg';
+import { parseDataset } from '../../client/datasetArg';
 
 const OUT = resolve(__dirname, '..', '..');
 
@@ -38,7 +38,7 @@ describe('extension module graph', () => {
   it('loads neither the Python analysis nor the CLI commands', () => {
     const graph = moduleGraph(join(OUT, 'extension', 'main.js'));
     assert.ok(graph.has(join('extension', 'commands.js')), `the walk reaches commands.js: ${[...graph].join(', ')}`);
-    const heavy = [...graph].filter((f) => f.startsWith(join('server', 'analysis')) || f.startsWith(join('daemon', 'commands')));
+    const heavy = [...graph].filter((f) => f.startsWith(join('server', 'analysis')) || f.startsWith(join('cli', 'commands')));
     assert.deepEqual(heavy, []);
   });
 });

@@ -11,7 +11,7 @@ import { ParseCache } from '../../server/analysis/modules';
 import { pythonParser } from '../../server/analysis/parser';
 import type { Analysis, AnalyzeOptions } from '../../server/analysis/analyze';
 import { CODE_SPARSIFY, CODE_UNRESOLVED, codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, type EditContext } from '../../server/lsp/features';
-import { analysisJson } from '../../daemon/commands/analyze';
+import { analysisJson } from '../../cli/commands/analyze';
 import { toModelView, type AnalyzedModel } from '../../extension/modelView';
 import { modelTotals } from '../../webview/mask/layerStats';
 import { parsePinValue } from '../../server/analysis/pragmas';

@@ -1,9 +1,9 @@
 // `pixelfly daemon start|stop|status|foreground [--port N]`: the local training daemon.
-import { connectDaemon, discover, spawnDaemon } from '../discovery';
-import { pixelflyHome, processAlive } from '../home';
-import { AlreadyRunningError, startDaemon } from '../main';
-import { DEFAULT_SERVER_LIMITS } from '../server';
-import { loadEngineServices } from '../engineServices';
+import { connectDaemon, discover, spawnDaemon } from '../../client/discovery';
+import { pixelflyHome, processAlive } from '../../io/home';
+import { AlreadyRunningError, startDaemon } from '../../daemon/main';
+import { DEFAULT_SERVER_LIMITS } from '../../daemon/server';
+import { loadEngineServices } from '../../daemon/engineServices';
 import { CliError, intOption, parse, type Command } from './command';
 
 const options = {

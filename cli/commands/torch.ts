@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { pixelflyHome } from '../home';
+import { pixelflyHome } from '../../io/home';
 import { CliError, parse, type Command } from './command';
 
 const options = {

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeFifo } from '../support/dataFiles';
-import { CLI, engineMissing, removeHome, tempHome, waitFor } from './harness';
+import { CLI, engineMissing, removeHome, tempHome, waitFor } from '../daemon/harness';
 
 function pixelfly(home: string, args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, PIXELFLY_HOME: home }, encoding: 'utf8', timeout: 60_000 });

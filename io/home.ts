@@ -2,9 +2,8 @@
 // find the daemon: daemon.json (port, pid; readable by all of this user's tools) and token (0600).
 import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { homePaths, pixelflyHome } from '../io/pixelflyHome';
-
-export { homePaths, pixelflyHome };
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 export interface Discovery {
   port: number;
@@ -13,6 +12,22 @@ export interface Discovery {
   startedAt: string;
   version: string;
 }
+
+export function pixelflyHome(): string {
+  const override = process.env.PIXELFLY_HOME;
+  return override && override.length > 0 ? override : join(homedir(), '.pixelfly');
+}
+
+export const homePaths = (home = pixelflyHome()) => ({
+  home,
+  discovery: join(home, 'daemon.json'),
+  token: join(home, 'token'),
+  lock: join(home, 'daemon.lock'),
+  log: join(home, 'daemon.log'),
+  runs: join(home, 'runs'),
+  profiles: join(home, 'profiles'),
+  reserve: join(home, 'space-reserve'),
+});
 
 export function ensureHome(home = pixelflyHome()): void {
   mkdirSync(home, { recursive: true, mode: 0o700 });

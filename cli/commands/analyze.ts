@@ -9,7 +9,7 @@ import type { Value } from '../../server/analysis/values';
 import { DEFAULT_TARGET, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { DEFAULT_BATCH_SIZE } from '../../core/stepCost';
 import { loadProfile } from '../../io/deviceProfile';
-import { homePaths } from '../../io/pixelflyHome';
+import { homePaths } from '../../io/home';
 import { CliError, intOption, numberOption, parse, type Command } from './command';
 
 const options = {

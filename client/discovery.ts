@@ -2,8 +2,8 @@
 // Shared by the CLI and the VS Code extension (no VS Code imports).
 import { spawn } from 'node:child_process';
 import { openSync } from 'node:fs';
-import { DaemonClient, daemonUrl } from './client';
-import { ensureHome, homePaths, processAlive, readDiscovery, readToken } from './home';
+import { DaemonClient, daemonUrl } from './daemonClient';
+import { ensureHome, homePaths, processAlive, readDiscovery, readToken } from '../io/home';
 
 export interface DaemonEndpoint {
   port: number;

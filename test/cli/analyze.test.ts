@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { fixture, repoRoot } from './helpers';
+import { fixture, repoRoot } from '../server/helpers';
 
-const compiled = join(repoRoot, 'out', 'daemon', 'cli.js');
+const compiled = join(repoRoot, 'out', 'cli', 'main.js');
 const bundle = join(repoRoot, 'dist', 'pixelfly.js');
 
 function cli(entry: string, args: string[]) {

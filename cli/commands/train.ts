@@ -3,9 +3,9 @@
 // with a summary and the path of the run's self-contained HTML report.
 import { readFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
-import { DaemonRpcError, type DaemonClient } from '../client';
-import { connectDaemon, discover, ensureDaemon } from '../discovery';
-import { pixelflyHome } from '../home';
+import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
+import { connectDaemon, discover, ensureDaemon } from '../../client/discovery';
+import { pixelflyHome } from '../../io/home';
 import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
@@ -15,7 +15,7 @@ import type { Value } from '../../server/analysis/values';
 import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
 import type { Plan } from '../../protocol/plan';
 import { cliPlanOptions } from './analyze';
-import { parseDataset } from '../datasetArg';
+import { parseDataset } from '../../client/datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
 const options = {

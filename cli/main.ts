@@ -1,4 +1,4 @@
-// `pixelfly` command-line entry: a table of sub-commands, each in daemon/commands/<name>.ts.
+// `pixelfly` command-line entry: a table of sub-commands, each in cli/commands/<name>.ts.
 // Every command returns its exit status; errors go to stderr with a non-zero status.
 import { CliError, type Command } from './commands/command';
 import { layoutCommand } from './commands/layout';

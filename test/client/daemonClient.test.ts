@@ -7,7 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { DaemonClient } from '../../daemon/client';
+import { DaemonClient } from '../../client/daemonClient';
 
 let wss: WebSocketServer;
 let url: string;

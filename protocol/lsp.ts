@@ -1,12 +1,14 @@
 /**
- * What the language server hands the extension: the arguments of its CodeLens commands (which
- * the extension registers) and of the commands the server itself executes. Documented in
- * server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts) reads the first.
+ * The extension <-> language server boundary (LSP): the names and argument types of the server's
+ * CodeLens commands (which the extension registers), of the commands the server itself executes,
+ * and of its custom requests. Both sides import this file, so it stays free of Node and VS Code
+ * imports. Documented in server/README.md; the extension's `AnalyzedModel` (extension/modelView.ts)
+ * reads the CodeLens arguments.
  */
-import type { PixelflyConfig } from '../../core/pixelflyLayer';
-import type { InventoryLayer } from '../../core/inventory';
-import type { LayerDecision } from '../../core/planner';
-import type { Plan } from '../../protocol/plan';
+import type { PixelflyConfig } from '../core/pixelflyLayer';
+import type { InventoryLayer } from '../core/inventory';
+import type { LayerDecision } from '../core/planner';
+import type { Plan } from './plan';
 
 /** CodeLens commands, registered by the extension. */
 export const PREVIEW_MASKS = 'pixelfly.previewMasks';
