@@ -25,6 +25,20 @@ const options = {
   json: { type: 'boolean' },
 } as const;
 
+/** `--set NAME=VALUE`… as pins (what `# pixelfly: NAME=VALUE` comments give), for analyze and train alike. */
+export function pinsOption(values: { set?: string[] }): Map<string, Value> {
+  const pins = new Map<string, Value>();
+  for (const s of values.set ?? []) {
+    try {
+      const [k, v] = parsePin(s);
+      pins.set(k, v);
+    } catch (e) {
+      throw new CliError(`--set ${s}: ${(e as Error).message}`);
+    }
+  }
+  return pins;
+}
+
 /**
  * The planner's options on the command line, as the editor's: the device profile the daemon
  * measured on this machine (else core's prior), and the batch a step's estimate assumes.
@@ -140,15 +154,7 @@ export const analyzeCommand: Command = {
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length !== 1) throw new CliError('expected exactly one Python file');
-    const pins = new Map<string, Value>();
-    for (const s of values.set ?? []) {
-      try {
-        const [k, v] = parsePin(s);
-        pins.set(k, v);
-      } catch (e) {
-        throw new CliError(`--set ${s}: ${(e as Error).message}`);
-      }
-    }
+    const pins = pinsOption(values);
     const tokens = values.tokens === undefined ? undefined : intOption(values, 'tokens');
     if (tokens !== undefined && tokens < 1) throw new CliError(`--tokens must be ≥ 1, got ${tokens}`);
     const defaultTokens = values['default-tokens'] === undefined ? undefined : intOption(values, 'default-tokens');

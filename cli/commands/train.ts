@@ -10,11 +10,10 @@ import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, TERMINAL
 import { defaultDemo } from '../demo';
 import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
-import { parsePin } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
 import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
 import type { Plan } from '../../protocol/plan';
-import { cliPlanOptions } from './analyze';
+import { cliPlanOptions, pinsOption } from './analyze';
 import { parseDataset } from '../../client/datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
@@ -72,19 +71,6 @@ async function jobFromPython(file: string, o: { model?: string; pins: Map<string
   if ('error' in r) throw new CliError(`${file}: ${r.error}`, 1);
   process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n${r.plan.summary}\n`);
   return { spec: { ...r.spec }, plan: r.plan };
-}
-
-function pinsOption(values: { set?: string[] }): Map<string, Value> {
-  const pins = new Map<string, Value>();
-  for (const s of values.set ?? []) {
-    try {
-      const [k, v] = parsePin(s);
-      pins.set(k, v);
-    } catch (e) {
-      throw new CliError(`--set ${s}: ${(e as Error).message}`);
-    }
-  }
-  return pins;
 }
 
 function readSpec(file: string): Record<string, unknown> {
