@@ -114,3 +114,93 @@ export function attentionCoreFlops(T: number, dim: number, causal: boolean, dens
   const forward = 4 * T * T * dim * (causal ? 0.5 : 1) * density;
   return { forward, backward: 2 * forward };
 }
+
+/**
+ * How fast the block-sparse kernels run per kept score block, relative to dense attention's own
+ * blocks (a row with few kept blocks amortises its packing and online-softmax rescaling over less
+ * work): the bar bench:attention holds Pixelfly attention to ("≥ 0.7/density × as fast as our dense
+ * attention"), so an estimate built on it is one the kernels are measured against.
+ */
+export const SPARSE_ATTENTION_EFFICIENCY = 0.7;
+/** Pixelfly attention is suggested only when the whole step is estimated at least this much faster. */
+export const ATTENTION_MIN_STEP_GAIN = 1.05;
+
+/**
+ * The layout the analysis suggests for a context of T tokens (what bench:attention measures): 64×64
+ * score blocks (the kernels' most efficient tile), one butterfly cell per block — the largest power
+ * of two that fits the blocks and divides the padded context — and all of its factors.
+ */
+export function suggestedAttention(T: number): PixelflyAttention {
+  const block = DENSE_ATTENTION_BLOCK;
+  const padded = padTo(T, block);
+  let butterflySize = 2 ** Math.max(1, Math.floor(Math.log2(padded / block)));
+  while (butterflySize > 2 && padded % butterflySize !== 0) butterflySize /= 2;
+  return { kind: 'pixelfly', block, butterflySize, nFactors: Math.log2(butterflySize) };
+}
+
+export interface AttentionAdvice {
+  /** The layout to use, when Pixelfly attention pays; absent when the core should stay dense. */
+  suggest?: PixelflyAttention;
+  /** Of the suggested layout: the fraction of dense attention's score blocks it computes. */
+  density: number;
+  /** Estimated speedup of the attention core alone: SPARSE_ATTENTION_EFFICIENCY / density. */
+  coreSpeedup: number;
+  /** Estimated speedup of the whole step, given the core's share of the step's time. */
+  stepSpeedup: number;
+  /** One sentence: what to do and why, with the numbers. */
+  reason: string;
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
+}
+
+/**
+ * Whether an attention core of `queries` queries over `keys` keys pays to become Pixelfly attention:
+ * `share` is the core's share of the step's dense time (the planner's cost model). The core's
+ * speedup is SPARSE_ATTENTION_EFFICIENCY / density of the suggested layout; the step's follows from
+ * the share (Amdahl). Short contexts keep most blocks (no gain), and where the core is a small
+ * share of the step the gain is not worth changing the model's attention.
+ */
+export function adviseAttention(queries: number, keys: number, causal: boolean, share: number): AttentionAdvice {
+  const none = { density: 1, coreSpeedup: 1, stepSpeedup: 1 };
+  if (keys !== queries) {
+    return {
+      ...none,
+      reason: `Kept dense: each query sees ${keys} of ${queries} keys (windowed or cross attention); Pixelfly attention's butterfly is laid over a square score matrix of self-attention`,
+    };
+  }
+  const spec = suggestedAttention(queries);
+  const { density } = attentionLayout(queries, spec, causal);
+  const coreSpeedup = SPARSE_ATTENTION_EFFICIENCY / density;
+  const stepSpeedup = 1 / (1 - share + share / coreSpeedup);
+  const layout = `a flat butterfly (size ${spec.butterflySize}, ${spec.nFactors} factor${spec.nFactors > 1 ? 's' : ''}) on ${spec.block}×${spec.block} score blocks`;
+  if (coreSpeedup < 1.1) {
+    return {
+      ...none,
+      density,
+      coreSpeedup,
+      stepSpeedup,
+      reason: `Kept dense: at ${queries} tokens ${layout} keeps ${pct(density)} of the score blocks, too many for block-sparse attention to beat dense (it pays below about ${pct(SPARSE_ATTENTION_EFFICIENCY / 1.1)}, at longer contexts)`,
+    };
+  }
+  if (stepSpeedup < ATTENTION_MIN_STEP_GAIN) {
+    return {
+      density,
+      coreSpeedup,
+      stepSpeedup,
+      reason: `Kept dense: Pixelfly attention (${layout}, ${pct(density)} of the score blocks) would run this core an est. ${coreSpeedup.toFixed(1)}× faster, but the core is only ${pct(share)} of the step: ≈${stepSpeedup.toFixed(2)}× overall, not worth changing the model's attention`,
+    };
+  }
+  return {
+    suggest: spec,
+    density,
+    coreSpeedup,
+    stepSpeedup,
+    reason:
+      `Pixelfly attention pays here: at ${queries} tokens ${layout} keeps ${pct(density)} of the score blocks${causal ? ' of the causal triangle' : ''}, ` +
+      `an est. ${coreSpeedup.toFixed(1)}× faster attention core, which is ${pct(share)} of the step: ≈${stepSpeedup.toFixed(2)}× overall. ` +
+      `Spec: "attention": {"kind": "pixelfly", "block": ${spec.block}, "butterflySize": ${spec.butterflySize}, "nFactors": ${spec.nFactors}}; ` +
+      `PyTorch: pixelfly_torch.PixelflyAttention(head_dim, ${queries}${causal ? ', causal=True' : ''})`,
+  };
+}

@@ -8,7 +8,8 @@ import { denseLinearCost, type LayerCost, type PixelflyConfig } from './pixelfly
  * The roles a layer can play; the one list (protocol schemas validate with it). `conv` is a
  * convolution that is not a linear map over channels (a k×k kernel, a stride, groups), and
  * `attn_core` is an attention layer's QKᵀ and scores·V products: both count in the model's FLOPs,
- * neither has a Pixelfly replacement in the planner.
+ * neither has weights for the planner to sparsify (an attention core gets Pixelfly attention advice
+ * instead: core/attention.ts `adviseAttention`).
  */
 export const LAYER_ROLES = ['attn_qkv', 'attn_out', 'mlp_fc1', 'mlp_fc2', 'token_mix', 'patch_embed', 'head', 'embedding', 'conv', 'attn_core', 'other'] as const;
 

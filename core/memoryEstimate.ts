@@ -16,6 +16,8 @@
  *   train   steady state, plus a checkpoint's copy of parameters and moments while it is written.
  * Pure arithmetic over a model spec (no Node imports); another runner passes its own per-model
  * accounting (TrainingMemoryInput.modelMemory) and keeps the phases, the dataset and the suggestions.
+ * The PyTorch runner's estimate (estimateTorchMemory, below) starts from what its worker measured
+ * on the built model instead of a spec.
  */
 import { layoutSummary } from './layout';
 import { patchTokens, type ModelSpec } from './modelSpec';
@@ -398,4 +400,90 @@ export function suggestFit(input: TrainingMemoryInput, budgetBytes: number): Mem
     }
   }
   return undefined;
+}
+
+/**
+ * What the PyTorch runner learns by building the user's model (daemon's protocol/engineJob.ts
+ * InspectReply): parameter counts, and the bytes one sample's forward keeps for the backward,
+ * counted by autograd's saved-tensor hooks on a batch of one.
+ */
+export interface TorchMemoryInput {
+  params: { pixelfly: number; dense?: number };
+  activationBytesPerSample: { pixelfly: number; dense: number };
+  batch: number;
+  /** The worker with Python, PyTorch and pixelfly_torch loaded, before the model is built. */
+  baseBytes: number;
+  dataset: DatasetMemory;
+  compare: boolean;
+  resuming: boolean;
+  /** Tokens per sample (a language model's context), to suggest a shorter one; absent for classifiers. */
+  context?: number;
+}
+
+/**
+ * Peak memory of a PyTorch runner job. Each model holds fp32 parameters, gradients and AdamW's two
+ * moments (4 arrays of its parameter count) for the whole run. The steps alternate and a step's
+ * autograd graph is freed by its backward, so only one model's activations are alive at a time:
+ * the larger of the two, for the batch (what the forward keeps, scaled by the batch, plus the
+ * backward's gradient buffers, TORCH_BACKWARD_FACTOR of it). Writing a checkpoint serialises one
+ * model's tensors through a buffer of their size; reading one holds a copy of parameters and
+ * moments beside the model's own.
+ */
+export function estimateTorchMemory(input: TorchMemoryInput): MemoryEstimate {
+  const model = (params: number, perSample: number): ModelMemory => ({
+    params,
+    paramBytes: 4 * params * F32,
+    activationBytes: TORCH_BACKWARD_FACTOR * perSample * input.batch,
+    buildBytes: 0,
+  });
+  const pixelfly = model(input.params.pixelfly, input.activationBytesPerSample.pixelfly);
+  const dense = input.compare && input.params.dense !== undefined ? model(input.params.dense, input.activationBytesPerSample.dense) : undefined;
+  const models = dense ? [pixelfly, dense] : [pixelfly];
+  const paramBytes = models.reduce((a, m) => a + m.paramBytes, 0);
+  const activations = Math.max(...models.map((m) => m.activationBytes));
+  const largest = Math.max(...models.map((m) => m.params));
+  const samplerBytes = 8 * input.dataset.trainSamples;
+  const checkpoint = 3 * largest * F32 + samplerBytes;
+  const resident = input.baseBytes + input.dataset.residentBytes + samplerBytes;
+  const phases: Record<MemoryPhase, number> = {
+    load: input.baseBytes + paramBytes / 4 + input.dataset.loadPeakBytes,
+    // The dense model and its copy (sparsify replaces layers of the copy), before the optimizers exist.
+    build: input.baseBytes + 2 * (input.params.dense ?? input.params.pixelfly) * F32,
+    resume: input.resuming ? resident + paramBytes + 3 * largest * F32 : 0,
+    train: resident + paramBytes + activations + checkpoint,
+  };
+  const peakPhase = (Object.keys(phases) as MemoryPhase[]).reduce((a, b) => (phases[b] > phases[a] ? b : a));
+  const quarter = paramBytes / 4;
+  return {
+    totalBytes: phases[peakPhase],
+    peakPhase,
+    phases,
+    parts: { parameters: quarter, gradients: quarter, optimizer: 2 * quarter, activations, dataset: input.dataset.residentBytes + samplerBytes, checkpoint, overhead: input.baseBytes },
+    pixelfly,
+    dense,
+  };
+}
+
+/**
+ * The backward's own buffers (each saved activation's gradient while it is in flight, the
+ * allocator's slack) as a multiple of what the forward keeps. Measured under PyTorch 1.13 on the
+ * CPU with the corpus' nanoGPT (2 layers, width 256) where activations dominate: context 256 at
+ * batch 32, estimate/peak 0.96; batch 16, 0.87; context 128 at batch 32, 0.94.
+ */
+export const TORCH_BACKWARD_FACTOR = 1.5;
+
+/** A PyTorch job that fits `budgetBytes`: a smaller batch, else a shorter context at batch 1; undefined when neither does. */
+export function suggestTorchFit(input: TorchMemoryInput, budgetBytes: number): MemoryFit | undefined {
+  const fits = (over: Partial<TorchMemoryInput>) => estimateTorchMemory({ ...input, ...over }).totalBytes <= budgetBytes;
+  const batchSize = largest(1, input.batch - 1, 1, (b) => fits({ batch: b }));
+  if (batchSize !== undefined) return { batchSize };
+  if (input.context === undefined) return undefined;
+  // Activations grow at least linearly with the context: scaling them down is an upper bound.
+  const T = input.context;
+  const scaled = (t: number): Partial<TorchMemoryInput> => ({
+    batch: 1,
+    activationBytesPerSample: { pixelfly: (input.activationBytesPerSample.pixelfly * t) / T, dense: (input.activationBytesPerSample.dense * t) / T },
+  });
+  const context = largest(1, T - 1, 1, (t) => fits(scaled(t)));
+  return context === undefined ? undefined : { field: 'context', value: context, batchSize: 1 };
 }

@@ -7,7 +7,8 @@
  *
  * Following the paper: only the large projections (attention, MLP, token mixing) are
  * sparsified; embeddings, classifier/LM heads, patch embeddings and small layers stay dense.
- * Convolutions and attention cores count in the model's FLOPs and time but stay dense; a layer
+ * Convolutions and attention cores count in the model's FLOPs and time but stay dense (an attention
+ * core where Pixelfly attention pays gets that advice, core/attention.ts `adviseAttention`); a layer
  * that already is a Pixelfly layer keeps its config and counts as sparse.
  * All sparsified layers share one compute level ρ (the fraction of its dense FLOPs a layer may
  * spend), so the budget is spread in proportion to each layer's size; each layer takes its
@@ -18,8 +19,9 @@
 import { PixelflyConfigError } from './errors';
 import { layoutSummary, padTo, type LayoutSummary } from './layout';
 import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } from './pixelflyLayer';
-import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
+import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, stepRates, type DeviceProfile } from './costModel';
 import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
+import { adviseAttention, type PixelflyAttention } from './attention';
 import { DEFAULT_BATCH_SIZE, explainEstimate, fixedSecondsPerSample, modelWork, optimizerSeconds, stepEstimate, type StepEstimate } from './stepCost';
 
 /** Block sizes the native kernels implement. */
@@ -74,6 +76,12 @@ export type LayerDecision = {
   planParams: number;
   estSpeedup: number;
   reason: string;
+  /**
+   * An attention core where Pixelfly attention pays (long contexts): the layout to use and its
+   * estimates. Advice only: the plan's totals keep the core dense, because changing the model's
+   * attention is the user's call (a spec's `attention`, or pixelfly_torch.PixelflyAttention).
+   */
+  attention?: { spec: PixelflyAttention; density: number; coreSpeedup: number; stepSpeedup: number };
 };
 
 export type Plan = {
@@ -109,7 +117,6 @@ const KEPT_ROLES: Partial<Record<LayerRole, (share: number) => string>> = {
       ? `the patch embedding stays dense, as in the paper: it is small (${pct(share)} of FLOPs) and sees raw pixels`
       : `the patch embedding stays dense, as in the paper, because it sees raw pixels, although it is ${pct(share)} of this model's FLOPs`,
   conv: () => 'a convolution with a spatial kernel, a stride or groups is not a linear map over channels, and Pixelfly replaces only those',
-  attn_core: () => 'the attention core (QKᵀ and scores·V) has no weights to sparsify, and Pixelfly attention over the score matrix is not planned yet',
 };
 
 interface Candidate {
@@ -135,6 +142,7 @@ interface LayerState {
   /** A layer that already is a Pixelfly layer: its config, whatever the level. */
   fixed?: Candidate;
   keptReason?: string;
+  attention?: LayerDecision['attention'];
 }
 
 function roundUp(n: number, m: number): number {
@@ -333,7 +341,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     else if (layer.pixelfly) state.fixed = fixedCandidate(layer, o.profile);
     else if (layer.pinnedDense) state.keptReason = 'Kept dense: pinned with `# pixelfly: dense`.';
     else if (layer.keptDense) state.keptReason = `Kept dense: ${layer.keptDense.replace(/\.$/, '')}.`;
-    else if (KEPT_ROLES[layer.role]) state.keptReason = ''; // worded below, once the model's FLOPs are known
+    else if (KEPT_ROLES[layer.role] || layer.role === 'attn_core') state.keptReason = ''; // worded below, once the model's FLOPs and time are known
     else if (Math.min(layer.in, layer.out) < o.minDim) {
       state.keptReason = `Kept dense: at ${layer.in}→${layer.out} it is too small (below ${o.minDim}) for block-sparse kernels to beat dense.`;
     } else {
@@ -358,6 +366,14 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const fixed = Object.values(fixedSecondsPerSample(work, o.profile)).reduce((a, b) => a + b, 0);
   const stepSeconds = (t: Totals) => t.seconds + fixed + optimizerSeconds(t.params, o.profile) / o.batchSize;
   const denseTime = stepSeconds(dense);
+  for (const s of states) {
+    if (s.keptReason !== '' || s.layer.role !== 'attn_core') continue;
+    // No weights to sparsify: whether Pixelfly attention over its score matrix pays, from its share of the step's time.
+    const coreSeconds = s.denseFlops / (stepRates(o.profile).attentionGflops * 1e9);
+    const a = adviseAttention(s.layer.rowsPerSample, s.layer.out, s.layer.causal ?? false, denseTime > 0 ? coreSeconds / denseTime : 0);
+    s.keptReason = `${a.reason}.`;
+    if (a.suggest) s.attention = { spec: a.suggest, density: a.density, coreSpeedup: a.coreSpeedup, stepSpeedup: a.stepSpeedup };
+  }
   for (const s of states) {
     const why = KEPT_ROLES[s.layer.role];
     if (s.keptReason === '' && why) s.keptReason = `Kept dense: ${why(denseFlops > 0 ? s.denseFlops / denseFlops : 0)}.`;
@@ -385,7 +401,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     const base = { name: layer.name, role: layer.role, in: layer.in, out: layer.out, count: layer.count, denseFlops: s.denseFlops, denseParams: s.denseParams };
     if (!c) {
       const reason = s.keptReason ?? 'Kept dense: the target is met without sparsifying this layer.';
-      return { ...base, sparsify: false, planFlops: s.denseFlops, planParams: s.denseParams, estSpeedup: 1, reason };
+      return { ...base, sparsify: false, planFlops: s.denseFlops, planParams: s.denseParams, estSpeedup: 1, reason, ...(s.attention ? { attention: s.attention } : {}) };
     }
     const speedup = s.denseSeconds / (c.secondsPerRow * s.rows);
     return {

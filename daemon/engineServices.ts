@@ -19,6 +19,7 @@ import { kernelInfo } from '../native/kernels';
 import { cudaInfo } from '../native/cuda';
 import { benchLayers } from './bench';
 import { admit, memoryInput } from './memory';
+import { withTorchRunner } from './torchServices';
 
 /** Room kept beyond a run's checkpoints: metrics, report, state. */
 const RUN_FILES_BYTES = 16 * 1024 ** 2;
@@ -68,7 +69,7 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
  * expected or the reverse) is refused at once; one that does not exist yet is the job's problem
  * when it starts (it may appear while the job is queued), and the loaders check everything again.
  */
-function checkDatasetPath(req: TrainingRequest['dataset']): void {
+export function checkDatasetPath(req: TrainingRequest['dataset']): void {
   if (req.path === undefined) return;
   let st;
   try {
@@ -118,19 +119,19 @@ export function loadEngineServices(log: (line: string) => void): EngineServices 
   try {
     const backend = engineBackend();
     const k = kernelInfo();
-    return {
+    return withTorchRunner({
       ...base,
       available: true,
       // The CPU kernels' instruction set and how they compute bf16 products (amx, avx512bf16, or the fp32 fallback).
       backends: [backend === 'cuda' ? `cuda (${cudaInfo()?.devices[0]?.name ?? 'GPU'})` : `${backend} (${k.isa} kernels, bf16 on ${k.bf16})`],
       backend: new EngineProcessBackend({ log }),
       benchLayers: (params, profilesDir) => benchLayers(params, profilesDir, threads),
-    };
+    }, log);
   } catch (err) {
     const error = `${(err as Error).message}`;
     const refuse = async (): Promise<never> => {
       throw new RejectedError(`the native engine is not available: ${error}`);
     };
-    return { ...base, available: false, error, backends: [], backend: { prepare: refuse }, benchLayers: refuse };
+    return withTorchRunner({ ...base, available: false, error, backends: [], backend: { prepare: refuse }, benchLayers: refuse }, log);
   }
 }

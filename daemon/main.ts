@@ -36,6 +36,8 @@ export interface DaemonOptions {
 export interface EngineServices {
   backend: TrainingBackend;
   available: boolean;
+  /** The PyTorch runner is offered (torch jobs go to it even when the native engine is not available). */
+  torch?: boolean;
   error?: string;
   backends: string[];
   threads: number;
@@ -155,7 +157,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       }),
       suggestPlan: (p) => planOffLoop(p.inventory, p.target),
       trainingRequest: async (p) => {
-        if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
+        if (!engine.available && !(p.runner === 'torch' && engine.torch)) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
         return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true, p.hyper.batchSize));
       },
       benchLayers: async (p) => {

@@ -6,7 +6,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import { totalmem, freemem } from 'node:os';
 import { join } from 'node:path';
-import { estimateTrainingMemory, suggestFit, type DatasetMemory, type MemoryEstimate, type TrainingMemoryInput } from '../core/memoryEstimate';
+import { estimateTorchMemory, estimateTrainingMemory, suggestFit, suggestTorchFit, type DatasetMemory, type MemoryEstimate, type TorchMemoryInput, type TrainingMemoryInput } from '../core/memoryEstimate';
+import type { ModelInputs } from '../protocol/daemon';
 import { classifierFeatures, type ModelSpec } from '../core/modelSpec';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import { formatBytes } from '../io/userFile';
@@ -234,4 +235,61 @@ export function admit(input: TrainingMemoryInput, kind: DatasetRequest['kind'], 
   const spare = budgetBytes - (estimate.totalBytes - dataset);
   const perByte = kind === 'text' ? 15 : 3;
   return { estimate, machine, budgetBytes, maxDataBytes: Math.max(64 * 1024 ** 2, Math.floor(spare / perByte)) };
+}
+
+/**
+ * What the PyTorch runner's dataset costs (pytorch/pixelfly_torch/runner.py load_data): token
+ * streams are int64 tensors; decoding a text file holds its bytes, the text and a list of the
+ * characters' ids beside the tensor; Fashion-MNIST stays 28×28 bytes (a batch is padded or resized
+ * to the model's input when it is drawn); synthetic inputs are fp32 of the model's input shape.
+ */
+export function torchDatasetMemory(inputs: ModelInputs, req: DatasetRequest): DatasetMemory {
+  const perSample = inputs.kind === 'images' ? inputs.channels * inputs.height * inputs.width : inputs.kind === 'features' ? inputs.features : 0;
+  const samples = (n: number, trainShare: number): DatasetMemory => {
+    const resident = n * (perSample * 4 + 8);
+    return { residentBytes: resident, loadPeakBytes: 2 * resident, trainSamples: Math.ceil(trainShare * n) };
+  };
+  const tokens = (n: number, decodeBytesPerToken: number): DatasetMemory => ({ residentBytes: 8 * n, loadPeakBytes: (8 + decodeBytesPerToken) * n, trainSamples: 0 });
+  const syntheticTokens = 65536 + 8192;
+  switch (req.kind) {
+    case 'synthetic':
+      return inputs.kind === 'tokens' ? tokens(syntheticTokens, 8) : samples(SYNTHETIC_SAMPLES, 0.8);
+    case 'fashion-mnist':
+      // The gzip file and its inflated bytes twice (the tensor shares the last) while loading; bytes and int64 labels after.
+      return inputs.kind === 'tokens' ? tokens(syntheticTokens, 8) : { residentBytes: FASHION_MNIST_SAMPLES * (28 * 28 + 8), loadPeakBytes: FASHION_MNIST_SAMPLES * (3 * 28 * 28 + 16), trainSamples: 60000 };
+    case 'text':
+      // bytes, a bytearray, the text (up to 4 bytes a character) and the id list (8 bytes a pointer).
+      return tokens(fileBytes(req.path as string), 14);
+    case 'npy': {
+      const dir = req.path as string;
+      const bytes = ['x.npy', 'y.npy', 'x_test.npy', 'y_test.npy'].reduce((a, f) => a + fileBytes(join(dir, f)), 0);
+      if (inputs.kind === 'tokens') return { residentBytes: 8 * bytes, loadPeakBytes: 9 * bytes, trainSamples: 0 };
+      const n = perSample > 0 ? Math.ceil(fileBytes(join(dir, 'x.npy')) / perSample) : 0;
+      return { residentBytes: Math.max(bytes, n * (perSample * 4 + 8)), loadPeakBytes: bytes + 2 * n * (perSample * 4 + 8), trainSamples: n };
+    }
+  }
+}
+
+/**
+ * Admission of a PyTorch runner job once its worker has built the model (before the optimizers,
+ * the data and any batch exist): the estimate against what the machine can give; REJECTED with the
+ * numbers and a batch or context that fits.
+ */
+export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind'], machine = machineMemory()): Admission {
+  const estimate = estimateTorchMemory(input);
+  const budgetBytes = Math.max(0, machine.availableBytes - reserveBytes(machine));
+  if (estimate.totalBytes > budgetBytes) {
+    const fits = suggestTorchFit(input, budgetBytes);
+    const data: MemoryRefusal = { reason: 'memory', neededBytes: estimate.totalBytes, availableBytes: machine.availableBytes, budgetBytes, parts: estimate.parts, fits };
+    throw new RejectedError(
+      `this job needs about ${formatBytes(estimate.totalBytes)} of memory (${describeParts(estimate.parts)}, PyTorch ${formatBytes(input.baseBytes)}; ` +
+        `both models' parameters, gradients and AdamW state, one model's activations at batch ${input.batch}), ` +
+        `but only ${formatBytes(budgetBytes)} can be given to it (${formatBytes(machine.availableBytes)} free, ${formatBytes(reserveBytes(machine))} kept for the rest of the machine); ` +
+        (fits ? `a size that fits: ${'field' in fits ? `${fits.field} ${fits.value} with batchSize ${fits.batchSize}` : `batchSize ${fits.batchSize}`}` : 'no batch size or context fits: reduce the model'),
+      data,
+    );
+  }
+  const dataset = Math.max(input.dataset.residentBytes, input.dataset.loadPeakBytes);
+  const spare = budgetBytes - (estimate.totalBytes - dataset);
+  return { estimate, machine, budgetBytes, maxDataBytes: Math.max(64 * 1024 ** 2, Math.floor(spare / (kind === 'text' ? 22 : 3))) };
 }

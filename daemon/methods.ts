@@ -39,7 +39,7 @@ export const handlers: Handlers = {
   'bench.layers': async (p, ctx) => ctx.benchLayers(p),
   'job.submit': async (p, ctx) => {
     const request = await ctx.trainingRequest(p);
-    const name = p.name ?? (typeof p.spec.name === 'string' ? p.spec.name : 'model');
+    const name = p.name ?? (typeof p.spec?.name === 'string' ? p.spec.name : (p.model?.name ?? 'model'));
     return ctx.jobs.submit(name, request).info();
   },
   'job.cancel': async (p, ctx) => (await ctx.jobs.cancel(p.jobId)).info(),

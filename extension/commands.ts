@@ -9,7 +9,7 @@ import { parseDataset } from '../client/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
-import { isTrainArgs, specFromTrainArgs, type TrainArgs } from './trainArgs';
+import { isTrainArgs, specFromTrainArgs, trainsTorch, type TrainArgs } from './trainArgs';
 import { appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
@@ -179,14 +179,41 @@ async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown
   throw new Error('Train needs a model: open a Python model (or use its "Train dense vs Pixelfly" CodeLens), or a JSON model spec');
 }
 
+/**
+ * The user's own model for the daemon's PyTorch runner: the file the lens analysed, the model and
+ * the settings the analysis built it with, the analysis' plan, and the interpreter the Python
+ * extension selected. Sent only from a trusted workspace (train() checks it; the daemon refuses
+ * the job without `trusted`).
+ */
+async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>, 'runner' | 'model' | 'plan'>> {
+  const uri = vscode.Uri.parse(a.uri as string);
+  const plan = a.torchPlan as { layers?: Array<{ sparsify?: boolean }> } | undefined;
+  if (!plan?.layers?.some((l) => l.sparsify)) {
+    throw new Error(`${a.name ?? 'this model'}: the plan keeps every layer dense, so there is nothing to compare (pin unresolved sizes, or lower pixelfly.plan.budget)`);
+  }
+  return {
+    runner: 'torch',
+    model: {
+      file: uri.fsPath,
+      name: a.name as string,
+      settings: a.settings ?? {},
+      python: await selectedInterpreter(uri),
+      paths: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+      trusted: vscode.workspace.isTrusted,
+    },
+    plan: a.torchPlan as MethodParamsIn<'job.submit'>['plan'],
+  };
+}
+
 async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   requireTrust('Training');
   const settings = s.settings();
-  const { spec, name, plan } = await resolveSpec(arg);
-  const params: MethodParamsIn<'job.submit'> = {
-    name: name.slice(0, 128),
-    spec,
-    plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null,
+  const editor = vscode.window.activeTextEditor;
+  if (arg === undefined && editor?.document.languageId === 'python') {
+    arg = await lensTrainArgs(editor);
+    if (!arg) throw new Error(`the language server found no model to train in ${basename(editor.document.fileName)}`);
+  }
+  const common = {
     target: { budget: settings.budget },
     dataset: resolveDataset(settings),
     hyper: {
@@ -200,6 +227,13 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
     },
     compare: true,
   };
+  let params: MethodParamsIn<'job.submit'>;
+  if (isTrainArgs(arg) && trainsTorch(arg, settings.runner)) {
+    params = { name: (arg.name ?? 'model').slice(0, 128), ...common, ...(await torchJob(arg)) };
+  } else {
+    const { spec, name, plan } = await resolveSpec(arg);
+    params = { name: name.slice(0, 128), spec, plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null, ...common };
+  }
   const info = await s.connection.call('job.submit', params);
   s.output.info(`submitted run ${info.jobId} (${info.name}), ${info.totalSteps} steps, run folder ${info.runDir}`);
   s.store.upsert(info);

@@ -7,6 +7,9 @@
 import { BACKEND_CHOICES, PRECISION_CHOICES } from '../protocol/daemon';
 import { DEFAULT_BUDGET } from '../core/planner';
 
+/** Who trains a Python model: 'auto' (the engine when the model maps to an engine family, else your PyTorch model), or always one of them. */
+export const TRAIN_RUNNER_CHOICES = ['auto', 'engine', 'torch'] as const;
+
 export interface Settings {
   daemonPort: number;
   daemonAutostart: boolean;
@@ -30,6 +33,8 @@ export interface Settings {
   backend: (typeof BACKEND_CHOICES)[number];
   /** The products' input precision: 'auto' (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), 'fp32', 'bf16' or 'fp16'. */
   precision: (typeof PRECISION_CHOICES)[number];
+  /** Who trains a Python model: 'auto', 'engine' (a stand-in on the native engine) or 'torch' (the model itself, in the daemon's PyTorch runner). */
+  runner: (typeof TRAIN_RUNNER_CHOICES)[number];
 }
 
 export const DEFAULTS: Settings = {
@@ -47,6 +52,7 @@ export const DEFAULTS: Settings = {
   evalEvery: 0,
   backend: 'auto',
   precision: 'auto',
+  runner: 'auto',
 };
 
 const oneOf = <T extends string>(choices: readonly T[]): Check<T> => (v): v is T => choices.includes(v as T);
@@ -79,6 +85,7 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     evalEvery: get('training.evalEvery', int(0, 1 << 30), DEFAULTS.evalEvery, 'must be an integer ≥ 0'),
     backend: get('training.backend', oneOf(BACKEND_CHOICES), DEFAULTS.backend, "must be 'auto', 'cpu' or 'cuda'"),
     precision: get('training.precision', oneOf(PRECISION_CHOICES), DEFAULTS.precision, "must be 'auto', 'fp32', 'bf16' or 'fp16'"),
+    runner: get('training.runner', oneOf(TRAIN_RUNNER_CHOICES), DEFAULTS.runner, "must be 'auto', 'engine' or 'torch'"),
   };
   return { settings, problems };
 }

@@ -4,7 +4,7 @@
  */
 import type { TrainLensArgs } from '../protocol/lsp';
 
-export type TrainArgs = Partial<TrainLensArgs> & { plan?: unknown };
+export type TrainArgs = Omit<Partial<TrainLensArgs>, 'plan'> & { plan?: unknown };
 
 /** A lens-shaped argument (not a Uri, not nothing). */
 export function isTrainArgs(arg: unknown): arg is TrainArgs {
@@ -22,4 +22,14 @@ export function specFromTrainArgs(a: TrainArgs): { spec: Record<string, unknown>
   if (a.spec && typeof a.spec === 'object' && !Array.isArray(a.spec)) return { spec: a.spec, name: name ?? String(a.spec.name ?? 'model'), plan: a.plan };
   const why = typeof a.specError === 'string' && a.specError !== '' ? a.specError : 'the language server gave no engine spec and no reason';
   throw new Error(`${name ?? 'this model'} cannot be trained by the engine: ${why}`);
+}
+
+/**
+ * Whether "Train dense vs Pixelfly" trains the user's own PyTorch model (the daemon's PyTorch
+ * runner) rather than an engine stand-in: always with runner 'torch'; with 'auto', when the
+ * model maps onto no engine family (the lens has no spec) but is a Python file.
+ */
+export function trainsTorch(a: TrainArgs, runner: 'auto' | 'engine' | 'torch'): boolean {
+  if (runner === 'engine' || typeof a.uri !== 'string' || !a.uri.endsWith('.py')) return false;
+  return runner === 'torch' || !(a.spec && typeof a.spec === 'object');
 }

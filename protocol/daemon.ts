@@ -117,6 +117,59 @@ export const DatasetSchema = z.strictObject({
   path: z.string().min(1).max(4096).optional(),
 });
 
+/** Who trains a job: the native engine on a stand-in spec, or the user's own PyTorch model in a Python worker. */
+export const RUNNER_CHOICES = ['engine', 'torch'] as const;
+export type Runner = (typeof RUNNER_CHOICES)[number];
+
+const pythonName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a Python name').max(256);
+
+/**
+ * What a model eats, as the analysis reads it (server/analysis/inputs.ts): token ids below `vocab`,
+ * `context` of them per sample; images of channels×height×width; or vectors of `features` values.
+ */
+export const ModelInputsSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('tokens'), vocab: positiveInt.max(1 << 24), context: positiveInt.max(1 << 20) }),
+  z.strictObject({ kind: z.literal('images'), channels: positiveInt.max(4096), height: positiveInt.max(1 << 16), width: positiveInt.max(1 << 16) }),
+  z.strictObject({ kind: z.literal('features'), features: positiveInt.max(1 << 24) }),
+]);
+export type ModelInputs = z.infer<typeof ModelInputsSchema>;
+
+/**
+ * The user's own PyTorch model, for the torch runner: the daemon imports `file` (by path, never
+ * its text) in a Python worker process, builds `name` with `settings`, and trains it dense and
+ * with the job's plan applied by pixelfly_torch.sparsify. Clients send it only from trusted
+ * workspaces (see docs/protocol.md, Security).
+ */
+export const TorchModelSchema = z.strictObject({
+  /** Absolute path of the model's .py file. */
+  file: z.string().min(1).max(4096),
+  /** The class or factory/registry function to build (the analysis' --model). */
+  name: pythonName,
+  /**
+   * Settings (the analysis' pins, --set NAME=VALUE): constructor or factory keyword arguments, or
+   * fields of the config object the model takes.
+   */
+  settings: z
+    .record(pythonName, z.union([finite, z.string().max(4096), z.boolean(), z.null()]))
+    .refine((r) => Object.keys(r).length <= 256, 'at most 256 settings')
+    .default({}),
+  /** The interpreter (the one the editor's Python extension selected); default python3 on the daemon's PATH. */
+  python: z.string().min(1).max(4096).optional(),
+  /** Folders the model's imports are looked up in after the file's own (workspace folders, extra library paths). */
+  paths: z.array(z.string().min(1).max(4096)).max(64).default([]),
+  /** What the model eats (from the analysis); read off the built model when omitted. */
+  inputs: ModelInputsSchema.optional(),
+  /** A step, evaluation or checkpoint that answers nothing for this long counts as hung and ends the job (default 600; the import, build and data loading get at least 300). */
+  stepTimeoutS: finite.refine((v) => v > 0 && v <= 86400, 'stepTimeoutS must be in (0, 86400]').optional(),
+  /**
+   * The client vouches that `file` lies in a workspace its user trusts (VS Code's workspace trust;
+   * on the command line, the user named the file). The daemon refuses a torch job without it: it
+   * runs the file's code.
+   */
+  trusted: z.boolean().default(false),
+});
+export type TorchModel = z.infer<typeof TorchModelSchema>;
+
 /** Compute backends and product precisions a run may ask for (the CLI's and the extension's choices too). */
 export const BACKEND_CHOICES = ['auto', 'cpu', 'cuda'] as const;
 export const PRECISION_CHOICES = ['auto', 'fp32', 'bf16', 'fp16'] as const;
@@ -180,6 +233,8 @@ export const RunSummarySchema = z.object({
   /** The plan's whole-step estimate of that speedup (plan.estimate.speedup), when the run has both. */
   estimatedSpeedup: finite.optional(),
   reportPath: z.string().optional(),
+  /** Who trained it: 'engine' (a stand-in spec on the native engine) or 'torch' (the user's own PyTorch model). */
+  runner: z.enum(RUNNER_CHOICES).optional(),
 });
 export type RunSummary = z.infer<typeof RunSummarySchema>;
 
@@ -220,6 +275,14 @@ export const JobInfoSchema = z.object({
   peakMemoryBytes: z.number().nonnegative().optional(),
   error: z.string().optional(),
   summary: RunSummarySchema.optional(),
+  /** Who trains it: 'engine' (a stand-in spec on the native engine) or 'torch' (the user's own PyTorch model). Absent: engine. */
+  runner: z.enum(RUNNER_CHOICES).optional(),
+  /** What is trained (torch runner): the model's name and file, and the runtime that trains it once known. */
+  model: z.object({ name: z.string(), file: z.string().optional(), runtime: z.string().optional() }).optional(),
+  /** Parameter counts of the built models, once the job has started. */
+  params: z.object({ pixelfly: z.number().int().nonnegative(), dense: z.number().int().nonnegative().optional() }).optional(),
+  /** What the model eats (context for a language model), once known. */
+  inputs: ModelInputsSchema.optional(),
 });
 export type JobInfo = z.infer<typeof JobInfoSchema>;
 
@@ -384,11 +447,16 @@ export const methods = {
   'job.submit': {
     params: z.strictObject({
       name: z.string().min(1).max(128).optional(),
-      spec: ModelSpecSchema,
+      /** 'engine' (default): train `spec` on the native engine; 'torch': train `model`, the user's own PyTorch model. */
+      runner: z.enum(RUNNER_CHOICES).default('engine'),
+      /** The engine's model spec (engine runner). */
+      spec: ModelSpecSchema.optional(),
+      /** The user's PyTorch model (torch runner). */
+      model: TorchModelSchema.optional(),
       /**
        * The plan to train, as the language server or `pixelfly analyze` produced it: carried unchanged
-       * to the engine and kept in the run folder. Omitted or null: the daemon plans the spec's
-       * inventory with `target` (default: core's DEFAULT_TARGET) and this machine's device profile.
+       * to the engine (or the PyTorch runner) and kept in the run folder. Omitted or null: the daemon
+       * plans the spec's inventory with `target` (default: core's DEFAULT_TARGET) and this machine's profile.
        */
       plan: PlanSchema.nullable().optional(),
       target: PlanTargetSchema.optional(),
@@ -396,7 +464,11 @@ export const methods = {
       hyper: HyperparametersSchema,
       /** Train the dense model too, in alternating steps, to measure the speedup under the same conditions. */
       compare: z.boolean().default(true),
-    }),
+    })
+      .refine((p) => p.runner !== 'engine' || p.spec !== undefined, { message: 'the engine runner needs a model spec', path: ['spec'] })
+      .refine((p) => p.runner !== 'torch' || p.model !== undefined, { message: 'the torch runner needs a model: {file, name, …}', path: ['model'] })
+      .refine((p) => p.runner !== 'torch' || p.spec === undefined, { message: 'a torch job trains `model`, not an engine spec', path: ['spec'] })
+      .refine((p) => p.runner !== 'engine' || p.model === undefined, { message: 'a PyTorch model needs runner: \'torch\'', path: ['model'] }),
     result: JobInfoSchema,
   },
   'job.cancel': { params: z.strictObject({ jobId }), result: JobInfoSchema },

@@ -2,14 +2,20 @@
 // daemon forks `worker.js engine-job`), which loads the data and builds and trains the models; the
 // daemon drives it with these messages over Node's IPC channel. A process per job means a job's
 // memory goes back to the system when it ends, a native crash or the kernel's OOM killer ends the
-// job and not the daemon, and a job can be stopped at any moment. Another runner (a PyTorch
-// worker) can speak the same messages.
+// job and not the daemon, and a job can be stopped at any moment. The PyTorch runner (a Python
+// process, pytorch/pixelfly_torch/runner.py, over the same channel as line-delimited JSON) speaks
+// the same messages, plus `inspect`.
 import type { z } from 'zod';
-import type { DatasetInfoSchema, DatasetSchema, Hyperparameters, PlanSchema } from './daemon';
+import type { DatasetInfoSchema, DatasetSchema, Hyperparameters, ModelInputs, PlanSchema, Runner, TorchModel } from './daemon';
 
 /** What a job trains (the job.submit params after the daemon resolved the plan). */
 export interface TrainingRequest {
-  spec: Record<string, unknown>;
+  /** Absent: 'engine'. */
+  runner?: Runner;
+  /** The engine's model spec (engine runner). */
+  spec?: Record<string, unknown>;
+  /** The user's PyTorch model (torch runner). */
+  model?: TorchModel;
   plan: z.infer<typeof PlanSchema>;
   dataset: z.infer<typeof DatasetSchema>;
   hyper: Hyperparameters;
@@ -20,6 +26,8 @@ export type Variant = 'pixelfly' | 'dense';
 
 /** Daemon -> job process. Requests are answered in order, one at a time. */
 export type JobRequest =
+  /** PyTorch runner only, before prepare: import and build the model, answer an InspectReply. */
+  | { id: number; op: 'inspect'; request: TrainingRequest }
   | { id: number; op: 'prepare'; request: TrainingRequest; maxDataBytes: number }
   | { id: number; op: 'step'; variant: Variant }
   | { id: number; op: 'evaluate'; variant: Variant }
@@ -36,6 +44,22 @@ export interface PreparedJob {
   precision?: string;
   /** How the products ran (the CPU kernels' instruction set and bf16 path, or 'cuda'). */
   kernels?: string;
+}
+
+/** What the PyTorch runner learnt by building the user's model: what the memory estimate needs. */
+export interface InspectReply {
+  params: { pixelfly: number; dense?: number };
+  inputs: ModelInputs;
+  /** Bytes one sample's forward keeps for the backward (autograd's saved tensors, the output and its gradient), per variant. */
+  activationBytesPerSample: { pixelfly: number; dense: number };
+  /** The worker's resident memory with Python and PyTorch loaded, before the model's file was imported. */
+  baseBytes: number;
+  /** Layers the plan made Pixelfly. */
+  replaced: number;
+  /** 'PyTorch 1.13.1, Python 3.11.2' */
+  runtime: string;
+  /** pixelfly_torch.backend(): how its layers compute. */
+  kernels: string;
 }
 
 export interface StepReply {
@@ -55,10 +79,11 @@ export interface EvalReply {
  * Why a request failed, so the daemon can say it well: `rejected` (the spec, plan or data cannot
  * be used: the message says why), `checkpoint` (a checkpoint file is corrupt or foreign), `io` (a
  * file operation failed: `code` is the errno name, e.g. ENOSPC or EMFILE), `diverged` (a loss
- * became NaN or infinite), `internal` (anything else).
+ * became NaN or infinite), `model` (the user's PyTorch code raised: the message carries its
+ * Python traceback), `internal` (anything else).
  */
 export interface JobFailure {
-  kind: 'rejected' | 'checkpoint' | 'io' | 'diverged' | 'internal';
+  kind: 'rejected' | 'checkpoint' | 'io' | 'diverged' | 'model' | 'internal';
   message: string;
   code?: string;
 }
@@ -69,3 +94,5 @@ export type JobReply = JobOutcome & { rssBytes: number; peakRssBytes: number };
 
 /** First argument of the worker script that makes it a job process. */
 export const ENGINE_JOB_ROLE = 'engine-job';
+/** The PyTorch runner's module (`python -m pixelfly_torch.runner`). */
+export const TORCH_RUNNER_MODULE = 'pixelfly_torch.runner';

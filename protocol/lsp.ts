@@ -43,6 +43,17 @@ export interface PreviewMasksArgs {
 }
 
 /** Argument of `pixelfly.train`: a model spec for the engine (see core/modelSpec.ts), or why there is none. */
+/** A layer of the plan the PyTorch runner applies with pixelfly_torch.sparsify (server/analysis analysisPlan). */
+export interface TorchPlanLayer {
+  name: string;
+  role: string;
+  in: number;
+  out: number;
+  count: number;
+  sparsify: boolean;
+  config?: PixelflyConfig;
+}
+
 export interface TrainLensArgs {
   uri: string;
   name: string;
@@ -51,6 +62,9 @@ export interface TrainLensArgs {
   plan?: Plan;
   /** Why the model could not be mapped onto an engine family (the extension shows it). */
   specError?: string;
+  /** For the PyTorch runner: the same decisions under the source's layer names (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
+  torchPlan?: { layers: TorchPlanLayer[]; summary?: string };
+  settings?: Record<string, number | string | boolean | null>;
 }
 
 /** Argument of `pixelfly.applyLayerConfig`. */

@@ -2,14 +2,15 @@
 // the daemon (starting it when needed), submits the job, shows a live progress line, and ends
 // with a summary and the path of the run's self-contained HTML report.
 import { readFileSync } from 'node:fs';
-import { extname, join } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
 import { connectDaemon, discover, ensureDaemon } from '../../client/discovery';
 import { pixelflyHome } from '../../io/home';
-import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, RUNNER_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
-import { analyze, AnalysisInputError } from '../../server/analysis/analyze';
+import { analysisPlan, analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
+import { ParseCache, sitePackages } from '../../server/analysis/modules';
 import type { Value } from '../../server/analysis/values';
 import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
 import type { Plan } from '../../protocol/plan';
@@ -23,8 +24,6 @@ const options = {
   'batch-size': { type: 'string' },
   lr: { type: 'string' },
   'max-steps': { type: 'string' },
-  steps: { type: 'string' },
-  set: { type: 'string', multiple: true },
   'eval-every': { type: 'string' },
   threads: { type: 'string' },
   seed: { type: 'string' },
@@ -35,6 +34,12 @@ const options = {
   'no-compare': { type: 'boolean' },
   resume: { type: 'string' },
   model: { type: 'string' },
+  runner: { type: 'string' },
+  set: { type: 'string', multiple: true },
+  path: { type: 'string', multiple: true },
+  python: { type: 'string' },
+  steps: { type: 'string' },
+  'step-timeout': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
@@ -45,7 +50,7 @@ const OPTION_OF: Record<string, string> = {
   'hyper.epochs': '--epochs',
   'hyper.batchSize': '--batch-size',
   'hyper.lr': '--lr',
-  'hyper.maxSteps': '--steps',
+  'hyper.maxSteps': '--max-steps / --steps',
   'hyper.evalEvery': '--eval-every',
   'hyper.threads': '--threads',
   'hyper.seed': '--seed',
@@ -128,7 +133,7 @@ function trainedPlan(info: JobInfo): Plan | undefined {
 /** `--json`: the job record with the plan trained and its estimated and measured speedups beside each other. */
 function jsonSummary(info: JobInfo): object {
   const plan = trainedPlan(info);
-  return { ...info, plan: plan ?? null, estimatedSpeedup: info.summary?.estimatedSpeedup ?? plan?.estimate?.speedup ?? null, measuredSpeedup: info.summary?.speedup ?? null };
+  return { ...info, runner: info.runner ?? 'engine', plan: plan ?? null, estimatedSpeedup: info.summary?.estimatedSpeedup ?? plan?.estimate?.speedup ?? null, measuredSpeedup: info.summary?.speedup ?? null };
 }
 
 function formatSummary(info: JobInfo, s: RunSummary): string {
@@ -151,7 +156,14 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
   return [
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
-    info.backend ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}` : '',
+    info.runner === 'torch'
+      ? `PyTorch runner: ${info.model?.name} from ${info.model?.file} (${info.model?.runtime ?? 'PyTorch'}; Pixelfly layers: ${info.kernels ?? '?'})`
+      : info.backend
+        ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}`
+        : '',
+    info.estimatedMemoryBytes !== undefined && info.peakMemoryBytes !== undefined
+      ? `memory: estimated ${(info.estimatedMemoryBytes / 2 ** 20).toFixed(0)} MiB, measured peak ${(info.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB`
+      : '',
     table,
     s.speedup !== undefined
       ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` +
@@ -220,6 +232,66 @@ function datasetOption(raw: string): SubmitParams['dataset'] {
 
 type Values = ReturnType<typeof parse<typeof options>>['values'];
 
+/** A pin's value as a setting the PyTorch runner passes to the model (JSON). */
+function settingValue(v: Value): number | string | boolean | null {
+  if (v.k === 'num' || v.k === 'str' || v.k === 'bool') return v.v as number | string | boolean;
+  return null;
+}
+
+/**
+ * `--runner torch`: the file is analysed (as `pixelfly analyze` does, with the same --model, --set
+ * and --path) for its plan, and the daemon's PyTorch runner trains the model itself from the file.
+ * Naming the file on the command line is the user's trust in it.
+ */
+async function torchSubmitParams(values: Values, file: string | undefined): Promise<SubmitParams> {
+  if (file === undefined || extname(file) !== '.py') throw new CliError('--runner torch trains a PyTorch model file: pixelfly train model.py --runner torch [--model NAME] [--set NAME=VALUE]…');
+  const pins = pinsOption(values);
+  const python = values.python ?? (process.platform === 'linux' ? '/usr/bin/python3' : 'python3');
+  const paths = (values.path ?? []).map((p) => resolve(p));
+  let analysis;
+  try {
+    analysis = analyze(new ParseCache(await pythonParser()), {
+      file: resolve(file),
+      model: values.model,
+      pins,
+      extraPaths: paths,
+      sitePackages: await sitePackages(python),
+      target: values.speedup !== undefined ? { speedup: numberOption(values, 'speedup') as number } : { budget: numberOption(values, 'budget') ?? 0.25 },
+    });
+  } catch (err) {
+    if (err instanceof AnalysisInputError) throw new CliError(`${file}: ${err.message}`, 1);
+    throw err;
+  }
+  const name = values.model ?? analysis.model?.name;
+  if (!name) throw new CliError(`${file}: no model class or factory found; name one with --model`, 1);
+  const plan = analysisPlan(analysis);
+  process.stderr.write(`${file}: ${name} — ${analysis.plan?.summary ?? `${plan.layers.filter((l) => l.sparsify).length} layers planned Pixelfly`}\n`);
+  return {
+    runner: 'torch',
+    model: {
+      file: resolve(file),
+      name,
+      settings: Object.fromEntries([...pins].map(([k, v]) => [k, settingValue(v)])),
+      python,
+      paths,
+      trusted: true,
+      stepTimeoutS: numberOption(values, 'step-timeout'),
+    },
+    plan: plan as SubmitParams['plan'],
+    dataset: values.dataset !== undefined ? datasetOption(values.dataset) : { kind: 'synthetic' },
+    compare: values['no-compare'] !== true,
+    hyper: {
+      epochs: numberOption(values, 'epochs') ?? 1,
+      batchSize: intOption(values, 'batch-size', 8),
+      lr: numberOption(values, 'lr') ?? 3e-4,
+      maxSteps: intOption(values, values.steps !== undefined ? 'steps' : 'max-steps', 0),
+      evalEvery: intOption(values, 'eval-every', 0),
+      threads: intOption(values, 'threads', 0),
+      seed: intOption(values, 'seed', 0),
+    },
+  };
+}
+
 /** The job.submit request for the given options (the built-in demo when no spec is given). */
 async function submitParams(values: Values, specFile: string | undefined): Promise<SubmitParams> {
   const demo = specFile === undefined ? defaultDemo() : undefined;
@@ -262,14 +334,18 @@ async function submitParams(values: Values, specFile: string | undefined): Promi
 export const trainCommand: Command = {
   summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
   usage:
-    '[spec.json | model.py [--model NAME] [--set NAME=VALUE]…] [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--steps N] [--eval-every N]\n' +
+    '[spec.json | model.py [--model NAME]] [--runner engine|torch] [--set NAME=VALUE]… [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--steps N] [--eval-every N]\n' +
     '               [--threads N] [--seed N] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n' +
     '               [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
     '  model.py         a PyTorch model, analysed like the editor and `pixelfly analyze` do (--model picks the class or\n' +
     '                   factory, --set pins a value): trained with exactly the plan `pixelfly analyze` prints\n' +
-    '  --steps N        stop after N steps (also --max-steps)\n' +
+    '  --runner         engine (default): the native engine trains a stand-in built from the analysis;\n' +
+    '                   torch: the daemon\'s PyTorch runner imports model.py and trains the model itself,\n' +
+    '                   dense vs a pixelfly_torch.sparsify copy ([--set NAME=VALUE]… its constructor or config\n' +
+    '                   settings, [--path DIR]… import folders, [--python PATH] the interpreter, [--step-timeout S])\n' +
+    '  --steps N        stop after N steps (the same as --max-steps)\n' +
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
     '  --precision      products\' inputs: auto (default: bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | fp16\n' +
@@ -277,13 +353,16 @@ export const trainCommand: Command = {
     '  --speedup X      ...or for an estimated whole-step speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +
     '  --resume JOB     resume an interrupted run from its last checkpoint\n' +
-    '  --json           print the final job record as JSON, with plan, estimatedSpeedup and measuredSpeedup',
+    '  --json           print the final job record as JSON instead of the summary (with runner, plan, estimatedSpeedup,\n' +
+    '                   measuredSpeedup, estimatedMemoryBytes and peakMemoryBytes)',
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
     const home = pixelflyHome();
     // Everything the user typed is checked before a daemon is started for it, with the daemon's own schema.
-    const submit = values.resume === undefined ? await submitParams(values, positionals[0]) : undefined;
+    const runner = choiceOption(values, 'runner', RUNNER_CHOICES) ?? 'engine';
+    if (runner === 'engine' && values.python !== undefined) throw new CliError('--python applies to --runner torch');
+    const submit = values.resume === undefined ? await (runner === 'torch' ? torchSubmitParams(values, positionals[0]) : submitParams(values, positionals[0])) : undefined;
     if (submit) {
       const checked = methods['job.submit'].params.safeParse(submit);
       if (!checked.success) {

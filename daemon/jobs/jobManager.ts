@@ -18,6 +18,7 @@ import {
   describeIoError,
   errnoCode,
   JobIoError,
+  ModelError,
   RejectedError,
   RunnerStoppedError,
   type TrainingBackend,
@@ -120,6 +121,10 @@ export class Job {
       peakMemoryBytes: s.peakMemoryBytes,
       error: s.error,
       summary: s.summary,
+      runner: r.request.runner ?? 'engine',
+      model: r.request.model ? { name: r.request.model.name, file: r.request.model.file, runtime: s.runtime } : undefined,
+      params: s.params,
+      inputs: s.inputs,
     };
   }
 }
@@ -346,7 +351,8 @@ export class JobManager {
     try {
       // Again now: the machine may have changed while the job was queued.
       const admission = this.opts.admit?.(request, job.run);
-      const prepare = () => this.opts.backend.prepare(request, { maxDataBytes: admission?.maxDataBytes ?? Infinity, signal: abort.signal });
+      const resuming = job.run.checkpoints().length > 0;
+      const prepare = () => this.opts.backend.prepare(request, { maxDataBytes: admission?.maxDataBytes ?? Infinity, signal: abort.signal, resuming });
       setup = await prepare();
       const { hyper } = request;
       const totalSteps = plannedSteps(hyper, setup.stepsPerEpoch);
@@ -368,7 +374,10 @@ export class JobManager {
         stepsPerEpoch: setup.stepsPerEpoch,
         totalSteps,
         step: startStep,
-        estimatedMemoryBytes: admission?.estimatedBytes,
+        // The PyTorch runner estimates once its worker has built the model.
+        estimatedMemoryBytes: setup.estimatedMemoryBytes ?? admission?.estimatedBytes,
+        runtime: setup.runtime,
+        inputs: setup.inputs,
         lastCheckpointStep: startStep > 0 ? startStep : undefined,
       });
       const resumeNote =
@@ -420,7 +429,7 @@ export class JobManager {
       else if (job.stopRequest === 'shutdown' && err instanceof RunnerStoppedError) ending = 'interrupted';
       else {
         const message = job.failure ?? describeFailure(err);
-        if (!(err instanceof RejectedError || err instanceof JobIoError)) this.say(`job ${job.id} failed: ${(err as Error)?.stack ?? message}`);
+        if (!(err instanceof RejectedError || err instanceof JobIoError || err instanceof ModelError)) this.say(`job ${job.id} failed: ${(err as Error)?.stack ?? message}`);
         else this.say(`job ${job.id} failed: ${message}`);
         job.emit({ type: 'error', message, fatal: true });
         ending = { state: 'failed', error: message };
@@ -454,7 +463,7 @@ export class JobManager {
     let summary: RunSummary;
     try {
       const done = await (this.opts.finishRun ?? (async (i: FinishRunInput) => finishRun(i)))(input);
-      summary = done.summary;
+      summary = { ...done.summary, runner: job.record.request.runner ?? 'engine' };
       if (done.reportError) this.say(`job ${job.id}: could not write the report: ${done.reportError}`);
     } catch (err) {
       // The log could not be read back (no file descriptor or process left): the job still ends, with what is known.
@@ -475,7 +484,7 @@ export class JobManager {
 
 /** What a client is told when a job fails: the reason, or "internal error" for a bug. */
 function describeFailure(err: unknown): string {
-  if (err instanceof RejectedError || err instanceof DivergedError || err instanceof JobIoError || err instanceof RunnerStoppedError) return err.message;
+  if (err instanceof RejectedError || err instanceof DivergedError || err instanceof JobIoError || err instanceof RunnerStoppedError || err instanceof ModelError) return err.message;
   const code = errnoCode(err);
   if (code) return `${describeIoError(code, 'running the job')}: ${(err as Error).message}`;
   return `internal error: ${((err as Error)?.message ?? String(err)).split('\n')[0]}`;

@@ -1,6 +1,7 @@
 // One folder per run under <home>/runs/<jobId>/:
 //   job.json      what was asked (name, creation time, the full request) — written once
-//   spec.json     the model spec, plan.json the plan actually trained (copies, for people and tools)
+//   spec.json     the model spec (model.json: the PyTorch model's file, name and settings), plan.json
+//                 the plan actually trained (copies, for people and tools)
 //   state.json    current state, step, checkpoint — rewritten atomically (write, fsync, rename) on
 //                 every change; a damaged one is rebuilt from the rest of the folder
 //   metrics.jsonl the event log (eventLog.ts)
@@ -10,7 +11,7 @@
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeIoError, errnoCode, JobIoError, type DatasetInfo, type TrainingRequest } from './trainer';
-import type { JobEvent, JobState, RunSummary } from '../../protocol/daemon';
+import type { JobEvent, JobState, ModelInputs, RunSummary } from '../../protocol/daemon';
 import { formatBytes } from '../../io/userFile';
 import { writeFileAtomic } from '../../io/home';
 
@@ -36,6 +37,9 @@ export interface RunState {
   kernels?: string;
   /** Parameter counts of the built models, known once the job has started. */
   params?: { pixelfly: number; dense?: number };
+  /** What trains the model (the PyTorch runner's 'PyTorch …, Python …') and what the model eats, once built. */
+  runtime?: string;
+  inputs?: ModelInputs;
   stepsPerEpoch?: number;
   lastCheckpointStep?: number;
   /** Peak memory the admission estimated for the job, and the job process's measured peak. */
@@ -111,7 +115,7 @@ export class RunDir {
     const run = new RunDir(join(runsRoot, record.jobId));
     const files: Array<[string, string]> = [
       ['job.json', JSON.stringify(record, null, 2) + '\n'],
-      ['spec.json', JSON.stringify(record.request.spec, null, 2) + '\n'],
+      record.request.model ? ['model.json', JSON.stringify(record.request.model, null, 2) + '\n'] : ['spec.json', JSON.stringify(record.request.spec, null, 2) + '\n'],
       ['plan.json', JSON.stringify(record.request.plan, null, 2) + '\n'],
     ];
     try {

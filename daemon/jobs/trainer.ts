@@ -2,7 +2,7 @@
 // its own process (engineProcess.ts, which drives engineTrainer.ts there); tests may plug in a
 // double to inject faults.
 import type { z } from 'zod';
-import type { DatasetInfoSchema, DatasetSchema, PlanSchema } from '../../protocol/daemon';
+import type { DatasetInfoSchema, DatasetSchema, ModelInputs, PlanSchema } from '../../protocol/daemon';
 import type { TrainingRequest } from '../../protocol/engineJob';
 
 export type { TrainingRequest } from '../../protocol/engineJob';
@@ -47,6 +47,12 @@ export interface TrainingSetup {
   close(): Promise<void>;
   /** Peak resident memory of the job so far, in bytes, when the runner can measure it. */
   peakMemoryBytes?(): number | undefined;
+  /** The runner's own estimate of the job's peak memory, when it makes one once the model is built (the PyTorch runner). */
+  estimatedMemoryBytes?: number;
+  /** What trains the model (the PyTorch runner: 'PyTorch 1.13.1, Python 3.11.2'). */
+  runtime?: string;
+  /** What the model eats (the PyTorch runner: read off the built model). */
+  inputs?: ModelInputs;
 }
 
 export interface PrepareOptions {
@@ -57,6 +63,8 @@ export interface PrepareOptions {
    * and later calls fail with a RunnerStoppedError carrying the abort reason.
    */
   signal?: AbortSignal;
+  /** The job continues from a checkpoint (reading one costs memory of its own). */
+  resuming?: boolean;
 }
 
 export interface TrainingBackend {
@@ -87,8 +95,11 @@ export class JobIoError extends Error {
   }
 }
 
-/** The job's runner stopped for a reason the job should end with (out of memory, crashed, killed). */
+/** The job's runner stopped for a reason the job should end with (out of memory, crashed, killed, hung). */
 export class RunnerStoppedError extends Error {}
+
+/** The user's own model code raised (PyTorch runner): the message carries the Python error and its traceback. */
+export class ModelError extends Error {}
 
 /** An errno code of a Node error, if it has one. */
 export function errnoCode(err: unknown): string | undefined {

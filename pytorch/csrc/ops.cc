@@ -1,5 +1,5 @@
-// The `pixelfly` torch operators: the project's kernels (native/src/kernels) and PixelflyLinear's
-// forward/backward (native/src/engine/pixelfly_linear.cc) on CPU tensors, registered with
+// The `pixelfly` torch operators: the project's kernels (native/src/kernels: block-sparse products
+// and attention cores) and PixelflyLinear's forward/backward (native/src/engine/pixelfly_linear.cc) on CPU tensors, registered with
 // TORCH_LIBRARY so Python reaches them as torch.ops.pixelfly.* (pixelfly_torch/functional.py wraps
 // them in autograd Functions).
 //
@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "op_args.h"
 
 namespace pixelfly {
@@ -142,6 +143,89 @@ std::vector<Tensor> pixelflyLinearBackwardOp(const Tensor& dy, const Tensor& x, 
   return linearBackward(backendFor(precision), dy, x, blocks, index, bias, lr1, lr2, gw, gb, saved, inputGrad);
 }
 
+// ---------------------------------------------------------------- attention cores
+
+// q, k, v, o, dO: [batch, heads, T, head_dim] float32 CPU tensors whose features are contiguous
+// (any other strides: a [B, T, H, D] tensor transposed to [B, H, T, D] is read in place).
+template <class F>
+k::HeadsView<F> headsOf(const char* name, const Tensor& t, at::IntArrayRef shape) {
+  TORCH_CHECK(t.device() == kCpu, name, ": expected a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.scalar_type() == at::kFloat, name, ": expected float32, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 4 && t.sizes() == shape, name, ": expected [batch, heads, T, head_dim] = ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.stride(3) == 1 || t.size(3) == 1, name, ": the head features must be contiguous (stride 1), got strides ",
+              t.strides());
+  k::HeadsView<F> h;
+  h.data = t.data_ptr<float>();
+  h.batchStride = t.stride(0), h.headStride = t.stride(1), h.rowStride = t.stride(2);
+  return h;
+}
+
+// The score layout of T tokens from its packed block index (layout.py's block_index of the
+// ceil(T/block)² mask). The index does not depend on the block size, so it is read and checked
+// once as a grid of 16-blocks, then given the score block and checked as an attention layout.
+k::BsrLayout attentionLayoutOf(const Tensor& index, int64_t block, int64_t T, bool causal) {
+  TORCH_CHECK(block == 16 || block == 32 || block == 64 || block == 128, "block: the attention kernels implement 16, 32, 64 and 128, got ",
+              block);
+  const int64_t n = (T + block - 1) / block;
+  const Layout grid(index, 16, n * 16, n * 16, -1);
+  k::BsrLayout L = grid.weight(nullptr).layout;
+  L.block = static_cast<int>(block);
+  const std::string err = k::validateAttentionLayout(L, static_cast<int>(T), causal);
+  TORCH_CHECK(err.empty(), "layout: ", err);
+  return L;
+}
+
+k::AttentionShape attentionShape(const Tensor& q, bool causal, double scale) {
+  TORCH_CHECK(q.dim() == 4, "q: expected [batch, heads, T, head_dim], got ", q.sizes());
+  TORCH_CHECK(q.size(2) >= 1 && q.size(2) <= INT32_MAX && q.size(0) <= INT32_MAX && q.size(1) <= INT32_MAX,
+              "q: sizes out of the kernels' range: ", q.sizes());
+  k::AttentionShape s;
+  s.batch = static_cast<int>(q.size(0)), s.heads = static_cast<int>(q.size(1)), s.T = static_cast<int>(q.size(2));
+  s.headDim = static_cast<int>(q.size(3)), s.causal = causal, s.scale = static_cast<float>(scale);
+  return s;
+}
+
+void requireLse(const char* name, const Tensor& t, at::IntArrayRef shape) {
+  TORCH_CHECK(t.device() == kCpu && t.scalar_type() == at::kFloat && t.is_contiguous() && t.sizes() == shape, name,
+              ": expected a contiguous float32 CPU tensor [batch, heads, T] = ", shape, ", got ", t.scalar_type(), " ",
+              t.sizes(), t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+std::tuple<Tensor, Tensor> attentionForwardOp(const Tensor& q, const Tensor& key, const Tensor& value, const Tensor& index,
+                                              int64_t block, bool causal, double scale) {
+  const k::AttentionShape s = attentionShape(q, causal, scale);
+  const auto shape = q.sizes();
+  const k::Heads Q = headsOf<const float>("q", q, shape), K = headsOf<const float>("k", key, shape),
+                 V = headsOf<const float>("v", value, shape);
+  const k::BsrLayout L = attentionLayoutOf(index, block, s.T, causal);
+  followTorchThreads();
+  Tensor o = at::empty(shape, at::TensorOptions().dtype(at::kFloat));
+  Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, at::TensorOptions().dtype(at::kFloat));
+  k::attentionForward(L, s, Q, K, V, headsOf<float>("o", o, shape), lse.data_ptr<float>());
+  return {o, lse};
+}
+
+std::tuple<Tensor, Tensor, Tensor> attentionBackwardOp(const Tensor& q, const Tensor& key, const Tensor& value, const Tensor& o,
+                                                       const Tensor& lse, const Tensor& dO, const optional<Tensor>& dlse,
+                                                       const Tensor& index, int64_t block, bool causal, double scale) {
+  const k::AttentionShape s = attentionShape(q, causal, scale);
+  const auto shape = q.sizes();
+  const k::Heads Q = headsOf<const float>("q", q, shape), K = headsOf<const float>("k", key, shape),
+                 V = headsOf<const float>("v", value, shape), O = headsOf<const float>("o", o, shape),
+                 dOut = headsOf<const float>("dout", dO, shape);
+  const std::vector<int64_t> rows = {q.size(0), q.size(1), q.size(2)};
+  requireLse("lse", lse, rows);
+  if (dlse) requireLse("dlse", *dlse, rows);
+  const k::BsrLayout L = attentionLayoutOf(index, block, s.T, causal);
+  followTorchThreads();
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  Tensor dq = at::empty(shape, opts), dk = at::empty(shape, opts), dv = at::empty(shape, opts);
+  k::attentionBackward(L, s, Q, K, V, O, lse.data_ptr<float>(), dOut, headsOf<float>("dq", dq, shape),
+                       headsOf<float>("dk", dk, shape), headsOf<float>("dv", dv, shape), 0,
+                       dlse ? dlse->data_ptr<float>() : nullptr);
+  return {dq, dk, dv};
+}
+
 // ---------------------------------------------------------------- dispatch and threads
 
 std::string isaInfo() { return k::isaName(k::activeIsa()); }
@@ -180,6 +264,10 @@ TORCH_LIBRARY(pixelfly, m) {
   m.def(
       "pixelfly_linear_backward(Tensor dy, Tensor x, Tensor blocks, Tensor index, Tensor? bias, Tensor? lr_weight1, "
       "Tensor? lr_weight2, Tensor? gate_weight, Tensor? gate_bias, Tensor[] saved, bool input_grad, str precision=\"fp32\") -> Tensor[]");
+  m.def("attention_forward(Tensor q, Tensor k, Tensor v, Tensor index, int block, bool causal, float scale) -> (Tensor, Tensor)");
+  m.def(
+      "attention_backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor dout, Tensor? dlse, Tensor index, int block, "
+      "bool causal, float scale) -> (Tensor, Tensor, Tensor)");
   m.def("isa() -> str", pixelfly::torch_ops::isaInfo);
   m.def("bf16_path() -> str", pixelfly::torch_ops::bf16Path);
   m.def("supported_isas() -> str[]", pixelfly::torch_ops::supportedIsas);
@@ -196,4 +284,6 @@ TORCH_LIBRARY_IMPL(pixelfly, CPU, m) {
   m.impl("dense_backward_weight", denseBackwardWeight);
   m.impl("pixelfly_linear_forward", pixelflyLinearForwardOp);
   m.impl("pixelfly_linear_backward", pixelflyLinearBackwardOp);
+  m.impl("attention_forward", attentionForwardOp);
+  m.impl("attention_backward", attentionBackwardOp);
 }

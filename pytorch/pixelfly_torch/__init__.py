@@ -5,11 +5,14 @@ the dense layers they replace, in your own training loop.
     report = pixelfly_torch.sparsify(model, "model.pixelfly-plan.json")   # or from_dense=True for a pretrained model
     print(pixelfly_torch.backend())                                        # "native (avx512, 2 threads)"
 
-``PixelflyLinear`` is a drop-in ``nn.Linear``; on CPU float32 tensors it runs on the Pixelfly kernels
+``PixelflyAttention`` is an attention core (softmax(q·kᵀ/√d)·v) on a flat block butterfly score layout,
+optionally with the authors' low-rank term. ``PixelflyLinear`` is a drop-in ``nn.Linear``; on CPU float32 tensors it runs on the Pixelfly kernels
 (the ``_C.so`` extension built from the project's C++ sources), elsewhere, or without the extension,
 on a masked dense weight (the same function, no speedup; a warning says why).
 """
 from .attention import PixelflyMultiheadAttention
+from .attention_core import (AttentionLayout, PerformerFeatures, PixelflyAttention, attention_layout, attention_reference,
+                             pixelfly_attention)
 from .extension import PixelflyFallbackWarning, backend, cuda_reason, native_reason
 from .functional import dense_linear, pixelfly_linear
 from .layout import (KERNEL_BLOCK_SIZES, PixelflyConfigError, block_index, flat_block_butterfly_layout,
@@ -19,7 +22,10 @@ from .sparsify import PixelflyPlanError, PixelflyPointwiseConv, Replacement, pla
 from .weights import load_engine_weights, pixelfly_layers_from_export, read_safetensors
 
 __all__ = [
+    "AttentionLayout",
     "KERNEL_BLOCK_SIZES",
+    "PerformerFeatures",
+    "PixelflyAttention",
     "PixelflyConfigError",
     "PixelflyFallbackWarning",
     "PixelflyLinear",
@@ -27,6 +33,8 @@ __all__ = [
     "PixelflyPlanError",
     "PixelflyPointwiseConv",
     "Replacement",
+    "attention_layout",
+    "attention_reference",
     "backend",
     "block_index",
     "config_kwargs",
@@ -36,6 +44,7 @@ __all__ = [
     "flat_butterfly_support",
     "load_engine_weights",
     "native_reason",
+    "pixelfly_attention",
     "pixelfly_layers_from_export",
     "pixelfly_linear",
     "plan_layers",

@@ -17,7 +17,7 @@ import { convPositions } from './spatial';
 import type { PyNode } from './ast';
 import { AnalysisLimit, Interpreter } from './interpreter';
 import { ModuleLoader, ParseCache, moduleNameOf, type SearchRoot } from './modules';
-import { readPragmas, type PragmaError, type Pragmas } from './pragmas';
+import { parsePinValue, readPragmas, type PragmaError, type Pragmas } from './pragmas';
 import { classifyRole, type PathStep } from './roles';
 import { show, weightText, type ClassInfo, type FuncInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value, type Weight } from './values';
 
@@ -932,3 +932,27 @@ export function pinnableNames(text: string): string[] {
   return [...names];
 }
 
+
+/**
+ * The analysis' decisions as a plan's layers (name, role, sizes, count, sparsify, config): what
+ * job.submit's `plan` carries for the PyTorch runner, and what pixelfly_torch.sparsify reads. Rows
+ * whose sizes are unresolved have no decision and are left out.
+ */
+export function analysisPlan(a: Analysis): { layers: Array<{ name: string; role: string; in: number; out: number; count: number; sparsify: boolean; config?: PixelflyConfig }>; summary?: string } {
+  const layers = a.layers.flatMap((l) =>
+    l.decision && typeof l.in === 'number' && typeof l.out === 'number'
+      ? [{ name: l.name, role: l.role, in: l.in, out: l.out, count: typeof l.count === 'number' ? l.count : 1, sparsify: l.decision.sparsify, config: l.decision.config }]
+      : [],
+  );
+  return { layers, summary: a.plan?.summary };
+}
+
+/** The pins the analysis built the model with (--set, settings, `# pixelfly:` comments), as JSON settings for the PyTorch runner. */
+export function analysisSettings(a: Analysis): Record<string, number | string | boolean | null> {
+  const out: Record<string, number | string | boolean | null> = {};
+  for (const [k, text] of Object.entries(a.pins)) {
+    const v = parsePinValue(String(text));
+    out[k] = v.k === 'num' || v.k === 'str' || v.k === 'bool' ? (v.v as number | string | boolean) : null;
+  }
+  return out;
+}

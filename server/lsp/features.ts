@@ -19,10 +19,11 @@ import {
   type TextEdit,
   type WorkspaceEdit,
 } from 'vscode-languageserver';
+import { attentionLayout } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { PyNode } from '../analysis/ast';
-import { pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze';
+import { analysisPlan, analysisSettings, pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze';
 import { explainEstimate, type StepEstimate } from '../../core/stepCost';
 import type { PlanDevice } from '../../core/planner';
 import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
@@ -33,6 +34,7 @@ export const SOURCE = 'pixelfly';
 export const CODE_SPARSIFY = 'pixelfly.sparsify';
 export const CODE_UNRESOLVED = 'pixelfly.unresolved';
 export const CODE_KEPT_DENSE = 'pixelfly.keptDense';
+export const CODE_ATTENTION = 'pixelfly.attention';
 
 const pct = (x: number): string => `${(100 * x).toFixed(x < 0.1 ? 1 : 0)}%`;
 
@@ -100,7 +102,10 @@ export function diagnostics(a: Analysis, file: string): Diagnostic[] {
       out.push({ range: l.range, severity: DiagnosticSeverity.Warning, source: SOURCE, message: `Pixelfly: ${l.name}: ${l.note}`, data: { name: l.name } });
     } else if (d && !d.sparsify && l.keptDense) {
       // Why a layer that looks like the others is not suggested (nn.MultiheadAttention's projections).
-      out.push({ range: l.range, severity: DiagnosticSeverity.Hint, source: SOURCE, code: CODE_KEPT_DENSE, message: `Pixelfly: ${l.name}: ${d.reason}`, data: { name: l.name } });
+      out.push({ range: l.range, severity: DiagnosticSeverity.Hint, source: SOURCE, code: CODE_KEPT_DENSE, message: `Pixelfly: ${l.name}: ${d.reason}`, data: { name: l.name } });    } else if (d?.attention && l.kind === 'attn_core') {
+      // Advice without a quick fix: the score layout changes what the model's attention computes, and
+      // the code around an attention core varies too much to rewrite it safely.
+      out.push({ range: l.range, severity: DiagnosticSeverity.Information, source: SOURCE, code: CODE_ATTENTION, message: `Pixelfly: ${l.name}: ${d.reason}`, data: { name: l.name } });
     }
   }
   for (const { rows, why } of shared.values()) {
@@ -219,6 +224,18 @@ export function hover(a: Analysis, file: string, position: Position, measured?: 
         lines.push('', `(no mask: ${(e as Error).message})`);
       }
     }
+    if (d?.attention && l.kind === 'attn_core') {
+      const { layout } = attentionLayout(l.rowsPerSample ?? a.tokensPerSample, d.attention.spec, l.causal ?? false);
+      lines.push(
+        '',
+        `**Pixelfly attention:** ${pct(d.attention.density)} of the score blocks, est. **${d.attention.coreSpeedup.toFixed(1)}×** on this core, ≈${d.attention.stepSpeedup.toFixed(2)}× on the step.`,
+        '',
+        `Score layout (${layout.blockRows}×${layout.blockCols} blocks of ${layout.block}×${layout.block}, ${pictureScale(layout)}; █ computed, · dropped):`,
+        '```text',
+        maskPicture(layout),
+        '```',
+      );
+    }
     lines.push('', `> ${d?.reason ?? l.note ?? ''}`);
     return lines.join('\n');
   });
@@ -269,11 +286,14 @@ export function codeLenses(a: Analysis, file: string, uri: string, measured?: Me
   const preview = previewArgs(a, uri);
   if (!a.model || !preview || a.model.file !== file) return [];
   const range = a.model.range;
-  // The engine's spec and the plan the lens shows, carried as they are to job.submit.
+  // The engine's spec and the plan the lens shows, carried as they are to job.submit; for the
+  // PyTorch runner, the same decisions under the source's layer names and the pins it built with.
   const train: TrainLensArgs = {
     uri,
     name: a.model.name,
     ...('spec' in a.engine ? { spec: a.engine.spec as unknown as Record<string, unknown>, plan: a.engine.plan } : { specError: a.engine.error }),
+    torchPlan: analysisPlan(a),
+    settings: analysisSettings(a),
   };
   let summary: string;
   if (a.plan) {

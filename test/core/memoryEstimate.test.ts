@@ -2,7 +2,7 @@
 // against real job processes in test/daemon/memory.test.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { estimateTrainingMemory, modelMemory, suggestFit, type TrainingMemoryInput } from '../../core/memoryEstimate';
+import { estimateTorchMemory, estimateTrainingMemory, modelMemory, suggestFit, suggestTorchFit, TORCH_BACKWARD_FACTOR, type TorchMemoryInput, type TrainingMemoryInput } from '../../core/memoryEstimate';
 import { parseModelSpec, specInventory, type MixerSpec } from '../../core/modelSpec';
 import { denseLinearCost } from '../../core/pixelflyLayer';
 
@@ -63,4 +63,39 @@ test('a size that fits: the largest batch when the batch is the problem, else a 
   assert.ok(knob && 'field' in knob, JSON.stringify(knob));
   assert.ok(estimateTrainingMemory({ ...deep, spec: { ...MIXER, depth: 2000, [knob.field]: knob.value }, batch: knob.batchSize }).totalBytes <= budget);
   assert.equal(suggestFit(input({ overheadBytes: 1e15 }), budget), undefined, 'nothing fits when the fixed cost alone does not');
+});
+
+const torchInput = (over: Partial<TorchMemoryInput> = {}): TorchMemoryInput => ({
+  params: { pixelfly: 1e6, dense: 3e6 },
+  activationBytesPerSample: { pixelfly: 2e6, dense: 3e6 },
+  batch: 16,
+  baseBytes: 250e6,
+  dataset: { residentBytes: 1e6, loadPeakBytes: 2e6, trainSamples: 0 },
+  compare: true,
+  resuming: false,
+  context: 64,
+  ...over,
+});
+
+test("a PyTorch runner job: both models' weights, grads and AdamW moments, one model's activations at a time (the steps alternate)", () => {
+  const e = estimateTorchMemory(torchInput());
+  assert.equal(e.peakPhase, 'train');
+  assert.equal(e.parts.parameters + e.parts.gradients + e.parts.optimizer, 16 * (1e6 + 3e6));
+  // The larger model's activations, not their sum.
+  assert.equal(e.parts.activations, TORCH_BACKWARD_FACTOR * 3e6 * 16);
+  assert.equal(e.totalBytes, 250e6 + 1e6 + 16 * 4e6 + TORCH_BACKWARD_FACTOR * 3e6 * 16 + 12 * 3e6);
+  const alone = estimateTorchMemory(torchInput({ compare: false }));
+  assert.equal(alone.parts.activations, TORCH_BACKWARD_FACTOR * 2e6 * 16);
+  assert.ok(alone.totalBytes < e.totalBytes);
+  assert.ok(estimateTorchMemory(torchInput({ batch: 32 })).totalBytes > e.totalBytes);
+});
+
+test('a PyTorch runner job that does not fit: the largest batch that does, else a shorter context at batch 1', () => {
+  const input = torchInput({ batch: 64 });
+  const budget = estimateTorchMemory(torchInput({ batch: 20 })).totalBytes;
+  assert.deepEqual(suggestTorchFit(input, budget), { batchSize: 20 });
+  const one = estimateTorchMemory(torchInput({ batch: 1 })).totalBytes;
+  const fit = suggestTorchFit(input, one - 1e6);
+  assert.ok(fit && 'field' in fit && fit.field === 'context' && fit.value < 64 && fit.batchSize === 1, JSON.stringify(fit));
+  assert.equal(suggestTorchFit(input, 100e6), undefined, 'below the process itself nothing fits');
 });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planModel, type Plan } from '../../core/planner';
 import { layerDenseCost, parseInventory, type Inventory, type InventoryLayer } from '../../core/inventory';
-import { attentionCoreFlops } from '../../core/attention';
+import { adviseAttention, attentionCoreFlops, attentionLayout, suggestedAttention, SPARSE_ATTENTION_EFFICIENCY } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { PixelflyConfigError } from '../../core/errors';
 import { mulberry32 } from '../support/random';
@@ -224,7 +224,8 @@ test('attention cores and convolutions count in the totals, stay dense and say w
   assert.equal(core.denseFlops, 3 * 0.5 * 4 * T * T * d * 12);
   assert.equal(core.denseParams, 0);
   assert.equal(core.sparsify, false);
-  assert.match(core.reason, /^Kept dense: the attention core \(QKᵀ and scores·V\) has no weights to sparsify/);
+  assert.equal(core.planFlops, core.denseFlops, 'attention advice does not change the plan');
+  assert.match(core.reason, /^Pixelfly attention pays here: at 1024 tokens/);
   const conv = byName(plan, 'conv');
   assert.equal(conv.denseFlops, 3 * 2 * 3136 * 64 * 9 * 64 * 3, 'no bias adds');
   assert.match(conv.reason, /^Kept dense: a convolution with a spatial kernel/);
@@ -256,4 +257,61 @@ test('parseInventory checks the optional fields', () => {
   assert.throws(() => parseInventory({ layers: [{ ...base, causal: 'yes' }] }), /layers\[0\] \(l\) causal must be a boolean/);
   assert.throws(() => parseInventory({ layers: [{ ...base, keptDense: '' }] }), /keptDense must be a non-empty string/);
   assert.throws(() => parseInventory({ layers: [{ ...base, pixelfly: { block: 32, butterflySize: 4, nFactors: 2, rank: -1 } }] }), /pixelfly\.rank must be an integer ≥ 0/);
+});
+
+/** A GPT block's layers at context T and width d (12 blocks), with the attention core. */
+function gptBlocks(T: number, d: number, mlp = 4 * d): InventoryLayer[] {
+  return [
+    { name: 'qkv', role: 'attn_qkv', in: d, out: 3 * d, count: 12, rowsPerSample: T },
+    { name: 'out', role: 'attn_out', in: d, out: d, count: 12, rowsPerSample: T },
+    { name: 'core', role: 'attn_core', in: d, out: T, count: 12, rowsPerSample: T, causal: true },
+    { name: 'fc1', role: 'mlp_fc1', in: d, out: mlp, count: 12, rowsPerSample: T },
+    { name: 'fc2', role: 'mlp_fc2', in: mlp, out: d, count: 12, rowsPerSample: T },
+  ];
+}
+
+test('Pixelfly attention is suggested where it pays (long contexts), with the layout and its estimates', () => {
+  const plan = planModel({ layers: gptBlocks(4096, 768) }, { budget: 0.5 });
+  const core = byName(plan, 'core');
+  assert.equal(core.sparsify, false, 'an attention core has no weights: advice, not a sparsified layer');
+  assert.ok(core.attention, core.reason);
+  assert.deepEqual(core.attention.spec, { kind: 'pixelfly', block: 64, butterflySize: 64, nFactors: 6 });
+  const { density } = attentionLayout(4096, core.attention.spec, true);
+  assert.equal(core.attention.density, density);
+  assert.ok(density < 0.2, `density ${density}`);
+  assert.equal(core.attention.coreSpeedup, SPARSE_ATTENTION_EFFICIENCY / density);
+  assert.ok(core.attention.stepSpeedup > 1.05 && core.attention.stepSpeedup < core.attention.coreSpeedup);
+  assert.match(core.reason, /^Pixelfly attention pays here: at 4096 tokens a flat butterfly \(size 64, 6 factors\) on 64×64 score blocks keeps \d+(\.\d)?% of the score blocks of the causal triangle, an est\. \d+\.\d× faster attention core, which is \d+% of the step: ≈\d\.\d\d× overall\./);
+  assert.match(core.reason, /"attention": \{"kind": "pixelfly", "block": 64, "butterflySize": 64, "nFactors": 6\}/);
+  assert.match(core.reason, /pixelfly_torch\.PixelflyAttention\(head_dim, 4096, causal=True\)/);
+  assert.equal(plan.denseFlops, plan.layers.reduce((a, l) => a + l.denseFlops, 0));
+});
+
+test('attention stays dense where Pixelfly attention does not pay, saying why', () => {
+  // Short context: the butterfly keeps every block.
+  const short = byName(planModel({ layers: gptBlocks(256, 768) }, { budget: 0.5 }), 'core');
+  assert.equal(short.attention, undefined);
+  assert.match(short.reason, /^Kept dense: at 256 tokens a flat butterfly \(size 4, 2 factors\) on 64×64 score blocks keeps 80% of the score blocks, too many for block-sparse attention to beat dense/);
+  // A sparse layout, but the core is a small share of the step (a very wide MLP).
+  const small = byName(planModel({ layers: gptBlocks(2048, 256, 65536) }, { budget: 0.5 }), 'core');
+  assert.equal(small.attention, undefined);
+  assert.match(small.reason, /^Kept dense: Pixelfly attention \(.*\) would run this core an est\. \d+\.\d× faster, but the core is only \d+(\.\d)?% of the step: ≈1\.0\d× overall/);
+  // Windowed attention: keys per query below the context.
+  const windowed = byName(planModel({ layers: [{ name: 'core', role: 'attn_core', in: 512, out: 256, count: 4, rowsPerSample: 4096 }] }, { budget: 0.5 }), 'core');
+  assert.equal(windowed.attention, undefined);
+  assert.match(windowed.reason, /^Kept dense: each query sees 256 of 4096 keys \(windowed or cross attention\)/);
+});
+
+test('the suggested attention layout is a valid one at any context, and advice is monotone in the share', () => {
+  for (let T = 1; T <= 9000; T += 97) {
+    const spec = suggestedAttention(T);
+    assert.doesNotThrow(() => attentionLayout(T, spec, true), `T ${T}: ${JSON.stringify(spec)}`);
+  }
+  let last = 1;
+  for (const share of [0, 0.1, 0.3, 0.6, 0.9, 1]) {
+    const a = adviseAttention(8192, 8192, true, share);
+    assert.ok(a.stepSpeedup >= last, `share ${share}`);
+    last = a.stepSpeedup;
+  }
+  assert.ok(Math.abs(adviseAttention(8192, 8192, true, 1).stepSpeedup - adviseAttention(8192, 8192, true, 1).coreSpeedup) < 1e-12);
 });

@@ -11,7 +11,7 @@ import { lossVsTime, RunSeries } from '../../webview/metrics/runSeries';
 import { appliedMessage, benchParams, defaultConfig, toModelView } from '../../extension/modelView';
 import { validateParams } from '../../core/layout';
 import { DEFAULTS, readSettings } from '../../extension/settings';
-import { isTrainArgs, specFromTrainArgs } from '../../extension/trainArgs';
+import { isTrainArgs, specFromTrainArgs, trainsTorch } from '../../extension/trainArgs';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 import { LayerRoleSchema } from '../../protocol/daemon';
 import { LAYER_ROLES } from '../../core/inventory';
@@ -212,6 +212,16 @@ describe('Train CodeLens arguments', () => {
     assert.throws(() => specFromTrainArgs({ uri: 'file:///m.py', name: 'UNet' }), /UNet cannot be trained by the engine: the language server gave no engine spec and no reason/);
     assert.equal(isTrainArgs(undefined), false);
     assert.equal(isTrainArgs({ scheme: 'file', fsPath: '/m.json' }), false, 'a Uri is not lens arguments');
+  });
+
+  it("trains the user's own model (the PyTorch runner) when asked, or with 'auto' when the model maps onto no engine family", () => {
+    const mapped = { uri: 'file:///w/m.py', name: 'ViT', spec: { kind: 'vit' } };
+    const unmapped = { uri: 'file:///w/modeling_gpt2.py', name: 'GPT2LMHeadModel', specError: 'Conv1D …' };
+    assert.equal(trainsTorch(mapped, 'auto'), false);
+    assert.equal(trainsTorch(unmapped, 'auto'), true);
+    assert.equal(trainsTorch(mapped, 'torch'), true);
+    assert.equal(trainsTorch(unmapped, 'engine'), false);
+    assert.equal(trainsTorch({ uri: 'file:///w/spec.json', name: 'x' }, 'torch'), false, 'only a Python file');
   });
 });
 

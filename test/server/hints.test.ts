@@ -10,7 +10,7 @@ import { DiagnosticSeverity, type CodeAction, type TextDocumentEdit } from 'vsco
 import { ParseCache } from '../../server/analysis/modules';
 import { pythonParser } from '../../server/analysis/parser';
 import type { Analysis, AnalyzeOptions } from '../../server/analysis/analyze';
-import { CODE_SPARSIFY, CODE_UNRESOLVED, codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, type EditContext } from '../../server/lsp/features';
+import { CODE_ATTENTION, CODE_SPARSIFY, CODE_UNRESOLVED, codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, type EditContext } from '../../server/lsp/features';
 import { analysisJson } from '../../cli/commands/analyze';
 import { toModelView, type AnalyzedModel } from '../../extension/modelView';
 import { modelTotals } from '../../webview/mask/layerStats';
@@ -271,4 +271,31 @@ test("the model's hover explains the whole-step estimate and its profile; the Tr
     assert.equal(e.sparsify, d.sparsify, dst);
     assert.deepEqual(e.config, d.config, dst);
   }
+});
+
+test('an attention core gets Pixelfly attention where it pays (a long context) and stays dense, saying why, where it does not', async () => {
+  const file = fixture('nanogpt', 'model.py');
+  const text = (a: Analysis, l: { range: { start: { line: number; character: number } } }): string =>
+    (hover(a, a.file, { line: l.range.start.line, character: l.range.start.character + 1 })!.contents as { value: string }).value;
+  // GPT-2 small at 1024 tokens: the core is a small share of the step.
+  const short = await run({ file });
+  const core = row(short, 'transformer.h.*.attn.(core)');
+  assert.equal(core.decision?.attention, undefined);
+  assert.match(core.decision!.reason, /^Kept dense: Pixelfly attention \(.*\) would run this core an est\. [\d.]+× faster, but the core is only [\d.]+% of the step/);
+  assert.equal(diagnostics(short, file).filter((d) => d.code === CODE_ATTENTION).length, 0);
+  // The same model at 8192 tokens: the attention core dominates, Pixelfly attention is suggested.
+  const source = readFileSync(file, 'utf8').replace('block_size: int = 1024', 'block_size: int = 8192');
+  const long = await run({ file, source });
+  const longCore = row(long, 'transformer.h.*.attn.(core)');
+  const advice = longCore.decision?.attention;
+  assert.ok(advice, longCore.decision?.reason);
+  assert.deepEqual(advice.spec, { kind: 'pixelfly', block: 64, butterflySize: 128, nFactors: 7 });
+  assert.equal(longCore.decision!.sparsify, false, 'advice, not a sparsified layer');
+  const diags = diagnostics(long, file).filter((d) => d.code === CODE_ATTENTION);
+  assert.equal(diags.length, 1);
+  assert.equal(diags[0].severity, DiagnosticSeverity.Information);
+  assert.match(diags[0].message, /^Pixelfly: transformer\.h\.\*\.attn\.\(core\): Pixelfly attention pays here: at 8192 tokens .* pixelfly_torch\.PixelflyAttention\(head_dim, 8192, causal=True\)/);
+  const h = text(long, longCore);
+  assert.match(h, /\*\*Pixelfly attention:\*\* [\d.]+% of the score blocks, est\. \*\*[\d.]+×\*\* on this core/);
+  assert.match(h, /Score layout \(128×128 blocks of 64×64, one character per 6×3 blocks; █ computed, · dropped\)/);
 });

@@ -99,7 +99,8 @@ void attentionForward(const BsrLayout& layout, const AttentionShape& s, Heads q,
 }
 
 void attentionBackward(const BsrLayout& layout, const AttentionShape& s, Heads q, Heads k, Heads v, Heads o,
-                       const float* lse, Heads dO, HeadsOut dq, HeadsOut dk, HeadsOut dv, int threads) {
+                       const float* lse, Heads dO, HeadsOut dq, HeadsOut dk, HeadsOut dv, int threads,
+                       const float* dlse) {
   requireShape(s);
   requireLayout(layout, s);
   requireHeads("q", q, s);
@@ -115,7 +116,7 @@ void attentionBackward(const BsrLayout& layout, const AttentionShape& s, Heads q
   AttentionProblem p;
   p.layout = layout;
   p.shape = s;
-  p.q = q, p.k = k, p.v = v, p.o = o, p.lse = lse, p.dO = dO, p.dq = dq, p.dk = dk, p.dv = dv;
+  p.q = q, p.k = k, p.v = v, p.o = o, p.lse = lse, p.dO = dO, p.dq = dq, p.dk = dk, p.dv = dv, p.dlse = dlse;
   table().backward(p, resolveThreads(threads));
 }
 

@@ -53,16 +53,20 @@ void attentionForward(const BsrLayout& layout, const AttentionShape& s, Heads q,
                       float* lse, int threads = 0);
 
 // dq, dk, dv (overwritten) from do_, given the forward's o and lse. dq/dk/dv must not overlap the
-// inputs (they may be slices of one dqkv buffer).
+// inputs (they may be slices of one dqkv buffer). `dlse` (optional, [batch][head][T] like lse) is a
+// gradient on lse itself, for callers that use lse beyond normalising this softmax (the sparse +
+// low-rank attention mixes the two parts by it): ∂lse_i/∂s_ij = p_ij, so it adds p_ij·dlse_i to
+// each dS_ij, i.e. Δ_i = dO_i·o_i − dlse_i.
 void attentionBackward(const BsrLayout& layout, const AttentionShape& s, Heads q, Heads k, Heads v, Heads o,
-                       const float* lse, Heads dO, HeadsOut dq, HeadsOut dk, HeadsOut dv, int threads = 0);
+                       const float* lse, Heads dO, HeadsOut dq, HeadsOut dk, HeadsOut dv, int threads = 0,
+                       const float* dlse = nullptr);
 
 // The plain reference (scalar loops, double accumulation, the probabilities of each row
 // materialised), which the kernels are checked against; same contract. Single-threaded.
 void attentionForwardReference(const BsrLayout& layout, const AttentionShape& s, Heads q, Heads k, Heads v, HeadsOut o,
                                float* lse);
 void attentionBackwardReference(const BsrLayout& layout, const AttentionShape& s, Heads q, Heads k, Heads v,
-                                Heads dO, HeadsOut dq, HeadsOut dk, HeadsOut dv);
+                                Heads dO, HeadsOut dq, HeadsOut dk, HeadsOut dv, const float* dlse = nullptr);
 
 }  // namespace kernels
 }  // namespace pixelfly

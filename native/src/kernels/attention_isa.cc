@@ -404,7 +404,7 @@ void backward(const AttentionProblem& p, int threads) {
       for (; e + VL <= g.d; e += VL) acc += loadu(o + e) * loadu(d + e);
       float tail = 0.f;
       for (; e < g.d; e++) tail += o[e] * d[e];
-      rowDot[t] = hsum(acc) + tail;
+      rowDot[t] = hsum(acc) + tail - (p.dlse ? p.dlse[(long)bh * g.T + t] : 0.f);
       lse[t] = lseIn[t];
     }
     float* P = tlsBlock.get((size_t)B * B * 2 + (size_t)B * dp * 2);

@@ -70,10 +70,10 @@ void attentionForwardReference(const BsrLayout& L, const AttentionShape& s, Head
       }
 }
 
-// dP_ij = dO_i·v_j, dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij'), then dq_i = scale Σ_j dS_ij k_j,
+// dP_ij = dO_i·v_j, dS_ij = P_ij (dP_ij − Σ_j' P_ij' dP_ij' + dlse_i), then dq_i = scale Σ_j dS_ij k_j,
 // dk_j = scale Σ_i dS_ij q_i, dv_j = Σ_i P_ij dO_i.
 void attentionBackwardReference(const BsrLayout& L, const AttentionShape& s, Heads q, Heads k, Heads v, Heads dO,
-                                HeadsOut dq, HeadsOut dk, HeadsOut dv) {
+                                HeadsOut dq, HeadsOut dk, HeadsOut dv, const float* dlse) {
   const int d = s.headDim, T = s.T;
   std::vector<double> gq(static_cast<size_t>(T) * d), gk(gq.size()), gv(gq.size());
   for (int b = 0; b < s.batch; b++)
@@ -93,6 +93,7 @@ void attentionBackwardReference(const BsrLayout& L, const AttentionShape& s, Hea
           dp[n] = dot(doi, v.row(b, h, keys[n]), d);
           rowDot += p[n] * dp[n];
         }
+        if (dlse) rowDot -= dlse[(static_cast<int64_t>(b) * s.heads + h) * T + i];
         for (size_t n = 0; n < keys.size(); n++) {
           const int j = keys[n];
           const double ds = p[n] * (dp[n] - rowDot) * s.scale;

@@ -17,6 +17,7 @@ struct AttentionProblem {
   HeadsOut oOut, dq, dk, dv;
   float* lseOut = nullptr;
   const float* lse = nullptr;
+  const float* dlse = nullptr;  // optional gradient on lse (backward)
 };
 
 struct AttentionTable {
