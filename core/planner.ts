@@ -19,7 +19,7 @@
 import { PixelflyConfigError } from './errors';
 import { layoutSummary, padTo, type LayoutSummary } from './layout';
 import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } from './pixelflyLayer';
-import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, stepRates, type DeviceProfile } from './costModel';
+import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
 import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
 import { adviseAttention, type PixelflyAttention } from './attention';
 import { DEFAULT_BATCH_SIZE, explainEstimate, fixedSecondsPerSample, modelWork, optimizerSeconds, stepEstimate, type StepEstimate } from './stepCost';
@@ -368,9 +368,10 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const denseTime = stepSeconds(dense);
   for (const s of states) {
     if (s.keptReason !== '' || s.layer.role !== 'attn_core') continue;
-    // No weights to sparsify: whether Pixelfly attention over its score matrix pays, from its share of the step's time.
-    const coreSeconds = s.denseFlops / (stepRates(o.profile).attentionGflops * 1e9);
-    const a = adviseAttention(s.layer.rowsPerSample, s.layer.out, s.layer.causal ?? false, denseTime > 0 ? coreSeconds / denseTime : 0);
+    // No weights to sparsify: whether Pixelfly attention over its score matrix pays, from its share of
+    // the products' time at the GEMM rate (as adviseAttention is calibrated; not yet the whole step's).
+    const productsTime = states.reduce((acc, x) => acc + x.denseSeconds, 0);
+    const a = adviseAttention(s.layer.rowsPerSample, s.layer.out, s.layer.causal ?? false, productsTime > 0 ? s.denseSeconds / productsTime : 0);
     s.keptReason = `${a.reason}.`;
     if (a.suggest) s.attention = { spec: a.suggest, density: a.density, coreSpeedup: a.coreSpeedup, stepSpeedup: a.stepSpeedup };
   }

@@ -261,8 +261,8 @@ test("the model's hover explains the whole-step estimate and its profile; the Tr
   assert.match(text(hover(a, doc.file, at, measured)), /measured \*\*1\.23×\*\* \(run run-1\)/);
   const lenses = codeLenses(a, doc.file, doc.ctx.uri, measured);
   assert.match(lenses[0].command!.title, /est\. [\d.]+× per step \(default profile\) · measured 1\.23×/);
-  const train = lenses[2].command!.arguments![0] as { spec: unknown; plan: unknown };
-  assert.deepEqual(train, { uri: doc.ctx.uri, name: 'GPT', spec: a.engine.spec, plan: a.engine.plan });
+  const train = lenses[2].command!.arguments![0] as { uri: string; name: string; spec: unknown; plan: unknown };
+  assert.deepEqual([train.uri, train.name, train.spec, train.plan], [doc.ctx.uri, 'GPT', a.engine.spec, a.engine.plan]);
   // The engine's layers take the decisions of the layers they stand for.
   const engine = a.engine.plan.layers;
   for (const [src, dst] of [['transformer.h.*.attn.c_attn', 'blocks.attn.qkv'], ['transformer.h.*.mlp.c_fc', 'blocks.mlp.fc1'], ['lm_head', 'head']]) {
