@@ -5,7 +5,6 @@
 import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { planModel } from '../core/planner';
 import { parseDataset } from '../client/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { AnalysisJson } from '../protocol/lsp';
@@ -182,7 +181,7 @@ async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown
  */
 async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>, 'runner' | 'model' | 'plan'>> {
   const uri = vscode.Uri.parse(a.uri as string);
-  const plan = a.plan as { layers?: Array<{ sparsify?: boolean }> } | undefined;
+  const plan = a.torchPlan as { layers?: Array<{ sparsify?: boolean }> } | undefined;
   if (!plan?.layers?.some((l) => l.sparsify)) {
     throw new Error(`${a.name ?? 'this model'}: the plan keeps every layer dense, so there is nothing to compare (pin unresolved sizes, or lower pixelfly.plan.budget)`);
   }
@@ -196,7 +195,7 @@ async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>
       paths: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
       trusted: vscode.workspace.isTrusted,
     },
-    plan: a.plan as MethodParamsIn<'job.submit'>['plan'],
+    plan: a.torchPlan as MethodParamsIn<'job.submit'>['plan'],
   };
 }
 
@@ -333,23 +332,23 @@ async function stopRun(s: Services, jobId?: unknown): Promise<void> {
   s.output.info(`cancel requested for ${id}: ${info.state}`);
 }
 
-/** Plans the model (daemon, else core) and writes the plan to `to`, or where the user picks. */
+/**
+ * Writes the plan the language server made for the model — the one its hints, lens and Train
+ * show, nothing planned again — to `to`, or where the user picks: the layers under their names in
+ * the source (for pixelfly_torch.sparsify), and the engine spec with the same plan on its layers.
+ */
 async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<vscode.Uri | undefined> {
   const { view } = await resolveModel(s, arg);
-  const settings = s.settings();
-  const inventory = view.layers.map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
-  const target = { budget: settings.budget };
-  let plan: unknown;
-  let source: string;
-  try {
-    plan = await s.connection.call('plan.suggest', { inventory: { layers: inventory }, target });
-    source = 'daemon (device profile of this machine)';
-  } catch (e) {
-    // The daemon plans with this device's measured profile; without it core plans with its default prior.
-    s.output.warn(`plan.suggest unavailable (${(e as Error).message}); planning locally with the default device profile`);
-    plan = planModel({ layers: inventory }, target);
-    source = 'core default device profile';
-  }
+  if (!view.uri) throw new Error(`${view.name} has no source file: open the Python file to export its plan`);
+  const analyzed = await s.analysis(vscode.Uri.parse(view.uri));
+  if (!analyzed.plan) throw new Error(`the language server has no plan for ${view.name} (unresolved sizes?): see its hints`);
+  const layers = analyzed.layers
+    .filter((l) => l.count !== 0 && l.decision && l.role !== 'attn_core')
+    .map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, ...l.decision }));
+  const device = analyzed.plan.device;
+  const plannedBy = `language server, ${device?.source === 'measured' ? 'device profile measured on this machine' : 'default device profile'}${device?.name ? ` (${device.name})` : ''}`;
+  const target = analyzed.target;
+  const plan = { ...analyzed.plan, layers };
   const base = vscode.workspace.workspaceFolders?.[0]?.uri;
   const target_ = to ?? await vscode.window.showSaveDialog({
     defaultUri: base ? vscode.Uri.joinPath(base, `${view.name}.pixelfly-plan.json`) : undefined,
@@ -357,7 +356,7 @@ async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<v
     title: 'Export Pixelfly plan',
   });
   if (!target_) return undefined;
-  const doc = { model: view.name, source: view.uri, plannedBy: source, target, plan };
+  const doc = { model: view.name, source: view.uri, plannedBy, target, plan, engine: analyzed.engine };
   await vscode.workspace.fs.writeFile(target_, Buffer.from(JSON.stringify(doc, null, 2) + '\n', 'utf8'));
   void vscode.window.showInformationMessage(`Pixelfly: plan written to ${target_.fsPath}`);
   return target_;

@@ -3,8 +3,7 @@
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
 import { LAYER_ROLES, MAX_LAYER_SIZE, type InventoryLayer } from '../core/inventory';
-import type { PlanTarget } from '../core/planner';
-import type { PixelflyConfig } from '../core/pixelflyLayer';
+import { PixelflyConfigSchema, PlanSchema, PlanTargetSchema } from './plan';
 
 /** Bumped on any incompatible change; `hello` reports it so a client can refuse a daemon it does not understand. */
 export const PROTOCOL_VERSION = 1;
@@ -106,41 +105,7 @@ export const InventoryLayerSchema = z.strictObject({
   pixelfly: z.lazy(() => PixelflyConfigSchema).optional(),
 }) satisfies z.ZodType<InventoryLayer>;
 
-/** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig; `satisfies` keeps the two in step). */
-export const PixelflyConfigSchema = z.object({
-  block: positiveInt,
-  butterflySize: positiveInt,
-  nFactors: positiveInt,
-  rank: z.number().int().nonnegative(),
-  globalSize: z.number().int().nonnegative().optional(),
-  shuffle: z.boolean().optional(),
-}) satisfies z.ZodType<PixelflyConfig>;
-
-/** What the planner aims for (core/planner.ts PlanTarget): a fraction of dense FLOPs, or an estimated speedup. */
-export const PlanTargetSchema = z.union([
-  z.strictObject({ budget: finite.refine((v) => v > 0 && v <= 1, 'budget must be in (0, 1]') }),
-  z.strictObject({ speedup: finite.refine((v) => v >= 1 && v <= 1000, 'speedup must be in [1, 1000]') }),
-]) satisfies z.ZodType<PlanTarget>;
-
-/**
- * A plan as core/planner.ts produces it (Plan, LayerDecision). The fields the daemon and the
- * extension rely on are pinned; others pass through untouched, so the planner can grow freely.
- */
-export const PlanSchema = z.looseObject({
-  layers: z
-    .array(
-      z.looseObject({
-        name: z.string().min(1).max(256),
-        sparsify: z.boolean(),
-        config: PixelflyConfigSchema.optional(),
-        estSpeedup: finite.optional(),
-        reason: z.string().optional(),
-      }),
-    )
-    .max(4096),
-  estSpeedup: finite.optional(),
-  summary: z.string().optional(),
-});
+export { PixelflyConfigSchema, PlanSchema, PlanTargetSchema };
 
 /** A JSON model spec (core/modelSpec.ts). Its structure is checked by the core's validator, which gives precise errors. */
 export const ModelSpecSchema = z.record(z.string(), z.unknown());
@@ -275,6 +240,8 @@ export const RunSummarySchema = z.object({
   dense: VariantSummarySchema.optional(),
   /** Median dense step time / median Pixelfly step time, both measured in the same alternating run. */
   speedup: finite.optional(),
+  /** The plan's whole-step estimate of that speedup (plan.estimate.speedup), when the run has both. */
+  estimatedSpeedup: finite.optional(),
   reportPath: z.string().optional(),
 });
 export type RunSummary = z.infer<typeof RunSummarySchema>;
@@ -464,7 +431,7 @@ export const BenchShapeSchema = z.strictObject({
   out: positiveInt.max(65536),
   /** Rows of the activation matrix (batch x tokens). */
   rows: positiveInt.max(1 << 20),
-  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`. */
+  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`; with neither, the shape is measured dense only (its GEMM rate). */
   config: PixelflyConfigSchema.optional(),
 });
 
@@ -502,9 +469,8 @@ export const methods = {
       configs: z.array(PixelflyConfigSchema).min(1).max(64).optional(),
       repeats: z.number().int().min(1).max(100).default(5),
       threads: z.number().int().nonnegative().max(256).default(0),
-    }).refine((p) => p.configs !== undefined || p.shapes.every((s) => s.config !== undefined), {
-      message: 'every shape needs its own config when configs is not given',
-      path: ['configs'],
+      /** Also time dense engine training steps, for the step rates whole-step estimates use (core/stepCost.ts). */
+      step: z.boolean().default(true),
     }),
     result: z.object({
       /** Where the measured profile was saved; core/costModel.ts reads it. */
@@ -532,7 +498,11 @@ export const methods = {
       spec: ModelSpecSchema.optional(),
       /** The user's PyTorch model (torch runner). */
       model: TorchModelSchema.optional(),
-      /** Omitted or null: the daemon asks the planner for the spec's inventory, with `target` (default: budget 0.25). */
+      /**
+       * The plan to train, as the language server or `pixelfly analyze` produced it: carried unchanged
+       * to the engine (or the PyTorch runner) and kept in the run folder. Omitted or null: the daemon
+       * plans the spec's inventory with `target` (default: core's DEFAULT_TARGET) and this machine's profile.
+       */
       plan: PlanSchema.nullable().optional(),
       target: PlanTargetSchema.optional(),
       /** The model file and model the spec stands in for (the language server's lens), shown with the run. */

@@ -7,7 +7,10 @@
  */
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import type { InventoryLayer, LayerRole } from '../core/inventory';
-import type { LayerDecision, Plan, PlanTarget } from '../core/planner';
+import type { ModelSpec } from '../core/modelSpec';
+import type { LayerDecision, Plan as CorePlan, PlanTarget } from '../core/planner';
+import type { StepEstimate } from '../core/stepCost';
+import type { Plan } from './plan';
 
 /** CodeLens commands, registered by the extension. */
 export const PREVIEW_MASKS = 'pixelfly.previewMasks';
@@ -102,7 +105,11 @@ export interface AnalysisJson {
   tokensSource: string;
   target: PlanTarget;
   layers: AnalysisLayerJson[];
-  plan: Omit<Plan, 'layers'> | null;
+  plan: Omit<CorePlan, 'layers'> | null;
+  /** The whole training step, dense and planned (plan.estimate): `estimate.speedup` is the step's. */
+  estimate: StepEstimate | null;
+  /** What `pixelfly train FILE` and the editor's Train lens train: the engine spec and this plan on its layers, or why there is none. */
+  engine: { spec: ModelSpec; plan: CorePlan } | { error: string };
   /** Names whose values the analysis needs pinned. */
   unresolved: string[];
   pins: Record<string, string>;
@@ -145,10 +152,12 @@ export interface TrainLensArgs {
   uri: string;
   name: string;
   spec?: Record<string, unknown>;
+  /** The plan the lens shows, on the spec's layers: job.submit carries it unchanged (the daemon does not re-plan). */
+  plan?: Plan;
   /** Why the model could not be mapped onto an engine family (the extension shows it). */
   specError?: string;
-  /** For the PyTorch runner: the analysis' plan (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
-  plan?: { layers: TorchPlanLayer[]; summary?: string };
+  /** For the PyTorch runner: the same decisions under the source's layer names (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
+  torchPlan?: { layers: TorchPlanLayer[]; summary?: string };
   settings?: Record<string, number | string | boolean | null>;
 }
 

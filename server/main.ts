@@ -22,6 +22,9 @@ import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, s
 import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, MODEL_CHOICE_NOTIFICATION, type AnalysisJson, type AnalysisParams, type ApplyLayerConfigArgs, type ModelChoiceParams } from '../protocol/lsp';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
+import { RunResults, runKey } from '../io/runResults';
+import { homePaths } from '../io/home';
+import type { Analysis } from './analysis/analyze';
 
 const connection = createConnection(ProposedFeatures.all);
 const documents = new TextDocuments(TextDocument);
@@ -136,9 +139,16 @@ connection.onDidChangeWatchedFiles((p) => {
 
 const fileOf = (uri: string): string => fileURLToPath(uri);
 
+// Past runs of the daemon (same home), so a lens and hover show what a run of this plan measured.
+const runs = new RunResults(() => homePaths().runs);
+function measured(a: Analysis) {
+  if (!('plan' in a.engine)) return undefined;
+  return runs.latest(runKey(a.engine.spec as unknown as Record<string, unknown>, a.engine.plan));
+}
+
 connection.onHover(async (p) => {
   const r = await current(p.textDocument.uri);
-  return r?.analysis ? hover(r.analysis, fileOf(p.textDocument.uri), p.position) : null;
+  return r?.analysis ? hover(r.analysis, fileOf(p.textDocument.uri), p.position, measured(r.analysis)) : null;
 });
 
 connection.languages.inlayHint.on(async (p) => {
@@ -148,7 +158,7 @@ connection.languages.inlayHint.on(async (p) => {
 
 connection.onCodeLens(async (p) => {
   const r = await current(p.textDocument.uri);
-  return r?.analysis ? codeLenses(r.analysis, fileOf(p.textDocument.uri), p.textDocument.uri) : [];
+  return r?.analysis ? codeLenses(r.analysis, fileOf(p.textDocument.uri), p.textDocument.uri, measured(r.analysis)) : [];
 });
 
 function editContext(uri: string): EditContext | undefined {

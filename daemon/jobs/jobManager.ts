@@ -476,15 +476,19 @@ export class JobManager {
     const params = setup ? { pixelfly: setup.pixelfly.params, dense: setup.dense?.params } : (job.state.params ?? { pixelfly: 0 });
     const stepsPerEpoch = setup?.stepsPerEpoch ?? job.state.stepsPerEpoch ?? 1;
     const input: FinishRunInput = { metricsFile: job.log.file, reportFile: job.run.reportFile, params, stepsPerEpoch, info: { ...job.info(), state, error } };
+    let summary: RunSummary;
     try {
       const done = await (this.opts.finishRun ?? (async (i: FinishRunInput) => finishRun(i)))(input);
       if (done.reportError) this.say(`job ${job.id}: could not write the report: ${done.reportError}`);
-      return done.summary;
+      summary = done.summary;
     } catch (err) {
       // The log could not be read back (no file descriptor or process left): the job still ends, with what is known.
       this.say(`job ${job.id}: could not summarise its metrics: ${(err as Error).message}`);
-      return { ...summarize([], params, stepsPerEpoch), ...memoryFigures(input.info), reportPath: job.run.reportFile };
+      summary = { ...summarize([], params, stepsPerEpoch), ...memoryFigures(input.info), reportPath: job.run.reportFile };
     }
+    // The plan's whole-step estimate beside what the run measured, for every view of the run.
+    const estimated = job.record.request.plan.estimate?.speedup;
+    return estimated !== undefined && summary.speedup !== undefined ? { ...summary, estimatedSpeedup: estimated } : summary;
   }
 
   /** An interrupted run keeps its summary so far and a report that says why it stopped; a resume replaces both. */

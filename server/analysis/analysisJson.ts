@@ -41,6 +41,8 @@ export function analysisJson(a: Analysis): AnalysisJson {
       ...(l.causal ? { causal: true } : {}),
     })),
     plan: a.plan,
+    estimate: a.plan?.estimate ?? null,
+    engine: a.engine,
     unresolved: a.unresolved,
     pins: a.pins,
     notes: a.notes,

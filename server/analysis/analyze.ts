@@ -7,9 +7,10 @@ import { dirname, resolve } from 'node:path';
 import type { Parser } from 'web-tree-sitter';
 import { FileRefusedError } from '../../io/userFile';
 import { totalFlops, type PixelflyConfig } from '../../core/pixelflyLayer';
-import { planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
+import { DEFAULT_TARGET, planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { layerDenseCost, type InventoryLayer, type LayerRole } from '../../core/inventory';
 import { attentionCoreRows } from './attentionCore';
+import { engineJob, type EngineJob } from './spec';
 import { readPixelflyConfig } from './pixelflyConfig';
 import { headIsPooled } from './pooling';
 import { convPositions } from './spatial';
@@ -20,7 +21,6 @@ import { parsePinValue, readPragmas, type PragmaError, type Pragmas } from './pr
 import { classifyRole, type PathStep } from './roles';
 import { show, weightText, type ClassInfo, type FuncInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value, type Weight } from './values';
 
-export const DEFAULT_TARGET: PlanTarget = { budget: 0.5 };
 /** Tokens per sample when nothing in the model says (no patch grid, no positional table, no block_size). */
 export const DEFAULT_TOKENS = 1024;
 
@@ -132,7 +132,10 @@ export interface Analysis {
   heads: number | null;
   target: PlanTarget;
   layers: LayerRow[];
+  /** The plan of the model's layers (each layer's decision is on its row), with the whole-step estimate and the profile it was costed with. */
   plan: Omit<Plan, 'layers'> | null;
+  /** What training this model on the engine means: its engine spec and the same plan on the engine's layers (or why not). */
+  engine: EngineJob;
   /** Names that, once pinned, would resolve unresolved layers. */
   unresolved: string[];
   pins: Record<string, string>;
@@ -274,7 +277,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   }
   const pinsOut: Record<string, string> = {};
   for (const [k, v] of pins) pinsOut[k] = show(v);
-  return {
+  const analysis: Analysis = {
     file,
     model,
     candidates,
@@ -293,8 +296,12 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     pragmaErrors: pragmas.errors.map((e) => ({ ...e, file })),
     dependencies: [...loader.read],
     missingImports: [...loader.lookedFor],
-    elapsedMs: performance.now() - t0,
+    engine: { error: 'not analysed yet' },
+    elapsedMs: 0,
   };
+  analysis.engine = plan ? engineJob(analysis, options.planOptions) : { error: 'the model has no plan (see the notes): nothing to train' };
+  analysis.elapsedMs = performance.now() - t0;
+  return analysis;
 }
 
 /** The analysis cannot start: the file cannot be read, or --model names nothing buildable. */

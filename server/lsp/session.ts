@@ -5,7 +5,10 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
-import { KERNEL_BLOCK_SIZES, type PlanTarget } from '../../core/planner';
+import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
+import { DEVICE_PROFILE_FORMAT } from '../../core/costModel';
+import { ProfileWatcher } from '../../io/deviceProfile';
+import { homePaths } from '../../io/home';
 import { analyze, ModelNotFound, type AnalyzeOptions, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';
@@ -29,11 +32,13 @@ export interface ServerSettings {
   blockSize?: number;
   /** Settings given but not usable, each with why (the server logs them; the defaults stand). */
   problems?: string[];
+  /** pixelfly.training.batchSize: the batch a step's estimate assumes (the optimizer runs once per step). */
+  batchSize?: number;
 }
 
 /** Reads the nested configuration object the client returns for section 'pixelfly'. */
 export function settingsFrom(section: unknown, python?: unknown): ServerSettings {
-  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown> };
+  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown>; training?: Record<string, unknown> };
   const a = s.analysis ?? {};
   const p = s.plan ?? {};
   const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -52,6 +57,7 @@ export function settingsFrom(section: unknown, python?: unknown): ServerSettings
     budget: num(p.budget),
     speedup: num(p.speedup),
     blockSize: block !== undefined && KERNEL_BLOCK_SIZES.includes(block) ? block : undefined,
+    batchSize: num(s.training?.batchSize),
     ...(problems.length > 0 ? { problems } : {}),
   };
 }
@@ -72,6 +78,8 @@ export class Session {
   private readonly dependents = new Dependents();
   /** The model the user chose per document (uri -> class or factory function); others use the default. */
   private readonly modelChoices = new Map<string, string>();
+  /** The daemon's measured device profile (<home>/profiles/device.json); PIXELFLY_HOME is the daemon's too. */
+  private readonly profiles = new ProfileWatcher(() => homePaths().profiles, DEVICE_PROFILE_FORMAT);
   settings: ServerSettings = {};
   workspaceRoots: string[] = [];
 
@@ -160,7 +168,9 @@ export class Session {
     const doc = this.documents.get(uri);
     if (!doc || !uri.startsWith('file:')) return undefined;
     const cached = this.results.get(uri);
-    if (cached && cached.version === doc.version && cached.chosen === this.modelChoices.get(uri)) return cached;
+    // A newly measured profile changes every estimate, at the same document version.
+    const sameProfile = !cached?.analysis?.plan || cached.analysis.plan.device.measuredAt === this.profiles.current().measuredAt;
+    if (cached && cached.version === doc.version && cached.chosen === this.modelChoices.get(uri) && sameProfile) return cached;
     const result = await this.run(uri, doc.getText(), doc.version);
     // A newer edit may have arrived while site-packages were being found.
     if (this.documents.get(uri)?.version !== result.version) return result;
@@ -193,7 +203,7 @@ export class Session {
         pins: this.pins(),
         defaultTokens: this.settings.tokensPerSample,
         target: this.target(),
-        planOptions: this.settings.blockSize !== undefined ? { blockSizes: [this.settings.blockSize] } : undefined,
+        planOptions: this.planOptions(),
         extraPaths: this.settings.extraPaths,
         sitePackages: site,
         workspaceRoots: this.workspaceRoots,
@@ -218,6 +228,19 @@ export class Session {
     const out = new Map<string, Value>();
     for (const [k, v] of Object.entries(this.settings.pins ?? {})) out.set(k, parsePinValue(String(v)));
     return out;
+  }
+
+  /**
+   * The planner's options: the device profile the daemon measured on this machine when there is one
+   * (re-read when it changes; the plan says which it used), the block size and batch the user set.
+   */
+  planOptions(): PlanOptions {
+    const { blockSize, batchSize } = this.settings;
+    return {
+      profile: this.profiles.current(),
+      ...(blockSize !== undefined ? { blockSizes: [blockSize] } : {}),
+      ...(batchSize !== undefined && Number.isInteger(batchSize) && batchSize > 0 ? { batchSize } : {}),
+    };
   }
 
   private target(): PlanTarget | undefined {

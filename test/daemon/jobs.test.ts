@@ -183,7 +183,7 @@ test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthet
   );
 });
 
-test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 30_000 }, async () => {
+test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 120_000 }, async () => {
   await withDaemon(async (client, daemon) => {
     const r = await client.request('bench.layers', {
       shapes: [{ name: 'fc', in: 256, out: 512, rows: 256 }],
@@ -196,6 +196,9 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
   assert.equal(r.profilePath, join(daemon.home, 'profiles', 'device.json'));
   const profile = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
   assert.equal(profile.source, 'measured');
+  // The step rates, from dense engine steps (the default): what whole-step estimates cost the rest of a step with.
+  assert.match(profile.step?.measuredWith ?? '', /^dense vit engine steps/);
+  for (const v of [profile.step!.attentionGflops, profile.step!.pointwiseNsPerElement, profile.step!.optimizerNsPerParam, profile.step!.dataNsPerValue]) assert.ok(v > 0 && Number.isFinite(v));
   const plan = await client.request('plan.suggest', {
     inventory: { layers: [{ name: 'fc', role: 'mlp_fc1', in: 1024, out: 4096, count: 1, rowsPerSample: 64 }] },
     target: { budget: 0.5 },
@@ -208,15 +211,18 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
     shapes: [{ name: 'fc16', in: 256, out: 512, rows: 256, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 4 } }],
     repeats: 3,
     threads: 1,
+    step: false,
   });
   assert.deepEqual(again.rows.map((x) => [x.name, x.config.block, x.config.rank]), [['fc16', 16, 4]]);
   const merged = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
   assert.deepEqual(merged.blockSparse.map((p) => p.block), [16, 32], 'the first call\'s block-32 point is kept');
   assert.deepEqual(merged.lowRank.map((p) => p.rank), [4, 8], 'and its rank-8 point');
-  await assert.rejects(
-    client.request('bench.layers', { shapes: [{ in: 256, out: 512, rows: 256 }], repeats: 1 }),
-    (e: DaemonRpcError) => e.code === ErrorCode.INVALID_PARAMS && /configs: every shape needs its own config/.test(e.message),
-  );
+  // A shape without a config is measured dense only: the profile keeps its GEMM rate, which a layer of that shape is costed with.
+  const denseOnly = await client.request('bench.layers', { shapes: [{ in: 96, out: 64, rows: 256 }], repeats: 1, threads: 1, step: false });
+  assert.deepEqual(denseOnly.rows, []);
+  const shaped = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
+  assert.ok(shaped.denseShapes?.some((p) => p.in === 96 && p.out === 64 && p.gflops > 0), JSON.stringify(shaped.denseShapes));
+  assert.ok(shaped.step, 'the step rates of the first call are kept');
   });
 });
 

@@ -1,4 +1,5 @@
 /** Small pure pieces of the extension: CSP shell, backoff, decimation, run series, model adapter, message validation. */
+import { DEFAULT_TARGET } from '../../core/planner';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -182,6 +183,8 @@ describe('package.json contributions', () => {
     assert.deepEqual(fromPackage.problems, []);
     assert.deepEqual(fromPackage.settings, DEFAULTS);
     assert.equal(asked.length, Object.keys(DEFAULTS).length);
+    // One default target: the planner's, whoever plans (the editor's setting, the CLI, a job without a plan).
+    assert.deepEqual({ budget: DEFAULTS.budget }, DEFAULT_TARGET);
   });
 
   it('tokens per sample: unset by default, so the model\'s own sequence length wins; when set, only a fallback', () => {
@@ -234,7 +237,7 @@ describe('Train CodeLens arguments', () => {
 });
 
 describe('benchParams', () => {
-  it('measures every Pixelfly layer in one bench.layers request, each with its own config', () => {
+  it('measures every Pixelfly layer in one bench.layers request, each with its own config, and the dense layers dense only', () => {
     const view = toModelView(
       {
         tokensPerSample: 64,
@@ -255,6 +258,8 @@ describe('benchParams', () => {
       [
         ['fc1', 256, 1024, 1024, 32, 8],
         ['fc2', 1024, 256, 1024, 16, 0],
+        // the dense head too, measured dense only: estimates cost it at its own shape's GEMM rate
+        ['head', 256, 10, 16, undefined, undefined],
       ],
     );
     assert.throws(() => benchParams({ ...view, layers: view.layers.filter((l) => !l.sparsify) }), /nothing to measure/);

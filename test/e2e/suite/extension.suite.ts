@@ -149,7 +149,7 @@ suite('Pixelfly extension (inside VS Code)', () => {
     assert.ok(planUri);
     const plan = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(planUri)).toString('utf8')) as { model: string; plannedBy: string; plan: { layers: { name: string }[] } };
     assert.equal(plan.model, 'Mixer');
-    assert.match(plan.plannedBy, /daemon/);
+    assert.match(plan.plannedBy, /language server/);
     assert.ok(plan.plan.layers.length >= 4);
   });
 
