@@ -15,10 +15,23 @@
  *     …                                         // interpolated linearly in density, clamped at
  *   ],                                          // the ends; the nearest measured block size is used
  *   "lowRank": [{"rank": 16, "efficiency": 0.35}, …],  // skinny GEMMs (x·V, ·Uᵀ), by rank
- *   "elementwiseGBps": 20                       // memory bandwidth for the gate and lerp
+ *   "elementwiseGBps": 20,                      // memory bandwidth for the gate and lerp
+ *   "precision": "bf16",                        // the products' inputs when this was measured
+ *   "step": {                                   // the rest of a training step (core/stepCost.ts),
+ *     "attentionGflops": 40,                    // measured on an engine training step: attention
+ *     "pointwiseNsPerElement": 1.5,             // cores; LayerNorm/GELU/residuals/biases per
+ *     "optimizerNsPerParam": 1.2,               // activation element; AdamW per parameter;
+ *     "dataNsPerValue": 0.5                     // batch assembly per input value
+ *   }
  * }
  */
 import { totalFlops, type LayerCost, type PixelflyCost } from './pixelflyLayer';
+
+export interface DenseShapePoint {
+  in: number;
+  out: number;
+  gflops: number;
+}
 
 export interface BlockSparsePoint {
   block: number;
@@ -35,6 +48,35 @@ export interface DeviceProfile {
   blockSparse: BlockSparsePoint[];
   lowRank: { rank: number; efficiency: number }[];
   elementwiseGBps: number;
+  /**
+   * Dense GEMM throughput measured at given layer shapes (fwd+bwd GFLOP/s): small or skinny
+   * products (a Mixer's token mixing) run far below `denseGflops`. A layer takes the rate of the
+   * nearest measured shape; none within a factor of 4 (in × out on a log scale): `denseGflops`.
+   */
+  denseShapes?: DenseShapePoint[];
+  /** The products' input precision the rates were measured at (the engine's default on this device). */
+  precision?: 'fp32' | 'bf16' | 'fp16';
+  /** Rates of the work a plan does not change; a profile measured before they were taken uses the prior's. */
+  step?: StepRates;
+}
+
+/**
+ * What the rest of a training step costs on a device, per unit of work core/stepCost.ts counts:
+ * measured by `bench.layers` from a dense engine step, whose parts it splits (the product time at
+ * the measured GEMM rate, the attention cores and the optimizer as the engine times them, the rest
+ * of forward + backward over the activations).
+ */
+export interface StepRates {
+  /** Attention cores (QKᵀ, softmax, scores·V), forward + backward, in GFLOP/s. */
+  attentionGflops: number;
+  /** LayerNorm, GELU, residual adds, biases, loss: forward + backward ns per activation element. */
+  pointwiseNsPerElement: number;
+  /** AdamW (and the gradient-norm clip) ns per parameter. */
+  optimizerNsPerParam: number;
+  /** Assembling a batch: ns per input value (pixel or token). */
+  dataNsPerValue: number;
+  /** What the rates were measured on (e.g. "dense vit engine step, batch 16"). */
+  measuredWith?: string;
 }
 
 /**
@@ -67,7 +109,24 @@ export const DEFAULT_PROFILE: DeviceProfile = {
     { rank: 128, efficiency: 0.7 },
   ],
   elementwiseGBps: 20,
+  // Near what bench.layers measured on this kind of machine (AMD EPYC, 2 threads, bf16 products),
+  // relative to the dense rate: the attention cores at about 0.4 of it.
+  step: {
+    attentionGflops: 120,
+    pointwiseNsPerElement: 0.5,
+    optimizerNsPerParam: 1.5,
+    dataNsPerValue: 0.5,
+    measuredWith: 'prior',
+  },
 };
+
+/** The profile's whole-step rates, the prior's where it has none. */
+export function stepRates(profile: DeviceProfile): StepRates {
+  return profile.step ?? DEFAULT_PROFILE.step!;
+}
+
+/** A profile file's format for io/deviceProfile.ts: parsed with parseDeviceProfile, the default prior without one. */
+export const DEVICE_PROFILE_FORMAT = { parse: (raw: unknown) => parseDeviceProfile(raw), fallback: DEFAULT_PROFILE };
 
 /** Validates a profile read from disk or the network; errors name the offending field. */
 export function parseDeviceProfile(value: unknown): DeviceProfile {
@@ -89,6 +148,21 @@ export function parseDeviceProfile(value: unknown): DeviceProfile {
     if (!Array.isArray(x) || x.length === 0) fail(field, 'must be a non-empty array');
     return x as Record<string, unknown>[];
   };
+  if (v.precision !== undefined && v.precision !== 'fp32' && v.precision !== 'bf16' && v.precision !== 'fp16') fail('precision', 'must be "fp32", "bf16" or "fp16"');
+  if (v.step !== undefined) {
+    if (typeof v.step !== 'object' || v.step === null) fail('step', 'must be an object');
+    const st = v.step as Record<string, unknown>;
+    for (const f of ['attentionGflops', 'pointwiseNsPerElement', 'optimizerNsPerParam', 'dataNsPerValue']) positive(`step.${f}`, st[f]);
+    if (st.measuredWith !== undefined && typeof st.measuredWith !== 'string') fail('step.measuredWith', 'must be a string');
+  }
+  if (v.denseShapes !== undefined) {
+    if (!Array.isArray(v.denseShapes)) fail('denseShapes', 'must be an array');
+    (v.denseShapes as Record<string, unknown>[]).forEach((p, i) => {
+      positive(`denseShapes[${i}].in`, p?.in);
+      positive(`denseShapes[${i}].out`, p?.out);
+      positive(`denseShapes[${i}].gflops`, p?.gflops);
+    });
+  }
   list('blockSparse').forEach((p, i) => {
     positive(`blockSparse[${i}].block`, p.block);
     positive(`blockSparse[${i}].density`, p.density);
@@ -153,14 +227,32 @@ export function lowRankEfficiency(profile: DeviceProfile, rank: number): number 
   return interpolate(curves(profile).lowRank, rank);
 }
 
-/** Estimated seconds per step of a dense layer. */
-export function denseSeconds(cost: LayerCost, profile: DeviceProfile): number {
-  return totalFlops(cost.flops) / (profile.denseGflops * 1e9);
+/** A layer's shape, when known: its dense rate is then the nearest measured shape's. */
+export interface LayerShape {
+  in: number;
+  out: number;
 }
 
-/** Estimated seconds per step of a Pixelfly layer: each part at its own efficiency. */
-export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: DeviceProfile): number {
-  const rate = profile.denseGflops * 1e9;
+/** Dense GEMM GFLOP/s for a layer of this shape on the profile's device. */
+export function denseGflops(profile: DeviceProfile, shape?: LayerShape): number {
+  if (!shape || !profile.denseShapes?.length) return profile.denseGflops;
+  let best: DenseShapePoint | undefined;
+  let bestD = Infinity;
+  for (const p of profile.denseShapes) {
+    const d = Math.abs(Math.log2(p.in / shape.in)) + Math.abs(Math.log2(p.out / shape.out));
+    if (d < bestD) [best, bestD] = [p, d];
+  }
+  return best && bestD <= 2 ? best.gflops : profile.denseGflops;
+}
+
+/** Estimated seconds per step of a dense layer. */
+export function denseSeconds(cost: LayerCost, profile: DeviceProfile, shape?: LayerShape): number {
+  return totalFlops(cost.flops) / (denseGflops(profile, shape) * 1e9);
+}
+
+/** Estimated seconds per step of a Pixelfly layer: each part at its own efficiency (relative to dense at the same shape). */
+export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: DeviceProfile, shape?: LayerShape): number {
+  const rate = denseGflops(profile, shape) * 1e9;
   const { sparse, lowRank, gate, mix } = cost.parts;
   const sparseEff = blockSparseEfficiency(profile, cost.layout.block, cost.layout.density);
   let t = totalFlops(sparse) / (rate * sparseEff);
@@ -173,6 +265,6 @@ export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: Devic
   return t;
 }
 
-export function estimateSpeedup(dense: LayerCost, pixelfly: PixelflyCost, rank: number, profile: DeviceProfile = DEFAULT_PROFILE): number {
-  return denseSeconds(dense, profile) / pixelflySeconds(pixelfly, rank, profile);
+export function estimateSpeedup(dense: LayerCost, pixelfly: PixelflyCost, rank: number, profile: DeviceProfile = DEFAULT_PROFILE, shape?: LayerShape): number {
+  return denseSeconds(dense, profile, shape) / pixelflySeconds(pixelfly, rank, profile, shape);
 }

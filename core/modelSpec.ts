@@ -18,8 +18,9 @@
  * with `count = depth` (the engine names instance i's parameters `blocks.i.…`):
  *   mlp:   fc1 … fcN, head
  *   mixer: patch_embed, blocks.token_mix.fc1/fc2 (along tokens), blocks.channel_mix.fc1/fc2, head
- *   vit:   patch_embed, blocks.attn.qkv, blocks.attn.proj, blocks.mlp.fc1/fc2, head
- *   gpt:   embedding, blocks.attn.qkv, blocks.attn.proj, blocks.mlp.fc1/fc2, head
+ *   vit:   patch_embed, blocks.attn.qkv, blocks.attn.(core), blocks.attn.proj, blocks.mlp.fc1/fc2, head
+ *   gpt:   embedding, blocks.attn.qkv, blocks.attn.(core), blocks.attn.proj, blocks.mlp.fc1/fc2, head
+ * (`blocks.attn.(core)` is the attention core: it counts in FLOPs and time and is never sparsified.)
  * Pure TypeScript (no Node imports), like the rest of core/.
  */
 import type { Inventory, InventoryLayer } from './inventory';
@@ -272,8 +273,9 @@ export function specAttention(spec: ModelSpec): { T: number; dim: number; heads:
 /** The spec's matmul layers, as the planner's inventory (names as the engine's plan keys). */
 export function specInventory(spec: ModelSpec): Inventory {
   const layers: InventoryLayer[] = [];
+  const causal = spec.kind === 'gpt';
   const add = (name: string, role: InventoryLayer['role'], inF: number, outF: number, count: number, rowsPerSample: number) =>
-    layers.push({ name, role, in: inF, out: outF, count, rowsPerSample });
+    layers.push({ name, role, in: inF, out: outF, count, rowsPerSample, ...(role === 'attn_core' && causal ? { causal } : {}) });
   switch (spec.kind) {
     case 'mlp': {
       let width = spec.inputFeatures;
@@ -321,6 +323,8 @@ function transformerLayers(
   T: number,
 ): void {
   add('blocks.attn.qkv', 'attn_qkv', dim, 3 * dim, depth, T);
+  // The attention core (QKᵀ, softmax, scores·V): no weights, but part of the model's FLOPs and step.
+  add('blocks.attn.(core)', 'attn_core', dim, T, depth, T);
   add('blocks.attn.proj', 'attn_out', dim, dim, depth, T);
   add('blocks.mlp.fc1', 'mlp_fc1', dim, hidden, depth, T);
   add('blocks.mlp.fc2', 'mlp_fc2', hidden, dim, depth, T);

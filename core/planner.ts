@@ -1,7 +1,9 @@
 /**
  * The planner: for each layer of a model's inventory, keep it dense or give it a Pixelfly
  * config (block, butterfly_size, n_factors, rank), to meet a target — a fraction of the
- * model's dense matmul FLOPs, or an estimated speedup — and say why in one sentence.
+ * model's dense matmul FLOPs, or an estimated speedup of the whole training step — and say why
+ * in one sentence. The plan's estimate is the whole step's (core/stepCost.ts): the products it
+ * changes and the work it does not (attention cores, pointwise layers, optimizer, data).
  *
  * Following the paper: only the large projections (attention, MLP, token mixing) are
  * sparsified; embeddings, classifier/LM heads, patch embeddings and small layers stay dense.
@@ -20,6 +22,7 @@ import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } 
 import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
 import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
 import { adviseAttention, type PixelflyAttention } from './attention';
+import { DEFAULT_BATCH_SIZE, explainEstimate, fixedSecondsPerSample, modelWork, optimizerSeconds, stepEstimate, type StepEstimate } from './stepCost';
 
 /**
  * Block sizes the native kernels implement: the one list. The settings schema (package.json),
@@ -32,6 +35,14 @@ export const KERNEL_BLOCK_SIZES_TEXT = `${KERNEL_BLOCK_SIZES.slice(0, -1).join('
 
 export type PlanTarget = { budget: number } | { speedup: number };
 
+/**
+ * The target every planner caller uses when the user gives none (the editor's setting default,
+ * the CLI, a job without a plan): a quarter of the dense FLOPs, where the paper's models train
+ * at dense accuracy.
+ */
+export const DEFAULT_BUDGET = 0.25;
+export const DEFAULT_TARGET: PlanTarget = { budget: DEFAULT_BUDGET };
+
 export interface PlanOptions {
   profile?: DeviceProfile;
   /**
@@ -43,9 +54,18 @@ export interface PlanOptions {
   minDim?: number;
   /** Per-layer estimated speedup below which a candidate is not worth it. */
   minSpeedup?: number;
+  /** Samples per step the whole-step estimate assumes (the optimizer runs once per step). */
+  batchSize?: number;
 }
 
-export interface LayerDecision {
+/** Which device profile a plan was costed with, so every view can say it. */
+export interface PlanDevice {
+  name: string;
+  source: 'default' | 'measured';
+  measuredAt?: string;
+}
+
+export type LayerDecision = {
   name: string;
   role: LayerRole;
   in: number;
@@ -68,9 +88,9 @@ export interface LayerDecision {
    * attention is the user's call (a spec's `attention`, or pixelfly_torch.PixelflyAttention).
    */
   attention?: { spec: PixelflyAttention; density: number; coreSpeedup: number; stepSpeedup: number };
-}
+};
 
-export interface Plan {
+export type Plan = {
   target: PlanTarget;
   profile: string;
   layers: LayerDecision[];
@@ -79,12 +99,16 @@ export interface Plan {
   flopFraction: number;
   denseParams: number;
   planParams: number;
+  /** The whole training step's estimated speedup (estimate.speedup). */
   estSpeedup: number;
+  /** The whole step, dense and planned, part by part. */
+  estimate: StepEstimate;
+  device: PlanDevice;
   targetMet: boolean;
   /** The compute level ρ all sparsified layers share. */
   level: number;
   summary: string;
-}
+};
 
 /** Why each role the planner never sparsifies stays dense, given the layer's share of the model's dense FLOPs. */
 const KEPT_ROLES: Partial<Record<LayerRole, (share: number) => string>> = {
@@ -151,7 +175,8 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
   const hit = cache.get(key);
   if (hit) return hit;
   const dense = denseLinearCost(layer.in, layer.out, 1, bias);
-  const denseT = denseSeconds(dense, o.profile);
+  const shape = { in: layer.in, out: layer.out };
+  const denseT = denseSeconds(dense, o.profile, shape);
   const minDim = Math.min(layer.in, layer.out);
   const ranks = [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
   const all: Candidate[] = [];
@@ -167,7 +192,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
         for (const rank of ranks) {
           const config = { ...params, rank };
           const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout, bias);
-          const seconds = pixelflySeconds(cost, rank, o.profile);
+          const seconds = pixelflySeconds(cost, rank, o.profile, shape);
           if (denseT / seconds < o.minSpeedup) continue;
           all.push({ config, layout, fraction: totalFlops(cost.flops) / totalFlops(dense.flops), secondsPerRow: seconds, params: cost.params });
         }
@@ -217,15 +242,26 @@ function choose(state: LayerState, level: number): Candidate | null {
   return front[lo];
 }
 
-function totals(states: LayerState[], level: number): { flops: number; seconds: number } {
-  let flops = 0;
-  let seconds = 0;
+interface Totals {
+  flops: number;
+  /** Seconds per sample of the products (attention cores are in the step's fixed work). */
+  seconds: number;
+  /** ... of the products the plan sparsifies. */
+  sparsified: number;
+  params: number;
+}
+
+function totals(states: LayerState[], level: number): Totals {
+  const t: Totals = { flops: 0, seconds: 0, sparsified: 0, params: 0 };
   for (const s of states) {
     const c = choose(s, level);
-    flops += c ? c.fraction * s.denseFlops : s.denseFlops;
-    seconds += c ? c.secondsPerRow * s.rows : s.denseSeconds;
+    t.flops += c ? c.fraction * s.denseFlops : s.denseFlops;
+    t.params += c ? s.layer.count * c.params : s.denseParams;
+    if (s.layer.role === 'attn_core') continue;
+    t.seconds += c ? c.secondsPerRow * s.rows : s.denseSeconds;
+    if (c) t.sparsified += c.secondsPerRow * s.rows;
   }
-  return { flops, seconds };
+  return t;
 }
 
 function validateTarget(target: PlanTarget): void {
@@ -268,7 +304,7 @@ function fixedCandidate(layer: InventoryLayer, profile: DeviceProfile): Candidat
     config,
     layout,
     fraction: totalFlops(cost.flops) / totalFlops(dense.flops),
-    secondsPerRow: pixelflySeconds(cost, config.rank, profile),
+    secondsPerRow: pixelflySeconds(cost, config.rank, profile, layer),
     params: cost.params,
   };
 }
@@ -289,7 +325,9 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     blockSizes: options.blockSizes ?? [...KERNEL_BLOCK_SIZES],
     minDim: options.minDim ?? 256,
     minSpeedup: options.minSpeedup ?? 1.1,
+    batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
   };
+  if (!(Number.isInteger(o.batchSize) && o.batchSize > 0)) throw new PixelflyConfigError('batchSize', `must be a positive integer, got ${o.batchSize}`);
   for (const b of o.blockSizes) {
     if (!KERNEL_BLOCK_SIZES.includes(b)) throw new PixelflyConfigError('block', `must be ${KERNEL_BLOCK_SIZES_TEXT} (what the kernels support), got ${b}`);
   }
@@ -301,7 +339,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
       layer,
       rows,
       denseFlops: totalFlops(dense.flops),
-      denseSeconds: denseSeconds(dense, o.profile),
+      denseSeconds: denseSeconds(dense, o.profile, layer),
       denseParams: layer.count * layerDenseCost(layer, 1).params,
       front: [],
     };
@@ -322,22 +360,36 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   });
 
   const denseFlops = states.reduce((a, s) => a + s.denseFlops, 0);
-  const denseTime = states.reduce((a, s) => a + s.denseSeconds, 0);
+  // Truly dense: a layer that already is Pixelfly counts at its dense cost here.
+  const dense: Totals = {
+    flops: denseFlops,
+    seconds: states.reduce((a, s) => a + (s.layer.role === 'attn_core' ? 0 : s.denseSeconds), 0),
+    sparsified: 0,
+    params: states.reduce((a, s) => a + s.denseParams, 0),
+  };
+  // The whole step per sample: the products, the work no plan changes, and the optimizer's share.
+  const work = modelWork(inventory.layers);
+  const fixed = Object.values(fixedSecondsPerSample(work, o.profile)).reduce((a, b) => a + b, 0);
+  const stepSeconds = (t: Totals) => t.seconds + fixed + optimizerSeconds(t.params, o.profile) / o.batchSize;
+  const denseTime = stepSeconds(dense);
+  for (const s of states) {
+    if (s.keptReason !== '' || s.layer.role !== 'attn_core') continue;
+    // No weights to sparsify: whether Pixelfly attention over its score matrix pays, from its share of
+    // the products' time at the GEMM rate (as adviseAttention is calibrated; not yet the whole step's).
+    const productsTime = states.reduce((acc, x) => acc + x.denseSeconds, 0);
+    const a = adviseAttention(s.layer.rowsPerSample, s.layer.out, s.layer.causal ?? false, productsTime > 0 ? s.denseSeconds / productsTime : 0);
+    s.keptReason = `${a.reason}.`;
+    if (a.suggest) s.attention = { spec: a.suggest, density: a.density, coreSpeedup: a.coreSpeedup, stepSpeedup: a.stepSpeedup };
+  }
   for (const s of states) {
     const why = KEPT_ROLES[s.layer.role];
     if (s.keptReason === '' && why) s.keptReason = `Kept dense: ${why(denseFlops > 0 ? s.denseFlops / denseFlops : 0)}.`;
-    if (s.keptReason === '' && s.layer.role === 'attn_core') {
-      // No weights to sparsify: whether Pixelfly attention over its score matrix pays, from its share of the step's time.
-      const a = adviseAttention(s.layer.rowsPerSample, s.layer.out, s.layer.causal ?? false, denseTime > 0 ? s.denseSeconds / denseTime : 0);
-      s.keptReason = `${a.reason}.`;
-      if (a.suggest) s.attention = { spec: a.suggest, density: a.density, coreSpeedup: a.coreSpeedup, stepSpeedup: a.stepSpeedup };
-    }
   }
   const levels = [...new Set(states.flatMap((s) => s.front.map((c) => c.fraction)))].sort((a, b) => a - b);
   levels.push(1);
   const meets = (level: number): boolean => {
     const t = totals(states, level);
-    return 'budget' in target ? t.flops <= target.budget * denseFlops * (1 + 1e-12) : denseTime / t.seconds >= target.speedup;
+    return 'budget' in target ? t.flops <= target.budget * denseFlops * (1 + 1e-12) : denseTime / stepSeconds(t) >= target.speedup;
   };
   // Largest level that meets the target; meets() is monotone (true for small levels) by construction.
   let lo = -1;
@@ -374,15 +426,21 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const t = totals(states, level);
   const planParams = layers.reduce((a, l) => a + l.planParams, 0);
   const denseParams = layers.reduce((a, l) => a + l.denseParams, 0);
-  const estSpeedup = t.seconds > 0 ? denseTime / t.seconds : 1;
+  const estimate = stepEstimate(
+    { work, products: { dense: dense.seconds, plan: t.seconds, sparsified: t.sparsified }, params: { dense: dense.params, plan: t.params } },
+    o.profile,
+    o.batchSize,
+  );
+  const estSpeedup = estimate.speedup;
   const sparsified = layers.filter((l) => l.sparsify).length;
   // Attention cores are products between activations, not layers: they count in FLOPs and time only.
   const layerCount = layers.filter((l) => l.role !== 'attn_core').length;
   const wanted = 'budget' in target ? `a budget of ${pct(target.budget)} of dense FLOPs` : `a ${target.speedup}× speedup`;
   const summary =
     `${sparsified} of ${layerCount} layers sparse for ${wanted}: ${pct(denseFlops ? t.flops / denseFlops : 1)} of dense matmul FLOPs, ` +
-    `estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device}` +
-    (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`);
+    `a training step estimated ${estSpeedup.toFixed(2)}× faster on ${o.profile.device}${o.profile.source === 'measured' ? ' (measured profile)' : ''}` +
+    (targetMet ? '.' : ` — the target cannot be met; this is the sparsest plan. ${denseShare(layers, denseFlops)}`) +
+    ` ${explainEstimate(estimate)}`;
   return {
     target,
     profile: o.profile.device,
@@ -393,6 +451,8 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
     denseParams,
     planParams,
     estSpeedup,
+    estimate,
+    device: { name: o.profile.device, source: o.profile.source, ...(o.profile.measuredAt ? { measuredAt: o.profile.measuredAt } : {}) },
     targetMet,
     level,
     summary,

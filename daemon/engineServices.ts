@@ -4,6 +4,7 @@
 import { statSync } from 'node:fs';
 import { defaultThreads } from './systemInfo';
 import { parseModelSpec, specInventory, ModelSpecError, type ModelSpec } from '../core/modelSpec';
+import { DEFAULT_TARGET } from '../core/planner';
 import type { InventoryLayer } from '../core/inventory';
 import { checkBuildable } from '../core/layout';
 import { PixelflyConfigError } from '../core/errors';
@@ -20,8 +21,6 @@ import { admit, memoryInput } from './memory';
 import { runTask } from './workers';
 import { withTorchRunner } from './torchServices';
 
-/** Default planner target when a job comes without a plan or a target: a quarter of the dense FLOPs. */
-export const DEFAULT_TARGET = { budget: 0.25 } as const;
 /** Room kept beyond a run's checkpoints: metrics, report, state. */
 const RUN_FILES_BYTES = 16 * 1024 ** 2;
 
@@ -36,6 +35,8 @@ function parseSpec(value: unknown): ModelSpec {
 
 export const trainingRequest: EngineServices['trainingRequest'] = async (params, plan): Promise<TrainingRequest> => {
   const spec = parseSpec(params.spec);
+  // A job carries the plan its client showed (the editor's, `pixelfly analyze`'s): trained as it is.
+  // Only a job without one (a spec file from the CLI) is planned here, with this machine's profile.
   const resolved = params.plan ?? (await plan(specInventory(spec), params.target ?? DEFAULT_TARGET));
   const inventory = new Map(specInventory(spec).layers.map((l) => [l.name, l]));
   const unknown = resolved.layers.filter((l) => !inventory.has(l.name)).map((l) => l.name);
@@ -50,6 +51,7 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
     const layer = inventory.get(l.name) as InventoryLayer;
     const where = `plan layer '${l.name}' (${layer.out}×${layer.in})`;
     if (layer.role === 'embedding') throw new RejectedError(`${where}: an embedding is a lookup and cannot be Pixelfly`);
+    if (layer.role === 'attn_core') throw new RejectedError(`${where}: an attention core has no weights; its score layout is the spec's "attention" field`);
     if (!l.config) throw new RejectedError(`${where}: sparsify is true but config is missing`);
     if (l.config.rank > Math.min(layer.in, layer.out)) throw new RejectedError(`${where}: rank must be in 0..${Math.min(layer.in, layer.out)}, got ${l.config.rank}`);
     try {
@@ -59,7 +61,7 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
       throw err;
     }
   }
-  return { spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare };
+  return { spec, plan: resolved, dataset: params.dataset, hyper: params.hyper, compare: params.compare, ...(params.source ? { source: params.source } : {}) };
 };
 
 /**

@@ -132,8 +132,8 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
     };
     const startProblem = storage().problem;
     if (startProblem) log(`WARNING: ${startProblem}`);
-    const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false): Promise<Plan> =>
-      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log), fromSpec }, 'planning');
+    const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false, batchSize?: number): Promise<Plan> =>
+      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log), fromSpec, batchSize }, 'planning');
     const loopDelay = new LoopDelayMonitor();
     let stopping: Promise<void> | undefined;
     let measuring = false;
@@ -160,7 +160,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       suggestPlan: (p) => planOffLoop(p.inventory, p.target),
       trainingRequest: async (p) => {
         if (!engine.available && !(p.runner === 'torch' && engine.torch)) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
-        return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true));
+        return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true, p.hyper.batchSize));
       },
       benchLayers: async (p) => {
         if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);

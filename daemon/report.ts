@@ -1,6 +1,7 @@
 // A run's self-contained HTML report: summary table, loss and running-speedup charts as inline
 // SVG, evaluations. No scripts, no network: it opens from disk anywhere, and is safe to share.
-import type { JobEvent, JobInfo } from '../protocol/daemon';
+import { describeRunner, describeShape, type JobEvent, type JobInfo } from '../protocol/daemon';
+import { formatBytes } from '../io/userFile';
 
 /** Points per series drawn; longer series are thinned evenly (first and last kept). */
 const MAX_POINTS = 1500;
@@ -144,6 +145,23 @@ ${s.pixelfly.eval?.perplexity !== undefined ? row('eval perplexity', num(s.pixel
     )
     .join('\n');
   const ds = info.dataset;
+  const subject = info.subject;
+  const est = s?.estimatedMemoryBytes ?? info.estimatedMemoryBytes;
+  const peak = s?.peakMemoryBytes ?? info.peakMemoryBytes;
+  const params = subject?.params ?? (s ? { pixelfly: s.pixelfly.params, dense: s.dense?.params } : undefined);
+  const what = (label: string, value: string) => `<tr><th>${esc(label)}</th><td class="l">${esc(value)}</td></tr>`;
+  const whatTable = subject
+    ? `<table class="what">
+${what('model', `${subject.model}${subject.file ? ` in ${subject.file}` : ''}`)}
+${what('runner', describeRunner(subject))}
+${what('dataset', ds ? `${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}, ${ds.trainSize} train / ${ds.testSize} test samples` : subject.dataset)}
+${params ? what('parameters', `${params.dense !== undefined ? `dense ${params.dense.toLocaleString('en-US')}, ` : ''}Pixelfly ${params.pixelfly.toLocaleString('en-US')}`) : ''}
+${what('shape', describeShape(subject))}
+${est !== undefined || peak !== undefined ? what('memory', [est !== undefined ? `estimated ${formatBytes(est)}` : '', peak !== undefined ? `measured peak ${formatBytes(peak)} (job process)` : ''].filter(Boolean).join(', ')) : ''}
+</table>`
+    : '';
+  // Why a run that did not complete stopped, above everything else.
+  const why = info.state === 'completed' ? undefined : (info.endReason ?? info.error);
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
@@ -153,13 +171,16 @@ body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:780px;color:
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{text-align:left}
 svg text{font:11px system-ui,sans-serif;fill:#444}.grid{stroke:#eee}.ref{stroke:#999;stroke-dasharray:4 3}
 figure{margin:16px 0}figcaption{font-weight:600;margin-bottom:4px}.big{font-size:16px}.note{color:#a61e4d}
+td.l{text-align:left}.stopped{border-left:4px solid #a61e4d;padding:4px 10px;background:#fff5f5}
 </style></head><body>
 <h1>Pixelfly vs dense: ${esc(info.name)}</h1>
+${why ? `<p class="stopped"><b>${esc(info.state)}:</b> ${esc(why)}</p>` : ''}
+${whatTable}
 <p>Run <code>${esc(info.jobId)}</code> — state <b>${esc(info.state)}</b>, step ${info.step} of ${info.totalSteps}.
 Dataset: ${esc(ds ? `${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}, ${ds.trainSize} train / ${ds.testSize} test samples` : 'unknown')}.
 ${info.backend ? `Engine: ${esc(info.backend)}${info.precision ? `, ${esc(info.precision)} products` : ''}${info.kernels ? ` (${esc(info.kernels)})` : ''}.` : ''}
 ${ds?.note ? `<br><span class="note">${esc(ds.note)}</span>` : ''}
-${info.error ? `<br><span class="note">Error: ${esc(info.error)}</span>` : ''}</p>
+${info.error && info.error !== why ? `<br><span class="note">Error: ${esc(info.error)}</span>` : ''}</p>
 ${summaryTable}
 ${lineChart('Training loss', 'step', loss)}
 ${lineChart('Running speedup of Pixelfly over dense (1× dashed)', 'step', speedup, 1)}

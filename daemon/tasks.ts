@@ -11,8 +11,8 @@ import { admitEngineJob } from './engineServices';
 import { benchLayers } from './bench';
 
 const tasks = {
-  plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean }): Plan =>
-    plan(input.inventory, input.target, input.profile, input.fromSpec),
+  plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean; batchSize?: number }): Plan =>
+    plan(input.inventory, input.target, input.profile, input.fromSpec, input.batchSize),
   finishRun: (input: FinishRunInput) => finishRun(input),
   admit: (input: { request: TrainingRequest; runsRoot: string; runDir?: string }) => admitEngineJob(input.request, input.runsRoot, input.runDir !== undefined ? new RunDir(input.runDir) : undefined),
   benchLayers: (input: { params: MethodParams<'bench.layers'>; profilesDir: string; threads: number }) => benchLayers(input.params, input.profilesDir, input.threads),

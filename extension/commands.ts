@@ -5,7 +5,6 @@
 import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
-import { planModel } from '../core/planner';
 import { parseDataset } from '../client/datasetArg';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { AnalysisJson } from '../protocol/lsp';
@@ -18,12 +17,17 @@ import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPa
 import { isActive, type RunStore } from './runs/runStore';
 import type { Settings } from './settings';
 import { installTorchPackage, selectedInterpreter, torchStatus, type TorchStatus } from './torchPackage';
+import { isChooseModelArgs, modelPickItems, type ModelChoices } from './modelChoice';
+import { endReasonOf, runReportPath } from './runs/runDetails';
+import type { ChooseModelArgs } from '../protocol/lsp';
 
 export interface Services {
   context: vscode.ExtensionContext;
   output: vscode.LogOutputChannel;
   connection: DaemonConnection;
   store: RunStore;
+  /** The model the user chose per file, where a file defines several. */
+  modelChoices: ModelChoices;
   settings(): Settings;
   /** The language server's analysis of a Python file (the one its hints and lenses show). */
   analysis(uri: vscode.Uri): Promise<AnalysisJson>;
@@ -148,7 +152,7 @@ async function lensTrainArgs(editor: vscode.TextEditor): Promise<TrainArgs | und
 }
 
 /** A model spec from the arguments, a JSON file, or the active editor (JSON spec, or the Python model under the cursor). */
-async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown>; name: string; plan?: unknown }> {
+async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown>; name: string; plan?: unknown; source?: { file: string; model: string } }> {
   const editor = vscode.window.activeTextEditor;
   if (arg === undefined && editor?.document.languageId === 'python') {
     arg = await lensTrainArgs(editor);
@@ -177,7 +181,7 @@ async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown
  */
 async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>, 'runner' | 'model' | 'plan'>> {
   const uri = vscode.Uri.parse(a.uri as string);
-  const plan = a.plan as { layers?: Array<{ sparsify?: boolean }> } | undefined;
+  const plan = a.torchPlan as { layers?: Array<{ sparsify?: boolean }> } | undefined;
   if (!plan?.layers?.some((l) => l.sparsify)) {
     throw new Error(`${a.name ?? 'this model'}: the plan keeps every layer dense, so there is nothing to compare (pin unresolved sizes, or lower pixelfly.plan.budget)`);
   }
@@ -191,7 +195,7 @@ async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>
       paths: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
       trusted: vscode.workspace.isTrusted,
     },
-    plan: a.plan as MethodParamsIn<'job.submit'>['plan'],
+    plan: a.torchPlan as MethodParamsIn<'job.submit'>['plan'],
   };
 }
 
@@ -219,10 +223,12 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   };
   let params: MethodParamsIn<'job.submit'>;
   if (isTrainArgs(arg) && trainsTorch(arg, settings.runner)) {
+    // The job's model names the file and the model itself.
     params = { name: (arg.name ?? 'model').slice(0, 128), ...common, ...(await torchJob(arg)) };
   } else {
-    const { spec, name, plan } = await resolveSpec(arg);
-    params = { name: name.slice(0, 128), spec, plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null, ...common };
+    // `source`: the file and model the engine's spec stands in for, so the run's record names them.
+    const { spec, name, plan, source } = await resolveSpec(arg);
+    params = { name: name.slice(0, 128), spec, plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null, ...common, ...(source ? { source } : {}) };
   }
   const info = await s.connection.call('job.submit', params);
   s.output.info(`submitted run ${info.jobId} (${info.name}), ${info.totalSteps} steps, run folder ${info.runDir}`);
@@ -258,7 +264,8 @@ function followInNotification(s: Services, info: JobInfo): Thenable<void> {
           if ((TERMINAL_STATES.includes(r.info.state) && r.info.summary) || r.info.state === 'interrupted') {
             done();
             const sp = r.info.summary?.speedup;
-            const msg = `Pixelfly: ${r.info.name} ${r.info.state}${sp !== undefined ? ` — ${sp.toFixed(2)}× speedup` : ''}${r.info.error ? `: ${r.info.error}` : ''}`;
+            const why = endReasonOf(r.info);
+            const msg = `Pixelfly: ${r.info.name} ${r.info.state}${sp !== undefined ? ` — ${sp.toFixed(2)}× speedup` : ''}${why ? `: ${why}` : ''}`;
             if (r.info.state === 'failed') void vscode.window.showErrorMessage(msg);
             else void vscode.window.showInformationMessage(msg);
           }
@@ -294,8 +301,15 @@ export async function refreshRuns(s: Services): Promise<void> {
   for (const j of jobs) s.store.upsert(j);
 }
 
+/** A run's job id from a command's argument: the id itself, or the runs view's item (a RunRecord). */
+function jobIdArg(arg: unknown): string | undefined {
+  if (typeof arg === 'string') return arg;
+  const id = (arg as { info?: { jobId?: unknown } } | undefined)?.info?.jobId;
+  return typeof id === 'string' ? id : undefined;
+}
+
 async function openMetrics(s: Services, jobId?: unknown): Promise<void> {
-  let id = typeof jobId === 'string' ? jobId : undefined;
+  let id = jobIdArg(jobId);
   if (!id) {
     if (s.store.list().length === 0) await refreshRuns(s);
     id = MetricsPanel.shownRun ?? s.store.list()[0]?.info.jobId;
@@ -308,7 +322,7 @@ async function openMetrics(s: Services, jobId?: unknown): Promise<void> {
 }
 
 async function stopRun(s: Services, jobId?: unknown): Promise<void> {
-  const id = typeof jobId === 'string' ? jobId : (s.store.list().find(isActive)?.info.jobId ?? undefined);
+  const id = jobIdArg(jobId) ?? s.store.list().find(isActive)?.info.jobId;
   if (!id) {
     void vscode.window.showInformationMessage('Pixelfly: no run is active.');
     return;
@@ -318,23 +332,23 @@ async function stopRun(s: Services, jobId?: unknown): Promise<void> {
   s.output.info(`cancel requested for ${id}: ${info.state}`);
 }
 
-/** Plans the model (daemon, else core) and writes the plan to `to`, or where the user picks. */
+/**
+ * Writes the plan the language server made for the model — the one its hints, lens and Train
+ * show, nothing planned again — to `to`, or where the user picks: the layers under their names in
+ * the source (for pixelfly_torch.sparsify), and the engine spec with the same plan on its layers.
+ */
 async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<vscode.Uri | undefined> {
   const { view } = await resolveModel(s, arg);
-  const settings = s.settings();
-  const inventory = view.layers.map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, rowsPerSample: l.rowsPerSample }));
-  const target = { budget: settings.budget };
-  let plan: unknown;
-  let source: string;
-  try {
-    plan = await s.connection.call('plan.suggest', { inventory: { layers: inventory }, target });
-    source = 'daemon (device profile of this machine)';
-  } catch (e) {
-    // The daemon plans with this device's measured profile; without it core plans with its default prior.
-    s.output.warn(`plan.suggest unavailable (${(e as Error).message}); planning locally with the default device profile`);
-    plan = planModel({ layers: inventory }, target);
-    source = 'core default device profile';
-  }
+  if (!view.uri) throw new Error(`${view.name} has no source file: open the Python file to export its plan`);
+  const analyzed = await s.analysis(vscode.Uri.parse(view.uri));
+  if (!analyzed.plan) throw new Error(`the language server has no plan for ${view.name} (unresolved sizes?): see its hints`);
+  const layers = analyzed.layers
+    .filter((l) => l.count !== 0 && l.decision && l.role !== 'attn_core')
+    .map((l) => ({ name: l.name, role: l.role, in: l.in, out: l.out, count: l.count, ...l.decision }));
+  const device = analyzed.plan.device;
+  const plannedBy = `language server, ${device?.source === 'measured' ? 'device profile measured on this machine' : 'default device profile'}${device?.name ? ` (${device.name})` : ''}`;
+  const target = analyzed.target;
+  const plan = { ...analyzed.plan, layers };
   const base = vscode.workspace.workspaceFolders?.[0]?.uri;
   const target_ = to ?? await vscode.window.showSaveDialog({
     defaultUri: base ? vscode.Uri.joinPath(base, `${view.name}.pixelfly-plan.json`) : undefined,
@@ -342,7 +356,7 @@ async function exportPlan(s: Services, arg: unknown, to?: vscode.Uri): Promise<v
     title: 'Export Pixelfly plan',
   });
   if (!target_) return undefined;
-  const doc = { model: view.name, source: view.uri, plannedBy: source, target, plan };
+  const doc = { model: view.name, source: view.uri, plannedBy, target, plan, engine: analyzed.engine };
   await vscode.workspace.fs.writeFile(target_, Buffer.from(JSON.stringify(doc, null, 2) + '\n', 'utf8'));
   void vscode.window.showInformationMessage(`Pixelfly: plan written to ${target_.fsPath}`);
   return target_;
@@ -381,6 +395,46 @@ async function ensureTorch(s: Services, arg: unknown): Promise<TorchStatus | und
   return choice === 'Install' ? installTorch(s, arg, python) : st;
 }
 
+/**
+ * Which model of a file the hints, preview and runs use: the CodeLens's list (the language server's
+ * view of the file), or from the palette the analysis of the active Python file.
+ */
+async function chooseModel(s: Services, arg: unknown): Promise<string | undefined> {
+  let args: ChooseModelArgs;
+  if (isChooseModelArgs(arg)) {
+    args = arg;
+  } else {
+    const uri = uriArg(arg);
+    if (!uri || !uri.fsPath.endsWith('.py')) throw new Error('open a Python file with a model to choose which of its models Pixelfly uses');
+    const a = await s.analysis(uri);
+    args = { uri: uri.toString(), current: a.model?.name ?? '', defaultModel: a.defaultModel, models: a.models };
+  }
+  const items = modelPickItems(args);
+  if (items.length === 0) throw new Error(`no model found in ${basename(vscode.Uri.parse(args.uri).fsPath)}`);
+  const picked = await vscode.window.showQuickPick(items, {
+    title: `Pixelfly: the model of ${basename(vscode.Uri.parse(args.uri).fsPath)} that hints, the mask preview and runs use`,
+    placeHolder: `now ${args.current || '(none)'}${args.defaultModel ? `; default ${args.defaultModel}` : ''}`,
+  });
+  if (!picked) return undefined;
+  await s.modelChoices.set(args.uri, picked.model);
+  s.output.info(`model for ${args.uri}: ${picked.model}`);
+  return picked.model;
+}
+
+/** Opens a run's HTML report (self-contained, no scripts) in the system's browser. */
+async function openReport(s: Services, jobId?: unknown): Promise<void> {
+  const id = jobIdArg(jobId) ?? MetricsPanel.shownRun ?? undefined;
+  let r = id ? s.store.get(id) : undefined;
+  if (id && !runReportPath(r?.info)) {
+    // The store may predate the summary (an interrupted run's report is written as the daemon stops).
+    r = s.store.upsert(await s.connection.call('job.get', { jobId: id }));
+  }
+  const path = runReportPath(r?.info);
+  if (!id || !path) throw new Error(`run ${id ?? '(none)'} has no report yet: it is written when the run ends`);
+  if (!existsSync(path)) throw new Error(`the report ${path} is not on this machine (the daemon wrote it elsewhere, or the run folder was removed)`);
+  await vscode.env.openExternal(vscode.Uri.file(path));
+}
+
 /** Registers every command; errors become one readable message plus the full text in the log. */
 export function registerCommands(s: Services): vscode.Disposable[] {
   const wrap =
@@ -406,6 +460,8 @@ export function registerCommands(s: Services): vscode.Disposable[] {
     ],
     'pixelfly.train': ['Train dense vs Pixelfly', (arg) => train(s, arg)],
     'pixelfly.openMetrics': ['Open metrics', (id) => openMetrics(s, id)],
+    'pixelfly.openReport': ['Open report', (id) => openReport(s, id)],
+    'pixelfly.chooseModel': ['Choose model', (arg) => chooseModel(s, arg)],
     'pixelfly.stopRun': ['Stop run', (id) => stopRun(s, id)],
     'pixelfly.measureSpeedups': [
       'Measure speedups',
@@ -422,7 +478,7 @@ export function registerCommands(s: Services): vscode.Disposable[] {
     'pixelfly.exportPlan': ['Export plan', (arg, to) => exportPlan(s, arg, to instanceof vscode.Uri ? to : undefined)],
     'pixelfly.exportCsv': [
       'Export CSV',
-      async (id, to) => exportCsv(s.store, typeof id === 'string' ? id : (MetricsPanel.shownRun ?? ''), to instanceof vscode.Uri ? to : undefined),
+      async (id, to) => exportCsv(s.store, jobIdArg(id) ?? MetricsPanel.shownRun ?? '', to instanceof vscode.Uri ? to : undefined),
     ],
     'pixelfly.connectDaemon': [
       'Connect to daemon',

@@ -8,8 +8,9 @@ import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { LanguageClient, TransportKind, type LanguageClientOptions, type ServerOptions } from 'vscode-languageclient/node';
 import { ANALYSIS_REQUEST, type AnalysisJson, type AnalysisParams } from '../protocol/lsp';
+import type { ModelChoices } from './modelChoice';
 
-export function startLanguageClient(context: vscode.ExtensionContext, output: vscode.LogOutputChannel): LanguageClient | undefined {
+export function startLanguageClient(context: vscode.ExtensionContext, output: vscode.LogOutputChannel, modelChoices: ModelChoices): LanguageClient | undefined {
   const serverModule = context.asAbsolutePath('dist/server.js');
   if (!existsSync(serverModule)) {
     output.error(`language server bundle missing: ${serverModule} (run 'npm run bundle'); hints and quick fixes are off`);
@@ -23,6 +24,8 @@ export function startLanguageClient(context: vscode.ExtensionContext, output: vs
     documentSelector: [{ scheme: 'file', language: 'python' }],
     outputChannel: output,
     synchronize: { configurationSection: 'pixelfly' },
+    // Read at every (re)start of the server: it analyses each file with the model the user chose there.
+    initializationOptions: () => ({ modelChoices: modelChoices.all() }),
   };
   const client = new LanguageClient('pixelfly', 'Pixelfly language server', serverOptions, clientOptions);
   client.start().then(

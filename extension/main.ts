@@ -8,6 +8,8 @@ import type { LanguageClient } from 'vscode-languageclient/node';
 import { metricsActions, maskActions, refreshRuns, registerCommands, type Services } from './commands';
 import { DaemonConnection } from './daemon/connection';
 import { serverAnalysis, startLanguageClient } from './lsp';
+import { ModelChoices } from './modelChoice';
+import { MODEL_CHOICE_NOTIFICATION, type ModelChoiceParams } from '../protocol/lsp';
 import { MASK_VIEW_TYPE, MaskPanel } from './panels/maskPanel';
 import { METRICS_VIEW_TYPE, MetricsPanel } from './panels/metricsPanel';
 import { RunStore } from './runs/runStore';
@@ -38,7 +40,11 @@ export function activate(context: vscode.ExtensionContext): PixelflyApi {
     cliPath: context.asAbsolutePath('dist/pixelfly.js'),
     log: (l) => output.info(l),
   });
-  const services: Services = { context, output, connection, store, settings: () => current.settings, analysis: (uri) => serverAnalysis(client, uri) };
+  const modelChoices = new ModelChoices(context.workspaceState, (uri, model) => {
+    // A server that is not running gets every choice in its initializationOptions when it starts.
+    if (client?.isRunning()) client.sendNotification(MODEL_CHOICE_NOTIFICATION, { uri, model } satisfies ModelChoiceParams).catch((e: Error) => output.warn(`model choice: ${e.message}`));
+  });
+  const services: Services = { context, output, connection, store, modelChoices, settings: () => current.settings, analysis: (uri) => serverAnalysis(client, uri) };
   const status = new DaemonStatusBar();
   const runTree = new RunTree(store);
 
@@ -67,7 +73,7 @@ export function activate(context: vscode.ExtensionContext): PixelflyApi {
 
   // Connect in the background; offline is a normal state (the status bar says so and offers a retry).
   connection.ensure().catch((e: Error) => output.info(`daemon not connected yet: ${e.message}`));
-  client = startLanguageClient(context, output);
+  client = startLanguageClient(context, output, modelChoices);
   output.info(`Pixelfly activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'untrusted: training disabled'})`);
   return { store, connection, settings: () => current.settings };
 }

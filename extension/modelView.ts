@@ -31,6 +31,10 @@ export interface AnalyzedModel {
   /** Tokens per sample the analysis assumed (for layers that do not say). */
   tokensPerSample?: number;
   layers: AnalyzedLayer[];
+  /** From the language server's analysis: the planner's target, its plan (the layers' decisions are on the layers), and what Train trains. */
+  target?: unknown;
+  plan?: Record<string, unknown> | null;
+  engine?: unknown;
 }
 
 export function defaultConfig(out: number, inF: number, block: number): LayerConfig {
@@ -101,11 +105,17 @@ const MAX_BENCH_SHAPES = 64;
  * batch of 16 samples (capped at 16k rows to bound the daemon's memory).
  */
 export function benchParams(model: ModelView): MethodParamsIn<'bench.layers'> {
-  const layers = model.layers.filter((l) => l.sparsify);
-  if (layers.length === 0) throw new Error('no layer of this model is planned for Pixelfly: nothing to measure');
-  if (layers.length > MAX_BENCH_SHAPES) throw new Error(`${layers.length} Pixelfly layers: at most ${MAX_BENCH_SHAPES} can be measured at once`);
+  const sparse = model.layers.filter((l) => l.sparsify);
+  if (sparse.length === 0) throw new Error('no layer of this model is planned for Pixelfly: nothing to measure');
+  if (sparse.length > MAX_BENCH_SHAPES) throw new Error(`${sparse.length} Pixelfly layers: at most ${MAX_BENCH_SHAPES} can be measured at once`);
+  // The dense layers' GEMM rates too (measured dense only), as many as fit: estimates cost each product at its own shape's rate.
+  const dense = model.layers.filter((l) => !l.sparsify && l.role !== 'attn_core' && l.role !== 'embedding').slice(0, MAX_BENCH_SHAPES - sparse.length);
+  const rows = (l: ModelView['layers'][number]) => Math.max(1, Math.min(1 << 14, l.rowsPerSample * 16, Math.floor((16 << 20) / Math.max(l.in, l.out))));
   return {
-    shapes: layers.map((l) => ({ name: l.name, in: l.in, out: l.out, rows: Math.min(1 << 14, l.rowsPerSample * 16), config: l.config })),
+    shapes: [
+      ...sparse.map((l) => ({ name: l.name, in: l.in, out: l.out, rows: rows(l), config: l.config })),
+      ...dense.map((l) => ({ name: l.name, in: l.in, out: l.out, rows: rows(l) })),
+    ],
     repeats: 5,
   };
 }

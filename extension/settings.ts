@@ -5,7 +5,7 @@
  * checks and defaults are unit-tested against package.json without VS Code.
  */
 import { BACKEND_CHOICES, PRECISION_CHOICES } from '../protocol/daemon';
-import { KERNEL_BLOCK_SIZES } from '../core/planner';
+import { DEFAULT_BUDGET, KERNEL_BLOCK_SIZES } from '../core/planner';
 
 /** Who trains a Python model: 'auto' (the engine when the model maps to an engine family, else your PyTorch model), or always one of them. */
 export const TRAIN_RUNNER_CHOICES = ['auto', 'engine', 'torch'] as const;
@@ -40,7 +40,7 @@ export interface Settings {
 export const DEFAULTS: Settings = {
   daemonPort: 0,
   daemonAutostart: true,
-  budget: 0.5,
+  budget: DEFAULT_BUDGET,
   blockSize: 32,
   dataset: 'fashion-mnist',
   datasetFolders: [],

@@ -2,6 +2,7 @@
  * The `pixelfly.train` argument the language server's CodeLens passes ({uri, name, spec?,
  * specError?}, protocol/lsp.ts) or the palette assembles. No VS Code imports (unit-tested).
  */
+import { fileURLToPath } from 'node:url';
 import type { TrainLensArgs } from '../protocol/lsp';
 
 export type TrainArgs = Omit<Partial<TrainLensArgs>, 'plan'> & { plan?: unknown };
@@ -17,9 +18,13 @@ export function isTrainArgs(arg: unknown): arg is TrainArgs {
  * The engine spec the lens carries. Without one the language server said why (specError: e.g. the
  * model maps onto no engine family): that reason is the error the user sees, not a generic one.
  */
-export function specFromTrainArgs(a: TrainArgs): { spec: Record<string, unknown>; name: string; plan?: unknown } {
+export function specFromTrainArgs(a: TrainArgs): { spec: Record<string, unknown>; name: string; plan?: unknown; source?: { file: string; model: string } } {
   const name = typeof a.name === 'string' && a.name !== '' ? a.name : undefined;
-  if (a.spec && typeof a.spec === 'object' && !Array.isArray(a.spec)) return { spec: a.spec, name: name ?? String(a.spec.name ?? 'model'), plan: a.plan };
+  if (a.spec && typeof a.spec === 'object' && !Array.isArray(a.spec)) {
+    // The model file and model the spec stands in for: the run's record names them.
+    const source = name && typeof a.uri === 'string' && a.uri.startsWith('file:') ? { file: fileURLToPath(a.uri), model: name } : undefined;
+    return { spec: a.spec, name: name ?? String(a.spec.name ?? 'model'), plan: a.plan, ...(source ? { source } : {}) };
+  }
   const why = typeof a.specError === 'string' && a.specError !== '' ? a.specError : 'the language server gave no engine spec and no reason';
   throw new Error(`${name ?? 'this model'} cannot be trained by the engine: ${why}`);
 }

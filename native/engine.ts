@@ -203,6 +203,7 @@ export function resolvePlan(spec: ModelSpec, plan: PlanLike | undefined): Resolv
     }
     if (!d.sparsify) continue;
     if (layer.role === 'embedding') throw new EngineConfigError(`plan layer '${d.name}': an embedding is a lookup and cannot be Pixelfly`);
+    if (layer.role === 'attn_core') throw new EngineConfigError(`plan layer '${d.name}': an attention core has no weights; its score layout is the spec's "attention" field`);
     if (!d.config) throw new EngineConfigError(`plan layer '${d.name}': sparsify is true but config is missing`);
     const c = d.config;
     if (!Number.isInteger(c.rank) || c.rank < 0 || c.rank > Math.min(layer.in, layer.out)) {

@@ -3,8 +3,7 @@
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
 import { LAYER_ROLES, MAX_LAYER_SIZE, type InventoryLayer } from '../core/inventory';
-import type { PlanTarget } from '../core/planner';
-import type { PixelflyConfig } from '../core/pixelflyLayer';
+import { PixelflyConfigSchema, PlanSchema, PlanTargetSchema } from './plan';
 
 /** Bumped on any incompatible change; `hello` reports it so a client can refuse a daemon it does not understand. */
 export const PROTOCOL_VERSION = 1;
@@ -106,44 +105,16 @@ export const InventoryLayerSchema = z.strictObject({
   pixelfly: z.lazy(() => PixelflyConfigSchema).optional(),
 }) satisfies z.ZodType<InventoryLayer>;
 
-/** A Pixelfly layer configuration (core/pixelflyLayer.ts PixelflyConfig; `satisfies` keeps the two in step). */
-export const PixelflyConfigSchema = z.object({
-  block: positiveInt,
-  butterflySize: positiveInt,
-  nFactors: positiveInt,
-  rank: z.number().int().nonnegative(),
-  globalSize: z.number().int().nonnegative().optional(),
-  shuffle: z.boolean().optional(),
-}) satisfies z.ZodType<PixelflyConfig>;
-
-/** What the planner aims for (core/planner.ts PlanTarget): a fraction of dense FLOPs, or an estimated speedup. */
-export const PlanTargetSchema = z.union([
-  z.strictObject({ budget: finite.refine((v) => v > 0 && v <= 1, 'budget must be in (0, 1]') }),
-  z.strictObject({ speedup: finite.refine((v) => v >= 1 && v <= 1000, 'speedup must be in [1, 1000]') }),
-]) satisfies z.ZodType<PlanTarget>;
-
-/**
- * A plan as core/planner.ts produces it (Plan, LayerDecision). The fields the daemon and the
- * extension rely on are pinned; others pass through untouched, so the planner can grow freely.
- */
-export const PlanSchema = z.looseObject({
-  layers: z
-    .array(
-      z.looseObject({
-        name: z.string().min(1).max(256),
-        sparsify: z.boolean(),
-        config: PixelflyConfigSchema.optional(),
-        estSpeedup: finite.optional(),
-        reason: z.string().optional(),
-      }),
-    )
-    .max(4096),
-  estSpeedup: finite.optional(),
-  summary: z.string().optional(),
-});
+export { PixelflyConfigSchema, PlanSchema, PlanTargetSchema };
 
 /** A JSON model spec (core/modelSpec.ts). Its structure is checked by the core's validator, which gives precise errors. */
 export const ModelSpecSchema = z.record(z.string(), z.unknown());
+
+/** Where a spec came from: the model (class or factory function) of a source file it stands in for. */
+export const RunSourceSchema = z.strictObject({
+  file: z.string().min(1).max(4096),
+  model: z.string().min(1).max(256),
+});
 
 export const DatasetSchema = z.strictObject({
   /** `synthetic` is always available; `fashion-mnist` falls back to it (saying so) when the files are not installed. */
@@ -261,13 +232,17 @@ export const RunSummarySchema = z.object({
   steps: z.number().int().nonnegative(),
   epochsDone: finite,
   wallMs: finite,
+  /** The job's peak memory as estimated before it was admitted (latest session), in bytes. */
+  estimatedMemoryBytes: z.number().nonnegative().optional(),
+  /** The job process's measured peak resident memory (VmHWM, latest session), in bytes: the most any step took. */
+  peakMemoryBytes: z.number().nonnegative().optional(),
   pixelfly: VariantSummarySchema,
   dense: VariantSummarySchema.optional(),
   /** Median dense step time / median Pixelfly step time, both measured in the same alternating run. */
   speedup: finite.optional(),
+  /** The plan's whole-step estimate of that speedup (plan.estimate.speedup), when the run has both. */
+  estimatedSpeedup: finite.optional(),
   reportPath: z.string().optional(),
-  /** Who trained it: 'engine' (a stand-in spec on the native engine) or 'torch' (the user's own PyTorch model). */
-  runner: z.enum(RUNNER_CHOICES).optional(),
 });
 export type RunSummary = z.infer<typeof RunSummarySchema>;
 
@@ -280,6 +255,45 @@ export const DatasetInfoSchema = z.object({
   trainSize: z.number().int().nonnegative(),
   testSize: z.number().int().nonnegative(),
 });
+
+/**
+ * What a run trains, in the words the metrics panel, the runs view and the report use: the model
+ * and its file, the runner (the native engine's stand-in for it, or the user's own PyTorch model),
+ * the dataset, both variants' parameter counts (once built), the batch and the context.
+ */
+export const RunSubjectSchema = z.object({
+  /** 'engine': the native engine trains a stand-in built from a spec; 'torch': the user's own model in a Python worker. */
+  runner: z.enum(RUNNER_CHOICES),
+  /** The model: a class or factory function of `file`, else the spec's name. */
+  model: z.string(),
+  /** The model's source file, when the run came from one. */
+  file: z.string().optional(),
+  /** The engine's stand-in family ('gpt', 'vit', 'mixer', 'mlp'); absent for the user's own model. */
+  family: z.string().optional(),
+  /** The dataset asked for, in words ('text corpus /data/tiny.txt', 'Fashion-MNIST', 'synthetic'). */
+  dataset: z.string(),
+  batchSize: z.number().int().positive(),
+  /** Tokens per sample (a GPT's context, a ViT's or Mixer's patches; a PyTorch model's token context once built); absent for feature vectors. */
+  context: z.number().int().positive().optional(),
+  /** A PyTorch model's images (channels × height × width), read off the built model. */
+  image: z.object({ channels: z.number().int().positive(), height: z.number().int().positive(), width: z.number().int().positive() }).optional(),
+  /** What trains a PyTorch model, once its worker has started ('PyTorch 1.13.1, Python 3.11.2'). */
+  runtime: z.string().optional(),
+  /** Parameter counts of the built models, once the job has started. */
+  params: z.object({ pixelfly: z.number().int().nonnegative(), dense: z.number().int().nonnegative().optional() }).optional(),
+});
+export type RunSubject = z.infer<typeof RunSubjectSchema>;
+
+/** The runner in the words every client shows: the engine's stand-in for the model, or the user's own PyTorch model (and what trains it). */
+export function describeRunner(s: Pick<RunSubject, 'runner' | 'family' | 'runtime'>): string {
+  return s.runner === 'torch' ? `your PyTorch model${s.runtime ? ` (${s.runtime})` : ''}` : `engine stand-in${s.family ? ` (${s.family})` : ''}`;
+}
+
+/** A sample's shape in words: 'batch 16 × context 128', 'batch 64 × 3×32×32 images', 'batch 32'. */
+export function describeShape(s: Pick<RunSubject, 'batchSize' | 'context' | 'image'>): string {
+  const per = s.context !== undefined ? ` × context ${s.context}` : s.image ? ` × ${s.image.channels}×${s.image.height}×${s.image.width} images` : '';
+  return `batch ${s.batchSize}${per}`;
+}
 
 export const JobInfoSchema = z.object({
   jobId,
@@ -302,20 +316,16 @@ export const JobInfoSchema = z.object({
   lastSeq: z.number().int().nonnegative(),
   runDir: z.string(),
   lastCheckpointStep: z.number().int().nonnegative().optional(),
+  /** Why a run that did not complete ended or stopped (failed, cancelled, interrupted), in words. */
+  endReason: z.string().optional(),
+  /** What the run trains (absent in runs recorded before it existed). */
+  subject: RunSubjectSchema.optional(),
   /** The job's peak memory as estimated before it was admitted, in bytes. */
   estimatedMemoryBytes: z.number().nonnegative().optional(),
   /** The job process's measured peak resident memory, in bytes, once it has run. */
   peakMemoryBytes: z.number().nonnegative().optional(),
   error: z.string().optional(),
   summary: RunSummarySchema.optional(),
-  /** Who trains it: 'engine' (a stand-in spec on the native engine) or 'torch' (the user's own PyTorch model). Absent: engine. */
-  runner: z.enum(RUNNER_CHOICES).optional(),
-  /** What is trained (torch runner): the model's name and file, and the runtime that trains it once known. */
-  model: z.object({ name: z.string(), file: z.string().optional(), runtime: z.string().optional() }).optional(),
-  /** Parameter counts of the built models, once the job has started. */
-  params: z.object({ pixelfly: z.number().int().nonnegative(), dense: z.number().int().nonnegative().optional() }).optional(),
-  /** What the model eats (context for a language model), once known. */
-  inputs: ModelInputsSchema.optional(),
 });
 export type JobInfo = z.infer<typeof JobInfoSchema>;
 
@@ -345,6 +355,8 @@ export const JobEventSchema = z.discriminatedUnion('type', [
     dense: VariantStepSchema.optional(),
     /** Running speedup: median dense / median Pixelfly step time over the recent window. */
     speedup: finite.optional(),
+    /** The job process's peak resident memory so far (VmHWM), in bytes, when the runner measures it. */
+    peakMemoryBytes: z.number().nonnegative().optional(),
   }),
   z.object({
     ...eventBase,
@@ -419,7 +431,7 @@ export const BenchShapeSchema = z.strictObject({
   out: positiveInt.max(65536),
   /** Rows of the activation matrix (batch x tokens). */
   rows: positiveInt.max(1 << 20),
-  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`. */
+  /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`; with neither, the shape is measured dense only (its GEMM rate). */
   config: PixelflyConfigSchema.optional(),
 });
 
@@ -457,9 +469,8 @@ export const methods = {
       configs: z.array(PixelflyConfigSchema).min(1).max(64).optional(),
       repeats: z.number().int().min(1).max(100).default(5),
       threads: z.number().int().nonnegative().max(256).default(0),
-    }).refine((p) => p.configs !== undefined || p.shapes.every((s) => s.config !== undefined), {
-      message: 'every shape needs its own config when configs is not given',
-      path: ['configs'],
+      /** Also time dense engine training steps, for the step rates whole-step estimates use (core/stepCost.ts). */
+      step: z.boolean().default(true),
     }),
     result: z.object({
       /** Where the measured profile was saved; core/costModel.ts reads it. */
@@ -487,9 +498,15 @@ export const methods = {
       spec: ModelSpecSchema.optional(),
       /** The user's PyTorch model (torch runner). */
       model: TorchModelSchema.optional(),
-      /** Omitted or null: the daemon asks the planner for the spec's inventory, with `target` (default: budget 0.25). */
+      /**
+       * The plan to train, as the language server or `pixelfly analyze` produced it: carried unchanged
+       * to the engine (or the PyTorch runner) and kept in the run folder. Omitted or null: the daemon
+       * plans the spec's inventory with `target` (default: core's DEFAULT_TARGET) and this machine's profile.
+       */
       plan: PlanSchema.nullable().optional(),
       target: PlanTargetSchema.optional(),
+      /** The model file and model the spec stands in for (the language server's lens), shown with the run. */
+      source: RunSourceSchema.optional(),
       dataset: DatasetSchema,
       hyper: HyperparametersSchema,
       /** Train the dense model too, in alternating steps, to measure the speedup under the same conditions. */

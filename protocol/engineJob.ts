@@ -25,6 +25,8 @@ export interface TrainingRequest {
   dataset: z.infer<typeof DatasetSchema>;
   hyper: Hyperparameters;
   compare: boolean;
+  /** The model file and model the spec stands in for, when the client said (for the run's record only). */
+  source?: { file: string; model: string };
 }
 
 export type Variant = 'pixelfly' | 'dense';

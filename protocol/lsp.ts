@@ -7,7 +7,10 @@
  */
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import type { InventoryLayer, LayerRole } from '../core/inventory';
-import type { LayerDecision, Plan, PlanTarget } from '../core/planner';
+import type { ModelSpec } from '../core/modelSpec';
+import type { LayerDecision, Plan as CorePlan, PlanTarget } from '../core/planner';
+import type { StepEstimate } from '../core/stepCost';
+import type { Plan } from './plan';
 
 /** CodeLens commands, registered by the extension. */
 export const PREVIEW_MASKS = 'pixelfly.previewMasks';
@@ -24,6 +27,43 @@ export const ENSURE_TORCH_PACKAGE = 'pixelfly.ensureTorchPackage';
  * the server's settings (the one the hints and lenses show); `pixelfly analyze --json` prints the same.
  */
 export const ANALYSIS_REQUEST = 'pixelfly/analysis';
+/**
+ * CodeLens command, registered by the extension, on a file that defines several models: a quick
+ * pick of them (argument `ChooseModelArgs`); the choice comes back as MODEL_CHOICE_NOTIFICATION.
+ */
+export const CHOOSE_MODEL = 'pixelfly.chooseModel';
+/**
+ * Notification, client to server: the model the user chose for a document (`ModelChoiceParams`);
+ * the hints, CodeLens, preview and runs of that document then use it. The client also passes every
+ * choice it keeps in `initializationOptions.modelChoices` (uri -> model), so a restarted server keeps them.
+ */
+export const MODEL_CHOICE_NOTIFICATION = 'pixelfly/modelChoice';
+
+export interface ModelChoiceParams {
+  uri: string;
+  /** A class or factory function of the document; null goes back to the default. */
+  model: string | null;
+}
+
+/** A model of the file, as the quick pick lists it (server/analysis/analyze.ts ModelCandidate). */
+export interface ModelCandidateInfo {
+  name: string;
+  kind: 'class' | 'function';
+  /** 1-based line of its definition. */
+  line: number;
+  /** A model of its own rather than a part other models use. */
+  top: boolean;
+}
+
+/** Argument of `pixelfly.chooseModel`. */
+export interface ChooseModelArgs {
+  uri: string;
+  /** The model the analysis uses now. */
+  current: string;
+  /** The model used when none is chosen. */
+  defaultModel: string | null;
+  models: ModelCandidateInfo[];
+}
 
 export interface AnalysisParams {
   uri: string;
@@ -56,12 +96,20 @@ export interface AnalysisJson {
   model: { name: string; kind: 'class' | 'function'; line: number } | null;
   /** Other models the file defines (`--model NAME` picks one). */
   candidates: string[];
+  /** Every model of the file, its own ones and their parts (what the model choice lists). */
+  models: ModelCandidateInfo[];
+  /** The model analysed when none is chosen. */
+  defaultModel: string | null;
   tokensPerSample: number;
   /** Where tokensPerSample came from, in words. */
   tokensSource: string;
   target: PlanTarget;
   layers: AnalysisLayerJson[];
-  plan: Omit<Plan, 'layers'> | null;
+  plan: Omit<CorePlan, 'layers'> | null;
+  /** The whole training step, dense and planned (plan.estimate): `estimate.speedup` is the step's. */
+  estimate: StepEstimate | null;
+  /** What `pixelfly train FILE` and the editor's Train lens train: the engine spec and this plan on its layers, or why there is none. */
+  engine: { spec: ModelSpec; plan: CorePlan } | { error: string };
   /** Names whose values the analysis needs pinned. */
   unresolved: string[];
   pins: Record<string, string>;
@@ -104,10 +152,12 @@ export interface TrainLensArgs {
   uri: string;
   name: string;
   spec?: Record<string, unknown>;
+  /** The plan the lens shows, on the spec's layers: job.submit carries it unchanged (the daemon does not re-plan). */
+  plan?: Plan;
   /** Why the model could not be mapped onto an engine family (the extension shows it). */
   specError?: string;
-  /** For the PyTorch runner: the analysis' plan (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
-  plan?: { layers: TorchPlanLayer[]; summary?: string };
+  /** For the PyTorch runner: the same decisions under the source's layer names (server/analysis/analyze.ts analysisPlan) and the settings it built the model with. */
+  torchPlan?: { layers: TorchPlanLayer[]; summary?: string };
   settings?: Record<string, number | string | boolean | null>;
 }
 

@@ -120,6 +120,27 @@ export const EvalPointSchema = z.object({
 });
 export type EvalPoint = z.infer<typeof EvalPointSchema>;
 
+/** What the run trains, for the page's header (the host words it from the daemon's run record). */
+export const RunDetailsSchema = z.object({
+  /** The model: a class or factory function of `file`, or the spec's name. */
+  model: z.string().max(512),
+  file: z.string().max(4096).optional(),
+  /** 'engine stand-in (gpt)', 'your PyTorch model'. */
+  runner: z.string().max(256),
+  dataset: z.string().max(4096),
+  params: z.object({ pixelfly: nonNegInt, dense: nonNegInt.optional() }).optional(),
+  batchSize: posInt,
+  /** Tokens per sample (context, patches), when the model has them. */
+  context: posInt.optional(),
+  /** A PyTorch model's images, when it eats images. */
+  image: z.object({ channels: posInt, height: posInt, width: posInt }).optional(),
+  estimatedMemoryBytes: finite.min(0).optional(),
+  peakMemoryBytes: finite.min(0).optional(),
+  /** The run has an HTML report: the page offers to open it (openReport). */
+  report: z.boolean(),
+});
+export type RunDetails = z.infer<typeof RunDetailsSchema>;
+
 export const RunInfoSchema = z.object({
   id: name,
   title: z.string().max(512),
@@ -127,6 +148,9 @@ export const RunInfoSchema = z.object({
   totalSteps: nonNegInt,
   startedAt: finite.min(0),
   error: z.string().max(4000).optional(),
+  /** Why a run that did not complete stopped (failed, cancelled, interrupted). */
+  reason: z.string().max(4000).optional(),
+  details: RunDetailsSchema.optional(),
 });
 export type RunInfo = z.infer<typeof RunInfoSchema>;
 
@@ -158,6 +182,8 @@ export const MetricsToHostSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('ready') }),
   z.object({ type: z.literal('exportCsv'), runId: name }),
   z.object({ type: z.literal('stopRun'), runId: name }),
+  /** Open the run's HTML report (the host opens it in the system's browser). */
+  z.object({ type: z.literal('openReport'), runId: name }),
 ]);
 export type MetricsToHost = z.infer<typeof MetricsToHostSchema>;
 

@@ -19,9 +19,12 @@ import { TextDocument } from 'vscode-languageserver-textdocument';
 import { pythonParser } from './analysis/parser';
 import { analysisJson } from './analysis/analysisJson';
 import { codeActions, codeLenses, diagnostics, hover, inlayHints, previewArgs, sparsifyEdit, whyNoRewrite, type EditContext } from './lsp/features';
-import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, type AnalysisJson, type AnalysisParams, type ApplyLayerConfigArgs } from '../protocol/lsp';
+import { ANALYSIS_REQUEST, APPLY_LAYER_CONFIG, MODEL_CHOICE_NOTIFICATION, type AnalysisJson, type AnalysisParams, type ApplyLayerConfigArgs, type ModelChoiceParams } from '../protocol/lsp';
 import { Session, settingsFrom } from './lsp/session';
 import { pythonFileWatchers } from './lsp/watchers';
+import { RunResults, runKey } from '../io/runResults';
+import { homePaths } from '../io/home';
+import type { Analysis } from './analysis/analyze';
 
 const connection = createConnection(ProposedFeatures.all);
 const documents = new TextDocuments(TextDocument);
@@ -56,7 +59,11 @@ connection.onInitialize((params): InitializeResult => {
   canDisableActions = !!params.capabilities.textDocument?.codeAction?.disabledSupport;
   initOptions = params.initializationOptions;
   const roots = (params.workspaceFolders ?? []).map((f) => f.uri).filter((u) => u.startsWith('file:')).map((u) => fileURLToPath(u));
-  void sessionReady.then((s) => (s.workspaceRoots = roots));
+  const choices = modelChoicesFrom(initOptions);
+  void sessionReady.then((s) => {
+    s.workspaceRoots = roots;
+    for (const c of choices) s.chooseModel(c.uri, c.model);
+  });
   return {
     capabilities: {
       textDocumentSync: TextDocumentSyncKind.Incremental,
@@ -132,9 +139,16 @@ connection.onDidChangeWatchedFiles((p) => {
 
 const fileOf = (uri: string): string => fileURLToPath(uri);
 
+// Past runs of the daemon (same home), so a lens and hover show what a run of this plan measured.
+const runs = new RunResults(() => homePaths().runs);
+function measured(a: Analysis) {
+  if (!('plan' in a.engine)) return undefined;
+  return runs.latest(runKey(a.engine.spec as unknown as Record<string, unknown>, a.engine.plan));
+}
+
 connection.onHover(async (p) => {
   const r = await current(p.textDocument.uri);
-  return r?.analysis ? hover(r.analysis, fileOf(p.textDocument.uri), p.position) : null;
+  return r?.analysis ? hover(r.analysis, fileOf(p.textDocument.uri), p.position, measured(r.analysis)) : null;
 });
 
 connection.languages.inlayHint.on(async (p) => {
@@ -144,7 +158,7 @@ connection.languages.inlayHint.on(async (p) => {
 
 connection.onCodeLens(async (p) => {
   const r = await current(p.textDocument.uri);
-  return r?.analysis ? codeLenses(r.analysis, fileOf(p.textDocument.uri), p.textDocument.uri) : [];
+  return r?.analysis ? codeLenses(r.analysis, fileOf(p.textDocument.uri), p.textDocument.uri, measured(r.analysis)) : [];
 });
 
 function editContext(uri: string): EditContext | undefined {
@@ -160,6 +174,23 @@ connection.onCodeAction(async (p) => {
   const doc = documents.get(p.textDocument.uri);
   if (!r?.analysis || !ctx || !doc) return [];
   return codeActions(r.analysis, ctx, p.range, doc.getText().split('\n'), p.context.diagnostics, previewArgs(r.analysis, p.textDocument.uri));
+});
+
+/** The choices the client keeps (`initializationOptions.modelChoices`: uri -> model), checked: they came from another process. */
+function modelChoicesFrom(options: unknown): ModelChoiceParams[] {
+  const raw = (options as { modelChoices?: unknown } | undefined)?.modelChoices;
+  if (typeof raw !== 'object' || raw === null) return [];
+  return Object.entries(raw as Record<string, unknown>)
+    .filter((e): e is [string, string] => typeof e[1] === 'string' && e[1] !== '')
+    .map(([uri, model]) => ({ uri, model }));
+}
+
+connection.onNotification(MODEL_CHOICE_NOTIFICATION, (p: ModelChoiceParams) => {
+  if (typeof p?.uri !== 'string' || !(typeof p.model === 'string' || p.model === null)) {
+    connection.console.warn(`pixelfly: ${MODEL_CHOICE_NOTIFICATION}: expected {uri, model: string | null}`);
+    return;
+  }
+  void sessionReady.then((s) => s.chooseModel(p.uri, p.model));
 });
 
 connection.onRequest(ANALYSIS_REQUEST, async (p: AnalysisParams): Promise<AnalysisJson> => {

@@ -7,7 +7,10 @@ import { analysisJson } from '../../server/analysis/analysisJson';
 import { ParseCache, sitePackages } from '../../server/analysis/modules';
 import { parsePin } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
-import type { PlanTarget } from '../../core/planner';
+import { DEFAULT_TARGET, type PlanOptions, type PlanTarget } from '../../core/planner';
+import { DEFAULT_BATCH_SIZE } from '../../core/stepCost';
+import { loadProfile } from '../../daemon/planning';
+import { homePaths } from '../../io/home';
 import { CliError, intOption, numberOption, parse, type Command } from './command';
 
 const options = {
@@ -19,8 +22,32 @@ const options = {
   python: { type: 'string' },
   budget: { type: 'string' },
   speedup: { type: 'string' },
+  'batch-size': { type: 'string' },
   json: { type: 'boolean' },
 } as const;
+
+/** `--set NAME=VALUE`… as pins (what `# pixelfly: NAME=VALUE` comments give), for analyze and train alike. */
+export function pinsOption(values: { set?: string[] }): Map<string, Value> {
+  const pins = new Map<string, Value>();
+  for (const s of values.set ?? []) {
+    try {
+      const [k, v] = parsePin(s);
+      pins.set(k, v);
+    } catch (e) {
+      throw new CliError(`--set ${s}: ${(e as Error).message}`);
+    }
+  }
+  return pins;
+}
+
+/**
+ * The planner's options on the command line, as the editor's: the device profile the daemon
+ * measured on this machine (else core's prior), and the batch a step's estimate assumes.
+ * `pixelfly analyze` and `pixelfly train` both plan with these, so train trains what analyze printed.
+ */
+export function cliPlanOptions(batchSize = DEFAULT_BATCH_SIZE): PlanOptions {
+  return { profile: loadProfile(homePaths().profiles, (l) => process.stderr.write(`pixelfly: ${l}\n`)), batchSize };
+}
 
 function pct(x: number | null): string {
   return x === null ? '-' : `${(100 * x).toFixed(1)}%`;
@@ -44,8 +71,11 @@ export function formatAnalysis(a: Analysis): string {
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]): string => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  // Other models of the file (its own ones, not their parts): what --model can choose instead.
+  const others = a.models.filter((m) => m.top && m.name !== a.model?.name).map((m) => `${m.name}${m.name === a.defaultModel ? ' (default)' : ''}`);
   const out = [
     `${a.file}: ${a.model ? `${a.model.kind} ${a.model.name} (line ${a.model.line})` : 'no model class or function found'}`,
+    ...(others.length ? [`other models in this file (--model NAME): ${others.join(', ')}`] : []),
     `tokens per sample: ${a.tokensPerSample} — ${a.tokensSource}`,
     '',
     line(header),
@@ -55,6 +85,10 @@ export function formatAnalysis(a: Analysis): string {
   ];
   for (const l of a.layers) if (l.count !== 0) out.push(`${l.name}: ${l.decision?.reason ?? l.note ?? ''}`);
   if (a.plan) out.push('', a.plan.summary);
+  if ('plan' in a.engine) {
+    const e = a.engine.plan.estimate;
+    out.push('', `\`pixelfly train\` trains the engine's ${a.engine.spec.kind} with this plan: a step (batch ${e.batchSize}) est. ${e.denseMs.toFixed(1)} → ${e.planMs.toFixed(1)} ms, ${e.speedup.toFixed(2)}× faster.`);
+  } else if (a.plan) out.push('', `not trainable on the engine: ${a.engine.error}`);
   if (a.unresolved.length) out.push('', `unresolved: ${a.unresolved.join(', ')} — pin with --set NAME=VALUE or '# pixelfly: NAME=VALUE'`);
   for (const n of a.notes) out.push(`note: ${n}`);
   for (const e of a.pragmaErrors) out.push(`${e.file}:${e.line + 1}: ${e.message}`);
@@ -64,26 +98,20 @@ export function formatAnalysis(a: Analysis): string {
 export const analyzeCommand: Command = {
   summary: 'list a PyTorch model file\'s matmul layers and plan which to sparsify',
   usage:
-    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N | --default-tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--json]\n\n' +
+    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N | --default-tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--batch-size N] [--json]\n\n' +
     '  --model    class or factory function to build (default: the file\'s outermost model)\n' +
     '  --set      pin a value, as a `# pixelfly: NAME=VALUE` comment does\n' +
     '  --tokens   tokens per sample, overriding what the model says\n' +
     '  --default-tokens  tokens per sample when the model does not say (default 1024)\n' +
     '  --path     extra directory to import library code from (repeatable)\n' +
     '  --python   interpreter whose site-packages are searched for imports\n' +
-    '  --budget   FLOP budget as a fraction of dense (default 0.5), or --speedup X',
+    `  --budget   FLOP budget as a fraction of dense (default ${'budget' in DEFAULT_TARGET ? DEFAULT_TARGET.budget : '-'}), or --speedup X (a whole training step's)\n` +
+    `  --batch-size  samples per step the step estimate assumes (default ${DEFAULT_BATCH_SIZE}, as \`pixelfly train\`)\n` +
+    '  --json     the layers, the plan, `estimate` (the whole step) and `engine` (the spec and plan `pixelfly train` trains)',
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length !== 1) throw new CliError('expected exactly one Python file');
-    const pins = new Map<string, Value>();
-    for (const s of values.set ?? []) {
-      try {
-        const [k, v] = parsePin(s);
-        pins.set(k, v);
-      } catch (e) {
-        throw new CliError(`--set ${s}: ${(e as Error).message}`);
-      }
-    }
+    const pins = pinsOption(values);
     const tokens = values.tokens === undefined ? undefined : intOption(values, 'tokens');
     if (tokens !== undefined && tokens < 1) throw new CliError(`--tokens must be ≥ 1, got ${tokens}`);
     const defaultTokens = values['default-tokens'] === undefined ? undefined : intOption(values, 'default-tokens');
@@ -95,6 +123,8 @@ export const analyzeCommand: Command = {
     if (budget !== undefined && !(budget > 0 && budget <= 1)) throw new CliError(`--budget must be a fraction of dense FLOPs in (0, 1], got ${budget}`);
     if (speedup !== undefined && !(speedup >= 1)) throw new CliError(`--speedup must be ≥ 1, got ${speedup}`);
     const target: PlanTarget | undefined = budget !== undefined ? { budget } : speedup !== undefined ? { speedup } : undefined;
+    const batchSize = intOption(values, 'batch-size', DEFAULT_BATCH_SIZE);
+    if (batchSize < 1) throw new CliError(`--batch-size must be ≥ 1, got ${batchSize}`);
     const site = values.python ? await sitePackages(values.python) : [];
     if (values.python && site.length === 0) process.stderr.write(`pixelfly: warning: no site-packages found for --python ${values.python}\n`);
     let result: Analysis;
@@ -107,6 +137,7 @@ export const analyzeCommand: Command = {
         tokens,
         defaultTokens,
         target,
+        planOptions: cliPlanOptions(batchSize),
         extraPaths: values.path,
         sitePackages: site,
       });

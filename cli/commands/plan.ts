@@ -3,6 +3,7 @@ import { parseInventory } from '../../core/inventory';
 import { planModel, type Plan, type PlanTarget } from '../../core/planner';
 import { parseDeviceProfile } from '../../core/costModel';
 import { PixelflyConfigError } from '../../core/errors';
+import { cliPlanOptions } from './analyze';
 import { CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
 const options = {
@@ -63,7 +64,8 @@ export const planCommand: Command = {
     const blockSizes = values.block?.split(',').map((b) => intOption({ block: b }, 'block'));
     let plan;
     try {
-      const profile = values.profile ? parseDeviceProfile(readJsonFile(values.profile, 'device profile')) : undefined;
+      // Without --profile, the profile the daemon measured on this machine, as every other planner caller.
+      const profile = values.profile ? parseDeviceProfile(readJsonFile(values.profile, 'device profile')) : cliPlanOptions().profile;
       plan = planModel(inventory, target, { blockSizes, profile });
     } catch (err) {
       if (err instanceof PixelflyConfigError) throw new CliError(err.message);

@@ -1,18 +1,20 @@
 // `pixelfly train [spec.json] [options]`: one run, dense vs Pixelfly, from a terminal. Connects to
 // the daemon (starting it when needed), submits the job, shows a live progress line, and ends
 // with a summary and the path of the run's self-contained HTML report.
-import { extname, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { extname, join, resolve } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
 import { connectDaemon, discover, ensureDaemon } from '../../client/discovery';
 import { pixelflyHome } from '../../io/home';
-import { BACKEND_CHOICES, describeZodError, methods, PRECISION_CHOICES, RUNNER_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
+import { BACKEND_CHOICES, describeRunner, describeShape, describeZodError, methods, PRECISION_CHOICES, RUNNER_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
 import { analysisPlan, analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
 import { ParseCache, sitePackages } from '../../server/analysis/modules';
-import { parsePin } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
-import { modelSpecFor } from '../../server/analysis/spec';
+import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
+import type { Plan } from '../../protocol/plan';
+import { cliPlanOptions, pinsOption } from './analyze';
 import { parseDataset } from '../../client/datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
@@ -59,20 +61,21 @@ const OPTION_OF: Record<string, string> = {
 
 /**
  * A PyTorch model file goes through the language server's analysis (the same one behind the
- * editor's hints): its architecture and widths become the engine's model spec.
+ * editor's hints and `pixelfly analyze`, with the same options): its architecture and widths
+ * become the engine's model spec, and the plan `pixelfly analyze` prints is the plan trained.
  */
-async function specFromPython(file: string, model: string | undefined): Promise<Record<string, unknown>> {
+async function jobFromPython(file: string, o: { model?: string; pins: Map<string, Value>; target?: PlanTarget; batchSize: number }): Promise<{ spec: Record<string, unknown>; plan: Plan }> {
   let analysis;
   try {
-    analysis = analyze(await pythonParser(), { file, model });
+    analysis = analyze(await pythonParser(), { file, model: o.model, pins: o.pins, target: o.target, planOptions: cliPlanOptions(o.batchSize) });
   } catch (err) {
     if (err instanceof AnalysisInputError) throw new CliError(`${file}: ${err.message}`, 1);
     throw err;
   }
-  const r = modelSpecFor(analysis);
+  const r = analysis.engine;
   if ('error' in r) throw new CliError(`${file}: ${r.error}`, 1);
-  process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n`);
-  return { ...r.spec };
+  process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n${r.plan.summary}\n`);
+  return { spec: { ...r.spec }, plan: r.plan };
 }
 
 function readSpec(file: string): Record<string, unknown> {
@@ -118,6 +121,21 @@ class ProgressLine {
   }
 }
 
+/** The run's plan as the daemon trained it (its run folder's plan.json), or undefined when it cannot be read. */
+function trainedPlan(info: JobInfo): Plan | undefined {
+  try {
+    return JSON.parse(readFileSync(join(info.runDir, 'plan.json'), 'utf8')) as Plan;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `--json`: the job record with the plan trained and its estimated and measured speedups beside each other. */
+function jsonSummary(info: JobInfo): object {
+  const plan = trainedPlan(info);
+  return { ...info, runner: info.subject?.runner ?? 'engine', plan: plan ?? null, estimatedSpeedup: info.summary?.estimatedSpeedup ?? plan?.estimate?.speedup ?? null, measuredSpeedup: info.summary?.speedup ?? null };
+}
+
 function formatSummary(info: JobInfo, s: RunSummary): string {
   const pct = (v?: number) => (v === undefined ? '-' : `${(v * 100).toFixed(2)}%`);
   const n = (v?: number, d = 3) => (v === undefined ? '-' : v.toFixed(d));
@@ -135,11 +153,14 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
   const w = [Math.max(...rows.map((r) => r[0].length)), Math.max(...rows.map((r) => r[1].length)), Math.max(...rows.map((r) => r[2].length))];
   const table = rows.map((r) => `  ${r[0].padEnd(w[0])}  ${r[1].padStart(w[1])}  ${r[2].padStart(w[2])}`).join('\n');
   const ds = info.dataset;
+  const subject = info.subject;
   return [
     `run ${info.jobId}: ${info.state} after ${s.steps} steps (${s.epochsDone.toFixed(2)} epochs, ${clock(s.wallMs)})`,
     ds ? `dataset: ${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}${ds.note ? ` — ${ds.note}` : ''}` : '',
-    info.runner === 'torch'
-      ? `PyTorch runner: ${info.model?.name} from ${info.model?.file} (${info.model?.runtime ?? 'PyTorch'}; Pixelfly layers: ${info.kernels ?? '?'})`
+    // What was trained, in the words of the metrics panel, the runs view and the report.
+    subject ? `model: ${subject.model}${subject.file ? ` in ${subject.file}` : ''} — ${describeRunner(subject)}; ${describeShape(subject)}` : '',
+    subject?.runner === 'torch'
+      ? `Pixelfly layers: ${info.kernels ?? '?'}`
       : info.backend
         ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}`
         : '',
@@ -147,7 +168,10 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
       ? `memory: estimated ${(info.estimatedMemoryBytes / 2 ** 20).toFixed(0)} MiB, measured peak ${(info.peakMemoryBytes / 2 ** 20).toFixed(0)} MiB`
       : '',
     table,
-    s.speedup !== undefined ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` : 'no dense comparison (--no-compare)',
+    s.speedup !== undefined
+      ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` +
+        (s.estimatedSpeedup !== undefined ? ` (the plan estimated ${s.estimatedSpeedup.toFixed(2)}x)` : '')
+      : 'no dense comparison (--no-compare)',
     `report: ${s.reportPath ?? info.runDir}`,
     `run folder: ${info.runDir}`,
   ]
@@ -224,15 +248,7 @@ function settingValue(v: Value): number | string | boolean | null {
  */
 async function torchSubmitParams(values: Values, file: string | undefined): Promise<SubmitParams> {
   if (file === undefined || extname(file) !== '.py') throw new CliError('--runner torch trains a PyTorch model file: pixelfly train model.py --runner torch [--model NAME] [--set NAME=VALUE]…');
-  const pins = new Map<string, Value>();
-  for (const s of values.set ?? []) {
-    try {
-      const [k, v] = parsePin(s);
-      pins.set(k, v);
-    } catch (e) {
-      throw new CliError(`--set ${s}: ${(e as Error).message}`);
-    }
-  }
+  const pins = pinsOption(values);
   const python = values.python ?? (process.platform === 'linux' ? '/usr/bin/python3' : 'python3');
   const paths = (values.path ?? []).map((p) => resolve(p));
   let analysis;
@@ -282,23 +298,31 @@ async function torchSubmitParams(values: Values, file: string | undefined): Prom
 /** The job.submit request for the given options (the built-in demo when no spec is given). */
 async function submitParams(values: Values, specFile: string | undefined): Promise<SubmitParams> {
   const demo = specFile === undefined ? defaultDemo() : undefined;
-  if (values.model !== undefined && extname(specFile ?? '') !== '.py') throw new CliError('--model only applies to a .py model file');
-  const spec = demo ? demo.spec : extname(specFile as string) === '.py' ? await specFromPython(specFile as string, values.model) : readSpec(specFile as string);
+  const python = extname(specFile ?? '') === '.py';
+  if (values.model !== undefined && !python) throw new CliError('--model only applies to a .py model file');
+  if (values.set !== undefined && !python) throw new CliError('--set only applies to a .py model file');
+  if (values.steps !== undefined && values['max-steps'] !== undefined) throw new CliError('give --steps or --max-steps (the same option), not both');
   const budget = numberOption(values, 'budget');
   const speedup = numberOption(values, 'speedup');
   if (budget !== undefined && speedup !== undefined) throw new CliError('give --budget or --speedup, not both');
-  const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
+  const target: PlanTarget = speedup !== undefined ? { speedup } : budget !== undefined ? { budget } : DEFAULT_TARGET;
   const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
+  const batchSize = intOption(values, 'batch-size', base.batchSize);
+  // A Python model comes with its plan (the analysis's); a spec file is planned by the daemon.
+  const job = python ? await jobFromPython(specFile as string, { model: values.model, pins: pinsOption(values), target, batchSize }) : undefined;
+  const spec = demo ? demo.spec : (job?.spec ?? readSpec(specFile as string));
+  const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
   if (demo) process.stderr.write(`${demo.description}\n`);
   return {
     spec,
+    ...(job ? { plan: job.plan } : {}),
     dataset,
-    target: speedup !== undefined ? { speedup } : { budget: budget ?? 0.25 },
+    target,
     compare: values['no-compare'] !== true,
     hyper: {
       ...base,
       epochs: numberOption(values, 'epochs') ?? base.epochs,
-      batchSize: intOption(values, 'batch-size', base.batchSize),
+      batchSize,
       lr: numberOption(values, 'lr') ?? base.lr,
       maxSteps: intOption(values, values.steps !== undefined ? 'steps' : 'max-steps', base.maxSteps ?? 0),
       evalEvery: intOption(values, 'eval-every', base.evalEvery ?? 0),
@@ -318,7 +342,8 @@ export const trainCommand: Command = {
     '               [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
-    '  model.py         a PyTorch model, analysed like the editor does (--model picks the class or factory)\n' +
+    '  model.py         a PyTorch model, analysed like the editor and `pixelfly analyze` do (--model picks the class or\n' +
+    '                   factory, --set pins a value): trained with exactly the plan `pixelfly analyze` prints\n' +
     '  --runner         engine (default): the native engine trains a stand-in built from the analysis;\n' +
     '                   torch: the daemon\'s PyTorch runner imports model.py and trains the model itself,\n' +
     '                   dense vs a pixelfly_torch.sparsify copy ([--set NAME=VALUE]… its constructor or config\n' +
@@ -327,19 +352,19 @@ export const trainCommand: Command = {
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
     '  --precision      products\' inputs: auto (default: bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | fp16\n' +
-    '  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default 0.25)\n' +
-    '  --speedup X      ...or for an estimated speedup X\n' +
+    `  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default ${'budget' in DEFAULT_TARGET ? DEFAULT_TARGET.budget : '-'})\n` +
+    '  --speedup X      ...or for an estimated whole-step speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +
     '  --resume JOB     resume an interrupted run from its last checkpoint\n' +
-    '  --json           print the final job record as JSON instead of the summary (with runner, measuredSpeedup,\n' +
-    '                   estimatedMemoryBytes and peakMemoryBytes)',
+    '  --json           print the final job record as JSON instead of the summary (with runner, plan, estimatedSpeedup,\n' +
+    '                   measuredSpeedup, estimatedMemoryBytes and peakMemoryBytes)',
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
     const home = pixelflyHome();
     // Everything the user typed is checked before a daemon is started for it, with the daemon's own schema.
     const runner = choiceOption(values, 'runner', RUNNER_CHOICES) ?? 'engine';
-    if (runner === 'engine' && (values.set !== undefined || values.python !== undefined)) throw new CliError('--set and --python apply to --runner torch');
+    if (runner === 'engine' && values.python !== undefined) throw new CliError('--python applies to --runner torch');
     const submit = values.resume === undefined ? await (runner === 'torch' ? torchSubmitParams(values, positionals[0]) : submitParams(values, positionals[0])) : undefined;
     if (submit) {
       const checked = methods['job.submit'].params.safeParse(submit);
@@ -387,9 +412,9 @@ export const trainCommand: Command = {
     });
     process.off('SIGINT', onSigint);
     line.end();
-    if (values.json) process.stdout.write(JSON.stringify({ ...final, runner: final.runner ?? 'engine', measuredSpeedup: final.summary?.speedup }, null, 2) + '\n');
+    if (values.json) process.stdout.write(JSON.stringify(jsonSummary(final), null, 2) + '\n');
     else if (final.summary) process.stdout.write(formatSummary(final, final.summary) + '\n');
-    else process.stdout.write(`run ${final.jobId}: ${final.state}${final.error ? `: ${final.error}` : ''}\n`);
+    else process.stdout.write(`run ${final.jobId}: ${final.state}${(final.endReason ?? final.error) ? `: ${final.endReason ?? final.error}` : ''}\n`);
     if (final.state === 'interrupted') process.stdout.write(`'pixelfly train --resume ${final.jobId}' continues it from its last checkpoint\n`);
     return final.state === 'completed' ? 0 : 1;
   },

@@ -19,12 +19,19 @@ export interface FinishRunInput {
 
 /** The run's summary; the report is written to `reportFile` (a failure to write it is returned, not thrown). */
 export function finishRun(input: FinishRunInput): { summary: RunSummary; reportError?: string } {
-  const summary = summarize(readEventsFile(input.metricsFile), input.params, input.stepsPerEpoch);
-  summary.reportPath = input.reportFile;
+  const summary: RunSummary = { ...summarize(readEventsFile(input.metricsFile), input.params, input.stepsPerEpoch), ...memoryFigures(input.info), reportPath: input.reportFile };
   try {
     writeFileSync(input.reportFile, renderReport({ ...input.info, summary }, readEventsFile(input.metricsFile)));
     return { summary };
   } catch (err) {
     return { summary, reportError: (err as Error).message };
   }
+}
+
+/** The memory figures a run's summary carries: the admission's estimate and the job process's measured peak. */
+export function memoryFigures(info: Pick<JobInfo, 'estimatedMemoryBytes' | 'peakMemoryBytes'>): Pick<RunSummary, 'estimatedMemoryBytes' | 'peakMemoryBytes'> {
+  return {
+    ...(info.estimatedMemoryBytes !== undefined ? { estimatedMemoryBytes: info.estimatedMemoryBytes } : {}),
+    ...(info.peakMemoryBytes !== undefined ? { peakMemoryBytes: info.peakMemoryBytes } : {}),
+  };
 }

@@ -12,7 +12,8 @@ import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type J
 import { EventLog } from './eventLog';
 import { listRunDirs, RunDir, type RunRecord, type RunState } from './runStore';
 import { checkpointBoth, DivergedError, plannedSteps, restoreBoth, runSteps, summarize } from './runner';
-import { finishRun, type FinishRunInput } from './finishRun';
+import { finishRun, memoryFigures, type FinishRunInput } from './finishRun';
+import { runSubject } from './runSubject';
 import {
   CheckpointError,
   describeIoError,
@@ -102,6 +103,8 @@ export class Job {
     return {
       jobId: r.jobId,
       name: r.name,
+      subject: runSubject(r.request, s),
+      endReason: s.endReason,
       state: s.state,
       createdAt: r.createdAt,
       startedAt: s.startedAt,
@@ -121,10 +124,6 @@ export class Job {
       peakMemoryBytes: s.peakMemoryBytes,
       error: s.error,
       summary: s.summary,
-      runner: r.request.runner ?? 'engine',
-      model: r.request.model ? { name: r.request.model.name, file: r.request.model.file, runtime: s.runtime } : undefined,
-      params: s.params,
-      inputs: s.inputs,
     };
   }
 }
@@ -140,6 +139,8 @@ export class JobManager {
   private running: Job | undefined;
   private runningDone: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Reports of runs found interrupted at start, written in the background; whatever changes those runs waits for them. */
+  private reports: Promise<void> = Promise.resolve();
   private readonly say: (line: string) => void;
 
   constructor(private readonly opts: JobManagerOptions) {
@@ -151,6 +152,7 @@ export class JobManager {
    * interrupted. A missing or damaged state.json is rebuilt from the rest of the folder.
    */
   loadExisting(): void {
+    const interrupted: Job[] = [];
     for (const run of listRunDirs(this.opts.runsRoot)) {
       let record: RunRecord;
       let log: EventLog;
@@ -174,13 +176,12 @@ export class JobManager {
       this.jobs.set(record.jobId, job);
       try {
         if (state.state === 'running' || state.state === 'queued') {
-          job.update({ state: 'interrupted', endedAt: new Date().toISOString() });
-          job.emit({
-            type: 'status',
-            state: 'interrupted',
-            message: `the daemon stopped while this run was ${state.state} (killed or crashed); every flushed metric is kept` +
-              (state.lastCheckpointStep !== undefined ? `; resume continues from the newest intact checkpoint (step ${state.lastCheckpointStep})` : '; resume starts it over'),
-          });
+          const message =
+            `the daemon stopped while this run was ${state.state} (killed or crashed); every flushed metric is kept` +
+            (state.lastCheckpointStep !== undefined ? `; resume continues from the newest intact checkpoint (step ${state.lastCheckpointStep})` : '; resume starts it over');
+          job.update({ state: 'interrupted', endedAt: new Date().toISOString(), endReason: message });
+          job.emit({ type: 'status', state: 'interrupted', message });
+          if (state.state === 'running') interrupted.push(job);
         } else if (rebuilt) {
           job.update({});
           if (state.state === 'interrupted') {
@@ -193,6 +194,8 @@ export class JobManager {
       }
       job.log.release();
     }
+    // Their reports (which say why they stopped), after the listing: in the background, one at a time.
+    this.reports = interrupted.reduce((done, job) => done.then(() => this.summariseInterrupted(job)), Promise.resolve());
   }
 
   get(jobId: string): Job {
@@ -242,6 +245,7 @@ export class JobManager {
       // Queued or interrupted: nothing is running, so it ends here.
       const i = this.queue.indexOf(job);
       if (i >= 0) this.queue.splice(i, 1);
+      await this.reports;
       await this.finish(job, 'cancelled', undefined);
     }
     return job;
@@ -252,7 +256,7 @@ export class JobManager {
     if (job.state.state !== 'interrupted' && job.state.state !== 'failed') {
       throw new JobError('invalid_state', `only interrupted or failed jobs can be resumed; '${jobId}' is ${job.state.state}`);
     }
-    job.update({ state: 'queued', error: undefined, endedAt: undefined });
+    job.update({ state: 'queued', error: undefined, endReason: undefined, summary: undefined, endedAt: undefined });
     job.failure = undefined;
     job.emit({ type: 'status', state: 'queued', message: 'resume requested' });
     this.enqueue(job);
@@ -267,8 +271,9 @@ export class JobManager {
   async shutdown(graceMs = 15_000): Promise<void> {
     this.closed = true;
     for (const job of this.queue.splice(0)) {
-      this.quietly(job, () => job.update({ state: 'interrupted' }));
-      job.emit({ type: 'status', state: 'interrupted', message: 'the daemon was stopped before this job started' });
+      const message = 'the daemon was stopped before this job started';
+      this.quietly(job, () => job.update({ state: 'interrupted', endReason: message }));
+      job.emit({ type: 'status', state: 'interrupted', message });
     }
     const running = this.running;
     if (running) {
@@ -282,8 +287,9 @@ export class JobManager {
       if (!stopped) {
         running.abort?.abort('the daemon stopped');
         if (running.state.state === 'running' || running.state.state === 'queued') {
-          this.quietly(running, () => running.update({ state: 'interrupted', endedAt: new Date().toISOString() }));
-          running.emit({ type: 'status', state: 'interrupted', message: `the daemon was stopped mid-step (it did not finish within ${graceMs / 1000} s); resume continues from the last checkpoint` });
+          const message = `the daemon was stopped mid-step (it did not finish within ${graceMs / 1000} s); resume continues from the last checkpoint`;
+          this.quietly(running, () => running.update({ state: 'interrupted', endedAt: new Date().toISOString(), endReason: message }));
+          running.emit({ type: 'status', state: 'interrupted', message });
         }
       }
     }
@@ -338,6 +344,7 @@ export class JobManager {
   }
 
   private async execute(job: Job): Promise<void> {
+    await this.reports;
     const { request } = job.record;
     let setup: TrainingSetup | undefined;
     const abort = new AbortController();
@@ -412,6 +419,9 @@ export class JobManager {
         saveCheckpoint: (step) => checkpoint(step),
         onStep: (step) => {
           job.state.step = step;
+          // job.get shows the measured peak while the job runs, not only once it has ended.
+          const peak = s.peakMemoryBytes?.();
+          if (peak) job.state.peakMemoryBytes = peak;
         },
       });
       job.state.step = outcome.step;
@@ -447,15 +457,20 @@ export class JobManager {
       if (peak) job.state.peakMemoryBytes = peak;
     }
     if (ending === 'interrupted') {
-      this.quietly(job, () => job.update({ state: 'interrupted', endedAt: new Date().toISOString() }));
-      job.emit({ type: 'status', state: 'interrupted', message: 'the daemon was stopped; resume continues from the last checkpoint' });
-      job.log.flush();
+      const message = 'the daemon was stopped; resume continues from the last checkpoint';
+      this.quietly(job, () => job.update({ state: 'interrupted', endedAt: new Date().toISOString(), endReason: message }));
+      job.emit({ type: 'status', state: 'interrupted', message });
+      await this.summariseInterrupted(job, setup);
       return;
     }
     await this.finish(job, ending.state, ending.error, setup);
   }
 
-  private async finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): Promise<void> {
+  /**
+   * The run's summary from its whole log, and its report (written by finishRun). `state` is how the
+   * run stands now; the memory figures of its latest session go into the summary.
+   */
+  private async summarise(job: Job, state: JobState, error: string | undefined, setup?: TrainingSetup): Promise<RunSummary> {
     job.log.flush();
     // A job cancelled while interrupted has no models built now: what its last session recorded stands in.
     const params = setup ? { pixelfly: setup.pixelfly.params, dense: setup.dense?.params } : (job.state.params ?? { pixelfly: 0 });
@@ -464,17 +479,33 @@ export class JobManager {
     let summary: RunSummary;
     try {
       const done = await (this.opts.finishRun ?? (async (i: FinishRunInput) => finishRun(i)))(input);
-      summary = { ...done.summary, runner: job.record.request.runner ?? 'engine' };
       if (done.reportError) this.say(`job ${job.id}: could not write the report: ${done.reportError}`);
+      summary = done.summary;
     } catch (err) {
       // The log could not be read back (no file descriptor or process left): the job still ends, with what is known.
       this.say(`job ${job.id}: could not summarise its metrics: ${(err as Error).message}`);
-      summary = { ...summarize([], params, stepsPerEpoch), reportPath: job.run.reportFile };
+      summary = { ...summarize([], params, stepsPerEpoch), ...memoryFigures(input.info), reportPath: job.run.reportFile };
     }
+    // The plan's whole-step estimate beside what the run measured, for every view of the run.
+    const estimated = job.record.request.plan.estimate?.speedup;
+    return estimated !== undefined && summary.speedup !== undefined ? { ...summary, estimatedSpeedup: estimated } : summary;
+  }
+
+  /** An interrupted run keeps its summary so far and a report that says why it stopped; a resume replaces both. */
+  private async summariseInterrupted(job: Job, setup?: TrainingSetup): Promise<void> {
+    const summary = await this.summarise(job, 'interrupted', undefined, setup);
+    // A resume may have started meanwhile (at daemon start): its summary is its own.
+    if (job.state.state === 'interrupted') this.quietly(job, () => job.update({ summary }));
+  }
+
+  private async finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): Promise<void> {
+    const endReason = state === 'failed' ? error : state === 'cancelled' ? 'cancelled on request (job.cancel)' : undefined;
+    job.state.endReason = endReason;
+    const summary = await this.summarise(job, state, error, setup);
     // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
-    this.quietly(job, () => job.update({ state, error, summary, endedAt: new Date().toISOString() }));
+    this.quietly(job, () => job.update({ state, error, endReason, summary, endedAt: new Date().toISOString() }));
     this.quietly(job, () => job.run.writeSummary(summary));
-    job.emit({ type: 'status', state, message: error });
+    job.emit({ type: 'status', state, message: error ?? (state === 'cancelled' ? endReason : undefined) });
     job.emit({ type: 'completed', state, summary });
     job.log.release();
   }

@@ -6,10 +6,13 @@
 //     job, never the daemon;
 //   - a job can be stopped at any moment, even in the middle of a step, and a step that answers
 //     nothing within its time limit is taken as hung and stopped;
-//   - the job's memory is watched: its peak resident size is recorded, and when the machine's free
-//     memory falls below a floor, or the job grows past what it was admitted with, the process is
-//     stopped with the numbers, before the kernel would pick something to kill.
+//   - the job's memory is watched, at every reply (each step) and between them: its peak resident
+//     size is recorded, and when the machine's free memory falls below a floor, or the job grows past
+//     what it was admitted with, the process is stopped with the numbers, before the kernel would
+//     pick something to kill; and should the kernel act first anyway, the job process is the one it
+//     picks (its OOM score is the highest), never the daemon or the editor.
 import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import type { JobReply, JobRequest } from '../../protocol/engineJob';
 import { formatBytes } from '../../io/userFile';
 import { floorBytes, machineMemory, processMemory } from '../memory';
@@ -53,6 +56,12 @@ export class JobProcess {
     this.what = what;
     this.child = start();
     const pid = this.child.pid;
+    // The kernel's out-of-memory killer takes this process before any other (raising one's own score needs no privilege).
+    try {
+      if (pid !== undefined) writeFileSync(`/proc/${pid}/oom_score_adj`, '1000');
+    } catch {
+      // Not Linux, or /proc is not writable: the watch below still stops the job first.
+    }
     const lines = (data: Buffer) => {
       const text = data.toString('utf8');
       this.stderrTail = (this.stderrTail + text).slice(-STDERR_TAIL);
@@ -160,6 +169,8 @@ export class JobProcess {
   private onReply(m: JobReply): void {
     if (typeof m !== 'object' || m === null || typeof m.id !== 'number') return;
     this.peak = Math.max(this.peak, m.peakRssBytes ?? 0);
+    // Every step's memory is looked at as it ends, not only at the next tick.
+    this.check();
     const p = this.pending.get(m.id);
     if (!p) return;
     this.pending.delete(m.id);

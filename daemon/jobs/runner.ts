@@ -113,6 +113,7 @@ export async function runSteps(ctx: RunContext): Promise<RunOutcome> {
       pixelfly,
       dense,
       speedup: dense ? median(denseMs) / median(pixelflyMs) : undefined,
+      peakMemoryBytes: setup.peakMemoryBytes?.() || undefined,
     });
     ctx.onStep(step);
     const epochEnd = step % setup.stepsPerEpoch === 0 || step === totalSteps;

@@ -93,6 +93,9 @@ export class MetricsPanel implements vscode.Disposable {
       case 'stopRun':
         await vscode.commands.executeCommand('pixelfly.stopRun', m.runId);
         break;
+      case 'openReport':
+        await vscode.commands.executeCommand('pixelfly.openReport', m.runId);
+        break;
     }
   }
 

@@ -6,6 +6,7 @@
  */
 import type { JobEvent, JobInfo, JobState } from '../../protocol/daemon';
 import type { EvalPoint, Progress, RunInfo, RunState, StepPoint } from '../../protocol/webview';
+import { endReasonOf, runDetailsView } from './runDetails';
 
 export interface RunRecord {
   info: JobInfo;
@@ -54,6 +55,7 @@ export class RunStore {
     } else {
       // Our event-derived state is at least as fresh as a snapshot taken before those events.
       r.info = { ...info, lastSeq: Math.max(info.lastSeq, r.lastSeq) };
+      if (!isActive(r)) r.progress = { ...r.progress, etaS: null };
     }
     this.emit(info.jobId, 'info');
     return r;
@@ -65,8 +67,17 @@ export class RunStore {
     r.lastSeq = e.seq;
     let what: 'info' | 'metrics' = 'info';
     switch (e.type) {
-      case 'status':
-        r.info = { ...r.info, state: e.state, error: e.state === 'failed' ? (e.message ?? r.info.error) : r.info.error };
+      case 'status': {
+        const ended = e.state === 'failed' || e.state === 'cancelled' || e.state === 'interrupted';
+        r.info = {
+          ...r.info,
+          state: e.state,
+          error: e.state === 'failed' ? (e.message ?? r.info.error) : r.info.error,
+          // Why it stopped, as the daemon said it; a run queued again (resumed) has no reason any more.
+          endReason: ended ? (e.message ?? r.info.endReason) : e.state === 'queued' || e.state === 'running' ? undefined : r.info.endReason,
+        };
+        // A run that stopped has no time left to estimate: no stale ETA.
+        if (ended) r.progress = { ...r.progress, etaS: null };
         if (e.resumedFromStep !== undefined) {
           // A resumed run re-trains the steps after its checkpoint: drop their old points.
           r.steps = r.steps.filter((p) => p.step <= (e.resumedFromStep as number));
@@ -74,9 +85,10 @@ export class RunStore {
           what = 'metrics';
         }
         break;
+      }
       case 'step':
         r.steps.push({ step: e.step, pixelfly: e.pixelfly, dense: e.dense, speedup: e.speedup });
-        r.info = { ...r.info, step: Math.max(r.info.step, e.step) };
+        r.info = { ...r.info, step: Math.max(r.info.step, e.step), peakMemoryBytes: e.peakMemoryBytes ?? r.info.peakMemoryBytes };
         what = 'metrics';
         break;
       case 'eval':
@@ -89,12 +101,13 @@ export class RunStore {
         what = 'metrics';
         break;
       case 'progress':
-        r.progress = { step: e.step, totalSteps: e.totalSteps, etaS: e.etaMs !== undefined ? e.etaMs / 1000 : null };
+        // A progress event replayed after the run stopped does not bring its ETA back.
+        r.progress = { step: e.step, totalSteps: e.totalSteps, etaS: e.etaMs !== undefined && isActive(r) ? e.etaMs / 1000 : null };
         r.info = { ...r.info, step: e.step, totalSteps: e.totalSteps };
         break;
       case 'completed':
         r.info = { ...r.info, state: e.state, summary: e.summary };
-        if (e.state === 'completed') r.progress = { ...r.progress, step: r.progress.totalSteps, etaS: 0 };
+        r.progress = e.state === 'completed' ? { ...r.progress, step: r.progress.totalSteps, etaS: 0 } : { ...r.progress, etaS: null };
         break;
       case 'error':
         if (e.fatal) r.info = { ...r.info, error: e.message };
@@ -121,7 +134,9 @@ export function runInfoView(r: RunRecord): RunInfo {
     state: STATE[r.info.state],
     totalSteps: r.info.totalSteps,
     startedAt: Date.parse(r.info.startedAt ?? r.info.createdAt) || 0,
-    error: r.info.error,
+    error: r.info.error?.slice(0, 4000),
+    reason: endReasonOf(r.info)?.slice(0, 4000),
+    details: runDetailsView(r.info),
   };
 }
 

@@ -1,6 +1,7 @@
 /** The "Runs" tree: past and current runs (newest first); selecting one opens its metrics. */
 import * as vscode from 'vscode';
-import { engineOf, type RunRecord, type RunStore } from './runStore';
+import { runDescription, runDetailLines, runReportPath } from './runDetails';
+import { engineOf, isActive, type RunRecord, type RunStore } from './runStore';
 
 const ICON: Record<string, string> = {
   queued: 'clock',
@@ -28,12 +29,11 @@ export class RunTree implements vscode.TreeDataProvider<RunRecord>, vscode.Dispo
   getTreeItem(r: RunRecord): vscode.TreeItem {
     const item = new vscode.TreeItem(r.info.name, vscode.TreeItemCollapsibleState.None);
     item.id = r.info.jobId;
-    const speed = r.info.summary?.speedup;
-    item.description = `${r.info.state}${speed !== undefined ? ` · ${speed.toFixed(2)}×` : ''} · step ${r.info.step}/${r.info.totalSteps}`;
+    item.description = runDescription(r.info);
     const engine = engineOf(r.info);
-    item.tooltip = `${r.info.jobId}\ncreated ${r.info.createdAt}${engine ? `\ntrained on ${engine}` : ''}\n${r.info.runDir}${r.info.error ? `\n${r.info.error}` : ''}`;
+    item.tooltip = [r.info.jobId, `created ${r.info.createdAt}`, ...runDetailLines(r.info), ...(engine ? [`trained on ${engine}`] : []), r.info.runDir].join('\n');
     item.iconPath = new vscode.ThemeIcon(ICON[r.info.state] ?? 'circle-outline');
-    item.contextValue = r.info.state === 'running' || r.info.state === 'queued' ? 'pixelfly.run.active' : 'pixelfly.run';
+    item.contextValue = isActive(r) ? 'pixelfly.run.active' : runReportPath(r.info) ? 'pixelfly.run.report' : 'pixelfly.run';
     item.command = { command: 'pixelfly.openMetrics', title: 'Open metrics', arguments: [r.info.jobId] };
     return item;
   }

@@ -7,9 +7,10 @@ import { dirname, resolve } from 'node:path';
 import type { Parser } from 'web-tree-sitter';
 import { FileRefusedError } from '../../io/userFile';
 import { totalFlops, type PixelflyConfig } from '../../core/pixelflyLayer';
-import { planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
+import { DEFAULT_TARGET, planModel, type LayerDecision, type Plan, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { layerDenseCost, type InventoryLayer, type LayerRole } from '../../core/inventory';
 import { attentionCoreRows } from './attentionCore';
+import { engineJob, type EngineJob } from './spec';
 import { readPixelflyConfig } from './pixelflyConfig';
 import { headIsPooled } from './pooling';
 import { convPositions } from './spatial';
@@ -20,7 +21,6 @@ import { parsePinValue, readPragmas, type PragmaError, type Pragmas } from './pr
 import { classifyRole, type PathStep } from './roles';
 import { show, weightText, type ClassInfo, type FuncInfo, type LayerInst, type LayerKind, type ModuleInfo, type Site, type Value, type Weight } from './values';
 
-export const DEFAULT_TARGET: PlanTarget = { budget: 0.5 };
 /** Tokens per sample when nothing in the model says (no patch grid, no positional table, no block_size). */
 export const DEFAULT_TOKENS = 1024;
 
@@ -105,11 +105,25 @@ export interface ModelInfo {
   range: SourceRange;
 }
 
+/** A model the file defines, for choosing which one the hints, preview and runs use. */
+export interface ModelCandidate {
+  name: string;
+  kind: 'class' | 'function';
+  /** 1-based line of its definition. */
+  line: number;
+  /** No other model code of the file uses it: a model of its own (a class, a registry function), not a part of one. */
+  top: boolean;
+}
+
 export interface Analysis {
   file: string;
   model: ModelInfo | null;
   /** Module classes and factory functions of the file that --model accepts. */
   candidates: string[];
+  /** The candidates that build modules (classes, factory functions), in file order: what a user can choose from. */
+  models: ModelCandidate[];
+  /** The model analysed when none is chosen (null when the file builds none). */
+  defaultModel: string | null;
   tokensPerSample: number;
   tokensSource: string;
   /** The input image the convolutions' positions are counted from (null when the model has no convolution that needs it). */
@@ -118,7 +132,10 @@ export interface Analysis {
   heads: number | null;
   target: PlanTarget;
   layers: LayerRow[];
+  /** The plan of the model's layers (each layer's decision is on its row), with the whole-step estimate and the profile it was costed with. */
   plan: Omit<Plan, 'layers'> | null;
+  /** What training this model on the engine means: its engine spec and the same plan on the engine's layers (or why not). */
+  engine: EngineJob;
   /** Names that, once pinned, would resolve unresolved layers. */
   unresolved: string[];
   pins: Record<string, string>;
@@ -179,11 +196,16 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   let model: ModelInfo | null = null;
   let rootValue: Value | undefined;
   let candidates: string[] = [];
+  let models: ModelCandidate[] = [];
+  let defaultModel: string | null = null;
   try {
     interp.execModule(main, true);
     const entries = entryPoints(interp, main);
     candidates = entries.map((e) => e.name);
-    const chosen = options.model !== undefined ? entries.find((e) => e.name === options.model) : outermost(entries);
+    const ranked = rankModels(entries);
+    defaultModel = ranked.best?.name ?? null;
+    models = ranked.models.map((e): ModelCandidate => ({ name: e.name, kind: e.value.k === 'class' ? 'class' : 'function', line: entryNode(e).startRow + 1, top: ranked.top.has(e.name) }));
+    const chosen = options.model !== undefined ? entries.find((e) => e.name === options.model) : ranked.best;
     if (options.model !== undefined && !chosen) {
       const known = main.globals.has(options.model) ? ` ('${options.model}' is neither a module class nor a function)` : '';
       throw new ModelNotFound(
@@ -191,7 +213,7 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
       );
     }
     if (chosen) {
-      const node = chosen.value.k === 'class' ? chosen.value.cls.node : (chosen.value as Extract<Value, { k: 'func' }>).fn.node;
+      const node = entryNode(chosen);
       model = { name: chosen.name, kind: chosen.value.k === 'class' ? 'class' : 'function', file, line: node.startRow + 1, range: nameRange(node) };
       interp.watch = entryFunction(interp, chosen.value);
       rootValue = interp.call(chosen.value, [], entryKwargs(interp, chosen.value, main));
@@ -255,10 +277,12 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
   }
   const pinsOut: Record<string, string> = {};
   for (const [k, v] of pins) pinsOut[k] = show(v);
-  return {
+  const analysis: Analysis = {
     file,
     model,
     candidates,
+    models,
+    defaultModel,
     tokensPerSample: tokens.value,
     tokensSource: tokens.source,
     imageSize: image,
@@ -272,8 +296,12 @@ export function analyze(parser: Parser | ParseCache, options: AnalyzeOptions): A
     pragmaErrors: pragmas.errors.map((e) => ({ ...e, file })),
     dependencies: [...loader.read],
     missingImports: [...loader.lookedFor],
-    elapsedMs: performance.now() - t0,
+    engine: { error: 'not analysed yet' },
+    elapsedMs: 0,
   };
+  analysis.engine = plan ? engineJob(analysis, options.planOptions) : { error: 'the model has no plan (see the notes): nothing to train' };
+  analysis.elapsedMs = performance.now() - t0;
+  return analysis;
 }
 
 /** The analysis cannot start: the file cannot be read, or --model names nothing buildable. */
@@ -296,12 +324,18 @@ function entryPoints(interp: Interpreter, main: ModuleInfo): Entry[] {
   return out;
 }
 
+function entryNode(e: Entry): PyNode {
+  return e.value.k === 'class' ? e.value.cls.node : (e.value as Extract<Value, { k: 'func' }>).fn.node;
+}
+
 /**
- * The model no other model code of the file refers to, building the most; later wins ties.
- * Candidates are module classes and public functions that build modules (lucidrains' MLPMixer
- * is a function returning nn.Sequential).
+ * The file's models (classes, and public functions that build modules: lucidrains' MLPMixer is a
+ * function returning nn.Sequential), which of them no other model code refers to (`top`: models of
+ * their own, not parts), and the default: the top model building the most, classes before factory
+ * functions, then one that defines forward, then the first (a file of several models opens on its
+ * first, not on its last registry entry).
  */
-function outermost(entries: Entry[]): Entry | undefined {
+function rankModels(entries: Entry[]): { models: Entry[]; top: Set<string>; best: Entry | undefined } {
   // Identifier sets once per definition: the reference graph is then linear in the file's size.
   const textOf = (e: Entry): string => (e.value.k === 'class' ? e.value.cls.node.text : e.value.k === 'func' ? e.value.fn.node.text : '');
   const words = new Map(entries.map((e) => [e.name, identifiers(e.value.k === 'class' ? e.value.cls.node : e.value.k === 'func' ? e.value.fn.node : undefined)]));
@@ -309,7 +343,7 @@ function outermost(entries: Entry[]): Entry | undefined {
   const builds = (e: Entry): boolean =>
     e.value.k === 'class' || (e.value.k === 'func' && (/\bnn\.\w/.test(textOf(e)) || classNames.some((n) => words.get(e.name)!.has(n))));
   const classes = entries.filter(builds);
-  if (classes.length === 0) return undefined;
+  if (classes.length === 0) return { models: [], top: new Set(), best: undefined };
   const names = new Set(classes.map((c) => c.name));
   const refs = new Map<string, Set<string>>();
   for (const c of classes) refs.set(c.name, new Set([...words.get(c.name)!].filter((w) => w !== c.name && names.has(w))));
@@ -321,20 +355,26 @@ function outermost(entries: Entry[]): Entry | undefined {
     return seen.size;
   };
   const roots = classes.filter((c) => !referenced.has(c.name));
+  const ranked = (best: Entry) => ({ models: classes, top: new Set(roots.map((r) => r.name)), best });
   // Several factory functions of one model class (timm's registry functions): the class itself.
   if (roots.length > 1 && roots.every((r) => r.value.k === 'func')) {
     const shared = classes.filter((c) => c.value.k === 'class' && roots.every((r) => refs.get(r.name)?.has(c.name) || reachesVia(r.name, c.name, refs)));
     if (shared.length) {
-      const cls = shared.reduce((a, b) => (reach(b.name) >= reach(a.name) ? b : a));
+      let cls = shared[0];
+      for (const c of shared) if (reach(c.name) > reach(cls.name)) cls = c;
       // A class that cannot be built without its factories' arguments (torchvision's ResNet(block, layers)): the first factory.
-      if (cls.value.k === 'class' && requiredArguments(cls.value.cls.node).length > 0) return roots[0];
-      return cls;
+      if (cls.value.k === 'class' && requiredArguments(cls.value.cls.node).length > 0) return ranked(roots[0]);
+      return ranked(cls);
     }
   }
-  const pool = roots.length ? roots : classes;
+  const rootClasses = roots.filter((r) => r.value.k === 'class');
+  const pool = rootClasses.length ? rootClasses : roots.length ? roots : classes;
+  // Among models that build as much, one with its own forward (a model that can run a batch: a
+  // trimmed or abstract class cannot), then the first.
+  const runs = (e: Entry): number => (e.value.k !== 'class' || /\bdef\s+forward\s*\(/.test(textOf(e)) ? 1 : 0);
   let best = pool[0];
-  for (const c of pool) if (reach(c.name) >= reach(best.name)) best = c;
-  return best;
+  for (const c of pool) if (reach(c.name) > reach(best.name) || (reach(c.name) === reach(best.name) && runs(c) > runs(best))) best = c;
+  return ranked(best);
 }
 
 /**

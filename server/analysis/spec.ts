@@ -3,7 +3,10 @@
  * Pixelfly" can train the same architecture family at the same widths on the local engine.
  * Only the four engine families map; anything else says why it does not.
  */
-import { validateModelSpec, type ModelSpec } from '../../core/modelSpec';
+import { specInventory, validateModelSpec, type ModelSpec } from '../../core/modelSpec';
+import type { InventoryLayer } from '../../core/inventory';
+import { checkBuildable } from '../../core/layout';
+import { planModel, type Plan, type PlanOptions } from '../../core/planner';
 import type { Analysis, LayerRow } from './analyze';
 
 type Built = LayerRow & { in: number; out: number; count: number };
@@ -45,4 +48,48 @@ export function modelSpecFor(a: Analysis): { spec: ModelSpec } | { error: string
   const r = validateModelSpec(spec);
   if (!r.ok) return { error: `${name} maps to a ${String(spec.kind)} spec the engine rejects: ${r.issues.map((i) => `${i.path}: ${i.message}`).join('; ')}` };
   return { spec: r.spec };
+}
+
+/** What "Train dense vs Pixelfly" and `pixelfly train` train for an analysed model: its engine spec and the plan to train it with. */
+export type EngineJob = { spec: ModelSpec; plan: Plan } | { error: string };
+
+/**
+ * The engine spec of the analysed model with the analysis's own plan carried onto it: each engine
+ * layer takes the decision (config and reason) of the model's layer it stands for — same role,
+ * same shape — so what the editor shows is what trains. The plan is then costed on the engine's
+ * model (its whole-step estimate is what a run's measured speedup is compared with).
+ */
+export function engineJob(a: Analysis, options: PlanOptions = {}): EngineJob {
+  const mapped = modelSpecFor(a);
+  if ('error' in mapped) return mapped;
+  const { spec } = mapped;
+  const rows = a.layers.filter((l) => typeof l.count === 'number' && l.count > 0 && l.decision);
+  const chosen = new Map<string, LayerRow | undefined>();
+  for (const l of specInventory(spec).layers) {
+    const sameRole = rows.filter((r) => r.role === l.role);
+    chosen.set(l.name, sameRole.find((r) => r.in === l.in && r.out === l.out) ?? sameRole[0]);
+  }
+  const layers: InventoryLayer[] = specInventory(spec).layers.map((l) => {
+    const d = chosen.get(l.name)?.decision;
+    if (!d) return l.role === 'attn_core' || l.role === 'embedding' ? l : { ...l, keptDense: 'no layer of the source model maps onto it' };
+    if (!d.sparsify || !d.config) return l.role === 'attn_core' || l.role === 'embedding' ? l : { ...l, keptDense: d.reason.replace(/^Kept dense: /, '') };
+    try {
+      checkBuildable(l.out, l.in, d.config);
+      return { ...l, pixelfly: d.config };
+    } catch (e) {
+      return { ...l, keptDense: `the source's config does not fit the engine's ${l.out}×${l.in} layer (${(e as Error).message})` };
+    }
+  });
+  let plan: Plan;
+  try {
+    plan = planModel({ layers }, a.target, options);
+  } catch (e) {
+    return { error: `${spec.name ?? 'model'}: the plan cannot be costed on the engine's model: ${(e as Error).message}` };
+  }
+  // The reasons are the source's: they explain the choice made for the layer the user wrote.
+  plan.layers = plan.layers.map((d) => {
+    const source = chosen.get(d.name);
+    return source?.decision ? { ...d, reason: `${source.decision.reason} (as ${source.name})` } : d;
+  });
+  return { spec, plan };
 }

@@ -24,10 +24,11 @@ import { flatBlockButterflyLayout } from '../../core/layout';
 import type { PixelflyConfig } from '../../core/pixelflyLayer';
 import type { PyNode } from '../analysis/ast';
 import { analysisPlan, analysisSettings, pinnableNames, type Analysis, type LayerRow } from '../analysis/analyze';
-import { modelSpecFor } from '../analysis/spec';
+import { explainEstimate, type StepEstimate } from '../../core/stepCost';
+import type { PlanDevice } from '../../core/planner';
 import { configArguments, importLine, importText, importedClasses, pixelflyAttentionCall, pixelflyCall, type PixelflyClass } from './rewrite';
 import { maskPicture, pictureScale } from './maskText';
-import { ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
+import { CHOOSE_MODEL, ENSURE_TORCH_PACKAGE, PREVIEW_MASKS, TRAIN, type ChooseModelArgs, type LensLayer, type PreviewMasksArgs, type TrainLensArgs } from '../../protocol/lsp';
 
 export const SOURCE = 'pixelfly';
 export const CODE_SPARSIFY = 'pixelfly.sparsify';
@@ -157,8 +158,54 @@ function contains(r: Range, p: Position): boolean {
   return after && before;
 }
 
-export function hover(a: Analysis, file: string, position: Position): Hover | null {
+/** What a past run of this model's plan measured (io/runResults.ts), shown beside the estimate. */
+export interface Measured {
+  jobId: string;
+  measuredSpeedup: number;
+  estimatedSpeedup?: number;
+}
+
+/** Which device profile the estimates come from, in words. */
+export function profileText(d: PlanDevice): string {
+  return d.source === 'measured'
+    ? `the profile measured on this machine (${d.name}${d.measuredAt ? `, ${d.measuredAt.slice(0, 10)}` : ''})`
+    : `the default profile (${d.name}; "Measure speedups" in the mask preview measures this machine)`;
+}
+
+function estimateTable(e: StepEstimate): string[] {
+  const names: Record<string, string> = { products: 'products (planned layers)', attention: 'attention cores', pointwise: 'pointwise and norm layers', optimizer: 'optimizer (AdamW)', data: 'data' };
+  return [
+    '| part of a step | dense ms | Pixelfly ms |',
+    '| --- | ---: | ---: |',
+    ...Object.entries(e.parts).map(([k, p]) => `| ${names[k] ?? k} | ${p.denseMs.toFixed(1)} | ${p.planMs.toFixed(1)} |`),
+    `| **step** | **${e.denseMs.toFixed(1)}** | **${e.planMs.toFixed(1)}** |`,
+  ];
+}
+
+/** The model's hover: the whole-step estimate, where the step goes (Amdahl), the profile, and what a run measured. */
+function modelHover(a: Analysis, measured: Measured | undefined): string {
+  const p = a.plan!;
+  const lines = [
+    `**Pixelfly** · \`${a.model!.name}\` — est. **${p.estSpeedup.toFixed(2)}×** faster per training step (batch ${p.estimate.batchSize})${measured ? `, measured **${measured.measuredSpeedup.toFixed(2)}×** (run ${measured.jobId})` : ''}`,
+    '',
+    ...estimateTable(p.estimate),
+    '',
+    explainEstimate(p.estimate),
+    '',
+    `Costed with ${profileText(p.device)}.`,
+  ];
+  if ('plan' in a.engine) {
+    const e = a.engine.plan.estimate;
+    lines.push('', `"Train dense vs Pixelfly" trains the engine's ${a.engine.spec.kind} with this plan: est. ${e.speedup.toFixed(2)}× per step there.`);
+  }
+  return lines.join('\n');
+}
+
+export function hover(a: Analysis, file: string, position: Position, measured?: Measured): Hover | null {
   const rows = documentRows(a, file).filter((l) => contains(l.range, position));
+  if (rows.length === 0 && a.model && a.plan && a.model.file === file && contains(a.model.range, position)) {
+    return { contents: { kind: MarkupKind.Markdown, value: modelHover(a, measured) }, range: a.model.range };
+  }
   if (rows.length === 0) return null;
   const sections = rows.map((l) => {
     const lines = [`**Pixelfly** · \`${l.name}\` — ${l.class} ${sizeText(l)} · ${l.role}`];
@@ -168,7 +215,7 @@ export function hover(a: Analysis, file: string, position: Position): Hover | nu
     if (d?.sparsify && d.config) {
       lines.push(
         '',
-        `**Plan:** ${configText(d.config)} — ${pct(d.density ?? 0)} of blocks kept, est. **${d.estSpeedup.toFixed(2)}×**, parameters ${fmt(d.denseParams)} → ${fmt(d.planParams)}.`,
+        `**Plan:** ${configText(d.config)} — ${pct(d.density ?? 0)} of blocks kept, this layer's products est. **${d.estSpeedup.toFixed(2)}×** faster, parameters ${fmt(d.denseParams)} → ${fmt(d.planParams)}.`,
       );
       try {
         const layout = flatBlockButterflyLayout(l.out as number, l.in as number, d.config);
@@ -235,16 +282,31 @@ export function previewArgs(a: Analysis, uri: string): PreviewMasksArgs | undefi
   return a.model ? { uri, name: a.model.name, kind: a.model.kind, tokensPerSample: a.tokensPerSample, layers: lensLayers(a) } : undefined;
 }
 
-export function codeLenses(a: Analysis, file: string, uri: string): CodeLens[] {
+/**
+ * Where the file defines several models (classes no other model uses, registry functions), or the
+ * user chose one that is not the default: a lens naming the model in use that opens the choice.
+ */
+export function chooseModelLens(a: Analysis, uri: string): CodeLens[] {
+  if (!a.model) return [];
+  const top = a.models.filter((m) => m.top);
+  if (top.length < 2 && a.model.name === a.defaultModel) return [];
+  const args: ChooseModelArgs = { uri, current: a.model.name, defaultModel: a.defaultModel, models: a.models };
+  const others = top.filter((m) => m.name !== a.model!.name).length;
+  const title = `Pixelfly model: ${a.model.name}${a.model.name === a.defaultModel ? ' (default)' : ''}${others > 0 ? ` · ${others} other${others > 1 ? 's' : ''} in this file` : ''} · choose…`;
+  return [{ range: a.model.range, command: { title, command: CHOOSE_MODEL, arguments: [args] } }];
+}
+
+export function codeLenses(a: Analysis, file: string, uri: string, measured?: Measured): CodeLens[] {
   const preview = previewArgs(a, uri);
   if (!a.model || !preview || a.model.file !== file) return [];
   const range = a.model.range;
-  const spec = modelSpecFor(a);
+  // The engine's spec and the plan the lens shows, carried as they are to job.submit; for the
+  // PyTorch runner, the same decisions under the source's layer names and the pins it built with.
   const train: TrainLensArgs = {
     uri,
     name: a.model.name,
-    ...('spec' in spec ? { spec: spec.spec as unknown as Record<string, unknown> } : { specError: spec.error }),
-    plan: analysisPlan(a),
+    ...('spec' in a.engine ? { spec: a.engine.spec as unknown as Record<string, unknown>, plan: a.engine.plan } : { specError: a.engine.error }),
+    torchPlan: analysisPlan(a),
     settings: analysisSettings(a),
   };
   let summary: string;
@@ -254,11 +316,14 @@ export function codeLenses(a: Analysis, file: string, uri: string): CodeLens[] {
     const layers = a.layers.filter((l) => l.decision && l.role !== 'attn_core');
     const sparse = layers.filter((l) => l.decision!.sparsify).length;
     const params = a.plan.denseParams > 0 ? 1 - a.plan.planParams / a.plan.denseParams : 0;
-    summary = `Pixelfly: ${sparse} of ${layers.length} layers sparse → ${pct(a.plan.flopFraction)} of matmul FLOPs, est. ${a.plan.estSpeedup.toFixed(2)}× faster, ${pct(params)} fewer parameters`;
+    const profile = a.plan.device.source === 'measured' ? 'measured profile' : 'default profile';
+    const run = measured ? ` · measured ${measured.measuredSpeedup.toFixed(2)}×` : '';
+    summary = `Pixelfly: ${sparse} of ${layers.length} layers sparse → ${pct(a.plan.flopFraction)} of matmul FLOPs, est. ${a.plan.estSpeedup.toFixed(2)}× per step (${profile})${run}, ${pct(params)} fewer parameters`;
   } else {
     summary = a.unresolved.length ? `Pixelfly: sizes unresolved — pin ${a.unresolved.slice(0, 3).join(', ')} (# pixelfly: NAME=VALUE)` : 'Pixelfly: no matmul layers found';
   }
   return [
+    ...chooseModelLens(a, uri),
     { range, command: { title: summary, command: PREVIEW_MASKS, arguments: [preview] } },
     { range, command: { title: 'Preview masks', command: PREVIEW_MASKS, arguments: [preview] } },
     { range, command: { title: 'Train dense vs Pixelfly', command: TRAIN, arguments: [train] } },

@@ -5,8 +5,11 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
-import { KERNEL_BLOCK_SIZES, type PlanTarget } from '../../core/planner';
-import { analyze, type Analysis } from '../analysis/analyze';
+import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
+import { DEVICE_PROFILE_FORMAT } from '../../core/costModel';
+import { ProfileWatcher } from '../../io/deviceProfile';
+import { homePaths } from '../../io/home';
+import { analyze, ModelNotFound, type AnalyzeOptions, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
 import { parsePinValue } from '../analysis/pragmas';
 import type { Value } from '../analysis/values';
@@ -29,11 +32,13 @@ export interface ServerSettings {
   blockSize?: number;
   /** Settings given but not usable, each with why (the server logs them; the defaults stand). */
   problems?: string[];
+  /** pixelfly.training.batchSize: the batch a step's estimate assumes (the optimizer runs once per step). */
+  batchSize?: number;
 }
 
 /** Reads the nested configuration object the client returns for section 'pixelfly'. */
 export function settingsFrom(section: unknown, python?: unknown): ServerSettings {
-  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown> };
+  const s = (section ?? {}) as { analysis?: Record<string, unknown>; plan?: Record<string, unknown>; training?: Record<string, unknown> };
   const a = s.analysis ?? {};
   const p = s.plan ?? {};
   const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -52,6 +57,7 @@ export function settingsFrom(section: unknown, python?: unknown): ServerSettings
     budget: num(p.budget),
     speedup: num(p.speedup),
     blockSize: block !== undefined && KERNEL_BLOCK_SIZES.includes(block) ? block : undefined,
+    batchSize: num(s.training?.batchSize),
     ...(problems.length > 0 ? { problems } : {}),
   };
 }
@@ -60,6 +66,8 @@ export interface Analysed {
   version: number;
   analysis: Analysis | null;
   error?: string;
+  /** The model chosen for the document when it was analysed (a result for another choice is stale). */
+  chosen?: string;
 }
 
 export class Session {
@@ -68,6 +76,10 @@ export class Session {
   private readonly pending = new Map<string, NodeJS.Timeout>();
   private readonly sitePackagesByPython = new Map<string, Promise<string[]>>();
   private readonly dependents = new Dependents();
+  /** The model the user chose per document (uri -> class or factory function); others use the default. */
+  private readonly modelChoices = new Map<string, string>();
+  /** The daemon's measured device profile (<home>/profiles/device.json); PIXELFLY_HOME is the daemon's too. */
+  private readonly profiles = new ProfileWatcher(() => homePaths().profiles, DEVICE_PROFILE_FORMAT);
   settings: ServerSettings = {};
   workspaceRoots: string[] = [];
 
@@ -96,6 +108,19 @@ export class Session {
   invalidateAll(): void {
     this.results.clear();
     for (const d of this.documents.all()) this.schedule(d.uri);
+  }
+
+  /** The user chose the model a document's analysis builds (null: the default again); re-analysed at once. */
+  chooseModel(uri: string, model: string | null): void {
+    if (model === null) this.modelChoices.delete(uri);
+    else this.modelChoices.set(uri, model);
+    this.results.delete(uri);
+    this.schedule(uri);
+  }
+
+  /** The model chosen for a document, if any. */
+  chosenModel(uri: string): string | undefined {
+    return this.modelChoices.get(uri);
   }
 
   /** A document was opened or edited: analyse it, and every open document that imports its file. */
@@ -143,7 +168,9 @@ export class Session {
     const doc = this.documents.get(uri);
     if (!doc || !uri.startsWith('file:')) return undefined;
     const cached = this.results.get(uri);
-    if (cached && cached.version === doc.version) return cached;
+    // A newly measured profile changes every estimate, at the same document version.
+    const sameProfile = !cached?.analysis?.plan || cached.analysis.plan.device.measuredAt === this.profiles.current().measuredAt;
+    if (cached && cached.version === doc.version && cached.chosen === this.modelChoices.get(uri) && sameProfile) return cached;
     const result = await this.run(uri, doc.getText(), doc.version);
     // A newer edit may have arrived while site-packages were being found.
     if (this.documents.get(uri)?.version !== result.version) return result;
@@ -168,22 +195,32 @@ export class Session {
     const site = this.settings.pythonPath ? await this.sitePackages(this.settings.pythonPath) : [];
     const overlays = new Map<string, string>();
     for (const d of this.documents.all()) if (d.uri.startsWith('file:') && d.uri !== uri) overlays.set(fileURLToPath(d.uri), d.getText());
+    const chosen = this.modelChoices.get(uri);
     try {
-      const analysis = analyze(this.cache, {
+      const options: AnalyzeOptions = {
         file,
         source,
         pins: this.pins(),
         defaultTokens: this.settings.tokensPerSample,
         target: this.target(),
-        planOptions: this.settings.blockSize !== undefined ? { blockSizes: [this.settings.blockSize] } : undefined,
+        planOptions: this.planOptions(),
         extraPaths: this.settings.extraPaths,
         sitePackages: site,
         workspaceRoots: this.workspaceRoots,
         overlays,
-      });
-      return { version, analysis };
+      };
+      let analysis: Analysis;
+      try {
+        analysis = analyze(this.cache, { ...options, model: chosen });
+      } catch (e) {
+        // The chosen model was renamed or removed: the default stands in, saying so (the choice is kept for when it is back).
+        if (!(e instanceof ModelNotFound) || chosen === undefined) throw e;
+        analysis = analyze(this.cache, options);
+        analysis.notes.push(`the model chosen for this file, ${chosen}, is not in it now: showing the default, ${analysis.model?.name ?? '(none)'}`);
+      }
+      return { version, analysis, chosen };
     } catch (e) {
-      return { version, analysis: null, error: (e as Error).message };
+      return { version, analysis: null, error: (e as Error).message, chosen };
     }
   }
 
@@ -191,6 +228,19 @@ export class Session {
     const out = new Map<string, Value>();
     for (const [k, v] of Object.entries(this.settings.pins ?? {})) out.set(k, parsePinValue(String(v)));
     return out;
+  }
+
+  /**
+   * The planner's options: the device profile the daemon measured on this machine when there is one
+   * (re-read when it changes; the plan says which it used), the block size and batch the user set.
+   */
+  planOptions(): PlanOptions {
+    const { blockSize, batchSize } = this.settings;
+    return {
+      profile: this.profiles.current(),
+      ...(blockSize !== undefined ? { blockSizes: [blockSize] } : {}),
+      ...(batchSize !== undefined && Number.isInteger(batchSize) && batchSize > 0 ? { batchSize } : {}),
+    };
   }
 
   private target(): PlanTarget | undefined {

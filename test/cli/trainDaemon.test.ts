@@ -21,6 +21,8 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     assert.match(r.stderr, /started the daemon on 127\.0\.0\.1:\d+/);
     assert.match(r.stderr, /\[#{20}\] 100% \| step 40\/40 \| loss pixelfly [\d.]+ dense [\d.]+ \| speedup [\d.]+x/);
     assert.match(r.stdout, /completed after 40 steps/);
+    // What was trained, in the words of the metrics panel and the runs view.
+    assert.match(r.stdout, /^model: cli-mlp — engine stand-in \(mlp\); batch 32$/m);
     // 'auto' precision: bf16 on CUDA and on CPUs with bf16 instructions, with the kernels that ran.
     assert.match(r.stdout, /^engine: (cpu, (fp32|bf16)|cuda, bf16) products \((cuda|\w+ kernels(, bf16 on [\w-]+)?)\)$/m);
     assert.match(r.stdout, /speedup \(median dense step \/ median Pixelfly step, alternating steps\): [\d.]+x/);
@@ -147,7 +149,9 @@ test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly
       env: { ...process.env, PIXELFLY_HOME: home },
     });
     let stderr = '';
+    let stdout = '';
     child.stderr.on('data', (d) => (stderr += String(d)));
+    child.stdout.on('data', (d) => (stdout += String(d)));
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     await waitFor(() => /job (\S+) submitted/.test(stderr), 30_000, 'the job to be submitted');
     const jobId = /job (\S+) submitted/.exec(stderr)![1];
@@ -156,7 +160,12 @@ test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly
     const stop = pixelfly(home, ['daemon', 'stop']);
     assert.equal(stop.status, 0, stop.stderr);
     assert.equal(await exited, 1);
-    assert.match(stderr, new RegExp(`run ${jobId} was interrupted: the daemon stopped; 'pixelfly train --resume ${jobId}'`));
+    // The CLI reads the interrupted run back while the daemon writes its report (then it says why), or finds the daemon gone.
+    if (stdout.includes(`'pixelfly train --resume ${jobId}' continues it`)) {
+      if (/^run \S+: interrupted/m.test(stdout)) assert.match(stdout, new RegExp(`^run ${jobId}: interrupted: the daemon was stopped; resume continues from the last checkpoint$`, 'm'));
+    } else {
+      assert.match(stderr, new RegExp(`run ${jobId} was interrupted: the daemon stopped; 'pixelfly train --resume ${jobId}'`));
+    }
     const state = JSON.parse(readFileSync(join(home, 'runs', jobId, 'state.json'), 'utf8'));
     assert.equal(state.state, 'interrupted');
     assert.ok(state.lastCheckpointStep >= 100 && state.lastCheckpointStep < 1000, `stopped and checkpointed at ${state.lastCheckpointStep}`);

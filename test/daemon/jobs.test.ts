@@ -63,6 +63,14 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
     client = await daemon.client();
     const interrupted = await client.request('job.get', { jobId: job.jobId });
     assert.equal(interrupted.state, 'interrupted');
+    // Why, in the run's record and (written in the background as the daemon starts) its report.
+    assert.match(interrupted.endReason ?? '', /^the daemon stopped while this run was running \(killed or crashed\)/);
+    const reportFile = join(job.runDir, 'report.html');
+    await waitFor(() => existsSync(reportFile) && /<p class="stopped"><b>interrupted:<\/b> the daemon stopped while this run was running/.test(readFileSync(reportFile, 'utf8')), 20_000, 'the interrupted run\'s report');
+    // What it trained: the engine's MLP stand-in, named by its spec (no source file was given).
+    const subject = interrupted.subject!;
+    assert.deepEqual({ ...subject, params: undefined }, { runner: 'engine', model: 'tiny', family: 'mlp', dataset: 'synthetic (seeded) data', batchSize: 16, params: undefined });
+    assert.ok(subject.params && subject.params.pixelfly > 0 && subject.params.dense! > subject.params.pixelfly, JSON.stringify(subject.params));
     const checkpointStep = interrupted.lastCheckpointStep!;
     assert.ok(checkpointStep >= 80, `checkpoint at step ${checkpointStep}`);
     const after = completeLines(metrics);
@@ -88,9 +96,14 @@ test('kill -9 mid-run: the restarted daemon keeps every flushed metric, marks th
     const final = await client.request('job.get', { jobId: job.jobId });
     assert.equal(final.state, 'cancelled');
     assert.ok(final.summary && final.summary.steps > checkpointStep && final.summary.speedup! > 0);
+    assert.equal(final.endReason, 'cancelled on request (job.cancel)');
+    // The summary carries the memory figures of the run's latest session.
+    assert.ok(final.summary.estimatedMemoryBytes! > 0 && final.summary.estimatedMemoryBytes === final.estimatedMemoryBytes, `${final.summary.estimatedMemoryBytes} vs ${final.estimatedMemoryBytes}`);
+    assert.ok(final.summary.peakMemoryBytes! > 0 && final.summary.peakMemoryBytes === final.peakMemoryBytes, `${final.summary.peakMemoryBytes} vs ${final.peakMemoryBytes}`);
     assert.ok(existsSync(join(job.runDir, 'summary.json')));
     const report = readFileSync(join(job.runDir, 'report.html'), 'utf8');
     assert.match(report, /<svg[^>]*aria-label="Training loss"/);
+    assert.match(report, /<p class="stopped"><b>cancelled:<\/b> cancelled on request \(job\.cancel\)<\/p>/);
     // Where a step goes: the engine's time per part of the model, medians over the run, both variants.
     assert.deepEqual(Object.keys(final.summary.pixelfly.partsMs ?? {}), ['fc1', 'fc2', 'head']);
     assert.deepEqual(Object.keys(final.summary.dense?.partsMs ?? {}), ['fc1', 'fc2', 'head']);
@@ -121,13 +134,17 @@ test('job.submit refuses bad specs, plans and data with messages that name the p
       /fc9/,
     );
     // Data problems surface when the job starts: it fails with the file named.
-    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(daemon.home, 'missing') }, hyper });
+    const source = { file: join(daemon.home, 'net.py'), model: 'Net' };
+    const job = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'npy', path: join(daemon.home, 'missing') }, hyper, source });
     const events = collect(client, job.jobId);
     await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
     await waitFor(() => events.some((e) => e.type === 'completed'), 20_000, 'the failed job to complete');
     const failed = await client.request('job.get', { jobId: job.jobId });
     assert.equal(failed.state, 'failed');
     assert.match(failed.error ?? '', /missing\/x\.npy: file not found/);
+    assert.equal(failed.endReason, failed.error, 'a failed run says why in its record');
+    assert.deepEqual([failed.subject?.model, failed.subject?.file, failed.subject?.dataset], ['Net', source.file, `.npy arrays in ${join(daemon.home, 'missing')}`]);
+    assert.match(readFileSync(join(failed.runDir, 'report.html'), 'utf8'), /<p class="stopped"><b>failed:<\/b> [^<]*file not found/);
     // fp16 where only the CPU runs: the job fails saying so (the CPU computes fp32 or bf16 products).
     const fp16 = await client.request('job.submit', { spec: TINY_MLP, dataset: { kind: 'synthetic' }, hyper: { ...hyper, backend: 'cpu', precision: 'fp16' } });
     const fp16Events = collect(client, fp16.jobId);
@@ -166,7 +183,7 @@ test('without Fashion-MNIST installed, a fashion-mnist job trains on the synthet
   );
 });
 
-test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 30_000 }, async () => {
+test('bench.layers measures dense vs Pixelfly and saves the profile the planner then uses', { skip: skipEngine, timeout: 120_000 }, async () => {
   await withDaemon(async (client, daemon) => {
     const r = await client.request('bench.layers', {
       shapes: [{ name: 'fc', in: 256, out: 512, rows: 256 }],
@@ -179,6 +196,9 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
   assert.equal(r.profilePath, join(daemon.home, 'profiles', 'device.json'));
   const profile = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
   assert.equal(profile.source, 'measured');
+  // The step rates, from dense engine steps (the default): what whole-step estimates cost the rest of a step with.
+  assert.match(profile.step?.measuredWith ?? '', /^dense vit engine steps/);
+  for (const v of [profile.step!.attentionGflops, profile.step!.pointwiseNsPerElement, profile.step!.optimizerNsPerParam, profile.step!.dataNsPerValue]) assert.ok(v > 0 && Number.isFinite(v));
   const plan = await client.request('plan.suggest', {
     inventory: { layers: [{ name: 'fc', role: 'mlp_fc1', in: 1024, out: 4096, count: 1, rowsPerSample: 64 }] },
     target: { budget: 0.5 },
@@ -191,15 +211,18 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
     shapes: [{ name: 'fc16', in: 256, out: 512, rows: 256, config: { block: 16, butterflySize: 8, nFactors: 2, rank: 4 } }],
     repeats: 3,
     threads: 1,
+    step: false,
   });
   assert.deepEqual(again.rows.map((x) => [x.name, x.config.block, x.config.rank]), [['fc16', 16, 4]]);
   const merged = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
   assert.deepEqual(merged.blockSparse.map((p) => p.block), [16, 32], 'the first call\'s block-32 point is kept');
   assert.deepEqual(merged.lowRank.map((p) => p.rank), [4, 8], 'and its rank-8 point');
-  await assert.rejects(
-    client.request('bench.layers', { shapes: [{ in: 256, out: 512, rows: 256 }], repeats: 1 }),
-    (e: DaemonRpcError) => e.code === ErrorCode.INVALID_PARAMS && /configs: every shape needs its own config/.test(e.message),
-  );
+  // A shape without a config is measured dense only: the profile keeps its GEMM rate, which a layer of that shape is costed with.
+  const denseOnly = await client.request('bench.layers', { shapes: [{ in: 96, out: 64, rows: 256 }], repeats: 1, threads: 1, step: false });
+  assert.deepEqual(denseOnly.rows, []);
+  const shaped = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
+  assert.ok(shaped.denseShapes?.some((p) => p.in === 96 && p.out === 64 && p.gflops > 0), JSON.stringify(shaped.denseShapes));
+  assert.ok(shaped.step, 'the step rates of the first call are kept');
   });
 });
 

@@ -2,10 +2,10 @@
 // process's measured peak (within 25%), parameter counts against the engine's, the daemon's own
 // memory back to its idle level after jobs end however they end, and `hello` answered quickly
 // while a job loads a 50 MB corpus or generates its synthetic data.
-// Cost: ~30 s on 2 idle cores (nine small jobs).
+// Cost: ~35 s on 2 idle cores (ten small jobs).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { estimateTrainingMemory, modelMemory } from '../../core/memoryEstimate';
 import { parseModelSpec } from '../../core/modelSpec';
@@ -47,6 +47,21 @@ async function run(params: Submit, until: (info: JobInfo) => boolean = (i) => ['
   return info;
 }
 
+/** The daemon's job processes still alive (worker.js engine-job children): none once a job has ended. */
+function jobProcesses(daemonPid: number): number[] {
+  const out: number[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === daemonPid && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes('engine-job')) out.push(Number(pid));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
 const px = (name: string) => ({ name, sparsify: true, config: { block: 32, butterflySize: 16, nFactors: 2, rank: 16 } });
 
 test('the estimate is within 25% of the job process\'s measured peak, and counts the engine\'s parameters exactly', { skip, timeout: 240_000 }, async () => {
@@ -57,6 +72,15 @@ test('the estimate is within 25% of the job process\'s measured peak, and counts
       {
         spec: { kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: 256, depth: 2, tokenHidden: 128, channelHidden: 1024, classes: 10 },
         plan: { layers: [px('blocks.channel_mix.fc1'), px('blocks.channel_mix.fc2')] },
+        dataset: { kind: 'synthetic' },
+        hyper: { epochs: 1, batchSize: 32, lr: 1e-3, maxSteps: 2, threads: 2, evalSamples: 64 },
+      },
+    ],
+    [
+      'vit',
+      {
+        spec: { kind: 'vit', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: 256, depth: 2, heads: 4, mlpHidden: 1024, classes: 10 },
+        plan: { layers: [px('blocks.mlp.fc1'), px('blocks.mlp.fc2')] },
         dataset: { kind: 'synthetic' },
         hyper: { epochs: 1, batchSize: 32, lr: 1e-3, maxSteps: 2, threads: 2, evalSamples: 64 },
       },
@@ -75,10 +99,18 @@ test('the estimate is within 25% of the job process\'s measured peak, and counts
   for (const [name, params] of cases) {
     const info = await run(params);
     assert.equal(info.state, 'completed', `${name}: ${info.error}`);
-    const est = info.estimatedMemoryBytes ?? 0;
-    const peak = info.peakMemoryBytes ?? 0;
+    // The run's summary carries both figures (what the panel, the runs view and the report show).
+    const est = info.summary?.estimatedMemoryBytes ?? 0;
+    const peak = info.summary?.peakMemoryBytes ?? 0;
+    assert.equal(est, info.estimatedMemoryBytes, `${name}: the summary's estimate is the job's`);
+    assert.equal(peak, info.peakMemoryBytes, `${name}: the summary's peak is the job's`);
     rows.push(`${name}: estimated ${MiB(est)}, measured peak ${MiB(peak)} (ratio ${(est / peak).toFixed(2)})`);
     assert.ok(peak > 0 && Math.abs(est - peak) <= 0.25 * peak, rows[rows.length - 1]);
+    // Measured every step: each step event carries the job process's peak so far, never above the final one.
+    const stepPeaks = readFileSync(join(info.runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'step').map((e) => e.peakMemoryBytes as number);
+    assert.ok(stepPeaks.length > 0 && stepPeaks.every((b, i) => b > 0 && b <= peak && (i === 0 || b >= stepPeaks[i - 1])), `${name}: step peaks ${stepPeaks.map(MiB).join(', ')}`);
+    // The job's memory went back to the system: its process has exited.
+    assert.deepEqual(jobProcesses(daemon.pid), [], `${name}: no job process left once the job ended`);
     // The same arithmetic, here: its parameter counts are the engine's.
     const spec = parseModelSpec(params.spec);
     const request = { ...params, spec, plan: params.plan ?? { layers: [] }, compare: true, hyper: { ...params.hyper, evalSamples: params.hyper.evalSamples ?? 0 } } as Parameters<typeof memoryInput>[1];
@@ -120,9 +152,14 @@ test('the daemon\'s memory returns to its idle level after jobs end (completed, 
   // Synthetic data for a large input (generated in the job process), cancelled once it trains.
   const mlp = { kind: 'mlp', inputFeatures: 16384, hidden: [256], classes: 10 };
   const running = await run({ spec: mlp, plan: { layers: [] }, dataset: { kind: 'synthetic' }, hyper: { epochs: 100, batchSize: 8, lr: 1e-3, threads: 1 } }, (i) => i.state === 'running' && i.step > 0);
+  // Its process is the one the kernel's out-of-memory killer would take first, never the daemon.
+  const procs = jobProcesses(daemon.pid);
+  assert.equal(procs.length, 1, `one job process: ${procs.join(', ')}`);
+  assert.equal(readFileSync(`/proc/${procs[0]}/oom_score_adj`, 'utf8').trim(), '1000');
   await client.request('job.cancel', { jobId: running.jobId });
   for (let i = 0; i < 100 && (await client.request('job.get', { jobId: running.jobId })).state !== 'cancelled'; i++) await sleep(100);
   assert.equal((await client.request('job.get', { jobId: running.jobId })).state, 'cancelled');
+  assert.deepEqual(jobProcesses(daemon.pid), [], 'the cancelled job\'s process has exited');
   const failed = await run({ spec: mlp, plan: { layers: [] }, dataset: { kind: 'npy', path: join(home, 'no-such-folder') }, hyper: { epochs: 1, batchSize: 8, lr: 1e-3 } });
   assert.equal(failed.state, 'failed');
   const rtts = await sampler.stop();

@@ -75,9 +75,8 @@ function checkMemory(t: { diagnostic(m: string): void }, what: string, info: Job
 
 function checkCompleted(info: JobInfo): void {
   assert.equal(info.state, 'completed', `the job ended ${info.state}: ${info.error}`);
-  assert.equal(info.runner, 'torch');
+  assert.equal(info.subject?.runner, 'torch');
   const s = info.summary!;
-  assert.equal(s.runner, 'torch');
   assert.equal(s.steps, info.totalSteps);
   assert.ok(s.dense?.medianStepMs && s.pixelfly.medianStepMs, 'both variants trained');
   assert.ok(Number.isFinite(s.pixelfly.finalLoss) && Number.isFinite(s.dense!.finalLoss), 'finite losses');
@@ -135,8 +134,9 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
         await t.test(m.what, async (st) => {
           const dataset = m.text ? { kind: 'text' as const, path: corpusText } : m.images ? { kind: 'fashion-mnist' as const } : undefined;
           const job = await submitTorch(client, m.file, m.name, m.settings, { paths: m.paths, dataset });
-          assert.equal(job.runner, 'torch');
-          assert.deepEqual(job.model && { name: job.model.name, file: job.model.file }, { name: m.name, file: m.file });
+          // The run names what it trains from submission on: your PyTorch model, its file and model, the dataset.
+          assert.deepEqual(job.subject && [job.subject.runner, job.subject.model, job.subject.file], ['torch', m.name, m.file]);
+          assert.ok(job.subject?.dataset, 'the dataset asked for');
           const info = await waitEnd(client, job.jobId);
           checkCompleted(info);
           assert.match(info.dataset!.note ?? '', m.note);
@@ -144,9 +144,13 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
           else if (m.images && existsSync(FASHION_MNIST)) assert.equal(info.dataset!.name, 'Fashion-MNIST (padded to 32×32, grey repeated to 3 channels)');
           else if (m.images) assert.match(info.dataset!.note ?? '', /Fashion-MNIST is not installed/);
           else assert.ok(info.dataset!.synthetic);
-          assert.deepEqual(info.inputs, m.images ? { kind: 'images', channels: 3, height: 32, width: 32 } : { kind: 'tokens', vocab: 96, context: 64 });
+          // The worker's inspect step fills in what the built model eats, both parameter counts and the runtime.
+          const sub = info.subject!;
+          assert.deepEqual([sub.context, sub.image], m.images ? [undefined, { channels: 3, height: 32, width: 32 }] : [64, undefined]);
+          assert.deepEqual(sub.params, { pixelfly: info.summary!.pixelfly.params, dense: info.summary!.dense!.params });
+          assert.equal(sub.batchSize, job.subject!.batchSize);
           if (m.images) assert.ok(info.summary!.pixelfly.eval?.accuracy !== undefined, 'a classifier is evaluated with its accuracy');
-          assert.match(info.model?.runtime ?? '', /^PyTorch /);
+          assert.match(sub.runtime ?? '', /^PyTorch /);
           st.diagnostic(`${m.what}: speedup ${info.summary!.speedup!.toFixed(2)}x (median dense ${info.summary!.dense!.medianStepMs!.toFixed(1)} ms / Pixelfly ${info.summary!.pixelfly.medianStepMs!.toFixed(1)} ms), kernels: ${info.kernels}`);
           checkMemory(st, m.what, info);
         });
@@ -288,7 +292,7 @@ test('pixelfly train FILE --runner torch trains the file\'s own model and its JS
     assert.equal(r.status, 0, `${r.stderr}\n${r.stdout}`);
     assert.equal(stopped.status, 0, stopped.stderr);
     const out = JSON.parse(r.stdout) as JobInfo & { measuredSpeedup?: number };
-    assert.equal(out.runner, 'torch');
+    assert.equal(out.subject?.runner, 'torch');
     assert.equal(out.state, 'completed');
     assert.ok(out.measuredSpeedup !== undefined && out.measuredSpeedup > 0 && out.measuredSpeedup === out.summary?.speedup);
     assert.ok(out.estimatedMemoryBytes! > 0 && out.peakMemoryBytes! > 0);

@@ -132,7 +132,7 @@ try {
     await f.locator('#layers tbody tr[data-layer="blocks.*.fc2"]').click();
     await f.locator('#ctl-rank').fill('8');
     await f.locator('#apply').click();
-    await f.locator('#apply-status', { hasText: /Applied 1 layer/ }).waitFor({ timeout: 30000 });
+    await f.locator('#apply-status', { hasText: /Applied 1 of 1 layer\(s\) to mixer\.py/ }).waitFor({ timeout: 30000 });
     console.log(`[${ms()}] ${(await f.locator('#apply-status').innerText()).trim()}`);
     await page.locator('.tab', { hasText: 'mixer.py' }).first().click();
     await goToLine(35); // the editor renders only the lines in view

@@ -50,8 +50,10 @@ test('the inventory lists every matmul once with its rows per sample', () => {
     ['head', 'head', 64, 10, 1, 1],
   ]);
   const gpt = specInventory({ kind: 'gpt', vocab: 65, context: 32, dim: 64, depth: 3, heads: 4, mlpHidden: 256 }).layers;
-  assert.deepEqual(gpt.map((l) => l.name), ['embedding', 'blocks.attn.qkv', 'blocks.attn.proj', 'blocks.mlp.fc1', 'blocks.mlp.fc2', 'head']);
+  assert.deepEqual(gpt.map((l) => l.name), ['embedding', 'blocks.attn.qkv', 'blocks.attn.(core)', 'blocks.attn.proj', 'blocks.mlp.fc1', 'blocks.mlp.fc2', 'head']);
   assert.equal(gpt[1].out, 192);
+  // The attention core: d = dim, keys = context, causal; it has no weights and is never sparsified.
+  assert.deepEqual([gpt[2].role, gpt[2].in, gpt[2].out, gpt[2].count, gpt[2].rowsPerSample, gpt[2].causal], ['attn_core', 64, 32, 3, 32, true]);
 });
 
 test('bad specs and plans are refused before anything is built', async () => {

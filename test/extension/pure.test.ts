@@ -1,4 +1,5 @@
 /** Small pure pieces of the extension: CSP shell, backoff, decimation, run series, model adapter, message validation. */
+import { DEFAULT_TARGET } from '../../core/planner';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -12,6 +13,7 @@ import { validateParams } from '../../core/layout';
 import { KERNEL_BLOCK_SIZES } from '../../core/planner';
 import { DEFAULTS, readSettings } from '../../extension/settings';
 import { isTrainArgs, specFromTrainArgs, trainsTorch } from '../../extension/trainArgs';
+import { isChooseModelArgs, ModelChoices, modelPickItems } from '../../extension/modelChoice';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 import { LayerRoleSchema } from '../../protocol/daemon';
 import { LAYER_ROLES } from '../../core/inventory';
@@ -181,6 +183,8 @@ describe('package.json contributions', () => {
     assert.deepEqual(fromPackage.problems, []);
     assert.deepEqual(fromPackage.settings, DEFAULTS);
     assert.equal(asked.length, Object.keys(DEFAULTS).length);
+    // One default target: the planner's, whoever plans (the editor's setting, the CLI, a job without a plan).
+    assert.deepEqual({ budget: DEFAULTS.budget }, DEFAULT_TARGET);
   });
 
   it('tokens per sample: unset by default, so the model\'s own sequence length wins; when set, only a fallback', () => {
@@ -209,7 +213,9 @@ describe('package.json contributions', () => {
 describe('Train CodeLens arguments', () => {
   it('train the spec the language server sends; without one, show its reason (specError)', () => {
     const spec = { kind: 'vit', name: 'ViT' };
-    assert.deepEqual(specFromTrainArgs({ uri: 'file:///m.py', name: 'VisionTransformer', spec }), { spec, name: 'VisionTransformer', plan: undefined });
+    // The run records the file and model the spec stands in for.
+    assert.deepEqual(specFromTrainArgs({ uri: 'file:///m.py', name: 'VisionTransformer', spec }), { spec, name: 'VisionTransformer', plan: undefined, source: { file: '/m.py', model: 'VisionTransformer' } });
+    assert.deepEqual(specFromTrainArgs({ spec }), { spec, name: 'ViT', plan: undefined });
     const lens = { uri: 'file:///m.py', name: 'UNet', specError: 'Conv2d layers are not supported by the engine' };
     assert.equal(isTrainArgs(lens), true);
     assert.throws(() => specFromTrainArgs(lens), /^Error: UNet cannot be trained by the engine: Conv2d layers are not supported by the engine$/);
@@ -231,7 +237,7 @@ describe('Train CodeLens arguments', () => {
 });
 
 describe('benchParams', () => {
-  it('measures every Pixelfly layer in one bench.layers request, each with its own config', () => {
+  it('measures every Pixelfly layer in one bench.layers request, each with its own config, and the dense layers dense only', () => {
     const view = toModelView(
       {
         tokensPerSample: 64,
@@ -252,6 +258,8 @@ describe('benchParams', () => {
       [
         ['fc1', 256, 1024, 1024, 32, 8],
         ['fc2', 1024, 256, 1024, 16, 0],
+        // the dense head too, measured dense only: estimates cost it at its own shape's GEMM rate
+        ['head', 256, 10, 16, undefined, undefined],
       ],
     );
     assert.throws(() => benchParams({ ...view, layers: view.layers.filter((l) => !l.sparsify) }), /nothing to measure/);
@@ -266,5 +274,44 @@ describe('layer roles: one list, in core', () => {
     const bad = ModelViewSchema.safeParse({ name: 'm', layers: [{ ...row, role: 'pooling' }] });
     assert.equal(bad.success, false, 'a role core does not know is refused');
     assert.throws(() => toModelView({ layers: [{ name: 'x', role: 'pooling', in: 4, out: 4, count: 1 }] }, 'm', 32, 1), /layers\.0\.role/);
+  });
+});
+
+describe('choosing the model of a file', () => {
+  const models = [
+    { name: 'Block', kind: 'class' as const, line: 3, top: false },
+    { name: 'Small', kind: 'class' as const, line: 10, top: true },
+    { name: 'Big', kind: 'class' as const, line: 20, top: true },
+    { name: 'make_big', kind: 'function' as const, line: 40, top: true },
+  ];
+
+  it('lists the file\'s own models first, in file order, marking the default and the one in use', () => {
+    const items = modelPickItems({ current: 'Big', defaultModel: 'Small', models });
+    assert.deepEqual(items.map((i) => i.model), ['Small', 'Big', 'make_big', 'Block']);
+    assert.equal(items[0].description, 'class, line 10 · default');
+    assert.equal(items[1].description, 'class, line 20 · in use');
+    assert.equal(items[2].description, 'function, line 40');
+    assert.equal(items[3].description, 'class, line 3 · part of another model');
+    assert.ok(isChooseModelArgs({ uri: 'file:///m.py', current: 'Big', defaultModel: null, models }));
+    assert.ok(!isChooseModelArgs({ uri: 'file:///m.py' }));
+  });
+
+  it('keeps each file\'s choice in the workspace state and tells the server; null goes back to the default', async () => {
+    const state = new Map<string, unknown>();
+    const memento = { get: <T>(k: string) => state.get(k) as T | undefined, update: async (k: string, v: unknown) => void state.set(k, v) };
+    const told: Array<[string, string | null]> = [];
+    const choices = new ModelChoices(memento, (uri, model) => told.push([uri, model]));
+    await choices.set('file:///a.py', 'Big');
+    await choices.set('file:///b.py', 'make_big');
+    assert.equal(choices.get('file:///a.py'), 'Big');
+    // A second instance (a reloaded window) reads the same state.
+    const again = new ModelChoices(memento, () => undefined);
+    assert.deepEqual(again.all(), { 'file:///a.py': 'Big', 'file:///b.py': 'make_big' });
+    await choices.set('file:///a.py', null);
+    assert.deepEqual(choices.all(), { 'file:///b.py': 'make_big' });
+    assert.deepEqual(told, [['file:///a.py', 'Big'], ['file:///b.py', 'make_big'], ['file:///a.py', null]]);
+    // Whatever else is in the state is ignored, not passed to the server.
+    state.set('pixelfly.modelChoices', { 'file:///c.py': 42, 'file:///d.py': 'Net' });
+    assert.deepEqual(choices.all(), { 'file:///d.py': 'Net' });
   });
 });

@@ -9,6 +9,7 @@ import { HostToMetricsSchema } from '../../protocol/webview';
 import { RunStore, runInfoView } from '../../extension/runs/runStore';
 import { MetricsFeed } from '../../extension/panels/metricsFeed';
 import { runCsv } from '../../extension/runs/csv';
+import { runDescription, runDetailLines, runDetailsView, runReportPath } from '../../extension/runs/runDetails';
 
 const JOB: JobInfo = {
   jobId: 'j1',
@@ -86,6 +87,134 @@ describe('RunStore', () => {
     store.upsert(JOB);
     store.apply({ jobId: 'j1', seq: ++seq, t, type: 'status', state: 'failed', message: 'engine: out of memory' });
     assert.equal(runInfoView(store.get('j1')!).error, 'engine: out of memory');
+  });
+});
+
+describe('why a run stopped, and no stale ETA', () => {
+  const progress = (step: number, etaMs: number): JobEvent => ({ jobId: 'j1', seq: ++seq, t, type: 'progress', step, totalSteps: 100, epoch: step / 100, epochs: 1, elapsedMs: 10, etaMs });
+
+  for (const state of ['failed', 'interrupted', 'cancelled'] as const) {
+    it(`${state}: the reason shows and the ETA goes`, () => {
+      seq = 0;
+      const store = new RunStore();
+      store.upsert(JOB);
+      store.apply(stepEvent(1));
+      store.apply(progress(1, 99_000));
+      assert.equal(store.get('j1')!.progress.etaS, 99);
+      const why = `${state} because of the test`;
+      store.apply({ jobId: 'j1', seq: ++seq, t, type: 'status', state, message: why });
+      const r = store.get('j1')!;
+      assert.equal(r.progress.etaS, null, 'no ETA once the run stopped');
+      const view = runInfoView(r);
+      assert.equal(view.reason, why);
+      assert.equal(view.state, state);
+      // A progress event replayed after the stop (a resubscription) does not bring the ETA back.
+      store.apply(progress(1, 98_000));
+      assert.equal(store.get('j1')!.progress.etaS, null);
+      HostToMetricsSchema.parse({ type: 'metrics.status', run: view, progress: r.progress });
+    });
+  }
+
+  it('a failed run whose reason came only as its error (job.get) still says why; a resumed run forgets it', () => {
+    seq = 0;
+    const store = new RunStore();
+    store.upsert({ ...JOB, state: 'failed', error: 'the job process was killed by SIGKILL' });
+    assert.equal(runInfoView(store.get('j1')!).reason, 'the job process was killed by SIGKILL');
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'status', state: 'queued', message: 'resume requested' });
+    assert.equal(store.get('j1')!.info.endReason, undefined);
+    assert.equal(runInfoView(store.get('j1')!).reason, undefined);
+    // A completed run: the completion sets the ETA to zero, never a reason.
+    store.apply({ jobId: 'j1', seq: ++seq, t, type: 'completed', state: 'completed', summary: { steps: 1, epochsDone: 0.01, wallMs: 1, pixelfly: { params: 1 } } });
+    assert.equal(store.get('j1')!.progress.etaS, 0);
+    assert.equal(runInfoView(store.get('j1')!).reason, undefined);
+  });
+
+  it('a snapshot of a stopped run (job.list after a reconnect) carries no ETA', () => {
+    seq = 0;
+    const store = new RunStore();
+    store.upsert(JOB);
+    store.apply(progress(5, 50_000));
+    store.upsert({ ...JOB, state: 'interrupted', endReason: 'the daemon was stopped' });
+    assert.equal(store.get('j1')!.progress.etaS, null);
+  });
+});
+
+describe('what a run trains (runs view, metrics page)', () => {
+  const engine: JobInfo = {
+    ...JOB,
+    state: 'completed',
+    estimatedMemoryBytes: 1.5e9,
+    peakMemoryBytes: 1.25e9,
+    dataset: { kind: 'text', name: 'tiny.txt', synthetic: false, trainSize: 90000, testSize: 10000 },
+    subject: { runner: 'engine', model: 'GPT', file: '/ws/nanogpt/model.py', family: 'gpt', dataset: 'text corpus /ws/tiny.txt', batchSize: 16, context: 256, params: { pixelfly: 4_000_000, dense: 12_000_000 } },
+    summary: { steps: 100, epochsDone: 1, wallMs: 1000, pixelfly: { params: 4_000_000 }, dense: { params: 12_000_000 }, speedup: 1.8, reportPath: '/runs/j1/report.html', estimatedMemoryBytes: 1.5e9, peakMemoryBytes: 1.3e9 },
+  };
+
+  it('names the model and file, the runner, the dataset, both parameter counts, batch and context, memory and the report', () => {
+    const d = runDetailsView(engine)!;
+    assert.deepEqual(d, {
+      model: 'GPT',
+      file: '/ws/nanogpt/model.py',
+      runner: 'engine stand-in (gpt)',
+      dataset: 'tiny.txt, 90,000 train / 10,000 test',
+      params: { pixelfly: 4_000_000, dense: 12_000_000 },
+      batchSize: 16,
+      context: 256,
+      estimatedMemoryBytes: 1.5e9,
+      // The summary's figure wins over the job's (the summary is the run's last word).
+      peakMemoryBytes: 1.3e9,
+      report: true,
+    });
+    assert.equal(runReportPath(engine), '/runs/j1/report.html');
+    const lines = runDetailLines(engine);
+    assert.deepEqual(lines, [
+      'GPT in model.py (/ws/nanogpt/model.py)',
+      'runner: engine stand-in (gpt)',
+      'dataset: tiny.txt, 90,000 train / 10,000 test',
+      'parameters: dense 12,000,000, Pixelfly 4,000,000 (33% of dense)',
+      'batch 16 × context 256',
+      'memory: estimated 1.5 GB, measured peak 1.3 GB',
+      'report: /runs/j1/report.html',
+    ]);
+    assert.equal(runDescription(engine), 'completed · 1.80× · step 0/100 · engine · model.py');
+    // The page accepts it.
+    const store = new RunStore();
+    HostToMetricsSchema.parse({ type: 'metrics.reset', run: runInfoView(store.upsert(engine)), progress: { step: 0, totalSteps: 100, etaS: null } });
+  });
+
+  it('a PyTorch run is "your PyTorch model"; a queued run shows the dataset it asked for; a stopped one says why', () => {
+    const torch: JobInfo = {
+      ...JOB,
+      state: 'interrupted',
+      endReason: 'the daemon was stopped; resume continues from the last checkpoint',
+      subject: { runner: 'torch', model: 'GPT2LMHeadModel', file: '/ws/hf/modeling_gpt2.py', dataset: 'synthetic (seeded) data', batchSize: 4, context: 128 },
+    };
+    const d = runDetailsView(torch)!;
+    assert.equal(d.runner, 'your PyTorch model');
+    assert.equal(d.dataset, 'synthetic (seeded) data');
+    assert.equal(d.params, undefined, 'no parameter counts before the models are built');
+    assert.equal(d.report, false);
+    assert.match(runDetailLines(torch).join('\n'), /^interrupted: the daemon was stopped; resume continues from the last checkpoint$/m);
+    assert.match(runDescription(torch), / · PyTorch · modeling_gpt2\.py$/);
+    // A run recorded before the daemon described runs: nothing invented.
+    assert.equal(runDetailsView(JOB), undefined);
+    assert.deepEqual(runDetailLines(JOB), []);
+  });
+
+  it('a PyTorch run its worker has built names the runtime, both parameter counts and the image size', () => {
+    const vit: JobInfo = {
+      ...JOB,
+      subject: { runner: 'torch', model: 'ViT', file: '/ws/vit.py', dataset: 'Fashion-MNIST', batchSize: 8, image: { channels: 3, height: 32, width: 32 }, params: { pixelfly: 600, dense: 2000 }, runtime: 'PyTorch 1.13.1, Python 3.11.2' },
+    };
+    const d = runDetailsView(vit)!;
+    assert.equal(d.runner, 'your PyTorch model (PyTorch 1.13.1, Python 3.11.2)');
+    assert.deepEqual([d.model, d.file, d.params, d.context, d.image], ['ViT', '/ws/vit.py', { pixelfly: 600, dense: 2000 }, undefined, { channels: 3, height: 32, width: 32 }]);
+    const lines = runDetailLines(vit).join('\n');
+    assert.match(lines, /^ViT in vit\.py \(\/ws\/vit\.py\)$/m);
+    assert.match(lines, /^batch 8 × 3×32×32 images$/m);
+    assert.match(lines, /^parameters: dense 2,000, Pixelfly 600 \(30% of dense\)$/m);
+    // The page accepts it.
+    HostToMetricsSchema.parse({ type: 'metrics.reset', run: runInfoView(new RunStore().upsert(vit)), progress: { step: 0, totalSteps: 100, etaS: null } });
   });
 });
 

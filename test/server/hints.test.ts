@@ -140,10 +140,10 @@ test('nn.Linear(**kwargs) is rewritten keeping the unpacking; a 1x1 convolution 
 test('after "sparsify all" the lens credits the layers the fix made sparse, and no suggestion is left', async () => {
   const before = await open(fixture('nanogpt', 'model.py'));
   const lens = (d: Doc) => codeLenses(d.analysis, d.file, d.ctx.uri)[0].command!.title;
-  assert.match(lens(before), /^Pixelfly: 4 of 7 layers sparse → 49% of matmul FLOPs/);
+  assert.match(lens(before), /^Pixelfly: 4 of 7 layers sparse → 43% of matmul FLOPs/);
   const all = actionsAt(before, row(before.analysis, 'transformer.h.*.mlp.c_fc').range.start.line).find((x) => /sparsify all/.test(x.title))!;
   const after = await open(before.file, applied(before, all));
-  assert.match(lens(after), /^Pixelfly: 4 of 7 layers sparse → 49% of matmul FLOPs/);
+  assert.match(lens(after), /^Pixelfly: 4 of 7 layers sparse → 43% of matmul FLOPs/);
   assert.equal(after.analysis.plan?.flopFraction.toFixed(6), before.analysis.plan?.flopFraction.toFixed(6), 'the written configs are the planned ones');
   assert.deepEqual(diagnostics(after.analysis, after.file).filter((d) => d.code === CODE_SPARSIFY), []);
   // The preview credits them too: the same four layers, sparse, with the configs written in the file.
@@ -243,6 +243,34 @@ test('nn.MultiheadAttention becomes a PixelflyMultiheadAttention whose projectio
     after.split('\n').find((l) => /self\.mha = /.test(l)),
   );
   assert.match(after, /^from pixelfly_torch import PixelflyLinear, PixelflyMultiheadAttention$/m);
+});
+
+test("the model's hover explains the whole-step estimate and its profile; the Train lens carries the plan; a run's measurement shows beside the estimate", async () => {
+  const doc = await open(fixture('nanogpt', 'model.py'));
+  const a = doc.analysis;
+  assert.ok(a.model && a.plan && 'plan' in a.engine, a.notes.join('; '));
+  const at = a.model.range.start;
+  const text = (h: ReturnType<typeof hover>) => (h!.contents as { value: string }).value;
+  const plain = text(hover(a, doc.file, at));
+  assert.match(plain, new RegExp(`est\\. \\*\\*${a.plan.estSpeedup.toFixed(2)}×\\*\\* faster per training step \\(batch 64\\)`));
+  assert.match(plain, /\| attention cores \| [\d.]+ \| [\d.]+ \|/);
+  assert.match(plain, /\| optimizer \(AdamW\) \| [\d.]+ \| [\d.]+ \|/);
+  assert.match(plain, /of the planned step stays dense, so the step is [\d.]+× faster \(at most [\d.]+×/);
+  assert.match(plain, /Costed with the default profile/);
+  const measured = { jobId: 'run-1', measuredSpeedup: 1.23 };
+  assert.match(text(hover(a, doc.file, at, measured)), /measured \*\*1\.23×\*\* \(run run-1\)/);
+  const lenses = codeLenses(a, doc.file, doc.ctx.uri, measured);
+  assert.match(lenses[0].command!.title, /est\. [\d.]+× per step \(default profile\) · measured 1\.23×/);
+  const train = lenses[2].command!.arguments![0] as { uri: string; name: string; spec: unknown; plan: unknown };
+  assert.deepEqual([train.uri, train.name, train.spec, train.plan], [doc.ctx.uri, 'GPT', a.engine.spec, a.engine.plan]);
+  // The engine's layers take the decisions of the layers they stand for.
+  const engine = a.engine.plan.layers;
+  for (const [src, dst] of [['transformer.h.*.attn.c_attn', 'blocks.attn.qkv'], ['transformer.h.*.mlp.c_fc', 'blocks.mlp.fc1'], ['lm_head', 'head']]) {
+    const d = row(a, src).decision!;
+    const e = engine.find((l) => l.name === dst)!;
+    assert.equal(e.sparsify, d.sparsify, dst);
+    assert.deepEqual(e.config, d.config, dst);
+  }
 });
 
 test('an attention core gets Pixelfly attention where it pays (a long context) and stays dense, saying why, where it does not', async () => {

@@ -86,7 +86,7 @@ test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelf
   assert.equal(lenses.length, 3);
   assert.ok(lenses.every((l) => l.range.start.line === 112));
   // 7 layers (the attention core counts in the FLOPs, not in the layers).
-  assert.match(lenses[0].command!.title, /^Pixelfly: \d+ of 7 layers sparse → [\d.]+% of matmul FLOPs, est\. [\d.]+× faster/);
+  assert.match(lenses[0].command!.title, /^Pixelfly: \d+ of 7 layers sparse → [\d.]+% of matmul FLOPs, est\. [\d.]+× per step \((measured|default) profile\)/);
   assert.deepEqual(lenses.map((l) => l.command!.command), ['pixelfly.previewMasks', 'pixelfly.previewMasks', 'pixelfly.train']);
   const preview = lenses[1].command!.arguments![0] as { name: string; layers: Array<{ name: string; in: number; out: number; line: number }> };
   assert.equal(preview.name, 'GPT');
@@ -94,12 +94,18 @@ test('CodeLens on the model class: summary, Preview masks, Train dense vs Pixelf
     'transformer.h.*.attn.c_attn', 'transformer.h.*.attn.(core)', 'transformer.h.*.attn.c_proj', 'transformer.h.*.mlp.c_fc', 'transformer.h.*.mlp.c_proj',
     'transformer.wte', 'transformer.wpe', 'lm_head',
   ]);
-  const train = lenses[2].command!.arguments![0] as { spec: Record<string, unknown>; plan: { layers: Array<{ name: string; in: number; out: number; sparsify: boolean }> }; settings: Record<string, unknown> };
+  const train = lenses[2].command!.arguments![0] as { spec: Record<string, unknown>; plan: { layers: Array<{ name: string; sparsify: boolean; config?: unknown }>; estimate: { speedup: number } }; torchPlan: { layers: Array<{ name: string; in: number; out: number; sparsify: boolean }> }; settings: Record<string, unknown> };
   assert.deepEqual(train.spec, { kind: 'gpt', name: 'GPT', vocab: 50304, context: 1024, dim: 768, depth: 12, heads: 12, mlpHidden: 3072 });
+  // The plan the lens shows travels with it, on the engine's layers: the same configs as the source's layers.
+  assert.deepEqual(train.plan.layers.map((l) => l.name), ['embedding', 'blocks.attn.qkv', 'blocks.attn.(core)', 'blocks.attn.proj', 'blocks.mlp.fc1', 'blocks.mlp.fc2', 'head']);
+  const decisions = new Map(preview.layers.map((l) => [l.name, (l as unknown as { decision: { sparsify: boolean; config?: unknown } }).decision]));
+  assert.deepEqual(train.plan.layers.find((l) => l.name === 'blocks.mlp.fc1')!.config, decisions.get('transformer.h.*.mlp.c_fc')!.config);
+  assert.deepEqual(train.plan.layers.find((l) => l.name === 'blocks.attn.qkv')!.config, decisions.get('transformer.h.*.attn.c_attn')!.config);
+  assert.ok(train.plan.estimate.speedup > 1);
   // For the PyTorch runner: the plan pixelfly_torch.sparsify reads (module paths and sizes) and the settings the model was built with.
-  const fc = train.plan.layers.find((l) => l.name === 'transformer.h.*.mlp.c_fc');
+  const fc = train.torchPlan.layers.find((l) => l.name === 'transformer.h.*.mlp.c_fc');
   assert.deepEqual(fc && { in: fc.in, out: fc.out }, { in: 768, out: 3072 });
-  assert.ok(train.plan.layers.some((l) => l.sparsify));
+  assert.ok(train.torchPlan.layers.some((l) => l.sparsify));
   assert.equal(typeof train.settings, 'object');
 });
 

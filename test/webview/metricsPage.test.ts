@@ -131,6 +131,60 @@ describe('metrics page (headless Chromium)', { skip: skip ?? false }, () => {
     assert.deepEqual(p.errors, [], `console errors (CSP?): ${p.errors.join(' | ')}`);
   });
 
+  it('names what the run trains, links its report, and for a stopped run says why and drops the ETA', async () => {
+    const p = await openPage(browser, 'metrics');
+    const details = {
+      model: 'GPT',
+      file: '/ws/nanogpt/model.py',
+      runner: 'engine stand-in (gpt)',
+      dataset: 'tiny.txt, 90,000 train / 10,000 test',
+      params: { pixelfly: 4_000_000, dense: 12_000_000 },
+      batchSize: 16,
+      context: 256,
+      estimatedMemoryBytes: 1.5e9,
+      peakMemoryBytes: 1.25e9,
+      report: false,
+    };
+    await p.send({ type: 'metrics.reset', run: { ...RUN, details }, progress: { step: 10, totalSteps: 100, etaS: 30 } });
+    const field = (name: string) => p.page.locator(`#details [data-field=${name}]`).innerText();
+    assert.equal(await field('model'), 'GPT · model.py');
+    assert.equal(await p.page.locator('#details [data-field=model]').getAttribute('title'), '/ws/nanogpt/model.py');
+    assert.equal(await field('runner'), 'engine stand-in (gpt)');
+    assert.equal(await field('dataset'), 'tiny.txt, 90,000 train / 10,000 test');
+    assert.equal(await field('params'), 'dense 12.00M · Pixelfly 4.00M parameters (33%)');
+    assert.equal(await field('shape'), 'batch 16 × context 256');
+    assert.equal(await field('memory'), 'memory estimated 1.50 GB, peak 1.25 GB');
+    assert.equal(await p.page.locator('#open-report').isHidden(), true, 'no report before the run ends');
+    assert.equal(await p.page.locator('#reason').isHidden(), true);
+    assert.match(await p.page.locator('#progress-text').innerText(), /ETA 30 s/);
+
+    // The run is interrupted; the host still had an ETA: the page shows the reason, and no ETA.
+    const why = 'the daemon was stopped; resume continues from the last checkpoint';
+    await p.send({ type: 'metrics.status', run: { ...RUN, state: 'interrupted', reason: why, details: { ...details, report: true } }, progress: { step: 10, totalSteps: 100, etaS: 30 } });
+    assert.equal(await p.page.locator('#reason').innerText(), `Interrupted: ${why}`);
+    assert.equal(await p.page.locator('#progress-text').innerText(), 'step 10/100 (10%)');
+    assert.equal(await p.page.locator('#stop-run').isDisabled(), true);
+    await p.page.click('#open-report');
+    assert.deepEqual((await p.posted()).slice(-1), [{ type: 'openReport', runId: 'job-1' }]);
+
+    // A failed run: its error is the reason, shown once.
+    const error = 'stopped: the machine\'s free memory fell to 300 MB';
+    await p.send({ type: 'metrics.status', run: { ...RUN, state: 'failed', error, reason: error, details }, progress: { step: 10, totalSteps: 100, etaS: null } });
+    assert.equal(await p.page.locator('#reason').innerText(), `Failed: ${error}`);
+    assert.equal(await p.page.locator('#error').isHidden(), true);
+    await p.page.screenshot({ path: join(ARTIFACTS, 'metrics-stopped.png') });
+    // The user's own PyTorch image model: the runtime with the runner, the images with the batch.
+    const vit = { ...details, model: 'ViT', file: '/ws/vit.py', runner: 'your PyTorch model (PyTorch 1.13.1, Python 3.11.2)', context: undefined, image: { channels: 3, height: 32, width: 32 } };
+    await p.send({ type: 'metrics.reset', run: { ...RUN, details: vit }, progress: { step: 0, totalSteps: 100, etaS: null } });
+    assert.equal(await field('model'), 'ViT · vit.py');
+    assert.equal(await field('runner'), 'your PyTorch model (PyTorch 1.13.1, Python 3.11.2)');
+    assert.equal(await field('shape'), 'batch 16 × 3×32×32 images');
+    // A run recorded before the daemon described runs: no details line.
+    await p.send({ type: 'metrics.reset', run: RUN, progress: { step: 0, totalSteps: 100, etaS: null } });
+    assert.equal(await p.page.locator('#details').isHidden(), true);
+    assert.deepEqual(p.errors, [], `console errors (CSP?): ${p.errors.join(' | ')}`);
+  });
+
   it('reports a message that does not match the protocol, naming the field', async () => {
     const p = await openPage(browser, 'metrics');
     await p.send({ type: 'metrics.append', runId: 'job-1', steps: [{ step: 1, pixelfly: { loss: 'NaN', stepMs: 1 } }], evals: [] });

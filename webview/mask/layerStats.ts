@@ -55,7 +55,7 @@ export function layerStats(row: LayerRow, config: LayerConfig, profile: DevicePr
     pixelflyFlops: totalFlops(pix.flops) * row.count,
     lowRankFlopShare: totalFlops(pix.parts.lowRank) / totalFlops(pix.flops),
     lowRankParamShare: lowRankParams / pix.params,
-    estimatedSpeedup: estimateSpeedup(dense, pix, config.rank, profile),
+    estimatedSpeedup: estimateSpeedup(dense, pix, config.rank, profile, row),
   };
 }
 

@@ -1,6 +1,8 @@
 /**
- * Live metrics page: loss vs step and vs training time for dense and Pixelfly, step time, running
- * speedup, throughput and eval accuracy (uPlot), progress + ETA, CSV export and stop.
+ * Live metrics page: what the run trains (model and file, runner, dataset, parameters, batch and
+ * context, memory), loss vs step and vs training time for dense and Pixelfly, step time, running
+ * speedup, throughput and eval accuracy (uPlot), progress + ETA (while it runs), why a run that did
+ * not complete stopped, CSV export, the HTML report and stop.
  * The host owns the data (it replays everything on `ready`), so the page keeps no metrics in its
  * saved state: a reloaded or re-shown page asks again and is redrawn from the full history.
  */
@@ -10,6 +12,7 @@ import {
   type HostToMetrics,
   type MetricsToHost,
   type Progress,
+  type RunDetails,
   type RunInfo,
 } from '../../protocol/webview';
 import { compact, connect, el } from '../common/vscodeApi';
@@ -25,6 +28,9 @@ const root = document.getElementById('app') as HTMLElement;
 const errorBox = el('div', { id: 'error', class: 'error', hidden: '' });
 const title = el('h2', { id: 'title' }, 'No run yet');
 const stateBadge = el('span', { id: 'state', class: 'badge' });
+const details = el('div', { id: 'details', class: 'details', hidden: '' });
+const reasonBox = el('div', { id: 'reason', class: 'reason', hidden: '' });
+const reportBtn = el('button', { id: 'open-report', hidden: '' }, 'Open report');
 const progressBar = el('progress', { id: 'progress', max: '1', value: '0' });
 const progressText = el('span', { id: 'progress-text' });
 const summary = el('div', { id: 'summary', class: 'summary' });
@@ -45,7 +51,9 @@ const partsBox = el(
   partsRows,
 );
 root.append(
-  el('header', {}, title, stateBadge, el('div', { class: 'actions' }, exportBtn, stopBtn)),
+  el('header', {}, title, stateBadge, el('div', { class: 'actions' }, reportBtn, exportBtn, stopBtn)),
+  details,
+  reasonBox,
   el('div', { class: 'progress-row' }, progressBar, progressText),
   summary,
   errorBox,
@@ -218,12 +226,51 @@ function setStatus(r: RunInfo, p: Progress): void {
   stateBadge.dataset.state = r.state;
   const frac = p.totalSteps > 0 ? Math.min(1, p.step / p.totalSteps) : 0;
   progressBar.value = frac;
+  // Only a running run has time left: a stopped one shows no (stale) ETA, whatever the host last had.
   progressText.textContent =
-    `step ${p.step}/${p.totalSteps} (${(frac * 100).toFixed(0)}%)` + (p.etaS !== null ? ` · ETA ${fmtDuration(p.etaS)}` : '');
+    `step ${p.step}/${p.totalSteps} (${(frac * 100).toFixed(0)}%)` + (p.etaS !== null && r.state === 'running' ? ` · ETA ${fmtDuration(p.etaS)}` : '');
   exportBtn.disabled = false;
   stopBtn.disabled = !(r.state === 'running' || r.state === 'queued');
-  if (r.error) showError(new Error(r.error));
+  renderDetails(r.details);
+  reasonBox.hidden = !r.reason;
+  reasonBox.textContent = r.reason ? `${STOPPED[r.state] ?? r.state}: ${r.reason}` : '';
+  reasonBox.dataset.state = r.state;
+  reportBtn.hidden = !r.details?.report;
+  // The reason box already says why a failed run failed.
+  if (r.error && r.error !== r.reason) showError(new Error(r.error));
   channel.setState({ runId: r.id });
+}
+
+const STOPPED: Partial<Record<RunInfo['state'], string>> = { failed: 'Failed', cancelled: 'Cancelled', interrupted: 'Interrupted' };
+
+/** 1.2e9 → "1.20 GB" (decimal units, as the daemon's messages). */
+function fmtBytes(n: number): string {
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(0)} MB` : `${(n / 1e3).toFixed(0)} kB`;
+}
+
+/** One line of what the run trains, each field in its own span (data-field) so it reads and tests alike. */
+function renderDetails(d: RunDetails | undefined): void {
+  details.hidden = !d;
+  if (!d) return details.replaceChildren();
+  const field = (name: string, text: string, tip?: string) => el('span', { class: 'field', 'data-field': name, ...(tip ? { title: tip } : {}) }, text);
+  const file = d.file?.split(/[\\/]/).pop();
+  const parts = [
+    field('model', file ? `${d.model} · ${file}` : d.model, d.file),
+    field('runner', d.runner),
+    field('dataset', d.dataset),
+  ];
+  if (d.params) {
+    const share = d.params.dense ? ` (${((100 * d.params.pixelfly) / d.params.dense).toFixed(0)}%)` : '';
+    parts.push(field('params', `${d.params.dense !== undefined ? `dense ${compact(d.params.dense)} · ` : ''}Pixelfly ${compact(d.params.pixelfly)} parameters${share}`));
+  }
+  const per = d.context !== undefined ? ` × context ${d.context}` : d.image ? ` × ${d.image.channels}×${d.image.height}×${d.image.width} images` : '';
+  parts.push(field('shape', `batch ${d.batchSize}${per}`));
+  if (d.estimatedMemoryBytes !== undefined || d.peakMemoryBytes !== undefined) {
+    const est = d.estimatedMemoryBytes !== undefined ? `estimated ${fmtBytes(d.estimatedMemoryBytes)}` : '';
+    const peak = d.peakMemoryBytes !== undefined ? `peak ${fmtBytes(d.peakMemoryBytes)}` : '';
+    parts.push(field('memory', `memory ${[est, peak].filter(Boolean).join(', ')}`));
+  }
+  details.replaceChildren(...parts.flatMap((p, i) => (i === 0 ? [p] : [el('span', { class: 'sep' }, ' · '), p])));
 }
 
 function fmtDuration(s: number): string {
@@ -254,6 +301,7 @@ function onMessage(m: HostToMetrics): void {
 
 exportBtn.addEventListener('click', () => run && channel.post({ type: 'exportCsv', runId: run.id }));
 stopBtn.addEventListener('click', () => run && channel.post({ type: 'stopRun', runId: run.id }));
+reportBtn.addEventListener('click', () => run && channel.post({ type: 'openReport', runId: run.id }));
 window.addEventListener('resize', () => {
   for (const c of chartList) c.plot.setSize({ width: chartWidth(), height: 220 });
 });

@@ -15,6 +15,8 @@ const COMMANDS = [
   'pixelfly.previewMasks',
   'pixelfly.train',
   'pixelfly.openMetrics',
+  'pixelfly.openReport',
+  'pixelfly.chooseModel',
   'pixelfly.stopRun',
   'pixelfly.measureSpeedups',
   'pixelfly.exportPlan',
@@ -147,7 +149,7 @@ suite('Pixelfly extension (inside VS Code)', () => {
     assert.ok(planUri);
     const plan = JSON.parse(Buffer.from(await vscode.workspace.fs.readFile(planUri)).toString('utf8')) as { model: string; plannedBy: string; plan: { layers: { name: string }[] } };
     assert.equal(plan.model, 'Mixer');
-    assert.match(plan.plannedBy, /daemon/);
+    assert.match(plan.plannedBy, /language server/);
     assert.ok(plan.plan.layers.length >= 4);
   });
 
@@ -160,10 +162,14 @@ suite('Pixelfly extension (inside VS Code)', () => {
       const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
       assert.ok(j);
       assert.equal(j.name, 'Mixer', 'the class under the cursor');
+      // The run names the model and file its engine stand-in was built from.
+      assert.deepEqual([j.subject?.runner, j.subject?.model, j.subject?.file], ['engine', 'Mixer', workspaceFile('mixer.py').fsPath]);
       await waitFor('first step', () => (api.store.get(j.jobId)?.steps.length ?? 0) > 0, 120000);
       await vscode.commands.executeCommand('pixelfly.stopRun', j.jobId);
       const r = await waitFor('cancelled', () => api.store.get(j.jobId)?.info.state === 'cancelled' && api.store.get(j.jobId), 60000);
       assert.ok(r.steps.length < 100000);
+      assert.equal(r.progress.etaS, null, 'a stopped run has no ETA');
+      assert.equal(r.info.endReason, 'cancelled on request (job.cancel)');
     } finally {
       await vscode.workspace.getConfiguration('pixelfly').update('training.maxSteps', undefined, vscode.ConfigurationTarget.Workspace);
     }
