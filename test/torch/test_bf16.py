@@ -3,20 +3,7 @@ products with fp32 accumulation, against a float64 reference of the same bf16-ro
 import torch
 
 import pixelfly_torch as pt
-from pixelfly_torch.functional import masked_dense_linear, masked_dense_weight
-from support import Case, make_layer, native_or_skip
-
-
-def reference(layer, x, dy):
-    """The layer in float64 on the bf16 values it holds (every product's inputs are bf16 already)."""
-    params = {n: p.detach().double().requires_grad_() for n, p in layer.named_parameters()}
-    xd = x.detach().double().requires_grad_()
-    w = masked_dense_weight(params["sparse.weight"], layer.kept_blocks, layer.block_rows, layer.block_cols,
-                            layer.out_features, layer.in_features)
-    low = [params.get(k) for k in ("low_rank.lr_weight1", "low_rank.lr_weight2", "gate.weight", "gate.bias")]
-    y = masked_dense_linear(xd, w, params.get("bias"), *(low if layer.rank > 0 else [None] * 4))
-    y.backward(dy.double())
-    return y.detach(), xd.grad, {n: p.grad for n, p in params.items()}
+from support import Case, make_layer, native_or_skip, reference
 
 
 class Bf16(Case):
