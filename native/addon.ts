@@ -87,7 +87,7 @@ export interface NativeKernels {
   validateLayout(layout: NativeLayout): string;
   bsrForward(a: NativeWeightArgs & { weights: KernelArray; x: KernelArray; y: KernelArray; bias?: Float32Array }): Promise<void>;
   bsrBackwardData(a: NativeWeightArgs & { weights: KernelArray; dy: KernelArray; dx: KernelArray }): Promise<void>;
-  bsrBackwardWeight(a: NativeWeightArgs & { dy: KernelArray; x: KernelArray; dw: KernelArray }): Promise<void>;
+  bsrBackwardWeight(a: NativeWeightArgs & { dy: KernelArray; x: KernelArray; dw: KernelArray; db?: Float32Array }): Promise<void>;
   biasGrad(a: { m: number; n: number; dy: KernelArray; db: KernelArray; accumulate?: boolean }): Promise<void>;
   gemm(a: NativeTypedGemmArgs): Promise<void>;
   /** A zero-filled Float32Array whose data is 64-byte aligned (Node's are 16-byte aligned). */

@@ -134,13 +134,17 @@ export async function bsrBackwardData<T extends KernelArray = Float32Array>(w: B
   return dx;
 }
 
-/** dW[nnz][block][block] = (dyᵀ·x) at the kept blocks only. */
+/**
+ * dW[nnz][block][block] = (dyᵀ·x) at the kept blocks only. With `biasGradInto` (length out), the
+ * bias gradient too — dy's column sums, as biasGrad gives — taken while dW reads dy (written, or
+ * added with `accumulate`, like dW).
+ */
 export async function bsrBackwardWeight<T extends KernelArray = Float32Array>(
   shape: BsrShape,
   dy: KernelArray,
   x: KernelArray,
   m: number,
-  opts?: OutputOptions<T>,
+  opts?: OutputOptions<T> & { biasGradInto?: Float32Array },
 ): Promise<T> {
   const { block, nnz } = shape.index;
   const dw = output('bsrBackwardWeight', nnz * block * block, opts);
@@ -152,6 +156,7 @@ export async function bsrBackwardWeight<T extends KernelArray = Float32Array>(
     dy,
     x,
     dw,
+    db: opts?.biasGradInto,
     accumulate: opts?.accumulate ?? false,
     precision: opts?.precision,
   });

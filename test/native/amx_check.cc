@@ -157,7 +157,7 @@ void checkBsr(int block, int out, int in, int M) {
             for (int t = 0; t < M; t++) s += rounded(dy[(size_t)t * out + o]) * rounded(x[(size_t)t * in + q]);
           dwRef[at] = s;
         }
-  kAmxKernels.bsrBackwardWeightBf16(w, M, dy.data(), out, x16.data(), in, dw.data(), true, 2);
+  kAmxKernels.bsrBackwardWeightBf16(w, M, dy.data(), out, x16.data(), in, dw.data(), nullptr, true, 2);
   report("dW accumulate " + name, dw, dwRef, 1e-5 * std::max(1.0, M / 300.0));
 }
 

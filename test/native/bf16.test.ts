@@ -135,6 +135,13 @@ async function checkBf16Products(c: Case, what: string): Promise<void> {
   const dbRef = new Float64Array(out);
   for (let t = 0; t < m; t++) for (let o = 0; o < out; o++) dbRef[o] += dyr[t * out + o];
   assertClose(await biasGrad(dy16, m, out), dbRef, 1e-5, `${what} db of bf16 dy`);
+  // With dW: the sums of dY as stored (bf16 here; fp32 dY is summed unrounded, like biasGrad).
+  const db16 = new Float32Array(out);
+  await bsrBackwardWeight(shape, dy16, x16, m, { biasGradInto: db16 });
+  assertClose(db16, dbRef, 1e-5, `${what} db with dW, bf16 dy`);
+  const db32 = new Float32Array(out);
+  await bsrBackwardWeight(shape, dy, x16, m, { biasGradInto: db32 });
+  assertClose(db32, await biasGrad(dy, m, out) as Float32Array, 1e-5, `${what} db with dW, fp32 dy`);
 }
 
 // Shapes reaching every gemm path with bf16 pairs: odd K (a half pair), blocked loops with two K

@@ -56,6 +56,16 @@ async function checkProducts(c: Case, what: string): Promise<void> {
   const dbRef = new Float64Array(out);
   for (let t = 0; t < m; t++) for (let o = 0; o < out; o++) dbRef[o] += dy[t * out + o];
   assertClose(await biasGrad(dy, m, out), dbRef, 1e-5, `${what} db`);
+
+  // The bias gradient taken with dW (summed from dY's strips where every block-row holds a kept
+  // block, a separate pass otherwise): written, then accumulated like dW.
+  const db = new Float32Array(out).fill(Number.NaN);
+  assertClose(await bsrBackwardWeight(w, dy, x, m, { biasGradInto: db }), dw, 0, `${what} dW beside db`);
+  assertClose(db, dbRef, 1e-5, `${what} db with dW`);
+  const dbStart = randomArray(out, rand);
+  const dbAcc = dbStart.slice();
+  await bsrBackwardWeight(w, dy, x, m, { into: dw.slice(), accumulate: true, biasGradInto: dbAcc });
+  assertClose(dbAcc, dbRef.map((v, i) => v + dbStart[i]), 1e-5, `${what} db with dW, accumulate`);
 }
 
 // Shapes chosen to reach every gemm path: the blocked loops (several K passes, column splits),
@@ -197,6 +207,11 @@ test('results do not depend on the thread count (bitwise)', async () => {
     await bsrForward(w, x, m),
     await bsrBackwardData(w, dy, m),
     await bsrBackwardWeight(w, dy, x, m),
+    await (async () => {
+      const db = new Float32Array(512);
+      await bsrBackwardWeight(w, dy, x, m, { biasGradInto: db });
+      return db;
+    })(),
     await gemm(dy, x, 512, 256, m, { transA: true }),
     // K split in chunks (weight gradient over many rows), single-row and single-column products
     await gemm(dyLong, xLong, 49, 40, 4600, { transA: true }),

@@ -66,8 +66,9 @@ class CudaBackend final : public Backend {
   void bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) override {
     ctx_.bsrBackwardData(layout(s), M, dY, Wp, dX, accumulate, sparse_);
   }
-  void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
-                         bool accumulate) override {
+  void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp, bool accumulate,
+                         float* dBias) override {
+    if (dBias) ctx_.biasGrad(M, s.out, dY, dBias, accumulate);  // a column-sum kernel of its own on the GPU
     ctx_.bsrBackwardWeight(layout(s), M, dY, X, dWp, accumulate, sparse_);
   }
   std::string validate(const BsrShape& s) override {

@@ -82,9 +82,10 @@ class Backend {
                           bool accumulate) = 0;
   // dX[M×in] (=|+=) dY[M×out]·W.
   virtual void bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX, bool accumulate) = 0;
-  // dWp (=|+=) dYᵀ·X at the kept blocks only.
+  // dWp (=|+=) dYᵀ·X at the kept blocks only; with dBias, also dBias[out] (=|+=) the column sums of dY
+  // (what biasGrad gives), which the CPU kernels take from the dY they read anyway.
   virtual void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
-                                 bool accumulate) = 0;
+                                 bool accumulate, float* dBias) = 0;
   // Checks a block index once when a layer is built ("" when valid, else what is wrong).
   virtual std::string validate(const BsrShape& s) = 0;
 

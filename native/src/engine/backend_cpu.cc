@@ -69,8 +69,8 @@ void CpuBackend::bsrBackwardData(const BsrShape& s, int M, const float* dY, cons
   k::bsrBackwardData(bsrWeight(s, Wp, precision_), M, dY, s.out, dX, s.in, accumulate);
 }
 void CpuBackend::bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
-                                   bool accumulate) {
-  k::bsrBackwardWeight(bsrWeight(s, nullptr, precision_), M, dY, s.out, X, s.in, dWp, accumulate);
+                                   bool accumulate, float* dBias) {
+  k::bsrBackwardWeight(bsrWeight(s, nullptr, precision_), M, dY, s.out, X, s.in, dWp, accumulate, dBias);
 }
 std::string CpuBackend::validate(const BsrShape& s) {
   const k::BsrWeight w = bsrWeight(s, nullptr, precision_);

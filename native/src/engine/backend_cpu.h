@@ -37,7 +37,7 @@ class CpuBackend final : public Backend {
   void bsrBackwardData(const BsrShape& s, int M, const float* dY, const float* Wp, float* dX,
       bool accumulate) override;
   void bsrBackwardWeight(const BsrShape& s, int M, const float* dY, const float* X, float* dWp,
-      bool accumulate) override;
+      bool accumulate, float* dBias) override;
   std::string validate(const BsrShape& s) override;
 
   // ---- the other layer operations (cpu_layers.cc)

@@ -69,9 +69,10 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
                             float* dx) {
   const int in = s.sparse.in, out = s.sparse.out, r = s.rank;
   auto slot = [&](PixelflySlot k) { return mem.get(k, pixelflySlotSize(s, k, M)); };
-  if (grads.bias) be.biasGrad(M, out, dy, grads.bias, true);
+  // The bias gradient (column sums of dy) comes with the sparse dW whenever that product reads dy
+  // itself: one pass over the M×out gradient fewer.
   if (r == 0) {
-    be.bsrBackwardWeight(s.sparse, M, dy, x, grads.blocks, true);
+    be.bsrBackwardWeight(s.sparse, M, dy, x, grads.blocks, true, grads.bias);
     if (dx) be.bsrBackwardData(s.sparse, M, dy, p.blocks, dx, false);
     return;
   }
@@ -90,11 +91,12 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
   be.denseBackwardData(M, r, out, dy, p.U, dh, false);
   be.pixelflyMixBackward(M, x, in, p.gw, p.V, h, r, g, dx, dh, dz, grads.gw);
   if (scalesInput(s)) {
-    be.bsrBackwardWeight(s.sparse, M, dy, slot(PixelflySlot::Scaled), grads.blocks, true);
+    be.bsrBackwardWeight(s.sparse, M, dy, slot(PixelflySlot::Scaled), grads.blocks, true, grads.bias);
   } else {
     float* dys = slot(PixelflySlot::DYScaled);
     be.scaleRowsOneMinus(M, dy, out, g, dys);
-    be.bsrBackwardWeight(s.sparse, M, dys, x, grads.blocks, true);
+    be.bsrBackwardWeight(s.sparse, M, dys, x, grads.blocks, true, nullptr);
+    if (grads.bias) be.biasGrad(M, out, dy, grads.bias, true);
   }
   be.denseBackwardWeight(M, r, out, dy, hs, grads.U, true);
   be.denseBackwardWeight(M, in, r, dh, x, grads.V, true);

@@ -82,8 +82,9 @@ Napi::Value BsrBackwardWeight(const Napi::CallbackInfo& info) {
     const Src dy = a.src("dy", m * p.w.out, "m*out");
     const Src x = a.src("x", m * p.w.in, "m*in");
     const Dst dw = a.dst("dw", (size_t)(p.w.layout.nnz * bb), "nnz*block*block");
+    float* db = a.has("db") ? a.floats("db", p.w.out, "out") : nullptr;
     const bool acc = a.boolean("accumulate", false);
-    return [p, dy, x, dw, acc] { bsrBackwardWeight(p.w, p.m, dy, p.w.out, x, p.w.in, dw, acc); };
+    return [p, dy, x, dw, db, acc] { bsrBackwardWeight(p.w, p.m, dy, p.w.out, x, p.w.in, dw, acc, db); };
   });
 }
 

@@ -328,21 +328,39 @@ void bsrBackwardData(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int ld
   dx.finish();
 }
 
-void bsrBackwardWeight(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, Dst dW, bool accumulate) {
+namespace {
+// The dW kernels sum dY's columns strip by strip as they read them, which covers every column only
+// when every block-row holds a kept block (a flat block butterfly always does: its diagonal).
+bool everyBlockRowKept(const BsrLayout& L) {
+  for (int r = 0; r < L.blockRows; r++)
+    if (L.rowPtr[r + 1] == L.rowPtr[r]) return false;
+  return L.blockRows > 0;
+}
+}  // namespace
+
+void bsrBackwardWeight(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, Dst dW, bool accumulate,
+                       float* dBias) {
   requireWeight(w, false);
   requireMatrix("dY", dY.data, M, w.out, lddy);
   requireMatrix("X", X.data, M, w.in, ldx);
   if (w.layout.nnz > 0 && dW.data == nullptr) fail("dW: null output");
   const KernelTable& t = table();
   const long n = (long)w.layout.nnz * w.layout.block * w.layout.block;
+  const bool bf16 = bf16Product(w.precision, {dY, X});
+  const bool bf16Converted = bf16 && !t.bsrBackwardWeightBf16;  // the kernels would see a rounded copy of dY
+  float* fusedBias = dBias;
+  if (dBias && (w.layout.nnz == 0 || bf16Converted || !everyBlockRowKept(w.layout))) {
+    biasGrad(M, w.out, dY, lddy, dBias, accumulate);
+    fusedBias = nullptr;
+  }
   F32Output dw(dW, 1, n, n, accumulate);
-  if (!bf16Product(w.precision, {dY, X})) {
-    t.bsrBackwardWeight(w, M, dY.f32(), lddy, X.f32(), ldx, dw.p, accumulate, threads());
-  } else if (t.bsrBackwardWeightBf16) {
-    t.bsrBackwardWeightBf16(w, M, dY, lddy, X, ldx, dw.p, accumulate, threads());
+  if (!bf16) {
+    t.bsrBackwardWeight(w, M, dY.f32(), lddy, X.f32(), ldx, dw.p, fusedBias, accumulate, threads());
+  } else if (!bf16Converted) {
+    t.bsrBackwardWeightBf16(w, M, dY, lddy, X, ldx, dw.p, fusedBias, accumulate, threads());
   } else {
     t.bsrBackwardWeight(w, M, roundedCopy(dY, M, w.out, lddy, tlsInA), w.out, roundedCopy(X, M, w.in, ldx, tlsInB), w.in,
-                        dw.p, accumulate, threads());
+                        dw.p, nullptr, accumulate, threads());
   }
   dw.finish();
 }

@@ -16,8 +16,9 @@ struct KernelTable {
                      bool accumulate, int threads);
   void (*bsrBackwardData)(const BsrWeight& w, int M, const float* dY, int lddy, float* dX, int lddx,
                           bool accumulate, int threads);
+  // dBias (may be null): also the column sums of dY, when every block-row holds a kept block.
   void (*bsrBackwardWeight)(const BsrWeight& w, int M, const float* dY, int lddy, const float* X, int ldx, float* dW,
-                            bool accumulate, int threads);
+                            float* dBias, bool accumulate, int threads);
   // beta is 0 (overwrite) or 1 (add); dispatch.cc pre-scales C for other values.
   void (*gemm)(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
                bool accumulate, float* C, int ldc, int threads);
@@ -29,7 +30,7 @@ struct KernelTable {
   void (*bsrBackwardDataBf16)(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int lddx, bool accumulate,
                               int threads);
   void (*bsrBackwardWeightBf16)(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, float* dW,
-                                bool accumulate, int threads);
+                                float* dBias, bool accumulate, int threads);
   // M, N >= 2: single-row / single-column products are memory-bound and take the fallback.
   void (*gemmBf16)(Trans ta, Trans tb, int M, int N, int K, float alpha, Src A, int lda, Src B, int ldb,
                    bool accumulate, float* C, int ldc, int threads);

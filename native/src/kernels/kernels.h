@@ -168,7 +168,11 @@ void bsrBackwardData(const BsrWeight& w, int M, Src dY, int lddy, Dst dX, int ld
 // dW[nnz][block][block] (=|+=) (dYᵀ · X) restricted to the kept blocks of w.layout (w.blocks is not
 // read). Entries of padded rows/columns are 0 (or unchanged when accumulating). A bf16 dW is
 // accumulated in fp32 over all M rows and rounded once.
-void bsrBackwardWeight(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, Dst dW, bool accumulate);
+// With dBias, also dBias[out] (=|+=) the column sums of dY (biasGrad's result up to summation order,
+// fp32 sums of dY as stored): a layer's bias gradient read while dW reads dY anyway, instead of
+// another pass over the M×out gradient.
+void bsrBackwardWeight(const BsrWeight& w, int M, Src dY, int lddy, Src X, int ldx, Dst dW, bool accumulate,
+                       float* dBias = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // Dense products (dense layers, low-rank factors, the gate)
