@@ -236,9 +236,16 @@ async function inflateInto(file: string, handle: fsp.FileHandle, sink: CappedSin
       if (bytesRead === 0 || gunzip.destroyed) break;
       position += bytesRead;
       if (!gunzip.write(buf.subarray(0, bytesRead))) {
+        // Wake on whichever comes first and drop the other listener: a large file waits here
+        // thousands of times, and a leftover 'close' listener per wait would pile up.
         await new Promise<void>((r) => {
-          gunzip.once('drain', r);
-          gunzip.once('close', r);
+          const wake = () => {
+            gunzip.off('drain', wake);
+            gunzip.off('close', wake);
+            r();
+          };
+          gunzip.on('drain', wake);
+          gunzip.on('close', wake);
         });
       }
     }
