@@ -1,5 +1,5 @@
 // `npm run bench:torch -- [--threads 2] [--reps 10] [--m 4096] [--steps 200] [--timing-steps 20] [--budget 0.25]
-//                         [--only layers|steps] [--models gpt,mixer] [--text FILE] [--out FILE]`
+//                         [--only layers|steps] [--models gpt,mixer] [--text FILE] [--allocator tcmalloc|glibc] [--out FILE]`
 // pixelfly_torch in real PyTorch (Debian's torch 1.13, /usr/bin/python3), in one run:
 //  - per layer, forward + backward at (768→3072), (1024→4096), (3072→768), M rows, densities ≈ 1/8 and
 //    1/4 (flat block butterfly, block 32, layouts from core as bench:kernels picks them): pixelfly
@@ -39,13 +39,14 @@ interface Options {
   only: '' | 'layers' | 'steps';
   models: string[];
   text: string;
+  allocator: 'tcmalloc' | 'glibc';
   out: string;
 }
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     threads: 2, reps: 10, m: 4096, steps: 200, timingSteps: 20, budget: 0.25, only: '', models: ['gpt', 'mixer'],
-    text: '', out: 'bench-results/torch.json',
+    text: '', allocator: existsSync(TCMALLOC) ? 'tcmalloc' : 'glibc', out: 'bench-results/torch.json',
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -65,6 +66,10 @@ function parseArgs(argv: string[]): Options {
     else if (flag === '--only' && (value === 'layers' || value === 'steps')) o.only = value;
     else if (flag === '--models') o.models = value.split(',');
     else if (flag === '--text') o.text = value;
+    else if (flag === '--allocator' && (value === 'tcmalloc' || value === 'glibc')) {
+      if (value === 'tcmalloc' && !existsSync(TCMALLOC)) throw new Error(`--allocator tcmalloc: ${TCMALLOC} is missing (apt install libtcmalloc-minimal4)`);
+      o.allocator = value;
+    }
     else if (flag === '--out') o.out = value;
     else throw new Error(`unknown option ${flag} ${value}`);
   }
@@ -110,16 +115,16 @@ interface Row {
 // every step faults its large tensors in afresh: measured here, a 51 MB tensor's allocation and fill
 // take 450-500 ms under glibc (whatever MALLOC_MMAP_THRESHOLD_ says: glibc rejects values above
 // 32 MB) and 1.5-6 ms under tcmalloc after the first. That cost is the same for every variant and
-// would only compress the ratios, so every variant runs on tcmalloc where it is installed.
+// would only compress the ratios, so every variant runs on tcmalloc where it is installed
+// (`--allocator glibc` measures the other case).
 const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
-const allocator = existsSync(TCMALLOC) ? 'tcmalloc' : 'glibc malloc (install libtcmalloc-minimal4 for steadier figures)';
 
-function runPython(cfg: object): Promise<Row[]> {
+function runPython(cfg: object, allocator: Options['allocator']): Promise<Row[]> {
   const env = {
     ...process.env,
     PYTHONPATH: join(repoRoot, 'dist', 'python'),
     OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
-    ...(existsSync(TCMALLOC) ? { LD_PRELOAD: [TCMALLOC, process.env.LD_PRELOAD].filter(Boolean).join(':') } : {}),
+    ...(allocator === 'tcmalloc' ? { LD_PRELOAD: [TCMALLOC, process.env.LD_PRELOAD].filter(Boolean).join(':') } : {}),
   };
   return new Promise((resolvePy, reject) => {
     const child = spawn(PYTHON, [join(repoRoot, 'bench', 'torch_bench.py'), JSON.stringify(cfg)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -171,13 +176,13 @@ function stepTable(rows: Row[]): void {
     const pfBf16 = group.find((r) => r.variant === 'pixelfly_bf16');
     const torchBf16 = group.find((r) => r.variant === 'torch_bf16');
     if (pfBf16 && torchBf16) console.log(`${model}: in bf16, Pixelfly ${fmt(torchBf16.step_ms! / pfBf16.step_ms!, 2)}× faster than PyTorch bf16 (torch_bf16)`);
-    console.log(`${model}: Pixelfly ${fmt(dense.step_ms! / pf.step_ms!, 2)}× faster than dense torch_linear (target ≥ ${target}×: ${dense.step_ms! / pf.step_ms! >= target ? 'met' : 'MISSED'}); held-out loss after ${pf.steps} steps ${gap >= 0 ? '+' : ''}${fmt(gap, 2)}% vs dense (target within 2%: ${Math.abs(gap) <= 2 ? 'met' : 'MISSED'})`);
+    console.log(`${model}: Pixelfly ${fmt(dense.step_ms! / pf.step_ms!, 2)}× faster than dense torch_linear (target ≥ ${target}×: ${dense.step_ms! / pf.step_ms! >= target ? 'met' : 'MISSED'}); held-out loss after ${pf.steps} steps ${gap >= 0 ? '+' : ''}${fmt(gap, 2)}% vs dense (target within 2%: ${Math.abs(gap) <= 2 ? 'met' : gap < 0 ? 'outside, on the better side: Pixelfly\'s loss is lower' : 'MISSED'})`);
   }
 }
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}, allocator ${allocator}`);
+  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}, allocator ${o.allocator}${o.allocator === 'glibc' && !existsSync(TCMALLOC) ? ' (install libtcmalloc-minimal4 for steadier figures)' : ''}`);
   const cfg: Record<string, unknown> = { threads: o.threads, reps: o.reps };
   if (o.only !== 'steps') {
     const layers = [];
@@ -206,13 +211,13 @@ async function main(): Promise<void> {
     }
     cfg.models = models;
   }
-  const rows = await runPython(cfg);
+  const rows = await runPython(cfg, o.allocator);
   const layerRows = rows.filter((r) => r.kind === 'layer');
   const stepRows = rows.filter((r) => r.kind === 'step');
   if (layerRows.length) layerTable(layerRows);
   if (stepRows.length) stepTable(stepRows);
   mkdirSync(dirname(o.out), { recursive: true });
-  writeFileSync(o.out, JSON.stringify(rows.map((r) => ({ ...r, load_avg: loadavg()[0] })), null, 2));
+  writeFileSync(o.out, JSON.stringify(rows.map((r) => ({ ...r, allocator: o.allocator, load_avg: loadavg()[0] })), null, 2));
   console.log(`\nwrote ${o.out}`);
 }
 

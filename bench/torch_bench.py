@@ -59,13 +59,17 @@ def median_ms(fn, reps, warmup=2):
 # ---------------------------------------------------------------- layers
 
 def fwd_bwd(forward, x, params):
-    """One forward + backward: gradients for x and every parameter (fresh, as an optimizer step sees them)."""
+    """One forward + backward: gradients for x and every parameter (fresh, as an optimizer step sees them).
+    The output's gradient is made once, untimed: in a step it comes from the next layer, and filling
+    an M×out array each time would add the same memory pass to every variant."""
+    with torch.no_grad():
+        dy = torch.ones_like(forward(x))
+
     def run():
         x.grad = None
         for p in params:
             p.grad = None
-        y = forward(x)
-        y.backward(torch.ones_like(y))
+        forward(x).backward(dy)
     return run
 
 
