@@ -119,11 +119,20 @@ interface Row {
 // (`--allocator glibc` measures the other case).
 const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
 
+// Debian's torch does its fp32 GEMMs on OpenBLAS, whose idle workers spin (sched_yield) for 2^28
+// cycles, about 0.1 s, after every call. On 2 cores that spinning worker takes a core from the
+// OpenMP threads that run whatever comes next (our kernels, torch's GELU and norms): measured on the
+// Mixer step, a sixth of all CPU time went to it, and Pixelfly's step was 6-20% slower while
+// dense's was no faster. 2^4 cycles (the least OpenBLAS allows) puts them to sleep at once, as
+// bench:kernels does; every variant runs with it, and the rows say so.
+const openblasThreadTimeout = (): string => process.env.OPENBLAS_THREAD_TIMEOUT ?? '4';
+
 function runPython(cfg: object, allocator: Options['allocator']): Promise<Row[]> {
   const env = {
     ...process.env,
     PYTHONPATH: join(repoRoot, 'dist', 'python'),
     OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
+    OPENBLAS_THREAD_TIMEOUT: openblasThreadTimeout(),
     ...(allocator === 'tcmalloc' ? { LD_PRELOAD: [TCMALLOC, process.env.LD_PRELOAD].filter(Boolean).join(':') } : {}),
   };
   return new Promise((resolvePy, reject) => {
@@ -182,7 +191,7 @@ function stepTable(rows: Row[]): void {
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}, allocator ${o.allocator}${o.allocator === 'glibc' && !existsSync(TCMALLOC) ? ' (install libtcmalloc-minimal4 for steadier figures)' : ''}`);
+  console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}, OPENBLAS_THREAD_TIMEOUT=${openblasThreadTimeout()}, allocator ${o.allocator}${o.allocator === 'glibc' && !existsSync(TCMALLOC) ? ' (install libtcmalloc-minimal4 for steadier figures)' : ''}`);
   const cfg: Record<string, unknown> = { threads: o.threads, reps: o.reps };
   if (o.only !== 'steps') {
     const layers = [];
@@ -217,7 +226,7 @@ async function main(): Promise<void> {
   if (layerRows.length) layerTable(layerRows);
   if (stepRows.length) stepTable(stepRows);
   mkdirSync(dirname(o.out), { recursive: true });
-  writeFileSync(o.out, JSON.stringify(rows.map((r) => ({ ...r, allocator: o.allocator, load_avg: loadavg()[0] })), null, 2));
+  writeFileSync(o.out, JSON.stringify(rows.map((r) => ({ ...r, allocator: o.allocator, openblas_thread_timeout: openblasThreadTimeout(), load_avg: loadavg()[0] })), null, 2));
   console.log(`\nwrote ${o.out}`);
 }
 

@@ -6,7 +6,8 @@ from the core planner and the language server's analysis, so the layers are the 
 
 Prints one JSON row per line on stdout ({kind: "layer" | "step", ...}); progress goes to stderr.
 
-Layers: forward + backward (input and weight gradients) of one layer at M rows, median of `reps`:
+Layers: forward + backward (input and weight gradients) of one layer at M rows, median of `reps`
+rounds that time every variant once each:
   pixelfly       PixelflyLinear (rank 0) on the extension's kernels
   masked_dense   the same layer through the masked-dense fallback (F.linear on the masked weight)
   torch_linear   nn.Linear (Debian's torch: a generic BLAS)
@@ -46,14 +47,17 @@ def cpu_has_bf16():
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def median_ms(fn, reps, warmup=2):
-    times = []
+def interleaved_medians(fns, reps, warmup=2):
+    """Median ms of each of `fns` (name -> callable), timed round-robin: every round runs each once,
+    so a burst of load on the machine hits every variant alike instead of whichever ran then."""
+    times = {name: [] for name in fns}
     for i in range(warmup + reps):
-        t0 = time.perf_counter()
-        fn()
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 # ---------------------------------------------------------------- layers
@@ -96,8 +100,9 @@ def layer_rows(cfg):
             variants["pixelfly_bf16"] = (layer_bf16, list(layer_bf16.parameters()))
             inputs["torch_bf16"] = x.detach().to(torch.bfloat16).requires_grad_()
             inputs["pixelfly_bf16"] = x.detach().to(torch.bfloat16).requires_grad_()
-        for name, (forward, params) in variants.items():
-            ms = median_ms(fwd_bwd(forward, inputs[name], params), cfg["reps"])
+        medians = interleaved_medians({name: fwd_bwd(forward, inputs[name], params) for name, (forward, params) in variants.items()},
+                                      cfg["reps"])
+        for name, ms in medians.items():
             row = {"kind": "layer", "model": spec["name"], "in": i, "out": o, "m": m, "density": layer.density,
                    "config": spec["config"], "variant": name, "precision": "bf16" if name.endswith("_bf16") else "fp32",
                    "threads": torch.get_num_threads(), "fwd_bwd_ms": ms}
@@ -267,10 +272,12 @@ def step_rows(cfg):
             extra.append(Variant("torch_bf16", copy.deepcopy(main[0].model).to(torch.bfloat16), 0.0, "bf16"))
             # The same Pixelfly model in bf16: the comparison that counts where PyTorch has bf16 kernels.
             extra.append(Variant("pixelfly_bf16", copy.deepcopy(main[1].model).to(torch.bfloat16), 0.0, "bf16"))
-        # Timing only (lr 0 keeps the trained weights): these variants compute the same model.
-        for v in extra:
-            for x, y in batches[:timing_steps]:
+        # Timing only (lr 0 keeps the trained weights): these variants compute the same model, also
+        # in alternating steps.
+        for x, y in batches[:timing_steps]:
+            for v in extra:
                 v.step(loss_fn, x, y)
+        for v in extra:
             log(f"  {v.name}: median {v.step_ms():.0f} ms over {timing_steps} steps")
         for v in main + extra:
             trained = v in main  # the timing-only variants hold the dense model's weights: no loss of their own

@@ -33,8 +33,11 @@ import time
 import traceback
 from pathlib import Path
 
-# Set before torch starts its thread pools.
+# Set before torch starts its thread pools. OpenBLAS (Debian torch's fp32 GEMM) would otherwise keep
+# its idle workers spinning for about 0.1 s after every product, taking cores from the OpenMP
+# threads that run the Pixelfly kernels next (see pytorch/README.md, Speed).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import torch
 import torch.nn as nn
