@@ -192,7 +192,11 @@ function stepTable(rows: Row[]): void {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   console.log(`bench:torch — ${o.threads} threads, CPU ${cpus()[0]?.model ?? '?'}, load average ${loadavg()[0].toFixed(2)}, OPENBLAS_THREAD_TIMEOUT=${openblasThreadTimeout()}, allocator ${o.allocator}${o.allocator === 'glibc' && !existsSync(TCMALLOC) ? ' (install libtcmalloc-minimal4 for steadier figures)' : ''}`);
-  const cfg: Record<string, unknown> = { threads: o.threads, reps: o.reps };
+  // Each part runs in a fresh interpreter, as a user's training script would. In one process the
+  // Mixer stepped after the layer shapes and the GPT, on a heap they had grown and churned, and every
+  // variant paid for it unevenly: median ms dense 2965, Pixelfly 1675, our dense 2263, torch bf16 1670
+  // there; 2613, 1238, 1478, 967 in a fresh interpreter (same code, batches and steps).
+  const parts: object[] = [];
   if (o.only !== 'steps') {
     const layers = [];
     for (const [inF, out] of [[768, 3072], [1024, 4096], [3072, 768]]) {
@@ -201,7 +205,7 @@ async function main(): Promise<void> {
         layers.push({ name: `${inF}→${out}`, in: inF, out, m: o.m, config: { block: 32, butterflySize: l.params.butterflySize, nFactors: l.params.nFactors, rank: 0 } });
       }
     }
-    cfg.layers = layers;
+    parts.push({ threads: o.threads, reps: o.reps, layers });
   }
   if (o.only !== 'layers') {
     const models = [];
@@ -218,9 +222,10 @@ async function main(): Promise<void> {
       models.push({ name: 'mixer-512x4', kind: 'mixer', file, class: 'MlpMixer', build, batch: 128, lr: 2e-3, steps: o.steps, timing_steps: o.timingSteps,
         held_out_batches: 10, fashion_mnist: DEBIAN_FASHION_MNIST, plan: await plan(file, 'MlpMixer', build, o.budget) });
     }
-    cfg.models = models;
+    for (const model of models) parts.push({ threads: o.threads, models: [model] });
   }
-  const rows = await runPython(cfg, o.allocator);
+  const rows: Row[] = [];
+  for (const part of parts) rows.push(...(await runPython(part, o.allocator)));
   const layerRows = rows.filter((r) => r.kind === 'layer');
   const stepRows = rows.filter((r) => r.kind === 'step');
   if (layerRows.length) layerTable(layerRows);
