@@ -5,7 +5,7 @@
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { PROTOCOL_VERSION, type MethodParams, type MethodResult } from '../protocol/daemon';
-import { createToken, ensureHome, ensureReserve, homePaths, processAlive, readDiscovery, removeDiscovery, withSpace, writeDiscovery } from '../io/home';
+import { createToken, discoveryOwner, ensureHome, ensureReserve, homePaths, processAlive, removeDiscovery, withSpace, writeDiscovery } from '../io/home';
 import { JobManager } from './jobs/jobManager';
 import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
 import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';
@@ -193,8 +193,10 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
 
     // No client can find a daemon whose discovery file is gone or names another process (its
     // folder was deleted, or replaced by hand): such an orphan stops instead of running forever.
+    // A file it cannot read just now (out of descriptors: EMFILE) is no reason to stop serving.
     const orphanCheck = setInterval(() => {
-      if (readDiscovery(opts.home)?.pid !== process.pid) {
+      const owner = discoveryOwner(opts.home);
+      if (owner !== 'unreadable' && owner !== process.pid) {
         log(`${paths.discovery} no longer names this daemon: stopping`);
         void stop();
       }

@@ -111,6 +111,27 @@ export function readDiscovery(home = pixelflyHome()): Discovery | undefined {
   }
 }
 
+/**
+ * Which daemon the discovery file names: its pid; 'gone' when the file or its folder no longer
+ * exists or it is no discovery file; 'unreadable' when it cannot be read just now (EMFILE, ENFILE,
+ * EIO, ...), which says nothing about who owns it.
+ */
+export function discoveryOwner(home = pixelflyHome()): number | 'gone' | 'unreadable' {
+  let text: string;
+  try {
+    text = readFileSync(homePaths(home).discovery, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' ? 'gone' : 'unreadable';
+  }
+  try {
+    const pid = (JSON.parse(text) as Partial<Discovery>).pid;
+    return typeof pid === 'number' ? pid : 'gone';
+  } catch {
+    return 'gone';
+  }
+}
+
 export function removeDiscovery(pid: number, home = pixelflyHome()): void {
   // Only the daemon that wrote the file removes it: a newer daemon may have replaced it.
   if (readDiscovery(home)?.pid === pid) rmSync(homePaths(home).discovery, { force: true });
