@@ -166,10 +166,7 @@ test('requests in flight per connection are bounded', async () => {
   c.socket.destroy();
 });
 
-// TODO (open): after the fuzz the daemon's RSS stays ~25 MiB (33%) above its warmed idle (74 -> 99 MiB
-// at load 7-9), against the Target's 10%; whether that is a leak in the connection path (2,000+
-// reconnects) or the allocator keeping what it grew is not known yet. The test runs and reports.
-test('fuzz: 12,000 random messages and frames over 4 connections at once, zero crashes; RSS back to idle, hello quick throughout', { timeout: 180_000, todo: 'RSS stays ~33% above idle after the fuzz (Target: 10%); cause not found yet' }, async () => {
+test('fuzz: 12,000 random messages and frames over 4 connections at once, zero crashes; RSS back to idle, hello quick throughout', { timeout: 180_000 }, async () => {
   const names = Object.keys(methods).filter((m) => m !== 'daemon.shutdown');
   const atoms = [null, true, false, 0, -1, 1e308, -0.5, '', 'x', '../..', '\u0000', '😀', [], {}];
   /** One connection's share: `count` messages, one at a time; returns what happened. */
