@@ -100,23 +100,12 @@ export function writeDiscovery(d: Discovery, home = pixelflyHome()): void {
   withSpace(home, () => writeFileAtomic(homePaths(home).discovery, JSON.stringify(d, null, 2) + '\n', 0o600));
 }
 
-/** The discovery file's content, or undefined when absent or unreadable (a stale or foreign file is not an error). */
-export function readDiscovery(home = pixelflyHome()): Discovery | undefined {
-  try {
-    const d = JSON.parse(readFileSync(homePaths(home).discovery, 'utf8')) as Partial<Discovery>;
-    if (typeof d.port !== 'number' || typeof d.pid !== 'number') return undefined;
-    return { host: '127.0.0.1', startedAt: '', version: '', ...d } as Discovery;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
- * Which daemon the discovery file names: its pid; 'gone' when the file or its folder no longer
- * exists or it is no discovery file; 'unreadable' when it cannot be read just now (EMFILE, ENFILE,
- * EIO, ...), which says nothing about who owns it.
+ * The discovery file: its content; 'gone' when the file or its folder no longer exists or it is no
+ * discovery file (a stale or foreign file is not an error); 'unreadable' when it cannot be read just
+ * now (EMFILE, ENFILE, EIO, ...), which says nothing about what it holds.
  */
-export function discoveryOwner(home = pixelflyHome()): number | 'gone' | 'unreadable' {
+function readDiscoveryFile(home: string): Discovery | 'gone' | 'unreadable' {
   let text: string;
   try {
     text = readFileSync(homePaths(home).discovery, 'utf8');
@@ -125,11 +114,24 @@ export function discoveryOwner(home = pixelflyHome()): number | 'gone' | 'unread
     return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' ? 'gone' : 'unreadable';
   }
   try {
-    const pid = (JSON.parse(text) as Partial<Discovery>).pid;
-    return typeof pid === 'number' ? pid : 'gone';
+    const d = JSON.parse(text) as Partial<Discovery>;
+    if (typeof d.port !== 'number' || typeof d.pid !== 'number') return 'gone';
+    return { host: '127.0.0.1', startedAt: '', version: '', ...d } as Discovery;
   } catch {
     return 'gone';
   }
+}
+
+/** The discovery file's content, or undefined when it is gone or cannot be read. */
+export function readDiscovery(home = pixelflyHome()): Discovery | undefined {
+  const d = readDiscoveryFile(home);
+  return typeof d === 'object' ? d : undefined;
+}
+
+/** Which daemon the discovery file names: its pid, or why there is none (see readDiscoveryFile). */
+export function discoveryOwner(home = pixelflyHome()): number | 'gone' | 'unreadable' {
+  const d = readDiscoveryFile(home);
+  return typeof d === 'object' ? d.pid : d;
 }
 
 export function removeDiscovery(pid: number, home = pixelflyHome()): void {
