@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
-import { FIGURES_DIR, formatCaseTable, type CaseFigures } from '../test/daemon/harness';
+import { FIGURES_DIR, formatCaseTable, RSS_SETTLE_MS, type CaseFigures } from '../test/daemon/harness';
 
 const FILES = ['hostile', 'durability', 'protocol'];
 const root = join(__dirname, '..', '..');
@@ -30,7 +30,7 @@ for (const file of FILES) {
 }
 const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
 console.log(`\nThe Target, case by case (${rows.length} cases, ${((Date.now() - t0) / 1000).toFixed(0)} s; load average ${load(loadBefore)} before, ${load(loadAfter)} after)`);
-console.log('RSS: the daemon\'s VmRSS at idle and after the case, once back within 10% of idle (V8 frees a burst\'s garbage seconds later; at most 60 s is waited); hello: round trips sampled every 20 ms on a second connection during the case;');
+console.log(`RSS: the daemon's VmRSS at idle and after the case, once back within 10% of idle (V8 frees a burst's garbage seconds later; at most ${RSS_SETTLE_MS / 1000} s is waited); hello: round trips sampled every 20 ms on a second connection during the case;`);
 console.log('loop busy: CPU of the daemon\'s event-loop thread during one hello (10 ms ticks); loop delay: how late its 10 ms timer ran (wall-clock).\n');
 console.log(formatCaseTable(rows));
 mkdirSync(dirname(outFile), { recursive: true });

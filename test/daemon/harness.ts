@@ -343,10 +343,10 @@ export async function idleRss(daemon: DaemonProcess, client: DaemonClient, opts:
  * How long a case's RSS may take to come back to idle. V8 keeps a burst's garbage in the heap until
  * its memory reducer runs, which starts only after allocation has slowed for some seconds: 3 s after
  * the 12,000-message fuzz the daemon still held 98.7 MiB (idle 75.6); given longer, it was back at
- * 73.9 MiB (idle 73.5) 14.7 s after the burst, and 24.8 s in another run, with no request in between. A leak would stay; this
- * waits the reducer out, and the table says how long each case took to settle.
+ * 73.9 MiB (idle 73.5) 14.7 s after the burst (24.8 s in another run), with no request in between.
+ * A leak would stay; this waits the reducer out, and the table says how long each case took.
  */
-const RSS_SETTLE_MS = 60_000;
+export const RSS_SETTLE_MS = 60_000;
 
 /** One hostile case, as the Target measures it. */
 export interface CaseFigures {
