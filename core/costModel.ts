@@ -15,6 +15,8 @@
  *     …                                         // interpolated linearly in density, clamped at
  *   ],                                          // the ends; the nearest measured block size is used
  *   "lowRank": [{"rank": 16, "efficiency": 0.35}, …],  // skinny GEMMs (x·V, ·Uᵀ), by rank
+ *   "lowRankShapes": [{"in": 512, "out": 2048, "rank": 16, "nsPerRow": 1180}, …],  // optional: the
+ *                                               // low-rank term, gate and lerp as the engine ran them
  *   "elementwiseGBps": 20,                      // memory bandwidth for the gate and lerp
  *   "precision": "bf16",                        // the products' inputs when this was measured
  *   "step": {                                   // the rest of a training step (core/stepCost.ts),
@@ -33,10 +35,22 @@ export interface DenseShapePoint {
   gflops: number;
 }
 
+export interface LowRankShapePoint {
+  in: number;
+  out: number;
+  rank: number;
+  nsPerRow: number;
+}
+
 export interface BlockSparsePoint {
   block: number;
   density: number;
   efficiency: number;
+}
+
+export interface BlockSparseShapePoint extends BlockSparsePoint {
+  in: number;
+  out: number;
 }
 
 export interface DeviceProfile {
@@ -54,6 +68,17 @@ export interface DeviceProfile {
    * nearest measured shape; none within a factor of 4 (in × out on a log scale): `denseGflops`.
    */
   denseShapes?: DenseShapePoint[];
+  /**
+   * The low-rank term with its gate and lerp, measured as the engine runs the layer, per layer shape
+   * and rank: ns per row. A layer takes the nearest measured shape's point of its rank (scaled by
+   * in + out), none within a factor of 4: the `lowRank` efficiency and the bandwidth term.
+   */
+  lowRankShapes?: LowRankShapePoint[];
+  /**
+   * Block-sparse efficiencies measured per layer shape: a layer takes the curve of the nearest
+   * measured shape (within a factor of 4), so one shape's timing never prices another's; none: `blockSparse`.
+   */
+  blockSparseShapes?: BlockSparseShapePoint[];
   /** The products' input precision the rates were measured at (the engine's default on this device). */
   precision?: 'fp32' | 'bf16' | 'fp16';
   /** Rates of the work a plan does not change; a profile measured before they were taken uses the prior's. */
@@ -163,6 +188,18 @@ export function parseDeviceProfile(value: unknown): DeviceProfile {
       positive(`denseShapes[${i}].gflops`, p?.gflops);
     });
   }
+  if (v.blockSparseShapes !== undefined) {
+    if (!Array.isArray(v.blockSparseShapes)) fail('blockSparseShapes', 'must be an array');
+    (v.blockSparseShapes as Record<string, unknown>[]).forEach((p, i) => {
+      for (const f of ['in', 'out', 'block', 'density', 'efficiency']) positive(`blockSparseShapes[${i}].${f}`, p?.[f]);
+    });
+  }
+  if (v.lowRankShapes !== undefined) {
+    if (!Array.isArray(v.lowRankShapes)) fail('lowRankShapes', 'must be an array');
+    (v.lowRankShapes as Record<string, unknown>[]).forEach((p, i) => {
+      for (const f of ['in', 'out', 'rank', 'nsPerRow']) positive(`lowRankShapes[${i}].${f}`, p?.[f]);
+    });
+  }
   list('blockSparse').forEach((p, i) => {
     positive(`blockSparse[${i}].block`, p.block);
     positive(`blockSparse[${i}].density`, p.density);
@@ -188,33 +225,55 @@ function interpolate(points: { x: number; y: number }[], x: number): number {
   return points[points.length - 1].y;
 }
 
+type ByBlock = Map<number, { x: number; y: number }[]>;
+
 interface Curves {
-  byBlock: Map<number, { x: number; y: number }[]>;
+  byBlock: ByBlock;
   lowRank: { x: number; y: number }[];
+}
+
+/** Efficiency over density for each block size, sorted by density. */
+function byBlockOf(points: BlockSparsePoint[]): ByBlock {
+  const byBlock: ByBlock = new Map();
+  for (const p of points) {
+    const list = byBlock.get(p.block) ?? [];
+    list.push({ x: p.density, y: p.efficiency });
+    byBlock.set(p.block, list);
+  }
+  for (const list of byBlock.values()) list.sort((a, b) => a.x - b.x);
+  return byBlock;
 }
 
 // Sorted interpolation curves, built once per profile object (the planner asks thousands of times).
 const curveCache = new WeakMap<DeviceProfile, Curves>();
+// ... and per measured shape.
+const shapeCurveCache = new WeakMap<DeviceProfile, Map<string, ByBlock>>();
 
 function curves(profile: DeviceProfile): Curves {
   let c = curveCache.get(profile);
   if (!c) {
-    const byBlock = new Map<number, { x: number; y: number }[]>();
-    for (const p of profile.blockSparse) {
-      const list = byBlock.get(p.block) ?? [];
-      list.push({ x: p.density, y: p.efficiency });
-      byBlock.set(p.block, list);
-    }
-    for (const list of byBlock.values()) list.sort((a, b) => a.x - b.x);
     const lowRank = profile.lowRank.map((p) => ({ x: p.rank, y: p.efficiency })).sort((a, b) => a.x - b.x);
-    c = { byBlock, lowRank };
+    c = { byBlock: byBlockOf(profile.blockSparse), lowRank };
     curveCache.set(profile, c);
   }
   return c;
 }
 
-export function blockSparseEfficiency(profile: DeviceProfile, block: number, density: number): number {
-  const { byBlock } = curves(profile);
+function shapeCurves(profile: DeviceProfile, shape: LayerShape): ByBlock {
+  let cache = shapeCurveCache.get(profile);
+  if (!cache) shapeCurveCache.set(profile, (cache = new Map()));
+  const key = `${shape.in}x${shape.out}`;
+  let c = cache.get(key);
+  if (!c) {
+    c = byBlockOf((profile.blockSparseShapes ?? []).filter((p) => p.in === shape.in && p.out === shape.out));
+    cache.set(key, c);
+  }
+  return c;
+}
+
+export function blockSparseEfficiency(profile: DeviceProfile, block: number, density: number, shape?: LayerShape): number {
+  const near = nearestShape(profile.blockSparseShapes, shape);
+  const byBlock = near ? shapeCurves(profile, near) : curves(profile).byBlock;
   // Nearest measured block size on a log scale (16 is as far from 32 as 64 is).
   let nearest = -1;
   for (const b of byBlock.keys()) {
@@ -233,16 +292,27 @@ export interface LayerShape {
   out: number;
 }
 
-/** Dense GEMM GFLOP/s for a layer of this shape on the profile's device. */
-export function denseGflops(profile: DeviceProfile, shape?: LayerShape): number {
-  if (!shape || !profile.denseShapes?.length) return profile.denseGflops;
-  let best: DenseShapePoint | undefined;
+/** The point measured at the shape nearest this one (log scale), if one is within a factor of 4 in in × out. */
+function nearestShape<P extends LayerShape>(points: P[] | undefined, shape: LayerShape | undefined): P | undefined {
+  if (!shape || !points?.length) return undefined;
+  let best: P | undefined;
   let bestD = Infinity;
-  for (const p of profile.denseShapes) {
+  for (const p of points) {
     const d = Math.abs(Math.log2(p.in / shape.in)) + Math.abs(Math.log2(p.out / shape.out));
     if (d < bestD) [best, bestD] = [p, d];
   }
-  return best && bestD <= 2 ? best.gflops : profile.denseGflops;
+  return bestD <= 2 ? best : undefined;
+}
+
+/** Dense GEMM GFLOP/s for a layer of this shape on the profile's device. */
+export function denseGflops(profile: DeviceProfile, shape?: LayerShape): number {
+  return nearestShape<DenseShapePoint>(profile.denseShapes, shape)?.gflops ?? profile.denseGflops;
+}
+
+/** Measured seconds per row of the low-rank term (with gate and lerp) at this rank near this shape, if any. */
+function lowRankSecondsPerRow(profile: DeviceProfile, rank: number, shape?: LayerShape): number | undefined {
+  const p = nearestShape(profile.lowRankShapes?.filter((q) => q.rank === rank), shape);
+  return p && shape ? (p.nsPerRow * 1e-9 * (shape.in + shape.out)) / (p.in + p.out) : undefined;
 }
 
 /** Estimated seconds per step of a dense layer. */
@@ -253,14 +323,15 @@ export function denseSeconds(cost: LayerCost, profile: DeviceProfile, shape?: La
 /** Estimated seconds per step of a Pixelfly layer: each part at its own efficiency (relative to dense at the same shape). */
 export function pixelflySeconds(cost: PixelflyCost, rank: number, profile: DeviceProfile, shape?: LayerShape): number {
   const rate = denseGflops(profile, shape) * 1e9;
-  const { sparse, lowRank, gate, mix } = cost.parts;
-  const sparseEff = blockSparseEfficiency(profile, cost.layout.block, cost.layout.density);
+  const { sparse, lowRank } = cost.parts;
+  const sparseEff = blockSparseEfficiency(profile, cost.layout.block, cost.layout.density, shape);
   let t = totalFlops(sparse) / (rate * sparseEff);
   if (rank > 0) {
+    const measured = lowRankSecondsPerRow(profile, rank, shape);
+    if (measured !== undefined) return t + measured * cost.rows;
     t += totalFlops(lowRank) / (rate * lowRankEfficiency(profile, rank));
-    // The gate is a matrix-vector product and the lerp is elementwise: both are bound by
-    // memory traffic (~4 bytes read or written per FLOP), not by FMA throughput.
-    t += ((totalFlops(gate) + totalFlops(mix)) * 4) / (profile.elementwiseGBps * 1e9);
+    // The gate and the lerp are bound by memory traffic, not by FMA throughput.
+    t += cost.elementwiseBytes / (profile.elementwiseGBps * 1e9);
   }
   return t;
 }

@@ -32,6 +32,13 @@ export interface LayerCost {
 export interface PixelflyCost extends LayerCost {
   /** Where the FLOPs go: the block-sparse product, the two low-rank products, the gate, the lerp. */
   parts: { sparse: ProductFlops; lowRank: ProductFlops; gate: ProductFlops; mix: ProductFlops };
+  /**
+   * Bytes the gate and the lerp stream beyond the products, forward + backward: their FLOPs are
+   * few per byte, so memory traffic is their cost (core/costModel.ts `pixelflySeconds`).
+   */
+  elementwiseBytes: number;
+  /** The rows (tokens) these costs are for. */
+  rows: number;
   layout: LayoutSummary;
 }
 
@@ -61,6 +68,20 @@ export function denseLinearCost(inFeatures: number, outFeatures: number, rows: n
     flops: sum(gemmFlops(rows, inFeatures, outFeatures), biasFlops),
     activationBytes: rows * inFeatures * FP32,
   };
+}
+
+/**
+ * fp32 values per row the gate and the lerp read and write outside the products, as the engine
+ * and pixelfly_torch run the layer (native/src/engine/pixelfly_linear.cc): with in ≤ out the lerp
+ * rides the products' epilogues and only the x-wide passes remain (the gate reads x and writes
+ * (1 − g)∘x; the mix backward reads x and dx and writes dx); with in > out the forward finishes
+ * the lerp in one pass over y, and the backward scales dy into a copy and sums it for the bias.
+ */
+function elementwiseValuesPerRow(inFeatures: number, outFeatures: number): number {
+  const gate = inFeatures <= outFeatures ? 2 * inFeatures : inFeatures;
+  const mixBackward = 3 * inFeatures;
+  const outPasses = inFeatures <= outFeatures ? 0 : 5 * outFeatures; // y read and written, dy read twice, (1 − g)∘dy written
+  return gate + mixBackward + outPasses;
 }
 
 export function pixelflyLinearCost(
@@ -93,6 +114,8 @@ export function pixelflyLinearCost(
   return {
     params,
     flops: sum(sparse, lowRank, gate, mix),
+    elementwiseBytes: rank > 0 ? rows * elementwiseValuesPerRow(inFeatures, outFeatures) * FP32 : 0,
+    rows,
     activationBytes: activations * FP32,
     parts: { sparse, lowRank, gate, mix },
     layout,

@@ -64,3 +64,36 @@ test('profiles read from JSON are validated field by field', () => {
     /lowRank\[0\]\.efficiency must be a positive number/,
   );
 });
+
+test("the gate and lerp cost the bytes the engine's layer streams, which depend on which side is wider", () => {
+  const cfg = { block: 32, butterflySize: 16, nFactors: 1, rank: 16 };
+  // in ≤ out: the lerp rides the products; the gate writes (1 − g)∘x and the mix backward reads x, dx and writes dx.
+  assert.equal(pixelflyLinearCost(512, 2048, 10, cfg).elementwiseBytes, 10 * 5 * 512 * 4);
+  // in > out: also a pass over y forward and over dy (scaled copy, bias sums) backward.
+  assert.equal(pixelflyLinearCost(2048, 512, 10, cfg).elementwiseBytes, 10 * (4 * 2048 + 5 * 512) * 4);
+  assert.equal(pixelflyLinearCost(512, 2048, 10, { ...cfg, rank: 0 }).elementwiseBytes, 0, 'no gate without the low-rank term');
+});
+
+test('points measured at a layer shape price that shape; other shapes keep the global curves', () => {
+  const shape = { in: 512, out: 2048 };
+  const cfg = { block: 32, butterflySize: 16, nFactors: 1, rank: 16 };
+  const measured = {
+    ...DEFAULT_PROFILE,
+    source: 'measured' as const,
+    blockSparseShapes: [{ ...shape, block: 32, density: 0.125, efficiency: 0.3 }],
+    lowRankShapes: [{ ...shape, rank: 16, nsPerRow: 1000 }],
+  };
+  assert.equal(blockSparseEfficiency(measured, 32, 0.125, shape), 0.3);
+  assert.equal(blockSparseEfficiency(measured, 32, 0.125, { in: 4096, out: 16384 }), 0.75, 'beyond a factor of 4: the global curve');
+  const pf = pixelflyLinearCost(512, 2048, 100, cfg);
+  const dense = denseLinearCost(512, 2048, 100);
+  const sparseSeconds = totalFlops(pf.parts.sparse) / (DEFAULT_PROFILE.denseGflops * 1e9 * 0.3);
+  // The measured low-rank time replaces the modelled products and bandwidth term: 1000 ns per row.
+  const expected = totalFlops(dense.flops) / (DEFAULT_PROFILE.denseGflops * 1e9) / (sparseSeconds + 100 * 1000e-9);
+  assert.ok(Math.abs(estimateSpeedup(dense, pf, 16, measured, shape) - expected) < 1e-9);
+  // A rank with no point at this shape is modelled, as without any points.
+  const r32 = pixelflyLinearCost(512, 2048, 100, { ...cfg, rank: 32 });
+  assert.equal(estimateSpeedup(dense, r32, 32, measured, shape), estimateSpeedup(dense, r32, 32, { ...measured, lowRankShapes: [] }, shape));
+  assert.throws(() => parseDeviceProfile({ ...measured, lowRankShapes: [{ in: 1, out: 2, rank: 4 }] }), /lowRankShapes\[0\]\.nsPerRow must be a positive number/);
+  assert.throws(() => parseDeviceProfile({ ...measured, blockSparseShapes: [{ in: 1, out: 2, block: 32, density: 0 }] }), /blockSparseShapes\[0\]\.density must be a positive number/);
+});
