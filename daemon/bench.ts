@@ -4,10 +4,10 @@
 // (<home>/profiles/device.json), so later plans are costed with this machine's real numbers.
 // Measurements are merged into the saved profile (a later call for other configs adds to it).
 //
-// Dense = y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x. Pixelfly = the block-sparse triple plus the low-rank
-// factors' products ((x·V)·Uᵀ forward, four skinny products backward). The per-token gate and the
-// lerp are elementwise and left to the profile's bandwidth term: they are not timed here.
-// Products run at the precision the engine trains with here ('auto': bf16 on CPUs with bf16
+// Dense = y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x. Pixelfly = the block-sparse triple, timed per layout,
+// plus the low-rank term with its per-token gate and lerp, timed per rank as the engine runs the
+// layer (engine steps at rank r less rank 0); the profile splits that time between the low-rank
+// products and the bandwidth term of the gate and lerp. Products run at the precision the engine trains with here ('auto': bf16 on CPUs with bf16
 // instructions), so the profile costs what jobs run.
 //
 // With `step` (the default) it also times a few training steps of a small dense ViT on the engine
@@ -19,14 +19,15 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
-import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type StepRates } from '../core/costModel';
+import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type LowRankShapePoint, type BlockSparseShapePoint, type StepRates } from '../core/costModel';
 import { specInventory, type VitSpec } from '../core/modelSpec';
 import { modelWork } from '../core/stepCost';
+import { pixelflyLinearCost, type PixelflyConfig } from '../core/pixelflyLayer';
 import { createModel, EngineDataset, resolvePrecision, type EnginePrecision, type StepResult } from '../native/engine';
 import { syntheticClassification } from '../native/datasets';
 import { PixelflyConfigError } from '../core/errors';
 import { KERNEL_BLOCK_SIZES } from '../core/planner';
-import { biasGrad, bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, gemm, kernelInfo, setKernelThreads } from '../native/kernels';
+import { alignedFloat32Array, biasGrad, bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
@@ -37,6 +38,11 @@ import { medianMs, seededFloatsAsync } from './measure';
 /** Largest activation (rows x features) or weight (in x out) a request may ask for: keeps memory per call bounded (~64 MB per buffer). */
 const MAX_ELEMENTS = 16 * 1024 * 1024;
 
+/** A shape's own configs: its `config` and its `configs` list. */
+function shapeConfigs(s: MethodParams<'bench.layers'>['shapes'][number]) {
+  return [...(s.config ? [s.config] : []), ...(s.configs ?? [])];
+}
+
 export async function benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string, threads: number): Promise<MethodResult<'bench.layers'>> {
   for (const s of params.shapes) {
     const biggest = s.rows * Math.max(s.in, s.out);
@@ -44,7 +50,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     if (s.in * s.out > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: in x out = ${s.in * s.out} weights exceeds ${MAX_ELEMENTS}`);
   }
   // The kernels tile by these blocks only: anything else is refused here, not by the kernel mid-measurement.
-  for (const c of [...(params.configs ?? []), ...params.shapes.flatMap((s) => (s.config ? [s.config] : []))]) {
+  for (const c of [...(params.configs ?? []), ...params.shapes.flatMap(shapeConfigs)]) {
     if (!KERNEL_BLOCK_SIZES.includes(c.block)) throw new RejectedError(`config ${JSON.stringify(c)}: block must be ${KERNEL_BLOCK_SIZES.join(', ')} (the kernels' block sizes), got ${c.block}`);
   }
   const nThreads = params.threads > 0 ? params.threads : threads;
@@ -52,26 +58,31 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   const precision = resolvePrecision('cpu', 'auto');
   const p = precision === 'bf16' ? { precision: 'bf16' as const } : {};
   const rows: MethodResult<'bench.layers'>['rows'] = [];
+  const gbps = await elementwiseGBps(params.repeats);
   const denseRates: number[] = [];
   const denseShapes: DenseShapePoint[] = [];
   const sparsePoints: BlockSparsePoint[] = [];
   const lowRankPoints: { rank: number; efficiency: number }[] = [];
+  const lowRankShapes: LowRankShapePoint[] = [];
+  const sparseShapes: BlockSparseShapePoint[] = [];
   for (const [si, s] of params.shapes.entries()) {
     const m = s.rows;
     const x = await seededFloatsAsync(m * s.in, 1 + si);
     const dy = await seededFloatsAsync(m * s.out, 2 + si);
     const w = await seededFloatsAsync(s.out * s.in, 3 + si);
-    const denseMs = await medianMs(params.repeats, async () => {
-      await denseForward(x, w, m, s.in, s.out, p);
-      await denseBackwardData(dy, w, m, s.in, s.out, p);
-      await denseBackwardWeight(dy, x, m, s.in, s.out, p);
-    });
+    const denseMs = await medianMs(params.repeats, denseProducts(x, dy, w, m, s.in, s.out, p));
     const denseFlops = 6 * m * s.in * s.out;
     const denseRate = denseFlops / (denseMs / 1e3);
     denseRates.push(denseRate);
     denseShapes.push({ in: s.in, out: s.out, gflops: denseRate / 1e9 });
     // A shape with no config and no `configs` is measured dense only (its rate is what the profile keeps).
-    for (const config of s.config ? [s.config] : (params.configs ?? [])) {
+    // Each layout and each rank is timed once per shape: configs that differ only in rank share
+    // the block-sparse time, and those of one rank share the low-rank time.
+    const y = alignedFloat32Array(m * s.out);
+    const dx = alignedFloat32Array(m * s.in);
+    const sparseMsOf = new Map<string, number>();
+    const lowRankMsOf = new Map<number, number>();
+    for (const config of s.config || s.configs ? shapeConfigs(s) : (params.configs ?? [])) {
       let layout;
       try {
         layout = flatBlockButterflyLayout(s.out, s.in, config);
@@ -79,38 +90,51 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
         if (err instanceof PixelflyConfigError) throw new RejectedError(`config ${JSON.stringify(config)} for ${s.out}x${s.in}: ${err.message}`);
         throw err;
       }
-      const index = buildBlockIndex(layout);
-      const weight = { index, out: s.out, in: s.in, weights: await seededFloatsAsync(index.nnz * index.block * index.block, 4) };
-      const sparseMs = await medianMs(params.repeats, async () => {
-        await bsrForward(weight, x, m, p);
-        await bsrBackwardData(weight, dy, m, p);
-        await bsrBackwardWeight(weight, dy, x, m, p);
-      });
-      const r = config.rank;
-      let lowRankMs = 0;
-      if (r > 0) {
-        const v = await seededFloatsAsync(s.in * r, 5); // V: in x r
-        const u = await seededFloatsAsync(s.out * r, 6); // U: out x r
-        lowRankMs = await medianMs(params.repeats, async () => {
-          const h = await gemm(x, v, m, r, s.in, p); // h = x·V
-          await gemm(h, u, m, s.out, r, { transB: true, ...p }); // y = h·Uᵀ
-          const dh = await gemm(dy, u, m, r, s.out, p); // dh = dy·U
-          await gemm(dy, h, s.out, r, m, { transA: true, ...p }); // dU = dyᵀ·h
-          await gemm(dh, v, m, s.in, r, { transB: true, ...p }); // dx = dh·Vᵀ
-          await gemm(x, dh, s.in, r, m, { transA: true, ...p }); // dV = xᵀ·dh
+      const layoutKey = JSON.stringify({ ...config, rank: 0 });
+      let sparseMs = sparseMsOf.get(layoutKey);
+      if (sparseMs === undefined) {
+        const index = buildBlockIndex(layout);
+        const weight = { index, out: s.out, in: s.in, weights: await seededFloatsAsync(index.nnz * index.block * index.block, 4) };
+        const dw = alignedFloat32Array(index.nnz * index.block * index.block);
+        sparseMs = await medianMs(params.repeats, async () => {
+          await bsrForward(weight, x, m, { ...p, into: y });
+          await bsrBackwardData(weight, dy, m, { ...p, into: dx });
+          await bsrBackwardWeight(weight, dy, x, m, { ...p, into: dw });
         });
-        const lowRankFlops = 6 * m * r * (s.in + s.out);
-        lowRankPoints.push({ rank: r, efficiency: lowRankFlops / (lowRankMs / 1e3) / denseRate });
+        sparseMsOf.set(layoutKey, sparseMs);
+        const sparseFlops = 6 * m * index.nnz * index.block * index.block;
+        const point = { block: index.block, density: layout.density, efficiency: sparseFlops / (sparseMs / 1e3) / denseRate };
+        sparsePoints.push(point);
+        sparseShapes.push({ in: s.in, out: s.out, ...point });
       }
-      const sparseFlops = 6 * m * index.nnz * index.block * index.block;
-      sparsePoints.push({ block: index.block, density: layout.density, efficiency: sparseFlops / (sparseMs / 1e3) / denseRate });
+      const r = config.rank;
+      let lowRankMs = r > 0 ? lowRankMsOf.get(r) : 0;
+      if (lowRankMs === undefined) {
+        // The low-rank term with its gate and lerp, timed as the engine runs them (around the
+        // block-sparse product, native/src/engine/pixelfly_linear.cc): this layer in engine steps
+        // at rank r less the same layout at rank 0. Timed as separate products, the six skinny
+        // GEMMs alone took a third of what the engine's layer spends on the term.
+        // A difference of two timings: more repeats than the products get, or its noise sets the estimate.
+        const repeats = Math.max(7, params.repeats);
+        const withRank = await engineLayerMs(s.in, s.out, m, config, nThreads, precision, repeats);
+        const without = await engineLayerMs(s.in, s.out, m, { ...config, rank: 0 }, nThreads, precision, repeats);
+        lowRankMs = Math.max(withRank - without, 0.01 * without);
+        lowRankMsOf.set(r, lowRankMs);
+        lowRankShapes.push({ in: s.in, out: s.out, rank: r, nsPerRow: (lowRankMs * 1e6) / m });
+        // The profile's low-rank efficiency is what is left after the cost model's gate and lerp traffic.
+        const elementwiseMs = (pixelflyLinearCost(s.in, s.out, m, config).elementwiseBytes / (gbps * 1e9)) * 1e3;
+        const lowRankFlops = 6 * m * r * (s.in + s.out);
+        lowRankPoints.push({ rank: r, efficiency: lowRankFlops / (Math.max(lowRankMs - elementwiseMs, 0.1 * lowRankMs) / 1e3) / denseRate });
+      }
       const pixelflyMs = sparseMs + lowRankMs;
       rows.push({ name: s.name, in: s.in, out: s.out, rows: m, config, denseMs, pixelflyMs, speedup: denseMs / pixelflyMs });
     }
   }
   const measured = buildProfile(denseRates, sparsePoints, lowRankPoints, nThreads, precision);
-  measured.elementwiseGBps = await elementwiseGBps(params.repeats);
+  measured.elementwiseGBps = gbps;
   measured.denseShapes = denseShapes;
+  if (lowRankShapes.length > 0) measured.lowRankShapes = lowRankShapes;
+  if (sparseShapes.length > 0) measured.blockSparseShapes = sparseShapes;
   if (params.step) measured.step = await stepRates(nThreads, precision, params.repeats);
   mkdirSync(profilesDir, { recursive: true });
   const profilePath = join(profilesDir, PROFILE_FILE);
@@ -137,13 +161,24 @@ export function mergeProfiles(saved: DeviceProfile, fresh: DeviceProfile): Devic
   const step = fresh.step ?? (keep ? saved.step : undefined);
   const shapes = new Map((keep ? (saved.denseShapes ?? []) : []).map((p) => [`${p.in}x${p.out}`, p]));
   for (const p of fresh.denseShapes ?? []) shapes.set(`${p.in}x${p.out}`, p);
+  const lowRankShapes = mergedPoints(keep ? saved.lowRankShapes : undefined, fresh.lowRankShapes, (p) => `${p.in}x${p.out}/${p.rank}`);
+  const sparseShapes = mergedPoints(keep ? saved.blockSparseShapes : undefined, fresh.blockSparseShapes, (p) => `${p.in}x${p.out}/${sparseKey(p)}`);
   return {
     ...fresh,
     ...(step ? { step } : {}),
     ...(shapes.size > 0 ? { denseShapes: [...shapes.values()].sort((a, b) => a.in - b.in || a.out - b.out) } : {}),
+    ...(lowRankShapes.length > 0 ? { lowRankShapes } : {}),
+    ...(sparseShapes.length > 0 ? { blockSparseShapes: sparseShapes } : {}),
     blockSparse: blockSparse.size > 0 ? [...blockSparse.values()].sort((a, b) => a.block - b.block || a.density - b.density) : DEFAULT_PROFILE.blockSparse,
     lowRank: lowRank.size > 0 ? [...lowRank.values()].sort((a, b) => a.rank - b.rank) : DEFAULT_PROFILE.lowRank,
   };
+}
+
+/** Saved points with the fresh ones put in their place (same key), in key order. */
+function mergedPoints<P>(saved: P[] | undefined, fresh: P[] | undefined, key: (p: P) => string): P[] {
+  const merged = new Map((saved ?? []).map((p) => [key(p), p]));
+  for (const p of fresh ?? []) merged.set(key(p), p);
+  return [...merged.entries()].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true })).map(([, p]) => p);
 }
 
 /** This call's measurements, repeated (block, density) and rank points averaged. */
@@ -203,13 +238,7 @@ async function stepRates(threads: number, precision: EnginePrecision, repeats: n
     const x = await seededFloatsAsync(m * l.in, 11 + i);
     const dy = await seededFloatsAsync(m * l.out, 12 + i);
     const w = await seededFloatsAsync(l.out * l.in, 13 + i);
-    productsMs +=
-      l.count *
-      (await medianMs(repeats, async () => {
-        await denseForward(x, w, m, l.in, l.out, p);
-        await denseBackwardData(dy, w, m, l.in, l.out, p);
-        await denseBackwardWeight(dy, x, m, l.in, l.out, p);
-      }));
+    productsMs += l.count * (await medianMs(repeats, denseProducts(x, dy, w, m, l.in, l.out, p)));
   }
   const pointwiseMs = Math.max(0.05 * passMs, passMs - productsMs - attentionMs);
   const ns = (ms: number, units: number) => Math.max(1e-3, (ms * 1e6) / units);
@@ -220,6 +249,40 @@ async function stepRates(threads: number, precision: EnginePrecision, repeats: n
     dataNsPerValue: ns(med((s) => s.ms.data), work.inputValues * batch),
     measuredWith: `dense vit engine steps (dim ${spec.dim}, ${spec.depth} blocks, batch ${batch}, ${precision})`,
   };
+}
+
+/**
+ * A dense layer's training products (y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x) into outputs made once, as
+ * the engine's layers reuse theirs. Every measurement here writes into buffers made before it is
+ * timed: a fresh output per call pays page faults and zero-filling that a training step does not
+ * (512→2048 at 3136 rows, bf16: 74.5 ms with fresh outputs, 35.8 ms into reused ones; 49→256 at
+ * 32768 rows: 73.0 against 9.7 ms), which made measured profiles cost a Mixer's token mixing at
+ * seven times what the engine takes.
+ */
+function denseProducts(x: Float32Array, dy: Float32Array, w: Float32Array, m: number, inF: number, out: number, p: { precision?: 'bf16' }): () => Promise<void> {
+  const y = alignedFloat32Array(m * out);
+  const dx = alignedFloat32Array(m * inF);
+  const dw = alignedFloat32Array(out * inF);
+  return async () => {
+    await denseForward(x, w, m, inF, out, { ...p, into: y });
+    await denseBackwardData(dy, w, m, inF, out, { ...p, into: dx });
+    await denseBackwardWeight(dy, x, m, inF, out, { ...p, into: dw });
+  };
+}
+
+/**
+ * ms of one linear layer's forward + backward inside engine training steps (median of `repeats`
+ * after two warm-ups): the second layer of an MLP 16 → in → out, so that its input gradient is
+ * computed as in a model; `config` makes it Pixelfly. The part also holds the GELU after the
+ * layer, the same with any config, so differences between configs are the layer's alone.
+ */
+async function engineLayerMs(inF: number, out: number, rows: number, config: PixelflyConfig, threads: number, precision: EnginePrecision, repeats: number): Promise<number> {
+  const spec = { kind: 'mlp' as const, name: 'bench', inputFeatures: 16, hidden: [inF, out], classes: 2 };
+  const plan = { layers: [{ name: 'fc2', sparsify: true, config }] };
+  const model = await createModel({ spec, plan, train: { batch: rows, lr: 1e-3, totalSteps: 1000 }, seed: 1, threads, backend: 'cpu', precision });
+  const dataset = new EngineDataset(syntheticClassification({ seed: 1, features: 16, classes: 2, train: rows, test: 1 }));
+  const steps = (await model.trainSteps(dataset, repeats + 2)).slice(2);
+  return median(steps.map((st) => st.ms.parts.filter((q) => q.name === 'fc2').reduce((a, q) => a + q.forward + q.backward, 0)));
 }
 
 /** Memory bandwidth for elementwise work (a Pixelfly layer's gate and lerp): a column sum streaming 64 MB. */

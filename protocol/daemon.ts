@@ -433,6 +433,8 @@ export const BenchShapeSchema = z.strictObject({
   rows: positiveInt.max(1 << 20),
   /** This shape's own Pixelfly config: measured with it alone instead of with every entry of `configs`; with neither, the shape is measured dense only (its GEMM rate). */
   config: PixelflyConfigSchema.optional(),
+  /** This shape's own list of configs (the layouts the planner weighs at this shape), instead of the request's `configs`. */
+  configs: z.array(PixelflyConfigSchema).max(64).optional(),
 });
 
 export const methods = {

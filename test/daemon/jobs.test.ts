@@ -223,6 +223,18 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
   const shaped = parseDeviceProfile(JSON.parse(readFileSync(r.profilePath, 'utf8')));
   assert.ok(shaped.denseShapes?.some((p) => p.in === 96 && p.out === 64 && p.gflops > 0), JSON.stringify(shaped.denseShapes));
   assert.ok(shaped.step, 'the step rates of the first call are kept');
+  // A shape's own list (what `pixelfly train` sends to calibrate): a row per config; configs that
+  // differ only in rank share one block-sparse timing, so their difference is the low-rank term's.
+  const layout = { block: 32, butterflySize: 8, nFactors: 1 };
+  const listed = await client.request('bench.layers', {
+    shapes: [{ name: 'grid', in: 256, out: 512, rows: 256, configs: [{ ...layout, rank: 0 }, { ...layout, rank: 8 }, { ...layout, rank: 16 }] }, { name: 'none', in: 256, out: 512, rows: 64, configs: [] }],
+    repeats: 1,
+    threads: 1,
+    step: false,
+  });
+  assert.deepEqual(listed.rows.map((x) => [x.name, x.config.rank]), [['grid', 0], ['grid', 8], ['grid', 16]], 'an empty list: dense only');
+  const sparseOnly = listed.rows[0].pixelflyMs;
+  assert.ok(listed.rows[1].pixelflyMs > sparseOnly && listed.rows[2].pixelflyMs > sparseOnly, JSON.stringify(listed.rows));
   });
 });
 
