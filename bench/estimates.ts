@@ -2,8 +2,9 @@
 //
 // Does a plan's whole-step estimate hold on this machine? For the example Mixer and a GPT and a
 // ViT from the test corpus (widths pinned with --set so a step takes about a second here), as a
-// user would: the daemon measures the device (bench.layers: the models' planned layers and the
-// step rates), `pixelfly analyze FILE --json` prints the plan and its estimate, and
+// user would: the daemon measures the device as `pixelfly train` does where it has no profile
+// (bench.layers at the model's shapes and the layouts the planner weighs, core/planner.ts
+// `calibrationShapes`, and the step rates), `pixelfly analyze FILE --json` prints the plan and its estimate, and
 // `pixelfly train FILE --json` trains exactly that plan, dense and Pixelfly in alternating steps.
 // Checks that the run folder's plan is the one analyze printed, and prints estimate vs measured
 // (median dense step / median Pixelfly step) with the load average. A temporary Pixelfly home
@@ -14,6 +15,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { specInventory, type ModelSpec } from '../core/modelSpec';
+import { calibrationShapes } from '../core/planner';
 import { connectDaemon, discover } from '../client/discovery';
 import type { Plan } from '../protocol/plan';
 
@@ -61,23 +63,14 @@ function analyzeCase(home: string, c: Case): { spec: ModelSpec; plan: Plan } {
   return a.engine;
 }
 
-/** bench.layers for the plan's Pixelfly layers at a batch's rows, with the step rates: the device profile the next analysis uses. */
-async function measureDevice(home: string, job: { spec: ModelSpec; plan: Plan }, batch: number, repeats: number): Promise<void> {
-  const inventory = new Map(specInventory(job.spec).layers.map((l) => [l.name, l]));
-  // Every product of the model: the Pixelfly ones with their configs, the others dense only (their GEMM rates).
-  const shapes = job.plan.layers
-    .filter((l) => inventory.get(l.name)!.role !== 'attn_core' && inventory.get(l.name)!.role !== 'embedding')
-    .map((l) => {
-      const layer = inventory.get(l.name)!;
-      const rows = Math.max(1, Math.min(Math.floor((16 << 20) / Math.max(layer.in, layer.out)), batch * layer.rowsPerSample));
-      return { name: l.name, in: layer.in, out: layer.out, rows, ...(l.sparsify && l.config ? { config: l.config } : {}) };
-    });
+/** bench.layers at the model's shapes, as `pixelfly train` measures a device it has no profile for: the profile the next analysis uses. */
+async function measureDevice(home: string, spec: ModelSpec, batch: number, repeats: number): Promise<void> {
   cli(home, ['daemon', 'start']);
   const found = discover(home);
   if (!found) throw new Error(`no daemon in ${home} after 'pixelfly daemon start'`);
   const client = await connectDaemon(found);
   try {
-    await client.request('bench.layers', { shapes, repeats, step: true }, 900_000);
+    await client.request('bench.layers', { shapes: calibrationShapes(specInventory(spec), batch), repeats, step: true }, 900_000);
   } finally {
     client.close();
   }
@@ -96,13 +89,9 @@ async function main(): Promise<void> {
   const rows = [];
   try {
     for (const c of CASES.filter((x) => wanted.includes(x.name))) {
-      // Measure the layers the plan uses, then plan again with what was measured (a measured profile
-      // can choose other configs: those are measured too), then train what analyze printed.
-      let job = analyzeCase(home, c);
-      await measureDevice(home, job, c.batch, 5);
-      const again = analyzeCase(home, c);
-      if (!isDeepStrictEqual(again.plan.layers.map((l) => l.config ?? null), job.plan.layers.map((l) => l.config ?? null))) await measureDevice(home, again, c.batch, 5);
-      job = analyzeCase(home, c);
+      // Measure the model's products, plan again with what was measured, then train what analyze printed.
+      await measureDevice(home, analyzeCase(home, c).spec, c.batch, 5);
+      const job = analyzeCase(home, c);
       const load0 = loadavg()[0];
       const trained = JSON.parse(
         cli(home, ['train', c.file, '--json', '--steps', String(steps), '--batch-size', String(c.batch), '--dataset', 'synthetic', ...c.set.flatMap((s) => ['--set', s])]),

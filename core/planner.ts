@@ -169,6 +169,68 @@ function butterflySizes(outPadded: number, inPadded: number, block: number): num
   return sizes;
 }
 
+/** Low-rank ranks the planner weighs for a layer: 1/32, 1/16 and 1/8 of its smaller side, in multiples of 8. */
+function candidateRanks(layer: { in: number; out: number }): number[] {
+  const minDim = Math.min(layer.in, layer.out);
+  return [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
+}
+
+/** Most configs measured per shape by `calibrationShapes` (bench.layers takes at most 64). */
+const CALIBRATION_CONFIGS = 64;
+
+/** A product to measure on a device: rows as one step of the model multiplies, and the layouts to time. */
+export interface CalibrationShape {
+  name: string;
+  in: number;
+  out: number;
+  rows: number;
+  /** Pixelfly configs to time at this shape; none: the shape's dense rate only. */
+  configs: Required<PixelflyConfig>[];
+}
+
+/**
+ * What `bench.layers` measures so that this planner costs a model with the device's own numbers:
+ * every product's dense rate at the rows one step of `batchSize` samples multiplies (at most 16M
+ * values per operand), and for each layer the planner may sparsify a layout of each block size and
+ * density (up to 1/2) it would weigh and each rank it weighs. Shapes that repeat are measured once.
+ */
+export function calibrationShapes(inventory: Inventory, batchSize: number, minDim = 256): CalibrationShape[] {
+  const plannable = (layer: InventoryLayer) =>
+    !layer.pixelfly && !layer.pinnedDense && !layer.keptDense && !KEPT_ROLES[layer.role] && Math.min(layer.in, layer.out) >= minDim;
+  const byShape = new Map<string, InventoryLayer[]>();
+  for (const layer of inventory.layers) {
+    if (layer.count === 0 || layer.role === 'attn_core' || layer.role === 'embedding' || layer.role === 'conv') continue;
+    const key = `${layer.in}x${layer.out}`;
+    byShape.set(key, [...(byShape.get(key) ?? []), layer]);
+  }
+  return [...byShape.values()].map((layers) => {
+    // A shape one layer keeps dense (a patch embedding) and another may sparsify gets the configs.
+    const layer = layers.find(plannable) ?? layers[0];
+    const rows = Math.max(1, Math.min(Math.floor((16 << 20) / Math.max(layer.in, layer.out)), batchSize * Math.max(...layers.map((l) => l.rowsPerSample))));
+    const configs: Required<PixelflyConfig>[] = [];
+    if (plannable(layer)) {
+      // The profile keeps one efficiency per (block, density) and one per rank: one layout of
+      // each, at the first rank, and each other rank once.
+      const [rank, ...otherRanks] = candidateRanks(layer);
+      const seenLayouts = new Set<string>();
+      for (const block of KERNEL_BLOCK_SIZES) {
+        for (const butterflySize of butterflySizes(padTo(layer.out, block), padTo(layer.in, block), block)) {
+          for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
+            const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
+            const { density } = layoutSummary(layer.out, layer.in, params);
+            const key = `${block}/${density.toFixed(4)}`;
+            if (density > 0.5 || seenLayouts.has(key)) continue;
+            seenLayouts.add(key);
+            configs.push({ ...params, rank });
+          }
+        }
+      }
+      if (configs.length > 0) configs.push(...otherRanks.map((r) => ({ ...configs[0], rank: r })));
+    }
+    return { name: layer.name, in: layer.in, out: layer.out, rows, configs: configs.slice(-CALIBRATION_CONFIGS) };
+  });
+}
+
 function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: Map<string, Candidate[]>): Candidate[] {
   const bias = layer.bias ?? true;
   const key = `${layer.in}x${layer.out}${bias ? '' : ' no bias'}`;
@@ -177,8 +239,7 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
   const dense = denseLinearCost(layer.in, layer.out, 1, bias);
   const shape = { in: layer.in, out: layer.out };
   const denseT = denseSeconds(dense, o.profile, shape);
-  const minDim = Math.min(layer.in, layer.out);
-  const ranks = [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
+  const ranks = candidateRanks(layer);
   const all: Candidate[] = [];
   for (const block of o.blockSizes) {
     const outP = padTo(layer.out, block);

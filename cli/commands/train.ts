@@ -15,6 +15,7 @@ import type { Value } from '../../server/analysis/values';
 import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
 import type { Plan } from '../../protocol/plan';
 import { cliPlanOptions, pinsOption } from './analyze';
+import { hasMeasuredProfile, measureDevice } from './measureDevice';
 import { parseDataset } from '../../client/datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
@@ -40,6 +41,7 @@ const options = {
   python: { type: 'string' },
   steps: { type: 'string' },
   'step-timeout': { type: 'string' },
+  'no-measure': { type: 'boolean' },
   json: { type: 'boolean' },
 } as const;
 
@@ -64,7 +66,11 @@ const OPTION_OF: Record<string, string> = {
  * editor's hints and `pixelfly analyze`, with the same options): its architecture and widths
  * become the engine's model spec, and the plan `pixelfly analyze` prints is the plan trained.
  */
-async function jobFromPython(file: string, o: { model?: string; pins: Map<string, Value>; target?: PlanTarget; batchSize: number }): Promise<{ spec: Record<string, unknown>; plan: Plan }> {
+async function jobFromPython(
+  file: string,
+  o: { model?: string; pins: Map<string, Value>; target?: PlanTarget; batchSize: number },
+  notes: string[],
+): Promise<{ spec: Record<string, unknown>; plan: Plan }> {
   let analysis;
   try {
     analysis = analyze(await pythonParser(), { file, model: o.model, pins: o.pins, target: o.target, planOptions: cliPlanOptions(o.batchSize) });
@@ -74,7 +80,7 @@ async function jobFromPython(file: string, o: { model?: string; pins: Map<string
   }
   const r = analysis.engine;
   if ('error' in r) throw new CliError(`${file}: ${r.error}`, 1);
-  process.stderr.write(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}\n${r.plan.summary}\n`);
+  notes.push(`${file}: ${analysis.model?.name ?? 'model'} analysed as ${JSON.stringify(r.spec)}`, r.plan.summary);
   return { spec: { ...r.spec }, plan: r.plan };
 }
 
@@ -295,8 +301,23 @@ async function torchSubmitParams(values: Values, file: string | undefined): Prom
   };
 }
 
-/** The job.submit request for the given options (the built-in demo when no spec is given). */
-async function submitParams(values: Values, specFile: string | undefined): Promise<SubmitParams> {
+/** The request parsed with the daemon's own schema: everything the user typed is checked before a daemon is started for it. */
+function checkSubmit(submit: SubmitParams) {
+  const checked = methods['job.submit'].params.safeParse(submit);
+  if (!checked.success) {
+    const issue = checked.error.issues[0];
+    const option = OPTION_OF[issue.path.join('.')];
+    throw new CliError(option ? `${option}: ${issue.message}` : describeZodError(checked.error, 'job'));
+  }
+  return checked.data;
+}
+
+/**
+ * The job.submit request for the given options (the built-in demo when no spec is given). What it
+ * has to say (the demo's description, a model file's analysis and plan) goes to `notes`, printed
+ * once the request is final: it is made again after the device is measured.
+ */
+async function submitParams(values: Values, specFile: string | undefined, notes: string[]): Promise<SubmitParams> {
   const demo = specFile === undefined ? defaultDemo() : undefined;
   const python = extname(specFile ?? '') === '.py';
   if (values.model !== undefined && !python) throw new CliError('--model only applies to a .py model file');
@@ -309,10 +330,10 @@ async function submitParams(values: Values, specFile: string | undefined): Promi
   const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
   const batchSize = intOption(values, 'batch-size', base.batchSize);
   // A Python model comes with its plan (the analysis's); a spec file is planned by the daemon.
-  const job = python ? await jobFromPython(specFile as string, { model: values.model, pins: pinsOption(values), target, batchSize }) : undefined;
+  const job = python ? await jobFromPython(specFile as string, { model: values.model, pins: pinsOption(values), target, batchSize }, notes) : undefined;
   const spec = demo ? demo.spec : (job?.spec ?? readSpec(specFile as string));
   const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
-  if (demo) process.stderr.write(`${demo.description}\n`);
+  if (demo) notes.push(demo.description);
   return {
     spec,
     ...(job ? { plan: job.plan } : {}),
@@ -339,7 +360,7 @@ export const trainCommand: Command = {
   usage:
     '[spec.json | model.py [--model NAME]] [--runner engine|torch] [--set NAME=VALUE]… [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--steps N] [--eval-every N]\n' +
     '               [--threads N] [--seed N] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n' +
-    '               [--budget F | --speedup X] [--no-compare] [--resume JOB] [--json]\n\n' +
+    '               [--budget F | --speedup X] [--no-compare] [--no-measure] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
     '  model.py         a PyTorch model, analysed like the editor and `pixelfly analyze` do (--model picks the class or\n' +
@@ -355,6 +376,8 @@ export const trainCommand: Command = {
     `  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default ${'budget' in DEFAULT_TARGET ? DEFAULT_TARGET.budget : '-'})\n` +
     '  --speedup X      ...or for an estimated whole-step speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +
+    '  --no-measure     on a device with no measured profile, plan with the default prior instead of first timing\n' +
+    '                   the model\'s products on this machine (once, seconds; the profile is kept for later plans)\n' +
     '  --resume JOB     resume an interrupted run from its last checkpoint\n' +
     '  --json           print the final job record as JSON instead of the summary (with runner, plan, estimatedSpeedup,\n' +
     '                   measuredSpeedup, estimatedMemoryBytes and peakMemoryBytes)',
@@ -362,18 +385,15 @@ export const trainCommand: Command = {
     const { values, positionals } = parse(argv, options, true);
     if (positionals.length > 1) throw new CliError(`expected at most one model spec, got ${positionals.length}`);
     const home = pixelflyHome();
-    // Everything the user typed is checked before a daemon is started for it, with the daemon's own schema.
     const runner = choiceOption(values, 'runner', RUNNER_CHOICES) ?? 'engine';
     if (runner === 'engine' && values.python !== undefined) throw new CliError('--python applies to --runner torch');
-    const submit = values.resume === undefined ? await (runner === 'torch' ? torchSubmitParams(values, positionals[0]) : submitParams(values, positionals[0])) : undefined;
-    if (submit) {
-      const checked = methods['job.submit'].params.safeParse(submit);
-      if (!checked.success) {
-        const issue = checked.error.issues[0];
-        const option = OPTION_OF[issue.path.join('.')];
-        throw new CliError(option ? `${option}: ${issue.message}` : describeZodError(checked.error, 'job'));
-      }
-    }
+    const notes: string[] = [];
+    const params = () => {
+      notes.length = 0;
+      return runner === 'torch' ? torchSubmitParams(values, positionals[0]) : submitParams(values, positionals[0], notes);
+    };
+    let submit = values.resume === undefined ? await params() : undefined;
+    const checked = submit ? checkSubmit(submit) : undefined;
     const daemon = await ensureDaemon(home);
     const { port, started } = daemon;
     if (started) {
@@ -384,6 +404,12 @@ export const trainCommand: Command = {
     const client = await connectDaemon(daemon);
     let job: JobInfo;
     try {
+      // The engine's products are what the plan costs: measured once per device, then planned again.
+      if (checked?.spec && runner === 'engine' && !values['no-measure'] && !hasMeasuredProfile(home)) {
+        await measureDevice(client, checked.spec, checked.hyper.batchSize, checked.hyper.threads);
+        submit = await params();
+      }
+      for (const note of notes) process.stderr.write(`${note}\n`);
       job = submit ? await client.request('job.submit', submit) : await client.request('job.resume', { jobId: values.resume as string });
     } catch (err) {
       if (err instanceof DaemonRpcError) throw new CliError(err.message, 1);

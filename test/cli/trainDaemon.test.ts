@@ -19,6 +19,11 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     const r = pixelfly(home, ['train', spec, '--dataset', 'synthetic', '--max-steps', '40', '--batch-size', '32', '--threads', '1']);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /started the daemon on 127\.0\.0\.1:\d+/);
+    // A fresh home has no measured profile: the model's products are timed first, and the plan trained is costed with them.
+    assert.match(r.stderr, /this device has no measured profile yet: timing the model's 3 product shapes dense and with \d+ Pixelfly configs/);
+    assert.match(r.stderr, /measured in [\d.]+ s; profile saved to .*device\.json/);
+    const runDir = /job \S+ submitted \((.+)\)/.exec(r.stderr)?.[1] ?? '';
+    assert.equal(JSON.parse(readFileSync(join(runDir, 'plan.json'), 'utf8')).device.source, 'measured');
     assert.match(r.stderr, /\[#{20}\] 100% \| step 40\/40 \| loss pixelfly [\d.]+ dense [\d.]+ \| speedup [\d.]+x/);
     assert.match(r.stdout, /completed after 40 steps/);
     // What was trained, in the words of the metrics panel and the runs view.
@@ -53,6 +58,7 @@ test('pixelfly train starts the daemon, trains dense vs Pixelfly, and ends with 
     );
     const fromPy = pixelfly(home, ['train', py, '--dataset', 'synthetic', '--max-steps', '5', '--threads', '1']);
     assert.equal(fromPy.status, 0, fromPy.stderr);
+    assert.doesNotMatch(fromPy.stderr, /no measured profile/, 'the device is measured once');
     assert.match(fromPy.stderr, /Net analysed as \{"kind":"mlp","name":"Net","inputFeatures":64,"hidden":\[256,256\],"classes":10\}/);
     assert.match(fromPy.stdout, /completed after 5 steps/);
     const status = pixelfly(home, ['daemon', 'status']);
@@ -145,7 +151,7 @@ test('pixelfly daemon stop interrupts a run in progress (checkpointed); pixelfly
     // Wide enough that the steps after 100 outlast \`pixelfly daemon stop\`'s start-up (with 256-wide
     // layers, one quick thread finished all 1000 steps first and nothing was interrupted).
     writeFileSync(spec, JSON.stringify({ kind: 'mlp', inputFeatures: 64, hidden: [1024, 1024], classes: 10 }));
-    const child = spawn(process.execPath, [CLI, 'train', spec, '--epochs', '100', '--max-steps', '1000', '--batch-size', '64', '--threads', '1'], {
+    const child = spawn(process.execPath, [CLI, 'train', spec, '--epochs', '100', '--max-steps', '1000', '--batch-size', '64', '--threads', '1', '--no-measure'], {
       env: { ...process.env, PIXELFLY_HOME: home },
     });
     let stderr = '';

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { planModel, type Plan } from '../../core/planner';
+import { calibrationShapes, planModel, type Plan } from '../../core/planner';
 import { layerDenseCost, parseInventory, type Inventory, type InventoryLayer } from '../../core/inventory';
 import { adviseAttention, attentionCoreFlops, attentionLayout, suggestedAttention, SPARSE_ATTENTION_EFFICIENCY } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
@@ -314,4 +314,34 @@ test('the suggested attention layout is a valid one at any context, and advice i
     last = a.stepSpeedup;
   }
   assert.ok(Math.abs(adviseAttention(8192, 8192, true, 1).stepSpeedup - adviseAttention(8192, 8192, true, 1).coreSpeedup) < 1e-12);
+});
+
+test('calibrationShapes covers what the planner weighs: each product shape once, the configs it may choose at the layers it may sparsify', () => {
+  for (const inventory of [vit, gpt2]) {
+    const shapes = calibrationShapes(inventory, 8);
+    const keys = shapes.map((s) => `${s.in}x${s.out}`);
+    assert.equal(new Set(keys).size, keys.length, 'no shape measured twice');
+    for (const l of inventory.layers) {
+      const measured = shapes.find((s) => s.in === l.in && s.out === l.out);
+      if (l.role === 'attn_core' || l.role === 'embedding') continue;
+      assert.ok(measured, `${l.name} ${l.in}x${l.out} has its dense rate measured`);
+      assert.ok(measured.rows >= 1 && measured.rows * Math.max(l.in, l.out) <= 16 << 20, `${l.name}: rows ${measured.rows}`);
+    }
+    for (const s of shapes) {
+      assert.ok(s.configs.length <= 64);
+      for (const c of s.configs) assert.ok(flatBlockButterflyLayout(s.out, s.in, c).density <= 0.5, `${s.name} ${JSON.stringify(c)}`);
+    }
+    // Heads stay dense whatever is measured: nothing to time beyond their GEMM rate.
+    for (const l of inventory.layers.filter((x) => x.role === 'head')) assert.deepEqual(shapes.find((s) => s.name === l.name)?.configs ?? [], []);
+    // Every layer the planner sparsifies at these budgets is costed from measured points: its block
+    // and density (the profile's efficiency curve) and its rank, at its own shape.
+    for (const budget of [0.1, 0.25, 0.5]) {
+      for (const l of planModel(inventory, { budget }).layers.filter((x) => x.sparsify && (x.density ?? 1) <= 0.5)) {
+        const s = shapes.find((x) => x.in === l.in && x.out === l.out)!;
+        const what = `${l.name} at budget ${budget}: ${JSON.stringify(l.config)}`;
+        assert.ok(s.configs.some((c) => c.block === l.config!.block && Math.abs(flatBlockButterflyLayout(s.out, s.in, c).density - l.density!) < 1e-9), `${what}: layout not measured`);
+        assert.ok(s.configs.some((c) => c.rank === l.config!.rank), `${what}: rank not measured`);
+      }
+    }
+  }
 });
