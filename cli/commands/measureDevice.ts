@@ -10,6 +10,13 @@ import { parseModelSpec, specInventory } from '../../core/modelSpec';
 import { loadProfile } from '../../daemon/planning';
 import { homePaths } from '../../io/home';
 
+/** Whether the daemon trains a job with this backend choice on the CPU, whose kernels bench.layers times (a CUDA job's plan is not costed by them). */
+export async function trainsOnCpu(client: DaemonClient, backend: 'auto' | 'cpu' | 'cuda'): Promise<boolean> {
+  if (backend !== 'auto') return backend === 'cpu';
+  const hello = await client.request('hello', {});
+  return hello.backends.some((b) => b.startsWith('cpu'));
+}
+
 /** Whether this home holds a profile bench.layers measured (otherwise plans use the default prior). */
 export function hasMeasuredProfile(home: string): boolean {
   return loadProfile(homePaths(home).profiles).source === 'measured';
