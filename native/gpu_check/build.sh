@@ -7,10 +7,12 @@
 # statically like the addon (it opens libcuda.so.1 lazily, so the program starts without a driver and
 # says why there is no device).
 #
-#   bash native/gpu_check/build.sh [--emulate] [--out-dir DIR] [--jobs N]
+#   bash native/gpu_check/build.sh [--emulate] [--out-dir DIR] [--jobs N] [--kernel-libs DIR]
 #
 # --emulate: the device code compiled by g++ against the host emulation (src/cuda/emulation.h,
 # binding.gyp's cuda_emulation=1), so the whole check runs on a machine without a GPU.
+# --kernel-libs DIR: link the CPU kernel libraries the addon's build made (DIR/kernels_*.a, e.g.
+# native/build/Release/obj.target) instead of compiling them again: the same sources and flags.
 # Output: DIR/gpu_check (default native/build/gpu_check/cuda or .../emulate).
 set -euo pipefail
 
@@ -18,13 +20,15 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 src="$(cd "$here/../src" && pwd)"
 mode=cuda
 out=""
+kernel_libs=""
 jobs="$(nproc 2>/dev/null || echo 2)"
 while [ $# -gt 0 ]; do
   case "$1" in
     --emulate) mode=emulate ;;
     --out-dir) [ $# -ge 2 ] || { echo "build.sh: --out-dir needs a folder" >&2; exit 2; }; out="$2"; shift ;;
+    --kernel-libs) [ $# -ge 2 ] || { echo "build.sh: --kernel-libs needs a folder" >&2; exit 2; }; kernel_libs="$2"; shift ;;
     --jobs) [ $# -ge 2 ] || { echo "build.sh: --jobs needs a number" >&2; exit 2; }; jobs="$2"; shift ;;
-    *) echo "build.sh: unknown option '$1' (options: --emulate, --out-dir DIR, --jobs N)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown option '$1' (options: --emulate, --out-dir DIR, --jobs N, --kernel-libs DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -96,10 +100,19 @@ for t in ast.literal_eval(open(sys.argv[1]).read())["targets"]:
         for src in t["sources"]:
             print(t["target_name"][len("kernels_"):], src, *flags)' "$gyp"
 }
-while read -r name source flags; do
-  # shellcheck disable=SC2086  # the flags are separate words
-  compile "$(basename "$source" .cc)_$name.o" "$CXX" "${kernel[@]}" $flags -c "$here/../$source"
-done < <(kernel_builds)
+kernel_archives=()
+if [ -n "$kernel_libs" ]; then
+  for name in $(kernel_builds | cut -d' ' -f1 | sort -u); do
+    lib="$kernel_libs/kernels_$name.a"
+    [ -f "$lib" ] || { echo "build.sh: --kernel-libs: $lib not found (build the addon first: node-gyp rebuild in native/)" >&2; exit 1; }
+    kernel_archives+=("$lib")
+  done
+else
+  while read -r name source flags; do
+    # shellcheck disable=SC2086  # the flags are separate words
+    compile "$(basename "$source" .cc)_$name.o" "$CXX" "${kernel[@]}" $flags -c "$here/../$source"
+  done < <(kernel_builds)
+fi
 for f in kernels/dispatch kernels/validate kernels/attention $(gyp_sources engine cc) $(gyp_sources cuda cc); do
   compile "$(basename "$f").o" "$CXX" "${common[@]}" "${defines[@]}" -c "$src/$f.cc"
 done
@@ -111,5 +124,5 @@ if [ "$mode" = cuda ]; then
 else
   libs=(-pthread -ldl)
 fi
-"$CXX" -fopenmp -o "$out/gpu_check" "${objs[@]}" "${libs[@]}"
+"$CXX" -fopenmp -o "$out/gpu_check" "${objs[@]}" "${kernel_archives[@]}" "${libs[@]}"
 echo "built $out/gpu_check"
