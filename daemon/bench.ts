@@ -7,8 +7,8 @@
 // Dense = y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x. Pixelfly = the block-sparse triple, timed per layout,
 // plus the low-rank term with its per-token gate and lerp, timed per rank as the engine runs the
 // layer (engine steps at rank r less rank 0); the profile splits that time between the low-rank
-// products and the bandwidth term of the gate and lerp. Products run at the precision the engine trains with here ('auto': bf16 on CPUs with bf16
-// instructions), so the profile costs what jobs run.
+// products and the bandwidth term of the gate and lerp. Products run at the precision the engine
+// trains with here ('auto': bf16 on CPUs with bf16 instructions), so the profile costs what jobs run.
 //
 // With `step` (the default) it also times a few training steps of a small dense ViT on the engine
 // and splits them into the parts a plan does not change (core/stepCost.ts): attention cores and
@@ -116,8 +116,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
         // GEMMs alone took a third of what the engine's layer spends on the term.
         // A difference of two timings: more repeats than the products get, or its noise sets the estimate.
         const repeats = Math.max(7, params.repeats);
-        const withRank = await engineLayerMs(s.in, s.out, m, config, nThreads, precision, repeats);
-        const without = await engineLayerMs(s.in, s.out, m, { ...config, rank: 0 }, nThreads, precision, repeats);
+        const [withRank, without] = await engineLayerMs(s.in, s.out, m, [config, { ...config, rank: 0 }], nThreads, precision, repeats);
         lowRankMs = Math.max(withRank - without, 0.01 * without);
         lowRankMsOf.set(r, lowRankMs);
         lowRankShapes.push({ in: s.in, out: s.out, rank: r, nsPerRow: (lowRankMs * 1e6) / m });
@@ -271,18 +270,27 @@ function denseProducts(x: Float32Array, dy: Float32Array, w: Float32Array, m: nu
 }
 
 /**
- * ms of one linear layer's forward + backward inside engine training steps (median of `repeats`
- * after two warm-ups): the second layer of an MLP 16 → in → out, so that its input gradient is
- * computed as in a model; `config` makes it Pixelfly. The part also holds the GELU after the
- * layer, the same with any config, so differences between configs are the layer's alone.
+ * ms of one linear layer's forward + backward inside engine training steps, for each of `configs`
+ * (medians of `repeats` after two warm-ups): the second layer of an MLP 16 → in → out, so that its
+ * input gradient is computed as in a model. The models step in turn, so that a slower minute of a
+ * shared host weighs on every config alike (their differences are what callers use). The part also
+ * holds the GELU after the layer, the same with any config.
  */
-async function engineLayerMs(inF: number, out: number, rows: number, config: PixelflyConfig, threads: number, precision: EnginePrecision, repeats: number): Promise<number> {
+async function engineLayerMs(inF: number, out: number, rows: number, configs: PixelflyConfig[], threads: number, precision: EnginePrecision, repeats: number): Promise<number[]> {
   const spec = { kind: 'mlp' as const, name: 'bench', inputFeatures: 16, hidden: [inF, out], classes: 2 };
-  const plan = { layers: [{ name: 'fc2', sparsify: true, config }] };
-  const model = await createModel({ spec, plan, train: { batch: rows, lr: 1e-3, totalSteps: 1000 }, seed: 1, threads, backend: 'cpu', precision });
   const dataset = new EngineDataset(syntheticClassification({ seed: 1, features: 16, classes: 2, train: rows, test: 1 }));
-  const steps = (await model.trainSteps(dataset, repeats + 2)).slice(2);
-  return median(steps.map((st) => st.ms.parts.filter((q) => q.name === 'fc2').reduce((a, q) => a + q.forward + q.backward, 0)));
+  const models = [];
+  for (const config of configs) {
+    models.push(await createModel({ spec, plan: { layers: [{ name: 'fc2', sparsify: true, config }] }, train: { batch: rows, lr: 1e-3, totalSteps: 1000 }, seed: 1, threads, backend: 'cpu', precision }));
+  }
+  const times: number[][] = configs.map(() => []);
+  for (let i = 0; i < repeats + 2; i++) {
+    for (const [k, model] of models.entries()) {
+      const step = await model.trainStep(dataset);
+      if (i >= 2) times[k].push(step.ms.parts.filter((q) => q.name === 'fc2').reduce((a, q) => a + q.forward + q.backward, 0));
+    }
+  }
+  return times.map(median);
 }
 
 /** Memory bandwidth for elementwise work (a Pixelfly layer's gate and lerp): a column sum streaming 64 MB. */
