@@ -17,7 +17,7 @@
  * yields a denser plan, and ρ is found by binary search (deterministic, fast).
  */
 import { PixelflyConfigError } from './errors';
-import { layoutSummary, padTo, type LayoutSummary } from './layout';
+import { layoutSummary, padTo, type ButterflyParams, type LayoutSummary } from './layout';
 import { denseLinearCost, pixelflyLinearCost, totalFlops, type PixelflyConfig } from './pixelflyLayer';
 import { DEFAULT_PROFILE, denseSeconds, pixelflySeconds, type DeviceProfile } from './costModel';
 import { layerDenseCost, type Inventory, type InventoryLayer, type LayerRole } from './inventory';
@@ -169,11 +169,35 @@ function butterflySizes(outPadded: number, inPadded: number, block: number): num
   return sizes;
 }
 
+/** The layouts the planner weighs for a layer: each butterfly of each block size, up to density 3/4. */
+function candidateLayouts(layer: { in: number; out: number }, blockSizes: readonly number[]): { params: Required<ButterflyParams>; layout: LayoutSummary }[] {
+  const found = [];
+  for (const block of blockSizes) {
+    for (const butterflySize of butterflySizes(padTo(layer.out, block), padTo(layer.in, block), block)) {
+      for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
+        const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
+        const layout = layoutSummary(layer.out, layer.in, params);
+        if (layout.density <= 0.75) found.push({ params, layout });
+      }
+    }
+  }
+  return found;
+}
+
 /** Low-rank ranks the planner weighs for a layer: 1/32, 1/16 and 1/8 of its smaller side, in multiples of 8. */
 function candidateRanks(layer: { in: number; out: number }): number[] {
   const minDim = Math.min(layer.in, layer.out);
   return [...new Set([32, 16, 8].map((d) => roundUp(minDim / d, 8)))];
 }
+
+/** Layers with a side below this stay dense unless a caller says otherwise (PlanOptions.minDim). */
+const DEFAULT_MIN_DIM = 256;
+
+/**
+ * Most values one operand of a `bench.layers` measurement may hold (rows × features, in × out):
+ * the daemon refuses more, and callers size their rows to it (~64 MB per fp32 buffer).
+ */
+export const BENCH_MAX_ELEMENTS = 16 << 20;
 
 /** Most configs measured per shape by `calibrationShapes` (bench.layers takes at most 64). */
 const CALIBRATION_CONFIGS = 64;
@@ -194,7 +218,7 @@ export interface CalibrationShape {
  * values per operand), and for each layer the planner may sparsify a layout of each block size and
  * density (up to 1/2) it would weigh and each rank it weighs. Shapes that repeat are measured once.
  */
-export function calibrationShapes(inventory: Inventory, batchSize: number, minDim = 256): CalibrationShape[] {
+export function calibrationShapes(inventory: Inventory, batchSize: number, minDim = DEFAULT_MIN_DIM): CalibrationShape[] {
   const plannable = (layer: InventoryLayer) =>
     !layer.pixelfly && !layer.pinnedDense && !layer.keptDense && !KEPT_ROLES[layer.role] && Math.min(layer.in, layer.out) >= minDim;
   const byShape = new Map<string, InventoryLayer[]>();
@@ -206,24 +230,18 @@ export function calibrationShapes(inventory: Inventory, batchSize: number, minDi
   return [...byShape.values()].map((layers) => {
     // A shape one layer keeps dense (a patch embedding) and another may sparsify gets the configs.
     const layer = layers.find(plannable) ?? layers[0];
-    const rows = Math.max(1, Math.min(Math.floor((16 << 20) / Math.max(layer.in, layer.out)), batchSize * Math.max(...layers.map((l) => l.rowsPerSample))));
+    const rows = Math.max(1, Math.min(Math.floor(BENCH_MAX_ELEMENTS / Math.max(layer.in, layer.out)), batchSize * Math.max(...layers.map((l) => l.rowsPerSample))));
     const configs: Required<PixelflyConfig>[] = [];
     if (plannable(layer)) {
       // The profile keeps one efficiency per (block, density) and one per rank: one layout of
       // each, at the first rank, and each other rank once.
       const [rank, ...otherRanks] = candidateRanks(layer);
       const seenLayouts = new Set<string>();
-      for (const block of KERNEL_BLOCK_SIZES) {
-        for (const butterflySize of butterflySizes(padTo(layer.out, block), padTo(layer.in, block), block)) {
-          for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
-            const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
-            const { density } = layoutSummary(layer.out, layer.in, params);
-            const key = `${block}/${density.toFixed(4)}`;
-            if (density > 0.5 || seenLayouts.has(key)) continue;
-            seenLayouts.add(key);
-            configs.push({ ...params, rank });
-          }
-        }
+      for (const { params, layout } of candidateLayouts(layer, KERNEL_BLOCK_SIZES)) {
+        const key = `${params.block}/${layout.density.toFixed(4)}`;
+        if (layout.density > 0.5 || seenLayouts.has(key)) continue;
+        seenLayouts.add(key);
+        configs.push({ ...params, rank });
       }
       if (configs.length > 0) configs.push(...otherRanks.map((r) => ({ ...configs[0], rank: r })));
     }
@@ -241,23 +259,13 @@ function candidatesFor(layer: InventoryLayer, o: Required<PlanOptions>, cache: M
   const denseT = denseSeconds(dense, o.profile, shape);
   const ranks = candidateRanks(layer);
   const all: Candidate[] = [];
-  for (const block of o.blockSizes) {
-    const outP = padTo(layer.out, block);
-    const inP = padTo(layer.in, block);
-    const sizes = butterflySizes(outP, inP, block);
-    for (const butterflySize of sizes) {
-      for (let nFactors = 1; 2 ** nFactors <= butterflySize; nFactors++) {
-        const params = { block, butterflySize, nFactors, globalSize: 0, shuffle: false };
-        const layout = layoutSummary(layer.out, layer.in, params);
-        if (layout.density > 0.75) continue;
-        for (const rank of ranks) {
-          const config = { ...params, rank };
-          const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout, bias);
-          const seconds = pixelflySeconds(cost, rank, o.profile, shape);
-          if (denseT / seconds < o.minSpeedup) continue;
-          all.push({ config, layout, fraction: totalFlops(cost.flops) / totalFlops(dense.flops), secondsPerRow: seconds, params: cost.params });
-        }
-      }
+  for (const { params, layout } of candidateLayouts(layer, o.blockSizes)) {
+    for (const rank of ranks) {
+      const config = { ...params, rank };
+      const cost = pixelflyLinearCost(layer.in, layer.out, 1, config, layout, bias);
+      const seconds = pixelflySeconds(cost, rank, o.profile, shape);
+      if (denseT / seconds < o.minSpeedup) continue;
+      all.push({ config, layout, fraction: totalFlops(cost.flops) / totalFlops(dense.flops), secondsPerRow: seconds, params: cost.params });
     }
   }
   // Deterministic order: by fraction, then time, then the config's fields.
@@ -384,7 +392,7 @@ export function planModel(inventory: Inventory, target: PlanTarget, options: Pla
   const o: Required<PlanOptions> = {
     profile: options.profile ?? DEFAULT_PROFILE,
     blockSizes: options.blockSizes ?? [...KERNEL_BLOCK_SIZES],
-    minDim: options.minDim ?? 256,
+    minDim: options.minDim ?? DEFAULT_MIN_DIM,
     minSpeedup: options.minSpeedup ?? 1.1,
     batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
   };

@@ -26,7 +26,7 @@ import { pixelflyLinearCost, type PixelflyConfig } from '../core/pixelflyLayer';
 import { createModel, EngineDataset, resolvePrecision, type EnginePrecision, type StepResult } from '../native/engine';
 import { syntheticClassification } from '../native/datasets';
 import { PixelflyConfigError } from '../core/errors';
-import { KERNEL_BLOCK_SIZES } from '../core/planner';
+import { BENCH_MAX_ELEMENTS, KERNEL_BLOCK_SIZES } from '../core/planner';
 import { alignedFloat32Array, biasGrad, bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from '../io/home';
@@ -34,9 +34,6 @@ import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 import { median } from '../core/stats';
 import { medianMs, seededFloatsAsync } from './measure';
-
-/** Largest activation (rows x features) or weight (in x out) a request may ask for: keeps memory per call bounded (~64 MB per buffer). */
-const MAX_ELEMENTS = 16 * 1024 * 1024;
 
 /** A shape's own configs: its `config` and its `configs` list. */
 function shapeConfigs(s: MethodParams<'bench.layers'>['shapes'][number]) {
@@ -46,8 +43,8 @@ function shapeConfigs(s: MethodParams<'bench.layers'>['shapes'][number]) {
 export async function benchLayers(params: MethodParams<'bench.layers'>, profilesDir: string, threads: number): Promise<MethodResult<'bench.layers'>> {
   for (const s of params.shapes) {
     const biggest = s.rows * Math.max(s.in, s.out);
-    if (biggest > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: rows x features = ${biggest} exceeds ${MAX_ELEMENTS}`);
-    if (s.in * s.out > MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: in x out = ${s.in * s.out} weights exceeds ${MAX_ELEMENTS}`);
+    if (biggest > BENCH_MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: rows x features = ${biggest} exceeds ${BENCH_MAX_ELEMENTS}`);
+    if (s.in * s.out > BENCH_MAX_ELEMENTS) throw new RejectedError(`shape ${s.name ?? `${s.in}x${s.out}`}: in x out = ${s.in * s.out} weights exceeds ${BENCH_MAX_ELEMENTS}`);
   }
   // The kernels tile by these blocks only: anything else is refused here, not by the kernel mid-measurement.
   for (const c of [...(params.configs ?? []), ...params.shapes.flatMap(shapeConfigs)]) {

@@ -5,7 +5,7 @@
  * size and the smallest valid butterfly — core decides validity, nothing is re-derived here.
  */
 import { validateParams } from '../core/layout';
-import type { LayerDecision } from '../core/planner';
+import { BENCH_MAX_ELEMENTS, type LayerDecision } from '../core/planner';
 import type { MethodParamsIn } from '../protocol/daemon';
 import { ModelViewSchema, type LayerConfig, type ModelView } from '../protocol/webview';
 
@@ -110,7 +110,7 @@ export function benchParams(model: ModelView): MethodParamsIn<'bench.layers'> {
   if (sparse.length > MAX_BENCH_SHAPES) throw new Error(`${sparse.length} Pixelfly layers: at most ${MAX_BENCH_SHAPES} can be measured at once`);
   // The dense layers' GEMM rates too (measured dense only), as many as fit: estimates cost each product at its own shape's rate.
   const dense = model.layers.filter((l) => !l.sparsify && l.role !== 'attn_core' && l.role !== 'embedding').slice(0, MAX_BENCH_SHAPES - sparse.length);
-  const rows = (l: ModelView['layers'][number]) => Math.max(1, Math.min(1 << 14, l.rowsPerSample * 16, Math.floor((16 << 20) / Math.max(l.in, l.out))));
+  const rows = (l: ModelView['layers'][number]) => Math.max(1, Math.min(1 << 14, l.rowsPerSample * 16, Math.floor(BENCH_MAX_ELEMENTS / Math.max(l.in, l.out))));
   return {
     shapes: [
       ...sparse.map((l) => ({ name: l.name, in: l.in, out: l.out, rows: rows(l), config: l.config })),
