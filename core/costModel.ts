@@ -230,6 +230,10 @@ type ByBlock = Map<number, { x: number; y: number }[]>;
 interface Curves {
   byBlock: ByBlock;
   lowRank: { x: number; y: number }[];
+  /** The measured shapes' own block-sparse curves, one entry per shape. */
+  sparseShapes: (LayerShape & { byBlock: ByBlock })[];
+  /** The low-rank term's per-shape points, by rank. */
+  lowRankShapes: Map<number, LowRankShapePoint[]>;
 }
 
 /** Efficiency over density for each block size, sorted by density. */
@@ -244,36 +248,35 @@ function byBlockOf(points: BlockSparsePoint[]): ByBlock {
   return byBlock;
 }
 
-// Sorted interpolation curves, built once per profile object (the planner asks thousands of times).
+/** Items grouped by a key, in first-seen order. */
+function groupBy<T, K>(items: T[], key: (item: T) => K): Map<K, T[]> {
+  const groups = new Map<K, T[]>();
+  for (const item of items) groups.set(key(item), [...(groups.get(key(item)) ?? []), item]);
+  return groups;
+}
+
+// Sorted interpolation curves and per-shape lookups, built once per profile object (the planner
+// asks thousands of times).
 const curveCache = new WeakMap<DeviceProfile, Curves>();
-// ... and per measured shape.
-const shapeCurveCache = new WeakMap<DeviceProfile, Map<string, ByBlock>>();
 
 function curves(profile: DeviceProfile): Curves {
   let c = curveCache.get(profile);
   if (!c) {
     const lowRank = profile.lowRank.map((p) => ({ x: p.rank, y: p.efficiency })).sort((a, b) => a.x - b.x);
-    c = { byBlock: byBlockOf(profile.blockSparse), lowRank };
+    const sparseShapes = [...groupBy(profile.blockSparseShapes ?? [], (p) => `${p.in}x${p.out}`).values()].map((points) => ({
+      in: points[0].in,
+      out: points[0].out,
+      byBlock: byBlockOf(points),
+    }));
+    c = { byBlock: byBlockOf(profile.blockSparse), lowRank, sparseShapes, lowRankShapes: groupBy(profile.lowRankShapes ?? [], (p) => p.rank) };
     curveCache.set(profile, c);
   }
   return c;
 }
 
-function shapeCurves(profile: DeviceProfile, shape: LayerShape): ByBlock {
-  let cache = shapeCurveCache.get(profile);
-  if (!cache) shapeCurveCache.set(profile, (cache = new Map()));
-  const key = `${shape.in}x${shape.out}`;
-  let c = cache.get(key);
-  if (!c) {
-    c = byBlockOf((profile.blockSparseShapes ?? []).filter((p) => p.in === shape.in && p.out === shape.out));
-    cache.set(key, c);
-  }
-  return c;
-}
-
 export function blockSparseEfficiency(profile: DeviceProfile, block: number, density: number, shape?: LayerShape): number {
-  const near = nearestShape(profile.blockSparseShapes, shape);
-  const byBlock = near ? shapeCurves(profile, near) : curves(profile).byBlock;
+  const c = curves(profile);
+  const byBlock = nearestShape(c.sparseShapes, shape)?.byBlock ?? c.byBlock;
   // Nearest measured block size on a log scale (16 is as far from 32 as 64 is).
   let nearest = -1;
   for (const b of byBlock.keys()) {
@@ -311,7 +314,7 @@ export function denseGflops(profile: DeviceProfile, shape?: LayerShape): number 
 
 /** Measured seconds per row of the low-rank term (with gate and lerp) at this rank near this shape, if any. */
 function lowRankSecondsPerRow(profile: DeviceProfile, rank: number, shape?: LayerShape): number | undefined {
-  const p = nearestShape(profile.lowRankShapes?.filter((q) => q.rank === rank), shape);
+  const p = nearestShape(curves(profile).lowRankShapes.get(rank), shape);
   return p && shape ? (p.nsPerRow * 1e-9 * (shape.in + shape.out)) / (p.in + p.out) : undefined;
 }
 
