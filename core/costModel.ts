@@ -28,6 +28,7 @@
  * }
  */
 import { totalFlops, type LayerCost, type PixelflyCost } from './pixelflyLayer';
+import { groupBy } from './stats';
 
 export interface DenseShapePoint {
   in: number;
@@ -246,13 +247,6 @@ function byBlockOf(points: BlockSparsePoint[]): ByBlock {
   }
   for (const list of byBlock.values()) list.sort((a, b) => a.x - b.x);
   return byBlock;
-}
-
-/** Items grouped by a key, in first-seen order. */
-function groupBy<T, K>(items: T[], key: (item: T) => K): Map<K, T[]> {
-  const groups = new Map<K, T[]>();
-  for (const item of items) groups.set(key(item), [...(groups.get(key(item)) ?? []), item]);
-  return groups;
 }
 
 // Sorted interpolation curves and per-shape lookups, built once per profile object (the planner

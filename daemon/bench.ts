@@ -19,7 +19,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
-import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type LowRankShapePoint, type BlockSparseShapePoint, type StepRates } from '../core/costModel';
+import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type LayerShape, type LowRankShapePoint, type BlockSparseShapePoint, type StepRates } from '../core/costModel';
 import { specInventory, type VitSpec } from '../core/modelSpec';
 import { modelWork } from '../core/stepCost';
 import { pixelflyLinearCost, type PixelflyConfig } from '../core/pixelflyLayer';
@@ -32,7 +32,7 @@ import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
-import { median } from '../core/stats';
+import { groupBy, median } from '../core/stats';
 import { medianMs, seededFloatsAsync } from './measure';
 
 /** A shape's own configs: its `config` and its `configs` list. */
@@ -56,9 +56,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   const p = precision === 'bf16' ? { precision: 'bf16' as const } : {};
   const rows: MethodResult<'bench.layers'>['rows'] = [];
   const gbps = await elementwiseGBps(params.repeats);
-  const denseRates: number[] = [];
   const denseShapes: DenseShapePoint[] = [];
-  const sparsePoints: BlockSparsePoint[] = [];
   const lowRankPoints: { rank: number; efficiency: number }[] = [];
   const lowRankShapes: LowRankShapePoint[] = [];
   const sparseShapes: BlockSparseShapePoint[] = [];
@@ -70,7 +68,6 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     const denseMs = await medianMs(params.repeats, denseProducts(x, dy, w, m, s.in, s.out, p));
     const denseFlops = 6 * m * s.in * s.out;
     const denseRate = denseFlops / (denseMs / 1e3);
-    denseRates.push(denseRate);
     denseShapes.push({ in: s.in, out: s.out, gflops: denseRate / 1e9 });
     // A shape with no config and no `configs` is measured dense only (its rate is what the profile keeps).
     // Each layout and each rank is timed once per shape: configs that differ only in rank share
@@ -100,9 +97,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
         });
         sparseMsOf.set(layoutKey, sparseMs);
         const sparseFlops = 6 * m * index.nnz * index.block * index.block;
-        const point = { block: index.block, density: layout.density, efficiency: sparseFlops / (sparseMs / 1e3) / denseRate };
-        sparsePoints.push(point);
-        sparseShapes.push({ in: s.in, out: s.out, ...point });
+        sparseShapes.push({ in: s.in, out: s.out, block: index.block, density: layout.density, efficiency: sparseFlops / (sparseMs / 1e3) / denseRate });
       }
       const r = config.rank;
       let lowRankMs = r > 0 ? lowRankMsOf.get(r) : 0;
@@ -126,11 +121,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
       rows.push({ name: s.name, in: s.in, out: s.out, rows: m, config, denseMs, pixelflyMs, speedup: denseMs / pixelflyMs });
     }
   }
-  const measured = buildProfile(denseRates, sparsePoints, lowRankPoints, nThreads, precision);
-  measured.elementwiseGBps = gbps;
-  measured.denseShapes = denseShapes;
-  if (lowRankShapes.length > 0) measured.lowRankShapes = lowRankShapes;
-  if (sparseShapes.length > 0) measured.blockSparseShapes = sparseShapes;
+  const measured = buildProfile({ denseShapes, sparseShapes, lowRankPoints, lowRankShapes, elementwiseGBps: gbps }, nThreads, precision);
   if (params.step) measured.step = await stepRates(nThreads, precision, params.repeats);
   mkdirSync(profilesDir, { recursive: true });
   const profilePath = join(profilesDir, PROFILE_FILE);
@@ -150,43 +141,53 @@ const sparseKey = (p: BlockSparsePoint) => `${p.block}/${p.density.toFixed(4)}`;
  */
 export function mergeProfiles(saved: DeviceProfile, fresh: DeviceProfile): DeviceProfile {
   const keep = saved.source === 'measured' && saved.device === fresh.device;
-  const blockSparse = new Map((keep ? saved.blockSparse : []).map((p) => [sparseKey(p), p]));
-  for (const p of fresh.blockSparse) blockSparse.set(sparseKey(p), p);
-  const lowRank = new Map((keep ? saved.lowRank : []).map((p) => [p.rank, p]));
-  for (const p of fresh.lowRank) lowRank.set(p.rank, p);
+  const merge = <P>(pick: (p: DeviceProfile) => P[] | undefined, key: (p: P) => string, order: (a: P, b: P) => number): P[] =>
+    mergedPoints(keep ? pick(saved) : undefined, pick(fresh), key, order);
+  const byShape = (a: LayerShape, b: LayerShape) => a.in - b.in || a.out - b.out;
+  const bySparse = (a: BlockSparsePoint, b: BlockSparsePoint) => a.block - b.block || a.density - b.density;
+  const blockSparse = merge((p) => p.blockSparse, sparseKey, bySparse);
+  const lowRank = merge((p) => p.lowRank, (p) => String(p.rank), (a, b) => a.rank - b.rank);
+  const denseShapes = merge((p) => p.denseShapes, shapeKey, byShape);
+  const lowRankShapes = merge((p) => p.lowRankShapes, (p) => `${shapeKey(p)}/${p.rank}`, (a, b) => byShape(a, b) || a.rank - b.rank);
+  const sparseShapes = merge((p) => p.blockSparseShapes, (p) => `${shapeKey(p)}/${sparseKey(p)}`, (a, b) => byShape(a, b) || bySparse(a, b));
   const step = fresh.step ?? (keep ? saved.step : undefined);
-  const shapes = new Map((keep ? (saved.denseShapes ?? []) : []).map((p) => [`${p.in}x${p.out}`, p]));
-  for (const p of fresh.denseShapes ?? []) shapes.set(`${p.in}x${p.out}`, p);
-  const lowRankShapes = mergedPoints(keep ? saved.lowRankShapes : undefined, fresh.lowRankShapes, (p) => `${p.in}x${p.out}/${p.rank}`);
-  const sparseShapes = mergedPoints(keep ? saved.blockSparseShapes : undefined, fresh.blockSparseShapes, (p) => `${p.in}x${p.out}/${sparseKey(p)}`);
   return {
     ...fresh,
     ...(step ? { step } : {}),
-    ...(shapes.size > 0 ? { denseShapes: [...shapes.values()].sort((a, b) => a.in - b.in || a.out - b.out) } : {}),
+    ...(denseShapes.length > 0 ? { denseShapes } : {}),
     ...(lowRankShapes.length > 0 ? { lowRankShapes } : {}),
     ...(sparseShapes.length > 0 ? { blockSparseShapes: sparseShapes } : {}),
-    blockSparse: blockSparse.size > 0 ? [...blockSparse.values()].sort((a, b) => a.block - b.block || a.density - b.density) : DEFAULT_PROFILE.blockSparse,
-    lowRank: lowRank.size > 0 ? [...lowRank.values()].sort((a, b) => a.rank - b.rank) : DEFAULT_PROFILE.lowRank,
+    blockSparse: blockSparse.length > 0 ? blockSparse : DEFAULT_PROFILE.blockSparse,
+    lowRank: lowRank.length > 0 ? lowRank : DEFAULT_PROFILE.lowRank,
   };
 }
 
-/** Saved points with the fresh ones put in their place (same key), in key order. */
-function mergedPoints<P>(saved: P[] | undefined, fresh: P[] | undefined, key: (p: P) => string): P[] {
+const shapeKey = (p: LayerShape) => `${p.in}x${p.out}`;
+
+/** Saved points with the fresh ones put in their place (same key), sorted. */
+function mergedPoints<P>(saved: P[] | undefined, fresh: P[] | undefined, key: (p: P) => string, order: (a: P, b: P) => number): P[] {
   const merged = new Map((saved ?? []).map((p) => [key(p), p]));
   for (const p of fresh ?? []) merged.set(key(p), p);
-  return [...merged.entries()].sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true })).map(([, p]) => p);
+  return [...merged.values()].sort(order);
 }
 
-/** This call's measurements, repeated (block, density) and rank points averaged. */
-function buildProfile(denseRates: number[], sparse: BlockSparsePoint[], lowRank: { rank: number; efficiency: number }[], threads: number, precision: EnginePrecision): DeviceProfile {
+interface Measured {
+  denseShapes: DenseShapePoint[];
+  sparseShapes: BlockSparseShapePoint[];
+  lowRankPoints: { rank: number; efficiency: number }[];
+  lowRankShapes: LowRankShapePoint[];
+  elementwiseGBps: number;
+}
+
+/**
+ * This call's measurements as a profile: the per-shape points as measured, and the global ones
+ * from them (mean dense rate; repeated (block, density) and rank points averaged).
+ */
+function buildProfile(m: Measured, threads: number, precision: EnginePrecision): DeviceProfile {
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const group = <T>(xs: T[], key: (x: T) => string) => {
-    const m = new Map<string, T[]>();
-    for (const x of xs) m.set(key(x), [...(m.get(key(x)) ?? []), x]);
-    return [...m.values()];
-  };
-  const blockSparse = group(sparse, sparseKey).map((g) => ({ block: g[0].block, density: g[0].density, efficiency: mean(g.map((p) => p.efficiency)) }));
-  const ranks = group(lowRank, (p) => String(p.rank)).map((g) => ({ rank: g[0].rank, efficiency: mean(g.map((p) => p.efficiency)) }));
+  const group = <T>(xs: T[], key: (x: T) => string) => [...groupBy(xs, key).values()];
+  const blockSparse = group(m.sparseShapes, sparseKey).map((g) => ({ block: g[0].block, density: g[0].density, efficiency: mean(g.map((p) => p.efficiency)) }));
+  const ranks = group(m.lowRankPoints, (p) => String(p.rank)).map((g) => ({ rank: g[0].rank, efficiency: mean(g.map((p) => p.efficiency)) }));
   const info = kernelInfo();
   return {
     version: 1,
@@ -194,10 +195,13 @@ function buildProfile(denseRates: number[], sparse: BlockSparsePoint[], lowRank:
     source: 'measured',
     precision,
     measuredAt: new Date().toISOString(),
-    denseGflops: mean(denseRates) / 1e9,
+    denseGflops: mean(m.denseShapes.map((p) => p.gflops)),
     blockSparse,
     lowRank: ranks,
-    elementwiseGBps: DEFAULT_PROFILE.elementwiseGBps,
+    elementwiseGBps: m.elementwiseGBps,
+    denseShapes: m.denseShapes,
+    ...(m.lowRankShapes.length > 0 ? { lowRankShapes: m.lowRankShapes } : {}),
+    ...(m.sparseShapes.length > 0 ? { blockSparseShapes: m.sparseShapes } : {}),
   };
 }
 
