@@ -3,8 +3,8 @@
 // Does a plan's whole-step estimate hold on this machine? For the example Mixer and a GPT and a
 // ViT from the test corpus (widths pinned with --set so a step takes about a second here), as a
 // user would: the daemon measures the device as `pixelfly train` does where it has no profile
-// (bench.layers at the model's shapes and the layouts the planner weighs, core/planner.ts
-// `calibrationShapes`, and the step rates), `pixelfly analyze FILE --json` prints the plan and its estimate, and
+// (cli/commands/measureDevice.ts: bench.layers at the model's shapes and the layouts the planner
+// weighs, and the step rates), `pixelfly analyze FILE --json` prints the plan and its estimate, and
 // `pixelfly train FILE --json` trains exactly that plan, dense and Pixelfly in alternating steps.
 // Checks that the run folder's plan is the one analyze printed, and prints estimate vs measured
 // (median dense step / median Pixelfly step) with the load average. A temporary Pixelfly home
@@ -14,8 +14,8 @@ import { isDeepStrictEqual } from 'node:util';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { specInventory, type ModelSpec } from '../core/modelSpec';
-import { calibrationShapes } from '../core/planner';
+import type { ModelSpec } from '../core/modelSpec';
+import { measureDevice } from '../cli/commands/measureDevice';
 import { connectDaemon, discover } from '../client/discovery';
 import type { Plan } from '../protocol/plan';
 
@@ -63,14 +63,14 @@ function analyzeCase(home: string, c: Case): { spec: ModelSpec; plan: Plan } {
   return a.engine;
 }
 
-/** bench.layers at the model's shapes, as `pixelfly train` measures a device it has no profile for: the profile the next analysis uses. */
-async function measureDevice(home: string, spec: ModelSpec, batch: number, repeats: number): Promise<void> {
+/** This device measured at the model's shapes, by the code `pixelfly train` measures a device with: the profile the next analysis uses. */
+async function measureHome(home: string, spec: ModelSpec, batch: number): Promise<void> {
   cli(home, ['daemon', 'start']);
   const found = discover(home);
   if (!found) throw new Error(`no daemon in ${home} after 'pixelfly daemon start'`);
   const client = await connectDaemon(found);
   try {
-    await client.request('bench.layers', { shapes: calibrationShapes(specInventory(spec), batch), repeats, step: true }, 900_000);
+    await measureDevice(client, spec, batch, 0);
   } finally {
     client.close();
   }
@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   try {
     for (const c of CASES.filter((x) => wanted.includes(x.name))) {
       // Measure the model's products, plan again with what was measured, then train what analyze printed.
-      await measureDevice(home, analyzeCase(home, c).spec, c.batch, 5);
+      await measureHome(home, analyzeCase(home, c).spec, c.batch);
       const job = analyzeCase(home, c);
       const load0 = loadavg()[0];
       const trained = JSON.parse(
