@@ -18,7 +18,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout } from '../core/layout';
-import { buildBlockIndex } from '../core/blockIndex';
+import { buildBlockIndex, type BlockIndex } from '../core/blockIndex';
 import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type LayerShape, type LowRankShapePoint, type BlockSparseShapePoint, type StepRates } from '../core/costModel';
 import { specInventory, type VitSpec } from '../core/modelSpec';
 import { modelWork } from '../core/stepCost';
@@ -33,7 +33,7 @@ import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 import { groupBy, median } from '../core/stats';
-import { medianMs, seededFloatsAsync } from './measure';
+import { interleavedMediansMs, medianMs, seededFloatsAsync } from './measure';
 
 /** A shape's own configs: its `config` and its `configs` list. */
 function shapeConfigs(s: MethodParams<'bench.layers'>['shapes'][number]) {
@@ -65,40 +65,51 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     const x = await seededFloatsAsync(m * s.in, 1 + si);
     const dy = await seededFloatsAsync(m * s.out, 2 + si);
     const w = await seededFloatsAsync(s.out * s.in, 3 + si);
-    const denseMs = await medianMs(params.repeats, denseProducts(x, dy, w, m, s.in, s.out, p));
-    const denseFlops = 6 * m * s.in * s.out;
-    const denseRate = denseFlops / (denseMs / 1e3);
-    denseShapes.push({ in: s.in, out: s.out, gflops: denseRate / 1e9 });
     // A shape with no config and no `configs` is measured dense only (its rate is what the profile keeps).
     // Each layout and each rank is timed once per shape: configs that differ only in rank share
     // the block-sparse time, and those of one rank share the low-rank time.
-    const y = alignedFloat32Array(m * s.out);
-    const dx = alignedFloat32Array(m * s.in);
-    const sparseMsOf = new Map<string, number>();
-    const lowRankMsOf = new Map<number, number>();
-    for (const config of s.config || s.configs ? shapeConfigs(s) : (params.configs ?? [])) {
-      let layout;
+    const configs = s.config || s.configs ? shapeConfigs(s) : (params.configs ?? []);
+    const layouts = new Map<string, { index: BlockIndex; density: number }>();
+    for (const config of configs) {
+      const key = JSON.stringify({ ...config, rank: 0 });
+      if (layouts.has(key)) continue;
       try {
-        layout = flatBlockButterflyLayout(s.out, s.in, config);
+        const layout = flatBlockButterflyLayout(s.out, s.in, config);
+        layouts.set(key, { index: buildBlockIndex(layout), density: layout.density });
       } catch (err) {
         if (err instanceof PixelflyConfigError) throw new RejectedError(`config ${JSON.stringify(config)} for ${s.out}x${s.in}: ${err.message}`);
         throw err;
       }
-      const layoutKey = JSON.stringify({ ...config, rank: 0 });
-      let sparseMs = sparseMsOf.get(layoutKey);
-      if (sparseMs === undefined) {
-        const index = buildBlockIndex(layout);
-        const weight = { index, out: s.out, in: s.in, weights: await seededFloatsAsync(index.nnz * index.block * index.block, 4) };
-        const dw = alignedFloat32Array(index.nnz * index.block * index.block);
-        sparseMs = await medianMs(params.repeats, async () => {
-          await bsrForward(weight, x, m, { ...p, into: y });
-          await bsrBackwardData(weight, dy, m, { ...p, into: dx });
-          await bsrBackwardWeight(weight, dy, x, m, { ...p, into: dw });
-        });
-        sparseMsOf.set(layoutKey, sparseMs);
-        const sparseFlops = 6 * m * index.nnz * index.block * index.block;
-        sparseShapes.push({ in: s.in, out: s.out, block: index.block, density: layout.density, efficiency: sparseFlops / (sparseMs / 1e3) / denseRate });
-      }
+    }
+    // Dense and every layout in the same rounds: their ratios are the profile's efficiencies. The
+    // layouts share one weight and one gradient buffer, of the largest (the values are arbitrary).
+    const blockValues = Math.max(0, ...[...layouts.values()].map(({ index }) => index.nnz * index.block * index.block));
+    const blockWeights = await seededFloatsAsync(blockValues, 4);
+    const dw = alignedFloat32Array(blockValues);
+    const y = alignedFloat32Array(m * s.out);
+    const dx = alignedFloat32Array(m * s.in);
+    const sparseRuns = [...layouts.values()].map(({ index }) => {
+      const weight = { index, out: s.out, in: s.in, weights: blockWeights.subarray(0, index.nnz * index.block * index.block) };
+      const into = dw.subarray(0, weight.weights.length);
+      return async () => {
+        await bsrForward(weight, x, m, { ...p, into: y });
+        await bsrBackwardData(weight, dy, m, { ...p, into: dx });
+        await bsrBackwardWeight(weight, dy, x, m, { ...p, into });
+      };
+    });
+    const [denseMs, ...layoutMs] = await interleavedMediansMs(params.repeats, [denseProducts(x, dy, w, m, s.in, s.out, p), ...sparseRuns]);
+    const denseFlops = 6 * m * s.in * s.out;
+    const denseRate = denseFlops / (denseMs / 1e3);
+    denseShapes.push({ in: s.in, out: s.out, gflops: denseRate / 1e9 });
+    const sparseMsOf = new Map<string, number>();
+    for (const [k, [key, { index, density }]] of [...layouts.entries()].entries()) {
+      sparseMsOf.set(key, layoutMs[k]);
+      const sparseFlops = 6 * m * index.nnz * index.block * index.block;
+      sparseShapes.push({ in: s.in, out: s.out, block: index.block, density, efficiency: sparseFlops / (layoutMs[k] / 1e3) / denseRate });
+    }
+    const lowRankMsOf = new Map<number, number>();
+    for (const config of configs) {
+      const sparseMs = sparseMsOf.get(JSON.stringify({ ...config, rank: 0 })) as number;
       const r = config.rank;
       let lowRankMs = r > 0 ? lowRankMsOf.get(r) : 0;
       if (lowRankMs === undefined) {

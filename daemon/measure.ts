@@ -3,14 +3,25 @@ import { median } from '../core/stats';
 
 /** Median wall time in ms of `repeats` runs, after one warm-up (first-touch page faults and thread start-up are not the work's cost). */
 export async function medianMs(repeats: number, run: () => Promise<unknown>): Promise<number> {
-  await run();
-  const times: number[] = [];
+  return (await interleavedMediansMs(repeats, [run]))[0];
+}
+
+/**
+ * Median wall times in ms of each of `runs`, timed in rounds that run each once (after one warm-up
+ * round): a slower minute of a shared host then weighs on every run alike, so the ratios between
+ * them, which is what a profile's efficiencies are, hold even when the absolute times drift.
+ */
+export async function interleavedMediansMs(repeats: number, runs: ReadonlyArray<() => Promise<unknown>>): Promise<number[]> {
+  for (const run of runs) await run();
+  const times: number[][] = runs.map(() => []);
   for (let i = 0; i < repeats; i++) {
-    const t0 = process.hrtime.bigint();
-    await run();
-    times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    for (const [k, run] of runs.entries()) {
+      const t0 = process.hrtime.bigint();
+      await run();
+      times[k].push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
   }
-  return median(times);
+  return times.map(median);
 }
 
 /** Reproducible operands in [-0.5, 0.5): a 32-bit LCG, so benchmarks need no random state. */
