@@ -6,11 +6,12 @@ import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { parseDataset } from '../client/datasetArg';
+import { deviceMeasurement, hasMeasuredProfile, MEASURE_TIMEOUT_MS, trainsOnCpu } from '../client/deviceMeasure';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { AnalysisJson } from '../protocol/lsp';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
-import { isTrainArgs, specFromTrainArgs, trainsTorch, type TrainArgs } from './trainArgs';
+import { isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch, type TrainArgs } from './trainArgs';
 import { appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
@@ -227,7 +228,11 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
     params = { name: (arg.name ?? 'model').slice(0, 128), ...common, ...(await torchJob(arg)) };
   } else {
     // `source`: the file and model the engine's spec stands in for, so the run's record names them.
-    const { spec, name, plan, source } = await resolveSpec(arg);
+    let resolved = await resolveSpec(arg);
+    if (settings.measureDevice && !hasMeasuredProfile() && trainsOnCpu((await s.connection.call('hello', {})).backends, settings.backend)) {
+      resolved = await measureThenReplan(s, resolved, isTrainArgs(arg) ? arg : undefined, settings.batchSize);
+    }
+    const { spec, name, plan, source } = resolved;
     params = { name: name.slice(0, 128), spec, plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null, ...common, ...(source ? { source } : {}) };
   }
   const info = await s.connection.call('job.submit', params);
@@ -237,6 +242,52 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   MetricsPanel.show(s.context.extensionUri, s.store, metricsActions(s), info.jobId);
   void followInNotification(s, info);
   return info;
+}
+
+/**
+ * A device with no measured profile is measured before its first engine run, as `pixelfly train`
+ * does (client/deviceMeasure.ts): the lens's plan and estimate were costed with the default
+ * profile. The language server re-plans once the profile file changes, so the plan trained is its
+ * lens's new one, the one the hints now show; the user is told how the estimate moved.
+ */
+async function measureThenReplan(s: Services, resolved: Awaited<ReturnType<typeof resolveSpec>>, lens: TrainArgs | undefined, batchSize: number): Promise<Awaited<ReturnType<typeof resolveSpec>>> {
+  const m = deviceMeasurement(resolved.spec, batchSize, 0);
+  if (!m) return resolved; // the daemon rejects the spec with its own message
+  const t0 = Date.now();
+  await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Notification, title: 'Pixelfly: measuring this device once, so the plan is costed with its own numbers' },
+    async (progress) => {
+      progress.report({ message: `timing ${m.what} (pixelfly.training.measureDevice)` });
+      try {
+        await s.connection.call('bench.layers', m.params, MEASURE_TIMEOUT_MS);
+      } catch (err) {
+        throw new Error(`measuring this device failed: ${(err as Error).message} (set pixelfly.training.measureDevice to false to train the plan costed with the default profile)`);
+      }
+    },
+  );
+  const took = `measured this device in ${((Date.now() - t0) / 1000).toFixed(1)} s`;
+  if (!lens?.uri || !lens.name || resolved.plan === undefined) {
+    s.output.info(`${took}; the daemon plans this job with the measured profile`);
+    return resolved;
+  }
+  const before = planCosting(resolved.plan);
+  const uri = vscode.Uri.parse(lens.uri);
+  // The server notices the new profile on its next analysis of the file: ask for the lenses again.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const lenses = (await vscode.commands.executeCommand<vscode.CodeLens[]>('vscode.executeCodeLensProvider', uri, 100)) ?? [];
+    const again = trainLensFor(lenses.map((l) => l.command), lens.name);
+    if (again && planCosting(again.plan).measured) {
+      const after = planCosting(again.plan);
+      const est = (c: typeof after) => (c.speedup !== undefined ? `${c.speedup.toFixed(2)}×` : 'no estimate');
+      const msg = `Pixelfly: ${took}. ${lens.name}'s plan, re-costed with it: est. ${est(after)} per step (was ${est(before)} with the default profile).`;
+      s.output.info(msg);
+      void vscode.window.showInformationMessage(msg);
+      return specFromTrainArgs(again);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  s.output.warn(`${took}, but the language server's plan for ${lens.name} is still costed with the default profile: training the plan the hints showed`);
+  return resolved;
 }
 
 /** Progress notification with cancel, following the run in the store until it ends. */

@@ -35,6 +35,8 @@ export interface Settings {
   precision: (typeof PRECISION_CHOICES)[number];
   /** Who trains a Python model: 'auto', 'engine' (a stand-in on the native engine) or 'torch' (the model itself, in the daemon's PyTorch runner). */
   runner: (typeof TRAIN_RUNNER_CHOICES)[number];
+  /** Before an engine run on a device with no measured profile, time the model's products once (bench.layers) and train the plan re-costed with them. */
+  measureDevice: boolean;
 }
 
 export const DEFAULTS: Settings = {
@@ -53,6 +55,7 @@ export const DEFAULTS: Settings = {
   backend: 'auto',
   precision: 'auto',
   runner: 'auto',
+  measureDevice: true,
 };
 
 const oneOf = <T extends string>(choices: readonly T[]): Check<T> => (v): v is T => choices.includes(v as T);
@@ -86,6 +89,7 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     backend: get('training.backend', oneOf(BACKEND_CHOICES), DEFAULTS.backend, "must be 'auto', 'cpu' or 'cuda'"),
     precision: get('training.precision', oneOf(PRECISION_CHOICES), DEFAULTS.precision, "must be 'auto', 'fp32', 'bf16' or 'fp16'"),
     runner: get('training.runner', oneOf(TRAIN_RUNNER_CHOICES), DEFAULTS.runner, "must be 'auto', 'engine' or 'torch'"),
+    measureDevice: get('training.measureDevice', (v): v is boolean => typeof v === 'boolean', DEFAULTS.measureDevice, 'must be true or false'),
   };
   return { settings, problems };
 }

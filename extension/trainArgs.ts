@@ -38,3 +38,19 @@ export function trainsTorch(a: TrainArgs, runner: 'auto' | 'engine' | 'torch'): 
   if (runner === 'engine' || typeof a.uri !== 'string' || !a.uri.endsWith('.py')) return false;
   return runner === 'torch' || !(a.spec && typeof a.spec === 'object');
 }
+
+/** What a lens plan says of its costing: the device profile it was costed with and its whole-step estimate. */
+export function planCosting(plan: unknown): { measured: boolean; speedup?: number } {
+  const p = (typeof plan === 'object' && plan !== null ? plan : {}) as { device?: { source?: unknown }; estimate?: { speedup?: unknown } };
+  const speedup = p.estimate?.speedup;
+  return { measured: p.device?.source === 'measured', ...(typeof speedup === 'number' && Number.isFinite(speedup) ? { speedup } : {}) };
+}
+
+/** Among a document's CodeLens commands, the "Train dense vs Pixelfly" argument of the model `name`. */
+export function trainLensFor(commands: ReadonlyArray<{ command: string; arguments?: unknown[] } | undefined>, name: string): TrainArgs | undefined {
+  for (const c of commands) {
+    const a = c?.command === 'pixelfly.train' ? c.arguments?.[0] : undefined;
+    if (isTrainArgs(a) && a.name === name) return a;
+  }
+  return undefined;
+}

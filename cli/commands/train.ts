@@ -15,7 +15,8 @@ import type { Value } from '../../server/analysis/values';
 import { DEFAULT_TARGET, type PlanTarget } from '../../core/planner';
 import type { Plan } from '../../protocol/plan';
 import { cliPlanOptions, pinsOption } from './analyze';
-import { hasMeasuredProfile, measureDevice, trainsOnCpu } from './measureDevice';
+import { hasMeasuredProfile, trainsOnCpu } from '../../client/deviceMeasure';
+import { measureDevice } from './measureDevice';
 import { parseDataset } from '../../client/datasetArg';
 import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
 
@@ -405,7 +406,7 @@ export const trainCommand: Command = {
     let job: JobInfo;
     try {
       // The engine's products are what the plan costs: measured once per device, then planned again.
-      if (checked?.spec && runner === 'engine' && !values['no-measure'] && !hasMeasuredProfile(home) && (await trainsOnCpu(client, checked.hyper.backend))) {
+      if (checked?.spec && runner === 'engine' && !values['no-measure'] && !hasMeasuredProfile(home) && trainsOnCpu((await client.request('hello', {})).backends, checked.hyper.backend)) {
         await measureDevice(client, checked.spec, checked.hyper.batchSize, checked.hyper.threads);
         submit = await params();
       }

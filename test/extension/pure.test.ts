@@ -12,7 +12,7 @@ import { appliedMessage, benchParams, defaultConfig, toModelView } from '../../e
 import { validateParams } from '../../core/layout';
 import { KERNEL_BLOCK_SIZES } from '../../core/planner';
 import { DEFAULTS, readSettings } from '../../extension/settings';
-import { isTrainArgs, specFromTrainArgs, trainsTorch } from '../../extension/trainArgs';
+import { isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch } from '../../extension/trainArgs';
 import { isChooseModelArgs, ModelChoices, modelPickItems } from '../../extension/modelChoice';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 import { LayerRoleSchema } from '../../protocol/daemon';
@@ -233,6 +233,18 @@ describe('Train CodeLens arguments', () => {
     assert.equal(trainsTorch(mapped, 'torch'), true);
     assert.equal(trainsTorch(unmapped, 'engine'), false);
     assert.equal(trainsTorch({ uri: 'file:///w/spec.json', name: 'x' }, 'torch'), false, 'only a Python file');
+  });
+
+  it("reads a lens plan's costing, and finds a model's Train lens again after a re-plan", () => {
+    assert.deepEqual(planCosting({ device: { name: 'cpu', source: 'measured' }, estimate: { speedup: 1.4 }, layers: [] }), { measured: true, speedup: 1.4 });
+    assert.deepEqual(planCosting({ device: { name: 'prior', source: 'default' }, layers: [] }), { measured: false });
+    assert.deepEqual(planCosting(undefined), { measured: false });
+    assert.deepEqual(planCosting({ estimate: { speedup: Number.NaN } }), { measured: false }, 'a non-number estimate is no estimate');
+    const block = { uri: 'file:///w/m.py', name: 'Block', spec: { kind: 'mlp' } };
+    const mixer = { uri: 'file:///w/m.py', name: 'Mixer', spec: { kind: 'mixer' } };
+    const commands = [undefined, { command: 'pixelfly.previewMasks', arguments: [mixer] }, { command: 'pixelfly.train', arguments: [block] }, { command: 'pixelfly.train', arguments: [mixer] }];
+    assert.equal(trainLensFor(commands, 'Mixer'), mixer, 'the Train lens of that model, not another command with its arguments');
+    assert.equal(trainLensFor(commands, 'ViT'), undefined);
   });
 });
 

@@ -4,7 +4,7 @@
  * discovery file in $PIXELFLY_HOME), the real native engine and the real webview panels.
  */
 import * as assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { PixelflyApi } from '../../../extension/main';
@@ -153,7 +153,9 @@ suite('Pixelfly extension (inside VS Code)', () => {
     assert.ok(plan.plan.layers.length >= 4);
   });
 
-  test('Train from the palette takes the Python model under the cursor; Stop run cancels it', async () => {
+  test('Train from the palette takes the Python model under the cursor, on a device never measured measures it first; Stop run cancels it', async () => {
+    // A device with no measured profile: the first engine run measures it, and trains the lens's plan re-costed with it.
+    rmSync(join(process.env.PIXELFLY_HOME as string, 'profiles', 'device.json'), { force: true });
     const editor = await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
     const classLine = editor.document.getText().split('\n').findIndex((l) => l.startsWith('class Mixer('));
     editor.selection = new vscode.Selection(classLine + 3, 0, classLine + 3, 0);
@@ -164,6 +166,10 @@ suite('Pixelfly extension (inside VS Code)', () => {
       assert.equal(j.name, 'Mixer', 'the class under the cursor');
       // The run names the model and file its engine stand-in was built from.
       assert.deepEqual([j.subject?.runner, j.subject?.model, j.subject?.file], ['engine', 'Mixer', workspaceFile('mixer.py').fsPath]);
+      const profile = JSON.parse(readFileSync(join(process.env.PIXELFLY_HOME as string, 'profiles', 'device.json'), 'utf8')) as { source: string };
+      assert.equal(profile.source, 'measured', 'the device was measured before the run');
+      const trained = JSON.parse(readFileSync(join(j.runDir, 'plan.json'), 'utf8')) as { device?: { source?: string } };
+      assert.equal(trained.device?.source, 'measured', 'the run trains the plan costed with the measured profile');
       await waitFor('first step', () => (api.store.get(j.jobId)?.steps.length ?? 0) > 0, 120000);
       await vscode.commands.executeCommand('pixelfly.stopRun', j.jobId);
       const r = await waitFor('cancelled', () => api.store.get(j.jobId)?.info.state === 'cancelled' && api.store.get(j.jobId), 60000);
