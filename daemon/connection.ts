@@ -10,18 +10,10 @@
 //    times it (e.g. by flooding requests it never reads the answers to), is disconnected with
 //    close code 4001; it can reconnect and resubscribe from the last seq it saw, losing nothing.
 import type { WebSocket } from 'ws';
-import {
-  CLOSE_SLOW_CONSUMER,
-  describeZodError,
-  ErrorCode,
-  EVENT_NOTIFICATION,
-  isMethodName,
-  LIMITS,
-  methods,
-  RpcRequestSchema,
-  type RpcError,
-} from '../protocol/daemon';
+import { CLOSE_SLOW_CONSUMER, ErrorCode, EVENT_NOTIFICATION, type RpcError } from '../protocol/daemon';
 import { handlers, RpcFailure, toRpcError, type MethodContext } from './methods';
+import { checkRequest, OFF_LOOP_BYTES, type CheckedRequest, type RequestId } from './requestCheck';
+import { runTask } from './workers';
 import type { Job } from './jobs/jobManager';
 
 export interface ConnectionLimits {
@@ -35,24 +27,6 @@ export interface ConnectionLimits {
 const PUMP_BATCH = 128;
 const RETRY_MS = 20;
 const READ_RETRY_MS = 500;
-
-/** The id of a request that failed validation, when it has a usable one (so the client can match the error). */
-function requestIdOf(message: unknown): string | number | null {
-  const raw = (message as { id?: unknown } | null)?.id;
-  return (typeof raw === 'string' && raw.length <= 128) || (typeof raw === 'number' && Number.isInteger(raw)) ? raw : null;
-}
-
-/** True when `value` nests arrays and objects deeper than `max` (checked without recursion). */
-function nestsDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop() as [unknown, number];
-    if (typeof v !== 'object' || v === null) continue;
-    if (depth >= max) return true;
-    for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
-  }
-  return false;
-}
 
 class Subscription {
   private scheduled = false;
@@ -227,42 +201,59 @@ export class Connection {
     this.send({ jsonrpc: '2.0', id, error });
   }
 
+  /**
+   * The frames still being checked off the loop and those after them, answered in arrival order:
+   * a client's requests reach their handlers in the order it sent them. Null when none waits.
+   */
+  private backlog: Promise<void> | null = null;
+  /** Large frames in their check: they count against maxPendingRequests, so a flood of them queues nothing unbounded. */
+  private checking = 0;
+
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (isBinary) return this.fail(null, { code: ErrorCode.PARSE_ERROR, message: 'binary frames are not accepted; send JSON text' });
-    let message: unknown;
+    const text = data.toString('utf8');
+    if (data.length < OFF_LOOP_BYTES) {
+      const checked = checkRequest(text);
+      if (this.backlog) this.enqueue(Promise.resolve(checked));
+      else this.dispatch(checked);
+      return;
+    }
+    // Its id is not known before the check: the refusal carries none.
+    if (this.pending + this.checking >= this.limits.maxPendingRequests) return this.tooMany(null);
+    this.checking += 1;
+    const checked = this.checkOffLoop(text).finally(() => {
+      this.checking -= 1;
+    });
+    this.enqueue(checked);
+  }
+
+  /** checkRequest in a helper process; where none can start (no memory, no descriptors) it runs here: a slower answer, never a lost request. */
+  private async checkOffLoop(text: string): Promise<CheckedRequest> {
     try {
-      message = JSON.parse(data.toString('utf8'));
+      return await runTask('checkRequest', { text }, 'checking a large request', 30_000);
     } catch (err) {
-      return this.fail(null, { code: ErrorCode.PARSE_ERROR, message: `not valid JSON: ${(err as Error).message}` });
+      this.warn(`checking a ${text.length}-byte request on the event loop: ${(err as Error).message}`);
+      return checkRequest(text);
     }
-    if (Array.isArray(message)) {
-      return this.fail(null, { code: ErrorCode.INVALID_REQUEST, message: 'batch requests are not supported; send one request per frame' });
-    }
-    if (nestsDeeperThan(message, LIMITS.maxJsonDepth)) {
-      return this.fail(requestIdOf(message), { code: ErrorCode.INVALID_REQUEST, message: `the message nests arrays and objects more than ${LIMITS.maxJsonDepth} levels deep; a request is a few levels deep` });
-    }
-    const parsed = RpcRequestSchema.safeParse(message);
-    if (!parsed.success) {
-      return this.fail(requestIdOf(message), { code: ErrorCode.INVALID_REQUEST, message: describeZodError(parsed.error, 'request') });
-    }
-    const { id, method, params } = parsed.data;
-    if (!isMethodName(method)) {
-      return this.fail(id, { code: ErrorCode.METHOD_NOT_FOUND, message: `unknown method '${method}'; see docs/protocol.md` });
-    }
-    if (this.pending >= this.limits.maxPendingRequests) {
-      return this.fail(id, {
-        code: ErrorCode.TOO_MANY_PENDING,
-        message: `too many requests in flight (limit ${this.limits.maxPendingRequests}); wait for answers first`,
-      });
-    }
-    const checked = methods[method].params.safeParse(params);
-    if (!checked.success) {
-      return this.fail(id, { code: ErrorCode.INVALID_PARAMS, message: describeZodError(checked.error, `params for ${method}`) });
-    }
+  }
+
+  private enqueue(checked: Promise<CheckedRequest>): void {
+    const after = (this.backlog ?? Promise.resolve()).then(async () => this.dispatch(await checked));
+    this.backlog = after;
+    void after.finally(() => {
+      if (this.backlog === after) this.backlog = null;
+    });
+  }
+
+  private dispatch(checked: CheckedRequest): void {
+    if (this.closed) return;
+    if (!checked.ok) return this.fail(checked.id, checked.error);
+    const { id, method, params } = checked;
+    if (this.pending >= this.limits.maxPendingRequests) return this.tooMany(id);
     this.pending += 1;
     const handler = handlers[method] as (p: unknown, ctx: MethodContext) => Promise<unknown>;
     Promise.resolve()
-      .then(() => handler(checked.data, this.contextFor(this)))
+      .then(() => handler(params, this.contextFor(this)))
       .then(
         (result) => this.reply(id, result),
         (err: unknown) => this.fail(id, toRpcError(err, this.contextFor(this).log)),
@@ -270,5 +261,9 @@ export class Connection {
       .finally(() => {
         this.pending -= 1;
       });
+  }
+
+  private tooMany(id: RequestId): void {
+    this.fail(id, { code: ErrorCode.TOO_MANY_PENDING, message: `too many requests in flight (limit ${this.limits.maxPendingRequests}); wait for answers first` });
   }
 }

@@ -9,6 +9,7 @@ import { RejectedError, type Plan, type TrainingRequest } from './jobs/trainer';
 import { RunDir } from './jobs/runStore';
 import { admitEngineJob } from './engineServices';
 import { benchLayers } from './bench';
+import { checkRequest } from './requestCheck';
 
 const tasks = {
   plan: (input: { inventory: unknown; target: PlanTarget; profile: DeviceProfile; fromSpec?: boolean; batchSize?: number }): Plan =>
@@ -16,6 +17,7 @@ const tasks = {
   finishRun: (input: FinishRunInput) => finishRun(input),
   admit: (input: { request: TrainingRequest; runsRoot: string; runDir?: string }) => admitEngineJob(input.request, input.runsRoot, input.runDir !== undefined ? new RunDir(input.runDir) : undefined),
   benchLayers: (input: { params: MethodParams<'bench.layers'>; profilesDir: string; threads: number }) => benchLayers(input.params, input.profilesDir, input.threads),
+  checkRequest: (input: { text: string }) => checkRequest(input.text),
 };
 
 export type TaskName = keyof typeof tasks;

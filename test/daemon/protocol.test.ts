@@ -132,6 +132,37 @@ test('malformed, binary, batch and unknown-method messages get JSON-RPC errors; 
   c.socket.destroy();
 });
 
+test('large frames are checked off the event loop: the same answers, in the order the client sent them, and a bounded number at once', { timeout: 60_000 }, async () => {
+  const c = await authed();
+  // An inventory of 1200 layers is over 64 kB (OFF_LOOP_BYTES): its check runs in a helper process.
+  const layers = Array.from({ length: 1200 }, (_, i) => ({ name: `fc${i}`, role: 'mlp_fc1', in: 1024, out: 4096, count: 1, rowsPerSample: 64 }));
+  const big = (id: number, budget: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'plan.suggest', params: { inventory: { layers }, target: { budget } } });
+  assert.ok(big(1, 2).length > 64 * 1024);
+  // One TCP write: an invalid large request, then a small one. The small one is checked at once, but
+  // answered after the large one's error: requests reach their handlers in the order sent.
+  c.socket.write(Buffer.concat([frame(big(1, 2)), frame(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'hello' }))]));
+  await waitFor(() => c.messages.length >= 2, 20_000, 'two answers');
+  const [first, second] = c.messages as Answer[];
+  assert.equal(first.id, 1);
+  assert.equal(first.error?.code, ErrorCode.INVALID_PARAMS);
+  assert.match(first.error!.message, /budget/);
+  assert.equal(second.id, 2);
+  assert.equal((second.result as { pid: number }).pid, daemon.pid);
+  // A valid large request is planned as a small one would be.
+  const planned = await ask(c, big(3, 0.3));
+  assert.equal(planned.id, 3);
+  assert.equal((planned.result as { layers: unknown[] }).layers.length, 1200, JSON.stringify(planned.error));
+  // Twenty at once: at most maxPendingRequests are checked or handled at a time; the rest are refused at once, and every frame gets one answer.
+  const before = c.messages.length;
+  c.socket.write(Buffer.concat(Array.from({ length: 20 }, (_, i) => frame(big(100 + i, 2)))));
+  await waitFor(() => c.messages.length >= before + 20, 40_000, '20 answers');
+  const flood = c.messages.slice(before) as Answer[];
+  const refused = flood.filter((a) => a.error?.code === ErrorCode.TOO_MANY_PENDING).length;
+  assert.equal(flood.filter((a) => a.error?.code === ErrorCode.INVALID_PARAMS).length + refused, 20);
+  assert.ok(refused >= 20 - LIMITS.maxPendingRequests, `${refused} refused`);
+  c.socket.destroy();
+});
+
 test('plan.suggest plans through the core', async () => {
   const client = await daemon.client();
   const plan = await client.request('plan.suggest', {
