@@ -121,7 +121,8 @@ export class JobProcess {
       };
       this.pending.set(id, { resolve: done(resolve), reject: done(reject), what });
       this.child.send({ ...req, id } as JobRequest, (err) => {
-        if (err && this.pending.delete(id)) reject(new RunnerStoppedError(`could not reach the job process: ${err.message}`));
+        // A process stopped on purpose (out of memory, cancelled) fails the send with EPIPE: the reason it was stopped is the one to give.
+        if (err && this.pending.delete(id)) reject(new RunnerStoppedError(this.stopReason ?? `could not reach the job process: ${err.message}`));
       });
     });
   }
