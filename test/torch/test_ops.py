@@ -47,12 +47,12 @@ class NativeOps(Case):
 
     def test_layer_matches_reference_at_many_shapes(self):
         n = 0
-        for (i, o, b, s, f), rank, bias in itertools.product(SHAPES, (0, 5), (True, False)):
+        for (i, o, b, s, f), rank, bias in itertools.product(SHAPES, (0, 5, 17), (True, False)):
             layer = make_layer(i, o, block=b, butterfly_size=s, n_factors=f, rank=rank, bias=bias)
             for m in ROWS:
                 self.check_layer(layer, m, f"{i}→{o} b{b} S{s} F{f} r{rank} bias={bias} M={m}")
                 n += 1
-        self.assertEqual(n, len(SHAPES) * 2 * 2 * len(ROWS))
+        self.assertEqual(n, len(SHAPES) * 3 * 2 * len(ROWS))
 
     def test_global_and_shuffled_layouts(self):
         for global_size, shuffle in ((16, False), (0, True), (40, True)):

@@ -145,6 +145,14 @@ class Backend {
   virtual void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h,
                                    int rank, const float* gate, float* dx, float* dh, float* dz, float* dgw) = 0;
   virtual void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) = 0;
+  // dh = dY·U (overwritten) and dU += dYᵀ·hs: the low-rank factor's two backward products (U is
+  // out × rank), both reading the M×out gradient. By default the two dense products; the CPU does
+  // both in one pass over dY (pointwise::lowRankBackward).
+  virtual void lowRankBackward(int M, int rank, int out, const float* dY, const float* U, const float* hs, float* dh,
+                               float* dU) {
+    denseBackwardData(M, rank, out, dY, U, dh, false);
+    denseBackwardWeight(M, rank, out, dY, hs, dU, true);
+  }
 
   // ---- loss and optimizer
   // Mean softmax cross-entropy over `rows` rows of logits against int32 targets (both backend

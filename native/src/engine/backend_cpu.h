@@ -71,6 +71,8 @@ class CpuBackend final : public Backend {
   void pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
       const float* gate, float* dx, float* dh, float* dz, float* dgw) override;
   void scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) override;
+  void lowRankBackward(int M, int rank, int out, const float* dY, const float* U, const float* hs, float* dh,
+                       float* dU) override;
   double softmaxCrossEntropy(int rows, int classes, const float* logits, const int32_t* targets, float* dlogits,
       int64_t* correct) override;
   double sumOfSquares(const float* x, int64_t n) override;

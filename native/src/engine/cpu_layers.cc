@@ -240,6 +240,33 @@ void CpuBackend::pixelflyMixBackward(int M, const float* x, int in, const float*
   for (int64_t q = 0; q < chunks; q++) pw::addTo(dgw, &parts[static_cast<size_t>(q) * in], in);
 }
 
+void CpuBackend::lowRankBackward(int M, int rank, int out, const float* dY, const float* U, const float* hs, float* dh,
+                                 float* dU) {
+  // U padded to whole register widths, and dU as partial sums over fixed row chunks added in chunk
+  // order (as pixelflyMixBackward's dgw: the same sum for any thread count). Exact fp32 whatever the
+  // backend's precision: these products are bound by reading dY, which bf16 inputs would not shorten.
+  const int RP = (rank + pw::kLowRankWidth - 1) / pw::kLowRankWidth * pw::kLowRankWidth;
+  const size_t tile = static_cast<size_t>(out) * RP;
+  std::vector<float> Up(tile, 0.0f);
+  for (int j = 0; j < out; j++)
+    std::copy(U + static_cast<size_t>(j) * rank, U + static_cast<size_t>(j + 1) * rank, &Up[static_cast<size_t>(j) * RP]);
+  // Chunks of at least 512 rows, at most 64 of them, and at most 64 MB of partial sums.
+  const int64_t byMemory = std::max<int64_t>(1, (int64_t{16} << 20) / static_cast<int64_t>(tile));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({64, byMemory, (static_cast<int64_t>(M) + 511) / 512}));
+  const int64_t rowsPer = (static_cast<int64_t>(M) + chunks - 1) / chunks;
+  std::vector<float> parts(static_cast<size_t>(chunks) * tile, 0.0f);
+  pw::parallelRanges(chunks, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; q++) {
+      const int64_t m0 = q * rowsPer, m1 = std::min<int64_t>(M, m0 + rowsPer);
+      if (m0 < m1)
+        pw::lowRankBackward(dY, out, Up.data(), RP, hs, rank, dh, &parts[static_cast<size_t>(q) * tile],
+                            static_cast<int>(m0), static_cast<int>(m1));
+    }
+  });
+  for (int64_t q = 1; q < chunks; q++) pw::addTo(parts.data(), &parts[static_cast<size_t>(q) * tile], static_cast<int64_t>(tile));
+  for (int j = 0; j < out; j++) pw::addTo(dU + static_cast<size_t>(j) * rank, &parts[static_cast<size_t>(j) * RP], rank);
+}
+
 void CpuBackend::scaleRowsOneMinus(int M, const float* a, int n, const float* gate, float* dst) {
   pw::parallelRanges(M, kGrainRows, [&](int64_t m0, int64_t m1) {
     pw::scaleRowsOneMinus(a, n, gate, dst, static_cast<int>(m0), static_cast<int>(m1));

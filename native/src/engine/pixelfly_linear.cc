@@ -79,7 +79,7 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
   // y = s + g·(l − s) with one gate value per row, so dL/ds = (1 − g)·dy and dL/dl = g·dy are row
   // scalings of dy: scale the narrower operand instead of materialising two M×out arrays.
   //   dW_sparse = dyᵀ·((1 − g)∘x) = ((1 − g)∘dy)ᵀ·x     dx_sparse = (1 − g)∘(dy·W)
-  //   dU = dyᵀ·(g∘h)                                    dh = g∘(dy·U)
+  //   dU = dyᵀ·(g∘h)                                    dh = g∘(dy·U)   (one pass over dy: lowRankBackward)
   //   dz = g(1 − g)·Σ_j dy_j (l_j − s_j)   through the sigmoid (see pointwise::pixelflyMixBackward)
   const float* h = slot(PixelflySlot::H);
   const float* g = slot(PixelflySlot::Gate);
@@ -88,7 +88,7 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
   float* dh = slot(PixelflySlot::DH);
   float* dz = slot(PixelflySlot::DZ);
   be.bsrBackwardData(s.sparse, M, dy, p.blocks, dx, false);
-  be.denseBackwardData(M, r, out, dy, p.U, dh, false);
+  be.lowRankBackward(M, r, out, dy, p.U, hs, dh, grads.U);
   be.pixelflyMixBackward(M, x, in, p.gw, p.V, h, r, g, dx, dh, dz, grads.gw);
   if (scalesInput(s)) {
     be.bsrBackwardWeight(s.sparse, M, dy, slot(PixelflySlot::Scaled), grads.blocks, true, grads.bias);
@@ -98,7 +98,6 @@ void pixelflyLinearBackward(Backend& be, const PixelflyLinearShape& s, int M, co
     be.bsrBackwardWeight(s.sparse, M, dys, x, grads.blocks, true, nullptr);
     if (grads.bias) be.biasGrad(M, out, dy, grads.bias, true);
   }
-  be.denseBackwardWeight(M, r, out, dy, hs, grads.U, true);
   be.denseBackwardWeight(M, in, r, dh, x, grads.V, true);
   be.biasGrad(M, 1, dz, grads.gb, true);
 }

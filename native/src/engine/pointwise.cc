@@ -1,5 +1,6 @@
 #include "pointwise.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "fastmath.h"
@@ -172,6 +173,63 @@ PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw
 #pragma omp simd
       for (int i = 0; i < in; i++) dxm[i] += c * vk[i];
     }
+  }
+}
+
+namespace {
+
+// kLowRankWidth floats: one AVX-512 register, two AVX2 ones or four SSE ones in the clones.
+typedef float LowRankVec __attribute__((vector_size(kLowRankWidth * sizeof(float))));
+
+// By reference, not by value: a 64-byte vector return would change the ABI of the non-AVX-512 clones.
+inline __attribute__((always_inline)) void loadVec(LowRankVec& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
+inline __attribute__((always_inline)) void storeVec(float* p, const LowRankVec& v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// Rows m .. m+MB−1, rank slice [k0, k0 + kLowRankWidth): the MB rows' dh slices and gated h slices
+// stay in registers while j runs over the gradient's columns; each dUp row slice is read and
+// written once per MB rows.
+template <int MB>
+inline __attribute__((always_inline)) void lowRankRows(const float* dy, int out, const float* Up, int RP,
+                                                       const float* hs, int rank, float* dh, float* dUp, int m, int k0) {
+  const int kw = std::min(kLowRankWidth, rank - k0);
+  LowRankVec h[MB], acc[MB];
+  const float* rows[MB];
+  for (int i = 0; i < MB; i++) {
+    float tmp[kLowRankWidth] = {};
+    const float* src = hs + static_cast<size_t>(m + i) * rank + k0;
+    for (int k = 0; k < kw; k++) tmp[k] = src[k];
+    loadVec(h[i], tmp);
+    acc[i] = LowRankVec{};
+    rows[i] = dy + static_cast<size_t>(m + i) * out;
+  }
+  for (int j = 0; j < out; j++) {
+    LowRankVec u, d;
+    loadVec(u, Up + static_cast<size_t>(j) * RP + k0);
+    float* dup = dUp + static_cast<size_t>(j) * RP + k0;
+    loadVec(d, dup);
+    for (int i = 0; i < MB; i++) {
+      const float b = rows[i][j];
+      acc[i] += b * u;
+      d += b * h[i];
+    }
+    storeVec(dup, d);
+  }
+  for (int i = 0; i < MB; i++) {
+    float tmp[kLowRankWidth];
+    storeVec(tmp, acc[i]);
+    float* dst = dh + static_cast<size_t>(m + i) * rank + k0;
+    for (int k = 0; k < kw; k++) dst[k] = tmp[k];
+  }
+}
+
+}  // namespace
+
+PIXELFLY_CLONES void lowRankBackward(const float* dy, int out, const float* Up, int RP, const float* hs, int rank,
+                                     float* dh, float* dUp, int r0, int r1) {
+  for (int k0 = 0; k0 < rank; k0 += kLowRankWidth) {
+    int m = r0;
+    for (; m + 4 <= r1; m += 4) lowRankRows<4>(dy, out, Up, RP, hs, rank, dh, dUp, m, k0);
+    for (; m < r1; m++) lowRankRows<1>(dy, out, Up, RP, hs, rank, dh, dUp, m, k0);
   }
 }
 

@@ -65,6 +65,17 @@ void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, c
 void pixelflyMixBackward(const float* x, int in, const float* gw, const float* V, const float* h, int rank,
                          const float* gate, float* dx, float* dh, float* dz, float* dgw, int r0, int r1);
 
+// The low-rank factor U's two backward products in one pass over the M×out gradient, rows [r0, r1):
+//   dh_m  = dy_m·U                    (overwritten; dh is M × rank)
+//   dUp  += Σ_m dy_mᵀ ⊗ hs_m           (dUp: this chunk's partial sum)
+// U and dUp are out × RP, RP = kLowRankWidth·⌈rank / kLowRankWidth⌉, zero beyond `rank` (U padded by
+// the caller); hs is M × rank. Computed as two GEMMs they read dy twice and ran at a fifth of the
+// FLOP rate of wide products (skinny: one side is `rank` wide); here each dy value, loaded once,
+// feeds both, with four rows' dh and one row of dUp per rank slice held in registers.
+constexpr int kLowRankWidth = 16;
+void lowRankBackward(const float* dy, int out, const float* Up, int RP, const float* hs, int rank, float* dh,
+                     float* dUp, int r0, int r1);
+
 // dst_m = (1 − gate[m])·a_m for rows [r0, r1) of n columns.
 void scaleRowsOneMinus(const float* a, int n, const float* gate, float* dst, int r0, int r1);
 
