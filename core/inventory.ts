@@ -32,6 +32,12 @@ export interface InventoryLayer {
   bias?: boolean;
   /** attn_core: queries attend only to earlier keys, so half the score products are done. */
   causal?: boolean;
+  /**
+   * attn_core with Pixelfly attention: the fraction of the (causal) score blocks its layout
+   * computes (core/attention.ts). Its FLOPs stay the dense core's (shares compare like with like);
+   * its time is that fraction, at the block-sparse kernels' efficiency (core/stepCost.ts).
+   */
+  scoreDensity?: number;
   /** Why the source keeps this layer dense whatever the target (e.g. no module to replace): one sentence. */
   keptDense?: string;
   /** The layer already is a Pixelfly layer with this config: it counts as sparse and is not re-planned. */

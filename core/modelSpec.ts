@@ -274,8 +274,11 @@ export function specAttention(spec: ModelSpec): { T: number; dim: number; heads:
 export function specInventory(spec: ModelSpec): Inventory {
   const layers: InventoryLayer[] = [];
   const causal = spec.kind === 'gpt';
+  const att = specAttention(spec);
+  const scoreDensity = att?.attention.kind === 'pixelfly' ? attentionLayout(att.T, att.attention, att.causal).density : undefined;
+  const core = { ...(causal ? { causal } : {}), ...(scoreDensity !== undefined ? { scoreDensity } : {}) };
   const add = (name: string, role: InventoryLayer['role'], inF: number, outF: number, count: number, rowsPerSample: number) =>
-    layers.push({ name, role, in: inF, out: outF, count, rowsPerSample, ...(role === 'attn_core' && causal ? { causal } : {}) });
+    layers.push({ name, role, in: inF, out: outF, count, rowsPerSample, ...(role === 'attn_core' ? core : {}) });
   switch (spec.kind) {
     case 'mlp': {
       let width = spec.inputFeatures;

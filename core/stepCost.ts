@@ -10,6 +10,7 @@
 import { stepRates, type DeviceProfile } from './costModel';
 import { layerDenseCost, type InventoryLayer } from './inventory';
 import { totalFlops } from './pixelflyLayer';
+import { SPARSE_ATTENTION_EFFICIENCY } from './attention';
 
 /** The batch size estimates assume when the caller does not say (the training settings' default). */
 export const DEFAULT_BATCH_SIZE = 64;
@@ -18,8 +19,10 @@ export const DEFAULT_BATCH_SIZE = 64;
 export interface ModelWork {
   /** Activation elements the layers write per sample (their outputs): what pointwise layers read and write. */
   pointwiseElements: number;
-  /** Training FLOPs of the attention cores per sample. */
+  /** Training FLOPs of the dense attention cores per sample. */
   attentionFlops: number;
+  /** Training FLOPs of the Pixelfly attention cores' kept score blocks per sample (run at SPARSE_ATTENTION_EFFICIENCY of the dense rate). */
+  sparseAttentionFlops: number;
   /** Input values per sample: pixels (the patch embedding's inputs), tokens, or features. */
   inputValues: number;
 }
@@ -27,14 +30,16 @@ export interface ModelWork {
 export function modelWork(layers: readonly InventoryLayer[]): ModelWork {
   let pointwiseElements = 0;
   let attentionFlops = 0;
+  let sparseAttentionFlops = 0;
   for (const l of layers) {
     const rows = l.count * l.rowsPerSample;
-    if (l.role === 'attn_core') attentionFlops += totalFlops(layerDenseCost(l, rows).flops);
-    else pointwiseElements += rows * l.out;
+    if (l.role !== 'attn_core') pointwiseElements += rows * l.out;
+    else if (l.scoreDensity === undefined) attentionFlops += totalFlops(layerDenseCost(l, rows).flops);
+    else sparseAttentionFlops += totalFlops(layerDenseCost(l, rows).flops) * l.scoreDensity;
   }
   const first = layers.find((l) => l.count > 0 && l.role !== 'attn_core');
   const inputValues = !first ? 0 : first.role === 'embedding' ? first.rowsPerSample : first.in * first.rowsPerSample;
-  return { pointwiseElements, attentionFlops, inputValues };
+  return { pointwiseElements, attentionFlops, sparseAttentionFlops, inputValues };
 }
 
 export type StepPart = 'products' | 'attention' | 'pointwise' | 'optimizer' | 'data';
@@ -67,7 +72,7 @@ export interface StepInput {
 export function fixedSecondsPerSample(work: ModelWork, profile: DeviceProfile): { attention: number; pointwise: number; data: number } {
   const r = stepRates(profile);
   return {
-    attention: work.attentionFlops / (r.attentionGflops * 1e9),
+    attention: (work.attentionFlops + work.sparseAttentionFlops / SPARSE_ATTENTION_EFFICIENCY) / (r.attentionGflops * 1e9),
     pointwise: work.pointwiseElements * r.pointwiseNsPerElement * 1e-9,
     data: work.inputValues * r.dataNsPerValue * 1e-9,
   };

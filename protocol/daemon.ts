@@ -101,6 +101,7 @@ export const InventoryLayerSchema = z.strictObject({
   pinnedDense: z.boolean().optional(),
   bias: z.boolean().optional(),
   causal: z.boolean().optional(),
+  scoreDensity: z.number().gt(0).max(1).optional(),
   keptDense: z.string().min(1).max(1000).optional(),
   pixelfly: z.lazy(() => PixelflyConfigSchema).optional(),
 }) satisfies z.ZodType<InventoryLayer>;

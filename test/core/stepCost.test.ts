@@ -3,11 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_PROFILE, parseDeviceProfile, type DeviceProfile } from '../../core/costModel';
-import { attentionCoreFlops } from '../../core/attention';
+import { attentionCoreFlops, attentionLayout, SPARSE_ATTENTION_EFFICIENCY } from '../../core/attention';
 import { specInventory, type GptSpec } from '../../core/modelSpec';
 import { totalFlops } from '../../core/pixelflyLayer';
 import { DEFAULT_TARGET, planModel } from '../../core/planner';
-import { modelWork, stepEstimate } from '../../core/stepCost';
+import { fixedSecondsPerSample, modelWork, stepEstimate } from '../../core/stepCost';
 
 const GPT: GptSpec = { kind: 'gpt', vocab: 512, context: 256, dim: 512, depth: 4, heads: 8, mlpHidden: 2048 };
 
@@ -18,10 +18,27 @@ test("a spec's work: its attention cores' FLOPs, its layers' outputs, its input 
   const perBlock = T * (3 * GPT.dim + GPT.dim + GPT.mlpHidden + GPT.dim);
   assert.equal(w.pointwiseElements, T * GPT.dim /* embedding */ + GPT.depth * perBlock + T * GPT.vocab /* head */);
   assert.equal(w.inputValues, T);
+  assert.equal(w.sparseAttentionFlops, 0);
+});
+
+test("a spec with Pixelfly attention: its cores cost their kept score blocks, at the block-sparse kernels' efficiency", () => {
+  const attention = { kind: 'pixelfly' as const, block: 32, butterflySize: 32, nFactors: 2 };
+  const sparse = { ...GPT, context: 1024, attention };
+  const dense = { ...sparse, attention: { kind: 'dense' as const } };
+  const { density } = attentionLayout(1024, attention, true);
+  assert.ok(density < 0.5, `${density}`);
+  const ws = modelWork(specInventory(sparse).layers);
+  const wd = modelWork(specInventory(dense).layers);
+  assert.equal(ws.attentionFlops, 0);
+  assert.ok(Math.abs(ws.sparseAttentionFlops - wd.attentionFlops * density) < 1e-6 * wd.attentionFlops);
+  const t = (w: typeof ws) => fixedSecondsPerSample(w, DEFAULT_PROFILE).attention;
+  assert.ok(Math.abs(t(ws) / t(wd) - density / SPARSE_ATTENTION_EFFICIENCY) < 1e-9);
+  // The model's FLOPs (hints' shares, the plan's fractions) stay the dense core's: like with like.
+  assert.deepEqual(specInventory(sparse).layers.find((l) => l.role === 'attn_core'), { ...specInventory(dense).layers.find((l) => l.role === 'attn_core'), scoreDensity: density });
 });
 
 test('the step estimate adds its parts; only the products and the optimizer change; Amdahl bounds it', () => {
-  const work = { pointwiseElements: 1e6, attentionFlops: 1e9, inputValues: 1e3 };
+  const work = { pointwiseElements: 1e6, attentionFlops: 1e9, sparseAttentionFlops: 0, inputValues: 1e3 };
   const e = stepEstimate({ work, products: { dense: 0.01, plan: 0.004, sparsified: 0.003 }, params: { dense: 1e6, plan: 4e5 } }, DEFAULT_PROFILE, 16);
   const parts = Object.values(e.parts);
   assert.ok(Math.abs(parts.reduce((a, p) => a + p.denseMs, 0) - e.denseMs) < 1e-9);
