@@ -40,10 +40,11 @@ export function torchTrainingRequest(params: Parameters<EngineServices['training
       'a torch job needs its plan: the one `pixelfly analyze --json` writes for the file (its layers), or the editor\'s Export plan; the daemon does not analyse the file itself',
     );
   }
-  // The worker trains fp32 on the CPU (pixelfly_torch's CPU kernels); it does not pretend otherwise.
+  // The worker trains on the CPU (pixelfly_torch's CPU kernels), fp32 or bf16 under torch.autocast
+  // ('auto': bf16 where the CPU has bf16 instructions); it does not pretend otherwise.
   if (params.hyper.backend === 'cuda') throw new RejectedError("the PyTorch runner trains on the CPU: backend 'cuda' is the engine's (use 'auto' or 'cpu')");
-  if (params.hyper.precision === 'bf16' || params.hyper.precision === 'fp16') {
-    throw new RejectedError(`the PyTorch runner trains in fp32: precision '${params.hyper.precision}' is the engine's (use 'auto' or 'fp32')`);
+  if (params.hyper.precision === 'fp16') {
+    throw new RejectedError("the PyTorch runner trains on the CPU, where fp16 products are not faster: precision 'fp16' is the engine's on CUDA (use 'auto', 'bf16' or 'fp32')");
   }
   checkDatasetPath(params.dataset);
   return { runner: 'torch', model, plan: params.plan, dataset: params.dataset, hyper: params.hyper, compare: params.compare };

@@ -43,6 +43,13 @@ class _PixelflyLinear(torch.autograd.Function):
         return dx, dblocks, dbias, dlr1, dlr2, dgw, dgb, None, None, None
 
 
+def _autocast_bf16(x):
+    """Inside ``torch.autocast("cpu", dtype=torch.bfloat16)``: the products run in bf16 on the fp32
+    weights, as autocast runs ``F.linear`` (the native operators are not on autocast's lists, so the
+    layer asks itself)."""
+    return not x.is_cuda and torch.is_autocast_cpu_enabled() and torch.get_autocast_cpu_dtype() == torch.bfloat16
+
+
 def _rows(x, features):
     """x as a contiguous [rows × features] matrix (a view when it already is one)."""
     return x.reshape(-1, features).contiguous()
@@ -57,13 +64,16 @@ def pixelfly_linear(x, blocks, index, out_features, bias=None, lr_weight1=None, 
     float32 tensors get fp32 products. bfloat16 tensors (a model.to(torch.bfloat16)) get bf16 products
     (inputs in bf16, fp32 accumulation) on the CPU's bf16 kernels, with the gate and mixing in fp32 and
     the output rounded to bfloat16, like torch's bf16 F.linear; their gradients come back in bfloat16.
+    Under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the products are bf16 on fp32 weights, whose
+    gradients stay fp32, and the output is bfloat16, as autocast's F.linear.
     """
     in_features = x.shape[-1]
     params = [blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias]
-    precision = "bf16" if x.dtype == torch.bfloat16 else "fp32"
+    autocast = _autocast_bf16(x)
+    precision = "bf16" if x.dtype == torch.bfloat16 or autocast else "fp32"
     if precision == "bf16":  # the layer's math runs on fp32 copies; the products round them to bf16 again
         x = x.float()
-        params = [p if p is None else p.float() for p in params]
+        params = [p if p is None else p.float() for p in params]  # fp32 weights (autocast) pass as they are
     y = _PixelflyLinear.apply(_rows(x, in_features), *[p if p is None else p.contiguous() for p in params], index,
                               out_features, precision)
     y = y.reshape(*x.shape[:-1], out_features)

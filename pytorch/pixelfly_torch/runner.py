@@ -537,9 +537,20 @@ def test_batches(data, inputs, batch, max_samples):
 
 # --- the job ------------------------------------------------------------------------------------
 
+def resolve_precision(asked):
+    """The job's product precision. 'bf16' runs both variants under torch.autocast: products in bf16,
+    weights, gradients and optimizer state fp32. 'auto' is fp32 here, unlike the engine's: the user's
+    model meets torch's CPU autocast, which in torch 1.13 leaves some layers' inputs uncast (a
+    LayerNorm after an autocast product fails), so bf16 is asked for, not assumed."""
+    if asked == "fp16":
+        raise Rejected("precision 'fp16': the PyTorch runner trains on the CPU, where fp16 products are not faster; use 'auto', 'bf16' or 'fp32'")
+    return "fp32" if asked == "auto" else asked
+
+
 class Variant:
-    def __init__(self, model, call, hyper, total_steps):
+    def __init__(self, model, call, hyper, total_steps, precision="fp32"):
         self.model, self.call, self.hyper = model, call, hyper
+        self.autocast = precision == "bf16"
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
         rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": hyper["weightDecay"]}, {"params": rest, "weight_decay": 0.0}],
@@ -558,7 +569,8 @@ class Variant:
         x, y = self.batches.next()
         self.model.train()
         t0 = time.perf_counter()
-        loss, _ = self.call.loss(self.model, x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+            loss, _ = self.call.loss(self.model, x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.hyper["gradClip"] > 0:
@@ -574,7 +586,9 @@ class Variant:
         self.model.eval()
         total, count, correct = 0.0, 0, 0
         for x, y in test_batches(data, inputs, batch, max_samples):
-            loss, out = self.call.loss(self.model, x, y)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                loss, out = self.call.loss(self.model, x, y)
+            loss = loss.float()
             n = y.numel()
             total += float(loss) * n
             count += n
@@ -691,6 +705,7 @@ class Job:
         if not self.models:
             raise RuntimeError("inspect the job first")
         hyper = req["hyper"]
+        self.precision = resolve_precision(hyper.get("precision", "auto"))
         self.batch = req.get("batchSize") or hyper["batchSize"]
         self.data = load_data(req["dataset"], self.inputs, hyper["seed"], int(max_data_bytes))
         probe = Batches(self.data, self.inputs, self.batch, hyper["seed"])
@@ -699,7 +714,7 @@ class Job:
         total = min(hyper["maxSteps"], by_epochs) if hyper["maxSteps"] > 0 else by_epochs
         self.variants = {}
         for name, model in self.models.items():
-            v = Variant(model, self.call, hyper, total)
+            v = Variant(model, self.call, hyper, total, self.precision)
             v.batches = Batches(self.data, self.inputs, self.batch, hyper["seed"])
             self.variants[name] = v
         tokens = self.inputs["kind"] == "tokens"
@@ -715,7 +730,7 @@ class Job:
             "tokensPerStep": self.batch * (self.inputs["context"] if tokens else 1),
             "params": {k: v.params for k, v in self.variants.items()},
             "backend": "cpu",
-            "precision": "fp32",
+            "precision": self.precision,
         }
 
     def variant(self, name):
@@ -729,7 +744,10 @@ class Job:
         except Rejected:
             raise
         except Exception as e:
-            raise ModelError(_user_traceback(f"training step of the {name} model failed", e)) from None
+            what = f"training step of the {name} model failed"
+            if self.precision == "bf16" and "BFloat16" in str(e):
+                what += f" under torch.autocast(bfloat16), which torch {torch.__version__} does not apply to every layer of this model (train it with precision 'fp32')"
+            raise ModelError(_user_traceback(what, e)) from None
 
     def evaluate(self, name):
         try:

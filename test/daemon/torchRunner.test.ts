@@ -37,7 +37,7 @@ async function submitTorch(
   file: string,
   name: string,
   settings: Settings,
-  opts: { paths?: string[]; dataset?: MethodParamsIn<'job.submit'>['dataset']; steps?: number; batchSize?: number; stepTimeoutS?: number; plan?: unknown; trusted?: boolean } = {},
+  opts: { paths?: string[]; dataset?: MethodParamsIn<'job.submit'>['dataset']; steps?: number; batchSize?: number; stepTimeoutS?: number; plan?: unknown; trusted?: boolean; precision?: 'bf16' } = {},
 ): Promise<JobInfo> {
   const plan = 'plan' in opts ? opts.plan : await planFor(file, name, settings, opts.paths);
   return client.request(
@@ -47,7 +47,7 @@ async function submitTorch(
       model: { file, name, settings, python: PYTHON, paths: opts.paths ?? [], stepTimeoutS: opts.stepTimeoutS, trusted: opts.trusted ?? true },
       plan: plan as MethodParamsIn<'job.submit'>['plan'],
       dataset: opts.dataset ?? { kind: 'synthetic' },
-      hyper: { epochs: 1, batchSize: opts.batchSize ?? 4, lr: 1e-3, maxSteps: opts.steps ?? 6, threads: 1, evalSamples: 256 },
+      hyper: { epochs: 1, batchSize: opts.batchSize ?? 4, lr: 1e-3, maxSteps: opts.steps ?? 6, threads: 1, evalSamples: 256, ...(opts.precision ? { precision: opts.precision } : {}) },
       compare: true,
     },
     60_000,
@@ -73,9 +73,10 @@ function checkMemory(t: { diagnostic(m: string): void }, what: string, info: Job
   assert.ok(ratio >= 0.75 && ratio <= 1.25, `${what}: estimate ${info.estimatedMemoryBytes} is not within 25% of the measured peak ${info.peakMemoryBytes}`);
 }
 
-function checkCompleted(info: JobInfo): void {
+function checkCompleted(info: JobInfo, precision: 'fp32' | 'bf16' = 'fp32'): void {
   assert.equal(info.state, 'completed', `the job ended ${info.state}: ${info.error}`);
   assert.equal(info.subject?.runner, 'torch');
+  assert.equal(info.precision, precision, "the runner's 'auto' is fp32; bf16 (torch.autocast) when asked");
   const s = info.summary!;
   assert.equal(s.steps, info.totalSteps);
   assert.ok(s.dense?.medianStepMs && s.pixelfly.medianStepMs, 'both variants trained');
@@ -89,9 +90,10 @@ function checkCompleted(info: JobInfo): void {
 
 const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 
-const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: boolean; note: RegExp }> = [
+const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: boolean; precision?: 'bf16'; note: RegExp }> = [
   {
-    what: 'nanoGPT',
+    what: 'nanoGPT, bf16 products (torch.autocast)',
+    precision: 'bf16',
     file: fixture('nanogpt', 'model.py'),
     name: 'GPT',
     settings: { n_layer: 2, n_head: 4, n_embd: 256, block_size: 64, vocab_size: 96 },
@@ -133,12 +135,12 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
       for (const m of corpus) {
         await t.test(m.what, async (st) => {
           const dataset = m.text ? { kind: 'text' as const, path: corpusText } : m.images ? { kind: 'fashion-mnist' as const } : undefined;
-          const job = await submitTorch(client, m.file, m.name, m.settings, { paths: m.paths, dataset });
+          const job = await submitTorch(client, m.file, m.name, m.settings, { paths: m.paths, dataset, precision: m.precision });
           // The run names what it trains from submission on: your PyTorch model, its file and model, the dataset.
           assert.deepEqual(job.subject && [job.subject.runner, job.subject.model, job.subject.file], ['torch', m.name, m.file]);
           assert.ok(job.subject?.dataset, 'the dataset asked for');
           const info = await waitEnd(client, job.jobId);
-          checkCompleted(info);
+          checkCompleted(info, m.precision);
           assert.match(info.dataset!.note ?? '', m.note);
           if (m.text) assert.match(info.dataset!.name, /corpus\.txt \(\d[\d,]* tokens as characters/);
           else if (m.images && existsSync(FASHION_MNIST)) assert.equal(info.dataset!.name, 'Fashion-MNIST (padded to 32×32, grey repeated to 3 channels)');
@@ -261,7 +263,7 @@ test('torch jobs are refused where they enter: an untrusted workspace, a relativ
     await t.test('a backend or precision it does not train with', async () => {
       const base = { runner: 'torch' as const, model: { file: m.file, name: m.name, settings: m.settings, python: PYTHON, trusted: true }, plan: plan as MethodParamsIn<'job.submit'>['plan'], dataset: { kind: 'synthetic' as const } };
       await refused(client.request('job.submit', { ...base, hyper: { epochs: 1, batchSize: 4, lr: 1e-3, backend: 'cuda' } }), /trains on the CPU: backend 'cuda'/);
-      await refused(client.request('job.submit', { ...base, hyper: { epochs: 1, batchSize: 4, lr: 1e-3, precision: 'bf16' } }), /trains in fp32: precision 'bf16'/);
+      await refused(client.request('job.submit', { ...base, hyper: { epochs: 1, batchSize: 4, lr: 1e-3, precision: 'fp16' } }), /trains on the CPU, where fp16 products are not faster/);
     });
     await t.test('over memory', async (st) => {
       const free = (await client.request('hello', {})).memory!.availableBytes;

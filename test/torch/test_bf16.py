@@ -1,5 +1,5 @@
-"""PixelflyLinear in a bfloat16 model (model.to(torch.bfloat16)) runs on the CPU's bf16 kernels: bf16
-products with fp32 accumulation, against a float64 reference of the same bf16-rounded numbers."""
+"""PixelflyLinear in a bfloat16 model (model.to(torch.bfloat16)) or under torch.autocast runs on the
+CPU's bf16 kernels: bf16 products with fp32 accumulation, against a float64 reference."""
 import torch
 
 import pixelfly_torch as pt
@@ -26,6 +26,29 @@ class Bf16(Case):
             for n, p in layer.named_parameters():
                 self.assertEqual(p.grad.dtype, torch.bfloat16)
                 self.assertClose(p.grad.float(), want_g[n], 3e-2, f"{i}→{o} r{rank}: d{n}")
+
+    def test_autocast_runs_bf16_products_on_fp32_weights(self):
+        # torch.autocast("cpu", bfloat16), as a mixed-precision training loop (and the daemon's PyTorch
+        # runner) uses it: the products in bf16, the weights and their gradients fp32, the output bf16
+        # as autocast's F.linear; the same numbers as the layer in bfloat16 up to the weights' rounding.
+        for i, o, rank in ((96, 200, 0), (200, 96, 6)):
+            layer = make_layer(i, o, block=16, butterfly_size=4, n_factors=2, rank=rank)
+            x = torch.randn(300, i).requires_grad_()
+            dy = torch.randn(300, o)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                y = layer(x)
+            self.assertEqual(y.dtype, torch.bfloat16)
+            y.backward(dy.to(torch.bfloat16))
+            want_y, want_dx, want_g = reference(layer, x, dy)
+            self.assertClose(y.float(), want_y, 1.5e-2, f"{i}→{o} r{rank}: y")
+            self.assertEqual(x.grad.dtype, torch.float32)
+            self.assertClose(x.grad, want_dx, 1.5e-2, f"{i}→{o} r{rank}: dx")
+            for n, p in layer.named_parameters():
+                self.assertEqual(p.grad.dtype, torch.float32, n)
+                self.assertClose(p.grad, want_g[n], 3e-2, f"{i}→{o} r{rank}: d{n}")
+            # Not bf16 at all outside autocast: fp32 products, fp32 tolerance.
+            x.grad = None
+            self.assertClose(layer(x).detach(), want_y, 2e-5, f"{i}→{o} r{rank}: y without autocast")
 
     def test_every_bf16_path_this_cpu_has(self):
         ops = pt.extension.ops

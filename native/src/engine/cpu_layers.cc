@@ -221,49 +221,52 @@ void CpuBackend::pixelflyLerpRows(int M, float* y, int out, const float* gate, c
   });
 }
 
-void CpuBackend::pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
-                         const float* gate, float* dx, float* dh, float* dz, float* dgw) {
-  // The gate weight's gradient as partial sums over fixed row chunks, added in chunk order: the
-  // chunks depend only on M, so the sum is the same for any thread count (the PyTorch operators
-  // promise results independent of torch.get_num_threads()).
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(64, (static_cast<int64_t>(M) + 511) / 512));
+namespace {
+
+// f(m0, m1, part) over fixed chunks of M rows (at least 512 each, at most maxChunks), in parallel,
+// each chunk with its own zeroed array of partSize floats for its partial sums; returns the arrays,
+// chunk after chunk. The chunks depend only on M, so sums added in chunk order are the same for any
+// thread count (the PyTorch operators promise results independent of torch.get_num_threads()).
+template <class F>
+std::vector<float> rowChunkPartials(int M, size_t partSize, int64_t maxChunks, F f) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(maxChunks, (static_cast<int64_t>(M) + 511) / 512));
   const int64_t rowsPer = (static_cast<int64_t>(M) + chunks - 1) / chunks;
-  std::vector<float> parts(static_cast<size_t>(chunks) * in, 0.0f);
+  std::vector<float> parts(static_cast<size_t>(chunks) * partSize, 0.0f);
   pw::parallelRanges(chunks, 1, [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; q++) {
       const int64_t m0 = q * rowsPer, m1 = std::min<int64_t>(M, m0 + rowsPer);
-      if (m0 < m1)
-        pw::pixelflyMixBackward(x, in, gw, V, h, rank, gate, dx, dh, dz, &parts[static_cast<size_t>(q) * in],
-                                static_cast<int>(m0), static_cast<int>(m1));
+      if (m0 < m1) f(static_cast<int>(m0), static_cast<int>(m1), &parts[static_cast<size_t>(q) * partSize]);
     }
   });
-  for (int64_t q = 0; q < chunks; q++) pw::addTo(dgw, &parts[static_cast<size_t>(q) * in], in);
+  return parts;
+}
+
+}  // namespace
+
+void CpuBackend::pixelflyMixBackward(int M, const float* x, int in, const float* gw, const float* V, const float* h, int rank,
+                         const float* gate, float* dx, float* dh, float* dz, float* dgw) {
+  // The gate weight's gradient as partial sums over row chunks, added in chunk order.
+  const std::vector<float> parts = rowChunkPartials(M, in, 64, [&](int m0, int m1, float* part) {
+    pw::pixelflyMixBackward(x, in, gw, V, h, rank, gate, dx, dh, dz, part, m0, m1);
+  });
+  for (size_t q = 0; q < parts.size(); q += in) pw::addTo(dgw, &parts[q], in);
 }
 
 void CpuBackend::lowRankBackward(int M, int rank, int out, const float* dY, const float* U, const float* hs, float* dh,
                                  float* dU) {
-  // U padded to whole register widths, and dU as partial sums over fixed row chunks added in chunk
-  // order (as pixelflyMixBackward's dgw: the same sum for any thread count). Exact fp32 whatever the
-  // backend's precision: these products are bound by reading dY, which bf16 inputs would not shorten.
+  // U padded to whole register widths, and dU as partial sums over row chunks added in chunk order
+  // (at most 64 MB of them). Exact fp32 whatever the backend's precision: these products are bound
+  // by reading dY, which bf16 inputs would not shorten.
   const int RP = (rank + pw::kLowRankWidth - 1) / pw::kLowRankWidth * pw::kLowRankWidth;
   const size_t tile = static_cast<size_t>(out) * RP;
   std::vector<float> Up(tile, 0.0f);
   for (int j = 0; j < out; j++)
     std::copy(U + static_cast<size_t>(j) * rank, U + static_cast<size_t>(j + 1) * rank, &Up[static_cast<size_t>(j) * RP]);
-  // Chunks of at least 512 rows, at most 64 of them, and at most 64 MB of partial sums.
   const int64_t byMemory = std::max<int64_t>(1, (int64_t{16} << 20) / static_cast<int64_t>(tile));
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>({64, byMemory, (static_cast<int64_t>(M) + 511) / 512}));
-  const int64_t rowsPer = (static_cast<int64_t>(M) + chunks - 1) / chunks;
-  std::vector<float> parts(static_cast<size_t>(chunks) * tile, 0.0f);
-  pw::parallelRanges(chunks, 1, [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; q++) {
-      const int64_t m0 = q * rowsPer, m1 = std::min<int64_t>(M, m0 + rowsPer);
-      if (m0 < m1)
-        pw::lowRankBackward(dY, out, Up.data(), RP, hs, rank, dh, &parts[static_cast<size_t>(q) * tile],
-                            static_cast<int>(m0), static_cast<int>(m1));
-    }
+  std::vector<float> parts = rowChunkPartials(M, tile, std::min<int64_t>(64, byMemory), [&](int m0, int m1, float* part) {
+    pw::lowRankBackward(dY, out, Up.data(), RP, hs, rank, dh, part, m0, m1);
   });
-  for (int64_t q = 1; q < chunks; q++) pw::addTo(parts.data(), &parts[static_cast<size_t>(q) * tile], static_cast<int64_t>(tile));
+  for (size_t q = tile; q < parts.size(); q += tile) pw::addTo(parts.data(), &parts[q], static_cast<int64_t>(tile));
   for (int j = 0; j < out; j++) pw::addTo(dU + static_cast<size_t>(j) * rank, &parts[static_cast<size_t>(j) * RP], rank);
 }
 
