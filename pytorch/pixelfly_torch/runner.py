@@ -50,6 +50,10 @@ CONFIG_CLASS = re.compile(r"(config|cfg|args|params)$", re.I)
 CONTEXT_KEYS = ("block_size", "n_positions", "max_position_embeddings", "max_seq_len", "seq_len", "context_length", "n_ctx", "max_len")
 IMAGE_KEYS = ("img_size", "image_size", "input_size", "resolution")
 CHANNEL_KEYS = ("channels", "in_chans", "in_channels", "num_channels")
+# Module-level constants a file states its image size with (``IMAGE = 28``), for a convolution-first model.
+IMAGE_CONSTANTS = ("IMAGE", "IMAGE_SIZE", "IMG_SIZE", "INPUT_SIZE", "RESOLUTION")
+# The image side of the datasets the runner reads, for a convolution-first model that states none.
+DATASET_IMAGE = {"fashion-mnist": 28}
 SYNTHETIC_TOKENS = (65536, 8192)
 SYNTHETIC_SAMPLES = (4096, 1024)
 DEFAULT_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -211,10 +215,20 @@ def _setting(model, settings, keys):
     return None
 
 
-def infer_inputs(model, settings):
+def _module_image_size(module):
+    for name in IMAGE_CONSTANTS:
+        v = getattr(module, name, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v, f"the file's {name} = {v}"
+    return None, None
+
+
+def infer_inputs(model, settings, module=None, dataset_kind=None):
     """What the model eats, read off the built model: token ids (its first layer is an embedding),
     images (an image size in its settings or config, or a convolution first), or feature vectors
-    (a linear layer first)."""
+    (a linear layer first). A convolution-first model that states no size in its settings or config
+    takes the one its file states (``IMAGE = 28``), else the dataset's own (Fashion-MNIST: 28); the
+    second value says where such a size came from (else None)."""
     first = next((m for m in model.modules() if isinstance(m, (nn.Embedding, nn.modules.conv._ConvNd, nn.Linear))), None)
     if isinstance(first, nn.Embedding):
         context = _setting(model, settings, CONTEXT_KEYS)
@@ -224,17 +238,23 @@ def infer_inputs(model, settings):
         if context is None:
             raise Rejected("the model eats token ids but its context length is not in its settings or config "
                            f"({', '.join(CONTEXT_KEYS)}): give the job's model.inputs")
-        return {"kind": "tokens", "vocab": first.num_embeddings, "context": context}
+        return {"kind": "tokens", "vocab": first.num_embeddings, "context": context}, None
     size = _setting(model, settings, IMAGE_KEYS)
     conv = isinstance(first, nn.modules.conv._ConvNd)
     if size is not None:
         # A patch embedding may be a Linear over flattened patches (lucidrains): the image size says images.
         channels = _setting(model, settings, CHANNEL_KEYS) or (first.in_channels if conv else 3)
-        return {"kind": "images", "channels": channels, "height": size, "width": size}
+        return {"kind": "images", "channels": channels, "height": size, "width": size}, None
     if conv:
-        raise Rejected(f"the model eats images but its size is not in its settings ({', '.join(IMAGE_KEYS)}): give the job's model.inputs")
+        size, where = _module_image_size(module) if module is not None else (None, None)
+        if size is None and dataset_kind in DATASET_IMAGE:
+            size, where = DATASET_IMAGE[dataset_kind], f"the {dataset_kind} images"
+        if size is not None:
+            return {"kind": "images", "channels": first.in_channels, "height": size, "width": size}, f"image size {size}×{size} from {where}"
+        raise Rejected(f"the model eats images but its size is not in its settings ({', '.join(IMAGE_KEYS)}) or its file "
+                       f"({', '.join(IMAGE_CONSTANTS)}), and the dataset does not fix one: give the job's model.inputs")
     if isinstance(first, nn.Linear):
-        return {"kind": "features", "features": first.in_features}
+        return {"kind": "features", "features": first.in_features}, None
     raise Rejected("cannot tell what the model eats (no embedding, convolution or linear layer): give the job's model.inputs")
 
 
@@ -667,7 +687,7 @@ class Job:
             raise ModelError(_user_traceback(f"building {spec['name']}({', '.join(f'{k}={v!r}' for k, v in settings.items())}) failed", e)) from None
         if not isinstance(dense, nn.Module):
             raise Rejected(f"{spec['name']}(...) returned a {type(dense).__name__}, not a torch.nn.Module")
-        inputs = spec.get("inputs") or infer_inputs(dense, settings)
+        inputs, self.inputs_note = (spec["inputs"], None) if spec.get("inputs") else infer_inputs(dense, settings, module, req["dataset"].get("kind"))
         torch.manual_seed(hyper["seed"] + 1)
         pixelfly = copy.deepcopy(dense)
         try:
@@ -719,7 +739,7 @@ class Job:
             self.variants[name] = v
         tokens = self.inputs["kind"] == "tokens"
         unused = f"settings {', '.join(self.unused)} are not {self.req['model']['name']}'s parameters (the analysis' own pins): not passed" if self.unused else None
-        note = "; ".join(n for n in (self.data.note, f"loss: {self.call.note or 'to be seen at the first step'}", unused) if n)
+        note = "; ".join(n for n in (self.data.note, self.inputs_note, f"loss: {self.call.note or 'to be seen at the first step'}", unused) if n)
         return {
             "dataset": {
                 "kind": self.data.kind, "name": self.data.name, "synthetic": self.data.kind == "synthetic", "note": note,

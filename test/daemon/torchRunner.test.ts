@@ -90,7 +90,10 @@ function checkCompleted(info: JobInfo, precision: 'fp32' | 'bf16' = 'fp32'): voi
 
 const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 
-const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: boolean; precision?: 'bf16'; note: RegExp }> = [
+/** An image model trained on Fashion-MNIST: the input it is found to eat, and the dataset's name once fitted to it. */
+type Images = { image: { channels: number; height: number; width: number }; name: string };
+
+const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: Images; precision?: 'bf16'; note: RegExp }> = [
   {
     what: 'nanoGPT, bf16 products (torch.autocast)',
     precision: 'bf16',
@@ -121,8 +124,17 @@ const corpus: Array<{ what: string; file: string; name: string; settings: Settin
     name: 'ViT',
     settings: { image_size: 32, patch_size: 8, num_classes: 10, dim: 256, depth: 2, heads: 4, mlp_dim: 512, dim_head: 64 },
     paths: [SITE],
-    images: true,
+    images: { image: { channels: 3, height: 32, width: 32 }, name: 'Fashion-MNIST (padded to 32×32, grey repeated to 3 channels)' },
     note: /cross-entropy on the model's output/,
+  },
+  {
+    // Its image size is neither a setting nor in a config: the file states it (IMAGE = 28).
+    what: 'the example Mixer (a convolution first, its image size a module constant)',
+    file: join(repoRoot, 'test', 'e2e', 'workspace', 'mixer.py'),
+    name: 'Mixer',
+    settings: {},
+    images: { image: { channels: 1, height: 28, width: 28 }, name: 'Fashion-MNIST' },
+    note: /image size 28×28 from the file's IMAGE = 28; loss: cross-entropy on the model's output/,
   },
 ];
 
@@ -143,12 +155,12 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
           checkCompleted(info, m.precision);
           assert.match(info.dataset!.note ?? '', m.note);
           if (m.text) assert.match(info.dataset!.name, /corpus\.txt \(\d[\d,]* tokens as characters/);
-          else if (m.images && existsSync(FASHION_MNIST)) assert.equal(info.dataset!.name, 'Fashion-MNIST (padded to 32×32, grey repeated to 3 channels)');
+          else if (m.images && existsSync(FASHION_MNIST)) assert.equal(info.dataset!.name, m.images.name);
           else if (m.images) assert.match(info.dataset!.note ?? '', /Fashion-MNIST is not installed/);
           else assert.ok(info.dataset!.synthetic);
           // The worker's inspect step fills in what the built model eats, both parameter counts and the runtime.
           const sub = info.subject!;
-          assert.deepEqual([sub.context, sub.image], m.images ? [undefined, { channels: 3, height: 32, width: 32 }] : [64, undefined]);
+          assert.deepEqual([sub.context, sub.image], m.images ? [undefined, m.images.image] : [64, undefined]);
           assert.deepEqual(sub.params, { pixelfly: info.summary!.pixelfly.params, dense: info.summary!.dense!.params });
           assert.equal(sub.batchSize, job.subject!.batchSize);
           if (m.images) assert.ok(info.summary!.pixelfly.eval?.accuracy !== undefined, 'a classifier is evaluated with its accuracy');

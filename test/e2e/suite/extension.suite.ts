@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { PixelflyApi } from '../../../extension/main';
 import type { JobInfo } from '../../../protocol/daemon';
+import { PYTHON, torchMissing } from '../../support/torch';
 
 const EXT_ID = 'pixelfly.pixelfly';
 const COMMANDS = [
@@ -178,6 +179,36 @@ suite('Pixelfly extension (inside VS Code)', () => {
       assert.equal(r.info.endReason, 'cancelled on request (job.cancel)');
     } finally {
       await vscode.workspace.getConfiguration('pixelfly').update('training.maxSteps', undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  test("Train with the PyTorch runner trains the file's own model (your model, not an engine stand-in) to completion", async function () {
+    const missing = torchMissing();
+    if (missing) {
+      console.log(missing);
+      this.skip();
+    }
+    this.timeout(300000);
+    const editor = await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
+    const classLine = editor.document.getText().split('\n').findIndex((l) => l.startsWith('class Mixer('));
+    editor.selection = new vscode.Selection(classLine + 3, 0, classLine + 3, 0);
+    const cfg = vscode.workspace.getConfiguration('pixelfly');
+    const settings: Array<[string, unknown]> = [['training.runner', 'torch'], ['analysis.pythonPath', PYTHON], ['training.maxSteps', 4]];
+    for (const [k, v] of settings) await cfg.update(k, v, vscode.ConfigurationTarget.Workspace);
+    try {
+      const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
+      assert.ok(j, 'job submitted');
+      assert.deepEqual([j.subject?.runner, j.subject?.model, j.subject?.file], ['torch', 'Mixer', workspaceFile('mixer.py').fsPath]);
+      const r = await waitFor('the PyTorch run to end', () => {
+        const rec = api.store.get(j.jobId);
+        return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec.info.summary !== undefined && rec;
+      }, 240000);
+      assert.equal(r.info.state, 'completed', r.info.error);
+      assert.equal(r.steps.length, 4);
+      assert.ok(r.steps.every((s) => s.dense && s.pixelfly.loss > 0), 'both variants every step');
+      console.log(`torch run ${j.jobId}: ${r.steps.length} steps, speedup ${r.info.summary?.speedup?.toFixed(2)}x (informational)`);
+    } finally {
+      for (const [k] of settings) await cfg.update(k, undefined, vscode.ConfigurationTarget.Workspace);
     }
   });
 
