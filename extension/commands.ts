@@ -11,7 +11,7 @@ import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/
 import type { AnalysisJson } from '../protocol/lsp';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
-import { isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch, type TrainArgs } from './trainArgs';
+import { fittingBatch, isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch, type TrainArgs } from './trainArgs';
 import { appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
@@ -235,8 +235,36 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
     const { spec, name, plan, source } = resolved;
     params = { name: name.slice(0, 128), spec, plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null, ...common, ...(source ? { source } : {}) };
   }
-  const info = await s.connection.call('job.submit', params);
-  s.output.info(`submitted run ${info.jobId} (${info.name}), ${info.totalSteps} steps, run folder ${info.runDir}`);
+  return submitRun(s, params);
+}
+
+/**
+ * Submits a run and follows it (metrics page, progress notification). A run refused because it
+ * does not fit in memory, where a smaller batch of the same model would, offers that batch: one
+ * click trains it (pixelfly.training.batchSize is left as it is).
+ */
+async function submitRun(s: Services, params: MethodParamsIn<'job.submit'>): Promise<JobInfo | undefined> {
+  let info: JobInfo;
+  try {
+    info = await s.connection.call('job.submit', params);
+  } catch (err) {
+    const asked = params.hyper?.batchSize ?? s.settings().batchSize;
+    const batch = fittingBatch(err, asked);
+    if (batch === undefined) throw err;
+    const msg = (err as Error).message;
+    s.output.error(`Train dense vs Pixelfly: ${msg}`);
+    const retry = `Train with batch size ${batch}`;
+    void vscode.window.showErrorMessage(`Pixelfly: ${msg}`, retry).then(async (pick) => {
+      if (pick !== retry) return;
+      try {
+        await submitRun(s, { ...params, hyper: { ...params.hyper, batchSize: batch } });
+      } catch (e) {
+        void vscode.window.showErrorMessage(`Pixelfly: Train dense vs Pixelfly: ${(e as Error).message}`);
+      }
+    });
+    return undefined;
+  }
+  s.output.info(`submitted run ${info.jobId} (${info.name}), ${info.totalSteps} steps, batch ${params.hyper?.batchSize ?? '-'}, run folder ${info.runDir}`);
   s.store.upsert(info);
   await s.connection.follow(info.jobId, 0);
   MetricsPanel.show(s.context.extensionUri, s.store, metricsActions(s), info.jobId);

@@ -3,6 +3,7 @@
  * specError?}, protocol/lsp.ts) or the palette assembles. No VS Code imports (unit-tested).
  */
 import { fileURLToPath } from 'node:url';
+import { ErrorCode } from '../protocol/daemon';
 import type { TrainLensArgs } from '../protocol/lsp';
 
 export type TrainArgs = Omit<Partial<TrainLensArgs>, 'plan'> & { plan?: unknown };
@@ -53,4 +54,16 @@ export function trainLensFor(commands: ReadonlyArray<{ command: string; argument
     if (isTrainArgs(a) && a.name === name) return a;
   }
   return undefined;
+}
+
+/**
+ * The batch size a job refused for memory fits with, when the daemon's refusal offers one for the
+ * same model (daemon/memory.ts MemoryRefusal `fits`: a batch alone, not a smaller width), and it is
+ * smaller than the batch asked for; else undefined.
+ */
+export function fittingBatch(err: unknown, asked: number): number | undefined {
+  const e = err as { code?: unknown; data?: { reason?: unknown; fits?: { batchSize?: unknown; field?: unknown } | null } } | null;
+  if (e?.code !== ErrorCode.REJECTED || e.data?.reason !== 'memory' || !e.data.fits || e.data.fits.field !== undefined) return undefined;
+  const b = e.data.fits.batchSize;
+  return typeof b === 'number' && Number.isInteger(b) && b >= 1 && b < asked ? b : undefined;
 }

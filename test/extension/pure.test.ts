@@ -12,10 +12,11 @@ import { appliedMessage, benchParams, defaultConfig, toModelView } from '../../e
 import { validateParams } from '../../core/layout';
 import { KERNEL_BLOCK_SIZES } from '../../core/planner';
 import { DEFAULTS, readSettings } from '../../extension/settings';
-import { isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch } from '../../extension/trainArgs';
+import { fittingBatch, isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch } from '../../extension/trainArgs';
 import { isChooseModelArgs, ModelChoices, modelPickItems } from '../../extension/modelChoice';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
-import { LayerRoleSchema } from '../../protocol/daemon';
+import { ErrorCode, LayerRoleSchema } from '../../protocol/daemon';
+import { DaemonRpcError } from '../../client/daemonClient';
 import { LAYER_ROLES } from '../../core/inventory';
 
 describe('webview HTML shell', () => {
@@ -245,6 +246,16 @@ describe('Train CodeLens arguments', () => {
     const commands = [undefined, { command: 'pixelfly.previewMasks', arguments: [mixer] }, { command: 'pixelfly.train', arguments: [block] }, { command: 'pixelfly.train', arguments: [mixer] }];
     assert.equal(trainLensFor(commands, 'Mixer'), mixer, 'the Train lens of that model, not another command with its arguments');
     assert.equal(trainLensFor(commands, 'ViT'), undefined);
+  });
+
+  it('a run refused for memory is offered the batch size the daemon says fits, only for the same model and a smaller batch', () => {
+    const refusal = (fits: unknown, code: number = ErrorCode.REJECTED) => new DaemonRpcError('job.submit', code, 'this job needs about 31.5 GB …', { reason: 'memory', neededBytes: 3e10, availableBytes: 8e9, budgetBytes: 6e9, parts: {}, fits });
+    assert.equal(fittingBatch(refusal({ batchSize: 16 }), 256), 16);
+    assert.equal(fittingBatch(refusal({ field: 'dim', value: 512, batchSize: 16 }), 256), undefined, 'a smaller width is another model: no one-click retry');
+    assert.equal(fittingBatch(refusal(undefined), 256), undefined, 'nothing fits');
+    assert.equal(fittingBatch(refusal({ batchSize: 256 }), 256), undefined, 'not smaller than asked');
+    assert.equal(fittingBatch(refusal({ batchSize: 16 }, ErrorCode.INVALID_PARAMS), 256), undefined);
+    assert.equal(fittingBatch(new Error('socket closed'), 256), undefined);
   });
 });
 
