@@ -225,7 +225,9 @@ export class RunDir {
             `removed the partial checkpoint, freeing ${formatBytes(freed)}; the checkpoints and metrics already written are kept`,
         );
       }
-      if (code && !(err instanceof JobIoError)) throw new JobIoError(code, `${describeIoError(code, `writing the checkpoint at step ${step}`)}: ${(err as Error).message}`);
+      // Whichever write failed (the folder, or a model's file in the job process), the job's error
+      // names the checkpoint's step and then the write.
+      if (code) throw new JobIoError(code, `${describeIoError(code, `writing the checkpoint at step ${step}`)}: ${(err as Error).message}`);
       throw err;
     }
     for (const old of this.checkpoints().slice(KEEP_CHECKPOINTS)) {
