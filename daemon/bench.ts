@@ -33,7 +33,10 @@ import { writeFileAtomic } from '../io/home';
 import { loadProfile, PROFILE_FILE } from './planning';
 import { RejectedError } from './jobs/trainer';
 import { groupBy, median } from '../core/stats';
-import { interleavedMediansMs, medianMs, seededFloatsAsync } from './measure';
+import { interleavedMedians, interleavedMediansMs, medianMs, seededFloatsAsync } from './measure';
+
+/** Configs that differ only in rank share a layout, and its block-sparse timing. */
+const layoutKey = (c: PixelflyConfig) => JSON.stringify({ ...c, rank: 0 });
 
 /** A shape's own configs: its `config` and its `configs` list. */
 function shapeConfigs(s: MethodParams<'bench.layers'>['shapes'][number]) {
@@ -69,13 +72,13 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     // Each layout and each rank is timed once per shape: configs that differ only in rank share
     // the block-sparse time, and those of one rank share the low-rank time.
     const configs = s.config || s.configs ? shapeConfigs(s) : (params.configs ?? []);
-    const layouts = new Map<string, { index: BlockIndex; density: number }>();
+    const layouts = new Map<string, { index: BlockIndex; density: number; ms: number }>();
     for (const config of configs) {
-      const key = JSON.stringify({ ...config, rank: 0 });
+      const key = layoutKey(config);
       if (layouts.has(key)) continue;
       try {
         const layout = flatBlockButterflyLayout(s.out, s.in, config);
-        layouts.set(key, { index: buildBlockIndex(layout), density: layout.density });
+        layouts.set(key, { index: buildBlockIndex(layout), density: layout.density, ms: 0 });
       } catch (err) {
         if (err instanceof PixelflyConfigError) throw new RejectedError(`config ${JSON.stringify(config)} for ${s.out}x${s.in}: ${err.message}`);
         throw err;
@@ -101,15 +104,14 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
     const denseFlops = 6 * m * s.in * s.out;
     const denseRate = denseFlops / (denseMs / 1e3);
     denseShapes.push({ in: s.in, out: s.out, gflops: denseRate / 1e9 });
-    const sparseMsOf = new Map<string, number>();
-    for (const [k, [key, { index, density }]] of [...layouts.entries()].entries()) {
-      sparseMsOf.set(key, layoutMs[k]);
-      const sparseFlops = 6 * m * index.nnz * index.block * index.block;
-      sparseShapes.push({ in: s.in, out: s.out, block: index.block, density, efficiency: sparseFlops / (layoutMs[k] / 1e3) / denseRate });
+    for (const [k, l] of [...layouts.values()].entries()) {
+      l.ms = layoutMs[k];
+      const sparseFlops = 6 * m * l.index.nnz * l.index.block * l.index.block;
+      sparseShapes.push({ in: s.in, out: s.out, block: l.index.block, density: l.density, efficiency: sparseFlops / (l.ms / 1e3) / denseRate });
     }
     const lowRankMsOf = new Map<number, number>();
     for (const config of configs) {
-      const sparseMs = sparseMsOf.get(JSON.stringify({ ...config, rank: 0 })) as number;
+      const sparseMs = (layouts.get(layoutKey(config)) as { ms: number }).ms;
       const r = config.rank;
       let lowRankMs = r > 0 ? lowRankMsOf.get(r) : 0;
       if (lowRankMs === undefined) {
@@ -295,14 +297,8 @@ async function engineLayerMs(inF: number, out: number, rows: number, configs: Pi
   for (const config of configs) {
     models.push(await createModel({ spec, plan: { layers: [{ name: 'fc2', sparsify: true, config }] }, train: { batch: rows, lr: 1e-3, totalSteps: 1000 }, seed: 1, threads, backend: 'cpu', precision }));
   }
-  const times: number[][] = configs.map(() => []);
-  for (let i = 0; i < repeats + 2; i++) {
-    for (const [k, model] of models.entries()) {
-      const step = await model.trainStep(dataset);
-      if (i >= 2) times[k].push(step.ms.parts.filter((q) => q.name === 'fc2').reduce((a, q) => a + q.forward + q.backward, 0));
-    }
-  }
-  return times.map(median);
+  const fc2Ms = (step: StepResult) => step.ms.parts.filter((q) => q.name === 'fc2').reduce((a, q) => a + q.forward + q.backward, 0);
+  return interleavedMedians(repeats, models.map((model) => async () => fc2Ms(await model.trainStep(dataset))), 2);
 }
 
 /** Memory bandwidth for elementwise work (a Pixelfly layer's gate and lerp): a column sum streaming 64 MB. */

@@ -6,19 +6,30 @@ export async function medianMs(repeats: number, run: () => Promise<unknown>): Pr
   return (await interleavedMediansMs(repeats, [run]))[0];
 }
 
-/**
- * Median wall times in ms of each of `runs`, timed in rounds that run each once (after one warm-up
- * round): a slower minute of a shared host then weighs on every run alike, so the ratios between
- * them, which is what a profile's efficiencies are, hold even when the absolute times drift.
- */
-export async function interleavedMediansMs(repeats: number, runs: ReadonlyArray<() => Promise<unknown>>): Promise<number[]> {
-  for (const run of runs) await run();
-  const times: number[][] = runs.map(() => []);
-  for (let i = 0; i < repeats; i++) {
-    for (const [k, run] of runs.entries()) {
+/** interleavedMedians of the runs' wall times in ms, after one warm-up round. */
+export function interleavedMediansMs(repeats: number, runs: ReadonlyArray<() => Promise<unknown>>): Promise<number[]> {
+  return interleavedMedians(
+    repeats,
+    runs.map((run) => async () => {
       const t0 = process.hrtime.bigint();
       await run();
-      times[k].push(Number(process.hrtime.bigint() - t0) / 1e6);
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    }),
+  );
+}
+
+/**
+ * Medians of what each of `runs` measures, in rounds that run each once (after `warmups` rounds
+ * whose measurements are dropped): a slower minute of a shared host then weighs on every run alike,
+ * so the ratios between them, which is what a profile's efficiencies are, hold even when the
+ * absolute times drift.
+ */
+export async function interleavedMedians(repeats: number, runs: ReadonlyArray<() => Promise<number>>, warmups = 1): Promise<number[]> {
+  const times: number[][] = runs.map(() => []);
+  for (let i = 0; i < warmups + repeats; i++) {
+    for (const [k, run] of runs.entries()) {
+      const t = await run();
+      if (i >= warmups) times[k].push(t);
     }
   }
   return times.map(median);
