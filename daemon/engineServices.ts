@@ -37,8 +37,10 @@ export const trainingRequest: EngineServices['trainingRequest'] = async (params,
   const spec = parseSpec(params.spec);
   // A job carries the plan its client showed (the editor's, `pixelfly analyze`'s): trained as it is.
   // Only a job without one (a spec file from the CLI) is planned here, with this machine's profile.
-  const resolved = params.plan ?? (await plan(specInventory(spec), params.target ?? DEFAULT_TARGET));
-  const inventory = new Map(specInventory(spec).layers.map((l) => [l.name, l]));
+  // Built once: a spec with Pixelfly attention lays out its score blocks to cost its cores.
+  const specInv = specInventory(spec);
+  const resolved = params.plan ?? (await plan(specInv, params.target ?? DEFAULT_TARGET));
+  const inventory = new Map(specInv.layers.map((l) => [l.name, l]));
   const unknown = resolved.layers.filter((l) => !inventory.has(l.name)).map((l) => l.name);
   if (unknown.length > 0) {
     const shown = unknown.slice(0, 5).join(', ') + (unknown.length > 5 ? ` and ${unknown.length - 5} more` : '');

@@ -65,11 +65,12 @@ export function engineJob(a: Analysis, options: PlanOptions = {}): EngineJob {
   const { spec } = mapped;
   const rows = a.layers.filter((l) => typeof l.count === 'number' && l.count > 0 && l.decision);
   const chosen = new Map<string, LayerRow | undefined>();
-  for (const l of specInventory(spec).layers) {
+  const specLayers = specInventory(spec).layers;
+  for (const l of specLayers) {
     const sameRole = rows.filter((r) => r.role === l.role);
     chosen.set(l.name, sameRole.find((r) => r.in === l.in && r.out === l.out) ?? sameRole[0]);
   }
-  const layers: InventoryLayer[] = specInventory(spec).layers.map((l) => {
+  const layers: InventoryLayer[] = specLayers.map((l) => {
     const d = chosen.get(l.name)?.decision;
     if (!d) return l.role === 'attn_core' || l.role === 'embedding' ? l : { ...l, keptDense: 'no layer of the source model maps onto it' };
     if (!d.sparsify || !d.config) return l.role === 'attn_core' || l.role === 'embedding' ? l : { ...l, keptDense: d.reason.replace(/^Kept dense: /, '') };
