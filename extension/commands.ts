@@ -229,7 +229,7 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   } else {
     // `source`: the file and model the engine's spec stands in for, so the run's record names them.
     let resolved = await resolveSpec(arg);
-    if (settings.measureDevice && !hasMeasuredProfile() && trainsOnCpu((await s.connection.call('hello', {})).backends, settings.backend)) {
+    if (settings.measureDevice && !hasMeasuredProfile() && trainsOnCpu((await s.connection.hello()).backends, settings.backend)) {
       resolved = await measureThenReplan(s, resolved, isTrainArgs(arg) ? arg : undefined, settings.batchSize);
     }
     const { spec, name, plan, source } = resolved;

@@ -65,6 +65,13 @@ export class DaemonConnection {
     return this.connecting;
   }
 
+  /** The connected daemon's hello (what it said when this connection was made), connecting if needed. */
+  async hello(): Promise<MethodResult<'hello'>> {
+    await this.ensure();
+    const s = this.stateValue;
+    return s.kind === 'connected' ? s.hello : this.call('hello', { client: 'pixelfly-vscode' });
+  }
+
   async call<M extends MethodName>(method: M, params: MethodParamsIn<M>, timeoutMs?: number): Promise<MethodResult<M>> {
     const c = await this.ensure();
     return c.request(method, params, timeoutMs);
