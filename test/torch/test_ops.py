@@ -43,7 +43,9 @@ class NativeOps(Case):
         dy = torch.randn(m, layer.out_features)
         got = run_layer(layer, x, dy)
         self.assertSameResults(got, reference(layer, x, dy), TOL, f"{what} vs float64")
-        self.assertSameResults(got, run_layer(layer, x, dy, masked_dense), TOL, f"{what} vs masked dense")
+        # Two fp32 paths each within TOL of float64 are within 2·TOL of each other (torch's own BLAS
+        # differs by CPU: a cancelling sum such as the gate bias's gradient lands near TOL on some).
+        self.assertSameResults(got, run_layer(layer, x, dy, masked_dense), 2 * TOL, f"{what} vs masked dense")
 
     def test_layer_matches_reference_at_many_shapes(self):
         n = 0
