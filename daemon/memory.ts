@@ -271,11 +271,11 @@ export function torchDatasetMemory(inputs: ModelInputs, req: DatasetRequest): Da
 }
 
 /**
- * Admission of a PyTorch runner job once its worker has built the model (before the optimizers,
- * the data and any batch exist): the estimate against what the machine can give; REJECTED with the
- * numbers and a batch or context that fits.
+ * Admission of a PyTorch runner job with its model's facts: sized on the meta device before the
+ * worker builds it (`built` false), then built (before the optimizers, the data and any batch exist). The estimate
+ * against what the machine can give; REJECTED with the numbers and a batch or context that fits.
  */
-export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind'], machine = machineMemory()): Admission {
+export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind'], built: boolean, machine = machineMemory()): Admission {
   const estimate = estimateTorchMemory(input);
   const budgetBytes = Math.max(0, machine.availableBytes - reserveBytes(machine));
   if (estimate.totalBytes > budgetBytes) {
@@ -283,7 +283,8 @@ export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind']
     const data: MemoryRefusal = { reason: 'memory', neededBytes: estimate.totalBytes, availableBytes: machine.availableBytes, budgetBytes, parts: estimate.parts, fits };
     throw new RejectedError(
       `this job needs about ${formatBytes(estimate.totalBytes)} of memory (${describeParts(estimate.parts)}, PyTorch ${formatBytes(input.baseBytes)}; ` +
-        `both models' parameters, gradients and AdamW state, one model's activations at batch ${input.batch}), ` +
+        `both models' parameters, gradients and AdamW state, one model's activations at batch ${input.batch}; ` +
+        `${built ? 'measured on the built model' : 'read from the model sized on the meta device, before building it'}), ` +
         `but only ${formatBytes(budgetBytes)} can be given to it (${formatBytes(machine.availableBytes)} free, ${formatBytes(reserveBytes(machine))} kept for the rest of the machine); ` +
         (fits ? `a size that fits: ${'field' in fits ? `${fits.field} ${fits.value} with batchSize ${fits.batchSize}` : `batchSize ${fits.batchSize}`}` : 'no batch size or context fits: reduce the model'),
       data,

@@ -1,10 +1,10 @@
 // The daemon's side of the PyTorch runner: checks a torch job where it enters (the client vouches
 // for a trusted workspace; the model is a .py file named by an absolute path; the plan is given),
-// admits it against the machine once its worker has built the model, and puts the torch backend
+// admits it against the machine with what its worker reports of the model, and puts the torch backend
 // beside the engine's, each job going to the runner it names.
 import { statSync } from 'node:fs';
 import { extname, isAbsolute } from 'node:path';
-import type { InspectReply } from '../protocol/engineJob';
+import type { ModelFacts } from '../protocol/engineJob';
 import { notAFile } from '../io/userFile';
 import type { EngineServices } from './main';
 import { admitTorch, machineMemory, torchDatasetMemory } from './memory';
@@ -53,8 +53,8 @@ export function torchTrainingRequest(params: Parameters<EngineServices['training
 /** Memory a job's worker may hold past its estimate before it is stopped: the estimate's error the tests allow, and some. */
 const LIMIT_SLACK = 1.5;
 
-/** Admission of a built torch model: its estimate against the machine's free memory (daemon/memory.ts admitTorch). */
-export function admitTorchModel(facts: InspectReply, request: TrainingRequest, resuming: boolean): TorchGrant {
+/** Admission of a torch model, sized on the meta device or built: its estimate against the machine's free memory (daemon/memory.ts admitTorch). */
+export function admitTorchModel(facts: ModelFacts, request: TrainingRequest, resuming: boolean, built: boolean): TorchGrant {
   const machine = machineMemory();
   const inputs = facts.inputs;
   const granted = admitTorch(
@@ -69,6 +69,7 @@ export function admitTorchModel(facts: InspectReply, request: TrainingRequest, r
       context: inputs.kind === 'tokens' ? inputs.context : undefined,
     },
     request.dataset.kind,
+    built,
     machine,
   );
   const estimatedBytes = granted.estimate.totalBytes;
@@ -87,7 +88,7 @@ export function withTorchRunner(engine: Omit<EngineServices, 'torch'>, log: (lin
     torch: true,
     backend,
     trainingRequest: async (params, plan) => (params.runner === 'torch' ? torchTrainingRequest(params) : engine.trainingRequest(params, plan)),
-    // The torch runner's memory is admitted once its worker has built the model (admitTorchModel).
+    // The torch runner's memory is admitted with what its worker reports of the model (admitTorchModel).
     admit: (request, runsRoot, run) => (request.runner === 'torch' ? { maxDataBytes: Infinity } : engine.admit(request, runsRoot, run)),
   };
 }

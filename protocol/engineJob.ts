@@ -33,6 +33,8 @@ export type Variant = 'pixelfly' | 'dense';
 
 /** Daemon -> job process. Requests are answered in order, one at a time. */
 export type JobRequest =
+  /** PyTorch runner only, first: size the model on torch's meta device without allocating it, answer a SizeReply. */
+  | { id: number; op: 'size'; request: TrainingRequest }
   /** PyTorch runner only, before prepare: import and build the model, answer an InspectReply. */
   | { id: number; op: 'inspect'; request: TrainingRequest }
   | { id: number; op: 'prepare'; request: TrainingRequest; maxDataBytes: number }
@@ -53,14 +55,24 @@ export interface PreparedJob {
   kernels?: string;
 }
 
-/** What the PyTorch runner learnt by building the user's model: what the memory estimate needs. */
-export interface InspectReply {
+/** What the memory estimate of a PyTorch runner job needs from its model. */
+export interface ModelFacts {
   params: { pixelfly: number; dense?: number };
   inputs: ModelInputs;
   /** Bytes one sample's forward keeps for the backward (autograd's saved tensors, the output and its gradient), per variant. */
   activationBytesPerSample: { pixelfly: number; dense: number };
   /** The worker's resident memory with Python and PyTorch loaded, before the model's file was imported. */
   baseBytes: number;
+}
+
+/**
+ * The model's facts read on torch's meta device (built and run with sizes and no data), before
+ * anything is allocated; or why its code could not run there (it is then admitted once built).
+ */
+export type SizeReply = ({ sized: true } & ModelFacts) | { sized: false; reason: string };
+
+/** What the PyTorch runner learnt by building the user's model: what the memory estimate needs, and more. */
+export interface InspectReply extends ModelFacts {
   /** Layers the plan made Pixelfly. */
   replaced: number;
   /** 'PyTorch 1.13.1, Python 3.11.2' */

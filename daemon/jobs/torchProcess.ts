@@ -3,13 +3,14 @@
 // job names), driven like an engine job over Node's IPC channel (jobProcess.ts), which a non-Node
 // child reads and writes as line-delimited JSON. The worker imports the user's model file by its
 // path, so nothing the daemon was sent is ever executed; what the file does runs in that process
-// and ends only that job. Before the optimizers, the data and any batch exist, the worker reports
-// what the built model needs and the job is admitted against the machine's memory (or refused with
-// the numbers); after that its resident size is held to what it was given.
+// and ends only that job. The job is admitted against the machine's memory (or refused with the
+// numbers) twice: first with the model sized on torch's meta device, before anything of it is
+// allocated, then with the built model, before the optimizers, the data and any batch exist; from
+// the first admission on, the worker's resident size is held to what it was given.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { TORCH_RUNNER_MODULE, type InspectReply, type PreparedJob } from '../../protocol/engineJob';
+import { TORCH_RUNNER_MODULE, type InspectReply, type ModelFacts, type PreparedJob, type SizeReply } from '../../protocol/engineJob';
 import { JobProcess, type JobProcessOptions } from './jobProcess';
 import { processTrainer, stopOnAbort } from './engineProcess';
 import { RejectedError, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
@@ -27,8 +28,8 @@ export interface TorchGrant {
 }
 
 export interface TorchProcessOptions extends JobProcessOptions {
-  /** Admits the job once its model is built (daemon/memory.ts admitTorch); throws RejectedError with the numbers. */
-  admit(facts: InspectReply, request: TrainingRequest, resuming: boolean): TorchGrant;
+  /** Admits the job with its model's facts, sized (`built` false) or built (daemon/memory.ts admitTorch); throws RejectedError with the numbers. */
+  admit(facts: ModelFacts, request: TrainingRequest, resuming: boolean, built: boolean): TorchGrant;
   /** The folder pixelfly_torch is installed in (default: torchPackagePath()). */
   packagePath?: string;
 }
@@ -77,8 +78,12 @@ export class TorchProcessBackend implements TrainingBackend {
     const timeoutMs = (model.stepTimeoutS ?? DEFAULT_STEP_TIMEOUT_S) * 1000;
     try {
       const setupMs = Math.max(timeoutMs, MIN_SETUP_TIMEOUT_MS);
-      const facts = (await proc.call({ op: 'inspect', request }, `importing ${model.file} and building ${model.name}`, setupMs)) as InspectReply;
-      const grant = this.opts.admit(facts, request, options.resuming === true);
+      const resuming = options.resuming === true;
+      const sized = (await proc.call({ op: 'size', request }, `importing ${model.file} and sizing ${model.name}`, setupMs)) as SizeReply;
+      if (sized.sized) proc.limitBytes = this.opts.admit(sized, request, resuming, false).limitBytes;
+      else this.opts.log(`torch job: ${model.name} is admitted once built: ${sized.reason}`);
+      const facts = (await proc.call({ op: 'inspect', request }, `building ${model.name}`, setupMs)) as InspectReply;
+      const grant = this.opts.admit(facts, request, resuming, true);
       proc.limitBytes = grant.limitBytes;
       const prepared = (await proc.call(
         { op: 'prepare', request, maxDataBytes: Math.min(options.maxDataBytes, grant.maxDataBytes) },

@@ -141,9 +141,10 @@ struct LayerArgs {
   PixelflyLinearParams params;
 };
 
+// withData false: shapes and the index only (meta tensors have sizes but no data to point at).
 LayerArgs layerArgs(const Tensor& x, const Tensor& blocks, const Tensor& index, int64_t out, const optional<Tensor>& bias,
                     const optional<Tensor>& lr1, const optional<Tensor>& lr2, const optional<Tensor>& gw,
-                    const optional<Tensor>& gb) {
+                    const optional<Tensor>& gb, bool withData = true) {
   const at::Device dev = x.device();
   requireActivation("x", x, -1, dev);
   const int64_t in = x.size(1), b = blockOf(blocks);
@@ -154,21 +155,23 @@ LayerArgs layerArgs(const Tensor& x, const Tensor& blocks, const Tensor& index, 
               "lr_weight1, lr_weight2, gate_weight and gate_bias: give all four (rank > 0) or none (rank 0)");
   const int64_t rank = lowRank ? lr1->size(0) : 0;
   a.shape = {a.layout.shape(), static_cast<int>(rank)};
-  a.params.blocks = blocks.data_ptr<float>();
+  if (withData) a.params.blocks = blocks.data_ptr<float>();
   if (lowRank) {
     TORCH_CHECK(rank >= 1, "lr_weight1: rank must be >= 1");
     requireParam("lr_weight1", *lr1, {rank, in}, dev);
     requireParam("lr_weight2", *lr2, {out, rank}, dev);
     requireParam("gate_weight", *gw, {1, in}, dev);
     requireParam("gate_bias", *gb, {1}, dev);
-    a.params.V = lr1->data_ptr<float>();
-    a.params.U = lr2->data_ptr<float>();
-    a.params.gw = gw->data_ptr<float>();
-    a.params.gb = gb->data_ptr<float>();
+    if (withData) {
+      a.params.V = lr1->data_ptr<float>();
+      a.params.U = lr2->data_ptr<float>();
+      a.params.gw = gw->data_ptr<float>();
+      a.params.gb = gb->data_ptr<float>();
+    }
   }
   if (bias) {
     requireParam("bias", *bias, {out}, dev);
-    a.params.bias = bias->data_ptr<float>();
+    if (withData) a.params.bias = bias->data_ptr<float>();
   }
   return a;
 }
@@ -187,6 +190,18 @@ std::tuple<Tensor, std::vector<Tensor>> linearForward(Backend& be, const Tensor&
   std::vector<Tensor> saved;
   for (int i = 0; i < kPixelflySavedSlots; i++) saved.push_back(mem.slots[i].defined() ? mem.slots[i] : at::empty({0}, x.options()));
   return {y, saved};
+}
+
+std::tuple<Tensor, std::vector<Tensor>> linearForwardShapes(const Tensor& x, const Tensor& blocks, const Tensor& index,
+                                                            int64_t out, const optional<Tensor>& bias, const optional<Tensor>& lr1,
+                                                            const optional<Tensor>& lr2, const optional<Tensor>& gw,
+                                                            const optional<Tensor>& gb) {
+  const LayerArgs a = layerArgs(x, blocks, index, out, bias, lr1, lr2, gw, gb, false);
+  const int M = static_cast<int>(x.size(0));
+  std::vector<Tensor> saved;
+  for (int i = 0; i < kPixelflySavedSlots; i++)
+    saved.push_back(at::empty({static_cast<int64_t>(pixelflySlotSize(a.shape, static_cast<PixelflySlot>(i), M))}, x.options()));
+  return {at::empty({x.size(0), out}, x.options()), saved};
 }
 
 std::vector<Tensor> linearBackward(Backend& be, const Tensor& dy, const Tensor& x, const Tensor& blocks, const Tensor& index,

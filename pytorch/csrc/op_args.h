@@ -44,6 +44,12 @@ std::tuple<Tensor, std::vector<Tensor>> linearForward(Backend& be, const Tensor&
                                                       const optional<Tensor>& lr2, const optional<Tensor>& gw,
                                                       const optional<Tensor>& gb);
 
+// linearForward's results with their shapes only, on x's device (Meta: sizing a model without allocating it).
+std::tuple<Tensor, std::vector<Tensor>> linearForwardShapes(const Tensor& x, const Tensor& blocks, const Tensor& index,
+                                                            int64_t out, const optional<Tensor>& bias, const optional<Tensor>& lr1,
+                                                            const optional<Tensor>& lr2, const optional<Tensor>& gw,
+                                                            const optional<Tensor>& gb);
+
 // Gradients [dx, dblocks, dbias, dlr_weight1, dlr_weight2, dgate_weight, dgate_bias]; undefined (None) for
 // the input when not wanted and for the parameters the layer does not have.
 std::vector<Tensor> linearBackward(Backend& be, const Tensor& dy, const Tensor& x, const Tensor& blocks, const Tensor& index,

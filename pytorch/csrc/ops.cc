@@ -226,6 +226,27 @@ std::tuple<Tensor, Tensor, Tensor> attentionBackwardOp(const Tensor& q, const Te
   return {dq, dk, dv};
 }
 
+// ---------------------------------------------------------------- shapes only (Meta)
+
+// The forwards on meta tensors give results of the right sizes and allocate nothing, so a model
+// holding Pixelfly layers can be sized on torch's meta device (the runner's admission does) with
+// autograd saving exactly what it saves on the CPU.
+std::tuple<Tensor, std::vector<Tensor>> pixelflyLinearForwardMeta(const Tensor& x, const Tensor& blocks, const Tensor& index,
+                                                                   int64_t out, const optional<Tensor>& bias,
+                                                                   const optional<Tensor>& lr1, const optional<Tensor>& lr2,
+                                                                   const optional<Tensor>& gw, const optional<Tensor>& gb,
+                                                                   const std::string&) {
+  return linearForwardShapes(x, blocks, index, out, bias, lr1, lr2, gw, gb);
+}
+
+std::tuple<Tensor, Tensor> attentionForwardMeta(const Tensor& q, const Tensor& key, const Tensor& value, const Tensor&, int64_t,
+                                                bool causal, double scale) {
+  attentionShape(q, causal, scale);
+  TORCH_CHECK(key.sizes() == q.sizes() && value.sizes() == q.sizes(), "k and v: expected the shape of q, ", q.sizes(), ", got ",
+              key.sizes(), " and ", value.sizes());
+  return {at::empty(q.sizes(), q.options()), at::empty({q.size(0), q.size(1), q.size(2)}, q.options())};
+}
+
 // ---------------------------------------------------------------- dispatch and threads
 
 std::string isaInfo() { return k::isaName(k::activeIsa()); }
@@ -286,4 +307,17 @@ TORCH_LIBRARY_IMPL(pixelfly, CPU, m) {
   m.impl("pixelfly_linear_backward", pixelflyLinearBackwardOp);
   m.impl("attention_forward", attentionForwardOp);
   m.impl("attention_backward", attentionBackwardOp);
+}
+
+TORCH_LIBRARY_IMPL(pixelfly, Meta, m) {
+  using namespace pixelfly::torch_ops;
+  m.impl("pixelfly_linear_forward", pixelflyLinearForwardMeta);
+  m.impl("attention_forward", attentionForwardMeta);
+}
+
+// The autograd Functions around the operators (pixelfly_torch/functional.py) do the autograd; torch
+// 1.13 passes CPU tensors through the autograd key by itself, meta ones only when told.
+TORCH_LIBRARY_IMPL(pixelfly, AutogradMeta, m) {
+  m.impl("pixelfly_linear_forward", torch::CppFunction::makeFallthrough());
+  m.impl("attention_forward", torch::CppFunction::makeFallthrough());
 }

@@ -133,8 +133,8 @@ def _heads_ok(t):
 
 
 def _sparse_part(q, k, v, layout, scale):
-    """(o, lse) of (A2): native on CPU float32 / bfloat16 tensors, the reference elsewhere."""
-    if not extension.native_for(q, k, v) or q.device.type != "cpu":
+    """(o, lse) of (A2): native on CPU (or meta) float32 / bfloat16 tensors, the reference elsewhere."""
+    if not extension.native_for(q, k, v) or q.device.type not in ("cpu", "meta"):
         extension.warn_fallback()
         return attention_reference(q, k, v, layout, scale)
     dtype = q.dtype

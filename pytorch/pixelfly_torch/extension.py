@@ -73,12 +73,14 @@ def warn_fallback():
 
 def native_for(*tensors):
     """True when the native operators compute on these tensors: all of one dtype on one device, float32 or
-    bfloat16 on the CPU, float32 on CUDA (with the CUDA operators built and a device usable)."""
+    bfloat16 on the CPU, float32 on CUDA (with the CUDA operators built and a device usable). On the meta
+    device (sizes, no data) the forwards give results of the right sizes, to size a model without
+    allocating it."""
     present = [t for t in tensors if t is not None]
     if ops is None or any(t.dtype != present[0].dtype or t.device != present[0].device for t in present):
         return False
     kind, dtype = present[0].device.type, present[0].dtype
-    if kind == "cpu":
+    if kind in ("cpu", "meta"):
         return dtype in (torch.float32, torch.bfloat16)
     return kind == "cuda" and dtype == torch.float32 and not _cuda_reason
 

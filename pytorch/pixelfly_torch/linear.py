@@ -94,7 +94,7 @@ class PixelflyLinear(nn.Module):
     @property
     def density(self):
         """Kept blocks / blocks of the padded block grid."""
-        return float(self.layout.float().mean())
+        return self.sparse.weight.shape[0] / (self.block_rows * self.block_cols)
 
     def config(self):
         """The layer's Pixelfly config as keyword arguments (``PixelflyLinear(in, out, **config())``)."""
@@ -104,6 +104,8 @@ class PixelflyLinear(nn.Module):
     @torch.no_grad()
     def reset_parameters(self):
         """The engine's initialisation (the authors' BlockSparseLinear and LowRank(init='svd'))."""
+        if self.sparse.weight.is_meta:
+            return  # a layer on the meta device has sizes, no values (a model sized without building it)
         b = self.block
         out_p, in_p = self.block_rows * b, self.block_cols * b
         bound = 1.0 / math.sqrt(in_p)

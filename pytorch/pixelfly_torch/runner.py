@@ -4,6 +4,8 @@ The Pixelfly daemon starts ``python -m pixelfly_torch.runner`` with a Node IPC c
 JSON on the file descriptor named by ``NODE_CHANNEL_FD``) and drives it with the job messages of
 ``protocol/engineJob.ts``, one request at a time:
 
+    size      what inspect answers, from the model built and run on torch's meta device (sizes,
+              no data): the daemon refuses a job too big for the machine before it allocates
     inspect   import the model file BY PATH, build the model (a class with keyword arguments or a
               config object, or a factory/registry function), make the Pixelfly copy with
               ``sparsify(copy, plan)``, and measure what one sample's forward keeps for backward:
@@ -42,6 +44,9 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import pixelfly_torch
+from pixelfly_torch import sizing
 
 # Names a model's constructor gives its config object (the analysis' list: server/analysis/analyze.ts).
 CONFIG_ARG = re.compile(r"^(config|cfg|args|hparams|params|conf|model_args|model_config)$", re.I)
@@ -621,100 +626,122 @@ class Variant:
         return {"loss": loss, "accuracy": correct / count}
 
 
-def saved_bytes_per_sample(model, call, inputs):
-    """Bytes one sample's forward (and loss) keeps for the backward, counted by autograd's
-    saved-tensor hooks on a batch of one (each storage once), plus the output and its gradient."""
-    def ptr(t):
-        return t.untyped_storage().data_ptr() if hasattr(t, "untyped_storage") else t.storage().data_ptr()
+def saved_bytes_per_sample(model, call, inputs, device="cpu"):
+    """Bytes one sample's forward (and loss) keeps for the backward, on a batch of one (each storage
+    once), plus the output and its gradient; on the meta device, without allocating them."""
+    x, y = _example(inputs, 1, device)
 
-    # Weights a layer saves for its backward are the model's, counted with the parameters.
-    seen, total = {ptr(p) for p in model.parameters()}, [0]
+    def run():
+        _, out = call.loss(model, x, y)
+        return _logits(out) if not torch.is_tensor(out) or out.dim() > 0 else out
 
-    def pack(t):
-        try:
-            key = ptr(t)
-            size = t.untyped_storage().nbytes() if hasattr(t, "untyped_storage") else t.storage().nbytes()
-        except (RuntimeError, NotImplementedError):
-            key, size = id(t), t.numel() * t.element_size()
-        if key not in seen:
-            seen.add(key)
-            total[0] += size
-        return t
-
-    x, y = _example(inputs, 1)
-    model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss, out = call.loss(model, x, y)
-    logits = _logits(out) if not torch.is_tensor(out) or out.dim() > 0 else out
-    out_bytes = logits.numel() * logits.element_size()
-    del loss, out, logits
-    return total[0] + 2 * out_bytes
+    saved, out_bytes = sizing.saved_bytes(model, run)
+    return saved + 2 * out_bytes
 
 
-def _example(inputs, n):
+def _example(inputs, n, device="cpu"):
     if inputs["kind"] == "tokens":
-        w = torch.randint(0, inputs["vocab"], (n, inputs["context"] + 1))
+        w = torch.randint(0, inputs["vocab"], (n, inputs["context"] + 1), device=device)
         return _split(w)
     shape = (inputs["channels"], inputs["height"], inputs["width"]) if inputs["kind"] == "images" else (inputs["features"],)
-    return torch.randn(n, *shape), torch.zeros(n, dtype=torch.long)
+    return torch.randn(n, *shape, device=device), torch.zeros(n, dtype=torch.long, device=device)
 
 
 class Job:
     def __init__(self):
         self.models = {}
-        self.inspected = None
+        self.module = None
+        self.base_bytes = 0
 
-    def inspect(self, req):
-        import pixelfly_torch
+    def _module(self, req):
+        """The user's module (imported once a job, after this process' own memory is read: baseBytes),
+        with torch's threads set as the job asks."""
         hyper, spec = req["hyper"], req["model"]
-        if hyper["threads"] > 0:
-            torch.set_num_threads(hyper["threads"])
-        else:
-            torch.set_num_threads(os.cpu_count() or 1)
-        base_bytes = _memory()[0]
-        settings = spec.get("settings") or {}
+        torch.set_num_threads(hyper["threads"] if hyper["threads"] > 0 else os.cpu_count() or 1)
+        if self.module is None:
+            self.base_bytes = _memory()[0]
+            try:
+                self.module = import_file(spec["file"], spec.get("paths") or [])
+            except Exception as e:
+                raise ModelError(_user_traceback(f"importing {spec['file']} failed", e)) from None
+        return self.module
+
+    def _dense(self, req):
+        """(the dense model, settings it took no parameter for, its inputs, where their size came from)."""
+        spec, settings = req["model"], req["model"].get("settings") or {}
+        module = self.module
+        torch.manual_seed(req["hyper"]["seed"])
         try:
-            module = import_file(spec["file"], spec.get("paths") or [])
-        except Exception as e:
-            raise ModelError(_user_traceback(f"importing {spec['file']} failed", e)) from None
-        torch.manual_seed(hyper["seed"])
-        try:
-            dense, self.unused = build_model(module, spec["name"], settings)
+            dense, unused = build_model(module, spec["name"], settings)
         except Rejected:
             raise
         except Exception as e:
             raise ModelError(_user_traceback(f"building {spec['name']}({', '.join(f'{k}={v!r}' for k, v in settings.items())}) failed", e)) from None
         if not isinstance(dense, nn.Module):
             raise Rejected(f"{spec['name']}(...) returned a {type(dense).__name__}, not a torch.nn.Module")
-        inputs, self.inputs_note = (spec["inputs"], None) if spec.get("inputs") else infer_inputs(dense, settings, module, req["dataset"].get("kind"))
-        torch.manual_seed(hyper["seed"] + 1)
+        inputs, note = (spec["inputs"], None) if spec.get("inputs") else infer_inputs(dense, settings, module, req["dataset"].get("kind"))
+        return dense, unused, inputs, note
+
+    def _pixelfly(self, dense, req):
+        """(a Pixelfly copy of dense, made by the job's plan; the layers it replaced)."""
+        torch.manual_seed(req["hyper"]["seed"] + 1)
         pixelfly = copy.deepcopy(dense)
         try:
             replaced = pixelfly_torch.sparsify(pixelfly, req["plan"])
         except pixelfly_torch.PixelflyPlanError as e:
-            raise Rejected(f"the plan does not fit {spec['name']}: {e}") from None
+            raise Rejected(f"the plan does not fit {req['model']['name']}: {e}") from None
         if not replaced:
             raise Rejected("the plan sparsifies no layer of this model: nothing to compare (plan for a smaller FLOP budget)")
+        return pixelfly, replaced
+
+    def _facts(self, dense, pixelfly, inputs, req, device="cpu"):
+        """What the daemon's memory estimate needs (protocol/engineJob.ts ModelFacts), and the Call."""
         call = Call(dense, inputs)
+        per_sample = {"dense": saved_bytes_per_sample(dense, call, inputs, device) if req["compare"] else 0,
+                      "pixelfly": saved_bytes_per_sample(pixelfly, call, inputs, device)}
+        count = lambda m: sum(p.numel() for p in m.parameters())
+        params = {"pixelfly": count(pixelfly), **({"dense": count(dense)} if req["compare"] else {})}
+        return call, {"params": params, "inputs": inputs, "activationBytesPerSample": per_sample, "baseBytes": self.base_bytes}
+
+    def size(self, req):
+        """inspect's figures without building the model: it is built and run once on the meta device
+        (sizes, no data), so the daemon can refuse a job too big for the machine before anything is
+        allocated. A model whose code cannot run there (it reads values back while building) answers
+        ``{"sized": False, "reason"}``, and is admitted once built. Errors of the job itself (no such
+        model, a plan that does not fit) are raised as inspect would raise them."""
+        self._module(req)
         try:
-            per_sample = {"dense": saved_bytes_per_sample(dense, call, inputs) if req["compare"] else 0,
-                          "pixelfly": saved_bytes_per_sample(pixelfly, call, inputs)}
+            with sizing.on_meta(keep_small=True):
+                dense, _, inputs, _ = self._dense(req)
+            sizing.to_meta(dense)
+        except Rejected:
+            raise
+        except Exception as e:
+            return {"sized": False, "reason": _meta_reason("building", e)}
+        pixelfly, _ = self._pixelfly(dense, req)
+        try:
+            with sizing.on_meta():
+                _, facts = self._facts(dense, pixelfly, inputs, req, "meta")
+        except Rejected:
+            raise
+        except Exception as e:
+            return {"sized": False, "reason": _meta_reason("its forward", e)}
+        return {"sized": True, **facts}
+
+    def inspect(self, req):
+        self._module(req)
+        dense, self.unused, inputs, self.inputs_note = self._dense(req)
+        pixelfly, replaced = self._pixelfly(dense, req)
+        try:
+            call, facts = self._facts(dense, pixelfly, inputs, req)
         except Rejected:
             raise
         except Exception as e:
             raise ModelError(_user_traceback("the model's forward on one example failed", e)) from None
-        self.models = {"pixelfly": pixelfly}
-        if req["compare"]:
-            self.models["dense"] = dense
-        else:
-            del dense
+        self.models = {"pixelfly": pixelfly, **({"dense": dense} if req["compare"] else {})}
         self.call, self.inputs, self.req = call, inputs, req
-        count = lambda m: sum(p.numel() for p in m.parameters())
         return {
-            "params": {"pixelfly": count(pixelfly), **({"dense": count(self.models["dense"])} if req["compare"] else {})},
-            "inputs": inputs,
-            "activationBytesPerSample": per_sample,
-            "baseBytes": base_bytes,
+            **facts,
             "replaced": len(replaced),
             "runtime": f"PyTorch {torch.__version__}, Python {sys.version.split()[0]}",
             "kernels": pixelfly_torch.backend(),
@@ -792,6 +819,12 @@ class Job:
             raise CheckpointError(f"{file}: {e}") from None
 
 
+def _meta_reason(what, e):
+    """Why the model could not be sized on the meta device: the exception's last line."""
+    last = (str(e).strip().splitlines() or [""])[-1]
+    return f"{what} on the meta device raised {type(e).__name__}: {last}"[:400]
+
+
 def _failure(e):
     if isinstance(e, Rejected):
         return {"kind": "rejected", "message": str(e)}
@@ -835,7 +868,9 @@ def serve():
         req = json.loads(line)
         try:
             op = req["op"]
-            if op == "inspect":
+            if op == "size":
+                result = job.size(req["request"])
+            elif op == "inspect":
                 result = job.inspect(req["request"])
             elif op == "prepare":
                 result = job.prepare(req["request"], req["maxDataBytes"])

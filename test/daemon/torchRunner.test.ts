@@ -2,7 +2,7 @@
 // Hugging Face GPT-2 with the transformers stand-in) are imported by path in a Python worker, built
 // at small settings, made Pixelfly with the analysis' plan, and trained dense vs Pixelfly to the
 // end; a model that raises, hangs, kills its process or fails to import ends only its own job; a
-// job whose estimate is above the machine's memory is refused before the batch is allocated; and
+// job whose estimate is above the machine's memory is refused before the model is built; and
 // the estimate is within 25% of the worker's measured peak.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -260,7 +260,7 @@ test('a model that raises, hangs, kills its worker or fails to import ends only 
   }
 });
 
-test('torch jobs are refused where they enter: an untrusted workspace, a relative path, no plan; an estimate above free memory before the batch exists', { skip: missing, timeout: 300_000 }, async (t) => {
+test('torch jobs are refused where they enter: an untrusted workspace, a relative path, no plan; an estimate above free memory before the model is built', { skip: missing, timeout: 300_000 }, async (t) => {
   const m = corpus[0];
   const plan = await planFor(m.file, m.name, m.settings);
   await withDaemon(async (client) => {
@@ -284,13 +284,23 @@ test('torch jobs are refused where they enter: an untrusted workspace, a relativ
       const job = await submitTorch(client, m.file, m.name, huge, { plan, batchSize: 65536 });
       const info = await waitEnd(client, job.jobId, 120_000);
       assert.equal(info.state, 'failed');
-      assert.match(info.error ?? '', /this job needs about [\d.]+ [GT]B of memory .*activations .* but only .* can be given to it .*a size that fits: batchSize \d+/);
+      assert.match(info.error ?? '', /this job needs about [\d.]+ [GT]B of memory .*activations .*read from the model sized on the meta device, before building it\), but only .* can be given to it .*a size that fits: batchSize \d+/);
       // Refused before the batch: the worker held PyTorch and the model, not the batch's activations.
       const runDir = info.runDir;
       assert.ok(!existsSync(join(runDir, 'checkpoints', 'step-1')));
       st.diagnostic(`${info.error} (machine free: ${(free / 2 ** 30).toFixed(1)} GiB)`);
       const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8');
       assert.ok(!metrics.includes('"type":"step"'), 'no step ran');
+    });
+    await t.test('parameters over memory: refused before the model is built', async (st) => {
+      // 16 blocks of width 32768: about 200 G parameters, 800 GB in fp32 before any gradient. Built,
+      // it would take the worker's memory (or the machine's) long before an estimate could be made.
+      const giant = { ...m.settings, n_layer: 16, n_embd: 32768, n_head: 256 };
+      const job = await submitTorch(client, m.file, m.name, giant, { plan: await planFor(m.file, m.name, giant) });
+      const info = await waitEnd(client, job.jobId, 120_000);
+      assert.equal(info.state, 'failed');
+      assert.match(info.error ?? '', /this job needs about [\d.]+ TB of memory \(parameters [\d.]+ [GT]B, .*read from the model sized on the meta device, before building it\).*no batch size or context fits: reduce the model/);
+      st.diagnostic(info.error ?? '');
     });
   });
 });
