@@ -588,13 +588,20 @@ class Variant:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
         self.batches = None
         self.params = sum(p.numel() for p in model.parameters())
+        # The model's own random stream (dropout and whatever else its forward draws), the same seed
+        # for both variants: each sees the noise it would see alone, and a checkpoint that saves the
+        # stream resumes the run exactly where it stopped.
+        self.rng = torch.Generator().manual_seed(hyper["seed"] + 2).get_state()
 
     def step(self):
         x, y = self.batches.next()
         self.model.train()
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
-            loss, _ = self.call.loss(self.model, x, y)
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast):
+                loss, _ = self.call.loss(self.model, x, y)
+            self.rng = torch.get_rng_state()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.hyper["gradClip"] > 0:
@@ -804,7 +811,8 @@ class Job:
     def save(self, name, file):
         v = self.variant(name)
         tmp = f"{file}.tmp"
-        torch.save({"model": v.model.state_dict(), "opt": v.opt.state_dict(), "sched": v.sched.state_dict(), "data": v.batches.state()}, tmp)
+        torch.save({"model": v.model.state_dict(), "opt": v.opt.state_dict(), "sched": v.sched.state_dict(), "data": v.batches.state(),
+                    "rng": v.rng}, tmp)
         os.replace(tmp, file)
 
     def load(self, name, file):
@@ -815,6 +823,8 @@ class Job:
             v.opt.load_state_dict(state["opt"])
             v.sched.load_state_dict(state["sched"])
             v.batches.restore(state["data"])
+            if "rng" in state:  # checkpoints written before the stream was saved resume with a fresh one
+                v.rng = state["rng"]
         except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as e:
             raise CheckpointError(f"{file}: {e}") from None
 

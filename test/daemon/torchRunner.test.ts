@@ -16,7 +16,7 @@ import { analysisPlan } from '../../server/analysis/analyze';
 import { parsePinValue } from '../../server/analysis/pragmas';
 import { fixture, repoRoot, run as analyse } from '../server/helpers';
 import { PYTHON, torchMissing } from '../support/torch';
-import { CLI, removeHome, sleep, tempHome, withDaemon } from './harness';
+import { CLI, removeHome, sleep, startDaemon, tempHome, withDaemon } from './harness';
 
 const missing = torchMissing();
 const SITE = join(repoRoot, 'test', 'fixtures', 'python-site');
@@ -37,7 +37,7 @@ async function submitTorch(
   file: string,
   name: string,
   settings: Settings,
-  opts: { paths?: string[]; dataset?: MethodParamsIn<'job.submit'>['dataset']; steps?: number; batchSize?: number; stepTimeoutS?: number; plan?: unknown; trusted?: boolean; precision?: 'bf16' } = {},
+  opts: { paths?: string[]; dataset?: MethodParamsIn<'job.submit'>['dataset']; steps?: number; batchSize?: number; stepTimeoutS?: number; plan?: unknown; trusted?: boolean; precision?: 'bf16'; checkpointEvery?: number } = {},
 ): Promise<JobInfo> {
   const plan = 'plan' in opts ? opts.plan : await planFor(file, name, settings, opts.paths);
   return client.request(
@@ -47,7 +47,16 @@ async function submitTorch(
       model: { file, name, settings, python: PYTHON, paths: opts.paths ?? [], stepTimeoutS: opts.stepTimeoutS, trusted: opts.trusted ?? true },
       plan: plan as MethodParamsIn<'job.submit'>['plan'],
       dataset: opts.dataset ?? { kind: 'synthetic' },
-      hyper: { epochs: 1, batchSize: opts.batchSize ?? 4, lr: 1e-3, maxSteps: opts.steps ?? 6, threads: 1, evalSamples: 256, ...(opts.precision ? { precision: opts.precision } : {}) },
+      hyper: {
+        epochs: 1,
+        batchSize: opts.batchSize ?? 4,
+        lr: 1e-3,
+        maxSteps: opts.steps ?? 6,
+        threads: 1,
+        evalSamples: 256,
+        ...(opts.precision ? { precision: opts.precision } : {}),
+        ...(opts.checkpointEvery ? { checkpointEvery: opts.checkpointEvery } : {}),
+      },
       compare: true,
     },
     60_000,
@@ -257,6 +266,72 @@ test('a model that raises, hangs, kills its worker or fails to import ends only 
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Each step's losses (Pixelfly, dense) from a run's metrics.jsonl, by step; the last record of a step wins. */
+function stepLosses(runDir: string): Map<number, [number, number | undefined]> {
+  const out = new Map<number, [number, number | undefined]>();
+  for (const line of readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').split('\n')) {
+    if (!line.includes('"type":"step"')) continue;
+    const e = JSON.parse(line) as { step: number; pixelfly: { loss: number }; dense?: { loss: number } };
+    out.set(e.step, [e.pixelfly.loss, e.dense?.loss]);
+  }
+  return out;
+}
+
+test('a runner job interrupted by a daemon killed mid-run resumes from its checkpoint and trains as if never stopped', { skip: missing, timeout: 300_000 }, async (t) => {
+  const m = corpus[1]; // minGPT, fp32: no dropout, one thread, so each step is reproducible
+  const plan = await planFor(m.file, m.name, m.settings);
+  const opts = { plan, steps: 12, checkpointEvery: 4 };
+  const home = tempHome();
+  let daemon = await startDaemon(home);
+  try {
+    let client = await daemon.client();
+    const whole = await submitTorch(client, m.file, m.name, m.settings, opts);
+    const reference = await waitEnd(client, whole.jobId);
+    checkCompleted(reference);
+
+    const job = await submitTorch(client, m.file, m.name, m.settings, opts);
+    let killedAt = 0;
+    client.onEvent((e) => {
+      if (e.jobId === job.jobId && e.type === 'checkpoint' && e.step >= 4 && killedAt === 0) {
+        killedAt = e.step;
+        daemon.proc.kill('SIGKILL');
+      }
+    });
+    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
+    await daemon.exited;
+    assert.ok(killedAt >= 4 && killedAt < 12, `killed after a checkpoint mid-run (at step ${killedAt})`);
+
+    daemon = await startDaemon(home);
+    client = await daemon.client();
+    const listed = (await client.request('job.list', {})).jobs.find((j) => j.jobId === job.jobId);
+    assert.equal(listed?.state, 'interrupted');
+    await client.request('job.resume', { jobId: job.jobId });
+    const info = await waitEnd(client, job.jobId);
+    checkCompleted(info);
+    const running = readFileSync(join(info.runDir, 'metrics.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"type":"status"') && l.includes('"state":"running"'))
+      .map((l) => JSON.parse(l) as { resumedFromStep?: number });
+    const resumedFrom = running.at(-1)?.resumedFromStep;
+    assert.ok(resumedFrom !== undefined && resumedFrom >= killedAt, `resumed from the checkpoint at step ${killedAt} or later (got ${resumedFrom})`);
+
+    // Weights, AdamW moments, the schedule and the data position came back: every step after the
+    // resume has the loss the uninterrupted run had at that step, for both models.
+    const want = stepLosses(reference.runDir);
+    const got = stepLosses(info.runDir);
+    for (let step = 1; step <= 12; step++) {
+      const [p, d] = got.get(step) ?? [NaN, NaN];
+      const [wp, wd] = want.get(step)!;
+      assert.ok(Math.abs(p - wp) <= 1e-5 * Math.abs(wp) && Math.abs((d ?? NaN) - wd!) <= 1e-5 * Math.abs(wd!), `step ${step}: losses ${p}, ${d} after the resume; ${wp}, ${wd} uninterrupted`);
+    }
+    t.diagnostic(`killed at step ${killedAt}, resumed from step ${resumedFrom}; final losses ${info.summary!.pixelfly.finalLoss!.toFixed(4)} (Pixelfly), ${info.summary!.dense!.finalLoss!.toFixed(4)} (dense), as uninterrupted`);
+    client.close();
+  } finally {
+    await daemon.stop();
+    removeHome(home);
   }
 });
 
