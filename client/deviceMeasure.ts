@@ -7,7 +7,7 @@
 import { DEVICE_PROFILE_FORMAT } from '../core/costModel';
 import { calibrationShapes } from '../core/planner';
 import { parseModelSpec, specInventory } from '../core/modelSpec';
-import { loadProfile } from '../io/deviceProfile';
+import { loadProfile, type ProfilePrecision } from '../io/deviceProfile';
 import { homePaths } from '../io/home';
 import type { MethodParamsIn } from '../protocol/daemon';
 
@@ -23,26 +23,29 @@ export interface DeviceMeasurement {
 /**
  * The bench.layers request that calibrates this device for a model: its product shapes at the rows
  * one step of `batchSize` multiplies, with the layouts and ranks the planner weighs, and the step
- * rates. Undefined for a spec that does not parse: the daemon rejects that job with its own message.
+ * rates, at the products' precision. Undefined for a spec that does not parse, or fp16: the daemon
+ * rejects those jobs with its own message.
  */
-export function deviceMeasurement(rawSpec: unknown, batchSize: number, threads: number): DeviceMeasurement | undefined {
+export function deviceMeasurement(rawSpec: unknown, batchSize: number, threads: number, precision: ProfilePrecision = 'auto'): DeviceMeasurement | undefined {
   let spec;
   try {
     spec = parseModelSpec(rawSpec);
   } catch {
     return undefined;
   }
+  // fp16 products are CUDA's: the CPU's kernels have none to time (the engine refuses such a CPU job).
+  if (precision === 'fp16') return undefined;
   const shapes = calibrationShapes(specInventory(spec), batchSize);
   const configs = shapes.reduce((n, s) => n + s.configs.length, 0);
   return {
-    params: { shapes, repeats: 5, threads, step: true },
-    what: `the model's ${shapes.length} product shape${shapes.length === 1 ? '' : 's'} dense and with ${configs} Pixelfly config${configs === 1 ? '' : 's'}`,
+    params: { shapes, repeats: 5, threads, step: true, precision },
+    what: `the model's ${shapes.length} product shape${shapes.length === 1 ? '' : 's'} dense and with ${configs} Pixelfly config${configs === 1 ? '' : 's'}${precision === 'auto' ? '' : ` in ${precision}`}`,
   };
 }
 
-/** Whether this home holds a profile bench.layers measured (otherwise plans use the default prior). */
-export function hasMeasuredProfile(home?: string): boolean {
-  return loadProfile(homePaths(home).profiles, DEVICE_PROFILE_FORMAT).source === 'measured';
+/** Whether this home holds a profile bench.layers measured at `precision` (otherwise plans at that precision use the default prior). */
+export function hasMeasuredProfile(home?: string, precision: ProfilePrecision = 'auto'): boolean {
+  return loadProfile(homePaths(home).profiles, DEVICE_PROFILE_FORMAT, undefined, precision).source === 'measured';
 }
 
 /**

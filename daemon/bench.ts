@@ -7,8 +7,9 @@
 // Dense = y = x·Wᵀ, dx = dy·W, dW = dyᵀ·x. Pixelfly = the block-sparse triple, timed per layout,
 // plus the low-rank term with its per-token gate and lerp, timed per rank as the engine runs the
 // layer (engine steps at rank r less rank 0); the profile splits that time between the low-rank
-// products and the bandwidth term of the gate and lerp. Products run at the precision the engine
-// trains with here ('auto': bf16 on CPUs with bf16 instructions), so the profile costs what jobs run.
+// products and the bandwidth term of the gate and lerp. Products run at the precision asked for
+// (default 'auto': what the engine trains with here, bf16 on CPUs with bf16 instructions), so the
+// profile costs what jobs run; a precision other than the default has its own profile file.
 //
 // With `step` (the default) it also times a few training steps of a small dense ViT on the engine
 // and splits them into the parts a plan does not change (core/stepCost.ts): attention cores and
@@ -16,7 +17,6 @@
 // beyond the products (timed here at the same shapes) per activation element: the pointwise and
 // normalisation layers. Those rates make the estimates whole-step ones.
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { flatBlockButterflyLayout } from '../core/layout';
 import { buildBlockIndex, type BlockIndex } from '../core/blockIndex';
 import { DEFAULT_PROFILE, type BlockSparsePoint, type DenseShapePoint, type DeviceProfile, type LayerShape, type LowRankShapePoint, type BlockSparseShapePoint, type StepRates } from '../core/costModel';
@@ -30,7 +30,8 @@ import { BENCH_MAX_ELEMENTS, KERNEL_BLOCK_SIZES } from '../core/planner';
 import { alignedFloat32Array, biasGrad, bsrBackwardData, bsrBackwardWeight, bsrForward, denseBackwardData, denseBackwardWeight, denseForward, kernelInfo, setKernelThreads } from '../native/kernels';
 import type { MethodParams, MethodResult } from '../protocol/daemon';
 import { writeFileAtomic } from '../io/home';
-import { loadProfile, PROFILE_FILE } from './planning';
+import { loadProfile } from './planning';
+import { profileFile } from '../io/deviceProfile';
 import { RejectedError } from './jobs/trainer';
 import { groupBy, median } from '../core/stats';
 import { interleavedMedians, interleavedMediansMs, medianMs, seededFloatsAsync } from './measure';
@@ -55,7 +56,7 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   }
   const nThreads = params.threads > 0 ? params.threads : threads;
   setKernelThreads(nThreads);
-  const precision = resolvePrecision('cpu', 'auto');
+  const precision = resolvePrecision('cpu', params.precision);
   const p = precision === 'bf16' ? { precision: 'bf16' as const } : {};
   const rows: MethodResult<'bench.layers'>['rows'] = [];
   const gbps = await elementwiseGBps(params.repeats);
@@ -137,8 +138,8 @@ export async function benchLayers(params: MethodParams<'bench.layers'>, profiles
   const measured = buildProfile({ denseShapes, sparseShapes, lowRankPoints, lowRankShapes, elementwiseGBps: gbps }, nThreads, precision);
   if (params.step) measured.step = await stepRates(nThreads, precision, params.repeats);
   mkdirSync(profilesDir, { recursive: true });
-  const profilePath = join(profilesDir, PROFILE_FILE);
-  const profile = mergeProfiles(loadProfile(profilesDir), measured);
+  const profilePath = profileFile(profilesDir, precision === resolvePrecision('cpu', 'auto') ? 'default' : precision);
+  const profile = mergeProfiles(loadProfile(profilesDir, undefined, precision), measured);
   writeFileAtomic(profilePath, JSON.stringify(profile, null, 2) + '\n');
   return { profilePath, rows };
 }

@@ -11,6 +11,7 @@ import type { TrainingBackend, TrainingRequest } from './jobs/trainer';
 import { DaemonServer, DEFAULT_SERVER_LIMITS } from './server';
 import { cpuInfo, gpuInfo } from './systemInfo';
 import { loadProfile } from './planning';
+import type { ProfilePrecision } from '../io/deviceProfile';
 import type { PlanTarget } from '../core/planner';
 import type { Plan } from './jobs/trainer';
 import type { JobAdmission } from './jobs/jobManager';
@@ -132,8 +133,9 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
     };
     const startProblem = storage().problem;
     if (startProblem) log(`WARNING: ${startProblem}`);
-    const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false, batchSize?: number): Promise<Plan> =>
-      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log), fromSpec, batchSize }, 'planning');
+    // Costed with the profile measured at the job's precision (an fp32 job on a bf16 CPU is not priced at bf16 rates).
+    const planOffLoop = (inventory: unknown, target: PlanTarget, fromSpec = false, batchSize?: number, precision: ProfilePrecision = 'auto'): Promise<Plan> =>
+      runTask('plan', { inventory, target, profile: loadProfile(paths.profiles, log, precision), fromSpec, batchSize }, 'planning');
     const loopDelay = new LoopDelayMonitor();
     let stopping: Promise<void> | undefined;
     let measuring = false;
@@ -160,7 +162,7 @@ export async function startDaemon(opts: DaemonOptions, engine: EngineServices, l
       suggestPlan: (p) => planOffLoop(p.inventory, p.target),
       trainingRequest: async (p) => {
         if (!engine.available && !(p.runner === 'torch' && engine.torch)) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);
-        return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true, p.hyper.batchSize));
+        return engine.trainingRequest(p, (inventory, target) => planOffLoop(inventory, target, true, p.hyper.batchSize, p.hyper.precision));
       },
       benchLayers: async (p) => {
         if (!engine.available) throw new RpcFailure(ErrorCode.ENGINE_UNAVAILABLE, `the native engine is not available: ${engine.error ?? 'unknown reason'}`);

@@ -1,7 +1,7 @@
 // Plans for the daemon's clients, through the core planner, costed with this device's measured
 // profile when `bench.layers` has saved one (otherwise the core's default prior).
 import { DEVICE_PROFILE_FORMAT, type DeviceProfile } from '../core/costModel';
-import { loadProfile as readProfile, PROFILE_FILE } from '../io/deviceProfile';
+import { loadProfile as readProfile, type ProfilePrecision } from '../io/deviceProfile';
 import { PixelflyConfigError } from '../core/errors';
 import { parseInventory, type Inventory } from '../core/inventory';
 import { planModel, type PlanTarget } from '../core/planner';
@@ -9,11 +9,9 @@ import { describeZodError, PlanSchema } from '../protocol/daemon';
 import type { Plan } from './jobs/trainer';
 import { RejectedError } from './jobs/trainer';
 
-export { PROFILE_FILE };
-
-/** This machine's measured device profile in `profilesDir`, or core's default prior (an unreadable one is logged). */
-export function loadProfile(profilesDir: string, log?: (line: string) => void): DeviceProfile {
-  return readProfile(profilesDir, DEVICE_PROFILE_FORMAT, log);
+/** This machine's device profile in `profilesDir` measured at `precision`, or core's default prior (an unreadable one is logged). */
+export function loadProfile(profilesDir: string, log?: (line: string) => void, precision: ProfilePrecision = 'auto'): DeviceProfile {
+  return readProfile(profilesDir, DEVICE_PROFILE_FORMAT, log, precision);
 }
 
 /**

@@ -229,8 +229,8 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   } else {
     // `source`: the file and model the engine's spec stands in for, so the run's record names them.
     let resolved = await resolveSpec(arg);
-    if (settings.measureDevice && !hasMeasuredProfile() && trainsOnCpu((await s.connection.hello()).backends, settings.backend)) {
-      resolved = await measureThenReplan(s, resolved, isTrainArgs(arg) ? arg : undefined, settings.batchSize);
+    if (settings.measureDevice && !hasMeasuredProfile(undefined, settings.precision) && trainsOnCpu((await s.connection.hello()).backends, settings.backend)) {
+      resolved = await measureThenReplan(s, resolved, isTrainArgs(arg) ? arg : undefined, settings.batchSize, settings.precision);
     }
     const { spec, name, plan, source } = resolved;
     params = { name: name.slice(0, 128), spec, plan: (plan as MethodParamsIn<'job.submit'>['plan']) ?? null, ...common, ...(source ? { source } : {}) };
@@ -278,8 +278,14 @@ async function submitRun(s: Services, params: MethodParamsIn<'job.submit'>): Pro
  * profile. The language server re-plans once the profile file changes, so the plan trained is its
  * lens's new one, the one the hints now show; the user is told how the estimate moved.
  */
-async function measureThenReplan(s: Services, resolved: Awaited<ReturnType<typeof resolveSpec>>, lens: TrainArgs | undefined, batchSize: number): Promise<Awaited<ReturnType<typeof resolveSpec>>> {
-  const m = deviceMeasurement(resolved.spec, batchSize, 0);
+async function measureThenReplan(
+  s: Services,
+  resolved: Awaited<ReturnType<typeof resolveSpec>>,
+  lens: TrainArgs | undefined,
+  batchSize: number,
+  precision: Settings['precision'],
+): Promise<Awaited<ReturnType<typeof resolveSpec>>> {
+  const m = deviceMeasurement(resolved.spec, batchSize, 0, precision);
   if (!m) return resolved; // the daemon rejects the spec with its own message
   const t0 = Date.now();
   await vscode.window.withProgress(

@@ -474,6 +474,8 @@ export const methods = {
       threads: z.number().int().nonnegative().max(256).default(0),
       /** Also time dense engine training steps, for the step rates whole-step estimates use (core/stepCost.ts). */
       step: z.boolean().default(true),
+      /** The products' input precision ('auto': the engine's default here); jobs at this precision are costed with what it measures. */
+      precision: z.enum(['auto', 'fp32', 'bf16']).default('auto'),
     }),
     result: z.object({
       /** Where the measured profile was saved; core/costModel.ts reads it. */

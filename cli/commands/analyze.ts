@@ -11,6 +11,7 @@ import { DEFAULT_TARGET, type PlanOptions, type PlanTarget } from '../../core/pl
 import { DEFAULT_BATCH_SIZE } from '../../core/stepCost';
 import { loadProfile } from '../../daemon/planning';
 import { homePaths } from '../../io/home';
+import type { ProfilePrecision } from '../../io/deviceProfile';
 import { CliError, intOption, numberOption, parse, type Command } from './command';
 
 const options = {
@@ -42,11 +43,12 @@ export function pinsOption(values: { set?: string[] }): Map<string, Value> {
 
 /**
  * The planner's options on the command line, as the editor's: the device profile the daemon
- * measured on this machine (else core's prior), and the batch a step's estimate assumes.
+ * measured on this machine at the products' precision (else core's prior), and the batch a step's
+ * estimate assumes.
  * `pixelfly analyze` and `pixelfly train` both plan with these, so train trains what analyze printed.
  */
-export function cliPlanOptions(batchSize = DEFAULT_BATCH_SIZE): PlanOptions {
-  return { profile: loadProfile(homePaths().profiles, (l) => process.stderr.write(`pixelfly: ${l}\n`)), batchSize };
+export function cliPlanOptions(batchSize = DEFAULT_BATCH_SIZE, precision: ProfilePrecision = 'auto'): PlanOptions {
+  return { profile: loadProfile(homePaths().profiles, (l) => process.stderr.write(`pixelfly: ${l}\n`), precision), batchSize };
 }
 
 function pct(x: number | null): string {

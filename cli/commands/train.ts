@@ -69,12 +69,12 @@ const OPTION_OF: Record<string, string> = {
  */
 async function jobFromPython(
   file: string,
-  o: { model?: string; pins: Map<string, Value>; target?: PlanTarget; batchSize: number },
+  o: { model?: string; pins: Map<string, Value>; target?: PlanTarget; batchSize: number; precision: (typeof PRECISION_CHOICES)[number] },
   notes: string[],
 ): Promise<{ spec: Record<string, unknown>; plan: Plan }> {
   let analysis;
   try {
-    analysis = analyze(await pythonParser(), { file, model: o.model, pins: o.pins, target: o.target, planOptions: cliPlanOptions(o.batchSize) });
+    analysis = analyze(await pythonParser(), { file, model: o.model, pins: o.pins, target: o.target, planOptions: cliPlanOptions(o.batchSize, o.precision) });
   } catch (err) {
     if (err instanceof AnalysisInputError) throw new CliError(`${file}: ${err.message}`, 1);
     throw err;
@@ -331,7 +331,8 @@ async function submitParams(values: Values, specFile: string | undefined, notes:
   const base = demo?.hyper ?? { epochs: 1, batchSize: 64, lr: 1e-3 };
   const batchSize = intOption(values, 'batch-size', base.batchSize);
   // A Python model comes with its plan (the analysis's); a spec file is planned by the daemon.
-  const job = python ? await jobFromPython(specFile as string, { model: values.model, pins: pinsOption(values), target, batchSize }, notes) : undefined;
+  const precision = choiceOption(values, 'precision', PRECISION_CHOICES) ?? 'auto';
+  const job = python ? await jobFromPython(specFile as string, { model: values.model, pins: pinsOption(values), target, batchSize, precision }, notes) : undefined;
   const spec = demo ? demo.spec : (job?.spec ?? readSpec(specFile as string));
   const dataset = values.dataset !== undefined ? datasetOption(values.dataset) : (demo?.dataset ?? { kind: 'synthetic' as const });
   if (demo) notes.push(demo.description);
@@ -351,7 +352,7 @@ async function submitParams(values: Values, specFile: string | undefined, notes:
       threads: intOption(values, 'threads', 0),
       seed: intOption(values, 'seed', 0),
       backend: choiceOption(values, 'backend', BACKEND_CHOICES) ?? 'auto',
-      precision: choiceOption(values, 'precision', PRECISION_CHOICES) ?? 'auto',
+      precision,
     },
   };
 }
@@ -406,8 +407,9 @@ export const trainCommand: Command = {
     let job: JobInfo;
     try {
       // The engine's products are what the plan costs: measured once per device, then planned again.
-      if (checked?.spec && runner === 'engine' && !values['no-measure'] && !hasMeasuredProfile(home) && trainsOnCpu((await client.request('hello', {})).backends, checked.hyper.backend)) {
-        await measureDevice(client, checked.spec, checked.hyper.batchSize, checked.hyper.threads);
+      const precision = checked?.hyper.precision;
+      if (checked?.spec && runner === 'engine' && !values['no-measure'] && !hasMeasuredProfile(home, precision) && trainsOnCpu((await client.request('hello', {})).backends, checked.hyper.backend)) {
+        await measureDevice(client, checked.spec, checked.hyper.batchSize, checked.hyper.threads, precision);
         submit = await params();
       }
       for (const note of notes) process.stderr.write(`${note}\n`);

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { DEVICE_PROFILE_FORMAT } from '../../core/costModel';
-import { ProfileWatcher } from '../../io/deviceProfile';
+import { PROFILE_PRECISIONS, ProfileWatcher, type ProfilePrecision } from '../../io/deviceProfile';
 import { homePaths } from '../../io/home';
 import { analyze, ModelNotFound, type AnalyzeOptions, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
@@ -34,6 +34,8 @@ export interface ServerSettings {
   problems?: string[];
   /** pixelfly.training.batchSize: the batch a step's estimate assumes (the optimizer runs once per step). */
   batchSize?: number;
+  /** pixelfly.training.precision: the products' precision jobs train with, whose device profile costs the plan. */
+  precision?: ProfilePrecision;
 }
 
 /** Reads the nested configuration object the client returns for section 'pixelfly'. */
@@ -58,6 +60,7 @@ export function settingsFrom(section: unknown, python?: unknown): ServerSettings
     speedup: num(p.speedup),
     blockSize: block !== undefined && KERNEL_BLOCK_SIZES.includes(block) ? block : undefined,
     batchSize: num(s.training?.batchSize),
+    precision: PROFILE_PRECISIONS.find((x) => x === s.training?.precision),
     ...(problems.length > 0 ? { problems } : {}),
   };
 }
@@ -231,13 +234,14 @@ export class Session {
   }
 
   /**
-   * The planner's options: the device profile the daemon measured on this machine when there is one
-   * (re-read when it changes; the plan says which it used), the block size and batch the user set.
+   * The planner's options: the device profile the daemon measured on this machine at the
+   * precision jobs train with, when there is one (re-read when it changes; the plan says which it
+   * used), the block size and batch the user set.
    */
   planOptions(): PlanOptions {
-    const { blockSize, batchSize } = this.settings;
+    const { blockSize, batchSize, precision } = this.settings;
     return {
-      profile: this.profiles.current(),
+      profile: this.profiles.current(precision),
       ...(blockSize !== undefined ? { blockSizes: [blockSize] } : {}),
       ...(batchSize !== undefined && Number.isInteger(batchSize) && batchSize > 0 ? { batchSize } : {}),
     };

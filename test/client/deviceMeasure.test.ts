@@ -29,6 +29,15 @@ describe('deviceMeasurement', () => {
     assert.equal(deviceMeasurement({ kind: 'nonsense' }, 64, 0), undefined);
     assert.equal(deviceMeasurement(null, 64, 0), undefined);
   });
+
+  it("times the products at the job's precision; fp16 (CUDA's) is not measured on the CPU", () => {
+    const spec = { kind: 'mlp', name: 'm', inputFeatures: 784, hidden: [1024], classes: 10 };
+    assert.equal(deviceMeasurement(spec, 64, 0)?.params.precision, 'auto');
+    const fp32 = deviceMeasurement(spec, 64, 0, 'fp32');
+    assert.equal(fp32?.params.precision, 'fp32');
+    assert.match(fp32?.what ?? '', / in fp32$/);
+    assert.equal(deviceMeasurement(spec, 64, 0, 'fp16'), undefined);
+  });
 });
 
 describe('hasMeasuredProfile', () => {
@@ -43,6 +52,18 @@ describe('hasMeasuredProfile', () => {
     assert.equal(hasMeasuredProfile(home), false);
     writeFileSync(file, JSON.stringify({ ...DEFAULT_PROFILE, source: 'measured', measuredAt: new Date().toISOString() }));
     assert.equal(hasMeasuredProfile(home), true);
+  });
+
+  it('per precision: the default profile counts for its own precision, another precision needs its own file', () => {
+    const home = mkdtempSync(join(tmpdir(), 'pf-measure-'));
+    mkdirSync(join(home, 'profiles'));
+    const measured = (precision: string) => JSON.stringify({ ...DEFAULT_PROFILE, source: 'measured', precision, measuredAt: new Date().toISOString() });
+    writeFileSync(join(home, 'profiles', 'device.json'), measured('bf16'));
+    assert.equal(hasMeasuredProfile(home, 'auto'), true);
+    assert.equal(hasMeasuredProfile(home, 'bf16'), true);
+    assert.equal(hasMeasuredProfile(home, 'fp32'), false, 'an fp32 job on this bf16 CPU is not costed with bf16 rates');
+    writeFileSync(join(home, 'profiles', 'device-fp32.json'), measured('fp32'));
+    assert.equal(hasMeasuredProfile(home, 'fp32'), true);
   });
 });
 

@@ -235,6 +235,24 @@ test('bench.layers measures dense vs Pixelfly and saves the profile the planner 
   assert.deepEqual(listed.rows.map((x) => [x.name, x.config.rank]), [['grid', 0], ['grid', 8], ['grid', 16]], 'an empty list: dense only');
   const sparseOnly = listed.rows[0].pixelflyMs;
   assert.ok(listed.rows[1].pixelflyMs > sparseOnly && listed.rows[2].pixelflyMs > sparseOnly, JSON.stringify(listed.rows));
+
+  // Another precision than the engine's default here (fp32 on a CPU with bf16 instructions, else
+  // bf16) is measured into its own file, and a job at that precision is planned with it.
+  const before = readFileSync(r.profilePath, 'utf8');
+  const other = profile.precision === 'bf16' ? 'fp32' : 'bf16';
+  const measuredOther = await client.request('bench.layers', { shapes: [{ name: 'fc', in: 256, out: 512, rows: 256, configs: [{ block: 32, butterflySize: 8, nFactors: 2, rank: 8 }] }], repeats: 1, threads: 1, step: false, precision: other });
+  assert.equal(measuredOther.profilePath, join(daemon.home, 'profiles', `device-${other}.json`));
+  assert.equal(readFileSync(r.profilePath, 'utf8'), before, `the default precision's profile is left as it was`);
+  const otherProfile = parseDeviceProfile(JSON.parse(readFileSync(measuredOther.profilePath, 'utf8')));
+  assert.equal(otherProfile.precision, other);
+  assert.notEqual(otherProfile.device, profile.device);
+  const planned = async (precision: 'auto' | 'fp32' | 'bf16') => {
+    const job = await client.request('job.submit', { spec: TINY_MLP, target: { budget: 0.5 }, dataset: { kind: 'synthetic' }, hyper: { epochs: 1, batchSize: 8, lr: 1e-3, maxSteps: 1, threads: 1, precision } });
+    await client.request('job.cancel', { jobId: job.jobId }).catch(() => undefined);
+    return (JSON.parse(readFileSync(join(job.runDir, 'plan.json'), 'utf8')) as { profile: string }).profile;
+  };
+  assert.equal(await planned(other), otherProfile.device, `a ${other} job is costed with the ${other} profile`);
+  assert.equal(await planned('auto'), profile.device, "an 'auto' job with the default precision's");
   });
 });
 

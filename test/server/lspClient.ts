@@ -24,8 +24,9 @@ export interface LspClient {
   stop(): void;
 }
 
-export function startServer(): LspClient {
-  const server = spawn(process.execPath, [join(repoRoot, 'out', 'server', 'main.js'), '--stdio'], { stdio: ['pipe', 'pipe', 'inherit'] });
+/** The server over stdio; `env` adds to this process's (PIXELFLY_HOME: whose device profiles it plans with). */
+export function startServer(env: Record<string, string> = {}): LspClient {
+  const server = spawn(process.execPath, [join(repoRoot, 'out', 'server', 'main.js'), '--stdio'], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...env } });
   const conn = createMessageConnection(new StreamMessageReader(server.stdout!), new StreamMessageWriter(server.stdin!));
   const published: PublishDiagnosticsParams[] = [];
   const registrations: Registration[] = [];
