@@ -123,59 +123,6 @@ PIXELFLY_CLONES void pixelflyGate(const float* x, int in, const float* gw, float
   }
 }
 
-PIXELFLY_CLONES void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, const float* hs,
-                                      const float* Ut, int rank, int r0, int r1) {
-  for (int m = r0; m < r1; m++) {
-    const float s = 1.0f - gate[m];
-    float* ym = y + static_cast<size_t>(m) * out;
-    if (bias) {
-#pragma omp simd
-      for (int j = 0; j < out; j++) ym[j] = s * ym[j] + bias[j];
-    } else {
-#pragma omp simd
-      for (int j = 0; j < out; j++) ym[j] *= s;
-    }
-    for (int k = 0; k < rank; k++) {
-      const float c = hs[static_cast<size_t>(m) * rank + k];
-      const float* uk = Ut + static_cast<size_t>(k) * out;
-#pragma omp simd
-      for (int j = 0; j < out; j++) ym[j] += c * uk[j];
-    }
-  }
-}
-
-PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw, const float* V, const float* h,
-                                         int rank, const float* gate, float* dx, float* dh, float* dz, float* dgw, int r0,
-                                         int r1) {
-  for (int m = r0; m < r1; m++) {
-    const float g = gate[m];
-    const float* xm = x + static_cast<size_t>(m) * in;
-    float* dxm = dx + static_cast<size_t>(m) * in;
-    float* dhm = dh + static_cast<size_t>(m) * rank;
-    const float* hm = h + static_cast<size_t>(m) * rank;
-    float dys = 0.0f, dyl = 0.0f;
-#pragma omp simd reduction(+ : dys)
-    for (int i = 0; i < in; i++) dys += xm[i] * dxm[i];
-    for (int k = 0; k < rank; k++) dyl += dhm[k] * hm[k];
-    const float d = g * (1.0f - g) * (dyl - dys);
-    dz[m] = d;
-    for (int k = 0; k < rank; k++) dhm[k] *= g;
-#pragma omp simd
-    for (int i = 0; i < in; i++) {
-      dxm[i] = (1.0f - g) * dxm[i] + d * gw[i];
-      dgw[i] += d * xm[i];
-    }
-    // + dh_m·V while the row is in L1 (V, rank × in, stays in L2): cheaper than a rank-r product
-    // that reads and writes all of dx again.
-    for (int k = 0; k < rank; k++) {
-      const float c = dhm[k];
-      const float* vk = V + static_cast<size_t>(k) * in;
-#pragma omp simd
-      for (int i = 0; i < in; i++) dxm[i] += c * vk[i];
-    }
-  }
-}
-
 namespace {
 
 // kLowRankWidth floats: one AVX-512 register, two AVX2 ones or four SSE ones in the clones.
@@ -184,6 +131,91 @@ typedef float LowRankVec __attribute__((vector_size(kLowRankWidth * sizeof(float
 // By reference, not by value: a 64-byte vector return would change the ABI of the non-AVX-512 clones.
 inline __attribute__((always_inline)) void loadVec(LowRankVec& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
 inline __attribute__((always_inline)) void storeVec(float* p, const LowRankVec& v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// Rows r = 0 .. MB−1 of dst (ld apart) += Σ_k c[r·rank + k]·B[k] (B: rank rows of n): a rank-r
+// product added in place, each slice of B read once for MB rows (row by row, B's rank × n floats
+// came from L2 for every row). Each element still adds its terms in k order.
+template <int MB>
+inline __attribute__((always_inline)) void addRankRows(float* dst, size_t ld, const float* c, const float* B, int rank, int n) {
+  int j = 0;
+  for (; j + kLowRankWidth <= n; j += kLowRankWidth) {
+    LowRankVec acc[MB];
+    for (int r = 0; r < MB; r++) loadVec(acc[r], dst + r * ld + j);
+    for (int k = 0; k < rank; k++) {
+      LowRankVec b;
+      loadVec(b, B + static_cast<size_t>(k) * n + j);
+      for (int r = 0; r < MB; r++) acc[r] += c[r * rank + k] * b;
+    }
+    for (int r = 0; r < MB; r++) storeVec(dst + r * ld + j, acc[r]);
+  }
+  for (; j < n; j++)
+    for (int r = 0; r < MB; r++) {
+      float a = dst[r * ld + j];
+      for (int k = 0; k < rank; k++) a += c[r * rank + k] * B[static_cast<size_t>(k) * n + j];
+      dst[r * ld + j] = a;
+    }
+}
+
+// addRankRows over rows [r0, r1), four at a time.
+inline __attribute__((always_inline)) void addRankRowRange(float* dst, size_t ld, const float* c, const float* B, int rank,
+                                                           int n, int r0, int r1) {
+  int m = r0;
+  for (; m + 4 <= r1; m += 4) addRankRows<4>(dst + m * ld, ld, c + static_cast<size_t>(m) * rank, B, rank, n);
+  for (; m < r1; m++) addRankRows<1>(dst + m * ld, ld, c + static_cast<size_t>(m) * rank, B, rank, n);
+}
+
+}  // namespace
+
+PIXELFLY_CLONES void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, const float* hs,
+                                      const float* Ut, int rank, int r0, int r1) {
+  // Four rows at a time: gate and bias, then + (g∘h)·Uᵀ over the four while they are in L1.
+  for (int q0 = r0; q0 < r1; q0 += 4) {
+    const int q1 = std::min(r1, q0 + 4);
+    for (int m = q0; m < q1; m++) {
+      const float s = 1.0f - gate[m];
+      float* ym = y + static_cast<size_t>(m) * out;
+      if (bias) {
+#pragma omp simd
+        for (int j = 0; j < out; j++) ym[j] = s * ym[j] + bias[j];
+      } else {
+#pragma omp simd
+        for (int j = 0; j < out; j++) ym[j] *= s;
+      }
+    }
+    addRankRowRange(y, static_cast<size_t>(out), hs, Ut, rank, out, q0, q1);
+  }
+}
+
+PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw, const float* V, const float* h,
+                                         int rank, const float* gate, float* dx, float* dh, float* dz, float* dgw, int r0,
+                                         int r1) {
+  // Four rows at a time: their row passes, then + dh·V over the four while their dx rows are in L1.
+  for (int q0 = r0; q0 < r1; q0 += 4) {
+    const int q1 = std::min(r1, q0 + 4);
+    for (int m = q0; m < q1; m++) {
+      const float g = gate[m];
+      const float* xm = x + static_cast<size_t>(m) * in;
+      float* dxm = dx + static_cast<size_t>(m) * in;
+      float* dhm = dh + static_cast<size_t>(m) * rank;
+      const float* hm = h + static_cast<size_t>(m) * rank;
+      float dys = 0.0f, dyl = 0.0f;
+#pragma omp simd reduction(+ : dys)
+      for (int i = 0; i < in; i++) dys += xm[i] * dxm[i];
+      for (int k = 0; k < rank; k++) dyl += dhm[k] * hm[k];
+      const float d = g * (1.0f - g) * (dyl - dys);
+      dz[m] = d;
+      for (int k = 0; k < rank; k++) dhm[k] *= g;
+#pragma omp simd
+      for (int i = 0; i < in; i++) {
+        dxm[i] = (1.0f - g) * dxm[i] + d * gw[i];
+        dgw[i] += d * xm[i];
+      }
+    }
+    addRankRowRange(dx, static_cast<size_t>(in), dh, V, rank, in, q0, q1);
+  }
+}
+
+namespace {
 
 // Rows m .. m+MB−1, rank slice [k0, k0 + kLowRankWidth): the MB rows' dh slices and gated h slices
 // stay in registers while j runs over the gradient's columns; each dUp row slice is read and
