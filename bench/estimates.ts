@@ -1,4 +1,4 @@
-// `npm run bench:estimates -- [--steps 20] [--models mixer,gpt,vit] [--out bench-results/estimates.json]`
+// `npm run bench:estimates -- [--steps 20] [--models mixer,gpt,vit] [--precision auto|fp32|bf16] [--out bench-results/estimates.json]`
 //
 // Does a plan's whole-step estimate hold on this machine? For the example Mixer and a GPT and a
 // ViT from the test corpus (widths pinned with --set so a step takes about a second here), as a
@@ -7,7 +7,8 @@
 // weighs, and the step rates), `pixelfly analyze FILE --json` prints the plan and its estimate, and
 // `pixelfly train FILE --json` trains exactly that plan, dense and Pixelfly in alternating steps.
 // Checks that the run folder's plan is the one analyze printed, and prints estimate vs measured
-// (median dense step / median Pixelfly step) with the load average. A temporary Pixelfly home
+// (median dense step / median Pixelfly step) with the load average. `--precision` trains (and
+// measures the device and costs the plan) at that precision instead of the engine's default. A temporary Pixelfly home
 // unless $PIXELFLY_HOME is set.
 import { spawnSync } from 'node:child_process';
 import { isDeepStrictEqual } from 'node:util';
@@ -53,24 +54,26 @@ function cli(home: string, args: string[]): string {
   return r.stdout;
 }
 
+type Precision = 'auto' | 'fp32' | 'bf16';
+
 interface Analyzed {
   engine: { spec: ModelSpec; plan: Plan } | { error: string };
 }
 
-function analyzeCase(home: string, c: Case): { spec: ModelSpec; plan: Plan } {
-  const a = JSON.parse(cli(home, ['analyze', c.file, '--json', '--batch-size', String(c.batch), ...c.set.flatMap((s) => ['--set', s])])) as Analyzed;
+function analyzeCase(home: string, c: Case, precision: Precision): { spec: ModelSpec; plan: Plan } {
+  const a = JSON.parse(cli(home, ['analyze', c.file, '--json', '--batch-size', String(c.batch), '--precision', precision, ...c.set.flatMap((s) => ['--set', s])])) as Analyzed;
   if ('error' in a.engine) throw new Error(`${c.name}: ${a.engine.error}`);
   return a.engine;
 }
 
 /** This device measured at the model's shapes, by the code `pixelfly train` measures a device with: the profile the next analysis uses. */
-async function measureHome(home: string, spec: ModelSpec, batch: number): Promise<void> {
+async function measureHome(home: string, spec: ModelSpec, batch: number, precision: Precision): Promise<void> {
   cli(home, ['daemon', 'start']);
   const found = discover(home);
   if (!found) throw new Error(`no daemon in ${home} after 'pixelfly daemon start'`);
   const client = await connectDaemon(found);
   try {
-    await measureDevice(client, spec, batch, 0);
+    await measureDevice(client, spec, batch, 0, precision);
   } finally {
     client.close();
   }
@@ -85,17 +88,19 @@ async function main(): Promise<void> {
   const steps = Number(opt('steps', '20'));
   const wanted = opt('models', 'mixer,gpt,vit').split(',');
   const out = opt('out', 'bench-results/estimates.json');
+  const precision = opt('precision', 'auto') as Precision;
+  if (!['auto', 'fp32', 'bf16'].includes(precision)) throw new Error(`--precision: expected auto, fp32 or bf16, got ${precision}`);
   const home = process.env.PIXELFLY_HOME || mkdtempSync(join(tmpdir(), 'pixelfly-estimates-'));
   const rows = [];
   try {
     for (const c of CASES.filter((x) => wanted.includes(x.name))) {
       // Measure the model's products, plan again with what was measured, then train what analyze printed.
-      await measureHome(home, analyzeCase(home, c).spec, c.batch);
-      const job = analyzeCase(home, c);
+      await measureHome(home, analyzeCase(home, c, precision).spec, c.batch, precision);
+      const job = analyzeCase(home, c, precision);
       const load0 = loadavg()[0];
       const trained = JSON.parse(
-        cli(home, ['train', c.file, '--json', '--steps', String(steps), '--batch-size', String(c.batch), '--dataset', 'synthetic', ...c.set.flatMap((s) => ['--set', s])]),
-      ) as { runDir: string; estimatedSpeedup: number | null; measuredSpeedup: number | null; summary?: { pixelfly: { medianStepMs?: number }; dense?: { medianStepMs?: number } } };
+        cli(home, ['train', c.file, '--json', '--steps', String(steps), '--batch-size', String(c.batch), '--dataset', 'synthetic', '--precision', precision, ...c.set.flatMap((s) => ['--set', s])]),
+      ) as { runDir: string; precision?: string; estimatedSpeedup: number | null; measuredSpeedup: number | null; summary?: { pixelfly: { medianStepMs?: number }; dense?: { medianStepMs?: number } } };
       const runPlan = JSON.parse(readFileSync(join(trained.runDir, 'plan.json'), 'utf8')) as Plan;
       const samePlan = isDeepStrictEqual(runPlan, job.plan);
       const est = job.plan.estimate!;
@@ -106,6 +111,7 @@ async function main(): Promise<void> {
         batch: c.batch,
         steps,
         samePlan,
+        precision: trained.precision,
         estimated: est.speedup,
         measured,
         errorPct: (100 * (est.speedup - measured)) / measured,
@@ -121,6 +127,7 @@ async function main(): Promise<void> {
     spawnSync(process.execPath, [CLI, 'daemon', 'stop'], { env: { ...process.env, PIXELFLY_HOME: home } });
   }
   const f = (x: number | undefined, d = 2) => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+  console.log(`precision ${precision} (trained: ${[...new Set(rows.map((r) => r.precision))].join(', ')})`);
   console.log('model  batch  plan=analyze  est dense/pf ms     measured dense/pf ms   est     measured  error   load');
   for (const r of rows) {
     console.log(

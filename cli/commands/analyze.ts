@@ -12,7 +12,8 @@ import { DEFAULT_BATCH_SIZE } from '../../core/stepCost';
 import { loadProfile } from '../../daemon/planning';
 import { homePaths } from '../../io/home';
 import type { ProfilePrecision } from '../../io/deviceProfile';
-import { CliError, intOption, numberOption, parse, type Command } from './command';
+import { choiceOption, CliError, intOption, numberOption, parse, type Command } from './command';
+import { PRECISION_CHOICES } from '../../protocol/daemon';
 
 const options = {
   model: { type: 'string' },
@@ -24,6 +25,7 @@ const options = {
   budget: { type: 'string' },
   speedup: { type: 'string' },
   'batch-size': { type: 'string' },
+  precision: { type: 'string' },
   json: { type: 'boolean' },
 } as const;
 
@@ -100,7 +102,7 @@ export function formatAnalysis(a: Analysis): string {
 export const analyzeCommand: Command = {
   summary: 'list a PyTorch model file\'s matmul layers and plan which to sparsify',
   usage:
-    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N | --default-tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--batch-size N] [--json]\n\n' +
+    '<file.py> [--model NAME] [--set NAME=VALUE]… [--tokens N | --default-tokens N] [--path DIR]… [--python PATH] [--budget F | --speedup X] [--batch-size N] [--precision P] [--json]\n\n' +
     '  --model    class or factory function to build (default: the file\'s outermost model)\n' +
     '  --set      pin a value, as a `# pixelfly: NAME=VALUE` comment does\n' +
     '  --tokens   tokens per sample, overriding what the model says\n' +
@@ -109,6 +111,8 @@ export const analyzeCommand: Command = {
     '  --python   interpreter whose site-packages are searched for imports\n' +
     `  --budget   FLOP budget as a fraction of dense (default ${'budget' in DEFAULT_TARGET ? DEFAULT_TARGET.budget : '-'}), or --speedup X (a whole training step's)\n` +
     `  --batch-size  samples per step the step estimate assumes (default ${DEFAULT_BATCH_SIZE}, as \`pixelfly train\`)\n` +
+    '  --precision  auto | fp32 | bf16 | fp16: cost the plan with the device profile measured at the products\' precision\n' +
+    '             (default auto, as `pixelfly train`)\n' +
     '  --json     the layers, the plan, `estimate` (the whole step) and `engine` (the spec and plan `pixelfly train` trains)',
   async run(argv) {
     const { values, positionals } = parse(argv, options, true);
@@ -127,6 +131,7 @@ export const analyzeCommand: Command = {
     const target: PlanTarget | undefined = budget !== undefined ? { budget } : speedup !== undefined ? { speedup } : undefined;
     const batchSize = intOption(values, 'batch-size', DEFAULT_BATCH_SIZE);
     if (batchSize < 1) throw new CliError(`--batch-size must be ≥ 1, got ${batchSize}`);
+    const precision = choiceOption(values, 'precision', PRECISION_CHOICES) ?? 'auto';
     const site = values.python ? await sitePackages(values.python) : [];
     if (values.python && site.length === 0) process.stderr.write(`pixelfly: warning: no site-packages found for --python ${values.python}\n`);
     let result: Analysis;
@@ -139,7 +144,7 @@ export const analyzeCommand: Command = {
         tokens,
         defaultTokens,
         target,
-        planOptions: cliPlanOptions(batchSize),
+        planOptions: cliPlanOptions(batchSize, precision),
         extraPaths: values.path,
         sitePackages: site,
       });

@@ -2,6 +2,7 @@
 // test corpus (pinned small), `pixelfly train FILE` through a real daemon trains exactly the plan
 // `pixelfly analyze FILE --json` printed (its `engine.plan`), costed with the device profile in the
 // Pixelfly home, and its JSON summary puts the plan's estimate beside the measured speedup.
+// At a precision other than the engine's default both cost the plan with that precision's profile.
 // (Speed is not asserted: bench/estimates.ts compares estimate and measurement.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -61,6 +62,32 @@ test('pixelfly train FILE trains the plan pixelfly analyze FILE printed, on the 
       assert.equal(typeof t.measuredSpeedup, 'number');
       assert.equal(t.summary.estimatedSpeedup, plan.estimate.speedup);
     }
+  } finally {
+    pixelfly(home, ['daemon', 'stop']);
+    removeHome(home);
+  }
+});
+
+test('at a precision other than the default, analyze and train both cost the plan with that precision\'s profile, and train trains it', { skip: engineMissing(), timeout: 300_000 }, () => {
+  const home = tempHome();
+  try {
+    const measured = (device: string, precision: string, denseGflops: number) => ({ ...DEFAULT_PROFILE, device, source: 'measured', precision, measuredAt: '2026-12-04T00:00:00Z', denseGflops });
+    mkdirSync(join(home, 'profiles'), { recursive: true });
+    writeFileSync(join(home, 'profiles', 'device.json'), JSON.stringify(measured('test device, bf16', 'bf16', 400)));
+    writeFileSync(join(home, 'profiles', 'device-fp32.json'), JSON.stringify(measured('test device, fp32', 'fp32', 150)));
+    const c = CASES[0];
+    const analyzed = pixelfly(home, ['analyze', c.file, '--json', '--batch-size', '8', '--precision', 'fp32']);
+    assert.equal(analyzed.status, 0, analyzed.stderr);
+    const plan = JSON.parse(analyzed.stdout).engine.plan;
+    assert.equal(plan.device.name, 'test device, fp32');
+    const byDefault = JSON.parse(pixelfly(home, ['analyze', c.file, '--json', '--batch-size', '8']).stdout).engine.plan;
+    assert.equal(byDefault.device.name, 'test device, bf16');
+    assert.notEqual(byDefault.estimate.denseMs, plan.estimate.denseMs, 'the two precisions are costed at their own rates');
+    const trained = pixelfly(home, ['train', c.file, '--json', '--steps', '2', '--batch-size', '8', '--threads', '1', '--dataset', 'synthetic', '--precision', 'fp32']);
+    assert.equal(trained.status, 0, trained.stderr);
+    const t = JSON.parse(trained.stdout);
+    assert.equal(t.precision, 'fp32');
+    assert.deepEqual(JSON.parse(readFileSync(join(t.runDir, 'plan.json'), 'utf8')), plan, "the run folder's plan is analyze's at fp32");
   } finally {
     pixelfly(home, ['daemon', 'stop']);
     removeHome(home);
