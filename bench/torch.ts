@@ -25,6 +25,7 @@ import { pythonParser } from '../server/analysis/parser';
 import { analysisJson } from '../server/analysis/analysisJson';
 import { parsePin } from '../server/analysis/pragmas';
 import { DEBIAN_FASHION_MNIST } from '../native/datasets';
+import { TCMALLOC } from '../daemon/jobs/torchProcess';
 
 const repoRoot = resolve(__dirname, '..', '..');
 const PYTHON = '/usr/bin/python3';
@@ -117,7 +118,6 @@ interface Row {
 // 32 MB) and 1.5-6 ms under tcmalloc after the first. That cost is the same for every variant and
 // would only compress the ratios, so every variant runs on tcmalloc where it is installed
 // (`--allocator glibc` measures the other case).
-const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
 
 // Debian's torch does its fp32 GEMMs on OpenBLAS, whose idle workers spin (sched_yield) for 2^28
 // cycles, about 0.1 s, after every call. On 2 cores that spinning worker takes a core from the

@@ -76,6 +76,15 @@ class CheckpointError(Exception):
     pass
 
 
+def _allocator():
+    """The malloc this process runs on, in words: the daemon preloads tcmalloc where installed."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "malloc unknown"
+    return "tcmalloc" if "libtcmalloc" in maps else "glibc malloc"
+
+
 def _memory():
     """(resident, peak resident) bytes of this process."""
     rss = peak = 0
@@ -750,7 +759,7 @@ class Job:
         return {
             **facts,
             "replaced": len(replaced),
-            "runtime": f"PyTorch {torch.__version__}, Python {sys.version.split()[0]}",
+            "runtime": f"PyTorch {torch.__version__}, Python {sys.version.split()[0]}, {_allocator()}",
             "kernels": pixelfly_torch.backend(),
         }
 

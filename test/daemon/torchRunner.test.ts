@@ -17,6 +17,7 @@ import { parsePinValue } from '../../server/analysis/pragmas';
 import { fixture, repoRoot, run as analyse } from '../server/helpers';
 import { PYTHON, torchMissing } from '../support/torch';
 import { CLI, removeHome, sleep, startDaemon, tempHome, withDaemon } from './harness';
+import { TCMALLOC } from '../../daemon/jobs/torchProcess';
 
 const missing = torchMissing();
 const SITE = join(repoRoot, 'test', 'fixtures', 'python-site');
@@ -173,7 +174,8 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
           assert.deepEqual(sub.params, { pixelfly: info.summary!.pixelfly.params, dense: info.summary!.dense!.params });
           assert.equal(sub.batchSize, job.subject!.batchSize);
           if (m.images) assert.ok(info.summary!.pixelfly.eval?.accuracy !== undefined, 'a classifier is evaluated with its accuracy');
-          assert.match(sub.runtime ?? '', /^PyTorch /);
+          // The worker runs on tcmalloc where it is installed (PyTorch under glibc faults its large tensors in every step).
+          assert.match(sub.runtime ?? '', existsSync(TCMALLOC) ? /^PyTorch .*, tcmalloc$/ : /^PyTorch .*, glibc malloc$/);
           st.diagnostic(`${m.what}: speedup ${info.summary!.speedup!.toFixed(2)}x (median dense ${info.summary!.dense!.medianStepMs!.toFixed(1)} ms / Pixelfly ${info.summary!.pixelfly.medianStepMs!.toFixed(1)} ms), kernels: ${info.kernels}`);
           checkMemory(st, m.what, info);
         });
