@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ErrorCode, type JobEvent, type JobInfo } from '../../protocol/daemon';
 import type { DaemonClient, DaemonRpcError } from '../../client/daemonClient';
-import { CaseTable, engineMissing, idleRss, removeHome, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
+import { CaseTable, engineMissing, idleRss, killAfterCheckpoint, removeHome, sleep, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
 
 const skipEngine = engineMissing();
 const table = new CaseTable('durability');
@@ -56,16 +56,7 @@ test('kill -9 right after a checkpoint, then a corrupt newest checkpoint and a t
   try {
     let client = await daemon.client();
     const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 200, batchSize: 16, lr: 1e-3, checkpointEvery: 5, threads: 1 } });
-    let killedAt = 0;
-    client.onEvent((e) => {
-      // The moment the daemon reports the checkpoint: no flush timer has had a chance since.
-      if (e.jobId === job.jobId && e.type === 'checkpoint' && e.step >= 10 && killedAt === 0) {
-        killedAt = e.step;
-        daemon.proc.kill('SIGKILL');
-      }
-    });
-    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
-    await daemon.exited;
+    const killedAt = await killAfterCheckpoint(daemon, client, job.jobId, 10);
     assert.ok(killedAt >= 10, 'killed right after a checkpoint');
     const metrics = join(job.runDir, 'metrics.jsonl');
     const steps = new Set(completeLines(metrics).flatMap((e) => (e.type === 'step' ? [e.step] : [])));

@@ -210,6 +210,23 @@ export function rawConnect(port: number, headers: Record<string, string>, opts: 
   });
 }
 
+/**
+ * SIGKILLs the daemon the moment it reports a checkpoint of `jobId` at step `minStep` or later (no
+ * flush timer has had a chance since); resolves with that step once the daemon has exited.
+ */
+export async function killAfterCheckpoint(daemon: DaemonProcess, client: DaemonClient, jobId: string, minStep: number): Promise<number> {
+  let killedAt = 0;
+  client.onEvent((e) => {
+    if (e.jobId === jobId && e.type === 'checkpoint' && e.step >= minStep && killedAt === 0) {
+      killedAt = e.step;
+      daemon.proc.kill('SIGKILL');
+    }
+  });
+  await client.request('job.subscribe', { jobId, fromSeq: 0 });
+  await daemon.exited;
+  return killedAt;
+}
+
 export async function waitFor(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {

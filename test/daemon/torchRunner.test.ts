@@ -16,7 +16,7 @@ import { analysisPlan } from '../../server/analysis/analyze';
 import { parsePinValue } from '../../server/analysis/pragmas';
 import { fixture, repoRoot, run as analyse } from '../server/helpers';
 import { PYTHON, torchMissing } from '../support/torch';
-import { CLI, removeHome, sleep, startDaemon, tempHome, withDaemon } from './harness';
+import { CLI, killAfterCheckpoint, removeHome, sleep, startDaemon, tempHome, withDaemon } from './harness';
 import { TCMALLOC } from '../../daemon/jobs/torchProcess';
 
 const missing = torchMissing();
@@ -295,15 +295,7 @@ test('a runner job interrupted by a daemon killed mid-run resumes from its check
     checkCompleted(reference);
 
     const job = await submitTorch(client, m.file, m.name, m.settings, opts);
-    let killedAt = 0;
-    client.onEvent((e) => {
-      if (e.jobId === job.jobId && e.type === 'checkpoint' && e.step >= 4 && killedAt === 0) {
-        killedAt = e.step;
-        daemon.proc.kill('SIGKILL');
-      }
-    });
-    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
-    await daemon.exited;
+    const killedAt = await killAfterCheckpoint(daemon, client, job.jobId, 4);
     assert.ok(killedAt >= 4 && killedAt < 12, `killed after a checkpoint mid-run (at step ${killedAt})`);
 
     daemon = await startDaemon(home);
