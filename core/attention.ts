@@ -14,6 +14,7 @@
 import { PixelflyConfigError } from './errors';
 import { flatBlockButterflyLayout, padTo, type BlockLayout } from './layout';
 import type { ProductFlops } from './pixelflyLayer';
+import { mulberry32, normals } from './random';
 
 /** Score-block sizes the attention kernels implement. */
 export const ATTENTION_BLOCK_SIZES: readonly number[] = [16, 32, 64, 128];
@@ -33,6 +34,12 @@ export interface PixelflyAttention {
   nFactors: number;
   /** The first `globalSize` tokens attend to, and are attended by, every token (the authors' global_size). */
   globalSize?: number;
+  /**
+   * The low-rank term (ATTENTION.md (A4)): this many Performer features (even) estimate the scores of
+   * the blocks the layout drops, mixed with the sparse part by one normaliser, as the authors'
+   * sparse + low-rank attention. Absent or 0: the sparse part alone. The engine runs it on the CPU.
+   */
+  features?: number;
 }
 
 export type AttentionSpec = DenseAttention | PixelflyAttention;
@@ -113,6 +120,58 @@ export function attentionLayout(T: number, spec: AttentionSpec, causal: boolean)
 export function attentionCoreFlops(T: number, dim: number, causal: boolean, density = 1): ProductFlops {
   const forward = 4 * T * T * dim * (causal ? 0.5 : 1) * density;
   return { forward, backward: 2 * forward };
+}
+
+/** Most Performer features a low-rank term may take (the authors use at most a few hundred). */
+export const MAX_ATTENTION_FEATURES = 1024;
+
+/**
+ * Training FLOPs of the low-rank term of one attention core per sample (ATTENTION.md (A4)): the
+ * features of q and k (T·m·d multiply-adds), the key blocks' sums φ(k)·vᵀ and each query's
+ * φ(q)·Σ (T·m·d each): forward 6·T·m·d, backward twice that.
+ */
+export function lowRankAttentionFlops(T: number, dim: number, features: number): ProductFlops {
+  const forward = 6 * T * features * dim;
+  return { forward, backward: 2 * forward };
+}
+
+/**
+ * The projections of `count` attention cores' low-rank terms, drawn once from `seed` (the model's):
+ * per core the m/2 rows ω_r of a Gaussian orthogonal random matrix (head_dim each), the authors'
+ * `gaussian_orthogonal_random_matrix` with scaling 0 — blocks of head_dim orthonormal rows (Gram–
+ * Schmidt of Gaussian rows), each row scaled by the norm of a Gaussian vector. [count][m/2][head_dim].
+ */
+export function performerProjection(count: number, features: number, headDim: number, seed: number): Float32Array {
+  const half = features / 2;
+  const out = new Float32Array(count * half * headDim);
+  const normal = normals(mulberry32((seed ^ 0x5eed1234) >>> 0));
+  for (let l = 0; l < count; l++) {
+    for (let r0 = 0; r0 < half; r0 += headDim) {
+      const rows: Float64Array[] = [];
+      for (let r = r0; r < Math.min(half, r0 + headDim); r++) {
+        let v: Float64Array;
+        for (;;) {
+          v = Float64Array.from({ length: headDim }, normal);
+          for (const u of rows) {
+            let dot = 0;
+            for (let c = 0; c < headDim; c++) dot += v[c] * u[c];
+            for (let c = 0; c < headDim; c++) v[c] -= dot * u[c];
+          }
+          const norm = Math.hypot(...v);
+          if (norm > 1e-6) {
+            for (let c = 0; c < headDim; c++) v[c] /= norm;
+            break;
+          }
+        }
+        rows.push(v);
+      }
+      for (const [i, u] of rows.entries()) {
+        const scale = Math.hypot(...Array.from({ length: headDim }, normal));
+        out.set(Array.from(u, (x) => x * scale), (l * half + r0 + i) * headDim);
+      }
+    }
+  }
+  return out;
 }
 
 /**

@@ -3,6 +3,7 @@
  * lists them: what the planner plans, and what a model's dense FLOPs are made of.
  */
 import { denseLinearCost, type LayerCost, type PixelflyConfig } from './pixelflyLayer';
+import { MAX_ATTENTION_FEATURES } from './attention';
 
 /**
  * The roles a layer can play; the one list (protocol schemas validate with it). `conv` is a
@@ -38,6 +39,8 @@ export interface InventoryLayer {
    * its time is that fraction, at the block-sparse kernels' efficiency (core/stepCost.ts).
    */
   scoreDensity?: number;
+  /** attn_core with Pixelfly attention's low-rank term: its Performer features (core/attention.ts lowRankAttentionFlops). */
+  lowRankFeatures?: number;
   /** Why the source keeps this layer dense whatever the target (e.g. no module to replace): one sentence. */
   keptDense?: string;
   /** The layer already is a Pixelfly layer with this config: it counts as sparse and is not re-planned. */
@@ -81,6 +84,9 @@ export function parseInventory(value: unknown): Inventory {
       if (l[f] !== undefined && typeof l[f] !== 'boolean') fail(where, `${f} must be a boolean`);
     }
     if (l.keptDense !== undefined && (typeof l.keptDense !== 'string' || l.keptDense === '')) fail(where, 'keptDense must be a non-empty string');
+    if (l.lowRankFeatures !== undefined && (!Number.isInteger(l.lowRankFeatures) || (l.lowRankFeatures as number) < 0 || (l.lowRankFeatures as number) > MAX_ATTENTION_FEATURES)) {
+      fail(where, `lowRankFeatures must be an integer in [0, ${MAX_ATTENTION_FEATURES}]`);
+    }
     if (l.pixelfly !== undefined) {
       const c = l.pixelfly as Record<string, unknown>;
       if (typeof c !== 'object' || c === null) fail(where, 'pixelfly must be a config object');

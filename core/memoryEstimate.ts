@@ -20,7 +20,7 @@
  * on the built model instead of a spec.
  */
 import { layoutSummary } from './layout';
-import { patchTokens, type ModelSpec } from './modelSpec';
+import { patchTokens, type GptSpec, type ModelSpec, type VitSpec } from './modelSpec';
 import { pixelflyLinearCost, type PixelflyConfig } from './pixelflyLayer';
 
 const F32 = 4;
@@ -204,17 +204,26 @@ class ModelWalk {
     return [this.residual(this.sequential([norm, tokenMix])), this.mlpBlock('channel_mix', T, D, channelHidden)];
   }
 
-  transformerBlock(T: number, D: number, heads: number, hidden: number): Mod[] {
+  /**
+   * lowRank: Pixelfly attention's low-rank term (native/src/engine/performer.h), m features over n
+   * score-block rows: it keeps every query's and key's features (2·heads·T·m), each query block's
+   * sums (n·m·(D + heads)), its output u and the sparse part's o^s (2·T·D) and two weights a row;
+   * its backward o^s's and lse's gradients and its own dqkv (T·D + heads·T + 3·T·D).
+   */
+  transformerBlock(T: number, D: number, heads: number, hidden: number, lowRank?: { features: number; blocks: number }): Mod[] {
     const qkv = this.linear('blocks.attn.qkv', T, D, 3 * D);
     const proj = this.linear('blocks.attn.proj', T, D, D);
+    const m = lowRank?.features ?? 0, n = lowRank?.blocks ?? 0;
+    const lowRankForward = m > 0 ? 2 * heads * T * m + n * m * (D + heads) + 2 * T * D + 2 * heads * T : 0;
+    const lowRankBackward = m > 0 ? T * D + heads * T + 3 * T * D : 0;
     const attention: Mod = {
       inSize: T * D,
       outSize: T * D,
       floats: {
         // qkv and proj outputs, the softmax statistics (heads·T: the score matrix is never kept) and
         // the context; backward: dctx, dqkv.
-        forward: qkv.floats.forward + proj.floats.forward + heads * T + T * D,
-        backward: qkv.floats.backward + proj.floats.backward + T * D + 3 * T * D,
+        forward: qkv.floats.forward + proj.floats.forward + heads * T + T * D + lowRankForward,
+        backward: qkv.floats.backward + proj.floats.backward + T * D + 3 * T * D + lowRankBackward,
         fixed: qkv.floats.fixed + proj.floats.fixed,
       },
       firstBackward: qkv.firstBackward,
@@ -263,7 +272,7 @@ function modelOf(spec: ModelSpec, walk: ModelWalk): { net: Mod; rowsPerSample: n
         }
         walk.params += T * spec.dim;
         mods.push(walk.pointwise(T * spec.dim));
-        mods.push(...repeat(walk, spec.depth, () => walk.transformerBlock(T, spec.dim, spec.heads, spec.mlpHidden)));
+        mods.push(...repeat(walk, spec.depth, () => walk.transformerBlock(T, spec.dim, spec.heads, spec.mlpHidden, lowRankOf(spec, T))));
       } else {
         mods.push(...repeat(walk, spec.depth, () => walk.mixerBlock(T, spec.dim, spec.tokenHidden, spec.channelHidden)));
       }
@@ -275,11 +284,18 @@ function modelOf(spec: ModelSpec, walk: ModelWalk): { net: Mod; rowsPerSample: n
       const T = spec.context;
       walk.params += spec.vocab * spec.dim + T * spec.dim;
       const mods: Mod[] = [{ inSize: T, outSize: T * spec.dim, floats: { forward: T * spec.dim, backward: 0, fixed: 0 } }];
-      mods.push(...repeat(walk, spec.depth, () => walk.transformerBlock(T, spec.dim, spec.heads, spec.mlpHidden)));
+      mods.push(...repeat(walk, spec.depth, () => walk.transformerBlock(T, spec.dim, spec.heads, spec.mlpHidden, lowRankOf(spec, T))));
       mods.push(walk.layerNorm(T, spec.dim), walk.linear('head', T, spec.dim, spec.vocab));
       return { net: walk.sequential(mods), rowsPerSample: T, classes: spec.vocab, inputFloats: T };
     }
   }
+}
+
+/** The low-rank term of a transformer spec's attention cores over T tokens: its features and score-block rows. */
+function lowRankOf(spec: VitSpec | GptSpec, T: number): { features: number; blocks: number } | undefined {
+  const a = spec.attention;
+  if (a?.kind !== 'pixelfly' || !a.features) return undefined;
+  return { features: a.features, blocks: Math.ceil(T / a.block) };
 }
 
 /** One model on the native engine (the Pixelfly one with the plan's layers, or the dense one without). */

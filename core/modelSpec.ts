@@ -12,7 +12,8 @@
  *   {"kind": "gpt",   "vocab": 96, "context": 128, "dim": 256, "depth": 4, "heads": 4, "mlpHidden": 1024}
  * Optional everywhere: "version": 1, "name": "...". Optional on vit and gpt: "attention", the score
  * layout of every attention core (core/attention.ts): {"kind": "dense"} (the default) or
- * {"kind": "pixelfly", "block": 64, "butterflySize": 32, "nFactors": 5, "globalSize": 0}.
+ * {"kind": "pixelfly", "block": 64, "butterflySize": 32, "nFactors": 5, "globalSize": 0, "features": 0}
+ * ("features": Performer features of the low-rank term for the dropped score blocks; 0: none).
  *
  * Matmul layers are named as the plan refers to them; per-block layers are one inventory entry
  * with `count = depth` (the engine names instance i's parameters `blocks.i.…`):
@@ -24,7 +25,7 @@
  * Pure TypeScript (no Node imports), like the rest of core/.
  */
 import type { Inventory, InventoryLayer } from './inventory';
-import { ATTENTION_KINDS, attentionLayout, type AttentionSpec } from './attention';
+import { ATTENTION_KINDS, attentionLayout, MAX_ATTENTION_FEATURES, type AttentionSpec } from './attention';
 import { PixelflyConfigError } from './errors';
 
 export const MODEL_SPEC_VERSION = 1;
@@ -194,7 +195,7 @@ export function validateModelSpec(value: unknown): SpecValidation {
 
 const ATTENTION_FIELDS: Record<AttentionSpec['kind'], readonly string[]> = {
   dense: [],
-  pixelfly: ['block', 'butterflySize', 'nFactors', 'globalSize'],
+  pixelfly: ['block', 'butterflySize', 'nFactors', 'globalSize', 'features'],
 };
 
 /** The `attention` field: its shape, then whether its layout can be built over the spec's tokens. */
@@ -220,6 +221,11 @@ function checkAttention(a: unknown, spec: VitSpec | GptSpec, add: (path: string,
   }
   if (o.globalSize !== undefined && (!Number.isInteger(o.globalSize) || (o.globalSize as number) < 0)) {
     add('attention.globalSize', `must be an integer ≥ 0, got ${JSON.stringify(o.globalSize)}`);
+    ok = false;
+  }
+  const m = o.features as number;
+  if (o.features !== undefined && (!Number.isInteger(m) || m < 0 || m % 2 !== 0 || m > MAX_ATTENTION_FEATURES)) {
+    add('attention.features', `must be an even integer in [0, ${MAX_ATTENTION_FEATURES}] (Performer features, used in ± pairs), got ${JSON.stringify(o.features)}`);
     ok = false;
   }
   if (!ok) return;
@@ -276,7 +282,8 @@ export function specInventory(spec: ModelSpec): Inventory {
   const causal = spec.kind === 'gpt';
   const att = specAttention(spec);
   const scoreDensity = att?.attention.kind === 'pixelfly' ? attentionLayout(att.T, att.attention, att.causal).density : undefined;
-  const core = { ...(causal ? { causal } : {}), ...(scoreDensity !== undefined ? { scoreDensity } : {}) };
+  const features = att?.attention.kind === 'pixelfly' ? att.attention.features ?? 0 : 0;
+  const core = { ...(causal ? { causal } : {}), ...(scoreDensity !== undefined ? { scoreDensity } : {}), ...(features > 0 ? { lowRankFeatures: features } : {}) };
   const add = (name: string, role: InventoryLayer['role'], inF: number, outF: number, count: number, rowsPerSample: number) =>
     layers.push({ name, role, in: inF, out: outF, count, rowsPerSample, ...(role === 'attn_core' ? core : {}) });
   switch (spec.kind) {

@@ -10,7 +10,7 @@
 import { stepRates, type DeviceProfile } from './costModel';
 import { layerDenseCost, type InventoryLayer } from './inventory';
 import { totalFlops } from './pixelflyLayer';
-import { SPARSE_ATTENTION_EFFICIENCY } from './attention';
+import { lowRankAttentionFlops, SPARSE_ATTENTION_EFFICIENCY } from './attention';
 
 /** The batch size estimates assume when the caller does not say (the training settings' default). */
 export const DEFAULT_BATCH_SIZE = 64;
@@ -36,6 +36,8 @@ export function modelWork(layers: readonly InventoryLayer[]): ModelWork {
     if (l.role !== 'attn_core') pointwiseElements += rows * l.out;
     else if (l.scoreDensity === undefined) attentionFlops += totalFlops(layerDenseCost(l, rows).flops);
     else sparseAttentionFlops += totalFlops(layerDenseCost(l, rows).flops) * l.scoreDensity;
+    // The low-rank term's products are small dense ones: costed at the dense cores' rate.
+    if (l.role === 'attn_core' && l.lowRankFeatures) attentionFlops += l.count * totalFlops(lowRankAttentionFlops(l.rowsPerSample, l.in, l.lowRankFeatures));
   }
   const first = layers.find((l) => l.count > 0 && l.role !== 'attn_core');
   const inputValues = !first ? 0 : first.role === 'embedding' ? first.rowsPerSample : first.in * first.rowsPerSample;

@@ -127,6 +127,7 @@
         'src/engine/data.cc',
         'src/engine/model.cc',
         'src/engine/modules.cc',
+        'src/engine/performer.cc',
         'src/engine/pixelfly_linear.cc',
         'src/engine/pointwise.cc',
         'src/engine/svd.cc',

@@ -17,7 +17,7 @@ import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import { parseModelSpec, specAttention, specInventory, type ModelSpec } from '../core/modelSpec';
-import { attentionLayout, type AttentionSpec } from '../core/attention';
+import { attentionLayout, performerProjection, type AttentionSpec } from '../core/attention';
 import type { LoadedData } from './datasets';
 
 // ------------------------------------------------------------------------------- addon
@@ -243,12 +243,21 @@ function nativeAttention(T: number, spec: AttentionSpec | undefined, causal: boo
   }
 }
 
+/**
+ * The low-rank term's fields of ModelConfig: its feature count and the `count` cores' projections,
+ * drawn from the model's seed (so a resumed run, built from the same seed, has the same ones).
+ */
+function nativeLowRank(spec: AttentionSpec | undefined, count: number, headDim: number, seed: number): Record<string, unknown> {
+  const m = spec?.kind === 'pixelfly' ? spec.features ?? 0 : 0;
+  return m > 0 ? { attentionFeatures: m, attentionProjection: performerProjection(count, m, headDim, seed) } : {};
+}
+
 /** The flat object the C++ side parses (model.h's ModelConfig). */
-export function engineModelConfig(spec: ModelSpec, layers: ResolvedLayer[]): Record<string, unknown> {
+export function engineModelConfig(spec: ModelSpec, layers: ResolvedLayer[], seed: number): Record<string, unknown> {
   const pixelfly: Record<string, unknown> = {};
   for (const l of layers) pixelfly[l.name] = nativeLayerConfig(l.layout, l.config.rank);
   const att = specAttention(spec);
-  const attention = att && nativeAttention(att.T, att.attention, att.causal);
+  const attention = att && { attention: nativeAttention(att.T, att.attention, att.causal), ...nativeLowRank(att.attention, att.count, att.dim / att.heads, seed) };
   switch (spec.kind) {
     case 'mlp':
       return { kind: 'mlp', features: spec.inputFeatures, hidden: spec.hidden, classes: spec.classes, dim: 1, pixelfly };
@@ -260,12 +269,12 @@ export function engineModelConfig(spec: ModelSpec, layers: ResolvedLayer[]): Rec
     case 'vit':
       return {
         kind: 'vit', ...spec.image, patch: spec.patch, dim: spec.dim, depth: spec.depth, heads: spec.heads,
-        mlpHidden: spec.mlpHidden, classes: spec.classes, pool: spec.pool ?? 'cls', pixelfly, attention,
+        mlpHidden: spec.mlpHidden, classes: spec.classes, pool: spec.pool ?? 'cls', pixelfly, ...attention,
       };
     case 'gpt':
       return {
         kind: 'gpt', vocab: spec.vocab, context: spec.context, dim: spec.dim, depth: spec.depth,
-        heads: spec.heads, mlpHidden: spec.mlpHidden, pixelfly, attention,
+        heads: spec.heads, mlpHidden: spec.mlpHidden, pixelfly, ...attention,
       };
   }
 }
@@ -509,7 +518,7 @@ export async function createModel(o: CreateModelOptions): Promise<EngineModel> {
   const precision = resolvePrecision(backend, o.precision);
   let native: NativeModel;
   try {
-    native = await loadAddon().createModel({ model: engineModelConfig(spec, layers), train: o.train, seed, threads, backend, precision });
+    native = await loadAddon().createModel({ model: engineModelConfig(spec, layers, seed), train: o.train, seed, threads, backend, precision });
   } catch (e) {
     if (e instanceof TypeError) throw new EngineConfigError(e.message);  // bad options, e.g. fp16 on the CPU
     throw e;
@@ -534,7 +543,9 @@ export async function createProbe(
 ): Promise<NativeModel> {
   const flat: Record<string, unknown> = { kind: 'probe', ...model };
   if (model.probeLayer === 'transformer_block') {
-    flat.attention = nativeAttention(model.probeT as number, model.attention as AttentionSpec | undefined, model.causal === true);
+    const spec = model.attention as AttentionSpec | undefined;
+    flat.attention = nativeAttention(model.probeT as number, spec, model.causal === true);
+    Object.assign(flat, nativeLowRank(spec, 1, (model.dim as number) / (model.heads as number), seed));
   }
   return loadAddon().createModel({ model: flat, train: { batch: 1 }, seed, threads, ...on });
 }

@@ -3,6 +3,7 @@
 // and VS Code imports. Documented for humans in docs/protocol.md; keep the two in step.
 import { z } from 'zod';
 import { LAYER_ROLES, MAX_LAYER_SIZE, type InventoryLayer } from '../core/inventory';
+import { MAX_ATTENTION_FEATURES } from '../core/attention';
 import { PixelflyConfigSchema, PlanSchema, PlanTargetSchema } from './plan';
 
 /** Bumped on any incompatible change; `hello` reports it so a client can refuse a daemon it does not understand. */
@@ -102,6 +103,7 @@ export const InventoryLayerSchema = z.strictObject({
   bias: z.boolean().optional(),
   causal: z.boolean().optional(),
   scoreDensity: z.number().gt(0).max(1).optional(),
+  lowRankFeatures: z.number().int().nonnegative().max(MAX_ATTENTION_FEATURES).optional(),
   keptDense: z.string().min(1).max(1000).optional(),
   pixelfly: z.lazy(() => PixelflyConfigSchema).optional(),
 }) satisfies z.ZodType<InventoryLayer>;

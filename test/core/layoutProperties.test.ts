@@ -5,7 +5,7 @@ import { flatBlockButterflyLayout, layoutNnz, layoutSummary, padTo, type Butterf
 import { butterflyFactorSupport, flatButterflySupport } from '../../core/butterfly';
 import { blockIndexFromMask, buildBlockIndex, colCounts, density, rowCounts } from '../../core/blockIndex';
 import { PixelflyConfigError } from '../../core/errors';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 
 function randomValid(rand: () => number): { out: number; in: number; p: ButterflyParams } {
   for (;;) {

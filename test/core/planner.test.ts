@@ -8,7 +8,7 @@ import { layerDenseCost, parseInventory, type Inventory, type InventoryLayer } f
 import { adviseAttention, attentionCoreFlops, attentionLayout, suggestedAttention, SPARSE_ATTENTION_EFFICIENCY } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { PixelflyConfigError } from '../../core/errors';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 
 const root = join(__dirname, '..', '..', '..');
 const load = (name: string): Inventory => parseInventory(JSON.parse(readFileSync(join(root, 'examples', 'inventories', name), 'utf8')));

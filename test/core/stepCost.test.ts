@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_PROFILE, parseDeviceProfile, type DeviceProfile } from '../../core/costModel';
-import { attentionCoreFlops, attentionLayout, SPARSE_ATTENTION_EFFICIENCY } from '../../core/attention';
+import { attentionCoreFlops, attentionLayout, lowRankAttentionFlops, SPARSE_ATTENTION_EFFICIENCY } from '../../core/attention';
 import { specInventory, type GptSpec } from '../../core/modelSpec';
 import { totalFlops } from '../../core/pixelflyLayer';
 import { DEFAULT_TARGET, planModel } from '../../core/planner';
@@ -35,6 +35,18 @@ test("a spec with Pixelfly attention: its cores cost their kept score blocks, at
   assert.ok(Math.abs(t(ws) / t(wd) - density / SPARSE_ATTENTION_EFFICIENCY) < 1e-9);
   // The model's FLOPs (hints' shares, the plan's fractions) stay the dense core's: like with like.
   assert.deepEqual(specInventory(sparse).layers.find((l) => l.role === 'attn_core'), { ...specInventory(dense).layers.find((l) => l.role === 'attn_core'), scoreDensity: density });
+});
+
+test('Pixelfly attention with its low-rank term: the cores also cost the Performer features, at the dense cores\' rate', () => {
+  const attention = { kind: 'pixelfly' as const, block: 32, butterflySize: 32, nFactors: 2 };
+  const spec = { ...GPT, context: 1024, attention };
+  const withFeatures = { ...spec, attention: { ...attention, features: 64 } };
+  const core = specInventory(withFeatures).layers.find((l) => l.role === 'attn_core');
+  assert.equal(core?.lowRankFeatures, 64);
+  const extra = modelWork(specInventory(withFeatures).layers).attentionFlops - modelWork(specInventory(spec).layers).attentionFlops;
+  // Forward 6·T·m·d a core (features of q and k, the key blocks' sums, each query's product), backward twice that.
+  assert.equal(extra, GPT.depth * 18 * 1024 * 64 * GPT.dim);
+  assert.equal(totalFlops(lowRankAttentionFlops(1024, GPT.dim, 64)), 18 * 1024 * 64 * GPT.dim);
 });
 
 test('the step estimate adds its parts; only the products and the optimizer change; Amdahl bounds it', () => {

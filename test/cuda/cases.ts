@@ -2,7 +2,7 @@
 // size, padded out/in, odd M, empty block-rows/columns, and the core's flat block butterfly layouts.
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { buildBlockIndex, blockIndexFromMask, type BlockIndex } from '../../core/blockIndex';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 
 export interface ProductCase {
   name: string;

@@ -14,7 +14,7 @@ import { cudaInfo, nativeCuda, nativeLayoutOf, type CudaPrecision } from '../../
 import { createModel, createProbe, EngineDataset, pixelflyLayerConfig, type EnginePrecision, type PlanLike } from '../../native/engine';
 import { syntheticClassification, syntheticTokens } from '../../native/datasets';
 import { productCases, relError, type ProductCase } from './cases';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 import { MIXER, MIXER_PLAN, PF } from '../engine/fixtures';
 import type { ModelSpec } from '../../core/modelSpec';
 

@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { ErrorCode, LIMITS, methods, TOKEN_HEADER, TOKEN_SUBPROTOCOL_PREFIX } from '../../protocol/daemon';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 import { CaseTable, CLI, frame, idleRss, rawConnect, removeHome, startDaemon, tempHome, waitFor, type DaemonProcess } from './harness';
 
 let daemon: DaemonProcess;

@@ -9,10 +9,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../../core/layout';
-import { attentionLayout, type AttentionSpec } from '../../core/attention';
+import { attentionLayout, performerProjection, type AttentionSpec } from '../../core/attention';
 import { createModel, createProbe, EngineDataset, pixelflyLayerConfig } from '../../native/engine';
 import { syntheticClassification } from '../../native/datasets';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 import { PYTHON, torchMissing } from '../support/torch';
 
 const SCRIPT = join(__dirname, '..', '..', '..', 'test', 'engine', 'torch_crosscheck.py');
@@ -50,7 +50,11 @@ async function crossCheck(layer: string, model: Record<string, unknown>, pf: PfL
     // A transformer block's score layout, as the engine built it (createProbe, from the same spec).
     const causal = model.causal === true;
     const scores = layer === 'transformer_block' ? attentionLayout(dims.inT, (model.attention as AttentionSpec) ?? { kind: 'dense' }, causal).layout : undefined;
-    const attention = scores && { rows: layoutRows(scores), block: scores.block, causal, heads: model.heads };
+    // The low-rank term's projection is drawn from the probe's seed (11), as createProbe draws it.
+    const spec = model.attention as AttentionSpec | undefined;
+    const features = spec?.kind === 'pixelfly' ? spec.features ?? 0 : 0;
+    const lowRank = features > 0 ? { features, projection: Array.from(performerProjection(1, features, (model.dim as number) / (model.heads as number), 11)) } : {};
+    const attention = scores && { rows: layoutRows(scores), block: scores.block, causal, heads: model.heads, ...lowRank };
     writeFileSync(
       input,
       JSON.stringify({
@@ -127,6 +131,15 @@ test('a transformer block with Pixelfly attention (butterfly score layout, globa
     await crossCheck('transformer_block', { dim: 16, probeT: 70, heads: 2, mlpHidden: 32, causal, attention }, [
       { name: 'blocks.attn.qkv', in: 16, out: 48, cfg: { ...PF, butterflySize: 2, nFactors: 1, rank: 2 } },
     ], 2);
+  }
+});
+
+test('Pixelfly attention with its low-rank term matches (A1) written out in PyTorch, causal and not', { skip }, async () => {
+  for (const causal of [true, false]) {
+    // 70 tokens in blocks of 16: five block rows, of which the butterfly keeps a few per row; the
+    // rest of the allowed scores are the Performer estimate's.
+    const attention = { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: causal ? 0 : 3, features: 8 };
+    await crossCheck('transformer_block', { dim: 16, probeT: 70, heads: 2, mlpHidden: 32, causal, attention }, [], 2);
   }
 });
 

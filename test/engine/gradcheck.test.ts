@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createProbe, pixelflyLayerConfig, type ProbeModel } from '../../native/engine';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 
 const PF = { block: 16, butterflySize: 4, nFactors: 2 };
 
@@ -68,6 +68,23 @@ const CASES: Case[] = [
     model: {
       probeLayer: 'transformer_block', dim: 8, probeT: 50, heads: 2, mlpHidden: 16, causal: true,
       attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: 1 },
+    },
+    batch: 2,
+  },
+  {
+    // The low-rank term: Performer features estimate the dropped blocks' scores, mixed through one normaliser.
+    name: 'transformer block, Pixelfly attention with its low-rank term (Performer features), causal',
+    model: {
+      probeLayer: 'transformer_block', dim: 8, probeT: 50, heads: 2, mlpHidden: 16, causal: true,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, features: 6 },
+    },
+    batch: 2,
+  },
+  {
+    name: 'transformer block, Pixelfly attention with its low-rank term, not causal, a global token',
+    model: {
+      probeLayer: 'transformer_block', dim: 8, probeT: 40, heads: 2, mlpHidden: 16,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: 1, features: 4 },
     },
     batch: 2,
   },

@@ -16,6 +16,7 @@ with the block-sparse weight densified from packed blocks [nnz, block, block] in
 row-major BSR order, so the check also pins the block order shared with the PyTorch export.
 """
 import json
+import math
 import struct
 import sys
 
@@ -92,14 +93,33 @@ def score_mask(att, T):
     return keep & torch.ones(T, T, dtype=torch.bool).tril() if att['causal'] else keep
 
 
+def performer_features(x, omega, scale):
+    """φ(x) = m^(−1/2)·exp([ω_r·x′, −ω_r·x′] − |x′|²/2), x′ = x·scale^½: E[φ(q)·φ(k)] = exp(scale·q·k) (ATTENTION.md (A5))."""
+    xs = x * scale ** 0.5
+    dash = xs @ omega.t()
+    m = 2 * omega.shape[0]
+    return torch.exp(torch.cat([dash, -dash], -1) - (xs * xs).sum(-1, keepdim=True) / 2 - math.log(m) / 2)
+
+
 def transformer_block(p, x, att, pre='block.'):
-    """Pre-norm transformer block; softmax(q·kᵀ/√d) over the kept scores of the layout only."""
+    """Pre-norm transformer block; softmax(q·kᵀ/√d) over the kept scores of the layout only, and with
+    `features` the low-rank term for the rest of the allowed scores, as written in (A1): the scores
+    are e^{s_ij} where kept and φ(q_i)·φ(k_j) where allowed but not kept, one normaliser per row."""
     B, T, D = x.shape
     H = att['heads']
     q, k, v = p.linear(pre + 'attn.qkv', p.layer_norm(pre + 'norm1', x)).reshape(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
-    s = (q @ k.transpose(-1, -2)) / (D // H) ** 0.5
-    s = s.masked_fill(~score_mask(att, T), float('-inf'))
-    ctx = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+    scale = (D // H) ** -0.5
+    keep = score_mask(att, T)
+    if att.get('features'):
+        allowed = torch.ones(T, T, dtype=torch.bool).tril() if att['causal'] else torch.ones(T, T, dtype=torch.bool)
+        omega = torch.tensor(att['projection'], dtype=torch.float64).reshape(att['features'] // 2, D // H)
+        estimate = performer_features(q, omega, scale) @ performer_features(k, omega, scale).transpose(-1, -2)
+        a = torch.where(keep, torch.exp((q @ k.transpose(-1, -2)) * scale), torch.where(allowed, estimate, torch.zeros_like(estimate)))
+        ctx = ((a @ v) / a.sum(-1, keepdim=True)).transpose(1, 2).reshape(B, T, D)
+    else:
+        s = (q @ k.transpose(-1, -2)) * scale
+        s = s.masked_fill(~keep, float('-inf'))
+        ctx = (torch.softmax(s, dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
     x = x + p.linear(pre + 'attn.proj', ctx)
     return x + p.linear(pre + 'mlp.fc2', F.gelu(p.linear(pre + 'mlp.fc1', p.layer_norm(pre + 'norm2', x))))
 

@@ -125,6 +125,28 @@ test('a step reports its time per part of the model, in model order, within the 
   }
 });
 
+test("a GPT with Pixelfly attention and its low-rank term learns, and resumes from a checkpoint exactly (its projections come from the seed)", async () => {
+  const spec = { kind: 'gpt', vocab: 16, context: 48, dim: 16, depth: 2, heads: 2, mlpHidden: 32, attention: { kind: 'pixelfly', block: 16, butterflySize: 2, nFactors: 1, features: 8 } };
+  const data = new EngineDataset(syntheticTokens({ vocab: 16, train: 4096, test: 256 }));
+  const make = () => createModel({ spec: spec as ModelSpec, seed: 3, threads: 1, train: { batch: 8, lr: 3e-3, totalSteps: 40 } });
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-lowrank-'));
+  try {
+    const a = await make();
+    const first = (await a.trainSteps(data, 20)).map((s) => s.loss);
+    assert.ok(first.every(Number.isFinite), 'finite losses');
+    const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
+    assert.ok(mean(first.slice(-5)) < mean(first.slice(0, 5)), `the loss falls: ${first.map((l) => l.toFixed(3)).join(' ')}`);
+    const file = join(dir, 'a.ckpt');
+    await a.saveCheckpoint(file);
+    const continued = (await a.trainSteps(data, 3)).map((s) => s.loss);
+    const b = await make();
+    await b.loadCheckpoint(file);
+    assert.deepEqual((await b.trainSteps(data, 3)).map((s) => s.loss), continued);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('checkpoint round trip continues the run exactly; corrupt or foreign checkpoints are refused', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pixelfly-ckpt-'));
   try {

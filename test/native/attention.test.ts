@@ -4,7 +4,7 @@
 // head sizes, causal and not; determinism across thread counts; the error paths.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ATTENTION_BLOCK_SIZES, attentionLayout, attentionCoreFlops, DENSE_ATTENTION_BLOCK, type AttentionSpec } from '../../core/attention';
+import { ATTENTION_BLOCK_SIZES, attentionLayout, attentionCoreFlops, DENSE_ATTENTION_BLOCK, performerProjection, type AttentionSpec } from '../../core/attention';
 import { flatBlockButterflyLayout } from '../../core/layout';
 import { blockIndexFromMask, buildBlockIndex, type BlockIndex } from '../../core/blockIndex';
 import { PixelflyConfigError } from '../../core/errors';
@@ -13,7 +13,7 @@ import { forceIsa, kernelInfo } from '../../native/kernels';
 import { validateModelSpec } from '../../core/modelSpec';
 import { createModel, EngineDataset } from '../../native/engine';
 import { syntheticTokens } from '../../native/datasets';
-import { mulberry32 } from '../support/random';
+import { mulberry32 } from '../../core/random';
 
 function randomArray(n: number, rand: () => number, scale = 1): Float32Array {
   const a = new Float32Array(n);
@@ -151,6 +151,12 @@ test('model specs take attention {kind: "pixelfly", ...} on vit and gpt, and rep
   // 100 tokens pad to 112 in blocks of 16: a butterfly of 32 cannot stretch over them.
   assert.match(issues({ kind: 'pixelfly', block: 16, butterflySize: 32, nFactors: 2 })[0], /^attention\.butterflySize: 32 does not divide the context 112/);
   assert.match(issues({ kind: 'pixelfly', block: 24, butterflySize: 4, nFactors: 2 })[0], /^attention\.block: must be one of 16, 32, 64, 128/);
+  // The low-rank term's Performer features come in ± pairs.
+  assert.ok(validateModelSpec({ ...gpt, attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 2, features: 64 } }).ok);
+  assert.deepEqual(issues({ kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 2, features: 7 }), [
+    'attention.features: must be an even integer in [0, 1024] (Performer features, used in ± pairs), got 7',
+  ]);
+  assert.match(issues({ kind: 'dense', features: 8 })[0], /^attention\.features: is not a field of dense attention/);
   const mlp = validateModelSpec({ kind: 'mlp', inputFeatures: 4, hidden: [], classes: 2, attention: { kind: 'dense' } });
   assert.ok(!mlp.ok && mlp.issues[0].path === 'attention');
 });
@@ -304,4 +310,28 @@ test('bad layouts and shapes are refused with the reason, before any work', asyn
   const ok = buildBlockIndex(attentionLayout(T, { kind: 'dense' }, false).layout);
   await assert.rejects(attentionForward({ ...p, index: ok }, { ...p, q: new Float32Array(3) }), /q has 3 floats, expected batch\*T\*heads\*headDim = 512/);
   await assert.rejects(attentionBackward({ ...p, index: ok }, { ...p, dO: new Float32Array(512) }), /o must be a Float32Array/);
+});
+
+test("the low-rank term's projection: per core, blocks of head_dim orthogonal rows, each of a Gaussian vector's length, drawn from the seed", () => {
+  const hd = 8;
+  const m = 2 * (2 * hd + 3); // m/2 = 19 rows: two full blocks of 8 and one of 3
+  const w = performerProjection(2, m, hd, 7);
+  assert.equal(w.length, 2 * (m / 2) * hd);
+  assert.deepEqual(performerProjection(2, m, hd, 7), w, 'the same seed draws the same projection');
+  assert.notDeepEqual(performerProjection(2, m, hd, 8), w);
+  const row = (l: number, r: number) => Array.from(w.subarray((l * (m / 2) + r) * hd, (l * (m / 2) + r + 1) * hd));
+  const dot = (a: number[], b: number[]) => a.reduce((s, x, i) => s + x * b[i], 0);
+  for (const l of [0, 1]) {
+    for (const [lo, hi] of [[0, 8], [8, 16], [16, 19]]) {
+      for (let r = lo; r < hi; r++) {
+        for (let s = r + 1; s < hi; s++) {
+          const cos = dot(row(l, r), row(l, s)) / Math.sqrt(dot(row(l, r), row(l, r)) * dot(row(l, s), row(l, s)));
+          assert.ok(Math.abs(cos) < 1e-5, `core ${l}: rows ${r} and ${s} of one block are orthogonal (cos ${cos})`);
+        }
+      }
+    }
+  }
+  assert.notDeepEqual(row(0, 0), row(1, 0), 'each core has its own');
+  const lengths = Array.from({ length: m / 2 }, (_, r) => Math.sqrt(dot(row(0, r), row(0, r))));
+  assert.ok(lengths.every((x) => x > 0.5 && x < 6), `lengths like a Gaussian vector's in ${hd} dimensions (about √${hd}): ${lengths.map((x) => x.toFixed(2))}`);
 });

@@ -123,7 +123,9 @@ class CudaBackend final : public Backend {
     ctx_.attentionForward(layout({a.layout, a.T, a.T}), a.B, a.T, a.D, a.H, a.causal, qkv, ctx, lse);
   }
   void attentionBackward(const AttentionCore& a, const float* qkv, const float* ctx, const float* lse,
-                         const float* dctx, float* dqkv) override {
+                         const float* dctx, float* dqkv, const float* dlse) override {
+    // Only the low-rank term gives lse a gradient, and it does not run here (model.cc refuses it).
+    if (dlse) throw std::invalid_argument("attention: a gradient on lse is not implemented on CUDA");
     ctx_.attentionBackward(layout({a.layout, a.T, a.T}), a.B, a.T, a.D, a.H, a.causal, qkv, ctx, lse, dctx, dqkv);
   }
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,

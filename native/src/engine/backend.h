@@ -133,8 +133,9 @@ class Backend {
   // keeps each query's log-sum-exp for backward, which recomputes the probabilities (no T×T array
   // is kept) and writes dqkv from dctx, reading the forward's ctx and lse.
   virtual void attentionForward(const AttentionCore& core, const float* qkv, float* ctx, float* lse) = 0;
+  // dlse (null, or [B, H, T]): a gradient on lse too (the low-rank term's mixing weights read it).
   virtual void attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
-                                 const float* dctx, float* dqkv) = 0;
+                                 const float* dctx, float* dqkv, const float* dlse) = 0;
 
   // ---- Pixelfly's gate and low-rank mix over M rows (the math is in pointwise.h, whose CPU loops
   // these are). gb points at the gate's bias (one value) in backend memory.

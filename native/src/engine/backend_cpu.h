@@ -63,7 +63,7 @@ class CpuBackend final : public Backend {
   void posEmbeddingBackward(int B, int64_t n, const float* dy, float* dpos, float* dx) override;
   void attentionForward(const AttentionCore& core, const float* qkv, float* ctx, float* lse) override;
   void attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
-      const float* dctx, float* dqkv) override;
+      const float* dctx, float* dqkv, const float* dlse) override;
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
       float* gate, float* hs, float* xs) override;
   void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,

@@ -135,6 +135,8 @@ ModelConfig parseModel(const Napi::Object& o) {
   }
   Napi::Value attention = o.Get("attention");
   if (attention.IsObject()) c.attention = parseIndex(attention.As<Napi::Object>(), "model.attention");
+  c.attentionFeatures = integer(o, "attentionFeatures", w, 0);
+  if (c.attentionFeatures > 0) c.attentionProjection = floats(o.Get("attentionProjection"), w + ".attentionProjection");
   Napi::Value px = o.Get("pixelfly");
   if (px.IsObject()) {
     auto layers = px.As<Napi::Object>();

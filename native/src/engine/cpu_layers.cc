@@ -198,10 +198,10 @@ void CpuBackend::attentionForward(const AttentionCore& core, const float* qkv, f
 }
 
 void CpuBackend::attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
-                                   const float* dctx, float* dqkv) {
+                                   const float* dctx, float* dqkv, const float* dlse) {
   const AttentionViews a(core);
   kernels::attentionBackward(a.layout, a.shape, a.qkv(qkv, 0), a.qkv(qkv, 1), a.qkv(qkv, 2), a.ctx(ctx), lse,
-                             a.ctx(dctx), a.qkv(dqkv, 0), a.qkv(dqkv, 1), a.qkv(dqkv, 2));
+                             a.ctx(dctx), a.qkv(dqkv, 0), a.qkv(dqkv, 1), a.qkv(dqkv, 2), 0, dlse);
 }
 
 // ---------------------------------------------------------------- Pixelfly gate and mix

@@ -51,14 +51,15 @@ class Builder {
   }
 
   // Pre-norm transformer block: attention then MLP, each residual.
-  void transformerBlock(Sequential& seq, const std::string& p, int T, int D, int heads, int hidden, bool causal) {
+  // Block `index` of the model (its attention core's low-rank projection, when there is one).
+  void transformerBlock(Sequential& seq, const std::string& p, int index, int T, int D, int heads, int hidden, bool causal) {
     if (heads <= 0 || D % heads != 0) throw std::invalid_argument("heads: " + str(heads) + " must be positive and divide dim " + str(D));
     if (D / heads > 256) throw std::invalid_argument("heads: head dimension " + str(D / heads) + " is above the attention kernels' 256");
     auto att = std::make_unique<Sequential>(Dims{T, D});
     att->add(std::make_unique<LayerNorm>(ps_, p + "norm1", Dims{T, D}));
     att->add(std::make_unique<Attention>(Dims{T, D}, heads, causal, attentionLayout(T, causal),
                                          linear(p + "attn.qkv", "blocks.attn.qkv", T, D, 3 * D),
-                                         linear(p + "attn.proj", "blocks.attn.proj", T, D, D)));
+                                         linear(p + "attn.proj", "blocks.attn.proj", T, D, D), lowRankTerm(index, D / heads)));
     // The core is the part "attention" of its own (modules.h); the rest of the block is this part.
     seq.add(std::make_unique<Residual>(std::move(att)))->part = "attn_proj";
     mlp(seq, p, "mlp", T, D, hidden);
@@ -74,6 +75,21 @@ class Builder {
     const std::string err = kernels::validateAttentionLayout(view, T, causal);
     if (!err.empty()) throw std::invalid_argument("attention layout (T " + str(T) + "): " + err);
     return ix;
+  }
+
+  // The low-rank term of block `index`'s attention core, or null (no features asked for).
+  std::unique_ptr<PerformerTerm> lowRankTerm(int index, int headDim) const {
+    const int m = cfg_.attentionFeatures;
+    if (m <= 0) return nullptr;
+    // The term is plain host loops (performer.cc); the CUDA engine trains the sparse part only.
+    if (!be_.runsOnHost())
+      throw std::invalid_argument("attention.features: the low-rank term runs on the CPU backend only (train on the CPU, or set features 0)");
+    const size_t per = static_cast<size_t>(m / 2) * headDim;
+    if (cfg_.attentionProjection.size() < (static_cast<size_t>(index) + 1) * per)
+      throw std::invalid_argument("attention.projection: " + str(static_cast<int>(cfg_.attentionProjection.size())) + " values, block " + str(index) +
+                                  " needs " + str(static_cast<int>((index + 1) * per)));
+    const float* w = cfg_.attentionProjection.data() + index * per;
+    return std::make_unique<PerformerTerm>(std::vector<float>(w, w + per), m, headDim);
   }
 
   void mlp(Sequential& seq, const std::string& p, const std::string& what, int T, int D, int hidden) {
@@ -131,7 +147,7 @@ std::unique_ptr<Sequential> build(const ModelConfig& c, ParamStore& ps, Backend&
     for (int i = 0; i < c.depth; i++) {
       const std::string p = "blocks." + str(i) + ".";
       if (c.kind == "mixer") b.mixerBlock(*net, p, T, c.dim, c.tokenHidden, c.channelHidden);
-      else b.transformerBlock(*net, p, T, c.dim, c.heads, c.mlpHidden, false);
+      else b.transformerBlock(*net, p, i, T, c.dim, c.heads, c.mlpHidden, false);
     }
     net->add(std::make_unique<LayerNorm>(ps, "norm", Dims{T, c.dim}))->part = "head";
     net->add(std::make_unique<Pool>(Dims{T, c.dim}, cls))->part = "head";
@@ -141,7 +157,7 @@ std::unique_ptr<Sequential> build(const ModelConfig& c, ParamStore& ps, Backend&
     requirePositive("context", c.context);
     net = std::make_unique<Sequential>(Dims{c.context, 1});
     net->add(std::make_unique<TokenPosEmbedding>(ps, "embed", c.vocab, c.context, c.dim))->part = "embedding";
-    for (int i = 0; i < c.depth; i++) b.transformerBlock(*net, "blocks." + str(i) + ".", c.context, c.dim, c.heads, c.mlpHidden, true);
+    for (int i = 0; i < c.depth; i++) b.transformerBlock(*net, "blocks." + str(i) + ".", i, c.context, c.dim, c.heads, c.mlpHidden, true);
     net->add(std::make_unique<LayerNorm>(ps, "norm", Dims{c.context, c.dim}))->part = "head";
     net->add(b.linear("head", "head", c.context, c.dim, c.vocab))->part = "head";
   } else if (c.kind == "probe") {
@@ -163,7 +179,7 @@ std::unique_ptr<Sequential> build(const ModelConfig& c, ParamStore& ps, Backend&
       net = std::make_unique<Sequential>(Dims{1, c.channels * c.height * c.width});
       net->add(std::make_unique<Patchify>(c.channels, c.height, c.width, c.patch));
     } else if (l == "mixer_block") b.mixerBlock(*net, "block.", T, D, c.tokenHidden, c.channelHidden);
-    else if (l == "transformer_block") b.transformerBlock(*net, "block.", T, D, c.heads, c.mlpHidden, c.causal);
+    else if (l == "transformer_block") b.transformerBlock(*net, "block.", 0, T, D, c.heads, c.mlpHidden, c.causal);
     else throw std::invalid_argument("probe layer: unknown '" + l + "'");
   } else {
     throw std::invalid_argument("kind: unknown model kind '" + c.kind + "' (expected mlp, mixer, vit or gpt)");

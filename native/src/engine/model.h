@@ -26,6 +26,10 @@ struct ModelConfig {
   // vit / gpt / transformer probes: every attention core's T×T score layout (core/attention.ts:
   // Pixelfly, or every block for dense attention); block 0 = not given.
   BsrIndex attention;
+  // Pixelfly attention's low-rank term (native/src/engine/performer.h): m Performer features (0:
+  // none) and every attention core's projection, depth × m/2 × head_dim, drawn in core/attention.ts.
+  int attentionFeatures = 0;
+  std::vector<float> attentionProjection;
   // kind "probe" (tests): one layer alone, see buildProbe in model.cc.
   std::string probeLayer;
   int probeT = 1;

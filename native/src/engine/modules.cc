@@ -480,8 +480,8 @@ void nestedPart(Ctx& c, const char* name, bool backward, Work work) {
 
 }  // namespace
 
-Attention::Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj)
-    : heads_(heads), causal_(causal), layout_(std::move(layout)), qkv_(std::move(qkv)), proj_(std::move(proj)) {
+Attention::Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj, std::unique_ptr<PerformerTerm> lowRank)
+    : heads_(heads), causal_(causal), layout_(std::move(layout)), qkv_(std::move(qkv)), proj_(std::move(proj)), lowRank_(std::move(lowRank)) {
   in = out = d;
 }
 
@@ -495,7 +495,10 @@ const float* Attention::forward(Ctx& c, const float* x, int B) {
   qkvOut_ = qkv_->forward(c, x, B);
   float* lse = lse_.resize(*c.be, static_cast<size_t>(B) * heads_ * T);
   float* ctx = ctx_.resize(*c.be, static_cast<size_t>(B) * T * D);
-  nestedPart(c, "attention", false, [&] { c.be->attentionForward(core(B), qkvOut_, ctx, lse); });
+  nestedPart(c, "attention", false, [&] {
+    c.be->attentionForward(core(B), qkvOut_, ctx, lse);
+    if (lowRank_) lowRank_->forward(core(B), qkvOut_, lse, ctx);
+  });
   return proj_->forward(c, ctx, B);
 }
 
@@ -504,7 +507,22 @@ void Attention::backward(Ctx& c, const float* dy, float* dx, int B) {
   float* dctx = dctx_.resize(*c.be, static_cast<size_t>(B) * T * D);
   proj_->backward(c, dy, dctx, B);
   float* dqkv = dqkv_.resize(*c.be, static_cast<size_t>(B) * T * 3 * D);
-  nestedPart(c, "attention", true, [&] { c.be->attentionBackward(core(B), qkvOut_, ctx_.data(), lse_.data(), dctx, dqkv); });
+  nestedPart(c, "attention", true, [&] {
+    if (!lowRank_) {
+      c.be->attentionBackward(core(B), qkvOut_, ctx_.data(), lse_.data(), dctx, dqkv, nullptr);
+      return;
+    }
+    // The low-rank term first: it gives the sparse part's output and lse their gradients, and its
+    // own q, k, v gradients, which are added to the kernels' (they overwrite dqkv).
+    const size_t n = static_cast<size_t>(B) * T * 3 * D;
+    float* dS = dsparse_.resize(*c.be, static_cast<size_t>(B) * T * D);
+    float* dl = dlse_.resize(*c.be, static_cast<size_t>(B) * heads_ * T);
+    float* dLow = dqkvLowRank_.resize(*c.be, n);
+    std::fill(dLow, dLow + n, 0.0f);
+    lowRank_->backward(core(B), qkvOut_, dctx, dS, dl, dLow);
+    c.be->attentionBackward(core(B), qkvOut_, lowRank_->sparseOut(), lse_.data(), dS, dqkv, dl);
+    c.be->addTo(dqkv, dLow, static_cast<int64_t>(n));
+  });
   qkv_->backward(c, dqkv, dx, B);
 }
 

@@ -5,8 +5,7 @@
 
 #include "fastmath.h"
 
-// One clone per x86-64 level; the v4 clone (AVX-512) is what these machines run.
-#define PIXELFLY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// PIXELFLY_CLONES (pointwise.h): one clone per x86-64 level; the v4 clone (AVX-512) is what these machines run.
 
 namespace pixelfly {
 namespace pointwise {

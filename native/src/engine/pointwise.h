@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <cstdint>
 
+// A function compiled for AVX-512, AVX2+FMA and baseline x86-64, one picked per CPU at load.
+#define PIXELFLY_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+
 namespace pixelfly {
 namespace pointwise {
 

@@ -1,0 +1,43 @@
+// The low-rank term of Pixelfly attention (native/src/kernels/ATTENTION.md, (A1), (A4), (A5)):
+// Performer features φ estimate exp(scale·q·k) on the score blocks the layout drops (allowed, not
+// kept), and one normaliser mixes that estimate with the sparse part the kernels computed. The
+// authors' sparse + low-rank attention; pixelfly_torch's `_with_low_rank` is the same math.
+//
+// Host memory, (batch, head) work items on the engine's threads, loops compiled per x86-64 level
+// like pointwise.cc's: the CPU backend's. Per head it holds the features of every query and key and
+// each query block's sums over its dropped key blocks, never a T×T array.
+#pragma once
+#include <vector>
+
+#include "backend.h"
+
+namespace pixelfly {
+
+class PerformerTerm {
+ public:
+  // projection: the m/2 rows ω_r (head_dim each) of a Gaussian orthogonal matrix, drawn once
+  // (core/attention.ts performerProjection) and fixed; m = `features` (even).
+  PerformerTerm(std::vector<float> projection, int features, int headDim);
+  int features() const { return m_; }
+
+  // ctx holds the sparse part's output o^s on entry ([B, T, D]) and (A4)'s output on return;
+  // lse ([B, H, T]) is the sparse part's. Keeps o^s and what the backward needs.
+  void forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx);
+  // The sparse part's output as the forward received it (the kernels' backward reads it).
+  const float* sparseOut() const { return os_.data(); }
+  // From dL/d(output) (dctx): dL/do^s into dSparse ([B, T, D]) and dL/dlse into dlse ([B, H, T]),
+  // for the kernels' backward; the low-rank term's gradients on q, k and v ADDED to dqkv ([B, T, 3D]).
+  void backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv);
+
+ private:
+  std::vector<float> w_;  // [m/2][hd]
+  int m_, hd_;
+  // Saved by forward, per (b, h) item: features of queries and keys (shifted, see (A5)), each query
+  // block's sums over its dropped key blocks, the low-rank output u and the mixing weights.
+  std::vector<float> os_, phiQ_, phiK_, shiftQ_, kvC_, kC_, u_, ws_, wl_;
+  int B_ = 0, T_ = 0, H_ = 0, n_ = 0;
+  std::vector<char> dropped_;  // n × n score blocks: allowed and not kept
+  void layoutOf(const AttentionCore& core);
+};
+
+}  // namespace pixelfly
