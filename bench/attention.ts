@@ -1,6 +1,6 @@
 // `npm run bench:attention -- [--threads 2] [--reps 5] [--seqs 1024,4096,8192] [--heads 12] [--head-dim 64]
 //                             [--block 64] [--bidirectional] [--text FILE] [--steps 200] [--batch 4] [--lr 2e-3]
-//                             [--gpt-attention BLOCK,BUTTERFLY,FACTORS,GLOBAL] [--clock wall|cpu] [--skip-torch]
+//                             [--gpt-attention BLOCK,BUTTERFLY,FACTORS,GLOBAL] [--features M] [--clock wall|cpu] [--skip-torch]
 //                             [--skip-layer] [--skip-train] [--out FILE]`
 // Pixelfly attention (the flat block butterfly on the score matrix, core/attention.ts) against dense
 // attention, measured in the same run:
@@ -14,7 +14,8 @@
 //     Debian ships in /usr/share/common-licenses, concatenated in name order), dense vs Pixelfly
 //     attention (default block 64, butterfly size 32, 5 factors, 64 global tokens; --gpt-attention),
 //     the same seed, data order, dense MLPs and steps; median step time (first 3 steps excluded), the
-//     attention core's share of it, and the validation loss after the same steps.
+//     attention core's share of it, and the validation loss after the same steps. --features M adds
+//     a third run: the same layout with its low-rank term of M Performer features (ATTENTION.md (A4)).
 // --clock cpu (with --threads 1) times the layer part by the process's CPU time, which stays meaningful
 // when other work loads the machine (wall time then includes what the scheduler gave others).
 // Prints tables and writes JSON rows (default bench-results/attention.json):
@@ -53,6 +54,8 @@ interface Options {
   context: number;
   lr: number;
   gptAttention: AttentionSpec;
+  /** Performer features of a third run with the layout's low-rank term (0: none). */
+  features: number;
   clock: 'wall' | 'cpu';
   skipTorch: boolean;
   skipLayer: boolean;
@@ -66,7 +69,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     threads: 2, reps: 5, seqs: [1024, 4096, 8192], heads: 12, headDim: 64, block: 64, causal: true, text: '',
     steps: 200, batch: 4, context: 2048, lr: 2e-3, clock: 'wall', skipTorch: false,
-    gptAttention: { kind: 'pixelfly', block: 64, butterflySize: 32, nFactors: 5, globalSize: 64 }, skipLayer: false, skipTrain: false, out: 'bench-results/attention.json',
+    gptAttention: { kind: 'pixelfly', block: 64, butterflySize: 32, nFactors: 5, globalSize: 64 }, features: 0, skipLayer: false, skipTrain: false, out: 'bench-results/attention.json',
   };
   const posInt = (flag: string, s: string | undefined) => {
     const n = Number(s);
@@ -96,6 +99,9 @@ function parseArgs(argv: string[]): Options {
     } else if (flag === '--lr') {
       o.lr = Number(argv[++i]);
       if (!(o.lr > 0)) throw new Error(`--lr: expected a positive number, got '${argv[i]}'`);
+    } else if (flag === '--features') {
+      o.features = posInt('--features', argv[++i] ?? '');
+      if (o.features % 2 !== 0) throw new Error(`--features: Performer features come in ± pairs, expected an even number, got ${o.features}`);
     } else if (flag === '--gpt-attention') {
       const v = (argv[++i] ?? '').split(',');
       if (v.length !== 4) throw new Error(`--gpt-attention: expected BLOCK,BUTTERFLY,FACTORS,GLOBAL, got '${v.join(',')}'`);
@@ -105,7 +111,7 @@ function parseArgs(argv: string[]): Options {
       o.gptAttention = { kind: 'pixelfly', block, butterflySize, nFactors, globalSize };
     } else if (ints[flag]) o[ints[flag]] = posInt(flag, argv[++i]);
     else {
-      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --lr --context --gpt-attention --clock --skip-torch --skip-layer --skip-train --out)`);
+      throw new Error(`unknown option '${flag}' (options: --threads --reps --seqs --heads --head-dim --block --bidirectional --text --steps --batch --lr --context --gpt-attention --features --clock --skip-torch --skip-layer --skip-train --out)`);
     }
   }
   if (o.clock === 'cpu' && o.threads !== 1) throw new Error('--clock cpu needs --threads 1');
@@ -126,7 +132,7 @@ function pixelflyAt(T: number, block: number): AttentionSpec {
 }
 
 function describe(spec: AttentionSpec): string {
-  return spec.kind === 'dense' ? 'dense' : `block ${spec.block}, butterfly ${spec.butterflySize}, ${spec.nFactors} factors${spec.globalSize ? `, global ${spec.globalSize}` : ''}`;
+  return spec.kind === 'dense' ? 'dense' : `block ${spec.block}, butterfly ${spec.butterflySize}, ${spec.nFactors} factors${spec.globalSize ? `, global ${spec.globalSize}` : ''}${spec.features ? `, ${spec.features} features` : ''}`;
 }
 
 const load = () => loadavg().map((x) => x.toFixed(2)).join(' ');
@@ -284,7 +290,7 @@ async function layerBench(o: Options): Promise<LayerRow[]> {
 
 interface TrainRow {
   kind: 'train';
-  variant: 'dense' | 'pixelfly';
+  variant: string;  // 'dense', 'pixelfly' or 'pixelfly+lowrankM'
   step_ms: number;
   val_loss: number;
   /** Mean training loss of the last 10 steps. */
@@ -328,7 +334,9 @@ async function trainBench(o: Options): Promise<TrainRow[]> {
         `context ${T}, dim ${base.dim}, depth ${base.depth}, ${base.heads} heads of ${base.dim / base.heads}, dense MLPs (${base.mlpHidden}); batch ${o.batch}, ${o.steps} steps, ${o.threads} threads`,
     );
     const rows: TrainRow[] = [];
-    for (const [variant, attention] of [['dense', { kind: 'dense' }], ['pixelfly', pixelfly]] as const) {
+    const variants: Array<[string, AttentionSpec]> = [['dense', { kind: 'dense' }], ['pixelfly', pixelfly]];
+    if (o.features > 0 && pixelfly.kind === 'pixelfly') variants.push([`pixelfly+lowrank${o.features}`, { ...pixelfly, features: o.features }]);
+    for (const [variant, attention] of variants) {
       const spec: GptSpec = { ...base, attention };
       const before = load();
       const m = await createModel({
