@@ -74,6 +74,21 @@ inline __attribute__((always_inline)) void addRows(float* y, const float* a, con
   }
 }
 
+// Sums of n blocks of `width` floats over the dropped (query block I, key block J) pairs: per query
+// block the sum of its dropped key blocks' (forward), or per key block the sum of the query blocks
+// that drop it (`toKeys`: the backward's transpose). dst is overwritten.
+inline __attribute__((always_inline)) void sumOverDropped(const char* dropped, int n, size_t width, const float* src, float* dst, bool toKeys) {
+  std::fill(dst, dst + static_cast<size_t>(n) * width, 0.0f);
+  for (int I = 0; I < n; I++)
+    for (int J = 0; J < n; J++) {
+      if (!dropped[static_cast<size_t>(I) * n + J]) continue;
+      float* d = dst + static_cast<size_t>(toKeys ? J : I) * width;
+      const float* a = src + static_cast<size_t>(toKeys ? I : J) * width;
+#pragma omp simd
+      for (size_t e = 0; e < width; e++) d[e] += a[e];
+    }
+}
+
 // The forward of one item: features (pq, pk: T × m, shifted), the per-query-block sums over dropped
 // key blocks (kvc: n × m × hd, kc: n × m), u (T × hd), the weights ws, wl (T); o (the sparse output on
 // entry) becomes (A4)'s. kv, ks: scratch of n × m × hd and n × m.
@@ -108,18 +123,8 @@ PIXELFLY_CLONES void forwardItem(const float* w, const Sizes& s, const Item& it,
       for (int c = 0; c < hd; c++) kvr[c] += f * v[c];
     }
   }
-  std::fill(kvc, kvc + static_cast<size_t>(n) * m * hd, 0.0f);
-  std::fill(kc, kc + static_cast<size_t>(n) * m, 0.0f);
-  for (int I = 0; I < n; I++)
-    for (int J = 0; J < n; J++) {
-      if (!dropped[static_cast<size_t>(I) * n + J]) continue;
-      float* dst = kvc + static_cast<size_t>(I) * m * hd;
-      const float* src = kv + static_cast<size_t>(J) * m * hd;
-#pragma omp simd
-      for (int e = 0; e < m * hd; e++) dst[e] += src[e];
-#pragma omp simd
-      for (int r = 0; r < m; r++) kc[static_cast<size_t>(I) * m + r] += ks[static_cast<size_t>(J) * m + r];
-    }
+  sumOverDropped(dropped, n, static_cast<size_t>(m) * hd, kv, kvc, false);
+  sumOverDropped(dropped, n, m, ks, kc, false);
   const float shift = shiftK;
   for (int t = 0; t < T; t++) {
     const int I = t / s.bs;
@@ -214,18 +219,8 @@ PIXELFLY_CLONES void backwardItem(const float* w, const Sizes& s, const Item& it
     featuresBackward(w, s, it.q + t * it.stride, fq, dphi, dlog, dq + t * it.stride);
   }
   // Each dropped (I, J) pair passes query block I's sums back to key block J.
-  std::fill(dkv, dkv + static_cast<size_t>(n) * m * hd, 0.0f);
-  std::fill(dks, dks + static_cast<size_t>(n) * m, 0.0f);
-  for (int I = 0; I < n; I++)
-    for (int J = 0; J < n; J++) {
-      if (!dropped[static_cast<size_t>(I) * n + J]) continue;
-      float* dst = dkv + static_cast<size_t>(J) * m * hd;
-      const float* src = dkvc + static_cast<size_t>(I) * m * hd;
-#pragma omp simd
-      for (int e = 0; e < m * hd; e++) dst[e] += src[e];
-#pragma omp simd
-      for (int r = 0; r < m; r++) dks[static_cast<size_t>(J) * m + r] += dkc[static_cast<size_t>(I) * m + r];
-    }
+  sumOverDropped(dropped, n, static_cast<size_t>(m) * hd, dkvc, dkv, true);
+  sumOverDropped(dropped, n, m, dkc, dks, true);
   for (int t = 0; t < T; t++) {
     const int J = t / s.bs;
     const float* fk = pk + static_cast<size_t>(t) * m;
