@@ -11,7 +11,7 @@ import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/
 import type { AnalysisJson } from '../protocol/lsp';
 import type { LayerConfig, ModelView } from '../protocol/webview';
 import type { DaemonConnection } from './daemon/connection';
-import { fittingBatch, isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch, type TrainArgs } from './trainArgs';
+import { fittingBatch, fittingBatchOfRun, isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch, type TrainArgs } from './trainArgs';
 import { appliedMessage, benchParams, toModelView, type AnalyzedModel } from './modelView';
 import { MaskPanel, type MaskActions } from './panels/maskPanel';
 import { exportCsv, MetricsPanel, type MetricsActions } from './panels/metricsPanel';
@@ -241,20 +241,14 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
 /**
  * Submits a run and follows it (metrics page, progress notification). A run refused because it
  * does not fit in memory, where a smaller batch of the same model would, offers that batch: one
- * click trains it (pixelfly.training.batchSize is left as it is).
+ * click trains it (pixelfly.training.batchSize is left as it is). The refusal comes at submission
+ * (engine jobs) or as the run's failure (a PyTorch runner job is admitted by its worker).
  */
 async function submitRun(s: Services, params: MethodParamsIn<'job.submit'>): Promise<JobInfo | undefined> {
-  let info: JobInfo;
-  try {
-    info = await s.connection.call('job.submit', params);
-  } catch (err) {
-    const asked = params.hyper?.batchSize ?? s.settings().batchSize;
-    const batch = fittingBatch(err, asked);
-    if (batch === undefined) throw err;
-    const msg = (err as Error).message;
-    s.output.error(`Train dense vs Pixelfly: ${msg}`);
+  const asked = () => params.hyper?.batchSize ?? s.settings().batchSize;
+  const offerBatch = (msg: string, batch: number) => {
     const retry = `Train with batch size ${batch}`;
-    void vscode.window.showErrorMessage(`Pixelfly: ${msg}`, retry).then(async (pick) => {
+    void vscode.window.showErrorMessage(msg, retry).then(async (pick) => {
       if (pick !== retry) return;
       try {
         await submitRun(s, { ...params, hyper: { ...params.hyper, batchSize: batch } });
@@ -262,13 +256,28 @@ async function submitRun(s: Services, params: MethodParamsIn<'job.submit'>): Pro
         void vscode.window.showErrorMessage(`Pixelfly: Train dense vs Pixelfly: ${(e as Error).message}`);
       }
     });
+  };
+  let info: JobInfo;
+  try {
+    info = await s.connection.call('job.submit', params);
+  } catch (err) {
+    const batch = fittingBatch(err, asked());
+    if (batch === undefined) throw err;
+    const msg = (err as Error).message;
+    s.output.error(`Train dense vs Pixelfly: ${msg}`);
+    offerBatch(`Pixelfly: ${msg}`, batch);
     return undefined;
   }
   s.output.info(`submitted run ${info.jobId} (${info.name}), ${info.totalSteps} steps, batch ${params.hyper?.batchSize ?? '-'}, run folder ${info.runDir}`);
   s.store.upsert(info);
   await s.connection.follow(info.jobId, 0);
   MetricsPanel.show(s.context.extensionUri, s.store, metricsActions(s), info.jobId);
-  void followInNotification(s, info);
+  void followInNotification(s, info, (ended, msg) => {
+    const batch = fittingBatchOfRun(ended, asked());
+    if (batch === undefined) return false;
+    offerBatch(msg, batch);
+    return true;
+  });
   return info;
 }
 
@@ -324,8 +333,11 @@ async function measureThenReplan(
   return resolved;
 }
 
-/** Progress notification with cancel, following the run in the store until it ends. */
-function followInNotification(s: Services, info: JobInfo): Thenable<void> {
+/**
+ * Progress notification with cancel, following the run in the store until it ends. `onFailed` may
+ * say the failure itself (with an action): it returns true when it did.
+ */
+function followInNotification(s: Services, info: JobInfo, onFailed?: (ended: JobInfo, msg: string) => boolean): Thenable<void> {
   return vscode.window.withProgress(
     { location: vscode.ProgressLocation.Notification, title: `Pixelfly: ${info.name} (dense vs Pixelfly)`, cancellable: true },
     (progress, token) =>
@@ -351,8 +363,8 @@ function followInNotification(s: Services, info: JobInfo): Thenable<void> {
             const sp = r.info.summary?.speedup;
             const why = endReasonOf(r.info);
             const msg = `Pixelfly: ${r.info.name} ${r.info.state}${sp !== undefined ? ` — ${sp.toFixed(2)}× speedup` : ''}${why ? `: ${why}` : ''}`;
-            if (r.info.state === 'failed') void vscode.window.showErrorMessage(msg);
-            else void vscode.window.showInformationMessage(msg);
+            if (r.info.state !== 'failed') void vscode.window.showInformationMessage(msg);
+            else if (!onFailed?.(r.info, msg)) void vscode.window.showErrorMessage(msg);
           }
         };
         const unlisten = s.store.listen((id) => id === info.jobId && update());

@@ -3,7 +3,7 @@
  * specError?}, protocol/lsp.ts) or the palette assembles. No VS Code imports (unit-tested).
  */
 import { fileURLToPath } from 'node:url';
-import { ErrorCode } from '../protocol/daemon';
+import { ErrorCode, refusalBatch, type JobInfo } from '../protocol/daemon';
 import type { TrainLensArgs } from '../protocol/lsp';
 
 export type TrainArgs = Omit<Partial<TrainLensArgs>, 'plan'> & { plan?: unknown };
@@ -62,8 +62,13 @@ export function trainLensFor(commands: ReadonlyArray<{ command: string; argument
  * smaller than the batch asked for; else undefined.
  */
 export function fittingBatch(err: unknown, asked: number): number | undefined {
-  const e = err as { code?: unknown; data?: { reason?: unknown; fits?: { batchSize?: unknown; field?: unknown } | null } } | null;
-  if (e?.code !== ErrorCode.REJECTED || e.data?.reason !== 'memory' || !e.data.fits || e.data.fits.field !== undefined) return undefined;
-  const b = e.data.fits.batchSize;
-  return typeof b === 'number' && Number.isInteger(b) && b >= 1 && b < asked ? b : undefined;
+  const e = err as { code?: unknown; data?: unknown } | null;
+  const b = e?.code === ErrorCode.REJECTED ? refusalBatch(e.data) : undefined;
+  return b !== undefined && b < asked ? b : undefined;
+}
+
+/** The same for a run that failed for memory after it was submitted (a PyTorch runner job is admitted by its worker). */
+export function fittingBatchOfRun(info: Pick<JobInfo, 'state' | 'fits'>, asked: number): number | undefined {
+  const b = info.state === 'failed' ? info.fits?.batchSize : undefined;
+  return b !== undefined && b < asked ? b : undefined;
 }

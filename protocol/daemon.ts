@@ -328,9 +328,22 @@ export const JobInfoSchema = z.object({
   /** The job process's measured peak resident memory, in bytes, once it has run. */
   peakMemoryBytes: z.number().nonnegative().optional(),
   error: z.string().optional(),
+  /** A job that failed for memory, where the same model fits at a smaller batch: that batch (the error says the rest). */
+  fits: z.object({ batchSize: positiveInt }).optional(),
   summary: RunSummarySchema.optional(),
 });
 export type JobInfo = z.infer<typeof JobInfoSchema>;
+
+/**
+ * The batch a memory refusal's `data` (daemon/memory.ts MemoryRefusal) says the same model fits
+ * with — a batch alone, not a smaller width or context — else undefined.
+ */
+export function refusalBatch(data: unknown): number | undefined {
+  const d = data as { reason?: unknown; fits?: { batchSize?: unknown; field?: unknown } | null } | null | undefined;
+  if (d?.reason !== 'memory' || !d.fits || d.fits.field !== undefined) return undefined;
+  const b = d.fits.batchSize;
+  return typeof b === 'number' && Number.isInteger(b) && b >= 1 ? b : undefined;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Job events: appended to the run's metrics.jsonl (one per line) and pushed to subscribers as

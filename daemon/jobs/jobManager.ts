@@ -8,7 +8,7 @@
 // ends that job with the reason and keeps what was already durable, and a checkpoint is recorded
 // only once the metrics before it are on disk.
 import { randomBytes } from 'node:crypto';
-import { TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState, type RunSummary } from '../../protocol/daemon';
+import { refusalBatch, TERMINAL_STATES, type JobEvent, type JobEventBody, type JobInfo, type JobState, type RunSummary } from '../../protocol/daemon';
 import { EventLog } from './eventLog';
 import { listRunDirs, RunDir, type RunRecord, type RunState } from './runStore';
 import { checkpointBoth, DivergedError, plannedSteps, restoreBoth, runSteps, summarize } from './runner';
@@ -123,6 +123,7 @@ export class Job {
       estimatedMemoryBytes: s.estimatedMemoryBytes,
       peakMemoryBytes: s.peakMemoryBytes,
       error: s.error,
+      fits: s.fits,
       summary: s.summary,
     };
   }
@@ -355,7 +356,7 @@ export class JobManager {
       const code = errnoCode(err) ?? 'EIO';
       job.fail(`${describeIoError(code, `writing ${job.log.file}`)}; the metrics and checkpoints already written are kept`);
     });
-    let ending: { state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>; error?: string } | 'interrupted';
+    let ending: { state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>; error?: string; fits?: number } | 'interrupted';
     try {
       // Again now: the machine may have changed while the job was queued.
       const admission = await this.opts.admit?.(request, job.run);
@@ -443,7 +444,7 @@ export class JobManager {
         if (!(err instanceof RejectedError || err instanceof JobIoError || err instanceof ModelError)) this.say(`job ${job.id} failed: ${(err as Error)?.stack ?? message}`);
         else this.say(`job ${job.id} failed: ${message}`);
         job.emit({ type: 'error', message, fatal: true });
-        ending = { state: 'failed', error: message };
+        ending = { state: 'failed', error: message, fits: err instanceof RejectedError ? refusalBatch(err.data) : undefined };
       }
     } finally {
       unlisten();
@@ -463,7 +464,7 @@ export class JobManager {
       await this.summariseInterrupted(job, setup);
       return;
     }
-    await this.finish(job, ending.state, ending.error, setup);
+    await this.finish(job, ending.state, ending.error, setup, ending.fits);
   }
 
   /**
@@ -498,12 +499,19 @@ export class JobManager {
     if (job.state.state === 'interrupted') this.quietly(job, () => job.update({ summary }));
   }
 
-  private async finish(job: Job, state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>, error: string | undefined, setup?: TrainingSetup): Promise<void> {
+  private async finish(
+    job: Job,
+    state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>,
+    error: string | undefined,
+    setup?: TrainingSetup,
+    fitsBatch?: number,
+  ): Promise<void> {
     const endReason = state === 'failed' ? error : state === 'cancelled' ? 'cancelled on request (job.cancel)' : undefined;
     job.state.endReason = endReason;
     const summary = await this.summarise(job, state, error, setup);
+    const fits = fitsBatch !== undefined ? { batchSize: fitsBatch } : undefined;
     // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
-    this.quietly(job, () => job.update({ state, error, endReason, summary, endedAt: new Date().toISOString() }));
+    this.quietly(job, () => job.update({ state, error, endReason, ...(fits ? { fits } : {}), summary, endedAt: new Date().toISOString() }));
     this.quietly(job, () => job.run.writeSummary(summary));
     job.emit({ type: 'status', state, message: error ?? (state === 'cancelled' ? endReason : undefined) });
     job.emit({ type: 'completed', state, summary });

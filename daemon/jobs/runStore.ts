@@ -47,6 +47,8 @@ export interface RunState {
   estimatedMemoryBytes?: number;
   peakMemoryBytes?: number;
   error?: string;
+  /** Failed for memory: the batch the same model fits with (JobInfo.fits). */
+  fits?: { batchSize: number };
   /** Why the run ended or stopped when it did not complete (failed, cancelled, interrupted). */
   endReason?: string;
   summary?: RunSummary;

@@ -354,6 +354,8 @@ test('torch jobs are refused where they enter: an untrusted workspace, a relativ
       const info = await waitEnd(client, job.jobId, 120_000);
       assert.equal(info.state, 'failed');
       assert.match(info.error ?? '', /this job needs about [\d.]+ [GT]B of memory .*activations .*read from the model sized on the meta device, before building it\), but only .* can be given to it .*a size that fits: batchSize \d+/);
+      // The failed run carries that batch, for the editor's one-click retry.
+      assert.equal(info.fits?.batchSize, Number(/a size that fits: batchSize (\d+)/.exec(info.error ?? '')?.[1]));
       // Refused before the batch: the worker held PyTorch and the model, not the batch's activations.
       const runDir = info.runDir;
       assert.ok(!existsSync(join(runDir, 'checkpoints', 'step-1')));
@@ -369,6 +371,7 @@ test('torch jobs are refused where they enter: an untrusted workspace, a relativ
       const info = await waitEnd(client, job.jobId, 120_000);
       assert.equal(info.state, 'failed');
       assert.match(info.error ?? '', /this job needs about [\d.]+ TB of memory \(parameters [\d.]+ [GT]B, .*read from the model sized on the meta device, before building it\).*no batch size or context fits: reduce the model/);
+      assert.equal(info.fits, undefined, 'no batch fits');
       st.diagnostic(info.error ?? '');
     });
   });

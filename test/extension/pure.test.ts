@@ -12,7 +12,7 @@ import { appliedMessage, benchParams, defaultConfig, toModelView } from '../../e
 import { validateParams } from '../../core/layout';
 import { KERNEL_BLOCK_SIZES } from '../../core/planner';
 import { DEFAULTS, readSettings } from '../../extension/settings';
-import { fittingBatch, isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch } from '../../extension/trainArgs';
+import { fittingBatch, fittingBatchOfRun, isTrainArgs, planCosting, specFromTrainArgs, trainLensFor, trainsTorch } from '../../extension/trainArgs';
 import { isChooseModelArgs, ModelChoices, modelPickItems } from '../../extension/modelChoice';
 import { MaskToHostSchema, MetricsToHostSchema, ModelViewSchema, parseFromPage, WebviewMessageError } from '../../protocol/webview';
 import { ErrorCode, LayerRoleSchema } from '../../protocol/daemon';
@@ -256,6 +256,11 @@ describe('Train CodeLens arguments', () => {
     assert.equal(fittingBatch(refusal({ batchSize: 256 }), 256), undefined, 'not smaller than asked');
     assert.equal(fittingBatch(refusal({ batchSize: 16 }, ErrorCode.INVALID_PARAMS), 256), undefined);
     assert.equal(fittingBatch(new Error('socket closed'), 256), undefined);
+    // A PyTorch runner job is refused by its worker, after submission: the failed run carries the batch.
+    assert.equal(fittingBatchOfRun({ state: 'failed', fits: { batchSize: 192 } }, 65536), 192);
+    assert.equal(fittingBatchOfRun({ state: 'failed' }, 65536), undefined, 'failed for another reason');
+    assert.equal(fittingBatchOfRun({ state: 'completed', fits: { batchSize: 192 } }, 65536), undefined);
+    assert.equal(fittingBatchOfRun({ state: 'failed', fits: { batchSize: 64 } }, 64), undefined, 'not smaller than asked');
   });
 });
 
