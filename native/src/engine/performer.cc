@@ -50,30 +50,6 @@ inline __attribute__((always_inline)) void expShifted(float* x, int64_t n, float
   for (int64_t i = 0; i < n; i++) x[i] = expNonPositive(x[i] - shift);
 }
 
-// 16 floats: one AVX-512 register, two AVX2 ones or four SSE ones in the clones.
-typedef float Vec16 __attribute__((vector_size(16 * sizeof(float))));
-
-// y += Σ_r a[r]·B[r][·] (B: rows of n floats, `ld` apart), each slice of y summed in registers over
-// all rows and stored once: row by row through memory, every add waited for the previous store.
-inline __attribute__((always_inline)) void addRows(float* y, const float* a, const float* B, int rows, int n, size_t ld) {
-  int c = 0;
-  for (; c + 16 <= n; c += 16) {
-    Vec16 acc;
-    __builtin_memcpy(&acc, y + c, sizeof acc);
-    for (int r = 0; r < rows; r++) {
-      Vec16 b;
-      __builtin_memcpy(&b, B + r * ld + c, sizeof b);
-      acc += a[r] * b;
-    }
-    __builtin_memcpy(y + c, &acc, sizeof acc);
-  }
-  for (; c < n; c++) {
-    float acc = y[c];
-    for (int r = 0; r < rows; r++) acc += a[r] * B[r * ld + c];
-    y[c] = acc;
-  }
-}
-
 // Sums of n blocks of `width` floats over the dropped (query block I, key block J) pairs: per query
 // block the sum of its dropped key blocks' (forward), or per key block the sum of the query blocks
 // that drop it (`toKeys`: the backward's transpose). dst is overwritten.
@@ -132,7 +108,7 @@ PIXELFLY_CLONES void forwardItem(const float* w, const Sizes& s, const Item& it,
     const float* kcI = kc + static_cast<size_t>(I) * m;
     float* ut = u + static_cast<size_t>(t) * hd;
     std::fill(ut, ut + hd, 0.0f);
-    addRows(ut, fq, kvc + static_cast<size_t>(I) * m * hd, m, hd, hd);
+    pointwise::addRankRows<1>(ut, 0, fq, kvc + static_cast<size_t>(I) * m * hd, m, hd);
     float z = 0.0f;
 #pragma omp simd reduction(+ : z)
     for (int r = 0; r < m; r++) z += fq[r] * kcI[r];
@@ -167,7 +143,7 @@ inline __attribute__((always_inline)) void featuresBackward(const float* w, cons
   for (int c = 0; c < hd; c++) dx[c] -= k * x[c];
   // dd goes in dlog's first half (each entry read once, before it is overwritten).
   for (int r = 0; r < half; r++) dlog[r] = s.rootScale * (dlog[r] - dlog[r + half]);
-  addRows(dx, dlog, w, half, hd, hd);
+  pointwise::addRankRows<1>(dx, 0, dlog, w, half, hd);
 }
 
 // The backward of one item, from dO (the output's gradient rows): dS (the sparse output's), dlse,
@@ -234,7 +210,7 @@ PIXELFLY_CLONES void backwardItem(const float* w, const Sizes& s, const Item& it
       for (int c = 0; c < hd; c++) d += dkvr[c] * v[c];
       dphi[r] = d + dks[static_cast<size_t>(J) * m + r];
     }
-    addRows(dvt, fk, dkvJ, m, hd, hd);
+    pointwise::addRankRows<1>(dvt, 0, fk, dkvJ, m, hd);
     featuresBackward(w, s, it.k + t * it.stride, fk, dphi, dlog, dk + t * it.stride);
   }
 }

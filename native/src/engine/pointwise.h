@@ -9,6 +9,7 @@
 // deterministic for a given thread count.
 #pragma once
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 
 // A function compiled for AVX-512, AVX2+FMA and baseline x86-64, one picked per CPU at load.
@@ -78,6 +79,40 @@ void pixelflyMixBackward(const float* x, int in, const float* gw, const float* V
 constexpr int kLowRankWidth = 16;
 void lowRankBackward(const float* dy, int out, const float* Up, int RP, const float* hs, int rank, float* dh,
                      float* dUp, int r0, int r1);
+
+// Inline vector helpers for the cloned loops (here and in performer.cc): each clone compiles them
+// for its own instruction set.
+
+// kLowRankWidth floats: one AVX-512 register, two AVX2 ones or four SSE ones in the clones.
+typedef float LowRankVec __attribute__((vector_size(kLowRankWidth * sizeof(float))));
+
+// By reference, not by value: a 64-byte vector return would change the ABI of the non-AVX-512 clones.
+inline __attribute__((always_inline)) void loadVec(LowRankVec& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
+inline __attribute__((always_inline)) void storeVec(float* p, const LowRankVec& v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// Rows r = 0 .. MB−1 of dst (ld apart) += Σ_k c[r·rank + k]·B[k] (B: rank rows of n): a rank-r
+// product added in place, each slice of B read once for MB rows (row by row, B's rank × n floats
+// came from L2 for every row). Each element still adds its terms in k order.
+template <int MB>
+inline __attribute__((always_inline)) void addRankRows(float* dst, size_t ld, const float* c, const float* B, int rank, int n) {
+  int j = 0;
+  for (; j + kLowRankWidth <= n; j += kLowRankWidth) {
+    LowRankVec acc[MB];
+    for (int r = 0; r < MB; r++) loadVec(acc[r], dst + r * ld + j);
+    for (int k = 0; k < rank; k++) {
+      LowRankVec b;
+      loadVec(b, B + static_cast<size_t>(k) * n + j);
+      for (int r = 0; r < MB; r++) acc[r] += c[r * rank + k] * b;
+    }
+    for (int r = 0; r < MB; r++) storeVec(dst + r * ld + j, acc[r]);
+  }
+  for (; j < n; j++)
+    for (int r = 0; r < MB; r++) {
+      float a = dst[r * ld + j];
+      for (int k = 0; k < rank; k++) a += c[r * rank + k] * B[static_cast<size_t>(k) * n + j];
+      dst[r * ld + j] = a;
+    }
+}
 
 // dst_m = (1 − gate[m])·a_m for rows [r0, r1) of n columns.
 void scaleRowsOneMinus(const float* a, int n, const float* gate, float* dst, int r0, int r1);
