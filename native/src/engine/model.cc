@@ -59,7 +59,7 @@ class Builder {
     att->add(std::make_unique<LayerNorm>(ps_, p + "norm1", Dims{T, D}));
     att->add(std::make_unique<Attention>(Dims{T, D}, heads, causal, attentionLayout(T, causal),
                                          linear(p + "attn.qkv", "blocks.attn.qkv", T, D, 3 * D),
-                                         linear(p + "attn.proj", "blocks.attn.proj", T, D, D), lowRankTerm(index, D / heads)));
+                                         linear(p + "attn.proj", "blocks.attn.proj", T, D, D), lowRankTerm(index, D / heads, causal)));
     // The core is the part "attention" of its own (modules.h); the rest of the block is this part.
     seq.add(std::make_unique<Residual>(std::move(att)))->part = "attn_proj";
     mlp(seq, p, "mlp", T, D, hidden);
@@ -78,7 +78,7 @@ class Builder {
   }
 
   // The low-rank term of block `index`'s attention core, or null (no features asked for).
-  std::unique_ptr<PerformerTerm> lowRankTerm(int index, int headDim) const {
+  std::unique_ptr<PerformerTerm> lowRankTerm(int index, int headDim, bool causal) const {
     const int m = cfg_.attentionFeatures;
     if (m <= 0) return nullptr;
     // The term is plain host loops (performer.cc); the CUDA engine trains the sparse part only.
@@ -89,7 +89,7 @@ class Builder {
       throw std::invalid_argument("attention.projection: " + str(static_cast<int>(cfg_.attentionProjection.size())) + " values, block " + str(index) +
                                   " needs " + str(static_cast<int>((index + 1) * per)));
     const float* w = cfg_.attentionProjection.data() + index * per;
-    return std::make_unique<PerformerTerm>(std::vector<float>(w, w + per), m, headDim);
+    return std::make_unique<PerformerTerm>(std::vector<float>(w, w + per), m, headDim, cfg_.attention, causal);
   }
 
   void mlp(Sequential& seq, const std::string& p, const std::string& what, int T, int D, int hidden) {

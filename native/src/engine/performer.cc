@@ -1,5 +1,7 @@
 #include "performer.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -24,7 +26,18 @@ struct Item {
 struct Sizes {
   int T, m, hd, bs, n;
   float rootScale;  // scale^½: x′ = x·scale^½ in (A5)
+  float halfLogM;   // log(m)/2
 };
+
+Sizes sizesOf(int T, int m, int hd, int bs, int n) {
+  return {T, m, hd, bs, n, std::sqrt(1.0f / std::sqrt(static_cast<float>(hd))), 0.5f * std::log(static_cast<float>(m))};
+}
+
+// Items per parallel chunk: one chunk per thread, so each thread makes its scratch once a call.
+int64_t itemsPerThread(size_t items) {
+  const int64_t threads = std::max(1, omp_get_max_threads());
+  return std::max<int64_t>(1, (static_cast<int64_t>(items) + threads - 1) / threads);
+}
 
 // log φ(x) of one token (A5): [ω·x′, −ω·x′] − |x′|²/2 − log(m)/2.
 inline __attribute__((always_inline)) void logFeatures(const float* w, const Sizes& s, const float* x, float* out) {
@@ -32,7 +45,7 @@ inline __attribute__((always_inline)) void logFeatures(const float* w, const Siz
   float sq = 0.0f;
 #pragma omp simd reduction(+ : sq)
   for (int c = 0; c < hd; c++) sq += x[c] * x[c];
-  const float diag = 0.5f * s.rootScale * s.rootScale * sq + 0.5f * std::log(static_cast<float>(s.m));
+  const float diag = 0.5f * s.rootScale * s.rootScale * sq + s.halfLogM;
   for (int r = 0; r < half; r++) {
     const float* wr = w + static_cast<size_t>(r) * hd;
     float d = 0.0f;
@@ -217,36 +230,30 @@ PIXELFLY_CLONES void backwardItem(const float* w, const Sizes& s, const Item& it
 
 }  // namespace
 
-PerformerTerm::PerformerTerm(std::vector<float> projection, int features, int headDim)
-    : w_(std::move(projection)), m_(features), hd_(headDim) {
+PerformerTerm::PerformerTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout, bool causal)
+    : w_(std::move(projection)), m_(features), hd_(headDim), bs_(layout.block), n_(layout.blockRows) {
   if (m_ < 2 || m_ % 2 != 0) throw std::invalid_argument("attention.features: must be an even integer >= 2, got " + std::to_string(m_));
   if (w_.size() != static_cast<size_t>(m_ / 2) * hd_)
     throw std::invalid_argument("attention.projection: expected " + std::to_string(m_ / 2) + " x " + std::to_string(hd_) + " values, got " +
                                 std::to_string(w_.size()));
-}
-
-void PerformerTerm::layoutOf(const AttentionCore& core) {
-  const BsrIndex& ix = *core.layout;
-  n_ = ix.blockRows;
   dropped_.assign(static_cast<size_t>(n_) * n_, 0);
   for (int I = 0; I < n_; I++)
-    for (int J = 0; J < n_ && (!core.causal || J <= I); J++) dropped_[static_cast<size_t>(I) * n_ + J] = 1;
+    for (int J = 0; J < n_ && (!causal || J <= I); J++) dropped_[static_cast<size_t>(I) * n_ + J] = 1;
   for (int I = 0; I < n_; I++)
-    for (int s = ix.rowPtr[I]; s < ix.rowPtr[I + 1]; s++) dropped_[static_cast<size_t>(I) * n_ + ix.colIdx[s]] = 0;
+    for (int s = layout.rowPtr[I]; s < layout.rowPtr[I + 1]; s++) dropped_[static_cast<size_t>(I) * n_ + layout.colIdx[s]] = 0;
 }
 
 void PerformerTerm::forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx) {
   if (core.D / core.H != hd_) throw std::invalid_argument("attention.features: the projection is for head_dim " + std::to_string(hd_));
   B_ = core.B, T_ = core.T, H_ = core.H;
-  layoutOf(core);
   const int D = core.D, T = T_, m = m_, hd = hd_, n = n_;
-  const Sizes s{T, m, hd, core.layout->block, n, std::sqrt(1.0f / std::sqrt(static_cast<float>(hd)))};
+  const Sizes s = sizesOf(T, m, hd, bs_, n);
   const size_t items = static_cast<size_t>(B_) * H_;
   os_.assign(ctx, ctx + static_cast<size_t>(B_) * T * D);
   phiQ_.resize(items * T * m), phiK_.resize(items * T * m), shiftQ_.resize(items * T), u_.resize(items * T * hd);
   kvC_.resize(items * n * m * hd), kC_.resize(items * n * m);
   ws_.resize(items * T), wl_.resize(items * T);
-  pointwise::parallelRanges(static_cast<int64_t>(items), 1, [&](int64_t i0, int64_t i1) {
+  pointwise::parallelRanges(static_cast<int64_t>(items), itemsPerThread(items), [&](int64_t i0, int64_t i1) {
     std::vector<float> kv(static_cast<size_t>(n) * m * hd), ks(static_cast<size_t>(n) * m);
     for (int64_t item = i0; item < i1; item++) {
       const int b = static_cast<int>(item / H_), h = static_cast<int>(item % H_);
@@ -262,9 +269,9 @@ void PerformerTerm::forward(const AttentionCore& core, const float* qkv, const f
 void PerformerTerm::backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv) {
   if (core.B != B_ || core.T != T_ || core.H != H_) throw std::logic_error("PerformerTerm: backward without its forward");
   const int D = core.D, T = T_, m = m_, hd = hd_, n = n_;
-  const Sizes s{T, m, hd, core.layout->block, n, std::sqrt(1.0f / std::sqrt(static_cast<float>(hd)))};
+  const Sizes s = sizesOf(T, m, hd, bs_, n);
   const size_t items = static_cast<size_t>(B_) * H_;
-  pointwise::parallelRanges(static_cast<int64_t>(items), 1, [&](int64_t i0, int64_t i1) {
+  pointwise::parallelRanges(static_cast<int64_t>(items), itemsPerThread(items), [&](int64_t i0, int64_t i1) {
     std::vector<float> dkvc(static_cast<size_t>(n) * m * hd), dkc(static_cast<size_t>(n) * m);
     std::vector<float> dkv(static_cast<size_t>(n) * m * hd), dks(static_cast<size_t>(n) * m), dphi(m), dlog(m);
     for (int64_t item = i0; item < i1; item++) {

@@ -16,8 +16,9 @@ namespace pixelfly {
 class PerformerTerm {
  public:
   // projection: the m/2 rows ω_r (head_dim each) of a Gaussian orthogonal matrix, drawn once
-  // (core/attention.ts performerProjection) and fixed; m = `features` (even).
-  PerformerTerm(std::vector<float> projection, int features, int headDim);
+  // (core/attention.ts performerProjection) and fixed; m = `features` (even). layout: the core's
+  // score layout, whose dropped blocks (allowed, not kept) are found once here.
+  PerformerTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout, bool causal);
   int features() const { return m_; }
 
   // ctx holds the sparse part's output o^s on entry ([B, T, D]) and (A4)'s output on return;
@@ -31,13 +32,12 @@ class PerformerTerm {
 
  private:
   std::vector<float> w_;  // [m/2][hd]
-  int m_, hd_;
+  int m_, hd_, bs_, n_;
   // Saved by forward, per (b, h) item: features of queries and keys (shifted, see (A5)), each query
   // block's sums over its dropped key blocks, the low-rank output u and the mixing weights.
   std::vector<float> os_, phiQ_, phiK_, shiftQ_, kvC_, kC_, u_, ws_, wl_;
-  int B_ = 0, T_ = 0, H_ = 0, n_ = 0;
+  int B_ = 0, T_ = 0, H_ = 0;
   std::vector<char> dropped_;  // n × n score blocks: allowed and not kept
-  void layoutOf(const AttentionCore& core);
 };
 
 }  // namespace pixelfly
