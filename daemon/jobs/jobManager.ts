@@ -356,7 +356,7 @@ export class JobManager {
       const code = errnoCode(err) ?? 'EIO';
       job.fail(`${describeIoError(code, `writing ${job.log.file}`)}; the metrics and checkpoints already written are kept`);
     });
-    let ending: { state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>; error?: string; fits?: number } | 'interrupted';
+    let ending: { state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>; error?: string; fits?: JobInfo['fits'] } | 'interrupted';
     try {
       // Again now: the machine may have changed while the job was queued.
       const admission = await this.opts.admit?.(request, job.run);
@@ -444,7 +444,8 @@ export class JobManager {
         if (!(err instanceof RejectedError || err instanceof JobIoError || err instanceof ModelError)) this.say(`job ${job.id} failed: ${(err as Error)?.stack ?? message}`);
         else this.say(`job ${job.id} failed: ${message}`);
         job.emit({ type: 'error', message, fatal: true });
-        ending = { state: 'failed', error: message, fits: err instanceof RejectedError ? refusalBatch(err.data) : undefined };
+        const batch = err instanceof RejectedError ? refusalBatch(err.data) : undefined;
+        ending = { state: 'failed', error: message, fits: batch !== undefined ? { batchSize: batch } : undefined };
       }
     } finally {
       unlisten();
@@ -504,12 +505,11 @@ export class JobManager {
     state: Extract<JobState, 'completed' | 'failed' | 'cancelled'>,
     error: string | undefined,
     setup?: TrainingSetup,
-    fitsBatch?: number,
+    fits?: JobInfo['fits'],
   ): Promise<void> {
     const endReason = state === 'failed' ? error : state === 'cancelled' ? 'cancelled on request (job.cancel)' : undefined;
     job.state.endReason = endReason;
     const summary = await this.summarise(job, state, error, setup);
-    const fits = fitsBatch !== undefined ? { batchSize: fitsBatch } : undefined;
     // Each write may meet a full disk: the job still ends, in memory and for its subscribers.
     this.quietly(job, () => job.update({ state, error, endReason, ...(fits ? { fits } : {}), summary, endedAt: new Date().toISOString() }));
     this.quietly(job, () => job.run.writeSummary(summary));
