@@ -827,6 +827,13 @@ export class Interpreter {
       }
       return sym(`math.${last}(${args.map(show).join(', ')})`);
     }
+    // timm's to_2tuple is tuple(itertools.repeat(x, 2)): image and patch sizes, hence the token count.
+    if (qual === 'itertools.repeat') {
+      const times = asNumber(args[1] ?? kwargs.get('times') ?? NONE);
+      if (times !== undefined && Number.isInteger(times) && times >= 0 && times <= 100000) {
+        return { k: 'list', items: Array.from({ length: times }, () => args[0] ?? NONE), tuple: false };
+      }
+    }
     if (qual === 'torch.linspace' || qual === 'numpy.linspace') {
       const steps = asNumber(args[2] ?? kwargs.get('steps') ?? NONE);
       if (steps !== undefined && steps <= 100000) {

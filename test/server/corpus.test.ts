@@ -4,10 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
 import { parsePinValue } from '../../server/analysis/pragmas';
 import type { Value } from '../../server/analysis/values';
-import { fixture, inventory, row, run } from './helpers';
+import { fixture, inventory, repoRoot, row, run } from './helpers';
 
 const pins = (o: Record<string, string>): Map<string, Value> => new Map(Object.entries(o).map(([k, v]) => [k, parsePinValue(v)]));
 
@@ -125,6 +125,23 @@ test('timm Mixer: token-mixing Mlp over the patch axis, mlp_ratio tuple, GluMlp 
     ['blocks.*.mlp_channels.fc1', 'Linear', 384, 1536, 24, 'mlp_fc1'],
     ['blocks.*.mlp_channels.fc2', 'Linear', 768, 384, 24, 'mlp_fc2'],
   ]);
+});
+
+test("timm Mixer and ViT through timm's own layers: to_2tuple is tuple(itertools.repeat(x, 2)), so the patch grid and the token count resolve", async () => {
+  const a = await run({
+    file: fixture('timm', 'mlp_mixer.py'), model: 'MlpMixer', extraPaths: [join(repoRoot, 'test', 'fixtures', 'python-site')],
+    pins: pins({ img_size: '28', in_chans: '1', patch_size: '4', num_classes: '10', embed_dim: '512', num_blocks: '4' }),
+  });
+  assert.deepEqual(a.unresolved, []);
+  // 28/4 = 7 patches a side: 49 tokens, the token-mixing Mlp's width (mlp_ratio 0.5: 256 hidden).
+  assert.equal(a.tokensPerSample, 49);
+  assert.deepEqual(inventory(a).slice(0, 2), [
+    ['blocks.*.mlp_tokens.fc1', 'Linear', 49, 256, 4, 'token_mix'],
+    ['blocks.*.mlp_tokens.fc2', 'Linear', 256, 49, 4, 'token_mix'],
+  ]);
+  // The same PatchEmbed gives ViT-B/16 its 14×14 patches and the class token (not an assumed 1024).
+  const vit = await run({ file: fixture('timm', 'vision_transformer.py'), extraPaths: [join(repoRoot, 'test', 'fixtures', 'python-site')] });
+  assert.equal(vit.tokensPerSample, 197);
 });
 
 test('Hugging Face GPT-2: Conv1D(nf, nx) is out-first, config class in another file, attribute_map, unbuilt cross-attention', async () => {
