@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from .extension import ops
 
-__all__ = ["pixelfly_linear", "dense_linear", "masked_dense_weight", "masked_dense_linear"]
+__all__ = ["pixelfly_linear", "dense_linear", "masked_dense_weight", "masked_dense_linear", "autocast_bf16"]
 
 
 def _ops_for(x, precision):
@@ -43,7 +43,7 @@ class _PixelflyLinear(torch.autograd.Function):
         return dx, dblocks, dbias, dlr1, dlr2, dgw, dgb, None, None, None
 
 
-def _autocast_bf16(x):
+def autocast_bf16(x):
     """Inside ``torch.autocast("cpu", dtype=torch.bfloat16)``: the products run in bf16 on the fp32
     weights, as autocast runs ``F.linear`` (the native operators are not on autocast's lists, so the
     layer asks itself)."""
@@ -69,7 +69,7 @@ def pixelfly_linear(x, blocks, index, out_features, bias=None, lr_weight1=None, 
     """
     in_features = x.shape[-1]
     params = [blocks, bias, lr_weight1, lr_weight2, gate_weight, gate_bias]
-    autocast = _autocast_bf16(x)
+    autocast = autocast_bf16(x)
     precision = "bf16" if x.dtype == torch.bfloat16 or autocast else "fp32"
     if precision == "bf16":  # the layer's math runs on fp32 copies; the products round them to bf16 again
         x = x.float()

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from . import extension
-from .functional import masked_dense_linear, masked_dense_weight, pixelfly_linear
+from .functional import autocast_bf16, masked_dense_linear, masked_dense_weight, pixelfly_linear
 from .layout import PixelflyConfigError, _require_int, block_index, flat_block_butterfly_layout
 
 __all__ = ["PixelflyLinear", "config_kwargs"]
@@ -56,6 +56,15 @@ class _LowRank(nn.Module):
         super().__init__()
         self.lr_weight1 = nn.Parameter(torch.empty(rank, in_features, **factory))
         self.lr_weight2 = nn.Parameter(torch.empty(out_features, rank, **factory))
+
+
+def _native(x, params):
+    """Whether the layer's products run on the native operators. Under CPU autocast the input is often
+    bf16 already (another product's output) while the weights stay fp32: the products are bf16 either
+    way, so that pair runs native too, not on the masked-dense path."""
+    if x.dtype == torch.bfloat16 and params[0].dtype == torch.float32 and autocast_bf16(x):
+        return extension.native_for(*params) and x.device == params[0].device
+    return extension.native_for(x, *params)
 
 
 class PixelflyLinear(nn.Module):
@@ -146,7 +155,8 @@ class PixelflyLinear(nn.Module):
 
     def forward(self, x):
         low = self._low_rank_params()
-        if extension.native_for(x, self.sparse.weight, self.bias, *low):
+        params = (self.sparse.weight, self.bias, *low)
+        if _native(x, params):
             return pixelfly_linear(x, self.sparse.weight, self.index, self.out_features, self.bias, *low)
         return masked_dense_linear(x, self.dense_weight(), self.bias, *low)
 

@@ -50,6 +50,26 @@ class Bf16(Case):
             x.grad = None
             self.assertClose(layer(x).detach(), want_y, 2e-5, f"{i}→{o} r{rank}: y without autocast")
 
+    def test_autocast_layer_after_another_product_runs_native(self):
+        # Under autocast a layer's input is usually the bf16 output of another product (an nn.Linear, a
+        # PixelflyLinear, an activation of one) while its weights stay fp32: it must still run on the
+        # native operators, not on the masked-dense path, and match the reference.
+        first = torch.nn.Linear(96, 128)
+        layer = make_layer(128, 256, block=32, butterfly_size=4, n_factors=2, rank=4)
+        x = torch.randn(300, 96)
+        with torch.profiler.profile() as prof:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                h = torch.nn.functional.gelu(first(x))
+                self.assertEqual(h.dtype, torch.bfloat16)
+                y = layer(h)
+            y.float().sum().backward()
+        ran = {e.name for e in prof.events()}
+        self.assertIn("pixelfly::pixelfly_linear_forward", ran)
+        self.assertIn("pixelfly::pixelfly_linear_backward", ran)
+        want_y = reference(layer, h.detach().float(), torch.ones(300, 256))[0]
+        self.assertClose(y.detach().float(), want_y, 1.5e-2, "y after a bf16 product")
+        self.assertEqual(layer.sparse.weight.grad.dtype, torch.float32)
+
     def test_every_bf16_path_this_cpu_has(self):
         ops = pt.extension.ops
         best = ops.isa()
