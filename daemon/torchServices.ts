@@ -40,8 +40,9 @@ export function torchTrainingRequest(params: Parameters<EngineServices['training
       'a torch job needs its plan: the one `pixelfly analyze --json` writes for the file (its layers), or the editor\'s Export plan; the daemon does not analyse the file itself',
     );
   }
-  // The worker trains on the CPU (pixelfly_torch's CPU kernels), in fp32 or, when asked, bf16 under
-  // torch.autocast ('auto' is fp32: pixelfly_torch/runner.py resolve_precision); it does not pretend otherwise.
+  // The worker trains on the CPU (pixelfly_torch's CPU kernels), in fp32 or bf16 under torch.autocast
+  // ('auto': bf16 where the CPU has bf16 products and the model runs under autocast, pixelfly_torch/runner.py
+  // resolve_precision); it does not pretend otherwise.
   if (params.hyper.backend === 'cuda') throw new RejectedError("the PyTorch runner trains on the CPU: backend 'cuda' is the engine's (use 'auto' or 'cpu')");
   if (params.hyper.precision === 'fp16') {
     throw new RejectedError("the PyTorch runner trains on the CPU, where fp16 products are not faster: precision 'fp16' is the engine's on CUDA (use 'auto', 'bf16' or 'fp32')");

@@ -105,7 +105,7 @@ export class TorchProcessBackend implements TrainingBackend {
         tokensPerStep: prepared.tokensPerStep,
         backend: prepared.backend,
         precision: prepared.precision,
-        kernels: facts.kernels,
+        kernels: prepared.kernels ?? facts.kernels,
         runtime: facts.runtime,
         inputs: facts.inputs,
         estimatedMemoryBytes: grant.estimatedBytes,

@@ -571,13 +571,42 @@ def test_batches(data, inputs, batch, max_samples):
 
 # --- the job ------------------------------------------------------------------------------------
 
-def resolve_precision(asked):
-    """The job's product precision ('fp16' never arrives: the daemon refuses it for this runner).
-    'bf16' runs both variants under torch.autocast: products in bf16, weights, gradients and
-    optimizer state fp32. 'auto' is fp32 here, unlike the engine's: the user's model meets torch's
-    CPU autocast, which in torch 1.13 leaves some layers' inputs uncast (a LayerNorm after an
-    autocast product fails), so bf16 is asked for, not assumed."""
-    return "bf16" if asked == "bf16" else "fp32"
+def resolve_precision(asked, probe):
+    """The job's product precision and why ('fp16' never arrives: the daemon refuses it for this
+    runner). 'bf16' runs both variants under torch.autocast: products in bf16, weights, gradients and
+    optimizer state fp32. 'auto' is bf16 where the kernels have bf16 products (AMX, AVX512-BF16), as
+    the engine's is, once ``probe()`` (a forward and backward under autocast) has run: torch 1.13's
+    CPU autocast leaves some layers' inputs uncast (a LayerNorm after an autocast product fails), and
+    such a model trains in fp32, saying why, rather than failing at its first step."""
+    if asked != "auto":
+        return asked, None
+    ops = pixelfly_torch.extension.ops
+    path = ops.bf16_path() if ops is not None else "fp32-fallback"
+    if path == "fp32-fallback":
+        return "fp32", "precision auto: fp32 (the kernels have no bf16 products on this CPU)"
+    try:
+        probe()
+    except Exception as e:  # noqa: BLE001 - any failure of the user's model under autocast means fp32
+        last = (str(e).strip().splitlines() or [""])[-1]
+        return "fp32", f"precision auto: fp32, as torch {torch.__version__}'s autocast(bfloat16) fails on this model ({type(e).__name__}: {last})"[:400]
+    return "bf16", f"precision auto: bf16 products ({path}) under torch.autocast, weights fp32"
+
+
+def _norm_input_fp32(module, args):
+    """torch's CUDA autocast runs layer_norm and group_norm in fp32; torch 1.13's CPU autocast leaves
+    them out, and they fail on the bf16 output of an autocast product (weights fp32). This pre-hook
+    applies the CUDA policy: under CPU autocast a bf16 input is normalised in fp32."""
+    if args and torch.is_tensor(args[0]) and args[0].dtype == torch.bfloat16 and torch.is_autocast_cpu_enabled():
+        return (args[0].float(), *args[1:])
+    return None
+
+
+def autocast_norms(model):
+    """Both variants' LayerNorm and GroupNorm modules normalise in fp32 under CPU autocast (a norm the
+    model calls as a function is not reached: such a model may still fail autocast, and trains in fp32)."""
+    for m in model.modules():
+        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            m.register_forward_pre_hook(_norm_input_fp32)
 
 
 class Variant:
@@ -767,7 +796,9 @@ class Job:
         if not self.models:
             raise RuntimeError("inspect the job first")
         hyper = req["hyper"]
-        self.precision = resolve_precision(hyper.get("precision", "auto"))
+        for model in self.models.values():
+            autocast_norms(model)
+        self.precision, precision_note = resolve_precision(hyper.get("precision", "auto"), self._autocast_probe)
         self.batch = req.get("batchSize") or hyper["batchSize"]
         self.data = load_data(req["dataset"], self.inputs, hyper["seed"], int(max_data_bytes))
         probe = Batches(self.data, self.inputs, self.batch, hyper["seed"])
@@ -781,7 +812,8 @@ class Job:
             self.variants[name] = v
         tokens = self.inputs["kind"] == "tokens"
         unused = f"settings {', '.join(self.unused)} are not {self.req['model']['name']}'s parameters (the analysis' own pins): not passed" if self.unused else None
-        note = "; ".join(n for n in (self.data.note, self.inputs_note, f"loss: {self.call.note or 'to be seen at the first step'}", unused) if n)
+        note = "; ".join(n for n in (self.data.note, self.inputs_note, f"loss: {self.call.note or 'to be seen at the first step'}", unused,
+                                     precision_note) if n)
         return {
             "dataset": {
                 "kind": self.data.kind, "name": self.data.name, "synthetic": self.data.kind == "synthetic", "note": note,
@@ -793,7 +825,26 @@ class Job:
             "params": {k: v.params for k, v in self.variants.items()},
             "backend": "cpu",
             "precision": self.precision,
+            "kernels": pixelfly_torch.backend(dtype=torch.bfloat16 if self.precision == "bf16" else torch.float32),
         }
+
+    def _autocast_probe(self):
+        """One forward and backward of each model on two samples under autocast(bfloat16); what the
+        models hold afterwards (gradients, normalisation statistics, the random stream) is as before."""
+        with torch.random.fork_rng(devices=[]):
+            x, y = _example(self.inputs, 2)
+            for model in self.models.values():
+                buffers = [(b, b.clone()) for b in model.buffers()]
+                try:
+                    model.train()
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        loss, _ = self.call.loss(model, x, y)
+                    loss.float().backward()
+                finally:
+                    model.zero_grad(set_to_none=True)
+                    with torch.no_grad():
+                        for b, saved in buffers:
+                            b.copy_(saved)
 
     def variant(self, name):
         if name not in getattr(self, "variants", {}):

@@ -18,6 +18,7 @@ import { fixture, repoRoot, run as analyse } from '../server/helpers';
 import { PYTHON, torchMissing } from '../support/torch';
 import { CLI, killAfterCheckpoint, removeHome, sleep, startDaemon, tempHome, withDaemon } from './harness';
 import { TCMALLOC } from '../../daemon/jobs/torchProcess';
+import { cpuHasBf16 } from '../../native/engine';
 
 const missing = torchMissing();
 const SITE = join(repoRoot, 'test', 'fixtures', 'python-site');
@@ -83,10 +84,31 @@ function checkMemory(t: { diagnostic(m: string): void }, what: string, info: Job
   assert.ok(ratio >= 0.75 && ratio <= 1.25, `${what}: estimate ${info.estimatedMemoryBytes} is not within 25% of the measured peak ${info.peakMemoryBytes}`);
 }
 
-function checkCompleted(info: JobInfo, precision: 'fp32' | 'bf16' = 'fp32'): void {
+/** The precision a runner job trained at: as asked; 'auto' is bf16 where the CPU has bf16 products and the
+ * model trains under torch.autocast(bfloat16) (`autocastFails`: it does not), and the note says why. */
+function checkPrecision(info: JobInfo, asked: 'auto' | 'bf16', autocastFails?: RegExp): void {
+  const note = info.dataset?.note ?? '';
+  if (asked === 'bf16') {
+    assert.equal(info.precision, 'bf16', 'bf16 (torch.autocast) when asked');
+    assert.doesNotMatch(note, /precision auto/);
+  } else if (!cpuHasBf16()) {
+    assert.equal(info.precision, 'fp32');
+    assert.match(note, /precision auto: fp32 \(the kernels have no bf16 products on this CPU\)/);
+  } else if (autocastFails) {
+    assert.equal(info.precision, 'fp32', 'a model torch.autocast fails on trains in fp32');
+    assert.match(note, /precision auto: fp32, as torch \S+'s autocast\(bfloat16\) fails on this model/);
+    assert.match(note, autocastFails);
+  } else {
+    assert.equal(info.precision, 'bf16', "'auto' is bf16 on a CPU with bf16 products");
+    assert.match(note, /precision auto: bf16 products \((amx|avx512bf16)\) under torch\.autocast, weights fp32/);
+  }
+  assert.match(info.kernels ?? '', info.precision === 'bf16' ? /^native \(\w+, bf16 products on (amx|avx512bf16), \d+ threads\)$/ : /^native \(\w+, \d+ threads\)$/);
+}
+
+function checkCompleted(info: JobInfo, asked: 'auto' | 'bf16' = 'auto', autocastFails?: RegExp): void {
   assert.equal(info.state, 'completed', `the job ended ${info.state}: ${info.error}`);
   assert.equal(info.subject?.runner, 'torch');
-  assert.equal(info.precision, precision, "the runner's 'auto' is fp32; bf16 (torch.autocast) when asked");
+  checkPrecision(info, asked, autocastFails);
   const s = info.summary!;
   assert.equal(s.steps, info.totalSteps);
   assert.ok(s.dense?.medianStepMs && s.pixelfly.medianStepMs, 'both variants trained');
@@ -103,7 +125,7 @@ const FASHION_MNIST = '/usr/share/datasets/fashion-mnist';
 /** An image model trained on Fashion-MNIST: the input it is found to eat, and the dataset's name once fitted to it. */
 type Images = { image: { channels: number; height: number; width: number }; name: string };
 
-const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: Images; precision?: 'bf16'; note: RegExp }> = [
+const corpus: Array<{ what: string; file: string; name: string; settings: Settings; paths?: string[]; text?: boolean; images?: Images; precision?: 'bf16'; autocastFails?: RegExp; note: RegExp }> = [
   {
     what: 'nanoGPT, bf16 products (torch.autocast)',
     precision: 'bf16',
@@ -162,7 +184,8 @@ test('the PyTorch runner trains the corpus models dense vs Pixelfly from their o
           assert.deepEqual(job.subject && [job.subject.runner, job.subject.model, job.subject.file], ['torch', m.name, m.file]);
           assert.ok(job.subject?.dataset, 'the dataset asked for');
           const info = await waitEnd(client, job.jobId);
-          checkCompleted(info, m.precision);
+          st.diagnostic(`${m.what}: precision ${info.precision}; ${(info.dataset?.note ?? '').split('; ').filter((n) => n.startsWith('precision')).join('')}`);
+          checkCompleted(info, m.precision, m.autocastFails);
           assert.match(info.dataset!.note ?? '', m.note);
           if (m.text) assert.match(info.dataset!.name, /corpus\.txt \(\d[\d,]* tokens as characters/);
           else if (m.images && existsSync(FASHION_MNIST)) assert.equal(info.dataset!.name, m.images.name);
