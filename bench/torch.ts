@@ -11,7 +11,8 @@
 //    a nanoGPT-style GPT at GPT-2-small width (n_embd 768, 4 layers, context 256; bytes of a text, vocab
 //    256) and timm's MLP-Mixer on Fashion-MNIST (dim 512, 4 blocks, patch 4), dense vs Pixelfly on the
 //    same batches in alternating steps for --steps, with the held-out loss after them; project_dense,
-//    torch_bf16 and pixelfly_bf16 timed for --timing-steps.
+//    torch_bf16 and pixelfly_bf16 (models in bfloat16), torch_autocast and pixelfly_autocast (fp32 models
+//    under torch.autocast(bfloat16)) timed for --timing-steps.
 // Prints tables and writes JSON rows {kind: "layer"|"step", model, in, out, density, variant, threads,
 // fwd_bwd_ms | step_ms, loss, ...} (default bench-results/torch.json). Medians of repeats; ratios are
 // against baselines measured in the same run.
@@ -185,6 +186,9 @@ function stepTable(rows: Row[]): void {
     const pfBf16 = group.find((r) => r.variant === 'pixelfly_bf16');
     const torchBf16 = group.find((r) => r.variant === 'torch_bf16');
     if (pfBf16 && torchBf16) console.log(`${model}: in bf16, Pixelfly ${fmt(torchBf16.step_ms! / pfBf16.step_ms!, 2)}× faster than PyTorch bf16 (torch_bf16)`);
+    const pfAutocast = group.find((r) => r.variant === 'pixelfly_autocast');
+    const torchAutocast = group.find((r) => r.variant === 'torch_autocast');
+    if (pfAutocast && torchAutocast) console.log(`${model}: under torch.autocast(bfloat16), Pixelfly ${fmt(torchAutocast.step_ms! / pfAutocast.step_ms!, 2)}× faster than dense (torch_autocast)`);
     console.log(`${model}: Pixelfly ${fmt(dense.step_ms! / pf.step_ms!, 2)}× faster than dense torch_linear (target ≥ ${target}×: ${dense.step_ms! / pf.step_ms! >= target ? 'met' : 'MISSED'}); held-out loss after ${pf.steps} steps ${gap >= 0 ? '+' : ''}${fmt(gap, 2)}% vs dense (target within 2%: ${Math.abs(gap) <= 2 ? 'met' : gap < 0 ? 'outside, on the better side: Pixelfly\'s loss is lower' : 'MISSED'})`);
   }
 }

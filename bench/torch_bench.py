@@ -15,8 +15,10 @@ rounds that time every variant once each:
   torch_bf16     nn.Linear in bfloat16 (oneDNN), where the CPU has bf16 instructions
 Steps: a whole training step (forward, backward, AdamW) of a test-corpus model, dense (torch_linear)
 and made sparse with `pixelfly_torch.sparsify` from its own analysis plan (pixelfly), trained on the
-same batches in alternating steps; then project_dense (every nn.Linear on our GEMM) and torch_bf16
-(the model in bfloat16) for fewer steps. The loss is the held-out loss after the variant's steps.
+same batches in alternating steps; then project_dense (every nn.Linear on our GEMM), torch_bf16 and
+pixelfly_bf16 (the models in bfloat16), torch_autocast and pixelfly_autocast (fp32 models under
+torch.autocast(bfloat16), as the daemon's runner trains at precision bf16) for fewer steps. The loss
+is the held-out loss after the variant's steps.
 """
 import copy
 import importlib.util
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 
 import pixelfly_torch as pt
 from pixelfly_torch.functional import masked_dense_linear
+from pixelfly_torch.runner import autocast_norms
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -226,7 +229,8 @@ class Variant:
             x = x.to(torch.bfloat16)
         t0 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
-        loss = loss_fn(self.model, x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "autocast"):
+            loss = loss_fn(self.model, x, y)
         loss.backward()
         self.opt.step()
         self.times.append((time.perf_counter() - t0) * 1000)
@@ -256,7 +260,7 @@ def step_rows(cfg):
         for r in report:
             log(f"  {r}")
         n_dense, n_sparse = (sum(p.numel() for p in m.parameters()) for m in (dense, sparse))
-        params = {"torch_linear": n_dense, "pixelfly": n_sparse, "pixelfly_bf16": n_sparse}
+        params = {"torch_linear": n_dense, "pixelfly": n_sparse, "pixelfly_bf16": n_sparse, "pixelfly_autocast": n_sparse}
         steps, timing_steps = mc["steps"], min(mc["timing_steps"], mc["steps"])
         batches = data.batches(steps, seed=1)
         held_out = data.held_out(mc["held_out_batches"])
@@ -272,6 +276,11 @@ def step_rows(cfg):
             extra.append(Variant("torch_bf16", copy.deepcopy(main[0].model).to(torch.bfloat16), 0.0, "bf16"))
             # The same Pixelfly model in bf16: the comparison that counts where PyTorch has bf16 kernels.
             extra.append(Variant("pixelfly_bf16", copy.deepcopy(main[1].model).to(torch.bfloat16), 0.0, "bf16"))
+            # Mixed precision, as the runner and most training loops use it: fp32 weights, bf16 products.
+            for name, model in (("torch_autocast", main[0].model), ("pixelfly_autocast", main[1].model)):
+                model = copy.deepcopy(model)
+                autocast_norms(model)
+                extra.append(Variant(name, model, 0.0, "autocast"))
         # Timing only (lr 0 keeps the trained weights): these variants compute the same model, also
         # in alternating steps.
         for x, y in batches[:timing_steps]:
