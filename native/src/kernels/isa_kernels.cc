@@ -1278,19 +1278,6 @@ inline void packBlockTiles(Bf16Pair* dst, long tileStride, const Src& src, long 
 }
 #endif
 
-// dW_k = Σ_m dY[m, r-block]ᵀ ⊗ X[m, c-block] for each kept block k = (r, c).
-// Each thread owns a contiguous range of kept blocks (no two threads write the same dW block) and
-// walks the rows in chunks of KCW. Per chunk it copies, row by row, the block-columns of X its
-// blocks use into tiles Xc[c][m][b] (zero past `in`; they stay in L2 and every kept block of the
-// column reuses them). dY is copied one block-row strip at a time (kc × b floats, zero past
-// `out`), just before that row's blocks use it, into one small contiguous tile: rows of dY are
-// 12-16 KB apart, so uncopied strips fall into a handful of cache sets and thrash, and copying all
-// block-rows of a chunk at once (the earlier scheme) pushed X's tiles and dW out of L2. While a
-// block-row computes, the next one's strip is prefetched, and the next chunk of X over the whole
-// chunk, a few lines per microkernel call, so the copies rarely wait on memory. The chunk
-// boundaries do not depend on the thread count, so neither does the summation order. The threads
-// never wait for each other (no barrier per chunk), so a thread the OS preempts delays only its
-// own blocks. bf16 chunks are KCW pairs of rows (the same tile bytes).
 // How dW multiplies a block-row's dY strip by a block-column's X tile, over kcE packed rows:
 //  - BroadcastDw: the strip as packed ([k][b], like X's tiles), RW×NR microkernel tiles;
 //  - AmxDw (ISA 4): the strip transposed into row-major pairs [b][depth] (A tiles), X's tiles as B
