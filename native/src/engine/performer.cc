@@ -39,21 +39,26 @@ int64_t itemsPerThread(size_t items) {
   return std::max<int64_t>(1, (static_cast<int64_t>(items) + threads - 1) / threads);
 }
 
-// log φ(x) of one token (A5): [ω·x′, −ω·x′] − |x′|²/2 − log(m)/2.
-inline __attribute__((always_inline)) void logFeatures(const float* w, const Sizes& s, const float* x, float* out) {
-  const int half = s.m / 2, hd = s.hd;
-  float sq = 0.0f;
+// log φ of tokens [0, T) (A5) into out (T × m): [ω·x′, −ω·x′] − |x′|²/2 − log(m)/2 with x′ = x·scale^½.
+// The dot products of every token with the m/2 projections are one product, x (T × hd) times
+// wT = scale^½·ωᵀ (hd × m/2), in out's first halves.
+inline __attribute__((always_inline)) void logFeatureRows(const float* wT, const Sizes& s, const float* x, int64_t stride, float* out) {
+  const int m = s.m, half = m / 2, hd = s.hd;
+  for (int t = 0; t < s.T; t++) std::fill(out + static_cast<size_t>(t) * m, out + static_cast<size_t>(t) * m + half, 0.0f);
+  pointwise::addRankRowRange(out, m, x, stride, wT, half, hd, half, 0, s.T);
+  for (int t = 0; t < s.T; t++) {
+    const float* xt = x + t * stride;
+    float sq = 0.0f;
 #pragma omp simd reduction(+ : sq)
-  for (int c = 0; c < hd; c++) sq += x[c] * x[c];
-  const float diag = 0.5f * s.rootScale * s.rootScale * sq + s.halfLogM;
-  for (int r = 0; r < half; r++) {
-    const float* wr = w + static_cast<size_t>(r) * hd;
-    float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-    for (int c = 0; c < hd; c++) d += wr[c] * x[c];
-    d *= s.rootScale;
-    out[r] = d - diag;
-    out[r + half] = -d - diag;
+    for (int c = 0; c < hd; c++) sq += xt[c] * xt[c];
+    const float diag = 0.5f * s.rootScale * s.rootScale * sq + s.halfLogM;
+    float* o = out + static_cast<size_t>(t) * m;
+#pragma omp simd
+    for (int r = 0; r < half; r++) {
+      const float d = o[r];
+      o[r + half] = -d - diag;
+      o[r] = d - diag;
+    }
   }
 }
 
@@ -61,6 +66,12 @@ inline __attribute__((always_inline)) void logFeatures(const float* w, const Siz
 inline __attribute__((always_inline)) void expShifted(float* x, int64_t n, float shift) {
 #pragma omp simd
   for (int64_t i = 0; i < n; i++) x[i] = expNonPositive(x[i] - shift);
+}
+
+// dst (cols × rows) = srcᵀ, src rows × cols with row stride ld.
+inline __attribute__((always_inline)) void transpose(const float* src, size_t ld, int rows, int cols, float* dst) {
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) dst[static_cast<size_t>(j) * rows + i] = src[i * ld + j];
 }
 
 // Sums of n blocks of `width` floats over the dropped (query block I, key block J) pairs: per query
@@ -78,61 +89,78 @@ inline __attribute__((always_inline)) void sumOverDropped(const char* dropped, i
     }
 }
 
+// Scratch of one thread: a block's worth of rows (bs tokens) of each kind the products need.
+struct Scratch {
+  std::vector<float> kv, ks;      // n × m × hd, n × m: per key block sums (forward), or their gradients (backward)
+  std::vector<float> kv2, ks2;    // the same sizes: the backward's per query block gradients
+  std::vector<float> phiT;        // m × bs: a block's features, transposed
+  std::vector<float> sumsT;       // hd × m: a block's kv sums (or their gradient), transposed
+  std::vector<float> du, dphi, dd, dz;  // bs × hd, bs × m, bs × m/2, bs
+  Scratch(const Sizes& s, bool backward)
+      : kv(static_cast<size_t>(s.n) * s.m * s.hd), ks(static_cast<size_t>(s.n) * s.m), kv2(backward ? kv.size() : 0),
+        ks2(backward ? ks.size() : 0), phiT(static_cast<size_t>(s.m) * s.bs), sumsT(static_cast<size_t>(s.hd) * s.m),
+        du(backward ? static_cast<size_t>(s.bs) * s.hd : 0), dphi(backward ? static_cast<size_t>(s.bs) * s.m : 0),
+        dd(backward ? static_cast<size_t>(s.bs) * (s.m / 2) : 0), dz(backward ? s.bs : 0) {}
+};
+
 // The forward of one item: features (pq, pk: T × m, shifted), the per-query-block sums over dropped
 // key blocks (kvc: n × m × hd, kc: n × m), u (T × hd), the weights ws, wl (T); o (the sparse output on
-// entry) becomes (A4)'s. kv, ks: scratch of n × m × hd and n × m.
-PIXELFLY_CLONES void forwardItem(const float* w, const Sizes& s, const Item& it, const float* lse, const char* dropped, float* o, float* pq,
-                                 float* pk, float* sq, float* kvc, float* kc, float* u, float* ws, float* wl, float* kv, float* ks) {
-  const int T = s.T, m = s.m, hd = s.hd, n = s.n;
-  float shiftK = -std::numeric_limits<float>::infinity();
+// entry) becomes (A4)'s.
+PIXELFLY_CLONES void forwardItem(const float* wT, const Sizes& s, const Item& it, const float* lse, const char* dropped, float* o, float* pq,
+                                 float* pk, float* sq, float* kvc, float* kc, float* u, float* ws, float* wl, Scratch& sc) {
+  const int T = s.T, m = s.m, hd = s.hd, n = s.n, bs = s.bs;
+  logFeatureRows(wT, s, it.q, it.stride, pq);
+  logFeatureRows(wT, s, it.k, it.stride, pk);
   for (int t = 0; t < T; t++) {
     float* fq = pq + static_cast<size_t>(t) * m;
-    logFeatures(w, s, it.q + t * it.stride, fq);
     sq[t] = *std::max_element(fq, fq + m);
     expShifted(fq, m, sq[t]);
-    float* fk = pk + static_cast<size_t>(t) * m;
-    logFeatures(w, s, it.k + t * it.stride, fk);
-    shiftK = std::max(shiftK, *std::max_element(fk, fk + m));
   }
+  const float shiftK = *std::max_element(pk, pk + static_cast<size_t>(T) * m);
   expShifted(pk, static_cast<int64_t>(T) * m, shiftK);
-  std::fill(kv, kv + static_cast<size_t>(n) * m * hd, 0.0f);
-  std::fill(ks, ks + static_cast<size_t>(n) * m, 0.0f);
-  for (int t = 0; t < T; t++) {
-    const int J = t / s.bs;
-    const float* fk = pk + static_cast<size_t>(t) * m;
-    const float* v = it.v + t * it.stride;
+  // Per key block J: kv_J = φ(K_J)ᵀ·V_J (m × hd) and ks_J = φ(K_J)ᵀ·1.
+  float* kv = sc.kv.data();
+  float* ks = sc.ks.data();
+  for (int J = 0; J < n; J++) {
+    const int t0 = J * bs, tn = std::max(0, std::min(bs, T - t0));
     float* kvJ = kv + static_cast<size_t>(J) * m * hd;
     float* ksJ = ks + static_cast<size_t>(J) * m;
-#pragma omp simd
-    for (int r = 0; r < m; r++) ksJ[r] += fk[r];
+    transpose(pk + static_cast<size_t>(t0) * m, m, tn, m, sc.phiT.data());
+    std::fill(kvJ, kvJ + static_cast<size_t>(m) * hd, 0.0f);
+    pointwise::addRankRowRange(kvJ, hd, sc.phiT.data(), tn, it.v + t0 * it.stride, it.stride, tn, hd, 0, m);
     for (int r = 0; r < m; r++) {
-      const float f = fk[r];
-      float* kvr = kvJ + static_cast<size_t>(r) * hd;
-#pragma omp simd
-      for (int c = 0; c < hd; c++) kvr[c] += f * v[c];
+      const float* row = sc.phiT.data() + static_cast<size_t>(r) * tn;
+      float a = 0.0f;
+#pragma omp simd reduction(+ : a)
+      for (int t = 0; t < tn; t++) a += row[t];
+      ksJ[r] = a;
     }
   }
   sumOverDropped(dropped, n, static_cast<size_t>(m) * hd, kv, kvc, false);
   sumOverDropped(dropped, n, m, ks, kc, false);
-  const float shift = shiftK;
+  // u_t = φ(q_t)·kvc_I for the query block I of t: per block, (bs × m)·(m × hd).
+  std::fill(u, u + static_cast<size_t>(T) * hd, 0.0f);
+  for (int I = 0; I < n; I++) {
+    const int t0 = I * bs, tn = std::max(0, std::min(bs, T - t0));
+    pointwise::addRankRowRange(u + static_cast<size_t>(t0) * hd, hd, pq + static_cast<size_t>(t0) * m, m, kvc + static_cast<size_t>(I) * m * hd, hd, m,
+                               hd, 0, tn);
+  }
   for (int t = 0; t < T; t++) {
-    const int I = t / s.bs;
+    const int I = t / bs;
     const float* fq = pq + static_cast<size_t>(t) * m;
     const float* kcI = kc + static_cast<size_t>(I) * m;
-    float* ut = u + static_cast<size_t>(t) * hd;
-    std::fill(ut, ut + hd, 0.0f);
-    pointwise::addRankRows<1>(ut, 0, fq, kvc + static_cast<size_t>(I) * m * hd, m, hd);
+    const float* ut = u + static_cast<size_t>(t) * hd;
     float z = 0.0f;
 #pragma omp simd reduction(+ : z)
     for (int r = 0; r < m; r++) z += fq[r] * kcI[r];
     // A query block that drops no key block (or whose estimates all underflow) keeps the sparse part.
     float a = 1.0f, b = 0.0f;
     if (z > 0.0f) {
-      const float l = lse[t], logN = std::log(z) + sq[t] + shift;
+      const float l = lse[t], logN = std::log(z) + sq[t] + shiftK;
       const float hi = std::max(l, logN);
       const float logZ = hi + std::log(std::exp(l - hi) + std::exp(logN - hi));
       a = std::exp(l - logZ);
-      b = std::exp(sq[t] + shift - logZ);
+      b = std::exp(sq[t] + shiftK - logZ);
     }
     ws[t] = a, wl[t] = b;
     float* ot = o + t * it.oStride;
@@ -141,90 +169,103 @@ PIXELFLY_CLONES void forwardItem(const float* w, const Sizes& s, const Item& it,
   }
 }
 
-// Through d(log φ) to x: dd_r = dlog_r − dlog_{r+m/2}; dx += scale^½·Σ_r dd_r ω_r − scale·(Σ dlog)·x.
-inline __attribute__((always_inline)) void featuresBackward(const float* w, const Sizes& s, const float* x, const float* phi, const float* dphi,
-                                                            float* dlog, float* dx) {
+// Through d(log φ) to x, for tn tokens (x rows `stride` apart, phi and dphi rows m apart):
+// dd_r = dlog_r − dlog_{r+m/2}; dx += scale^½·Σ_r dd_r ω_r − scale·(Σ dlog)·x, the first sum as one
+// product (tn × m/2)·(m/2 × hd) over the block.
+inline __attribute__((always_inline)) void featuresBackward(const float* w, const Sizes& s, int tn, const float* x, int64_t stride, const float* phi,
+                                                            const float* dphi, float* dd, float* dx) {
   const int m = s.m, half = m / 2, hd = s.hd;
-  float total = 0.0f;
+  for (int t = 0; t < tn; t++) {
+    const float* ph = phi + static_cast<size_t>(t) * m;
+    const float* dp = dphi + static_cast<size_t>(t) * m;
+    float* ddt = dd + static_cast<size_t>(t) * half;
+    float total = 0.0f;
 #pragma omp simd reduction(+ : total)
-  for (int r = 0; r < m; r++) {
-    dlog[r] = dphi[r] * phi[r];
-    total += dlog[r];
-  }
-  const float k = s.rootScale * s.rootScale * total;
+    for (int r = 0; r < m; r++) total += dp[r] * ph[r];
 #pragma omp simd
-  for (int c = 0; c < hd; c++) dx[c] -= k * x[c];
-  // dd goes in dlog's first half (each entry read once, before it is overwritten).
-  for (int r = 0; r < half; r++) dlog[r] = s.rootScale * (dlog[r] - dlog[r + half]);
-  pointwise::addRankRows<1>(dx, 0, dlog, w, half, hd);
+    for (int r = 0; r < half; r++) ddt[r] = s.rootScale * (dp[r] * ph[r] - dp[r + half] * ph[r + half]);
+    const float k = s.rootScale * s.rootScale * total;
+    const float* xt = x + t * stride;
+    float* dxt = dx + t * stride;
+#pragma omp simd
+    for (int c = 0; c < hd; c++) dxt[c] -= k * xt[c];
+  }
+  pointwise::addRankRowRange(dx, stride, dd, half, w, hd, half, hd, 0, tn);
 }
 
 // The backward of one item, from dO (the output's gradient rows): dS (the sparse output's), dlse,
-// and the low-rank term's q, k, v gradients added at dq/dk/dv + t·stride. dkvc, dkc, dkv, dks: scratch
-// of the sums' sizes; dphi, dlog: m each.
+// and the low-rank term's q, k, v gradients added at dq/dk/dv + t·stride. Per query block, then per
+// key block, each step one small product over the block's rows.
 PIXELFLY_CLONES void backwardItem(const float* w, const Sizes& s, const Item& it, const float* dO, const float* os, const char* dropped,
                                   const float* pq, const float* pk, const float* kvc, const float* kc, const float* u, const float* ws,
-                                  const float* wl, float* dS, float* dlse, float* dq, float* dk, float* dv, float* dkvc, float* dkc,
-                                  float* dkv, float* dks, float* dphi, float* dlog) {
-  const int T = s.T, m = s.m, hd = s.hd, n = s.n;
-  std::fill(dkvc, dkvc + static_cast<size_t>(n) * m * hd, 0.0f);
-  std::fill(dkc, dkc + static_cast<size_t>(n) * m, 0.0f);
-  // The mix: o = ws·o^s + wl·u, ws = e^{lse − L}, wl = e^{c − L}, L = logaddexp(lse, log z + c).
-  for (int t = 0; t < T; t++) {
-    const int I = t / s.bs;
-    const float* g = dO + t * it.oStride;
-    const float* ost = os + t * it.oStride;
-    const float* ut = u + static_cast<size_t>(t) * hd;
-    const float a = ws[t], b = wl[t];
-    float* dst = dS + t * it.oStride;
-    float dws = 0.0f, dwl = 0.0f;
-#pragma omp simd reduction(+ : dws, dwl)
-    for (int c = 0; c < hd; c++) {
-      dst[c] = a * g[c];
-      dws += g[c] * ost[c];
-      dwl += g[c] * ut[c];
-    }
-    const float dL = -(dws * a + dwl * b);
-    dlse[t] = a * (dws + dL);
-    if (b == 0.0f) continue;
-    const float dz = dL * b;
-    const float* fq = pq + static_cast<size_t>(t) * m;
+                                  const float* wl, float* dS, float* dlse, float* dq, float* dk, float* dv, Scratch& sc) {
+  const int T = s.T, m = s.m, hd = s.hd, n = s.n, bs = s.bs;
+  float* dkvc = sc.kv2.data();
+  float* dkc = sc.ks2.data();
+  float *du = sc.du.data(), *dphi = sc.dphi.data(), *dz = sc.dz.data();
+  for (int I = 0; I < n; I++) {
+    const int t0 = I * bs, tn = std::max(0, std::min(bs, T - t0));
     const float* kvI = kvc + static_cast<size_t>(I) * m * hd;
-    float* dkvI = dkvc + static_cast<size_t>(I) * m * hd;
-    for (int r = 0; r < m; r++) {
-      const float* kvr = kvI + static_cast<size_t>(r) * hd;
-      float* dkvr = dkvI + static_cast<size_t>(r) * hd;
-      const float f = fq[r];
-      float d = 0.0f;
-#pragma omp simd reduction(+ : d)
+    const float* kcI = kc + static_cast<size_t>(I) * m;
+    const float* fq = pq + static_cast<size_t>(t0) * m;
+    // The mix: o = ws·o^s + wl·u, ws = e^{lse − L}, wl = e^{c − L}, L = logaddexp(lse, log z + c);
+    // du = wl·dO (u's gradient) and dz (z's) per token.
+    for (int i = 0; i < tn; i++) {
+      const int t = t0 + i;
+      const float* g = dO + t * it.oStride;
+      const float* ost = os + t * it.oStride;
+      const float* ut = u + static_cast<size_t>(t) * hd;
+      const float a = ws[t], b = wl[t];
+      float* dst = dS + t * it.oStride;
+      float* dut = du + static_cast<size_t>(i) * hd;
+      float dws = 0.0f, dwl = 0.0f;
+#pragma omp simd reduction(+ : dws, dwl)
       for (int c = 0; c < hd; c++) {
-        const float du = b * g[c];
-        d += kvr[c] * du;
-        dkvr[c] += f * du;
+        dst[c] = a * g[c];
+        dws += g[c] * ost[c];
+        dwl += g[c] * ut[c];
+        dut[c] = b * g[c];
       }
-      dphi[r] = d + dz * kc[static_cast<size_t>(I) * m + r];
-      dkc[static_cast<size_t>(I) * m + r] += dz * f;
+      const float dL = -(dws * a + dwl * b);
+      dlse[t] = a * (dws + dL);
+      dz[i] = dL * b;
     }
-    featuresBackward(w, s, it.q + t * it.stride, fq, dphi, dlog, dq + t * it.stride);
+    // dφ(q_t) = du_t·kvc_Iᵀ + dz_t·kc_I; dkvc_I = φ(Q_I)ᵀ·du; dkc_I = φ(Q_I)ᵀ·dz.
+    transpose(kvI, hd, m, hd, sc.sumsT.data());
+    std::fill(dphi, dphi + static_cast<size_t>(tn) * m, 0.0f);
+    pointwise::addRankRowRange(dphi, m, du, hd, sc.sumsT.data(), m, hd, m, 0, tn);
+    for (int i = 0; i < tn; i++)
+#pragma omp simd
+      for (int r = 0; r < m; r++) dphi[static_cast<size_t>(i) * m + r] += dz[i] * kcI[r];
+    transpose(fq, m, tn, m, sc.phiT.data());
+    float* dkvI = dkvc + static_cast<size_t>(I) * m * hd;
+    std::fill(dkvI, dkvI + static_cast<size_t>(m) * hd, 0.0f);
+    pointwise::addRankRowRange(dkvI, hd, sc.phiT.data(), tn, du, hd, tn, hd, 0, m);
+    for (int r = 0; r < m; r++) {
+      const float* row = sc.phiT.data() + static_cast<size_t>(r) * tn;
+      float a = 0.0f;
+#pragma omp simd reduction(+ : a)
+      for (int i = 0; i < tn; i++) a += row[i] * dz[i];
+      dkc[static_cast<size_t>(I) * m + r] = a;
+    }
+    featuresBackward(w, s, tn, it.q + t0 * it.stride, it.stride, fq, dphi, sc.dd.data(), dq + t0 * it.stride);
   }
   // Each dropped (I, J) pair passes query block I's sums back to key block J.
+  float* dkv = sc.kv.data();
+  float* dks = sc.ks.data();
   sumOverDropped(dropped, n, static_cast<size_t>(m) * hd, dkvc, dkv, true);
   sumOverDropped(dropped, n, m, dkc, dks, true);
-  for (int t = 0; t < T; t++) {
-    const int J = t / s.bs;
-    const float* fk = pk + static_cast<size_t>(t) * m;
-    const float* v = it.v + t * it.stride;
-    float* dvt = dv + t * it.stride;
+  for (int J = 0; J < n; J++) {
+    const int t0 = J * bs, tn = std::max(0, std::min(bs, T - t0));
     const float* dkvJ = dkv + static_cast<size_t>(J) * m * hd;
-    for (int r = 0; r < m; r++) {
-      const float* dkvr = dkvJ + static_cast<size_t>(r) * hd;
-      float d = 0.0f;
-#pragma omp simd reduction(+ : d)
-      for (int c = 0; c < hd; c++) d += dkvr[c] * v[c];
-      dphi[r] = d + dks[static_cast<size_t>(J) * m + r];
-    }
-    pointwise::addRankRows<1>(dvt, 0, fk, dkvJ, m, hd);
-    featuresBackward(w, s, it.k + t * it.stride, fk, dphi, dlog, dk + t * it.stride);
+    const float* dksJ = dks + static_cast<size_t>(J) * m;
+    const float* fk = pk + static_cast<size_t>(t0) * m;
+    // dφ(k_t) = v_t·dkv_Jᵀ + dks_J; dv_t += φ(k_t)·dkv_J.
+    transpose(dkvJ, hd, m, hd, sc.sumsT.data());
+    for (int i = 0; i < tn; i++) std::copy(dksJ, dksJ + m, dphi + static_cast<size_t>(i) * m);
+    pointwise::addRankRowRange(dphi, m, it.v + t0 * it.stride, it.stride, sc.sumsT.data(), m, hd, m, 0, tn);
+    pointwise::addRankRowRange(dv + t0 * it.stride, it.stride, fk, m, dkvJ, hd, m, hd, 0, tn);
+    featuresBackward(w, s, tn, it.k + t0 * it.stride, it.stride, fk, dphi, sc.dd.data(), dk + t0 * it.stride);
   }
 }
 
@@ -241,6 +282,12 @@ PerformerTerm::PerformerTerm(std::vector<float> projection, int features, int he
     for (int J = 0; J < n_ && (!causal || J <= I); J++) dropped_[static_cast<size_t>(I) * n_ + J] = 1;
   for (int I = 0; I < n_; I++)
     for (int s = layout.rowPtr[I]; s < layout.rowPtr[I + 1]; s++) dropped_[static_cast<size_t>(I) * n_ + layout.colIdx[s]] = 0;
+  // ωᵀ·scale^½ (hd × m/2): the right-hand side of the features' product.
+  const int half = m_ / 2;
+  const float rootScale = sizesOf(0, m_, hd_, bs_, n_).rootScale;
+  wT_.resize(w_.size());
+  for (int r = 0; r < half; r++)
+    for (int c = 0; c < hd_; c++) wT_[static_cast<size_t>(c) * half + r] = rootScale * w_[static_cast<size_t>(r) * hd_ + c];
 }
 
 void PerformerTerm::forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx) {
@@ -254,14 +301,14 @@ void PerformerTerm::forward(const AttentionCore& core, const float* qkv, const f
   kvC_.resize(items * n * m * hd), kC_.resize(items * n * m);
   ws_.resize(items * T), wl_.resize(items * T);
   pointwise::parallelRanges(static_cast<int64_t>(items), itemsPerThread(items), [&](int64_t i0, int64_t i1) {
-    std::vector<float> kv(static_cast<size_t>(n) * m * hd), ks(static_cast<size_t>(n) * m);
+    Scratch scratch(s, false);
     for (int64_t item = i0; item < i1; item++) {
       const int b = static_cast<int>(item / H_), h = static_cast<int>(item % H_);
       const float* base = qkv + static_cast<size_t>(b) * T * 3 * D + h * hd;
       const Item it{base, base + D, base + 2 * D, 3 * D, D};
-      forwardItem(w_.data(), s, it, lse + item * T, dropped_.data(), ctx + static_cast<size_t>(b) * T * D + h * hd, &phiQ_[item * T * m],
+      forwardItem(wT_.data(), s, it, lse + item * T, dropped_.data(), ctx + static_cast<size_t>(b) * T * D + h * hd, &phiQ_[item * T * m],
                   &phiK_[item * T * m], &shiftQ_[item * T], &kvC_[item * n * m * hd], &kC_[item * n * m], &u_[item * T * hd], &ws_[item * T],
-                  &wl_[item * T], kv.data(), ks.data());
+                  &wl_[item * T], scratch);
     }
   });
 }
@@ -272,15 +319,14 @@ void PerformerTerm::backward(const AttentionCore& core, const float* qkv, const 
   const Sizes s = sizesOf(T, m, hd, bs_, n);
   const size_t items = static_cast<size_t>(B_) * H_;
   pointwise::parallelRanges(static_cast<int64_t>(items), itemsPerThread(items), [&](int64_t i0, int64_t i1) {
-    std::vector<float> dkvc(static_cast<size_t>(n) * m * hd), dkc(static_cast<size_t>(n) * m);
-    std::vector<float> dkv(static_cast<size_t>(n) * m * hd), dks(static_cast<size_t>(n) * m), dphi(m), dlog(m);
+    Scratch scratch(s, true);
     for (int64_t item = i0; item < i1; item++) {
       const int b = static_cast<int>(item / H_), h = static_cast<int>(item % H_);
       const size_t qkvAt = static_cast<size_t>(b) * T * 3 * D + h * hd, oAt = static_cast<size_t>(b) * T * D + h * hd;
       const Item it{qkv + qkvAt, qkv + qkvAt + D, qkv + qkvAt + 2 * D, 3 * D, D};
       backwardItem(w_.data(), s, it, dctx + oAt, &os_[oAt], dropped_.data(), &phiQ_[item * T * m], &phiK_[item * T * m], &kvC_[item * n * m * hd],
                    &kC_[item * n * m], &u_[item * T * hd], &ws_[item * T], &wl_[item * T], dSparse + oAt, dlse + item * T, dqkv + qkvAt,
-                   dqkv + qkvAt + D, dqkv + qkvAt + 2 * D, dkvc.data(), dkc.data(), dkv.data(), dks.data(), dphi.data(), dlog.data());
+                   dqkv + qkvAt + D, dqkv + qkvAt + 2 * D, scratch);
     }
   });
 }

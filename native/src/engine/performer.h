@@ -31,7 +31,8 @@ class PerformerTerm {
   void backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv);
 
  private:
-  std::vector<float> w_;  // [m/2][hd]
+  std::vector<float> w_;   // [m/2][hd]
+  std::vector<float> wT_;  // [hd][m/2]: ωᵀ·scale^½, the features' product's right-hand side
   int m_, hd_, bs_, n_;
   // Saved by forward, per (b, h) item: features of queries and keys (shifted, see (A5)), each query
   // block's sums over its dropped key blocks, the low-rank output u and the mixing weights.

@@ -122,18 +122,6 @@ PIXELFLY_CLONES void pixelflyGate(const float* x, int in, const float* gw, float
   }
 }
 
-namespace {
-
-// addRankRows over rows [r0, r1), four at a time.
-inline __attribute__((always_inline)) void addRankRowRange(float* dst, size_t ld, const float* c, const float* B, int rank,
-                                                           int n, int r0, int r1) {
-  int m = r0;
-  for (; m + 4 <= r1; m += 4) addRankRows<4>(dst + m * ld, ld, c + static_cast<size_t>(m) * rank, B, rank, n);
-  for (; m < r1; m++) addRankRows<1>(dst + m * ld, ld, c + static_cast<size_t>(m) * rank, B, rank, n);
-}
-
-}  // namespace
-
 PIXELFLY_CLONES void pixelflyLerpRows(float* y, int out, const float* gate, const float* bias, const float* hs,
                                       const float* Ut, int rank, int r0, int r1) {
   // Four rows at a time: gate and bias, then + (g∘h)·Uᵀ over the four while they are in L1.
@@ -150,7 +138,7 @@ PIXELFLY_CLONES void pixelflyLerpRows(float* y, int out, const float* gate, cons
         for (int j = 0; j < out; j++) ym[j] *= s;
       }
     }
-    addRankRowRange(y, static_cast<size_t>(out), hs, Ut, rank, out, q0, q1);
+    addRankRowRange(y, static_cast<size_t>(out), hs, rank, Ut, out, rank, out, q0, q1);
   }
 }
 
@@ -179,7 +167,7 @@ PIXELFLY_CLONES void pixelflyMixBackward(const float* x, int in, const float* gw
         dgw[i] += d * xm[i];
       }
     }
-    addRankRowRange(dx, static_cast<size_t>(in), dh, V, rank, in, q0, q1);
+    addRankRowRange(dx, static_cast<size_t>(in), dh, rank, V, in, rank, in, q0, q1);
   }
 }
 

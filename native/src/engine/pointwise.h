@@ -90,28 +90,38 @@ typedef float LowRankVec __attribute__((vector_size(kLowRankWidth * sizeof(float
 inline __attribute__((always_inline)) void loadVec(LowRankVec& v, const float* p) { __builtin_memcpy(&v, p, sizeof v); }
 inline __attribute__((always_inline)) void storeVec(float* p, const LowRankVec& v) { __builtin_memcpy(p, &v, sizeof v); }
 
-// Rows r = 0 .. MB−1 of dst (ld apart) += Σ_k c[r·rank + k]·B[k] (B: rank rows of n): a rank-r
-// product added in place, each slice of B read once for MB rows (row by row, B's rank × n floats
-// came from L2 for every row). Each element still adds its terms in k order.
+// Rows r = 0 .. MB−1 of dst (ld apart) += Σ_k c[r·ldc + k]·B[k·ldb + 0..n): a rank-r product added
+// in place, each slice of B read once for MB rows (row by row, B's rank × n floats came from L2 for
+// every row). Each element still adds its terms in k order.
 template <int MB>
-inline __attribute__((always_inline)) void addRankRows(float* dst, size_t ld, const float* c, const float* B, int rank, int n) {
+inline __attribute__((always_inline)) void addRankRows(float* dst, size_t ld, const float* c, size_t ldc, const float* B, size_t ldb,
+                                                       int rank, int n) {
   int j = 0;
   for (; j + kLowRankWidth <= n; j += kLowRankWidth) {
     LowRankVec acc[MB];
     for (int r = 0; r < MB; r++) loadVec(acc[r], dst + r * ld + j);
     for (int k = 0; k < rank; k++) {
       LowRankVec b;
-      loadVec(b, B + static_cast<size_t>(k) * n + j);
-      for (int r = 0; r < MB; r++) acc[r] += c[r * rank + k] * b;
+      loadVec(b, B + k * ldb + j);
+      for (int r = 0; r < MB; r++) acc[r] += c[r * ldc + k] * b;
     }
     for (int r = 0; r < MB; r++) storeVec(dst + r * ld + j, acc[r]);
   }
   for (; j < n; j++)
     for (int r = 0; r < MB; r++) {
       float a = dst[r * ld + j];
-      for (int k = 0; k < rank; k++) a += c[r * rank + k] * B[static_cast<size_t>(k) * n + j];
+      for (int k = 0; k < rank; k++) a += c[r * ldc + k] * B[k * ldb + j];
       dst[r * ld + j] = a;
     }
+}
+
+// addRankRows over rows [r0, r1) of dst and c, four at a time: dst (rows × n) += c (rows × rank)·B
+// (rank × n), every matrix row-major with its own row stride.
+inline __attribute__((always_inline)) void addRankRowRange(float* dst, size_t ld, const float* c, size_t ldc, const float* B,
+                                                           size_t ldb, int rank, int n, int r0, int r1) {
+  int m = r0;
+  for (; m + 4 <= r1; m += 4) addRankRows<4>(dst + m * ld, ld, c + m * ldc, ldc, B, ldb, rank, n);
+  for (; m < r1; m++) addRankRows<1>(dst + m * ld, ld, c + m * ldc, ldc, B, ldb, rank, n);
 }
 
 // dst_m = (1 − gate[m])·a_m for rows [r0, r1) of n columns.
