@@ -13,9 +13,10 @@
 //  2. A character-level GPT trained on a text file at context 2048 (default: the licence texts every
 //     Debian ships in /usr/share/common-licenses, concatenated in name order), dense vs Pixelfly
 //     attention (default block 64, butterfly size 32, 5 factors, 64 global tokens; --gpt-attention),
-//     the same seed, data order, dense MLPs and steps; median step time (first 3 steps excluded), the
-//     attention core's share of it, and the validation loss after the same steps. --features M adds
-//     a third run: the same layout with its low-rank term of M Performer features (ATTENTION.md (A4)).
+//     the same seed, data order, dense MLPs and steps, the variants' steps taken in turns of 10; median
+//     step time (first 3 steps excluded), the attention core's share of it, and the validation loss
+//     after the same steps. --features M adds a third run: the same layout with its low-rank term of
+//     M Performer features (ATTENTION.md (A4)).
 // --clock cpu (with --threads 1) times the layer part by the process's CPU time, which stays meaningful
 // when other work loads the machine (wall time then includes what the scheduler gave others).
 // Prints tables and writes JSON rows (default bench-results/attention.json):
@@ -336,22 +337,27 @@ async function trainBench(o: Options): Promise<TrainRow[]> {
     const rows: TrainRow[] = [];
     const variants: Array<[string, AttentionSpec]> = [['dense', { kind: 'dense' }], ['pixelfly', pixelfly]];
     if (o.features > 0 && pixelfly.kind === 'pixelfly') variants.push([`pixelfly+lowrank${o.features}`, { ...pixelfly, features: o.features }]);
+    // Every variant's model first, then their steps in turns of 10: a burst of load on the machine (a
+    // shared host's neighbours) hits every variant alike, not whichever was training then. Each model
+    // draws its own batches (its sampler is its own), so the turns change no model's run.
+    const before = load();
+    const runs = [];
     for (const [variant, attention] of variants) {
       const spec: GptSpec = { ...base, attention };
-      const before = load();
       const m = await createModel({
         spec, seed: 1, threads: o.threads,
         train: { batch: o.batch, lr: o.lr, totalSteps: o.steps, warmupSteps: Math.min(20, Math.floor(o.steps / 10)), weightDecay: 0.01 },
       });
-      const steps = [];
-      const chunk = 10;
-      for (let s = 0; s < o.steps; s += chunk) {
-        steps.push(...(await m.trainSteps(dataset, Math.min(chunk, o.steps - s))));
-        if (process.stdout.isTTY) {
-          const last = steps[steps.length - 1];
-          process.stdout.write(`\r  ${variant}: step ${steps.length}/${o.steps}, loss ${last.loss.toFixed(3)}, ${last.ms.total.toFixed(0)} ms/step   `);
-        }
+      runs.push({ variant, attention, m, steps: [] as Awaited<ReturnType<typeof m.trainSteps>> });
+    }
+    const chunk = 10;
+    for (let s = 0; s < o.steps; s += chunk) {
+      for (const run of runs) run.steps.push(...(await run.m.trainSteps(dataset, Math.min(chunk, o.steps - s))));
+      if (process.stdout.isTTY) {
+        process.stdout.write(`\r  step ${s + Math.min(chunk, o.steps - s)}/${o.steps}: ${runs.map((r) => `${r.variant} loss ${r.steps[r.steps.length - 1].loss.toFixed(3)}`).join(', ')}   `);
       }
+    }
+    for (const { variant, attention, m, steps } of runs) {
       const timed = steps.slice(3);
       const val = await m.evaluate(dataset);
       const after = load();
