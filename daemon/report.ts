@@ -179,6 +179,7 @@ ${whatTable}
 <p>Run <code>${esc(info.jobId)}</code> — state <b>${esc(info.state)}</b>, step ${info.step} of ${info.totalSteps}.
 Dataset: ${esc(ds ? `${ds.name}${ds.synthetic ? ' (synthetic task)' : ''}, ${ds.trainSize} train / ${ds.testSize} test samples` : 'unknown')}.
 ${info.backend ? `Engine: ${esc(info.backend)}${info.precision ? `, ${esc(info.precision)} products` : ''}${info.kernels ? ` (${esc(info.kernels)})` : ''}.` : ''}
+${info.precisionNote ? ` <span class="note">${esc(info.precisionNote)}.</span>` : ''}
 ${ds?.note ? `<br><span class="note">${esc(ds.note)}</span>` : ''}
 ${info.error && info.error !== why ? `<br><span class="note">Error: ${esc(info.error)}</span>` : ''}</p>
 ${summaryTable}

@@ -314,6 +314,8 @@ export const JobInfoSchema = z.object({
   backend: z.string().optional(),
   /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
   precision: z.string().optional(),
+  /** Why that precision, where the runner decided it (the PyTorch runner's 'auto': whether the model trains under torch.autocast). */
+  precisionNote: z.string().optional(),
   /** How the products ran: the CPU kernels' instruction set and bf16 path (e.g. 'avx512bf16 kernels, bf16 on avx512bf16'), or 'cuda'. */
   kernels: z.string().optional(),
   lastSeq: z.number().int().nonnegative(),

@@ -51,6 +51,8 @@ export interface PreparedJob {
   params: { pixelfly: number; dense?: number };
   backend?: string;
   precision?: string;
+  /** Why that precision (the PyTorch runner's 'auto'). */
+  precisionNote?: string;
   /** How the products ran (the CPU kernels' instruction set and bf16 path, or 'cuda'). */
   kernels?: string;
 }

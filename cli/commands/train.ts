@@ -167,7 +167,7 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
     // What was trained, in the words of the metrics panel, the runs view and the report.
     subject ? `model: ${subject.model}${subject.file ? ` in ${subject.file}` : ''} — ${describeRunner(subject)}; ${describeShape(subject)}` : '',
     subject?.runner === 'torch'
-      ? `Pixelfly layers: ${info.kernels ?? '?'}`
+      ? `Pixelfly layers: ${info.kernels ?? '?'}${info.precisionNote ? `; ${info.precisionNote}` : ''}`
       : info.backend
         ? `engine: ${info.backend}${info.precision ? `, ${info.precision} products` : ''}${info.kernels ? ` (${info.kernels})` : ''}`
         : '',

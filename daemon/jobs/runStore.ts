@@ -34,6 +34,7 @@ export interface RunState {
   backend?: string;
   /** The products' input precision there ('fp32', 'bf16' or 'fp16'). */
   precision?: string;
+  precisionNote?: string;
   /** How the products ran (the CPU kernels' instruction set and bf16 path, or 'cuda'). */
   kernels?: string;
   /** Parameter counts of the built models, known once the job has started. */

@@ -105,6 +105,7 @@ export class TorchProcessBackend implements TrainingBackend {
         tokensPerStep: prepared.tokensPerStep,
         backend: prepared.backend,
         precision: prepared.precision,
+        precisionNote: prepared.precisionNote,
         kernels: prepared.kernels ?? facts.kernels,
         runtime: facts.runtime,
         inputs: facts.inputs,

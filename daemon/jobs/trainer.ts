@@ -43,6 +43,8 @@ export interface TrainingSetup {
   /** Where the models compute ('cpu' or 'cuda'), the products' input precision there, and how they run (e.g. 'avx512bf16 kernels, bf16 on avx512bf16'). */
   backend?: string;
   precision?: string;
+  /** Why that precision, where the runner decided it ('auto' in the PyTorch runner). */
+  precisionNote?: string;
   kernels?: string;
   /** Frees the models and the data (a job process exits); safe to call twice. */
   close(): Promise<void>;

@@ -812,8 +812,7 @@ class Job:
             self.variants[name] = v
         tokens = self.inputs["kind"] == "tokens"
         unused = f"settings {', '.join(self.unused)} are not {self.req['model']['name']}'s parameters (the analysis' own pins): not passed" if self.unused else None
-        note = "; ".join(n for n in (self.data.note, self.inputs_note, f"loss: {self.call.note or 'to be seen at the first step'}", unused,
-                                     precision_note) if n)
+        note = "; ".join(n for n in (self.data.note, self.inputs_note, f"loss: {self.call.note or 'to be seen at the first step'}", unused) if n)
         return {
             "dataset": {
                 "kind": self.data.kind, "name": self.data.name, "synthetic": self.data.kind == "synthetic", "note": note,
@@ -825,6 +824,7 @@ class Job:
             "params": {k: v.params for k, v in self.variants.items()},
             "backend": "cpu",
             "precision": self.precision,
+            **({"precisionNote": precision_note} if precision_note else {}),
             "kernels": pixelfly_torch.backend(dtype=torch.bfloat16 if self.precision == "bf16" else torch.float32),
         }
 
