@@ -75,6 +75,7 @@ export function runDetailLines(info: JobInfo): string[] {
     }
     lines.push(describeShape(d));
   }
+  if (info.precisionNote) lines.push(info.precisionNote);
   const memory = memoryOf(info);
   if (memory.estimated !== undefined || memory.peak !== undefined) {
     lines.push(`memory: ${[memory.estimated !== undefined ? `estimated ${formatBytes(memory.estimated)}` : '', memory.peak !== undefined ? `measured peak ${formatBytes(memory.peak)}` : ''].filter(Boolean).join(', ')}`);

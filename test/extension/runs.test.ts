@@ -188,6 +188,8 @@ describe('what a run trains (runs view, metrics page)', () => {
       state: 'interrupted',
       endReason: 'the daemon was stopped; resume continues from the last checkpoint',
       subject: { runner: 'torch', model: 'GPT2LMHeadModel', file: '/ws/hf/modeling_gpt2.py', dataset: 'synthetic (seeded) data', batchSize: 4, context: 128 },
+      precision: 'fp32',
+      precisionNote: "precision auto: fp32, as torch 1.13's autocast(bfloat16) fails on this model (RuntimeError: …)",
     };
     const d = runDetailsView(torch)!;
     assert.equal(d.runner, 'your PyTorch model');
@@ -195,6 +197,7 @@ describe('what a run trains (runs view, metrics page)', () => {
     assert.equal(d.params, undefined, 'no parameter counts before the models are built');
     assert.equal(d.report, false);
     assert.match(runDetailLines(torch).join('\n'), /^interrupted: the daemon was stopped; resume continues from the last checkpoint$/m);
+    assert.match(runDetailLines(torch).join('\n'), /^precision auto: fp32, as torch 1\.13's autocast\(bfloat16\) fails on this model/m, 'why the runner chose its precision');
     assert.match(runDescription(torch), / · PyTorch · modeling_gpt2\.py$/);
     // A run recorded before the daemon described runs: nothing invented.
     assert.equal(runDetailsView(JOB), undefined);
