@@ -92,13 +92,13 @@ inline __attribute__((always_inline)) void sumOverDropped(const char* dropped, i
 // Scratch of one thread: a block's worth of rows (bs tokens) of each kind the products need.
 struct Scratch {
   std::vector<float> kv, ks;      // n × m × hd, n × m: per key block sums (forward), or their gradients (backward)
-  std::vector<float> kv2, ks2;    // the same sizes: the backward's per query block gradients
+  std::vector<float> kvQ, ksQ;    // the same sizes: the backward's gradients of each query block's sums
   std::vector<float> phiT;        // m × bs: a block's features, transposed
   std::vector<float> sumsT;       // hd × m: a block's kv sums (or their gradient), transposed
   std::vector<float> du, dphi, dd, dz;  // bs × hd, bs × m, bs × m/2, bs
   Scratch(const Sizes& s, bool backward)
-      : kv(static_cast<size_t>(s.n) * s.m * s.hd), ks(static_cast<size_t>(s.n) * s.m), kv2(backward ? kv.size() : 0),
-        ks2(backward ? ks.size() : 0), phiT(static_cast<size_t>(s.m) * s.bs), sumsT(static_cast<size_t>(s.hd) * s.m),
+      : kv(static_cast<size_t>(s.n) * s.m * s.hd), ks(static_cast<size_t>(s.n) * s.m), kvQ(backward ? kv.size() : 0),
+        ksQ(backward ? ks.size() : 0), phiT(static_cast<size_t>(s.m) * s.bs), sumsT(static_cast<size_t>(s.hd) * s.m),
         du(backward ? static_cast<size_t>(s.bs) * s.hd : 0), dphi(backward ? static_cast<size_t>(s.bs) * s.m : 0),
         dd(backward ? static_cast<size_t>(s.bs) * (s.m / 2) : 0), dz(backward ? s.bs : 0) {}
 };
@@ -200,8 +200,8 @@ PIXELFLY_CLONES void backwardItem(const float* w, const Sizes& s, const Item& it
                                   const float* pq, const float* pk, const float* kvc, const float* kc, const float* u, const float* ws,
                                   const float* wl, float* dS, float* dlse, float* dq, float* dk, float* dv, Scratch& sc) {
   const int T = s.T, m = s.m, hd = s.hd, n = s.n, bs = s.bs;
-  float* dkvc = sc.kv2.data();
-  float* dkc = sc.ks2.data();
+  float* dkvc = sc.kvQ.data();
+  float* dkc = sc.ksQ.data();
   float *du = sc.du.data(), *dphi = sc.dphi.data(), *dz = sc.dz.data();
   for (int I = 0; I < n; I++) {
     const int t0 = I * bs, tn = std::max(0, std::min(bs, T - t0));
