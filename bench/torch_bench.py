@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 import pixelfly_torch as pt
 from pixelfly_torch.functional import masked_dense_linear
-from pixelfly_torch.runner import autocast_norms
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -279,7 +278,7 @@ def step_rows(cfg):
             # Mixed precision, as the runner and most training loops use it: fp32 weights, bf16 products.
             for name, model in (("torch_autocast", main[0].model), ("pixelfly_autocast", main[1].model)):
                 model = copy.deepcopy(model)
-                autocast_norms(model)
+                pt.autocast_norms(model)
                 extra.append(Variant(name, model, 0.0, "autocast"))
         # Timing only (lr 0 keeps the trained weights): these variants compute the same model, also
         # in alternating steps.

@@ -11,6 +11,7 @@ optionally with the authors' low-rank term. ``PixelflyLinear`` is a drop-in ``nn
 on a masked dense weight (the same function, no speedup; a warning says why).
 """
 from .attention import PixelflyMultiheadAttention
+from .autocast import autocast_norms
 from .attention_core import (AttentionLayout, PerformerFeatures, PixelflyAttention, attention_layout, attention_reference,
                              pixelfly_attention)
 from .extension import PixelflyFallbackWarning, backend, cuda_reason, native_reason
@@ -35,6 +36,7 @@ __all__ = [
     "Replacement",
     "attention_layout",
     "attention_reference",
+    "autocast_norms",
     "backend",
     "block_index",
     "config_kwargs",

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 import pixelfly_torch
 from pixelfly_torch import sizing
+from pixelfly_torch.autocast import autocast_norms
 
 # Names a model's constructor gives its config object (the analysis' list: server/analysis/analyze.ts).
 CONFIG_ARG = re.compile(r"^(config|cfg|args|hparams|params|conf|model_args|model_config)$", re.I)
@@ -592,23 +593,6 @@ def resolve_precision(asked, probe):
     return "bf16", f"precision auto: bf16 products ({path}) under torch.autocast, weights fp32"
 
 
-def _norm_input_fp32(module, args):
-    """torch's CUDA autocast runs layer_norm and group_norm in fp32; torch 1.13's CPU autocast leaves
-    them out, and they fail on the bf16 output of an autocast product (weights fp32). This pre-hook
-    applies the CUDA policy: under CPU autocast a bf16 input is normalised in fp32."""
-    if args and torch.is_tensor(args[0]) and args[0].dtype == torch.bfloat16 and torch.is_autocast_cpu_enabled():
-        return (args[0].float(), *args[1:])
-    return None
-
-
-def autocast_norms(model):
-    """Both variants' LayerNorm and GroupNorm modules normalise in fp32 under CPU autocast (a norm the
-    model calls as a function is not reached: such a model may still fail autocast, and trains in fp32)."""
-    for m in model.modules():
-        if isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
-            m.register_forward_pre_hook(_norm_input_fp32)
-
-
 class Variant:
     def __init__(self, model, call, hyper, total_steps, precision="fp32"):
         self.model, self.call, self.hyper = model, call, hyper
@@ -796,6 +780,7 @@ class Job:
         if not self.models:
             raise RuntimeError("inspect the job first")
         hyper = req["hyper"]
+        # Both variants' norms in fp32 under autocast (torch 1.13's CPU autocast fails on them otherwise).
         for model in self.models.values():
             autocast_norms(model)
         self.precision, precision_note = resolve_precision(hyper.get("precision", "auto"), self._autocast_probe)

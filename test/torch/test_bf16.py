@@ -70,6 +70,26 @@ class Bf16(Case):
         self.assertClose(y.detach().float(), want_y, 1.5e-2, "y after a bf16 product")
         self.assertEqual(layer.sparse.weight.grad.dtype, torch.float32)
 
+    def test_autocast_norms_lets_a_layernorm_follow_a_product(self):
+        # torch 1.13's CPU autocast fails on LayerNorm(bf16 product output); autocast_norms gives the
+        # norm CUDA autocast's policy (fp32), and leaves the model as it was outside autocast.
+        model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.LayerNorm(128), make_layer(128, 96, block=32, butterfly_size=4, n_factors=2, rank=4))
+        x = torch.randn(40, 64)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with self.assertRaisesRegex(RuntimeError, "expected scalar type BFloat16 but found Float"):
+                model(x)
+        handles = pt.autocast_norms(model)
+        self.assertEqual(len(handles), 1)
+        want = model(x).detach()  # fp32, no autocast: the hook does nothing
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+        y.float().sum().backward()
+        self.assertEqual(y.dtype, torch.bfloat16)
+        self.assertClose(y.detach().float(), want, 3e-2, "bf16 products, fp32 norm")
+        self.assertTrue(all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters()))
+        for h in handles:
+            h.remove()
+
     def test_every_bf16_path_this_cpu_has(self):
         ops = pt.extension.ops
         best = ops.isa()
