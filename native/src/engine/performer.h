@@ -19,7 +19,6 @@ class PerformerTerm {
   // (core/attention.ts performerProjection) and fixed; m = `features` (even). layout: the core's
   // score layout, whose dropped blocks (allowed, not kept) are found once here.
   PerformerTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout, bool causal);
-  int features() const { return m_; }
 
   // ctx holds the sparse part's output o^s on entry ([B, T, D]) and (A4)'s output on return;
   // lse ([B, H, T]) is the sparse part's. Keeps o^s and what the backward needs.
