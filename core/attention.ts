@@ -125,6 +125,11 @@ export function attentionCoreFlops(T: number, dim: number, causal: boolean, dens
 /** Most Performer features a low-rank term may take (the authors use at most a few hundred). */
 export const MAX_ATTENTION_FEATURES = 1024;
 
+/** The Performer features of a layout's low-rank term (ATTENTION.md (A4)); 0 when it has none. */
+export function lowRankFeatures(spec: AttentionSpec | undefined): number {
+  return spec?.kind === 'pixelfly' ? spec.features ?? 0 : 0;
+}
+
 /**
  * Training FLOPs of the low-rank term of one attention core per sample (ATTENTION.md (A4)): the
  * features of q and k (T·m·d multiply-adds), the key blocks' sums φ(k)·vᵀ and each query's

@@ -19,6 +19,7 @@
  * The PyTorch runner's estimate (estimateTorchMemory, below) starts from what its worker measured
  * on the built model instead of a spec.
  */
+import { lowRankFeatures } from './attention';
 import { layoutSummary } from './layout';
 import { patchTokens, type GptSpec, type ModelSpec, type VitSpec } from './modelSpec';
 import { pixelflyLinearCost, type PixelflyConfig } from './pixelflyLayer';
@@ -294,8 +295,8 @@ function modelOf(spec: ModelSpec, walk: ModelWalk): { net: Mod; rowsPerSample: n
 /** The low-rank term of a transformer spec's attention cores over T tokens: its features and score-block rows. */
 function lowRankOf(spec: VitSpec | GptSpec, T: number): { features: number; blocks: number } | undefined {
   const a = spec.attention;
-  if (a?.kind !== 'pixelfly' || !a.features) return undefined;
-  return { features: a.features, blocks: Math.ceil(T / a.block) };
+  const features = lowRankFeatures(a);
+  return a?.kind === 'pixelfly' && features > 0 ? { features, blocks: Math.ceil(T / a.block) } : undefined;
 }
 
 /** One model on the native engine (the Pixelfly one with the plan's layers, or the dense one without). */

@@ -25,7 +25,7 @@
  * Pure TypeScript (no Node imports), like the rest of core/.
  */
 import type { Inventory, InventoryLayer } from './inventory';
-import { ATTENTION_KINDS, attentionLayout, MAX_ATTENTION_FEATURES, type AttentionSpec } from './attention';
+import { ATTENTION_KINDS, attentionLayout, lowRankFeatures, MAX_ATTENTION_FEATURES, type AttentionSpec } from './attention';
 import { PixelflyConfigError } from './errors';
 
 export const MODEL_SPEC_VERSION = 1;
@@ -282,7 +282,7 @@ export function specInventory(spec: ModelSpec): Inventory {
   const causal = spec.kind === 'gpt';
   const att = specAttention(spec);
   const scoreDensity = att?.attention.kind === 'pixelfly' ? attentionLayout(att.T, att.attention, att.causal).density : undefined;
-  const features = att?.attention.kind === 'pixelfly' ? att.attention.features ?? 0 : 0;
+  const features = lowRankFeatures(att?.attention);
   const core = { ...(causal ? { causal } : {}), ...(scoreDensity !== undefined ? { scoreDensity } : {}), ...(features > 0 ? { lowRankFeatures: features } : {}) };
   const add = (name: string, role: InventoryLayer['role'], inF: number, outF: number, count: number, rowsPerSample: number) =>
     layers.push({ name, role, in: inF, out: outF, count, rowsPerSample, ...(role === 'attn_core' ? core : {}) });

@@ -17,7 +17,7 @@ import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import { parseModelSpec, specAttention, specInventory, type ModelSpec } from '../core/modelSpec';
-import { attentionLayout, performerProjection, type AttentionSpec } from '../core/attention';
+import { attentionLayout, lowRankFeatures, performerProjection, type AttentionSpec } from '../core/attention';
 import type { LoadedData } from './datasets';
 
 // ------------------------------------------------------------------------------- addon
@@ -248,7 +248,7 @@ function nativeAttention(T: number, spec: AttentionSpec | undefined, causal: boo
  * drawn from the model's seed (so a resumed run, built from the same seed, has the same ones).
  */
 function nativeLowRank(spec: AttentionSpec | undefined, count: number, headDim: number, seed: number): Record<string, unknown> {
-  const m = spec?.kind === 'pixelfly' ? spec.features ?? 0 : 0;
+  const m = lowRankFeatures(spec);
   return m > 0 ? { attentionFeatures: m, attentionProjection: performerProjection(count, m, headDim, seed) } : {};
 }
 

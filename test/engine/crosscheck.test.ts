@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { flatBlockButterflyLayout, layoutRows, type ButterflyParams } from '../../core/layout';
-import { attentionLayout, performerProjection, type AttentionSpec } from '../../core/attention';
+import { attentionLayout, lowRankFeatures, performerProjection, type AttentionSpec } from '../../core/attention';
 import { createModel, createProbe, EngineDataset, pixelflyLayerConfig } from '../../native/engine';
 import { syntheticClassification } from '../../native/datasets';
 import { mulberry32 } from '../../core/random';
@@ -51,8 +51,7 @@ async function crossCheck(layer: string, model: Record<string, unknown>, pf: PfL
     const causal = model.causal === true;
     const scores = layer === 'transformer_block' ? attentionLayout(dims.inT, (model.attention as AttentionSpec) ?? { kind: 'dense' }, causal).layout : undefined;
     // The low-rank term's projection is drawn from the probe's seed (11), as createProbe draws it.
-    const spec = model.attention as AttentionSpec | undefined;
-    const features = spec?.kind === 'pixelfly' ? spec.features ?? 0 : 0;
+    const features = lowRankFeatures(model.attention as AttentionSpec | undefined);
     const lowRank = features > 0 ? { features, projection: Array.from(performerProjection(1, features, (model.dim as number) / (model.heads as number), 11)) } : {};
     const attention = scores && { rows: layoutRows(scores), block: scores.block, causal, heads: model.heads, ...lowRank };
     writeFileSync(
