@@ -582,7 +582,9 @@ def resolve_precision(asked, probe):
     if asked != "auto":
         return asked, None
     ops = pixelfly_torch.extension.ops
-    path = ops.bf16_path() if ops is not None else "fp32-fallback"
+    if ops is None:
+        return "fp32", f"precision auto: fp32, as pixelfly_torch runs masked-dense ({pixelfly_torch.extension.native_reason()})"[:400]
+    path = ops.bf16_path()
     if path == "fp32-fallback":
         return "fp32", "precision auto: fp32 (the kernels have no bf16 products on this CPU)"
     try:

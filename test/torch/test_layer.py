@@ -157,3 +157,13 @@ class Fallback(Case):
         self.assertEqual(len(disabled["warnings"]), 1)
         self.assertEqual(native["warnings"], [])
         self.assertClose(torch.tensor(native["y"]), torch.tensor(disabled["y"]), 2e-5, "native vs masked-dense")
+
+    def test_auto_precision_without_the_extension_names_the_extension(self):
+        # 'auto' trains fp32 on masked dense; the reason is the missing extension, not the CPU.
+        script = ("import json; from pixelfly_torch import runner\n"
+                  "def probe(): raise AssertionError('the probe must not run without the extension')\n"
+                  "print(json.dumps(runner.resolve_precision('auto', probe)))")
+        precision, note = run_python(script, PACKAGE.parent, PIXELFLY_TORCH_NATIVE="0")
+        self.assertEqual(precision, "fp32")
+        self.assertIn("pixelfly_torch runs masked-dense", note)
+        self.assertIn("disabled by PIXELFLY_TORCH_NATIVE=0", note)
