@@ -208,14 +208,15 @@ class ModelWalk {
   /**
    * lowRank: Pixelfly attention's low-rank term (native/src/engine/performer.h), m features over n
    * score-block rows: it keeps every query's and key's features (2·heads·T·m), each query block's
-   * sums (n·m·(D + heads)), its output u and the sparse part's o^s (2·T·D) and two weights a row;
+   * sums (n·m·(D + heads)), its output u and the sparse part's o^s (2·T·D), and a row's shift of
+   * its query features and its two weights (3·heads·T);
    * its backward o^s's and lse's gradients and its own dqkv (T·D + heads·T + 3·T·D).
    */
   transformerBlock(T: number, D: number, heads: number, hidden: number, lowRank?: { features: number; blocks: number }): Mod[] {
     const qkv = this.linear('blocks.attn.qkv', T, D, 3 * D);
     const proj = this.linear('blocks.attn.proj', T, D, D);
     const m = lowRank?.features ?? 0, n = lowRank?.blocks ?? 0;
-    const lowRankForward = m > 0 ? 2 * heads * T * m + n * m * (D + heads) + 2 * T * D + 2 * heads * T : 0;
+    const lowRankForward = m > 0 ? 2 * heads * T * m + n * m * (D + heads) + 2 * T * D + 3 * heads * T : 0;
     const lowRankBackward = m > 0 ? T * D + heads * T + 3 * T * D : 0;
     const attention: Mod = {
       inSize: T * D,
