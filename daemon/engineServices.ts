@@ -96,7 +96,7 @@ export function admitEngineJob(request: TrainingRequest, runsRoot: string, run?:
   checkDatasetPath(request.dataset);
   const threads = request.hyper.threads > 0 ? request.hyper.threads : defaultThreads();
   const input = memoryInput(spec, request, threads, (run?.checkpoints().length ?? 0) > 0);
-  const granted = admit(input, request.dataset.kind);
+  const granted = admit(input, request.dataset.kind, request.hyper.memoryLimitBytes);
   // A checkpoint holds parameters and both AdamW moments of each model, and the batch order.
   const { estimate } = granted;
   const perCheckpoint = 12 * (estimate.pixelfly.params + (estimate.dense?.params ?? 0)) + 16 * input.dataset.trainSamples + 64 * 1024;

@@ -73,6 +73,33 @@ export function reserveBytes(m: MachineMemory): number {
   return Math.max(512 * 1024 ** 2, 0.05 * m.totalBytes);
 }
 
+/** A resident size a running job is stopped above, and what sets it (for the stop message). */
+export interface MemoryLimit {
+  bytes: number;
+  why: string;
+}
+
+/**
+ * A job's own memory limit is a hard stop while it runs, and the estimate it is admitted with is
+ * measured within a few percent of the peak but promised only within 25%: admission keeps this
+ * share of the limit for the estimate's error, so that a job admitted near it is not stopped.
+ */
+const LIMIT_HEADROOM = 0.15;
+
+/**
+ * What a job may be given: the machine's free memory less the reserve, and at most its own limit
+ * (hyper.memoryLimitBytes; 0: none) less the headroom. `why` says which bound it is, for refusals.
+ */
+export function jobBudget(m: MachineMemory, limitBytes = 0): { budgetBytes: number; why: string } {
+  const machineBytes = Math.max(0, m.availableBytes - reserveBytes(m));
+  const machineWhy = `${formatBytes(m.availableBytes)} free, ${formatBytes(reserveBytes(m))} kept for the rest of the machine`;
+  const limitBudget = Math.floor((1 - LIMIT_HEADROOM) * limitBytes);
+  if (limitBytes > 0 && limitBudget < machineBytes) {
+    return { budgetBytes: limitBudget, why: `the job's memory limit of ${formatBytes(limitBytes)}, less ${100 * LIMIT_HEADROOM}% for the estimate's error; the machine could give ${formatBytes(machineBytes)}` };
+  }
+  return { budgetBytes: machineBytes, why: machineWhy };
+}
+
 /** Below this much free memory a running job is stopped, before the kernel's OOM killer picks something. */
 export function floorBytes(m: MachineMemory): number {
   return Math.max(128 * 1024 ** 2, 0.01 * m.totalBytes);
@@ -217,15 +244,15 @@ function describeFit(fit: ReturnType<typeof suggestFit>, batch: number): string 
  * Checks a job against the machine before anything is allocated; throws REJECTED with the
  * estimate, what is free, and a size that fits.
  */
-export function admit(input: TrainingMemoryInput, kind: DatasetRequest['kind'], machine = machineMemory()): Admission {
+export function admit(input: TrainingMemoryInput, kind: DatasetRequest['kind'], limitBytes = 0, machine = machineMemory()): Admission {
   const estimate = estimateTrainingMemory(input);
-  const budgetBytes = Math.max(0, machine.availableBytes - reserveBytes(machine));
+  const { budgetBytes, why } = jobBudget(machine, limitBytes);
   if (estimate.totalBytes > budgetBytes) {
     const fits = suggestFit(input, budgetBytes);
     const data: MemoryRefusal = { reason: 'memory', neededBytes: estimate.totalBytes, availableBytes: machine.availableBytes, budgetBytes, parts: estimate.parts, fits };
     throw new RejectedError(
       `this job needs about ${formatBytes(estimate.totalBytes)} of memory (${describeParts(estimate.parts)}; peak while ${estimate.peakPhase === 'train' ? 'training' : `${estimate.peakPhase === 'build' ? 'building the models' : estimate.peakPhase === 'load' ? 'loading the dataset' : 'resuming from a checkpoint'}`}), ` +
-        `but only ${formatBytes(budgetBytes)} can be given to it (${formatBytes(machine.availableBytes)} free, ${formatBytes(reserveBytes(machine))} kept for the rest of the machine); ${describeFit(fits, input.batch)}`,
+        `but only ${formatBytes(budgetBytes)} can be given to it (${why}); ${describeFit(fits, input.batch)}`,
       data,
     );
   }
@@ -275,9 +302,9 @@ export function torchDatasetMemory(inputs: ModelInputs, req: DatasetRequest): Da
  * worker builds it (`built` false), then built (before the optimizers, the data and any batch exist). The estimate
  * against what the machine can give; REJECTED with the numbers and a batch or context that fits.
  */
-export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind'], built: boolean, machine = machineMemory()): Admission {
+export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind'], built: boolean, limitBytes = 0, machine = machineMemory()): Admission {
   const estimate = estimateTorchMemory(input);
-  const budgetBytes = Math.max(0, machine.availableBytes - reserveBytes(machine));
+  const { budgetBytes, why } = jobBudget(machine, limitBytes);
   if (estimate.totalBytes > budgetBytes) {
     const fits = suggestTorchFit(input, budgetBytes);
     const data: MemoryRefusal = { reason: 'memory', neededBytes: estimate.totalBytes, availableBytes: machine.availableBytes, budgetBytes, parts: estimate.parts, fits };
@@ -285,7 +312,7 @@ export function admitTorch(input: TorchMemoryInput, kind: DatasetRequest['kind']
       `this job needs about ${formatBytes(estimate.totalBytes)} of memory (${describeParts(estimate.parts)}, PyTorch ${formatBytes(input.baseBytes)}; ` +
         `both models' parameters, gradients and AdamW state, one model's activations at batch ${input.batch}; ` +
         `${built ? 'measured on the built model' : 'read from the model sized on the meta device, before building it'}), ` +
-        `but only ${formatBytes(budgetBytes)} can be given to it (${formatBytes(machine.availableBytes)} free, ${formatBytes(reserveBytes(machine))} kept for the rest of the machine); ` +
+        `but only ${formatBytes(budgetBytes)} can be given to it (${why}); ` +
         (fits ? `a size that fits: ${'field' in fits ? `${fits.field} ${fits.value} with batchSize ${fits.batchSize}` : `batchSize ${fits.batchSize}`}` : 'no batch size or context fits: reduce the model'),
       data,
     );

@@ -7,7 +7,7 @@ import { extname, isAbsolute } from 'node:path';
 import type { ModelFacts } from '../protocol/engineJob';
 import { notAFile } from '../io/userFile';
 import type { EngineServices } from './main';
-import { admitTorch, machineMemory, torchDatasetMemory } from './memory';
+import { admitTorch, jobBudget, machineMemory, torchDatasetMemory, type MemoryLimit } from './memory';
 import { RejectedError, type TrainingBackend, type TrainingRequest } from './jobs/trainer';
 import { TorchProcessBackend, type TorchGrant } from './jobs/torchProcess';
 import { checkDatasetPath } from './engineServices';
@@ -71,11 +71,18 @@ export function admitTorchModel(facts: ModelFacts, request: TrainingRequest, res
     },
     request.dataset.kind,
     built,
+    request.hyper.memoryLimitBytes,
     machine,
   );
   const estimatedBytes = granted.estimate.totalBytes;
-  // Never past what the machine could give it; within that, a job far above its estimate is a runaway.
-  return { estimatedBytes, limitBytes: Math.min(granted.budgetBytes, Math.max(LIMIT_SLACK * estimatedBytes, estimatedBytes + 256 * 1024 ** 2)), maxDataBytes: granted.maxDataBytes };
+  // A job far above its estimate is a runaway; none may pass what the machine can give or its own limit.
+  const limits: MemoryLimit[] = [
+    { bytes: Math.max(LIMIT_SLACK * estimatedBytes, estimatedBytes + 256 * 1024 ** 2), why: 'its estimate and some slack' },
+    { bytes: jobBudget(machine).budgetBytes, why: 'what the machine can give it' },
+    ...(request.hyper.memoryLimitBytes > 0 ? [{ bytes: request.hyper.memoryLimitBytes, why: "the job's memory limit" }] : []),
+  ];
+  const limit = limits.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+  return { estimatedBytes, limit, maxDataBytes: granted.maxDataBytes };
 }
 
 /** The engine's services with the PyTorch runner beside them: each job goes to the runner it names. */

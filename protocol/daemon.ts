@@ -201,6 +201,11 @@ export const HyperparametersSchema = z.strictObject({
   evalSamples: z.number().int().nonnegative().default(0),
   /** Engine threads; 0 lets the engine choose. */
   threads: z.number().int().nonnegative().max(256).default(0),
+  /**
+   * At most this many bytes for the job's process (0: what the machine has free, less its reserve).
+   * A job estimated above it is refused with a size that fits; a running job that grows past it is stopped.
+   */
+  memoryLimitBytes: z.number().int().nonnegative().max(2 ** 50).default(0),
   /** Compute backend: 'auto' = CUDA when the daemon's machine has a usable GPU, else CPU; 'cpu' forces the CPU. */
   backend: z.enum(BACKEND_CHOICES).default('auto'),
   /** Products' input precision: 'auto' = bf16 on CUDA (tensor cores) and on CPUs with bf16 instructions (AMX, AVX512-BF16), else fp32; master weights stay fp32. */

@@ -39,6 +39,8 @@ export class EngineProcessBackend implements TrainingBackend {
         execArgv: [],
       }),
     );
+    // The engine's estimate is close (test/daemon/memory.test.ts): only a limit the job asked for stops it early.
+    if (request.hyper.memoryLimitBytes > 0) proc.limit = { bytes: request.hyper.memoryLimitBytes, why: "the job's memory limit" };
     stopOnAbort(proc, options.signal);
     try {
       const prepared = (await proc.call({ op: 'prepare', request, maxDataBytes: options.maxDataBytes }, 'loading the data and building the models')) as PreparedJob;

@@ -15,7 +15,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { JobReply, JobRequest } from '../../protocol/engineJob';
 import { formatBytes } from '../../io/userFile';
-import { floorBytes, machineMemory, processMemory } from '../memory';
+import { floorBytes, machineMemory, processMemory, type MemoryLimit } from '../memory';
 import { DivergedError } from './runner';
 import { CheckpointError, describeIoError, JobIoError, ModelError, RejectedError, RunnerStoppedError } from './trainer';
 
@@ -42,8 +42,8 @@ export class JobProcess {
   private readonly watch: NodeJS.Timeout;
   readonly exited: Promise<void>;
 
-  /** Resident size above which the job is stopped (what it was admitted with, and some slack); set once known. */
-  limitBytes: number | undefined;
+  /** Resident size above which the job is stopped; set once known. */
+  limit: MemoryLimit | undefined;
   /** What the stop message calls the job's process. */
   private readonly what: string;
 
@@ -150,9 +150,9 @@ export class JobProcess {
   private check(): void {
     this.recordPeak();
     const rss = processMemory(this.child.pid ?? 0)?.rssBytes ?? 0;
-    if (this.limitBytes !== undefined && rss > this.limitBytes) {
+    if (this.limit !== undefined && rss > this.limit.bytes) {
       this.stop(
-        `stopped: the job grew to ${formatBytes(rss)}, past the ${formatBytes(this.limitBytes)} it may hold (its estimate and some slack); ` +
+        `stopped: the job grew to ${formatBytes(rss)}, past the ${formatBytes(this.limit.bytes)} it may hold (${this.limit.why}); ` +
           'stopped before it could take the machine\'s memory (a smaller batch or context fits)',
       );
       return;

@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { TORCH_RUNNER_MODULE, type InspectReply, type ModelFacts, type PreparedJob, type SizeReply } from '../../protocol/engineJob';
+import type { MemoryLimit } from '../memory';
 import { JobProcess, type JobProcessOptions } from './jobProcess';
 import { processTrainer, stopOnAbort } from './engineProcess';
 import { RejectedError, type PrepareOptions, type TrainingBackend, type TrainingRequest, type TrainingSetup } from './trainer';
@@ -30,8 +31,8 @@ const MIN_SETUP_TIMEOUT_MS = 300_000;
 
 export interface TorchGrant {
   estimatedBytes: number;
-  /** Resident size the worker may not pass (the job is stopped, saying so). */
-  limitBytes: number;
+  /** Resident size the worker may not pass (the job is stopped, saying so), and what sets it. */
+  limit: MemoryLimit;
   maxDataBytes: number;
 }
 
@@ -89,11 +90,11 @@ export class TorchProcessBackend implements TrainingBackend {
       const setupMs = Math.max(timeoutMs, MIN_SETUP_TIMEOUT_MS);
       const resuming = options.resuming === true;
       const sized = (await proc.call({ op: 'size', request }, `importing ${model.file} and sizing ${model.name}`, setupMs)) as SizeReply;
-      if (sized.sized) proc.limitBytes = this.opts.admit(sized, request, resuming, false).limitBytes;
+      if (sized.sized) proc.limit = this.opts.admit(sized, request, resuming, false).limit;
       else this.opts.log(`torch job: ${model.name} is admitted once built: ${sized.reason}`);
       const facts = (await proc.call({ op: 'inspect', request }, `building ${model.name}`, setupMs)) as InspectReply;
       const grant = this.opts.admit(facts, request, resuming, true);
-      proc.limitBytes = grant.limitBytes;
+      proc.limit = grant.limit;
       const prepared = (await proc.call(
         { op: 'prepare', request, maxDataBytes: Math.min(options.maxDataBytes, grant.maxDataBytes) },
         'loading the data and making the optimizers',

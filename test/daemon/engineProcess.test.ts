@@ -39,6 +39,16 @@ test('a job process is stopped with the numbers when free memory falls below the
   assert.match(err.message, /^stopped: the machine's free memory fell to [\d.]+ \w+ \(this job's process held [\d.]+ \w+, at most [\d.]+ \w+\); stopped before the kernel's out-of-memory killer would pick a process/);
 });
 
+test('a job process is stopped with the numbers when it grows past the job\'s memory limit', { skip, timeout: 30_000 }, async () => {
+  // A limit below any process's resident size: the first look stops the job.
+  const backend = new EngineProcessBackend({ log });
+  const req = request();
+  const setup = await backend.prepare({ ...req, hyper: { ...req.hyper, memoryLimitBytes: 1e6 } }, { maxDataBytes: 1e9 }).catch((e: Error) => e);
+  const err = setup instanceof Error ? setup : await setup.pixelfly.step().then(() => setup.close().then(() => new Error('a step ran past the limit')), async (e: Error) => (await setup.close(), e));
+  assert.ok(err instanceof RunnerStoppedError, String(err));
+  assert.match(err.message, /^stopped: the job grew to [\d.]+ MB, past the 1\.0 MB it may hold \(the job's memory limit\)/);
+});
+
 test('an abort stops the job at once, even while it loads its data; a corrupt checkpoint is reported as one', { skip, timeout: 30_000 }, async () => {
   const backend = new EngineProcessBackend({ log });
   const abort = new AbortController();

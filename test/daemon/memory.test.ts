@@ -122,6 +122,28 @@ test('the estimate is within 25% of the job process\'s measured peak, and counts
   process.stderr.write(`# memory estimate vs measured peak (job process VmHWM):\n${rows.map((r) => `#   ${r}`).join('\n')}\n`);
 });
 
+test('a job\'s own memory limit: refused above it with the batch that fits, which then trains within the limit', { skip, timeout: 120_000 }, async () => {
+  const limit = 1e9;
+  const params: Submit = {
+    spec: { kind: 'mixer', image: { channels: 1, height: 28, width: 28 }, patch: 4, dim: 256, depth: 2, tokenHidden: 128, channelHidden: 1024, classes: 10 },
+    plan: { layers: [px('blocks.channel_mix.fc1'), px('blocks.channel_mix.fc2')] },
+    dataset: { kind: 'synthetic' },
+    hyper: { epochs: 1, batchSize: 4096, lr: 1e-3, maxSteps: 3, threads: 2, evalSamples: 256, memoryLimitBytes: limit },
+  };
+  const refusal = await client.request('job.submit', params).then(
+    () => assert.fail('a job far above its memory limit was admitted'),
+    (e: Error & { data?: { budgetBytes: number; fits?: { batchSize: number } } }) => e,
+  );
+  assert.match(refusal.message, /but only 850 MB can be given to it \(the job's memory limit of 1\.0 GB, less 15% for the estimate's error; the machine could give [\d.]+ [GT]B\); a size that fits: batchSize (\d+)$/);
+  assert.equal(refusal.data?.budgetBytes, 0.85 * limit);
+  const batch = refusal.data?.fits?.batchSize ?? 0;
+  assert.ok(batch > 1 && batch < 4096, `offered batch ${batch}`);
+  const info = await run({ ...params, hyper: { ...params.hyper, batchSize: batch } });
+  assert.equal(info.state, 'completed', info.error);
+  const peak = info.peakMemoryBytes ?? Infinity;
+  assert.ok(peak <= limit, `batch ${batch}: measured peak ${MiB(peak)} above the limit ${MiB(limit)}`);
+});
+
 test('the daemon\'s memory returns to its idle level after jobs end (completed, cancelled, failed); hello stays quick while a 50 MB corpus loads', { skip, timeout: 240_000 }, async () => {
   const other = await daemon.client();
   // Idle means a daemon in use: it has answered requests (the hello sampler runs throughout) and
