@@ -219,6 +219,7 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
       evalEvery: settings.evalEvery,
       backend: settings.backend,
       precision: settings.precision,
+      memoryLimitBytes: Math.round(settings.memoryLimitGB * 1e9),
     },
     compare: true,
   };

@@ -33,6 +33,8 @@ export interface Settings {
   backend: (typeof BACKEND_CHOICES)[number];
   /** The products' input precision: 'auto' (bf16 on CUDA and on CPUs with bf16 instructions, else fp32), 'fp32', 'bf16' or 'fp16'. */
   precision: (typeof PRECISION_CHOICES)[number];
+  /** At most this many GB (10⁹ bytes) for a run's process (0: what the machine has free, less its reserve). */
+  memoryLimitGB: number;
   /** Who trains a Python model: 'auto', 'engine' (a stand-in on the native engine) or 'torch' (the model itself, in the daemon's PyTorch runner). */
   runner: (typeof TRAIN_RUNNER_CHOICES)[number];
   /** Before an engine run on a device with no measured profile, time the model's products once (bench.layers) and train the plan re-costed with them. */
@@ -54,6 +56,7 @@ export const DEFAULTS: Settings = {
   evalEvery: 0,
   backend: 'auto',
   precision: 'auto',
+  memoryLimitGB: 0,
   runner: 'auto',
   measureDevice: true,
 };
@@ -88,6 +91,7 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     evalEvery: get('training.evalEvery', int(0, 1 << 30), DEFAULTS.evalEvery, 'must be an integer ≥ 0'),
     backend: get('training.backend', oneOf(BACKEND_CHOICES), DEFAULTS.backend, "must be 'auto', 'cpu' or 'cuda'"),
     precision: get('training.precision', oneOf(PRECISION_CHOICES), DEFAULTS.precision, "must be 'auto', 'fp32', 'bf16' or 'fp16'"),
+    memoryLimitGB: get('training.memoryLimitGB', (v): v is number => typeof v === 'number' && v >= 0 && v <= 1e6, DEFAULTS.memoryLimitGB, 'must be a number of GB ≥ 0 (0: no limit)'),
     runner: get('training.runner', oneOf(TRAIN_RUNNER_CHOICES), DEFAULTS.runner, "must be 'auto', 'engine' or 'torch'"),
     measureDevice: get('training.measureDevice', (v): v is boolean => typeof v === 'boolean', DEFAULTS.measureDevice, 'must be true or false'),
   };

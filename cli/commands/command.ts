@@ -64,6 +64,16 @@ export function numberOption(values: Record<string, unknown>, name: string): num
   return n;
 }
 
+/** A size in bytes: a number with an optional unit, as the daemon's messages write sizes (8G = 8 GB = 8·10⁹; 512MiB = 512·2²⁰). */
+export function sizeOption(values: Record<string, unknown>, name: string): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return undefined;
+  const m = typeof raw === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?)b?)?\s*$/i.exec(raw) : null;
+  if (!m) throw new CliError(`--${name} must be a size such as 8G, 512MB or 1.5GiB, got '${String(raw)}'`);
+  const power = m[2] ? 'kmgt'.indexOf(m[2].toLowerCase()) + 1 : 0;
+  return Math.round(Number(m[1]) * (m[3] ? 1024 : 1000) ** power);
+}
+
 /** Largest JSON file a command reads (specs, plans, inventories, profiles are kilobytes to a few megabytes). */
 const MAX_JSON_BYTES = 64 * 1024 * 1024;
 

@@ -18,7 +18,7 @@ import { cliPlanOptions, pinsOption } from './analyze';
 import { hasMeasuredProfile, trainsOnCpu } from '../../client/deviceMeasure';
 import { measureDevice } from './measureDevice';
 import { parseDataset } from '../../client/datasetArg';
-import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, type Command } from './command';
+import { choiceOption, CliError, intOption, numberOption, parse, readJsonFile, sizeOption, type Command } from './command';
 
 const options = {
   dataset: { type: 'string' },
@@ -28,6 +28,7 @@ const options = {
   'max-steps': { type: 'string' },
   'eval-every': { type: 'string' },
   threads: { type: 'string' },
+  'memory-limit': { type: 'string' },
   seed: { type: 'string' },
   backend: { type: 'string' },
   precision: { type: 'string' },
@@ -56,6 +57,7 @@ const OPTION_OF: Record<string, string> = {
   'hyper.maxSteps': '--max-steps / --steps',
   'hyper.evalEvery': '--eval-every',
   'hyper.threads': '--threads',
+  'hyper.memoryLimitBytes': '--memory-limit',
   'hyper.seed': '--seed',
   'target.budget': '--budget',
   'target.speedup': '--speedup',
@@ -297,6 +299,7 @@ async function torchSubmitParams(values: Values, file: string | undefined): Prom
       maxSteps: intOption(values, values.steps !== undefined ? 'steps' : 'max-steps', 0),
       evalEvery: intOption(values, 'eval-every', 0),
       threads: intOption(values, 'threads', 0),
+      memoryLimitBytes: sizeOption(values, 'memory-limit') ?? 0,
       seed: intOption(values, 'seed', 0),
     },
   };
@@ -350,6 +353,7 @@ async function submitParams(values: Values, specFile: string | undefined, notes:
       maxSteps: intOption(values, values.steps !== undefined ? 'steps' : 'max-steps', base.maxSteps ?? 0),
       evalEvery: intOption(values, 'eval-every', base.evalEvery ?? 0),
       threads: intOption(values, 'threads', 0),
+      memoryLimitBytes: sizeOption(values, 'memory-limit') ?? 0,
       seed: intOption(values, 'seed', 0),
       backend: choiceOption(values, 'backend', BACKEND_CHOICES) ?? 'auto',
       precision,
@@ -361,7 +365,7 @@ export const trainCommand: Command = {
   summary: 'train a model dense vs Pixelfly on the local daemon, with live progress and an HTML report',
   usage:
     '[spec.json | model.py [--model NAME]] [--runner engine|torch] [--set NAME=VALUE]… [--dataset KIND[:PATH]] [--epochs N] [--batch-size N] [--lr X] [--steps N] [--eval-every N]\n' +
-    '               [--threads N] [--seed N] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16]\n' +
+    '               [--threads N] [--seed N] [--backend auto|cpu|cuda] [--precision auto|fp32|bf16|fp16] [--memory-limit SIZE]\n' +
     '               [--budget F | --speedup X] [--no-compare] [--no-measure] [--resume JOB] [--json]\n\n' +
     '  spec.json        a JSON model spec (default: the built-in demo, an MLP-Mixer on Fashion-MNIST,\n' +
     '                   or on the synthetic task when the dataset is not installed)\n' +
@@ -375,6 +379,8 @@ export const trainCommand: Command = {
     '  --dataset        synthetic | fashion-mnist[:DIR] | text:FILE | npy:DIR\n' +
     '  --backend        auto (default: CUDA when a GPU is usable) | cpu (forces the CPU) | cuda\n' +
     '  --precision      products\' inputs: auto (default: bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | fp32 | bf16 | fp16\n' +
+    '  --memory-limit   at most this much memory for the job (8G, 512MB, 1.5GiB; default: what the machine has free): a job\n' +
+    '                   estimated above it is refused with a batch size that fits; one that grows past it is stopped\n' +
     `  --budget F       plan the Pixelfly model for a fraction F of the dense FLOPs (default ${'budget' in DEFAULT_TARGET ? DEFAULT_TARGET.budget : '-'})\n` +
     '  --speedup X      ...or for an estimated whole-step speedup X\n' +
     '  --no-compare     train the Pixelfly model alone (no dense run, no speedup)\n' +

@@ -92,6 +92,13 @@ test('pixelfly train refuses bad input with messages naming it', { timeout: 30_0
     const badPrecision = pixelfly(home, ['train', '--precision', 'fp8']);
     assert.equal(badPrecision.status, 2);
     assert.match(badPrecision.stderr, /--precision must be one of auto, fp32, bf16, fp16, got 'fp8'/);
+    const badLimit = pixelfly(home, ['train', '--memory-limit', '2 gallons']);
+    assert.equal(badLimit.status, 2);
+    assert.match(badLimit.stderr, /--memory-limit must be a size such as 8G, 512MB or 1\.5GiB, got '2 gallons'/);
+    // 64 MiB: sizes are decimal (as the messages write them) unless binary units are named.
+    const overLimit = pixelfly(home, ['train', '--memory-limit', '64MiB', '--no-measure']);
+    assert.equal(overLimit.status, 1);
+    assert.match(overLimit.stderr, /but only 57\.0 MB can be given to it \(the job's memory limit of 67\.1 MB, less 15% for the estimate's error/);
     const bad = join(home, 'bad.json');
     writeFileSync(bad, '{"kind": "mlp", "inputFeatures": 10, "hidden": [], "classes": 1}');
     const rejected = pixelfly(home, ['train', bad]);
