@@ -201,6 +201,37 @@ try {
       await m.locator('#layers tbody tr').first().waitFor({ timeout: 30000 });
     }
   });
+
+  await check('a run too big for its memory limit offers a batch that fits, and one click trains it', async () => {
+    // A memory limit far below what batch 4096 needs: the daemon refuses the run with a batch size
+    // that fits, and the error notification's button trains the same model at that batch.
+    // The workspace's settings are put back afterwards: the extension-host suite runs next in it.
+    const file = path.join(folder, '.vscode', 'settings.json');
+    const original = fs.readFileSync(file, 'utf8');
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(original), 'pixelfly.training.memoryLimitGB': 1, 'pixelfly.training.batchSize': 4096, 'pixelfly.training.maxSteps': 8 }, null, 2));
+    try {
+      await page.waitForTimeout(2000); // the workbench picks up the settings file
+      await page.locator('.tab', { hasText: 'mixer.py' }).first().click();
+      await page.keyboard.press('Control+End');
+      const lens = page.locator('.codelens-decoration a', { hasText: 'Train dense vs Pixelfly' }).first();
+      await lens.waitFor({ timeout: 30000 });
+      await lens.click();
+      const toast = page.locator('.notifications-toasts .notification-toast', { hasText: /memory limit/ }).first();
+      await toast.waitFor({ timeout: 60000 });
+      const button = toast.locator('.monaco-button', { hasText: /^Train with batch size \d+$/ }).first();
+      const batch = Number(/(\d+)$/.exec((await button.innerText()).trim())?.[1]);
+      console.log(`[${ms()}] refused: ${(await toast.locator('.notification-list-item-message').innerText()).slice(0, 200)}… | button: batch ${batch}`);
+      if (!(batch > 0 && batch < 4096)) throw new Error(`offered batch ${batch}`);
+      await button.click();
+      const f = await webviewFrame(`[data-field="shape"]:text-matches("batch ${batch} ")`, 90000);
+      await f.locator('#state[data-state="done"]').waitFor({ timeout: 240000 });
+      const points = await f.locator('#summary').getAttribute('data-points');
+      if (Number(points) !== 8) throw new Error(`the retried run shows ${points} steps, it was to train 8`);
+      console.log(`[${ms()}] retried run: ${(await f.locator('#details').innerText().catch(() => '')).replace(/\s+/g, ' ')} | ${(await f.locator('#summary').innerText()).trim()}`);
+    } finally {
+      fs.writeFileSync(file, original);
+    }
+  });
 } finally {
   await page.screenshot({ path: path.join(outDir, 'vscode-final.png') }).catch(() => {});
   await browser.close();
