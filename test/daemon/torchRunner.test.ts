@@ -39,7 +39,7 @@ async function submitTorch(
   file: string,
   name: string,
   settings: Settings,
-  opts: { paths?: string[]; dataset?: MethodParamsIn<'job.submit'>['dataset']; steps?: number; batchSize?: number; stepTimeoutS?: number; plan?: unknown; trusted?: boolean; precision?: 'bf16'; checkpointEvery?: number } = {},
+  opts: { paths?: string[]; dataset?: MethodParamsIn<'job.submit'>['dataset']; steps?: number; batchSize?: number; stepTimeoutS?: number; plan?: unknown; trusted?: boolean; precision?: 'bf16'; checkpointEvery?: number; memoryLimitBytes?: number } = {},
 ): Promise<JobInfo> {
   const plan = 'plan' in opts ? opts.plan : await planFor(file, name, settings, opts.paths);
   return client.request(
@@ -58,6 +58,7 @@ async function submitTorch(
         evalSamples: 256,
         ...(opts.precision ? { precision: opts.precision } : {}),
         ...(opts.checkpointEvery ? { checkpointEvery: opts.checkpointEvery } : {}),
+        ...(opts.memoryLimitBytes ? { memoryLimitBytes: opts.memoryLimitBytes } : {}),
       },
       compare: true,
     },
@@ -395,6 +396,19 @@ test('torch jobs are refused where they enter: an untrusted workspace, a relativ
       st.diagnostic(`${info.error} (machine free: ${(free / 2 ** 30).toFixed(1)} GiB)`);
       const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8');
       assert.ok(!metrics.includes('"type":"step"'), 'no step ran');
+    });
+    await t.test('over its own memory limit: refused with the batch that fits, which trains within the limit', async (st) => {
+      const limit = 1.5e9;
+      const job = await submitTorch(client, m.file, m.name, m.settings, { plan, batchSize: 8192, memoryLimitBytes: limit, steps: 2 });
+      const info = await waitEnd(client, job.jobId, 120_000);
+      assert.equal(info.state, 'failed');
+      assert.match(info.error ?? '', /but only 1\.3 GB can be given to it \(the job's memory limit of 1\.5 GB, less 15% for the estimate's error; .*\); a size that fits: batchSize \d+/);
+      const batch = info.fits?.batchSize ?? 0;
+      assert.ok(batch > 1 && batch < 8192, `offered batch ${batch}`);
+      const retried = await waitEnd(client, (await submitTorch(client, m.file, m.name, m.settings, { plan, batchSize: batch, memoryLimitBytes: limit, steps: 2 })).jobId, 240_000);
+      assert.equal(retried.state, 'completed', retried.error);
+      assert.ok((retried.peakMemoryBytes ?? Infinity) <= limit, `peak ${retried.peakMemoryBytes} above the limit`);
+      st.diagnostic(`batch ${batch}: estimated ${retried.estimatedMemoryBytes}, peak ${retried.peakMemoryBytes} (limit ${limit})`);
     });
     await t.test('parameters over memory: refused before the model is built', async (st) => {
       // 16 blocks of width 32768: about 200 G parameters, 800 GB in fp32 before any gradient. Built,
