@@ -254,9 +254,24 @@ export function layoutNnz(outFeatures: number, inFeatures: number, p: ButterflyP
 /** What cost accounting needs of a layout, computable without the mask. */
 export type LayoutSummary = Pick<BlockLayout, 'block' | 'outPadded' | 'inPadded' | 'nnzBlocks' | 'density'>;
 
+/**
+ * Summaries already counted, by shape and parameters (oldest dropped first): a model repeats its
+ * layer shapes, and the planner and the memory estimate (called again for each batch size it tries)
+ * ask for the same ones many times, while one count of a very wide layer whose cells are not whole
+ * blocks walks every block-row (tens of milliseconds at 2^20).
+ */
+const summaries = new Map<string, LayoutSummary>();
+const SUMMARIES_KEPT = 4096;
+
 export function layoutSummary(outFeatures: number, inFeatures: number, p: ButterflyParams): LayoutSummary {
+  const key = `${outFeatures}x${inFeatures}:${p.block},${p.butterflySize},${p.nFactors},${p.globalSize ?? 0},${p.shuffle ?? false}`;
+  const known = summaries.get(key);
+  if (known) return known;
   const nnzBlocks = layoutNnz(outFeatures, inFeatures, p);
   const outPadded = padTo(outFeatures, p.block);
   const inPadded = padTo(inFeatures, p.block);
-  return { block: p.block, outPadded, inPadded, nnzBlocks, density: (nnzBlocks * p.block * p.block) / (outPadded * inPadded) };
+  const summary = Object.freeze({ block: p.block, outPadded, inPadded, nnzBlocks, density: (nnzBlocks * p.block * p.block) / (outPadded * inPadded) });
+  if (summaries.size >= SUMMARIES_KEPT) summaries.delete(summaries.keys().next().value as string);
+  summaries.set(key, summary);
+  return summary;
 }
