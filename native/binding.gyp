@@ -78,7 +78,7 @@
           'rules': [{
             'rule_name': 'nvcc',
             'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/attention_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/bsr_schedule.h',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/attention_kernels.cuh', 'src/cuda/performer_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/bsr_schedule.h',
                        'src/cuda/cuda_api.h', 'src/cuda/cublas_loader.h', 'src/engine/backend.h'],
             'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
             'action': ['<(cuda_home)/bin/nvcc', '-std=c++20', '-O3', '-Xcompiler', '-fPIC', '-I<(module_root_dir)/src',
@@ -95,7 +95,7 @@
           'rules': [{
             'rule_name': 'cu_as_cxx',
             'extension': 'cu',
-            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/attention_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/emulation.h',
+            'inputs': ['src/cuda/kernels.cuh', 'src/cuda/layer_kernels.cuh', 'src/cuda/attention_kernels.cuh', 'src/cuda/performer_kernels.cuh', 'src/cuda/device_runtime.h', 'src/cuda/emulation.h',
                        'src/cuda/bsr_schedule.h', 'src/cuda/cuda_api.h', 'src/engine/backend.h'],
             'outputs': ['<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o'],
             'action': ['c++', '-std=c++20', '-O2', '-fPIC', '-pthread', '-xc++', '-DPIXELFLY_CUDA=1',

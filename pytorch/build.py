@@ -34,14 +34,16 @@ PACKAGE = HERE / "pixelfly_torch"
 CSRC = HERE / "csrc"
 
 # The addon's sources the extension needs besides the per-ISA kernels: the kernel API and checks
-# (the attention cores' too, which the CPU backend calls), the CPU backend and PixelflyLinear's math. (The rest of the addon is Node bindings and the engine's
-# models and data.)
+# (the attention cores' too, which the CPU backend calls), the CPU backend (with the attention
+# low-rank term it makes) and PixelflyLinear's math. (The rest of the addon is Node bindings and
+# the engine's models and data.)
 ADDON_SOURCES = [
     "src/kernels/dispatch.cc",
     "src/kernels/validate.cc",
     "src/kernels/attention.cc",
     "src/engine/backend_cpu.cc",
     "src/engine/cpu_layers.cc",
+    "src/engine/performer.cc",
     "src/engine/pointwise.cc",
     "src/engine/pixelfly_linear.cc",
 ]

@@ -72,13 +72,16 @@ static double maxDiff(const std::vector<float>& a, const std::vector<float>& b, 
   return m;
 }
 
-static void checkShape(int B, int T, int D, int H, int block, bool causal, const std::function<bool(int, int)>& keep) {
+// lseGrad: a gradient on lse too (what the low-rank term's mix gives the sparse part).
+static void checkShape(int B, int T, int D, int H, int block, bool causal, const std::function<bool(int, int)>& keep, bool lseGrad = false) {
   const std::string name = "B " + std::to_string(B) + " T " + std::to_string(T) + " D " + std::to_string(D) + " H " +
-                           std::to_string(H) + " block " + std::to_string(block) + (causal ? " causal" : "");
+                           std::to_string(H) + " block " + std::to_string(block) + (causal ? " causal" : "") + (lseGrad ? " dlse" : "");
   const Layout L(T, block, causal, keep);
   const int hd = D / H;
   const auto qkv = randoms(size_t(B) * T * 3 * D, 11 + T), dctx = randoms(size_t(B) * T * D, 12 + T);
   const int64_t rows = int64_t(B) * H * T;
+  const auto dlseValues = randoms(size_t(rows), 13 + T);
+  const float* dlse = lseGrad ? dlseValues.data() : nullptr;
 
   // The CPU reference on the same strided views the engine passes.
   const kernels::AttentionShape s{B, H, T, hd, causal, 1.0f / std::sqrt(float(hd))};
@@ -89,14 +92,14 @@ static void checkShape(int B, int T, int D, int H, int block, bool causal, const
                                      kernels::HeadsOut{refCtx.data(), int64_t(T) * D, hd, D}, refLse.data());
   kernels::attentionBackwardReference(L.view(), s, in(qkv.data(), 0), in(qkv.data(), 1), in(qkv.data(), 2),
                                       kernels::Heads{dctx.data(), int64_t(T) * D, hd, D}, out(refGrad.data(), 0),
-                                      out(refGrad.data(), 1), out(refGrad.data(), 2));
+                                      out(refGrad.data(), 1), out(refGrad.data(), 2), dlse);
 
   const dev::AttentionArgs a{L.rowPtr.data(), L.colIdx.data(), L.colPtr.data(), L.rowIdx.data(), block, B, T, D, H, causal, s.scale};
   std::vector<float> first;
   for (unsigned grid : {unsigned(rows), 3u}) {
     std::vector<float> ctx(refCtx.size()), lse(rows), delta(rows), grad(qkv.size());
     dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionForwardKernel, a, qkv.data(), ctx.data(), lse.data());
-    dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionRowDotKernel, a, ctx.data(), dctx.data(), delta.data());
+    dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionRowDotKernel, a, ctx.data(), dctx.data(), dlse, delta.data());
     dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionBackwardQueryKernel, a, qkv.data(), lse.data(), delta.data(),
                 dctx.data(), grad.data());
     dev::launch(grid, dim3(dev::kLanes), nullptr, dev::attentionBackwardKeyKernel, a, qkv.data(), lse.data(), delta.data(),
@@ -123,6 +126,8 @@ int main() {
   checkShape(1, 37, 8, 2, 16, false, dense);   // 37 keys: more than a row group's lanes, a partial last block
   checkShape(2, 37, 8, 1, 16, true, dense);
   checkShape(1, 70, 12, 3, 16, true, butterfly);
+  checkShape(1, 70, 12, 3, 16, true, butterfly, true);
+  checkShape(2, 37, 8, 2, 16, false, dense, true);
   checkShape(1, 70, 72, 1, 32, false, butterfly);  // 72 features: three per lane for some lanes
   checkShape(1, 130, 16, 1, 64, true, butterfly);
   std::printf(failures ? "%d checks failed\n" : "all checks passed\n", failures);

@@ -181,6 +181,24 @@ const PROBES: Array<{ name: string; model: Record<string, unknown>; batch: numbe
     },
     batch: 2,
   },
+  // Its low-rank term (Performer features over the dropped score blocks, one normaliser with the
+  // sparse part): more keys than a row group's lanes, a partial last block; then not causal, a global token.
+  {
+    name: 'transformer_block, causal, Pixelfly attention with its low-rank term (50 keys)',
+    model: {
+      probeLayer: 'transformer_block', dim: 8, probeT: 50, heads: 2, mlpHidden: 16, causal: true,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, features: 6 },
+    },
+    batch: 2,
+  },
+  {
+    name: 'transformer_block, Pixelfly attention with its low-rank term, not causal, a global token',
+    model: {
+      probeLayer: 'transformer_block', dim: 8, probeT: 40, heads: 2, mlpHidden: 16,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, globalSize: 1, features: 4 },
+    },
+    batch: 2,
+  },
   {
     name: 'transformer_block, causal, Pixelfly qkv/proj/mlp',
     model: {
@@ -236,6 +254,15 @@ const TRAINED: Array<{ name: string; spec: ModelSpec; plan?: PlanLike; data: () 
     spec: { kind: 'gpt', vocab: 16, context: 8, dim: 16, depth: 1, heads: 2, mlpHidden: 32 },
     plan: { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] },
     data: () => new EngineDataset(syntheticTokens({ vocab: 16, train: 2048, test: 256 })),
+  },
+  {
+    name: 'gpt, Pixelfly attention with its low-rank term',
+    spec: {
+      kind: 'gpt', vocab: 16, context: 64, dim: 16, depth: 1, heads: 2, mlpHidden: 32,
+      attention: { kind: 'pixelfly', block: 16, butterflySize: 4, nFactors: 1, features: 8 },
+    },
+    plan: { layers: [{ name: 'blocks.mlp.fc1', sparsify: true, config: PF }] },
+    data: () => new EngineDataset(syntheticTokens({ vocab: 16, train: 4096, test: 512 })),
   },
   {
     // More classes than a row group has lanes: the loss kernel's max, argmax and Σ stride over the row.

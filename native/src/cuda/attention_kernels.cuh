@@ -112,9 +112,10 @@ __global__ void attentionForwardKernel(AttentionArgs a, const float* __restrict_
   }
 }
 
-// Δ_i = dO_i·O_i per query row (rows of the [B × H × T] grid): the softmax backward's row term.
+// Δ_i = dO_i·O_i − dlse_i per query row (rows of the [B × H × T] grid): the softmax backward's row
+// term, with the gradient the low-rank term's mix gives lse (dlse null: none).
 __global__ void attentionRowDotKernel(AttentionArgs a, const float* __restrict__ ctx, const float* __restrict__ dctx,
-                                      float* __restrict__ delta) {
+                                      const float* __restrict__ dlse, float* __restrict__ delta) {
   __shared__ float part[kLanes];
   const int hd = a.D / a.H, l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
@@ -127,7 +128,7 @@ __global__ void attentionRowDotKernel(AttentionArgs a, const float* __restrict__
     if (l == 0) {
       float total = 0.0f;
       for (int t = 0; t < kLanes; t++) total += part[t];
-      delta[row] = total;
+      delta[row] = dlse ? total - dlse[row] : total;
     }
     __syncthreads();
   }

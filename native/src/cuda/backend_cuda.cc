@@ -17,6 +17,8 @@
 
 #if PIXELFLY_CUDA
 #include "cuda/cuda_api.h"
+#include "engine/buffer.h"
+#include "engine/performer.h"
 #endif
 
 namespace pixelfly {
@@ -27,6 +29,53 @@ namespace {
 using cuda::Context;
 using cuda::DeviceLayout;
 using cuda::Precision;
+
+// Pixelfly attention's low-rank term on the device (Context::performerForward / performerBackward):
+// its projection and dropped-block mask uploaded once, its arrays in the backend's memory, sized
+// for the batch it last saw. The model destroys its layers before its backend.
+class CudaLowRankTerm final : public LowRankTerm {
+ public:
+  CudaLowRankTerm(Backend& be, Context& ctx, std::vector<float> projection, int features, int headDim, const BsrIndex& layout,
+                  bool causal)
+      : be_(be), ctx_(ctx) {
+    checkLowRankShape(projection.size(), features, headDim);
+    const std::vector<char> dropped = droppedScoreBlocks(layout, causal);
+    be.toDevice(w_.resize(be, projection.size()), projection.data(), projection.size() * sizeof(float));
+    be.toDevice(dropped_.resize(be, dropped.size()), dropped.data(), dropped.size());
+    s_.m = features, s_.hd = headDim, s_.bs = layout.block, s_.n = layout.blockRows;
+    s_.w = w_.data(), s_.dropped = dropped_.data();
+  }
+
+  void forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx) override {
+    if (core.D / core.H != s_.hd) throw std::invalid_argument("attention.features: the projection is for head_dim " + std::to_string(s_.hd));
+    size(core);
+    ctx_.performerForward(s_, qkv, lse, ctx);
+  }
+  const float* sparseOut() const override { return s_.os; }
+  void backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv) override {
+    if (core.B != s_.B || core.T != s_.T || core.H != s_.H) throw std::logic_error("CudaLowRankTerm: backward without its forward");
+    ctx_.performerBackward(s_, qkv, dctx, dSparse, dlse, dqkv);
+  }
+
+ private:
+  void size(const AttentionCore& c) {
+    s_.B = c.B, s_.T = c.T, s_.D = c.D, s_.H = c.H;
+    const size_t items = static_cast<size_t>(c.B) * c.H, T = c.T, m = s_.m, hd = s_.hd, n = s_.n;
+    float** arrays[] = {&s_.os, &s_.phiQ, &s_.phiK, &s_.shiftQ, &s_.shiftK, &s_.kv, &s_.ks, &s_.kvC, &s_.kC,
+                        &s_.u, &s_.ws, &s_.wl, &s_.du, &s_.dz, &s_.dkvC, &s_.dkC};
+    const size_t sizes[] = {static_cast<size_t>(c.B) * T * c.D, items * T * m, items * T * m, items * T, items, items * n * m * hd,
+                            items * n * m, items * n * m * hd, items * n * m, items * T * hd, items * T, items * T,
+                            items * T * hd, items * T, items * n * m * hd, items * n * m};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) *arrays[i] = buffers_[i].resize(be_, sizes[i]);
+  }
+
+  Backend& be_;
+  Context& ctx_;
+  Buffer<float> w_;
+  Buffer<uint8_t> dropped_;
+  Buffer<float> buffers_[16];
+  cuda::PerformerState s_;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -124,9 +173,11 @@ class CudaBackend final : public Backend {
   }
   void attentionBackward(const AttentionCore& a, const float* qkv, const float* ctx, const float* lse,
                          const float* dctx, float* dqkv, const float* dlse) override {
-    // Only the low-rank term gives lse a gradient, and it does not run here (model.cc refuses it).
-    if (dlse) throw std::invalid_argument("attention: a gradient on lse is not implemented on CUDA");
-    ctx_.attentionBackward(layout({a.layout, a.T, a.T}), a.B, a.T, a.D, a.H, a.causal, qkv, ctx, lse, dctx, dqkv);
+    ctx_.attentionBackward(layout({a.layout, a.T, a.T}), a.B, a.T, a.D, a.H, a.causal, qkv, ctx, lse, dctx, dqkv, dlse);
+  }
+  std::unique_ptr<LowRankTerm> lowRankTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout,
+                                           bool causal) override {
+    return std::make_unique<CudaLowRankTerm>(*this, ctx_, std::move(projection), features, headDim, layout, causal);
   }
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
                     float* gate, float* hs, float* xs) override {

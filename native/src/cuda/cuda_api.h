@@ -47,6 +47,23 @@ const char* precisionName(Precision p);
 bool parsePrecision(const std::string& s, Precision* out);
 
 // A block index resident on the device (arrays owned), with the host copy the schedule needs.
+// What Context's low-rank attention term computes on (device memory): the sizes of one attention core
+// (B samples, T tokens, D = H·hd features, m Performer features, score blocks of bs tokens, n of them),
+// the projection rows ω_r ([m/2][hd]) and the dropped-block mask ([n][n], 1: allowed and not kept),
+// then, per item (b·H + h), what the forward keeps for the backward and the backward's scratch.
+struct PerformerState {
+  int B = 0, T = 0, D = 0, H = 0, m = 0, hd = 0, bs = 0, n = 0;
+  const float* w = nullptr;
+  const uint8_t* dropped = nullptr;
+  // Forward: o^s [B·T·D]; features (shifted) [items·T·m] of queries and keys; each query's shift [items·T]
+  // and the keys' [items]; key blocks' sums kv [items·n·m·hd], ks [items·n·m]; each query block's sums
+  // over its dropped key blocks kvC, kC (the same sizes); u [items·T·hd]; the mixing weights ws, wl [items·T].
+  float *os = nullptr, *phiQ = nullptr, *phiK = nullptr, *shiftQ = nullptr, *shiftK = nullptr, *kv = nullptr, *ks = nullptr,
+        *kvC = nullptr, *kC = nullptr, *u = nullptr, *ws = nullptr, *wl = nullptr;
+  // Backward: du [items·T·hd], dz [items·T], dkvC and dkC (kvC's and kC's sizes); kv and ks take the keys' sums.
+  float *du = nullptr, *dz = nullptr, *dkvC = nullptr, *dkC = nullptr;
+};
+
 class DeviceLayout {
  public:
   DeviceLayout(int block, int blockRows, int blockCols, int nnz, const int32_t* rowPtr, const int32_t* colIdx,
@@ -138,8 +155,15 @@ class Context {
   // The attention core over the score layout L (a T×T block layout, out = in = T).
   void attentionForward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv, float* ctx,
                         float* lse);
+  // dlse (null, or [B, H, T]): a gradient on lse too (the low-rank term's mix gives one).
   void attentionBackward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv,
-                         const float* ctx, const float* lse, const float* dctx, float* dqkv);
+                         const float* ctx, const float* lse, const float* dctx, float* dqkv, const float* dlse);
+  // Pixelfly attention's low-rank term (performer_kernels.cuh: engine/performer.cc's math, per (sample,
+  // head) item): the forward makes ctx (o^s on entry) the mixed output and fills the state's saved
+  // arrays; the backward gives dSparse, dlse and ADDS the term's q, k, v gradients to dqkv.
+  void performerForward(const PerformerState& s, const float* qkv, const float* lse, float* ctx);
+  void performerBackward(const PerformerState& s, const float* qkv, const float* dctx, float* dSparse, float* dlse,
+                         float* dqkv);
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
                     float* gate, float* hs, float* xs);
   void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,

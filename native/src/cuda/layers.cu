@@ -11,6 +11,7 @@
 #include "cuda/cuda_api.h"
 #include "cuda/layer_kernels.cuh"
 #include "cuda/attention_kernels.cuh"
+#include "cuda/performer_kernels.cuh"
 
 namespace pixelfly {
 namespace cuda {
@@ -183,13 +184,51 @@ void Context::attentionForward(const DeviceLayout& L, int B, int T, int D, int H
 }
 
 void Context::attentionBackward(const DeviceLayout& L, int B, int T, int D, int H, bool causal, const float* qkv,
-                                const float* ctx, const float* lse, const float* dctx, float* dqkv) {
+                                const float* ctx, const float* lse, const float* dctx, float* dqkv, const float* dlse) {
   const dev::AttentionArgs a = attentionArgs(L, B, T, D, H, causal);
   const int64_t rows = int64_t(B) * H * T;
   float* delta = workspace(static_cast<size_t>(std::max<int64_t>(1, rows)));
-  LAUNCH_HEAD_ROWS(rows, dev::attentionRowDotKernel, a, ctx, dctx, delta);
+  LAUNCH_HEAD_ROWS(rows, dev::attentionRowDotKernel, a, ctx, dctx, dlse, delta);
   LAUNCH_HEAD_ROWS(rows, dev::attentionBackwardQueryKernel, a, qkv, lse, delta, dctx, dqkv);
   LAUNCH_HEAD_ROWS(rows, dev::attentionBackwardKeyKernel, a, qkv, lse, delta, dctx, dqkv);
+}
+
+namespace {
+
+dev::PerformerArgs performerArgs(const PerformerState& s) {
+  if (s.hd > dev::kMaxHeadDim) throw std::invalid_argument("attention.features: head dimension " + std::to_string(s.hd) + " is above " + std::to_string(dev::kMaxHeadDim));
+  if (s.m > dev::kMaxFeatures) throw std::invalid_argument("attention.features: " + std::to_string(s.m) + " is above " + std::to_string(dev::kMaxFeatures));
+  const float rootScale = std::sqrt(1.0f / std::sqrt(static_cast<float>(s.hd)));
+  return {s.w, s.dropped, s.B, s.T, s.D, s.H, s.m, s.hd, s.bs, s.n, rootScale, 0.5f * std::log(static_cast<float>(s.m))};
+}
+
+}  // namespace
+
+void Context::performerForward(const PerformerState& s, const float* qkv, const float* lse, float* ctx) {
+  const dev::PerformerArgs a = performerArgs(s);
+  const int64_t items = int64_t(s.B) * s.H, tokens = items * s.T, blocks = items * s.n;
+  copyOnDevice(s.os, ctx, static_cast<size_t>(s.B) * s.T * s.D * sizeof(float));
+  LAUNCH_HEAD_ROWS(tokens, dev::performerFeaturesKernel, a, qkv, 0, s.phiQ, s.shiftQ);
+  LAUNCH_HEAD_ROWS(tokens, dev::performerFeaturesKernel, a, qkv, 1, s.phiK, static_cast<float*>(nullptr));
+  LAUNCH_HEAD_ROWS(items, dev::performerKeyShiftKernel, a, s.phiK, s.shiftK);
+  LAUNCH(tokens * s.m, dev::performerExpKeysKernel, a, s.phiK, s.shiftK);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerKeyBlockSumsKernel, a, qkv, s.phiK, s.kv, s.ks);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m) * s.hd, s.kv, s.kvC, false);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m), s.ks, s.kC, false);
+  LAUNCH_HEAD_ROWS(tokens, dev::performerMixKernel, a, s.phiQ, s.shiftQ, s.shiftK, s.kvC, s.kC, lse, s.u, s.ws, s.wl, ctx);
+}
+
+void Context::performerBackward(const PerformerState& s, const float* qkv, const float* dctx, float* dSparse, float* dlse,
+                                float* dqkv) {
+  const dev::PerformerArgs a = performerArgs(s);
+  const int64_t items = int64_t(s.B) * s.H, tokens = items * s.T, blocks = items * s.n;
+  LAUNCH_HEAD_ROWS(tokens, dev::performerQueryGradKernel, a, qkv, dctx, s.os, s.phiQ, s.kvC, s.kC, s.u, s.ws, s.wl, dSparse, dlse,
+                   s.du, s.dz, dqkv);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerQueryBlockGradKernel, a, s.phiQ, s.du, s.dz, s.dkvC, s.dkC);
+  // Each dropped (I, J) pair passes query block I's sums back to key block J (into kv and ks).
+  LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m) * s.hd, s.dkvC, s.kv, true);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m), s.dkC, s.ks, true);
+  LAUNCH_HEAD_ROWS(tokens, dev::performerKeyGradKernel, a, qkv, s.phiK, s.kv, s.ks, dqkv);
 }
 
 void Context::pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,

@@ -40,6 +40,21 @@ struct AttentionCore {
   bool causal;
 };
 
+// Pixelfly attention's low-rank term (engine/performer.h; kernels/ATTENTION.md (A4), (A5)) for one
+// attention core, in its backend's memory: made by Backend::lowRankTerm, the projection fixed.
+class LowRankTerm {
+ public:
+  virtual ~LowRankTerm() = default;
+  // ctx holds the sparse part's output o^s on entry ([B, T, D]) and (A4)'s output on return; lse
+  // ([B, H, T]) is the sparse part's. Keeps o^s and what the backward needs.
+  virtual void forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx) = 0;
+  // The sparse part's output as the forward received it (the kernels' backward reads it).
+  virtual const float* sparseOut() const = 0;
+  // From dL/d(output) (dctx): dL/do^s into dSparse ([B, T, D]) and dL/dlse into dlse ([B, H, T]),
+  // for the kernels' backward; the low-rank term's gradients on q, k and v ADDED to dqkv ([B, T, 3D]).
+  virtual void backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv) = 0;
+};
+
 // One AdamW update (decoupled weight decay, bias-corrected moments), for one parameter tensor:
 //   g' = clip·g;  m = b1·m + (1 − b1)·g';  v = b2·v + (1 − b2)·g'²
 //   p = p·decay − lr·(m / c1) / (sqrt(v / c2) + eps)
@@ -136,6 +151,11 @@ class Backend {
   // dlse (null, or [B, H, T]): a gradient on lse too (the low-rank term's mixing weights read it).
   virtual void attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
                                  const float* dctx, float* dqkv, const float* dlse) = 0;
+  // The low-rank term of one attention core: `features` (m, even) Performer features from the m/2
+  // projection rows ω_r (headDim each, row-major), over the dropped blocks of `layout` (allowed,
+  // not kept; the backend copies what it needs, so the layout need not outlive the call).
+  virtual std::unique_ptr<LowRankTerm> lowRankTerm(std::vector<float> projection, int features, int headDim,
+                                                   const BsrIndex& layout, bool causal) = 0;
 
   // ---- Pixelfly's gate and low-rank mix over M rows (the math is in pointwise.h, whose CPU loops
   // these are). gb points at the gate's bias (one value) in backend memory.

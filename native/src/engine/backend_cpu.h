@@ -64,6 +64,8 @@ class CpuBackend final : public Backend {
   void attentionForward(const AttentionCore& core, const float* qkv, float* ctx, float* lse) override;
   void attentionBackward(const AttentionCore& core, const float* qkv, const float* ctx, const float* lse,
       const float* dctx, float* dqkv, const float* dlse) override;
+  std::unique_ptr<LowRankTerm> lowRankTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout,
+                                           bool causal) override;
   void pixelflyGate(int M, const float* x, int in, const float* gw, const float* gb, const float* h, int rank,
       float* gate, float* hs, float* xs) override;
   void pixelflyLerpRows(int M, float* y, int out, const float* gate, const float* bias, const float* hs,

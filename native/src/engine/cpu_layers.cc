@@ -10,6 +10,7 @@
 
 
 #include "kernels/attention.h"
+#include "performer.h"
 #include "pointwise.h"
 
 namespace pixelfly {
@@ -202,6 +203,11 @@ void CpuBackend::attentionBackward(const AttentionCore& core, const float* qkv, 
   const AttentionViews a(core);
   kernels::attentionBackward(a.layout, a.shape, a.qkv(qkv, 0), a.qkv(qkv, 1), a.qkv(qkv, 2), a.ctx(ctx), lse,
                              a.ctx(dctx), a.qkv(dqkv, 0), a.qkv(dqkv, 1), a.qkv(dqkv, 2), 0, dlse);
+}
+
+std::unique_ptr<LowRankTerm> CpuBackend::lowRankTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout,
+                                                     bool causal) {
+  return std::make_unique<PerformerTerm>(std::move(projection), features, headDim, layout, causal);
 }
 
 // ---------------------------------------------------------------- Pixelfly gate and mix

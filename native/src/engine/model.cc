@@ -78,18 +78,15 @@ class Builder {
   }
 
   // The low-rank term of block `index`'s attention core, or null (no features asked for).
-  std::unique_ptr<PerformerTerm> lowRankTerm(int index, int headDim, bool causal) const {
+  std::unique_ptr<LowRankTerm> lowRankTerm(int index, int headDim, bool causal) const {
     const int m = cfg_.attentionFeatures;
     if (m <= 0) return nullptr;
-    // The term is plain host loops (performer.cc); the CUDA engine trains the sparse part only.
-    if (!be_.runsOnHost())
-      throw std::invalid_argument("attention.features: the low-rank term runs on the CPU backend only (train on the CPU, or set features 0)");
     const size_t per = static_cast<size_t>(m / 2) * headDim;
     if (cfg_.attentionProjection.size() < (static_cast<size_t>(index) + 1) * per)
       throw std::invalid_argument("attention.projection: " + str(static_cast<int>(cfg_.attentionProjection.size())) + " values, block " + str(index) +
                                   " needs " + str(static_cast<int>((index + 1) * per)));
     const float* w = cfg_.attentionProjection.data() + index * per;
-    return std::make_unique<PerformerTerm>(std::vector<float>(w, w + per), m, headDim, cfg_.attention, causal);
+    return be_.lowRankTerm(std::vector<float>(w, w + per), m, headDim, cfg_.attention, causal);
   }
 
   void mlp(Sequential& seq, const std::string& p, const std::string& what, int T, int D, int hidden) {

@@ -480,7 +480,7 @@ void nestedPart(Ctx& c, const char* name, bool backward, Work work) {
 
 }  // namespace
 
-Attention::Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj, std::unique_ptr<PerformerTerm> lowRank)
+Attention::Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj, std::unique_ptr<LowRankTerm> lowRank)
     : heads_(heads), causal_(causal), layout_(std::move(layout)), qkv_(std::move(qkv)), proj_(std::move(proj)), lowRank_(std::move(lowRank)) {
   in = out = d;
 }
@@ -518,7 +518,7 @@ void Attention::backward(Ctx& c, const float* dy, float* dx, int B) {
     float* dS = dsparse_.resize(*c.be, static_cast<size_t>(B) * T * D);
     float* dl = dlse_.resize(*c.be, static_cast<size_t>(B) * heads_ * T);
     float* dLow = dqkvLowRank_.resize(*c.be, n);
-    std::fill(dLow, dLow + n, 0.0f);
+    c.be->zero(dLow, n * sizeof(float));
     lowRank_->backward(core(B), qkvOut_, dctx, dS, dl, dLow);
     c.be->attentionBackward(core(B), qkvOut_, lowRank_->sparseOut(), lse_.data(), dS, dqkv, dl);
     c.be->addTo(dqkv, dLow, static_cast<int64_t>(n));

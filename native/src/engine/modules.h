@@ -12,7 +12,6 @@
 #include "buffer.h"
 #include "pixelfly_linear.h"
 #include "params.h"
-#include "performer.h"
 #include "rng.h"
 
 namespace pixelfly {
@@ -246,8 +245,8 @@ class PosEmbedding : public Module {
 // "attention" and the rest of the block (LayerNorm, qkv, proj) the part "attn_proj".
 class Attention : public Module {
  public:
-  // lowRank: Pixelfly attention's low-rank term (performer.h), or null for the sparse part alone.
-  Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj, std::unique_ptr<PerformerTerm> lowRank);
+  // lowRank: Pixelfly attention's low-rank term (Backend::lowRankTerm), or null for the sparse part alone.
+  Attention(Dims d, int heads, bool causal, BsrIndex layout, ModulePtr qkv, ModulePtr proj, std::unique_ptr<LowRankTerm> lowRank);
   void init(ParamStore& ps, Rng& rng) override;
   const float* forward(Ctx& c, const float* x, int B) override;
   void backward(Ctx& c, const float* dy, float* dx, int B) override;
@@ -257,7 +256,7 @@ class Attention : public Module {
   bool causal_;
   BsrIndex layout_;  // owned here: the CUDA backend keys its device copy by this address
   ModulePtr qkv_, proj_;
-  std::unique_ptr<PerformerTerm> lowRank_;
+  std::unique_ptr<LowRankTerm> lowRank_;
   const float* qkvOut_ = nullptr;
   Buffer<float> lse_, ctx_, dctx_, dqkv_, dsparse_, dlse_, dqkvLowRank_;
   AttentionCore core(int B) const { return {&layout_, B, in.T, in.D, heads_, causal_}; }

@@ -271,17 +271,26 @@ PIXELFLY_CLONES void backwardItem(const float* w, const Sizes& s, const Item& it
 
 }  // namespace
 
+std::vector<char> droppedScoreBlocks(const BsrIndex& layout, bool causal) {
+  const int n = layout.blockRows;
+  std::vector<char> dropped(static_cast<size_t>(n) * n, 0);
+  for (int I = 0; I < n; I++)
+    for (int J = 0; J < n && (!causal || J <= I); J++) dropped[static_cast<size_t>(I) * n + J] = 1;
+  for (int I = 0; I < n; I++)
+    for (int s = layout.rowPtr[I]; s < layout.rowPtr[I + 1]; s++) dropped[static_cast<size_t>(I) * n + layout.colIdx[s]] = 0;
+  return dropped;
+}
+
+void checkLowRankShape(size_t projectionValues, int features, int headDim) {
+  if (features < 2 || features % 2 != 0) throw std::invalid_argument("attention.features: must be an even integer >= 2, got " + std::to_string(features));
+  if (projectionValues != static_cast<size_t>(features / 2) * headDim)
+    throw std::invalid_argument("attention.projection: expected " + std::to_string(features / 2) + " x " + std::to_string(headDim) + " values, got " +
+                                std::to_string(projectionValues));
+}
+
 PerformerTerm::PerformerTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout, bool causal)
-    : w_(std::move(projection)), m_(features), hd_(headDim), bs_(layout.block), n_(layout.blockRows) {
-  if (m_ < 2 || m_ % 2 != 0) throw std::invalid_argument("attention.features: must be an even integer >= 2, got " + std::to_string(m_));
-  if (w_.size() != static_cast<size_t>(m_ / 2) * hd_)
-    throw std::invalid_argument("attention.projection: expected " + std::to_string(m_ / 2) + " x " + std::to_string(hd_) + " values, got " +
-                                std::to_string(w_.size()));
-  dropped_.assign(static_cast<size_t>(n_) * n_, 0);
-  for (int I = 0; I < n_; I++)
-    for (int J = 0; J < n_ && (!causal || J <= I); J++) dropped_[static_cast<size_t>(I) * n_ + J] = 1;
-  for (int I = 0; I < n_; I++)
-    for (int s = layout.rowPtr[I]; s < layout.rowPtr[I + 1]; s++) dropped_[static_cast<size_t>(I) * n_ + layout.colIdx[s]] = 0;
+    : w_(std::move(projection)), m_(features), hd_(headDim), bs_(layout.block), n_(layout.blockRows), dropped_(droppedScoreBlocks(layout, causal)) {
+  checkLowRankShape(w_.size(), m_, hd_);
   // ωᵀ·scale^½ (hd × m/2): the right-hand side of the features' product.
   const int half = m_ / 2;
   const float rootScale = sizesOf(0, m_, hd_, bs_, n_).rootScale;

@@ -13,21 +13,23 @@
 
 namespace pixelfly {
 
-class PerformerTerm {
+// The score blocks the low-rank term estimates, n × n (n = layout.blockRows): allowed (every block,
+// or J ≤ I when causal) and not kept. Every backend's term uses these.
+std::vector<char> droppedScoreBlocks(const BsrIndex& layout, bool causal);
+// Throws std::invalid_argument unless m is even and ≥ 2 and the projection holds m/2 × headDim values.
+void checkLowRankShape(size_t projectionValues, int features, int headDim);
+
+// The CPU backend's LowRankTerm (Backend::lowRankTerm).
+class PerformerTerm final : public LowRankTerm {
  public:
   // projection: the m/2 rows ω_r (head_dim each) of a Gaussian orthogonal matrix, drawn once
   // (core/attention.ts performerProjection) and fixed; m = `features` (even). layout: the core's
   // score layout, whose dropped blocks (allowed, not kept) are found once here.
   PerformerTerm(std::vector<float> projection, int features, int headDim, const BsrIndex& layout, bool causal);
 
-  // ctx holds the sparse part's output o^s on entry ([B, T, D]) and (A4)'s output on return;
-  // lse ([B, H, T]) is the sparse part's. Keeps o^s and what the backward needs.
-  void forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx);
-  // The sparse part's output as the forward received it (the kernels' backward reads it).
-  const float* sparseOut() const { return os_.data(); }
-  // From dL/d(output) (dctx): dL/do^s into dSparse ([B, T, D]) and dL/dlse into dlse ([B, H, T]),
-  // for the kernels' backward; the low-rank term's gradients on q, k and v ADDED to dqkv ([B, T, 3D]).
-  void backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv);
+  void forward(const AttentionCore& core, const float* qkv, const float* lse, float* ctx) override;
+  const float* sparseOut() const override { return os_.data(); }
+  void backward(const AttentionCore& core, const float* qkv, const float* dctx, float* dSparse, float* dlse, float* dqkv) override;
 
  private:
   std::vector<float> w_;   // [m/2][hd]
