@@ -8,7 +8,7 @@ import { connectDaemon, discover, ensureDaemon } from '../../client/discovery';
 import { pixelflyHome } from '../../io/home';
 import { BACKEND_CHOICES, describeRunner, describeShape, describeZodError, methods, PRECISION_CHOICES, RUNNER_CHOICES, TERMINAL_STATES, type JobEvent, type JobInfo, type MethodParamsIn, type RunSummary } from '../../protocol/daemon';
 import { defaultDemo } from '../demo';
-import { analysisPlan, analyze, AnalysisInputError } from '../../server/analysis/analyze';
+import { analysisPlan, analysisSettings, analyze, AnalysisInputError } from '../../server/analysis/analyze';
 import { pythonParser } from '../../server/analysis/parser';
 import { ParseCache, sitePackages } from '../../server/analysis/modules';
 import type { Value } from '../../server/analysis/values';
@@ -180,7 +180,9 @@ function formatSummary(info: JobInfo, s: RunSummary): string {
     s.speedup !== undefined
       ? `speedup (median dense step / median Pixelfly step, alternating steps): ${s.speedup.toFixed(2)}x` +
         (s.estimatedSpeedup !== undefined ? ` (the plan estimated ${s.estimatedSpeedup.toFixed(2)}x)` : '')
-      : 'no dense comparison (--no-compare)',
+      : info.compare
+        ? `no speedup: the run ${info.state === 'completed' ? 'ended' : info.state} before both models had trained a step`
+        : 'no dense comparison (--no-compare)',
     `report: ${s.reportPath ?? info.runDir}`,
     `run folder: ${info.runDir}`,
   ]
@@ -244,12 +246,6 @@ function datasetOption(raw: string): SubmitParams['dataset'] {
 
 type Values = ReturnType<typeof parse<typeof options>>['values'];
 
-/** A pin's value as a setting the PyTorch runner passes to the model (JSON). */
-function settingValue(v: Value): number | string | boolean | null {
-  if (v.k === 'num' || v.k === 'str' || v.k === 'bool') return v.v as number | string | boolean;
-  return null;
-}
-
 /**
  * `--runner torch`: the file is analysed (as `pixelfly analyze` does, with the same --model, --set
  * and --path) for its plan, and the daemon's PyTorch runner trains the model itself from the file.
@@ -283,7 +279,8 @@ async function torchSubmitParams(values: Values, file: string | undefined): Prom
     model: {
       file: resolve(file),
       name,
-      settings: Object.fromEntries([...pins].map(([k, v]) => [k, settingValue(v)])),
+      // Every pin the analysis built the model with, the file's own `# pixelfly:` ones too (as the editor's lens).
+      settings: analysisSettings(analysis),
       python,
       paths,
       trusted: true,

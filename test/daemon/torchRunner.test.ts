@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DaemonRpcError, type DaemonClient } from '../../client/daemonClient';
@@ -441,6 +441,28 @@ test('pixelfly train FILE --runner torch trains the file\'s own model and its JS
     assert.ok(out.estimatedMemoryBytes! > 0 && out.peakMemoryBytes! > 0);
     assert.match(r.stderr, /GPT2LMHeadModel/);
   } finally {
+    removeHome(home);
+  }
+});
+
+test('pixelfly train FILE --runner torch builds the model with the file\'s own `# pixelfly:` pins, as the editor\'s lens does', { skip: missing, timeout: 300_000 }, () => {
+  const home = tempHome();
+  const dir = mkdtempSync(join(tmpdir(), 'pixelfly-pins-'));
+  try {
+    // minGPT's config needs its sizes (or a model_type): here they are pinned in the file only.
+    cpSync(fixture('mingpt'), join(dir, 'mingpt'), { recursive: true });
+    const file = join(dir, 'mingpt', 'mingpt', 'model.py');
+    const source = readFileSync(file, 'utf8').replace(/^# pixelfly: .*$/m, '');
+    writeFileSync(file, `# pixelfly: model_type=None, n_layer=2, n_head=4, n_embd=256, vocab_size=96, block_size=64\n${source}`);
+    const args = ['train', file, '--runner', 'torch', '--python', PYTHON, '--steps', '2', '--batch-size', '2', '--threads', '1', '--json'];
+    const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, PIXELFLY_HOME: home }, encoding: 'utf8', timeout: 240_000 });
+    spawnSync(process.execPath, [CLI, 'daemon', 'stop'], { env: { ...process.env, PIXELFLY_HOME: home }, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, `${r.stderr}\n${r.stdout}`);
+    const out = JSON.parse(r.stdout) as JobInfo;
+    assert.equal(out.state, 'completed', out.error);
+    assert.equal(out.subject?.context, 64, 'the pinned block_size');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
     removeHome(home);
   }
 });
