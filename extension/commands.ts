@@ -180,7 +180,7 @@ async function resolveSpec(arg: unknown): Promise<{ spec: Record<string, unknown
  * extension selected. Sent only from a trusted workspace (train() checks it; the daemon refuses
  * the job without `trusted`).
  */
-async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>, 'runner' | 'model' | 'plan'>> {
+async function torchJob(a: TrainArgs, extraPaths: readonly string[]): Promise<Pick<MethodParamsIn<'job.submit'>, 'runner' | 'model' | 'plan'>> {
   const uri = vscode.Uri.parse(a.uri as string);
   const plan = a.torchPlan as { layers?: Array<{ sparsify?: boolean }> } | undefined;
   if (!plan?.layers?.some((l) => l.sparsify)) {
@@ -193,11 +193,22 @@ async function torchJob(a: TrainArgs): Promise<Pick<MethodParamsIn<'job.submit'>
       name: a.name as string,
       settings: a.settings ?? {},
       python: await selectedInterpreter(uri),
-      paths: (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath),
+      paths: importPaths(extraPaths),
       trusted: vscode.workspace.isTrusted,
     },
     plan: a.torchPlan as MethodParamsIn<'job.submit'>['plan'],
   };
+}
+
+/**
+ * Where the runner imports from besides the model's own folder: the workspace folders and the
+ * analysis's extra paths (relative ones from the first workspace folder), so the model the hints
+ * read is the model that trains.
+ */
+function importPaths(extraPaths: readonly string[]): string[] {
+  const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
+  const extra = extraPaths.map((p) => (isAbsolute(p) || folders.length === 0 ? p : join(folders[0], p)));
+  return [...new Set([...folders, ...extra])];
 }
 
 async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
@@ -226,7 +237,7 @@ async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {
   let params: MethodParamsIn<'job.submit'>;
   if (isTrainArgs(arg) && trainsTorch(arg, settings.runner)) {
     // The job's model names the file and the model itself.
-    params = { name: (arg.name ?? 'model').slice(0, 128), ...common, ...(await torchJob(arg)) };
+    params = { name: (arg.name ?? 'model').slice(0, 128), ...common, ...(await torchJob(arg, settings.extraPaths)) };
   } else {
     // `source`: the file and model the engine's spec stands in for, so the run's record names them.
     let resolved = await resolveSpec(arg);

@@ -22,6 +22,8 @@ export interface Settings {
   datasetFolders: string[];
   /** Tokens per sample when the model itself does not say; null: the analysis's own default. */
   tokensPerSample: number | null;
+  /** Folders the analysis imports library code from; the PyTorch runner imports from them too. */
+  extraPaths: string[];
   epochs: number;
   batchSize: number;
   lr: number;
@@ -49,6 +51,7 @@ export const DEFAULTS: Settings = {
   dataset: 'fashion-mnist',
   datasetFolders: [],
   tokensPerSample: null,
+  extraPaths: [],
   epochs: 1,
   batchSize: 64,
   lr: 0.001,
@@ -84,6 +87,7 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     dataset: get('training.dataset', (v): v is string => typeof v === 'string' && /^(synthetic|fashion-mnist|text|npy)(:.+)?$/.test(v), DEFAULTS.dataset, "must be 'synthetic', 'fashion-mnist[:DIR]', 'text:FILE' or 'npy:DIR'"),
     datasetFolders: get('training.datasetFolders', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.datasetFolders, 'must be a list of folder paths'),
     tokensPerSample: get('analysis.tokensPerSample', (v): v is number | null => v === null || int(1, 1 << 20)(v), DEFAULTS.tokensPerSample, 'must be a positive integer, or null'),
+    extraPaths: get('analysis.extraPaths', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.extraPaths, 'must be a list of folder paths'),
     epochs: get('training.epochs', (v): v is number => typeof v === 'number' && v > 0 && v <= 1000, DEFAULTS.epochs, 'must be a number in (0, 1000]'),
     batchSize: get('training.batchSize', int(1, 65536), DEFAULTS.batchSize, 'must be an integer 1-65536'),
     lr: get('training.learningRate', (v): v is number => typeof v === 'number' && v > 0 && v < 10, DEFAULTS.lr, 'must be a number in (0, 10)'),
