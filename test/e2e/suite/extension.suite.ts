@@ -4,7 +4,7 @@
  * discovery file in $PIXELFLY_HOME), the real native engine and the real webview panels.
  */
 import * as assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { PixelflyApi } from '../../../extension/main';
@@ -209,6 +209,62 @@ suite('Pixelfly extension (inside VS Code)', () => {
       console.log(`torch run ${j.jobId}: ${r.steps.length} steps, speedup ${r.info.summary?.speedup?.toFixed(2)}x (informational)`);
     } finally {
       for (const [k] of settings) await cfg.update(k, undefined, vscode.ConfigurationTarget.Workspace);
+    }
+  });
+
+  test('one click trains the corpus GPTs (nanoGPT, minGPT, Hugging Face GPT-2) from their own code with the PyTorch runner', async function () {
+    const missing = torchMissing();
+    if (missing) {
+      console.log(missing);
+      this.skip();
+    }
+    this.timeout(600000);
+    // The corpus's model files copied into the workspace (the runner imports only from a trusted
+    // workspace), each with the pins a user would write at the top for a small run; Hugging Face's
+    // library code comes from pixelfly.analysis.extraPaths, which the runner imports from too.
+    const fixtures = join(__dirname, '..', '..', '..', '..', 'test', 'fixtures');
+    const folder = workspaceFile('corpus').fsPath;
+    const cases = [
+      { dir: 'nanogpt', file: 'nanogpt/model.py', cls: 'class GPT(', pins: 'n_layer=2, n_head=4, n_embd=256, block_size=64, vocab_size=96' },
+      { dir: 'mingpt', file: 'mingpt/mingpt/model.py', cls: 'class GPT(', pins: 'model_type=None, n_layer=2, n_head=4, n_embd=256, vocab_size=96, block_size=64' },
+      { dir: 'hf_gpt2', file: 'hf_gpt2/modeling_gpt2.py', cls: 'class GPT2LMHeadModel(', pins: 'vocab_size=96, n_positions=64, n_embd=256, n_layer=2, n_head=4' },
+    ];
+    for (const c of cases) {
+      cpSync(join(fixtures, 'models', c.dir), join(folder, c.dir), { recursive: true });
+      const file = join(folder, c.file);
+      // The pins go first, in place of any the file had (minGPT pins model_type=gpt-mini).
+      const source = readFileSync(file, 'utf8').replace(/^# pixelfly: .*$/m, '');
+      writeFileSync(file, `# pixelfly: ${c.pins}\n${source}`);
+    }
+    const cfg = vscode.workspace.getConfiguration('pixelfly');
+    const settings: Array<[string, unknown]> = [
+      ['training.runner', 'torch'], ['analysis.pythonPath', PYTHON], ['training.maxSteps', 3], ['analysis.extraPaths', [join(fixtures, 'python-site')]],
+    ];
+    for (const [k, v] of settings) await cfg.update(k, v, vscode.ConfigurationTarget.Workspace);
+    try {
+      for (const c of cases) {
+        const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(folder, c.file)));
+        const editor = await vscode.window.showTextDocument(doc);
+        const classLine = doc.getText().split('\n').findIndex((l) => l.startsWith(c.cls));
+        assert.ok(classLine >= 0, `${c.file}: no '${c.cls}'`);
+        editor.selection = new vscode.Selection(classLine + 1, 0, classLine + 1, 0);
+        const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
+        assert.ok(j, `${c.file}: job submitted`);
+        assert.equal(j.subject?.runner, 'torch', `${c.file}: the PyTorch runner trains the file's own model`);
+        const r = await waitFor(`${c.file}: the run to end`, () => {
+          const rec = api.store.get(j.jobId);
+          return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec.info.summary !== undefined && rec;
+        }, 240000);
+        assert.equal(r.info.state, 'completed', `${c.file}: ${r.info.error}`);
+        assert.equal(r.steps.length, 3);
+        assert.ok(r.steps.every((s) => s.dense && s.pixelfly.loss > 0), `${c.file}: both variants every step`);
+        const speedup = r.info.summary?.speedup;
+        assert.ok(speedup !== undefined && speedup > 0, `${c.file}: a measured speedup`);
+        console.log(`${c.file} (${j.subject?.model}): ${r.steps.length} steps, measured speedup ${speedup.toFixed(2)}x, params dense ${r.info.summary?.dense?.params} / Pixelfly ${r.info.summary?.pixelfly.params}`);
+      }
+    } finally {
+      for (const [k] of settings) await cfg.update(k, undefined, vscode.ConfigurationTarget.Workspace);
+      rmSync(folder, { recursive: true, force: true });
     }
   });
 
