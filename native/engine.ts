@@ -448,16 +448,24 @@ export class EngineModel {
    * Writes the weights as safetensors for the PyTorch module (pixelfly_torch.py). Tensor names are
    * state_dict keys; Pixelfly layers hold `sparse.weight` [nnz, block, block] in THE BLOCK ORDER,
    * and `__metadata__.layouts` gives each such layer's mask rows so the reader rebuilds its index.
+   * Pixelfly attention cores are `blocks.<i>.attn.core` (a PixelflyAttention's state-dict prefix):
+   * `__metadata__.attention` gives each one's layout, and one with a low-rank term has its fixed
+   * Performer projection as `<core>.feature_map.projection` [m/2, head_dim].
    */
   async exportWeights(file: string): Promise<void> {
     const { params } = this.native.getState();
     const info = this.params();
     const tensors: Record<string, unknown> = {};
+    const chunks: Buffer[] = [];
     let offset = 0;
-    for (const p of info) {
-      tensors[p.name] = { dtype: 'F32', shape: p.shape, data_offsets: [offset, offset + 4 * p.size] };
-      offset += 4 * p.size;
-    }
+    const add = (name: string, shape: number[], data: Float32Array) => {
+      tensors[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + 4 * data.length] };
+      chunks.push(bytes(data));
+      offset += 4 * data.length;
+    };
+    for (const p of info) add(p.name, p.shape, params.subarray(p.offset, p.offset + p.size));
+    const cores = this.attentionCores();
+    for (const c of cores) if (c.projection) add(`${c.name}.feature_map.projection`, [c.projection.length / c.headDim, c.headDim], c.projection);
     const layouts: Record<string, unknown> = {};
     for (const l of this.layers) {
       const rows: string[] = [];
@@ -472,6 +480,7 @@ export class EngineModel {
       spec: JSON.stringify(this.spec),
       plan: JSON.stringify(this.plan ?? null),
       layouts: JSON.stringify(layouts),
+      attention: JSON.stringify(Object.fromEntries(cores.map((c) => [c.name, c.meta]))),
     };
     let header = Buffer.from(JSON.stringify(tensors));
     // safetensors pads the header with spaces so the data starts 8-byte aligned.
@@ -479,8 +488,28 @@ export class EngineModel {
     header = Buffer.concat([header, Buffer.alloc(pad, 0x20)]);
     const lead = Buffer.alloc(8);
     lead.writeBigUInt64LE(BigInt(header.length));
-    const data = Buffer.concat(info.map((p) => bytes(params.subarray(p.offset, p.offset + p.size))));
-    await fs.writeFile(file, Buffer.concat([lead, header, data]));
+    await fs.writeFile(file, Buffer.concat([lead, header, ...chunks]));
+  }
+
+  /**
+   * The model's Pixelfly attention cores, as the export names them: each block's score layout and,
+   * with a low-rank term, its projection (drawn from the model's seed, as engineModelConfig draws it).
+   */
+  private attentionCores(): Array<{ name: string; headDim: number; projection?: Float32Array; meta: Record<string, unknown> }> {
+    const att = specAttention(this.spec);
+    if (!att || att.attention.kind !== 'pixelfly') return [];
+    const headDim = att.dim / att.heads;
+    const { layout } = attentionLayout(att.T, att.attention, att.causal);
+    const rows = Array.from({ length: layout.blockRows }, (_, r) => Array.from(layout.mask.subarray(r * layout.blockCols, (r + 1) * layout.blockCols)).join(''));
+    const m = lowRankFeatures(att.attention);
+    const all = m > 0 ? performerProjection(att.count, m, headDim, this.seed) : undefined;
+    const per = (m / 2) * headDim;
+    return Array.from({ length: att.count }, (_, i) => ({
+      name: `blocks.${i}.attn.core`,
+      headDim,
+      projection: all?.subarray(i * per, (i + 1) * per),
+      meta: { T: att.T, headDim, causal: att.causal, ...att.attention, features: m, layout: rows },
+    }));
   }
 
   /** Test hook (synchronous, small layers): forward, and backward of sum(y·dy) when dy is given. */

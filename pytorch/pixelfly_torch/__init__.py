@@ -20,7 +20,7 @@ from .layout import (KERNEL_BLOCK_SIZES, PixelflyConfigError, block_index, flat_
                      flat_butterfly_support)
 from .linear import PixelflyLinear, config_kwargs
 from .sparsify import PixelflyPlanError, PixelflyPointwiseConv, Replacement, plan_layers, sparsify
-from .weights import load_engine_weights, pixelfly_layers_from_export, read_safetensors
+from .weights import load_engine_weights, pixelfly_attention_from_export, pixelfly_layers_from_export, read_safetensors
 
 __all__ = [
     "AttentionLayout",
@@ -47,6 +47,7 @@ __all__ = [
     "load_engine_weights",
     "native_reason",
     "pixelfly_attention",
+    "pixelfly_attention_from_export",
     "pixelfly_layers_from_export",
     "pixelfly_linear",
     "plan_layers",

@@ -1,13 +1,14 @@
 """Reading the native engine's weight exports (safetensors, see native/src/engine/FORMATS.md) into
-PixelflyLinear layers: the tensor names are the layers' state-dict keys."""
+PixelflyLinear layers and PixelflyAttention cores: the tensor names are their state-dict keys."""
 import json
 import struct
 
 import torch
 
+from .attention_core import PixelflyAttention
 from .linear import PixelflyLinear
 
-__all__ = ["read_safetensors", "load_engine_weights", "pixelfly_layers_from_export"]
+__all__ = ["read_safetensors", "load_engine_weights", "pixelfly_layers_from_export", "pixelfly_attention_from_export"]
 
 
 _DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32}
@@ -52,9 +53,7 @@ def pixelfly_layers_from_export(path):
     Raises if a layer's layout here differs from the one the engine recorded (it never should:
     both implement the same layout function).
     """
-    tensors, meta = read_safetensors(path)
-    if meta.get("format") != "pixelfly-weights":
-        raise ValueError(f"{path}: not a Pixelfly weight export (metadata format {meta.get('format')!r})")
+    tensors, meta = _read_export(path)
     layers = {}
     for name, cfg in json.loads(meta.get("layouts", "{}")).items():
         layer = PixelflyLinear(cfg["in"], cfg["out"], block=cfg["block"], butterfly_size=cfg["butterflySize"],
@@ -63,7 +62,38 @@ def pixelfly_layers_from_export(path):
         rows = ["".join("1" if v else "0" for v in row) for row in layer.layout.tolist()]
         if rows != cfg["layout"]:
             raise ValueError(f"{path}: layer {name}: the exported layout differs from pixelfly_torch's")
-        state = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        layer.load_state_dict(state, strict=True)
+        layer.load_state_dict(_under(tensors, name), strict=True)
         layers[name] = layer
     return layers
+
+
+def pixelfly_attention_from_export(path):
+    """Every Pixelfly attention core of an engine weight export, built and loaded:
+    ``{name: PixelflyAttention}`` (``blocks.<i>.attn.core``): its score layout, and where it has the
+    low-rank term, the fixed Performer projection the engine trained with.
+
+    Raises if a core's layout here differs from the one the engine recorded.
+    """
+    tensors, meta = _read_export(path)
+    cores = {}
+    for name, c in json.loads(meta.get("attention", "{}")).items():
+        core = PixelflyAttention(c["headDim"], c["T"], block=c["block"], butterfly_size=c["butterflySize"], n_factors=c["nFactors"],
+                                 global_size=c.get("globalSize", 0), features=c.get("features", 0), causal=c["causal"])
+        rows = ["".join("1" if v else "0" for v in row) for row in core.full_layout.mask.tolist()]
+        if rows != c["layout"]:
+            raise ValueError(f"{path}: attention core {name}: the exported layout differs from pixelfly_torch's")
+        core.load_state_dict(_under(tensors, name), strict=True)
+        cores[name] = core
+    return cores
+
+
+def _read_export(path):
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != "pixelfly-weights":
+        raise ValueError(f"{path}: not a Pixelfly weight export (metadata format {meta.get('format')!r})")
+    return tensors, meta
+
+
+def _under(tensors, name):
+    """The tensors of the module at `name`, by their names inside it."""
+    return {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}

@@ -4,6 +4,7 @@ engine (torch.test.ts) and run a model the quick fixes rewrote (test/server/torc
 
   layouts CASES OUT     pixelfly_torch's layout (rows of '0'/'1') or the parameter it rejects, per case
   engine WEIGHTS X OUT  every Pixelfly layer of an engine weight export, applied to X (float64)
+  attention WEIGHTS OUT every attention core of an engine weight export: its projection, density, one forward
   model DIR OUT         import the rewritten tiny model from DIR, forward + backward, report its modules
 """
 import json
@@ -42,6 +43,19 @@ def engine(weights, x_path, out_path):
     json.dump(result, open(out_path, "w"))
 
 
+def attention(weights, out_path):
+    from pixelfly_torch import pixelfly_attention_from_export
+    torch.manual_seed(0)
+    result = {}
+    for name, core in pixelfly_attention_from_export(weights).items():
+        q, k, v = (torch.randn(2, 2, core.max_seq_length, core.head_dim) for _ in range(3))
+        y = core(q, k, v)
+        fm = core.feature_map
+        result[name] = {"projection": fm.projection.flatten().tolist() if fm is not None else None, "density": core.density,
+                        "causal": core.causal, "finite": bool(torch.isfinite(y).all()), "shape": list(y.shape)}
+    json.dump(result, open(out_path, "w"))
+
+
 def model(directory, out_path):
     sys.path.insert(0, directory)
     from model import TinyTransformer
@@ -65,4 +79,4 @@ def model(directory, out_path):
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"layouts": layouts, "engine": engine, "model": model}[mode](*args)
+    {"layouts": layouts, "engine": engine, "attention": attention, "model": model}[mode](*args)

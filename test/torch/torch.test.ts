@@ -101,6 +101,33 @@ async function engineOrSkip(): Promise<typeof import('../../native/engine') | st
   }
 }
 
+test('PixelflyAttention cores come back from the engine\'s weight export: each layout, and the low-rank projection the engine trained with', { skip: noTorch }, async (t) => {
+  const engine = await engineOrSkip();
+  if (typeof engine === 'string') return t.skip(engine);
+  const { performerProjection, attentionLayout } = await import('../../core/attention');
+  const attention = { kind: 'pixelfly' as const, block: 16, butterflySize: 4, nFactors: 2, features: 8 };
+  const spec = { kind: 'gpt' as const, vocab: 32, context: 64, dim: 32, depth: 2, heads: 2, mlpHidden: 64, attention };
+  const seed = 5;
+  const model = await engine.createModel({ spec, seed, threads: 1, train: { batch: 2, lr: 1e-3, totalSteps: 1 } });
+  const dir = tmp();
+  try {
+    await model.exportWeights(join(dir, 'weights.safetensors'));
+    check(['attention', join(dir, 'weights.safetensors'), join(dir, 'cores.json')]);
+    const cores = JSON.parse(readFileSync(join(dir, 'cores.json'), 'utf8')) as Record<string, { projection: number[]; density: number; causal: boolean; finite: boolean }>;
+    assert.deepEqual(Object.keys(cores), ['blocks.0.attn.core', 'blocks.1.attn.core']);
+    // Each core's own projection (the model draws one per block from its seed), bit for bit.
+    const all = performerProjection(2, 8, 16, seed);
+    const density = attentionLayout(64, attention, true).density;
+    for (const [i, c] of Object.values(cores).entries()) {
+      assert.deepEqual(Float32Array.from(c.projection), all.subarray(i * 64, (i + 1) * 64), `block ${i}: the projection`);
+      assert.ok(c.causal && Math.abs(c.density - density) < 1e-12 && c.finite, JSON.stringify({ ...c, projection: undefined }));
+    }
+    assert.notDeepEqual(cores['blocks.0.attn.core'].projection, cores['blocks.1.attn.core'].projection, 'each block has its own');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('PixelflyLinear reproduces the engine from the engine\'s weight export (with padding, low rank and gate)', { skip: noTorch }, async (t) => {
   const engine = await engineOrSkip();
   if (typeof engine === 'string') return t.skip(engine);
