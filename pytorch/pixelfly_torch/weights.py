@@ -59,11 +59,7 @@ def pixelfly_layers_from_export(path):
         layer = PixelflyLinear(cfg["in"], cfg["out"], block=cfg["block"], butterfly_size=cfg["butterflySize"],
                                n_factors=cfg["nFactors"], rank=cfg.get("rank", 0), global_size=cfg.get("globalSize", 0),
                                shuffle=bool(cfg.get("shuffle", False)))
-        rows = ["".join("1" if v else "0" for v in row) for row in layer.layout.tolist()]
-        if rows != cfg["layout"]:
-            raise ValueError(f"{path}: layer {name}: the exported layout differs from pixelfly_torch's")
-        layer.load_state_dict(_under(tensors, name), strict=True)
-        layers[name] = layer
+        layers[name] = _loaded(path, tensors, f"layer {name}", name, layer, layer.layout, cfg["layout"])
     return layers
 
 
@@ -79,11 +75,7 @@ def pixelfly_attention_from_export(path):
     for name, c in json.loads(meta.get("attention", "{}")).items():
         core = PixelflyAttention(c["headDim"], c["T"], block=c["block"], butterfly_size=c["butterflySize"], n_factors=c["nFactors"],
                                  global_size=c.get("globalSize", 0), features=c.get("features", 0), causal=c["causal"])
-        rows = ["".join("1" if v else "0" for v in row) for row in core.full_layout.mask.tolist()]
-        if rows != c["layout"]:
-            raise ValueError(f"{path}: attention core {name}: the exported layout differs from pixelfly_torch's")
-        core.load_state_dict(_under(tensors, name), strict=True)
-        cores[name] = core
+        cores[name] = _loaded(path, tensors, f"attention core {name}", name, core, core.full_layout.mask, c["layout"])
     return cores
 
 
@@ -94,6 +86,10 @@ def _read_export(path):
     return tensors, meta
 
 
-def _under(tensors, name):
-    """The tensors of the module at `name`, by their names inside it."""
-    return {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+def _loaded(path, tensors, what, name, module, mask, rows):
+    """`module` (built here for the export's entry `name`) with its tensors loaded, once its block
+    mask is the one the engine recorded (it always should be: both implement the same layout function)."""
+    if ["".join("1" if v else "0" for v in row) for row in mask.tolist()] != rows:
+        raise ValueError(f"{path}: {what}: the exported layout differs from pixelfly_torch's")
+    module.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}, strict=True)
+    return module

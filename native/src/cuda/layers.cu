@@ -212,7 +212,7 @@ void Context::performerForward(const PerformerState& s, const float* qkv, const 
   LAUNCH_HEAD_ROWS(tokens, dev::performerFeaturesKernel, a, qkv, 1, s.phiK, static_cast<float*>(nullptr));
   LAUNCH_HEAD_ROWS(items, dev::performerKeyShiftKernel, a, s.phiK, s.shiftK);
   LAUNCH(tokens * s.m, dev::performerExpKeysKernel, a, s.phiK, s.shiftK);
-  LAUNCH_HEAD_ROWS(blocks, dev::performerKeyBlockSumsKernel, a, qkv, s.phiK, s.kv, s.ks);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerBlockSumsKernel, a, s.phiK, qkv, 2, static_cast<const float*>(nullptr), s.kv, s.ks);
   LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m) * s.hd, s.kv, s.kvC, false);
   LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m), s.ks, s.kC, false);
   LAUNCH_HEAD_ROWS(tokens, dev::performerMixKernel, a, s.phiQ, s.shiftQ, s.shiftK, s.kvC, s.kC, lse, s.u, s.ws, s.wl, ctx);
@@ -224,7 +224,7 @@ void Context::performerBackward(const PerformerState& s, const float* qkv, const
   const int64_t items = int64_t(s.B) * s.H, tokens = items * s.T, blocks = items * s.n;
   LAUNCH_HEAD_ROWS(tokens, dev::performerQueryGradKernel, a, qkv, dctx, s.os, s.phiQ, s.kvC, s.kC, s.u, s.ws, s.wl, dSparse, dlse,
                    s.du, s.dz, dqkv);
-  LAUNCH_HEAD_ROWS(blocks, dev::performerQueryBlockGradKernel, a, s.phiQ, s.du, s.dz, s.dkvC, s.dkC);
+  LAUNCH_HEAD_ROWS(blocks, dev::performerBlockSumsKernel, a, s.phiQ, static_cast<const float*>(s.du), -1, static_cast<const float*>(s.dz), s.dkvC, s.dkC);
   // Each dropped (I, J) pair passes query block I's sums back to key block J (into kv and ks).
   LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m) * s.hd, s.dkvC, s.kv, true);
   LAUNCH_HEAD_ROWS(blocks, dev::performerDroppedSumsKernel, a, int64_t(s.m), s.dkC, s.ks, true);

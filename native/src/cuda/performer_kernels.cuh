@@ -34,6 +34,17 @@ __device__ __forceinline__ int64_t pfQkv(const PerformerArgs& a, int64_t item, i
 __device__ __forceinline__ int64_t pfCtx(const PerformerArgs& a, int64_t item, int t) {
   return ((item / a.H) * a.T + t) * a.D + (item % a.H) * a.hd;
 }
+// Row `row` of the [items × T] token grid: its item, token and score block (the block's row of
+// the per-block arrays).
+struct TokenRow {
+  int64_t item, blk;
+  int t;
+  __device__ TokenRow(int64_t row, const PerformerArgs& a)
+      : item(row / a.T), blk(row / a.T * a.n + row % a.T / a.bs), t(static_cast<int>(row % a.T)) {}
+  __device__ int64_t qkv(const PerformerArgs& a, int which) const { return pfQkv(a, item, t, which); }
+  __device__ int64_t ctx(const PerformerArgs& a) const { return pfCtx(a, item, t); }
+};
+
 // The tokens of score block J: [J·bs, min(T, J·bs + bs)).
 __device__ __forceinline__ int pfEnd(const PerformerArgs& a, int J) { return imin(a.T, J * a.bs + a.bs); }
 
@@ -47,9 +58,8 @@ __global__ void performerFeaturesKernel(PerformerArgs a, const float* __restrict
   const int l = threadIdx.x, half = a.m / 2;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const int64_t item = row / a.T;
-    const int t = static_cast<int>(row % a.T);
-    stageRow(x, qkv + pfQkv(a, item, t, which), a.hd);
+    const TokenRow tr(row, a);
+    stageRow(x, qkv + tr.qkv(a, which), a.hd);
     __syncthreads();
     float sq = 0.0f;
     for (int c = 0; c < a.hd; c++) sq += x[c] * x[c];
@@ -97,24 +107,30 @@ __global__ void performerExpKeysKernel(PerformerArgs a, float* __restrict__ phiK
   for (int64_t i = firstIndex(); i < n; i += gridStride()) phiK[i] = expf(phiK[i] - shiftK[i / per]);
 }
 
-// Per key block J of each item: kv_J = φ(K_J)ᵀ·V_J (m × hd) and ks_J = φ(K_J)ᵀ·1 (m), over its tokens in order.
-__global__ void performerKeyBlockSumsKernel(PerformerArgs a, const float* __restrict__ qkv, const float* __restrict__ phiK,
-                                            float* __restrict__ kv, float* __restrict__ ks) {
+// Per score block X of each item, over its tokens in order: S_X = φ_Xᵀ·R_X (m × hd) and
+// s_X = φ_Xᵀ·w_X (m). The key blocks' kv and ks (φ(K), R = V, w = 1) and, in the backward, the query
+// blocks' dkvC and dkC (φ(Q), R = du, w = dz). R is qkv's v rows (`which` 2) or an
+// [items·T·hd] array (`which` −1); w null stands for ones.
+__global__ void performerBlockSumsKernel(PerformerArgs a, const float* __restrict__ phi, const float* __restrict__ R, int which,
+                                         const float* __restrict__ w, float* __restrict__ S, float* __restrict__ s) {
   const int l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.n, width = int64_t(a.m) * a.hd;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t item = row / a.n;
-    const int J = static_cast<int>(row % a.n), t1 = pfEnd(a, J);
+    const int X = static_cast<int>(row % a.n), t1 = pfEnd(a, X);
     for (int64_t e = l; e < width; e += kLanes) {
       const int r = static_cast<int>(e / a.hd), c = static_cast<int>(e % a.hd);
-      float s = 0.0f;
-      for (int t = J * a.bs; t < t1; t++) s += phiK[(item * a.T + t) * a.m + r] * qkv[pfQkv(a, item, t, 2) + c];
-      kv[row * width + e] = s;
+      float acc = 0.0f;
+      for (int t = X * a.bs; t < t1; t++) {
+        const int64_t at = which >= 0 ? pfQkv(a, item, t, which) : (item * a.T + t) * a.hd;
+        acc += phi[(item * a.T + t) * a.m + r] * R[at + c];
+      }
+      S[row * width + e] = acc;
     }
     for (int r = l; r < a.m; r += kLanes) {
-      float s = 0.0f;
-      for (int t = J * a.bs; t < t1; t++) s += phiK[(item * a.T + t) * a.m + r];
-      ks[row * a.m + r] = s;
+      float acc = 0.0f;
+      for (int t = X * a.bs; t < t1; t++) acc += phi[(item * a.T + t) * a.m + r] * (w ? w[item * a.T + t] : 1.0f);
+      s[row * a.m + r] = acc;
     }
   }
 }
@@ -151,15 +167,13 @@ __global__ void performerMixKernel(PerformerArgs a, const float* __restrict__ ph
   const int l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const int64_t item = row / a.T;
-    const int t = static_cast<int>(row % a.T);
-    const int64_t blk = item * a.n + t / a.bs;
-    for (int r = l; r < a.m; r += kLanes) f[r] = phiQ[row * a.m + r];
+    const TokenRow tr(row, a);
+    stageRow(f, phiQ + row * a.m, a.m);
     __syncthreads();
-    const float z = dotRow(f, kC + blk * a.m, a.m);
+    const float z = dotRow(f, kC + tr.blk * a.m, a.m);
     float wsT = 1.0f, wlT = 0.0f;
     if (z > 0.0f) {
-      const float c = shiftQ[row] + shiftK[item];
+      const float c = shiftQ[row] + shiftK[tr.item];
       const float logN = logf(z) + c, hi = fmaxf(lse[row], logN);
       const float logZ = hi + logf(expf(lse[row] - hi) + expf(logN - hi));
       wsT = expf(lse[row] - logZ);
@@ -167,9 +181,9 @@ __global__ void performerMixKernel(PerformerArgs a, const float* __restrict__ ph
     }
     for (int col = l; col < a.hd; col += kLanes) {
       float uc = 0.0f;
-      for (int r = 0; r < a.m; r++) uc += f[r] * kvC[(blk * a.m + r) * a.hd + col];
+      for (int r = 0; r < a.m; r++) uc += f[r] * kvC[(tr.blk * a.m + r) * a.hd + col];
       u[row * a.hd + col] = uc;
-      float* o = ctx + pfCtx(a, item, t) + col;
+      float* o = ctx + tr.ctx(a) + col;
       *o = wsT * *o + wlT * uc;
     }
     if (l == 0) ws[row] = wsT, wl[row] = wlT;
@@ -207,11 +221,10 @@ __global__ void performerQueryGradKernel(PerformerArgs a, const float* __restric
   const int l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const int64_t item = row / a.T;
-    const int t = static_cast<int>(row % a.T);
-    const int64_t blk = item * a.n + t / a.bs, at = pfCtx(a, item, t);
+    const TokenRow tr(row, a);
+    const int64_t at = tr.ctx(a);
     stageRow(g, dctx + at, a.hd);
-    for (int r = l; r < a.m; r += kLanes) f[r] = phiQ[row * a.m + r];
+    stageRow(f, phiQ + row * a.m, a.m);
     __syncthreads();
     const float wsT = ws[row], wlT = wl[row];
     const float dws = dotRow(g, os + at, a.hd), dwl = dotRow(g, u + row * a.hd, a.hd);
@@ -223,32 +236,10 @@ __global__ void performerQueryGradKernel(PerformerArgs a, const float* __restric
     }
     if (l == 0) dlse[row] = wsT * (dws + dL), dz[row] = dzT;
     __syncthreads();
-    for (int r = l; r < a.m; r += kLanes) dphi[r] = dotRow(duS, kvC + (blk * a.m + r) * a.hd, a.hd) + dzT * kC[blk * a.m + r];
+    for (int r = l; r < a.m; r += kLanes) dphi[r] = dotRow(duS, kvC + (tr.blk * a.m + r) * a.hd, a.hd) + dzT * kC[tr.blk * a.m + r];
     __syncthreads();
-    performerFeaturesBackward(a, qkv + pfQkv(a, item, t, 0), f, dphi, dd, dqkv + pfQkv(a, item, t, 0));
+    performerFeaturesBackward(a, qkv + tr.qkv(a, 0), f, dphi, dd, dqkv + tr.qkv(a, 0));
     __syncthreads();  // the shared rows are read before the next row writes them
-  }
-}
-
-// Per query block I of each item: dkvC_I = φ(Q_I)ᵀ·du (m × hd) and dkC_I = φ(Q_I)ᵀ·dz, over its tokens in order.
-__global__ void performerQueryBlockGradKernel(PerformerArgs a, const float* __restrict__ phiQ, const float* __restrict__ du,
-                                              const float* __restrict__ dz, float* __restrict__ dkvC, float* __restrict__ dkC) {
-  const int l = threadIdx.x;
-  const int64_t rows = int64_t(a.B) * a.H * a.n, width = int64_t(a.m) * a.hd;
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const int64_t item = row / a.n;
-    const int I = static_cast<int>(row % a.n), t1 = pfEnd(a, I);
-    for (int64_t e = l; e < width; e += kLanes) {
-      const int r = static_cast<int>(e / a.hd), c = static_cast<int>(e % a.hd);
-      float s = 0.0f;
-      for (int t = I * a.bs; t < t1; t++) s += phiQ[(item * a.T + t) * a.m + r] * du[(item * a.T + t) * a.hd + c];
-      dkvC[row * width + e] = s;
-    }
-    for (int r = l; r < a.m; r += kLanes) {
-      float s = 0.0f;
-      for (int t = I * a.bs; t < t1; t++) s += phiQ[(item * a.T + t) * a.m + r] * dz[item * a.T + t];
-      dkC[row * a.m + r] = s;
-    }
   }
 }
 
@@ -261,21 +252,19 @@ __global__ void performerKeyGradKernel(PerformerArgs a, const float* __restrict_
   const int l = threadIdx.x;
   const int64_t rows = int64_t(a.B) * a.H * a.T;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const int64_t item = row / a.T;
-    const int t = static_cast<int>(row % a.T);
-    const int64_t blk = item * a.n + t / a.bs;
-    stageRow(v, qkv + pfQkv(a, item, t, 2), a.hd);
-    for (int r = l; r < a.m; r += kLanes) f[r] = phiK[row * a.m + r];
+    const TokenRow tr(row, a);
+    stageRow(v, qkv + tr.qkv(a, 2), a.hd);
+    stageRow(f, phiK + row * a.m, a.m);
     __syncthreads();
-    for (int r = l; r < a.m; r += kLanes) dphi[r] = dks[blk * a.m + r] + dotRow(v, dkv + (blk * a.m + r) * a.hd, a.hd);
-    float* dv = dqkv + pfQkv(a, item, t, 2);
+    for (int r = l; r < a.m; r += kLanes) dphi[r] = dks[tr.blk * a.m + r] + dotRow(v, dkv + (tr.blk * a.m + r) * a.hd, a.hd);
+    float* dv = dqkv + tr.qkv(a, 2);
     for (int c = l; c < a.hd; c += kLanes) {
       float s = 0.0f;
-      for (int r = 0; r < a.m; r++) s += f[r] * dkv[(blk * a.m + r) * a.hd + c];
+      for (int r = 0; r < a.m; r++) s += f[r] * dkv[(tr.blk * a.m + r) * a.hd + c];
       dv[c] += s;
     }
     __syncthreads();
-    performerFeaturesBackward(a, qkv + pfQkv(a, item, t, 1), f, dphi, dd, dqkv + pfQkv(a, item, t, 1));
+    performerFeaturesBackward(a, qkv + tr.qkv(a, 1), f, dphi, dd, dqkv + tr.qkv(a, 1));
     __syncthreads();  // the shared rows are read before the next row writes them
   }
 }

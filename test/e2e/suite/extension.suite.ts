@@ -182,42 +182,60 @@ suite('Pixelfly extension (inside VS Code)', () => {
     }
   });
 
-  test("Train with the PyTorch runner trains the file's own model (your model, not an engine stand-in) to completion", async function () {
+  /** The PyTorch runner's tests need python3-torch: without it they skip, saying why. */
+  function requireTorch(ctx: Mocha.Context): void {
     const missing = torchMissing();
     if (missing) {
       console.log(missing);
-      this.skip();
+      ctx.skip();
     }
-    this.timeout(300000);
-    const editor = await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(workspaceFile('mixer.py')));
-    const classLine = editor.document.getText().split('\n').findIndex((l) => l.startsWith('class Mixer('));
-    editor.selection = new vscode.Selection(classLine + 3, 0, classLine + 3, 0);
+  }
+
+  /** Runs `fn` with these workspace settings, then takes them away again. */
+  async function withSettings<T>(settings: Record<string, unknown>, fn: () => Promise<T>): Promise<T> {
     const cfg = vscode.workspace.getConfiguration('pixelfly');
-    const settings: Array<[string, unknown]> = [['training.runner', 'torch'], ['analysis.pythonPath', PYTHON], ['training.maxSteps', 4]];
-    for (const [k, v] of settings) await cfg.update(k, v, vscode.ConfigurationTarget.Workspace);
+    for (const [k, v] of Object.entries(settings)) await cfg.update(k, v, vscode.ConfigurationTarget.Workspace);
     try {
-      const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
-      assert.ok(j, 'job submitted');
-      assert.deepEqual([j.subject?.runner, j.subject?.model, j.subject?.file], ['torch', 'Mixer', workspaceFile('mixer.py').fsPath]);
-      const r = await waitFor('the PyTorch run to end', () => {
-        const rec = api.store.get(j.jobId);
-        return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec.info.summary !== undefined && rec;
-      }, 240000);
-      assert.equal(r.info.state, 'completed', r.info.error);
-      assert.equal(r.steps.length, 4);
-      assert.ok(r.steps.every((s) => s.dense && s.pixelfly.loss > 0), 'both variants every step');
-      console.log(`torch run ${j.jobId}: ${r.steps.length} steps, speedup ${r.info.summary?.speedup?.toFixed(2)}x (informational)`);
+      return await fn();
     } finally {
-      for (const [k] of settings) await cfg.update(k, undefined, vscode.ConfigurationTarget.Workspace);
+      for (const k of Object.keys(settings)) await cfg.update(k, undefined, vscode.ConfigurationTarget.Workspace);
     }
+  }
+
+  /**
+   * "Train dense vs Pixelfly" with the cursor inside the class `cls` of `file`, as the lens's click
+   * trains the model it sits on; checks the run completed with both variants every step.
+   */
+  async function trainModelIn(file: vscode.Uri, cls: string, steps: number) {
+    const editor = await vscode.window.showTextDocument(await vscode.workspace.openTextDocument(file));
+    const classLine = editor.document.getText().split('\n').findIndex((l) => l.startsWith(cls));
+    assert.ok(classLine >= 0, `${file.fsPath}: no '${cls}'`);
+    editor.selection = new vscode.Selection(classLine + 1, 0, classLine + 1, 0);
+    const job = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
+    assert.ok(job, `${file.fsPath}: job submitted`);
+    assert.deepEqual([job.subject?.runner, job.subject?.file], ['torch', file.fsPath], "the PyTorch runner trains the file's own model");
+    const run = await waitFor(`${file.fsPath}: the run to end`, () => {
+      const rec = api.store.get(job.jobId);
+      return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec.info.summary !== undefined && rec;
+    }, 240000);
+    assert.equal(run.info.state, 'completed', `${file.fsPath}: ${run.info.error}`);
+    assert.equal(run.steps.length, steps);
+    assert.ok(run.steps.every((s) => s.dense && s.pixelfly.loss > 0), `${file.fsPath}: both variants every step`);
+    return { job, run };
+  }
+
+  test("Train with the PyTorch runner trains the file's own model (your model, not an engine stand-in) to completion", async function () {
+    requireTorch(this);
+    this.timeout(300000);
+    await withSettings({ 'training.runner': 'torch', 'analysis.pythonPath': PYTHON, 'training.maxSteps': 4 }, async () => {
+      const { job, run } = await trainModelIn(workspaceFile('mixer.py'), 'class Mixer(', 4);
+      assert.equal(job.subject?.model, 'Mixer');
+      console.log(`torch run ${job.jobId}: ${run.steps.length} steps, speedup ${run.info.summary?.speedup?.toFixed(2)}x (informational)`);
+    });
   });
 
   test('one click trains the corpus GPTs (nanoGPT, minGPT, Hugging Face GPT-2) from their own code with the PyTorch runner', async function () {
-    const missing = torchMissing();
-    if (missing) {
-      console.log(missing);
-      this.skip();
-    }
+    requireTorch(this);
     this.timeout(600000);
     // The corpus's model files copied into the workspace (the runner imports only from a trusted
     // workspace), each with the pins a user would write at the top for a small run; Hugging Face's
@@ -236,34 +254,17 @@ suite('Pixelfly extension (inside VS Code)', () => {
       const source = readFileSync(file, 'utf8').replace(/^# pixelfly: .*$/m, '');
       writeFileSync(file, `# pixelfly: ${c.pins}\n${source}`);
     }
-    const cfg = vscode.workspace.getConfiguration('pixelfly');
-    const settings: Array<[string, unknown]> = [
-      ['training.runner', 'torch'], ['analysis.pythonPath', PYTHON], ['training.maxSteps', 3], ['analysis.extraPaths', [join(fixtures, 'python-site')]],
-    ];
-    for (const [k, v] of settings) await cfg.update(k, v, vscode.ConfigurationTarget.Workspace);
+    const settings = { 'training.runner': 'torch', 'analysis.pythonPath': PYTHON, 'training.maxSteps': 3, 'analysis.extraPaths': [join(fixtures, 'python-site')] };
     try {
-      for (const c of cases) {
-        const doc = await vscode.workspace.openTextDocument(vscode.Uri.file(join(folder, c.file)));
-        const editor = await vscode.window.showTextDocument(doc);
-        const classLine = doc.getText().split('\n').findIndex((l) => l.startsWith(c.cls));
-        assert.ok(classLine >= 0, `${c.file}: no '${c.cls}'`);
-        editor.selection = new vscode.Selection(classLine + 1, 0, classLine + 1, 0);
-        const j = await vscode.commands.executeCommand<JobInfo | undefined>('pixelfly.train');
-        assert.ok(j, `${c.file}: job submitted`);
-        assert.equal(j.subject?.runner, 'torch', `${c.file}: the PyTorch runner trains the file's own model`);
-        const r = await waitFor(`${c.file}: the run to end`, () => {
-          const rec = api.store.get(j.jobId);
-          return rec && ['completed', 'failed', 'cancelled'].includes(rec.info.state) && rec.info.summary !== undefined && rec;
-        }, 240000);
-        assert.equal(r.info.state, 'completed', `${c.file}: ${r.info.error}`);
-        assert.equal(r.steps.length, 3);
-        assert.ok(r.steps.every((s) => s.dense && s.pixelfly.loss > 0), `${c.file}: both variants every step`);
-        const speedup = r.info.summary?.speedup;
-        assert.ok(speedup !== undefined && speedup > 0, `${c.file}: a measured speedup`);
-        console.log(`${c.file} (${j.subject?.model}): ${r.steps.length} steps, measured speedup ${speedup.toFixed(2)}x, params dense ${r.info.summary?.dense?.params} / Pixelfly ${r.info.summary?.pixelfly.params}`);
-      }
+      await withSettings(settings, async () => {
+        for (const c of cases) {
+          const { job, run } = await trainModelIn(vscode.Uri.file(join(folder, c.file)), c.cls, 3);
+          const speedup = run.info.summary?.speedup;
+          assert.ok(speedup !== undefined && speedup > 0, `${c.file}: a measured speedup`);
+          console.log(`${c.file} (${job.subject?.model}): ${run.steps.length} steps, measured speedup ${speedup.toFixed(2)}x, params dense ${run.info.summary?.dense?.params} / Pixelfly ${run.info.summary?.pixelfly.params}`);
+        }
+      });
     } finally {
-      for (const [k] of settings) await cfg.update(k, undefined, vscode.ConfigurationTarget.Workspace);
       rmSync(folder, { recursive: true, force: true });
     }
   });
