@@ -178,10 +178,13 @@ export class JobManager {
       this.jobs.set(record.jobId, job);
       try {
         if (state.state === 'running' || state.state === 'queued') {
+          // A kill between a checkpoint's rename and its record in state.json leaves state.json a
+          // checkpoint behind: the newest on disk is the one resume takes.
+          const lastCheckpointStep = run.checkpoints()[0]?.step ?? state.lastCheckpointStep;
           const message =
             `the daemon stopped while this run was ${state.state} (killed or crashed); every flushed metric is kept` +
-            (state.lastCheckpointStep !== undefined ? `; resume continues from the newest intact checkpoint (step ${state.lastCheckpointStep})` : '; resume starts it over');
-          job.update({ state: 'interrupted', endedAt: new Date().toISOString(), endReason: message });
+            (lastCheckpointStep !== undefined ? `; resume continues from the newest intact checkpoint (step ${lastCheckpointStep})` : '; resume starts it over');
+          job.update({ state: 'interrupted', endedAt: new Date().toISOString(), endReason: message, lastCheckpointStep });
           job.emit({ type: 'status', state: 'interrupted', message });
           if (state.state === 'running') interrupted.push(job);
         } else if (rebuilt) {

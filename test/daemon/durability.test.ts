@@ -104,6 +104,37 @@ test('kill -9 right after a checkpoint, then a corrupt newest checkpoint and a t
   }
 });
 
+test('kill -9 between a checkpoint and its record in state.json: the restarted daemon names the newest checkpoint on disk, and resume takes it', { skip: skipEngine, timeout: 90_000 }, async () => {
+  const home = tempHome();
+  let daemon = await startDaemon(home, ['--flush-ms', '100']);
+  try {
+    let client = await daemon.client();
+    const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 200, batchSize: 16, lr: 1e-3, checkpointEvery: 5, threads: 1 } });
+    const killedAt = await killAfterCheckpoint(daemon, client, job.jobId, 10);
+    // The kill landed after the checkpoint's folder was renamed into place, before state.json said so.
+    const stateFile = join(job.runDir, 'state.json');
+    writeFileSync(stateFile, JSON.stringify({ ...JSON.parse(readFileSync(stateFile, 'utf8')), lastCheckpointStep: killedAt - 5 }));
+    daemon = await startDaemon(home, ['--flush-ms', '100']);
+    client = await daemon.client();
+    const interrupted = await client.request('job.get', { jobId: job.jobId });
+    assert.equal(interrupted.state, 'interrupted');
+    assert.equal(interrupted.lastCheckpointStep, killedAt);
+    assert.match(interrupted.endReason ?? '', new RegExp(`resume continues from the newest intact checkpoint \\(step ${killedAt}\\)`));
+    const events = follow(client, job.jobId);
+    await client.request('job.subscribe', { jobId: job.jobId, fromSeq: interrupted.lastSeq });
+    await client.request('job.resume', { jobId: job.jobId });
+    await waitFor(() => events.some((e) => e.type === 'step'), 30_000, 'a step after the resume');
+    const running = events.find((e) => e.type === 'status' && e.state === 'running');
+    assert.equal(running?.type === 'status' && running.resumedFromStep, killedAt);
+    await client.request('job.cancel', { jobId: job.jobId });
+    assert.equal((await ended(client, job.jobId)).state, 'cancelled');
+    client.close();
+  } finally {
+    await daemon.stop();
+    removeHome(home);
+  }
+});
+
 /** Why a small tmpfs cannot be mounted here, or undefined. */
 function tmpfsMissing(): string | undefined {
   if (process.getuid?.() !== 0) return 'SKIPPED: mounting a small tmpfs for the full-disk test needs root';
