@@ -202,7 +202,8 @@ interface Buffers {
 
 /** M×in activations, out×in weights and M×out gradients (fp32, or bf16 for bf16 products), 64-byte aligned fp32 outputs. */
 function buffers(m: number, inF: number, out: number, precision: KernelPrecision): Buffers {
-  // 64-byte aligned activations for every library, as a C++ caller's aligned allocator gives.
+  // Every operand in the memory the engine gives its kernels (native/src/kernels/host_memory.h:
+  // 64-byte aligned, huge pages from 2 MB), the same buffers for every library timed in this process.
   const input = (n: number, seed: number): KernelArray => {
     const a = seededFloats(n, seed);
     if (precision === 'bf16') return toBf16(a);

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "backend_cpu.h"
+#include "kernels/host_memory.h"
 #include "kernels/kernels.h"
 
 namespace pixelfly {
@@ -37,12 +38,8 @@ k::BsrWeight bsrWeight(const BsrShape& s, const float* blocks, k::Precision p) {
 
 }  // namespace
 
-// 64-byte aligned: whole cache lines, and what the kernels' streamed stores need.
-void* CpuBackend::allocBytes(size_t bytes) {
-  void* p = std::aligned_alloc(64, (std::max<size_t>(bytes, 1) + 63) / 64 * 64);
-  if (!p) throw std::bad_alloc();
-  return p;
-}
+// The kernels' own memory (kernels/host_memory.h): 64-byte aligned, huge pages from 2 MB.
+void* CpuBackend::allocBytes(size_t bytes) { return kernels::allocHost(bytes); }
 void CpuBackend::freeBytes(void* p) { std::free(p); }
 void CpuBackend::toDevice(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 void CpuBackend::toHost(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }

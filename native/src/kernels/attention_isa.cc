@@ -24,6 +24,7 @@
 #include <new>
 
 #include "attention_table.h"
+#include "host_memory.h"
 
 #if PIXELFLY_ISA == 2
 #define ATT_TABLE kAvx512Attention
@@ -98,28 +99,11 @@ inline vf vexp(vf x) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scratch: per-thread buffers that only grow.
+// Scratch: per-thread buffers that only grow (host_memory.h).
 // ---------------------------------------------------------------------------------------------
-struct Scratch {
-  float* ptr = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(ptr); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(ptr);
-      ptr = static_cast<float*>(std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64));
-      if (!ptr) {
-        cap = 0;
-        throw std::bad_alloc();
-      }
-      cap = n;
-    }
-    return ptr;
-  }
-};
-thread_local Scratch tlsHead;   // a backward item's transposed blocks, dQ and row terms
-thread_local Scratch tlsBlock;  // a work item's score and output tiles
-thread_local Scratch tlsShared; // the forward's packed operands of every head (the calling thread's)
+thread_local GrowingBuffer tlsHead;   // a backward item's transposed blocks, dQ and row terms
+thread_local GrowingBuffer tlsBlock;  // a work item's score and output tiles
+thread_local GrowingBuffer tlsShared; // the forward's packed operands of every head (the calling thread's)
 
 // ---------------------------------------------------------------------------------------------
 // Tiles: C[rows × NV·VL] (=|+=) Σ_k A(i, k)·B[k][0 : NV·VL], with A(i, k) = a[i·ars + k·aks] broadcast
@@ -218,7 +202,7 @@ struct Rows {
   long ld;
   const float* row(int t) const { return p + t * ld; }
 };
-inline Rows rowsOf(const Heads& src, int b, int h, const Geometry& g, Scratch& copy) {
+inline Rows rowsOf(const Heads& src, int b, int h, const Geometry& g, GrowingBuffer& copy) {
   if (g.d == g.dp) return {src.row(b, h, 0), (long)src.rowStride};
   float* dst = copy.get((size_t)g.Tp * g.dp);
   packRows(dst, src, b, h, 0, g.Tp, g, 1.f);
@@ -374,7 +358,7 @@ void forward(const AttentionProblem& p, int threads) {
 // ---------------------------------------------------------------------------------------------
 // Backward
 // ---------------------------------------------------------------------------------------------
-thread_local Scratch tlsQ, tlsDO, tlsK;  // padded row copies (head dimensions that are not whole vectors)
+thread_local GrowingBuffer tlsQ, tlsDO, tlsK;  // padded row copies (head dimensions that are not whole vectors)
 
 void backward(const AttentionProblem& p, int threads) {
   const Geometry g(p);

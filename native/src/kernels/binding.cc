@@ -17,6 +17,7 @@
 #include "addon_area.h"
 #include "binding_util.h"
 #include "kernels/block_sizes.h"
+#include "kernels/host_memory.h"
 #include "kernels/kernels.h"
 
 namespace pixelfly {
@@ -166,9 +167,9 @@ Napi::Value ForceIsa(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// A zero-filled Float32Array whose data is 64-byte aligned (one cache line, one AVX-512 vector):
-// products writing large outputs into aligned memory use non-temporal stores, and Node's own
-// ArrayBuffers are only 16-byte aligned.
+// A zero-filled Float32Array in the kernels' own memory (host_memory.h: 64-byte aligned, huge
+// pages from 2 MB): products writing large outputs into aligned memory use non-temporal stores,
+// and Node's own ArrayBuffers are only 16-byte aligned, on 4 KB pages.
 Napi::Value AlignedFloat32Array(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber())
@@ -177,8 +178,12 @@ Napi::Value AlignedFloat32Array(const Napi::CallbackInfo& info) {
   if (!(n >= 0 && n <= 4.0e9 && std::floor(n) == n))
     throw Napi::RangeError::New(env, "alignedFloat32Array: length must be an integer in 0..4e9, got " + std::to_string(n));
   const size_t bytes = std::max<size_t>(64, ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64);
-  void* data = std::aligned_alloc(64, bytes);
-  if (!data) throw Napi::Error::New(env, "alignedFloat32Array: out of memory for " + std::to_string(bytes) + " bytes");
+  void* data;
+  try {
+    data = allocHost(bytes);
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, "alignedFloat32Array: out of memory for " + std::to_string(bytes) + " bytes");
+  }
   std::memset(data, 0, bytes);
   Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, data, bytes, [](Napi::Env, void* p) { std::free(p); });
   return Napi::Float32Array::New(env, static_cast<size_t>(n), buf, 0);
@@ -191,8 +196,11 @@ Napi::Value ToBf16(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     throw Napi::TypeError::New(env, "toBf16: expected a Float32Array");
   Napi::Float32Array src = info[0].As<Napi::Float32Array>();
-  Napi::Uint16Array dst = Napi::Uint16Array::New(env, src.ElementLength());
-  toBf16(src.Data(), dst.Data(), src.ElementLength());
+  // The kernels' own memory (host_memory.h), as for alignedFloat32Array: bf16 operands are large.
+  const size_t n = src.ElementLength();
+  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, allocHost(n * sizeof(bf16)), n * sizeof(bf16), [](Napi::Env, void* p) { std::free(p); });
+  Napi::Uint16Array dst = Napi::Uint16Array::New(env, n, buf, 0);
+  toBf16(src.Data(), dst.Data(), n);
   return dst;
 }
 

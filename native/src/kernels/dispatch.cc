@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "host_memory.h"
 #include "isa_table.h"
 
 namespace pixelfly {
@@ -143,29 +144,12 @@ bool bf16Product(Precision p, std::initializer_list<Src> inputs) {
 }
 
 // ---- fp32 copies: inputs of a bf16 product where the ISA has no bf16 instructions, and fp32
-// results of products whose output is bf16. Per-thread buffers that only grow, 64-byte aligned
-// (large fp32 outputs are then written with streaming stores).
-struct FloatScratch {
-  float* p = nullptr;
-  size_t cap = 0;
-  ~FloatScratch() { std::free(p); }
-  float* get(size_t n) {
-    if (n > cap) {
-      std::free(p);
-      p = static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(n, 1) * sizeof(float) + 63) / 64 * 64));
-      if (!p) {
-        cap = 0;
-        throw std::bad_alloc();
-      }
-      cap = n;
-    }
-    return p;
-  }
-};
-thread_local FloatScratch tlsInA, tlsInB, tlsOut;
+// results of products whose output is bf16. Per-thread buffers that only grow (host_memory.h;
+// 64-byte aligned, so large fp32 outputs are written with streaming stores).
+thread_local GrowingBuffer tlsInA, tlsInB, tlsOut;
 
 // rows × cols of `s` (ld apart) as contiguous fp32 holding bf16 values: fp32 rounded, bf16 widened.
-const float* roundedCopy(const Src& s, long rows, long cols, long ld, FloatScratch& buf) {
+const float* roundedCopy(const Src& s, long rows, long cols, long ld, GrowingBuffer& buf) {
   float* d = buf.get((size_t)(rows * cols));
   const KernelTable& t = table();
 #pragma omp parallel for num_threads(std::max(1, std::min(threads(), (int)(rows * cols >> 16)))) schedule(static)

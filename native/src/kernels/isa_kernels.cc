@@ -33,6 +33,7 @@
 #include <new>
 #include <vector>
 
+#include "host_memory.h"
 #include "isa_table.h"
 #if PIXELFLY_ISA == 4
 #include "amx_tiles.h"
@@ -132,29 +133,11 @@ inline Src at(const Src& s, long n) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scratch: per-thread buffers that only grow, so steady-state calls neither allocate nor fault pages.
+// Scratch: per-thread buffers that only grow (host_memory.h), so steady-state calls neither
+// allocate nor fault pages.
 // ---------------------------------------------------------------------------------------------
-struct Scratch {
-  void* ptr = nullptr;
-  size_t cap = 0;  // bytes
-  ~Scratch() { std::free(ptr); }
-  template <class T = float>
-  T* get(size_t n) {
-    const size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
-    if (bytes > cap) {
-      std::free(ptr);
-      ptr = std::aligned_alloc(64, bytes);
-      if (!ptr) {
-        cap = 0;
-        throw std::bad_alloc();
-      }
-      cap = bytes;
-    }
-    return static_cast<T*>(ptr);
-  }
-};
-thread_local Scratch tlsA;       // a-side panels (per worker thread)
-thread_local Scratch tlsB;       // b-side panels shared by a call (owned by the calling thread)
+thread_local GrowingBuffer tlsA;       // a-side panels (per worker thread)
+thread_local GrowingBuffer tlsB;       // b-side panels shared by a call (owned by the calling thread)
 thread_local std::vector<int> tlsOffsets;
 thread_local std::vector<float> tlsVector;  // gemv's contiguous copy of its vector operand
 
@@ -946,7 +929,7 @@ void chunkProduct(const Operand& a, const Operand& b, int rows, int cols, long k
   }
 }
 
-thread_local Scratch tlsPartials;
+thread_local GrowingBuffer tlsPartials;
 
 template <class E>
 void gemmSplitK(const Operand& a, const Operand& b, int M, int N, int K, float alpha, bool accumulate, float* C,
