@@ -233,9 +233,17 @@ test('a write that fails mid-run for another reason (the checkpoints folder repl
       await client.request('job.subscribe', { jobId: job.jobId, fromSeq: 0 });
       await waitFor(() => events.some((e) => e.type === 'checkpoint'), 30_000, 'a checkpoint');
       const checkpoints = join(job.runDir, 'checkpoints');
-      // Moved away in one rename (the job may be writing into it this moment), then a file in its place.
-      renameSync(checkpoints, `${checkpoints}-moved`);
-      writeFileSync(checkpoints, 'not a folder');
+      // Moved away in one rename (the job may be writing into it this moment), then a file in its
+      // place; the job may make the folder again in between (it checkpoints every 3 steps): again.
+      for (let i = 0; ; i++) {
+        renameSync(checkpoints, `${checkpoints}-moved-${i}`);
+        try {
+          writeFileSync(checkpoints, 'not a folder', { flag: 'wx' });
+          break;
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || i >= 20) throw e;
+        }
+      }
       const failed = await ended(client, job.jobId);
       assert.equal(failed.state, 'failed');
       assert.match(failed.error ?? '', /while writing the checkpoint at step \d+/);
