@@ -49,15 +49,22 @@ async function ended(client: DaemonClient, jobId: string, timeoutMs = 60_000): P
   return info;
 }
 
+/** A run of the tiny MLP checkpointing every 5 steps, its daemon killed (kill -9) right after a checkpoint at step 10 or later. */
+async function killAfterCheckpointOf(daemon: DaemonProcess): Promise<{ job: JobInfo; killedAt: number }> {
+  const client = await daemon.client();
+  const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 200, batchSize: 16, lr: 1e-3, checkpointEvery: 5, threads: 1 } });
+  const killedAt = await killAfterCheckpoint(daemon, client, job.jobId, 10);
+  assert.ok(killedAt >= 10, 'killed right after a checkpoint');
+  return { job, killedAt };
+}
+
 test('kill -9 right after a checkpoint, then a corrupt newest checkpoint and a truncated state.json: nothing flushed is lost, the run resumes from the older intact checkpoint', { skip: skipEngine, timeout: 90_000 }, async () => {
   const home = tempHome();
   // Metrics wait up to a second in memory: only the checkpoint's own flush puts them on disk in time.
   let daemon = await startDaemon(home, ['--flush-ms', '1000']);
   try {
-    let client = await daemon.client();
-    const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 200, batchSize: 16, lr: 1e-3, checkpointEvery: 5, threads: 1 } });
-    const killedAt = await killAfterCheckpoint(daemon, client, job.jobId, 10);
-    assert.ok(killedAt >= 10, 'killed right after a checkpoint');
+    const { job, killedAt } = await killAfterCheckpointOf(daemon);
+    let client: DaemonClient;
     const metrics = join(job.runDir, 'metrics.jsonl');
     const steps = new Set(completeLines(metrics).flatMap((e) => (e.type === 'step' ? [e.step] : [])));
     const missing = Array.from({ length: killedAt }, (_, i) => i + 1).filter((s) => !steps.has(s));
@@ -108,9 +115,8 @@ test('kill -9 between a checkpoint and its record in state.json: the restarted d
   const home = tempHome();
   let daemon = await startDaemon(home, ['--flush-ms', '100']);
   try {
-    let client = await daemon.client();
-    const job = await client.request('job.submit', { spec: TINY_MLP, plan: TINY_PLAN, dataset: { kind: 'synthetic' }, hyper: { epochs: 200, batchSize: 16, lr: 1e-3, checkpointEvery: 5, threads: 1 } });
-    const killedAt = await killAfterCheckpoint(daemon, client, job.jobId, 10);
+    const { job, killedAt } = await killAfterCheckpointOf(daemon);
+    let client: DaemonClient;
     // The kill landed after the checkpoint's folder was renamed into place, before state.json said so.
     const stateFile = join(job.runDir, 'state.json');
     writeFileSync(stateFile, JSON.stringify({ ...JSON.parse(readFileSync(stateFile, 'utf8')), lastCheckpointStep: killedAt - 5 }));
