@@ -68,6 +68,7 @@ const oneOf = <T extends string>(choices: readonly T[]): Check<T> => (v): v is T
 
 type Check<T> = (v: unknown) => v is T;
 const int = (min: number, max: number): Check<number> => (v): v is number => Number.isInteger(v) && (v as number) >= min && (v as number) <= max;
+const folders: Check<string[]> = (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0);
 
 /** Reads and validates; `problems` lists each rejected setting with what was wrong. */
 export function readSettings(read: (key: string) => unknown): { settings: Settings; problems: string[] } {
@@ -85,9 +86,9 @@ export function readSettings(read: (key: string) => unknown): { settings: Settin
     budget: get('plan.budget', (v): v is number => typeof v === 'number' && v > 0 && v <= 1, DEFAULTS.budget, 'must be a number in (0, 1]'),
     blockSize: get('plan.blockSize', (v): v is number => KERNEL_BLOCK_SIZES.includes(v as number), DEFAULTS.blockSize, `must be one of ${KERNEL_BLOCK_SIZES.join(', ')} (the block sizes the kernels implement)`),
     dataset: get('training.dataset', (v): v is string => typeof v === 'string' && /^(synthetic|fashion-mnist|text|npy)(:.+)?$/.test(v), DEFAULTS.dataset, "must be 'synthetic', 'fashion-mnist[:DIR]', 'text:FILE' or 'npy:DIR'"),
-    datasetFolders: get('training.datasetFolders', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.datasetFolders, 'must be a list of folder paths'),
+    datasetFolders: get('training.datasetFolders', folders, DEFAULTS.datasetFolders, 'must be a list of folder paths'),
     tokensPerSample: get('analysis.tokensPerSample', (v): v is number | null => v === null || int(1, 1 << 20)(v), DEFAULTS.tokensPerSample, 'must be a positive integer, or null'),
-    extraPaths: get('analysis.extraPaths', (v): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string' && s.length > 0), DEFAULTS.extraPaths, 'must be a list of folder paths'),
+    extraPaths: get('analysis.extraPaths', folders, DEFAULTS.extraPaths, 'must be a list of folder paths'),
     epochs: get('training.epochs', (v): v is number => typeof v === 'number' && v > 0 && v <= 1000, DEFAULTS.epochs, 'must be a number in (0, 1000]'),
     batchSize: get('training.batchSize', int(1, 65536), DEFAULTS.batchSize, 'must be an integer 1-65536'),
     lr: get('training.learningRate', (v): v is number => typeof v === 'number' && v > 0 && v < 10, DEFAULTS.lr, 'must be a number in (0, 10)'),
