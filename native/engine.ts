@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { loadAddon as loadAddonFile, NativeAddonError } from './addon';
 import { kernelInfo } from './kernels';
-import { flatBlockButterflyLayout, type BlockLayout } from '../core/layout';
+import { flatBlockButterflyLayout, layoutRows, type BlockLayout } from '../core/layout';
 import { buildBlockIndex } from '../core/blockIndex';
 import type { PixelflyConfig } from '../core/pixelflyLayer';
 import { parseModelSpec, specAttention, specInventory, type ModelSpec } from '../core/modelSpec';
@@ -244,12 +244,19 @@ function nativeAttention(T: number, spec: AttentionSpec | undefined, causal: boo
 }
 
 /**
- * The low-rank term's fields of ModelConfig: its feature count and the `count` cores' projections,
- * drawn from the model's seed (so a resumed run, built from the same seed, has the same ones).
+ * The `count` cores' fixed projections of a low-rank term ([count][m/2][headDim]), drawn from the
+ * model's seed (so a resumed run, built from the same seed, has the same ones; the weight export
+ * writes these), or undefined without a low-rank term.
  */
-function nativeLowRank(spec: AttentionSpec | undefined, count: number, headDim: number, seed: number): Record<string, unknown> {
+function lowRankProjections(spec: AttentionSpec | undefined, count: number, headDim: number, seed: number): Float32Array | undefined {
   const m = lowRankFeatures(spec);
-  return m > 0 ? { attentionFeatures: m, attentionProjection: performerProjection(count, m, headDim, seed) } : {};
+  return m > 0 ? performerProjection(count, m, headDim, seed) : undefined;
+}
+
+/** The low-rank term's fields of ModelConfig: its feature count and the cores' projections. */
+function nativeLowRank(spec: AttentionSpec | undefined, count: number, headDim: number, seed: number): Record<string, unknown> {
+  const projection = lowRankProjections(spec, count, headDim, seed);
+  return projection ? { attentionFeatures: lowRankFeatures(spec), attentionProjection: projection } : {};
 }
 
 /** The flat object the C++ side parses (model.h's ModelConfig). */
@@ -468,11 +475,7 @@ export class EngineModel {
     for (const c of cores) if (c.projection) add(`${c.name}.feature_map.projection`, [c.projection.length / c.headDim, c.headDim], c.projection);
     const layouts: Record<string, unknown> = {};
     for (const l of this.layers) {
-      const rows: string[] = [];
-      for (let r = 0; r < l.layout.blockRows; r++) {
-        rows.push(Array.from(l.layout.mask.subarray(r * l.layout.blockCols, (r + 1) * l.layout.blockCols)).join(''));
-      }
-      layouts[l.name] = { in: l.layout.inFeatures, out: l.layout.outFeatures, ...l.config, layout: rows };
+      layouts[l.name] = { in: l.layout.inFeatures, out: l.layout.outFeatures, ...l.config, layout: layoutRows(l.layout) };
     }
     tensors.__metadata__ = {
       format: 'pixelfly-weights',
@@ -493,16 +496,16 @@ export class EngineModel {
 
   /**
    * The model's Pixelfly attention cores, as the export names them: each block's score layout and,
-   * with a low-rank term, its projection (drawn from the model's seed, as engineModelConfig draws it).
+   * with a low-rank term, its projection (the ones the model was built with: lowRankProjections).
    */
   private attentionCores(): Array<{ name: string; headDim: number; projection?: Float32Array; meta: Record<string, unknown> }> {
     const att = specAttention(this.spec);
     if (!att || att.attention.kind !== 'pixelfly') return [];
     const headDim = att.dim / att.heads;
     const { layout } = attentionLayout(att.T, att.attention, att.causal);
-    const rows = Array.from({ length: layout.blockRows }, (_, r) => Array.from(layout.mask.subarray(r * layout.blockCols, (r + 1) * layout.blockCols)).join(''));
+    const rows = layoutRows(layout);
     const m = lowRankFeatures(att.attention);
-    const all = m > 0 ? performerProjection(att.count, m, headDim, this.seed) : undefined;
+    const all = lowRankProjections(att.attention, att.count, headDim, this.seed);
     const per = (m / 2) * headDim;
     return Array.from({ length: att.count }, (_, i) => ({
       name: `blocks.${i}.attn.core`,
