@@ -108,7 +108,7 @@ function watchPythonFiles(extraPaths: readonly string[]): void {
 }
 
 function settingsChanged(s: Session): void {
-  watchPythonFiles(s.settings.extraPaths ?? []);
+  watchPythonFiles(s.extraPaths());
   s.invalidateAll();
 }
 

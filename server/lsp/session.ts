@@ -3,6 +3,7 @@
  * a file they import changes in the editor or on disk), the user's settings and the Python
  * environment's site-packages.
  */
+import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
@@ -207,7 +208,7 @@ export class Session {
         defaultTokens: this.settings.tokensPerSample,
         target: this.target(),
         planOptions: this.planOptions(),
-        extraPaths: this.settings.extraPaths,
+        extraPaths: this.extraPaths(),
         sitePackages: site,
         workspaceRoots: this.workspaceRoots,
         overlays,
@@ -245,6 +246,15 @@ export class Session {
       ...(blockSize !== undefined ? { blockSizes: [blockSize] } : {}),
       ...(batchSize !== undefined && Number.isInteger(batchSize) && batchSize > 0 ? { batchSize } : {}),
     };
+  }
+
+  /**
+   * pixelfly.analysis.extraPaths, a relative one from the first workspace folder: where the
+   * extension's PyTorch runner imports the same folders from (not the server process's own folder).
+   */
+  extraPaths(): string[] {
+    const root = this.workspaceRoots[0];
+    return (this.settings.extraPaths ?? []).map((p) => (isAbsolute(p) || root === undefined ? p : join(root, p)));
   }
 
   private target(): PlanTarget | undefined {

@@ -8,7 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Diagnostic } from 'vscode-languageserver';
 import { diagnostics } from '../../server/lsp/features';
@@ -222,4 +222,12 @@ test('new extra paths replace the file-watcher registration, and every document 
   // Without the extra path, mlplib is an unknown package: Net builds no layer it can see.
   await nextDiagnostics(netUri, net, (ds) => ds.length === 0, 'diagnostics without the library');
   await nextDiagnostics(otherUri, other, () => true, 'a re-analysis at the same version');
+});
+
+test('a relative extra path is read from the first workspace folder (where the PyTorch runner imports it from)', async () => {
+  const net = publishedFor(netUri).length;
+  await conn.sendNotification('workspace/didChangeConfiguration', { settings: { pixelfly: { plan: { budget: 0.5 }, analysis: { extraPaths: [relative(dir, libDir)] } } } });
+  await client.waitFor('the extra path watched again', () =>
+    client.registrations.find((r) => JSON.stringify(r.registerOptions).includes(pathToFileURL(libDir).toString()) && r !== client.registrations[0]));
+  assert.match(mlpSizes(await nextDiagnostics(netUri, net, (ds) => !!mlpSizes(ds), 'the library found again')) ?? '', /^1024→/);
 });
