@@ -6,6 +6,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import * as vscode from 'vscode';
 import { parseDataset } from '../client/datasetArg';
+import { resolveExtraPaths } from '../io/extraPaths';
 import { deviceMeasurement, hasMeasuredProfile, MEASURE_TIMEOUT_MS, trainsOnCpu } from '../client/deviceMeasure';
 import { TERMINAL_STATES, type JobInfo, type MethodParamsIn } from '../protocol/daemon';
 import type { AnalysisJson } from '../protocol/lsp';
@@ -202,13 +203,11 @@ async function torchJob(a: TrainArgs, extraPaths: readonly string[]): Promise<Pi
 
 /**
  * Where the runner imports from besides the model's own folder: the workspace folders and the
- * analysis's extra paths (relative ones from the first workspace folder), so the model the hints
- * read is the model that trains.
+ * analysis's extra paths, resolved as the language server resolves them.
  */
 function importPaths(extraPaths: readonly string[]): string[] {
   const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
-  const extra = extraPaths.map((p) => (isAbsolute(p) || folders.length === 0 ? p : join(folders[0], p)));
-  return [...new Set([...folders, ...extra])];
+  return [...new Set([...folders, ...resolveExtraPaths(extraPaths, folders)])];
 }
 
 async function train(s: Services, arg: unknown): Promise<JobInfo | undefined> {

@@ -3,12 +3,12 @@
  * a file they import changes in the editor or on disk), the user's settings and the Python
  * environment's site-packages.
  */
-import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TextDocument } from 'vscode-languageserver-textdocument';
 import { KERNEL_BLOCK_SIZES, type PlanOptions, type PlanTarget } from '../../core/planner';
 import { DEVICE_PROFILE_FORMAT } from '../../core/costModel';
 import { PROFILE_PRECISIONS, ProfileWatcher, type ProfilePrecision } from '../../io/deviceProfile';
+import { resolveExtraPaths } from '../../io/extraPaths';
 import { homePaths } from '../../io/home';
 import { analyze, ModelNotFound, type AnalyzeOptions, type Analysis } from '../analysis/analyze';
 import { ParseCache, sitePackages } from '../analysis/modules';
@@ -248,13 +248,9 @@ export class Session {
     };
   }
 
-  /**
-   * pixelfly.analysis.extraPaths, a relative one from the first workspace folder: where the
-   * extension's PyTorch runner imports the same folders from (not the server process's own folder).
-   */
+  /** pixelfly.analysis.extraPaths as folders (not read from the server process's own folder). */
   extraPaths(): string[] {
-    const root = this.workspaceRoots[0];
-    return (this.settings.extraPaths ?? []).map((p) => (isAbsolute(p) || root === undefined ? p : join(root, p)));
+    return resolveExtraPaths(this.settings.extraPaths ?? [], this.workspaceRoots);
   }
 
   private target(): PlanTarget | undefined {
