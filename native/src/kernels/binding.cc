@@ -167,9 +167,21 @@ Napi::Value ForceIsa(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// A zero-filled Float32Array in the kernels' own memory (host_memory.h: 64-byte aligned, huge
-// pages from 2 MB): products writing large outputs into aligned memory use non-temporal stores,
-// and Node's own ArrayBuffers are only 16-byte aligned, on 4 KB pages.
+// An ArrayBuffer of `bytes` in the kernels' own memory (host_memory.h: 64-byte aligned, huge pages
+// from 2 MB), freed with it: products writing large outputs into aligned memory use non-temporal
+// stores, and Node's own ArrayBuffers are only 16-byte aligned, on 4 KB pages. Out of memory is a
+// JS error naming `fn`, never an abort.
+Napi::ArrayBuffer hostArrayBuffer(Napi::Env env, size_t bytes, const char* fn) {
+  void* data;
+  try {
+    data = allocHost(bytes);
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, std::string(fn) + ": out of memory for " + std::to_string(bytes) + " bytes");
+  }
+  return Napi::ArrayBuffer::New(env, data, bytes, [](Napi::Env, void* p) { std::free(p); });
+}
+
+// A zero-filled Float32Array in the kernels' own memory.
 Napi::Value AlignedFloat32Array(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber())
@@ -178,14 +190,8 @@ Napi::Value AlignedFloat32Array(const Napi::CallbackInfo& info) {
   if (!(n >= 0 && n <= 4.0e9 && std::floor(n) == n))
     throw Napi::RangeError::New(env, "alignedFloat32Array: length must be an integer in 0..4e9, got " + std::to_string(n));
   const size_t bytes = std::max<size_t>(64, ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64);
-  void* data;
-  try {
-    data = allocHost(bytes);
-  } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(env, "alignedFloat32Array: out of memory for " + std::to_string(bytes) + " bytes");
-  }
-  std::memset(data, 0, bytes);
-  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, data, bytes, [](Napi::Env, void* p) { std::free(p); });
+  Napi::ArrayBuffer buf = hostArrayBuffer(env, bytes, "alignedFloat32Array");
+  std::memset(buf.Data(), 0, bytes);
   return Napi::Float32Array::New(env, static_cast<size_t>(n), buf, 0);
 }
 
@@ -196,10 +202,9 @@ Napi::Value ToBf16(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     throw Napi::TypeError::New(env, "toBf16: expected a Float32Array");
   Napi::Float32Array src = info[0].As<Napi::Float32Array>();
-  // The kernels' own memory (host_memory.h), as for alignedFloat32Array: bf16 operands are large.
+  // The kernels' own memory, as for alignedFloat32Array: bf16 operands are large.
   const size_t n = src.ElementLength();
-  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, allocHost(n * sizeof(bf16)), n * sizeof(bf16), [](Napi::Env, void* p) { std::free(p); });
-  Napi::Uint16Array dst = Napi::Uint16Array::New(env, n, buf, 0);
+  Napi::Uint16Array dst = Napi::Uint16Array::New(env, n, hostArrayBuffer(env, n * sizeof(bf16), "toBf16"), 0);
   toBf16(src.Data(), dst.Data(), n);
   return dst;
 }
