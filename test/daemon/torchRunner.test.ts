@@ -15,6 +15,7 @@ import type { JobInfo, MethodParamsIn } from '../../protocol/daemon';
 import { analysisPlan } from '../../server/analysis/analyze';
 import { parsePinValue } from '../../server/analysis/pragmas';
 import { fixture, repoRoot, run as analyse } from '../server/helpers';
+import { pinModelFile } from '../support/pins';
 import { PYTHON, torchMissing } from '../support/torch';
 import { CLI, killAfterCheckpoint, removeHome, sleep, startDaemon, tempHome, withDaemon } from './harness';
 import { TCMALLOC } from '../../daemon/jobs/torchProcess';
@@ -452,8 +453,7 @@ test('pixelfly train FILE --runner torch builds the model with the file\'s own `
     // minGPT's config needs its sizes (or a model_type): here they are pinned in the file only.
     cpSync(fixture('mingpt'), join(dir, 'mingpt'), { recursive: true });
     const file = join(dir, 'mingpt', 'mingpt', 'model.py');
-    const source = readFileSync(file, 'utf8').replace(/^# pixelfly: .*$/m, '');
-    writeFileSync(file, `# pixelfly: model_type=None, n_layer=2, n_head=4, n_embd=256, vocab_size=96, block_size=64\n${source}`);
+    pinModelFile(file, 'model_type=None, n_layer=2, n_head=4, n_embd=256, vocab_size=96, block_size=64');
     const args = ['train', file, '--runner', 'torch', '--python', PYTHON, '--steps', '2', '--batch-size', '2', '--threads', '1', '--json'];
     const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, PIXELFLY_HOME: home }, encoding: 'utf8', timeout: 240_000 });
     spawnSync(process.execPath, [CLI, 'daemon', 'stop'], { env: { ...process.env, PIXELFLY_HOME: home }, encoding: 'utf8', timeout: 30_000 });

@@ -4,11 +4,12 @@
  * discovery file in $PIXELFLY_HOME), the real native engine and the real webview panels.
  */
 import * as assert from 'node:assert/strict';
-import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { PixelflyApi } from '../../../extension/main';
 import type { JobInfo } from '../../../protocol/daemon';
+import { pinModelFile } from '../../support/pins';
 import { PYTHON, torchMissing } from '../../support/torch';
 
 const EXT_ID = 'pixelfly.pixelfly';
@@ -249,10 +250,7 @@ suite('Pixelfly extension (inside VS Code)', () => {
     ];
     for (const c of cases) {
       cpSync(join(fixtures, 'models', c.dir), join(folder, c.dir), { recursive: true });
-      const file = join(folder, c.file);
-      // The pins go first, in place of any the file had (minGPT pins model_type=gpt-mini).
-      const source = readFileSync(file, 'utf8').replace(/^# pixelfly: .*$/m, '');
-      writeFileSync(file, `# pixelfly: ${c.pins}\n${source}`);
+      pinModelFile(join(folder, c.file), c.pins);
     }
     const settings = { 'training.runner': 'torch', 'analysis.pythonPath': PYTHON, 'training.maxSteps': 3, 'analysis.extraPaths': [join(fixtures, 'python-site')] };
     try {
