@@ -18,9 +18,8 @@ _FIXED = b"field(default_factory=TensorProperties)"
 
 
 class _FixedSource(importlib.machinery.SourceFileLoader):
-    def get_data(self, path):
-        data = super().get_data(path)
-        return data.replace(_BROKEN, _FIXED) if path == self.path else data
+    def get_data(self, path):  # only ever asked for this module's source (get_code and get_source)
+        return super().get_data(path).replace(_BROKEN, _FIXED)
 
     def get_code(self, fullname):  # compiled from the fixed source, never from a cached .pyc
         return compile(self.get_data(self.path), self.path, "exec")
@@ -48,8 +47,7 @@ def import_fsdp():
         if "mutable default" not in str(e):
             raise
         first = e
-    for name in [m for m in sys.modules if m == _MODULE or m.startswith("torch.distributed._shard")
-                 or m.startswith("torch.distributed.fsdp")]:
+    for name in [m for m in sys.modules if m.startswith(("torch.distributed._shard", "torch.distributed.fsdp"))]:
         del sys.modules[name]  # half-imported by the failed attempt
     finder = _Finder()
     sys.meta_path.insert(0, finder)

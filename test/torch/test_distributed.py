@@ -14,7 +14,7 @@ import pixelfly_torch as pt
 from fsdp_import import import_fsdp
 from support import Case
 
-BATCH = 12  # split evenly over 1, 2 or 3 ranks: the ranks' mean losses averaged are the whole batch's mean loss
+BATCH = 12  # split evenly over 1 or 2 ranks: the ranks' mean losses averaged are the whole batch's mean loss
 
 
 def make_model(device):
@@ -26,6 +26,10 @@ def make_model(device):
 def batch(device):
     g = torch.Generator().manual_seed(1)
     return torch.randn(BATCH, 64, generator=g).to(device), torch.randint(0, 10, (BATCH,), generator=g).to(device)
+
+
+def on_cpu(state):
+    return {k: v.cpu() for k, v in state.items()}
 
 
 def train_step(model, x, y):
@@ -63,7 +67,7 @@ def _worker(rank, kind, world, store, out_dir):
                 state = wrapped.state_dict()
         else:
             state = model.state_dict()
-        torch.save({"loss": loss, "state": {k: v.cpu() for k, v in state.items()}}, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save({"loss": loss, "state": on_cpu(state)}, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.destroy_process_group()
     except Exception:  # the parent reads the reason instead of a bare exit code
         with open(os.path.join(out_dir, f"rank{rank}.error"), "w") as f:
@@ -86,7 +90,7 @@ def single_process(device):
     model = make_model(device)
     x, y = batch(device)
     train_step(model, x, y)
-    return {k: v.cpu() for k, v in model.state_dict().items()}
+    return on_cpu(model.state_dict())
 
 
 @functools.lru_cache(maxsize=None)
