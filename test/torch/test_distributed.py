@@ -1,6 +1,7 @@
 """PixelflyLinear under DistributedDataParallel and FSDP: a step on several ranks equals the same step on
 one process with the whole batch. DDP runs on two CPU processes (gloo); FSDP where this torch's FSDP
-can run (torch 1.13's needs CUDA devices: each rank one GPU, NCCL)."""
+can run (torch 1.13's needs CUDA devices: each rank one GPU, NCCL), and on the CPU through FSDP's
+flat parameter, the part of FSDP that changes what the layers' operators are given."""
 import functools
 import os
 import sys
@@ -134,6 +135,33 @@ class Distributed(Case):
     def test_fsdp_with_a_unit_per_pixelfly_layer_equals_the_single_process_step(self):
         world = self.fsdp_or_skip()
         self.assertStepsEqual(run_ranks("fsdp_per_layer", world), f"FSDP (a unit per layer) on {world} ranks", "cuda")
+
+    def test_fsdp_flat_parameter_step_on_cpu_equals_the_plain_step(self):
+        # What of FSDP runs on a CPU-only torch 1.13: its FlattenParamsWrapper, the module it wraps each
+        # unit in, which concatenates the unit's parameters into one FlatParameter and hands the layers
+        # views into it. PixelflyLinear's operators must then take those views and give their
+        # gradients back through them.
+        import_fsdp()
+        try:
+            from torch.distributed.fsdp.flat_param import HandleConfig, HandleShardingStrategy
+            from torch.distributed.fsdp.flatten_params_wrapper import FlattenParamsWrapper
+        except ImportError as e:
+            self.skipTest(f"SKIPPED LOUDLY: torch {torch.__version__} has no FSDP FlattenParamsWrapper ({e}); "
+                          f"the FSDP steps on CUDA devices above cover it")
+        model = make_model("cpu")
+        before = on_cpu({k: v.detach().clone() for k, v in model.state_dict().items()})
+        flat = FlattenParamsWrapper(model, list(model.parameters()), torch.device("cpu"),
+                                    HandleConfig(HandleShardingStrategy.NO_SHARD, False, None, None))
+        self.assertEqual([n for n, _ in flat.named_parameters()], ["flat_param"])
+        x, y = batch("cpu")
+        train_step(flat, x, y)  # AdamW on the one flat parameter: elementwise, as on the separate ones
+        with flat.unflatten_as_params():
+            got = on_cpu({k: v.detach().clone() for k, v in flat.state_dict().items()})
+        want = single_process("cpu")
+        self.assertEqual(sorted(got), sorted(want))
+        for name in want:
+            self.assertFalse(torch.equal(want[name], before[name]), f"{name} was trained")
+            self.assertClose(got[name], want[name], 1e-6, f"FSDP's flat parameter: {name}")
 
     def test_fsdp_imports_on_this_torch(self):
         # What lets the FSDP steps above run on a CUDA machine with this same torch (Debian's 1.13 on
