@@ -103,7 +103,7 @@ export class DaemonServer {
     });
     http.on('connection', (socket: Socket) => this.track(socket));
     http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
-    http.on('clientError', (_err, socket) => socket.destroy());
+    http.on('clientError', (_err, socket) => this.dropHandshake(socket));
     // Slow headers are also bounded by the handshake timer; these keep Node's own limits in step.
     http.headersTimeout = this.opts.handshakeTimeoutMs;
     http.requestTimeout = this.opts.handshakeTimeoutMs;
@@ -143,7 +143,9 @@ export class DaemonServer {
       socket.destroy();
       return;
     }
-    const timer = setTimeout(() => socket.destroy(), this.opts.handshakeTimeoutMs);
+    // A socket leaves the count when it is destroyed, not only on 'close': that event comes at the end
+    // of the event-loop turn, and a request read earlier in the same turn would count it still waiting.
+    const timer = setTimeout(() => this.dropHandshake(socket), this.opts.handshakeTimeoutMs);
     timer.unref();
     const done = () => {
       clearTimeout(timer);
@@ -151,6 +153,12 @@ export class DaemonServer {
     };
     this.handshaking.set(socket, done);
     socket.once('close', done);
+  }
+
+  /** Ends a socket that has not completed its handshake. */
+  private dropHandshake(socket: Duplex): void {
+    this.handshaking.get(socket as Socket)?.();
+    socket.destroy();
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
