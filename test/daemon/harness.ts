@@ -302,6 +302,16 @@ function percentile(xs: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
 }
 
+/**
+ * The 95th percentile, leaving out at least the slowest sample: a case short enough for fewer than 40
+ * hellos would otherwise be judged by its single slowest one, which is what the Target below prints
+ * rather than asserts.
+ */
+function withoutSlowest(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.max(0, sorted.length - 1 - Math.max(1, Math.floor(0.05 * sorted.length)))];
+}
+
 /** "hello median 3.1 ms, p95 8.0 ms, max 12.0 ms; event loop busy at most 10 ms in one (n=140)" */
 export function describeLatency(samples: HelloSample[]): string {
   const rtt = samples.map((s) => s.rtt);
@@ -321,7 +331,7 @@ export const LOOP_BUSY_LIMIT_MS = 50;
  */
 export function assertResponsive(samples: HelloSample[], what: string): void {
   assert.ok(samples.length > 0, `no hello answered ${what}`);
-  assert.ok(percentile(samples.map((s) => s.rtt), 0.95) < 100, `${what}: ${describeLatency(samples)}`);
+  assert.ok(withoutSlowest(samples.map((s) => s.rtt)) < 100, `${what}: ${describeLatency(samples)}`);
   assert.ok(Math.max(...samples.map((s) => s.cpu)) < LOOP_BUSY_LIMIT_MS, `${what}: ${describeLatency(samples)}`);
 }
 
