@@ -143,8 +143,6 @@ export class DaemonServer {
       socket.destroy();
       return;
     }
-    // A socket leaves the count when it is destroyed, not only on 'close': that event comes at the end
-    // of the event-loop turn, and a request read earlier in the same turn would count it still waiting.
     const timer = setTimeout(() => this.dropHandshake(socket), this.opts.handshakeTimeoutMs);
     timer.unref();
     const done = () => {
@@ -155,7 +153,11 @@ export class DaemonServer {
     socket.once('close', done);
   }
 
-  /** Ends a socket that has not completed its handshake. */
+  /**
+   * Ends a socket still in its handshake and takes it out of the count at once: its 'close' comes
+   * only at the end of the event-loop turn, and a request read earlier in that turn (a stats call,
+   * a new connection's admission) would still count it as waiting.
+   */
   private dropHandshake(socket: Duplex): void {
     this.handshaking.get(socket as Socket)?.();
     socket.destroy();
