@@ -64,7 +64,7 @@ export class DaemonServer {
   private readonly wss: WebSocketServer;
   private readonly connections = new Set<Connection>();
   /** Sockets still in their handshake, with what ends that state (upgraded: their timer is cleared). */
-  private readonly handshaking = new Map<Socket, () => void>();
+  private readonly handshaking = new Map<Duplex, () => void>();
   private lastAcceptError = 0;
   private portValue = 0;
 
@@ -159,12 +159,12 @@ export class DaemonServer {
    * a new connection's admission) would still count it as waiting.
    */
   private dropHandshake(socket: Duplex): void {
-    this.handshaking.get(socket as Socket)?.();
+    this.handshaking.get(socket)?.();
     socket.destroy();
   }
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', () => this.dropHandshake(socket));
     // Browsers always send Origin on WebSocket handshakes; local tools and the extension host do not.
     if (req.headers.origin !== undefined) return refuse(socket, 403, 'Forbidden: browser origins are refused');
     const host = (req.headers.host ?? '').toLowerCase();
@@ -175,7 +175,7 @@ export class DaemonServer {
     if (this.connections.size >= this.opts.maxConnections) return refuse(socket, 503, 'Service Unavailable: too many connections');
     this.wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       // Authenticated and upgraded: no longer a pending handshake.
-      this.handshaking.get(socket as Socket)?.();
+      this.handshaking.get(socket)?.();
       const conn = new Connection(ws, this.opts, (c) => ({ ...this.context, connection: c }));
       this.connections.add(conn);
       ws.on('close', () => {
