@@ -141,7 +141,7 @@ class Distributed(Case):
         # unit in, which concatenates the unit's parameters into one FlatParameter and hands the layers
         # views into it. PixelflyLinear's operators must then take those views and give their
         # gradients back through them.
-        import_fsdp()
+        import_fsdp()  # the fsdp package must import before its modules can
         try:
             from torch.distributed.fsdp.flat_param import HandleConfig, HandleShardingStrategy
             from torch.distributed.fsdp.flatten_params_wrapper import FlattenParamsWrapper
@@ -149,14 +149,14 @@ class Distributed(Case):
             self.skipTest(f"SKIPPED LOUDLY: torch {torch.__version__} has no FSDP FlattenParamsWrapper ({e}); "
                           f"the FSDP steps on CUDA devices above cover it")
         model = make_model("cpu")
-        before = on_cpu({k: v.detach().clone() for k, v in model.state_dict().items()})
+        before = {k: v.clone() for k, v in model.state_dict().items()}
         flat = FlattenParamsWrapper(model, list(model.parameters()), torch.device("cpu"),
                                     HandleConfig(HandleShardingStrategy.NO_SHARD, False, None, None))
         self.assertEqual([n for n, _ in flat.named_parameters()], ["flat_param"])
         x, y = batch("cpu")
         train_step(flat, x, y)  # AdamW on the one flat parameter: elementwise, as on the separate ones
         with flat.unflatten_as_params():
-            got = on_cpu({k: v.detach().clone() for k, v in flat.state_dict().items()})
+            got = flat.state_dict()
         want = single_process("cpu")
         self.assertEqual(sorted(got), sorted(want))
         for name in want:
